@@ -1,0 +1,47 @@
+/**
+ * Errors are values with context. Every error backflow throws is a `BackflowError` subclass whose
+ * `context` names where it happened (op, node, input index, worker, step, microbatch, phase ...),
+ * and whose message says what was expected and what was found.
+ */
+export interface ErrorContext {
+  op?: string;
+  node?: string | number;
+  input?: number;
+  worker?: number;
+  replica?: number;
+  step?: number;
+  microbatch?: number;
+  phase?: string;
+  expected?: unknown;
+  found?: unknown;
+  [key: string]: unknown;
+}
+
+export class BackflowError extends Error {
+  readonly context: ErrorContext;
+  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.context = context;
+  }
+}
+
+/** A shape or dtype does not fit an op or a feed. */
+export class ShapeError extends BackflowError {}
+/** A dtype is not supported or does not match. */
+export class DTypeError extends BackflowError {}
+/** A graph is malformed: cycle, dangling reference, unknown op, duplicate name. */
+export class GraphError extends BackflowError {}
+/** An op is registered twice, unknown, or misused. */
+export class OpError extends BackflowError {}
+/** A feed, parameter or option given to an engine is missing or wrong. */
+export class InputError extends BackflowError {}
+/** Serialized bytes are corrupt, truncated, or of a newer format. */
+export class FormatError extends BackflowError {}
+/** A gradient request cannot be honoured (non-scalar loss without a seed, unknown wrt ...). */
+export class GradientError extends BackflowError {}
+
+/** Formats a shape the way error messages and printers show it: `[B,8]`. */
+export function fmtShape(shape: readonly (number | string)[]): string {
+  return `[${shape.join(',')}]`;
+}

@@ -1,0 +1,90 @@
+import type { Tensor } from './tensor.ts';
+
+export type UnaryKind =
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'square'
+  | 'abs'
+  | 'tanh'
+  | 'sigmoid'
+  | 'relu'
+  | 'erf'
+  | 'sign'
+  | 'leakyRelu'
+  | 'pow';
+
+export type BinaryKind =
+  | 'add'
+  | 'sub'
+  | 'mul'
+  | 'div'
+  | 'maximum'
+  | 'minimum'
+  | 'greater'
+  | 'greaterEqual'
+  | 'equal';
+
+export type ReduceKind = 'sum' | 'max';
+
+/**
+ * The compute kernels every op's forward goes through. Plain TypeScript kernels implement all of it
+ * (`tsKernels`); a faster implementation may replace any subset with `useKernels`. Kernels allocate
+ * fresh owned outputs and never write their inputs. Summation order inside a kernel is fixed, so a
+ * kernel is a deterministic function of its inputs (the reference engine and the actor runtime call
+ * the same kernels, which is what makes their gradients bitwise equal).
+ */
+export interface Kernels {
+  /** Elementwise unary; `param` is the slope of leakyRelu or the exponent of pow. */
+  unary(kind: UnaryKind, x: Tensor, param?: number): Tensor;
+  /** Elementwise binary with NumPy broadcasting; comparisons give 1 or 0 in the input dtype. */
+  binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor;
+  /** Reduces over the given (sorted, distinct) axes; the reduced axes are kept with size 1. */
+  reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor;
+  /** Batched matmul over the last two dimensions, leading dimensions broadcast, operands transposed in place. */
+  matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor;
+  transpose(x: Tensor, perm: readonly number[]): Tensor;
+  broadcastTo(x: Tensor, shape: readonly number[]): Tensor;
+  softmax(x: Tensor, axis: number): Tensor;
+  logSoftmax(x: Tensor, axis: number): Tensor;
+  slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor;
+  pad(x: Tensor, before: readonly number[], after: readonly number[]): Tensor;
+  concat(xs: readonly Tensor[], axis: number): Tensor;
+  /** Rows of `table` along `axis` picked by the integer values of `indices`; output shape splices indices' shape in. */
+  gather(table: Tensor, indices: Tensor, axis: number): Tensor;
+  /** The adjoint of gather: adds each slice of `updates` into a zero tensor of `shape` at its index. */
+  scatterAdd(updates: Tensor, indices: Tensor, shape: readonly number[], axis: number): Tensor;
+  /** One-hot rows of length `depth` for the integer values of `indices`, in `like`'s dtype. */
+  oneHot(indices: Tensor, depth: number, dtype: Tensor['dtype']): Tensor;
+}
+
+let active: Kernels | null = null;
+let fallback: Kernels | null = null;
+
+/** Installs the plain TypeScript kernels (called once by the ts kernel module on load). */
+export function setFallbackKernels(k: Kernels): void {
+  fallback = k;
+  if (active === null) active = k;
+}
+
+/** The kernels in use. */
+export function kernels(): Kernels {
+  if (active === null) throw new Error('kernels: no kernels installed (import ./kernels-ts.ts first)');
+  return active;
+}
+
+/** Replaces some kernels with faster ones; the rest stay as they are. Returns a function that undoes it. */
+export function useKernels(partial: Partial<Kernels>): () => void {
+  const before = kernels();
+  active = { ...before, ...partial };
+  return () => {
+    active = before;
+  };
+}
+
+/** The plain TypeScript kernels: the fallback, and the oracle faster kernels are tested against. */
+export function fallbackKernels(): Kernels {
+  if (fallback === null) throw new Error('kernels: the TypeScript kernels are not loaded');
+  return fallback;
+}

@@ -1,0 +1,111 @@
+import { fmtShape, ShapeError } from '../errors.ts';
+
+/** A dimension: a size, or a symbol (e.g. 'B' for a batch dimension bound when a graph runs). */
+export type Dim = number | string;
+/** A possibly symbolic shape, as graphs carry them. */
+export type Shape = readonly Dim[];
+/** A shape of numbers only, as tensors carry them. */
+export type ConcreteShape = readonly number[];
+
+export function isConcrete(shape: Shape): shape is ConcreteShape {
+  for (const d of shape) if (typeof d !== 'number') return false;
+  return true;
+}
+
+export function sizeOf(shape: ConcreteShape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function shapesEqual(a: Shape, b: Shape): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Row-major strides of a concrete shape. */
+export function stridesOf(shape: ConcreteShape): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i]!;
+  }
+  return strides;
+}
+
+/**
+ * NumPy broadcasting of two shapes, symbols included: dimensions are aligned from the right and
+ * must be equal or 1. Returns null when they do not broadcast.
+ */
+export function tryBroadcastShapes(a: Shape, b: Shape): Dim[] | null {
+  const rank = Math.max(a.length, b.length);
+  const out = new Array<Dim>(rank);
+  for (let i = 0; i < rank; i++) {
+    const da = i < rank - a.length ? 1 : a[i - (rank - a.length)]!;
+    const db = i < rank - b.length ? 1 : b[i - (rank - b.length)]!;
+    if (da === db || db === 1) out[i] = da;
+    else if (da === 1) out[i] = db;
+    else return null;
+  }
+  return out;
+}
+
+export function broadcastShapes(a: Shape, b: Shape, where: { op?: string } = {}): Dim[] {
+  const out = tryBroadcastShapes(a, b);
+  if (out === null) {
+    throw new ShapeError(
+      `${where.op ?? 'broadcast'}: shapes ${fmtShape(a)} and ${fmtShape(b)} do not broadcast ` +
+        '(expected each pair of trailing dimensions to be equal or 1)',
+      { ...where, expected: 'broadcastable shapes', found: [a, b] },
+    );
+  }
+  return out;
+}
+
+/**
+ * The axes a gradient of shape `from` must be summed over to come back to `to` (which broadcasts
+ * to `from`): the leading axes `from` has more of, and the axes where `to` is 1 and `from` is not.
+ */
+export function reducedAxes(from: Shape, to: Shape): number[] {
+  const lead = from.length - to.length;
+  const axes: number[] = [];
+  for (let i = 0; i < from.length; i++) {
+    if (i < lead) axes.push(i);
+    else if (to[i - lead] === 1 && from[i] !== 1) axes.push(i);
+  }
+  return axes;
+}
+
+/** Normalizes possibly negative axes against a rank, checking range and duplicates. */
+export function normalizeAxes(axes: number | readonly number[] | undefined, rank: number, op: string): number[] {
+  if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
+  const list = typeof axes === 'number' ? [axes] : [...axes];
+  const out: number[] = [];
+  for (const a of list) {
+    if (!Number.isInteger(a) || a < -rank || a >= rank) {
+      throw new ShapeError(`${op}: axis ${a} is out of range for rank ${rank} (expected ${-rank}..${rank - 1})`, {
+        op,
+        expected: `axis in [${-rank}, ${rank - 1}]`,
+        found: a,
+      });
+    }
+    const n = a < 0 ? a + rank : a;
+    if (out.includes(n)) throw new ShapeError(`${op}: axis ${a} is given twice`, { op, found: list });
+    out.push(n);
+  }
+  return out.sort((x, y) => x - y);
+}
+
+/** Checks a concrete shape: non-negative integer dimensions. */
+export function checkConcreteShape(shape: readonly unknown[], where: string): asserts shape is number[] {
+  for (const d of shape) {
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
+      throw new ShapeError(`${where}: expected a shape of non-negative integers, found ${JSON.stringify(shape)}`, {
+        expected: 'non-negative integer dimensions',
+        found: shape,
+      });
+    }
+  }
+}

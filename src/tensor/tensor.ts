@@ -1,0 +1,182 @@
+import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
+import { type ConcreteShape, checkConcreteShape, sizeOf } from './shape.ts';
+
+export type DType = 'float32' | 'float64';
+export const DTYPES: readonly DType[] = ['float32', 'float64'];
+
+/**
+ * Tensor storage: an owned, contiguous, row-major typed array. `ArrayBuffer` (never shared) so that a
+ * tensor's buffer can be transferred between threads. See Note [owned storage].
+ */
+export type Storage = Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>;
+
+// Note [owned storage]
+// A tensor owns its whole ArrayBuffer: data.byteOffset is 0 and data.byteLength equals
+// buffer.byteLength. That is what lets a tensor cross a MessagePort by transfer, never by clone,
+// and lets a worker recycle the buffer. Constructors below allocate fresh buffers; `Tensor` checks it.
+
+export function checkDType(dtype: unknown, where: string): asserts dtype is DType {
+  if (dtype !== 'float32' && dtype !== 'float64') {
+    throw new DTypeError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (expected 'float32' or 'float64')`, {
+      expected: DTYPES,
+      found: dtype,
+    });
+  }
+}
+
+export function allocate(dtype: DType, size: number): Storage {
+  return dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+}
+
+export function bytesPerElement(dtype: DType): number {
+  return dtype === 'float32' ? 4 : 8;
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: ConcreteShape;
+  readonly data: Storage;
+
+  constructor(dtype: DType, shape: ConcreteShape, data: Storage) {
+    this.dtype = dtype;
+    this.shape = shape;
+    this.data = data;
+    const expected = sizeOf(shape);
+    if (data.length !== expected) {
+      throw new ShapeError(
+        `Tensor: shape ${fmtShape(shape)} needs ${expected} elements, storage has ${data.length}`,
+        { expected, found: data.length },
+      );
+    }
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get bytes(): number {
+    return this.data.byteLength;
+  }
+
+  /** The single value of a tensor with one element. */
+  item(): number {
+    if (this.data.length !== 1) {
+      throw new ShapeError(`item(): expected a tensor with one element, found shape ${fmtShape(this.shape)}`);
+    }
+    return this.data[0]!;
+  }
+
+  /** The values as a nested array (for printing and tests). */
+  toArray(): unknown {
+    const build = (dim: number, offset: number): unknown => {
+      if (dim === this.shape.length) return this.data[offset];
+      const n = this.shape[dim]!;
+      let stride = 1;
+      for (let i = dim + 1; i < this.shape.length; i++) stride *= this.shape[i]!;
+      return Array.from({ length: n }, (_, i) => build(dim + 1, offset + i * stride));
+    };
+    return build(0, 0);
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype === 'float32' ? 'f32' : 'f64'}${fmtShape(this.shape)})`;
+  }
+}
+
+type Nested = number | readonly Nested[];
+
+function inferShape(values: Nested): number[] {
+  const shape: number[] = [];
+  let v: Nested = values;
+  while (Array.isArray(v)) {
+    shape.push(v.length);
+    v = (v as readonly Nested[])[0] ?? 0;
+  }
+  return shape;
+}
+
+/**
+ * Makes a tensor from numbers: a nested array (shape inferred) or a flat array with an explicit shape.
+ * The data is always copied into fresh owned storage.
+ */
+export function tensor(
+  values: Nested | ArrayLike<number>,
+  options: { shape?: readonly number[]; dtype?: DType } = {},
+): Tensor {
+  const dtype = options.dtype ?? 'float32';
+  checkDType(dtype, 'tensor');
+  let flat: ArrayLike<number>;
+  let shape: number[];
+  if (typeof values === 'number') {
+    flat = [values];
+    shape = [];
+  } else if (Array.isArray(values)) {
+    shape = inferShape(values as Nested);
+    flat = (values as unknown[]).flat(Number.POSITIVE_INFINITY) as number[];
+  } else {
+    flat = values as ArrayLike<number>;
+    shape = [flat.length];
+  }
+  if (options.shape) {
+    checkConcreteShape(options.shape, 'tensor');
+    shape = [...options.shape];
+  }
+  if (sizeOf(shape) !== flat.length) {
+    throw new ShapeError(`tensor: shape ${fmtShape(shape)} needs ${sizeOf(shape)} values, found ${flat.length}`, {
+      expected: sizeOf(shape),
+      found: flat.length,
+    });
+  }
+  const data = allocate(dtype, flat.length);
+  for (let i = 0; i < flat.length; i++) data[i] = flat[i]!;
+  return new Tensor(dtype, shape, data);
+}
+
+export function scalar(value: number, dtype: DType = 'float32'): Tensor {
+  const data = allocate(dtype, 1);
+  data[0] = value;
+  return new Tensor(dtype, [], data);
+}
+
+export function full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
+  checkConcreteShape(shape, 'full');
+  checkDType(dtype, 'full');
+  const data = allocate(dtype, sizeOf(shape));
+  if (value !== 0) data.fill(value);
+  return new Tensor(dtype, [...shape], data);
+}
+
+export function zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+  return full(shape, 0, dtype);
+}
+
+export function ones(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+  return full(shape, 1, dtype);
+}
+
+/** A copy with fresh storage, optionally converted to another dtype. */
+export function cast(t: Tensor, dtype: DType = t.dtype): Tensor {
+  const data = allocate(dtype, t.size);
+  data.set(t.data);
+  return new Tensor(dtype, t.shape, data);
+}
+
+/** The same storage under another shape with the same number of elements. */
+export function withShape(t: Tensor, shape: readonly number[]): Tensor {
+  return new Tensor(t.dtype, shape, t.data);
+}
+
+/** True when both tensors have the same dtype, shape and bit patterns (NaN payloads and -0 included). */
+export function bitwiseEqual(a: Tensor, b: Tensor): boolean {
+  if (a.dtype !== b.dtype || a.shape.length !== b.shape.length) return false;
+  for (let i = 0; i < a.shape.length; i++) if (a.shape[i] !== b.shape[i]) return false;
+  const x = new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength);
+  const y = new Uint8Array(b.data.buffer, b.data.byteOffset, b.data.byteLength);
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
