@@ -1,1 +1,2 @@
-const x: number = 1; export default x;
+const x: number = 1;
+export default x;

@@ -1,5 +1,11 @@
 import { fmtShape, InputError, ShapeError } from '../errors.ts';
-import { type BinaryKind, type Kernels, setFallbackKernels, type ReduceKind, type UnaryKind } from './kernels.ts';
+import {
+  type BinaryKind,
+  type Kernels,
+  setFallbackKernels,
+  type ReduceKind,
+  type UnaryKind,
+} from './kernels.ts';
 import { matmul } from './matmul.ts';
 import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
 import { erf } from './special.ts';
@@ -83,7 +89,9 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   }
   const shape = tryBroadcastShapes(a.shape, b.shape) as number[] | null;
   if (shape === null) {
-    throw new ShapeError(`${kind}: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not broadcast`, { op: kind });
+    throw new ShapeError(`${kind}: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not broadcast`, {
+      op: kind,
+    });
   }
   const x = a.data;
   const y = b.data;
@@ -235,7 +243,11 @@ function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /** Iterates the rows along `axis`: outer * inner rows of `len` elements spaced by `inner`. */
-function alongAxis(shape: readonly number[], axis: number, f: (base: number, len: number, step: number) => void): void {
+function alongAxis(
+  shape: readonly number[],
+  axis: number,
+  f: (base: number, len: number, step: number) => void,
+): void {
   const len = shape[axis]!;
   let outer = 1;
   for (let i = 0; i < axis; i++) outer *= shape[i]!;
@@ -307,7 +319,10 @@ function concat(xs: readonly Tensor[], axis: number): Tensor {
 
 function checkIndex(v: number, size: number, where: string): number {
   if (!Number.isInteger(v) || v < 0 || v >= size) {
-    throw new InputError(`${where}: index ${v} is not an integer in [0, ${size})`, { expected: `[0, ${size})`, found: v });
+    throw new InputError(`${where}: index ${v} is not an integer in [0, ${size})`, {
+      expected: `[0, ${size})`,
+      found: v,
+    });
   }
   return v;
 }

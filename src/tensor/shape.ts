@@ -79,17 +79,24 @@ export function reducedAxes(from: Shape, to: Shape): number[] {
 }
 
 /** Normalizes possibly negative axes against a rank, checking range and duplicates. */
-export function normalizeAxes(axes: number | readonly number[] | undefined, rank: number, op: string): number[] {
+export function normalizeAxes(
+  axes: number | readonly number[] | undefined,
+  rank: number,
+  op: string,
+): number[] {
   if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
   const list = typeof axes === 'number' ? [axes] : [...axes];
   const out: number[] = [];
   for (const a of list) {
     if (!Number.isInteger(a) || a < -rank || a >= rank) {
-      throw new ShapeError(`${op}: axis ${a} is out of range for rank ${rank} (expected ${-rank}..${rank - 1})`, {
-        op,
-        expected: `axis in [${-rank}, ${rank - 1}]`,
-        found: a,
-      });
+      throw new ShapeError(
+        `${op}: axis ${a} is out of range for rank ${rank} (expected ${-rank}..${rank - 1})`,
+        {
+          op,
+          expected: `axis in [${-rank}, ${rank - 1}]`,
+          found: a,
+        },
+      );
     }
     const n = a < 0 ? a + rank : a;
     if (out.includes(n)) throw new ShapeError(`${op}: axis ${a} is given twice`, { op, found: list });
@@ -102,10 +109,13 @@ export function normalizeAxes(axes: number | readonly number[] | undefined, rank
 export function checkConcreteShape(shape: readonly unknown[], where: string): asserts shape is number[] {
   for (const d of shape) {
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      throw new ShapeError(`${where}: expected a shape of non-negative integers, found ${JSON.stringify(shape)}`, {
-        expected: 'non-negative integer dimensions',
-        found: shape,
-      });
+      throw new ShapeError(
+        `${where}: expected a shape of non-negative integers, found ${JSON.stringify(shape)}`,
+        {
+          expected: 'non-negative integer dimensions',
+          found: shape,
+        },
+      );
     }
   }
 }

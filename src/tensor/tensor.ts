@@ -17,10 +17,13 @@ export type Storage = Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>;
 
 export function checkDType(dtype: unknown, where: string): asserts dtype is DType {
   if (dtype !== 'float32' && dtype !== 'float64') {
-    throw new DTypeError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (expected 'float32' or 'float64')`, {
-      expected: DTYPES,
-      found: dtype,
-    });
+    throw new DTypeError(
+      `${where}: unsupported dtype ${JSON.stringify(dtype)} (expected 'float32' or 'float64')`,
+      {
+        expected: DTYPES,
+        found: dtype,
+      },
+    );
   }
 }
 
@@ -126,10 +129,13 @@ export function tensor(
     shape = [...options.shape];
   }
   if (sizeOf(shape) !== flat.length) {
-    throw new ShapeError(`tensor: shape ${fmtShape(shape)} needs ${sizeOf(shape)} values, found ${flat.length}`, {
-      expected: sizeOf(shape),
-      found: flat.length,
-    });
+    throw new ShapeError(
+      `tensor: shape ${fmtShape(shape)} needs ${sizeOf(shape)} values, found ${flat.length}`,
+      {
+        expected: sizeOf(shape),
+        found: flat.length,
+      },
+    );
   }
   const data = allocate(dtype, flat.length);
   for (let i = 0; i < flat.length; i++) data[i] = flat[i]!;

@@ -1,0 +1,228 @@
+import { fmtShape, GradientError, ShapeError } from '../errors.ts';
+import { type Graph, label, type NodeRef } from '../graph/graph.ts';
+import { EagerOps } from '../ops/eager.ts';
+import { savesInput } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
+import { shapesEqual } from '../tensor/shape.ts';
+import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
+import { sweep } from './backprop.ts';
+import {
+  ancestors,
+  type Bindings,
+  bindFeeds,
+  computeNode,
+  paramValue,
+  resolveShape,
+  type TensorMap,
+} from './forward.ts';
+import { edgeCarriesGrad, type GradPlan, planGradient } from './plan.ts';
+
+const ops = new EagerOps();
+
+/** Live tensor bytes held by an engine run, and their peak. */
+class Meter {
+  live = 0;
+  peak = 0;
+  add(t: Tensor): void {
+    this.live += t.bytes;
+    if (this.live > this.peak) this.peak = this.live;
+  }
+  drop(t: Tensor): void {
+    this.live -= t.bytes;
+  }
+}
+
+/**
+ * Runs the forward over the nodes in `mask`, in order. A value is freed as soon as no later node
+ * reads it and `keep` (counts held for the backward, or outputs) does not hold it.
+ */
+function runForward(
+  graph: Graph,
+  mask: Uint8Array,
+  feeds: TensorMap,
+  params: TensorMap,
+  keep: Int32Array,
+  meter: Meter,
+) {
+  const nodes = graph.nodes;
+  const n = nodes.length;
+  const uses = new Int32Array(n);
+  const needed: number[] = [];
+  for (let id = 0; id < n; id++) {
+    if (mask[id] === 0) continue;
+    needed.push(id);
+    const ins = nodes[id]!.inputs;
+    for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
+  }
+  const bindings = bindFeeds(
+    needed.map((id) => nodes[id]!).filter((node) => node.op === 'input'),
+    feeds,
+  );
+  const values: (Tensor | undefined)[] = new Array(n);
+  const args: Tensor[] = [];
+  for (const id of needed) {
+    const node = nodes[id]!;
+    let value: Tensor;
+    if (node.op === 'input') value = feeds[node.name!]!;
+    else if (node.op === 'param') value = paramValue(node, params);
+    else if (node.op === 'const') value = node.attrs.value as Tensor;
+    else {
+      const ins = node.inputs;
+      args.length = ins.length;
+      for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
+      value = computeNode(node, args, bindings);
+      for (let k = 0; k < ins.length; k++) {
+        const i = ins[k]!;
+        if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
+          meter.drop(values[i]!);
+          values[i] = undefined;
+        }
+      }
+    }
+    values[id] = value;
+    meter.add(value);
+  }
+  return { values, bindings };
+}
+
+/**
+ * Evaluates a graph: the named outputs (all of them by default), computing only the nodes they need.
+ */
+export function evaluate(
+  graph: Graph,
+  feeds: TensorMap,
+  params: TensorMap = {},
+  outputs?: readonly NodeRef[],
+): Record<string, Tensor> {
+  const wanted: [string, number][] = outputs
+    ? outputs.map((r) => {
+        const node = graph.node(r);
+        return [typeof r === 'string' ? r : label(node), node.id];
+      })
+    : Object.entries(graph.outputs);
+  const roots = wanted.map(([, id]) => id);
+  const keep = new Int32Array(graph.size);
+  for (const id of roots) keep[id] = 1;
+  const { values } = runForward(graph, ancestors(graph, roots), feeds, params, keep, new Meter());
+  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
+}
+
+export interface ValueAndGradOptions {
+  /** The scalar to differentiate (or a non-scalar one, with a seed given at each call). */
+  loss: NodeRef;
+  /** What to differentiate with respect to; by default every parameter. */
+  wrt?: readonly NodeRef[];
+  /** Where warnings go (a parameter not connected to the loss); default: process.emitWarning. */
+  onWarning?: (message: string) => void;
+}
+
+export interface ValueAndGradResult {
+  /** The loss. */
+  value: Tensor;
+  /** One gradient per `wrt` node, keyed by its name (or %id). */
+  grads: Record<string, Tensor>;
+  /** The peak of live tensor bytes the engine held during the call. */
+  peakBytes: number;
+}
+
+export type ValueAndGradFn = (
+  feeds: TensorMap,
+  params?: TensorMap,
+  options?: { seed?: Tensor },
+) => ValueAndGradResult;
+
+/**
+ * The reference engine: `valueAndGrad(graph, {loss, wrt})` returns a function computing the loss and
+ * its gradients by the textbook algorithm (forward in topological order, then the reverse sweep of
+ * `sweep` with the gradient table). Only the needed subgraph is computed, and each saved value is
+ * freed as soon as the last VJP that reads it has run.
+ */
+export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueAndGradFn {
+  const wrt = options.wrt ?? graph.params();
+  const plan = planGradient(graph, options.loss, wrt);
+  const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
+  for (const id of plan.disconnected) {
+    warn(
+      `${label(graph.nodes[id]!)} is not connected to the loss ${label(graph.nodes[plan.loss]!)}: its gradient is zero`,
+    );
+  }
+  const keep = savedCounts(graph, plan);
+  return (feeds, params = {}, callOptions = {}) => {
+    const meter = new Meter();
+    const held = keep.slice();
+    held[plan.loss]!++;
+    const { values, bindings } = runForward(graph, plan.forward, feeds, params, held, meter);
+    const lossNode = graph.nodes[plan.loss]!;
+    const value = values[plan.loss]!;
+    const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
+    const grads = sweep(graph, plan, ops, seed, {
+      shape: (id) => shapeOf(graph, id, bindings),
+      primal: (id) => values[id]!,
+      held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
+      visited: (id) => {
+        const node = graph.nodes[id]!;
+        const def = getOp(node.op);
+        const release = (i: number) => {
+          if (--held[i]! === 0 && values[i] !== undefined) {
+            meter.drop(values[i]!);
+            values[i] = undefined;
+          }
+        };
+        node.inputs.forEach((i, s) => savesInput(def, s) && release(i));
+        if (def.saves.output) release(id);
+      },
+    });
+    const out: Record<string, Tensor> = {};
+    for (const id of plan.wrt) {
+      const node = graph.nodes[id]!;
+      out[label(node)] = grads.get(id) ?? zeros(resolveShape(node.shape, bindings, label(node)), node.dtype);
+    }
+    return { value, grads: out, peakBytes: meter.peak };
+  };
+}
+
+function shapeOf(graph: Graph, id: number, bindings: Bindings) {
+  const shape = graph.nodes[id]!.shape;
+  return bindings.size === 0 ? shape : resolveShape(shape, bindings, label(graph.nodes[id]!));
+}
+
+/** How many VJPs will read each node's value: what the forward must keep for the backward. */
+function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
+  const keep = new Int32Array(graph.size);
+  for (let id = 0; id <= plan.loss; id++) {
+    if (plan.needsGrad[id] === 0) continue;
+    const node = graph.nodes[id]!;
+    if (node.inputs.length === 0) continue;
+    const def = getOp(node.op);
+    const runs = node.inputs.some((i, s) => plan.needsGrad[i] === 1 && edgeCarriesGrad(def, s));
+    if (!runs) continue;
+    node.inputs.forEach((i, s) => {
+      if (savesInput(def, s)) keep[i]!++;
+    });
+    if (def.saves.output) keep[id]!++;
+  }
+  return keep;
+}
+
+function seedFor(op: string, name: string, value: Tensor, seed: Tensor | undefined): Tensor {
+  if (seed === undefined) {
+    if (value.rank !== 0) {
+      throw new GradientError(
+        `loss ${name} (${op}) has shape ${fmtShape(value.shape)}: a non-scalar output needs an explicit seed gradient of that shape`,
+        { node: name, expected: 'a scalar loss or a seed', found: value.shape },
+      );
+    }
+    return scalar(1, value.dtype);
+  }
+  if (seed.dtype !== value.dtype || !shapesEqual(seed.shape, value.shape)) {
+    throw new ShapeError(
+      `seed for ${name}: expected ${value.dtype}${fmtShape(value.shape)}, found ${seed.dtype}${fmtShape(seed.shape)}`,
+      {
+        node: name,
+        expected: value.shape,
+        found: seed.shape,
+      },
+    );
+  }
+  return seed;
+}

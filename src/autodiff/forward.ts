@@ -1,0 +1,165 @@
+import { fmtShape, InputError, ShapeError } from '../errors.ts';
+import { type Node, type Graph, label } from '../graph/graph.ts';
+import type { Attrs } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
+import type { Dim, Shape } from '../tensor/shape.ts';
+import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
+
+export type TensorMap = Readonly<Record<string, Tensor>>;
+
+/** Values of the symbolic dimensions for one evaluation (e.g. B = 32), bound from the feeds. */
+export type Bindings = ReadonlyMap<string, number>;
+
+/**
+ * Checks every needed input's feed (present, a tensor, dtype, rank, dimensions) and binds the
+ * symbolic dimensions. A symbol bound twice must get the same size.
+ */
+export function bindFeeds(inputs: readonly Node[], feeds: TensorMap): Map<string, number> {
+  const bindings = new Map<string, number>();
+  for (const node of inputs) {
+    const name = node.name!;
+    const feed = feeds[name];
+    if (!(feed instanceof TensorClass)) {
+      throw new InputError(
+        `feed '${name}': ${feed === undefined ? 'missing' : 'not a Tensor'} (expected ${node.dtype}${fmtShape(node.shape)})`,
+        {
+          node: name,
+          expected: node.shape,
+          found: feed === undefined ? 'nothing' : typeof feed,
+        },
+      );
+    }
+    const mismatch = () =>
+      new ShapeError(
+        `feed '${name}': expected ${node.dtype}${fmtShape(node.shape)}, found ${feed.dtype}${fmtShape(feed.shape)}`,
+        {
+          node: name,
+          expected: node.shape,
+          found: feed.shape,
+        },
+      );
+    if (feed.dtype !== node.dtype || feed.shape.length !== node.shape.length) throw mismatch();
+    node.shape.forEach((d, i) => {
+      const actual = feed.shape[i]!;
+      if (typeof d === 'number') {
+        if (d !== actual) throw mismatch();
+      } else {
+        const bound = bindings.get(d);
+        if (bound === undefined) bindings.set(d, actual);
+        else if (bound !== actual) {
+          throw new ShapeError(
+            `feed '${name}': dimension ${d} is ${actual} here but ${bound} in another feed`,
+            {
+              node: name,
+              expected: bound,
+              found: actual,
+            },
+          );
+        }
+      }
+    });
+  }
+  return bindings;
+}
+
+/** The value of a parameter, checked against the node's dtype and shape. */
+export function paramValue(node: Node, params: TensorMap): Tensor {
+  const name = node.name!;
+  const value = params[name];
+  if (!(value instanceof TensorClass)) {
+    throw new InputError(
+      `parameter '${name}': ${value === undefined ? 'missing' : 'not a Tensor'} (expected ${node.dtype}${fmtShape(node.shape)})`,
+      {
+        node: name,
+        expected: node.shape,
+        found: value === undefined ? 'nothing' : typeof value,
+      },
+    );
+  }
+  if (
+    value.dtype !== node.dtype ||
+    value.shape.length !== node.shape.length ||
+    value.shape.some((d, i) => d !== node.shape[i])
+  ) {
+    throw new ShapeError(
+      `parameter '${name}': expected ${node.dtype}${fmtShape(node.shape)}, found ${value.dtype}${fmtShape(value.shape)}`,
+      {
+        node: name,
+        expected: node.shape,
+        found: value.shape,
+      },
+    );
+  }
+  return value;
+}
+
+export function resolveShape(shape: Shape, bindings: Bindings, where: string): number[] {
+  return shape.map((d: Dim) => {
+    if (typeof d === 'number') return d;
+    const v = bindings.get(d);
+    if (v === undefined)
+      throw new ShapeError(`${where}: symbolic dimension '${d}' is not bound by any feed`, { found: d });
+    return v;
+  });
+}
+
+/** Attributes with their shape-valued entries resolved against the bindings. */
+export function resolveAttrs(op: string, attrs: Attrs, bindings: Bindings): Attrs {
+  const keys = getOp(op).shapeAttrs;
+  if (keys === undefined || bindings.size === 0) return attrs;
+  const out: Record<string, unknown> = { ...attrs };
+  for (const k of keys) {
+    const v = attrs[k];
+    if (Array.isArray(v) && v.some((d) => typeof d === 'string'))
+      out[k] = resolveShape(v as Dim[], bindings, op);
+  }
+  return out;
+}
+
+/**
+ * Computes one non-leaf node from its input values. The result is checked against the node's
+ * declared dtype and shape, so a custom op that lies about its shape is caught where it happens.
+ */
+export function computeNode(node: Node, inputs: readonly Tensor[], bindings: Bindings): Tensor {
+  const def = getOp(node.op);
+  const attrs = resolveAttrs(node.op, node.attrs, bindings);
+  let out: Tensor;
+  try {
+    out = def.forward(inputs, attrs);
+  } catch (err) {
+    if (err instanceof Error && 'context' in err) {
+      (err as { context: Record<string, unknown> }).context.node ??= label(node);
+    }
+    throw err;
+  }
+  const shape = node.shape;
+  let ok = out.dtype === node.dtype && out.shape.length === shape.length;
+  for (let i = 0; ok && i < shape.length; i++) {
+    const d = shape[i]!;
+    ok = out.shape[i] === (typeof d === 'number' ? d : bindings.get(d));
+  }
+  if (!ok) {
+    throw new ShapeError(
+      `${node.op} at ${label(node)}: forward returned ${out.dtype}${fmtShape(out.shape)}, expected ${node.dtype}${fmtShape(shape)}`,
+      { op: node.op, node: label(node), expected: shape, found: out.shape },
+    );
+  }
+  return out;
+}
+
+/** The nodes the given outputs depend on, ascending (a mask over node ids). */
+export function ancestors(graph: Graph, roots: readonly number[]): Uint8Array {
+  const mark = new Uint8Array(graph.size);
+  let top = -1;
+  for (const r of roots) {
+    mark[r] = 1;
+    if (r > top) top = r;
+  }
+  const nodes = graph.nodes;
+  for (let id = top; id >= 0; id--) {
+    if (mark[id] === 0) continue;
+    const ins = nodes[id]!.inputs;
+    for (let k = 0; k < ins.length; k++) mark[ins[k]!] = 1;
+  }
+  return mark;
+}

@@ -1,0 +1,85 @@
+import { fmtShape, GradientError } from '../errors.ts';
+import { GraphBuilder } from '../graph/builder.ts';
+import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { sweep } from './backprop.ts';
+import { evaluate } from './engine.ts';
+import type { TensorMap } from './forward.ts';
+import { planGradient } from './plan.ts';
+
+export interface GradGraphOptions {
+  loss: NodeRef;
+  /** Default: every parameter. */
+  wrt?: readonly NodeRef[];
+  /** A non-scalar loss needs a seed: 'input' adds an input `seed:<loss>` of the loss's shape. */
+  seed?: 'input';
+  /** Output names of the gradients: `<prefix><name>` (default 'grad:'). */
+  prefix?: string;
+  onWarning?: (message: string) => void;
+}
+
+/**
+ * Symbol-to-symbol differentiation: returns G+B, the graph with, appended, one gradient node per
+ * needed node of G and one contribution per edge. It is an ordinary graph: evaluate it, print it,
+ * serialize it, or differentiate it again. Its outputs are G's, the loss, and `grad:<name>` per wrt.
+ * Evaluated, it gives valueAndGrad's gradients bit for bit: both run the same `sweep` and VJPs.
+ */
+export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
+  const wrt = options.wrt ?? graph.params();
+  const plan = planGradient(graph, options.loss, wrt);
+  const prefix = options.prefix ?? 'grad:';
+  const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
+  const b = GraphBuilder.from(graph);
+  const lossNode = graph.nodes[plan.loss]!;
+  let seed: Node;
+  if (lossNode.shape.length === 0) seed = b.constant(1, lossNode.dtype);
+  else if (options.seed === 'input')
+    seed = b.input(`seed:${label(lossNode)}`, lossNode.shape, lossNode.dtype);
+  else {
+    throw new GradientError(
+      `loss ${label(lossNode)} has shape ${fmtShape(lossNode.shape)}: a non-scalar output needs a seed (gradGraph option seed: 'input')`,
+      { node: label(lossNode), found: lossNode.shape },
+    );
+  }
+  const grads = sweep(graph, plan, b, seed, { primal: (id) => graph.nodes[id]! });
+  if (!Object.values(graph.outputs).includes(plan.loss)) b.output(label(lossNode), lossNode);
+  for (const id of plan.wrt) {
+    const node = graph.nodes[id]!;
+    let g = grads.get(id);
+    if (g === undefined) {
+      warn(`${label(node)} is not connected to the loss ${label(lossNode)}: its gradient is zero`);
+      g = b.broadcastTo(b.constant(0, node.dtype), node.shape);
+    }
+    b.output(`${prefix}${label(node)}`, g);
+  }
+  return b.build();
+}
+
+/**
+ * Hessian-vector products by differentiating twice: H v = d/dw (grad(w) . v). Returns a function of
+ * feeds, parameters and the vector (one tensor per wrt, keyed by name).
+ */
+export function hvp(
+  graph: Graph,
+  options: { loss: NodeRef; wrt?: readonly NodeRef[] },
+): (feeds: TensorMap, params: TensorMap, v: TensorMap) => Record<string, Tensor> {
+  const wrt = (options.wrt ?? graph.params()).map((r) => graph.node(r));
+  const first = gradGraph(graph, { loss: options.loss, wrt });
+  const b = GraphBuilder.from(first);
+  let dot: Node | null = null;
+  for (const w of wrt) {
+    const v = b.input(`v:${label(w)}`, w.shape, w.dtype);
+    const term = b.sum(b.mul(b.node(`grad:${label(w)}`), v));
+    dot = dot === null ? term : b.add(dot, term);
+  }
+  if (dot === null) throw new GradientError('hvp: nothing to differentiate with respect to');
+  b.output('hvp:dot', dot);
+  const second = gradGraph(b.build(), { loss: 'hvp:dot', wrt: wrt.map((w) => w.id), prefix: 'hvp:' });
+  const names = wrt.map((w) => `hvp:${label(w)}`);
+  return (feeds, params, v) => {
+    const vfeeds: Record<string, Tensor> = { ...feeds };
+    for (const w of wrt) vfeeds[`v:${label(w)}`] = v[label(w)]!;
+    const out = evaluate(second, vfeeds, params, names);
+    return Object.fromEntries(wrt.map((w, i) => [label(w), out[names[i]!]!]));
+  };
+}

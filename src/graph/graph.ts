@@ -1,0 +1,86 @@
+import { GraphError } from '../errors.ts';
+import type { Attrs } from '../ops/op.ts';
+import type { Shape } from '../tensor/shape.ts';
+import type { DType } from '../tensor/tensor.ts';
+
+/**
+ * One node of the IR: single assignment, `inputs` are ids of earlier nodes. Leaves are the ops
+ * 'input' (fed each step), 'param' (trainable, attrs.init) and 'const' (attrs.value, a Tensor).
+ */
+export interface Node {
+  readonly id: number;
+  readonly op: string;
+  readonly inputs: readonly number[];
+  readonly attrs: Attrs;
+  readonly shape: Shape;
+  readonly dtype: DType;
+  readonly name?: string;
+  /** A manual placement annotation: the stage (worker) this node should run on. */
+  readonly stage?: number;
+}
+
+/** A reference to a node: the node itself, its id, or its name. */
+export type NodeRef = Node | number | string;
+
+/**
+ * A graph: nodes in topological order (ids are indices), and named outputs. Immutable once built;
+ * lookups by name are indexed on first use.
+ */
+export class Graph {
+  readonly nodes: readonly Node[];
+  readonly outputs: Readonly<Record<string, number>>;
+  private byName: Map<string, number> | null = null;
+
+  constructor(nodes: readonly Node[], outputs: Readonly<Record<string, number>> = {}) {
+    this.nodes = nodes;
+    this.outputs = outputs;
+  }
+
+  get size(): number {
+    return this.nodes.length;
+  }
+
+  /** The node a reference names: an id, a node name, an output name, or a node of this graph. */
+  node(ref: NodeRef): Node {
+    if (typeof ref === 'number') {
+      const n = this.nodes[ref];
+      if (n === undefined)
+        throw new GraphError(`no node %${ref} (the graph has ${this.nodes.length} nodes)`, { node: ref });
+      return n;
+    }
+    if (typeof ref === 'string') {
+      const id = this.names().get(ref) ?? this.outputs[ref];
+      if (id === undefined)
+        throw new GraphError(`no node or output named '${ref}'`, { node: ref, expected: 'a node name' });
+      return this.nodes[id]!;
+    }
+    if (this.nodes[ref.id] !== ref)
+      throw new GraphError(`node %${ref.id} is not a node of this graph`, { node: ref.id });
+    return ref;
+  }
+
+  names(): Map<string, number> {
+    if (this.byName === null) {
+      this.byName = new Map();
+      for (const n of this.nodes) if (n.name !== undefined) this.byName.set(n.name, n.id);
+    }
+    return this.byName;
+  }
+
+  inputs(): Node[] {
+    return this.nodes.filter((n) => n.op === 'input');
+  }
+
+  params(): Node[] {
+    return this.nodes.filter((n) => n.op === 'param');
+  }
+}
+
+export function isLeaf(node: Node): boolean {
+  return node.op === 'input' || node.op === 'param' || node.op === 'const';
+}
+
+/** The printable name of a node: its name, or %id. */
+export function label(node: Node): string {
+  return node.name ?? `%${node.id}`;
+}

@@ -1,0 +1,44 @@
+import { fmtShape, ShapeError } from '../errors.ts';
+import type { Shape } from '../tensor/shape.ts';
+import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
+import { checkArity } from './arity.ts';
+import type { Attrs } from './op.ts';
+import { Ops } from './ops.ts';
+import { getOp } from './registry.ts';
+import './builtins.ts';
+
+/**
+ * Ops on tensors, computed at once: the eager side of the ops interface. `eager.add(a, b)` runs the
+ * registered op's shape rule (for its errors) and forward.
+ */
+export class EagerOps extends Ops<Tensor> {
+  apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
+    const def = getOp(op);
+    checkArity(def, inputs.length);
+    const info = def.infer(inputs, attrs);
+    const out = def.forward(inputs, attrs);
+    if (
+      out.dtype !== info.dtype ||
+      out.shape.length !== info.shape.length ||
+      out.shape.some((d, i) => d !== info.shape[i])
+    ) {
+      throw new ShapeError(
+        `${op}: forward returned ${out.dtype}${fmtShape(out.shape)}, its shape rule says ${info.dtype}${fmtShape(info.shape)}`,
+        { op, expected: info.shape, found: out.shape },
+      );
+    }
+    return out;
+  }
+  shapeOf(x: Tensor): Shape {
+    return x.shape;
+  }
+  dtypeOf(x: Tensor): DType {
+    return x.dtype;
+  }
+  constant(value: number, dtype: DType): Tensor {
+    return scalar(value, dtype);
+  }
+}
+
+/** The eager ops, ready to use: `eager.matmul(x, w)`. */
+export const eager = new EagerOps();

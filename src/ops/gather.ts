@@ -1,0 +1,42 @@
+import { ShapeError } from '../errors.ts';
+import { kernels } from '../tensor/kernels.ts';
+import type { OpDef } from './op.ts';
+import { numel, sameDType } from './rules.ts';
+
+export interface GatherAttrs {
+  readonly axis: number;
+  readonly [key: string]: unknown;
+}
+
+export function checkAxis(op: string, axis: number, rank: number): void {
+  if (!Number.isInteger(axis) || axis < 0 || axis >= rank) {
+    throw new ShapeError(`${op}: axis ${axis} is out of range for rank ${rank}`, {
+      op,
+      expected: `[0, ${rank})`,
+      found: axis,
+    });
+  }
+}
+
+/** Embedding lookup. Its gradient scatters the cotangent rows back and adds the duplicates. */
+export const gather: OpDef<GatherAttrs> = {
+  name: 'gather',
+  arity: 2,
+  nondiff: [1],
+  saves: { inputs: [1], output: false },
+  infer: (inputs, { axis }) => {
+    const [table, indices] = [inputs[0]!, inputs[1]!];
+    sameDType('gather', inputs);
+    checkAxis('gather', axis, table.shape.length);
+    return {
+      shape: [...table.shape.slice(0, axis), ...indices.shape, ...table.shape.slice(axis + 1)],
+      dtype: table.dtype,
+    };
+  },
+  forward: ([table, indices], { axis }) => kernels().gather(table!, indices!, axis),
+  vjp: (o, { g, input, inputShapes, attrs: { axis } }) => [
+    o.scatterAdd(g, input(1), inputShapes[0]!, axis),
+    null,
+  ],
+  flops: (_, out) => numel(out.shape),
+};

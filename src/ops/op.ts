@@ -1,0 +1,66 @@
+import type { Shape } from '../tensor/shape.ts';
+import type { DType, Tensor } from '../tensor/tensor.ts';
+import type { Ops } from './ops.ts';
+
+/** Op attributes: plain, serializable data (numbers, booleans, strings, arrays of them, tensors for const). */
+export type Attrs = Readonly<Record<string, unknown>>;
+
+/** What shape rules see of a value: its (possibly symbolic) shape and dtype. */
+export interface TypeInfo {
+  readonly shape: Shape;
+  readonly dtype: DType;
+}
+
+/**
+ * What a VJP sees. `input(i)` and `output()` are available only when the op declares that its
+ * backward keeps them (`saves`); asking for anything else throws, so `saves` cannot lie.
+ */
+export interface VjpContext<T, A extends Attrs = Attrs> {
+  readonly attrs: A;
+  /** The cotangent of the output (same shape as the output). */
+  readonly g: T;
+  input(i: number): T;
+  output(): T;
+  readonly inputShapes: readonly Shape[];
+  readonly outputShape: Shape;
+  readonly dtype: DType;
+  /** Which inputs want a gradient; a VJP may skip the others (this is how a backward splits into I and W). */
+  readonly needs: readonly boolean[];
+}
+
+/**
+ * A VJP: one cotangent per input, or null where none flows. Written once against `Ops<T>`, it runs
+ * eagerly (T = Tensor) and symbolically (T = a graph node, for gradGraph). A returned cotangent may
+ * have the broadcast shape of the output: the engine sums it back to the input's shape.
+ */
+export type Vjp<A extends Attrs> = <T>(o: Ops<T>, ctx: VjpContext<T, A>) => readonly (T | null)[];
+
+export interface Saves {
+  /** Indices of the inputs the backward needs, 'all' or 'none'. */
+  readonly inputs: readonly number[] | 'all' | 'none';
+  readonly output: boolean;
+}
+
+export interface OpDef<A extends Attrs = Attrs> {
+  readonly name: string;
+  /** How many inputs, or 'variadic' (one or more). */
+  readonly arity: number | 'variadic';
+  /** Attributes that hold shapes, which may name symbolic dimensions resolved when the graph runs. */
+  readonly shapeAttrs?: readonly string[];
+  /** The shape rule: checks inputs and attributes, throws a ShapeError saying what was expected. */
+  infer(inputs: readonly TypeInfo[], attrs: A): TypeInfo;
+  forward(inputs: readonly Tensor[], attrs: A): Tensor;
+  /** What the backward keeps per microbatch. */
+  readonly saves: Saves;
+  /** Absent for ops no gradient flows through (comparisons, oneHot, ...). */
+  readonly vjp?: Vjp<A>;
+  /** Inputs that never take a gradient (indices, labels); default: every input can. */
+  readonly nondiff?: readonly number[];
+  /** Rough FLOPs of one forward, for placement and the simulator's cost model. */
+  flops?(inputs: readonly TypeInfo[], output: TypeInfo, attrs: A): number;
+}
+
+export function savesInput(def: OpDef, i: number): boolean {
+  const s = def.saves.inputs;
+  return s === 'all' || (s !== 'none' && s.includes(i));
+}

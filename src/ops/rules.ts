@@ -1,0 +1,97 @@
+// Shared shape rules and op-definition helpers for the built-in ops.
+import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
+import { kernels, type BinaryKind, type UnaryKind } from '../tensor/kernels.ts';
+import { broadcastShapes, type Dim, type Shape } from '../tensor/shape.ts';
+import type { Attrs, OpDef, Saves, TypeInfo, Vjp } from './op.ts';
+
+/** The number of elements of a shape, symbolic dimensions counted as 1 (for cost estimates). */
+export function numel(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= typeof d === 'number' ? d : 1;
+  return n;
+}
+
+export function sameDType(op: string, inputs: readonly TypeInfo[]): TypeInfo['dtype'] {
+  const dtype = inputs[0]!.dtype;
+  for (let i = 1; i < inputs.length; i++) {
+    if (inputs[i]!.dtype !== dtype) {
+      throw new DTypeError(
+        `${op}: input ${i} has dtype ${inputs[i]!.dtype}, expected ${dtype} like input 0`,
+        {
+          op,
+          input: i,
+          expected: dtype,
+          found: inputs[i]!.dtype,
+        },
+      );
+    }
+  }
+  return dtype;
+}
+
+export function expectRank(
+  op: string,
+  input: number,
+  info: TypeInfo,
+  ok: (rank: number) => boolean,
+  expected: string,
+): void {
+  if (!ok(info.shape.length)) {
+    throw new ShapeError(`${op}: input ${input} has shape ${fmtShape(info.shape)}, expected ${expected}`, {
+      op,
+      input,
+      expected,
+      found: info.shape,
+    });
+  }
+}
+
+/** The shape with `axes` set to 1 (keepdims) or removed. */
+export function reducedShape(shape: Shape, axes: readonly number[], keepdims: boolean): Dim[] {
+  const out: Dim[] = [];
+  shape.forEach((d, i) => {
+    if (!axes.includes(i)) out.push(d);
+    else if (keepdims) out.push(1);
+  });
+  return out;
+}
+
+/** An elementwise op of one input computed by a unary kernel. */
+export function unaryOp<A extends Attrs = Attrs>(spec: {
+  name: string;
+  kind: UnaryKind;
+  param?: (attrs: A) => number;
+  saves: Saves;
+  vjp?: Vjp<A>;
+  check?: (attrs: A) => void;
+  flopsPerElement?: number;
+}): OpDef<A> {
+  return {
+    name: spec.name,
+    arity: 1,
+    saves: spec.saves,
+    ...(spec.vjp ? { vjp: spec.vjp } : {}),
+    infer: ([x], attrs) => {
+      spec.check?.(attrs);
+      return { shape: x!.shape, dtype: x!.dtype };
+    },
+    forward: ([x], attrs) => kernels().unary(spec.kind, x!, spec.param?.(attrs)),
+    flops: (_, out) => numel(out.shape) * (spec.flopsPerElement ?? 1),
+  };
+}
+
+/** An elementwise op of two inputs with NumPy broadcasting, computed by a binary kernel. */
+export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; vjp?: Vjp<Attrs> }): OpDef {
+  return {
+    name: spec.name,
+    arity: 2,
+    saves: spec.saves,
+    ...(spec.vjp ? { vjp: spec.vjp } : {}),
+    infer: (inputs) => ({
+      shape: broadcastShapes(inputs[0]!.shape, inputs[1]!.shape, { op: spec.name }),
+      dtype: sameDType(spec.name, inputs),
+    }),
+    forward: ([a, b]) => kernels().binary(spec.kind, a!, b!),
+    flops: (_, out) => numel(out.shape),
+  };
+}
