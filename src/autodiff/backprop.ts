@@ -90,7 +90,10 @@ export function sweep<T>(
     node.inputs.forEach((input, s) => {
       if (!needs[s]) return;
       const c = cotangents[s];
-      if (c === null || c === undefined) return expectGradient(node, s);
+      if (c === null || c === undefined) {
+        expectGradient(node, s);
+        return;
+      }
       const value = unbroadcastChecked(ops, c, shapeOf(input), node, s);
       hooks.held?.(value, 1);
       let list = table[input];

@@ -168,7 +168,9 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
             values[i] = undefined;
           }
         };
-        node.inputs.forEach((i, s) => savesInput(def, s) && release(i));
+        node.inputs.forEach((i, s) => {
+          if (savesInput(def, s)) release(i);
+        });
         if (def.saves.output) release(id);
       },
     });

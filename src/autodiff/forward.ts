@@ -1,5 +1,5 @@
 import { fmtShape, InputError, ShapeError } from '../errors.ts';
-import { type Node, type Graph, label } from '../graph/graph.ts';
+import { type Graph, label, type Node } from '../graph/graph.ts';
 import type { Attrs } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';

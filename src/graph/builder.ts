@@ -5,9 +5,9 @@ import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Initializer } from '../tensor/init.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
-import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { checkConcreteShape } from '../tensor/shape.ts';
-import { Graph, type Node, label } from './graph.ts';
+import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
+import { Graph, label, type Node } from './graph.ts';
 import '../ops/builtins.ts';
 
 /**

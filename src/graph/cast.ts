@@ -1,4 +1,4 @@
-import { type DType, cast as castTensor, type Tensor } from '../tensor/tensor.ts';
+import { cast as castTensor, type DType, type Tensor } from '../tensor/tensor.ts';
 import { GraphBuilder } from './builder.ts';
 import type { Graph, Node } from './graph.ts';
 

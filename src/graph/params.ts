@@ -1,4 +1,4 @@
-import { initialize, type Initializer } from '../tensor/init.ts';
+import { type Initializer, initialize } from '../tensor/init.ts';
 import { Rng } from '../tensor/rng.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Graph } from './graph.ts';

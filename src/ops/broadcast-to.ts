@@ -1,6 +1,6 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
-import { type Dim, tryBroadcastShapes, shapesEqual } from '../tensor/shape.ts';
+import { type Dim, shapesEqual, tryBroadcastShapes } from '../tensor/shape.ts';
 import type { OpDef } from './op.ts';
 import { numel } from './rules.ts';
 

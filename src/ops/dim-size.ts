@@ -1,6 +1,6 @@
 import { ShapeError } from '../errors.ts';
-import { scalar, type DType } from '../tensor/tensor.ts';
 import type { Dim } from '../tensor/shape.ts';
+import { type DType, scalar } from '../tensor/tensor.ts';
 import type { OpDef } from './op.ts';
 
 export interface DimSizeAttrs {

@@ -1,6 +1,6 @@
 import { fmtShape, ShapeError } from '../errors.ts';
-import { withShape } from '../tensor/tensor.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
+import { withShape } from '../tensor/tensor.ts';
 import type { OpDef } from './op.ts';
 
 export interface ReshapeAttrs {

@@ -1,6 +1,6 @@
 // Shared shape rules and op-definition helpers for the built-in ops.
 import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
-import { kernels, type BinaryKind, type UnaryKind } from '../tensor/kernels.ts';
+import { type BinaryKind, kernels, type UnaryKind } from '../tensor/kernels.ts';
 import { broadcastShapes, type Dim, type Shape } from '../tensor/shape.ts';
 import type { Attrs, OpDef, Saves, TypeInfo, Vjp } from './op.ts';
 

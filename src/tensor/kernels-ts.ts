@@ -2,8 +2,8 @@ import { fmtShape, InputError, ShapeError } from '../errors.ts';
 import {
   type BinaryKind,
   type Kernels,
-  setFallbackKernels,
   type ReduceKind,
+  setFallbackKernels,
   type UnaryKind,
 } from './kernels.ts';
 import { matmul } from './matmul.ts';
@@ -49,7 +49,7 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       }
       break;
     case 'relu':
-      for (let i = 0; i < n; i++) o[i] = a[i]! > 0 ? a[i]! : 0;
+      for (let i = 0; i < n; i++) o[i] = a[i]! > 0 || Number.isNaN(a[i]!) ? a[i]! : 0;
       break;
     case 'erf':
       for (let i = 0; i < n; i++) o[i] = erf(a[i]!);

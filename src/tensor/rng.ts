@@ -1,5 +1,5 @@
-import { type DType, allocate, Tensor } from './tensor.ts';
 import { checkConcreteShape, sizeOf } from './shape.ts';
+import { allocate, type DType, Tensor } from './tensor.ts';
 
 /** The state of an `Rng`, four 32-bit words: plain data, so checkpoints can save and restore it. */
 export type RngState = [number, number, number, number];
