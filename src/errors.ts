@@ -45,3 +45,16 @@ export class GradientError extends BackflowError {}
 export function fmtShape(shape: readonly (number | string)[]): string {
   return `[${shape.join(',')}]`;
 }
+
+/**
+ * A step failed in a worker: an op threw, the worker died or exited, or a protocol error. `context`
+ * names worker, node, op, step, microbatch, replica and phase where known; `cause` keeps the original
+ * error's name, message, stack and custom fields.
+ */
+export class WorkerError extends BackflowError {}
+/** A step did not finish by its deadline; `context.waiting` lists what was still missing. */
+export class StepTimeoutError extends BackflowError {}
+/** The runtime was closed (or is closing) when the call was made or while it ran. */
+export class RuntimeClosedError extends BackflowError {}
+/** A message on a port was malformed, of another protocol version, or of the wrong size. */
+export class ProtocolError extends BackflowError {}

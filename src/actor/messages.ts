@@ -1,0 +1,68 @@
+// The events hosts exchange with each other and with the coordinator, and what they report: types
+// only. `T` is how a tensor is carried: a Tensor inside a thread, a WireTensor on a port
+// (src/protocol is the only place that converts between them).
+import type { Tensor } from '../tensor/tensor.ts';
+
+/**
+ * Data messages. Every one carries the step and, where it has one, the microbatch and replica, and
+ * names the edge it travels on (producer node, and consumer node + input slot for gradients).
+ */
+export type DataMessage<T = Tensor> =
+  /** An input's value for one microbatch, from the coordinator to the input node's host. */
+  | { readonly kind: 'feed'; readonly step: number; readonly mb: number; readonly replica: number; readonly node: number; readonly tensor: T }
+  /** A node's output for one microbatch, to the host of its consumers in that replica. */
+  | { readonly kind: 'activation'; readonly step: number; readonly mb: number; readonly replica: number; readonly node: number; readonly tensor: T }
+  /** A parameter's value for a whole step, to the host of its consumers (every replica on that host). */
+  | { readonly kind: 'param'; readonly step: number; readonly node: number; readonly tensor: T }
+  /** One gradient contribution, from input `slot` of `consumer` back to `node`. */
+  | {
+      readonly kind: 'gradient';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly consumer: number;
+      readonly slot: number;
+      readonly tensor: T;
+    };
+
+/** One shard of a step's batch: microbatch `mb` of replica `replica`. */
+export interface Shard {
+  readonly replica: number;
+  readonly mb: number;
+  /** Sizes of the symbolic dimensions in this shard (e.g. B -> 8). */
+  readonly bindings: readonly (readonly [string, number])[];
+  /** The seed of this shard's loss: its share of the batch, Note [microbatch scaling]. */
+  readonly scale: number;
+}
+
+/** Step metadata every host gets before the step's data. */
+export interface StepStart {
+  readonly step: number;
+  readonly microbatches: number;
+  readonly shards: readonly Shard[];
+}
+
+/** What hosts report to the coordinator. */
+export type Report<T = Tensor> =
+  | { readonly kind: 'loss'; readonly step: number; readonly mb: number; readonly replica: number; readonly value: number }
+  | { readonly kind: 'grad'; readonly step: number; readonly node: number; readonly tensor: T }
+  | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport };
+
+/** An error as data, so it can cross threads: name, message, stack, custom fields and where it happened. */
+export interface ErrorReport {
+  readonly name: string;
+  readonly message: string;
+  readonly stack?: string;
+  readonly code?: unknown;
+  readonly fields?: Readonly<Record<string, unknown>>;
+  readonly context: {
+    readonly worker: number;
+    readonly node?: string;
+    readonly op?: string;
+    readonly step?: number;
+    readonly microbatch?: number;
+    readonly replica?: number;
+    readonly phase?: 'forward' | 'backward' | 'param' | 'feed';
+  };
+}

@@ -1,0 +1,135 @@
+import { InputError } from '../errors.ts';
+import type { Graph, NodeRef } from '../graph/graph.ts';
+import { type DType, scalar, Tensor, allocate } from '../tensor/tensor.ts';
+import { eager } from '../ops/eager.ts';
+import { valueAndGrad } from './engine.ts';
+import { bindFeeds, type TensorMap } from './forward.ts';
+
+// Note [microbatch scaling]
+// A step's batch of B examples is cut into shards: `replicas` contiguous parts, each cut into
+// `microbatches` contiguous microbatches (sizes differ by at most one). A loss that is a mean over
+// its shard is seeded with (shard size / B) instead of 1, so the sum of the shards' gradients is the
+// gradient of the mean over the whole batch, and the sum of their scaled losses is the batch's mean
+// loss. This rule lives here, once: the coordinator's shards and the reference below both come from
+// `splitBatch`.
+
+export interface BatchShard {
+  readonly replica: number;
+  readonly mb: number;
+  /** First row of the shard in the batch, and its number of rows. */
+  readonly start: number;
+  readonly size: number;
+  readonly feeds: Record<string, Tensor>;
+  readonly bindings: ReadonlyMap<string, number>;
+  /** The shard's share of the batch: its loss seed. */
+  readonly scale: number;
+}
+
+export interface SplitOptions {
+  replicas?: number;
+  microbatches?: number;
+}
+
+/**
+ * Cuts a batch of feeds into replicas x microbatches shards along the batch dimension: the symbolic
+ * leading dimension shared by the batched inputs. Inputs without it go whole to every shard (copied,
+ * so every shard owns its tensors).
+ */
+export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
+  const replicas = options.replicas ?? 1;
+  const microbatches = options.microbatches ?? 1;
+  for (const [k, v] of [['replicas', replicas], ['microbatches', microbatches]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
+  }
+  const inputs = graph.inputs();
+  const bindings = bindFeeds(inputs, feeds);
+  const batchSymbols = new Set(inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'));
+  if (batchSymbols.size > 1) {
+    throw new InputError(`splitBatch: inputs disagree on the batch dimension (${[...batchSymbols].join(', ')})`, { found: [...batchSymbols] });
+  }
+  const symbol = [...batchSymbols][0];
+  const shards = replicas * microbatches;
+  const batch = symbol === undefined ? 1 : bindings.get(symbol)!;
+  if (shards > 1 && symbol === undefined) {
+    throw new InputError(`splitBatch: ${shards} shards asked, but no input has a symbolic batch dimension to split`, {
+      expected: 'an input whose first dimension is a symbol such as B',
+      found: inputs.map((n) => n.shape),
+    });
+  }
+  if (batch < shards) {
+    throw new InputError(`splitBatch: a batch of ${batch} cannot be cut into ${replicas} replicas x ${microbatches} microbatches`, {
+      expected: `batch size >= ${shards}`,
+      found: batch,
+    });
+  }
+  const out: BatchShard[] = [];
+  let start = 0;
+  for (let k = 0; k < shards; k++) {
+    const size = Math.floor(batch / shards) + (k < batch % shards ? 1 : 0);
+    const shardFeeds: Record<string, Tensor> = {};
+    for (const node of inputs) {
+      const t = feeds[node.name!]!;
+      shardFeeds[node.name!] = symbol !== undefined && node.shape[0] === symbol ? rows(t, start, size) : rows(t, 0, t.shape[0] ?? 1, true);
+    }
+    const b = new Map(bindings);
+    if (symbol !== undefined) b.set(symbol, size);
+    out.push({ replica: Math.floor(k / microbatches), mb: k % microbatches, start, size, feeds: shardFeeds, bindings: b, scale: size / batch });
+    start += size;
+  }
+  return out;
+}
+
+/** Rows [start, start + count) of a tensor as a new owned tensor (a scalar is copied whole). */
+function rows(t: Tensor, start: number, count: number, whole = false): Tensor {
+  if (whole || t.rank === 0) {
+    const data = allocate(t.dtype, t.size);
+    data.set(t.data);
+    return new Tensor(t.dtype, t.shape, data);
+  }
+  const row = t.size / t.shape[0]!;
+  const data = allocate(t.dtype, count * row);
+  data.set(t.data.subarray(start * row, (start + count) * row));
+  return new Tensor(t.dtype, [count, ...t.shape.slice(1)], data);
+}
+
+export interface ReferenceStepResult {
+  /** The batch's loss: sum over replicas of sum over microbatches of (shard loss x scale). */
+  loss: number;
+  grads: Record<string, Tensor>;
+}
+
+/**
+ * The oracle for a distributed step: the reference engine run on each shard with its seed, the
+ * gradients summed replica by replica, microbatch by microbatch (Note [gradient sum order] in
+ * src/actor/param-actor.ts). The actor runtime must give these numbers bit for bit.
+ */
+export function referenceStep(
+  graph: Graph,
+  feeds: TensorMap,
+  params: TensorMap,
+  options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[] } = {},
+): ReferenceStepResult {
+  const fn = valueAndGrad(graph, { loss: options.loss ?? 'loss', ...(options.wrt ? { wrt: options.wrt } : {}), onWarning: () => {} });
+  const shards = splitBatch(graph, feeds, options);
+  const microbatches = options.microbatches ?? 1;
+  let loss = 0;
+  let total: Record<string, Tensor> | null = null;
+  for (let r = 0; r < (options.replicas ?? 1); r++) {
+    let lossR = 0;
+    let partial: Record<string, Tensor> | null = null;
+    for (let m = 0; m < microbatches; m++) {
+      const shard = shards[r * microbatches + m]!;
+      const lossDtype: DType = graph.node(options.loss ?? 'loss').dtype;
+      const { value, grads } = fn(shard.feeds, params, { seed: scalar(shard.scale, lossDtype) });
+      lossR += value.item() * shard.scale;
+      partial = partial === null ? grads : addAll(partial, grads);
+    }
+    loss += lossR;
+    total = total === null ? partial! : addAll(total, partial!);
+  }
+  return { loss, grads: total! };
+}
+
+function addAll(a: Record<string, Tensor>, b: Record<string, Tensor>): Record<string, Tensor> {
+  return Object.fromEntries(Object.keys(a).map((k) => [k, eager.add(a[k]!, b[k]!)]));
+}

@@ -1,0 +1,87 @@
+import { fmtShape, GradientError, ShapeError } from '../errors.ts';
+import { label, type Node } from '../graph/graph.ts';
+import { savesInput, type VjpContext } from '../ops/op.ts';
+import type { Ops } from '../ops/ops.ts';
+import { getOp } from '../ops/registry.ts';
+import { reducedAxes, type Shape, shapesEqual } from '../tensor/shape.ts';
+
+/** Where a VJP's saved values and shapes come from: the engine running it decides. */
+export interface VjpSource<T> {
+  /** The value of node id, as saved by the forward. */
+  primal(id: number): T;
+  /** The shape of node id's value (bound, where the engine binds symbolic dimensions). */
+  shape(id: number): Shape;
+}
+
+/**
+ * Runs one node's VJP for cotangent `g` and returns, per input slot, the contribution that slot sends
+ * back (summed to the input's shape), or null where `needs` says none is wanted. Shared by every
+ * engine: the reference sweep, gradGraph and the actors.
+ */
+export function runVjp<T>(ops: Ops<T>, node: Node, g: T, needs: readonly boolean[], source: VjpSource<T>): (T | null)[] {
+  const def = getOp(node.op);
+  if (def.vjp === undefined) return node.inputs.map(() => null);
+  const ctx: VjpContext<T> = {
+    attrs: node.attrs,
+    g,
+    needs,
+    inputShapes: node.inputs.map((i) => source.shape(i)),
+    outputShape: source.shape(node.id),
+    dtype: node.dtype,
+    input(i: number): T {
+      if (!savesInput(def, i)) {
+        throw new GradientError(`${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`, {
+          op: node.op,
+          node: label(node),
+          input: i,
+        });
+      }
+      return source.primal(node.inputs[i]!);
+    },
+    output(): T {
+      if (!def.saves.output) {
+        throw new GradientError(`${node.op}: its VJP reads its output, which the op does not declare in saves.output`, {
+          op: node.op,
+          node: label(node),
+        });
+      }
+      return source.primal(node.id);
+    },
+  };
+  const cotangents = def.vjp(ops, ctx);
+  return node.inputs.map((input, s) => {
+    if (!needs[s]) return null;
+    const c = cotangents[s];
+    if (c === null || c === undefined) {
+      throw new GradientError(`${node.op} at ${label(node)}: its VJP returned no gradient for input ${s}, which needs one`, {
+        op: node.op,
+        node: label(node),
+        input: s,
+      });
+    }
+    return unbroadcastChecked(ops, c, source.shape(input), node, s);
+  });
+}
+
+/** Sums a cotangent of a broadcast shape back to the shape of the input it is for. */
+export function unbroadcast<T>(ops: Ops<T>, g: T, shape: Shape): T {
+  const from = ops.shapeOf(g);
+  if (shapesEqual(from, shape)) return g;
+  const axes = reducedAxes(from, shape);
+  const summed = axes.length > 0 ? ops.sum(g, axes, true) : g;
+  return shapesEqual(ops.shapeOf(summed), shape) ? summed : ops.reshape(summed, shape);
+}
+
+function unbroadcastChecked<T>(ops: Ops<T>, c: T, shape: Shape, node: Node, slot: number): T {
+  const from = ops.shapeOf(c);
+  let ok = from.length >= shape.length;
+  const lead = from.length - shape.length;
+  for (let i = 0; ok && i < shape.length; i++) ok = shape[i] === 1 || from[lead + i] === shape[i];
+  if (!ok) {
+    throw new ShapeError(
+      `${node.op} at ${label(node)}: its VJP returned a gradient of shape ${fmtShape(from)} for input ${slot}, expected ${fmtShape(shape)} (or a shape that broadcasts to it)`,
+      { op: node.op, node: label(node), input: slot, expected: shape, found: from },
+    );
+  }
+  return unbroadcast(ops, c, shape);
+}

@@ -1,0 +1,215 @@
+import { InputError } from '../errors.ts';
+import type { GradPlan } from '../autodiff/plan.ts';
+import type { Graph, Node } from '../graph/graph.ts';
+import type { TypeInfo } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
+import type { Shape } from '../tensor/shape.ts';
+import { bytesPerElement } from '../tensor/tensor.ts';
+
+/**
+ * - 'per-node': every node its own actor, dealt round-robin over the workers (the most messages);
+ * - 'stages': contiguous runs of the topological order, balanced by estimated FLOPs (a pipeline);
+ * - 'manual': the stage annotations of the builder (`b.onStage(s, ...)`);
+ * - 'min-comm': balanced stages, then nodes moved across worker boundaries while that lowers the
+ *   bytes crossing workers and keeps every worker within the imbalance bound.
+ */
+export type PlacementStrategy = 'per-node' | 'stages' | 'manual' | 'min-comm';
+export const PLACEMENT_STRATEGIES: readonly PlacementStrategy[] = ['per-node', 'stages', 'manual', 'min-comm'];
+
+export interface Placement {
+  /** Worker (within one replica's group) of each node; -1 for consts (inlined) and nodes never computed. */
+  readonly worker: Int32Array;
+  /** Estimated FLOPs of each node. */
+  readonly cost: Float64Array;
+  /** Bytes of each node's value. */
+  readonly bytes: Float64Array;
+}
+
+interface PlaceOptions {
+  strategy: PlacementStrategy;
+  workers: number;
+  batchSize: number;
+  imbalance: number;
+}
+
+const concrete = (shape: Shape, batch: number): number[] => shape.map((d) => (typeof d === 'number' ? d : batch));
+
+export function placeNodes(
+  graph: Graph,
+  grad: GradPlan,
+  consumers: readonly (readonly (readonly [number, number])[])[],
+  options: PlaceOptions,
+): Placement {
+  const n = graph.size;
+  const { workers, batchSize } = options;
+  const cost = new Float64Array(n);
+  const bytes = new Float64Array(n);
+  const computed: Node[] = [];
+  for (const node of graph.nodes) {
+    if (grad.forward[node.id] === 0) continue;
+    const shape = concrete(node.shape, batchSize);
+    bytes[node.id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+    if (node.op === 'const') continue;
+    computed.push(node);
+    if (node.inputs.length > 0 || !['input', 'param'].includes(node.op)) {
+      const def = getOp(node.op);
+      const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: concrete(graph.nodes[i]!.shape, batchSize), dtype: graph.nodes[i]!.dtype }));
+      const flops = def.flops?.(infos, { shape, dtype: node.dtype }, node.attrs) ?? shape.reduce((p, d) => p * d, 1);
+      // A backward costs about twice the forward where a gradient flows.
+      cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
+    }
+  }
+  const worker = new Int32Array(n).fill(-1);
+  switch (options.strategy) {
+    case 'per-node':
+      computed.forEach((node, k) => {
+        worker[node.id] = k % workers;
+      });
+      break;
+    case 'stages':
+      balancedStages(computed, cost, workers, worker);
+      leavesWithConsumers(graph, computed, consumers, worker);
+      break;
+    case 'manual':
+      manualStages(graph, computed, consumers, workers, worker);
+      break;
+    case 'min-comm':
+      balancedStages(computed, cost, workers, worker);
+      leavesWithConsumers(graph, computed, consumers, worker);
+      refine(graph, computed, consumers, cost, bytes, workers, options.imbalance, worker);
+      break;
+    default:
+      throw new InputError(`compile: unknown placement '${String(options.strategy)}' (expected one of per-node, stages, manual, min-comm)`, {
+        expected: ['per-node', 'stages', 'manual', 'min-comm'],
+        found: options.strategy,
+      });
+  }
+  return { worker, cost, bytes };
+}
+
+/** Cuts the topological order into `workers` contiguous runs of about equal cost. */
+function balancedStages(computed: readonly Node[], cost: Float64Array, workers: number, worker: Int32Array): void {
+  const ops = computed.filter((node) => node.op !== 'input' && node.op !== 'param');
+  let total = 0;
+  for (const node of ops) total += cost[node.id]!;
+  let acc = 0;
+  for (const node of ops) {
+    // The stage of a node is where the midpoint of its cost falls.
+    const mid = acc + cost[node.id]! / 2;
+    worker[node.id] = total === 0 ? 0 : Math.min(workers - 1, Math.floor((mid / total) * workers));
+    acc += cost[node.id]!;
+  }
+}
+
+/** Inputs and parameters go where their first consumer is. */
+function leavesWithConsumers(
+  graph: Graph,
+  computed: readonly Node[],
+  consumers: readonly (readonly (readonly [number, number])[])[],
+  worker: Int32Array,
+): void {
+  for (const node of computed) {
+    if (node.op !== 'input' && node.op !== 'param') continue;
+    const first = consumers[node.id]!.find(([c]) => graph.nodes[c]!.op !== 'const');
+    worker[node.id] = first === undefined ? 0 : worker[first[0]]!;
+  }
+}
+
+function manualStages(
+  graph: Graph,
+  computed: readonly Node[],
+  consumers: readonly (readonly (readonly [number, number])[])[],
+  workers: number,
+  worker: Int32Array,
+): void {
+  for (const node of computed) {
+    if (node.stage === undefined) continue;
+    if (node.stage >= workers) {
+      throw new InputError(`compile: node ${node.name ?? `%${node.id}`} is annotated for stage ${node.stage}, but a replica has ${workers} workers`, {
+        node: node.name ?? node.id,
+        expected: `stage < ${workers}`,
+        found: node.stage,
+      });
+    }
+    worker[node.id] = node.stage;
+  }
+  // Unannotated nodes follow their first placed consumer, else their last placed input, else 0.
+  for (let k = computed.length - 1; k >= 0; k--) {
+    const node = computed[k]!;
+    if (worker[node.id] !== -1) continue;
+    const c = consumers[node.id]!.find(([id]) => worker[id]! >= 0);
+    if (c !== undefined) worker[node.id] = worker[c[0]]!;
+  }
+  for (const node of computed) {
+    if (worker[node.id] !== -1) continue;
+    const placed = node.inputs.map((i) => worker[i]!).filter((w) => w >= 0);
+    worker[node.id] = placed.length > 0 ? placed[placed.length - 1]! : 0;
+  }
+  void graph;
+}
+
+/**
+ * Greedy refinement (in the spirit of Kernighan-Lin): move a node to the worker of one of its
+ * neighbours when that lowers the bytes crossing workers and keeps that worker's load within
+ * (1 + imbalance) of the mean. Passes repeat until nothing moves.
+ */
+function refine(
+  graph: Graph,
+  computed: readonly Node[],
+  consumers: readonly (readonly (readonly [number, number])[])[],
+  cost: Float64Array,
+  bytes: Float64Array,
+  workers: number,
+  imbalance: number,
+  worker: Int32Array,
+): void {
+  if (workers < 2) return;
+  const load = new Float64Array(workers);
+  let total = 0;
+  for (const node of computed) {
+    load[worker[node.id]!]! += cost[node.id]!;
+    total += cost[node.id]!;
+  }
+  const limit = (total / workers) * (1 + imbalance);
+  // Bytes on the edges between `id` and its neighbours that would cross if `id` sat on worker w.
+  const cut = (id: number, w: number): number => {
+    let b = 0;
+    for (const i of graph.nodes[id]!.inputs) if (worker[i]! >= 0 && worker[i] !== w) b += bytes[i]!;
+    const seen = new Set<number>();
+    for (const [c] of consumers[id]!) {
+      if (worker[c]! >= 0 && worker[c] !== w && !seen.has(worker[c]!)) {
+        seen.add(worker[c]!);
+        b += bytes[id]!;
+      }
+    }
+    return b;
+  };
+  for (let pass = 0; pass < 20; pass++) {
+    let moved = false;
+    for (const node of computed) {
+      const id = node.id;
+      const here = worker[id]!;
+      const candidates = new Set<number>();
+      for (const i of node.inputs) if (worker[i]! >= 0) candidates.add(worker[i]!);
+      for (const [c] of consumers[id]!) if (worker[c]! >= 0) candidates.add(worker[c]!);
+      candidates.delete(here);
+      let best = here;
+      let bestCut = cut(id, here);
+      for (const w of candidates) {
+        if (load[w]! + cost[id]! > limit) continue;
+        const c = cut(id, w);
+        if (c < bestCut) {
+          best = w;
+          bestCut = c;
+        }
+      }
+      if (best !== here) {
+        load[here]! -= cost[id]!;
+        load[best]! += cost[id]!;
+        worker[id] = best;
+        moved = true;
+      }
+    }
+    if (!moved) break;
+  }
+}

@@ -1,0 +1,153 @@
+import { InputError } from '../errors.ts';
+import type { Graph, NodeRef } from '../graph/graph.ts';
+import { type GradPlan, planGradient } from '../autodiff/plan.ts';
+import { edgeCarriesGrad } from '../autodiff/plan.ts';
+import { getOp } from '../ops/registry.ts';
+import { placeNodes, type PlacementStrategy } from './placement.ts';
+
+export interface CompileOptions {
+  /** How many workers (threads) the plan spreads over. */
+  workers: number;
+  /** Default 'stages'. */
+  placement?: PlacementStrategy;
+  /** Data-parallel replicas of the graph (default 1). Each replica gets workers / replicas workers. */
+  replicas?: number;
+  /** The loss (default: the output named 'loss'). */
+  loss?: NodeRef;
+  /** Parameters that get gradients (default: all). */
+  wrt?: readonly NodeRef[];
+  /** The batch size cost estimates assume for symbolic dimensions (default 32). */
+  batchSize?: number;
+  /** Allowed load imbalance of 'min-comm' over the balanced stages, as a fraction (default 0.1). */
+  imbalance?: number;
+}
+
+/** One gradient-carrying or activation-carrying edge between two workers. */
+export interface CrossEdge {
+  readonly replica: number;
+  readonly from: number;
+  readonly to: number;
+  readonly slot: number;
+  readonly fromWorker: number;
+  readonly toWorker: number;
+  /** Bytes one activation on this edge carries, symbolic dimensions at the estimate batch size. */
+  readonly bytes: number;
+}
+
+/**
+ * A compiled plan: pure data, printable, testable without threads. Everything a host needs to run its
+ * part of a step: where every node of every replica lives, who consumes what, and how many gradient
+ * contributions each node waits for before its VJP may run (Note [reverse order by counting]).
+ */
+export interface Plan {
+  readonly graph: Graph;
+  readonly workers: number;
+  readonly replicas: number;
+  readonly strategy: PlacementStrategy;
+  readonly loss: number;
+  /** The parameters that get a gradient. */
+  readonly params: readonly number[];
+  readonly grad: GradPlan;
+  /** placement[r][id]: the worker of node id in replica r; -1 for nodes the step never computes and for consts. Params: their owner. */
+  readonly placement: readonly Int32Array[];
+  /** consumers[id]: the (consumer, slot) edges reading node id, among computed nodes, by consumer then slot. */
+  readonly consumers: readonly (readonly (readonly [number, number])[])[];
+  readonly crossEdges: readonly CrossEdge[];
+  /** Estimated FLOPs per worker for one step at the estimate batch size. */
+  readonly load: readonly number[];
+}
+
+// Note [reverse order by counting]
+// A node's VJP may run for a microbatch only when every gradient contribution it is owed has
+// arrived: one per edge to a consumer that needs a gradient (plan.grad.expected[id]). That count, not
+// timing, enforces the reverse topological order of the textbook algorithm across workers.
+
+export function compile(graph: Graph, options: CompileOptions): Plan {
+  const workers = options.workers;
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(workers) || workers < 1) {
+    throw new InputError(`compile: expected workers >= 1, found ${workers}`, { expected: '>= 1', found: workers });
+  }
+  if (!Number.isInteger(replicas) || replicas < 1) {
+    throw new InputError(`compile: expected replicas >= 1, found ${replicas}`, { expected: '>= 1', found: replicas });
+  }
+  const lossRef = options.loss ?? 'loss';
+  const loss = graph.node(lossRef);
+  if (loss.shape.length !== 0) {
+    throw new InputError(`compile: the loss ${loss.name ?? `%${loss.id}`} must be a scalar, found shape [${loss.shape.join(',')}]`, {
+      node: loss.name ?? loss.id,
+      expected: [],
+      found: loss.shape,
+    });
+  }
+  const wrt = options.wrt ?? graph.params();
+  const grad = planGradient(graph, loss.id, wrt);
+  const consumers = consumerLists(graph, grad.forward);
+  const strategy = options.placement ?? 'stages';
+  const group = Math.max(1, Math.floor(workers / replicas));
+  const base = placeNodes(graph, grad, consumers, {
+    strategy,
+    workers: group,
+    batchSize: options.batchSize ?? 32,
+    imbalance: options.imbalance ?? 0.1,
+  });
+  const placement: Int32Array[] = [];
+  for (let r = 0; r < replicas; r++) {
+    const p = new Int32Array(graph.size).fill(-1);
+    for (let id = 0; id < graph.size; id++) {
+      const v = base.worker[id]!;
+      if (v < 0) continue;
+      // Parameters live once, on their replica-0 worker; other nodes are copied per replica.
+      p[id] = graph.nodes[id]!.op === 'param' ? v : (r * group + v) % workers;
+    }
+    placement.push(p);
+  }
+  const crossEdges: CrossEdge[] = [];
+  for (let r = 0; r < replicas; r++) {
+    const p = placement[r]!;
+    for (let id = 0; id < graph.size; id++) {
+      for (const [c, slot] of consumers[id]!) {
+        if (p[id]! >= 0 && p[id] !== p[c]) {
+          crossEdges.push({ replica: r, from: id, to: c, slot, fromWorker: p[id]!, toWorker: p[c]!, bytes: base.bytes[id]! });
+        }
+      }
+    }
+  }
+  const load = new Array<number>(workers).fill(0);
+  for (let r = 0; r < replicas; r++) {
+    for (let id = 0; id < graph.size; id++) {
+      const w = placement[r]![id]!;
+      if (w >= 0 && (r === 0 || graph.nodes[id]!.op !== 'param')) load[w]! += base.cost[id]!;
+    }
+  }
+  return {
+    graph,
+    workers,
+    replicas,
+    strategy,
+    loss: loss.id,
+    params: grad.wrt,
+    grad,
+    placement,
+    consumers,
+    crossEdges,
+    load,
+  };
+}
+
+/** For each computed node, the (consumer, slot) edges that read it, by consumer id then slot. */
+function consumerLists(graph: Graph, forward: Uint8Array): [number, number][][] {
+  const lists: [number, number][][] = Array.from({ length: graph.size }, () => []);
+  for (const node of graph.nodes) {
+    if (forward[node.id] === 0) continue;
+    node.inputs.forEach((input, slot) => lists[input]!.push([node.id, slot]));
+  }
+  return lists;
+}
+
+/** How many gradient contributions travel on the edge (consumer, slot) per microbatch: 1 or 0. */
+export function edgeGradient(plan: Plan, consumer: number, slot: number): boolean {
+  const node = plan.graph.nodes[consumer]!;
+  const input = node.inputs[slot]!;
+  return plan.grad.needsGrad[consumer] === 1 && plan.grad.needsGrad[input] === 1 && edgeCarriesGrad(getOp(node.op), slot);
+}

@@ -1,0 +1,147 @@
+import type { Failpoint } from '../actor/failpoint.ts';
+import { Host, type HostEffect, type Message } from '../actor/host.ts';
+import type { StepStart } from '../actor/messages.ts';
+import { WorkerError } from '../errors.ts';
+import type { Plan } from '../partition/plan.ts';
+import { Rng } from '../tensor/rng.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { Cluster, ClusterEvents } from './cluster.ts';
+
+export interface InProcessOptions {
+  /** Deliver in-flight messages in a seeded random order instead of FIFO (order-independence tests). */
+  shuffleSeed?: number;
+  /** Milliseconds of work before yielding to the event loop (default 4). */
+  sliceMs?: number;
+}
+
+/**
+ * All hosts in this thread, messages passed by reference: the same host logic as the worker threads,
+ * for debugging and fast tests. A simulated worker death ('exit' failpoint) fails the step the same way.
+ */
+export class InProcessCluster implements Cluster {
+  readonly workers: number;
+  private readonly hosts: Host[];
+  private readonly inFlight: { worker: number; message: Message | StepStart }[] = [];
+  private readonly dead = new Set<number>();
+  private readonly rng: Rng | null;
+  private readonly sliceMs: number;
+  private scheduled = false;
+  private closed = false;
+
+  constructor(
+    plan: Plan,
+    private readonly events: ClusterEvents,
+    options: InProcessOptions = {},
+  ) {
+    this.workers = plan.workers;
+    this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w));
+    this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
+    this.sliceMs = options.sliceMs ?? 4;
+  }
+
+  startStep(start: StepStart): void {
+    for (let w = 0; w < this.workers; w++) this.inFlight.push({ worker: w, message: start });
+    this.schedule();
+  }
+
+  send(worker: number, messages: Message[]): void {
+    for (const message of messages) this.inFlight.push({ worker, message });
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Delivers messages and runs ready tasks for up to one time slice, then yields. */
+  private pump(): void {
+    const until = performance.now() + this.sliceMs;
+    while (performance.now() < until && !this.closed) {
+      if (this.inFlight.length > 0) {
+        // Start-of-step messages keep their order with respect to their host's data, so only data
+        // messages are reordered when shuffling.
+        const i = this.rng === null || 'shards' in this.inFlight[0]!.message ? 0 : this.rng.int(this.inFlight.length);
+        const [item] = this.inFlight.splice(i, 1);
+        const { worker, message } = item!;
+        if (this.dead.has(worker)) continue;
+        const host = this.hosts[worker]!;
+        this.perform(worker, 'shards' in message ? host.startStep(message) : host.deliver(message));
+        continue;
+      }
+      let ran = false;
+      for (let w = 0; w < this.workers; w++) {
+        if (this.dead.has(w) || this.hosts[w]!.next() === null) continue;
+        this.perform(w, this.hosts[w]!.run());
+        ran = true;
+      }
+      if (!ran) return;
+    }
+    this.schedule();
+  }
+
+  private perform(worker: number, effects: HostEffect[]): void {
+    for (const e of effects) {
+      if (e.kind === 'send') this.inFlight.push({ worker: e.worker, message: e.message });
+      else if (e.kind === 'report') this.events.report(worker, e.report);
+      else if (e.action === 'exit' || e.action === 'hang' || e.action === 'pause') {
+        // No thread to stop: the host stops taking messages, as if it had died or hung.
+        this.dead.add(worker);
+        if (e.action === 'pause') this.events.failpoint?.(worker, e.action, e.task);
+        if (e.action === 'exit') {
+          this.events.failure(
+            new WorkerError(`worker ${worker} exited unexpectedly (code 0) during the ${e.task.phase} of node %${e.task.node}, microbatch ${e.task.mb}`, {
+              worker,
+              node: e.task.node,
+              microbatch: e.task.mb,
+              replica: e.task.replica,
+              phase: e.task.phase,
+              exitCode: 0,
+            }),
+          );
+        }
+      }
+    }
+  }
+
+  async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
+    for (const host of this.hosts) for (const id of host.paramIds()) if (values.has(id)) host.setParam(id, values.get(id)!);
+  }
+
+  async getParams(): Promise<Map<number, Tensor>> {
+    const out = new Map<number, Tensor>();
+    for (const host of this.hosts) for (const id of host.paramIds()) out.set(id, host.getParam(id));
+    return out;
+  }
+
+  async waiting() {
+    return this.hosts.flatMap((h, worker) => h.waiting().map((w) => ({ ...w, worker })));
+  }
+
+  async stats() {
+    return this.hosts.map((h) => ({ ...h.stats }));
+  }
+
+  async reset(): Promise<void> {
+    this.inFlight.length = 0;
+    for (const h of this.hosts) h.reset();
+  }
+
+  async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
+    this.hosts.forEach((h, w) => h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w)));
+  }
+
+  /** Revives hosts a simulated failure stopped (the in-process form of restarting workers). */
+  revive(): void {
+    this.dead.clear();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.inFlight.length = 0;
+  }
+}

@@ -1,0 +1,298 @@
+import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
+import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
+import type { ErrorReport, Report, StepStart } from '../actor/messages.ts';
+import { paramValue, type TensorMap } from '../autodiff/forward.ts';
+import { splitBatch } from '../autodiff/microbatch.ts';
+import { InputError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
+import { type Graph, label } from '../graph/graph.ts';
+import { initParams } from '../graph/params.ts';
+import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
+import { type Tensor, zeros } from '../tensor/tensor.ts';
+import type { Cluster, ClusterEvents } from './cluster.ts';
+import { InProcessCluster } from './in-process.ts';
+
+export interface RuntimeOptions extends CompileOptions {
+  /** 'threads' (default): one worker thread per worker. 'in-process': every host in this thread. */
+  mode?: 'threads' | 'in-process';
+  /** Microbatches per replica per step (default 1). */
+  microbatches?: number;
+  /** Initial parameter values (default: the graph's initializers with `seed`). */
+  params?: TensorMap;
+  seed?: number;
+  /** A step that has not finished by then rejects with StepTimeoutError (default 30 s). */
+  stepTimeoutMs?: number;
+  /** In-process only: deliver messages in a seeded random order. */
+  shuffleSeed?: number;
+  /** Hook for tests: a host reached a 'pause' failpoint. */
+  onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
+}
+
+export interface StepResult {
+  /** The batch's mean loss (Note [microbatch scaling]). */
+  loss: number;
+  /** Gradients of every parameter, by name. */
+  grads: Record<string, Tensor>;
+  timings: { stepMs: number };
+}
+
+/** A cluster constructor: how the threads module plugs in without this module importing it. */
+export type ClusterFactory = (plan: Plan, events: ClusterEvents, options: RuntimeOptions) => Promise<Cluster>;
+let threadsFactory: ClusterFactory | null = null;
+export function registerThreadsCluster(factory: ClusterFactory): void {
+  threadsFactory = factory;
+}
+
+interface StepState {
+  step: number;
+  losses: Map<number, number>;
+  grads: Map<number, Tensor>;
+  expectedLosses: number;
+  resolve: (r: StepResult) => void;
+  reject: (e: Error) => void;
+  started: number;
+  shards: { replica: number; mb: number; scale: number }[];
+}
+
+/**
+ * The coordinator: compiles the plan, starts the hosts, and runs steps. A step splits the batch into
+ * shards, feeds the input actors, and resolves when every shard's loss and every parameter's
+ * gradient has been reported. Any failure rejects it with a typed error; parameters are untouched
+ * by a step (they change only through `setParams`).
+ */
+export class Runtime {
+  readonly plan: Plan;
+  readonly graph: Graph;
+  private readonly cluster: Cluster;
+  private readonly options: RuntimeOptions;
+  private stepIndex = 0;
+  private current: StepState | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private broken: Error | null = null;
+
+  private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
+    this.plan = plan;
+    this.graph = plan.graph;
+    this.cluster = cluster;
+    this.options = options;
+  }
+
+  static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
+    const plan = compile(graph, options);
+    const params = options.params ?? initParams(graph, options.seed ?? 0);
+    const values = checkedParams(plan, params);
+    let runtime: Runtime | null = null;
+    const events: ClusterEvents = {
+      report: (worker, report) => runtime?.onReport(worker, report),
+      failure: (error) => runtime?.fail(error, true),
+      failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
+    };
+    let cluster: Cluster;
+    if ((options.mode ?? 'threads') === 'in-process') {
+      cluster = new InProcessCluster(plan, events, { ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}) });
+    } else {
+      if (threadsFactory === null) await import('./threads.ts');
+      cluster = await threadsFactory!(plan, events, options);
+    }
+    runtime = new Runtime(plan, cluster, options);
+    try {
+      await cluster.setParams(values);
+    } catch (err) {
+      await cluster.close();
+      throw err;
+    }
+    return runtime;
+  }
+
+  /** Runs one training step on a batch: forward and backward of every shard, gradients summed. */
+  step(feeds: TensorMap): Promise<StepResult> {
+    const run = this.queue.then(() => this.runStep(feeds));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private runStep(feeds: TensorMap): Promise<StepResult> {
+    if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
+    if (this.broken) {
+      return Promise.reject(new WorkerError(`step: the runtime failed earlier and cannot continue: ${this.broken.message}`, {}, { cause: this.broken }));
+    }
+    const microbatches = this.options.microbatches ?? 1;
+    const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
+    const step = ++this.stepIndex;
+    const start: StepStart = {
+      step,
+      microbatches,
+      shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
+    };
+    return new Promise<StepResult>((resolve, reject) => {
+      const state: StepState = {
+        step,
+        losses: new Map(),
+        grads: new Map(),
+        expectedLosses: shards.length,
+        resolve,
+        reject,
+        started: performance.now(),
+        shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, scale: s.scale })),
+      };
+      this.current = state;
+      const timeout = this.options.stepTimeoutMs ?? 30_000;
+      const timer = setTimeout(() => void this.timeout(state), timeout);
+      const done = () => clearTimeout(timer);
+      state.resolve = (r) => {
+        done();
+        resolve(r);
+      };
+      state.reject = (e) => {
+        done();
+        reject(e);
+      };
+      this.cluster.startStep(start);
+      const perWorker = new Map<number, Message[]>();
+      const forward = this.plan.grad.forward;
+      for (const shard of shards) {
+        for (const node of this.graph.inputs()) {
+          if (forward[node.id] === 0) continue;
+          const w = this.plan.placement[shard.replica]![node.id]!;
+          const list = perWorker.get(w) ?? [];
+          list.push({ kind: 'feed', step, mb: shard.mb, replica: shard.replica, node: node.id, tensor: shard.feeds[node.name!]! });
+          perWorker.set(w, list);
+        }
+      }
+      for (const [w, messages] of perWorker) this.cluster.send(w, messages);
+    });
+  }
+
+  private onReport(worker: number, report: Report<Tensor>): void {
+    const state = this.current;
+    if (state === null || report.step !== state.step) return;
+    if (report.kind === 'loss') state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
+    else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
+    else {
+      void this.fail(workerError(worker, report.error), false);
+      return;
+    }
+    this.maybeFinish(state);
+  }
+
+  private maybeFinish(state: StepState): void {
+    const connected = this.plan.params.filter((id) => !this.plan.grad.disconnected.includes(id));
+    if (state.losses.size < state.expectedLosses || state.grads.size < connected.length) return;
+    this.current = null;
+    // The loss in the order of Note [gradient sum order]: replicas, then microbatches.
+    let loss = 0;
+    const m = this.options.microbatches ?? 1;
+    for (let r = 0; r < this.plan.replicas; r++) {
+      let lossR = 0;
+      for (let mb = 0; mb < m; mb++) {
+        const k = r * m + mb;
+        lossR += state.losses.get(k)! * state.shards[k]!.scale;
+      }
+      loss += lossR;
+    }
+    const grads: Record<string, Tensor> = {};
+    for (const id of this.plan.params) {
+      const node = this.graph.nodes[id]!;
+      grads[label(node)] = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
+    }
+    state.resolve({ loss, grads, timings: { stepMs: performance.now() - state.started } });
+  }
+
+  /** Fails the step in flight (if any); a dead worker also breaks the runtime for good. */
+  private async fail(error: Error, fatal: boolean): Promise<void> {
+    if (fatal) this.broken ??= error;
+    const state = this.current;
+    this.current = null;
+    if (state !== null) state.reject(error);
+    if (!fatal && !this.closed) await this.cluster.reset().catch(() => {});
+  }
+
+  private async timeout(state: StepState): Promise<void> {
+    if (this.current !== state) return;
+    this.current = null;
+    let waiting: Awaited<ReturnType<Cluster['waiting']>> = [];
+    try {
+      waiting = await this.cluster.waiting();
+    } catch {
+      // A host that cannot answer is itself the reason.
+    }
+    const lines = waiting.slice(0, 20).map(
+      (w) => `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
+    );
+    state.reject(
+      new StepTimeoutError(`step ${state.step} did not finish within ${this.options.stepTimeoutMs ?? 30_000} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`, {
+        step: state.step,
+        waiting,
+      }),
+    );
+    await this.cluster.reset().catch(() => {});
+  }
+
+  async getParams(): Promise<Record<string, Tensor>> {
+    this.assertOpen('getParams');
+    const values = await this.cluster.getParams();
+    return Object.fromEntries([...values].map(([id, t]) => [label(this.graph.nodes[id]!), t]));
+  }
+
+  async setParams(params: TensorMap): Promise<void> {
+    this.assertOpen('setParams');
+    const values = checkedParams(this.plan, params, true);
+    await this.cluster.setParams(values);
+  }
+
+  /** Per-host counters: tasks run, local and remote messages, copies, dropped messages. */
+  stats(): Promise<HostStats[]> {
+    return this.cluster.stats();
+  }
+
+  setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
+    return this.cluster.setFailpoints(failpoints);
+  }
+
+  /** Stops every worker; idempotent. A step in flight rejects with RuntimeClosedError. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const state = this.current;
+    this.current = null;
+    state?.reject(new RuntimeClosedError(`step ${state.step}: the runtime was closed during the step`, { step: state.step }));
+    await this.cluster.close();
+  }
+
+  private assertOpen(what: string): void {
+    if (this.closed) throw new RuntimeClosedError(`${what}: the runtime is closed`);
+  }
+}
+
+export function createRuntime(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
+  return Runtime.create(graph, options);
+}
+
+function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<number, Tensor> {
+  const out = new Map<number, Tensor>();
+  for (const node of plan.graph.params()) {
+    if (partial && params[node.name!] === undefined) continue;
+    out.set(node.id, paramValue(node, params));
+  }
+  for (const name of Object.keys(params)) {
+    const node = plan.graph.names().get(name);
+    if (node === undefined || plan.graph.nodes[node]!.op !== 'param') {
+      throw new InputError(`setParams: '${name}' is not a parameter of the graph`, { node: name, expected: plan.graph.params().map((n) => n.name) });
+    }
+  }
+  return out;
+}
+
+function workerError(worker: number, e: ErrorReport): WorkerError {
+  const where = [
+    `worker ${worker}`,
+    e.context.node !== undefined ? `node ${e.context.node}${e.context.op ? ` (${e.context.op})` : ''}` : '',
+    e.context.phase ? `${e.context.phase}` : '',
+    e.context.microbatch !== undefined ? `microbatch ${e.context.microbatch}` : '',
+    e.context.replica !== undefined ? `replica ${e.context.replica}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  const cause = Object.assign(new Error(e.message), { name: e.name, stack: e.stack, code: e.code, ...e.fields });
+  return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
+}
