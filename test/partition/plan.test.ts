@@ -1,0 +1,94 @@
+import { describe, expect, it } from 'vitest';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { printPlan } from '../../src/partition/print.ts';
+import { InputError } from '../../src/errors.ts';
+import { mlp } from '../support/models.ts';
+import { randomGraph } from '../support/random-graph.ts';
+
+describe('compile', () => {
+  it('counts one gradient contribution per differentiable consumer edge', () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 3]);
+    const w = b.param('w', [3, 3]);
+    const h = b.matmul(x, w);
+    const t = b.tanh(h);
+    // h feeds two consumers, t feeds mul twice (two slots), x needs no gradient.
+    const loss = b.output('loss', b.mean(b.add(b.mul(t, t), h)));
+    const plan = compile(b.build(), { workers: 1 });
+    const expected = plan.grad.expected;
+    expect(expected[h.id]).toBe(2);
+    expect(expected[t.id]).toBe(2);
+    expect(expected[w.id]).toBe(1);
+    expect(expected[x.id]).toBe(0);
+    expect(expected[loss.id]).toBe(0);
+  });
+
+  it('per-node spreads nodes round-robin over every worker', () => {
+    const { graph } = mlp();
+    const plan = compile(graph, { workers: 4, placement: 'per-node' });
+    const used = new Set(Array.from(plan.placement[0]!).filter((w) => w >= 0));
+    expect([...used].sort()).toEqual([0, 1, 2, 3]);
+    expect(plan.crossEdges.length).toBeGreaterThan(10);
+  });
+
+  it('stages are contiguous in topological order and balanced by estimated cost', () => {
+    const { graph } = randomGraph(3, 60);
+    const plan = compile(graph, { workers: 3, placement: 'stages' });
+    const ops = graph.nodes.filter((n) => plan.placement[0]![n.id]! >= 0 && !['input', 'param', 'const'].includes(n.op));
+    const workers = ops.map((n) => plan.placement[0]![n.id]!);
+    for (let i = 1; i < workers.length; i++) expect(workers[i]!).toBeGreaterThanOrEqual(workers[i - 1]!);
+    expect(new Set(workers).size).toBe(3);
+  });
+
+  it('min-comm crosses no more bytes than balanced stages and keeps the balance bound', () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const { graph } = randomGraph(seed, 80, 4);
+      const stages = compile(graph, { workers: 4, placement: 'stages' });
+      const minComm = compile(graph, { workers: 4, placement: 'min-comm', imbalance: 0.2 });
+      const bytes = (p: typeof stages) => p.crossEdges.reduce((s, e) => s + e.bytes, 0);
+      expect(bytes(minComm)).toBeLessThanOrEqual(bytes(stages));
+      const total = minComm.load.reduce((a, b) => a + b, 0);
+      const maxStages = Math.max(...stages.load);
+      for (const l of minComm.load) expect(l).toBeLessThanOrEqual(Math.max(maxStages, (total / 4) * 1.2) + 1e-6);
+    }
+  });
+
+  it('manual placement follows the builder annotations', () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 4]);
+    const h = b.onStage(0, () => b.tanh(b.matmul(x, b.param('w1', [4, 4]))));
+    const out = b.onStage(1, () => b.mean(b.square(b.matmul(h, b.param('w2', [4, 4])))));
+    b.output('loss', out);
+    const plan = compile(b.build(), { workers: 2, placement: 'manual' });
+    expect(plan.placement[0]![h.id]).toBe(0);
+    expect(plan.placement[0]![out.id]).toBe(1);
+    expect(plan.placement[0]![b.node('w2').id]).toBe(1);
+    expect(() => compile(b.build(), { workers: 1, placement: 'manual' })).toThrow(/annotated for stage 1/);
+  });
+
+  it('replicas get their own workers; parameters live once', () => {
+    const { graph } = mlp();
+    const plan = compile(graph, { workers: 4, replicas: 2, placement: 'stages' });
+    const w1 = graph.node('w1').id;
+    expect(plan.placement[0]![w1]).toBe(plan.placement[1]![w1]);
+    const tanh = graph.nodes.find((n) => n.op === 'tanh')!.id;
+    expect(plan.placement[0]![tanh]).toBeLessThan(2);
+    expect(plan.placement[1]![tanh]).toBeGreaterThanOrEqual(2);
+  });
+
+  it('prints a readable summary', () => {
+    const { graph } = mlp();
+    const text = printPlan(compile(graph, { workers: 2, placement: 'stages' }));
+    expect(text).toMatch(/^plan: 2 workers, 1 replica, placement stages, loss %\d+/);
+    expect(text).toMatch(/worker 0: nodes \d+; params \[w1, b1.*\]; load/);
+    expect(text).toMatch(/cross-worker edges: \d+/);
+  });
+
+  it('rejects bad options with what was expected', () => {
+    const { graph } = mlp();
+    expect(() => compile(graph, { workers: 0 })).toThrow(InputError);
+    expect(() => compile(graph, { workers: 2, placement: 'nope' as never })).toThrow(/unknown placement 'nope'/);
+    expect(() => compile(graph, { workers: 2, replicas: 0 })).toThrow(/replicas >= 1/);
+  });
+});

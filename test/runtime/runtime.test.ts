@@ -1,0 +1,177 @@
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import { referenceStep } from '../../src/autodiff/microbatch.ts';
+import type { PlacementStrategy } from '../../src/partition/placement.ts';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import type { Graph } from '../../src/graph/graph.ts';
+import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import { InputError, ShapeError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
+import { mlp, tied } from '../support/models.ts';
+import { randomGraph } from '../support/random-graph.ts';
+
+type Mode = 'in-process' | 'threads';
+
+/** Runs one step on the runtime and the reference, and asserts loss and every gradient are bitwise equal. */
+async function expectMatchesReference(
+  graph: Graph,
+  params: Record<string, Tensor>,
+  feeds: Record<string, Tensor>,
+  options: RuntimeOptions,
+  runtime?: Runtime,
+): Promise<void> {
+  const ref = referenceStep(graph, feeds, params, { replicas: options.replicas ?? 1, microbatches: options.microbatches ?? 1 });
+  const rt = runtime ?? (await createRuntime(graph, { ...options, params }));
+  try {
+    const out = await rt.step(feeds);
+    expect(out.loss).toBe(ref.loss);
+    expect(Object.keys(out.grads).sort()).toEqual(Object.keys(ref.grads).sort());
+    for (const [name, g] of Object.entries(ref.grads)) {
+      if (!bitwiseEqual(out.grads[name]!, g)) {
+        throw new Error(`gradient of ${name} differs from the reference (${JSON.stringify(options)})`);
+      }
+    }
+  } finally {
+    if (runtime === undefined) await rt.close();
+  }
+}
+
+const placements: PlacementStrategy[] = ['per-node', 'stages', 'min-comm'];
+
+describe('runtime in-process: bitwise equal to the reference', () => {
+  const mode: Mode = 'in-process';
+  const model = mlp();
+  const feeds = model.feeds(23);
+  for (const placement of placements) {
+    for (const workers of [1, 2, 3, 4, 8]) {
+      for (const replicas of [1, 2]) {
+        it(`MLP, ${placement}, ${workers} workers, ${replicas} replicas, 3 microbatches`, async () => {
+          await expectMatchesReference(model.graph, model.params, feeds, { mode, workers, replicas, placement, microbatches: 3 });
+        });
+      }
+    }
+  }
+
+  it('a parameter used in two places (tied embedding and output projection)', async () => {
+    const t = tied();
+    for (const placement of placements) {
+      await expectMatchesReference(t.graph, t.params, t.feeds(16), { mode, workers: 3, replicas: 2, placement, microbatches: 2 });
+    }
+  });
+
+  it('random graphs with fan-out over the op set (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 1e6 }),
+        fc.constantFrom(...placements),
+        fc.constantFrom(1, 2, 3, 4, 8),
+        fc.constantFrom(1, 2),
+        fc.integer({ min: 1, max: 3 }),
+        async (seed, placement, workers, replicas, microbatches) => {
+          const g = randomGraph(seed, 14);
+          await expectMatchesReference(g.graph, g.params, g.feeds(12, seed), { mode, workers, replicas, placement, microbatches });
+        },
+      ),
+      { numRuns: 40, seed: 42 },
+    );
+  });
+
+  it('arrival order does not change a bit: 20 random delivery orders, 16 microbatches, 2 replicas', async () => {
+    const model2 = mlp();
+    const batch = model2.feeds(64, 9);
+    const ref = referenceStep(model2.graph, batch, model2.params, { replicas: 2, microbatches: 16 });
+    for (let shuffleSeed = 0; shuffleSeed < 20; shuffleSeed++) {
+      const rt = await createRuntime(model2.graph, { mode, workers: 4, replicas: 2, microbatches: 16, placement: 'per-node', params: model2.params, shuffleSeed });
+      const out = await rt.step(batch);
+      await rt.close();
+      expect(out.loss).toBe(ref.loss);
+      for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+    }
+  });
+
+  it('runs several steps in a row and reads and writes parameters', async () => {
+    const rt = await createRuntime(model.graph, { mode, workers: 2, placement: 'stages', params: model.params, microbatches: 2 });
+    try {
+      let params = model.params;
+      for (let step = 0; step < 3; step++) {
+        const ref = referenceStep(model.graph, feeds, params, { microbatches: 2 });
+        const out = await rt.step(feeds);
+        expect(out.loss).toBe(ref.loss);
+        // Plain SGD applied on the main thread, then written back.
+        params = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, sgd(v, out.grads[k]!, 0.1)]));
+        await rt.setParams(params);
+        const back = await rt.getParams();
+        for (const [k, v] of Object.entries(params)) expect(bitwiseEqual(back[k]!, v)).toBe(true);
+      }
+    } finally {
+      await rt.close();
+    }
+  });
+});
+
+function sgd(w: Tensor, g: Tensor, lr: number): Tensor {
+  const out = w.data.slice() as typeof w.data;
+  for (let i = 0; i < out.length; i++) out[i] = out[i]! - lr * g.data[i]!;
+  return new (w.constructor as typeof import('../../src/tensor/tensor.ts').Tensor)(w.dtype, w.shape, out);
+}
+
+describe('runtime in-process: failures and bad input', () => {
+  const model = mlp();
+  const runtimes: Runtime[] = [];
+  afterAll(async () => {
+    for (const rt of runtimes) await rt.close();
+  });
+
+  it('an op that throws rejects the step with its name, message, stack and custom fields, naming where', async () => {
+    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, placement: 'per-node', params: model.params, microbatches: 4 });
+    runtimes.push(rt);
+    const tanh = model.graph.nodes.find((n) => n.op === 'tanh')!;
+    await rt.setFailpoints([{ node: tanh.id, phase: 'backward', mb: 3, action: 'throw' }]);
+    const err = await rt.step(model.feeds(8)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerError);
+    const e = err as WorkerError;
+    expect(e.context).toMatchObject({ node: `%${tanh.id}`, op: 'tanh', microbatch: 3, phase: 'backward' });
+    expect(e.message).toMatch(/FailpointError/);
+    const cause = e.cause as Error & { code?: string; injected?: boolean };
+    expect(cause.code).toBe('EFAILPOINT');
+    expect(cause.injected).toBe(true);
+    expect(cause.stack).toMatch(/host\.ts/);
+    // The runtime is usable again once the failpoint is gone, and the parameters were never touched.
+    await rt.setFailpoints([]);
+    const params = await rt.getParams();
+    for (const [k, v] of Object.entries(model.params)) expect(bitwiseEqual(params[k]!, v)).toBe(true);
+    await expectMatchesReference(model.graph, model.params, model.feeds(8), { workers: 2, microbatches: 4 }, rt);
+  });
+
+  it('a lost gradient contribution times out naming the node, microbatch and replica that wait', async () => {
+    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, placement: 'per-node', params: model.params, microbatches: 2, stepTimeoutMs: 200 });
+    runtimes.push(rt);
+    const gelu = model.graph.nodes.find((n) => n.op === 'gelu')!;
+    await rt.setFailpoints([{ node: gelu.id, phase: 'backward', mb: 1, action: 'drop' }]);
+    const err = (await rt.step(model.feeds(8)).catch((e: unknown) => e)) as StepTimeoutError;
+    expect(err).toBeInstanceOf(StepTimeoutError);
+    const waiting = err.context.waiting as { node: string; mb: number; replica: number; waitingFor: string }[];
+    // gelu's input (the add before it) never gets its gradient for microbatch 1.
+    const producer = `%${gelu.inputs[0]}`;
+    expect(waiting).toContainEqual(expect.objectContaining({ node: producer, mb: 1, replica: 0, waitingFor: 'gradients' }));
+    expect(err.message).toContain(producer);
+  });
+
+  it('a feed of the wrong shape fails the step with the input name and both shapes', async () => {
+    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, params: model.params });
+    runtimes.push(rt);
+    const feeds = { ...model.feeds(4), x: model.feeds(4).y };
+    await expect(rt.step(feeds)).rejects.toThrow(ShapeError);
+    await expect(rt.step(feeds)).rejects.toThrow(/feed 'x': expected float32\[B,4\], found float32\[4\]/);
+  });
+
+  it('a batch too small for the shards is an InputError before anything runs', async () => {
+    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, replicas: 2, microbatches: 4, params: model.params });
+    runtimes.push(rt);
+    await expect(rt.step(model.feeds(7))).rejects.toThrow(InputError);
+  });
+
+  it('a parameter value of the wrong shape is refused', async () => {
+    const bad = { ...model.params, w1: model.params.w2! };
+    await expect(createRuntime(model.graph, { mode: 'in-process', workers: 1, params: bad })).rejects.toThrow(/parameter 'w1': expected float32\[4,16\], found float32\[16,8\]/);
+  });
+});

@@ -1,0 +1,55 @@
+// Small models the runtime tests share.
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import type { Graph } from '../../src/graph/graph.ts';
+import { initParams } from '../../src/graph/params.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { type Tensor, tensor } from '../../src/tensor/tensor.ts';
+
+export interface Model {
+  graph: Graph;
+  params: Record<string, Tensor>;
+  feeds(batch: number, seed?: number): Record<string, Tensor>;
+}
+
+/** An MLP classifier: 4 -> 16 -> 8 -> 3, tanh and gelu, softmax cross-entropy. */
+export function mlp(): Model {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 4]);
+  const y = b.input('y', ['B']);
+  const h1 = b.tanh(b.add(b.matmul(x, b.param('w1', [4, 16])), b.param('b1', [16], { init: { kind: 'normal', std: 0.1 } })));
+  const h2 = b.gelu(b.add(b.matmul(h1, b.param('w2', [16, 8])), b.param('b2', [8], { init: { kind: 'normal', std: 0.1 } })));
+  const logits = b.add(b.matmul(h2, b.param('w3', [8, 3])), b.param('b3', [3], { init: { kind: 'zeros' } }));
+  b.output('loss', b.softmaxCrossEntropy(logits, y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 11),
+    feeds: (batch, seed = 3) => {
+      const rng = new Rng(seed);
+      return { x: rng.normalTensor([batch, 4]), y: tensor(Array.from({ length: batch }, () => rng.int(3))) };
+    },
+  };
+}
+
+/** One parameter used in two places: an embedding table reused, transposed, as the output projection. */
+export function tied(): Model {
+  const b = new GraphBuilder();
+  const ids = b.input('ids', ['B']);
+  const y = b.input('y', ['B']);
+  const table = b.param('table', [6, 4], { init: { kind: 'normal', std: 0.5 } });
+  const h = b.tanh(b.matmul(b.gather(table, ids), b.param('w', [4, 4])));
+  const logits = b.matmul(h, table, { transB: true });
+  b.output('loss', b.softmaxCrossEntropy(logits, y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 5),
+    feeds: (batch, seed = 4) => {
+      const rng = new Rng(seed);
+      return {
+        ids: tensor(Array.from({ length: batch }, () => rng.int(6))),
+        y: tensor(Array.from({ length: batch }, () => rng.int(6))),
+      };
+    },
+  };
+}
