@@ -26,15 +26,17 @@ export class GraphBuilder extends Ops<Node> {
   private readonly names = new Set<string>();
   private readonly scalars = new Map<string, Node>();
   private stage: number | undefined;
-  /** Every node object this builder handed out, renamed versions included. */
-  private readonly issued = new WeakSet<Node>();
+  /**
+   * Node objects `name` replaced: still accepted as inputs. (Every other node of this builder is
+   * `nodes[node.id]` itself, which `owns` checks first.)
+   */
+  private readonly renamed = new WeakSet<Node>();
 
   /** A builder that continues an existing graph (its nodes keep their ids). */
   static from(graph: Graph): GraphBuilder {
     const b = new GraphBuilder();
     for (const n of graph.nodes) {
       b.nodes.push(n);
-      b.issued.add(n);
       if (n.name !== undefined) b.names.add(n.name);
     }
     Object.assign(b.outputs, graph.outputs);
@@ -48,38 +50,46 @@ export class GraphBuilder extends Ops<Node> {
   /** A node of this builder by id or name (or output name). */
   node(ref: number | string): Node {
     const id =
-      typeof ref === 'number' ? ref : (this.nodes.find((n) => n.name === ref)?.id ?? this.outputs[ref]);
+      typeof ref === 'number' ? ref : (this.nodes.find((n) => n.name === ref)?.id ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
     const node = id === undefined ? undefined : this.nodes[id];
     if (node === undefined)
       throw new GraphError(`no node ${JSON.stringify(ref)} in this builder`, { node: ref });
     return node;
   }
 
-  private push(node: Omit<Node, 'id'>): Node {
-    if (node.name !== undefined) {
-      if (this.names.has(node.name)) {
-        throw new GraphError(`duplicate node name '${node.name}'`, {
-          node: node.name,
-          expected: 'unique names',
-        });
+  // Nodes are created with their fields in one fixed order (id, op, inputs, attrs, shape, dtype,
+  // then name and stage when set) and without spreads: building a million-node graph is dominated
+  // by this function.
+  private push(
+    op: string,
+    inputs: readonly number[],
+    attrs: Attrs,
+    shape: Shape,
+    dtype: DType,
+    name?: string,
+  ): Node {
+    if (name !== undefined) {
+      if (this.names.has(name)) {
+        throw new GraphError(`duplicate node name '${name}'`, { node: name, expected: 'unique names' });
       }
-      this.names.add(node.name);
+      this.names.add(name);
     }
-    const full: Node = {
-      id: this.nodes.length,
-      ...node,
-      ...(this.stage !== undefined ? { stage: this.stage } : {}),
-    };
-    this.nodes.push(full);
-    this.issued.add(full);
-    return full;
+    const id = this.nodes.length;
+    const stage = this.stage;
+    let node: Node;
+    if (name === undefined && stage === undefined) node = { id, op, inputs, attrs, shape, dtype };
+    else if (stage === undefined) node = { id, op, inputs, attrs, shape, dtype, name: name! };
+    else if (name === undefined) node = { id, op, inputs, attrs, shape, dtype, stage };
+    else node = { id, op, inputs, attrs, shape, dtype, name, stage };
+    this.nodes.push(node);
+    return node;
   }
 
   /** An input fed at every evaluation. Dimensions may be symbols (e.g. 'B' for the batch). */
   input(name: string, shape: Shape, dtype: DType = 'float32'): Node {
     checkDType(dtype, `input '${name}'`);
     checkShape(shape, `input '${name}'`);
-    return this.push({ op: 'input', inputs: [], attrs: {}, shape: [...shape], dtype, name });
+    return this.push('input', [], {}, [...shape], dtype, name);
   }
 
   /** A trainable parameter with a concrete shape and an initializer (default Glorot uniform). */
@@ -88,19 +98,12 @@ export class GraphBuilder extends Ops<Node> {
     checkDType(dtype, `param '${name}'`);
     checkConcreteShape(shape, `param '${name}'`);
     const init = options.init ?? { kind: 'glorotUniform' };
-    return this.push({ op: 'param', inputs: [], attrs: { init }, shape: [...shape], dtype, name });
+    return this.push('param', [], { init }, [...shape], dtype, name);
   }
 
   /** A constant tensor. */
   const(value: Tensor, name?: string): Node {
-    return this.push({
-      op: 'const',
-      inputs: [],
-      attrs: { value },
-      shape: value.shape,
-      dtype: value.dtype,
-      ...(name ? { name } : {}),
-    });
+    return this.push('const', [], { value }, value.shape, value.dtype, name ? name : undefined);
   }
 
   /** A scalar constant; equal scalars are one node. */
@@ -114,23 +117,26 @@ export class GraphBuilder extends Ops<Node> {
     return node;
   }
 
-  apply(op: string, inputs: readonly Node[], attrs: Attrs = {}): Node {
+  apply(op: string, inputs: readonly Node[], attrs: Attrs = NO_ATTRS): Node {
     const def = getOp(op);
     checkArity(def, inputs.length, { node: this.nodes.length });
-    for (const [i, x] of inputs.entries()) {
+    const ids = new Array<number>(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const x = inputs[i]!;
       if (!this.owns(x)) {
         throw new GraphError(`${op}: input ${i} (${label(x)}) is not a node of this builder`, {
           op,
           input: i,
         });
       }
+      ids[i] = x.id;
     }
     const info = def.infer(inputs, attrs);
-    return this.push({ op, inputs: inputs.map((x) => x.id), attrs, shape: info.shape, dtype: info.dtype });
+    return this.push(op, ids, attrs, info.shape, info.dtype);
   }
 
   private owns(x: Node): boolean {
-    return this.nodes[x.id] === x || (this.issued.has(x) && this.nodes[x.id]?.op === x.op);
+    return this.nodes[x.id] === x || (this.renamed.has(x) && this.nodes[x.id]?.op === x.op);
   }
 
   shapeOf(x: Node): Shape {
@@ -148,16 +154,18 @@ export class GraphBuilder extends Ops<Node> {
     if (this.names.has(name)) throw new GraphError(`duplicate node name '${name}'`, { node: name });
     if (node.name !== undefined) this.names.delete(node.name);
     this.names.add(name);
-    const renamed = { ...this.nodes[node.id]!, name };
+    const current = this.nodes[node.id]!;
+    const renamed = { ...current, name };
     this.nodes[node.id] = renamed;
-    this.issued.add(renamed);
+    this.renamed.add(current);
+    if (node !== current) this.renamed.add(node);
     return renamed;
   }
 
   /** Marks a node as a named output of the graph. */
   output(name: string, node: Node): Node {
     if (!this.owns(node)) throw new GraphError(`output: ${label(node)} is not a node of this builder`);
-    if (name in this.outputs) throw new GraphError(`duplicate output name '${name}'`, { node: name });
+    if (Object.hasOwn(this.outputs, name)) throw new GraphError(`duplicate output name '${name}'`, { node: name });
     this.outputs[name] = node.id;
     return node;
   }
@@ -179,6 +187,9 @@ export class GraphBuilder extends Ops<Node> {
     return new Graph([...this.nodes], { ...this.outputs });
   }
 }
+
+/** The attributes of every node created without any: one shared, frozen object, not one per node. */
+const NO_ATTRS: Attrs = Object.freeze({});
 
 function checkShape(shape: Shape, where: string): void {
   for (const d of shape as Dim[]) {

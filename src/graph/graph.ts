@@ -49,7 +49,7 @@ export class Graph {
       return n;
     }
     if (typeof ref === 'string') {
-      const id = this.names().get(ref) ?? this.outputs[ref];
+      const id = this.names().get(ref) ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined);
       if (id === undefined)
         throw new GraphError(`no node or output named '${ref}'`, { node: ref, expected: 'a node name' });
       return this.nodes[id]!;

@@ -4,10 +4,11 @@ import type { ErrorReport, Report, StepStart } from '../actor/messages.ts';
 import { paramValue, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import { InputError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
+import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
-import { type Tensor, zeros } from '../tensor/tensor.ts';
+import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { InProcessCluster } from './in-process.ts';
 
@@ -23,6 +24,8 @@ export interface RuntimeOptions extends CompileOptions {
   stepTimeoutMs?: number;
   /** In-process only: deliver messages in a seeded random order. */
   shuffleSeed?: number;
+  /** Check the graph before starting (default true; a million-node graph built by this process may skip it). */
+  validate?: boolean;
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }
@@ -78,6 +81,8 @@ export class Runtime {
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
+    // Invariant 8: a graph is checked before any worker starts.
+    if (options.validate !== false) checkGraph(graph);
     const plan = compile(graph, options);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
@@ -272,7 +277,8 @@ function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<numb
   const out = new Map<number, Tensor>();
   for (const node of plan.graph.params()) {
     if (partial && params[node.name!] === undefined) continue;
-    out.set(node.id, paramValue(node, params));
+    // A copy: the caller keeps its tensors, the hosts get their own (which a thread may take by transfer).
+    out.set(node.id, cast(paramValue(node, params)));
   }
   for (const name of Object.keys(params)) {
     const node = plan.graph.names().get(name);

@@ -44,6 +44,18 @@ export class Tensor {
     this.dtype = dtype;
     this.shape = shape;
     this.data = data;
+    if (!(data instanceof (dtype === 'float32' ? Float32Array : Float64Array))) {
+      throw new DTypeError(`Tensor: a ${dtype} tensor needs a ${dtype === 'float32' ? 'Float32Array' : 'Float64Array'}, found ${data.constructor.name}`, {
+        expected: dtype,
+        found: data.constructor.name,
+      });
+    }
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) {
+      throw new ShapeError('Tensor: storage must own its whole buffer (Note [owned storage]), found a view into a larger one', {
+        expected: data.buffer.byteLength,
+        found: data.byteLength,
+      });
+    }
     const expected = sizeOf(shape);
     if (data.length !== expected) {
       throw new ShapeError(

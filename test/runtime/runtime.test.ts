@@ -159,7 +159,7 @@ describe('runtime in-process: failures and bad input', () => {
   it('a feed of the wrong shape fails the step with the input name and both shapes', async () => {
     const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, params: model.params });
     runtimes.push(rt);
-    const feeds = { ...model.feeds(4), x: model.feeds(4).y };
+    const feeds = { ...model.feeds(4), x: model.feeds(4).y! };
     await expect(rt.step(feeds)).rejects.toThrow(ShapeError);
     await expect(rt.step(feeds)).rejects.toThrow(/feed 'x': expected float32\[B,4\], found float32\[4\]/);
   });

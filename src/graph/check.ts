@@ -1,0 +1,392 @@
+import {
+  BackflowError,
+  DTypeError,
+  type ErrorContext,
+  fmtShape,
+  GraphError,
+  OpError,
+  ShapeError,
+} from '../errors.ts';
+import { checkArity } from '../ops/arity.ts';
+import type { TypeInfo } from '../ops/op.ts';
+import { getOp, hasOp } from '../ops/registry.ts';
+import { type Initializer, initialize } from '../tensor/init.ts';
+import { Rng } from '../tensor/rng.ts';
+import { type Dim, isConcrete, type Shape, shapesEqual } from '../tensor/shape.ts';
+import { DTYPES, type DType, Tensor } from '../tensor/tensor.ts';
+import { Graph, type Node } from './graph.ts';
+import { fmtType, fmtValue, type Printable, printGraph, printOutputs } from './print.ts';
+import '../ops/builtins.ts';
+
+/**
+ * Validates a graph that comes from elsewhere (deserialized bytes, a hand-written object) and returns
+ * it as a `Graph`. Checks, in this order: the structure of every node, references (dangling,
+ * cycles, topological order), ops and arity, leaves, names, and finally re-runs every op's shape
+ * rule on the declared input types and compares with the declared type. Every error quotes the
+ * printed lines around the offending node, and its context names node, op, input, expected, found.
+ */
+export function checkGraph(graph: unknown): Graph {
+  if (!isObject(graph) || !Array.isArray(graph.nodes)) {
+    throw new GraphError(`checkGraph: expected {nodes: Node[], outputs}, found ${fmtValue(graph)}`, {
+      expected: '{nodes, outputs}',
+      found: fmtValue(graph),
+    });
+  }
+  const raw: unknown[] = graph.nodes;
+  const outputs: unknown = graph.outputs ?? {};
+  const view: Printable = { nodes: raw as Node[], outputs: outputs as Record<string, number> };
+  const nodes = raw.map((node, id) => checkStructure(view, node, id));
+  checkOrder(view, nodes);
+  const names = new Map<string, number>();
+  for (const node of nodes) {
+    if (node.name !== undefined) {
+      const other = names.get(node.name);
+      if (other !== undefined) {
+        throw fail(GraphError, view, node, `duplicate node name "${node.name}": %${other} and %${node.id}`, {
+          expected: 'unique node names',
+          found: [other, node.id],
+        });
+      }
+      names.set(node.name, node.id);
+    }
+    if (node.op === 'input' || node.op === 'param' || node.op === 'const') checkLeaf(view, node);
+    else checkOp(view, nodes, node);
+  }
+  const checkedOutputs = checkOutputs(view, outputs, nodes.length);
+  return graph instanceof Graph ? graph : new Graph(nodes, checkedOutputs);
+}
+
+type ErrorClass = new (
+  message: string,
+  context: ErrorContext,
+  options?: { cause?: unknown },
+) => BackflowError;
+
+/** An error about node `node`, quoting the printed lines around it. */
+function fail(
+  Class: ErrorClass,
+  view: Printable,
+  node: { id: number; name?: unknown; op?: unknown },
+  message: string,
+  context: ErrorContext = {},
+  cause?: unknown,
+  radius = 2,
+): BackflowError {
+  const where = typeof node.name === 'string' ? node.name : `%${node.id}`;
+  const lines = printGraph(view, { around: node.id, radius })
+    .split('\n')
+    .map((l) => `  ${l}`)
+    .join('\n');
+  return new Class(
+    `${message}\n${lines}`,
+    {
+      node: where,
+      id: node.id,
+      ...(typeof node.op === 'string' ? { op: node.op } : {}),
+      ...context,
+    },
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isDim(d: unknown): d is Dim {
+  return typeof d === 'string' ? d.length > 0 : Number.isInteger(d) && (d as number) >= 0;
+}
+
+/** The fields of a node, each of the right type; a fresh Node (its own arrays, no extra fields). */
+function checkStructure(view: Printable, node: unknown, id: number): Node {
+  const at = { id };
+  if (!isObject(node)) {
+    throw fail(GraphError, view, at, `%${id} is not a node`, {
+      expected: '{id, op, inputs, attrs, shape, dtype}',
+      found: fmtValue(node),
+    });
+  }
+  const bad = (field: string, expected: string, found: unknown) =>
+    fail(
+      GraphError,
+      view,
+      { id, name: node.name, op: node.op },
+      `%${id}: bad ${field} (expected ${expected}, found ${fmtValue(found)})`,
+      { field, expected, found },
+    );
+  const { op, inputs, attrs, shape, dtype, name, stage } = node;
+  if (node.id !== id) throw bad('id', `${id}, its index in nodes`, node.id);
+  if (typeof op !== 'string' || op === '') throw bad('op', 'an op name', op);
+  if (!Array.isArray(inputs) || !inputs.every((i) => Number.isInteger(i)))
+    throw bad('inputs', 'an array of node ids', inputs);
+  if (!isObject(attrs)) throw bad('attrs', 'an object', attrs);
+  if (!Array.isArray(shape) || !shape.every(isDim))
+    throw bad('shape', 'an array of integers >= 0 and symbol names', shape);
+  if (name !== undefined && (typeof name !== 'string' || name === ''))
+    throw bad('name', 'a non-empty string', name);
+  if (stage !== undefined && !(Number.isInteger(stage) && (stage as number) >= 0))
+    throw bad('stage', 'an integer >= 0', stage);
+  if (!(DTYPES as readonly unknown[]).includes(dtype)) {
+    throw fail(
+      DTypeError,
+      view,
+      { id, name, op },
+      `%${id} (${op}): unsupported dtype ${fmtValue(dtype)} (expected ${DTYPES.join(' or ')})`,
+      { expected: DTYPES, found: dtype },
+    );
+  }
+  inputs.forEach((input: number, k) => {
+    if (input < 0 || input >= view.nodes.length) {
+      throw fail(
+        GraphError,
+        view,
+        { id, name, op },
+        `%${id} (${op}): input ${k} refers to %${input}, which does not exist (the graph has ${view.nodes.length} nodes)`,
+        { input: k, expected: `a node id in [0, ${view.nodes.length - 1}]`, found: input },
+      );
+    }
+  });
+  return {
+    id,
+    op,
+    inputs: [...inputs],
+    attrs,
+    shape: [...shape],
+    dtype: dtype as DType,
+    ...(name !== undefined ? { name: name as string } : {}),
+    ...(stage !== undefined ? { stage: stage as number } : {}),
+  };
+}
+
+/** Every input must come before its consumer: a later one is either a cycle or a misordering. */
+function checkOrder(view: Printable, nodes: readonly Node[]): void {
+  let forward: { id: number; input: number; slot: number } | null = null;
+  for (const node of nodes) {
+    const slot = node.inputs.findIndex((i) => i >= node.id);
+    if (slot >= 0) {
+      forward = { id: node.id, input: node.inputs[slot]!, slot };
+      break;
+    }
+  }
+  if (forward === null) return;
+  const cycle = findCycle(nodes);
+  if (cycle !== null) {
+    const path = [...cycle, cycle[0]!].map((id) => `%${id}`).join(' -> ');
+    const span = Math.max(...cycle) - cycle[0]!;
+    throw fail(
+      GraphError,
+      view,
+      nodes[cycle[0]!]!,
+      `cycle: ${path} (each node reads the next; a node's inputs must be earlier nodes)`,
+      { expected: 'an acyclic graph', found: cycle },
+      undefined,
+      Math.min(Math.max(span, 2), 8),
+    );
+  }
+  const node = nodes[forward.id]!;
+  throw fail(
+    GraphError,
+    view,
+    node,
+    `not in topological order: %${node.id} (${node.op}) input ${forward.slot} reads %${forward.input}, which comes after it`,
+    { input: forward.slot, expected: `a node id < ${node.id}`, found: forward.input },
+  );
+}
+
+/**
+ * A cycle along input edges, as ids in order (each reads the next, the last reads the first),
+ * starting at its smallest id; or null. Iterative, so a million-node graph cannot overflow the stack.
+ */
+function findCycle(nodes: readonly Node[]): number[] | null {
+  const state = new Uint8Array(nodes.length); // 0 unseen, 1 on the path, 2 done
+  const path: number[] = [];
+  const next: number[] = [];
+  for (let root = 0; root < nodes.length; root++) {
+    if (state[root] !== 0) continue;
+    state[root] = 1;
+    path.push(root);
+    next.push(0);
+    while (path.length > 0) {
+      const top = path.length - 1;
+      const ins = nodes[path[top]!]!.inputs;
+      if (next[top]! < ins.length) {
+        const v = ins[next[top]!++]!;
+        if (state[v] === 1) {
+          const cycle = path.slice(path.indexOf(v));
+          const start = cycle.indexOf(Math.min(...cycle));
+          return [...cycle.slice(start), ...cycle.slice(0, start)];
+        }
+        if (state[v] === 0) {
+          state[v] = 1;
+          path.push(v);
+          next.push(0);
+        }
+      } else {
+        state[path.pop()!] = 2;
+        next.pop();
+      }
+    }
+  }
+  return null;
+}
+
+function checkLeaf(view: Printable, node: Node): void {
+  const { op, id } = node;
+  if (node.inputs.length > 0) {
+    throw fail(GraphError, view, node, `%${id}: a ${op} takes no inputs, found ${node.inputs.length}`, {
+      expected: 0,
+      found: node.inputs.length,
+    });
+  }
+  if (op === 'const') {
+    const value = node.attrs.value;
+    if (!(value instanceof Tensor)) {
+      throw fail(GraphError, view, node, `%${id}: a const needs attrs.value, a Tensor`, {
+        expected: 'a Tensor',
+        found: fmtValue(value),
+      });
+    }
+    const storage = value.dtype === 'float32' ? Float32Array : Float64Array;
+    if (value.dtype !== node.dtype || !(value.data instanceof storage)) {
+      throw fail(
+        DTypeError,
+        view,
+        node,
+        `%${id}: the const value is ${value.dtype} in a ${value.data.constructor.name}, the node declares ${node.dtype}`,
+        { expected: node.dtype, found: value.dtype },
+      );
+    }
+    if (!shapesEqual(value.shape, node.shape)) {
+      throw fail(
+        ShapeError,
+        view,
+        node,
+        `%${id}: the const value has shape ${fmtShape(value.shape)}, the node declares ${fmtShape(node.shape)}`,
+        { expected: node.shape, found: value.shape },
+      );
+    }
+    return;
+  }
+  if (node.name === undefined) {
+    throw fail(
+      GraphError,
+      view,
+      node,
+      `%${id}: an ${op} needs a name (feeds and parameters are bound by name)`,
+      {
+        expected: 'a unique name',
+        found: undefined,
+      },
+    );
+  }
+  if (op === 'param') {
+    if (!isConcrete(node.shape)) {
+      throw fail(
+        ShapeError,
+        view,
+        node,
+        `param '${node.name}': expected a concrete shape, found ${fmtShape(node.shape)}`,
+        { expected: 'integer dimensions', found: node.shape },
+      );
+    }
+    checkInit(view, node);
+  }
+}
+
+function checkInit(view: Printable, node: Node): void {
+  const init = node.attrs.init;
+  const expected = 'an initializer {kind, ...numbers}';
+  const numbers =
+    isObject(init) && Object.entries(init).every(([k, v]) => k === 'kind' || typeof v === 'number');
+  if (!isObject(init) || typeof init.kind !== 'string' || !numbers) {
+    throw fail(GraphError, view, node, `param '${node.name}': bad attrs.init ${fmtValue(init)}`, {
+      expected,
+      found: init,
+    });
+  }
+  try {
+    // A dry run on an empty shape: `initialize` holds the one list of initializer kinds.
+    initialize(init as unknown as Initializer, [0], node.dtype, new Rng(0));
+  } catch (err) {
+    throw fail(
+      GraphError,
+      view,
+      node,
+      `param '${node.name}': unknown initializer '${init.kind}'`,
+      { expected, found: init },
+      err,
+    );
+  }
+}
+
+/** A known op with the right number of inputs, whose shape rule gives the declared type. */
+function checkOp(view: Printable, nodes: readonly Node[], node: Node): void {
+  const { op, id } = node;
+  if (!hasOp(op)) {
+    let message = '';
+    try {
+      getOp(op);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    throw fail(OpError, view, node, `%${id}: ${message}`, { expected: 'a registered op', found: op });
+  }
+  const def = getOp(op);
+  const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: nodes[i]!.shape, dtype: nodes[i]!.dtype }));
+  let info: TypeInfo;
+  try {
+    checkArity(def, infos.length, { node: id });
+    info = def.infer(infos, node.attrs);
+  } catch (err) {
+    const from = infos.map((x) => fmtType(x.dtype, x.shape)).join(', ');
+    if (err instanceof BackflowError) {
+      // The op's own error (class, op, input, expected, found), placed at this node.
+      const { node: _, ...context } = err.context;
+      const Class = err.constructor as ErrorClass;
+      throw fail(Class, view, node, `%${id}: ${err.message} (inputs: ${from})`, context, err);
+    }
+    throw fail(
+      GraphError,
+      view,
+      node,
+      `%${id} (${op}): the shape rule failed on inputs ${from} and attrs ${fmtValue(node.attrs)}: ${String(err)}`,
+      { expected: 'attributes the op accepts', found: node.attrs },
+      err,
+    );
+  }
+  const declared = fmtType(node.dtype, node.shape);
+  const inferred = fmtType(info.dtype, info.shape);
+  if (info.dtype !== node.dtype || !shapesEqual(info.shape as Shape, node.shape)) {
+    const Class = info.dtype !== node.dtype ? DTypeError : ShapeError;
+    throw fail(
+      Class,
+      view,
+      node,
+      `%${id} (${op}): expected ${inferred} (the shape rule on inputs ${infos.map((x) => fmtType(x.dtype, x.shape)).join(', ')}), found ${declared} declared`,
+      { expected: inferred, found: declared },
+    );
+  }
+}
+
+function checkOutputs(view: Printable, outputs: unknown, size: number): Record<string, number> {
+  if (!isObject(outputs)) {
+    throw new GraphError(
+      `checkGraph: outputs must be an object {name: node id}, found ${fmtValue(outputs)}`,
+      {
+        expected: '{name: id}',
+        found: fmtValue(outputs),
+      },
+    );
+  }
+  const out: Record<string, number> = {};
+  for (const [name, id] of Object.entries(outputs)) {
+    if (name === '' || !Number.isInteger(id) || (id as number) < 0 || (id as number) >= size) {
+      throw new GraphError(
+        `output ${JSON.stringify(name)} refers to ${fmtValue(id)}, which is not a node (expected a non-empty name and a node id in [0, ${size - 1}])\n  ${printOutputs(view)}`,
+        { node: name, expected: `a node id in [0, ${size - 1}]`, found: id },
+      );
+    }
+    Object.defineProperty(out, name, { value: id, enumerable: true, writable: true, configurable: true });
+  }
+  return out;
+}

@@ -1,0 +1,48 @@
+import type { Tensor } from '../tensor/tensor.ts';
+import type { Optimizer } from './optimizer.ts';
+
+export interface AdamOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Adam: L2 added to the gradient. AdamW: decoupled decay of the weights. */
+  weightDecay?: number;
+}
+
+interface AdamState {
+  m: Float64Array;
+  v: Float64Array;
+}
+
+function adamLike(name: string, decoupled: boolean, options: AdamOptions): Optimizer<AdamState> {
+  const b1 = options.beta1 ?? 0.9;
+  const b2 = options.beta2 ?? 0.999;
+  const eps = options.eps ?? 1e-8;
+  const wd = options.weightDecay ?? (decoupled ? 0.01 : 0);
+  return {
+    name,
+    lr: options.lr ?? 0.001,
+    init: (p) => ({ m: new Float64Array(p.size), v: new Float64Array(p.size) }),
+    update(param: Tensor, grad: Tensor, { m, v }, step, lr) {
+      const w = param.data;
+      const g = grad.data;
+      const c1 = 1 - b1 ** step;
+      const c2 = 1 - b2 ** step;
+      for (let i = 0; i < w.length; i++) {
+        let wi = w[i]!;
+        let gi = g[i]!;
+        if (decoupled) wi -= lr * wd * wi;
+        else gi += wd * wi;
+        m[i] = b1 * m[i]! + (1 - b1) * gi;
+        v[i] = b2 * v[i]! + (1 - b2) * gi * gi;
+        w[i] = wi - (lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + eps);
+      }
+    },
+  };
+}
+
+/** Adam (Kingma and Ba), with optional L2 weight decay added to the gradient. */
+export const adam = (options: AdamOptions = {}) => adamLike('adam', false, options);
+/** AdamW (Loshchilov and Hutter): weight decay applied to the weights, decoupled from the gradient. */
+export const adamw = (options: AdamOptions = {}) => adamLike('adamw', true, options);

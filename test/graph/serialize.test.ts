@@ -1,0 +1,324 @@
+import { describe, expect, it } from 'vitest';
+import { evaluate } from '../../src/autodiff/engine.ts';
+import { gradGraph } from '../../src/autodiff/grad-graph.ts';
+import { BackflowError, DTypeError, FormatError, GraphError, OpError } from '../../src/errors.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { Graph, type Node } from '../../src/graph/graph.ts';
+import { initParams } from '../../src/graph/params.ts';
+import { printGraph } from '../../src/graph/print.ts';
+import {
+  deserializeGraph,
+  GRAPH_FORMAT_VERSION,
+  GRAPH_MAGIC,
+  serializeGraph,
+} from '../../src/graph/serialize.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { bitwiseEqual, scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
+
+/** An MLP with symbolic batch, two stages, every kind of leaf, and G+B appended by gradGraph. */
+function model(): Graph {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 6]);
+  const y = b.input('y', ['B']);
+  const w1 = b.param('w1', [6, 5], { init: { kind: 'heNormal' } });
+  const h = b.name(b.tanh(b.matmul(x, w1)), 'h1');
+  b.onStage(1, () => {
+    const w2 = b.param('w2', [5, 3], { init: { kind: 'uniform', low: -0.5, high: 0.5 } });
+    const bias = b.const(tensor([0.25, -0, 1e-40]), 'bias');
+    const logits = b.add(b.matmul(h, w2), bias);
+    b.output('loss', b.softmaxCrossEntropy(b.reshape(logits, ['B', -1]), y));
+  });
+  return gradGraph(b.build(), { loss: 'loss' });
+}
+
+/** A tensor whose storage is exactly these bit patterns. */
+function fromBits(dtype: 'float32' | 'float64', words: readonly number[]): Tensor {
+  if (dtype === 'float32') {
+    const data = new Float32Array(words.length);
+    new Uint32Array(data.buffer).set(words);
+    return new Tensor(dtype, [words.length], data);
+  }
+  const data = new Float64Array(words.length / 2);
+  new Uint32Array(data.buffer).set(words); // little-endian word pairs: [low, high]
+  return new Tensor(dtype, [words.length / 2], data);
+}
+
+const SPECIAL_F32 = [
+  0x7fc00000, // quiet NaN
+  0x7fc00001, // quiet NaN with a payload
+  0xffc12345, // negative NaN with a payload
+  0x7f800001, // signalling NaN
+  0x80000000, // -0
+  0x00000001, // smallest denormal
+  0x807fffff, // largest negative denormal
+  0x7f800000, // Infinity
+  0xff800000, // -Infinity
+  0x7f7fffff, // largest finite
+  0x3dcccccd, // 0.1
+];
+const SPECIAL_F64 = [
+  0x00000000, 0x7ff80000, 0x00000001, 0x7ff80000, 0xdeadbeef, 0xfff4cafe, 0x00000000, 0x80000000, 0x00000001,
+  0x00000000, 0xffffffff, 0x800fffff, 0x00000000, 0x7ff00000, 0x00000000, 0xfff00000, 0x9999999a, 0x3fb99999,
+];
+
+function constGraph(values: Tensor[]): Graph {
+  const b = new GraphBuilder();
+  for (const [i, v] of values.entries()) b.output(`c${i}`, b.const(v, `c${i}`));
+  return b.build();
+}
+
+function errorOf(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected an error');
+}
+
+describe('serializeGraph / deserializeGraph round trip', () => {
+  it('is exact: printed form, outputs, stages, symbolic dims, initializers', () => {
+    const g = model();
+    const back = deserializeGraph(serializeGraph(g));
+    expect(back).toBeInstanceOf(Graph);
+    expect(printGraph(back)).toBe(printGraph(g));
+    expect(back.outputs).toEqual(g.outputs);
+    expect(Object.keys(back.outputs)).toEqual(['loss', 'grad:w1', 'grad:w2']);
+    expect(back.node('x').shape).toEqual(['B', 6]);
+    expect(back.node('w2').stage).toBe(1);
+    expect(back.node('w2').attrs.init).toEqual({ kind: 'uniform', low: -0.5, high: 0.5 });
+    expect(back.nodes.map((n) => n.attrs)).toEqual(g.nodes.map((n) => n.attrs));
+    expect(back.nodes.map((n) => [n.name, n.stage])).toEqual(g.nodes.map((n) => [n.name, n.stage]));
+  });
+
+  it('evaluates to bitwise the same outputs', () => {
+    const g = model();
+    const back = deserializeGraph(serializeGraph(g));
+    const params = initParams(g, 7);
+    const rng = new Rng(1);
+    const feeds = { x: rng.normalTensor([4, 6]), y: tensor([0, 2, 1, 2]) };
+    const a = evaluate(g, feeds, params);
+    const b = evaluate(back, feeds, params);
+    for (const name of Object.keys(g.outputs)) expect(bitwiseEqual(a[name]!, b[name]!)).toBe(true);
+  });
+
+  it('keeps every bit of const tensors: NaN payloads, -0, denormals, infinities', () => {
+    const values = [
+      fromBits('float32', SPECIAL_F32),
+      fromBits('float64', SPECIAL_F64),
+      scalar(-0),
+      tensor(new Float32Array(0), { shape: [0, 3] }),
+      new Rng(3).normalTensor([7, 5], 0, 1, 'float64'),
+    ];
+    const back = deserializeGraph(serializeGraph(constGraph(values)));
+    values.forEach((v, i) => {
+      const t = back.node(`c${i}`).attrs.value as Tensor;
+      expect(bitwiseEqual(t, v)).toBe(true);
+      // Owned, aligned storage of the right type (Note [owned storage]).
+      expect(t.data).toBeInstanceOf(v.dtype === 'float32' ? Float32Array : Float64Array);
+      expect(t.data.byteOffset).toBe(0);
+      expect(t.data.buffer.byteLength).toBe(t.data.byteLength);
+      expect(t.data.buffer).not.toBe(v.data.buffer);
+    });
+  });
+
+  it('keeps attribute values msgpack alone would lose: -0, NaN, undefined, key order, __proto__', () => {
+    const attrs = JSON.parse('{"z": -1, "__proto__": {"k": [1, "B"]}, "a": null}') as Record<string, unknown>;
+    Object.assign(attrs, { negZero: -0, nan: Number.NaN, inf: [Number.NEGATIVE_INFINITY], gone: undefined });
+    attrs.nested = { list: [-0, true, 'x', [[]]], empty: {} };
+    const g = new Graph([{ id: 0, op: 'input', inputs: [], attrs, shape: [2], dtype: 'float32', name: 'x' }]);
+    const back = deserializeGraph(serializeGraph(g)).nodes[0]!.attrs;
+    expect(Object.keys(back)).toEqual(Object.keys(attrs));
+    expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
+    expect(Object.hasOwn(back, '__proto__')).toBe(true);
+    expect(back).toStrictEqual(attrs);
+    expect(Object.is(back.negZero, -0)).toBe(true);
+    expect(Object.is((back.nested as { list: unknown[] }).list[0], -0)).toBe(true);
+    expect(Object.hasOwn(back, 'gone')).toBe(true);
+  });
+
+  it('returns owned bytes that start with the header', () => {
+    const bytes = serializeGraph(model());
+    expect(bytes.constructor).toBe(Uint8Array);
+    expect(bytes.byteOffset).toBe(0);
+    expect(bytes.buffer.byteLength).toBe(bytes.byteLength);
+    // msgpack: a fixstr of 14 bytes, the magic, then the version as a positive fixint.
+    expect(bytes[0]).toBe(0xa0 | GRAPH_MAGIC.length);
+    expect(new TextDecoder().decode(bytes.subarray(1, 15))).toBe(GRAPH_MAGIC);
+    expect(bytes[15]).toBe(GRAPH_FORMAT_VERSION);
+  });
+
+  it('round-trips a graph of 100k nodes quickly', () => {
+    const b = new GraphBuilder();
+    let h = b.input('x', ['B', 8]);
+    for (let i = 0; i < 100_000; i++) h = b.relu(h);
+    b.output('y', h);
+    const g = b.build();
+    const t0 = performance.now();
+    const back = deserializeGraph(serializeGraph(g));
+    expect(back.size).toBe(100_001);
+    expect(performance.now() - t0).toBeLessThan(3000);
+  });
+
+  it('refuses attributes that are not plain data', () => {
+    const g = new Graph([
+      {
+        id: 0,
+        op: 'input',
+        inputs: [],
+        attrs: { when: new Date(0) },
+        shape: [],
+        dtype: 'float32',
+        name: 'x',
+      },
+    ]);
+    const err = errorOf(() => serializeGraph(g)) as FormatError;
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err.message).toContain('%0 attrs.when is a Date');
+    const loop: Record<string, unknown> = {};
+    loop.self = loop;
+    const cyclic = new Graph([
+      { id: 0, op: 'input', inputs: [], attrs: { loop }, shape: [], dtype: 'float32', name: 'x' },
+    ]);
+    expect(() => serializeGraph(cyclic)).toThrow(/nested too deeply/);
+  });
+});
+
+describe('deserializeGraph: bad bytes', () => {
+  const good = serializeGraph(model());
+
+  it('rejects a wrong magic string', () => {
+    const bytes = good.slice();
+    bytes[1] = 'B'.charCodeAt(0);
+    const err = errorOf(() => deserializeGraph(bytes)) as FormatError;
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err.message).toContain(
+      `not a backflow graph: expected the magic string 'backflow-graph', found "Backflow-graph"`,
+    );
+  });
+
+  it('rejects a newer format version, saying which it found and which it supports', () => {
+    const bytes = good.slice();
+    bytes[15] = GRAPH_FORMAT_VERSION + 1;
+    const err = errorOf(() => deserializeGraph(bytes)) as FormatError;
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err.message).toContain('graph format version 2 is newer than this backflow supports (version 1)');
+    expect(err.context).toMatchObject({ expected: 1, found: 2 });
+    // The body of a newer version is never decoded: here it is not even msgpack.
+    const header = good.subarray(0, 16).slice();
+    header[15] = 2;
+    const future = new Uint8Array([...header, 0xc1, 0xc1]);
+    expect(() => deserializeGraph(future)).toThrow(/version 2 is newer/);
+  });
+
+  it('rejects version 0', () => {
+    const bytes = good.slice();
+    bytes[15] = 0;
+    expect(() => deserializeGraph(bytes)).toThrow(
+      /bad graph format version: expected an integer in \[1, 1\], found 0/,
+    );
+  });
+
+  it('rejects bytes truncated at every offset with a FormatError', () => {
+    for (let end = 0; end < good.length; end++) {
+      const err = errorOf(() => deserializeGraph(good.subarray(0, end)));
+      if (!(err instanceof FormatError)) throw new Error(`truncated at ${end}: ${String(err)}`);
+    }
+    expect(() => deserializeGraph(good.subarray(0, 200))).toThrow(
+      /^deserializeGraph: truncated graph: 200 bytes/,
+    );
+  });
+
+  it('rejects trailing garbage', () => {
+    for (const tail of [[0], [0xc1], [0x92, 1]]) {
+      const err = errorOf(() => deserializeGraph(new Uint8Array([...good, ...tail]))) as FormatError;
+      expect(err).toBeInstanceOf(FormatError);
+      expect(err.message).toContain(`trailing bytes: ${tail.length} bytes after the end of the graph`);
+    }
+  });
+
+  it('rejects 2,000 random byte strings with a FormatError or a GraphError', () => {
+    const rng = new Rng(42);
+    for (let i = 0; i < 2000; i++) {
+      const bytes = new Uint8Array(rng.int(300));
+      for (let k = 0; k < bytes.length; k++) bytes[k] = rng.int(256);
+      // Half of them start with a valid header, so the body decoder is fuzzed too.
+      if (i % 2 === 1 && bytes.length > 16) bytes.set(good.subarray(0, 16));
+      const err = errorOf(() => deserializeGraph(bytes));
+      if (!(err instanceof FormatError || err instanceof GraphError))
+        throw new Error(`case ${i}: ${String(err)}`);
+    }
+  });
+
+  it('rejects corrupted bytes with a typed error (or decodes a graph that passes the checker)', () => {
+    const rng = new Rng(9);
+    for (let i = 0; i < 1000; i++) {
+      const bytes = good.slice();
+      for (let k = 0; k < 1 + (i % 3); k++) bytes[rng.int(bytes.length)] = rng.int(256);
+      try {
+        expect(deserializeGraph(bytes)).toBeInstanceOf(Graph);
+      } catch (err) {
+        if (!(err instanceof BackflowError)) throw new Error(`case ${i}: ${String(err)}`);
+      }
+    }
+  });
+
+  it('rejects what is not a Uint8Array', () => {
+    expect(() => deserializeGraph([1, 2] as never)).toThrow(FormatError);
+  });
+
+  it('runs checkGraph on what it decoded: an unknown op is an OpError', () => {
+    const g = new Graph(
+      [
+        { id: 0, op: 'input', inputs: [], attrs: {}, shape: [2], dtype: 'float32', name: 'x' },
+        { id: 1, op: 'nope', inputs: [0], attrs: {}, shape: [2], dtype: 'float32' },
+      ],
+      { y: 1 },
+    );
+    const err = errorOf(() => deserializeGraph(serializeGraph(g))) as OpError;
+    expect(err).toBeInstanceOf(OpError);
+    expect(err.message).toContain("unknown op 'nope'");
+    expect(err.message).toContain('> %1 = nope %0 : f32[2]');
+  });
+
+  it('rejects a decoded tensor whose bytes do not fit its shape', () => {
+    const bytes = serializeGraph(constGraph([tensor([1, 2, 3])]));
+    // The shape [3] is encoded as [0x91, 0x03] just before the 12 bytes of data.
+    const at = bytes.findIndex((_, i) => bytes[i] === 0x91 && bytes[i + 1] === 3 && bytes[i + 2] === 0xc4);
+    bytes[at + 1] = 4;
+    expect(() => deserializeGraph(bytes)).toThrow(/a float32\[4\] tensor needs 16 bytes, found 12/);
+  });
+
+  it('rejects duplicate output names', () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', [2]);
+    b.output('outA', x);
+    b.output('outB', b.relu(x));
+    const bytes = serializeGraph(b.build());
+    const text = new TextDecoder('latin1').decode(bytes);
+    bytes[text.indexOf('outB') + 3] = 'A'.charCodeAt(0);
+    const err = errorOf(() => deserializeGraph(bytes)) as GraphError;
+    expect(err).toBeInstanceOf(GraphError);
+    expect(err.message).toContain("duplicate output name 'outA' (%0 and %1)");
+  });
+
+  it('rejects an unsupported dtype in the bytes with a DTypeError', () => {
+    const b = new GraphBuilder();
+    b.output('x', b.input('x', [2], 'float64'));
+    const bytes = serializeGraph(b.build());
+    const text = new TextDecoder('latin1').decode(bytes);
+    bytes.set(new TextEncoder().encode('16'), text.indexOf('float64') + 5);
+    expect(() => deserializeGraph(bytes)).toThrow(DTypeError);
+    expect(() => deserializeGraph(bytes)).toThrow(/unsupported dtype float16/);
+  });
+});
+
+describe('graph nodes in the wire format', () => {
+  it('are checked like hand-written nodes (a bad name is a GraphError)', () => {
+    const nodes: Node[] = [
+      { id: 0, op: 'input', inputs: [], attrs: {}, shape: [2], dtype: 'float32', name: '' },
+    ];
+    const err = errorOf(() => deserializeGraph(serializeGraph(new Graph(nodes))));
+    expect(err).toBeInstanceOf(GraphError);
+  });
+});
