@@ -40,8 +40,8 @@ export const matmul: OpDef<MatmulAttrs> = {
     const n = transB ? b.shape[br - 2]! : b.shape[br - 1]!;
     if (k !== k2) {
       throw new ShapeError(
-        `matmul: inner dimensions differ: ${fmtShape(a.shape)}${transA ? '^T' : ''} x ${fmtShape(b.shape)}${transB ? '^T' : ''} (${k} vs ${k2})`,
-        { op: 'matmul', expected: k, found: k2 },
+        `matmul: inner dimensions differ: ${fmtShape(a.shape)}${transA ? '^T' : ''} x ${fmtShape(b.shape)}${transB ? '^T' : ''} (${k} in input 0 vs ${k2} in input 1)`,
+        { op: 'matmul', input: 1, expected: k, found: k2 },
       );
     }
     const batch = tryBroadcastShapes(a.shape.slice(0, ar - 2), b.shape.slice(0, br - 2));
@@ -50,6 +50,9 @@ export const matmul: OpDef<MatmulAttrs> = {
         `matmul: batch dimensions of ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not broadcast`,
         {
           op: 'matmul',
+          input: 1,
+          expected: `batch dimensions that broadcast with ${fmtShape(a.shape)}`,
+          found: b.shape,
         },
       );
     }

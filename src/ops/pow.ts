@@ -15,6 +15,9 @@ export const pow = unaryOp<{ exponent: number }>({
     }
   },
   saves: { inputs: [0], output: false },
-  vjp: (o, { g, input, attrs }) => [o.mul(g, o.mul(o.pow(input(0), attrs.exponent - 1), attrs.exponent))],
+  // x^0 is constant: its gradient is 0 everywhere, also at x = 0 where 0 * x^-1 would be NaN (as PyTorch).
+  vjp: (o, { g, input, attrs: { exponent } }) => [
+    exponent === 0 ? o.mul(g, 0) : o.mul(g, o.mul(o.pow(input(0), exponent - 1), exponent)),
+  ],
   flopsPerElement: 10,
 });

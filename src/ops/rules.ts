@@ -1,7 +1,7 @@
 // Shared shape rules and op-definition helpers for the built-in ops.
 import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
 import { type BinaryKind, kernels, type UnaryKind } from '../tensor/kernels.ts';
-import { broadcastShapes, type Dim, type Shape } from '../tensor/shape.ts';
+import { type Dim, type Shape, tryBroadcastShapes } from '../tensor/shape.ts';
 import type { Attrs, OpDef, Saves, TypeInfo, Vjp } from './op.ts';
 
 /** The number of elements of a shape, symbolic dimensions counted as 1 (for cost estimates). */
@@ -87,10 +87,18 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     arity: 2,
     saves: spec.saves,
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
-    infer: (inputs) => ({
-      shape: broadcastShapes(inputs[0]!.shape, inputs[1]!.shape, { op: spec.name }),
-      dtype: sameDType(spec.name, inputs),
-    }),
+    infer: (inputs) => {
+      const [a, b] = [inputs[0]!.shape, inputs[1]!.shape];
+      const shape = tryBroadcastShapes(a, b);
+      if (shape === null) {
+        throw new ShapeError(
+          `${spec.name}: input 1 has shape ${fmtShape(b)}, which does not broadcast with input 0 of shape ${fmtShape(a)} ` +
+            '(expected each pair of trailing dimensions to be equal or 1)',
+          { op: spec.name, input: 1, expected: `a shape that broadcasts with ${fmtShape(a)}`, found: b },
+        );
+      }
+      return { shape, dtype: sameDType(spec.name, inputs) };
+    },
     forward: ([a, b]) => kernels().binary(spec.kind, a!, b!),
     flops: (_, out) => numel(out.shape),
   };

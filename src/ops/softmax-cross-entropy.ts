@@ -67,7 +67,8 @@ export const softmaxCrossEntropy: OpDef = {
     const target = rows ? t : o.oneHot(t, zShape[last] as number, dtype);
     const p = o.softmax(z, last);
     const gz = needs[0] ? o.mul(o.sub(rows ? o.mul(p, o.sum(t, last, true)) : p, target), scale) : null;
-    const gt = rows && needs[1] ? o.mul(o.neg(o.logSoftmax(z, last)), scale) : null;
+    // Class indices are piecewise constant: asked for, their gradient is 0 (as through oneHot in JAX).
+    const gt = !needs[1] ? null : rows ? o.mul(o.neg(o.logSoftmax(z, last)), scale) : o.mul(t, 0);
     return [gz, gt];
   },
   flops: ([z]) => numel(z!.shape) * 15,

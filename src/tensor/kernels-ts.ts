@@ -266,8 +266,9 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
     let sum = 0;
     for (let i = 0, p = base; i < len; i++, p += step) sum += Math.exp(a[p]! - max);
     if (log) {
-      const lse = max + Math.log(sum);
-      for (let i = 0, p = base; i < len; i++, p += step) o[p] = a[p]! - lse;
+      // (x - max) - log(sum), not x - (max + log(sum)): the latter rounds log(sum) to the ulp of max.
+      const logSum = Math.log(sum);
+      for (let i = 0, p = base; i < len; i++, p += step) o[p] = a[p]! - max - logSum;
     } else {
       for (let i = 0, p = base; i < len; i++, p += step) o[p] = Math.exp(a[p]! - max) / sum;
     }

@@ -1,0 +1,53 @@
+// Input domains for op tests: seeded float64 tensors where an op is smooth (positive for log, away
+// from kinks for relu, distinct values for max, valid integer indices for gather ...).
+import { Rng } from '../../src/tensor/rng.ts';
+import { type DType, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+
+const rng = new Rng(2024);
+
+/** A float64 tensor from nested numbers (tests compute in float64 unless they say otherwise). */
+export const t64 = (values: number | readonly unknown[], dtype: DType = 'float64'): Tensor =>
+  tensor(values as number[], { dtype });
+
+const sized = (shape: readonly number[]) => shape.reduce((p, d) => p * d, 1);
+const fill = (shape: readonly number[], f: (i: number) => number): Tensor =>
+  tensor(
+    Array.from({ length: sized(shape) }, (_, i) => f(i)),
+    { shape, dtype: 'float64' },
+  );
+
+/** Uniform in [low, high). */
+export const uniform = (shape: readonly number[], low = -1.5, high = 1.5): Tensor =>
+  fill(shape, () => rng.uniform(low, high));
+
+/** Strictly positive, away from 0 (log, sqrt, fractional powers, divisors). */
+export const positive = (shape: readonly number[]): Tensor => uniform(shape, 0.5, 2);
+
+/** Either sign, |x| in [0.2, 1.5]: away from the kink at 0 (relu, abs, leakyRelu, sign). */
+export const awayFromZero = (shape: readonly number[]): Tensor =>
+  fill(shape, () => (rng.next() < 0.5 ? -1 : 1) * rng.uniform(0.2, 1.5));
+
+/**
+ * Values on a grid of step 0.2, shifted by `offset`: two tensors with offsets 0 and 0.1 never come
+ * closer than 0.1 under any broadcast, so maximum/minimum are smooth there.
+ */
+export const grid = (shape: readonly number[], offset: number): Tensor =>
+  fill(shape, () => 0.2 * (rng.int(15) - 7) + offset);
+
+/** Distinct values 0.1 apart in shuffled order: every reduction has a unique maximum. */
+export const distinct = (shape: readonly number[]): Tensor => {
+  const values = rng.shuffle(Array.from({ length: sized(shape) }, (_, i) => 0.1 * i - 0.5));
+  return fill(shape, (i) => values[i]!);
+};
+
+/** Integer class indices in [0, n). */
+export const indices = (shape: readonly number[], n: number): Tensor => fill(shape, () => rng.int(n));
+
+/** Probability rows (positive, summing to 1) over the last axis. */
+export const probabilities = (rows: number, classes: number): Tensor => {
+  const raw = Array.from({ length: rows * classes }, () => rng.uniform(0.1, 1));
+  return fill([rows, classes], (i) => {
+    const r = Math.floor(i / classes) * classes;
+    return raw[i]! / raw.slice(r, r + classes).reduce((a, b) => a + b, 0);
+  });
+};
