@@ -1,2 +1,49 @@
-const x: number = 1;
-export default x;
+// The public API of backflow: the only barrel file.
+
+export {
+  evaluate,
+  type ValueAndGradOptions,
+  type ValueAndGradResult,
+  valueAndGrad,
+} from './autodiff/engine.ts';
+export { type GradGraphOptions, gradGraph, hvp } from './autodiff/grad-graph.ts';
+export { type GradcheckOptions, type GradcheckReport, gradcheck, gradcheckFn } from './autodiff/gradcheck.ts';
+export { referenceStep, splitBatch } from './autodiff/microbatch.ts';
+export { blobs, spirals } from './data/synthetic.ts';
+export * from './errors.ts';
+export { GraphBuilder } from './graph/builder.ts';
+export { castGraph } from './graph/cast.ts';
+export { checkGraph } from './graph/check.ts';
+export { Graph, label, type Node, type NodeRef } from './graph/graph.ts';
+export * as nn from './graph/nn.ts';
+export { initParams } from './graph/params.ts';
+export { printGraph, printNode } from './graph/print.ts';
+export { deserializeGraph, serializeGraph } from './graph/serialize.ts';
+export { EagerOps, eager } from './ops/eager.ts';
+export type { Attrs, OpDef, Saves, TypeInfo, Vjp, VjpContext } from './ops/op.ts';
+export { type MatmulOptions, Ops } from './ops/ops.ts';
+export { defineOp, getOp, hasOp, listOps } from './ops/registry.ts';
+export { adam, adamw } from './optim/adam.ts';
+export { type Optimizer, OptimizerRun } from './optim/optimizer.ts';
+export { sgd } from './optim/sgd.ts';
+export { PLACEMENT_STRATEGIES, type PlacementStrategy } from './partition/placement.ts';
+
+export { type CompileOptions, compile, type Plan } from './partition/plan.ts';
+export { printPlan } from './partition/print.ts';
+export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
+export { type Initializer, initialize } from './tensor/init.ts';
+export { fallbackKernels, type Kernels, kernels, useKernels } from './tensor/kernels.ts';
+export { Rng, type RngState } from './tensor/rng.ts';
+export { broadcastShapes, type ConcreteShape, type Dim, type Shape } from './tensor/shape.ts';
+export {
+  bitwiseEqual,
+  cast,
+  type DType,
+  full,
+  ones,
+  type Storage,
+  scalar,
+  Tensor,
+  tensor,
+  zeros,
+} from './tensor/tensor.ts';

@@ -1,13 +1,13 @@
-import { InputError } from '../errors.ts';
-import { label, type Node } from '../graph/graph.ts';
 import { sumCanonical } from '../autodiff/backprop.ts';
 import { computeNode, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
+import { InputError } from '../errors.ts';
+import { label, type Node } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
-import type { DataMessage, Report, StepStart } from './messages.ts';
 import { cast, scalar, type Tensor, zeros } from '../tensor/tensor.ts';
-import { type Failpoint, FailpointError, type FailpointAction } from './failpoint.ts';
+import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
+import type { DataMessage, Report, StepStart } from './messages.ts';
 import { type Contribution, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
 import { toWireError } from './wire-error.ts';
@@ -73,8 +73,11 @@ export class Host {
   private microbatches = 0;
   private shards = new Map<number, { bindings: Map<string, number>; scale: number }>();
   private early: Message[] = [];
-  /** Tensors this host still references elsewhere (delivered locally, kept): never given away. */
-  private shared = new WeakSet<Tensor>();
+  /**
+   * Buffers this host still references (delivered locally, kept for a backward, a parameter's value):
+   * never given away. Keyed by buffer, not tensor, because a reshape shares its input's buffer.
+   */
+  private shared = new WeakSet<ArrayBuffer>();
   private failed = false;
   private failpoints: Failpoint[] = [];
 
@@ -87,7 +90,11 @@ export class Host {
       for (const node of graph.nodes) {
         if (p[node.id] !== worker || node.op === 'const') continue;
         if (node.op === 'param') {
-          if (r === 0) this.params.set(node.id, new ParamActor(node.id, params.get(node.id) ?? placeholder(node), grad.expected[node.id]!));
+          if (r === 0)
+            this.params.set(
+              node.id,
+              new ParamActor(node.id, params.get(node.id) ?? placeholder(node), grad.expected[node.id]!),
+            );
           continue;
         }
         const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
@@ -108,7 +115,7 @@ export class Host {
   setParam(node: number, value: Tensor): void {
     const p = this.params.get(node);
     if (p === undefined) throw new InputError(`host ${this.worker} does not own parameter %${node}`);
-    this.shared.add(value);
+    this.share(value);
     p.value = value;
   }
 
@@ -128,7 +135,10 @@ export class Host {
     this.step = start.step;
     this.microbatches = start.microbatches;
     for (const s of start.shards) {
-      this.shards.set(s.replica * start.microbatches + s.mb, { bindings: new Map(s.bindings), scale: s.scale });
+      this.shards.set(s.replica * start.microbatches + s.mb, {
+        bindings: new Map(s.bindings),
+        scale: s.scale,
+      });
     }
     const effects: HostEffect[] = [];
     for (const param of this.params.values()) {
@@ -143,7 +153,9 @@ export class Host {
       }
       for (const w of remote) {
         this.stats.copies++;
-        effects.push(this.remote(w, { kind: 'param', step: this.step, node: param.node, tensor: cast(param.value) }));
+        effects.push(
+          this.remote(w, { kind: 'param', step: this.step, node: param.node, tensor: cast(param.value) }),
+        );
       }
     }
     const early = this.early;
@@ -175,12 +187,20 @@ export class Host {
     switch (m.kind) {
       case 'feed': {
         const actor = this.actors.get(this.key(m.node, m.replica));
-        if (actor === undefined) throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
-        this.forwardQueue.push({ phase: 'forward', node: m.node, replica: m.replica, mb: m.mb, actor, value: m.tensor });
+        if (actor === undefined)
+          throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
+        this.forwardQueue.push({
+          phase: 'forward',
+          node: m.node,
+          replica: m.replica,
+          mb: m.mb,
+          actor,
+          value: m.tensor,
+        });
         break;
       }
       case 'activation':
-        this.shared.add(m.tensor);
+        this.share(m.tensor);
         for (const [c, slot] of this.plan.consumers[m.node]!) {
           if (this.plan.placement[m.replica]![c] !== this.worker) continue;
           const actor = this.actors.get(this.key(c, m.replica))!;
@@ -188,15 +208,22 @@ export class Host {
         }
         break;
       case 'param':
-        this.shared.add(m.tensor);
+        this.share(m.tensor);
         for (let r = 0; r < this.plan.replicas; r++) {
           for (const [c, slot] of this.plan.consumers[m.node]!) {
-            if (this.plan.placement[r]![c] === this.worker) this.receiveParamInput(this.actors.get(this.key(c, r))!, slot, m.tensor);
+            if (this.plan.placement[r]![c] === this.worker)
+              this.receiveParamInput(this.actors.get(this.key(c, r))!, slot, m.tensor);
           }
         }
         break;
       case 'gradient':
-        this.receiveGradient(m.node, m.replica, m.mb, { consumer: m.consumer, slot: m.slot, value: m.tensor }, effects);
+        this.receiveGradient(
+          m.node,
+          m.replica,
+          m.mb,
+          { consumer: m.consumer, slot: m.slot, value: m.tensor },
+          effects,
+        );
         break;
     }
     return effects;
@@ -206,19 +233,29 @@ export class Host {
     for (const mb of actor.receiveParam(slot, value)) this.queueForward(actor, mb);
   }
 
-  private receiveGradient(node: number, replica: number, mb: number, c: Contribution, effects: HostEffect[]): void {
-    this.shared.add(c.value);
+  private receiveGradient(
+    node: number,
+    replica: number,
+    mb: number,
+    c: Contribution,
+    effects: HostEffect[],
+  ): void {
+    this.share(c.value);
     const param = this.params.get(node);
     if (param !== undefined) {
       const total = param.receive(ops, replica, mb, c);
       if (total !== null) {
         // The parameter's gradient context closed: report it (the host holds nothing else of it).
-        effects.push({ kind: 'report', report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) } });
+        effects.push({
+          kind: 'report',
+          report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) },
+        });
       }
       return;
     }
     const actor = this.actors.get(this.key(node, replica))!;
-    if (actor.receiveGradient(mb, c)) this.backwardQueue.push({ phase: 'backward', node, replica, mb, actor });
+    if (actor.receiveGradient(mb, c))
+      this.backwardQueue.push({ phase: 'backward', node, replica, mb, actor });
   }
 
   private queueForward(actor: NodeActor, mb: number): void {
@@ -241,13 +278,18 @@ export class Host {
 
   /** Runs the task `next()` returned, and returns its effects. */
   run(): HostEffect[] {
-    const task = (this.bq < this.backwardQueue.length ? this.backwardQueue[this.bq++] : this.forwardQueue[this.fq++]) as Task;
+    const task = (
+      this.bq < this.backwardQueue.length ? this.backwardQueue[this.bq++] : this.forwardQueue[this.fq++]
+    ) as Task;
     const effects: HostEffect[] = [];
     const fp = this.failpointFor(task);
     try {
       if (fp !== undefined) {
         if (fp.action === 'throw') {
-          throw new FailpointError(`failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`, { phase: fp.phase });
+          throw new FailpointError(
+            `failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`,
+            { phase: fp.phase },
+          );
         }
         effects.push({ kind: 'failpoint', action: fp.action, task: info(task) });
         if (fp.action !== 'drop') return effects;
@@ -304,12 +346,15 @@ export class Host {
       const args = actor.arguments(mb);
       output = computeNode(node, args, this.bindings(replica, mb));
       actor.afterForward(mb, args, output);
-      if (actor.runsVjp) for (const t of actor.state(mb).kept!.values()) this.shared.add(t);
+      if (actor.runsVjp) for (const t of actor.state(mb).kept!.values()) this.share(t);
     }
     const effects: HostEffect[] = [];
     if (node.id === this.plan.loss) {
       const shard = this.shards.get(replica * this.microbatches + mb)!;
-      effects.push({ kind: 'report', report: { kind: 'loss', step: this.step, mb, replica, value: output.data[0]! } });
+      effects.push({
+        kind: 'report',
+        report: { kind: 'loss', step: this.step, mb, replica, value: output.data[0]! },
+      });
       if (actor.runsVjp) {
         // Note [microbatch scaling]: the seed of a shard's loss is its share of the batch.
         actor.receiveGradient(mb, { consumer: -1, slot: 0, value: scalar(shard.scale, node.dtype) });
@@ -326,14 +371,16 @@ export class Host {
         continue;
       }
       this.stats.localMessages++;
-      this.shared.add(output);
+      this.share(output);
       const consumer = this.actors.get(this.key(c, replica))!;
       if (consumer.receiveInput(mb, slot, output)) this.queueForward(consumer, mb);
     }
     let left = remote.size;
     for (const w of remote) {
       const tensor = --left === 0 ? this.giveAway(output) : this.copy(output);
-      effects.push(this.remote(w, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }));
+      effects.push(
+        this.remote(w, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }),
+      );
     }
     return effects;
   }
@@ -363,18 +410,31 @@ export class Host {
       } else outgoing.push({ worker: w, producer, slot, value });
     });
     for (const [i, o] of outgoing.entries()) {
-      const later = outgoing.slice(i + 1).some((x) => x.value === o.value);
+      const later = outgoing.slice(i + 1).some((x) => x.value.data.buffer === o.value.data.buffer);
       const tensor = later ? this.copy(o.value) : this.giveAway(o.value);
       effects.push(
-        this.remote(o.worker, { kind: 'gradient', step: this.step, mb, replica, node: o.producer, consumer: node.id, slot: o.slot, tensor }),
+        this.remote(o.worker, {
+          kind: 'gradient',
+          step: this.step,
+          mb,
+          replica,
+          node: o.producer,
+          consumer: node.id,
+          slot: o.slot,
+          tensor,
+        }),
       );
     }
     return effects;
   }
 
-  /** A tensor leaving this host: the original if nothing here still references it, else a copy. */
+  private share(t: Tensor): void {
+    this.shared.add(t.data.buffer);
+  }
+
+  /** A tensor leaving this host: the original if nothing here still references its buffer, else a copy. */
   private giveAway(t: Tensor): Tensor {
-    return this.shared.has(t) ? this.copy(t) : t;
+    return this.shared.has(t.data.buffer) ? this.copy(t) : t;
   }
 
   private copy(t: Tensor): Tensor {
@@ -395,20 +455,46 @@ export class Host {
       for (const [mb, s] of actor.microbatches) {
         const name = label(actor.node);
         if (!s.fired) {
-          const from = actor.node.inputs.filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined).map((i) => label(nodes[i]!));
-          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'inputs', have: actor.mbSlots - s.missing, need: actor.mbSlots, from });
+          const from = actor.node.inputs
+            .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
+            .map((i) => label(nodes[i]!));
+          out.push({
+            node: name,
+            replica: actor.replica,
+            mb,
+            waitingFor: 'inputs',
+            have: actor.mbSlots - s.missing,
+            need: actor.mbSlots,
+            from,
+          });
         } else if (actor.runsVjp) {
           const got = new Set(s.contributions.map((c) => `${c.consumer}:${c.slot}`));
-          const from = this.plan.consumers[actor.node.id]!
-            .filter(([c, slot]) => edgeGradient(this.plan, c, slot) && !got.has(`${c}:${slot}`))
-            .map(([c]) => label(nodes[c]!));
-          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'gradients', have: s.contributions.length, need: actor.expected, from });
+          const from = this.plan.consumers[actor.node.id]!.filter(
+            ([c, slot]) => edgeGradient(this.plan, c, slot) && !got.has(`${c}:${slot}`),
+          ).map(([c]) => label(nodes[c]!));
+          out.push({
+            node: name,
+            replica: actor.replica,
+            mb,
+            waitingFor: 'gradients',
+            have: s.contributions.length,
+            need: actor.expected,
+            from,
+          });
         }
       }
     }
     for (const p of this.params.values()) {
       for (const m of p.missing()) {
-        out.push({ node: label(nodes[p.node]!), replica: m.replica, mb: m.mb, waitingFor: 'parameter gradients', have: m.have, need: m.need, from: [] });
+        out.push({
+          node: label(nodes[p.node]!),
+          replica: m.replica,
+          mb: m.mb,
+          waitingFor: 'parameter gradients',
+          have: m.have,
+          need: m.need,
+          from: [],
+        });
       }
     }
     return out;
