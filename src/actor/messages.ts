@@ -9,9 +9,23 @@ import type { Tensor } from '../tensor/tensor.ts';
  */
 export type DataMessage<T = Tensor> =
   /** An input's value for one microbatch, from the coordinator to the input node's host. */
-  | { readonly kind: 'feed'; readonly step: number; readonly mb: number; readonly replica: number; readonly node: number; readonly tensor: T }
+  | {
+      readonly kind: 'feed';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly tensor: T;
+    }
   /** A node's output for one microbatch, to the host of its consumers in that replica. */
-  | { readonly kind: 'activation'; readonly step: number; readonly mb: number; readonly replica: number; readonly node: number; readonly tensor: T }
+  | {
+      readonly kind: 'activation';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly tensor: T;
+    }
   /** A parameter's value for a whole step, to the host of its consumers (every replica on that host). */
   | { readonly kind: 'param'; readonly step: number; readonly node: number; readonly tensor: T }
   /** One gradient contribution, from input `slot` of `consumer` back to `node`. */
@@ -45,7 +59,13 @@ export interface StepStart {
 
 /** What hosts report to the coordinator. */
 export type Report<T = Tensor> =
-  | { readonly kind: 'loss'; readonly step: number; readonly mb: number; readonly replica: number; readonly value: number }
+  | {
+      readonly kind: 'loss';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly value: number;
+    }
   | { readonly kind: 'grad'; readonly step: number; readonly node: number; readonly tensor: T }
   | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport };
 

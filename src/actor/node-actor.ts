@@ -1,6 +1,6 @@
+import type { Node } from '../graph/graph.ts';
 import { savesInput } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
-import type { Node } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
@@ -53,7 +53,9 @@ export class NodeActor {
       const op = nodes[i]!.op;
       return op === 'const' ? 'const' : op === 'param' ? 'param' : 'microbatch';
     });
-    this.fixed = node.inputs.map((i, s) => (this.slots[s] === 'const' ? (nodes[i]!.attrs.value as Tensor) : undefined));
+    this.fixed = node.inputs.map((i, s) =>
+      this.slots[s] === 'const' ? (nodes[i]!.attrs.value as Tensor) : undefined,
+    );
     this.mbSlots = this.slots.filter((k) => k === 'microbatch').length;
     this.expected = plan.grad.expected[node.id]!;
     this.needs = needs;
@@ -77,7 +79,8 @@ export class NodeActor {
   }
 
   paramsReady(): boolean {
-    for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param' && this.fixed[s] === undefined) return false;
+    for (let s = 0; s < this.slots.length; s++)
+      if (this.slots[s] === 'param' && this.fixed[s] === undefined) return false;
     return true;
   }
 

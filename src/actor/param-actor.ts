@@ -1,6 +1,6 @@
+import { sumCanonical } from '../autodiff/backprop.ts';
 import type { Ops } from '../ops/ops.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { sumCanonical } from '../autodiff/backprop.ts';
 import type { Contribution } from './node-actor.ts';
 
 // Note [gradient sum order]

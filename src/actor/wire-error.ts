@@ -24,19 +24,25 @@ export function toWireError(err: unknown, where: ErrorReport['context']): ErrorR
       context: where,
     };
   }
-  return { name: 'NonError', message: `a non-Error value was thrown: ${safeString(err)}`, fields: { value: isPlain(err) ? err : safeString(err) }, context: where };
+  return {
+    name: 'NonError',
+    message: `a non-Error value was thrown: ${safeString(err)}`,
+    fields: { value: isPlain(err) ? err : safeString(err) },
+    context: where,
+  };
 }
 
 function isPlain(v: unknown): boolean {
   if (v === null || ['string', 'number', 'boolean', 'undefined'].includes(typeof v)) return true;
   if (Array.isArray(v)) return v.every(isPlain);
-  if (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) return Object.values(v as object).every(isPlain);
+  if (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype)
+    return Object.values(v as object).every(isPlain);
   return false;
 }
 
 function safeString(v: unknown): string {
   try {
-    return typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
+    return typeof v === 'string' ? v : (JSON.stringify(v) ?? String(v));
   } catch {
     return String(v);
   }
