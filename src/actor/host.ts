@@ -53,6 +53,7 @@ export interface WaitingEntry {
 }
 
 const ops = new EagerOps();
+const SHARED = Symbol('shared');
 
 /**
  * One worker's actors and mailbox: pure logic, events in and effects out. The shell (a worker thread,
@@ -73,11 +74,6 @@ export class Host {
   private microbatches = 0;
   private shards = new Map<number, { bindings: Map<string, number>; scale: number }>();
   private early: Message[] = [];
-  /**
-   * Buffers this host still references (delivered locally, kept for a backward, a parameter's value):
-   * never given away. Keyed by buffer, not tensor, because a reshape shares its input's buffer.
-   */
-  private shared = new WeakSet<ArrayBuffer>();
   private failed = false;
   private failpoints: Failpoint[] = [];
 
@@ -410,7 +406,7 @@ export class Host {
       } else outgoing.push({ worker: w, producer, slot, value });
     });
     for (const [i, o] of outgoing.entries()) {
-      const later = outgoing.slice(i + 1).some((x) => x.value.data.buffer === o.value.data.buffer);
+      const later = outgoing.slice(i + 1).some((x) => x.value.data === o.value.data);
       const tensor = later ? this.copy(o.value) : this.giveAway(o.value);
       effects.push(
         this.remote(o.worker, {
@@ -428,13 +424,18 @@ export class Host {
     return effects;
   }
 
+  /**
+   * Marks a tensor's storage as still referenced here (delivered locally, kept for a backward, a
+   * parameter's value): it is never given away. The mark sits on the storage, not the tensor, because
+   * a reshape shares its input's storage; it is a property, not a set, because this is a hot path.
+   */
   private share(t: Tensor): void {
-    this.shared.add(t.data.buffer);
+    (t.data as unknown as Record<symbol, boolean>)[SHARED] = true;
   }
 
-  /** A tensor leaving this host: the original if nothing here still references its buffer, else a copy. */
+  /** A tensor leaving this host: the original if nothing here still references its storage, else a copy. */
   private giveAway(t: Tensor): Tensor {
-    return this.shared.has(t.data.buffer) ? this.copy(t) : t;
+    return (t.data as unknown as Record<symbol, boolean>)[SHARED] === true ? this.copy(t) : t;
   }
 
   private copy(t: Tensor): Tensor {

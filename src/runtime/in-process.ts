@@ -21,7 +21,8 @@ export interface InProcessOptions {
 export class InProcessCluster implements Cluster {
   readonly workers: number;
   private readonly hosts: Host[];
-  private readonly inFlight: { worker: number; message: Message | StepStart }[] = [];
+  private inFlight: { worker: number; message: Message | StepStart }[] = [];
+  private head = 0;
   private readonly dead = new Set<number>();
   private readonly rng: Rng | null;
   private readonly sliceMs: number;
@@ -62,12 +63,20 @@ export class InProcessCluster implements Cluster {
   private pump(): void {
     const until = performance.now() + this.sliceMs;
     while (performance.now() < until && !this.closed) {
-      if (this.inFlight.length > 0) {
+      if (this.head < this.inFlight.length) {
         // Start-of-step messages keep their order with respect to their host's data, so only data
-        // messages are reordered when shuffling.
-        const i = this.rng === null || 'shards' in this.inFlight[0]!.message ? 0 : this.rng.int(this.inFlight.length);
-        const [item] = this.inFlight.splice(i, 1);
-        const { worker, message } = item!;
+        // messages are reordered when shuffling (by swapping a random one to the head).
+        if (this.rng !== null && !('shards' in this.inFlight[this.head]!.message)) {
+          const i = this.head + this.rng.int(this.inFlight.length - this.head);
+          const t = this.inFlight[i]!;
+          this.inFlight[i] = this.inFlight[this.head]!;
+          this.inFlight[this.head] = t;
+        }
+        const { worker, message } = this.inFlight[this.head++]!;
+        if (this.head === this.inFlight.length) {
+          this.inFlight = [];
+          this.head = 0;
+        }
         if (this.dead.has(worker)) continue;
         const host = this.hosts[worker]!;
         this.perform(worker, 'shards' in message ? host.startStep(message) : host.deliver(message));
@@ -127,7 +136,8 @@ export class InProcessCluster implements Cluster {
   }
 
   async reset(): Promise<void> {
-    this.inFlight.length = 0;
+    this.inFlight = [];
+    this.head = 0;
     for (const h of this.hosts) h.reset();
   }
 
@@ -142,6 +152,7 @@ export class InProcessCluster implements Cluster {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.inFlight.length = 0;
+    this.inFlight = [];
+    this.head = 0;
   }
 }

@@ -50,10 +50,12 @@ export class Tensor {
         found: data.constructor.name,
       });
     }
-    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) {
-      throw new ShapeError('Tensor: storage must own its whole buffer (Note [owned storage]), found a view into a larger one', {
-        expected: data.buffer.byteLength,
-        found: data.byteLength,
+    // Whole-buffer ownership is checked where a buffer is transferred (the codec): reading
+    // `data.buffer` here would make V8 move every small on-heap typed array off the heap.
+    if (data.byteOffset !== 0) {
+      throw new ShapeError('Tensor: storage must own its whole buffer (Note [owned storage]), found a view at an offset', {
+        expected: 0,
+        found: data.byteOffset,
       });
     }
     const expected = sizeOf(shape);
