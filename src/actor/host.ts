@@ -1,36 +1,38 @@
 import { sumCanonical } from '../autodiff/backprop.ts';
-import { computeNode, resolveShape } from '../autodiff/forward.ts';
+import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
-import { EagerOps } from '../ops/eager.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
-import { cast, scalar, type Tensor, zeros } from '../tensor/tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
 import type { DataMessage, Report, StepStart } from './messages.ts';
 import { type Contribution, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
+import { type HostAction, TaskQueue, type TaskPhase } from './task-queue.ts';
 import { toWireError } from './wire-error.ts';
 
-export type Message = DataMessage<Tensor>;
+export type Message<T = Tensor> = DataMessage<T>;
 
 /** What a host asks its shell to do: the only way its work leaves it. */
-export type HostEffect =
-  | { readonly kind: 'send'; readonly worker: number; readonly message: Message }
-  | { readonly kind: 'report'; readonly report: Report<Tensor> }
+export type HostEffect<T = Tensor> =
+  | { readonly kind: 'send'; readonly worker: number; readonly message: Message<T> }
+  | { readonly kind: 'report'; readonly report: Report<T> }
   | { readonly kind: 'failpoint'; readonly action: FailpointAction; readonly task: TaskInfo };
 
 export interface TaskInfo {
-  readonly phase: 'forward' | 'backward';
+  readonly phase: TaskPhase;
   readonly node: number;
+  readonly stage: number;
   readonly replica: number;
   readonly mb: number;
 }
 
-interface Task extends TaskInfo {
-  readonly actor: NodeActor;
+export interface Task<T> extends TaskInfo {
+  readonly actor: NodeActor<T>;
   /** The fed value, for an input node's forward. */
-  readonly value?: Tensor;
+  readonly value?: T;
 }
 
 export interface HostStats {
@@ -39,68 +41,85 @@ export interface HostStats {
   remoteMessages: number;
   copies: number;
   dropped: number;
+  /** Bytes held for backwards right now, and their peak in the step. */
+  keptBytes: number;
+  peakKeptBytes: number;
 }
 
 export interface WaitingEntry {
   node: string;
   replica: number;
   mb: number;
-  waitingFor: 'inputs' | 'gradients' | 'parameter gradients';
+  waitingFor: 'inputs' | 'gradients' | 'parameter gradients' | 'schedule';
   have: number;
   need: number;
   /** The nodes that still owe something. */
   from: string[];
 }
 
-const ops = new EagerOps();
-const SHARED = Symbol('shared');
+export interface HostOptions<T> {
+  /** What values are: real tensors (default) or shapes (the simulator). */
+  engine?: ValueEngine<T>;
+}
 
 /**
  * One worker's actors and mailbox: pure logic, events in and effects out. The shell (a worker thread,
- * or the in-process transport) calls `startStep`, `deliver`, and `next`/`run` in a loop, and performs
- * the effects. Messages between this host's own actors never leave it and are never serialized.
+ * the in-process cluster, or the simulator) calls `startStep`, `deliver`, and `next`/`run` in a loop,
+ * and performs the effects. Messages between this host's own actors never leave it and are never
+ * serialized. Which ready task runs next is the task queue's business: in dataflow order, or in the
+ * order of a pipeline schedule's actions for this worker.
  */
-export class Host {
+export class Host<T = Tensor> {
   readonly worker: number;
   readonly plan: Plan;
-  readonly stats: HostStats = { tasks: 0, localMessages: 0, remoteMessages: 0, copies: 0, dropped: 0 };
-  private readonly actors = new Map<number, NodeActor>();
-  private readonly params = new Map<number, ParamActor>();
-  private readonly forwardQueue: Task[] = [];
-  private readonly backwardQueue: Task[] = [];
-  private fq = 0;
-  private bq = 0;
+  readonly engine: ValueEngine<T>;
+  readonly stats: HostStats = { tasks: 0, localMessages: 0, remoteMessages: 0, copies: 0, dropped: 0, keptBytes: 0, peakKeptBytes: 0 };
+  /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
+  private readonly actors: (NodeActor<T> | undefined)[];
+  private readonly actorList: NodeActor<T>[] = [];
+  private readonly params = new Map<number, ParamActor<T>>();
+  readonly queue: TaskQueue<T>;
   private step = -1;
   private microbatches = 0;
   private shards = new Map<number, { bindings: Map<string, number>; scale: number }>();
-  private early: Message[] = [];
+  private early: Message<T>[] = [];
   private failed = false;
   private failpoints: Failpoint[] = [];
+  private current: Task<T> | null = null;
 
-  constructor(plan: Plan, worker: number, params: ReadonlyMap<number, Tensor> = new Map()) {
+  constructor(plan: Plan, worker: number, params: ReadonlyMap<number, T> = new Map(), options: HostOptions<T> = {}) {
     this.plan = plan;
     this.worker = worker;
+    this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
     const { graph, grad, placement } = plan;
+    this.actors = new Array(graph.size * plan.replicas);
+    const constant = (id: number) => graph.nodes[id]!.attrs.value as T;
     for (let r = 0; r < plan.replicas; r++) {
       const p = placement[r]!;
       for (const node of graph.nodes) {
         if (p[node.id] !== worker || node.op === 'const') continue;
         if (node.op === 'param') {
-          if (r === 0)
-            this.params.set(
-              node.id,
-              new ParamActor(node.id, params.get(node.id) ?? placeholder(node), grad.expected[node.id]!),
-            );
+          if (r === 0) {
+            const value = params.get(node.id) ?? this.engine.zeros(node.shape as number[], node.dtype);
+            this.params.set(node.id, new ParamActor(node.id, value, grad.expected[node.id]!));
+          }
           continue;
         }
         const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
-        this.actors.set(this.key(node.id, r), new NodeActor(plan, node, r, needs));
+        const actor = new NodeActor<T>(plan, node, r, needs, constant);
+        this.actors[this.key(node.id, r)] = actor;
+        this.actorList.push(actor);
       }
     }
+    this.queue = new TaskQueue(this.actorList);
   }
 
   private key(node: number, replica: number): number {
     return replica * this.plan.graph.size + node;
+  }
+
+  private actor(node: number, replica: number): NodeActor<T> {
+    return this.actors[replica * this.plan.graph.size + node]!;
   }
 
   /** The parameters this host owns. */
@@ -108,14 +127,14 @@ export class Host {
     return [...this.params.keys()];
   }
 
-  setParam(node: number, value: Tensor): void {
+  setParam(node: number, value: T): void {
     const p = this.params.get(node);
     if (p === undefined) throw new InputError(`host ${this.worker} does not own parameter %${node}`);
-    this.share(value);
+    this.engine.share(value);
     p.value = value;
   }
 
-  getParam(node: number): Tensor {
+  getParam(node: number): T {
     const p = this.params.get(node);
     if (p === undefined) throw new InputError(`host ${this.worker} does not own parameter %${node}`);
     return p.value;
@@ -125,33 +144,33 @@ export class Host {
     this.failpoints = [...failpoints];
   }
 
+  /** Follows a pipeline schedule's actions for this worker from the next step on (null: dataflow order). */
+  setSchedule(actions: readonly HostAction[] | null): void {
+    this.queue.setSchedule(actions);
+  }
+
   /** Starts a step: forgets the last one, and hands every parameter's value to its consumers. */
-  startStep(start: StepStart): HostEffect[] {
+  startStep(start: StepStart): HostEffect<T>[] {
     this.reset();
     this.step = start.step;
     this.microbatches = start.microbatches;
+    this.queue.start(start.microbatches);
     for (const s of start.shards) {
-      this.shards.set(s.replica * start.microbatches + s.mb, {
-        bindings: new Map(s.bindings),
-        scale: s.scale,
-      });
+      this.shards.set(s.replica * start.microbatches + s.mb, { bindings: new Map(s.bindings), scale: s.scale });
     }
-    const effects: HostEffect[] = [];
+    const effects: HostEffect<T>[] = [];
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
       const remote = new Set<number>();
       for (let r = 0; r < this.plan.replicas; r++) {
         for (const [c, slot] of this.plan.consumers[param.node]!) {
           const w = this.plan.placement[r]![c]!;
-          if (w === this.worker) this.receiveParamInput(this.actors.get(this.key(c, r))!, slot, param.value);
+          if (w === this.worker) this.receiveParamInput(this.actor(c, r), slot, param.value);
           else remote.add(w);
         }
       }
       for (const w of remote) {
-        this.stats.copies++;
-        effects.push(
-          this.remote(w, { kind: 'param', step: this.step, node: param.node, tensor: cast(param.value) }),
-        );
+        effects.push(this.remote(w, { kind: 'param', step: this.step, node: param.node, tensor: this.copy(param.value) }));
       }
     }
     const early = this.early;
@@ -162,138 +181,115 @@ export class Host {
 
   /** Drops everything held for the current step (after a failure, or before the next step). */
   reset(): void {
-    for (const a of this.actors.values()) a.reset();
+    for (const a of this.actorList) a.reset();
     for (const p of this.params.values()) p.reset();
-    this.forwardQueue.length = 0;
-    this.backwardQueue.length = 0;
-    this.fq = 0;
-    this.bq = 0;
+    this.queue.clear();
     this.shards.clear();
     this.failed = false;
+    this.current = null;
+    this.stats.keptBytes = 0;
+    this.stats.peakKeptBytes = 0;
   }
 
-  /** A message from the coordinator or another host. Returns reports it closes (a parameter's gradient). */
-  deliver(m: Message): HostEffect[] {
-    const effects: HostEffect[] = [];
+  /** A message from the coordinator or another host. Returns the reports it closes (a parameter's gradient). */
+  deliver(m: Message<T>): HostEffect<T>[] {
+    const effects: HostEffect<T>[] = [];
     if (m.step !== this.step) {
       if (m.step > this.step) this.early.push(m);
       else this.stats.dropped++;
       return effects;
     }
+    const { consumers, placement } = this.plan;
     switch (m.kind) {
       case 'feed': {
-        const actor = this.actors.get(this.key(m.node, m.replica));
-        if (actor === undefined)
-          throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
-        this.forwardQueue.push({
-          phase: 'forward',
-          node: m.node,
-          replica: m.replica,
-          mb: m.mb,
-          actor,
-          value: m.tensor,
-        });
+        const actor = this.actors[this.key(m.node, m.replica)];
+        if (actor === undefined) throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
+        this.queue.ready({ phase: 'forward', node: m.node, stage: actor.stage, replica: m.replica, mb: m.mb, actor, value: m.tensor });
         break;
       }
-      case 'activation':
-        this.share(m.tensor);
-        for (const [c, slot] of this.plan.consumers[m.node]!) {
-          if (this.plan.placement[m.replica]![c] !== this.worker) continue;
-          const actor = this.actors.get(this.key(c, m.replica))!;
-          if (actor.receiveInput(m.mb, slot, m.tensor)) this.queueForward(actor, m.mb);
+      case 'activation': {
+        this.engine.share(m.tensor);
+        const edges = consumers[m.node]!;
+        const p = placement[m.replica]!;
+        for (let k = 0; k < edges.length; k++) {
+          const [c, slot] = edges[k]!;
+          if (p[c] !== this.worker) continue;
+          const actor = this.actor(c, m.replica);
+          if (actor.receiveInput(m.mb, slot, m.tensor)) this.readyForward(actor, m.mb);
         }
         break;
+      }
       case 'param':
-        this.share(m.tensor);
+        this.engine.share(m.tensor);
         for (let r = 0; r < this.plan.replicas; r++) {
-          for (const [c, slot] of this.plan.consumers[m.node]!) {
-            if (this.plan.placement[r]![c] === this.worker)
-              this.receiveParamInput(this.actors.get(this.key(c, r))!, slot, m.tensor);
+          for (const [c, slot] of consumers[m.node]!) {
+            if (placement[r]![c] === this.worker) this.receiveParamInput(this.actor(c, r), slot, m.tensor);
           }
         }
         break;
       case 'gradient':
-        this.receiveGradient(
-          m.node,
-          m.replica,
-          m.mb,
-          { consumer: m.consumer, slot: m.slot, value: m.tensor },
-          effects,
-        );
+        this.receiveGradient(m.node, m.replica, m.mb, { consumer: m.consumer, slot: m.slot, value: m.tensor }, effects);
         break;
     }
     return effects;
   }
 
-  private receiveParamInput(actor: NodeActor, slot: number, value: Tensor): void {
-    for (const mb of actor.receiveParam(slot, value)) this.queueForward(actor, mb);
+  private receiveParamInput(actor: NodeActor<T>, slot: number, value: T): void {
+    for (const mb of actor.receiveParam(slot, value)) this.readyForward(actor, mb);
   }
 
-  private receiveGradient(
-    node: number,
-    replica: number,
-    mb: number,
-    c: Contribution,
-    effects: HostEffect[],
-  ): void {
-    this.share(c.value);
+  private readyForward(actor: NodeActor<T>, mb: number): void {
+    this.queue.ready({ phase: 'forward', node: actor.node.id, stage: actor.stage, replica: actor.replica, mb, actor });
+  }
+
+  private readyBackward(actor: NodeActor<T>, mb: number): void {
+    this.queue.ready({ phase: 'backward', node: actor.node.id, stage: actor.stage, replica: actor.replica, mb, actor });
+  }
+
+  private receiveGradient(node: number, replica: number, mb: number, c: Contribution<T>, effects: HostEffect<T>[]): void {
+    this.engine.share(c.value);
     const param = this.params.get(node);
     if (param !== undefined) {
-      const total = param.receive(ops, replica, mb, c);
-      if (total !== null) {
-        // The parameter's gradient context closed: report it (the host holds nothing else of it).
-        effects.push({
-          kind: 'report',
-          report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) },
-        });
-      }
+      const total = param.receive(this.engine.ops, replica, mb, c);
+      // The parameter's gradient context closed: report it.
+      if (total !== null) effects.push({ kind: 'report', report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) } });
       return;
     }
-    const actor = this.actors.get(this.key(node, replica))!;
-    if (actor.receiveGradient(mb, c))
-      this.backwardQueue.push({ phase: 'backward', node, replica, mb, actor });
-  }
-
-  private queueForward(actor: NodeActor, mb: number): void {
-    this.forwardQueue.push({ phase: 'forward', node: actor.node.id, replica: actor.replica, mb, actor });
+    const actor = this.actor(node, replica);
+    if (actor.receiveGradient(mb, c)) this.readyBackward(actor, mb);
   }
 
   /**
-   * The task to run next, or null when nothing is ready. Backward tasks go first: they free what the
-   * forward kept (the memory policy of 1F1B). Results never depend on this order.
+   * The task to run next, or null when nothing may run now. In dataflow order backward tasks go first:
+   * they free what the forward kept. Results never depend on the order.
    */
   next(): TaskInfo | null {
     if (this.failed) return null;
-    if (this.bq < this.backwardQueue.length) return this.backwardQueue[this.bq]!;
-    if (this.fq < this.forwardQueue.length) return this.forwardQueue[this.fq]!;
-    if (this.backwardQueue.length > 0 || this.forwardQueue.length > 0) {
-      this.backwardQueue.length = this.forwardQueue.length = this.bq = this.fq = 0;
-    }
-    return null;
+    this.current ??= this.queue.take();
+    return this.current;
   }
 
   /** Runs the task `next()` returned, and returns its effects. */
-  run(): HostEffect[] {
-    const task = (
-      this.bq < this.backwardQueue.length ? this.backwardQueue[this.bq++] : this.forwardQueue[this.fq++]
-    ) as Task;
-    const effects: HostEffect[] = [];
-    const fp = this.failpointFor(task);
+  run(): HostEffect<T>[] {
+    const task = this.current ?? this.queue.take();
+    this.current = null;
+    const effects: HostEffect<T>[] = [];
+    if (task === null) return effects;
+    const fp = this.failpoints.length > 0 ? this.failpointFor(task) : undefined;
     try {
       if (fp !== undefined) {
         if (fp.action === 'throw') {
-          throw new FailpointError(
-            `failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`,
-            { phase: fp.phase },
-          );
+          throw new FailpointError(`failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`, { phase: fp.phase });
         }
         effects.push({ kind: 'failpoint', action: fp.action, task: info(task) });
         if (fp.action !== 'drop') return effects;
       }
       this.stats.tasks++;
-      const out = task.phase === 'forward' ? this.forward(task) : this.backward(task);
-      // A dropped task's messages are lost; what it reported about itself still goes out.
-      for (const e of out) if (fp?.action !== 'drop' || e.kind !== 'send') effects.push(e);
+      if (task.phase === 'forward') this.forward(task, effects);
+      else this.backward(task, effects);
+      this.queue.done(task);
+      // A dropped task's messages are lost; its reports still go out.
+      if (fp?.action === 'drop') return effects.filter((e) => e.kind !== 'send');
     } catch (err) {
       this.failed = true;
       effects.push({
@@ -308,7 +304,7 @@ export class Host {
             step: this.step,
             microbatch: task.mb,
             replica: task.replica,
-            phase: task.phase,
+            phase: task.phase === 'forward' ? 'forward' : 'backward',
           }),
         },
       });
@@ -316,134 +312,134 @@ export class Host {
     return effects;
   }
 
-  private failpointFor(task: Task): Failpoint | undefined {
-    if (this.failpoints.length === 0) return undefined;
+  private failpointFor(task: Task<T>): Failpoint | undefined {
     const node = task.actor.node;
+    const phase = task.phase === 'forward' ? 'forward' : 'backward';
     return this.failpoints.find(
       (f) =>
         (f.node === node.id || f.node === node.name) &&
-        f.phase === task.phase &&
+        f.phase === phase &&
         (f.mb === undefined || f.mb === task.mb) &&
         (f.replica === undefined || f.replica === task.replica) &&
         (f.step === undefined || f.step === this.step),
     );
   }
 
-  private bindings(replica: number, mb: number): Map<string, number> {
+  private bindings(replica: number, mb: number): Bindings {
     return this.shards.get(replica * this.microbatches + mb)!.bindings;
   }
 
-  private forward(task: Task): HostEffect[] {
+  private forward(task: Task<T>, effects: HostEffect<T>[]): void {
     const { actor, mb, replica } = task;
     const node = actor.node;
-    let output: Tensor;
+    const engine = this.engine;
+    let output: T;
     if (task.value !== undefined) output = task.value;
     else {
       const args = actor.arguments(mb);
-      output = computeNode(node, args, this.bindings(replica, mb));
+      output = engine.forward(node, args, this.bindings(replica, mb));
       actor.afterForward(mb, args, output);
-      if (actor.runsVjp) for (const t of actor.state(mb).kept!.values()) this.share(t);
+      if (actor.runsVjp) {
+        for (const t of actor.state(mb).kept!.values()) {
+          engine.share(t);
+          this.stats.keptBytes += engine.bytes(t);
+        }
+        if (this.stats.keptBytes > this.stats.peakKeptBytes) this.stats.peakKeptBytes = this.stats.keptBytes;
+      }
     }
-    const effects: HostEffect[] = [];
     if (node.id === this.plan.loss) {
       const shard = this.shards.get(replica * this.microbatches + mb)!;
-      effects.push({
-        kind: 'report',
-        report: { kind: 'loss', step: this.step, mb, replica, value: output.data[0]! },
-      });
+      effects.push({ kind: 'report', report: { kind: 'loss', step: this.step, mb, replica, value: engine.item(output) } });
       if (actor.runsVjp) {
         // Note [microbatch scaling]: the seed of a shard's loss is its share of the batch.
-        actor.receiveGradient(mb, { consumer: -1, slot: 0, value: scalar(shard.scale, node.dtype) });
-        this.backwardQueue.push({ phase: 'backward', node: node.id, replica, mb, actor });
+        actor.receiveGradient(mb, { consumer: -1, slot: 0, value: engine.ops.constant(shard.scale, node.dtype) });
+        this.readyBackward(actor, mb);
       }
-      return effects;
+      return;
     }
-    const remote = new Set<number>();
     const placement = this.plan.placement[replica]!;
-    for (const [c, slot] of this.plan.consumers[node.id]!) {
+    const edges = this.plan.consumers[node.id]!;
+    let remote: number[] | null = null;
+    for (let k = 0; k < edges.length; k++) {
+      const [c, slot] = edges[k]!;
       const w = placement[c]!;
       if (w !== this.worker) {
-        remote.add(w);
+        if (remote === null) remote = [w];
+        else if (!remote.includes(w)) remote.push(w);
         continue;
       }
       this.stats.localMessages++;
-      this.share(output);
-      const consumer = this.actors.get(this.key(c, replica))!;
-      if (consumer.receiveInput(mb, slot, output)) this.queueForward(consumer, mb);
+      engine.share(output);
+      const consumer = this.actor(c, replica);
+      if (consumer.receiveInput(mb, slot, output)) this.readyForward(consumer, mb);
     }
-    let left = remote.size;
-    for (const w of remote) {
-      const tensor = --left === 0 ? this.giveAway(output) : this.copy(output);
-      effects.push(
-        this.remote(w, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }),
-      );
+    if (remote === null) return;
+    for (let i = 0; i < remote.length; i++) {
+      const tensor = i === remote.length - 1 ? this.giveAway(output) : this.copy(output);
+      effects.push(this.remote(remote[i]!, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }));
     }
-    return effects;
   }
 
-  private backward(task: Task): HostEffect[] {
-    const effects: HostEffect[] = [];
-    const { actor, mb, replica } = task;
+  /**
+   * A backward task: the whole VJP ('backward'), or one part of a split one ('input': the gradients
+   * of activations; 'weight': the gradients of parameters, later). The parts run the same VJP with
+   * complementary `needs`, so their contributions are the very ones the whole VJP would send.
+   */
+  private backward(task: Task<T>, effects: HostEffect<T>[]): void {
+    const { actor, mb, replica, phase } = task;
     const node = actor.node;
     const state = actor.state(mb);
-    const g = sumCanonical(ops, state.contributions);
-    const bindings = this.bindings(replica, mb);
-    const kept = state.kept!;
-    const cotangents = runVjp(ops, node, g, actor.needs, {
-      primal: (id) => kept.get(id)!,
-      shape: (id) => resolveShape(this.plan.graph.nodes[id]!.shape, bindings, 'vjp'),
-    });
-    actor.afterBackward(mb);
-    const outgoing: { worker: number; producer: number; slot: number; value: Tensor }[] = [];
+    const g = state.g ?? sumCanonical(this.engine.ops, state.contributions);
+    const needs = phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
+    const last = phase !== 'input' || !actor.hasWeightPart;
+    let cotangents: (T | null)[] = [];
+    if (needs.includes(true)) {
+      const bindings = this.bindings(replica, mb);
+      const kept = state.kept!;
+      cotangents = runVjp(this.engine.ops, node, g, needs, {
+        primal: (id) => kept.get(id)!,
+        shape: (id) => resolveShape(this.plan.graph.nodes[id]!.shape, bindings, 'vjp'),
+      });
+    }
+    if (last) {
+      for (const t of state.kept!.values()) this.stats.keptBytes -= this.engine.bytes(t);
+      actor.afterBackward(mb);
+    } else {
+      state.g = g;
+      state.contributions = [];
+    }
+    const outgoing: { worker: number; producer: number; slot: number; value: T }[] = [];
     const placement = this.plan.placement[replica]!;
-    node.inputs.forEach((producer, slot) => {
+    for (let slot = 0; slot < cotangents.length; slot++) {
       const value = cotangents[slot];
-      if (value === null || value === undefined) return;
+      if (value === null || value === undefined) continue;
+      const producer = node.inputs[slot]!;
       const w = placement[producer]!;
       if (w === this.worker) {
         this.stats.localMessages++;
         this.receiveGradient(producer, replica, mb, { consumer: node.id, slot, value }, effects);
       } else outgoing.push({ worker: w, producer, slot, value });
-    });
-    for (const [i, o] of outgoing.entries()) {
-      const later = outgoing.slice(i + 1).some((x) => x.value.data === o.value.data);
-      const tensor = later ? this.copy(o.value) : this.giveAway(o.value);
-      effects.push(
-        this.remote(o.worker, {
-          kind: 'gradient',
-          step: this.step,
-          mb,
-          replica,
-          node: o.producer,
-          consumer: node.id,
-          slot: o.slot,
-          tensor,
-        }),
-      );
     }
-    return effects;
+    for (let i = 0; i < outgoing.length; i++) {
+      const o = outgoing[i]!;
+      let later = false;
+      for (let j = i + 1; j < outgoing.length; j++) later ||= this.engine.sameStorage(outgoing[j]!.value, o.value);
+      const tensor = later ? this.copy(o.value) : this.giveAway(o.value);
+      effects.push(this.remote(o.worker, { kind: 'gradient', step: this.step, mb, replica, node: o.producer, consumer: node.id, slot: o.slot, tensor }));
+    }
   }
 
-  /**
-   * Marks a tensor's storage as still referenced here (delivered locally, kept for a backward, a
-   * parameter's value): it is never given away. The mark sits on the storage, not the tensor, because
-   * a reshape shares its input's storage; it is a property, not a set, because this is a hot path.
-   */
-  private share(t: Tensor): void {
-    (t.data as unknown as Record<symbol, boolean>)[SHARED] = true;
+  /** A value leaving this host: the original if nothing here still references its storage, else a copy. */
+  private giveAway(t: T): T {
+    return this.engine.isShared(t) ? this.copy(t) : t;
   }
 
-  /** A tensor leaving this host: the original if nothing here still references its storage, else a copy. */
-  private giveAway(t: Tensor): Tensor {
-    return (t.data as unknown as Record<symbol, boolean>)[SHARED] === true ? this.copy(t) : t;
-  }
-
-  private copy(t: Tensor): Tensor {
+  private copy(t: T): T {
     this.stats.copies++;
-    return cast(t);
+    return this.engine.copy(t);
   }
 
-  private remote(worker: number, message: Message): HostEffect {
+  private remote(worker: number, message: Message<T>): HostEffect<T> {
     this.stats.remoteMessages++;
     return { kind: 'send', worker, message };
   }
@@ -452,61 +448,35 @@ export class Host {
   waiting(): WaitingEntry[] {
     const out: WaitingEntry[] = [];
     const nodes = this.plan.graph.nodes;
-    for (const actor of this.actors.values()) {
+    for (const actor of this.actorList) {
       for (const [mb, s] of actor.microbatches) {
         const name = label(actor.node);
         if (!s.fired) {
-          const from = actor.node.inputs
-            .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
-            .map((i) => label(nodes[i]!));
-          out.push({
-            node: name,
-            replica: actor.replica,
-            mb,
-            waitingFor: 'inputs',
-            have: actor.mbSlots - s.missing,
-            need: actor.mbSlots,
-            from,
-          });
+          const from = actor.node.inputs.filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined).map((i) => label(nodes[i]!));
+          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'inputs', have: actor.mbSlots - s.missing, need: actor.mbSlots, from });
+        } else if (s.g !== null) {
+          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'schedule', have: 0, need: 1, from: [] });
         } else if (actor.runsVjp) {
           const got = new Set(s.contributions.map((c) => `${c.consumer}:${c.slot}`));
-          const from = this.plan.consumers[actor.node.id]!.filter(
-            ([c, slot]) => edgeGradient(this.plan, c, slot) && !got.has(`${c}:${slot}`),
-          ).map(([c]) => label(nodes[c]!));
-          out.push({
-            node: name,
-            replica: actor.replica,
-            mb,
-            waitingFor: 'gradients',
-            have: s.contributions.length,
-            need: actor.expected,
-            from,
-          });
+          const from = this.plan.consumers[actor.node.id]!.filter(([c, slot]) => edgeGradient(this.plan, c, slot) && !got.has(`${c}:${slot}`)).map(([c]) =>
+            label(nodes[c]!),
+          );
+          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'gradients', have: s.contributions.length, need: actor.expected, from });
         }
       }
     }
     for (const p of this.params.values()) {
       for (const m of p.missing()) {
-        out.push({
-          node: label(nodes[p.node]!),
-          replica: m.replica,
-          mb: m.mb,
-          waitingFor: 'parameter gradients',
-          have: m.have,
-          need: m.need,
-          from: [],
-        });
+        out.push({ node: label(nodes[p.node]!), replica: m.replica, mb: m.mb, waitingFor: 'parameter gradients', have: m.have, need: m.need, from: [] });
       }
     }
     return out;
   }
 }
 
-function info(task: Task): TaskInfo {
-  return { phase: task.phase, node: task.node, replica: task.replica, mb: task.mb };
+function info<T>(task: Task<T>): TaskInfo {
+  return { phase: task.phase, node: task.node, stage: task.stage, replica: task.replica, mb: task.mb };
 }
 
-/** Until the runtime sets it, a parameter is zeros of its shape. */
-function placeholder(node: Node): Tensor {
-  return zeros(node.shape as number[], node.dtype);
-}
+export type { HostAction, TaskPhase };
+export type HostNode = Node;

@@ -1,6 +1,5 @@
 import { sumCanonical } from '../autodiff/backprop.ts';
 import type { Ops } from '../ops/ops.ts';
-import type { Tensor } from '../tensor/tensor.ts';
 import type { Contribution } from './node-actor.ts';
 
 // Note [gradient sum order]
@@ -17,20 +16,20 @@ import type { Contribution } from './node-actor.ts';
  * order of Note [gradient sum order]. Its gradient context for the step closes when every replica's
  * every microbatch has delivered every owed contribution.
  */
-export class ParamActor {
+export class ParamActor<T> {
   readonly node: number;
-  value: Tensor;
+  value: T;
   private readonly expected: number;
   private microbatches = 0;
   private replicas = 0;
-  private pending = new Map<number, Contribution[]>();
-  private perMicrobatch: Map<number, Tensor>[] = [];
+  private pending = new Map<number, Contribution<T>[]>();
+  private perMicrobatch: Map<number, T>[] = [];
   private next: number[] = [];
-  private partial: (Tensor | undefined)[] = [];
+  private partial: (T | undefined)[] = [];
   private replicasDone = 0;
   closed = false;
 
-  constructor(node: number, value: Tensor, expected: number) {
+  constructor(node: number, value: T, expected: number) {
     this.node = node;
     this.value = value;
     this.expected = expected;
@@ -48,7 +47,7 @@ export class ParamActor {
   }
 
   /** Adds one contribution; returns the step's gradient when this one closes the context. */
-  receive(ops: Ops<Tensor>, replica: number, mb: number, c: Contribution): Tensor | null {
+  receive(ops: Ops<T>, replica: number, mb: number, c: Contribution<T>): T | null {
     const key = replica * this.microbatches + mb;
     let list = this.pending.get(key);
     if (list === undefined) this.pending.set(key, (list = []));
@@ -58,7 +57,7 @@ export class ParamActor {
     this.perMicrobatch[replica]!.set(mb, sumCanonical(ops, list));
     const waiting = this.perMicrobatch[replica]!;
     while (waiting.has(this.next[replica]!)) {
-      const s = waiting.get(this.next[replica]!)!;
+      const s = waiting.get(this.next[replica]!) as T;
       waiting.delete(this.next[replica]!);
       const p = this.partial[replica];
       this.partial[replica] = p === undefined ? s : ops.add(p, s);
@@ -66,8 +65,8 @@ export class ParamActor {
     }
     if (this.next[replica] !== this.microbatches) return null;
     if (++this.replicasDone < this.replicas) return null;
-    let total = this.partial[0]!;
-    for (let r = 1; r < this.replicas; r++) total = ops.add(total, this.partial[r]!);
+    let total = this.partial[0] as T;
+    for (let r = 1; r < this.replicas; r++) total = ops.add(total, this.partial[r] as T);
     this.closed = true;
     return total;
   }

@@ -30,6 +30,11 @@ export interface SplitOptions {
   microbatches?: number;
 }
 
+/** The sizes of `shards` contiguous shards of a batch: as equal as possible, the larger ones first. */
+export function shardSizes(batch: number, shards: number): number[] {
+  return Array.from({ length: shards }, (_, k) => Math.floor(batch / shards) + (k < batch % shards ? 1 : 0));
+}
+
 /**
  * Cuts a batch of feeds into replicas x microbatches shards along the batch dimension: the symbolic
  * leading dimension shared by the batched inputs. Inputs without it go whole to every shard (copied,
@@ -63,9 +68,10 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
     });
   }
   const out: BatchShard[] = [];
+  const sizes = shardSizes(batch, shards);
   let start = 0;
   for (let k = 0; k < shards; k++) {
-    const size = Math.floor(batch / shards) + (k < batch % shards ? 1 : 0);
+    const size = sizes[k]!;
     const shardFeeds: Record<string, Tensor> = {};
     for (const node of inputs) {
       const t = feeds[node.name!]!;

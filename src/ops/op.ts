@@ -54,6 +54,12 @@ export interface OpDef<A extends Attrs = Attrs> {
   readonly saves: Saves;
   /** Absent for ops no gradient flows through (comparisons, oneHot, ...). */
   readonly vjp?: Vjp<A>;
+  /**
+   * False when the VJP cannot be split into an input part and a weight part without repeating its
+   * work (a zero-bubble schedule then runs all of it in the input part). Default: it splits, because
+   * every VJP honours `needs`.
+   */
+  readonly splitVjp?: boolean;
   /** Inputs that never take a gradient (indices, labels); default: every input can. */
   readonly nondiff?: readonly number[];
   /** Rough FLOPs of one forward, for placement and the simulator's cost model. */

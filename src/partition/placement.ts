@@ -125,7 +125,7 @@ function manualStages(
   for (const node of computed) {
     if (node.stage === undefined) continue;
     if (node.stage >= workers) {
-      throw new InputError(`compile: node ${node.name ?? `%${node.id}`} is annotated for stage ${node.stage}, but a replica has ${workers} workers`, {
+      throw new InputError(`compile: node ${node.name ?? `%${node.id}`} is annotated for stage ${node.stage}, but the plan has ${workers} stages`, {
         node: node.name ?? node.id,
         expected: `stage < ${workers}`,
         found: node.stage,

@@ -20,6 +20,12 @@ export interface CompileOptions {
   batchSize?: number;
   /** Allowed load imbalance of 'min-comm' over the balanced stages, as a fraction (default 0.1). */
   imbalance?: number;
+  /**
+   * Pipeline stages per replica for 'stages' and 'manual' placement (default: one per worker). Stage s
+   * runs on worker s mod (workers per replica): more stages than workers loop over the workers, which
+   * is the placement of interleaved schedules.
+   */
+  stages?: number;
 }
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
@@ -55,6 +61,11 @@ export interface Plan {
   readonly crossEdges: readonly CrossEdge[];
   /** Estimated FLOPs per worker for one step at the estimate batch size. */
   readonly load: readonly number[];
+  /** Pipeline stages per replica, and the stage of every node (-1 where it has none); stage s runs on worker s mod group. */
+  readonly stages: number;
+  readonly stageOf: Int32Array;
+  /** Workers per replica. */
+  readonly group: number;
 }
 
 // Note [reverse order by counting]
@@ -85,9 +96,13 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const consumers = consumerLists(graph, grad.forward);
   const strategy = options.placement ?? 'stages';
   const group = Math.max(1, Math.floor(workers / replicas));
+  const stages = strategy === 'stages' || strategy === 'manual' ? (options.stages ?? group) : group;
+  if (!Number.isInteger(stages) || stages < 1) {
+    throw new InputError(`compile: expected stages >= 1, found ${stages}`, { expected: '>= 1', found: stages });
+  }
   const base = placeNodes(graph, grad, consumers, {
     strategy,
-    workers: group,
+    workers: stages,
     batchSize: options.batchSize ?? 32,
     imbalance: options.imbalance ?? 0.1,
   });
@@ -95,8 +110,9 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   for (let r = 0; r < replicas; r++) {
     const p = new Int32Array(graph.size).fill(-1);
     for (let id = 0; id < graph.size; id++) {
-      const v = base.worker[id]!;
-      if (v < 0) continue;
+      const stage = base.worker[id]!;
+      if (stage < 0) continue;
+      const v = stage % group;
       // Parameters live once, on their replica-0 worker; other nodes are copied per replica.
       p[id] = graph.nodes[id]!.op === 'param' ? v : (r * group + v) % workers;
     }
@@ -132,6 +148,9 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     consumers,
     crossEdges,
     load,
+    stages,
+    stageOf: base.worker,
+    group,
   };
 }
 

@@ -1,0 +1,48 @@
+import type { Bindings } from '../autodiff/forward.ts';
+import { computeNode } from '../autodiff/forward.ts';
+import type { Node } from '../graph/graph.ts';
+import { EagerOps } from '../ops/eager.ts';
+import type { Ops } from '../ops/ops.ts';
+import type { ConcreteShape } from '../tensor/shape.ts';
+import { cast, type DType, type Tensor, zeros } from '../tensor/tensor.ts';
+
+/**
+ * What a host computes with. The host's logic (readiness, counting, sums, routing) is the same
+ * whatever the values are: real tensors on a worker, or shapes only in the simulator.
+ */
+export interface ValueEngine<T> {
+  /** The ops VJPs and gradient sums run on. */
+  readonly ops: Ops<T>;
+  forward(node: Node, args: readonly T[], bindings: Bindings): T;
+  /** A copy that owns fresh storage. */
+  copy(value: T): T;
+  /** Marks a value's storage as still referenced by this host (so it is never given away). */
+  share(value: T): void;
+  isShared(value: T): boolean;
+  sameStorage(a: T, b: T): boolean;
+  /** The number a scalar value holds (a loss). */
+  item(value: T): number;
+  bytes(value: T): number;
+  zeros(shape: ConcreteShape, dtype: DType): T;
+}
+
+const SHARED = Symbol('shared');
+type Marked = { [SHARED]?: true };
+
+/**
+ * Real tensors. A storage mark is a property on the typed array, not a set entry: this is a hot path,
+ * and the mark must follow the storage, because a reshape shares its input's storage.
+ */
+export const tensorEngine: ValueEngine<Tensor> = {
+  ops: new EagerOps(),
+  forward: computeNode,
+  copy: (t) => cast(t),
+  share: (t) => {
+    (t.data as Marked)[SHARED] = true;
+  },
+  isShared: (t) => (t.data as Marked)[SHARED] === true,
+  sameStorage: (a, b) => a.data === b.data,
+  item: (t) => t.data[0]!,
+  bytes: (t) => t.data.byteLength,
+  zeros: (shape, dtype) => zeros(shape, dtype),
+};

@@ -1,0 +1,102 @@
+import type { TaskInfo } from '../actor/host.ts';
+import type { Node } from '../graph/graph.ts';
+import type { TypeInfo } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
+import { edgeGradient, type Plan } from '../partition/plan.ts';
+import type { Trace } from '../trace/trace.ts';
+
+/** How long things take in the simulator, in milliseconds. */
+export interface CostModel {
+  /** One task of a host (a node's forward, backward, input or weight part). */
+  task(task: TaskInfo, node: Node): number;
+  /** A message from send to receipt. */
+  message(bytes: number, from: number, to: number): number;
+}
+
+export interface LinkCost {
+  /** Per-message latency (default 0: free communication). */
+  latencyMs?: number;
+  /** Bytes per millisecond (default Infinity). */
+  bytesPerMs?: number;
+}
+
+const link = (options: LinkCost) => {
+  const latency = options.latencyMs ?? 0;
+  const bw = options.bytesPerMs ?? Number.POSITIVE_INFINITY;
+  return (bytes: number) => latency + bytes / bw;
+};
+
+/**
+ * Equal stage costs: a stage's forward of one microbatch takes `forward` ms, and so on for the
+ * backward (or its input and weight parts). The whole cost is charged to one task of the stage (its
+ * last node doing that part), the others cost nothing: sums stay exact, as the closed forms need.
+ */
+export function stageCosts(plan: Plan, costs: { forward: number; backward: number; input?: number; weight?: number } & LinkCost): CostModel {
+  const anchor = { forward: new Map<number, number>(), backward: new Map<number, number>(), weight: new Map<number, number>() };
+  for (const node of plan.graph.nodes) {
+    const s = plan.stageOf[node.id]!;
+    if (s < 0 || node.op === 'param' || node.op === 'const') continue;
+    anchor.forward.set(s, node.id);
+    const grads = node.inputs.map((_, slot) => edgeGradient(plan, node.id, slot));
+    if (grads.includes(true)) anchor.backward.set(s, node.id);
+    if (grads.some((g, slot) => g && plan.graph.nodes[node.inputs[slot]!]!.op === 'param')) anchor.weight.set(s, node.id);
+  }
+  const input = costs.input ?? costs.backward / 2;
+  const weight = costs.weight ?? costs.backward - input;
+  return {
+    task(task) {
+      const phase = task.phase === 'input' ? 'backward' : task.phase;
+      if (anchor[phase].get(task.stage) !== task.node) return 0;
+      return task.phase === 'forward' ? costs.forward : task.phase === 'backward' ? costs.backward : task.phase === 'input' ? input : weight;
+    },
+    message: link(costs),
+  };
+}
+
+/** Costs from FLOP estimates: each op's `flops` at the shard's batch size over a FLOP rate. */
+export function flopCosts(plan: Plan, options: { gflops?: number; overheadMs?: number; batchSize: number } & LinkCost): CostModel {
+  const rate = (options.gflops ?? 4) * 1e6; // FLOP per ms
+  const overhead = options.overheadMs ?? 0.002;
+  const flops = new Map<number, number>();
+  const concrete = (shape: readonly (number | string)[]) => shape.map((d) => (typeof d === 'number' ? d : options.batchSize));
+  for (const node of plan.graph.nodes) {
+    if (node.inputs.length === 0) continue;
+    const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: concrete(plan.graph.nodes[i]!.shape), dtype: plan.graph.nodes[i]!.dtype }));
+    const def = getOp(node.op);
+    flops.set(node.id, def.flops?.(infos, { shape: concrete(node.shape), dtype: node.dtype }, node.attrs) ?? 0);
+  }
+  return {
+    task(task, node) {
+      const f = flops.get(node.id) ?? 0;
+      // A VJP costs about twice its forward; each part of a split one about half of that.
+      const factor = task.phase === 'forward' ? 1 : task.phase === 'backward' ? 2 : 1;
+      return overhead + (f * factor) / rate;
+    },
+    message: link(options),
+  };
+}
+
+/**
+ * Costs measured in a real run: the mean duration of each (node, phase) in its trace (task spans, not
+ * coalesced). Tasks the trace never saw cost `fallback`.
+ */
+export function traceCosts(trace: Trace, options: LinkCost & { fallbackMs?: number } = {}): CostModel {
+  const sums = new Map<string, { total: number; n: number }>();
+  for (const s of trace.spans) {
+    if (s.node === undefined) continue;
+    const key = `${s.node}:${s.phase}`;
+    const e = sums.get(key) ?? { total: 0, n: 0 };
+    e.total += s.end - s.start;
+    e.n++;
+    sums.set(key, e);
+  }
+  const fallback = options.fallbackMs ?? 0;
+  const letter = { forward: 'F', backward: 'B', input: 'I', weight: 'W' } as const;
+  return {
+    task(task) {
+      const e = sums.get(`${task.node}:${letter[task.phase]}`);
+      return e === undefined ? fallback : e.total / e.n;
+    },
+    message: link(options),
+  };
+}

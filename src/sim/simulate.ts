@@ -1,0 +1,175 @@
+import type { HostAction } from '../actor/task-queue.ts';
+import { Host, type HostEffect, type TaskInfo } from '../actor/host.ts';
+import type { StepStart } from '../actor/messages.ts';
+import { shardSizes } from '../autodiff/microbatch.ts';
+import { InputError } from '../errors.ts';
+import type { Plan } from '../partition/plan.ts';
+import { type Counter, type Flow, phaseOf, type Span, type Trace, traceStats } from '../trace/trace.ts';
+import type { CostModel } from './cost.ts';
+import { EventHeap } from './heap.ts';
+import { shapeEngine, type VirtualTensor } from './shape-engine.ts';
+
+export interface SimulateOptions {
+  microbatches: number;
+  /** The batch size of the step (every replica's shards together). */
+  batchSize: number;
+  cost: CostModel;
+  /** Per-worker actions of a pipeline schedule (index: worker); none: dataflow order. */
+  schedule?: readonly (readonly HostAction[])[];
+  /** Cores the workers share (default: one per worker). More workers than cores wait for a core. */
+  cores?: number;
+  /** Record one span per task (default true; false keeps memory flat for huge runs). */
+  record?: boolean;
+  /** The ideal step time for the bubble relative to ideal (default: total work / workers). */
+  idealMs?: number;
+}
+
+export interface SimResult {
+  makespan: number;
+  /** Idle fraction of the step: 1 - busy / (workers * makespan). */
+  idleFraction: number;
+  /** (makespan - ideal) / ideal. */
+  bubbleVsIdeal: number;
+  busy: number[];
+  /** Per worker: peak bytes of activations kept for backwards, and peak microbatches in flight per stage. */
+  peakKeptBytes: number[];
+  peakInFlight: number[][];
+  actions: number;
+  messages: number;
+  trace: Trace;
+}
+
+type Event =
+  | { kind: 'deliver'; worker: number; message: Parameters<Host<VirtualTensor>['deliver']>[0] }
+  | { kind: 'done'; worker: number; effects: HostEffect<VirtualTensor>[] };
+
+/**
+ * Discrete-event simulation of one step: the hosts of the plan, with their real actor logic, under a
+ * virtual clock. A host runs one task at a time; the task's cost comes from the cost model and its
+ * messages leave when it ends and arrive after the link's delay. With more workers than cores, a ready
+ * worker waits for a free core.
+ */
+export function simulate(plan: Plan, options: SimulateOptions): SimResult {
+  const { microbatches, batchSize, cost } = options;
+  const workers = plan.workers;
+  const cores = options.cores ?? workers;
+  const record = options.record ?? true;
+  const shards = plan.replicas * microbatches;
+  if (batchSize < shards) throw new InputError(`simulate: a batch of ${batchSize} cannot make ${shards} shards`);
+  const symbol = plan.graph.inputs().map((n) => n.shape[0]).find((d): d is string => typeof d === 'string');
+  const sizes = shardSizes(batchSize, shards);
+  const start: StepStart = {
+    step: 1,
+    microbatches,
+    shards: sizes.map((size, k) => ({
+      replica: Math.floor(k / microbatches),
+      mb: k % microbatches,
+      bindings: symbol === undefined ? [] : [[symbol, size] as const],
+      scale: size / batchSize,
+    })),
+  };
+  const hosts = Array.from({ length: workers }, (_, w) => {
+    const host = new Host<VirtualTensor>(plan, w, new Map(), { engine: shapeEngine });
+    host.setSchedule(options.schedule?.[w] ?? null);
+    return host;
+  });
+  const heap = new EventHeap<Event>();
+  const busyUntil = new Float64Array(workers);
+  const running = new Uint8Array(workers);
+  const busy = new Array<number>(workers).fill(0);
+  const waitingForCore: number[] = [];
+  let coresBusy = 0;
+  const spans: Span[] = [];
+  const flows: Flow[] = [];
+  const counters: Counter[] = [];
+  let messages = 0;
+  let actions = 0;
+  let now = 0;
+
+  const perform = (worker: number, effects: HostEffect<VirtualTensor>[]) => {
+    for (const e of effects) {
+      if (e.kind !== 'send') continue;
+      const bytes = e.message.tensor.bytes;
+      const arrive = now + cost.message(bytes, worker, e.worker);
+      messages++;
+      if (record) {
+        const m = e.message;
+        flows.push({ from: worker, to: e.worker, kind: m.kind === 'feed' ? 'activation' : m.kind, mb: 'mb' in m ? m.mb : -1, sent: now, received: arrive, bytes });
+      }
+      heap.push(arrive, { kind: 'deliver', worker: e.worker, message: e.message });
+    }
+  };
+
+  const tryStart = (w: number) => {
+    if (running[w] === 1) return;
+    const host = hosts[w]!;
+    const task: TaskInfo | null = host.next();
+    if (task === null) return;
+    if (coresBusy >= cores) {
+      if (!waitingForCore.includes(w)) waitingForCore.push(w);
+      return;
+    }
+    const node = plan.graph.nodes[task.node]!;
+    const duration = cost.task(task, node);
+    const effects = host.run();
+    actions++;
+    running[w] = 1;
+    coresBusy++;
+    busyUntil[w] = now + duration;
+    busy[w]! += duration;
+    if (record) {
+      spans.push({ worker: w, phase: phaseOf(task.phase), stage: task.stage, mb: task.mb, start: now, end: now + duration, node: task.node });
+      counters.push({ worker: w, time: now, keptBytes: host.stats.keptBytes });
+    }
+    heap.push(now + duration, { kind: 'done', worker: w, effects });
+  };
+
+  for (let w = 0; w < workers; w++) perform(w, hosts[w]!.startStep(start));
+  for (let k = 0; k < shards; k++) {
+    const shard = start.shards[k]!;
+    for (const node of plan.graph.inputs()) {
+      if (plan.grad.forward[node.id] === 0) continue;
+      const shape = node.shape.map((d) => (typeof d === 'number' ? d : sizes[k]!));
+      const tensor = shapeEngine.zeros(shape, node.dtype);
+      heap.push(0, { kind: 'deliver', worker: plan.placement[shard.replica]![node.id]!, message: { kind: 'feed', step: 1, mb: shard.mb, replica: shard.replica, node: node.id, tensor } });
+    }
+  }
+  let end = 0;
+  for (;;) {
+    const time = heap.peekTime();
+    const e = heap.pop();
+    if (e === undefined) break;
+    now = time;
+    if (e.kind === 'deliver') {
+      perform(e.worker, hosts[e.worker]!.deliver(e.message));
+      tryStart(e.worker);
+    } else {
+      running[e.worker] = 0;
+      coresBusy--;
+      end = Math.max(end, now);
+      perform(e.worker, e.effects);
+      tryStart(e.worker);
+      while (coresBusy < cores && waitingForCore.length > 0) tryStart(waitingForCore.shift()!);
+    }
+  }
+  const stuck = hosts.flatMap((h) => h.waiting());
+  if (stuck.length > 0) {
+    throw new InputError(`simulate: the step cannot finish; ${stuck.length} actors still wait, e.g. ${JSON.stringify(stuck.slice(0, 3))}`);
+  }
+  const trace: Trace = { source: 'simulated', workers, spans, flows, counters };
+  const total = busy.reduce((a, b) => a + b, 0);
+  const ideal = options.idealMs ?? total / workers;
+  const stats = record ? traceStats(trace) : null;
+  const makespan = stats?.makespan ?? end;
+  return {
+    makespan,
+    idleFraction: 1 - total / (workers * makespan),
+    bubbleVsIdeal: (makespan - ideal) / ideal,
+    busy,
+    peakKeptBytes: hosts.map((h) => h.stats.peakKeptBytes),
+    peakInFlight: hosts.map((h) => [...h.queue.peakInFlight]),
+    actions,
+    messages,
+    trace,
+  };
+}
