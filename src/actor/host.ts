@@ -81,11 +81,13 @@ export class Host<T = Tensor> {
   readonly queue: TaskQueue<T>;
   private step = -1;
   private microbatches = 0;
-  private shards = new Map<number, { bindings: Map<string, number>; scale: number }>();
+  private shards: ShardTable = new Map();
   private early: Message<T>[] = [];
   private failed = false;
   private failpoints: Failpoint[] = [];
   private current: Task<T> | null = null;
+  /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
+  private readonly vjpSource = new KeptSource<T>(this);
 
   constructor(plan: Plan, worker: number, params: ReadonlyMap<number, T> = new Map(), options: HostOptions<T> = {}) {
     this.plan = plan;
@@ -155,9 +157,7 @@ export class Host<T = Tensor> {
     this.step = start.step;
     this.microbatches = start.microbatches;
     this.queue.start(start.microbatches);
-    for (const s of start.shards) {
-      this.shards.set(s.replica * start.microbatches + s.mb, { bindings: new Map(s.bindings), scale: s.scale });
-    }
+    this.shards = shardTable(start);
     const effects: HostEffect<T>[] = [];
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
@@ -184,7 +184,7 @@ export class Host<T = Tensor> {
     for (const a of this.actorList) a.reset();
     for (const p of this.params.values()) p.reset();
     this.queue.clear();
-    this.shards.clear();
+    this.shards = new Map();
     this.failed = false;
     this.current = null;
     this.stats.keptBytes = 0;
@@ -394,12 +394,9 @@ export class Host<T = Tensor> {
     const last = phase !== 'input' || !actor.hasWeightPart;
     let cotangents: (T | null)[] = [];
     if (needs.includes(true)) {
-      const bindings = this.bindings(replica, mb);
-      const kept = state.kept!;
-      cotangents = runVjp(this.engine.ops, node, g, needs, {
-        primal: (id) => kept.get(id)!,
-        shape: (id) => resolveShape(this.plan.graph.nodes[id]!.shape, bindings, 'vjp'),
-      });
+      this.vjpSource.kept = state.kept!;
+      this.vjpSource.bindings = this.bindings(replica, mb);
+      cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource);
     }
     if (last) {
       for (const t of state.kept!.values()) this.stats.keptBytes -= this.engine.bytes(t);
@@ -471,6 +468,33 @@ export class Host<T = Tensor> {
       }
     }
     return out;
+  }
+}
+
+type ShardTable = Map<number, { bindings: Map<string, number>; scale: number }>;
+const shardTables = new WeakMap<StepStart, ShardTable>();
+
+/** The step's shards by (replica, microbatch); hosts of one thread share one table per step. */
+function shardTable(start: StepStart): ShardTable {
+  let table = shardTables.get(start);
+  if (table === undefined) {
+    table = new Map();
+    for (const s of start.shards) table.set(s.replica * start.microbatches + s.mb, { bindings: new Map(s.bindings), scale: s.scale });
+    shardTables.set(start, table);
+  }
+  return table;
+}
+
+class KeptSource<T> {
+  kept: Map<number, T> = new Map();
+  bindings: Bindings = new Map();
+  constructor(private readonly host: { readonly plan: Plan }) {}
+  primal(id: number): T {
+    return this.kept.get(id)!;
+  }
+  shape(id: number): readonly number[] {
+    const shape = this.host.plan.graph.nodes[id]!.shape;
+    return this.bindings.size === 0 ? (shape as number[]) : resolveShape(shape, this.bindings, 'vjp');
   }
 }
 

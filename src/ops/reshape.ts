@@ -8,34 +8,49 @@ export interface ReshapeAttrs {
   readonly [key: string]: unknown;
 }
 
+function symbolsOf(s: Shape): string {
+  return s
+    .filter((d): d is string => typeof d === 'string')
+    .sort()
+    .join(',');
+}
+
+function knownProduct(s: Shape): number {
+  let p = 1;
+  for (const d of s) if (typeof d === 'number' && d !== -1) p *= d;
+  return p;
+}
+
+function reshapeError(from: Shape, to: Shape, why: string): ShapeError {
+  return new ShapeError(`reshape: cannot reshape ${fmtShape(from)} to ${fmtShape(to)}: ${why}`, {
+    op: 'reshape',
+    expected: `a shape with as many elements as ${fmtShape(from)}`,
+    found: to,
+  });
+}
+
 /**
  * Resolves a reshape target against an input shape: at most one -1 (inferred from the element
  * count); symbolic dimensions must pair up with the same symbols of the input.
  */
 export function resolveReshape(from: Shape, to: Shape): Dim[] {
-  const fail = (why: string) =>
-    new ShapeError(`reshape: cannot reshape ${fmtShape(from)} to ${fmtShape(to)}: ${why}`, {
-      op: 'reshape',
-      expected: `a shape with as many elements as ${fmtShape(from)}`,
-      found: to,
-    });
-  const symbols = (s: Shape) => s.filter((d): d is string => typeof d === 'string').sort();
-  const fromSyms = symbols(from);
-  const toSyms = symbols(to);
-  if (fromSyms.join(',') !== toSyms.join(',')) throw fail('symbolic dimensions differ');
-  const known = (s: Shape) => s.reduce<number>((p, d) => (typeof d === 'number' && d !== -1 ? p * d : p), 1);
-  const total = known(from);
-  const inferred = to.filter((d) => d === -1).length;
-  if (inferred > 1) throw fail('more than one -1');
-  for (const d of to)
-    if (typeof d === 'number' && d !== -1 && (!Number.isInteger(d) || d < 0))
-      throw fail(`bad dimension ${d}`);
-  const rest = known(to);
+  let symbolic = false;
+  let inferred = 0;
+  for (const d of to) {
+    if (typeof d === 'string') symbolic = true;
+    else if (d === -1) inferred++;
+    else if (!Number.isInteger(d) || d < 0) throw reshapeError(from, to, `bad dimension ${d}`);
+  }
+  for (const d of from) if (typeof d === 'string') symbolic = true;
+  if (symbolic && symbolsOf(from) !== symbolsOf(to)) throw reshapeError(from, to, 'symbolic dimensions differ');
+  if (inferred > 1) throw reshapeError(from, to, 'more than one -1');
+  const total = knownProduct(from);
+  const rest = knownProduct(to);
   if (inferred === 1) {
-    if (rest === 0 || total % rest !== 0) throw fail('the element count does not divide');
+    if (rest === 0 || total % rest !== 0) throw reshapeError(from, to, 'the element count does not divide');
     return to.map((d) => (d === -1 ? total / rest : d));
   }
-  if (rest !== total) throw fail(`${total} elements vs ${rest}`);
+  if (rest !== total) throw reshapeError(from, to, `${total} elements vs ${rest}`);
   return [...to];
 }
 
