@@ -58,3 +58,33 @@ export class StepTimeoutError extends BackflowError {}
 export class RuntimeClosedError extends BackflowError {}
 /** A message on a port was malformed, of another protocol version, or of the wrong size. */
 export class ProtocolError extends BackflowError {}
+/**
+ * A pipeline schedule is malformed (bad action text, missing receive, deadlock ...) or its configuration
+ * breaks a rule (1F1B with fewer microbatches than stages ...). `context.rule` names the broken rule;
+ * validator errors print the grid of every worker's actions with the failing step marked.
+ */
+export class ScheduleError extends BackflowError {}
+
+/** A checkpoint cannot be saved or loaded; the subclasses say why. */
+export class CheckpointError extends BackflowError {}
+/** A checksum does not match: `context.part` names the tensor, or 'prefix' / 'header'. */
+export class CheckpointCorruptError extends CheckpointError {}
+/** The checkpoint file is shorter than its header says (`context.expected` / `found` bytes). */
+export class CheckpointTruncatedError extends CheckpointError {}
+/** The checkpoint was written in a newer format version than this build reads. */
+export class CheckpointVersionError extends CheckpointError {}
+/** The checkpoint's parameters do not have the expected names and shapes. */
+export class CheckpointShapeError extends CheckpointError {}
+/**
+ * The file system refused (missing or read-only directory, disk full ...): `code`, `errno`, `syscall`
+ * and `path` come from the system error, which is kept as `cause`.
+ */
+export class CheckpointIOError extends CheckpointError {
+  readonly code: string | undefined;
+  readonly errno: number | undefined;
+  constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super(message, context, options);
+    this.code = typeof context['code'] === 'string' ? context['code'] : undefined;
+    this.errno = typeof context['errno'] === 'number' ? context['errno'] : undefined;
+  }
+}

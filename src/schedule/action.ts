@@ -1,0 +1,102 @@
+import { ScheduleError } from '../errors.ts';
+
+/**
+ * The pipeline action IR. An action is one thing a worker does for one stage and one microbatch:
+ *
+ *   F       forward of the stage
+ *   B       full backward (input gradient and weight gradient together)
+ *   I       input-gradient half of a split backward (what the previous stage waits for)
+ *   W       weight-gradient half of a split backward (nobody waits for it; it fills bubbles)
+ *   SEND_F  send the stage's output activation to the next stage (on another worker)
+ *   RECV_F  receive the stage's input activation from the previous stage
+ *   SEND_B  send the gradient of the stage's input back to the previous stage
+ *   RECV_B  receive the gradient of the stage's output from the next stage
+ *
+ * The text form is PyTorch's: stage, kind, microbatch, as in `1F0`, `0SEND_F3`, `2I1`. The stage of a
+ * communication action is always the stage that owns it on its own worker: `0SEND_F3` (stage 0 sends
+ * microbatch 3 forward) pairs with `1RECV_F3`, and `2SEND_B1` pairs with `1RECV_B1`.
+ *
+ * A schedule is one list of slots per worker; a `null` slot is an idle step. Idle slots only line
+ * the grid up in time for people to read: executors skip them, since waiting is what receives do.
+ */
+export const ACTION_KINDS = ['F', 'B', 'I', 'W', 'SEND_F', 'RECV_F', 'SEND_B', 'RECV_B'] as const;
+export type ActionKind = (typeof ACTION_KINDS)[number];
+export type ComputeKind = 'F' | 'B' | 'I' | 'W';
+export type CommunicationKind = 'SEND_F' | 'RECV_F' | 'SEND_B' | 'RECV_B';
+
+export interface Action {
+  readonly kind: ActionKind;
+  readonly stage: number;
+  readonly microbatch: number;
+}
+
+/** One step of a worker's list: an action, or `null` for an idle step. */
+export type Slot = Action | null;
+/** Per worker (index = worker), the ordered list of what it does. */
+export type Schedule = readonly (readonly Slot[])[];
+
+export function action(kind: ActionKind, stage: number, microbatch: number): Action {
+  return { kind, stage, microbatch };
+}
+
+export function isCompute(a: Action): boolean {
+  return a.kind === 'F' || a.kind === 'B' || a.kind === 'I' || a.kind === 'W';
+}
+
+export function isCommunication(a: Action): boolean {
+  return !isCompute(a);
+}
+
+export function isActionKind(kind: unknown): kind is ActionKind {
+  return typeof kind === 'string' && (ACTION_KINDS as readonly string[]).includes(kind);
+}
+
+export function sameAction(a: Slot, b: Slot): boolean {
+  if (a === null || b === null) return a === b;
+  return a.kind === b.kind && a.stage === b.stage && a.microbatch === b.microbatch;
+}
+
+export function formatAction(a: Action): string {
+  return `${a.stage}${a.kind}${a.microbatch}`;
+}
+
+/** Formats a slot the way grids and CSV cells show it: the action text, or '' for idle. */
+export function formatSlot(slot: Slot): string {
+  return slot === null ? '' : formatAction(slot);
+}
+
+// Longest kinds first, so that `SEND_F` is never read as something shorter.
+const ACTION_TEXT = /^(\d+)(SEND_F|RECV_F|SEND_B|RECV_B|F|B|I|W)(\d+)$/;
+export const ACTION_FORM =
+  '<stage><kind><microbatch> such as 1F0 or 0SEND_F3, kind one of ' + ACTION_KINDS.join(', ');
+
+/** Parses `1F0`, `0SEND_F3` ... (surrounding spaces allowed). Throws a ScheduleError on anything else. */
+export function parseAction(text: string): Action {
+  const trimmed = text.trim();
+  const match = ACTION_TEXT.exec(trimmed);
+  const stage = match ? Number(match[1]) : Number.NaN;
+  const microbatch = match ? Number(match[3]) : Number.NaN;
+  if (!match || !Number.isSafeInteger(stage) || !Number.isSafeInteger(microbatch)) {
+    const hint = ACTION_TEXT.test(trimmed.toUpperCase()) ? ' (kinds are upper case)' : '';
+    throw new ScheduleError(`bad action ${JSON.stringify(text)}: expected ${ACTION_FORM}${hint}`, {
+      rule: 'action text',
+      expected: ACTION_FORM,
+      found: text,
+    });
+  }
+  return action(match[2] as ActionKind, stage, microbatch);
+}
+
+/** Why `slot` is not a well-formed action, or null if it is (for schedules built in code). */
+export function malformedReason(slot: unknown): string | null {
+  if (slot === null) return null;
+  if (typeof slot !== 'object') return `expected an action object or null, found ${typeof slot}`;
+  const { kind, stage, microbatch } = slot as Record<string, unknown>;
+  if (!isActionKind(kind))
+    return `unknown kind ${JSON.stringify(kind)} (expected ${ACTION_KINDS.join(', ')})`;
+  if (!Number.isSafeInteger(stage) || (stage as number) < 0)
+    return `stage must be an integer >= 0, found ${String(stage)}`;
+  if (!Number.isSafeInteger(microbatch) || (microbatch as number) < 0)
+    return `microbatch must be an integer >= 0, found ${String(microbatch)}`;
+  return null;
+}

@@ -1,0 +1,195 @@
+import { describe, expect, it } from 'vitest';
+import { ScheduleError } from '../../src/errors.ts';
+import { type Action, parseAction, type Schedule, type Slot } from '../../src/schedule/action.ts';
+import { insertCommunication } from '../../src/schedule/communication.ts';
+import { generateSchedule, scheduleGPipe, scheduleZBH1 } from '../../src/schedule/generators.ts';
+import { findScheduleProblems, validateSchedule } from '../../src/schedule/validate.ts';
+
+function scheduleError(f: () => unknown): ScheduleError {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ScheduleError);
+    return err as ScheduleError;
+  }
+  throw new Error('expected a ScheduleError');
+}
+
+/** A schedule from rows of action texts, `.` for idle: `'0F0 0B0|. 1F0 1B0'`. */
+const grid = (text: string): Slot[][] =>
+  text.split('|').map((row) =>
+    row
+      .trim()
+      .split(/\s+/)
+      .map((cell) => (cell === '.' ? null : parseAction(cell))),
+  );
+
+/** `schedule` with the slots at `i` and `j` of `worker` exchanged. */
+function swap(schedule: Schedule, worker: number, i: number, j: number): Slot[][] {
+  const copy = schedule.map((list) => [...list]);
+  const row = copy[worker]!;
+  [row[i], row[j]] = [row[j]!, row[i]!];
+  return copy;
+}
+
+const indexOf = (list: readonly Slot[], text: string) => {
+  const a = parseAction(text);
+  return list.findIndex((s) => s?.kind === a.kind && s.stage === a.stage && s.microbatch === a.microbatch);
+};
+
+describe('validateSchedule accepts', () => {
+  it('a hand-written 1F1B and returns its shape', () => {
+    const shape = validateSchedule(grid('0F0 0F1 . 0B0 . 0B1|. 1F0 1B0 1F1 1B1'));
+    expect(shape).toEqual({
+      workers: 2,
+      stages: 2,
+      microbatches: 2,
+      workerOfStage: [0, 1],
+      explicitCommunication: false,
+    });
+  });
+
+  it('a backward that is B for some microbatches and I + W for others', () => {
+    expect(() => validateSchedule(grid('0F0 0F1 0B0 0I1 0W1'))).not.toThrow();
+  });
+});
+
+describe('validateSchedule catches', () => {
+  it('a missing receive, naming the send and the peer', () => {
+    const lowered = insertCommunication(generateSchedule('1f1b', { workers: 3, microbatches: 4 }));
+    const broken = lowered.map((list) => [...list]);
+    broken[1]!.splice(indexOf(broken[1]!, '1RECV_F2'), 1);
+    const err = scheduleError(() => validateSchedule(broken));
+    expect(err.context.rule).toBe('matching receive');
+    expect(err.message).toContain('0SEND_F2 on worker 0 has no matching 1RECV_F2 on worker 1');
+    expect(err.message).toContain('>0SEND_F2<');
+  });
+
+  it('a receive without its send', () => {
+    const lowered = insertCommunication(scheduleGPipe({ workers: 2, microbatches: 2 }));
+    const broken = lowered.map((list) => [...list]);
+    broken[1]!.splice(indexOf(broken[1]!, '1SEND_B1'), 1);
+    expect(scheduleError(() => validateSchedule(broken)).message).toContain(
+      '0RECV_B1 on worker 0 has no matching 1SEND_B1 on worker 1',
+    );
+  });
+
+  it('B before F', () => {
+    const err = scheduleError(() => validateSchedule(grid('0F0 0F1 0B0 0B1|1B0 1F0 1F1 1B1')));
+    expect(err.context).toMatchObject({ rule: 'F before B', worker: 1, step: 0 });
+    expect(err.message).toContain('1B0 (worker 1, step 0) runs before 1F0 (step 1), which it needs');
+    expect(err.message).toContain('worker 1 >1B0< >1F0<  1F1   1B1');
+  });
+
+  it('W before I', () => {
+    const zb = scheduleZBH1({ workers: 2, microbatches: 2 });
+    const broken = swap(zb, 0, indexOf(zb[0]!, '0I0'), indexOf(zb[0]!, '0W0'));
+    const err = scheduleError(() => validateSchedule(broken));
+    expect(err.context.rule).toBe('I before W');
+    expect(err.message).toContain('0W0 (worker 0, step');
+    expect(err.message).toContain('>0W0<');
+  });
+
+  it('a swapped send/receive pair that deadlocks, showing every stuck worker on the grid', () => {
+    const lowered = insertCommunication(scheduleGPipe({ workers: 2, microbatches: 2 }));
+    // Worker 0 now waits for the gradient of microbatch 0 before sending microbatch 1 forward, and
+    // worker 1 needs microbatch 1 forward before it can send that gradient.
+    const broken = swap(lowered, 0, indexOf(lowered[0]!, '0SEND_F1'), indexOf(lowered[0]!, '0RECV_B0'));
+    const err = scheduleError(() => validateSchedule(broken));
+    expect(err.context.rule).toBe('no deadlock');
+    expect(err.message).toContain(
+      'worker 0 waits at step 3 (0RECV_B0) for 1SEND_B0 (worker 1 has it at step 5)',
+    );
+    expect(err.message).toContain(
+      'worker 1 waits at step 2 (1RECV_F1) for 0SEND_F1 (worker 0 has it at step 4)',
+    );
+    expect(err.message).toContain(
+      [
+        'step      0          1          2          3          4          5          6          7',
+        'worker 0  0F0        0SEND_F0   0F1       >0RECV_B0<  0SEND_F1   0B0        0RECV_B1   0B1',
+        'worker 1  1RECV_F0   1F0       >1RECV_F1<  1F1        1B0        1SEND_B0   1B1        1SEND_B1',
+      ].join('\n'),
+    );
+  });
+
+  it('a swapped compute pair that deadlocks without explicit communication', () => {
+    const gpipe = grid('0F0 0F1 0B0 0B1|1F0 1F1 1B0 1B1');
+    const err = scheduleError(() => validateSchedule(swap(gpipe, 0, 1, 2)));
+    expect(err.context.rule).toBe('no deadlock');
+    expect(err.message).toContain('worker 0 waits at step 1 (0B0) for 1B0/1I0 (worker 1 has it at step 2)');
+    expect(err.message).toContain('worker 1 waits at step 1 (1F1) for 0F1 (worker 0 has it at step 2)');
+  });
+
+  it('a duplicated action, marking both copies', () => {
+    const err = scheduleError(() => validateSchedule(grid('0F0 0F1 0B0 0B1|1F0 1B0 1F0 1F1 1B1')));
+    expect(err.context.rule).toBe('exactly once');
+    expect(err.message).toContain('1F0 appears twice on worker 1, at steps 0 and 2');
+    expect(err.message).toContain('worker 1 >1F0<  1B0  >1F0<  1F1   1B1');
+  });
+
+  it('missing actions, including stages the schedule never mentions', () => {
+    expect(scheduleError(() => validateSchedule(grid('0F0 0F1 0B0|1F0 1B0 1F1 1B1'))).message).toContain(
+      'the backward of stage 0, microbatch 1 is missing (0B1, or 0I1 and 0W1)',
+    );
+    expect(scheduleError(() => validateSchedule(grid('0F0 0I0'))).message).toContain(
+      '0W0 is missing: 0I0 has no weight-gradient half',
+    );
+    expect(scheduleError(() => validateSchedule(grid('0F0 0B0 0W0'))).message).toContain(
+      '0B0 and 0W0 both present: a backward is B, or I and W',
+    );
+    const problems = findScheduleProblems(grid('0F0 0B0'), { stages: 2 });
+    expect(problems.map((p) => p.message)).toContain(
+      '1F0 is missing: every stage runs every microbatch forward',
+    );
+  });
+
+  it('a stage on two workers', () => {
+    const err = scheduleError(() => validateSchedule(grid('0F0 1F0 1B0 0B0|1F1 1B1')));
+    expect(err.context.rule).toBe('placement');
+    expect(err.message).toContain('stage 1 runs on worker 0 and on worker 1 (1F1 at step 0)');
+  });
+
+  it('communication where nothing crosses a port', () => {
+    const err = scheduleError(() => validateSchedule(grid('0F0 0SEND_F0 1F0 1B0 0B0')));
+    expect(err.context.rule).toBe('needless communication');
+    expect(err.message).toContain('stages 0 and 1 are both on worker 0');
+    expect(scheduleError(() => validateSchedule(grid('0RECV_F0 0F0 0B0'))).message).toContain(
+      'stage 0 has no stage -1 to talk to',
+    );
+  });
+
+  it('a send before its compute, and a receive after its consumer', () => {
+    const lowered = insertCommunication(scheduleGPipe({ workers: 2, microbatches: 1 }));
+    expect(scheduleError(() => validateSchedule(swap(lowered, 0, 0, 1))).context.rule).toBe(
+      'send after compute',
+    );
+    expect(scheduleError(() => validateSchedule(swap(lowered, 1, 0, 1))).context.rule).toBe(
+      'receive before compute',
+    );
+  });
+
+  it('malformed actions and indices outside the given sizes', () => {
+    const bad = [[{ kind: 'X', stage: 0, microbatch: 0 } as unknown as Action]];
+    expect(scheduleError(() => validateSchedule(bad)).message).toContain(
+      'worker 0, step 0: unknown kind "X" (expected F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B)',
+    );
+    expect(
+      scheduleError(() => validateSchedule(grid('0F0 0B0 0F1 0B1'), { microbatches: 1 })).message,
+    ).toContain('0F1 at worker 0, step 2 is outside 1 stages x 1 microbatches');
+  });
+
+  it('large schedules: the grid shows a window around the failing step', () => {
+    const schedule = generateSchedule('1f1b', { workers: 4, microbatches: 32 });
+    const broken = schedule.map((list) => [...list]);
+    broken[2]!.splice(indexOf(broken[2]!, '2B20'), 1);
+    const err = scheduleError(() => validateSchedule(broken));
+    expect(err.message).toContain(
+      'the backward of stage 2, microbatch 20 is missing (2B20, or 2I20 and 2W20)',
+    );
+    expect(err.message).toContain('>2F20<');
+    const lines = err.message.split('\n');
+    const header = lines.find((l) => l.startsWith('step'))!;
+    expect(header.length).toBeLessThan(200);
+    expect(header).toContain('...');
+  });
+});
