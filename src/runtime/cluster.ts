@@ -1,5 +1,6 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import type { Report, StepStart } from '../actor/messages.ts';
 import type { WorkerError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -31,5 +32,7 @@ export interface Cluster {
   /** Drops every host's step state (after a failed step). */
   reset(): Promise<void>;
   setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void>;
+  /** Each worker's pipeline actions (index: worker), or null for dataflow order. */
+  setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void>;
   close(): Promise<void>;
 }

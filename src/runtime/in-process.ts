@@ -1,6 +1,7 @@
 import type { Failpoint } from '../actor/failpoint.ts';
 import { Host, type HostEffect, type Message } from '../actor/host.ts';
 import type { StepStart } from '../actor/messages.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import { WorkerError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
 import { Rng } from '../tensor/rng.ts';
@@ -143,6 +144,10 @@ export class InProcessCluster implements Cluster {
 
   async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
     this.hosts.forEach((h, w) => h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w)));
+  }
+
+  async setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void> {
+    this.hosts.forEach((h, w) => h.setSchedule(actions?.[w] ?? null));
   }
 
   /** Revives hosts a simulated failure stopped (the in-process form of restarting workers). */

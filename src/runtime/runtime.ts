@@ -9,10 +9,20 @@ import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
+import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
 import { InProcessCluster } from './in-process.ts';
 
 export interface RuntimeOptions extends CompileOptions {
+  /**
+   * A pipeline schedule: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1', or a hand-written one (one
+   * action list per worker of a replica). Stages are placed contiguously, stage s on worker s mod
+   * (workers per replica). Without one, hosts run in dataflow order.
+   */
+  schedule?: ScheduleSpec;
+  /** Model chunks per worker, for interleaved schedules (default 1). */
+  chunks?: number;
   /** 'threads' (default): one worker thread per worker. 'in-process': every host in this thread. */
   mode?: 'threads' | 'in-process';
   /** Microbatches per replica per step (default 1). */
@@ -83,7 +93,18 @@ export class Runtime {
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
     // Invariant 8: a graph is checked before any worker starts.
     if (options.validate !== false) checkGraph(graph);
-    const plan = compile(graph, options);
+    let actions: HostAction[][] | null = null;
+    let compileOptions: CompileOptions = options;
+    if (options.schedule !== undefined) {
+      const replicas = options.replicas ?? 1;
+      const group = Math.max(1, Math.floor(options.workers / replicas));
+      const chunks = options.chunks ?? 1;
+      // Note: the schedule is checked before any worker starts.
+      const schedule = resolveSchedule(options.schedule, { workers: group, microbatches: options.microbatches ?? 1, chunks });
+      compileOptions = { ...options, placement: options.placement ?? 'stages', stages: group * chunks };
+      actions = hostActions(compile(graph, compileOptions), schedule);
+    }
+    const plan = compile(graph, compileOptions);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
     let runtime: Runtime | null = null;
@@ -102,6 +123,7 @@ export class Runtime {
     runtime = new Runtime(plan, cluster, options);
     try {
       await cluster.setParams(values);
+      if (actions !== null) await cluster.setSchedule(actions);
     } catch (err) {
       await cluster.close();
       throw err;

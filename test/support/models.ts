@@ -53,3 +53,42 @@ export function tied(): Model {
     },
   };
 }
+
+/** A deep MLP (width 8, `layers` tanh layers) for pipelines: enough nodes for 8 stages. */
+export function deepMlp(layers = 8): Model {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 8]);
+  const y = b.input('y', ['B']);
+  let h = x;
+  for (let i = 0; i < layers; i++) h = b.tanh(b.add(b.matmul(h, b.param(`w${i}`, [8, 8])), b.param(`b${i}`, [8], { init: { kind: 'normal', std: 0.1 } })));
+  b.output('loss', b.softmaxCrossEntropy(b.matmul(h, b.param('out', [8, 4])), y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 21),
+    feeds: (batch, seed = 8) => {
+      const rng = new Rng(seed);
+      return { x: rng.normalTensor([batch, 8]), y: tensor(Array.from({ length: batch }, () => rng.int(4))) };
+    },
+  };
+}
+
+/** A language-model-like pipeline: the input embedding reused (transposed) as the output projection. */
+export function tiedDeep(layers = 6): Model {
+  const b = new GraphBuilder();
+  const ids = b.input('ids', ['B']);
+  const y = b.input('y', ['B']);
+  const table = b.param('embedding', [10, 8], { init: { kind: 'normal', std: 0.5 } });
+  let h = b.gather(table, ids);
+  for (let i = 0; i < layers; i++) h = b.tanh(b.matmul(h, b.param(`w${i}`, [8, 8])));
+  b.output('loss', b.softmaxCrossEntropy(b.matmul(h, table, { transB: true }), y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 3),
+    feeds: (batch, seed = 6) => {
+      const rng = new Rng(seed);
+      return { ids: tensor(Array.from({ length: batch }, () => rng.int(10))), y: tensor(Array.from({ length: batch }, () => rng.int(10))) };
+    },
+  };
+}

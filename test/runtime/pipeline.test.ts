@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { referenceStep } from '../../src/autodiff/microbatch.ts';
+import { ScheduleError } from '../../src/errors.ts';
+import { createRuntime } from '../../src/runtime/runtime.ts';
+import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
+import { bitwiseEqual } from '../../src/tensor/tensor.ts';
+import { deepMlp, tiedDeep } from '../support/models.ts';
+
+const p = 4;
+
+describe('pipelines in-process: every schedule x microbatches is exact or refused before starting', () => {
+  const model = deepMlp(8);
+  for (const kind of SCHEDULE_KINDS) {
+    for (const microbatches of [1, p - 1, p, p + 1, 2 * p]) {
+      it(`${kind}, ${microbatches} microbatches`, async () => {
+        const chunks = kind === 'interleaved-1f1b' ? 2 : 1;
+        const feeds = model.feeds(16);
+        let runtime: Awaited<ReturnType<typeof createRuntime>>;
+        try {
+          runtime = await createRuntime(model.graph, { mode: 'in-process', workers: p, schedule: kind, chunks, microbatches, params: model.params, stepTimeoutMs: 5000 });
+        } catch (err) {
+          // Refused before any worker started: only configurations the schedule's rules exclude.
+          expect(err).toBeInstanceOf(ScheduleError);
+          const needsMoreMicrobatches = (kind === '1f1b' || kind === 'zb-h1') && microbatches < p;
+          const needsMultiple = kind === 'interleaved-1f1b' && microbatches % p !== 0;
+          expect(needsMoreMicrobatches || needsMultiple).toBe(true);
+          return;
+        }
+        try {
+          const ref = referenceStep(model.graph, feeds, model.params, { microbatches });
+          const out = await runtime.step(feeds);
+          expect(out.loss).toBe(ref.loss);
+          for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+          expect(runtime.plan.stages).toBe(p * chunks);
+        } finally {
+          await runtime.close();
+        }
+      });
+    }
+  }
+
+  it('a parameter tied across the first and last stages gets the summed gradient, under the I/W split too', async () => {
+    const tied = tiedDeep(6);
+    const feeds = tied.feeds(16);
+    const ref = referenceStep(tied.graph, feeds, tied.params, { microbatches: 4 });
+    for (const schedule of ['1f1b', 'zb-h1'] as const) {
+      const rt = await createRuntime(tied.graph, { mode: 'in-process', workers: p, schedule, microbatches: 4, params: tied.params });
+      try {
+        const table = tied.graph.node('embedding').id;
+        expect(rt.plan.placement[0]![table]).toBe(0);
+        const consumers = rt.plan.consumers[table]!.map(([c]) => rt.plan.stageOf[c]);
+        expect(new Set(consumers)).toEqual(new Set([0, p - 1]));
+        const out = await rt.step(feeds);
+        for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+      } finally {
+        await rt.close();
+      }
+    }
+  });
+
+  it('a hand-written schedule that deadlocks is refused with the grid', async () => {
+    const model2 = deepMlp(4);
+    const F = (stage: number, microbatch: number) => ({ kind: 'F' as const, stage, microbatch });
+    const B = (stage: number, microbatch: number) => ({ kind: 'B' as const, stage, microbatch });
+    // Worker 1 wants the backward before its own forward.
+    const schedule = [
+      [F(0, 0), B(0, 0)],
+      [B(1, 0), F(1, 0)],
+    ];
+    await expect(createRuntime(model2.graph, { mode: 'in-process', workers: 2, schedule, microbatches: 1, params: model2.params })).rejects.toThrow(ScheduleError);
+  });
+});
