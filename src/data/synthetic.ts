@@ -13,14 +13,20 @@ export interface LabeledSet {
  * Two (or more) interleaved spirals in the plane, a classic set no linear model separates. Seeded:
  * the same seed gives the same points.
  */
-export function spirals(options: { perClass?: number; classes?: number; noise?: number; seed?: number; dtype?: DType } = {}): LabeledSet {
+export function spirals(
+  options: { perClass?: number; classes?: number; noise?: number; seed?: number; dtype?: DType } = {},
+): LabeledSet {
   const perClass = options.perClass ?? 200;
   const classes = options.classes ?? 2;
   const noise = options.noise ?? 0.1;
   const rng = new Rng(options.seed ?? 0);
   const dtype = options.dtype ?? 'float32';
   const n = perClass * classes;
-  const x = new Tensor(dtype, [n, 2], dtype === 'float32' ? new Float32Array(n * 2) : new Float64Array(n * 2));
+  const x = new Tensor(
+    dtype,
+    [n, 2],
+    dtype === 'float32' ? new Float32Array(n * 2) : new Float64Array(n * 2),
+  );
   const y = new Tensor(dtype, [n], dtype === 'float32' ? new Float32Array(n) : new Float64Array(n));
   for (let c = 0; c < classes; c++) {
     for (let i = 0; i < perClass; i++) {
@@ -36,7 +42,9 @@ export function spirals(options: { perClass?: number; classes?: number; noise?: 
 }
 
 /** Gaussian blobs around evenly spaced centres. */
-export function blobs(options: { perClass?: number; classes?: number; features?: number; spread?: number; seed?: number } = {}): LabeledSet {
+export function blobs(
+  options: { perClass?: number; classes?: number; features?: number; spread?: number; seed?: number } = {},
+): LabeledSet {
   const perClass = options.perClass ?? 100;
   const classes = options.classes ?? 3;
   const features = options.features ?? 2;
@@ -45,7 +53,9 @@ export function blobs(options: { perClass?: number; classes?: number; features?:
   const n = perClass * classes;
   const x = new Tensor('float32', [n, features], new Float32Array(n * features));
   const y = new Tensor('float32', [n], new Float32Array(n));
-  const centres = Array.from({ length: classes }, () => Array.from({ length: features }, () => rng.uniform(-2, 2)));
+  const centres = Array.from({ length: classes }, () =>
+    Array.from({ length: features }, () => rng.uniform(-2, 2)),
+  );
   for (let c = 0; c < classes; c++) {
     for (let i = 0; i < perClass; i++) {
       const k = c * perClass + i;
@@ -59,7 +69,8 @@ export function blobs(options: { perClass?: number; classes?: number; features?:
 /** Rows `indices` of a tensor along axis 0, as a new tensor. */
 export function takeRows(t: Tensor, indices: readonly number[]): Tensor {
   const row = t.size / (t.shape[0] ?? 1);
-  const data = t.dtype === 'float32' ? new Float32Array(indices.length * row) : new Float64Array(indices.length * row);
+  const data =
+    t.dtype === 'float32' ? new Float32Array(indices.length * row) : new Float64Array(indices.length * row);
   indices.forEach((r, i) => {
     data.set(t.data.subarray(r * row, (r + 1) * row), i * row);
   });

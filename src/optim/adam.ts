@@ -1,5 +1,5 @@
 import type { Tensor } from '../tensor/tensor.ts';
-import type { Optimizer } from './optimizer.ts';
+import { float64Tensors, type Optimizer, readStateArray } from './optimizer.ts';
 
 export interface AdamOptions {
   lr?: number;
@@ -10,11 +10,16 @@ export interface AdamOptions {
   weightDecay?: number;
 }
 
-interface AdamState {
-  m: Float64Array;
-  v: Float64Array;
+export interface AdamState {
+  m: Float64Array<ArrayBuffer>;
+  v: Float64Array<ArrayBuffer>;
 }
 
+/**
+ * Adam and AdamW in the order of operations of PyTorch's single-tensor implementation:
+ * AdamW first decays w *= 1 - lr * wd (Adam instead adds wd * w to the gradient); then
+ * m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, and w -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+ */
 function adamLike(name: string, decoupled: boolean, options: AdamOptions): Optimizer<AdamState> {
   const b1 = options.beta1 ?? 0.9;
   const b2 = options.beta2 ?? 0.999;
@@ -23,22 +28,28 @@ function adamLike(name: string, decoupled: boolean, options: AdamOptions): Optim
   return {
     name,
     lr: options.lr ?? 0.001,
+    config: { beta1: b1, beta2: b2, eps, weightDecay: wd },
     init: (p) => ({ m: new Float64Array(p.size), v: new Float64Array(p.size) }),
     update(param: Tensor, grad: Tensor, { m, v }, step, lr) {
       const w = param.data;
       const g = grad.data;
-      const c1 = 1 - b1 ** step;
-      const c2 = 1 - b2 ** step;
+      const stepSize = lr / (1 - b1 ** step);
+      const c2 = Math.sqrt(1 - b2 ** step);
       for (let i = 0; i < w.length; i++) {
         let wi = w[i]!;
         let gi = g[i]!;
-        if (decoupled) wi -= lr * wd * wi;
+        if (decoupled) wi *= 1 - lr * wd;
         else gi += wd * wi;
         m[i] = b1 * m[i]! + (1 - b1) * gi;
         v[i] = b2 * v[i]! + (1 - b2) * gi * gi;
-        w[i] = wi - (lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + eps);
+        w[i] = wi - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / c2 + eps);
       }
     },
+    stateToTensors: ({ m, v }) => float64Tensors({ m, v }),
+    stateFromTensors: (param, tensors) => ({
+      m: readStateArray(name, param, tensors, 'm'),
+      v: readStateArray(name, param, tensors, 'v'),
+    }),
   };
 }
 

@@ -1,0 +1,50 @@
+import { InputError } from '../errors.ts';
+import { allocate, Tensor } from '../tensor/tensor.ts';
+
+/**
+ * The L2 norm of all gradients together, in float64 and in a fixed order (parameter names sorted by
+ * code unit, then element index), so it is bitwise the same wherever and however often it runs.
+ */
+export function globalNorm(grads: Readonly<Record<string, Tensor>>): number {
+  let sum = 0;
+  for (const name of Object.keys(grads).sort()) {
+    const g = grads[name]!.data;
+    for (let i = 0; i < g.length; i++) sum += g[i]! * g[i]!;
+  }
+  return Math.sqrt(sum);
+}
+
+export interface ClipResult {
+  /** The global norm before clipping (NaN or Infinity when a gradient is not finite). */
+  norm: number;
+  /** The factor applied: maxNorm / norm when clipped, else 1. */
+  scale: number;
+  clipped: boolean;
+  /** New tensors when clipped; the same tensor objects otherwise. */
+  grads: Record<string, Tensor>;
+}
+
+/**
+ * Scales every gradient by maxNorm / norm when the global norm exceeds `maxNorm` (without PyTorch's
+ * 1e-6 in the denominator, so the clipped norm is maxNorm up to rounding). A non-finite norm leaves
+ * the gradients as they are: the step's non-finite policy decides what happens (RELIABILITY.md, 9).
+ */
+export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm: number): ClipResult {
+  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) {
+    throw new InputError(`clipGlobalNorm: maxNorm must be a finite number > 0, found ${maxNorm}`, {
+      expected: '> 0',
+      found: maxNorm,
+    });
+  }
+  const norm = globalNorm(grads);
+  if (!Number.isFinite(norm) || norm <= maxNorm)
+    return { norm, scale: 1, clipped: false, grads: { ...grads } };
+  const scale = maxNorm / norm;
+  const out: Record<string, Tensor> = {};
+  for (const [name, g] of Object.entries(grads)) {
+    const data = allocate(g.dtype, g.size);
+    for (let i = 0; i < data.length; i++) data[i] = g.data[i]! * scale;
+    out[name] = new Tensor(g.dtype, g.shape, data);
+  }
+  return { norm, scale, clipped: true, grads: out };
+}

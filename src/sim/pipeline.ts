@@ -1,0 +1,54 @@
+import { GraphBuilder } from '../graph/builder.ts';
+import type { Graph } from '../graph/graph.ts';
+import { compile } from '../partition/plan.ts';
+import { hostActions, resolveSchedule, type ScheduleSpec } from '../runtime/pipeline.ts';
+import { type CostModel, stageCosts } from './cost.ts';
+import { type SimResult, simulate } from './simulate.ts';
+
+/**
+ * The smallest model with `stages` pipeline stages: one node per stage, each with its own parameter
+ * (h = h * w_s over f32[B, width]), the loss on the last stage. For what-if runs of schedules.
+ */
+export function stageChain(stages: number, width = 16): Graph {
+  const b = new GraphBuilder();
+  let h = b.onStage(0, () => b.input('x', ['B', width]));
+  for (let s = 0; s < stages; s++) h = b.onStage(s, () => b.mul(h, b.param(`w${s}`, [width], { init: { kind: 'ones' } })));
+  b.output('loss', b.onStage(stages - 1, () => b.sum(h)));
+  return b.build();
+}
+
+export interface PipelineSimOptions {
+  schedule: ScheduleSpec;
+  /** Pipeline workers (p). */
+  workers: number;
+  microbatches: number;
+  /** Model chunks per worker, for interleaved schedules. */
+  chunks?: number;
+  /** The model (default: stageChain of workers * chunks stages, with manual stage annotations). */
+  graph?: Graph;
+  batchSize?: number;
+  /** Per-stage costs (the closed forms' setting) unless a cost model is given. */
+  costs?: { forward: number; backward: number; input?: number; weight?: number; latencyMs?: number; bytesPerMs?: number };
+  cost?: CostModel;
+  cores?: number;
+  record?: boolean;
+}
+
+/** Simulates one step of a pipeline schedule with the runtime's own host logic. */
+export function simulatePipeline(options: PipelineSimOptions): SimResult & { stages: number } {
+  const chunks = options.chunks ?? 1;
+  const stages = options.workers * chunks;
+  const schedule = resolveSchedule(options.schedule, { workers: options.workers, microbatches: options.microbatches, chunks });
+  const graph = options.graph ?? stageChain(stages);
+  const plan = compile(graph, { workers: options.workers, placement: options.graph ? 'stages' : 'manual', stages });
+  const cost = options.cost ?? stageCosts(plan, options.costs ?? { forward: 1, backward: 2 });
+  const result = simulate(plan, {
+    microbatches: options.microbatches,
+    batchSize: options.batchSize ?? options.microbatches,
+    cost,
+    schedule: hostActions(plan, schedule),
+    ...(options.cores !== undefined ? { cores: options.cores } : {}),
+    ...(options.record !== undefined ? { record: options.record } : {}),
+  });
+  return { ...result, stages };
+}

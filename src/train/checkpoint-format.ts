@@ -1,0 +1,296 @@
+import { endianness } from 'node:os';
+import { crc32 } from 'node:zlib';
+import type { DataCursor } from '../data/dataset.ts';
+import {
+  CheckpointCorruptError,
+  CheckpointError,
+  CheckpointShapeError,
+  CheckpointTruncatedError,
+  CheckpointVersionError,
+  fmtShape,
+} from '../errors.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { RngState } from '../tensor/rng.ts';
+import { shapesEqual, sizeOf } from '../tensor/shape.ts';
+import { allocate, bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
+
+// The bytes of a checkpoint file, without any file system: checkpoint.ts does the saving and loading.
+
+/** Everything a run needs to go on bitwise identically in a new process (RELIABILITY.md, 4 and 5). */
+export interface Checkpoint {
+  /** Training steps done. */
+  step: number;
+  params: Record<string, Tensor>;
+  optimizer: OptimizerCheckpoint | null;
+  /** Every random generator the run draws from, by name. */
+  rng: Record<string, RngState>;
+  cursor: DataCursor | null;
+  /** Anything else, as JSON (so NaN and Infinity become null, as JSON.stringify makes them). */
+  meta?: Record<string, unknown>;
+}
+
+export const CHECKPOINT_FILE = 'checkpoint.bin';
+export const CHECKPOINT_FORMAT_VERSION = 1;
+const MAGIC = 'BFLOWCKP';
+const PREFIX_BYTES = 32;
+
+// Note [checkpoint file format]
+// Little-endian, every byte covered by a checksum (CRC-32, zlib's):
+//   0  magic 'BFLOWCKP'       8  u32 format version   12 u32 header bytes H
+//   16 u64 file bytes         24 u32 CRC of the header 28 u32 CRC of bytes 0-27
+//   32 header, UTF-8 JSON: step, optimizer {name, step}, rng, cursor, meta, and per tensor its kind
+//      (param or optimizer state), name, dtype, shape, offset, bytes and CRC
+//   32 + H  tensor bytes, back to back in header order.
+// The 32-byte prefix keeps this layout in every future version, so a reader can always tell a newer
+// version from a corrupt file. Reading checks, in order: length >= 32 (else truncated), the prefix CRC
+// and magic (corrupt), the version (newer), the file length (truncated), the header CRC, each tensor's
+// CRC (corrupt, naming the tensor).
+
+interface TensorEntry {
+  kind: 'param' | 'optim';
+  name: string;
+  /** For optimizer state: the state's key (the parameter is `name`). */
+  key?: string;
+  dtype: DType;
+  shape: number[];
+  offset: number;
+  bytes: number;
+  crc: number;
+}
+
+interface Header {
+  step: number;
+  optimizer: { name: string; step: number } | null;
+  rng: Record<string, RngState>;
+  cursor: DataCursor | null;
+  meta: Record<string, unknown>;
+  tensors: TensorEntry[];
+}
+
+/**
+ * The file's bytes as chunks to write in order: the prefix and header, then each tensor's bytes (views
+ * of the tensors, not copies).
+ */
+export function encodeCheckpoint(c: Checkpoint): { chunks: Uint8Array[]; bytes: number } {
+  checkLittleEndian();
+  if (!Number.isInteger(c.step) || c.step < 0)
+    throw new CheckpointError(`saveCheckpoint: step must be an integer >= 0, found ${c.step}`);
+  const entries: TensorEntry[] = [];
+  const tensors: Uint8Array[] = [];
+  let offset = 0;
+  const add = (kind: TensorEntry['kind'], name: string, key: string | undefined, t: Tensor) => {
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    entries.push({
+      kind,
+      name,
+      ...(key === undefined ? {} : { key }),
+      dtype: t.dtype,
+      shape: [...t.shape],
+      offset,
+      bytes: bytes.length,
+      crc: crc32(bytes),
+    });
+    tensors.push(bytes);
+    offset += bytes.length;
+  };
+  for (const name of Object.keys(c.params).sort()) add('param', name, undefined, c.params[name]!);
+  const states = c.optimizer?.states ?? {};
+  for (const name of Object.keys(states).sort())
+    for (const key of Object.keys(states[name]!).sort()) add('optim', name, key, states[name]![key]!);
+  for (const [name, state] of Object.entries(c.rng)) checkRngState(state, `rng '${name}'`, 'saveCheckpoint');
+  const header: Header = {
+    step: c.step,
+    optimizer: c.optimizer ? { name: c.optimizer.name, step: c.optimizer.step } : null,
+    rng: c.rng,
+    cursor: c.cursor,
+    meta: c.meta ?? {},
+    tensors: entries,
+  };
+  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const bytes = PREFIX_BYTES + headerBytes.length + offset;
+  return { chunks: [Buffer.concat([prefix(headerBytes, bytes), headerBytes]), ...tensors], bytes };
+}
+
+function prefix(header: Buffer, fileBytes: number): Buffer {
+  const p = Buffer.alloc(PREFIX_BYTES);
+  p.write(MAGIC, 0, 'latin1');
+  p.writeUInt32LE(CHECKPOINT_FORMAT_VERSION, 8);
+  p.writeUInt32LE(header.length, 12);
+  p.writeBigUInt64LE(BigInt(fileBytes), 16);
+  p.writeUInt32LE(crc32(header), 24);
+  p.writeUInt32LE(crc32(p.subarray(0, 28)), 28);
+  return p;
+}
+
+/** Parses and verifies a checkpoint file's bytes; `path` is for error messages. */
+export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
+  checkLittleEndian();
+  const context = { path };
+  if (file.length < PREFIX_BYTES) {
+    throw new CheckpointTruncatedError(
+      `checkpoint ${path} is truncated: ${file.length} bytes, shorter than its ${PREFIX_BYTES}-byte prefix`,
+      {
+        ...context,
+        expected: PREFIX_BYTES,
+        found: file.length,
+      },
+    );
+  }
+  if (file.readUInt32LE(28) !== crc32(file.subarray(0, 28)) || file.toString('latin1', 0, 8) !== MAGIC) {
+    const what =
+      file.toString('latin1', 0, 8) === MAGIC
+        ? 'the prefix checksum does not match'
+        : 'not a backflow checkpoint (bad magic)';
+    throw new CheckpointCorruptError(`checkpoint ${path} is corrupt: ${what}`, {
+      ...context,
+      part: 'prefix',
+    });
+  }
+  const version = file.readUInt32LE(8);
+  if (version > CHECKPOINT_FORMAT_VERSION) {
+    throw new CheckpointVersionError(
+      `checkpoint ${path} has format version ${version}, newer than the version ${CHECKPOINT_FORMAT_VERSION} this build reads: use a newer backflow`,
+      { ...context, expected: CHECKPOINT_FORMAT_VERSION, found: version },
+    );
+  }
+  if (version < 1)
+    throw new CheckpointCorruptError(
+      `checkpoint ${path} has format version ${version}, which never existed`,
+      { ...context, part: 'prefix' },
+    );
+  const headerBytes = file.readUInt32LE(12);
+  const fileBytes = Number(file.readBigUInt64LE(16));
+  if (file.length < fileBytes) {
+    throw new CheckpointTruncatedError(
+      `checkpoint ${path} is truncated: ${file.length} of its ${fileBytes} bytes`,
+      {
+        ...context,
+        expected: fileBytes,
+        found: file.length,
+      },
+    );
+  }
+  if (file.length > fileBytes || PREFIX_BYTES + headerBytes > fileBytes) {
+    throw new CheckpointCorruptError(
+      `checkpoint ${path} is corrupt: ${file.length} bytes where its prefix says ${fileBytes}`,
+      {
+        ...context,
+        part: 'prefix',
+      },
+    );
+  }
+  const headerRaw = file.subarray(PREFIX_BYTES, PREFIX_BYTES + headerBytes);
+  if (crc32(headerRaw) !== file.readUInt32LE(24)) {
+    throw new CheckpointCorruptError(`checkpoint ${path} is corrupt: the header checksum does not match`, {
+      ...context,
+      part: 'header',
+    });
+  }
+  const header = parseHeader(headerRaw, path, fileBytes - PREFIX_BYTES - headerBytes);
+  const dataStart = PREFIX_BYTES + headerBytes;
+  const params: Record<string, Tensor> = {};
+  const states: Record<string, Record<string, Tensor>> = {};
+  for (const e of header.tensors) {
+    const bytes = file.subarray(dataStart + e.offset, dataStart + e.offset + e.bytes);
+    const label = e.kind === 'param' ? `parameter '${e.name}'` : `optimizer state '${e.key}' of '${e.name}'`;
+    if (crc32(bytes) !== e.crc) {
+      throw new CheckpointCorruptError(
+        `checkpoint ${path} is corrupt: the checksum of ${label} does not match`,
+        {
+          ...context,
+          part: label,
+          tensor: e.name,
+        },
+      );
+    }
+    const data = allocate(e.dtype, e.bytes / bytesPerElement(e.dtype));
+    new Uint8Array(data.buffer).set(bytes);
+    const t = new Tensor(e.dtype, e.shape, data);
+    if (e.kind === 'param') params[e.name] = t;
+    else (states[e.name] ??= {})[e.key!] = t;
+  }
+  return {
+    step: header.step,
+    params,
+    optimizer: header.optimizer ? { ...header.optimizer, states } : null,
+    rng: header.rng,
+    cursor: header.cursor,
+    meta: header.meta,
+  };
+}
+
+/** The header passed its checksum, so a malformed one was written that way: still say so plainly. */
+function parseHeader(raw: Buffer, path: string, dataBytes: number): Header {
+  const bad = (what: string): never => {
+    throw new CheckpointCorruptError(`checkpoint ${path} has a malformed header: ${what}`, {
+      path,
+      part: 'header',
+    });
+  };
+  let h: Header;
+  try {
+    h = JSON.parse(raw.toString('utf8')) as Header;
+  } catch {
+    return bad('not JSON');
+  }
+  if (typeof h !== 'object' || h === null || !Array.isArray(h.tensors)) bad('no tensor list');
+  if (!Number.isInteger(h.step) || h.step < 0) bad(`step ${h.step}`);
+  for (const [name, state] of Object.entries(h.rng ?? bad('no rng')))
+    checkRngState(state, `rng '${name}'`, `checkpoint ${path}`);
+  let offset = 0;
+  for (const e of h.tensors) {
+    const ok =
+      (e.kind === 'param' || (e.kind === 'optim' && typeof e.key === 'string')) &&
+      typeof e.name === 'string' &&
+      (e.dtype === 'float32' || e.dtype === 'float64') &&
+      Array.isArray(e.shape) &&
+      e.shape.every((d) => Number.isInteger(d) && d >= 0) &&
+      e.offset === offset &&
+      e.bytes === sizeOf(e.shape) * bytesPerElement(e.dtype);
+    if (!ok) bad(`tensor entry ${JSON.stringify(e)}`);
+    offset += e.bytes;
+  }
+  if (offset !== dataBytes) bad(`tensors cover ${offset} bytes of ${dataBytes}`);
+  return h;
+}
+
+/** Tensor bytes are written as the platform holds them, so the format is defined on little-endian ones. */
+function checkLittleEndian(): void {
+  if (endianness() !== 'LE')
+    throw new CheckpointError('checkpoints are only supported on little-endian platforms');
+}
+
+function checkRngState(state: unknown, what: string, where: string): void {
+  if (
+    !Array.isArray(state) ||
+    state.length !== 4 ||
+    !state.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)
+  ) {
+    throw new CheckpointError(
+      `${where}: ${what} must be four 32-bit unsigned integers, found ${JSON.stringify(state)}`,
+    );
+  }
+}
+
+/** Throws a CheckpointShapeError listing every parameter missing, unexpected or of another shape. */
+export function checkShapes(
+  params: Record<string, Tensor>,
+  expect: Readonly<Record<string, readonly number[]>>,
+  path: string,
+): void {
+  const problems: string[] = [];
+  for (const [name, shape] of Object.entries(expect)) {
+    const t = params[name];
+    if (t === undefined) problems.push(`'${name}' is missing (expected ${fmtShape(shape)})`);
+    else if (!shapesEqual(t.shape, shape))
+      problems.push(`'${name}' has shape ${fmtShape(t.shape)}, expected ${fmtShape(shape)}`);
+  }
+  for (const name of Object.keys(params))
+    if (!(name in expect)) problems.push(`'${name}' is not an expected parameter`);
+  if (problems.length > 0) {
+    throw new CheckpointShapeError(`checkpoint ${path} does not fit the model: ${problems.join('; ')}`, {
+      path,
+      problems,
+    });
+  }
+}
