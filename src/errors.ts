@@ -56,6 +56,8 @@ export class WorkerError extends BackflowError {}
 export class StepTimeoutError extends BackflowError {}
 /** The runtime was closed (or is closing) when the call was made or while it ran. */
 export class RuntimeClosedError extends BackflowError {}
+/** A gradient (or, in anomaly mode, a value) was NaN or infinite; `context` names where. */
+export class NonFiniteError extends BackflowError {}
 /** A message on a port was malformed, of another protocol version, or of the wrong size. */
 export class ProtocolError extends BackflowError {}
 /**

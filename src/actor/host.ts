@@ -5,6 +5,8 @@ import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import type { Optimizer, OptimizerCheckpoint } from '../optim/optimizer.ts';
+import { makeOptimizer, type OptimizerSpec, scaled, sumOfSquares } from '../optim/spec.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
 import type { DataMessage, Report, StepStart } from './messages.ts';
@@ -86,6 +88,12 @@ export class Host<T = Tensor> {
   private failed = false;
   private failpoints: Failpoint[] = [];
   private current: Task<T> | null = null;
+  /** The optimizer of the parameters this host owns, their states, and the step's pending update. */
+  private optimizer: Optimizer | null = null;
+  private readonly optimizerStates = new Map<number, unknown>();
+  private optimizerSteps = 0;
+  private readonly pendingGrads = new Map<number, T>();
+  private shadow: Map<number, { value: T; state: unknown }> | null = null;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
   private readonly vjpSource = new KeptSource<T>(this);
 
@@ -146,6 +154,83 @@ export class Host<T = Tensor> {
     this.failpoints = [...failpoints];
   }
 
+  /**
+   * Runs `spec` on this host's parameters: a closed gradient stays here (its sum of squares is
+   * reported instead), and `prepareUpdate`/`commitUpdate` apply it. Null: gradients are reported.
+   */
+  setOptimizer(spec: OptimizerSpec | null): void {
+    this.optimizer = spec === null ? null : makeOptimizer(spec);
+    this.optimizerStates.clear();
+    this.optimizerSteps = 0;
+  }
+
+  /**
+   * Computes every owned parameter's update into shadow copies (value and optimizer state), leaving
+   * the live ones untouched: a failure here changes nothing. `scale` is the clipping factor.
+   */
+  prepareUpdate(lr: number, scale: number): void {
+    const opt = this.optimizer;
+    if (opt === null) throw new InputError(`host ${this.worker}: no optimizer is set`);
+    const shadow = new Map<number, { value: T; state: unknown }>();
+    for (const [id, param] of this.params) {
+      const grad = this.pendingGrads.get(id);
+      if (grad === undefined) throw new InputError(`host ${this.worker}: parameter %${id} has no gradient for this step`, { node: id });
+      const value = this.engine.copy(param.value) as unknown as Tensor;
+      const old = this.optimizerStates.get(id);
+      const state = old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
+      opt.update(value, scaled(grad as unknown as Tensor, scale), state, this.optimizerSteps + 1, lr);
+      shadow.set(id, { value: value as unknown as T, state });
+    }
+    this.shadow = shadow;
+  }
+
+  /** Makes the prepared update live (a swap: it cannot fail half-way). */
+  commitUpdate(): void {
+    if (this.shadow === null) throw new InputError(`host ${this.worker}: no prepared update to commit`);
+    for (const [id, { value, state }] of this.shadow) {
+      this.engine.share(value);
+      this.params.get(id)!.value = value;
+      this.optimizerStates.set(id, state);
+    }
+    this.optimizerSteps++;
+    this.shadow = null;
+    this.pendingGrads.clear();
+  }
+
+  /** Drops a prepared update and the step's gradients. */
+  abortUpdate(): void {
+    this.shadow = null;
+    this.pendingGrads.clear();
+  }
+
+  /** The optimizer's state of the owned parameters, as copies (for checkpoints). */
+  getOptimizerState(): OptimizerCheckpoint {
+    const opt = this.optimizer;
+    const states: OptimizerCheckpoint['states'] = {};
+    if (opt !== null) {
+      for (const [id, state] of this.optimizerStates) {
+        const copy: Record<string, Tensor> = {};
+        for (const [k, t] of Object.entries(opt.stateToTensors(state))) copy[k] = tensorEngine.copy(t);
+        states[label(this.plan.graph.nodes[id]!)] = copy;
+      }
+    }
+    return { name: opt?.name ?? 'none', step: this.optimizerSteps, states };
+  }
+
+  setOptimizerState(checkpoint: OptimizerCheckpoint): void {
+    const opt = this.optimizer;
+    if (opt === null) throw new InputError(`host ${this.worker}: no optimizer is set`);
+    if (checkpoint.name !== opt.name) {
+      throw new InputError(`optimizer state is for '${checkpoint.name}', the runtime uses '${opt.name}'`, { expected: opt.name, found: checkpoint.name });
+    }
+    this.optimizerStates.clear();
+    for (const [id, param] of this.params) {
+      const tensors = checkpoint.states[label(this.plan.graph.nodes[id]!)];
+      if (tensors !== undefined) this.optimizerStates.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
+    }
+    this.optimizerSteps = checkpoint.step;
+  }
+
   /** Follows a pipeline schedule's actions for this worker from the next step on (null: dataflow order). */
   setSchedule(actions: readonly HostAction[] | null): void {
     this.queue.setSchedule(actions);
@@ -159,8 +244,16 @@ export class Host<T = Tensor> {
     this.queue.start(start.microbatches);
     this.shards = shardTable(start);
     const effects: HostEffect<T>[] = [];
+    this.pendingGrads.clear();
+    this.shadow = null;
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
+      if (param.closed && this.optimizer !== null) {
+        // Not connected to the loss: a zero gradient, so the optimizer still steps it (as the reference does).
+        const node = this.plan.graph.nodes[param.node]!;
+        this.pendingGrads.set(param.node, this.engine.zeros(node.shape as number[], node.dtype));
+        effects.push({ kind: 'report', report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 } });
+      }
       const remote = new Set<number>();
       for (let r = 0; r < this.plan.replicas; r++) {
         for (const [c, slot] of this.plan.consumers[param.node]!) {
@@ -251,8 +344,13 @@ export class Host<T = Tensor> {
     const param = this.params.get(node);
     if (param !== undefined) {
       const total = param.receive(this.engine.ops, replica, mb, c);
-      // The parameter's gradient context closed: report it.
-      if (total !== null) effects.push({ kind: 'report', report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) } });
+      if (total === null) return;
+      // The parameter's gradient context closed: keep it for the optimizer here, or report it.
+      if (this.optimizer !== null) {
+        this.pendingGrads.set(node, total);
+        const sumsq = sumOfSquares(total as unknown as Tensor);
+        effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
+      } else effects.push({ kind: 'report', report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) } });
       return;
     }
     const actor = this.actor(node, replica);

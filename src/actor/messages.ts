@@ -67,6 +67,8 @@ export type Report<T = Tensor> =
       readonly value: number;
     }
   | { readonly kind: 'grad'; readonly step: number; readonly node: number; readonly tensor: T }
+  /** With an optimizer on the workers: a parameter's gradient is complete and kept there; its sum of squares. */
+  | { readonly kind: 'gradNorm'; readonly step: number; readonly node: number; readonly sumsq: number }
   | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport };
 
 /** An error as data, so it can cross threads: name, message, stack, custom fields and where it happened. */

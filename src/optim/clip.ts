@@ -1,17 +1,12 @@
 import { InputError } from '../errors.ts';
-import { allocate, Tensor } from '../tensor/tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { clipScale, globalNormOf, scaled, sumOfSquares } from './spec.ts';
 
-/**
- * The L2 norm of all gradients together, in float64 and in a fixed order (parameter names sorted by
- * code unit, then element index), so it is bitwise the same wherever and however often it runs.
- */
+/** The L2 norm of all gradients together, in the order of Note [global norm order]. */
 export function globalNorm(grads: Readonly<Record<string, Tensor>>): number {
-  let sum = 0;
-  for (const name of Object.keys(grads).sort()) {
-    const g = grads[name]!.data;
-    for (let i = 0; i < g.length; i++) sum += g[i]! * g[i]!;
-  }
-  return Math.sqrt(sum);
+  const sums: Record<string, number> = {};
+  for (const [name, g] of Object.entries(grads)) sums[name] = sumOfSquares(g);
+  return globalNormOf(sums);
 }
 
 export interface ClipResult {
@@ -39,12 +34,8 @@ export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm:
   const norm = globalNorm(grads);
   if (!Number.isFinite(norm) || norm <= maxNorm)
     return { norm, scale: 1, clipped: false, grads: { ...grads } };
-  const scale = maxNorm / norm;
+  const scale = clipScale(norm, maxNorm);
   const out: Record<string, Tensor> = {};
-  for (const [name, g] of Object.entries(grads)) {
-    const data = allocate(g.dtype, g.size);
-    for (let i = 0; i < data.length; i++) data[i] = g.data[i]! * scale;
-    out[name] = new Tensor(g.dtype, g.shape, data);
-  }
+  for (const [name, g] of Object.entries(grads)) out[name] = scaled(g, scale);
   return { norm, scale, clipped: true, grads: out };
 }

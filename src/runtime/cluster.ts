@@ -3,6 +3,8 @@ import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.t
 import type { HostAction } from '../actor/task-queue.ts';
 import type { Report, StepStart } from '../actor/messages.ts';
 import type { WorkerError } from '../errors.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
 /** What a cluster tells the coordinator. */
@@ -34,5 +36,23 @@ export interface Cluster {
   setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void>;
   /** Each worker's pipeline actions (index: worker), or null for dataflow order. */
   setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void>;
+  /** The optimizer every host runs on the parameters it owns (null: gradients are reported instead). */
+  setOptimizer(spec: OptimizerSpec | null): Promise<void>;
+  /** Phase one of an update: every host computes its parameters' new values into shadows. */
+  prepareUpdate(lr: number, scale: number): Promise<void>;
+  /** Phase two: every host swaps its shadows in. */
+  commitUpdate(): Promise<void>;
+  abortUpdate(): Promise<void>;
+  /** The optimizer state of every parameter (merged over hosts), and setting it back. */
+  getOptimizerState(): Promise<OptimizerCheckpoint>;
+  setOptimizerState(state: OptimizerCheckpoint): Promise<void>;
   close(): Promise<void>;
+}
+
+/** One optimizer state from the hosts' parts (each host holds the states of the parameters it owns). */
+export function mergeOptimizerStates(parts: readonly OptimizerCheckpoint[]): OptimizerCheckpoint {
+  const named = parts.find((p) => p.name !== 'none') ?? parts[0]!;
+  const states: OptimizerCheckpoint['states'] = {};
+  for (const p of parts) Object.assign(states, p.states);
+  return { name: named.name, step: Math.max(...parts.map((p) => p.step)), states };
 }

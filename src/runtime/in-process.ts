@@ -6,7 +6,9 @@ import { WorkerError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
 import { Rng } from '../tensor/rng.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import type { Cluster, ClusterEvents } from './cluster.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
+import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
 
 export interface InProcessOptions {
   /** Deliver in-flight messages in a seeded random order instead of FIFO (order-independence tests). */
@@ -148,6 +150,30 @@ export class InProcessCluster implements Cluster {
 
   async setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void> {
     this.hosts.forEach((h, w) => h.setSchedule(actions?.[w] ?? null));
+  }
+
+  async setOptimizer(spec: OptimizerSpec | null): Promise<void> {
+    for (const h of this.hosts) h.setOptimizer(spec);
+  }
+
+  async prepareUpdate(lr: number, scale: number): Promise<void> {
+    for (const h of this.hosts) h.prepareUpdate(lr, scale);
+  }
+
+  async commitUpdate(): Promise<void> {
+    for (const h of this.hosts) h.commitUpdate();
+  }
+
+  async abortUpdate(): Promise<void> {
+    for (const h of this.hosts) h.abortUpdate();
+  }
+
+  async getOptimizerState(): Promise<OptimizerCheckpoint> {
+    return mergeOptimizerStates(this.hosts.map((h) => h.getOptimizerState()));
+  }
+
+  async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
+    for (const h of this.hosts) h.setOptimizerState(state);
   }
 
   /** Revives hosts a simulated failure stopped (the in-process form of restarting workers). */

@@ -3,7 +3,10 @@ import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
 import type { ErrorReport, Report, StepStart } from '../actor/messages.ts';
 import { paramValue, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
-import { InputError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
+import { InputError, NonFiniteError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { LrSchedule } from '../optim/schedule.ts';
+import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
@@ -36,6 +39,18 @@ export interface RuntimeOptions extends CompileOptions {
   shuffleSeed?: number;
   /** Check the graph before starting (default true; a million-node graph built by this process may skip it). */
   validate?: boolean;
+  /**
+   * Runs this optimizer where the parameters live: gradients stay on their workers and each step
+   * ends with a two-phase update (every worker prepares, then every worker commits). Without one,
+   * steps return the gradients.
+   */
+  optimizer?: OptimizerSpec;
+  /** The learning rate per update (from 1), overriding the optimizer's. */
+  lrSchedule?: LrSchedule;
+  /** Clip the global gradient norm to this value before the update. */
+  clipNorm?: number;
+  /** What a non-finite gradient does: reject the step (default) or skip its update. */
+  nonFinite?: 'error' | 'skip';
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }
@@ -43,9 +58,20 @@ export interface RuntimeOptions extends CompileOptions {
 export interface StepResult {
   /** The batch's mean loss (Note [microbatch scaling]). */
   loss: number;
-  /** Gradients of every parameter, by name. */
+  /** Gradients of every parameter, by name (empty when the optimizer runs on the workers). */
   grads: Record<string, Tensor>;
+  /** The global gradient norm before clipping (Note [global norm order]). */
+  gradNorm: number;
+  /** The learning rate of the update, when the optimizer runs on the workers. */
+  lr: number | null;
+  /** True when a non-finite gradient made the step skip its update (nonFinite: 'skip'). */
+  skipped: boolean;
   timings: { stepMs: number };
+}
+
+export interface StepOptions {
+  /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
+  lr?: number;
 }
 
 /** A cluster constructor: how the threads module plugs in without this module importing it. */
@@ -57,8 +83,11 @@ export function registerThreadsCluster(factory: ClusterFactory): void {
 
 interface StepState {
   step: number;
+  lr: number | undefined;
   losses: Map<number, number>;
   grads: Map<number, Tensor>;
+  sumsq: Map<number, number>;
+  finishing: boolean;
   expectedLosses: number;
   resolve: (r: StepResult) => void;
   reject: (e: Error) => void;
@@ -82,6 +111,8 @@ export class Runtime {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private broken: Error | null = null;
+  /** Updates committed so far (the optimizer's step count). */
+  private updates = 0;
 
   private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
     this.plan = plan;
@@ -124,6 +155,7 @@ export class Runtime {
     try {
       await cluster.setParams(values);
       if (actions !== null) await cluster.setSchedule(actions);
+      if (options.optimizer !== undefined) await cluster.setOptimizer(options.optimizer);
     } catch (err) {
       await cluster.close();
       throw err;
@@ -132,13 +164,13 @@ export class Runtime {
   }
 
   /** Runs one training step on a batch: forward and backward of every shard, gradients summed. */
-  step(feeds: TensorMap): Promise<StepResult> {
-    const run = this.queue.then(() => this.runStep(feeds));
+  step(feeds: TensorMap, options: StepOptions = {}): Promise<StepResult> {
+    const run = this.queue.then(() => this.runStep(feeds, options.lr));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private runStep(feeds: TensorMap): Promise<StepResult> {
+  private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) {
       return Promise.reject(new WorkerError(`step: the runtime failed earlier and cannot continue: ${this.broken.message}`, {}, { cause: this.broken }));
@@ -154,8 +186,11 @@ export class Runtime {
     return new Promise<StepResult>((resolve, reject) => {
       const state: StepState = {
         step,
+        lr,
         losses: new Map(),
         grads: new Map(),
+        sumsq: new Map(),
+        finishing: false,
         expectedLosses: shards.length,
         resolve,
         reject,
@@ -195,6 +230,7 @@ export class Runtime {
     if (state === null || report.step !== state.step) return;
     if (report.kind === 'loss') state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
     else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
+    else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
     else {
       void this.fail(workerError(worker, report.error), false);
       return;
@@ -203,9 +239,22 @@ export class Runtime {
   }
 
   private maybeFinish(state: StepState): void {
-    const connected = this.plan.params.filter((id) => !this.plan.grad.disconnected.includes(id));
-    if (state.losses.size < state.expectedLosses || state.grads.size < connected.length) return;
-    this.current = null;
+    if (state.finishing || state.losses.size < state.expectedLosses) return;
+    const onWorkers = this.options.optimizer !== undefined;
+    if (onWorkers) {
+      if (state.sumsq.size < this.plan.params.length) return;
+    } else {
+      const connected = this.plan.params.filter((id) => !this.plan.grad.disconnected.includes(id));
+      if (state.grads.size < connected.length) return;
+    }
+    state.finishing = true;
+    void this.finish(state, onWorkers).catch((err: unknown) => {
+      if (this.current === state) this.current = null;
+      state.reject(err instanceof Error ? err : new Error(String(err)));
+    });
+  }
+
+  private async finish(state: StepState, onWorkers: boolean): Promise<void> {
     // The loss in the order of Note [gradient sum order]: replicas, then microbatches.
     let loss = 0;
     const m = this.options.microbatches ?? 1;
@@ -218,11 +267,45 @@ export class Runtime {
       loss += lossR;
     }
     const grads: Record<string, Tensor> = {};
+    const sums: Record<string, number> = {};
     for (const id of this.plan.params) {
       const node = this.graph.nodes[id]!;
-      grads[label(node)] = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
+      if (onWorkers) sums[label(node)] = state.sumsq.get(id)!;
+      else {
+        const g = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
+        grads[label(node)] = g;
+        sums[label(node)] = sumOfSquares(g);
+      }
     }
-    state.resolve({ loss, grads, timings: { stepMs: performance.now() - state.started } });
+    const gradNorm = globalNormOf(sums);
+    let skipped = false;
+    let lr: number | null = null;
+    if (!Number.isFinite(gradNorm)) {
+      if (onWorkers) await this.cluster.abortUpdate();
+      if ((this.options.nonFinite ?? 'error') === 'error') {
+        const bad = Object.entries(sums).filter(([, v]) => !Number.isFinite(v)).map(([k]) => k);
+        throw new NonFiniteError(`step ${state.step}: non-finite gradient in ${bad.join(', ')} (global norm ${gradNorm}); nonFinite: 'skip' skips such steps`, {
+          step: state.step,
+          params: bad,
+        });
+      }
+      skipped = true;
+    } else if (onWorkers) {
+      const spec = this.options.optimizer!;
+      lr = state.lr ?? this.options.lrSchedule?.(this.updates + 1) ?? spec.lr ?? makeOptimizer(spec).lr;
+      const scale = clipScale(gradNorm, this.options.clipNorm);
+      try {
+        await this.cluster.prepareUpdate(lr, scale);
+      } catch (err) {
+        await this.cluster.abortUpdate().catch(() => {});
+        throw err;
+      }
+      await this.cluster.commitUpdate();
+      this.updates++;
+    }
+    if (this.current !== state) return;
+    this.current = null;
+    state.resolve({ loss, grads, gradNorm, lr, skipped, timings: { stepMs: performance.now() - state.started } });
   }
 
   /** Fails the step in flight (if any); a dead worker also breaks the runtime for good. */
@@ -265,6 +348,24 @@ export class Runtime {
     this.assertOpen('setParams');
     const values = checkedParams(this.plan, params, true);
     await this.cluster.setParams(values);
+  }
+
+  /** The optimizer state of every parameter, gathered from the workers that own them (for checkpoints). */
+  async getOptimizerState(): Promise<OptimizerCheckpoint> {
+    this.assertOpen('getOptimizerState');
+    return this.cluster.getOptimizerState();
+  }
+
+  /** Restores optimizer state saved by `getOptimizerState`; the update count continues from its step. */
+  async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
+    this.assertOpen('setOptimizerState');
+    await this.cluster.setOptimizerState(state);
+    this.updates = state.step;
+  }
+
+  /** Updates committed so far. */
+  get updateCount(): number {
+    return this.updates;
   }
 
   /** Per-host counters: tasks run, local and remote messages, copies, dropped messages. */

@@ -38,7 +38,7 @@ describe('clipGlobalNorm', () => {
     expect(r.norm).toBeCloseTo(0.5, 7);
   });
 
-  it('sums in a fixed order: parameter names sorted, then elements, whatever the insertion order', () => {
+  it('sums in a fixed order (Note [global norm order]): per parameter, then over sorted names', () => {
     const rng = new Rng(9);
     const names = Array.from({ length: 12 }, (_, i) => `p${i}`);
     const values = names.map(() => rng.normalTensor([17], 0, 10 ** rng.uniform(-3, 3)));
@@ -46,7 +46,11 @@ describe('clipGlobalNorm', () => {
     const backward = Object.fromEntries(names.map((n, i) => [n, values[i]!]).reverse());
     expect(Object.is(globalNorm(forward), globalNorm(backward))).toBe(true);
     let sum = 0;
-    for (const n of [...names].sort()) for (const v of forward[n]!.data) sum += v * v;
+    for (const n of [...names].sort()) {
+      let own = 0;
+      for (const v of forward[n]!.data) own += v * v;
+      sum += own;
+    }
     expect(globalNorm(forward)).toBe(Math.sqrt(sum));
     const a = clipGlobalNorm(forward, 0.5);
     const b = clipGlobalNorm(backward, 0.5);
