@@ -1,0 +1,48 @@
+import { evaluate } from '../autodiff/engine.ts';
+import type { TensorMap } from '../autodiff/forward.ts';
+import type { Dataset } from '../data/dataset.ts';
+import { takeRows } from '../data/synthetic.ts';
+import type { Graph } from '../graph/graph.ts';
+
+export interface EvalResult {
+  loss: number;
+  /** Fraction of rows whose largest logit is the label (when the graph has a logits output). */
+  accuracy: number | null;
+  samples: number;
+}
+
+/**
+ * Loss and accuracy of a classifier over a dataset, in this thread with the reference engine, in
+ * chunks. The loss is averaged over examples (chunks weighted by their size).
+ */
+export function evaluateClassifier(
+  graph: Graph,
+  params: TensorMap,
+  data: Dataset,
+  options: { x?: string; y?: string; loss?: string; logits?: string; chunk?: number } = {},
+): EvalResult {
+  const x = options.x ?? 'x';
+  const y = options.y ?? 'y';
+  const lossName = options.loss ?? 'loss';
+  const logitsName = options.logits ?? 'logits';
+  const hasLogits = Object.hasOwn(graph.outputs, logitsName) || graph.names().has(logitsName);
+  const chunk = options.chunk ?? 500;
+  let lossSum = 0;
+  let right = 0;
+  for (let start = 0; start < data.size; start += chunk) {
+    const rows = Array.from({ length: Math.min(chunk, data.size - start) }, (_, i) => start + i);
+    const labels = takeRows(data.y, rows);
+    const out = evaluate(graph, { [x]: takeRows(data.x, rows), [y]: labels }, params, hasLogits ? [lossName, logitsName] : [lossName]);
+    lossSum += out[lossName]!.item() * rows.length;
+    if (hasLogits) {
+      const logits = out[logitsName]!;
+      const classes = logits.shape[logits.rank - 1]!;
+      for (let r = 0; r < rows.length; r++) {
+        let best = 0;
+        for (let c = 1; c < classes; c++) if (logits.data[r * classes + c]! > logits.data[r * classes + best]!) best = c;
+        if (best === labels.data[r]) right++;
+      }
+    }
+  }
+  return { loss: lossSum / data.size, accuracy: hasLogits ? right / data.size : null, samples: data.size };
+}

@@ -1,0 +1,254 @@
+import type { Batches, Dataset } from '../data/dataset.ts';
+import { InputError } from '../errors.ts';
+import type { Graph } from '../graph/graph.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { lossCurveSvg, terminalChart } from './chart.ts';
+import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { evaluateClassifier, type EvalResult } from './evaluate.ts';
+import { ProgressBar, type ProgressStream } from './progress.ts';
+
+export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimizer'> {
+  /** Worker threads (default 2). */
+  workers?: number;
+  /** Default: Adam with lr 1e-3. */
+  optimizer?: OptimizerSpec;
+  /** Feed names of the examples and labels (default 'x' and 'y'), and the logits output for accuracy. */
+  x?: string;
+  y?: string;
+  logits?: string;
+}
+
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number | null;
+  gradNorm: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  steps: number;
+  /** Mean training loss over the epoch's steps. */
+  loss: number;
+  evalLoss: number | null;
+  evalAccuracy: number | null;
+  samplesPerSec: number;
+  seconds: number;
+}
+
+export interface History {
+  epochs: EpochRecord[];
+  steps: StepRecord[];
+}
+
+export interface FitCallbacks {
+  /** After each step; return 'stop' to end training. */
+  onStep?(record: StepRecord): void | 'stop';
+  /** After each epoch (and its evaluation); return 'stop' to end training. */
+  onEpoch?(record: EpochRecord): void | 'stop';
+}
+
+export interface FitOptions {
+  epochs: number;
+  batchSize: number;
+  /** Skip a last batch smaller than batchSize (default true: every step has the same shards). */
+  dropLast?: boolean;
+  shuffle?: boolean;
+  /** Seeds the data order (default: the trainer's seed). */
+  seed?: number;
+  /** Evaluated at the end of every epoch. */
+  evalData?: Dataset;
+  /** Show progress (default true): redrawn in place on a terminal, a plain line every few seconds elsewhere. */
+  progress?: boolean | ProgressStream;
+  callbacks?: FitCallbacks;
+  /** Stop when the monitored figure has not improved by minDelta for `patience` epochs. */
+  earlyStop?: { patience: number; monitor?: 'loss' | 'evalLoss' | 'evalAccuracy'; minDelta?: number };
+  /** Where checkpoints go: after every `checkpointEvery` steps, and at the end of every epoch. */
+  checkpointDir?: string;
+  checkpointEvery?: number;
+  /** Continue from the checkpoint in checkpointDir, if there is one. */
+  resume?: boolean;
+  /** Stop after this many steps in all (counting steps before a resume). */
+  maxSteps?: number;
+}
+
+/**
+ * Trains a graph over the actor runtime: batches from a dataset, one runtime step per batch with the
+ * optimizer running where the parameters live, progress, per-epoch metrics and evaluation,
+ * callbacks, early stopping, and checkpoints a run can resume from bitwise identically.
+ */
+export class Trainer {
+  readonly graph: Graph;
+  readonly options: TrainerOptions;
+  readonly history: History = { epochs: [], steps: [] };
+  private runtime: Runtime | null = null;
+  private stepCount = 0;
+
+  constructor(graph: Graph, options: TrainerOptions = {}) {
+    this.graph = graph;
+    this.options = options;
+  }
+
+  /** The runtime, started on first use. */
+  async start(): Promise<Runtime> {
+    this.runtime ??= await createRuntime(this.graph, {
+      ...this.options,
+      workers: this.options.workers ?? 2,
+      optimizer: this.options.optimizer ?? { name: 'adam', lr: 1e-3 },
+    });
+    return this.runtime;
+  }
+
+  get steps(): number {
+    return this.stepCount;
+  }
+
+  async params(): Promise<Record<string, Tensor>> {
+    return (await this.start()).getParams();
+  }
+
+  /** Loss and accuracy over a dataset with the current parameters. */
+  async evaluate(data: Dataset): Promise<EvalResult> {
+    const params = await this.params();
+    return evaluateClassifier(this.graph, params, data, {
+      x: this.options.x ?? 'x',
+      y: this.options.y ?? 'y',
+      logits: this.options.logits ?? 'logits',
+    });
+  }
+
+  async fit(data: Dataset, options: FitOptions): Promise<History> {
+    const runtime = await this.start();
+    const x = this.options.x ?? 'x';
+    const y = this.options.y ?? 'y';
+    let cursor = undefined;
+    if (options.resume && options.checkpointDir !== undefined && (await hasCheckpoint(options.checkpointDir))) {
+      cursor = (await this.restore(options.checkpointDir)) ?? undefined;
+    }
+    const batches = data.batches({
+      batchSize: options.batchSize,
+      shuffle: options.shuffle ?? true,
+      dropLast: options.dropLast ?? true,
+      seed: options.seed ?? this.options.seed ?? 0,
+      ...(cursor !== undefined ? { cursor } : {}),
+    });
+    let best = Number.NaN;
+    let stale = 0;
+    let stop = false;
+    while (!stop && batches.epoch < options.epochs) {
+      const epoch = batches.epoch;
+      const bar = makeBar(options.progress, batches, `epoch ${epoch + 1}/${options.epochs}`);
+      const started = performance.now();
+      let lossSum = 0;
+      let steps = 0;
+      let samples = 0;
+      for (const batch of batches) {
+        const out = await runtime.step({ [x]: batch.x, [y]: batch.y });
+        this.stepCount++;
+        steps++;
+        samples += batch.indices.length;
+        lossSum += out.loss;
+        const record: StepRecord = { step: this.stepCount, epoch, loss: out.loss, lr: out.lr, gradNorm: out.gradNorm };
+        this.history.steps.push(record);
+        bar?.update(steps, { loss: out.loss, 'samples/s': Math.round(samples / ((performance.now() - started) / 1000)) });
+        if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
+        if (options.maxSteps !== undefined && this.stepCount >= options.maxSteps) stop = true;
+        if (options.checkpointDir !== undefined && options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0) {
+          await this.save(options.checkpointDir, batches);
+        }
+        if (stop) break;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const evaluation = options.evalData ? await this.evaluate(options.evalData) : null;
+      const record: EpochRecord = {
+        epoch,
+        steps,
+        loss: steps === 0 ? Number.NaN : lossSum / steps,
+        evalLoss: evaluation?.loss ?? null,
+        evalAccuracy: evaluation?.accuracy ?? null,
+        samplesPerSec: samples / seconds,
+        seconds,
+      };
+      this.history.epochs.push(record);
+      bar?.finish({
+        loss: record.loss,
+        ...(record.evalAccuracy !== null ? { 'eval acc': `${(record.evalAccuracy * 100).toFixed(2)}%` } : {}),
+        'samples/s': Math.round(record.samplesPerSec),
+      });
+      if (options.callbacks?.onEpoch?.(record) === 'stop') stop = true;
+      if (options.earlyStop !== undefined) {
+        const monitor = options.earlyStop.monitor ?? (evaluation ? 'evalLoss' : 'loss');
+        const value = monitor === 'loss' ? record.loss : monitor === 'evalLoss' ? record.evalLoss : record.evalAccuracy;
+        if (value === null) throw new InputError(`earlyStop monitors ${monitor}, which needs evalData`);
+        const better = monitor === 'evalAccuracy' ? (a: number, b: number) => a > b : (a: number, b: number) => a < b;
+        const delta = options.earlyStop.minDelta ?? 0;
+        if (Number.isNaN(best) || better(value, monitor === 'evalAccuracy' ? best + delta : best - delta)) {
+          best = value;
+          stale = 0;
+        } else if (++stale >= options.earlyStop.patience) stop = true;
+      }
+      if (options.checkpointDir !== undefined && !stop && steps > 0) await this.save(options.checkpointDir, batches);
+    }
+    return this.history;
+  }
+
+  /** Saves parameters, optimizer state, the data cursor (with its RNG state), the step and the history. */
+  async save(dir: string, batches: Batches): Promise<void> {
+    const runtime = await this.start();
+    const cursor = batches.cursor;
+    await saveCheckpoint(
+      dir,
+      {
+        step: this.stepCount,
+        params: await runtime.getParams(),
+        optimizer: await runtime.getOptimizerState(),
+        rng: { data: cursor.rng },
+        cursor,
+        meta: { history: this.history },
+      },
+      { createDir: true },
+    );
+  }
+
+  private async restore(dir: string) {
+    const runtime = await this.start();
+    const expect = Object.fromEntries(this.graph.params().map((n) => [n.name!, n.shape as number[]]));
+    const ckpt = await loadCheckpoint(dir, { expect });
+    await runtime.setParams(ckpt.params);
+    if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
+    this.stepCount = ckpt.step;
+    const history = (ckpt.meta?.['history'] ?? null) as History | null;
+    if (history !== null) {
+      this.history.epochs.splice(0, Infinity, ...history.epochs);
+      this.history.steps.splice(0, Infinity, ...history.steps);
+    }
+    return ckpt.cursor;
+  }
+
+  /** The training loss per step as an SVG chart. */
+  lossCurveSvg(title = 'training loss'): string {
+    return lossCurveSvg(this.history.steps.map((s) => ({ step: s.step, loss: s.loss })), { title, xLabel: 'step', yLabel: 'loss' });
+  }
+
+  /** The training loss per step as a small terminal chart. */
+  lossChart(width = 60, height = 8): string {
+    return terminalChart(
+      this.history.steps.map((s) => s.loss),
+      { width, height },
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.runtime?.close();
+    this.runtime = null;
+  }
+}
+
+function makeBar(progress: FitOptions['progress'], batches: Batches, label: string): ProgressBar | null {
+  if (progress === false) return null;
+  const stream = progress === true || progress === undefined ? undefined : progress;
+  return new ProgressBar({ total: batches.batchesPerEpoch, label, unit: 'steps', ...(stream ? { stream } : {}) });
+}
