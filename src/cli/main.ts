@@ -1,0 +1,269 @@
+// The `backflow` command line: train, simulate, inspect.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { spirals } from '../data/synthetic.ts';
+import { Dataset } from '../data/dataset.ts';
+import { loadMnist } from '../data/mnist.ts';
+import { BackflowError } from '../errors.ts';
+import { printGraph } from '../graph/print.ts';
+import { OPTIMIZERS } from '../optim/spec.ts';
+import { compile } from '../partition/plan.ts';
+import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/placement.ts';
+import { printPlan } from '../partition/print.ts';
+import { formatGrid } from '../schedule/grid.ts';
+import { generateSchedule } from '../schedule/generators.ts';
+import { SCHEDULE_KINDS, type ScheduleKind, checkPipelineConfig } from '../schedule/config.ts';
+import { simulatePipeline } from '../sim/pipeline.ts';
+import { mlpClassifier } from '../train/models.ts';
+import { Trainer } from '../train/trainer.ts';
+import { toChromeTrace } from '../trace/chrome.ts';
+import { timelineSvg } from '../trace/svg.ts';
+
+/** A usage error: what was wrong and what is valid. Exits with code 2. */
+export class UsageError extends BackflowError {}
+
+type Spec = Record<string, { type: 'string' | 'boolean'; short?: string; default?: string | boolean; help: string }>;
+
+const COMMON: Spec = { help: { type: 'boolean', short: 'h', help: 'show this help' } };
+
+const TRAIN: Spec = {
+  data: { type: 'string', default: 'mnist', help: 'mnist | spirals' },
+  workers: { type: 'string', default: '2', help: 'worker threads' },
+  replicas: { type: 'string', help: 'data-parallel replicas (default: workers / stages)' },
+  stages: { type: 'string', default: '1', help: 'pipeline stages per replica' },
+  schedule: { type: 'string', help: `pipeline schedule: ${SCHEDULE_KINDS.join(' | ')}` },
+  chunks: { type: 'string', default: '1', help: 'model chunks per worker (interleaved schedules)' },
+  placement: { type: 'string', help: `${PLACEMENT_STRATEGIES.join(' | ')} (default: stages)` },
+  microbatches: { type: 'string', default: '1', help: 'microbatches per replica per step' },
+  epochs: { type: 'string', default: '5', help: 'passes over the training data' },
+  'batch-size': { type: 'string', default: '128', help: 'examples per step' },
+  lr: { type: 'string', default: '0.001', help: 'learning rate' },
+  optimizer: { type: 'string', default: 'adam', help: OPTIMIZERS.join(' | ') },
+  'clip-norm': { type: 'string', help: 'clip the global gradient norm to this value' },
+  seed: { type: 'string', default: '0', help: 'seed of the initial parameters and the data order' },
+  'checkpoint-dir': { type: 'string', help: 'save a checkpoint there after every epoch' },
+  resume: { type: 'boolean', default: false, help: 'continue from the checkpoint in --checkpoint-dir' },
+  'loss-curve': { type: 'string', default: 'loss-curve.svg', help: 'where to write the loss curve (SVG)' },
+  'in-process': { type: 'boolean', default: false, help: 'run every host in this thread (debugging)' },
+  trace: { type: 'string', help: 'write a Chrome trace (Perfetto) of one step to this file' },
+};
+
+const SIMULATE: Spec = {
+  stages: { type: 'string', default: '4', help: 'pipeline workers (p)' },
+  microbatches: { type: 'string', default: '8', help: 'microbatches per step (m)' },
+  schedule: { type: 'string', default: '1f1b', help: SCHEDULE_KINDS.join(' | ') },
+  chunks: { type: 'string', default: '1', help: 'model chunks per worker (interleaved)' },
+  forward: { type: 'string', default: '1', help: 'forward time of one stage for one microbatch (ms)' },
+  backward: { type: 'string', default: '2', help: 'backward time of one stage for one microbatch (ms)' },
+  latency: { type: 'string', default: '0', help: 'per-message latency (ms)' },
+  cores: { type: 'string', help: 'cores the workers share (default: one each)' },
+  svg: { type: 'string', help: 'write the timeline as SVG to this file' },
+  trace: { type: 'string', help: 'write a Chrome trace (Perfetto) to this file' },
+};
+
+const INSPECT: Spec = {
+  what: { type: 'string', default: 'graph', help: 'graph | plan | schedule' },
+  model: { type: 'string', default: 'mnist', help: 'mnist | spirals (the MLP the train command uses)' },
+  workers: { type: 'string', default: '2', help: 'for plan: workers' },
+  placement: { type: 'string', default: 'stages', help: `for plan: ${PLACEMENT_STRATEGIES.join(' | ')}` },
+  schedule: { type: 'string', default: '1f1b', help: `for schedule: ${SCHEDULE_KINDS.join(' | ')}` },
+  stages: { type: 'string', default: '4', help: 'for schedule: pipeline workers' },
+  microbatches: { type: 'string', default: '8', help: 'for schedule: microbatches' },
+  chunks: { type: 'string', default: '1', help: 'for schedule: chunks per worker' },
+};
+
+const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void> }> = {
+  train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
+  simulate: { spec: SIMULATE, summary: 'simulate a pipeline schedule: step time, bubble, memory', run: simulate },
+  inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
+};
+
+type Values = Record<string, string | boolean | undefined>;
+
+function usage(name?: string): string {
+  if (name === undefined || COMMANDS[name] === undefined) {
+    const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`);
+    return `usage: backflow <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nbackflow <command> --help for its options`;
+  }
+  const spec = { ...COMMANDS[name]!.spec, ...COMMON };
+  const lines = Object.entries(spec).map(([flag, o]) => {
+    const left = `  --${flag}${o.type === 'string' ? ' <value>' : ''}`;
+    return `${left.padEnd(28)} ${o.help}${o.default !== undefined && o.type === 'string' ? ` (default ${o.default})` : ''}`;
+  });
+  return `usage: backflow ${name} [options]\n\n${lines.join('\n')}`;
+}
+
+function int(v: Values, key: string, min = 1): number {
+  const raw = v[key];
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !Number.isInteger(n) || n < min) throw new UsageError(`--${key}: expected an integer >= ${min}, found '${String(raw)}'`);
+  return n;
+}
+
+function num(v: Values, key: string, positive = false): number {
+  const raw = v[key];
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !Number.isFinite(n) || (positive && !(n > 0)) || n < 0) {
+    throw new UsageError(`--${key}: expected a ${positive ? 'positive' : 'non-negative'} number, found '${String(raw)}'`);
+  }
+  return n;
+}
+
+function choice<T extends string>(v: Values, key: string, choices: readonly T[]): T {
+  const raw = v[key];
+  if (typeof raw !== 'string' || !(choices as readonly string[]).includes(raw)) {
+    throw new UsageError(`--${key}: expected one of ${choices.join(', ')}, found '${String(raw)}'`);
+  }
+  return raw as T;
+}
+
+async function train(v: Values): Promise<void> {
+  const data = choice(v, 'data', ['mnist', 'spirals'] as const);
+  const workers = int(v, 'workers');
+  const stages = int(v, 'stages');
+  const chunks = int(v, 'chunks');
+  const replicas = v['replicas'] === undefined ? Math.max(1, Math.floor(workers / stages)) : int(v, 'replicas');
+  const microbatches = int(v, 'microbatches');
+  const schedule = v['schedule'] === undefined ? undefined : choice(v, 'schedule', SCHEDULE_KINDS);
+  const placement = v['placement'] === undefined ? undefined : choice<PlacementStrategy>(v, 'placement', PLACEMENT_STRATEGIES);
+  const set =
+    data === 'mnist'
+      ? loadMnist({ train: 8000, test: 2000, seed: int(v, 'seed', 0) })
+      : (() => {
+          const tr = spirals({ perClass: 512, noise: 0.05, seed: int(v, 'seed', 0) + 1 });
+          const te = spirals({ perClass: 256, noise: 0.05, seed: int(v, 'seed', 0) + 2 });
+          return { train: new Dataset(tr.x, tr.y), test: new Dataset(te.x, te.y) };
+        })();
+  const graph = data === 'mnist' ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }) : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  const trainer = new Trainer(graph, {
+    workers,
+    replicas,
+    microbatches,
+    chunks,
+    ...(schedule !== undefined ? { schedule } : {}),
+    ...(placement !== undefined ? { placement } : {}),
+    ...(stages > 1 && schedule === undefined ? { stages, placement: placement ?? 'stages' } : {}),
+    mode: v['in-process'] ? 'in-process' : 'threads',
+    seed: int(v, 'seed', 0),
+    optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
+    ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
+  });
+  console.log(`backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`);
+  const started = performance.now();
+  try {
+    const history = await trainer.fit(set.train, {
+      epochs: int(v, 'epochs'),
+      batchSize: int(v, 'batch-size'),
+      evalData: set.test,
+      ...(typeof v['checkpoint-dir'] === 'string' ? { checkpointDir: v['checkpoint-dir'], resume: v['resume'] === true } : {}),
+    });
+    const seconds = (performance.now() - started) / 1000;
+    const last = history.epochs[history.epochs.length - 1];
+    const samples = history.epochs.reduce((s, e) => s + e.samplesPerSec * e.seconds, 0);
+    const trainSeconds = history.epochs.reduce((s, e) => s + e.seconds, 0);
+    console.log(`\n${trainer.lossChart()}`);
+    const curve = String(v['loss-curve']);
+    writeFileSync(curve, trainer.lossCurveSvg(`backflow: ${data} training loss`));
+    console.log(`\ntest accuracy ${last?.evalAccuracy !== null && last !== undefined ? `${(last.evalAccuracy! * 100).toFixed(2)}%` : 'n/a'}`);
+    console.log(`${Math.round(samples / trainSeconds)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`);
+    console.log(`loss curve written to ${curve}`);
+  } finally {
+    await trainer.close();
+  }
+}
+
+async function simulate(v: Values): Promise<void> {
+  const schedule = choice(v, 'schedule', SCHEDULE_KINDS);
+  const p = int(v, 'stages');
+  const m = int(v, 'microbatches');
+  const chunks = int(v, 'chunks');
+  const r = simulatePipeline({
+    schedule,
+    workers: p,
+    microbatches: m,
+    chunks,
+    costs: { forward: num(v, 'forward', true), backward: num(v, 'backward', true), latencyMs: num(v, 'latency') },
+    ...(v['cores'] !== undefined ? { cores: int(v, 'cores') } : {}),
+  });
+  console.log(`${schedule}: p=${p} workers, m=${m} microbatches, ${r.stages} stages`);
+  console.log(`  step time        ${r.makespan.toFixed(3)} ms`);
+  console.log(`  bubble           ${(r.idleFraction * 100).toFixed(2)}% of the step idle; ${(r.bubbleVsIdeal * 100).toFixed(2)}% over the ideal time`);
+  console.log(`  peak in flight   ${r.peakInFlight.map((s) => Math.max(0, ...s)).join(' ')} microbatches per worker`);
+  console.log(`  peak activations ${r.peakKeptBytes.map((b) => `${(b / 1024).toFixed(1)}K`).join(' ')} per worker`);
+  if (typeof v['svg'] === 'string') {
+    writeFileSync(v['svg'], timelineSvg(r.trace, { title: `${schedule}, p=${p}, m=${m} (simulated)` }));
+    console.log(`timeline written to ${v['svg']}`);
+  }
+  if (typeof v['trace'] === 'string') {
+    writeFileSync(v['trace'], JSON.stringify(toChromeTrace(r.trace)));
+    console.log(`Chrome trace written to ${v['trace']}`);
+  }
+}
+
+async function inspect(v: Values): Promise<void> {
+  const what = choice(v, 'what', ['graph', 'plan', 'schedule'] as const);
+  const model = choice(v, 'model', ['mnist', 'spirals'] as const);
+  const graph = model === 'mnist' ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }) : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  if (what === 'graph') console.log(printGraph(graph));
+  else if (what === 'plan') console.log(printPlan(compile(graph, { workers: int(v, 'workers'), placement: choice(v, 'placement', PLACEMENT_STRATEGIES) })));
+  else {
+    const kind: ScheduleKind = choice(v, 'schedule', SCHEDULE_KINDS);
+    const config = { workers: int(v, 'stages'), microbatches: int(v, 'microbatches'), chunks: int(v, 'chunks') };
+    checkPipelineConfig(kind, config);
+    console.log(formatGrid(generateSchedule(kind, config)));
+  }
+}
+
+/** Runs the command line; returns the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    console.error(`backflow: unknown command '${name}' (expected one of ${Object.keys(COMMANDS).join(', ')})\n\n${usage()}`);
+    return 2;
+  }
+  const spec = { ...command.spec, ...COMMON };
+  let values: Values;
+  try {
+    const options = Object.fromEntries(Object.entries(spec).map(([k, o]) => [k, { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.default !== undefined ? { default: o.default } : {}) }]));
+    values = parseArgs({ args: [...rest], options: options as never, strict: true, allowPositionals: false }).values as Values;
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    console.error(`backflow ${name}: ${message}\nvalid options: ${Object.keys(spec).map((k) => `--${k}`).join(', ')}`);
+    return 2;
+  }
+  if (values['help']) {
+    console.log(usage(name));
+    return 0;
+  }
+  try {
+    await command.run(values);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`backflow ${name}: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof BackflowError) {
+      console.error(`backflow ${name}: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/cli/main.ts') || process.argv[1]?.endsWith('/cli/main.js')) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    },
+  );
+}
