@@ -1,28 +1,31 @@
 // The `backflow` command line: train, simulate, inspect.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { spirals } from '../data/synthetic.ts';
 import { Dataset } from '../data/dataset.ts';
 import { loadMnist } from '../data/mnist.ts';
+import { spirals } from '../data/synthetic.ts';
 import { BackflowError } from '../errors.ts';
 import { printGraph } from '../graph/print.ts';
 import { OPTIMIZERS } from '../optim/spec.ts';
-import { compile } from '../partition/plan.ts';
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/placement.ts';
+import { compile } from '../partition/plan.ts';
 import { printPlan } from '../partition/print.ts';
-import { formatGrid } from '../schedule/grid.ts';
+import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
 import { generateSchedule } from '../schedule/generators.ts';
-import { SCHEDULE_KINDS, type ScheduleKind, checkPipelineConfig } from '../schedule/config.ts';
+import { formatGrid } from '../schedule/grid.ts';
 import { simulatePipeline } from '../sim/pipeline.ts';
-import { mlpClassifier } from '../train/models.ts';
-import { Trainer } from '../train/trainer.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
 import { timelineSvg } from '../trace/svg.ts';
+import { mlpClassifier } from '../train/models.ts';
+import { Trainer } from '../train/trainer.ts';
 
 /** A usage error: what was wrong and what is valid. Exits with code 2. */
 export class UsageError extends BackflowError {}
 
-type Spec = Record<string, { type: 'string' | 'boolean'; short?: string; default?: string | boolean; help: string }>;
+type Spec = Record<
+  string,
+  { type: 'string' | 'boolean'; short?: string; default?: string | boolean; help: string }
+>;
 
 const COMMON: Spec = { help: { type: 'boolean', short: 'h', help: 'show this help' } };
 
@@ -74,7 +77,11 @@ const INSPECT: Spec = {
 
 const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void> }> = {
   train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
-  simulate: { spec: SIMULATE, summary: 'simulate a pipeline schedule: step time, bubble, memory', run: simulate },
+  simulate: {
+    spec: SIMULATE,
+    summary: 'simulate a pipeline schedule: step time, bubble, memory',
+    run: simulate,
+  },
   inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
 };
 
@@ -96,7 +103,8 @@ function usage(name?: string): string {
 function int(v: Values, key: string, min = 1): number {
   const raw = v[key];
   const n = Number(raw);
-  if (typeof raw !== 'string' || !Number.isInteger(n) || n < min) throw new UsageError(`--${key}: expected an integer >= ${min}, found '${String(raw)}'`);
+  if (typeof raw !== 'string' || !Number.isInteger(n) || n < min)
+    throw new UsageError(`--${key}: expected an integer >= ${min}, found '${String(raw)}'`);
   return n;
 }
 
@@ -104,7 +112,9 @@ function num(v: Values, key: string, positive = false): number {
   const raw = v[key];
   const n = Number(raw);
   if (typeof raw !== 'string' || !Number.isFinite(n) || (positive && !(n > 0)) || n < 0) {
-    throw new UsageError(`--${key}: expected a ${positive ? 'positive' : 'non-negative'} number, found '${String(raw)}'`);
+    throw new UsageError(
+      `--${key}: expected a ${positive ? 'positive' : 'non-negative'} number, found '${String(raw)}'`,
+    );
   }
   return n;
 }
@@ -122,10 +132,14 @@ async function train(v: Values): Promise<void> {
   const workers = int(v, 'workers');
   const stages = int(v, 'stages');
   const chunks = int(v, 'chunks');
-  const replicas = v['replicas'] === undefined ? Math.max(1, Math.floor(workers / stages)) : int(v, 'replicas');
+  const replicas =
+    v['replicas'] === undefined ? Math.max(1, Math.floor(workers / stages)) : int(v, 'replicas');
   const microbatches = int(v, 'microbatches');
   const schedule = v['schedule'] === undefined ? undefined : choice(v, 'schedule', SCHEDULE_KINDS);
-  const placement = v['placement'] === undefined ? undefined : choice<PlacementStrategy>(v, 'placement', PLACEMENT_STRATEGIES);
+  const placement =
+    v['placement'] === undefined
+      ? undefined
+      : choice<PlacementStrategy>(v, 'placement', PLACEMENT_STRATEGIES);
   const set =
     data === 'mnist'
       ? loadMnist({ train: 8000, test: 2000, seed: int(v, 'seed', 0) })
@@ -134,7 +148,10 @@ async function train(v: Values): Promise<void> {
           const te = spirals({ perClass: 256, noise: 0.05, seed: int(v, 'seed', 0) + 2 });
           return { train: new Dataset(tr.x, tr.y), test: new Dataset(te.x, te.y) };
         })();
-  const graph = data === 'mnist' ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }) : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  const graph =
+    data === 'mnist'
+      ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 })
+      : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
   const trainer = new Trainer(graph, {
     workers,
     replicas,
@@ -148,14 +165,18 @@ async function train(v: Values): Promise<void> {
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
     ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
   });
-  console.log(`backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`);
+  console.log(
+    `backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`,
+  );
   const started = performance.now();
   try {
     const history = await trainer.fit(set.train, {
       epochs: int(v, 'epochs'),
       batchSize: int(v, 'batch-size'),
       evalData: set.test,
-      ...(typeof v['checkpoint-dir'] === 'string' ? { checkpointDir: v['checkpoint-dir'], resume: v['resume'] === true } : {}),
+      ...(typeof v['checkpoint-dir'] === 'string'
+        ? { checkpointDir: v['checkpoint-dir'], resume: v['resume'] === true }
+        : {}),
     });
     const seconds = (performance.now() - started) / 1000;
     const last = history.epochs[history.epochs.length - 1];
@@ -164,8 +185,12 @@ async function train(v: Values): Promise<void> {
     console.log(`\n${trainer.lossChart()}`);
     const curve = String(v['loss-curve']);
     writeFileSync(curve, trainer.lossCurveSvg(`backflow: ${data} training loss`));
-    console.log(`\ntest accuracy ${last?.evalAccuracy !== null && last !== undefined ? `${(last.evalAccuracy! * 100).toFixed(2)}%` : 'n/a'}`);
-    console.log(`${Math.round(samples / trainSeconds)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`);
+    console.log(
+      `\ntest accuracy ${last?.evalAccuracy !== null && last !== undefined ? `${(last.evalAccuracy! * 100).toFixed(2)}%` : 'n/a'}`,
+    );
+    console.log(
+      `${Math.round(samples / trainSeconds)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`,
+    );
     console.log(`loss curve written to ${curve}`);
   } finally {
     await trainer.close();
@@ -182,14 +207,24 @@ async function simulate(v: Values): Promise<void> {
     workers: p,
     microbatches: m,
     chunks,
-    costs: { forward: num(v, 'forward', true), backward: num(v, 'backward', true), latencyMs: num(v, 'latency') },
+    costs: {
+      forward: num(v, 'forward', true),
+      backward: num(v, 'backward', true),
+      latencyMs: num(v, 'latency'),
+    },
     ...(v['cores'] !== undefined ? { cores: int(v, 'cores') } : {}),
   });
   console.log(`${schedule}: p=${p} workers, m=${m} microbatches, ${r.stages} stages`);
   console.log(`  step time        ${r.makespan.toFixed(3)} ms`);
-  console.log(`  bubble           ${(r.idleFraction * 100).toFixed(2)}% of the step idle; ${(r.bubbleVsIdeal * 100).toFixed(2)}% over the ideal time`);
-  console.log(`  peak in flight   ${r.peakInFlight.map((s) => Math.max(0, ...s)).join(' ')} microbatches per worker`);
-  console.log(`  peak activations ${r.peakKeptBytes.map((b) => `${(b / 1024).toFixed(1)}K`).join(' ')} per worker`);
+  console.log(
+    `  bubble           ${(r.idleFraction * 100).toFixed(2)}% of the step idle; ${(r.bubbleVsIdeal * 100).toFixed(2)}% over the ideal time`,
+  );
+  console.log(
+    `  peak in flight   ${r.peakInFlight.map((s) => Math.max(0, ...s)).join(' ')} microbatches per worker`,
+  );
+  console.log(
+    `  peak activations ${r.peakKeptBytes.map((b) => `${(b / 1024).toFixed(1)}K`).join(' ')} per worker`,
+  );
   if (typeof v['svg'] === 'string') {
     writeFileSync(v['svg'], timelineSvg(r.trace, { title: `${schedule}, p=${p}, m=${m} (simulated)` }));
     console.log(`timeline written to ${v['svg']}`);
@@ -203,12 +238,27 @@ async function simulate(v: Values): Promise<void> {
 async function inspect(v: Values): Promise<void> {
   const what = choice(v, 'what', ['graph', 'plan', 'schedule'] as const);
   const model = choice(v, 'model', ['mnist', 'spirals'] as const);
-  const graph = model === 'mnist' ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }) : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  const graph =
+    model === 'mnist'
+      ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 })
+      : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
   if (what === 'graph') console.log(printGraph(graph));
-  else if (what === 'plan') console.log(printPlan(compile(graph, { workers: int(v, 'workers'), placement: choice(v, 'placement', PLACEMENT_STRATEGIES) })));
+  else if (what === 'plan')
+    console.log(
+      printPlan(
+        compile(graph, {
+          workers: int(v, 'workers'),
+          placement: choice(v, 'placement', PLACEMENT_STRATEGIES),
+        }),
+      ),
+    );
   else {
     const kind: ScheduleKind = choice(v, 'schedule', SCHEDULE_KINDS);
-    const config = { workers: int(v, 'stages'), microbatches: int(v, 'microbatches'), chunks: int(v, 'chunks') };
+    const config = {
+      workers: int(v, 'stages'),
+      microbatches: int(v, 'microbatches'),
+      chunks: int(v, 'chunks'),
+    };
     checkPipelineConfig(kind, config);
     console.log(formatGrid(generateSchedule(kind, config)));
   }
@@ -223,17 +273,33 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const command = COMMANDS[name];
   if (command === undefined) {
-    console.error(`backflow: unknown command '${name}' (expected one of ${Object.keys(COMMANDS).join(', ')})\n\n${usage()}`);
+    console.error(
+      `backflow: unknown command '${name}' (expected one of ${Object.keys(COMMANDS).join(', ')})\n\n${usage()}`,
+    );
     return 2;
   }
   const spec = { ...command.spec, ...COMMON };
   let values: Values;
   try {
-    const options = Object.fromEntries(Object.entries(spec).map(([k, o]) => [k, { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.default !== undefined ? { default: o.default } : {}) }]));
-    values = parseArgs({ args: [...rest], options: options as never, strict: true, allowPositionals: false }).values as Values;
+    const options = Object.fromEntries(
+      Object.entries(spec).map(([k, o]) => [
+        k,
+        {
+          type: o.type,
+          ...(o.short ? { short: o.short } : {}),
+          ...(o.default !== undefined ? { default: o.default } : {}),
+        },
+      ]),
+    );
+    values = parseArgs({ args: [...rest], options: options as never, strict: true, allowPositionals: false })
+      .values as Values;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    console.error(`backflow ${name}: ${message}\nvalid options: ${Object.keys(spec).map((k) => `--${k}`).join(', ')}`);
+    console.error(
+      `backflow ${name}: ${message}\nvalid options: ${Object.keys(spec)
+        .map((k) => `--${k}`)
+        .join(', ')}`,
+    );
     return 2;
   }
   if (values['help']) {
@@ -256,7 +322,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/cli/main.ts') || process.argv[1]?.endsWith('/cli/main.js')) {
+if (
+  import.meta.url === `file://${process.argv[1]}` ||
+  process.argv[1]?.endsWith('/cli/main.ts') ||
+  process.argv[1]?.endsWith('/cli/main.js')
+) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

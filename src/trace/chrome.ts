@@ -18,8 +18,13 @@ interface ChromeEvent {
  * a complete event per span, a flow arrow per message (send -> receive), and a counter of the bytes
  * each worker keeps for backwards. Spans are coalesced per (phase, stage, microbatch) unless `tasks`.
  */
-export function toChromeTrace(trace: Trace, options: { tasks?: boolean } = {}): { traceEvents: ChromeEvent[]; displayTimeUnit: string } {
-  const events: ChromeEvent[] = [{ name: 'process_name', ph: 'M', pid: 0, args: { name: `backflow (${trace.source})` } }];
+export function toChromeTrace(
+  trace: Trace,
+  options: { tasks?: boolean } = {},
+): { traceEvents: ChromeEvent[]; displayTimeUnit: string } {
+  const events: ChromeEvent[] = [
+    { name: 'process_name', ph: 'M', pid: 0, args: { name: `backflow (${trace.source})` } },
+  ];
   for (let w = 0; w < trace.workers; w++) {
     events.push({ name: 'thread_name', ph: 'M', pid: 0, tid: w, args: { name: `worker ${w}` } });
     events.push({ name: 'thread_sort_index', ph: 'M', pid: 0, tid: w, args: { sort_index: w } });
@@ -39,11 +44,35 @@ export function toChromeTrace(trace: Trace, options: { tasks?: boolean } = {}): 
     });
   }
   trace.flows.forEach((f, id) => {
-    events.push({ name: f.kind, cat: 'message', ph: 's', id, pid: 0, tid: f.from, ts: us(f.sent), args: { bytes: f.bytes, microbatch: f.mb } });
-    events.push({ name: f.kind, cat: 'message', ph: 'f', bp: 'e', id, pid: 0, tid: f.to, ts: us(f.received) });
+    events.push({
+      name: f.kind,
+      cat: 'message',
+      ph: 's',
+      id,
+      pid: 0,
+      tid: f.from,
+      ts: us(f.sent),
+      args: { bytes: f.bytes, microbatch: f.mb },
+    });
+    events.push({
+      name: f.kind,
+      cat: 'message',
+      ph: 'f',
+      bp: 'e',
+      id,
+      pid: 0,
+      tid: f.to,
+      ts: us(f.received),
+    });
   });
   for (const c of trace.counters) {
-    events.push({ name: `kept bytes, worker ${c.worker}`, ph: 'C', pid: 0, ts: us(c.time), args: { bytes: c.keptBytes } });
+    events.push({
+      name: `kept bytes, worker ${c.worker}`,
+      ph: 'C',
+      pid: 0,
+      ts: us(c.time),
+      args: { bytes: c.keptBytes },
+    });
   }
   return { traceEvents: events, displayTimeUnit: 'ms' };
 }

@@ -60,8 +60,21 @@ export function coalesce(spans: readonly Span[], gapMs = 0): Span[] {
     list.sort((a, b) => a.start - b.start);
     let cur: Span | null = null as Span | null;
     for (const s of list) {
-      if (cur !== null && cur.phase === s.phase && cur.stage === s.stage && cur.mb === s.mb && s.start - cur.end <= gapMs) {
-        cur = { worker: cur.worker, phase: cur.phase, stage: cur.stage, mb: cur.mb, start: cur.start, end: Math.max(cur.end, s.end) };
+      if (
+        cur !== null &&
+        cur.phase === s.phase &&
+        cur.stage === s.stage &&
+        cur.mb === s.mb &&
+        s.start - cur.end <= gapMs
+      ) {
+        cur = {
+          worker: cur.worker,
+          phase: cur.phase,
+          stage: cur.stage,
+          mb: cur.mb,
+          start: cur.start,
+          end: Math.max(cur.end, s.end),
+        };
         continue;
       }
       if (cur !== null) out.push(cur);
@@ -73,7 +86,10 @@ export function coalesce(spans: readonly Span[], gapMs = 0): Span[] {
 }
 
 /** Busy time per worker, makespan and the two bubble conventions. */
-export function traceStats(trace: Trace, idealMs?: number): { makespan: number; busy: number[]; idleFraction: number; bubbleVsIdeal: number | null } {
+export function traceStats(
+  trace: Trace,
+  idealMs?: number,
+): { makespan: number; busy: number[]; idleFraction: number; bubbleVsIdeal: number | null } {
   const busy = new Array<number>(trace.workers).fill(0);
   let start = Number.POSITIVE_INFINITY;
   let end = 0;
@@ -85,5 +101,10 @@ export function traceStats(trace: Trace, idealMs?: number): { makespan: number; 
   const makespan = trace.spans.length === 0 ? 0 : end - start;
   const total = busy.reduce((a, b) => a + b, 0);
   const idleFraction = makespan === 0 ? 0 : 1 - total / (trace.workers * makespan);
-  return { makespan, busy, idleFraction, bubbleVsIdeal: idealMs === undefined ? null : (makespan - idealMs) / idealMs };
+  return {
+    makespan,
+    busy,
+    idleFraction,
+    bubbleVsIdeal: idealMs === undefined ? null : (makespan - idealMs) / idealMs,
+  };
 }

@@ -32,14 +32,20 @@ export function evaluateClassifier(
   for (let start = 0; start < data.size; start += chunk) {
     const rows = Array.from({ length: Math.min(chunk, data.size - start) }, (_, i) => start + i);
     const labels = takeRows(data.y, rows);
-    const out = evaluate(graph, { [x]: takeRows(data.x, rows), [y]: labels }, params, hasLogits ? [lossName, logitsName] : [lossName]);
+    const out = evaluate(
+      graph,
+      { [x]: takeRows(data.x, rows), [y]: labels },
+      params,
+      hasLogits ? [lossName, logitsName] : [lossName],
+    );
     lossSum += out[lossName]!.item() * rows.length;
     if (hasLogits) {
       const logits = out[logitsName]!;
       const classes = logits.shape[logits.rank - 1]!;
       for (let r = 0; r < rows.length; r++) {
         let best = 0;
-        for (let c = 1; c < classes; c++) if (logits.data[r * classes + c]! > logits.data[r * classes + best]!) best = c;
+        for (let c = 1; c < classes; c++)
+          if (logits.data[r * classes + c]! > logits.data[r * classes + best]!) best = c;
         if (best === labels.data[r]) right++;
       }
     }

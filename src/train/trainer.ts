@@ -6,7 +6,7 @@ import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/run
 import type { Tensor } from '../tensor/tensor.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
-import { evaluateClassifier, type EvalResult } from './evaluate.ts';
+import { type EvalResult, evaluateClassifier } from './evaluate.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
 
 export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimizer'> {
@@ -124,8 +124,12 @@ export class Trainer {
     const runtime = await this.start();
     const x = this.options.x ?? 'x';
     const y = this.options.y ?? 'y';
-    let cursor = undefined;
-    if (options.resume && options.checkpointDir !== undefined && (await hasCheckpoint(options.checkpointDir))) {
+    let cursor;
+    if (
+      options.resume &&
+      options.checkpointDir !== undefined &&
+      (await hasCheckpoint(options.checkpointDir))
+    ) {
       cursor = (await this.restore(options.checkpointDir)) ?? undefined;
     }
     const batches = data.batches({
@@ -151,12 +155,25 @@ export class Trainer {
         steps++;
         samples += batch.indices.length;
         lossSum += out.loss;
-        const record: StepRecord = { step: this.stepCount, epoch, loss: out.loss, lr: out.lr, gradNorm: out.gradNorm };
+        const record: StepRecord = {
+          step: this.stepCount,
+          epoch,
+          loss: out.loss,
+          lr: out.lr,
+          gradNorm: out.gradNorm,
+        };
         this.history.steps.push(record);
-        bar?.update(steps, { loss: out.loss, 'samples/s': Math.round(samples / ((performance.now() - started) / 1000)) });
+        bar?.update(steps, {
+          loss: out.loss,
+          'samples/s': Math.round(samples / ((performance.now() - started) / 1000)),
+        });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
         if (options.maxSteps !== undefined && this.stepCount >= options.maxSteps) stop = true;
-        if (options.checkpointDir !== undefined && options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0) {
+        if (
+          options.checkpointDir !== undefined &&
+          options.checkpointEvery !== undefined &&
+          this.stepCount % options.checkpointEvery === 0
+        ) {
           await this.save(options.checkpointDir, batches);
         }
         if (stop) break;
@@ -181,16 +198,19 @@ export class Trainer {
       if (options.callbacks?.onEpoch?.(record) === 'stop') stop = true;
       if (options.earlyStop !== undefined) {
         const monitor = options.earlyStop.monitor ?? (evaluation ? 'evalLoss' : 'loss');
-        const value = monitor === 'loss' ? record.loss : monitor === 'evalLoss' ? record.evalLoss : record.evalAccuracy;
+        const value =
+          monitor === 'loss' ? record.loss : monitor === 'evalLoss' ? record.evalLoss : record.evalAccuracy;
         if (value === null) throw new InputError(`earlyStop monitors ${monitor}, which needs evalData`);
-        const better = monitor === 'evalAccuracy' ? (a: number, b: number) => a > b : (a: number, b: number) => a < b;
+        const better =
+          monitor === 'evalAccuracy' ? (a: number, b: number) => a > b : (a: number, b: number) => a < b;
         const delta = options.earlyStop.minDelta ?? 0;
         if (Number.isNaN(best) || better(value, monitor === 'evalAccuracy' ? best + delta : best - delta)) {
           best = value;
           stale = 0;
         } else if (++stale >= options.earlyStop.patience) stop = true;
       }
-      if (options.checkpointDir !== undefined && !stop && steps > 0) await this.save(options.checkpointDir, batches);
+      if (options.checkpointDir !== undefined && !stop && steps > 0)
+        await this.save(options.checkpointDir, batches);
     }
     return this.history;
   }
@@ -230,7 +250,10 @@ export class Trainer {
 
   /** The training loss per step as an SVG chart. */
   lossCurveSvg(title = 'training loss'): string {
-    return lossCurveSvg(this.history.steps.map((s) => ({ step: s.step, loss: s.loss })), { title, xLabel: 'step', yLabel: 'loss' });
+    return lossCurveSvg(
+      this.history.steps.map((s) => ({ step: s.step, loss: s.loss })),
+      { title, xLabel: 'step', yLabel: 'loss' },
+    );
   }
 
   /** The training loss per step as a small terminal chart. */
@@ -250,5 +273,10 @@ export class Trainer {
 function makeBar(progress: FitOptions['progress'], batches: Batches, label: string): ProgressBar | null {
   if (progress === false) return null;
   const stream = progress === true || progress === undefined ? undefined : progress;
-  return new ProgressBar({ total: batches.batchesPerEpoch, label, unit: 'steps', ...(stream ? { stream } : {}) });
+  return new ProgressBar({
+    total: batches.batchesPerEpoch,
+    label,
+    unit: 'steps',
+    ...(stream ? { stream } : {}),
+  });
 }

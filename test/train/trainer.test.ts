@@ -1,0 +1,90 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Dataset } from '../../src/data/dataset.ts';
+import { blobs } from '../../src/data/synthetic.ts';
+import { initParams } from '../../src/graph/params.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
+import { mlpClassifier } from '../../src/train/models.ts';
+import { Trainer } from '../../src/train/trainer.ts';
+import { run } from '../fixtures/train-run.ts';
+
+const exec = promisify(execFile);
+const fixture = join(import.meta.dirname, '../fixtures/train-run.ts');
+const tsx = join(import.meta.dirname, '../../node_modules/.bin/tsx');
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function child(dir: string, steps: number, resume: boolean) {
+  const { stdout } = await exec(tsx, [fixture, dir, String(steps), resume ? 'resume' : 'fresh'], {
+    timeout: 60_000,
+  });
+  return JSON.parse(stdout) as Awaited<ReturnType<typeof run>>;
+}
+
+describe('Trainer checkpoints', () => {
+  it('10 steps, save, a new process, 10 more: bitwise equal to 20 steps in one go; leaving out the cursor or its RNG state breaks it', async () => {
+    const straight = await run(null, 20, false);
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-ckpt-'));
+    dirs.push(dir);
+    const first = await child(dir, 10, false);
+    expect(first.losses).toEqual(straight.losses.slice(0, 10));
+    const saved = await loadCheckpoint(dir);
+    const second = await child(dir, 20, true);
+    expect(second.steps).toBe(20);
+    expect(first.losses.concat(second.losses)).toEqual(straight.losses);
+    expect(second.params).toEqual(straight.params);
+    expect(second.optimizer).toEqual(straight.optimizer);
+    expect(second.optimizerStep).toBe(20);
+
+    // Without the data cursor, the run restarts the data order: the losses differ.
+    await saveCheckpoint(dir, { ...saved, cursor: null });
+    expect((await child(dir, 20, true)).losses).not.toEqual(straight.losses.slice(10));
+    // With the cursor but another RNG state, the epoch's order differs.
+    await saveCheckpoint(dir, { ...saved, cursor: { ...saved.cursor!, rng: new Rng(99).getState() } });
+    expect((await child(dir, 20, true)).losses).not.toEqual(straight.losses.slice(10));
+  });
+});
+
+describe('Trainer', () => {
+  it('learns Gaussian blobs, evaluates each epoch, calls back, and stops early', async () => {
+    const all = blobs({ perClass: 200, classes: 3, spread: 0.4, seed: 1 });
+    const rows = new Rng(3).shuffle(Array.from({ length: 600 }, (_, i) => i));
+    const whole = new Dataset(all.x, all.y);
+    const train = whole.subset(rows.slice(0, 400));
+    const test = whole.subset(rows.slice(400));
+    const graph = mlpClassifier({ features: 2, hidden: [16], classes: 3, activation: 'tanh' });
+    const trainer = new Trainer(graph, {
+      mode: 'in-process',
+      workers: 2,
+      replicas: 2,
+      params: initParams(graph, 4),
+      optimizer: { name: 'adam', lr: 0.03 },
+    });
+    const seen: number[] = [];
+    try {
+      const history = await trainer.fit(train, {
+        epochs: 60,
+        batchSize: 32,
+        evalData: test,
+        progress: false,
+        callbacks: { onEpoch: (e) => void seen.push(e.epoch) },
+        earlyStop: { patience: 5, monitor: 'evalLoss', minDelta: 1e-3 },
+      });
+      expect(seen).toEqual(history.epochs.map((e) => e.epoch));
+      expect(history.epochs[0]!.loss).toBeGreaterThan(history.epochs[history.epochs.length - 1]!.loss);
+      expect(Math.max(...history.epochs.map((e) => e.evalAccuracy!))).toBeGreaterThan(0.9);
+      expect(history.epochs.length).toBeLessThan(60);
+      expect(trainer.lossCurveSvg()).toMatch(/^<svg/);
+      expect(trainer.lossChart().split('\n').length).toBeGreaterThan(3);
+    } finally {
+      await trainer.close();
+    }
+  });
+});
