@@ -1,7 +1,7 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
-import type { HostAction } from '../actor/task-queue.ts';
 import type { Report, StepStart } from '../actor/messages.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import type { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';

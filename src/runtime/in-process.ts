@@ -3,11 +3,11 @@ import { Host, type HostEffect, type Message } from '../actor/host.ts';
 import type { StepStart } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { WorkerError } from '../errors.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
 import { Rng } from '../tensor/rng.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import type { OptimizerSpec } from '../optim/spec.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
 
 export interface InProcessOptions {
@@ -106,14 +106,17 @@ export class InProcessCluster implements Cluster {
         if (e.action === 'pause') this.events.failpoint?.(worker, e.action, e.task);
         if (e.action === 'exit') {
           this.events.failure(
-            new WorkerError(`worker ${worker} exited unexpectedly (code 0) during the ${e.task.phase} of node %${e.task.node}, microbatch ${e.task.mb}`, {
-              worker,
-              node: e.task.node,
-              microbatch: e.task.mb,
-              replica: e.task.replica,
-              phase: e.task.phase,
-              exitCode: 0,
-            }),
+            new WorkerError(
+              `worker ${worker} exited unexpectedly (code 0) during the ${e.task.phase} of node %${e.task.node}, microbatch ${e.task.mb}`,
+              {
+                worker,
+                node: e.task.node,
+                microbatch: e.task.mb,
+                replica: e.task.replica,
+                phase: e.task.phase,
+                exitCode: 0,
+              },
+            ),
           );
         }
       }
@@ -121,7 +124,8 @@ export class InProcessCluster implements Cluster {
   }
 
   async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
-    for (const host of this.hosts) for (const id of host.paramIds()) if (values.has(id)) host.setParam(id, values.get(id)!);
+    for (const host of this.hosts)
+      for (const id of host.paramIds()) if (values.has(id)) host.setParam(id, values.get(id)!);
   }
 
   async getParams(): Promise<Map<number, Tensor>> {
@@ -145,7 +149,9 @@ export class InProcessCluster implements Cluster {
   }
 
   async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
-    this.hosts.forEach((h, w) => h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w)));
+    this.hosts.forEach((h, w) =>
+      h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w)),
+    );
   }
 
   async setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void> {

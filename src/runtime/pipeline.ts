@@ -17,10 +17,16 @@ export function isScheduleKind(spec: unknown): spec is ScheduleKind {
  * Checks a schedule against the configuration before anything starts (its rules, then the validator)
  * and returns the pipeline of one replica: the schedule itself. Throws ScheduleError.
  */
-export function resolveSchedule(spec: ScheduleSpec, config: { workers: number; microbatches: number; chunks: number }): Schedule {
+export function resolveSchedule(
+  spec: ScheduleSpec,
+  config: { workers: number; microbatches: number; chunks: number },
+): Schedule {
   if (typeof spec === 'string') {
     if (!isScheduleKind(spec)) {
-      throw new InputError(`unknown schedule '${spec}' (expected one of ${SCHEDULE_KINDS.join(', ')})`, { expected: SCHEDULE_KINDS, found: spec });
+      throw new InputError(`unknown schedule '${spec}' (expected one of ${SCHEDULE_KINDS.join(', ')})`, {
+        expected: SCHEDULE_KINDS,
+        found: spec,
+      });
     }
     checkPipelineConfig(spec, config);
     return generateSchedule(spec, config);
@@ -35,10 +41,13 @@ export function resolveSchedule(spec: ScheduleSpec, config: { workers: number; m
  */
 export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
   if (schedule.length !== plan.group) {
-    throw new InputError(`the schedule has ${schedule.length} rows, but a replica has ${plan.group} workers`, {
-      expected: plan.group,
-      found: schedule.length,
-    });
+    throw new InputError(
+      `the schedule has ${schedule.length} rows, but a replica has ${plan.group} workers`,
+      {
+        expected: plan.group,
+        found: schedule.length,
+      },
+    );
   }
   return Array.from({ length: plan.workers }, (_, w) =>
     (schedule[w % plan.group] ?? [])

@@ -1,21 +1,21 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
 import type { ErrorReport, Report, StepStart } from '../actor/messages.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import { paramValue, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import { InputError, NonFiniteError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
-import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import type { LrSchedule } from '../optim/schedule.ts';
-import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { LrSchedule } from '../optim/schedule.ts';
+import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
-import type { HostAction } from '../actor/task-queue.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
-import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
 import { InProcessCluster } from './in-process.ts';
+import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
 
 export interface RuntimeOptions extends CompileOptions {
   /**
@@ -131,7 +131,11 @@ export class Runtime {
       const group = Math.max(1, Math.floor(options.workers / replicas));
       const chunks = options.chunks ?? 1;
       // Note: the schedule is checked before any worker starts.
-      const schedule = resolveSchedule(options.schedule, { workers: group, microbatches: options.microbatches ?? 1, chunks });
+      const schedule = resolveSchedule(options.schedule, {
+        workers: group,
+        microbatches: options.microbatches ?? 1,
+        chunks,
+      });
       compileOptions = { ...options, placement: options.placement ?? 'stages', stages: group * chunks };
       actions = hostActions(compile(graph, compileOptions), schedule);
     }
@@ -146,7 +150,9 @@ export class Runtime {
     };
     let cluster: Cluster;
     if ((options.mode ?? 'threads') === 'in-process') {
-      cluster = new InProcessCluster(plan, events, { ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}) });
+      cluster = new InProcessCluster(plan, events, {
+        ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
+      });
     } else {
       if (threadsFactory === null) await import('./threads.ts');
       cluster = await threadsFactory!(plan, events, options);
@@ -173,7 +179,13 @@ export class Runtime {
   private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) {
-      return Promise.reject(new WorkerError(`step: the runtime failed earlier and cannot continue: ${this.broken.message}`, {}, { cause: this.broken }));
+      return Promise.reject(
+        new WorkerError(
+          `step: the runtime failed earlier and cannot continue: ${this.broken.message}`,
+          {},
+          { cause: this.broken },
+        ),
+      );
     }
     const microbatches = this.options.microbatches ?? 1;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
@@ -181,7 +193,12 @@ export class Runtime {
     const start: StepStart = {
       step,
       microbatches,
-      shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
+      shards: shards.map((s) => ({
+        replica: s.replica,
+        mb: s.mb,
+        bindings: [...s.bindings],
+        scale: s.scale,
+      })),
     };
     return new Promise<StepResult>((resolve, reject) => {
       const state: StepState = {
@@ -217,7 +234,14 @@ export class Runtime {
           if (forward[node.id] === 0) continue;
           const w = this.plan.placement[shard.replica]![node.id]!;
           const list = perWorker.get(w) ?? [];
-          list.push({ kind: 'feed', step, mb: shard.mb, replica: shard.replica, node: node.id, tensor: shard.feeds[node.name!]! });
+          list.push({
+            kind: 'feed',
+            step,
+            mb: shard.mb,
+            replica: shard.replica,
+            node: node.id,
+            tensor: shard.feeds[node.name!]!,
+          });
           perWorker.set(w, list);
         }
       }
@@ -228,7 +252,8 @@ export class Runtime {
   private onReport(worker: number, report: Report<Tensor>): void {
     const state = this.current;
     if (state === null || report.step !== state.step) return;
-    if (report.kind === 'loss') state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
+    if (report.kind === 'loss')
+      state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
     else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
     else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
     else {
@@ -283,11 +308,16 @@ export class Runtime {
     if (!Number.isFinite(gradNorm)) {
       if (onWorkers) await this.cluster.abortUpdate();
       if ((this.options.nonFinite ?? 'error') === 'error') {
-        const bad = Object.entries(sums).filter(([, v]) => !Number.isFinite(v)).map(([k]) => k);
-        throw new NonFiniteError(`step ${state.step}: non-finite gradient in ${bad.join(', ')} (global norm ${gradNorm}); nonFinite: 'skip' skips such steps`, {
-          step: state.step,
-          params: bad,
-        });
+        const bad = Object.entries(sums)
+          .filter(([, v]) => !Number.isFinite(v))
+          .map(([k]) => k);
+        throw new NonFiniteError(
+          `step ${state.step}: non-finite gradient in ${bad.join(', ')} (global norm ${gradNorm}); nonFinite: 'skip' skips such steps`,
+          {
+            step: state.step,
+            params: bad,
+          },
+        );
       }
       skipped = true;
     } else if (onWorkers) {
@@ -305,7 +335,14 @@ export class Runtime {
     }
     if (this.current !== state) return;
     this.current = null;
-    state.resolve({ loss, grads, gradNorm, lr, skipped, timings: { stepMs: performance.now() - state.started } });
+    state.resolve({
+      loss,
+      grads,
+      gradNorm,
+      lr,
+      skipped,
+      timings: { stepMs: performance.now() - state.started },
+    });
   }
 
   /** Fails the step in flight (if any); a dead worker also breaks the runtime for good. */
@@ -326,14 +363,20 @@ export class Runtime {
     } catch {
       // A host that cannot answer is itself the reason.
     }
-    const lines = waiting.slice(0, 20).map(
-      (w) => `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
-    );
+    const lines = waiting
+      .slice(0, 20)
+      .map(
+        (w) =>
+          `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
+      );
     state.reject(
-      new StepTimeoutError(`step ${state.step} did not finish within ${this.options.stepTimeoutMs ?? 30_000} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`, {
-        step: state.step,
-        waiting,
-      }),
+      new StepTimeoutError(
+        `step ${state.step} did not finish within ${this.options.stepTimeoutMs ?? 30_000} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
+        {
+          step: state.step,
+          waiting,
+        },
+      ),
     );
     await this.cluster.reset().catch(() => {});
   }
@@ -383,7 +426,11 @@ export class Runtime {
     this.closed = true;
     const state = this.current;
     this.current = null;
-    state?.reject(new RuntimeClosedError(`step ${state.step}: the runtime was closed during the step`, { step: state.step }));
+    state?.reject(
+      new RuntimeClosedError(`step ${state.step}: the runtime was closed during the step`, {
+        step: state.step,
+      }),
+    );
     await this.cluster.close();
   }
 
@@ -406,7 +453,10 @@ function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<numb
   for (const name of Object.keys(params)) {
     const node = plan.graph.names().get(name);
     if (node === undefined || plan.graph.nodes[node]!.op !== 'param') {
-      throw new InputError(`setParams: '${name}' is not a parameter of the graph`, { node: name, expected: plan.graph.params().map((n) => n.name) });
+      throw new InputError(`setParams: '${name}' is not a parameter of the graph`, {
+        node: name,
+        expected: plan.graph.params().map((n) => n.name),
+      });
     }
   }
   return out;
@@ -422,6 +472,11 @@ function workerError(worker: number, e: ErrorReport): WorkerError {
   ]
     .filter(Boolean)
     .join(', ');
-  const cause = Object.assign(new Error(e.message), { name: e.name, stack: e.stack, code: e.code, ...e.fields });
+  const cause = Object.assign(new Error(e.message), {
+    name: e.name,
+    stack: e.stack,
+    code: e.code,
+    ...e.fields,
+  });
   return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
 }

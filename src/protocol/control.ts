@@ -1,0 +1,146 @@
+// The control plane between the coordinator and a worker: the comlink endpoint for a Node port, the
+// host's control API, and the status board a worker writes so that its death can be explained.
+import type { MessagePort, TransferListItem } from 'node:worker_threads';
+import type { Endpoint } from 'comlink';
+import type { Failpoint } from '../actor/failpoint.ts';
+import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
+import type { HostAction } from '../actor/task-queue.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
+import type { CompileOptions } from '../partition/plan.ts';
+import type { OptimizerState } from './codec.ts';
+import type { WireTensor } from './envelope.ts';
+
+/** What a host worker is given once, after it started. */
+export interface HostInit {
+  /** serializeGraph(plan.graph). */
+  readonly graph: Uint8Array;
+  /** Plain data only (node ids, not Node objects): compile() is pure, so the worker rebuilds the same plan. */
+  readonly options: CompileOptions;
+  /** Data port to the coordinator: step starts and feeds in, reports out. */
+  readonly coordinator: MessagePort;
+  /** One port per worker this one exchanges data with (plan.crossEdges). */
+  readonly peers: readonly (readonly [number, MessagePort])[];
+  readonly gen: number;
+}
+
+/** The control API a host worker exposes (through comlink; every call is guarded by the pool). */
+export interface HostControl {
+  /** Builds the host; returns the placement of the plan it compiled, for the coordinator to compare. */
+  init(init: HostInit): readonly Int32Array[];
+  /** Tensors transferred in; the host owns them from then on. */
+  setParams(values: [number, WireTensor][]): void;
+  /** Copies of the host's parameters, transferred out. */
+  getParams(): [number, WireTensor][];
+  waiting(): WaitingEntry[];
+  stats(): HostStats;
+  /** Drops the step in flight and moves to generation `gen` (older envelopes are dropped from then on). */
+  reset(gen: number): void;
+  setFailpoints(failpoints: Failpoint[]): void;
+  setOptimizer(spec: OptimizerSpec | null): void;
+  prepareUpdate(lr: number, scale: number): void;
+  commitUpdate(): void;
+  abortUpdate(): void;
+  /** Copies of the state of the owned parameters' optimizer, transferred out. */
+  getOptimizerState(): OptimizerState<WireTensor>;
+  setOptimizerState(state: OptimizerState<WireTensor>): void;
+  /** This worker's pipeline actions from the next step on, or null for dataflow order. */
+  setSchedule(actions: HostAction[] | null): void;
+  /** Closes the worker's data ports; the worker then has nothing left to do. */
+  close(): void;
+}
+
+/** The `workerData` the pool gives every worker. */
+export interface WorkerData {
+  readonly worker: number;
+  readonly board: Int32Array;
+}
+
+interface NodePort {
+  postMessage(value: unknown, transferList?: readonly TransferListItem[]): void;
+  on(event: 'message', listener: (value: unknown) => void): unknown;
+  off(event: 'message', listener: (value: unknown) => void): unknown;
+}
+
+type Listener = Parameters<Endpoint['addEventListener']>[1];
+
+/**
+ * A comlink endpoint over a Node Worker or MessagePort (comlink's own node adapter has no types under
+ * nodenext). With `keepListening`, removing a listener is ignored: comlink removes its listener when
+ * a proxy on the other side is garbage-collected (RELEASE), and a worker whose parentPort has no
+ * listener left exits with code 0. The control endpoint lives as long as the worker.
+ */
+export function controlEndpoint(port: NodePort, options: { keepListening?: boolean } = {}): Endpoint {
+  const listeners = new Map<Listener, (value: unknown) => void>();
+  return {
+    postMessage: (message: unknown, transfer?: TransferListItem[]) => port.postMessage(message, transfer),
+    addEventListener: (_type: string, handler: Listener) => {
+      const l = (data: unknown) => {
+        const event = { data } as MessageEvent;
+        if (typeof handler === 'function') handler(event);
+        else handler.handleEvent(event);
+      };
+      listeners.set(handler, l);
+      port.on('message', l);
+    },
+    removeEventListener: (_type: string, handler: Listener) => {
+      const l = listeners.get(handler);
+      if (l === undefined || options.keepListening) return;
+      port.off('message', l);
+      listeners.delete(handler);
+    },
+  } as Endpoint;
+}
+
+// Note [status board]
+// Each worker has a SharedArrayBuffer of a few Int32 slots that only it writes, with Atomics.store,
+// before every task: phase, node, replica, microbatch, step. When the worker is terminated from
+// outside, exits or crashes mid-task, the pool reads the board and the error names what it was doing.
+
+/** A task's phase, or what the shell does between tasks. */
+export type BoardPhase = TaskPhase | 'idle' | 'receive';
+const PHASES: readonly BoardPhase[] = ['idle', 'receive', 'forward', 'backward', 'input', 'weight'];
+
+/** Whether the board names a task (a node, a replica and a microbatch). */
+export function isTask(phase: BoardPhase): phase is TaskPhase {
+  return phase !== 'idle' && phase !== 'receive';
+}
+const PHASE = 0;
+const NODE = 1;
+const REPLICA = 2;
+const MB = 3;
+const STEP = 4;
+
+export interface BoardStatus {
+  readonly phase: BoardPhase;
+  readonly node: number;
+  readonly replica: number;
+  readonly mb: number;
+  readonly step: number;
+}
+
+export function newBoard(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(5 * Int32Array.BYTES_PER_ELEMENT));
+}
+
+export function writeBoard(
+  board: Int32Array,
+  phase: BoardPhase,
+  step: number,
+  task?: { readonly node: number; readonly replica: number; readonly mb: number },
+): void {
+  Atomics.store(board, NODE, task?.node ?? -1);
+  Atomics.store(board, REPLICA, task?.replica ?? -1);
+  Atomics.store(board, MB, task?.mb ?? -1);
+  Atomics.store(board, STEP, step);
+  Atomics.store(board, PHASE, PHASES.indexOf(phase));
+}
+
+export function readBoard(board: Int32Array): BoardStatus {
+  return {
+    phase: PHASES[Atomics.load(board, PHASE)] ?? 'idle',
+    node: Atomics.load(board, NODE),
+    replica: Atomics.load(board, REPLICA),
+    mb: Atomics.load(board, MB),
+    step: Atomics.load(board, STEP),
+  };
+}

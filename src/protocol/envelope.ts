@@ -1,0 +1,57 @@
+// Everything that crosses a data port, as types: the envelope, its message kinds, and how a tensor
+// travels. The codec (codec.ts) is the only place that builds or checks these values.
+import type { FailpointAction } from '../actor/failpoint.ts';
+import type { TaskInfo } from '../actor/host.ts';
+import type { DataMessage, Report, StepStart } from '../actor/messages.ts';
+import type { DType } from '../tensor/tensor.ts';
+
+/** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
+export const PROTOCOL_VERSION = 1;
+
+/** The `from` of envelopes the coordinator (main thread) sends. */
+export const COORDINATOR = -1;
+
+/**
+ * A tensor on a port: its whole storage as an ArrayBuffer, transferred, never cloned
+ * (Note [owned storage] in src/tensor/tensor.ts).
+ */
+export interface WireTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly buffer: ArrayBuffer;
+}
+
+/** Step metadata, first on the coordinator's port to a host before any of the step's data. */
+export type StartMessage = { readonly kind: 'start' } & StepStart;
+
+/** What a host receives: from the coordinator (start, feed) or from another host (activation, param, gradient). */
+export type HostInput<T> = StartMessage | DataMessage<T>;
+
+/** A host reached a 'pause' failpoint and is about to block (tests kill the worker there). */
+export interface FailpointNotice {
+  readonly kind: 'failpoint';
+  readonly action: FailpointAction;
+  readonly task: TaskInfo;
+}
+
+/** What a host sends the coordinator. */
+export type HostOutput<T> = Report<T> | FailpointNotice;
+
+/**
+ * One batch of messages on one port, sent once per event-loop turn. `gen` is the cluster generation
+ * the sender was in (messages of an older generation are dropped and counted); `from` is the sending
+ * worker, or COORDINATOR.
+ */
+export interface Envelope<M> {
+  readonly v: number;
+  readonly gen: number;
+  readonly from: number;
+  readonly messages: readonly M[];
+}
+
+/** What a receiver checks integers against: the plan's sizes. */
+export interface Limits {
+  readonly nodes: number;
+  readonly replicas: number;
+  readonly workers: number;
+}

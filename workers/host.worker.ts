@@ -1,0 +1,149 @@
+// The worker shell: decode -> host logic -> perform effects -> encode. No maths here (DESIGN.md 3.1).
+import { parentPort, workerData } from 'node:worker_threads';
+import { expose, transfer } from 'comlink';
+import { Host, type HostEffect } from '../src/actor/host.ts';
+import { toWireError } from '../src/actor/wire-error.ts';
+import { ProtocolError } from '../src/errors.ts';
+import { deserializeGraph } from '../src/graph/serialize.ts';
+import { compile } from '../src/partition/plan.ts';
+import * as codec from '../src/protocol/codec.ts';
+import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '../src/protocol/control.ts';
+import { COORDINATOR, type Limits } from '../src/protocol/envelope.ts';
+import { PortLink } from '../src/protocol/link.ts';
+
+/** Milliseconds of tasks before yielding to the event loop (to receive messages and control calls). */
+const SLICE_MS = 3;
+const { worker, board } = workerData as WorkerData;
+
+let host: Host;
+let limits: Limits;
+let coordinator: PortLink;
+const peers = new Map<number, PortLink>();
+let gen = 0;
+let step = -1;
+let dropped = 0;
+let scheduled = false;
+
+/** An envelope arrived: decoded and checked, then every message goes to the host. */
+function receive(link: PortLink, raw: unknown): void {
+  writeBoard(board, 'receive', step);
+  let what = 'an envelope';
+  try {
+    const envelope = codec.decodeHostInputs(raw, link.edgeIn, link.peer, limits);
+    if (envelope.gen < gen) {
+      dropped += envelope.messages.length;
+      return;
+    }
+    gen = envelope.gen;
+    for (const m of envelope.messages) {
+      what = codec.describe(m);
+      if (m.kind === 'start') step = m.step;
+      perform(m.kind === 'start' ? host.startStep(m) : host.deliver(m));
+    }
+  } catch (err) {
+    fail(codec.refused(link.edgeIn, what, err, step));
+  } finally {
+    writeBoard(board, 'idle', step);
+  }
+  schedule();
+}
+
+/** A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the worker. */
+function fail(err: unknown): void {
+  coordinator.push({ kind: 'failed', step, error: toWireError(err, { worker, step }) });
+}
+
+function perform(effects: HostEffect[]): void {
+  for (const e of effects) {
+    if (e.kind === 'send') {
+      try {
+        const link = peers.get(e.worker);
+        if (link === undefined) throw new ProtocolError(`worker ${worker}: no channel to worker ${e.worker}`);
+        link.push(e.message);
+      } catch (err) {
+        fail(err);
+      }
+    } else if (e.kind === 'report') coordinator.push(e.report);
+    else if (e.action === 'exit') process.exit(0);
+    else if (e.action === 'hang' || e.action === 'pause') {
+      if (e.action === 'pause') {
+        coordinator.push({ kind: 'failpoint', action: e.action, task: e.task });
+        for (const link of links()) link.flush();
+      }
+      // Blocks this thread for good; terminate() still stops it.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    }
+  }
+}
+
+/** Runs ready tasks for one time slice, writing the status board before each, then yields. */
+function pump(): void {
+  scheduled = false;
+  const until = performance.now() + SLICE_MS;
+  for (let task = host.next(); task !== null; task = host.next()) {
+    writeBoard(board, task.phase, step, task);
+    perform(host.run());
+    if (performance.now() >= until) {
+      schedule();
+      break;
+    }
+  }
+  writeBoard(board, 'idle', step);
+  // The links flush their envelopes in a microtask, once for this turn.
+}
+
+const links = () => (coordinator === undefined ? [] : [coordinator, ...peers.values()]);
+
+function schedule(): void {
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(pump);
+}
+
+/** A control call's answer with its tensors transferred, not cloned. */
+const out = <V>({ value, tx }: { value: V; tx: codec.Transfers }) => transfer(value, tx.list);
+let edge = '';
+
+const api: HostControl = {
+  init(init) {
+    const plan = compile(deserializeGraph(init.graph), init.options);
+    host = new Host(plan, worker);
+    limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
+    gen = init.gen;
+    coordinator = new PortLink(init.coordinator, worker, COORDINATOR, () => gen, receive, fail);
+    edge = coordinator.edgeOut;
+    for (const [peer, port] of init.peers)
+      peers.set(peer, new PortLink(port, worker, peer, () => gen, receive, fail));
+    // The coordinator checks that this plan is its own (compile is pure, but graphs are big).
+    return plan.placement;
+  },
+  setParams(values) {
+    for (const [id, t] of codec.decodeParams(values, coordinator.edgeIn, limits)) host.setParam(id, t);
+  },
+  getParams: () =>
+    out(codec.encodeParams(new Map(host.paramIds().map((id) => [id, host.getParam(id)])), edge)),
+  getOptimizerState: () => out(codec.encodeOptimizerState(host.getOptimizerState(), edge, false)),
+  setOptimizerState: (state) => host.setOptimizerState(codec.decodeOptimizerState(state, coordinator.edgeIn)),
+  setOptimizer: (spec) => host.setOptimizer(spec),
+  prepareUpdate: (lr, scale) => host.prepareUpdate(lr, scale),
+  commitUpdate: () => host.commitUpdate(),
+  abortUpdate: () => host.abortUpdate(),
+  waiting: () => host.waiting(),
+  stats() {
+    const copies = links().reduce((n, l) => n + l.copies, 0);
+    return { ...host.stats, copies: host.stats.copies + copies, dropped: host.stats.dropped + dropped };
+  },
+  reset(next) {
+    // A newer generation may already have arrived with data (its start resets the host itself).
+    if (next <= gen) return;
+    gen = next;
+    host.reset();
+  },
+  setFailpoints: (failpoints) => host.setFailpoints(failpoints),
+  setSchedule: (actions) => host.setSchedule(actions),
+  close() {
+    for (const l of links()) l.close();
+  },
+};
+
+expose(api, controlEndpoint(parentPort!, { keepListening: true }));
