@@ -10,10 +10,12 @@ import * as codec from '../src/protocol/codec.ts';
 import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '../src/protocol/control.ts';
 import { COORDINATOR, type Limits } from '../src/protocol/envelope.ts';
 import { PortLink } from '../src/protocol/link.ts';
+import { TraceRecorder } from '../src/trace/recorder.ts';
 
 /** Milliseconds of tasks before yielding to the event loop (to receive messages and control calls). */
 const SLICE_MS = 3;
 const { worker, board } = workerData as WorkerData;
+const recorder = new TraceRecorder(worker);
 
 let host: Host;
 let limits: Limits;
@@ -38,6 +40,8 @@ function receive(link: PortLink, raw: unknown): void {
     for (const m of envelope.messages) {
       what = codec.describe(m);
       if (m.kind === 'start') step = m.step;
+      if (link !== coordinator && m.kind !== 'start' && m.kind !== 'feed')
+        recorder.received(link.peer, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
       perform(m.kind === 'start' ? host.startStep(m) : host.deliver(m));
     }
   } catch (err) {
@@ -59,7 +63,9 @@ function perform(effects: HostEffect[]): void {
       try {
         const link = peers.get(e.worker);
         if (link === undefined) throw new ProtocolError(`worker ${worker}: no channel to worker ${e.worker}`);
-        link.push(e.message);
+        const m = e.message;
+        if (m.kind !== 'feed') recorder.sent(e.worker, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
+        link.push(m);
       } catch (err) {
         fail(err);
       }
@@ -82,7 +88,10 @@ function pump(): void {
   const until = performance.now() + SLICE_MS;
   for (let task = host.next(); task !== null; task = host.next()) {
     writeBoard(board, task.phase, step, task);
-    perform(host.run());
+    const start = recorder.enabled ? recorder.now() : 0;
+    const effects = host.run();
+    if (recorder.enabled) recorder.task(task, start, recorder.now(), host.stats.keptBytes);
+    perform(effects);
     if (performance.now() >= until) {
       schedule();
       break;
@@ -141,6 +150,11 @@ const api: HostControl = {
   },
   setFailpoints: (failpoints) => host.setFailpoints(failpoints),
   setSchedule: (actions) => host.setSchedule(actions),
+  setTracing(on) {
+    recorder.enabled = on;
+    recorder.take();
+  },
+  takeTrace: () => recorder.take(),
   close() {
     for (const l of links()) l.close();
   },

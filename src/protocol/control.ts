@@ -7,6 +7,7 @@ import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { CompileOptions } from '../partition/plan.ts';
+import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
 import type { WireTensor } from './envelope.ts';
 
@@ -45,6 +46,10 @@ export interface HostControl {
   setOptimizerState(state: OptimizerState<WireTensor>): void;
   /** This worker's pipeline actions from the next step on, or null for dataflow order. */
   setSchedule(actions: HostAction[] | null): void;
+  /** Records spans, messages and memory counters from now on (or stops). */
+  setTracing(on: boolean): void;
+  /** What was recorded since the last take. */
+  takeTrace(): WorkerTrace;
   /** Closes the worker's data ports; the worker then has nothing left to do. */
   close(): void;
 }

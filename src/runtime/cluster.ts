@@ -6,6 +6,7 @@ import type { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import type { WorkerTrace } from '../trace/recorder.ts';
 
 /** What a cluster tells the coordinator. */
 export interface ClusterEvents {
@@ -46,6 +47,10 @@ export interface Cluster {
   /** The optimizer state of every parameter (merged over hosts), and setting it back. */
   getOptimizerState(): Promise<OptimizerCheckpoint>;
   setOptimizerState(state: OptimizerCheckpoint): Promise<void>;
+  /** Turns tracing on or off in every host. */
+  setTracing(on: boolean): Promise<void>;
+  /** Every host's record since the last take (wall-clock times). */
+  takeTrace(): Promise<WorkerTrace[]>;
   close(): Promise<void>;
 }
 

@@ -8,6 +8,7 @@ import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
 import { Rng } from '../tensor/rng.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
 
 export interface InProcessOptions {
@@ -24,13 +25,14 @@ export interface InProcessOptions {
 export class InProcessCluster implements Cluster {
   readonly workers: number;
   private readonly hosts: Host[];
-  private inFlight: { worker: number; message: Message | StepStart }[] = [];
+  private inFlight: { worker: number; message: Message | StepStart; from?: number }[] = [];
   private head = 0;
   private readonly dead = new Set<number>();
   private readonly rng: Rng | null;
   private readonly sliceMs: number;
   private scheduled = false;
   private closed = false;
+  private readonly recorders: TraceRecorder[];
 
   constructor(
     plan: Plan,
@@ -39,6 +41,7 @@ export class InProcessCluster implements Cluster {
   ) {
     this.workers = plan.workers;
     this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w));
+    this.recorders = this.hosts.map((_, w) => new TraceRecorder(w));
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
     this.sliceMs = options.sliceMs ?? 4;
   }
@@ -75,7 +78,15 @@ export class InProcessCluster implements Cluster {
           this.inFlight[i] = this.inFlight[this.head]!;
           this.inFlight[this.head] = t;
         }
-        const { worker, message } = this.inFlight[this.head++]!;
+        const { worker, message, from } = this.inFlight[this.head++]!;
+        if (from !== undefined && !('shards' in message) && message.kind !== 'feed') {
+          this.recorders[worker]!.received(
+            from,
+            message.kind,
+            'mb' in message ? message.mb : -1,
+            message.tensor.bytes,
+          );
+        }
         if (this.head === this.inFlight.length) {
           this.inFlight = [];
           this.head = 0;
@@ -87,8 +98,13 @@ export class InProcessCluster implements Cluster {
       }
       let ran = false;
       for (let w = 0; w < this.workers; w++) {
-        if (this.dead.has(w) || this.hosts[w]!.next() === null) continue;
-        this.perform(w, this.hosts[w]!.run());
+        const task = this.dead.has(w) ? null : this.hosts[w]!.next();
+        if (task === null) continue;
+        const recorder = this.recorders[w]!;
+        const start = recorder.enabled ? recorder.now() : 0;
+        const effects = this.hosts[w]!.run();
+        if (recorder.enabled) recorder.task(task, start, recorder.now(), this.hosts[w]!.stats.keptBytes);
+        this.perform(w, effects);
         ran = true;
       }
       if (!ran) return;
@@ -98,8 +114,12 @@ export class InProcessCluster implements Cluster {
 
   private perform(worker: number, effects: HostEffect[]): void {
     for (const e of effects) {
-      if (e.kind === 'send') this.inFlight.push({ worker: e.worker, message: e.message });
-      else if (e.kind === 'report') this.events.report(worker, e.report);
+      if (e.kind === 'send') {
+        const m = e.message;
+        if (m.kind !== 'feed')
+          this.recorders[worker]!.sent(e.worker, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
+        this.inFlight.push({ worker: e.worker, message: m, from: worker });
+      } else if (e.kind === 'report') this.events.report(worker, e.report);
       else if (e.action === 'exit' || e.action === 'hang' || e.action === 'pause') {
         // No thread to stop: the host stops taking messages, as if it had died or hung.
         this.dead.add(worker);
@@ -180,6 +200,17 @@ export class InProcessCluster implements Cluster {
 
   async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
     for (const h of this.hosts) h.setOptimizerState(state);
+  }
+
+  async setTracing(on: boolean): Promise<void> {
+    for (const r of this.recorders) {
+      r.enabled = on;
+      r.take();
+    }
+  }
+
+  async takeTrace(): Promise<WorkerTrace[]> {
+    return this.recorders.map((r) => r.take());
   }
 
   /** Revives hosts a simulated failure stopped (the in-process form of restarting workers). */

@@ -13,6 +13,8 @@ import type { LrSchedule } from '../optim/schedule.ts';
 import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
+import { assembleTrace, wallClock } from '../trace/recorder.ts';
+import type { Trace } from '../trace/trace.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { InProcessCluster } from './in-process.ts';
 import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
@@ -51,6 +53,8 @@ export interface RuntimeOptions extends CompileOptions {
   clipNorm?: number;
   /** What a non-finite gradient does: reject the step (default) or skip its update. */
   nonFinite?: 'error' | 'skip';
+  /** Record every step's trace (task spans, messages, memory), returned as `StepResult.trace`. */
+  trace?: boolean;
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }
@@ -67,6 +71,8 @@ export interface StepResult {
   /** True when a non-finite gradient made the step skip its update (nonFinite: 'skip'). */
   skipped: boolean;
   timings: { stepMs: number };
+  /** With the `trace` option: the step's trace, times from the step's start. */
+  trace?: Trace;
 }
 
 export interface StepOptions {
@@ -92,6 +98,8 @@ interface StepState {
   resolve: (r: StepResult) => void;
   reject: (e: Error) => void;
   started: number;
+  /** Wall-clock ms of the step's start, the origin of its trace. */
+  origin: number;
   shards: { replica: number; mb: number; scale: number }[];
 }
 
@@ -162,6 +170,7 @@ export class Runtime {
       await cluster.setParams(values);
       if (actions !== null) await cluster.setSchedule(actions);
       if (options.optimizer !== undefined) await cluster.setOptimizer(options.optimizer);
+      if (options.trace) await cluster.setTracing(true);
     } catch (err) {
       await cluster.close();
       throw err;
@@ -212,6 +221,7 @@ export class Runtime {
         resolve,
         reject,
         started: performance.now(),
+        origin: wallClock(),
         shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, scale: s.scale })),
       };
       this.current = state;
@@ -333,16 +343,13 @@ export class Runtime {
       await this.cluster.commitUpdate();
       this.updates++;
     }
+    const stepMs = performance.now() - state.started;
+    const trace = this.options.trace
+      ? assembleTrace(await this.cluster.takeTrace(), this.plan.workers, state.origin)
+      : undefined;
     if (this.current !== state) return;
     this.current = null;
-    state.resolve({
-      loss,
-      grads,
-      gradNorm,
-      lr,
-      skipped,
-      timings: { stepMs: performance.now() - state.started },
-    });
+    state.resolve({ loss, grads, gradNorm, lr, skipped, timings: { stepMs }, ...(trace ? { trace } : {}) });
   }
 
   /** Fails the step in flight (if any); a dead worker also breaks the runtime for good. */

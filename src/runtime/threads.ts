@@ -22,6 +22,7 @@ import { type BoardStatus, type HostControl, isTask } from '../protocol/control.
 import { COORDINATOR, type Limits } from '../protocol/envelope.ts';
 import { PortLink } from '../protocol/link.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import type { WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
 import { WorkerPool } from './pool.ts';
 import { type RuntimeOptions, registerThreadsCluster } from './runtime.ts';
@@ -262,6 +263,14 @@ export class ThreadsCluster implements Cluster {
       );
       return api.setOptimizerState(transfer(value, tx.list));
     });
+  }
+
+  async setTracing(on: boolean): Promise<void> {
+    await this.pool.all('setTracing', (api) => api.setTracing(on));
+  }
+
+  takeTrace(): Promise<WorkerTrace[]> {
+    return this.pool.all('takeTrace', (api) => api.takeTrace());
   }
 
   /**
