@@ -1,27 +1,26 @@
-import { fmtShape, GradientError, ShapeError } from '../errors.ts';
-import { type Graph, label, type Node } from '../graph/graph.ts';
-import type { VjpContext } from '../ops/op.ts';
+import type { Graph } from '../graph/graph.ts';
 import type { Ops } from '../ops/ops.ts';
-import { getOp } from '../ops/registry.ts';
-import { reducedAxes, type Shape, shapesEqual } from '../tensor/shape.ts';
-import { edgeCarriesGrad, type GradPlan } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan, opDefs } from './plan.ts';
+import { runVjp, type VjpSource } from './vjp.ts';
 
-/** One gradient contribution waiting in the table: from input slot `slot` of node `consumer`. */
+/** A gradient contribution from input slot `slot` of node `consumer`, as engines receiving them in any order hold it. */
 interface Contribution<T> {
   readonly consumer: number;
   readonly slot: number;
   readonly value: T;
 }
 
-/** Hooks an engine gives the sweep: where primal values come from, and when they may be freed. */
-export interface SweepHooks<T> {
-  /** The shape of node id's value (engines that bind symbolic dimensions give the bound shape). */
-  shape?(id: number): Shape;
-  /** A saved primal value (an input or output the node's op said its backward keeps). */
-  primal(id: number): T;
+/**
+ * Hooks an engine gives the sweep: where primal values and shapes come from (`VjpSource`: engines that
+ * bind symbolic dimensions give bound shapes), and when values may be freed.
+ */
+export interface SweepHooks<T> extends VjpSource<T> {
   /** Node id's VJP has run: what it kept may be freed. */
   visited?(id: number): void;
-  /** A gradient entering (+1) or leaving (-1) the table, for memory accounting. */
+  /**
+   * A gradient becoming live (+1: a contribution, the seed, a sum of contributions) or dead (-1: summed,
+   * or its node's VJP has run), for memory accounting.
+   */
   held?(value: T, sign: 1 | -1): void;
 }
 
@@ -29,29 +28,70 @@ export interface SweepHooks<T> {
 // A node's gradient is the sum of one contribution per consumer edge. They are added in a fixed
 // order: by consumer id, then by input slot, never in the order they arrived. Floating-point addition
 // is not associative, so this order is what makes every engine that follows it (this one, gradGraph,
-// and the actor runtime, whatever the timing of its messages) agree bit for bit.
+// and the actor runtime, whatever the timing of its messages) agree bit for bit. The sweep lays its
+// gradient table out in that order (`tableLayout`); `sumCanonical` sorts contributions that come in
+// any order.
 
-/** Sums contributions in the canonical order. */
+function byConsumerThenSlot<T>(a: Contribution<T>, b: Contribution<T>): number {
+  return a.consumer - b.consumer || a.slot - b.slot;
+}
+
+/** Sums contributions in the canonical order (left to right: ((c0 + c1) + c2) + ...). */
 export function sumCanonical<T>(ops: Ops<T>, list: Contribution<T>[]): T {
-  list.sort((a, b) => a.consumer - b.consumer || a.slot - b.slot);
+  if (list.length > 1) list.sort(byConsumerThenSlot);
   let g = list[0]!.value;
   for (let k = 1; k < list.length; k++) g = ops.add(g, list[k]!.value);
   return g;
 }
 
-/** Sums a cotangent of a broadcast shape back to the shape of the input it is for. */
-export function unbroadcast<T>(ops: Ops<T>, g: T, shape: Shape): T {
-  const from = ops.shapeOf(g);
-  if (shapesEqual(from, shape)) return g;
-  const axes = reducedAxes(from, shape);
-  const summed = axes.length > 0 ? ops.sum(g, axes, true) : g;
-  return shapesEqual(ops.shapeOf(summed), shape) ? summed : ops.reshape(summed, shape);
+/**
+ * The gradient table's layout, fixed by the plan: one cell per edge that carries a gradient, the
+ * cells of each node contiguous (`first[id]` to `first[id + 1]`) and in canonical order, since they
+ * are handed out walking consumers by increasing id and slots in order. The contribution of
+ * consumer c's input slot s goes to cell `cellOf[slotBase[c] + s]`. Summing a node's cells left to
+ * right is then the canonical sum, with no sorting and whatever order the VJPs ran in.
+ */
+interface TableLayout {
+  readonly first: Int32Array;
+  readonly slotBase: Int32Array;
+  readonly cellOf: Int32Array;
+}
+
+const layouts = new WeakMap<GradPlan, TableLayout>();
+
+function tableLayout(graph: Graph, plan: GradPlan): TableLayout {
+  let layout = layouts.get(plan);
+  if (layout !== undefined) return layout;
+  const { needsGrad, expected } = plan;
+  const nodes = graph.nodes;
+  const defs = opDefs(graph);
+  const n = plan.loss + 1;
+  const first = new Int32Array(n + 1);
+  for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
+  const slotBase = new Int32Array(n + 1);
+  for (let id = 0; id < n; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
+  const cellOf = new Int32Array(slotBase[n]!).fill(-1);
+  const filled = new Int32Array(n);
+  for (let id = 0; id < n; id++) {
+    const def = defs[id];
+    if (needsGrad[id] === 0 || def === undefined) continue;
+    const ins = nodes[id]!.inputs;
+    for (let s = 0; s < ins.length; s++) {
+      const input = ins[s]!;
+      if (needsGrad[input] === 1 && edgeCarriesGrad(def, s))
+        cellOf[slotBase[id]! + s] = first[input]! + filled[input]!++;
+    }
+  }
+  layout = { first, slotBase, cellOf };
+  layouts.set(plan, layout);
+  return layout;
 }
 
 /**
  * The reverse sweep, written once for every engine (T = Tensor computes, T = Node builds a graph).
  * Nodes are visited in exactly reverse topological order; each needed node's gradient is the
- * canonical sum of its contributions; its VJP sends one contribution along each edge that needs one.
+ * canonical sum of its contributions (one per consumer edge, in the cells of the gradient table);
+ * its VJP puts one contribution in the cell of each edge that needs one.
  * Returns the gradient of every `wrt` node connected to the loss.
  */
 export function sweep<T>(
@@ -62,116 +102,77 @@ export function sweep<T>(
   hooks: SweepHooks<T>,
 ): Map<number, T> {
   const nodes = graph.nodes;
+  const defs = opDefs(graph);
   const { needsGrad } = plan;
-  const table: (Contribution<T>[] | undefined)[] = new Array(plan.loss + 1);
-  const isWrt = new Set(plan.wrt);
+  const { first, slotBase, cellOf } = tableLayout(graph, plan);
+  const cells: (T | undefined)[] = new Array(first[plan.loss + 1]);
+  const isWrt = new Uint8Array(plan.loss + 1);
+  for (const id of plan.wrt) if (id <= plan.loss) isWrt[id] = 1;
   const grads = new Map<number, T>();
-  const shapeOf = hooks.shape ?? ((id: number) => nodes[id]!.shape);
   for (let id = plan.loss; id >= 0; id--) {
     if (needsGrad[id] === 0) continue;
+    const g = id === plan.loss ? seed : sumCells(ops, cells, first[id]!, first[id + 1]!, hooks);
+    if (id === plan.loss) hooks.held?.(g, 1);
+    if (isWrt[id] === 1) grads.set(id, g);
     const node = nodes[id]!;
-    let g: T;
-    if (id === plan.loss) g = seed;
-    else {
-      const list = table[id];
-      if (list === undefined) continue;
-      table[id] = undefined;
-      g = sumCanonical(ops, list);
-      if (hooks.held) for (const c of list) hooks.held(c.value, -1);
-    }
-    if (isWrt.has(id)) grads.set(id, g);
-    if (node.inputs.length === 0) continue;
-    const def = getOp(node.op);
-    if (def.vjp === undefined) continue;
-    const needs = node.inputs.map((input, s) => needsGrad[input] === 1 && edgeCarriesGrad(def, s));
-    if (!needs.includes(true)) continue;
-    const ctx = vjpContext(node, g, needs, hooks, shapeOf);
-    const cotangents = def.vjp(ops, ctx);
-    node.inputs.forEach((input, s) => {
-      if (!needs[s]) return;
-      const c = cotangents[s];
-      if (c === null || c === undefined) {
-        expectGradient(node, s);
-        return;
+    const needs = edgesNeedingGrad(cellOf, slotBase[id]!, node.inputs.length);
+    if (needs !== null) {
+      const contributions = runVjp(ops, node, g, needs, hooks, defs[id]);
+      for (let s = 0; s < contributions.length; s++) {
+        const value = contributions[s];
+        if (value === null || value === undefined) continue;
+        hooks.held?.(value, 1);
+        cells[cellOf[slotBase[id]! + s]!] = value;
       }
-      const value = unbroadcastChecked(ops, c, shapeOf(input), node, s);
-      hooks.held?.(value, 1);
-      let list = table[input];
-      if (list === undefined) table[input] = list = [];
-      list.push({ consumer: id, slot: s, value });
-    });
-    hooks.visited?.(id);
+      hooks.visited?.(id);
+    }
+    hooks.held?.(g, -1);
   }
   return grads;
 }
 
-function vjpContext<T>(
-  node: Node,
-  g: T,
-  needs: boolean[],
+/** A node's gradient: its cells summed left to right (the canonical order), then emptied. */
+function sumCells<T>(
+  ops: Ops<T>,
+  cells: (T | undefined)[],
+  from: number,
+  to: number,
   hooks: SweepHooks<T>,
-  shapeOf: (id: number) => Shape,
-): VjpContext<T> {
-  const def = getOp(node.op);
-  const s = def.saves;
-  return {
-    attrs: node.attrs,
-    g,
-    needs,
-    inputShapes: node.inputs.map(shapeOf),
-    outputShape: shapeOf(node.id),
-    dtype: node.dtype,
-    input(i: number): T {
-      const saved = s.inputs === 'all' || (s.inputs !== 'none' && s.inputs.includes(i));
-      if (!saved) {
-        throw new GradientError(
-          `${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`,
-          {
-            op: node.op,
-            node: label(node),
-            input: i,
-          },
-        );
-      }
-      return hooks.primal(node.inputs[i]!);
-    },
-    output(): T {
-      if (!s.output) {
-        throw new GradientError(
-          `${node.op}: its VJP reads its output, which the op does not declare in saves.output`,
-          {
-            op: node.op,
-            node: label(node),
-          },
-        );
-      }
-      return hooks.primal(node.id);
-    },
-  };
-}
-
-function expectGradient(node: Node, slot: number): void {
-  throw new GradientError(
-    `${node.op} at ${label(node)}: its VJP returned no gradient for input ${slot}, which needs one`,
-    {
-      op: node.op,
-      node: label(node),
-      input: slot,
-    },
-  );
-}
-
-function unbroadcastChecked<T>(ops: Ops<T>, c: T, shape: Shape, node: Node, slot: number): T {
-  const fail = () =>
-    new ShapeError(
-      `${node.op} at ${label(node)}: its VJP returned a gradient of shape ${fmtShape(ops.shapeOf(c))} for input ${slot}, expected ${fmtShape(shape)} (or a shape that broadcasts from it)`,
-      { op: node.op, node: label(node), input: slot, expected: shape, found: ops.shapeOf(c) },
-    );
-  const from = ops.shapeOf(c);
-  if (from.length < shape.length) throw fail();
-  const lead = from.length - shape.length;
-  for (let i = 0; i < shape.length; i++) {
-    if (shape[i] !== 1 && from[lead + i] !== shape[i]) throw fail();
+): T {
+  let g = cells[from] as T;
+  cells[from] = undefined;
+  for (let k = from + 1; k < to; k++) {
+    const c = cells[k] as T;
+    cells[k] = undefined;
+    const sum = ops.add(g, c);
+    if (hooks.held !== undefined) {
+      hooks.held(sum, 1);
+      hooks.held(g, -1);
+      hooks.held(c, -1);
+    }
+    g = sum;
   }
-  return unbroadcast(ops, c, shape);
+  return g;
+}
+
+// VJPs read `needs` and never write it: the patterns of one and two inputs are shared arrays.
+const NEEDS: readonly (readonly boolean[])[][] = [
+  [],
+  [[false], [true]],
+  [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ],
+];
+
+/** Which input slots of a node take a gradient contribution (those with a cell); null when none. */
+function edgesNeedingGrad(cellOf: Int32Array, base: number, arity: number): readonly boolean[] | null {
+  if (arity <= 2) {
+    const mask = (arity > 0 && cellOf[base]! >= 0 ? 1 : 0) | (arity > 1 && cellOf[base + 1]! >= 0 ? 2 : 0);
+    return mask === 0 ? null : NEEDS[arity]![mask]!;
+  }
+  const needs = Array.from({ length: arity }, (_, s) => cellOf[base + s]! >= 0);
+  return needs.includes(true) ? needs : null;
 }

@@ -1,8 +1,7 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
-import { type Graph, label, type NodeRef } from '../graph/graph.ts';
+import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import { savesInput } from '../ops/op.ts';
-import { getOp } from '../ops/registry.ts';
 import { shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { sweep } from './backprop.ts';
@@ -15,7 +14,7 @@ import {
   resolveShape,
   type TensorMap,
 } from './forward.ts';
-import { edgeCarriesGrad, type GradPlan, planGradient } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from './plan.ts';
 
 const ops = new EagerOps();
 
@@ -45,44 +44,50 @@ function runForward(
   meter: Meter,
 ) {
   const nodes = graph.nodes;
+  const defs = opDefs(graph);
   const n = nodes.length;
   const uses = new Int32Array(n);
-  const needed: number[] = [];
+  const inputs: Node[] = [];
   for (let id = 0; id < n; id++) {
     if (mask[id] === 0) continue;
-    needed.push(id);
-    const ins = nodes[id]!.inputs;
+    const node = nodes[id]!;
+    if (node.op === 'input') inputs.push(node);
+    const ins = node.inputs;
     for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
   }
-  const bindings = bindFeeds(
-    needed.map((id) => nodes[id]!).filter((node) => node.op === 'input'),
-    feeds,
-  );
+  const bindings = bindFeeds(inputs, feeds);
   const values: (Tensor | undefined)[] = new Array(n);
   const args: Tensor[] = [];
-  for (const id of needed) {
+  for (let id = 0; id < n; id++) {
+    if (mask[id] === 0) continue;
     const node = nodes[id]!;
+    const def = defs[id];
+    const ins = node.inputs;
     let value: Tensor;
-    if (node.op === 'input') value = feeds[node.name!]!;
-    else if (node.op === 'param') value = paramValue(node, params);
-    else if (node.op === 'const') value = node.attrs.value as Tensor;
+    if (def === undefined) value = leafValue(node, feeds, params);
     else {
-      const ins = node.inputs;
       args.length = ins.length;
       for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
-      value = computeNode(node, args, bindings);
-      for (let k = 0; k < ins.length; k++) {
-        const i = ins[k]!;
-        if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
-          meter.drop(values[i]!);
-          values[i] = undefined;
-        }
-      }
+      value = computeNode(node, args, bindings, def);
     }
     values[id] = value;
     meter.add(value);
+    // Only now, with the output live alongside them, the inputs no later node reads are freed.
+    for (let k = 0; k < ins.length; k++) {
+      const i = ins[k]!;
+      if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
+        meter.drop(values[i]!);
+        values[i] = undefined;
+      }
+    }
   }
   return { values, bindings };
+}
+
+function leafValue(node: Node, feeds: TensorMap, params: TensorMap): Tensor {
+  if (node.op === 'input') return feeds[node.name!]!;
+  if (node.op === 'param') return paramValue(node, params);
+  return node.attrs.value as Tensor;
 }
 
 /**
@@ -147,6 +152,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     );
   }
   const keep = savedCounts(graph, plan);
+  const defs = opDefs(graph);
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
@@ -155,22 +161,20 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     const lossNode = graph.nodes[plan.loss]!;
     const value = values[plan.loss]!;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
+    const release = (i: number) => {
+      if (--held[i]! === 0 && values[i] !== undefined) {
+        meter.drop(values[i]!);
+        values[i] = undefined;
+      }
+    };
     const grads = sweep(graph, plan, ops, seed, {
       shape: (id) => shapeOf(graph, id, bindings),
       primal: (id) => values[id]!,
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
-        const node = graph.nodes[id]!;
-        const def = getOp(node.op);
-        const release = (i: number) => {
-          if (--held[i]! === 0 && values[i] !== undefined) {
-            meter.drop(values[i]!);
-            values[i] = undefined;
-          }
-        };
-        node.inputs.forEach((i, s) => {
-          if (savesInput(def, s)) release(i);
-        });
+        const def = defs[id]!;
+        const ins = graph.nodes[id]!.inputs;
+        for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) release(ins[s]!);
         if (def.saves.output) release(id);
       },
     });
@@ -191,16 +195,16 @@ function shapeOf(graph: Graph, id: number, bindings: Bindings) {
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */
 function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
+  const defs = opDefs(graph);
   for (let id = 0; id <= plan.loss; id++) {
-    if (plan.needsGrad[id] === 0) continue;
-    const node = graph.nodes[id]!;
-    if (node.inputs.length === 0) continue;
-    const def = getOp(node.op);
-    const runs = node.inputs.some((i, s) => plan.needsGrad[i] === 1 && edgeCarriesGrad(def, s));
+    const def = defs[id];
+    if (plan.needsGrad[id] === 0 || def === undefined) continue;
+    const ins = graph.nodes[id]!.inputs;
+    let runs = false;
+    for (let s = 0; s < ins.length && !runs; s++)
+      runs = plan.needsGrad[ins[s]!] === 1 && edgeCarriesGrad(def, s);
     if (!runs) continue;
-    node.inputs.forEach((i, s) => {
-      if (savesInput(def, s)) keep[i]!++;
-    });
+    for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) keep[ins[s]!]!++;
     if (def.saves.output) keep[id]!++;
   }
   return keep;

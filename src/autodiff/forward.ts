@@ -1,6 +1,6 @@
 import { fmtShape, InputError, ShapeError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
-import type { Attrs } from '../ops/op.ts';
+import type { Attrs, OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
@@ -105,8 +105,9 @@ export function resolveShape(shape: Shape, bindings: Bindings, where: string): n
 
 /** Attributes with their shape-valued entries resolved against the bindings. */
 export function resolveAttrs(op: string, attrs: Attrs, bindings: Bindings): Attrs {
+  if (bindings.size === 0) return attrs;
   const keys = getOp(op).shapeAttrs;
-  if (keys === undefined || bindings.size === 0) return attrs;
+  if (keys === undefined) return attrs;
   const out: Record<string, unknown> = { ...attrs };
   for (const k of keys) {
     const v = attrs[k];
@@ -120,8 +121,12 @@ export function resolveAttrs(op: string, attrs: Attrs, bindings: Bindings): Attr
  * Computes one non-leaf node from its input values. The result is checked against the node's
  * declared dtype and shape, so a custom op that lies about its shape is caught where it happens.
  */
-export function computeNode(node: Node, inputs: readonly Tensor[], bindings: Bindings): Tensor {
-  const def = getOp(node.op);
+export function computeNode(
+  node: Node,
+  inputs: readonly Tensor[],
+  bindings: Bindings,
+  def: OpDef = getOp(node.op),
+): Tensor {
   const attrs = resolveAttrs(node.op, node.attrs, bindings);
   let out: Tensor;
   try {

@@ -41,7 +41,10 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
       { node: label(lossNode), found: lossNode.shape },
     );
   }
-  const grads = sweep(graph, plan, b, seed, { primal: (id) => graph.nodes[id]! });
+  const grads = sweep(graph, plan, b, seed, {
+    primal: (id) => graph.nodes[id]!,
+    shape: (id) => graph.nodes[id]!.shape,
+  });
   if (!Object.values(graph.outputs).includes(plan.loss)) b.output(label(lossNode), lossNode);
   for (const id of plan.wrt) {
     const node = graph.nodes[id]!;

@@ -1,5 +1,5 @@
 import { GradientError } from '../errors.ts';
-import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
+import { type Graph, isLeaf, label, type Node, type NodeRef } from '../graph/graph.ts';
 import type { OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import { ancestors } from './forward.ts';
@@ -7,7 +7,8 @@ import { ancestors } from './forward.ts';
 /**
  * What a gradient computation needs to know about a graph, computed once:
  * - `forward`: the mask of nodes the loss depends on (only they are computed);
- * - `needsGrad`: the nodes on a differentiable path from some `wrt` to the loss;
+ * - `needsGrad`: the nodes on a differentiable path from some `wrt` to the loss (each one but the
+ *   loss receives at least one contribution);
  * - `expected[id]`: how many gradient contributions node id receives (one per differentiable edge
  *   to a consumer that needs a gradient). Reverse order is enforced by counting these.
  * - `disconnected`: the `wrt` nodes no differentiable path joins to the loss (zero gradient).
@@ -26,6 +27,27 @@ export function edgeCarriesGrad(def: OpDef, slot: number): boolean {
   return def.vjp !== undefined && !(def.nondiff?.includes(slot) ?? false);
 }
 
+const defCache = new WeakMap<Graph, readonly (OpDef | undefined)[]>();
+
+/**
+ * The op definition of every node of a graph, by id (undefined for leaves), looked up once per
+ * graph: engines read it per node, and a registry lookup per node and pass is measurable on graphs
+ * of a million nodes. A graph is immutable, so the table never goes stale.
+ */
+export function opDefs(graph: Graph): readonly (OpDef | undefined)[] {
+  let defs = defCache.get(graph);
+  if (defs === undefined) {
+    const nodes = graph.nodes;
+    const table = new Array<OpDef | undefined>(nodes.length);
+    for (let id = 0; id < nodes.length; id++) {
+      const node = nodes[id]!;
+      table[id] = isLeaf(node) ? undefined : getOp(node.op);
+    }
+    defCache.set(graph, (defs = table));
+  }
+  return defs;
+}
+
 export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[]): GradPlan {
   const lossNode = graph.node(loss);
   const wrtIds = wrt.map((r) => graph.node(r).id);
@@ -38,6 +60,7 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     seen.add(id);
   }
   const n = graph.size;
+  const defs = opDefs(graph);
   const forward = ancestors(graph, [lossNode.id]);
   // Descendants of wrt along edges a gradient can flow through.
   const desc = new Uint8Array(n);
@@ -48,11 +71,9 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   }
   const nodes = graph.nodes;
   for (let id = low + 1; id <= lossNode.id; id++) {
-    if (desc[id] === 1 || forward[id] === 0) continue;
-    const node = nodes[id]!;
-    if (node.inputs.length === 0) continue;
-    const def = getOp(node.op);
-    const ins = node.inputs;
+    const def = defs[id];
+    if (desc[id] === 1 || forward[id] === 0 || def === undefined) continue;
+    const ins = nodes[id]!.inputs;
     for (let s = 0; s < ins.length; s++) {
       if (desc[ins[s]!] === 1 && edgeCarriesGrad(def, s)) {
         desc[id] = 1;
@@ -60,17 +81,26 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
       }
     }
   }
+  // Ancestors of the loss along edges a gradient can flow through: a node outside them can be an
+  // ancestor of the loss (through sign, greater, stopGradient ...) and still receive nothing.
+  const asc = new Uint8Array(n);
+  asc[lossNode.id] = 1;
+  for (let id = lossNode.id; id >= 0; id--) {
+    const def = defs[id];
+    if (asc[id] === 0 || def === undefined) continue;
+    const ins = nodes[id]!.inputs;
+    for (let s = 0; s < ins.length; s++) if (edgeCarriesGrad(def, s)) asc[ins[s]!] = 1;
+  }
   const needsGrad = new Uint8Array(n);
-  for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = forward[id]! & desc[id]!;
+  for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = desc[id]! & asc[id]!;
   const expected = new Int32Array(n);
   for (let id = lossNode.id; id >= 0; id--) {
-    if (needsGrad[id] === 0) continue;
-    const node = nodes[id]!;
-    if (node.inputs.length === 0) continue;
-    const def = getOp(node.op);
-    node.inputs.forEach((input, s) => {
-      if (needsGrad[input] === 1 && edgeCarriesGrad(def, s)) expected[input]!++;
-    });
+    const def = defs[id];
+    if (needsGrad[id] === 0 || def === undefined) continue;
+    const ins = nodes[id]!.inputs;
+    for (let s = 0; s < ins.length; s++) {
+      if (needsGrad[ins[s]!] === 1 && edgeCarriesGrad(def, s)) expected[ins[s]!]!++;
+    }
   }
   const disconnected = wrtIds.filter(
     (id) => needsGrad[id] === 0 || (id !== lossNode.id && expected[id] === 0),

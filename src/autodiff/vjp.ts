@@ -1,6 +1,6 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
-import { savesInput, type VjpContext } from '../ops/op.ts';
+import { type OpDef, savesInput, type VjpContext } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import { reducedAxes, type Shape, shapesEqual } from '../tensor/shape.ts';
@@ -18,9 +18,16 @@ export interface VjpSource<T> {
  * back (summed to the input's shape), or null where `needs` says none is wanted. Shared by every
  * engine: the reference sweep, gradGraph and the actors.
  */
-export function runVjp<T>(ops: Ops<T>, node: Node, g: T, needs: readonly boolean[], source: VjpSource<T>): (T | null)[] {
-  const def = getOp(node.op);
-  if (def.vjp === undefined) return node.inputs.map(() => null);
+export function runVjp<T>(
+  ops: Ops<T>,
+  node: Node,
+  g: T,
+  needs: readonly boolean[],
+  source: VjpSource<T>,
+  def: OpDef = getOp(node.op),
+): (T | null)[] {
+  const out = new Array<T | null>(node.inputs.length).fill(null);
+  if (def.vjp === undefined) return out;
   const ctx: VjpContext<T> = {
     attrs: node.attrs,
     g,
@@ -30,37 +37,47 @@ export function runVjp<T>(ops: Ops<T>, node: Node, g: T, needs: readonly boolean
     dtype: node.dtype,
     input(i: number): T {
       if (!savesInput(def, i)) {
-        throw new GradientError(`${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`, {
-          op: node.op,
-          node: label(node),
-          input: i,
-        });
+        throw new GradientError(
+          `${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`,
+          {
+            op: node.op,
+            node: label(node),
+            input: i,
+          },
+        );
       }
       return source.primal(node.inputs[i]!);
     },
     output(): T {
       if (!def.saves.output) {
-        throw new GradientError(`${node.op}: its VJP reads its output, which the op does not declare in saves.output`, {
-          op: node.op,
-          node: label(node),
-        });
+        throw new GradientError(
+          `${node.op}: its VJP reads its output, which the op does not declare in saves.output`,
+          {
+            op: node.op,
+            node: label(node),
+          },
+        );
       }
       return source.primal(node.id);
     },
   };
   const cotangents = def.vjp(ops, ctx);
-  return node.inputs.map((input, s) => {
-    if (!needs[s]) return null;
+  for (let s = 0; s < out.length; s++) {
+    if (!needs[s]) continue;
     const c = cotangents[s];
     if (c === null || c === undefined) {
-      throw new GradientError(`${node.op} at ${label(node)}: its VJP returned no gradient for input ${s}, which needs one`, {
-        op: node.op,
-        node: label(node),
-        input: s,
-      });
+      throw new GradientError(
+        `${node.op} at ${label(node)}: its VJP returned no gradient for input ${s}, which needs one`,
+        {
+          op: node.op,
+          node: label(node),
+          input: s,
+        },
+      );
     }
-    return unbroadcastChecked(ops, c, source.shape(input), node, s);
-  });
+    out[s] = unbroadcastChecked(ops, c, source.shape(node.inputs[s]!), node, s);
+  }
+  return out;
 }
 
 /** Sums a cotangent of a broadcast shape back to the shape of the input it is for. */
@@ -74,6 +91,7 @@ export function unbroadcast<T>(ops: Ops<T>, g: T, shape: Shape): T {
 
 function unbroadcastChecked<T>(ops: Ops<T>, c: T, shape: Shape, node: Node, slot: number): T {
   const from = ops.shapeOf(c);
+  if (from === shape) return c;
   let ok = from.length >= shape.length;
   const lead = from.length - shape.length;
   for (let i = 0; ok && i < shape.length; i++) ok = shape[i] === 1 || from[lead + i] === shape[i];

@@ -5,7 +5,7 @@ import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Initializer } from '../tensor/init.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
-import { checkConcreteShape } from '../tensor/shape.ts';
+import { checkConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { Graph, label, type Node } from './graph.ts';
 import '../ops/builtins.ts';
@@ -50,7 +50,10 @@ export class GraphBuilder extends Ops<Node> {
   /** A node of this builder by id or name (or output name). */
   node(ref: number | string): Node {
     const id =
-      typeof ref === 'number' ? ref : (this.nodes.find((n) => n.name === ref)?.id ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
+      typeof ref === 'number'
+        ? ref
+        : (this.nodes.find((n) => n.name === ref)?.id ??
+          (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
     const node = id === undefined ? undefined : this.nodes[id];
     if (node === undefined)
       throw new GraphError(`no node ${JSON.stringify(ref)} in this builder`, { node: ref });
@@ -132,7 +135,7 @@ export class GraphBuilder extends Ops<Node> {
       ids[i] = x.id;
     }
     const info = def.infer(inputs, attrs);
-    return this.push(op, ids, attrs, info.shape, info.dtype);
+    return this.push(op, ids, attrs, sharedShape(info.shape, inputs), info.dtype);
   }
 
   private owns(x: Node): boolean {
@@ -165,7 +168,8 @@ export class GraphBuilder extends Ops<Node> {
   /** Marks a node as a named output of the graph. */
   output(name: string, node: Node): Node {
     if (!this.owns(node)) throw new GraphError(`output: ${label(node)} is not a node of this builder`);
-    if (Object.hasOwn(this.outputs, name)) throw new GraphError(`duplicate output name '${name}'`, { node: name });
+    if (Object.hasOwn(this.outputs, name))
+      throw new GraphError(`duplicate output name '${name}'`, { node: name });
     this.outputs[name] = node.id;
     return node;
   }
@@ -186,6 +190,18 @@ export class GraphBuilder extends Ops<Node> {
   build(): Graph {
     return new Graph([...this.nodes], { ...this.outputs });
   }
+}
+
+/**
+ * A shape equal to an input's is that input's array: shapes are never mutated, and an elementwise
+ * node then costs no array of its own (a million-node graph is mostly such nodes).
+ */
+function sharedShape(shape: Shape, inputs: readonly Node[]): Shape {
+  for (let i = 0; i < inputs.length; i++) {
+    const other = inputs[i]!.shape;
+    if (other === shape || shapesEqual(other, shape)) return other;
+  }
+  return shape;
 }
 
 /** The attributes of every node created without any: one shared, frozen object, not one per node. */

@@ -12,10 +12,12 @@ import {
   type Suite,
   tableHeader,
 } from './harness.ts';
+import { graphSuite } from './suites/graph.ts';
 import { matmulSuite } from './suites/matmul.ts';
+import { simSuite } from './suites/sim.ts';
 
 // The registry: add a suite by importing it above and listing it here.
-const SUITES: readonly Suite[] = [matmulSuite];
+const SUITES: readonly Suite[] = [matmulSuite, graphSuite, simSuite];
 
 interface Args {
   names: string[];

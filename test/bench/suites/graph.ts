@@ -1,0 +1,156 @@
+/**
+ * Build, forward and backward of generated graphs of 1e4, 1e5 and 1e6 nodes: elementwise chains over
+ * f32[4] with fan-out, shared sub-expressions and skip connections, a parameter every 1000 levels,
+ * ending in a scalar sum (see `chainGraph`). The target: 1e6 nodes built, evaluated and differentiated in under 2 s
+ * with under 1.5 GB peak RSS, and a flat time per node.
+ *
+ * Each size runs in its own child process (this file, run directly), so peak RSS is per size and one
+ * size's garbage never slows the next. Figures: `build_ms` (the builder), `forward_ms` (evaluate
+ * of the loss alone), `backward_ms` (valueAndGrad minus that forward: planning and the reverse
+ * sweep), `total_ms` (build + valueAndGrad, which includes its own forward), `ns_per_node` of the
+ * total.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
+import { GraphBuilder } from '../../../src/graph/builder.ts';
+import type { Graph, Node } from '../../../src/graph/graph.ts';
+import { initParams } from '../../../src/graph/params.ts';
+import { median, round, type Suite } from '../harness.ts';
+
+const LEVEL_NODES = 7;
+const PARAM_EVERY = 1000;
+
+/**
+ * The generated graph: per level, t = tanh(a); u = t * a; v = u + t; a' = (v - 0.5 p) + 0.5 with p
+ * the level before, and a running sum s' = s + a' that the loss reads (so every level's gradient is
+ * of order 1: the chain alone damps it to denormals within a few hundred levels). a feeds tanh, mul,
+ * the next level's skip and the sum; t is shared; the scalar 0.5 is one node read by every level.
+ * The values settle near 3. A parameter is added into the chain every PARAM_EVERY levels. About
+ * `target` nodes in all.
+ */
+export function chainGraph(target: number): Graph {
+  const b = new GraphBuilder();
+  const half = b.constant(0.5, 'float32');
+  let a: Node = b.param('w0', [4], { init: { kind: 'uniform', low: -1, high: 1 } });
+  let p = a;
+  let s = a;
+  let level = 0;
+  while (b.size + LEVEL_NODES + 1 < target) {
+    if (level > 0 && level % PARAM_EVERY === 0) {
+      const w = b.param(`w${level / PARAM_EVERY}`, [4], { init: { kind: 'uniform', low: -1, high: 1 } });
+      a = b.add(a, w);
+    }
+    const t = b.tanh(a);
+    const next = b.add(b.sub(b.add(b.mul(t, a), t), b.mul(p, half)), half);
+    s = b.add(s, next);
+    p = a;
+    a = next;
+    level++;
+  }
+  b.output('loss', b.sum(s));
+  return b.build();
+}
+
+interface RunTimes {
+  nodes: number;
+  build: number;
+  forward: number;
+  vag: number;
+  loss: number;
+}
+
+function runOnce(target: number): RunTimes {
+  const t0 = performance.now();
+  const graph = chainGraph(target);
+  const t1 = performance.now();
+  const params = initParams(graph, 1);
+  const t2 = performance.now();
+  const loss = evaluate(graph, {}, params, ['loss'])['loss']!.item();
+  const t3 = performance.now();
+  const result = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} })({}, params);
+  const t4 = performance.now();
+  if (!Number.isFinite(result.value.item()) || result.value.item() !== loss)
+    throw new Error(`graph bench: loss ${result.value.item()} vs ${loss}`);
+  return { nodes: graph.size, build: t1 - t0, forward: t3 - t2, vag: t4 - t3, loss };
+}
+
+/**
+ * The child: warm the JIT on small graphs, then time `runs` runs of one size; prints one JSON line.
+ * Peak RSS is taken after the first timed run: later runs start while the garbage of the one before
+ * is still uncollected, which measures the collector's laziness rather than the engine.
+ */
+function child(target: number, runs: number): void {
+  for (let i = 0; i < 5; i++) runOnce(20_000);
+  // No forced GC between runs: a full collection shrinks the young generation, and the next run
+  // (at 1e4 nodes, several times) pays for growing it again.
+  const samples: RunTimes[] = [runOnce(target)];
+  const rss = process.resourceUsage().maxRSS / 1024;
+  for (let i = 1; i < runs; i++) samples.push(runOnce(target));
+  const rssAll = process.resourceUsage().maxRSS / 1024;
+  process.stdout.write(`${JSON.stringify({ samples, peak_rss_mb: rss, peak_rss_all_runs_mb: rssAll })}\n`);
+}
+
+const SIZES: readonly (readonly [number, number])[] = [
+  [1e4, 30],
+  [1e5, 10],
+  [1e6, 5],
+];
+
+interface ChildResult {
+  samples: RunTimes[];
+  peak_rss_mb: number;
+  peak_rss_all_runs_mb: number;
+}
+
+function spawnChild(target: number, runs: number): Promise<ChildResult> {
+  const self = fileURLToPath(import.meta.url);
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [...process.execArgv, self, String(target), String(runs)],
+      { maxBuffer: 1 << 24 },
+      (error, stdout, stderr) => {
+        if (error)
+          reject(new Error(`graph bench child (${target} nodes) failed: ${stderr || error.message}`));
+        else resolve(JSON.parse(stdout.trim().split('\n').pop()!));
+      },
+    );
+  });
+}
+
+export const graphSuite: Suite = {
+  name: 'graph',
+  description:
+    'build + forward + backward of 1e4/1e5/1e6-node elementwise graphs (f32[4]), per child process',
+  flags: { small: 'only 1e4 and 1e5 nodes' },
+  async run(ctx) {
+    const sizes = ctx.flags.has('small') ? SIZES.slice(0, 2) : SIZES;
+    for (const [target, runs] of sizes) {
+      const { samples, peak_rss_mb, peak_rss_all_runs_mb } = await spawnChild(target, runs);
+      const total = samples.map((s) => s.build + s.vag);
+      const med = (f: (s: RunTimes) => number) => round(median(samples.map(f)));
+      const nodes = samples[0]!.nodes;
+      ctx.report({
+        suite: ctx.suite,
+        case: `chain ${target.toExponential(0)}`,
+        median_ms: round(median(total)),
+        min_ms: round(Math.min(...total)),
+        max_ms: round(Math.max(...total)),
+        runs: samples.length,
+        nodes,
+        build_ms: med((s) => s.build),
+        forward_ms: med((s) => s.forward),
+        backward_ms: med((s) => s.vag - s.forward),
+        total_ms: round(median(total)),
+        ns_per_node: round((median(total) * 1e6) / nodes, 1),
+        peak_rss_mb: round(peak_rss_mb, 1),
+        peak_rss_all_runs_mb: round(peak_rss_all_runs_mb, 1),
+      });
+    }
+  },
+};
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  child(Number(process.argv[2]), Number(process.argv[3]));
+}
