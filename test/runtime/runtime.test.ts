@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
+import { InputError, ShapeError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
+import type { Graph } from '../../src/graph/graph.ts';
 import type { PlacementStrategy } from '../../src/partition/placement.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
-import type { Graph } from '../../src/graph/graph.ts';
 import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
-import { InputError, ShapeError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
 import { mlp, tied } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
 
@@ -19,7 +19,10 @@ async function expectMatchesReference(
   options: RuntimeOptions,
   runtime?: Runtime,
 ): Promise<void> {
-  const ref = referenceStep(graph, feeds, params, { replicas: options.replicas ?? 1, microbatches: options.microbatches ?? 1 });
+  const ref = referenceStep(graph, feeds, params, {
+    replicas: options.replicas ?? 1,
+    microbatches: options.microbatches ?? 1,
+  });
   const rt = runtime ?? (await createRuntime(graph, { ...options, params }));
   try {
     const out = await rt.step(feeds);
@@ -37,15 +40,24 @@ async function expectMatchesReference(
 
 const placements: PlacementStrategy[] = ['per-node', 'stages', 'min-comm'];
 
-describe('runtime in-process: bitwise equal to the reference', () => {
-  const mode: Mode = 'in-process';
+const MODES = ['in-process', 'threads'] as const;
+
+describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode) => {
   const model = mlp();
   const feeds = model.feeds(23);
+  // Threads: every worker count and placement, one replica count each (a pool start costs ~1 s).
   for (const placement of placements) {
     for (const workers of [1, 2, 3, 4, 8]) {
-      for (const replicas of [1, 2]) {
+      const replicaCounts = mode === 'in-process' ? [1, 2] : [workers % 2 === 0 ? 2 : 1];
+      for (const replicas of replicaCounts) {
         it(`MLP, ${placement}, ${workers} workers, ${replicas} replicas, 3 microbatches`, async () => {
-          await expectMatchesReference(model.graph, model.params, feeds, { mode, workers, replicas, placement, microbatches: 3 });
+          await expectMatchesReference(model.graph, model.params, feeds, {
+            mode,
+            workers,
+            replicas,
+            placement,
+            microbatches: 3,
+          });
         });
       }
     }
@@ -53,8 +65,14 @@ describe('runtime in-process: bitwise equal to the reference', () => {
 
   it('a parameter used in two places (tied embedding and output projection)', async () => {
     const t = tied();
-    for (const placement of placements) {
-      await expectMatchesReference(t.graph, t.params, t.feeds(16), { mode, workers: 3, replicas: 2, placement, microbatches: 2 });
+    for (const placement of mode === 'in-process' ? placements : (['per-node'] as const)) {
+      await expectMatchesReference(t.graph, t.params, t.feeds(16), {
+        mode,
+        workers: 3,
+        replicas: 2,
+        placement,
+        microbatches: 2,
+      });
     }
   });
 
@@ -68,28 +86,55 @@ describe('runtime in-process: bitwise equal to the reference', () => {
         fc.integer({ min: 1, max: 3 }),
         async (seed, placement, workers, replicas, microbatches) => {
           const g = randomGraph(seed, 14);
-          await expectMatchesReference(g.graph, g.params, g.feeds(12, seed), { mode, workers, replicas, placement, microbatches });
+          await expectMatchesReference(g.graph, g.params, g.feeds(12, seed), {
+            mode,
+            workers: mode === 'threads' ? Math.min(workers, 3) : workers,
+            replicas,
+            placement,
+            microbatches,
+          });
         },
       ),
-      { numRuns: 40, seed: 42 },
+      { numRuns: mode === 'in-process' ? 40 : 4, seed: 42 },
     );
   });
+});
+
+describe('runtime in-process: order and state', () => {
+  const mode: Mode = 'in-process';
+  const model = mlp();
+  const feeds = model.feeds(23);
 
   it('arrival order does not change a bit: 20 random delivery orders, 16 microbatches, 2 replicas', async () => {
     const model2 = mlp();
     const batch = model2.feeds(64, 9);
     const ref = referenceStep(model2.graph, batch, model2.params, { replicas: 2, microbatches: 16 });
     for (let shuffleSeed = 0; shuffleSeed < 20; shuffleSeed++) {
-      const rt = await createRuntime(model2.graph, { mode, workers: 4, replicas: 2, microbatches: 16, placement: 'per-node', params: model2.params, shuffleSeed });
+      const rt = await createRuntime(model2.graph, {
+        mode,
+        workers: 4,
+        replicas: 2,
+        microbatches: 16,
+        placement: 'per-node',
+        params: model2.params,
+        shuffleSeed,
+      });
       const out = await rt.step(batch);
       await rt.close();
       expect(out.loss).toBe(ref.loss);
-      for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+      for (const [name, g] of Object.entries(ref.grads))
+        expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
     }
   });
 
   it('runs several steps in a row and reads and writes parameters', async () => {
-    const rt = await createRuntime(model.graph, { mode, workers: 2, placement: 'stages', params: model.params, microbatches: 2 });
+    const rt = await createRuntime(model.graph, {
+      mode,
+      workers: 2,
+      placement: 'stages',
+      params: model.params,
+      microbatches: 2,
+    });
     try {
       let params = model.params;
       for (let step = 0; step < 3; step++) {
@@ -122,7 +167,13 @@ describe('runtime in-process: failures and bad input', () => {
   });
 
   it('an op that throws rejects the step with its name, message, stack and custom fields, naming where', async () => {
-    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, placement: 'per-node', params: model.params, microbatches: 4 });
+    const rt = await createRuntime(model.graph, {
+      mode: 'in-process',
+      workers: 2,
+      placement: 'per-node',
+      params: model.params,
+      microbatches: 4,
+    });
     runtimes.push(rt);
     const tanh = model.graph.nodes.find((n) => n.op === 'tanh')!;
     await rt.setFailpoints([{ node: tanh.id, phase: 'backward', mb: 3, action: 'throw' }]);
@@ -139,20 +190,40 @@ describe('runtime in-process: failures and bad input', () => {
     await rt.setFailpoints([]);
     const params = await rt.getParams();
     for (const [k, v] of Object.entries(model.params)) expect(bitwiseEqual(params[k]!, v)).toBe(true);
-    await expectMatchesReference(model.graph, model.params, model.feeds(8), { workers: 2, microbatches: 4 }, rt);
+    await expectMatchesReference(
+      model.graph,
+      model.params,
+      model.feeds(8),
+      { workers: 2, microbatches: 4 },
+      rt,
+    );
   });
 
   it('a lost gradient contribution times out naming the node, microbatch and replica that wait', async () => {
-    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, placement: 'per-node', params: model.params, microbatches: 2, stepTimeoutMs: 200 });
+    const rt = await createRuntime(model.graph, {
+      mode: 'in-process',
+      workers: 2,
+      placement: 'per-node',
+      params: model.params,
+      microbatches: 2,
+      stepTimeoutMs: 200,
+    });
     runtimes.push(rt);
     const gelu = model.graph.nodes.find((n) => n.op === 'gelu')!;
     await rt.setFailpoints([{ node: gelu.id, phase: 'backward', mb: 1, action: 'drop' }]);
     const err = (await rt.step(model.feeds(8)).catch((e: unknown) => e)) as StepTimeoutError;
     expect(err).toBeInstanceOf(StepTimeoutError);
-    const waiting = err.context.waiting as { node: string; mb: number; replica: number; waitingFor: string }[];
+    const waiting = err.context.waiting as {
+      node: string;
+      mb: number;
+      replica: number;
+      waitingFor: string;
+    }[];
     // gelu's input (the add before it) never gets its gradient for microbatch 1.
     const producer = `%${gelu.inputs[0]}`;
-    expect(waiting).toContainEqual(expect.objectContaining({ node: producer, mb: 1, replica: 0, waitingFor: 'gradients' }));
+    expect(waiting).toContainEqual(
+      expect.objectContaining({ node: producer, mb: 1, replica: 0, waitingFor: 'gradients' }),
+    );
     expect(err.message).toContain(producer);
   });
 
@@ -165,13 +236,21 @@ describe('runtime in-process: failures and bad input', () => {
   });
 
   it('a batch too small for the shards is an InputError before anything runs', async () => {
-    const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, replicas: 2, microbatches: 4, params: model.params });
+    const rt = await createRuntime(model.graph, {
+      mode: 'in-process',
+      workers: 2,
+      replicas: 2,
+      microbatches: 4,
+      params: model.params,
+    });
     runtimes.push(rt);
     await expect(rt.step(model.feeds(7))).rejects.toThrow(InputError);
   });
 
   it('a parameter value of the wrong shape is refused', async () => {
     const bad = { ...model.params, w1: model.params.w2! };
-    await expect(createRuntime(model.graph, { mode: 'in-process', workers: 1, params: bad })).rejects.toThrow(/parameter 'w1': expected float32\[4,16\], found float32\[16,8\]/);
+    await expect(createRuntime(model.graph, { mode: 'in-process', workers: 1, params: bad })).rejects.toThrow(
+      /parameter 'w1': expected float32\[4,16\], found float32\[16,8\]/,
+    );
   });
 });
