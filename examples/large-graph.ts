@@ -11,7 +11,7 @@ import { createRuntime } from '../src/runtime/runtime.ts';
 import { bitwiseEqual, Rng } from '../src/index.ts';
 
 const { values } = parseArgs({
-  options: { 'in-process': { type: 'boolean' }, lanes: { type: 'string', default: '1000' }, depth: { type: 'string', default: '333' } },
+  options: { 'in-process': { type: 'boolean' }, lanes: { type: 'string', default: '1000' }, depth: { type: 'string', default: '250' } },
 });
 const lanes = Number(values.lanes);
 const depth = Number(values.depth);
