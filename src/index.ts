@@ -9,6 +9,8 @@ export {
 export { type GradGraphOptions, gradGraph, hvp } from './autodiff/grad-graph.ts';
 export { type GradcheckOptions, type GradcheckReport, gradcheck, gradcheckFn } from './autodiff/gradcheck.ts';
 export { referenceStep, splitBatch } from './autodiff/microbatch.ts';
+export { Dataset } from './data/dataset.ts';
+export { loadMnist } from './data/mnist.ts';
 export { blobs, spirals } from './data/synthetic.ts';
 export * from './errors.ts';
 export { GraphBuilder } from './graph/builder.ts';
@@ -24,13 +26,40 @@ export type { Attrs, OpDef, Saves, TypeInfo, Vjp, VjpContext } from './ops/op.ts
 export { type MatmulOptions, Ops } from './ops/ops.ts';
 export { defineOp, getOp, hasOp, listOps } from './ops/registry.ts';
 export { adam, adamw } from './optim/adam.ts';
+export { clipGlobalNorm, globalNorm } from './optim/clip.ts';
 export { type Optimizer, OptimizerRun } from './optim/optimizer.ts';
+export { constantLr, cosineLr, type LrSchedule, linearWarmup, stepLr } from './optim/schedule.ts';
 export { sgd } from './optim/sgd.ts';
+export { makeOptimizer, type OptimizerSpec } from './optim/spec.ts';
 export { PLACEMENT_STRATEGIES, type PlacementStrategy } from './partition/placement.ts';
-
 export { type CompileOptions, compile, type Plan } from './partition/plan.ts';
 export { printPlan } from './partition/print.ts';
 export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
+
+export type { Action, Schedule, Slot } from './schedule/action.ts';
+export { formatAction, parseAction } from './schedule/action.ts';
+export { bubbleStats } from './schedule/bubble.ts';
+export { insertCommunication } from './schedule/communication.ts';
+export {
+  checkPipelineConfig,
+  type PipelineConfig,
+  SCHEDULE_KINDS,
+  type ScheduleKind,
+} from './schedule/config.ts';
+export { scheduleFromCsv, scheduleToCsv } from './schedule/csv.ts';
+export {
+  generateSchedule,
+  schedule1F1B,
+  scheduleGPipe,
+  scheduleInterleaved1F1B,
+  scheduleZBH1,
+} from './schedule/generators.ts';
+export { formatGrid } from './schedule/grid.ts';
+export { stagesOfWorker, stagesPerWorker, workerOfStage } from './schedule/placement.ts';
+export { validateSchedule } from './schedule/validate.ts';
+export { type CostModel, flopCosts, stageCosts, traceCosts } from './sim/cost.ts';
+export { simulatePipeline, stageChain } from './sim/pipeline.ts';
+export { type SimResult, type SimulateOptions, simulate } from './sim/simulate.ts';
 export { type Initializer, initialize } from './tensor/init.ts';
 export { fallbackKernels, type Kernels, kernels, useKernels } from './tensor/kernels.ts';
 export { Rng, type RngState } from './tensor/rng.ts';
@@ -47,3 +76,11 @@ export {
   tensor,
   zeros,
 } from './tensor/tensor.ts';
+export { toChromeTrace } from './trace/chrome.ts';
+export { timelineSvg } from './trace/svg.ts';
+export type { Flow, Span, Trace } from './trace/trace.ts';
+export { coalesce, traceStats } from './trace/trace.ts';
+export { lossCurveSvg, terminalChart } from './train/chart.ts';
+export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.ts';
+export { mlpClassifier } from './train/models.ts';
+export { type FitOptions, type History, Trainer, type TrainerOptions } from './train/trainer.ts';
