@@ -48,7 +48,7 @@ const TRAIN: Spec = {
   resume: { type: 'boolean', default: false, help: 'continue from the checkpoint in --checkpoint-dir' },
   'loss-curve': { type: 'string', default: 'loss-curve.svg', help: 'where to write the loss curve (SVG)' },
   'in-process': { type: 'boolean', default: false, help: 'run every host in this thread (debugging)' },
-  trace: { type: 'string', help: 'write a Chrome trace (Perfetto) of one step to this file' },
+  trace: { type: 'string', help: 'write a Chrome trace (Perfetto) of the last step to this file' },
 };
 
 const SIMULATE: Spec = {
@@ -161,6 +161,7 @@ async function train(v: Values): Promise<void> {
     ...(placement !== undefined ? { placement } : {}),
     ...(stages > 1 && schedule === undefined ? { stages, placement: placement ?? 'stages' } : {}),
     mode: v['in-process'] ? 'in-process' : 'threads',
+    ...(typeof v['trace'] === 'string' ? { trace: true } : {}),
     seed: int(v, 'seed', 0),
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
     ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
@@ -192,6 +193,10 @@ async function train(v: Values): Promise<void> {
       `${Math.round(samples / trainSeconds)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`,
     );
     console.log(`loss curve written to ${curve}`);
+    if (typeof v['trace'] === 'string' && trainer.lastTrace !== null) {
+      writeFileSync(v['trace'], JSON.stringify(toChromeTrace(trainer.lastTrace)));
+      console.log(`Chrome trace of the last step written to ${v['trace']} (open it in Perfetto)`);
+    }
   } finally {
     await trainer.close();
   }

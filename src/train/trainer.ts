@@ -4,6 +4,7 @@ import type { Graph } from '../graph/graph.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import type { Trace } from '../trace/trace.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
@@ -86,6 +87,8 @@ export class Trainer {
   readonly history: History = { epochs: [], steps: [] };
   private runtime: Runtime | null = null;
   private stepCount = 0;
+  /** With the `trace` option: the trace of the last step. */
+  lastTrace: Trace | null = null;
 
   constructor(graph: Graph, options: TrainerOptions = {}) {
     this.graph = graph;
@@ -151,6 +154,7 @@ export class Trainer {
       let samples = 0;
       for (const batch of batches) {
         const out = await runtime.step({ [x]: batch.x, [y]: batch.y });
+        if (out.trace !== undefined) this.lastTrace = out.trace;
         this.stepCount++;
         steps++;
         samples += batch.indices.length;
