@@ -1,0 +1,145 @@
+import { type BinaryKind, fallbackKernels, type ReduceKind, type UnaryKind } from '../kernels.ts';
+import { sizeOf, tryBroadcastShapes } from '../shape.ts';
+import { Tensor } from '../tensor.ts';
+import type { WasmArena, WasmExports } from './instance.ts';
+
+// The wasm kernels below take float32 tensors in the layouts they know; everything else (float64,
+// other kinds, other broadcasts or axes, empty tensors, memory that cannot grow) goes to the
+// TypeScript kernels, which also raise the errors. Each copies its inputs into wasm memory and its
+// output out into fresh owned storage.
+
+type UnaryExport = 'neg' | 'abs' | 'square' | 'relu';
+const UNARY: Partial<Record<UnaryKind, UnaryExport>> = {
+  neg: 'neg',
+  abs: 'abs',
+  square: 'square',
+  relu: 'relu',
+};
+
+export function wasmUnary(arena: WasmArena, kind: UnaryKind, x: Tensor, param = 0): Tensor {
+  // pow(x, 2) is x * x in the TypeScript kernel too.
+  const name = kind === 'pow' && param === 2 ? 'square' : UNARY[kind];
+  if (x.dtype !== 'float32' || x.size === 0 || (name === undefined && kind !== 'leakyRelu')) {
+    return fallbackKernels().unary(kind, x, param);
+  }
+  const n = x.size;
+  const regions = arena.layout(n * 4, n * 4);
+  if (regions === null) return fallbackKernels().unary(kind, x, param);
+  const [px, po] = regions as [number, number];
+  arena.f32(px, n).set(x.data);
+  if (name === undefined) arena.exports.leakyRelu(px, po, n, param);
+  else arena.exports[name](px, po, n);
+  return new Tensor('float32', x.shape, arena.copyOut(po, n));
+}
+
+/** Indices into the module's table of binary row kernels. */
+const BINARY: Record<BinaryKind, number> = {
+  add: 0,
+  sub: 1,
+  mul: 2,
+  div: 3,
+  maximum: 4,
+  minimum: 5,
+  greater: 6,
+  greaterEqual: 7,
+  equal: 8,
+};
+
+/** How an operand is read: all of the output's elements, a row vector over the last axis, or one value. */
+type Operand = 'full' | 'row' | 'scalar';
+
+/**
+ * The broadcasts the wasm binary kernel runs: same size, a scalar on either side, a row vector over
+ * the last axis on either side (a bias add); null for the rest.
+ */
+function broadcastPlan(a: Tensor, b: Tensor, shape: readonly number[], n: number): [Operand, Operand] | null {
+  const last = shape[shape.length - 1] ?? 1;
+  const kind = (t: Tensor, other: Tensor): Operand | null => {
+    if (t.size === n) return 'full';
+    if (t.size === 1) return 'scalar';
+    if (t.size === last && t.shape[t.rank - 1] === last && other.size === n) return 'row';
+    return null;
+  };
+  const [ka, kb] = [kind(a, b), kind(b, a)];
+  return ka === null || kb === null ? null : [ka, kb];
+}
+
+export function wasmBinary(arena: WasmArena, kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
+  const fallback = () => fallbackKernels().binary(kind, a, b);
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback();
+  const shape = tryBroadcastShapes(a.shape, b.shape) as number[] | null;
+  if (shape === null) return fallback();
+  const n = sizeOf(shape);
+  const plan = n === 0 ? null : broadcastPlan(a, b, shape, n);
+  if (plan === null) return fallback();
+  const rows = plan.includes('row') ? n / shape[shape.length - 1]! : 1;
+  const cols = n / rows;
+  const regions = arena.layout(a.bytes, b.bytes, n * 4);
+  if (regions === null) return fallback();
+  const [pa, pb, po] = regions as [number, number, number];
+  // Per operand: the byte step per vector and per row; a scalar is splatted into one 16-byte cell.
+  const place = (t: Tensor, at: number, how: Operand): [number, number] => {
+    if (how === 'scalar') {
+      arena.f32(at, 4).fill(t.data[0]!);
+      return [0, 0];
+    }
+    arena.f32(at, t.size).set(t.data);
+    return [16, how === 'full' ? cols * 4 : 0];
+  };
+  const [ia, sa] = place(a, pa, plan[0]);
+  const [ib, sb] = place(b, pb, plan[1]);
+  arena.exports.binary(BINARY[kind], pa, ia, sa, pb, ib, sb, po, rows, cols);
+  return new Tensor('float32', shape, arena.copyOut(po, n));
+}
+
+/**
+ * Reductions whose reduced axes are all trailing (per-row sums: losses, norms) or all leading (column
+ * sums: bias gradients), ignoring size-1 axes. See Note [wasm reduction order] in kernels.wat.
+ */
+export function wasmReduce(arena: WasmArena, kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
+  const fallback = () => fallbackKernels().reduce(kind, x, axes);
+  if (x.dtype !== 'float32' || x.size === 0) return fallback();
+  // The reduced flags of the axes that are not 1: kept then reduced (trailing), or reduced then kept.
+  const flags = x.shape.flatMap((d, i) => (d === 1 ? [] : [axes.includes(i)]));
+  const count = flags.filter((r) => r).length;
+  const trailing = flags.every((r, i) => r === i >= flags.length - count);
+  if (!trailing && !flags.every((r, i) => r === i < count)) return fallback();
+  const reducedSize = x.shape.reduce((p, d, i) => (axes.includes(i) ? p * d : p), 1);
+  const keptSize = x.size / reducedSize;
+  // Per-row reductions of rows x len, or column reductions of rows x cols (rows reduced).
+  const [rows, len] = trailing ? [keptSize, reducedSize] : [reducedSize, keptSize];
+  const outSize = keptSize;
+  const regions = arena.layout(x.bytes, outSize * 4, outSize * 8);
+  if (regions === null) return fallback();
+  const [px, po, acc] = regions as [number, number, number];
+  arena.f32(px, x.size).set(x.data);
+  const e: WasmExports = arena.exports;
+  if (kind === 'sum') {
+    if (trailing) e.sumRows(px, po, rows, len);
+    else e.sumCols(px, po, rows, len, acc);
+  } else if (trailing) e.maxRows(px, po, rows, len);
+  else e.maxCols(px, po, rows, len);
+  const shape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+  return new Tensor('float32', shape, arena.copyOut(po, outSize));
+}
+
+/** Softmax and logSoftmax over the last axis. See Note [wasm softmax] in kernels.wat. */
+export function wasmSoftmax(arena: WasmArena, x: Tensor, axis: number, log: boolean): Tensor {
+  const fallback = () => (log ? fallbackKernels().logSoftmax(x, axis) : fallbackKernels().softmax(x, axis));
+  if (x.dtype !== 'float32' || x.rank === 0 || x.size === 0 || axis !== x.rank - 1) return fallback();
+  const len = x.shape[axis]!;
+  const rows = x.size / len;
+  const regions = arena.layout(x.bytes, x.bytes, rows * 4, rows * 8);
+  if (regions === null) return fallback();
+  const [px, po, maxes, sums] = regions as [number, number, number, number];
+  arena.f32(px, x.size).set(x.data);
+  if (!log) {
+    arena.exports.softmax(px, po, rows, len);
+  } else {
+    arena.exports.logSoftmaxSums(px, po, rows, len, maxes, sums);
+    const logSums = arena.f64(sums, rows);
+    for (let r = 0; r < rows; r++) logSums[r] = Math.log(logSums[r]!);
+    arena.exports.logSoftmaxFinish(px, po, rows, len, maxes, sums);
+  }
+  return new Tensor('float32', x.shape, arena.copyOut(po, x.size));
+}

@@ -1,0 +1,144 @@
+/**
+ * Loading the WebAssembly kernels: which variants this engine supports, one instance per variant per
+ * thread (compiled on first use), and the arena that lays out one call's buffers in its memory.
+ */
+import { RELAXED_SIMD_BASE64, SIMD128_BASE64 } from './module.generated.ts';
+
+/**
+ * `simd128`: plain SIMD, the same bits on every engine and CPU. `relaxed-simd`: the matmul
+ * micro-kernel multiplies and adds with `f32x4.relaxed_madd`, which the engine fuses or not as the CPU
+ * allows; on Node 20 it needs `--experimental-wasm-relaxed-simd`.
+ */
+export type WasmVariant = 'simd128' | 'relaxed-simd';
+
+/** The part of the WebAssembly API used here (lib es2023 declares none of it). */
+interface WebAssemblyApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: object };
+}
+
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+
+/** The module's exports: byte offsets into `memory`, element counts and float32 element strides. */
+export interface WasmExports {
+  readonly memory: WasmMemory;
+  // biome-ignore format: one argument per line reads worse
+  gemm(a: number, ai: number, ap: number, b: number, bp: number, bj: number, c: number, m: number, n: number, k: number,
+    cpad: number, packA: number, packB: number, mc: number, kc: number, nc: number): void;
+  neg(x: number, o: number, n: number): void;
+  abs(x: number, o: number, n: number): void;
+  square(x: number, o: number, n: number): void;
+  relu(x: number, o: number, n: number): void;
+  leakyRelu(x: number, o: number, n: number, slope: number): void;
+  // biome-ignore format: one argument per line reads worse
+  binary(op: number, a: number, ia: number, sa: number, b: number, ib: number, sb: number, o: number, rows: number,
+    cols: number): void;
+  sumRows(x: number, o: number, rows: number, len: number): void;
+  sumCols(x: number, o: number, rows: number, cols: number, acc: number): void;
+  maxRows(x: number, o: number, rows: number, len: number): void;
+  maxCols(x: number, o: number, rows: number, cols: number): void;
+  softmax(x: number, o: number, rows: number, len: number): void;
+  logSoftmaxSums(x: number, o: number, rows: number, len: number, maxes: number, sums: number): void;
+  logSoftmaxFinish(x: number, o: number, rows: number, len: number, maxes: number, logSums: number): void;
+}
+
+const api = (globalThis as { WebAssembly?: WebAssemblyApi }).WebAssembly;
+
+const BASE64: Record<WasmVariant, string> = { simd128: SIMD128_BASE64, 'relaxed-simd': RELAXED_SIMD_BASE64 };
+
+function moduleBytes(variant: WasmVariant): Uint8Array {
+  return new Uint8Array(Buffer.from(BASE64[variant], 'base64'));
+}
+
+let supported: WasmVariant[] | null = null;
+
+/** The variants this engine can run, best first (validating a module is how support is detected). */
+export function wasmVariants(): readonly WasmVariant[] {
+  if (supported === null) {
+    const order: WasmVariant[] = ['relaxed-simd', 'simd128'];
+    supported = order.filter((v) => {
+      try {
+        return api?.validate(moduleBytes(v)) === true;
+      } catch {
+        return false;
+      }
+    });
+  }
+  return supported;
+}
+
+/** Offsets stay below 2 GiB so that they are positive as int32 and unsigned compares never wrap. */
+const MAX_BYTES = 2 ** 31 - 2 ** 16;
+const PAGE = 2 ** 16;
+/** Regions start on cache lines; vector loops read and write up to 12 bytes past a region's end. */
+const ALIGN = 64;
+
+/** One instance and its linear memory, which grows as calls need and never shrinks. */
+export class WasmArena {
+  readonly variant: WasmVariant;
+  readonly exports: WasmExports;
+
+  constructor(variant: WasmVariant) {
+    if (api === undefined) throw new Error('wasm kernels: WebAssembly is not available');
+    this.variant = variant;
+    const instance = new api.Instance(new api.Module(moduleBytes(variant)), {});
+    this.exports = instance.exports as WasmExports;
+  }
+
+  /**
+   * Lays out regions of the given byte sizes one after another (offset 0 stays unused) and grows the
+   * memory to hold them. Returns their offsets, or null when the memory cannot grow that far (the
+   * caller then falls back to the TypeScript kernels). Earlier offsets and views are invalid after it.
+   */
+  layout(...sizes: number[]): number[] | null {
+    const offsets: number[] = [];
+    let top = ALIGN;
+    for (const size of sizes) {
+      offsets.push(top);
+      top += Math.ceil(size / ALIGN) * ALIGN + ALIGN;
+    }
+    if (top > MAX_BYTES) return null;
+    const have = this.exports.memory.buffer.byteLength;
+    if (top > have) {
+      try {
+        this.exports.memory.grow(Math.ceil((top - have) / PAGE));
+      } catch {
+        return null;
+      }
+    }
+    return offsets;
+  }
+
+  /** A view of `length` float32 at byte `offset` (valid until the memory grows). */
+  f32(offset: number, length: number): Float32Array {
+    return new Float32Array(this.exports.memory.buffer, offset, length);
+  }
+
+  f64(offset: number, length: number): Float64Array {
+    return new Float64Array(this.exports.memory.buffer, offset, length);
+  }
+
+  /** A fresh, owned copy of `length` float32 at `offset` (Note [owned storage]). */
+  copyOut(offset: number, length: number): Float32Array<ArrayBuffer> {
+    return this.f32(offset, length).slice();
+  }
+}
+
+const arenas = new Map<WasmVariant, WasmArena>();
+
+/** This thread's instance of a variant, compiled on first use; throws when the engine lacks it. */
+export function wasmArena(variant: WasmVariant): WasmArena {
+  let arena = arenas.get(variant);
+  if (arena === undefined) {
+    if (!wasmVariants().includes(variant)) {
+      throw new Error(`wasm kernels: this engine does not support ${variant}`);
+    }
+    arena = new WasmArena(variant);
+    arenas.set(variant, arena);
+  }
+  return arena;
+}

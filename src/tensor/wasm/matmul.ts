@@ -1,0 +1,77 @@
+import { fallbackKernels } from '../kernels.ts';
+import { tryBroadcastShapes } from '../shape.ts';
+import { Tensor } from '../tensor.ts';
+import type { WasmArena } from './instance.ts';
+
+// Cache blocks of the wasm gemm, in float32 elements. A packed B micro-panel (KC x 8, 8 KiB) stays in
+// L1 while the packed A block (MC x KC, 128 KiB) streams from L2 past it. MC must be a multiple of the
+// micro-kernel's 4 rows and NC of its 8 columns: a block's padded tiles must not reach into the next.
+const MC = 128;
+const KC = 256;
+const NC = 1024;
+
+/**
+ * Batched float32 matmul with the wasm gemm: the whole operands are copied into wasm memory once,
+ * each batch matrix is multiplied into a contiguous output there (operands read in place through
+ * strides, transposed or not), and the output copied out. Anything else (float64, bad shapes, empty
+ * outputs, memory that cannot grow) goes to the TypeScript kernel, which also raises the errors.
+ * See Note [wasm matmul summation order] in kernels.wat.
+ */
+export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const fallback = () => fallbackKernels().matmul(a, b, transA, transB);
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.rank < 2 || b.rank < 2) return fallback();
+  const [ar, br] = [a.rank, b.rank];
+  const m = a.shape[transA ? ar - 1 : ar - 2]!;
+  const k = a.shape[transA ? ar - 2 : ar - 1]!;
+  const n = b.shape[transB ? br - 2 : br - 1]!;
+  if (k !== b.shape[transB ? br - 1 : br - 2]) return fallback();
+  const batchA = a.shape.slice(0, ar - 2);
+  const batchB = b.shape.slice(0, br - 2);
+  const batch = tryBroadcastShapes(batchA, batchB) as number[] | null;
+  if (batch === null) return fallback();
+  const offsetsA = batchOffsets(batch, batchA, m * k);
+  const offsetsB = batchOffsets(batch, batchB, k * n);
+  const count = offsetsA.length;
+  if (count * m * n === 0) return fallback();
+  const [mPad, nPad] = [Math.ceil(m / 4) * 4, Math.ceil(n / 8) * 8];
+  const regions = arena.layout(
+    a.bytes,
+    b.bytes,
+    count * m * n * 4,
+    mPad * nPad * 4,
+    MC * KC * 4,
+    KC * Math.min(NC, nPad) * 4,
+  );
+  if (regions === null) return fallback();
+  const [pa, pb, pc, cpad, packA, packB] = regions as [number, number, number, number, number, number];
+  arena.f32(pa, a.size).set(a.data);
+  arena.f32(pb, b.size).set(b.data);
+  // Element strides of op(A) (rows i, inner p) and op(B) (inner p, columns j).
+  const [ai, ap] = transA ? [1, m] : [k, 1];
+  const [bp, bj] = transB ? [1, k] : [n, 1];
+  const { gemm } = arena.exports;
+  for (let t = 0; t < count; t++) {
+    const [oa, ob] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!];
+    gemm(oa, ai, ap, ob, bp, bj, pc + 4 * t * m * n, m, n, k, cpad, packA, packB, MC, KC, NC);
+  }
+  return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
+}
+
+/** Element offsets of each batch matrix of an operand with batch shape `own` inside the broadcast `batch`. */
+function batchOffsets(batch: readonly number[], own: readonly number[], matSize: number): number[] {
+  const count = batch.reduce((p, d) => p * d, 1);
+  const lead = batch.length - own.length;
+  const offsets = new Array<number>(count);
+  for (let i = 0; i < count; i++) {
+    let [rem, offset, stride] = [i, 0, matSize];
+    for (let d = batch.length - 1; d >= lead; d--) {
+      const index = rem % batch[d]!;
+      rem = (rem - index) / batch[d]!;
+      const size = own[d - lead]!;
+      if (size !== 1) offset += index * stride;
+      stride *= size;
+    }
+    offsets[i] = offset;
+  }
+  return offsets;
+}

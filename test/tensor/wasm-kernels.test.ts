@@ -1,0 +1,368 @@
+/**
+ * The WebAssembly kernels against the TypeScript kernels (the oracle). Stated tolerances:
+ * - matmul: |wasm - ts| <= 1e-5 * sqrt(k) * sum_p |a_ip * b_pj| per element (ts sums in float64,
+ *   wasm in float32); the simd128 variant is moreover bitwise equal to the naive float32 loop
+ *   `s = fround(s + fround(a * b))` (Note [wasm matmul summation order]);
+ * - unary, binary, sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
+ *   sign of a zero);
+ * - sum over trailing axes: |wasm - ts| <= 1e-6 * sum |x| (float64 lanes in another order, rounded once);
+ * - softmax: |wasm - ts| <= 1e-5 * |ts| + 1e-37 (float32 exp, about 1 ulp; 0 below exp(-87.3));
+ * - logSoftmax: |wasm - ts| <= 2e-6 * (1 + |ts|).
+ * NaN and infinities land where the TypeScript kernels put them.
+ */
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type BinaryKind,
+  fallbackKernels,
+  kernels,
+  type UnaryKind,
+  useKernels,
+} from '../../src/tensor/kernels.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { assemble, GENERATED_URL, generatedModule } from '../../src/tensor/wasm/build.ts';
+import {
+  createWasmKernels,
+  installWasmKernels,
+  wasmKernels,
+  wasmVariants,
+} from '../../src/tensor/wasm/index.ts';
+
+const ts = fallbackKernels();
+const SIZES = [1, 3, 5, 17, 33, 65, 127];
+const TRANSPOSES = [
+  [false, false],
+  [false, true],
+  [true, false],
+  [true, true],
+] as const;
+
+/** Element by element: NaN where the oracle has NaN, equal infinities, else within `tol(i)`. */
+function expectClose(actual: Tensor, expected: Tensor, tol: (i: number) => number): void {
+  expect(actual.shape).toEqual(expected.shape);
+  expect(actual.dtype).toBe(expected.dtype);
+  for (let i = 0; i < actual.size; i++) {
+    const [x, y] = [actual.data[i]!, expected.data[i]!];
+    const ok = Number.isFinite(y) ? Math.abs(x - y) <= tol(i) : Object.is(x, y);
+    if (!ok) expect.fail(`element ${i}: ${x} vs oracle ${y} (tolerance ${tol(i)})`);
+  }
+}
+
+/** Bitwise equal except that any NaN matches any NaN (payloads are not specified). */
+function expectSameValues(actual: Tensor, expected: Tensor, zeroSign = true): void {
+  expectClose(actual, expected, () => 0);
+  for (let i = 0; i < actual.size; i++) {
+    const [x, y] = [actual.data[i]!, expected.data[i]!];
+    if (zeroSign && !Object.is(x, y))
+      expect.fail(`element ${i}: ${Object.is(x, -0) ? '-0' : x} vs oracle ${y}`);
+  }
+}
+
+/** sum_p |a_ip b_pj| in float64 for each output element: the scale the float32 sum works at. */
+function absProducts(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const abs = (t: Tensor) => ts.unary('abs', cast(t, 'float64'));
+  return ts.matmul(abs(a), abs(b), transA, transB);
+}
+
+/** Uniform values with NaN, infinities and signed zeros sprinkled in. */
+function withSpecials(rng: Rng, shape: number[], low = -3, high = 3): Tensor {
+  const t = rng.uniformTensor(shape, low, high);
+  const specials = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 0, -0];
+  for (let i = 0; i < t.size; i++) if (rng.next() < 0.1) t.data[i] = specials[rng.int(specials.length)]!;
+  return t;
+}
+
+describe('wasm module', () => {
+  it('the committed module.generated.ts is a fresh assembly of kernels.wat', async () => {
+    const fresh = generatedModule(await assemble());
+    expect(readFileSync(GENERATED_URL, 'utf8')).toBe(fresh);
+  });
+
+  it('runs with SIMD128 on this engine', () => {
+    expect(wasmVariants()).toContain('simd128');
+  });
+});
+
+describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
+  const wasm = createWasmKernels(variant);
+
+  describe.each(TRANSPOSES)('matmul transA=%s transB=%s', (transA, transB) => {
+    const operand = (batch: number[], rows: number, cols: number, trans: boolean) =>
+      trans ? [...batch, cols, rows] : [...batch, rows, cols];
+    const check = (a: Tensor, b: Tensor, k: number) => {
+      const c = wasm.matmul(a, b, transA, transB);
+      const scale = absProducts(a, b, transA, transB);
+      expectClose(c, ts.matmul(a, b, transA, transB), (i) => 1e-5 * Math.sqrt(k) * scale.data[i]!);
+      return c;
+    };
+
+    it('agrees with the TypeScript kernel on random odd shapes', () => {
+      const rng = new Rng(1234);
+      for (let trial = 0; trial < 30; trial++) {
+        const [m, k, n] = [0, 0, 0].map(() => SIZES[rng.int(SIZES.length)]!) as [number, number, number];
+        check(
+          rng.uniformTensor(operand([], m, k, transA), -1, 1),
+          rng.uniformTensor(operand([], k, n, transB), -1, 1),
+          k,
+        );
+      }
+    });
+
+    it('is the naive float32 loop, bitwise, across cache blocks (simd128)', () => {
+      if (variant !== 'simd128') return;
+      const rng = new Rng(99);
+      // m > MC = 128, k > KC = 256; and n > NC = 1024 with a thin m.
+      for (const [m, k, n] of [
+        [131, 261, 19],
+        [3, 5, 1037],
+      ] as const) {
+        const a = rng.normalTensor(operand([], m, k, transA));
+        const b = rng.normalTensor(operand([], k, n, transB));
+        const c = wasm.matmul(a, b, transA, transB);
+        const elemA = (i: number, p: number) => a.data[transA ? p * m + i : i * k + p]!;
+        const elemB = (p: number, j: number) => b.data[transB ? j * k + p : p * n + j]!;
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let sum = 0;
+            for (let p = 0; p < k; p++) sum = Math.fround(sum + Math.fround(elemA(i, p) * elemB(p, j)));
+            if (!Object.is(c.data[i * n + j], sum))
+              expect.fail(`(${i}, ${j}): ${c.data[i * n + j]} vs ${sum}`);
+          }
+        }
+      }
+    });
+
+    it('broadcasts batch dimensions', () => {
+      const rng = new Rng(7);
+      const [m, k, n] = [5, 17, 3];
+      const cases: [number[], number[]][] = [
+        [[2, 1], [3]],
+        [[], [4]],
+        [[3], []],
+        [
+          [2, 3],
+          [2, 3],
+        ],
+      ];
+      for (const [batchA, batchB] of cases) {
+        const a = rng.uniformTensor(operand(batchA, m, k, transA), -1, 1);
+        const b = rng.uniformTensor(operand(batchB, k, n, transB), -1, 1);
+        check(a, b, k);
+      }
+    });
+
+    it('propagates NaN and infinities like the TypeScript kernel', () => {
+      const rng = new Rng(3);
+      const [m, k, n] = [6, 9, 10];
+      const a = withSpecials(rng, operand([], m, k, transA));
+      const b = withSpecials(rng, operand([], k, n, transB));
+      check(a, b, k);
+    });
+  });
+
+  it('matmul is deterministic: same bits every call, after other calls grew the memory', () => {
+    const rng = new Rng(21);
+    const [a, b] = [rng.normalTensor([37, 300]), rng.normalTensor([300, 45])];
+    const first = wasm.matmul(a, b, false, false);
+    wasm.matmul(rng.uniformTensor([700, 600]), rng.uniformTensor([700, 500]), true, false);
+    expect(bitwiseEqual(wasm.matmul(a, b, false, false), first)).toBe(true);
+    // k = 0 gives zeros, an all -0 product row +0, as a sum started from +0 does.
+    expect(
+      Array.from(
+        wasm.matmul(tensor([], { shape: [2, 0] }), tensor([], { shape: [0, 3] }), false, false).data,
+      ),
+    ).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(Object.is(wasm.matmul(tensor([[-0, -0]]), tensor([[1], [1]]), false, false).data[0], 0)).toBe(
+      true,
+    );
+  });
+
+  it.each(['neg', 'abs', 'square', 'relu', 'leakyRelu', 'pow'] as UnaryKind[])(
+    'unary %s equals the TypeScript kernel',
+    (kind) => {
+      const rng = new Rng(5);
+      for (const size of SIZES) {
+        const x = withSpecials(rng, [size, 3]);
+        const param = kind === 'leakyRelu' ? 0.01 : 2;
+        expectSameValues(wasm.unary(kind, x, param), ts.unary(kind, x, param));
+      }
+    },
+  );
+
+  const BINARY: BinaryKind[] = [
+    'add',
+    'sub',
+    'mul',
+    'div',
+    'maximum',
+    'minimum',
+    'greater',
+    'greaterEqual',
+    'equal',
+  ];
+  it.each(BINARY)('binary %s equals the TypeScript kernel, with broadcasting', (kind) => {
+    const rng = new Rng(8);
+    for (const cols of SIZES) {
+      const rows = SIZES[rng.int(SIZES.length)]!;
+      const x = withSpecials(rng, [rows, cols]);
+      const pairs: [number[], number[]][] = [
+        [
+          [rows, cols],
+          [rows, cols],
+        ], // same shape
+        [[rows, cols], []], // scalar either side
+        [[], [rows, cols]],
+        [[rows, cols], [cols]], // row vector over the last axis either side
+        [
+          [1, cols],
+          [2, rows, cols],
+        ],
+        [
+          [rows, 1],
+          [rows, cols],
+        ], // a column: the TypeScript fallback
+      ];
+      for (const [sa, sb] of pairs) {
+        const a = sa.length === 2 && sa[0] === rows && sa[1] === cols ? x : withSpecials(rng, sa);
+        const b = withSpecials(rng, sb);
+        expectSameValues(wasm.binary(kind, a, b), ts.binary(kind, a, b));
+      }
+    }
+    // Equal values of opposite zero sign keep the TypeScript choice.
+    const [pz, nz] = [tensor([0, -0]), tensor([-0, 0])];
+    expectSameValues(wasm.binary(kind, pz, nz), ts.binary(kind, pz, nz));
+  });
+
+  it('sum and max over trailing, leading and all axes agree with the TypeScript kernel', () => {
+    const rng = new Rng(13);
+    for (let trial = 0; trial < 40; trial++) {
+      const shape = [0, 0, 0].map(() => SIZES[rng.int(5)]!);
+      const x = rng.uniformTensor(shape, -2, 2);
+      for (const axes of [[2], [1, 2], [0, 1, 2], [0], [0, 1], [1], [0, 2]]) {
+        const absSum = ts.reduce('sum', ts.unary('abs', x), axes);
+        const sum = wasm.reduce('sum', x, axes);
+        if (axes[0] === 0 && axes.length < 3) expectSameValues(sum, ts.reduce('sum', x, axes));
+        else expectClose(sum, ts.reduce('sum', x, axes), (i) => 1e-6 * absSum.data[i]!);
+        expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
+      }
+    }
+  });
+
+  it('reductions propagate NaN and infinities', () => {
+    const rng = new Rng(17);
+    const x = withSpecials(rng, [9, 33]);
+    for (const axes of [[1], [0], [0, 1]]) {
+      expectClose(wasm.reduce('sum', x, axes), ts.reduce('sum', x, axes), () => 1e-4);
+      expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
+    }
+  });
+
+  it('softmax and logSoftmax over the last axis agree with the TypeScript kernels', () => {
+    const rng = new Rng(19);
+    for (const len of SIZES) {
+      for (const scale of [1, 10, 60]) {
+        const x = rng.normalTensor([SIZES[rng.int(4)]!, len], 0, scale);
+        const [sm, lsm] = [ts.softmax(x, 1), ts.logSoftmax(x, 1)];
+        expectClose(wasm.softmax(x, 1), sm, (i) => 1e-5 * Math.abs(sm.data[i]!) + 1e-37);
+        expectClose(wasm.logSoftmax(x, 1), lsm, (i) => 2e-6 * (1 + Math.abs(lsm.data[i]!)));
+      }
+    }
+  });
+
+  it('softmax rows with NaN, +inf or only -inf are NaN; -inf entries are 0 (as in TypeScript)', () => {
+    const [inf, nan] = [Number.POSITIVE_INFINITY, Number.NaN];
+    const x = tensor([
+      [1, nan, 2, 3, 0],
+      [1, inf, 2, 0, 1],
+      [-inf, -inf, -inf, -inf, -inf],
+      [1, -inf, 2, -inf, 0],
+    ]);
+    expectClose(wasm.softmax(x, 1), ts.softmax(x, 1), (i) => 1e-6 * Math.abs(ts.softmax(x, 1).data[i]!));
+    expectClose(wasm.logSoftmax(x, 1), ts.logSoftmax(x, 1), () => 1e-6);
+    expect(wasm.softmax(x, 1).data[16]).toBe(0);
+  });
+
+  it('float64 and unusual layouts fall back to exactly the TypeScript result', () => {
+    const rng = new Rng(23);
+    const x = rng.normalTensor([3, 4, 5], 0, 1, 'float64');
+    const y = rng.normalTensor([3, 5, 4], 0, 1, 'float64');
+    const x32 = cast(x, 'float32');
+    const same = (a: Tensor, b: Tensor) => expect(bitwiseEqual(a, b)).toBe(true);
+    same(wasm.matmul(x, y, false, false), ts.matmul(x, y, false, false));
+    same(wasm.unary('relu', x), ts.unary('relu', x));
+    same(wasm.unary('exp', x32), ts.unary('exp', x32)); // kinds without a wasm kernel
+    same(wasm.binary('add', x, x), ts.binary('add', x, x));
+    same(wasm.reduce('sum', x, [2]), ts.reduce('sum', x, [2]));
+    same(wasm.reduce('sum', x32, [1]), ts.reduce('sum', x32, [1])); // a middle axis
+    same(wasm.softmax(x, 2), ts.softmax(x, 2));
+    same(wasm.logSoftmax(x32, 1), ts.logSoftmax(x32, 1)); // not the last axis
+    // Errors come from the TypeScript kernels, unchanged.
+    expect(() => wasm.matmul(x32, x32, false, false)).toThrow(/inner dimensions/);
+    expect(() => wasm.binary('add', x32, tensor([1, 2]))).toThrow(/do not broadcast/);
+  });
+});
+
+describe('installation', () => {
+  let undo: (() => void) | null = null;
+  afterEach(() => undo?.());
+
+  it('installWasmKernels makes the wasm kernels active for every op, the rest unchanged', () => {
+    const before = kernels();
+    undo = () => useKernels(before);
+    expect(installWasmKernels()).toBe(true);
+    const active = kernels();
+    expect(active.matmul).not.toBe(before.matmul);
+    expect(active.transpose).toBe(before.transpose);
+    const rng = new Rng(29);
+    const [a, b] = [rng.uniformTensor([4, 6]), rng.uniformTensor([6, 3])];
+    expect(bitwiseEqual(active.matmul(a, b, false, false), wasmKernels.matmul(a, b, false, false))).toBe(
+      true,
+    );
+  });
+
+  it('installWasmKernels returns false and changes nothing for a variant the engine lacks', () => {
+    if (wasmVariants().includes('relaxed-simd')) return; // run without --experimental-wasm-relaxed-simd
+    const before = kernels();
+    expect(installWasmKernels({ variant: 'relaxed-simd' })).toBe(false);
+    expect(kernels()).toBe(before);
+  });
+
+  it('gives the same bits in a worker thread', async () => {
+    const rng = new Rng(31);
+    const [a, b] = [rng.normalTensor([70, 300]), rng.normalTensor([300, 50])];
+    const here = wasmKernels.matmul(a, b, false, false);
+    // An eval worker (no fixture file) that loads tsx itself to import the TypeScript sources.
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      (async () => {
+        await import(workerData.tsxRegister);
+        const { wasmKernels } = await import(workerData.wasm);
+        const { Tensor } = await import(workerData.tensor);
+        const [a, b] = workerData.operands.map(([shape, data]) => new Tensor('float32', shape, data));
+        parentPort.postMessage(wasmKernels.matmul(a, b, false, false).data);
+      })();`;
+    const url = (path: string) => new URL(path, import.meta.url).href;
+    const worker = new Worker(source, {
+      eval: true,
+      execArgv: [],
+      workerData: {
+        tsxRegister: url('../../workers/tsx-register.mjs'),
+        wasm: url('../../src/tensor/wasm/index.ts'),
+        tensor: url('../../src/tensor/tensor.ts'),
+        operands: [a, b].map((t) => [t.shape, t.data]),
+      },
+    });
+    try {
+      const there = await new Promise<Float32Array>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+        worker.once('exit', (code) => reject(new Error(`worker exited with code ${code}`)));
+      });
+      expect(bitwiseEqual(tensor(there, { shape: here.shape }), here)).toBe(true);
+    } finally {
+      await worker.terminate();
+    }
+  });
+});
