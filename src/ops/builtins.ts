@@ -42,6 +42,7 @@ import { sum } from './sum.ts';
 import { tanh } from './tanh.ts';
 import { transpose } from './transpose.ts';
 import '../tensor/kernels-ts.ts';
+import '../tensor/default-kernels.ts';
 
 export const builtinOps: readonly OpDef<Attrs>[] = [
   add,
