@@ -20,10 +20,21 @@ const b = new GraphBuilder();
 const x = b.input('x', ['B', 2]);
 const y = b.input('y', ['B']);
 let h = x;
-for (const [i, [fanIn, fanOut]] of [[2, 32], [32, 32]].entries()) {
-  h = b.tanh(b.add(b.matmul(h, b.param(`w${i}`, [fanIn!, fanOut!])), b.param(`b${i}`, [fanOut!], { init: { kind: 'zeros' } })));
+for (const [i, [fanIn, fanOut]] of [
+  [2, 32],
+  [32, 32],
+].entries()) {
+  h = b.tanh(
+    b.add(
+      b.matmul(h, b.param(`w${i}`, [fanIn!, fanOut!])),
+      b.param(`b${i}`, [fanOut!], { init: { kind: 'zeros' } }),
+    ),
+  );
 }
-const logits = b.output('logits', b.add(b.matmul(h, b.param('wo', [32, 2])), b.param('bo', [2], { init: { kind: 'zeros' } })));
+const logits = b.output(
+  'logits',
+  b.add(b.matmul(h, b.param('wo', [32, 2])), b.param('bo', [2], { init: { kind: 'zeros' } })),
+);
 b.output('loss', b.softmaxCrossEntropy(logits, y));
 const graph = b.build();
 
@@ -49,14 +60,17 @@ for (const placement of ['per-node', 'stages'] as PlacementStrategy[]) {
       const { loss, grads } = await runtime.step({ x: data.x, y: data.y });
       optimizer.apply(params, grads);
       await runtime.setParams(params);
-      if (step === 1 || step % 100 === 0) console.log(`step ${String(step).padStart(4)}  loss ${loss.toFixed(4)}`);
+      if (step === 1 || step % 100 === 0)
+        console.log(`step ${String(step).padStart(4)}  loss ${loss.toFixed(4)}`);
     }
   } finally {
     await runtime.close();
   }
   const seconds = (performance.now() - started) / 1000;
   const acc = accuracy(params);
-  console.log(`accuracy ${(acc * 100).toFixed(1)}% after ${steps} steps, ${(steps / seconds).toFixed(0)} steps/s`);
+  console.log(
+    `accuracy ${(acc * 100).toFixed(1)}% after ${steps} steps, ${(steps / seconds).toFixed(0)} steps/s`,
+  );
   if (acc < 0.95) {
     console.error('accuracy below 95%');
     process.exitCode = 1;

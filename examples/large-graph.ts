@@ -7,11 +7,15 @@ import { parseArgs } from 'node:util';
 import { valueAndGrad } from '../src/autodiff/engine.ts';
 import { laneGraph } from '../src/graph/generators.ts';
 import { initParams } from '../src/graph/params.ts';
-import { createRuntime } from '../src/runtime/runtime.ts';
 import { bitwiseEqual, Rng } from '../src/index.ts';
+import { createRuntime } from '../src/runtime/runtime.ts';
 
 const { values } = parseArgs({
-  options: { 'in-process': { type: 'boolean' }, lanes: { type: 'string', default: '1000' }, depth: { type: 'string', default: '250' } },
+  options: {
+    'in-process': { type: 'boolean' },
+    lanes: { type: 'string', default: '1000' },
+    depth: { type: 'string', default: '250' },
+  },
 });
 const lanes = Number(values.lanes);
 const depth = Number(values.depth);
@@ -27,9 +31,17 @@ const feeds = { x: new Rng(2).uniformTensor([lanes, 4], -1, 1) };
 const t2 = performance.now();
 const ref = valueAndGrad(graph, { loss: 'loss' })(feeds, params);
 const t3 = performance.now();
-console.log(`reference engine: forward + backward in ${(t3 - t2).toFixed(0)} ms, peak ${(ref.peakBytes / 2 ** 20).toFixed(1)} MiB of tensors`);
+console.log(
+  `reference engine: forward + backward in ${(t3 - t2).toFixed(0)} ms, peak ${(ref.peakBytes / 2 ** 20).toFixed(1)} MiB of tensors`,
+);
 
-const runtime = await createRuntime(graph, { mode, workers: 2, placement: 'per-node', params, validate: false });
+const runtime = await createRuntime(graph, {
+  mode,
+  workers: 2,
+  placement: 'per-node',
+  params,
+  validate: false,
+});
 const t4 = performance.now();
 console.log(`runtime (${mode}, 2 workers, per-node) started in ${(t4 - t3).toFixed(0)} ms`);
 try {
@@ -39,10 +51,13 @@ try {
     const out = await runtime.step(feeds);
     const ms = performance.now() - t5;
     const after = await runtime.stats();
-    const count = (key: 'localMessages' | 'remoteMessages') => after.reduce((s, h, i) => s + h[key] - before[i]![key], 0);
+    const count = (key: 'localMessages' | 'remoteMessages') =>
+      after.reduce((s, h, i) => s + h[key] - before[i]![key], 0);
     const remote = count('remoteMessages');
     const local = count('localMessages');
-    const same = out.loss === ref.value.item() && Object.entries(ref.grads).every(([k, g]) => bitwiseEqual(out.grads[k]!, g));
+    const same =
+      out.loss === ref.value.item() &&
+      Object.entries(ref.grads).every(([k, g]) => bitwiseEqual(out.grads[k]!, g));
     console.log(
       `step ${run}: ${ms.toFixed(0)} ms, ${remote.toLocaleString()} cross-worker + ${local.toLocaleString()} local actor messages ` +
         `(${(((remote + local) / ms) * 1000).toFixed(0)} messages/s); gradients ${same ? 'bitwise equal to' : 'DIFFERENT from'} the reference`,

@@ -14,7 +14,12 @@ const epochs = 6;
 console.log(`backflow: MLP 784-256-128-10 on MNIST (${train.size} training and ${test.size} test digits)`);
 console.log('2 worker threads, data-parallel: 2 replicas, batch 128, Adam on the workers\n');
 
-const trainer = new Trainer(graph, { workers: 2, replicas: 2, params: initParams(graph, 1), optimizer: { name: 'adam', lr: 1e-3 } });
+const trainer = new Trainer(graph, {
+  workers: 2,
+  replicas: 2,
+  params: initParams(graph, 1),
+  optimizer: { name: 'adam', lr: 1e-3 },
+});
 try {
   const history = await trainer.fit(train, { epochs, batchSize: 128, evalData: test });
   const last = history.epochs[history.epochs.length - 1]!;

@@ -1,7 +1,7 @@
 import { InputError } from '../errors.ts';
 import type { Graph, NodeRef } from '../graph/graph.ts';
-import { type DType, scalar, Tensor, allocate } from '../tensor/tensor.ts';
 import { eager } from '../ops/eager.ts';
+import { allocate, type DType, scalar, Tensor } from '../tensor/tensor.ts';
 import { valueAndGrad } from './engine.ts';
 import { bindFeeds, type TensorMap } from './forward.ts';
 
@@ -43,29 +43,44 @@ export function shardSizes(batch: number, shards: number): number[] {
 export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
   const replicas = options.replicas ?? 1;
   const microbatches = options.microbatches ?? 1;
-  for (const [k, v] of [['replicas', replicas], ['microbatches', microbatches]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
+  for (const [k, v] of [
+    ['replicas', replicas],
+    ['microbatches', microbatches],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
   }
   const inputs = graph.inputs();
   const bindings = bindFeeds(inputs, feeds);
-  const batchSymbols = new Set(inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'));
+  const batchSymbols = new Set(
+    inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'),
+  );
   if (batchSymbols.size > 1) {
-    throw new InputError(`splitBatch: inputs disagree on the batch dimension (${[...batchSymbols].join(', ')})`, { found: [...batchSymbols] });
+    throw new InputError(
+      `splitBatch: inputs disagree on the batch dimension (${[...batchSymbols].join(', ')})`,
+      { found: [...batchSymbols] },
+    );
   }
   const symbol = [...batchSymbols][0];
   const shards = replicas * microbatches;
   const batch = symbol === undefined ? 1 : bindings.get(symbol)!;
   if (shards > 1 && symbol === undefined) {
-    throw new InputError(`splitBatch: ${shards} shards asked, but no input has a symbolic batch dimension to split`, {
-      expected: 'an input whose first dimension is a symbol such as B',
-      found: inputs.map((n) => n.shape),
-    });
+    throw new InputError(
+      `splitBatch: ${shards} shards asked, but no input has a symbolic batch dimension to split`,
+      {
+        expected: 'an input whose first dimension is a symbol such as B',
+        found: inputs.map((n) => n.shape),
+      },
+    );
   }
   if (batch < shards) {
-    throw new InputError(`splitBatch: a batch of ${batch} cannot be cut into ${replicas} replicas x ${microbatches} microbatches`, {
-      expected: `batch size >= ${shards}`,
-      found: batch,
-    });
+    throw new InputError(
+      `splitBatch: a batch of ${batch} cannot be cut into ${replicas} replicas x ${microbatches} microbatches`,
+      {
+        expected: `batch size >= ${shards}`,
+        found: batch,
+      },
+    );
   }
   const out: BatchShard[] = [];
   const sizes = shardSizes(batch, shards);
@@ -75,11 +90,22 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
     const shardFeeds: Record<string, Tensor> = {};
     for (const node of inputs) {
       const t = feeds[node.name!]!;
-      shardFeeds[node.name!] = symbol !== undefined && node.shape[0] === symbol ? rows(t, start, size) : rows(t, 0, t.shape[0] ?? 1, true);
+      shardFeeds[node.name!] =
+        symbol !== undefined && node.shape[0] === symbol
+          ? rows(t, start, size)
+          : rows(t, 0, t.shape[0] ?? 1, true);
     }
     const b = new Map(bindings);
     if (symbol !== undefined) b.set(symbol, size);
-    out.push({ replica: Math.floor(k / microbatches), mb: k % microbatches, start, size, feeds: shardFeeds, bindings: b, scale: size / batch });
+    out.push({
+      replica: Math.floor(k / microbatches),
+      mb: k % microbatches,
+      start,
+      size,
+      feeds: shardFeeds,
+      bindings: b,
+      scale: size / batch,
+    });
     start += size;
   }
   return out;
@@ -115,7 +141,11 @@ export function referenceStep(
   params: TensorMap,
   options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[] } = {},
 ): ReferenceStepResult {
-  const fn = valueAndGrad(graph, { loss: options.loss ?? 'loss', ...(options.wrt ? { wrt: options.wrt } : {}), onWarning: () => {} });
+  const fn = valueAndGrad(graph, {
+    loss: options.loss ?? 'loss',
+    ...(options.wrt ? { wrt: options.wrt } : {}),
+    onWarning: () => {},
+  });
   const shards = splitBatch(graph, feeds, options);
   const microbatches = options.microbatches ?? 1;
   let loss = 0;

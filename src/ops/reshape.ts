@@ -42,7 +42,8 @@ export function resolveReshape(from: Shape, to: Shape): Dim[] {
     else if (!Number.isInteger(d) || d < 0) throw reshapeError(from, to, `bad dimension ${d}`);
   }
   for (const d of from) if (typeof d === 'string') symbolic = true;
-  if (symbolic && symbolsOf(from) !== symbolsOf(to)) throw reshapeError(from, to, 'symbolic dimensions differ');
+  if (symbolic && symbolsOf(from) !== symbolsOf(to))
+    throw reshapeError(from, to, 'symbolic dimensions differ');
   if (inferred > 1) throw reshapeError(from, to, 'more than one -1');
   const total = knownProduct(from);
   const rest = knownProduct(to);

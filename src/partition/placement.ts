@@ -1,5 +1,5 @@
-import { InputError } from '../errors.ts';
 import type { GradPlan } from '../autodiff/plan.ts';
+import { InputError } from '../errors.ts';
 import type { Graph, Node } from '../graph/graph.ts';
 import type { TypeInfo } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
@@ -14,7 +14,12 @@ import { bytesPerElement } from '../tensor/tensor.ts';
  *   bytes crossing workers and keeps every worker within the imbalance bound.
  */
 export type PlacementStrategy = 'per-node' | 'stages' | 'manual' | 'min-comm';
-export const PLACEMENT_STRATEGIES: readonly PlacementStrategy[] = ['per-node', 'stages', 'manual', 'min-comm'];
+export const PLACEMENT_STRATEGIES: readonly PlacementStrategy[] = [
+  'per-node',
+  'stages',
+  'manual',
+  'min-comm',
+];
 
 export interface Placement {
   /** Worker (within one replica's group) of each node; -1 for consts (inlined) and nodes never computed. */
@@ -32,7 +37,8 @@ interface PlaceOptions {
   imbalance: number;
 }
 
-const concrete = (shape: Shape, batch: number): number[] => shape.map((d) => (typeof d === 'number' ? d : batch));
+const concrete = (shape: Shape, batch: number): number[] =>
+  shape.map((d) => (typeof d === 'number' ? d : batch));
 
 export function placeNodes(
   graph: Graph,
@@ -53,8 +59,12 @@ export function placeNodes(
     computed.push(node);
     if (node.inputs.length > 0 || !['input', 'param'].includes(node.op)) {
       const def = getOp(node.op);
-      const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: concrete(graph.nodes[i]!.shape, batchSize), dtype: graph.nodes[i]!.dtype }));
-      const flops = def.flops?.(infos, { shape, dtype: node.dtype }, node.attrs) ?? shape.reduce((p, d) => p * d, 1);
+      const infos: TypeInfo[] = node.inputs.map((i) => ({
+        shape: concrete(graph.nodes[i]!.shape, batchSize),
+        dtype: graph.nodes[i]!.dtype,
+      }));
+      const flops =
+        def.flops?.(infos, { shape, dtype: node.dtype }, node.attrs) ?? shape.reduce((p, d) => p * d, 1);
       // A backward costs about twice the forward where a gradient flows.
       cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
     }
@@ -79,16 +89,24 @@ export function placeNodes(
       refine(graph, computed, consumers, cost, bytes, workers, options.imbalance, worker);
       break;
     default:
-      throw new InputError(`compile: unknown placement '${String(options.strategy)}' (expected one of per-node, stages, manual, min-comm)`, {
-        expected: ['per-node', 'stages', 'manual', 'min-comm'],
-        found: options.strategy,
-      });
+      throw new InputError(
+        `compile: unknown placement '${String(options.strategy)}' (expected one of per-node, stages, manual, min-comm)`,
+        {
+          expected: ['per-node', 'stages', 'manual', 'min-comm'],
+          found: options.strategy,
+        },
+      );
   }
   return { worker, cost, bytes };
 }
 
 /** Cuts the topological order into `workers` contiguous runs of about equal cost. */
-function balancedStages(computed: readonly Node[], cost: Float64Array, workers: number, worker: Int32Array): void {
+function balancedStages(
+  computed: readonly Node[],
+  cost: Float64Array,
+  workers: number,
+  worker: Int32Array,
+): void {
   const ops = computed.filter((node) => node.op !== 'input' && node.op !== 'param');
   let total = 0;
   for (const node of ops) total += cost[node.id]!;
@@ -125,11 +143,14 @@ function manualStages(
   for (const node of computed) {
     if (node.stage === undefined) continue;
     if (node.stage >= workers) {
-      throw new InputError(`compile: node ${node.name ?? `%${node.id}`} is annotated for stage ${node.stage}, but the plan has ${workers} stages`, {
-        node: node.name ?? node.id,
-        expected: `stage < ${workers}`,
-        found: node.stage,
-      });
+      throw new InputError(
+        `compile: node ${node.name ?? `%${node.id}`} is annotated for stage ${node.stage}, but the plan has ${workers} stages`,
+        {
+          node: node.name ?? node.id,
+          expected: `stage < ${workers}`,
+          found: node.stage,
+        },
+      );
     }
     worker[node.id] = node.stage;
   }

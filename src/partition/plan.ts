@@ -1,9 +1,8 @@
+import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import type { Graph, NodeRef } from '../graph/graph.ts';
-import { type GradPlan, planGradient } from '../autodiff/plan.ts';
-import { edgeCarriesGrad } from '../autodiff/plan.ts';
 import { getOp } from '../ops/registry.ts';
-import { placeNodes, type PlacementStrategy } from './placement.ts';
+import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 export interface CompileOptions {
   /** How many workers (threads) the plan spreads over. */
@@ -77,19 +76,28 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const workers = options.workers;
   const replicas = options.replicas ?? 1;
   if (!Number.isInteger(workers) || workers < 1) {
-    throw new InputError(`compile: expected workers >= 1, found ${workers}`, { expected: '>= 1', found: workers });
+    throw new InputError(`compile: expected workers >= 1, found ${workers}`, {
+      expected: '>= 1',
+      found: workers,
+    });
   }
   if (!Number.isInteger(replicas) || replicas < 1) {
-    throw new InputError(`compile: expected replicas >= 1, found ${replicas}`, { expected: '>= 1', found: replicas });
+    throw new InputError(`compile: expected replicas >= 1, found ${replicas}`, {
+      expected: '>= 1',
+      found: replicas,
+    });
   }
   const lossRef = options.loss ?? 'loss';
   const loss = graph.node(lossRef);
   if (loss.shape.length !== 0) {
-    throw new InputError(`compile: the loss ${loss.name ?? `%${loss.id}`} must be a scalar, found shape [${loss.shape.join(',')}]`, {
-      node: loss.name ?? loss.id,
-      expected: [],
-      found: loss.shape,
-    });
+    throw new InputError(
+      `compile: the loss ${loss.name ?? `%${loss.id}`} must be a scalar, found shape [${loss.shape.join(',')}]`,
+      {
+        node: loss.name ?? loss.id,
+        expected: [],
+        found: loss.shape,
+      },
+    );
   }
   const wrt = options.wrt ?? graph.params();
   const grad = planGradient(graph, loss.id, wrt);
@@ -98,7 +106,10 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const group = Math.max(1, Math.floor(workers / replicas));
   const stages = strategy === 'stages' || strategy === 'manual' ? (options.stages ?? group) : group;
   if (!Number.isInteger(stages) || stages < 1) {
-    throw new InputError(`compile: expected stages >= 1, found ${stages}`, { expected: '>= 1', found: stages });
+    throw new InputError(`compile: expected stages >= 1, found ${stages}`, {
+      expected: '>= 1',
+      found: stages,
+    });
   }
   const base = placeNodes(graph, grad, consumers, {
     strategy,
@@ -124,7 +135,15 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     for (let id = 0; id < graph.size; id++) {
       for (const [c, slot] of consumers[id]!) {
         if (p[id]! >= 0 && p[id] !== p[c]) {
-          crossEdges.push({ replica: r, from: id, to: c, slot, fromWorker: p[id]!, toWorker: p[c]!, bytes: base.bytes[id]! });
+          crossEdges.push({
+            replica: r,
+            from: id,
+            to: c,
+            slot,
+            fromWorker: p[id]!,
+            toWorker: p[c]!,
+            bytes: base.bytes[id]!,
+          });
         }
       }
     }
@@ -159,7 +178,7 @@ function consumerLists(graph: Graph, forward: Uint8Array): [number, number][][] 
   const lists: [number, number][][] = Array.from({ length: graph.size }, () => []);
   for (const node of graph.nodes) {
     if (forward[node.id] === 0) continue;
-    node.inputs.forEach((input, slot) => lists[input]!.push([node.id, slot]));
+    for (const [slot, input] of node.inputs.entries()) lists[input]!.push([node.id, slot]);
   }
   return lists;
 }
@@ -168,5 +187,9 @@ function consumerLists(graph: Graph, forward: Uint8Array): [number, number][][] 
 export function edgeGradient(plan: Plan, consumer: number, slot: number): boolean {
   const node = plan.graph.nodes[consumer]!;
   const input = node.inputs[slot]!;
-  return plan.grad.needsGrad[consumer] === 1 && plan.grad.needsGrad[input] === 1 && edgeCarriesGrad(getOp(node.op), slot);
+  return (
+    plan.grad.needsGrad[consumer] === 1 &&
+    plan.grad.needsGrad[input] === 1 &&
+    edgeCarriesGrad(getOp(node.op), slot)
+  );
 }

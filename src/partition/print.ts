@@ -1,8 +1,14 @@
 import { label } from '../graph/graph.ts';
 import type { Plan } from './plan.ts';
 
-const fmtBytes = (b: number) => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
-const fmtFlops = (f: number) => (f >= 1e9 ? `${(f / 1e9).toFixed(2)} GFLOP` : f >= 1e6 ? `${(f / 1e6).toFixed(2)} MFLOP` : `${Math.round(f)} FLOP`);
+const fmtBytes = (b: number) =>
+  b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`;
+const fmtFlops = (f: number) =>
+  f >= 1e9
+    ? `${(f / 1e9).toFixed(2)} GFLOP`
+    : f >= 1e6
+      ? `${(f / 1e6).toFixed(2)} MFLOP`
+      : `${Math.round(f)} FLOP`;
 
 /**
  * A plan as text: per worker, its nodes, parameters and estimated load; then the edges that cross
@@ -27,15 +33,21 @@ export function printPlan(plan: Plan, options: { maxEdges?: number } = {}): stri
       perReplica.push(count);
     }
     const nodes = perReplica.map((c, r) => (plan.replicas > 1 ? `r${r}: ${c}` : `${c}`)).join(', ');
-    lines.push(`  worker ${w}: nodes ${nodes}; params [${params.join(', ')}]; load ${fmtFlops(plan.load[w]!)}`);
+    lines.push(
+      `  worker ${w}: nodes ${nodes}; params [${params.join(', ')}]; load ${fmtFlops(plan.load[w]!)}`,
+    );
   }
   const total = plan.crossEdges.reduce((s, e) => s + e.bytes, 0);
-  lines.push(`cross-worker edges: ${plan.crossEdges.length} (${fmtBytes(total)} of activations per step at the estimate batch size)`);
+  lines.push(
+    `cross-worker edges: ${plan.crossEdges.length} (${fmtBytes(total)} of activations per step at the estimate batch size)`,
+  );
   const max = options.maxEdges ?? 20;
   for (const e of plan.crossEdges.slice(0, max)) {
     const from = graph.nodes[e.from]!;
     const to = graph.nodes[e.to]!;
-    lines.push(`  r${e.replica} ${label(from)} (${from.op}) w${e.fromWorker} -> ${label(to)}:${e.slot} (${to.op}) w${e.toWorker}  ${fmtBytes(e.bytes)}`);
+    lines.push(
+      `  r${e.replica} ${label(from)} (${from.op}) w${e.fromWorker} -> ${label(to)}:${e.slot} (${to.op}) w${e.toWorker}  ${fmtBytes(e.bytes)}`,
+    );
   }
   if (plan.crossEdges.length > max) lines.push(`  ... ${plan.crossEdges.length - max} more`);
   return lines.join('\n');

@@ -169,13 +169,13 @@ export class InProcessCluster implements Cluster {
   }
 
   async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
-    this.hosts.forEach((h, w) =>
-      h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w)),
-    );
+    for (const [w, h] of this.hosts.entries()) {
+      h.setFailpoints(failpoints.filter((f) => f.worker === undefined || f.worker === w));
+    }
   }
 
   async setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void> {
-    this.hosts.forEach((h, w) => h.setSchedule(actions?.[w] ?? null));
+    for (const [w, h] of this.hosts.entries()) h.setSchedule(actions?.[w] ?? null);
   }
 
   async setOptimizer(spec: OptimizerSpec | null): Promise<void> {

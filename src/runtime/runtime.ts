@@ -321,7 +321,8 @@ export class Runtime {
         const bad = Object.entries(sums)
           .filter(([, v]) => !Number.isFinite(v))
           .map(([k]) => k);
-        const named = bad.length > 8 ? `${bad.slice(0, 8).join(', ')} and ${bad.length - 8} more` : bad.join(', ');
+        const named =
+          bad.length > 8 ? `${bad.slice(0, 8).join(', ')} and ${bad.length - 8} more` : bad.join(', ');
         throw new NonFiniteError(
           `step ${state.step}: non-finite gradient in ${named} (global norm ${gradNorm}); nonFinite: 'skip' skips such steps`,
           {

@@ -5,4 +5,5 @@
 // the reference engine and the workers still compute the same bits.
 import { installWasmKernels } from './wasm/index.ts';
 
-export const KERNELS: 'wasm' | 'ts' = process.env['BACKFLOW_KERNELS'] !== 'ts' && installWasmKernels() ? 'wasm' : 'ts';
+export const KERNELS: 'wasm' | 'ts' =
+  process.env['BACKFLOW_KERNELS'] !== 'ts' && installWasmKernels() ? 'wasm' : 'ts';

@@ -45,18 +45,24 @@ export class Tensor {
     this.shape = shape;
     this.data = data;
     if (!(data instanceof (dtype === 'float32' ? Float32Array : Float64Array))) {
-      throw new DTypeError(`Tensor: a ${dtype} tensor needs a ${dtype === 'float32' ? 'Float32Array' : 'Float64Array'}, found ${data.constructor.name}`, {
-        expected: dtype,
-        found: data.constructor.name,
-      });
+      throw new DTypeError(
+        `Tensor: a ${dtype} tensor needs a ${dtype === 'float32' ? 'Float32Array' : 'Float64Array'}, found ${data.constructor.name}`,
+        {
+          expected: dtype,
+          found: data.constructor.name,
+        },
+      );
     }
     // Whole-buffer ownership is checked where a buffer is transferred (the codec): reading
     // `data.buffer` here would make V8 move every small on-heap typed array off the heap.
     if (data.byteOffset !== 0) {
-      throw new ShapeError('Tensor: storage must own its whole buffer (Note [owned storage]), found a view at an offset', {
-        expected: 0,
-        found: data.byteOffset,
-      });
+      throw new ShapeError(
+        'Tensor: storage must own its whole buffer (Note [owned storage]), found a view at an offset',
+        {
+          expected: 0,
+          found: data.byteOffset,
+        },
+      );
     }
     const expected = sizeOf(shape);
     if (data.length !== expected) {

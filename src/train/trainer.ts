@@ -1,4 +1,4 @@
-import type { Batches, Dataset } from '../data/dataset.ts';
+import type { Batches, DataCursor, Dataset } from '../data/dataset.ts';
 import { InputError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
@@ -47,9 +47,9 @@ export interface History {
 
 export interface FitCallbacks {
   /** After each step; return 'stop' to end training. */
-  onStep?(record: StepRecord): void | 'stop';
+  onStep?(record: StepRecord): 'stop' | undefined;
   /** After each epoch (and its evaluation); return 'stop' to end training. */
-  onEpoch?(record: EpochRecord): void | 'stop';
+  onEpoch?(record: EpochRecord): 'stop' | undefined;
 }
 
 export interface FitOptions {
@@ -127,7 +127,7 @@ export class Trainer {
     const runtime = await this.start();
     const x = this.options.x ?? 'x';
     const y = this.options.y ?? 'y';
-    let cursor;
+    let cursor: DataCursor | undefined;
     if (
       options.resume &&
       options.checkpointDir !== undefined &&

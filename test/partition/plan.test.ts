@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { printPlan } from '../../src/partition/print.ts';
-import { InputError } from '../../src/errors.ts';
 import { mlp } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
 
@@ -35,7 +35,9 @@ describe('compile', () => {
   it('stages are contiguous in topological order and balanced by estimated cost', () => {
     const { graph } = randomGraph(3, 60);
     const plan = compile(graph, { workers: 3, placement: 'stages' });
-    const ops = graph.nodes.filter((n) => plan.placement[0]![n.id]! >= 0 && !['input', 'param', 'const'].includes(n.op));
+    const ops = graph.nodes.filter(
+      (n) => plan.placement[0]![n.id]! >= 0 && !['input', 'param', 'const'].includes(n.op),
+    );
     const workers = ops.map((n) => plan.placement[0]![n.id]!);
     for (let i = 1; i < workers.length; i++) expect(workers[i]!).toBeGreaterThanOrEqual(workers[i - 1]!);
     expect(new Set(workers).size).toBe(3);
@@ -50,7 +52,8 @@ describe('compile', () => {
       expect(bytes(minComm)).toBeLessThanOrEqual(bytes(stages));
       const total = minComm.load.reduce((a, b) => a + b, 0);
       const maxStages = Math.max(...stages.load);
-      for (const l of minComm.load) expect(l).toBeLessThanOrEqual(Math.max(maxStages, (total / 4) * 1.2) + 1e-6);
+      for (const l of minComm.load)
+        expect(l).toBeLessThanOrEqual(Math.max(maxStages, (total / 4) * 1.2) + 1e-6);
     }
   });
 
@@ -88,7 +91,9 @@ describe('compile', () => {
   it('rejects bad options with what was expected', () => {
     const { graph } = mlp();
     expect(() => compile(graph, { workers: 0 })).toThrow(InputError);
-    expect(() => compile(graph, { workers: 2, placement: 'nope' as never })).toThrow(/unknown placement 'nope'/);
+    expect(() => compile(graph, { workers: 2, placement: 'nope' as never })).toThrow(
+      /unknown placement 'nope'/,
+    );
     expect(() => compile(graph, { workers: 2, replicas: 0 })).toThrow(/replicas >= 1/);
   });
 });

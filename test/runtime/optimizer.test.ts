@@ -9,7 +9,12 @@ import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
 import { mlp } from '../support/models.ts';
 
 /** The reference training loop: reference gradients, clipping, the same optimizer on this thread. */
-function referenceTraining(spec: OptimizerSpec, steps: number, clipNorm: number | undefined, options: { replicas: number; microbatches: number }) {
+function referenceTraining(
+  spec: OptimizerSpec,
+  steps: number,
+  clipNorm: number | undefined,
+  options: { replicas: number; microbatches: number },
+) {
   const model = mlp();
   const params = Object.fromEntries(Object.entries(model.params).map(([k, v]) => [k, cast(v)]));
   const run = new OptimizerRun(makeOptimizer(spec));
@@ -23,12 +28,24 @@ function referenceTraining(spec: OptimizerSpec, steps: number, clipNorm: number 
 }
 
 describe('optimizer on the workers', () => {
-  for (const spec of [{ name: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true }, { name: 'adam', lr: 0.01 }, { name: 'adamw', lr: 0.01 }] as OptimizerSpec[]) {
+  for (const spec of [
+    { name: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true },
+    { name: 'adam', lr: 0.01 },
+    { name: 'adamw', lr: 0.01 },
+  ] as OptimizerSpec[]) {
     it(`${spec.name}: losses and parameters bitwise equal to the reference loop, with clipping, 2 replicas`, async () => {
       const model = mlp();
       const options = { replicas: 2, microbatches: 2 };
       const ref = referenceTraining(spec, 4, 0.5, options);
-      const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 4, placement: 'stages', ...options, params: model.params, optimizer: spec, clipNorm: 0.5 });
+      const rt = await createRuntime(model.graph, {
+        mode: 'in-process',
+        workers: 4,
+        placement: 'stages',
+        ...options,
+        params: model.params,
+        optimizer: spec,
+        clipNorm: 0.5,
+      });
       try {
         for (let s = 0; s < 4; s++) {
           const out = await rt.step(model.feeds(24, s));
@@ -53,7 +70,13 @@ describe('optimizer on the workers', () => {
     const poisoned: Record<string, Tensor> = { ...feeds, x: cast(feeds.x!) };
     poisoned.x!.data[3] = Number.NaN;
     for (const nonFinite of ['error', 'skip'] as const) {
-      const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 2, params: model.params, optimizer: { name: 'sgd', lr: 0.1 }, nonFinite });
+      const rt = await createRuntime(model.graph, {
+        mode: 'in-process',
+        workers: 2,
+        params: model.params,
+        optimizer: { name: 'sgd', lr: 0.1 },
+        nonFinite,
+      });
       try {
         if (nonFinite === 'error') await expect(rt.step(poisoned)).rejects.toThrow(NonFiniteError);
         else expect((await rt.step(poisoned)).skipped).toBe(true);

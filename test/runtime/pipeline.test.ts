@@ -17,7 +17,15 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
         const feeds = model.feeds(16);
         let runtime: Awaited<ReturnType<typeof createRuntime>>;
         try {
-          runtime = await createRuntime(model.graph, { mode: 'in-process', workers: p, schedule: kind, chunks, microbatches, params: model.params, stepTimeoutMs: 5000 });
+          runtime = await createRuntime(model.graph, {
+            mode: 'in-process',
+            workers: p,
+            schedule: kind,
+            chunks,
+            microbatches,
+            params: model.params,
+            stepTimeoutMs: 5000,
+          });
         } catch (err) {
           // Refused before any worker started: only configurations the schedule's rules exclude.
           expect(err).toBeInstanceOf(ScheduleError);
@@ -30,7 +38,8 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
           const ref = referenceStep(model.graph, feeds, model.params, { microbatches });
           const out = await runtime.step(feeds);
           expect(out.loss).toBe(ref.loss);
-          for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+          for (const [name, g] of Object.entries(ref.grads))
+            expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
           expect(runtime.plan.stages).toBe(p * chunks);
         } finally {
           await runtime.close();
@@ -44,14 +53,21 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
     const feeds = tied.feeds(16);
     const ref = referenceStep(tied.graph, feeds, tied.params, { microbatches: 4 });
     for (const schedule of ['1f1b', 'zb-h1'] as const) {
-      const rt = await createRuntime(tied.graph, { mode: 'in-process', workers: p, schedule, microbatches: 4, params: tied.params });
+      const rt = await createRuntime(tied.graph, {
+        mode: 'in-process',
+        workers: p,
+        schedule,
+        microbatches: 4,
+        params: tied.params,
+      });
       try {
         const table = tied.graph.node('embedding').id;
         expect(rt.plan.placement[0]![table]).toBe(0);
         const consumers = rt.plan.consumers[table]!.map(([c]) => rt.plan.stageOf[c]);
         expect(new Set(consumers)).toEqual(new Set([0, p - 1]));
         const out = await rt.step(feeds);
-        for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        for (const [name, g] of Object.entries(ref.grads))
+          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
       } finally {
         await rt.close();
       }
@@ -67,6 +83,14 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
       [F(0, 0), B(0, 0)],
       [B(1, 0), F(1, 0)],
     ];
-    await expect(createRuntime(model2.graph, { mode: 'in-process', workers: 2, schedule, microbatches: 1, params: model2.params })).rejects.toThrow(ScheduleError);
+    await expect(
+      createRuntime(model2.graph, {
+        mode: 'in-process',
+        workers: 2,
+        schedule,
+        microbatches: 1,
+        params: model2.params,
+      }),
+    ).rejects.toThrow(ScheduleError);
   });
 });

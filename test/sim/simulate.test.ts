@@ -9,26 +9,47 @@ describe('simulator: closed forms', () => {
       it(`GPipe and 1F1B, p=${p}, m=${m}: idle fraction (p-1)/(m+p-1)`, () => {
         // 1F1B needs m >= p (its rules refuse the rest before anything runs).
         for (const schedule of m >= p ? (['gpipe', '1f1b'] as const) : (['gpipe'] as const)) {
-          const r = simulatePipeline({ schedule, workers: p, microbatches: m, costs: { forward: 1, backward: 2 } });
+          const r = simulatePipeline({
+            schedule,
+            workers: p,
+            microbatches: m,
+            costs: { forward: 1, backward: 2 },
+          });
           expect(r.makespan).toBe((m + p - 1) * 3);
           expect(r.idleFraction).toBeCloseTo((p - 1) / (m + p - 1), 12);
           expect(r.bubbleVsIdeal).toBeCloseTo((p - 1) / m, 12);
           const peak = r.peakInFlight.map((perStage) => Math.max(...perStage));
           if (schedule === 'gpipe') expect(peak).toEqual(new Array(p).fill(m));
-          else peak.forEach((v, s) => expect(v).toBeLessThanOrEqual(p - s));
+          else for (const [s, v] of peak.entries()) expect(v).toBeLessThanOrEqual(p - s);
         }
       });
 
       it(`interleaved 1F1B, p=${p}, m=${m}, v=2: bubble (p-1)/(v*m) relative to ideal`, () => {
         if (m % p !== 0) return;
-        const r = simulatePipeline({ schedule: 'interleaved-1f1b', workers: p, microbatches: m, chunks: 2, costs: { forward: 1, backward: 2 } });
+        const r = simulatePipeline({
+          schedule: 'interleaved-1f1b',
+          workers: p,
+          microbatches: m,
+          chunks: 2,
+          costs: { forward: 1, backward: 2 },
+        });
         expect(r.bubbleVsIdeal).toBeCloseTo((p - 1) / (2 * m), 12);
       });
 
       it(`ZB-H1, p=${p}, m=${m}: a smaller bubble than 1F1B`, () => {
         if (m < p) return;
-        const zb = simulatePipeline({ schedule: 'zb-h1', workers: p, microbatches: m, costs: { forward: 1, backward: 2, input: 1, weight: 1 } });
-        const ofob = simulatePipeline({ schedule: '1f1b', workers: p, microbatches: m, costs: { forward: 1, backward: 2 } });
+        const zb = simulatePipeline({
+          schedule: 'zb-h1',
+          workers: p,
+          microbatches: m,
+          costs: { forward: 1, backward: 2, input: 1, weight: 1 },
+        });
+        const ofob = simulatePipeline({
+          schedule: '1f1b',
+          workers: p,
+          microbatches: m,
+          costs: { forward: 1, backward: 2 },
+        });
         expect(zb.bubbleVsIdeal).toBeCloseTo((p - 1) / (3 * m), 12);
         expect(zb.bubbleVsIdeal).toBeLessThan(ofob.bubbleVsIdeal);
       });
@@ -36,15 +57,31 @@ describe('simulator: closed forms', () => {
   }
 
   it('fewer cores than workers stretch the step', () => {
-    const free = simulatePipeline({ schedule: 'gpipe', workers: 4, microbatches: 8, costs: { forward: 1, backward: 2 } });
-    const two = simulatePipeline({ schedule: 'gpipe', workers: 4, microbatches: 8, costs: { forward: 1, backward: 2 }, cores: 2 });
+    const free = simulatePipeline({
+      schedule: 'gpipe',
+      workers: 4,
+      microbatches: 8,
+      costs: { forward: 1, backward: 2 },
+    });
+    const two = simulatePipeline({
+      schedule: 'gpipe',
+      workers: 4,
+      microbatches: 8,
+      costs: { forward: 1, backward: 2 },
+      cores: 2,
+    });
     expect(two.makespan).toBeGreaterThan(free.makespan);
     // Two cores can do at most two units of work per unit of time.
     expect(two.makespan).toBeGreaterThanOrEqual((4 * 8 * 3) / 2);
   });
 
   it('communication delays add to the step', () => {
-    const r = simulatePipeline({ schedule: '1f1b', workers: 4, microbatches: 8, costs: { forward: 1, backward: 2, latencyMs: 0.5 } });
+    const r = simulatePipeline({
+      schedule: '1f1b',
+      workers: 4,
+      microbatches: 8,
+      costs: { forward: 1, backward: 2, latencyMs: 0.5 },
+    });
     expect(r.makespan).toBeGreaterThan(33);
     expect(r.trace.flows.length).toBeGreaterThan(0);
   });

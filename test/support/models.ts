@@ -16,8 +16,12 @@ export function mlp(): Model {
   const b = new GraphBuilder();
   const x = b.input('x', ['B', 4]);
   const y = b.input('y', ['B']);
-  const h1 = b.tanh(b.add(b.matmul(x, b.param('w1', [4, 16])), b.param('b1', [16], { init: { kind: 'normal', std: 0.1 } })));
-  const h2 = b.gelu(b.add(b.matmul(h1, b.param('w2', [16, 8])), b.param('b2', [8], { init: { kind: 'normal', std: 0.1 } })));
+  const h1 = b.tanh(
+    b.add(b.matmul(x, b.param('w1', [4, 16])), b.param('b1', [16], { init: { kind: 'normal', std: 0.1 } })),
+  );
+  const h2 = b.gelu(
+    b.add(b.matmul(h1, b.param('w2', [16, 8])), b.param('b2', [8], { init: { kind: 'normal', std: 0.1 } })),
+  );
   const logits = b.add(b.matmul(h2, b.param('w3', [8, 3])), b.param('b3', [3], { init: { kind: 'zeros' } }));
   b.output('loss', b.softmaxCrossEntropy(logits, y));
   const graph = b.build();
@@ -60,7 +64,13 @@ export function deepMlp(layers = 8): Model {
   const x = b.input('x', ['B', 8]);
   const y = b.input('y', ['B']);
   let h = x;
-  for (let i = 0; i < layers; i++) h = b.tanh(b.add(b.matmul(h, b.param(`w${i}`, [8, 8])), b.param(`b${i}`, [8], { init: { kind: 'normal', std: 0.1 } })));
+  for (let i = 0; i < layers; i++)
+    h = b.tanh(
+      b.add(
+        b.matmul(h, b.param(`w${i}`, [8, 8])),
+        b.param(`b${i}`, [8], { init: { kind: 'normal', std: 0.1 } }),
+      ),
+    );
   b.output('loss', b.softmaxCrossEntropy(b.matmul(h, b.param('out', [8, 4])), y));
   const graph = b.build();
   return {
@@ -88,7 +98,10 @@ export function tiedDeep(layers = 6): Model {
     params: initParams(graph, 3),
     feeds: (batch, seed = 6) => {
       const rng = new Rng(seed);
-      return { ids: tensor(Array.from({ length: batch }, () => rng.int(10))), y: tensor(Array.from({ length: batch }, () => rng.int(10))) };
+      return {
+        ids: tensor(Array.from({ length: batch }, () => rng.int(10))),
+        y: tensor(Array.from({ length: batch }, () => rng.int(10))),
+      };
     },
   };
 }

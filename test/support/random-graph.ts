@@ -40,10 +40,13 @@ export function randomGraph(seed: number, size = 12, paramCount = 3): RandomGrap
   const rng = new Rng(seed);
   const b = new GraphBuilder();
   const x = b.input('x', ['B', WIDTH]);
-  const params = Array.from({ length: paramCount }, (_, i) => b.param(`p${i}`, [WIDTH, WIDTH], { init: { kind: 'normal', std: 0.5 } }));
+  const params = Array.from({ length: paramCount }, (_, i) =>
+    b.param(`p${i}`, [WIDTH, WIDTH], { init: { kind: 'normal', std: 0.5 } }),
+  );
   const values: Node[] = [x];
   // Recent values are picked more often, so chains get deep; old ones make long skip edges.
-  const pick = () => values[values.length - 1 - Math.min(values.length - 1, Math.floor(rng.next() ** 2 * values.length))]!;
+  const pick = () =>
+    values[values.length - 1 - Math.min(values.length - 1, Math.floor(rng.next() ** 2 * values.length))]!;
   const param = () => params[rng.int(params.length)]!;
   for (let i = 0; i < size; i++) values.push(steps[rng.int(steps.length)]!(b, pick, param));
   // Make every parameter count: each adds a term to the loss through the last value.

@@ -15,7 +15,10 @@ describe('kernel choice', () => {
   });
 
   it('falls back to the TypeScript kernels (BACKFLOW_KERNELS=ts), workers included, still bitwise equal to the reference', async () => {
-    const { stdout } = await exec(tsx, [fixture], { env: { ...process.env, BACKFLOW_KERNELS: 'ts' }, timeout: 60_000 });
+    const { stdout } = await exec(tsx, [fixture], {
+      env: { ...process.env, BACKFLOW_KERNELS: 'ts' },
+      timeout: 60_000,
+    });
     expect(JSON.parse(stdout)).toEqual({ kernels: 'ts', equal: true });
   });
 });
