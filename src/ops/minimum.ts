@@ -1,17 +1,2 @@
-import { binaryOp } from './rules.ts';
-
-// Where the operands tie, the gradient is split evenly between them (as PyTorch does).
-export const minimum = binaryOp({
-  name: 'minimum',
-  kind: 'minimum',
-  saves: { inputs: 'all', output: false },
-  vjp: (o, { g, input, needs }) => {
-    const a = input(0);
-    const b = input(1);
-    const half = o.mul(o.equal(a, b), 0.5);
-    return [
-      needs[0] ? o.mul(g, o.add(o.greater(b, a), half)) : null,
-      needs[1] ? o.mul(g, o.add(o.greater(a, b), half)) : null,
-    ];
-  },
-});
+// minimum shares its rule with maximum (./maximum.ts), where both are defined.
+export { minimum } from './maximum.ts';
