@@ -12,12 +12,15 @@ import {
   type Suite,
   tableHeader,
 } from './harness.ts';
+import { actorsSuite } from './suites/actors.ts';
 import { graphSuite } from './suites/graph.ts';
 import { matmulSuite } from './suites/matmul.ts';
+import { pipelineSuite } from './suites/pipeline.ts';
 import { simSuite } from './suites/sim.ts';
+import { trainSuite } from './suites/train.ts';
 
 // The registry: add a suite by importing it above and listing it here.
-const SUITES: readonly Suite[] = [matmulSuite, graphSuite, simSuite];
+const SUITES: readonly Suite[] = [matmulSuite, graphSuite, simSuite, actorsSuite, pipelineSuite, trainSuite];
 
 interface Args {
   names: string[];

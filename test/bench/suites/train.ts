@@ -1,0 +1,191 @@
+/**
+ * Training throughput (issue 5): the MLP 784-256-128-10 (relu) on MNIST digits, batch 128, SGD with
+ * lr 0.1, in samples per second, for
+ *
+ * - `1-worker`: one worker thread, the optimizer on it;
+ * - `2-workers-data-parallel`: 2 worker threads, 2 replicas of 64 examples each;
+ * - `2-stage-pipeline`: 2 worker threads as 2 stages, 1F1B over 4 microbatches of 32;
+ * - `tfjs-wasm`: TensorFlow.js 4.22 on its WebAssembly backend (wasm files from node_modules, no
+ *   network), the same MLP trained by its stock `optimizer.minimize`, in this thread.
+ *
+ * Every engine trains on the same batches (a seeded order over 2,048 digits), all four in turn in
+ * rounds of 10 steps (1 warm-up round, then 6: 60 timed steps each); `samples_per_s` is 128 over the
+ * median step, `ratio_vs_tfjs_wasm` ours over tfjs's. Issue 5's target: data-parallel on 2 workers
+ * at least as fast as tfjs-wasm.
+ */
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import type * as TF from '@tensorflow/tfjs';
+import { loadMnist, MNIST_CLASSES, MNIST_PIXELS } from '../../../src/data/mnist.ts';
+import { initParams } from '../../../src/graph/params.ts';
+import { createRuntime, type RuntimeOptions } from '../../../src/runtime/runtime.ts';
+import type { Tensor } from '../../../src/tensor/tensor.ts';
+import { mlpClassifier } from '../../../src/train/models.ts';
+import { type BenchContext, median, round, type Suite } from '../harness.ts';
+import { resultOf } from '../rounds.ts';
+
+const BATCH = 128;
+const HIDDEN = [256, 128] as const;
+const LR = 0.1;
+/** Steps per engine per round, rounds, and untimed rounds first. */
+const ROUND = 10;
+const ROUNDS = 6;
+const WARMUP_ROUNDS = 1;
+
+interface Batch {
+  x: Tensor;
+  y: Tensor;
+}
+
+function mnistBatches(count: number): Batch[] {
+  const { train } = loadMnist({ train: count * BATCH, test: 0, seed: 0 });
+  const batches = train.batches({ batchSize: BATCH, shuffle: true, seed: 1, dropLast: true });
+  return Array.from({ length: count }, () => {
+    const b = batches.next()!;
+    return { x: b.x, y: b.y };
+  });
+}
+
+/** One training step of an engine on a batch, resolved when its loss is known. */
+type Engine = {
+  name: string;
+  workers: number | null;
+  replicas?: number;
+  step: (b: Batch) => unknown;
+  close: () => Promise<void>;
+};
+
+const CASES: readonly (readonly [string, Omit<RuntimeOptions, 'optimizer' | 'params'>])[] = [
+  ['1-worker', { workers: 1 }],
+  ['2-workers-data-parallel', { workers: 2, replicas: 2 }],
+  ['2-stage-pipeline', { workers: 2, schedule: '1f1b', microbatches: 4 }],
+];
+
+async function backflow(
+  name: string,
+  options: Omit<RuntimeOptions, 'optimizer' | 'params'>,
+): Promise<Engine> {
+  const graph = mlpClassifier({ features: MNIST_PIXELS, hidden: HIDDEN, classes: MNIST_CLASSES });
+  const runtime = await createRuntime(graph, {
+    ...options,
+    params: initParams(graph, 1),
+    optimizer: { name: 'sgd', lr: LR },
+  });
+  return {
+    name,
+    workers: options.workers,
+    ...(options.replicas !== undefined ? { replicas: options.replicas } : {}),
+    step: (b) => runtime.step({ x: b.x, y: b.y }),
+    close: () => runtime.close(),
+  };
+}
+
+/** The same MLP in TensorFlow.js on its wasm backend, trained by `optimizer.minimize`, in this thread. */
+async function tfjsWasm(batches: readonly Batch[]): Promise<Engine & { simd: boolean; threads: boolean }> {
+  // Loaded here, not at the top: the runner imports every suite, and tfjs takes a while to load.
+  // The umbrella package registers the gradients `minimize` needs (tfjs-core alone has none).
+  const tf = await import('@tensorflow/tfjs');
+  const { setWasmPaths } = await import('@tensorflow/tfjs-backend-wasm');
+  const wasm = createRequire(import.meta.url).resolve(
+    '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm',
+  );
+  setWasmPaths(`${dirname(wasm)}/`);
+  if (!(await tf.setBackend('wasm'))) throw new Error('train bench: the tfjs wasm backend did not start');
+  await tf.ready();
+  const sizes = [MNIST_PIXELS, ...HIDDEN, MNIST_CLASSES];
+  const weights = sizes
+    .slice(1)
+    .map((n, i) => tf.variable(tf.randomNormal([sizes[i]!, n], 0, Math.sqrt(2 / sizes[i]!), 'float32', 1)));
+  const biases = sizes.slice(1).map((n) => tf.variable(tf.zeros([n])));
+  const optimizer = tf.train.sgd(LR);
+  const data = new Map(
+    batches.map((b) => [
+      b,
+      {
+        x: tf.tensor2d(b.x.data as Float32Array, [BATCH, MNIST_PIXELS]),
+        y: tf.oneHot(tf.tensor1d(b.y.data as Float32Array, 'int32'), MNIST_CLASSES),
+      },
+    ]),
+  );
+  return {
+    name: 'tfjs-wasm',
+    workers: null,
+    simd: tf.env().getBool('WASM_HAS_SIMD_SUPPORT'),
+    threads: tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT'),
+    step: (b) => {
+      const { x, y } = data.get(b)!;
+      const loss = optimizer.minimize(() => {
+        let h: TF.Tensor = x;
+        weights.forEach((w, i) => {
+          const z = tf.add(tf.matMul(h, w), biases[i]!);
+          h = i < weights.length - 1 ? tf.relu(z) : z;
+        });
+        return tf.losses.softmaxCrossEntropy(y, h) as TF.Scalar;
+      }, true);
+      // Reading the loss waits for the step, as our step waits for its loss.
+      loss!.dataSync();
+      loss!.dispose();
+    },
+    close: async () => {
+      for (const d of data.values()) tf.dispose([d.x, d.y]);
+      tf.dispose([...weights, ...biases]);
+      optimizer.dispose();
+    },
+  };
+}
+
+export const trainSuite: Suite = {
+  name: 'train',
+  description:
+    'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm',
+  async run(ctx: BenchContext) {
+    const batches = mnistBatches(16);
+    const engines: Engine[] = [];
+    try {
+      engines.push(await tfjsWasm(batches));
+      for (const [name, options] of CASES) engines.push(await backflow(name, options));
+      // Rounds of ROUND steps of each engine in turn, so a burst of load from other processes on
+      // the shared machine hits all of them alike.
+      const samples = engines.map(() => [] as number[]);
+      let served = 0;
+      for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
+        for (const [e, engine] of engines.entries()) {
+          for (let i = 0; i < ROUND; i++) {
+            const t = performance.now();
+            await engine.step(batches[(served + i) % batches.length]!);
+            if (round >= WARMUP_ROUNDS) samples[e]!.push(performance.now() - t);
+          }
+        }
+        served += ROUND;
+      }
+      const rate = (ms: readonly number[]) => BATCH / (median(ms) / 1000);
+      const tfjsRate = rate(samples[0]!);
+      const tfjs = engines[0] as Awaited<ReturnType<typeof tfjsWasm>>;
+      ctx.report(
+        resultOf(ctx, 'tfjs-wasm', samples[0]!, {
+          batch: BATCH,
+          simd: tfjs.simd,
+          threads: tfjs.threads,
+          samples_per_s: Math.round(tfjsRate),
+        }),
+      );
+      for (const [e, engine] of engines.entries()) {
+        if (e === 0) continue;
+        const ratio = rate(samples[e]!) / tfjsRate;
+        ctx.report(
+          resultOf(ctx, engine.name, samples[e]!, {
+            batch: BATCH,
+            workers: engine.workers!,
+            samples_per_s: Math.round(rate(samples[e]!)),
+            tfjs_wasm_samples_per_s: Math.round(tfjsRate),
+            ratio_vs_tfjs_wasm: round(ratio, 2),
+            // Issue 5's target is for data-parallel training on 2 workers.
+            ...(engine.replicas === 2 ? { target_ratio: 1, meets_target: ratio >= 1 } : {}),
+          }),
+        );
+      }
+    } finally {
+      await Promise.all(engines.map((e) => e.close()));
+    }
+  },
+};
