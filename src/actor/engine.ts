@@ -24,7 +24,19 @@ export interface ValueEngine<T> {
   item(value: T): number;
   bytes(value: T): number;
   zeros(shape: ConcreteShape, dtype: DType): T;
+  /**
+   * For engines whose values hold no numbers: a node's VJP contributions without running the VJP
+   * (Note [contributions without numbers]). Absent: the host runs the op's VJP on `ops`.
+   */
+  contributions?(node: Node, needs: readonly boolean[], bindings: Bindings): (T | null)[];
 }
+
+// Note [contributions without numbers]
+// The contribution a VJP sends to input s of a node always has input s's shape and dtype: the engine
+// sums a broadcast cotangent back to it (`runVjp`), and the real engine checks it. An engine that
+// tracks only shapes (the simulator) therefore knows every contribution of a backward without
+// running the op's VJP, which was most of the simulator's work. What stays the same: which inputs
+// get one (`needs`), how many bytes each carries, and everything the host does with them.
 
 const SHARED = Symbol('shared');
 type Marked = { [SHARED]?: true };

@@ -1,18 +1,17 @@
-import { sumCanonical } from '../autodiff/backprop.ts';
 import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
-import { edgeGradient, type Plan } from '../partition/plan.ts';
-import type { Tensor } from '../tensor/tensor.ts';
 import type { Optimizer, OptimizerCheckpoint } from '../optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec, scaled, sumOfSquares } from '../optim/spec.ts';
+import { edgeGradient, type Plan } from '../partition/plan.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
 import type { DataMessage, Report, StepStart } from './messages.ts';
-import { type Contribution, NodeActor } from './node-actor.ts';
+import { type GradientCells, gradientCells, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
-import { type HostAction, TaskQueue, type TaskPhase } from './task-queue.ts';
+import { type HostAction, type TaskPhase, TaskQueue } from './task-queue.ts';
 import { toWireError } from './wire-error.ts';
 
 export type Message<T = Tensor> = DataMessage<T>;
@@ -75,7 +74,15 @@ export class Host<T = Tensor> {
   readonly worker: number;
   readonly plan: Plan;
   readonly engine: ValueEngine<T>;
-  readonly stats: HostStats = { tasks: 0, localMessages: 0, remoteMessages: 0, copies: 0, dropped: 0, keptBytes: 0, peakKeptBytes: 0 };
+  readonly stats: HostStats = {
+    tasks: 0,
+    localMessages: 0,
+    remoteMessages: 0,
+    copies: 0,
+    dropped: 0,
+    keptBytes: 0,
+    peakKeptBytes: 0,
+  };
   /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
   private readonly actors: (NodeActor<T> | undefined)[];
   private readonly actorList: NodeActor<T>[] = [];
@@ -83,7 +90,7 @@ export class Host<T = Tensor> {
   readonly queue: TaskQueue<T>;
   private step = -1;
   private microbatches = 0;
-  private shards: ShardTable = new Map();
+  private shards: ShardTable = [];
   private early: Message<T>[] = [];
   private failed = false;
   private failpoints: Failpoint[] = [];
@@ -94,14 +101,23 @@ export class Host<T = Tensor> {
   private optimizerSteps = 0;
   private readonly pendingGrads = new Map<number, T>();
   private shadow: Map<number, { value: T; state: unknown }> | null = null;
+  /** Where every contribution goes (Note [gradient cells]). */
+  private readonly cells: GradientCells;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
-  private readonly vjpSource = new KeptSource<T>(this);
+  private readonly vjpSource: KeptSource<T>;
 
-  constructor(plan: Plan, worker: number, params: ReadonlyMap<number, T> = new Map(), options: HostOptions<T> = {}) {
+  constructor(
+    plan: Plan,
+    worker: number,
+    params: ReadonlyMap<number, T> = new Map(),
+    options: HostOptions<T> = {},
+  ) {
     this.plan = plan;
     this.worker = worker;
     this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
     const { graph, grad, placement } = plan;
+    this.cells = gradientCells(plan);
+    this.vjpSource = new KeptSource<T>(graph.nodes);
     this.actors = new Array(graph.size * plan.replicas);
     const constant = (id: number) => graph.nodes[id]!.attrs.value as T;
     for (let r = 0; r < plan.replicas; r++) {
@@ -174,10 +190,14 @@ export class Host<T = Tensor> {
     const shadow = new Map<number, { value: T; state: unknown }>();
     for (const [id, param] of this.params) {
       const grad = this.pendingGrads.get(id);
-      if (grad === undefined) throw new InputError(`host ${this.worker}: parameter %${id} has no gradient for this step`, { node: id });
+      if (grad === undefined)
+        throw new InputError(`host ${this.worker}: parameter %${id} has no gradient for this step`, {
+          node: id,
+        });
       const value = this.engine.copy(param.value) as unknown as Tensor;
       const old = this.optimizerStates.get(id);
-      const state = old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
+      const state =
+        old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
       opt.update(value, scaled(grad as unknown as Tensor, scale), state, this.optimizerSteps + 1, lr);
       shadow.set(id, { value: value as unknown as T, state });
     }
@@ -221,12 +241,16 @@ export class Host<T = Tensor> {
     const opt = this.optimizer;
     if (opt === null) throw new InputError(`host ${this.worker}: no optimizer is set`);
     if (checkpoint.name !== opt.name) {
-      throw new InputError(`optimizer state is for '${checkpoint.name}', the runtime uses '${opt.name}'`, { expected: opt.name, found: checkpoint.name });
+      throw new InputError(`optimizer state is for '${checkpoint.name}', the runtime uses '${opt.name}'`, {
+        expected: opt.name,
+        found: checkpoint.name,
+      });
     }
     this.optimizerStates.clear();
     for (const [id, param] of this.params) {
       const tensors = checkpoint.states[label(this.plan.graph.nodes[id]!)];
-      if (tensors !== undefined) this.optimizerStates.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
+      if (tensors !== undefined)
+        this.optimizerStates.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
     }
     this.optimizerSteps = checkpoint.step;
   }
@@ -242,6 +266,7 @@ export class Host<T = Tensor> {
     this.step = start.step;
     this.microbatches = start.microbatches;
     this.queue.start(start.microbatches);
+    for (const a of this.actorList) a.start(start.microbatches);
     this.shards = shardTable(start);
     const effects: HostEffect<T>[] = [];
     this.pendingGrads.clear();
@@ -252,7 +277,10 @@ export class Host<T = Tensor> {
         // Not connected to the loss: a zero gradient, so the optimizer still steps it (as the reference does).
         const node = this.plan.graph.nodes[param.node]!;
         this.pendingGrads.set(param.node, this.engine.zeros(node.shape as number[], node.dtype));
-        effects.push({ kind: 'report', report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 } });
+        effects.push({
+          kind: 'report',
+          report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 },
+        });
       }
       const remote = new Set<number>();
       for (let r = 0; r < this.plan.replicas; r++) {
@@ -263,7 +291,14 @@ export class Host<T = Tensor> {
         }
       }
       for (const w of remote) {
-        effects.push(this.remote(w, { kind: 'param', step: this.step, node: param.node, tensor: this.copy(param.value) }));
+        effects.push(
+          this.remote(w, {
+            kind: 'param',
+            step: this.step,
+            node: param.node,
+            tensor: this.copy(param.value),
+          }),
+        );
       }
     }
     const early = this.early;
@@ -277,7 +312,7 @@ export class Host<T = Tensor> {
     for (const a of this.actorList) a.reset();
     for (const p of this.params.values()) p.reset();
     this.queue.clear();
-    this.shards = new Map();
+    this.shards = [];
     this.failed = false;
     this.current = null;
     this.stats.keptBytes = 0;
@@ -296,8 +331,17 @@ export class Host<T = Tensor> {
     switch (m.kind) {
       case 'feed': {
         const actor = this.actors[this.key(m.node, m.replica)];
-        if (actor === undefined) throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
-        this.queue.ready({ phase: 'forward', node: m.node, stage: actor.stage, replica: m.replica, mb: m.mb, actor, value: m.tensor });
+        if (actor === undefined)
+          throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
+        this.queue.ready({
+          phase: 'forward',
+          node: m.node,
+          stage: actor.stage,
+          replica: m.replica,
+          mb: m.mb,
+          actor,
+          value: m.tensor,
+        });
         break;
       }
       case 'activation': {
@@ -321,7 +365,7 @@ export class Host<T = Tensor> {
         }
         break;
       case 'gradient':
-        this.receiveGradient(m.node, m.replica, m.mb, { consumer: m.consumer, slot: m.slot, value: m.tensor }, effects);
+        this.receiveGradient(m.node, m.replica, m.mb, m.consumer, m.slot, m.tensor, effects);
         break;
     }
     return effects;
@@ -332,29 +376,63 @@ export class Host<T = Tensor> {
   }
 
   private readyForward(actor: NodeActor<T>, mb: number): void {
-    this.queue.ready({ phase: 'forward', node: actor.node.id, stage: actor.stage, replica: actor.replica, mb, actor });
+    this.queue.ready({
+      phase: 'forward',
+      node: actor.node.id,
+      stage: actor.stage,
+      replica: actor.replica,
+      mb,
+      actor,
+    });
   }
 
   private readyBackward(actor: NodeActor<T>, mb: number): void {
-    this.queue.ready({ phase: 'backward', node: actor.node.id, stage: actor.stage, replica: actor.replica, mb, actor });
+    this.queue.ready({
+      phase: 'backward',
+      node: actor.node.id,
+      stage: actor.stage,
+      replica: actor.replica,
+      mb,
+      actor,
+    });
   }
 
-  private receiveGradient(node: number, replica: number, mb: number, c: Contribution<T>, effects: HostEffect<T>[]): void {
-    this.engine.share(c.value);
-    const param = this.params.get(node);
-    if (param !== undefined) {
-      const total = param.receive(this.engine.ops, replica, mb, c);
-      if (total === null) return;
-      // The parameter's gradient context closed: keep it for the optimizer here, or report it.
-      if (this.optimizer !== null) {
-        this.pendingGrads.set(node, total);
-        const sumsq = sumOfSquares(total as unknown as Tensor);
-        effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
-      } else effects.push({ kind: 'report', report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) } });
+  /** The contribution of input `slot` of `consumer` to `node`'s gradient. */
+  private receiveGradient(
+    node: number,
+    replica: number,
+    mb: number,
+    consumer: number,
+    slot: number,
+    value: T,
+    effects: HostEffect<T>[],
+  ): void {
+    this.engine.share(value);
+    const cell = this.cells.cell[this.cells.slotBase[consumer]! + slot]!;
+    // Actors first: an array index, where parameters take a map lookup.
+    const actor = this.actors[this.key(node, replica)];
+    if (actor !== undefined) {
+      if (actor.receiveGradient(mb, cell, value)) this.readyBackward(actor, mb);
       return;
     }
-    const actor = this.actor(node, replica);
-    if (actor.receiveGradient(mb, c)) this.readyBackward(actor, mb);
+    const param = this.params.get(node);
+    if (param === undefined)
+      throw new InputError(
+        `host ${this.worker}: a gradient for %${node} of replica ${replica}, which has no actor here`,
+        { node },
+      );
+    const total = param.receive(this.engine.ops, replica, mb, cell, value);
+    if (total === null) return;
+    // The parameter's gradient context closed: keep it for the optimizer here, or report it.
+    if (this.optimizer !== null) {
+      this.pendingGrads.set(node, total);
+      const sumsq = sumOfSquares(total as unknown as Tensor);
+      effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
+    } else
+      effects.push({
+        kind: 'report',
+        report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) },
+      });
   }
 
   /**
@@ -377,7 +455,10 @@ export class Host<T = Tensor> {
     try {
       if (fp !== undefined) {
         if (fp.action === 'throw') {
-          throw new FailpointError(`failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`, { phase: fp.phase });
+          throw new FailpointError(
+            `failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`,
+            { phase: fp.phase },
+          );
         }
         effects.push({ kind: 'failpoint', action: fp.action, task: info(task) });
         if (fp.action !== 'drop') return effects;
@@ -424,7 +505,7 @@ export class Host<T = Tensor> {
   }
 
   private bindings(replica: number, mb: number): Bindings {
-    return this.shards.get(replica * this.microbatches + mb)!.bindings;
+    return this.shards[replica * this.microbatches + mb]!.bindings;
   }
 
   private forward(task: Task<T>, effects: HostEffect<T>[]): void {
@@ -434,23 +515,26 @@ export class Host<T = Tensor> {
     let output: T;
     if (task.value !== undefined) output = task.value;
     else {
-      const args = actor.arguments(mb);
-      output = engine.forward(node, args, this.bindings(replica, mb));
-      actor.afterForward(mb, args, output);
+      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb));
+      actor.afterForward(mb, output);
       if (actor.runsVjp) {
-        for (const t of actor.state(mb).kept!.values()) {
-          engine.share(t);
-          this.stats.keptBytes += engine.bytes(t);
+        const kept = actor.state(mb).kept as T[];
+        for (let k = 0; k < kept.length; k++) {
+          engine.share(kept[k]!);
+          this.stats.keptBytes += engine.bytes(kept[k]!);
         }
         if (this.stats.keptBytes > this.stats.peakKeptBytes) this.stats.peakKeptBytes = this.stats.keptBytes;
       }
     }
     if (node.id === this.plan.loss) {
-      const shard = this.shards.get(replica * this.microbatches + mb)!;
-      effects.push({ kind: 'report', report: { kind: 'loss', step: this.step, mb, replica, value: engine.item(output) } });
+      const shard = this.shards[replica * this.microbatches + mb]!;
+      effects.push({
+        kind: 'report',
+        report: { kind: 'loss', step: this.step, mb, replica, value: engine.item(output) },
+      });
       if (actor.runsVjp) {
         // Note [microbatch scaling]: the seed of a shard's loss is its share of the batch.
-        actor.receiveGradient(mb, { consumer: -1, slot: 0, value: engine.ops.constant(shard.scale, node.dtype) });
+        actor.seed(mb, engine.ops.constant(shard.scale, node.dtype));
         this.readyBackward(actor, mb);
       }
       return;
@@ -459,7 +543,7 @@ export class Host<T = Tensor> {
     const edges = this.plan.consumers[node.id]!;
     let remote: number[] | null = null;
     for (let k = 0; k < edges.length; k++) {
-      const [c, slot] = edges[k]!;
+      const c = edges[k]![0];
       const w = placement[c]!;
       if (w !== this.worker) {
         if (remote === null) remote = [w];
@@ -469,12 +553,14 @@ export class Host<T = Tensor> {
       this.stats.localMessages++;
       engine.share(output);
       const consumer = this.actor(c, replica);
-      if (consumer.receiveInput(mb, slot, output)) this.readyForward(consumer, mb);
+      if (consumer.receiveInput(mb, edges[k]![1], output)) this.readyForward(consumer, mb);
     }
     if (remote === null) return;
     for (let i = 0; i < remote.length; i++) {
       const tensor = i === remote.length - 1 ? this.giveAway(output) : this.copy(output);
-      effects.push(this.remote(remote[i]!, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }));
+      effects.push(
+        this.remote(remote[i]!, { kind: 'activation', step: this.step, mb, replica, node: node.id, tensor }),
+      );
     }
   }
 
@@ -487,40 +573,59 @@ export class Host<T = Tensor> {
     const { actor, mb, replica, phase } = task;
     const node = actor.node;
     const state = actor.state(mb);
-    const g = state.g ?? sumCanonical(this.engine.ops, state.contributions);
-    const needs = phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
+    const g = actor.cotangent(this.engine.ops, mb);
+    const needs =
+      phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
     const last = phase !== 'input' || !actor.hasWeightPart;
-    let cotangents: (T | null)[] = [];
+    let cotangents: readonly (T | null)[] = NO_COTANGENTS;
     if (needs.includes(true)) {
-      this.vjpSource.kept = state.kept!;
-      this.vjpSource.bindings = this.bindings(replica, mb);
-      cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource);
+      const bindings = this.bindings(replica, mb);
+      if (this.engine.contributions !== undefined)
+        cotangents = this.engine.contributions(node, needs, bindings);
+      else {
+        this.vjpSource.fill(actor.keptIds, state.kept as T[], bindings);
+        cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource, actor.def);
+      }
     }
     if (last) {
-      for (const t of state.kept!.values()) this.stats.keptBytes -= this.engine.bytes(t);
+      const kept = state.kept as T[];
+      for (let k = 0; k < kept.length; k++) this.stats.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
-    } else {
-      state.g = g;
-      state.contributions = [];
-    }
-    const outgoing: { worker: number; producer: number; slot: number; value: T }[] = [];
+    } else actor.holdCotangent(mb, g);
+    // Local contributions go straight to their producer; the slots of remote ones are sent after.
+    let remote: number[] | null = null;
     const placement = this.plan.placement[replica]!;
     for (let slot = 0; slot < cotangents.length; slot++) {
       const value = cotangents[slot];
       if (value === null || value === undefined) continue;
       const producer = node.inputs[slot]!;
-      const w = placement[producer]!;
-      if (w === this.worker) {
+      if (placement[producer] === this.worker) {
         this.stats.localMessages++;
-        this.receiveGradient(producer, replica, mb, { consumer: node.id, slot, value }, effects);
-      } else outgoing.push({ worker: w, producer, slot, value });
+        this.receiveGradient(producer, replica, mb, node.id, slot, value, effects);
+      } else if (remote === null) remote = [slot];
+      else remote.push(slot);
     }
-    for (let i = 0; i < outgoing.length; i++) {
-      const o = outgoing[i]!;
+    if (remote === null) return;
+    for (let i = 0; i < remote.length; i++) {
+      const slot = remote[i]!;
+      const value = cotangents[slot]!;
       let later = false;
-      for (let j = i + 1; j < outgoing.length; j++) later ||= this.engine.sameStorage(outgoing[j]!.value, o.value);
-      const tensor = later ? this.copy(o.value) : this.giveAway(o.value);
-      effects.push(this.remote(o.worker, { kind: 'gradient', step: this.step, mb, replica, node: o.producer, consumer: node.id, slot: o.slot, tensor }));
+      for (let j = i + 1; j < remote.length; j++)
+        later ||= this.engine.sameStorage(cotangents[remote[j]!]!, value);
+      const tensor = later ? this.copy(value) : this.giveAway(value);
+      const producer = node.inputs[slot]!;
+      effects.push(
+        this.remote(placement[producer]!, {
+          kind: 'gradient',
+          step: this.step,
+          mb,
+          replica,
+          node: producer,
+          consumer: node.id,
+          slot,
+          tensor,
+        }),
+      );
     }
   }
 
@@ -543,58 +648,134 @@ export class Host<T = Tensor> {
   waiting(): WaitingEntry[] {
     const out: WaitingEntry[] = [];
     const nodes = this.plan.graph.nodes;
+    const { slotBase, cell } = this.cells;
     for (const actor of this.actorList) {
-      for (const [mb, s] of actor.microbatches) {
+      for (let mb = 0; mb < actor.microbatches.length; mb++) {
+        const s = actor.microbatches[mb];
+        if (s === undefined) continue;
         const name = label(actor.node);
         if (!s.fired) {
-          const from = actor.node.inputs.filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined).map((i) => label(nodes[i]!));
-          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'inputs', have: actor.mbSlots - s.missing, need: actor.mbSlots, from });
+          const from = actor.node.inputs
+            .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
+            .map((i) => label(nodes[i]!));
+          out.push({
+            node: name,
+            replica: actor.replica,
+            mb,
+            waitingFor: 'inputs',
+            have: actor.mbSlots - s.missing,
+            need: actor.mbSlots,
+            from,
+          });
         } else if (s.g !== null) {
-          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'schedule', have: 0, need: 1, from: [] });
+          out.push({
+            node: name,
+            replica: actor.replica,
+            mb,
+            waitingFor: 'schedule',
+            have: 0,
+            need: 1,
+            from: [],
+          });
         } else if (actor.runsVjp) {
-          const got = new Set(s.contributions.map((c) => `${c.consumer}:${c.slot}`));
-          const from = this.plan.consumers[actor.node.id]!.filter(([c, slot]) => edgeGradient(this.plan, c, slot) && !got.has(`${c}:${slot}`)).map(([c]) =>
-            label(nodes[c]!),
-          );
-          out.push({ node: name, replica: actor.replica, mb, waitingFor: 'gradients', have: s.contributions.length, need: actor.expected, from });
+          const from = this.plan.consumers[actor.node.id]!.filter(([c, slot]) => {
+            const k = cell[slotBase[c]! + slot]!;
+            return k >= 0 && s.cells[k] === undefined;
+          }).map(([c]) => label(nodes[c]!));
+          out.push({
+            node: name,
+            replica: actor.replica,
+            mb,
+            waitingFor: 'gradients',
+            have: s.received,
+            need: actor.expected,
+            from,
+          });
         }
       }
     }
     for (const p of this.params.values()) {
       for (const m of p.missing()) {
-        out.push({ node: label(nodes[p.node]!), replica: m.replica, mb: m.mb, waitingFor: 'parameter gradients', have: m.have, need: m.need, from: [] });
+        out.push({
+          node: label(nodes[p.node]!),
+          replica: m.replica,
+          mb: m.mb,
+          waitingFor: 'parameter gradients',
+          have: m.have,
+          need: m.need,
+          from: [],
+        });
       }
     }
     return out;
   }
 }
 
-type ShardTable = Map<number, { bindings: Map<string, number>; scale: number }>;
+/** The step's shards by replica * microbatches + mb. */
+type ShardTable = readonly ({ readonly bindings: Bindings; readonly scale: number } | undefined)[];
 const shardTables = new WeakMap<StepStart, ShardTable>();
 
-/** The step's shards by (replica, microbatch); hosts of one thread share one table per step. */
+/**
+ * The step's shards; hosts of one thread share one table per step. Shards with the same sizes share
+ * one bindings object, which lets shapes bound for one be reused for the others (KeptSource).
+ */
 function shardTable(start: StepStart): ShardTable {
   let table = shardTables.get(start);
   if (table === undefined) {
-    table = new Map();
-    for (const s of start.shards) table.set(s.replica * start.microbatches + s.mb, { bindings: new Map(s.bindings), scale: s.scale });
-    shardTables.set(start, table);
+    const shared = new Map<string, Bindings>();
+    const entries: ({ bindings: Bindings; scale: number } | undefined)[] = [];
+    for (const s of start.shards) {
+      const key = JSON.stringify(s.bindings);
+      let bindings = shared.get(key);
+      if (bindings === undefined) shared.set(key, (bindings = new Map(s.bindings)));
+      entries[s.replica * start.microbatches + s.mb] = { bindings, scale: s.scale };
+    }
+    shardTables.set(start, (table = entries));
   }
   return table;
 }
 
+/** A VJP's view of one task: the values its actor kept (by `keptIds`) and the shard's shapes. */
 class KeptSource<T> {
-  kept: Map<number, T> = new Map();
-  bindings: Bindings = new Map();
-  constructor(private readonly host: { readonly plan: Plan }) {}
-  primal(id: number): T {
-    return this.kept.get(id)!;
+  private ids: readonly number[] = [];
+  private kept: readonly T[] = [];
+  private bindings: Bindings = new Map();
+  /**
+   * Bound shapes by node id, for the bindings they were bound with: the shards of a step mostly
+   * share their bindings (shardTable), so a shape is resolved once, not at every VJP that reads it.
+   */
+  private boundFor: (Bindings | undefined)[] | null = null;
+  private bound: (readonly number[] | undefined)[] = [];
+  constructor(private readonly nodes: readonly Node[]) {}
+
+  fill(ids: readonly number[], kept: readonly T[], bindings: Bindings): void {
+    this.ids = ids;
+    this.kept = kept;
+    this.bindings = bindings;
   }
+
+  primal(id: number): T {
+    // A VJP reads at most a few values: a scan beats a map.
+    for (let k = 0; k < this.ids.length; k++) if (this.ids[k] === id) return this.kept[k]!;
+    throw new InputError(`vjp: the value of %${id} was not kept`, { node: id });
+  }
+
   shape(id: number): readonly number[] {
-    const shape = this.host.plan.graph.nodes[id]!.shape;
-    return this.bindings.size === 0 ? (shape as number[]) : resolveShape(shape, this.bindings, 'vjp');
+    const shape = this.nodes[id]!.shape;
+    if (this.bindings.size === 0) return shape as number[];
+    if (this.boundFor === null) {
+      this.boundFor = new Array(this.nodes.length).fill(undefined);
+      this.bound = new Array(this.nodes.length).fill(undefined);
+    }
+    if (this.boundFor[id] !== this.bindings) {
+      this.bound[id] = resolveShape(shape, this.bindings, 'vjp');
+      this.boundFor[id] = this.bindings;
+    }
+    return this.bound[id]!;
   }
 }
+
+const NO_COTANGENTS: readonly null[] = [];
 
 function info<T>(task: Task<T>): TaskInfo {
   return { phase: task.phase, node: task.node, stage: task.stage, replica: task.replica, mb: task.mb };

@@ -1,28 +1,76 @@
+import { edgeCarriesGrad, opDefs } from '../autodiff/plan.ts';
 import type { Node } from '../graph/graph.ts';
+import { type OpDef, savesInput } from '../ops/op.ts';
+import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
-import { savesInput } from '../ops/op.ts';
 import type { Plan } from '../partition/plan.ts';
-
-/** A gradient contribution waiting at a node: from input `slot` of `consumer`. */
-export interface Contribution<T> {
-  readonly consumer: number;
-  readonly slot: number;
-  readonly value: T;
-}
 
 /** Where each input slot's value comes from. */
 export type SlotKind = 'const' | 'param' | 'microbatch';
 
+// Note [gradient cells]
+// The contributions a node is owed per microbatch have fixed places, its *cells*: cell k holds the
+// contribution of the k-th gradient-carrying edge among the node's consumer edges, taken by consumer
+// id, then slot. That is the order of Note [canonical sum order], so summing the cells left to right
+// is the canonical sum whatever order the contributions arrived in: no sorting, no list of
+// (consumer, slot, value) records per contribution. The plan fixes the cells once (`gradientCells`).
+
+/** Cell of every edge: `cell[slotBase[consumer] + slot]`, -1 for an edge that carries no gradient. */
+export interface GradientCells {
+  readonly slotBase: Int32Array;
+  readonly cell: Int32Array;
+}
+
+const cellTables = new WeakMap<Plan, GradientCells>();
+
+/** The cells of Note [gradient cells] for a plan, computed once per plan (hosts of a thread share them). */
+export function gradientCells(plan: Plan): GradientCells {
+  let table = cellTables.get(plan);
+  if (table !== undefined) return table;
+  const { graph, grad } = plan;
+  const nodes = graph.nodes;
+  const defs = opDefs(graph);
+  const slotBase = new Int32Array(graph.size + 1);
+  for (let id = 0; id < graph.size; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
+  const cell = new Int32Array(slotBase[graph.size]!).fill(-1);
+  for (let id = 0; id < graph.size; id++) {
+    if (grad.needsGrad[id] === 0) continue;
+    const edges = plan.consumers[id]!;
+    let k = 0;
+    for (let e = 0; e < edges.length; e++) {
+      const [c, slot] = edges[e]!;
+      if (grad.needsGrad[c] === 1 && edgeCarriesGrad(defs[c]!, slot)) cell[slotBase[c]! + slot] = k++;
+    }
+  }
+  table = { slotBase, cell };
+  cellTables.set(plan, table);
+  return table;
+}
+
+/** The cells summed left to right, then emptied: the canonical sum (Note [gradient cells]). */
+export function sumCells<T>(ops: Ops<T>, cells: (T | undefined)[]): T {
+  let g = cells[0] as T;
+  cells[0] = undefined;
+  for (let k = 1; k < cells.length; k++) {
+    g = ops.add(g, cells[k] as T);
+    cells[k] = undefined;
+  }
+  return g;
+}
+
 /** What one node actor holds for one microbatch of the step. */
 export interface MicrobatchState<T> {
+  /** Per-microbatch inputs by slot; during the forward, the arguments (fixed ones filled in). */
   readonly inputs: (T | undefined)[];
   /** Per-microbatch inputs still to arrive. */
   missing: number;
   fired: boolean;
-  /** Values the VJP reads, by node id (inputs and/or output), held from forward to backward. */
-  kept: Map<number, T> | null;
-  contributions: Contribution<T>[];
-  /** The summed cotangent, held between the input part and the weight part of a split backward. */
+  /** Values the VJP reads, parallel to the actor's `keptIds`, held from forward to backward. */
+  readonly kept: (T | undefined)[];
+  /** Gradient contributions in their cells (Note [gradient cells]), and how many arrived. */
+  readonly cells: (T | undefined)[];
+  received: number;
+  /** The cotangent: the loss's seed, or the sum held between the input and weight parts of a split backward. */
   g: T | null;
 }
 
@@ -49,9 +97,24 @@ export class NodeActor<T> {
   readonly runsVjp: boolean;
   /** Whether a split backward has a weight part to run for this node. */
   readonly hasWeightPart: boolean;
-  readonly microbatches = new Map<number, MicrobatchState<T>>();
+  /** The node's op (looked up once, not per task); undefined for a node without inputs. */
+  readonly def: OpDef | undefined;
+  /** The node ids whose values the VJP reads (each once), and where the forward finds them: an input slot, or -1 for its output. */
+  readonly keptIds: readonly number[];
+  private readonly keptFrom: readonly number[];
+  /** Per-microbatch state of the step, by microbatch (dense: sized when the step starts). */
+  microbatches: (MicrobatchState<T> | undefined)[] = [];
+  /** States of finished microbatches, emptied, for the next ones: a long pipeline makes millions. */
+  private readonly free: MicrobatchState<T>[] = [];
+  private live = 0;
 
-  constructor(plan: Plan, node: Node, replica: number, needs: readonly boolean[], constant: (id: number) => T) {
+  constructor(
+    plan: Plan,
+    node: Node,
+    replica: number,
+    needs: readonly boolean[],
+    constant: (id: number) => T,
+  ) {
     const nodes = plan.graph.nodes;
     this.node = node;
     this.replica = replica;
@@ -65,24 +128,72 @@ export class NodeActor<T> {
     this.expected = plan.grad.expected[node.id]!;
     this.needs = needs;
     this.runsVjp = needs.includes(true);
+    const def = node.inputs.length > 0 ? getOp(node.op) : undefined;
+    this.def = def;
     // An op that says its VJP does not split runs all of it in the input part.
-    const splits = node.inputs.length > 0 && getOp(node.op).splitVjp !== false;
+    const splits = def !== undefined && def.splitVjp !== false;
     this.needsWeight = needs.map((n, s) => n && splits && this.slots[s] === 'param');
     this.needsInput = needs.map((n, s) => n && !this.needsWeight[s]);
     this.hasWeightPart = this.needsWeight.includes(true);
+    const keptIds: number[] = [];
+    const keptFrom: number[] = [];
+    if (this.runsVjp && def !== undefined) {
+      // A node that reads one input twice (x * x) keeps its value once.
+      node.inputs.forEach((input, s) => {
+        if (savesInput(def, s) && !keptIds.includes(input)) {
+          keptIds.push(input);
+          keptFrom.push(s);
+        }
+      });
+      if (def.saves.output) {
+        keptIds.push(node.id);
+        keptFrom.push(-1);
+      }
+    }
+    this.keptIds = keptIds;
+    this.keptFrom = keptFrom;
+  }
+
+  /** Starts a step of `microbatches` microbatches (after `reset`). */
+  start(microbatches: number): void {
+    if (this.microbatches.length !== microbatches) this.microbatches = new Array(microbatches);
   }
 
   state(mb: number): MicrobatchState<T> {
-    let s = this.microbatches.get(mb);
+    let s = this.microbatches[mb];
     if (s === undefined) {
-      s = { inputs: new Array(this.slots.length).fill(undefined), missing: this.mbSlots, fired: false, kept: null, contributions: [], g: null };
-      this.microbatches.set(mb, s);
+      s = this.free.pop() ?? {
+        inputs: new Array(this.slots.length).fill(undefined),
+        missing: 0,
+        fired: false,
+        kept: new Array(this.keptIds.length).fill(undefined),
+        cells: new Array(this.expected).fill(undefined),
+        received: 0,
+        g: null,
+      };
+      s.missing = this.mbSlots;
+      this.microbatches[mb] = s;
+      this.live++;
     }
     return s;
   }
 
+  /** Done with a microbatch: its state is emptied (so it holds no value) and kept for another one. */
+  private release(mb: number, s: MicrobatchState<T>): void {
+    empty(s.inputs);
+    empty(s.kept);
+    empty(s.cells);
+    s.fired = false;
+    s.received = 0;
+    s.g = null;
+    this.microbatches[mb] = undefined;
+    this.free.push(s);
+    this.live--;
+  }
+
   paramsReady(): boolean {
-    for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param' && this.fixed[s] === undefined) return false;
+    for (let s = 0; s < this.slots.length; s++)
+      if (this.slots[s] === 'param' && this.fixed[s] === undefined) return false;
     return true;
   }
 
@@ -99,49 +210,84 @@ export class NodeActor<T> {
     this.fixed[slot] = value;
     if (!this.paramsReady()) return [];
     const ready: number[] = [];
-    for (const [mb, s] of this.microbatches) if (s.missing === 0 && !s.fired) ready.push(mb);
+    for (let mb = 0; mb < this.microbatches.length; mb++) {
+      const s = this.microbatches[mb];
+      if (s !== undefined && s.missing === 0 && !s.fired) ready.push(mb);
+    }
     return ready;
   }
 
-  /** The forward's arguments for a microbatch. */
-  arguments(mb: number): T[] {
+  /**
+   * The forward's arguments for a microbatch: the state's input array with the const and parameter
+   * values filled in (one array per microbatch state, not one per forward). Valid until `afterForward`.
+   */
+  arguments(mb: number): readonly T[] {
     const s = this.state(mb);
-    return this.slots.map((k, i) => (k === 'microbatch' ? s.inputs[i]! : this.fixed[i]!));
+    for (let i = 0; i < this.slots.length; i++)
+      if (this.slots[i] !== 'microbatch') s.inputs[i] = this.fixed[i];
+    // Complete now: every per-microbatch input arrived and the parameters are there.
+    return s.inputs as readonly T[];
   }
 
-  /** After the forward: keep what the VJP reads, drop the rest. */
-  afterForward(mb: number, args: readonly T[], output: T): void {
+  /** After the forward: keep what the VJP reads (in `state(mb).kept`), drop the rest. */
+  afterForward(mb: number, output: T): void {
     const s = this.state(mb);
-    s.fired = true;
-    s.inputs.fill(undefined);
     if (!this.runsVjp) {
-      this.microbatches.delete(mb);
+      this.release(mb, s);
       return;
     }
-    const def = getOp(this.node.op);
-    const kept = new Map<number, T>();
-    this.node.inputs.forEach((input, i) => {
-      if (savesInput(def, i)) kept.set(input, args[i]!);
-    });
-    if (def.saves.output) kept.set(this.node.id, output);
-    s.kept = kept;
+    s.fired = true;
+    for (let k = 0; k < this.keptFrom.length; k++) {
+      const from = this.keptFrom[k]!;
+      s.kept[k] = from === -1 ? output : s.inputs[from];
+    }
+    empty(s.inputs);
   }
 
-  /** Stores a gradient contribution; true when every owed contribution has arrived. */
-  receiveGradient(mb: number, c: Contribution<T>): boolean {
+  /** Stores the contribution of cell `cell` (Note [gradient cells]); true when every owed one has arrived. */
+  receiveGradient(mb: number, cell: number, value: T): boolean {
     const s = this.state(mb);
-    s.contributions.push(c);
-    return s.contributions.length === this.expected && s.fired;
+    s.cells[cell] = value;
+    return ++s.received === this.expected && s.fired;
+  }
+
+  /** The loss's seed (Note [microbatch scaling]): its cotangent, owed by no consumer. */
+  seed(mb: number, value: T): void {
+    this.state(mb).g = value;
+  }
+
+  /** The cotangent of a microbatch whose contributions are all in: the seed, a held sum, or the sum of the cells. */
+  cotangent(ops: Ops<T>, mb: number): T {
+    const s = this.state(mb);
+    return s.g ?? (this.expected === 1 ? s.cells[0]! : sumCells(ops, s.cells));
+  }
+
+  /** Between the parts of a split backward: holds the summed cotangent, and lets the contributions go. */
+  holdCotangent(mb: number, g: T): void {
+    const s = this.state(mb);
+    s.g = g;
+    empty(s.cells);
   }
 
   /** After the last part of the VJP: free everything held for the microbatch. */
   afterBackward(mb: number): void {
-    this.microbatches.delete(mb);
+    const s = this.microbatches[mb];
+    if (s !== undefined) this.release(mb, s);
   }
 
   /** Forgets the step: per-microbatch state and parameter values. */
   reset(): void {
-    this.microbatches.clear();
+    if (this.live > 0) {
+      for (let mb = 0; mb < this.microbatches.length; mb++) {
+        const s = this.microbatches[mb];
+        if (s !== undefined) this.release(mb, s);
+      }
+    }
     for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param') this.fixed[s] = undefined;
   }
+}
+
+/** Clears a short array in place (these hold a few values: a plain loop is cheaper than a `fill` call). */
+function empty<X>(values: (X | undefined)[]): void {
+  for (let i = 0; i < values.length; i++) values[i] = undefined;
 }

@@ -1,6 +1,5 @@
-import { sumCanonical } from '../autodiff/backprop.ts';
 import type { Ops } from '../ops/ops.ts';
-import type { Contribution } from './node-actor.ts';
+import { sumCells } from './node-actor.ts';
 
 // Note [gradient sum order]
 // A parameter's gradient for a step is
@@ -15,16 +14,24 @@ import type { Contribution } from './node-actor.ts';
  * A parameter: holds its value, hands it to its consumers each step, and sums its gradient in the
  * order of Note [gradient sum order]. Its gradient context for the step closes when every replica's
  * every microbatch has delivered every owed contribution.
+ *
+ * Per-(replica, microbatch) tables are dense arrays indexed by replica * microbatches + mb, sized
+ * when the step starts.
  */
 export class ParamActor<T> {
   readonly node: number;
   value: T;
+  /** Contributions owed per (replica, microbatch). */
   private readonly expected: number;
   private microbatches = 0;
   private replicas = 0;
-  private pending = new Map<number, Contribution<T>[]>();
-  private perMicrobatch: Map<number, T>[] = [];
-  private next: number[] = [];
+  /** The cells of (replica, mb) still filling (Note [gradient cells]); only with more than one owed. */
+  private cells: ((T | undefined)[] | undefined)[] = [];
+  private received = new Int32Array(0);
+  /** Sums of (replica, mb) that arrived before the microbatches ahead of them. */
+  private waiting: (T | undefined)[] = [];
+  /** Per replica: the next microbatch to fold in, and the fold so far. */
+  private next = new Int32Array(0);
   private partial: (T | undefined)[] = [];
   private replicasDone = 0;
   closed = false;
@@ -38,32 +45,50 @@ export class ParamActor<T> {
   start(microbatches: number, replicas: number): void {
     this.microbatches = microbatches;
     this.replicas = replicas;
-    this.pending.clear();
-    this.perMicrobatch = Array.from({ length: replicas }, () => new Map());
-    this.next = new Array(replicas).fill(0);
+    const keys = replicas * microbatches;
+    this.cells = this.expected > 1 ? new Array(keys) : [];
+    this.received = new Int32Array(keys);
+    this.waiting = new Array(keys);
+    this.next = new Int32Array(replicas);
     this.partial = new Array(replicas).fill(undefined);
     this.replicasDone = 0;
     this.closed = this.expected === 0;
   }
 
-  /** Adds one contribution; returns the step's gradient when this one closes the context. */
-  receive(ops: Ops<T>, replica: number, mb: number, c: Contribution<T>): T | null {
+  /**
+   * Adds the contribution of cell `cell` (Note [gradient cells]) for (replica, mb); returns the
+   * step's gradient when this one closes the context.
+   */
+  receive(ops: Ops<T>, replica: number, mb: number, cell: number, value: T): T | null {
     const key = replica * this.microbatches + mb;
-    let list = this.pending.get(key);
-    if (list === undefined) this.pending.set(key, (list = []));
-    list.push(c);
-    if (list.length < this.expected) return null;
-    this.pending.delete(key);
-    this.perMicrobatch[replica]!.set(mb, sumCanonical(ops, list));
-    const waiting = this.perMicrobatch[replica]!;
-    while (waiting.has(this.next[replica]!)) {
-      const s = waiting.get(this.next[replica]!) as T;
-      waiting.delete(this.next[replica]!);
-      const p = this.partial[replica];
-      this.partial[replica] = p === undefined ? s : ops.add(p, s);
-      this.next[replica]!++;
+    const have = ++this.received[key]!;
+    let sum = value;
+    if (this.expected > 1) {
+      let cells = this.cells[key];
+      if (cells === undefined)
+        this.cells[key] = cells = new Array<T | undefined>(this.expected).fill(undefined);
+      cells[cell] = value;
+      if (have < this.expected) return null;
+      this.cells[key] = undefined;
+      sum = sumCells(ops, cells);
     }
-    if (this.next[replica] !== this.microbatches) return null;
+    if (mb !== this.next[replica]) {
+      this.waiting[key] = sum;
+      return null;
+    }
+    // The microbatch fold, as far as the sums in order are there.
+    let p = this.partial[replica];
+    let m = mb;
+    let s: T | undefined = sum;
+    while (s !== undefined) {
+      p = p === undefined ? s : ops.add(p, s);
+      this.waiting[replica * this.microbatches + m] = undefined;
+      m++;
+      s = m < this.microbatches ? this.waiting[replica * this.microbatches + m] : undefined;
+    }
+    this.partial[replica] = p;
+    this.next[replica] = m;
+    if (m !== this.microbatches) return null;
     if (++this.replicasDone < this.replicas) return null;
     let total = this.partial[0] as T;
     for (let r = 1; r < this.replicas; r++) total = ops.add(total, this.partial[r] as T);
@@ -77,17 +102,17 @@ export class ParamActor<T> {
     if (this.closed) return out;
     for (let r = 0; r < this.replicas; r++) {
       for (let mb = this.next[r]!; mb < this.microbatches; mb++) {
-        if (this.perMicrobatch[r]!.has(mb)) continue;
-        const have = this.pending.get(r * this.microbatches + mb)?.length ?? 0;
-        out.push({ replica: r, mb, have, need: this.expected });
+        const key = r * this.microbatches + mb;
+        if (this.waiting[key] !== undefined) continue;
+        out.push({ replica: r, mb, have: this.received[key]!, need: this.expected });
       }
     }
     return out;
   }
 
   reset(): void {
-    this.pending.clear();
-    this.perMicrobatch = [];
+    this.cells = [];
+    this.waiting = [];
     this.partial = [];
   }
 }

@@ -44,27 +44,57 @@ class Fifo<X> {
   }
 }
 
+// The kinds of work an action covers, as indices of the per-kind tables.
 const F = 0;
 const G = 1; // gradients complete: ready for a B or an I action
 const W = 2;
+const KINDS = 3;
+
+function kindOfPhase(phase: TaskPhase): number {
+  return phase === 'forward' ? F : phase === 'weight' ? W : G;
+}
+
+function kindOfAction(kind: HostAction['kind']): number {
+  return kind === 'F' ? F : kind === 'W' ? W : G;
+}
 
 /**
  * The ready tasks of a host, and which one runs next. Without a schedule: dataflow order, backward
  * tasks first. With a schedule: the worker's actions in order; an action takes the ready tasks of its
  * (stage, microbatch) until every task it covers has run, and nothing else runs meanwhile. This is the
  * only place a schedule is read, and it reads it as data: no schedule has code of its own.
+ *
+ * The per-(kind, stage, microbatch) tables are typed or dense arrays sized when the step starts, over
+ * the stages this host has actors of (a host of stage 200 of 256 has one local stage, not 201): a
+ * long pipeline has millions of (kind, stage, microbatch) keys per step, too many for maps.
  */
 export class TaskQueue<T> {
-  private readonly forwards: number[] = [];
-  private readonly backwards: number[] = [];
-  private readonly weights: number[] = [];
-  private readonly stages: number;
+  /** The host's stages, densely numbered: `local[stage]` (-1: no actor of that stage here). */
+  private readonly local: Int32Array;
+  private readonly stageCount: number;
+  /** Tasks per local stage that an F, B/I and W action covers. */
+  private readonly need: Int32Array;
   private microbatches = 1;
   private readonly fifo = [new Fifo<QueuedTask<T>>(), new Fifo<QueuedTask<T>>()];
-  private buckets = new Map<number, QueuedTask<T>[]>();
-  private doneCounts = new Map<number, number>();
-  private finished = new Map<number, number>();
+  /**
+   * Ready tasks waiting for their action, by key(kind, stage, mb); a list is dropped as soon as it
+   * empties (a long pipeline has millions of keys, and only a few hold tasks at any time).
+   */
+  private buckets: (QueuedTask<T>[] | undefined)[] = [];
+  /** Tasks run, by key(kind, stage, mb). */
+  private doneCounts = new Int32Array(0);
+  /** Actors that ran their last backward task, by local stage * microbatches + mb. */
+  private finished = new Int32Array(0);
   private schedule: readonly HostAction[] | null = null;
+  /**
+   * The schedule compiled for the step's microbatch count, per action: the key of the tasks it
+   * covers (-1: none on this host), how many there are, and the phase it runs them in (B/I decide
+   * which backward a gradient-complete task runs). Flat arrays: the host reads one action per task
+   * it runs, and chasing millions of action objects through memory was a measurable cost.
+   */
+  private actionKey = new Int32Array(0);
+  private actionNeed = new Int32Array(0);
+  private actionPhase: TaskPhase[] = [];
   private cursor = 0;
   /** Microbatches in flight per stage (forward done, backward not yet), and the peak of each. */
   readonly inFlight: number[] = [];
@@ -73,43 +103,78 @@ export class TaskQueue<T> {
   constructor(actors: readonly NodeActor<T>[]) {
     let stages = 0;
     for (const a of actors) stages = Math.max(stages, a.stage + 1);
-    this.stages = stages;
+    this.local = new Int32Array(stages).fill(-1);
+    let count = 0;
+    for (const a of actors) if (this.local[a.stage] === -1) this.local[a.stage] = count++;
+    this.stageCount = count;
+    this.need = new Int32Array(KINDS * count);
+    for (const a of actors) {
+      const s = this.local[a.stage]!;
+      this.need[F * count + s]!++;
+      if (a.runsVjp) this.need[G * count + s]!++;
+      if (a.hasWeightPart) this.need[W * count + s]!++;
+    }
     for (let s = 0; s < stages; s++) {
-      this.forwards.push(0);
-      this.backwards.push(0);
-      this.weights.push(0);
       this.inFlight.push(0);
       this.peakInFlight.push(0);
-    }
-    for (const a of actors) {
-      this.forwards[a.stage]!++;
-      if (a.runsVjp) this.backwards[a.stage]!++;
-      if (a.hasWeightPart) this.weights[a.stage]!++;
     }
   }
 
   setSchedule(actions: readonly HostAction[] | null): void {
     this.schedule = actions;
+    this.compileSchedule();
   }
 
   start(microbatches: number): void {
-    this.clear();
     this.microbatches = microbatches;
+    const size = KINDS * this.stageCount * microbatches;
+    if (this.doneCounts.length !== size) {
+      this.doneCounts = new Int32Array(size);
+      this.finished = new Int32Array(this.stageCount * microbatches);
+    }
+    this.compileSchedule();
+    // Only a schedule's actions look tasks up by key.
+    const keys = this.schedule === null ? 0 : size;
+    if (this.buckets.length !== keys) this.buckets = new Array(keys).fill(undefined);
+    this.clear();
+  }
+
+  private compileSchedule(): void {
+    const actions = this.schedule ?? [];
+    this.actionKey = new Int32Array(actions.length);
+    this.actionNeed = new Int32Array(actions.length);
+    this.actionPhase = new Array(actions.length);
+    for (let i = 0; i < actions.length; i++) {
+      const a = actions[i]!;
+      const kind = kindOfAction(a.kind);
+      const need = this.needed(kind, a.stage);
+      this.actionNeed[i] = need;
+      this.actionKey[i] = need === 0 ? -1 : this.key(kind, a.stage, a.mb);
+      this.actionPhase[i] =
+        a.kind === 'F' ? 'forward' : a.kind === 'B' ? 'backward' : a.kind === 'I' ? 'input' : 'weight';
+    }
   }
 
   clear(): void {
     this.fifo[0] = new Fifo();
     this.fifo[1] = new Fifo();
-    this.buckets.clear();
-    this.doneCounts.clear();
-    this.finished.clear();
+    this.buckets.fill(undefined);
+    this.doneCounts.fill(0);
+    this.finished.fill(0);
     this.cursor = 0;
     this.inFlight.fill(0);
     this.peakInFlight.fill(0);
   }
 
+  /** The tasks an action of `kind` on `stage` covers (0 for a stage this host has no actor of). */
+  private needed(kind: number, stage: number): number {
+    const s = stage >= 0 && stage < this.local.length ? this.local[stage]! : -1;
+    return s === -1 ? 0 : this.need[kind * this.stageCount + s]!;
+  }
+
+  /** Only for stages this host has actors of (every task's stage is one). */
   private key(kind: number, stage: number, mb: number): number {
-    return (kind * this.stages + stage) * this.microbatches + mb;
+    return (kind * this.stageCount + this.local[stage]!) * this.microbatches + mb;
   }
 
   /** A task whose inputs (forward) or gradient contributions (backward) are all there. */
@@ -118,48 +183,41 @@ export class TaskQueue<T> {
       this.fifo[task.phase === 'forward' ? 0 : 1]!.push(task);
       return;
     }
-    const k = this.key(task.phase === 'forward' ? F : task.phase === 'weight' ? W : G, task.stage, task.mb);
-    const list = this.buckets.get(k);
-    if (list === undefined) this.buckets.set(k, [task]);
+    const k = this.key(kindOfPhase(task.phase), task.stage, task.mb);
+    const list = this.buckets[k];
+    if (list === undefined) this.buckets[k] = [task];
     else list.push(task);
   }
 
   /** The next task to run, or null when none may run now. */
   take(): QueuedTask<T> | null {
     if (this.schedule === null) return this.fifo[1]!.shift() ?? this.fifo[0]!.shift() ?? null;
-    while (this.cursor < this.schedule.length) {
-      const a = this.schedule[this.cursor]!;
-      if (this.complete(a)) {
+    const keys = this.actionKey;
+    while (this.cursor < keys.length) {
+      const k = keys[this.cursor]!;
+      if (k === -1 || this.doneCounts[k]! >= this.actionNeed[this.cursor]!) {
         this.cursor++;
         continue;
       }
-      const kind = a.kind === 'F' ? F : a.kind === 'W' ? W : G;
-      const list = this.buckets.get(this.key(kind, a.stage, a.mb));
+      const list = this.buckets[k];
       const task = list?.pop();
       if (task === undefined) return null;
-      if (a.kind === 'F' || a.kind === 'W') return task;
-      return { ...task, phase: a.kind === 'B' ? 'backward' : 'input' };
+      if (list!.length === 0) this.buckets[k] = undefined;
+      const phase = this.actionPhase[this.cursor]!;
+      return phase === task.phase ? task : { ...task, phase };
     }
     return null;
-  }
-
-  private complete(a: HostAction): boolean {
-    const kind = a.kind === 'F' ? 0 : a.kind === 'W' ? 2 : 1;
-    const need = (kind === 0 ? this.forwards : kind === 2 ? this.weights : this.backwards)[a.stage] ?? 0;
-    return (this.doneCounts.get(this.key(kind, a.stage, a.mb)) ?? 0) >= need;
   }
 
   /** Bookkeeping after a task ran: what the schedule's actions and the in-flight counts see. */
   done(task: QueuedTask<T>): void {
     const { stage, mb, phase, actor } = task;
-    const kind = phase === 'forward' ? 0 : phase === 'weight' ? 2 : 1;
-    const k = this.key(kind, stage, mb);
-    const n = (this.doneCounts.get(k) ?? 0) + 1;
-    this.doneCounts.set(k, n);
+    const n = ++this.doneCounts[this.key(kindOfPhase(phase), stage, mb)]!;
     if (phase === 'forward') {
-      if (n === this.forwards[stage] && this.backwards[stage]! > 0) {
+      if (n === this.needed(F, stage) && this.needed(G, stage) > 0) {
         this.inFlight[stage]!++;
-        if (this.inFlight[stage]! > this.peakInFlight[stage]!) this.peakInFlight[stage] = this.inFlight[stage]!;
+        if (this.inFlight[stage]! > this.peakInFlight[stage]!)
+          this.peakInFlight[stage] = this.inFlight[stage]!;
       }
       return;
     }
@@ -167,9 +225,9 @@ export class TaskQueue<T> {
       this.ready({ ...task, phase: 'weight' });
       return;
     }
-    const f = (this.finished.get(stage * this.microbatches + mb) ?? 0) + 1;
-    this.finished.set(stage * this.microbatches + mb, f);
-    if (f === this.backwards[stage]) this.inFlight[stage]!--;
+    // A microbatch leaves a stage when every actor of the stage has run its last backward task.
+    const f = ++this.finished[this.local[stage]! * this.microbatches + mb]!;
+    if (f === this.needed(G, stage)) this.inFlight[stage]!--;
   }
 
   /** Where the schedule stands, for error reports. */

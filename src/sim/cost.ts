@@ -31,39 +31,66 @@ const link = (options: LinkCost) => {
  * backward (or its input and weight parts). The whole cost is charged to one task of the stage (its
  * last node doing that part), the others cost nothing: sums stay exact, as the closed forms need.
  */
-export function stageCosts(plan: Plan, costs: { forward: number; backward: number; input?: number; weight?: number } & LinkCost): CostModel {
-  const anchor = { forward: new Map<number, number>(), backward: new Map<number, number>(), weight: new Map<number, number>() };
+export function stageCosts(
+  plan: Plan,
+  costs: { forward: number; backward: number; input?: number; weight?: number } & LinkCost,
+): CostModel {
+  // The anchor node of each stage per part, by stage (-1: none); read once per simulated task.
+  let stages = 0;
+  for (const s of plan.stageOf) stages = Math.max(stages, s + 1);
+  const anchor = {
+    forward: new Int32Array(stages).fill(-1),
+    backward: new Int32Array(stages).fill(-1),
+    weight: new Int32Array(stages).fill(-1),
+  };
   for (const node of plan.graph.nodes) {
     const s = plan.stageOf[node.id]!;
     if (s < 0 || node.op === 'param' || node.op === 'const') continue;
-    anchor.forward.set(s, node.id);
+    anchor.forward[s] = node.id;
     const grads = node.inputs.map((_, slot) => edgeGradient(plan, node.id, slot));
-    if (grads.includes(true)) anchor.backward.set(s, node.id);
-    if (grads.some((g, slot) => g && plan.graph.nodes[node.inputs[slot]!]!.op === 'param')) anchor.weight.set(s, node.id);
+    if (grads.includes(true)) anchor.backward[s] = node.id;
+    if (grads.some((g, slot) => g && plan.graph.nodes[node.inputs[slot]!]!.op === 'param'))
+      anchor.weight[s] = node.id;
   }
   const input = costs.input ?? costs.backward / 2;
   const weight = costs.weight ?? costs.backward - input;
   return {
     task(task) {
       const phase = task.phase === 'input' ? 'backward' : task.phase;
-      if (anchor[phase].get(task.stage) !== task.node) return 0;
-      return task.phase === 'forward' ? costs.forward : task.phase === 'backward' ? costs.backward : task.phase === 'input' ? input : weight;
+      if (anchor[phase][task.stage] !== task.node) return 0;
+      return task.phase === 'forward'
+        ? costs.forward
+        : task.phase === 'backward'
+          ? costs.backward
+          : task.phase === 'input'
+            ? input
+            : weight;
     },
     message: link(costs),
   };
 }
 
 /** Costs from FLOP estimates: each op's `flops` at the shard's batch size over a FLOP rate. */
-export function flopCosts(plan: Plan, options: { gflops?: number; overheadMs?: number; batchSize: number } & LinkCost): CostModel {
+export function flopCosts(
+  plan: Plan,
+  options: { gflops?: number; overheadMs?: number; batchSize: number } & LinkCost,
+): CostModel {
   const rate = (options.gflops ?? 4) * 1e6; // FLOP per ms
   const overhead = options.overheadMs ?? 0.002;
   const flops = new Map<number, number>();
-  const concrete = (shape: readonly (number | string)[]) => shape.map((d) => (typeof d === 'number' ? d : options.batchSize));
+  const concrete = (shape: readonly (number | string)[]) =>
+    shape.map((d) => (typeof d === 'number' ? d : options.batchSize));
   for (const node of plan.graph.nodes) {
     if (node.inputs.length === 0) continue;
-    const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: concrete(plan.graph.nodes[i]!.shape), dtype: plan.graph.nodes[i]!.dtype }));
+    const infos: TypeInfo[] = node.inputs.map((i) => ({
+      shape: concrete(plan.graph.nodes[i]!.shape),
+      dtype: plan.graph.nodes[i]!.dtype,
+    }));
     const def = getOp(node.op);
-    flops.set(node.id, def.flops?.(infos, { shape: concrete(node.shape), dtype: node.dtype }, node.attrs) ?? 0);
+    flops.set(
+      node.id,
+      def.flops?.(infos, { shape: concrete(node.shape), dtype: node.dtype }, node.attrs) ?? 0,
+    );
   }
   return {
     task(task, node) {

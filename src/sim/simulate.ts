@@ -1,12 +1,12 @@
-import type { HostAction } from '../actor/task-queue.ts';
 import { Host, type HostEffect, type TaskInfo } from '../actor/host.ts';
 import type { StepStart } from '../actor/messages.ts';
+import type { HostAction } from '../actor/task-queue.ts';
 import { shardSizes } from '../autodiff/microbatch.ts';
 import { InputError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
 import { type Counter, type Flow, phaseOf, type Span, type Trace, traceStats } from '../trace/trace.ts';
 import type { CostModel } from './cost.ts';
-import { EventHeap } from './heap.ts';
+import { EventQueue } from './heap.ts';
 import { shapeEngine, type VirtualTensor } from './shape-engine.ts';
 
 export interface SimulateOptions {
@@ -55,8 +55,12 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   const cores = options.cores ?? workers;
   const record = options.record ?? true;
   const shards = plan.replicas * microbatches;
-  if (batchSize < shards) throw new InputError(`simulate: a batch of ${batchSize} cannot make ${shards} shards`);
-  const symbol = plan.graph.inputs().map((n) => n.shape[0]).find((d): d is string => typeof d === 'string');
+  if (batchSize < shards)
+    throw new InputError(`simulate: a batch of ${batchSize} cannot make ${shards} shards`);
+  const symbol = plan.graph
+    .inputs()
+    .map((n) => n.shape[0])
+    .find((d): d is string => typeof d === 'string');
   const sizes = shardSizes(batchSize, shards);
   const start: StepStart = {
     step: 1,
@@ -68,12 +72,13 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
       scale: size / batchSize,
     })),
   };
+  const engine = shapeEngine(plan.graph);
   const hosts = Array.from({ length: workers }, (_, w) => {
-    const host = new Host<VirtualTensor>(plan, w, new Map(), { engine: shapeEngine });
+    const host = new Host<VirtualTensor>(plan, w, new Map(), { engine });
     host.setSchedule(options.schedule?.[w] ?? null);
     return host;
   });
-  const heap = new EventHeap<Event>();
+  const events = new EventQueue<Event>();
   const busyUntil = new Float64Array(workers);
   const running = new Uint8Array(workers);
   const busy = new Array<number>(workers).fill(0);
@@ -94,9 +99,17 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
       messages++;
       if (record) {
         const m = e.message;
-        flows.push({ from: worker, to: e.worker, kind: m.kind === 'feed' ? 'activation' : m.kind, mb: 'mb' in m ? m.mb : -1, sent: now, received: arrive, bytes });
+        flows.push({
+          from: worker,
+          to: e.worker,
+          kind: m.kind === 'feed' ? 'activation' : m.kind,
+          mb: 'mb' in m ? m.mb : -1,
+          sent: now,
+          received: arrive,
+          bytes,
+        });
       }
-      heap.push(arrive, { kind: 'deliver', worker: e.worker, message: e.message });
+      events.push(arrive, { kind: 'deliver', worker: e.worker, message: e.message });
     }
   };
 
@@ -118,10 +131,18 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     busyUntil[w] = now + duration;
     busy[w]! += duration;
     if (record) {
-      spans.push({ worker: w, phase: phaseOf(task.phase), stage: task.stage, mb: task.mb, start: now, end: now + duration, node: task.node });
+      spans.push({
+        worker: w,
+        phase: phaseOf(task.phase),
+        stage: task.stage,
+        mb: task.mb,
+        start: now,
+        end: now + duration,
+        node: task.node,
+      });
       counters.push({ worker: w, time: now, keptBytes: host.stats.keptBytes });
     }
-    heap.push(now + duration, { kind: 'done', worker: w, effects });
+    events.push(now + duration, { kind: 'done', worker: w, effects });
   };
 
   for (let w = 0; w < workers; w++) perform(w, hosts[w]!.startStep(start));
@@ -130,16 +151,19 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     for (const node of plan.graph.inputs()) {
       if (plan.grad.forward[node.id] === 0) continue;
       const shape = node.shape.map((d) => (typeof d === 'number' ? d : sizes[k]!));
-      const tensor = shapeEngine.zeros(shape, node.dtype);
-      heap.push(0, { kind: 'deliver', worker: plan.placement[shard.replica]![node.id]!, message: { kind: 'feed', step: 1, mb: shard.mb, replica: shard.replica, node: node.id, tensor } });
+      const tensor = engine.zeros(shape, node.dtype);
+      events.push(0, {
+        kind: 'deliver',
+        worker: plan.placement[shard.replica]![node.id]!,
+        message: { kind: 'feed', step: 1, mb: shard.mb, replica: shard.replica, node: node.id, tensor },
+      });
     }
   }
   let end = 0;
   for (;;) {
-    const time = heap.peekTime();
-    const e = heap.pop();
+    const e = events.pop();
     if (e === undefined) break;
-    now = time;
+    now = events.now;
     if (e.kind === 'deliver') {
       perform(e.worker, hosts[e.worker]!.deliver(e.message));
       tryStart(e.worker);
@@ -154,7 +178,9 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   }
   const stuck = hosts.flatMap((h) => h.waiting());
   if (stuck.length > 0) {
-    throw new InputError(`simulate: the step cannot finish; ${stuck.length} actors still wait, e.g. ${JSON.stringify(stuck.slice(0, 3))}`);
+    throw new InputError(
+      `simulate: the step cannot finish; ${stuck.length} actors still wait, e.g. ${JSON.stringify(stuck.slice(0, 3))}`,
+    );
   }
   const trace: Trace = { source: 'simulated', workers, spans, flows, counters };
   const total = busy.reduce((a, b) => a + b, 0);

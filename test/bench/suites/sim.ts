@@ -16,13 +16,15 @@ interface SimCase {
   microbatches: number;
   runs: number;
   warmup: number;
+  /** Keep warming up for this long too (the small case takes milliseconds: the JIT needs many). */
+  warmupMs: number;
   targetMs?: number;
 }
 
 const CASES: readonly SimCase[] = [
-  { workers: 16, microbatches: 256, runs: 10, warmup: 2 },
+  { workers: 16, microbatches: 256, runs: 20, warmup: 3, warmupMs: 300 },
   // A run takes seconds: the JIT has long tiered up by its end, so no untimed warm-up run.
-  { workers: 256, microbatches: 4096, runs: 3, warmup: 0, targetMs: 10_000 },
+  { workers: 256, microbatches: 4096, runs: 3, warmup: 0, warmupMs: 0, targetMs: 10_000 },
 ];
 
 /** Simulates one step and returns the number of actions; throws when the makespan is not the closed form. */
@@ -59,7 +61,7 @@ export const simSuite: Suite = {
         {
           runs: c.runs,
           warmup: c.warmup,
-          warmupMs: 0,
+          warmupMs: c.warmupMs,
           extra: (s) => ({
             wall_ms: round(s.median),
             stages: c.workers,
