@@ -86,7 +86,7 @@ describe('wasm module', () => {
 });
 
 describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
-  const wasm = createWasmKernels(variant);
+  const wasm = createWasmKernels(variant, { small: false });
 
   describe.each(TRANSPOSES)('matmul transA=%s transB=%s', (transA, transB) => {
     const operand = (batch: number[], rows: number, cols: number, trans: boolean) =>

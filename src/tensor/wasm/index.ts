@@ -6,6 +6,7 @@
  */
 import '../kernels-ts.ts';
 import { fallbackKernels, type Kernels, useKernels } from '../kernels.ts';
+import type { Tensor } from '../tensor.ts';
 import { wasmBinary, wasmReduce, wasmSoftmax, wasmUnary } from './elementwise.ts';
 import { type WasmArena, type WasmVariant, wasmArena, wasmVariants } from './instance.ts';
 import { wasmMatmul } from './matmul.ts';
@@ -15,40 +16,54 @@ export { type WasmVariant, wasmVariants } from './instance.ts';
 /** The kernels the wasm module provides. */
 export type WasmKernels = Pick<Kernels, 'matmul' | 'unary' | 'binary' | 'reduce' | 'softmax' | 'logSoftmax'>;
 
+// Note [small tensors stay in TypeScript]
+// A call into wasm costs about 2 us of copying and setup whatever the size, so below a few hundred
+// elements (or a few thousand multiply-adds for matmul) the TypeScript kernels are faster: a graph of
+// a million f32[4] nodes ran 3.5x slower on wasm. The choice depends on shapes only, so the reference
+// engine and the workers still make the same choice for the same tensors and agree bit for bit.
+const SMALL_ELEMENTS = 256;
+const SMALL_MACS = 4096;
+
+function matmulMacs(a: Tensor, b: Tensor, transA: boolean): number {
+  const k = transA ? a.shape[a.rank - 2]! : a.shape[a.rank - 1]!;
+  return (a.size / k) * (b.size / k) * k;
+}
+
 /** Kernels over the arena `get` returns, or the TypeScript kernels while it returns null. */
-function kernelsOver(get: () => WasmArena | null): WasmKernels {
+function kernelsOver(get: () => WasmArena | null, small = true): WasmKernels {
+  const arenaFor = (size: number, limit: number) => (small && size < limit ? null : get());
   return {
     matmul: (a, b, transA, transB) => {
-      const arena = get();
+      const arena = a.rank === 2 && b.rank === 2 ? arenaFor(matmulMacs(a, b, transA), SMALL_MACS) : get();
       return arena ? wasmMatmul(arena, a, b, transA, transB) : fallbackKernels().matmul(a, b, transA, transB);
     },
     unary: (kind, x, param) => {
-      const arena = get();
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
       return arena ? wasmUnary(arena, kind, x, param) : fallbackKernels().unary(kind, x, param);
     },
     binary: (kind, a, b) => {
-      const arena = get();
+      const arena = arenaFor(Math.max(a.size, b.size), SMALL_ELEMENTS);
       return arena ? wasmBinary(arena, kind, a, b) : fallbackKernels().binary(kind, a, b);
     },
     reduce: (kind, x, axes) => {
-      const arena = get();
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
       return arena ? wasmReduce(arena, kind, x, axes) : fallbackKernels().reduce(kind, x, axes);
     },
     softmax: (x, axis) => {
-      const arena = get();
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
       return arena ? wasmSoftmax(arena, x, axis, false) : fallbackKernels().softmax(x, axis);
     },
     logSoftmax: (x, axis) => {
-      const arena = get();
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
       return arena ? wasmSoftmax(arena, x, axis, true) : fallbackKernels().logSoftmax(x, axis);
     },
   };
 }
 
 /** The wasm kernels of one variant (throws when this engine lacks it): for tests and benchmarks. */
-export function createWasmKernels(variant: WasmVariant): WasmKernels {
+export function createWasmKernels(variant: WasmVariant, options: { small?: boolean } = {}): WasmKernels {
   const arena = wasmArena(variant);
-  return kernelsOver(() => arena);
+  return kernelsOver(() => arena, options.small ?? true);
 }
 
 /** The best variant this engine supports, or null without WebAssembly SIMD. */

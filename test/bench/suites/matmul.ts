@@ -98,7 +98,7 @@ export const matmulSuite: Suite = {
     const square = (n: number): Tensor => rng.uniformTensor([n, n], -1, 1, 'float32');
     const sizes = ctx.flags.has('large') ? [128, 256, 512, 1024] : [128, 256, 512];
     const wasm = wasmVariants().map(
-      (v) => [v === 'simd128' ? 'wasm' : 'wasm-relaxed', createWasmKernels(v)] as const,
+      (v) => [v === 'simd128' ? 'wasm' : 'wasm-relaxed', createWasmKernels(v, { small: false })] as const,
     );
     const tfjs = await loadTfjsWasm(ctx);
     let naiveGflops: number | undefined;
