@@ -4,12 +4,14 @@ import { expose, transfer } from 'comlink';
 import { Host, type HostEffect } from '../src/actor/host.ts';
 import { toWireError } from '../src/actor/wire-error.ts';
 import { ProtocolError } from '../src/errors.ts';
-import { deserializeGraph } from '../src/graph/serialize.ts';
 import { compile } from '../src/partition/plan.ts';
+import { decodeHostInputs } from '../src/protocol/batch.ts';
 import * as codec from '../src/protocol/codec.ts';
 import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '../src/protocol/control.ts';
-import { COORDINATOR, type Limits } from '../src/protocol/envelope.ts';
+import { COORDINATOR, type HostInput, type Limits } from '../src/protocol/envelope.ts';
 import { PortLink } from '../src/protocol/link.ts';
+import { unpackGraph } from '../src/protocol/packed-graph.ts';
+import type { Tensor } from '../src/tensor/tensor.ts';
 import { TraceRecorder } from '../src/trace/recorder.ts';
 
 /** Milliseconds of tasks before yielding to the event loop (to receive messages and control calls). */
@@ -29,23 +31,27 @@ let scheduled = false;
 /** An envelope arrived: decoded and checked, then every message goes to the host. */
 function receive(link: PortLink, raw: unknown): void {
   writeBoard(board, 'receive', step);
-  let what = 'an envelope';
+  let m: HostInput<Tensor> | undefined;
   try {
-    const envelope = codec.decodeHostInputs(raw, link.edgeIn, link.peer, limits);
+    const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, limits);
     if (envelope.gen < gen) {
       dropped += envelope.messages.length;
       return;
     }
     gen = envelope.gen;
-    for (const m of envelope.messages) {
-      what = codec.describe(m);
-      if (m.kind === 'start') step = m.step;
-      if (link !== coordinator && m.kind !== 'start' && m.kind !== 'feed')
+    const fromHost = link !== coordinator;
+    for (m of envelope.messages) {
+      if (m.kind === 'start') {
+        step = m.step;
+        perform(host.startStep(m));
+        continue;
+      }
+      if (fromHost && m.kind !== 'feed')
         recorder.received(link.peer, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
-      perform(m.kind === 'start' ? host.startStep(m) : host.deliver(m));
+      perform(host.deliver(m));
     }
   } catch (err) {
-    fail(codec.refused(link.edgeIn, what, err, step));
+    fail(codec.refused(link.edgeIn, m === undefined ? 'an envelope' : codec.describe(m), err, step));
   } finally {
     writeBoard(board, 'idle', step);
   }
@@ -115,7 +121,7 @@ let edge = '';
 
 const api: HostControl = {
   init(init) {
-    const plan = compile(deserializeGraph(init.graph), init.options);
+    const plan = compile(unpackGraph(init.graph), init.options);
     host = new Host(plan, worker);
     limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
     gen = init.gen;
@@ -150,6 +156,7 @@ const api: HostControl = {
   },
   setFailpoints: (failpoints) => host.setFailpoints(failpoints),
   setSchedule: (actions) => host.setSchedule(actions),
+  setAnomalyMode: (on) => host.setAnomalyMode(on),
   setTracing(on) {
     recorder.enabled = on;
     recorder.take();

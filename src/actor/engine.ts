@@ -24,6 +24,8 @@ export interface ValueEngine<T> {
   item(value: T): number;
   bytes(value: T): number;
   zeros(shape: ConcreteShape, dtype: DType): T;
+  /** False when a value holds a NaN or an infinity (anomaly mode); absent where values hold no numbers. */
+  isFinite?(value: T): boolean;
   /**
    * For engines whose values hold no numbers: a node's VJP contributions without running the VJP
    * (Note [contributions without numbers]). Absent: the host runs the op's VJP on `ops`.
@@ -57,4 +59,10 @@ export const tensorEngine: ValueEngine<Tensor> = {
   item: (t) => t.data[0]!,
   bytes: (t) => t.data.byteLength,
   zeros: (shape, dtype) => zeros(shape, dtype),
+  isFinite: (t) => {
+    const d = t.data;
+    // x - x is 0 for finite x and NaN for NaN and the infinities.
+    for (let i = 0; i < d.length; i++) if (d[i]! - d[i]! !== 0) return false;
+    return true;
+  },
 };

@@ -2,8 +2,9 @@ import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
-import type { Optimizer, OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { makeOptimizer, type OptimizerSpec, scaled, sumOfSquares } from '../optim/spec.ts';
+import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
+import { sumOfSquares } from '../optim/spec.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
@@ -11,6 +12,7 @@ import { type Failpoint, type FailpointAction, FailpointError } from './failpoin
 import type { DataMessage, Report, StepStart } from './messages.ts';
 import { type GradientCells, gradientCells, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
+import { ParamUpdates } from './param-updates.ts';
 import { type HostAction, type TaskPhase, TaskQueue } from './task-queue.ts';
 import { toWireError } from './wire-error.ts';
 
@@ -96,11 +98,8 @@ export class Host<T = Tensor> {
   private failpoints: Failpoint[] = [];
   private current: Task<T> | null = null;
   /** The optimizer of the parameters this host owns, their states, and the step's pending update. */
-  private optimizer: Optimizer | null = null;
-  private readonly optimizerStates = new Map<number, unknown>();
-  private optimizerSteps = 0;
-  private readonly pendingGrads = new Map<number, T>();
-  private shadow: Map<number, { value: T; state: unknown }> | null = null;
+  private readonly updates: ParamUpdates<T>;
+  private anomalies = false;
   /** Where every contribution goes (Note [gradient cells]). */
   private readonly cells: GradientCells;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
@@ -117,6 +116,7 @@ export class Host<T = Tensor> {
     this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
     const { graph, grad, placement } = plan;
     this.cells = gradientCells(plan);
+    this.updates = new ParamUpdates(worker, this.engine, (id) => label(graph.nodes[id]!));
     this.vjpSource = new KeptSource<T>(graph.nodes);
     this.actors = new Array(graph.size * plan.replicas);
     const constant = (id: number) => graph.nodes[id]!.attrs.value as T;
@@ -175,84 +175,36 @@ export class Host<T = Tensor> {
    * reported instead), and `prepareUpdate`/`commitUpdate` apply it. Null: gradients are reported.
    */
   setOptimizer(spec: OptimizerSpec | null): void {
-    this.optimizer = spec === null ? null : makeOptimizer(spec);
-    this.optimizerStates.clear();
-    this.optimizerSteps = 0;
+    this.updates.set(spec);
   }
 
-  /**
-   * Computes every owned parameter's update into shadow copies (value and optimizer state), leaving
-   * the live ones untouched: a failure here changes nothing. `scale` is the clipping factor.
-   */
+  /** Phase one of an update: every owned parameter's new value and state, into shadows. */
   prepareUpdate(lr: number, scale: number): void {
-    const opt = this.optimizer;
-    if (opt === null) throw new InputError(`host ${this.worker}: no optimizer is set`);
-    const shadow = new Map<number, { value: T; state: unknown }>();
-    for (const [id, param] of this.params) {
-      const grad = this.pendingGrads.get(id);
-      if (grad === undefined)
-        throw new InputError(`host ${this.worker}: parameter %${id} has no gradient for this step`, {
-          node: id,
-        });
-      const value = this.engine.copy(param.value) as unknown as Tensor;
-      const old = this.optimizerStates.get(id);
-      const state =
-        old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
-      opt.update(value, scaled(grad as unknown as Tensor, scale), state, this.optimizerSteps + 1, lr);
-      shadow.set(id, { value: value as unknown as T, state });
-    }
-    this.shadow = shadow;
+    this.updates.prepare(this.params, lr, scale);
   }
 
-  /** Makes the prepared update live (a swap: it cannot fail half-way). */
+  /** Phase two: the shadows swapped in. */
   commitUpdate(): void {
-    if (this.shadow === null) throw new InputError(`host ${this.worker}: no prepared update to commit`);
-    for (const [id, { value, state }] of this.shadow) {
-      this.engine.share(value);
-      this.params.get(id)!.value = value;
-      this.optimizerStates.set(id, state);
-    }
-    this.optimizerSteps++;
-    this.shadow = null;
-    this.pendingGrads.clear();
+    this.updates.commit(this.params);
   }
 
   /** Drops a prepared update and the step's gradients. */
   abortUpdate(): void {
-    this.shadow = null;
-    this.pendingGrads.clear();
+    this.updates.clear();
   }
 
   /** The optimizer's state of the owned parameters, as copies (for checkpoints). */
   getOptimizerState(): OptimizerCheckpoint {
-    const opt = this.optimizer;
-    const states: OptimizerCheckpoint['states'] = {};
-    if (opt !== null) {
-      for (const [id, state] of this.optimizerStates) {
-        const copy: Record<string, Tensor> = {};
-        for (const [k, t] of Object.entries(opt.stateToTensors(state))) copy[k] = tensorEngine.copy(t);
-        states[label(this.plan.graph.nodes[id]!)] = copy;
-      }
-    }
-    return { name: opt?.name ?? 'none', step: this.optimizerSteps, states };
+    return this.updates.getState();
   }
 
   setOptimizerState(checkpoint: OptimizerCheckpoint): void {
-    const opt = this.optimizer;
-    if (opt === null) throw new InputError(`host ${this.worker}: no optimizer is set`);
-    if (checkpoint.name !== opt.name) {
-      throw new InputError(`optimizer state is for '${checkpoint.name}', the runtime uses '${opt.name}'`, {
-        expected: opt.name,
-        found: checkpoint.name,
-      });
-    }
-    this.optimizerStates.clear();
-    for (const [id, param] of this.params) {
-      const tensors = checkpoint.states[label(this.plan.graph.nodes[id]!)];
-      if (tensors !== undefined)
-        this.optimizerStates.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
-    }
-    this.optimizerSteps = checkpoint.step;
+    this.updates.setState(this.params, checkpoint);
+  }
+
+  /** Anomaly mode: report the first non-finite value each task makes (forward outputs, contributions). */
+  setAnomalyMode(on: boolean): void {
+    this.anomalies = on;
   }
 
   /** Follows a pipeline schedule's actions for this worker from the next step on (null: dataflow order). */
@@ -269,14 +221,13 @@ export class Host<T = Tensor> {
     for (const a of this.actorList) a.start(start.microbatches);
     this.shards = shardTable(start);
     const effects: HostEffect<T>[] = [];
-    this.pendingGrads.clear();
-    this.shadow = null;
+    this.updates.clear();
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
-      if (param.closed && this.optimizer !== null) {
+      if (param.closed && this.updates.active) {
         // Not connected to the loss: a zero gradient, so the optimizer still steps it (as the reference does).
         const node = this.plan.graph.nodes[param.node]!;
-        this.pendingGrads.set(param.node, this.engine.zeros(node.shape as number[], node.dtype));
+        this.updates.keep(param.node, this.engine.zeros(node.shape as number[], node.dtype));
         effects.push({
           kind: 'report',
           report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 },
@@ -424,8 +375,8 @@ export class Host<T = Tensor> {
     const total = param.receive(this.engine.ops, replica, mb, cell, value);
     if (total === null) return;
     // The parameter's gradient context closed: keep it for the optimizer here, or report it.
-    if (this.optimizer !== null) {
-      this.pendingGrads.set(node, total);
+    if (this.updates.active) {
+      this.updates.keep(node, total);
       const sumsq = sumOfSquares(total as unknown as Tensor);
       effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
     } else
@@ -526,6 +477,7 @@ export class Host<T = Tensor> {
         if (this.stats.keptBytes > this.stats.peakKeptBytes) this.stats.peakKeptBytes = this.stats.keptBytes;
       }
     }
+    if (this.anomalies && engine.isFinite?.(output) === false) effects.push(this.anomaly(task, 'forward'));
     if (node.id === this.plan.loss) {
       const shard = this.shards[replica * this.microbatches + mb]!;
       effects.push({
@@ -587,6 +539,9 @@ export class Host<T = Tensor> {
         cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource, actor.def);
       }
     }
+    if (this.anomalies && cotangents.some((c) => c !== null && this.engine.isFinite?.(c) === false)) {
+      effects.push(this.anomaly(task, 'backward'));
+    }
     if (last) {
       const kept = state.kept as T[];
       for (let k = 0; k < kept.length; k++) this.stats.keptBytes -= this.engine.bytes(kept[k]!);
@@ -627,6 +582,10 @@ export class Host<T = Tensor> {
         }),
       );
     }
+  }
+
+  private anomaly(task: Task<T>, phase: 'forward' | 'backward'): HostEffect<T> {
+    return { kind: 'report', report: { kind: 'anomaly', step: this.step, node: task.node, mb: task.mb, replica: task.replica, phase } };
   }
 
   /** A value leaving this host: the original if nothing here still references its storage, else a copy. */

@@ -69,7 +69,16 @@ export type Report<T = Tensor> =
   | { readonly kind: 'grad'; readonly step: number; readonly node: number; readonly tensor: T }
   /** With an optimizer on the workers: a parameter's gradient is complete and kept there; its sum of squares. */
   | { readonly kind: 'gradNorm'; readonly step: number; readonly node: number; readonly sumsq: number }
-  | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport };
+  | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport }
+  /** Anomaly mode: a task made a NaN or an infinity (a forward output, or a gradient contribution). */
+  | {
+      readonly kind: 'anomaly';
+      readonly step: number;
+      readonly node: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly phase: 'forward' | 'backward';
+    };
 
 /** An error as data, so it can cross threads: name, message, stack, custom fields and where it happened. */
 export interface ErrorReport {

@@ -135,6 +135,18 @@ function encodeNode(node: Node): Record<string, unknown> {
   };
 }
 
+/** A node's attributes in the tagged form of Note [graph format] (for other encodings of a graph too). */
+export function encodeAttrs(node: Node): unknown {
+  return encodeValue(node.attrs, `%${node.id} attrs`, 0);
+}
+
+/** Attributes back from their tagged form; a FormatError if they are not. */
+export function decodeAttrs(raw: unknown, id: number): unknown {
+  if (!Array.isArray(raw) || raw[0] !== 'o')
+    throw corrupt(`%${id} attrs: expected a tagged object, found ${fmtValue(raw)}`, { node: `%${id}` });
+  return decodeValue(raw, `%${id} attrs`);
+}
+
 /** An attribute value in the tagged form of Note [graph format]. */
 function encodeValue(v: unknown, where: string, depth: number): unknown {
   if (depth > MAX_DEPTH) throw unserializable(where, 'nested too deeply (a cycle?)');

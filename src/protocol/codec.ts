@@ -1,26 +1,16 @@
-import type { Message } from '../actor/host.ts';
 import { ProtocolError } from '../errors.ts';
 import { sizeOf } from '../tensor/shape.ts';
 import { bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
 import { Check, isPlain } from './check.ts';
-import {
-  COORDINATOR,
-  type Envelope,
-  type HostInput,
-  type HostOutput,
-  type Limits,
-  PROTOCOL_VERSION,
-  type StartMessage,
-  type WireTensor,
-} from './envelope.ts';
+import type { HostInput, HostOutput, Limits, StartMessage, WireTensor } from './envelope.ts';
 
 // Note [envelope encoding]
-// Envelopes cross ports by structured clone, tensors as transferred ArrayBuffers in the same
-// postMessage. Measured on this machine (5,000 envelopes through a MessageChannel, median of 7):
-// one message per envelope 3.7 us cloned vs 4.7 us as a msgpack header plus transferred buffers;
-// sixteen messages 44.5 vs 45.2 us. msgpack buys nothing here and would add a second list of
-// buffers beside the header and the arena pitfalls of FIELD-NOTES.md. Either way the receiver
-// validates every envelope: structured clone checks types, not the protocol.
+// Data envelopes are columns (Note [columnar envelope] in batch.ts). The control plane (parameters,
+// optimizer state) sends tensors as {dtype, shape, buffer}, the buffer transferred, by structured
+// clone: few, often large tensors. msgpack was measured against structured clone for envelopes
+// (one message: 4.7 vs 3.7 us; sixteen: 45.2 vs 44.5 us) and buys nothing here, beside the arena
+// pitfalls of FIELD-NOTES.md. Either way the receiver validates: structured clone checks types, not
+// the protocol.
 
 /** Where a message travels, for errors: 'worker 0 -> worker 1', 'coordinator -> worker 2'. */
 export function edgeName(from: number, to: number): string {
@@ -40,6 +30,11 @@ export class Transfers {
   private readonly seen = new Set<ArrayBufferLike>();
 
   take(t: Tensor, edge: string, what: string): WireTensor {
+    return { dtype: t.dtype, shape: [...t.shape], buffer: this.buffer(t, edge, what) };
+  }
+
+  /** The tensor's storage as a buffer of its own, added to the list. */
+  buffer(t: Tensor, edge: string, what: string): ArrayBuffer {
     const data = t.data;
     const need = sizeOf(t.shape) * bytesPerElement(t.dtype);
     if (data.byteLength !== need) {
@@ -59,18 +54,8 @@ export class Transfers {
     }
     this.seen.add(buffer);
     this.list.push(buffer);
-    return { dtype: t.dtype, shape: [...t.shape], buffer };
+    return buffer;
   }
-}
-
-/** A message with its tensor (if it has one) in wire form, its buffer added to `tx`. */
-export function encodeMessage<M extends HostInput<Tensor> | HostOutput<Tensor>>(
-  m: M,
-  tx: Transfers,
-  edge: string,
-): unknown {
-  if (!('tensor' in m)) return m;
-  return { ...m, tensor: tx.take(m.tensor, edge, describe(m)) };
 }
 
 /** Parameters as [id, tensor] pairs, each a fresh copy the caller may transfer. */
@@ -148,82 +133,15 @@ function define<V>(o: Record<string, V>, key: string, value: V): void {
   Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
-/** The messages a host accepts, by sender: the coordinator starts steps and feeds, hosts exchange data. */
-const FROM_COORDINATOR: readonly HostInput<unknown>['kind'][] = ['start', 'feed'];
-const FROM_HOST: readonly HostInput<unknown>['kind'][] = ['activation', 'param', 'gradient'];
-
-/** Checks an envelope a host received and rebuilds its tensors. Anything else is a ProtocolError naming the edge. */
-export function decodeHostInputs(
-  raw: unknown,
-  edge: string,
-  from: number,
-  limits: Limits,
-): { gen: number; messages: HostInput<Tensor>[] } {
-  const kinds = from === COORDINATOR ? FROM_COORDINATOR : FROM_HOST;
-  return decodeEnvelope(raw, edge, from, (m, c) => {
-    const kind = c.oneOf(m.kind, 'kind', kinds);
-    return HOST_INPUTS[kind as HostInput<unknown>['kind']](m, c, limits);
-  });
-}
-
-/** Checks an envelope the coordinator received from a host and rebuilds its tensors. */
-export function decodeHostOutputs(
-  raw: unknown,
-  edge: string,
-  from: number,
-  limits: Limits,
-): { gen: number; messages: HostOutput<Tensor>[] } {
-  return decodeEnvelope(raw, edge, from, (m, c) => {
-    const kind = c.oneOf(m.kind, 'kind', Object.keys(HOST_OUTPUTS));
-    return HOST_OUTPUTS[kind as HostOutput<unknown>['kind']](m, c, limits);
-  });
-}
-
-function decodeEnvelope<M>(
-  raw: unknown,
-  edge: string,
-  from: number,
-  decode: (m: Record<string, unknown>, c: Check) => M,
-): { gen: number; messages: M[] } {
-  const c: Check = new Check(edge, 'envelope');
-  const e = c.record(raw, ['v', 'gen', 'from', 'messages']) as unknown as Envelope<unknown>;
-  if (e.v !== PROTOCOL_VERSION) {
-    const newer = Number.isInteger(e.v) && e.v > PROTOCOL_VERSION;
-    c.fail(
-      `protocol version ${PROTOCOL_VERSION}${newer ? ' (the sender speaks a newer protocol)' : ''}`,
-      e.v,
-    );
-  }
-  const gen = c.int(e.gen, 'gen', 0, 2 ** 31);
-  if (e.from !== from) c.fail(`from = ${from}`, e.from);
-  if (!Array.isArray(e.messages)) c.fail('messages: an array', e.messages);
-  const messages = e.messages.map((m: unknown, i) => {
-    const ci: Check = c.at(`message ${i}`);
-    if (!isPlain(m)) ci.fail('a message object', m);
-    return decode(m, ci.at(typeof m.kind === 'string' ? m.kind : '?'));
-  });
-  return { gen, messages };
-}
-
 type Decoder<M> = (m: Record<string, unknown>, c: Check, limits: Limits) => M;
 
 const stepField = (c: Check, v: unknown) => c.int(v, 'step', 0, 2 ** 31);
 const mbField = (c: Check, v: unknown) => c.int(v, 'mb', 0, 2 ** 24);
 
-function dataMessage(keys: string[]): Decoder<Message> {
-  return (m, c, l) => {
-    c.record(m, ['kind', ...keys, 'tensor']);
-    stepField(c, m.step);
-    if ('mb' in m) mbField(c, m.mb);
-    if ('replica' in m) c.int(m.replica, 'replica', 0, l.replicas);
-    c.int(m.node, 'node', 0, l.nodes);
-    if ('consumer' in m) c.int(m.consumer, 'consumer', 0, l.nodes);
-    if ('slot' in m) c.int(m.slot, 'slot', 0, 2 ** 16);
-    return { ...m, tensor: decodeTensor(m.tensor, c.at('tensor')) } as unknown as Message;
-  };
-}
-
-const HOST_INPUTS: { [K in HostInput<unknown>['kind']]: Decoder<HostInput<Tensor>> } = {
+/** The messages that travel as objects, not columns (batch.ts): each checked field by field. */
+export const OBJECT_MESSAGES: {
+  [K in 'start' | 'failed' | 'failpoint' | 'anomaly']: Decoder<HostInput<Tensor> | HostOutput<Tensor>>;
+} = {
   start: (m, c, l) => {
     c.record(m, ['kind', 'step', 'microbatches', 'shards']);
     stepField(c, m.step);
@@ -246,34 +164,6 @@ const HOST_INPUTS: { [K in HostInput<unknown>['kind']]: Decoder<HostInput<Tensor
     });
     return { ...m, shards } as unknown as StartMessage;
   },
-  feed: dataMessage(['step', 'mb', 'replica', 'node']),
-  activation: dataMessage(['step', 'mb', 'replica', 'node']),
-  param: dataMessage(['step', 'node']),
-  gradient: dataMessage(['step', 'mb', 'replica', 'node', 'consumer', 'slot']),
-};
-
-const HOST_OUTPUTS: { [K in HostOutput<unknown>['kind']]: Decoder<HostOutput<Tensor>> } = {
-  loss: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'mb', 'replica', 'value']);
-    stepField(c, m.step);
-    mbField(c, m.mb);
-    c.int(m.replica, 'replica', 0, l.replicas);
-    if (typeof m.value !== 'number') c.fail('value: a number', m.value);
-    return m as unknown as HostOutput<Tensor>;
-  },
-  grad: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'node', 'tensor']);
-    stepField(c, m.step);
-    c.int(m.node, 'node', 0, l.nodes);
-    return { ...m, tensor: decodeTensor(m.tensor, c.at('tensor')) } as unknown as HostOutput<Tensor>;
-  },
-  gradNorm: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'node', 'sumsq']);
-    stepField(c, m.step);
-    c.int(m.node, 'node', 0, l.nodes);
-    if (typeof m.sumsq !== 'number') c.fail('sumsq: a number', m.sumsq);
-    return m as unknown as HostOutput<Tensor>;
-  },
   failed: (m, c, l) => {
     c.record(m, ['kind', 'step', 'error']);
     stepField(c, m.step);
@@ -286,6 +176,15 @@ const HOST_OUTPUTS: { [K in HostOutput<unknown>['kind']]: Decoder<HostOutput<Ten
       .at('error.context')
       .record(e.context, ['worker'], ['node', 'op', 'step', 'microbatch', 'replica', 'phase']);
     c.int(where.worker, 'error.context.worker', -1, l.workers);
+    return m as unknown as HostOutput<Tensor>;
+  },
+  anomaly: (m, c, l) => {
+    c.record(m, ['kind', 'step', 'node', 'mb', 'replica', 'phase']);
+    stepField(c, m.step);
+    c.int(m.node, 'node', 0, l.nodes);
+    mbField(c, m.mb);
+    c.int(m.replica, 'replica', 0, l.replicas);
+    c.oneOf(m.phase, 'phase', ['forward', 'backward']);
     return m as unknown as HostOutput<Tensor>;
   },
   failpoint: (m, c, l) => {

@@ -10,11 +10,12 @@ import type { CompileOptions } from '../partition/plan.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
 import type { WireTensor } from './envelope.ts';
+import type { PackedGraph } from './packed-graph.ts';
 
 /** What a host worker is given once, after it started. */
 export interface HostInit {
-  /** serializeGraph(plan.graph). */
-  readonly graph: Uint8Array;
+  /** packGraph(plan.graph): Note [packed graph]. */
+  readonly graph: PackedGraph;
   /** Plain data only (node ids, not Node objects): compile() is pure, so the worker rebuilds the same plan. */
   readonly options: CompileOptions;
   /** Data port to the coordinator: step starts and feeds in, reports out. */
@@ -46,6 +47,8 @@ export interface HostControl {
   setOptimizerState(state: OptimizerState<WireTensor>): void;
   /** This worker's pipeline actions from the next step on, or null for dataflow order. */
   setSchedule(actions: HostAction[] | null): void;
+  /** Anomaly mode: report the first non-finite value of each task. */
+  setAnomalyMode(on: boolean): void;
   /** Records spans, messages and memory counters from now on (or stops). */
   setTracing(on: boolean): void;
   /** What was recorded since the last take. */

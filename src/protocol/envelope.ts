@@ -6,7 +6,7 @@ import type { DataMessage, Report, StepStart } from '../actor/messages.ts';
 import type { DType } from '../tensor/tensor.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** The `from` of envelopes the coordinator (main thread) sends. */
 export const COORDINATOR = -1;
@@ -37,16 +37,28 @@ export interface FailpointNotice {
 /** What a host sends the coordinator. */
 export type HostOutput<T> = Report<T> | FailpointNotice;
 
+/** Every message kind on a data port. */
+export type MessageKind = HostInput<unknown>['kind'] | HostOutput<unknown>['kind'];
+
 /**
- * One batch of messages on one port, sent once per event-loop turn. `gen` is the cluster generation
- * the sender was in (messages of an older generation are dropped and counted); `from` is the sending
- * worker, or COORDINATOR.
+ * One batch of messages on one port, sent once per event-loop turn, in columns (Note [columnar
+ * envelope] in batch.ts). `gen` is the cluster generation the sender was in (messages of an older
+ * generation are dropped and counted); `from` is the sending worker, or COORDINATOR.
  */
-export interface Envelope<M> {
+export interface Envelope {
   readonly v: number;
   readonly gen: number;
   readonly from: number;
-  readonly messages: readonly M[];
+  /** Messages in the envelope: rows in `head`. */
+  readonly count: number;
+  /** One row per message: ROW_FIELDS integers, then the tensor's dimensions. */
+  readonly head: Int32Array<ArrayBuffer>;
+  /** The bytes of small tensors and of scalars, each at an offset that is a multiple of 8. */
+  readonly payload: ArrayBuffer;
+  /** Large tensors, each its own transferred buffer, in row order. */
+  readonly buffers: readonly ArrayBuffer[];
+  /** Messages that are not columns (step starts, failures, failpoint notices), in row order. */
+  readonly objects: readonly unknown[];
 }
 
 /** What a receiver checks integers against: the plan's sizes. */

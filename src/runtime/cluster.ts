@@ -47,6 +47,8 @@ export interface Cluster {
   /** The optimizer state of every parameter (merged over hosts), and setting it back. */
   getOptimizerState(): Promise<OptimizerCheckpoint>;
   setOptimizerState(state: OptimizerCheckpoint): Promise<void>;
+  /** Anomaly mode in every host: each value a task makes is checked for NaN and infinities. */
+  setAnomalyMode(on: boolean): Promise<void>;
   /** Turns tracing on or off in every host. */
   setTracing(on: boolean): Promise<void>;
   /** Every host's record since the last take (wall-clock times). */

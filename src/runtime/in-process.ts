@@ -202,6 +202,10 @@ export class InProcessCluster implements Cluster {
     for (const h of this.hosts) h.setOptimizerState(state);
   }
 
+  async setAnomalyMode(on: boolean): Promise<void> {
+    for (const h of this.hosts) h.setAnomalyMode(on);
+  }
+
   async setTracing(on: boolean): Promise<void> {
     for (const r of this.recorders) {
       r.enabled = on;

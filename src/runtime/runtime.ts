@@ -53,6 +53,11 @@ export interface RuntimeOptions extends CompileOptions {
   clipNorm?: number;
   /** What a non-finite gradient does: reject the step (default) or skip its update. */
   nonFinite?: 'error' | 'skip';
+  /**
+   * Anomaly mode: every host checks each value it makes for NaN and infinities, so that a non-finite
+   * step names the first node that made one, its microbatch and phase. Costs a pass over every tensor.
+   */
+  anomaly?: boolean;
   /** Record every step's trace (task spans, messages, memory), returned as `StepResult.trace`. */
   trace?: boolean;
   /** Hook for tests: a host reached a 'pause' failpoint. */
@@ -93,6 +98,7 @@ interface StepState {
   losses: Map<number, number>;
   grads: Map<number, Tensor>;
   sumsq: Map<number, number>;
+  anomalies: Extract<Report<Tensor>, { kind: 'anomaly' }>[];
   finishing: boolean;
   expectedLosses: number;
   resolve: (r: StepResult) => void;
@@ -171,6 +177,7 @@ export class Runtime {
       if (actions !== null) await cluster.setSchedule(actions);
       if (options.optimizer !== undefined) await cluster.setOptimizer(options.optimizer);
       if (options.trace) await cluster.setTracing(true);
+      if (options.anomaly) await cluster.setAnomalyMode(true);
     } catch (err) {
       await cluster.close();
       throw err;
@@ -216,6 +223,7 @@ export class Runtime {
         losses: new Map(),
         grads: new Map(),
         sumsq: new Map(),
+        anomalies: [],
         finishing: false,
         expectedLosses: shards.length,
         resolve,
@@ -266,7 +274,10 @@ export class Runtime {
       state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
     else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
     else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
-    else {
+    else if (report.kind === 'anomaly') {
+      state.anomalies.push(report);
+      return;
+    } else {
       void this.fail(workerError(worker, report.error), false);
       return;
     }
@@ -315,7 +326,8 @@ export class Runtime {
     const gradNorm = globalNormOf(sums);
     let skipped = false;
     let lr: number | null = null;
-    if (!Number.isFinite(gradNorm)) {
+    const anomaly = firstAnomaly(state.anomalies, this.graph);
+    if (!Number.isFinite(gradNorm) || !Number.isFinite(loss)) {
       if (onWorkers) await this.cluster.abortUpdate();
       if ((this.options.nonFinite ?? 'error') === 'error') {
         const bad = Object.entries(sums)
@@ -323,12 +335,14 @@ export class Runtime {
           .map(([k]) => k);
         const named =
           bad.length > 8 ? `${bad.slice(0, 8).join(', ')} and ${bad.length - 8} more` : bad.join(', ');
+        const where = anomaly
+          ? `; the first non-finite value came from ${anomaly.node} (${anomaly.op}) in the ${anomaly.phase} of microbatch ${anomaly.microbatch}, replica ${anomaly.replica}`
+          : this.options.anomaly
+            ? ''
+            : '; anomaly: true names the node that made it';
         throw new NonFiniteError(
-          `step ${state.step}: non-finite gradient in ${named} (global norm ${gradNorm}); nonFinite: 'skip' skips such steps`,
-          {
-            step: state.step,
-            params: bad,
-          },
+          `step ${state.step}: non-finite ${bad.length > 0 ? `gradient in ${named}` : `loss ${loss}`} (global norm ${gradNorm})${where}; nonFinite: 'skip' skips such steps`,
+          { step: state.step, params: bad, ...(anomaly ? { anomaly } : {}) },
         );
       }
       skipped = true;
@@ -378,6 +392,9 @@ export class Runtime {
         (w) =>
           `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
       );
+    // Hosts that did not answer in time (threads.ts WaitingList): say so, rather than "nothing missing".
+    const silent = (waiting as { silent?: readonly string[] }).silent ?? [];
+    lines.push(...silent.map((why) => `  ${why}`));
     state.reject(
       new StepTimeoutError(
         `step ${state.step} did not finish within ${this.options.stepTimeoutMs ?? 30_000} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
@@ -469,6 +486,26 @@ function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<numb
     }
   }
   return out;
+}
+
+export interface Anomaly {
+  node: string;
+  op: string;
+  microbatch: number;
+  replica: number;
+  phase: 'forward' | 'backward';
+}
+
+/**
+ * The first non-finite value of a step: forward before backward; in the forward the earliest node in
+ * topological order, in the backward the latest (the backward runs in reverse); then replica, microbatch.
+ */
+function firstAnomaly(reports: Extract<Report<Tensor>, { kind: 'anomaly' }>[], graph: Graph): Anomaly | null {
+  if (reports.length === 0) return null;
+  const rank = (r: (typeof reports)[number]) => (r.phase === 'forward' ? r.node : graph.size * 2 - r.node);
+  const first = [...reports].sort((a, b) => rank(a) - rank(b) || a.replica - b.replica || a.mb - b.mb)[0]!;
+  const node = graph.nodes[first.node]!;
+  return { node: label(node), op: node.op, microbatch: first.mb, replica: first.replica, phase: first.phase };
 }
 
 function workerError(worker: number, e: ErrorReport): WorkerError {

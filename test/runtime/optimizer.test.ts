@@ -5,7 +5,9 @@ import { clipGlobalNorm } from '../../src/optim/clip.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { createRuntime } from '../../src/runtime/runtime.ts';
-import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { initParams } from '../../src/graph/params.ts';
+import { bitwiseEqual, cast, Tensor } from '../../src/tensor/tensor.ts';
 import { mlp } from '../support/models.ts';
 
 /** The reference training loop: reference gradients, clipping, the same optimizer on this thread. */
@@ -86,6 +88,32 @@ describe('optimizer on the workers', () => {
         const out = await rt.step(feeds);
         expect(out.skipped).toBe(false);
         expect(rt.updateCount).toBe(1);
+      } finally {
+        await rt.close();
+      }
+    }
+  });
+});
+
+describe('anomaly mode', () => {
+  it('names the first node that made a NaN, its microbatch and phase', async () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 3]);
+    const h = b.matmul(x, b.param('w', [3, 3], { init: { kind: 'ones' } }));
+    // log of a negative sum is NaN, in the forward of this node only for rows with a negative sum.
+    const bad = b.name(b.log(h), 'bad');
+    b.output('loss', b.mean(b.square(bad)));
+    const graph = b.build();
+    const data = new Float32Array(12).fill(1);
+    data.set([-1, -1, -1], 9); // row 3: the second microbatch of two
+    const feeds = { x: new Tensor('float32', [4, 3], data) };
+    for (const mode of ['in-process', 'threads'] as const) {
+      const rt = await createRuntime(graph, { mode, workers: 2, placement: 'per-node', microbatches: 2, params: initParams(graph, 0), anomaly: true });
+      try {
+        const err = (await rt.step(feeds).catch((e: unknown) => e)) as NonFiniteError;
+        expect(err).toBeInstanceOf(NonFiniteError);
+        expect(err.context['anomaly']).toEqual({ node: 'bad', op: 'log', microbatch: 1, replica: 0, phase: 'forward' });
+        expect(err.message).toMatch(/first non-finite value came from bad \(log\) in the forward of microbatch 1/);
       } finally {
         await rt.close();
       }

@@ -94,3 +94,24 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
     ).rejects.toThrow(ScheduleError);
   });
 });
+
+describe('pipelines on worker threads', () => {
+  it('interleaved 1F1B (2 chunks per worker) and ZB-H1 over 4 threads are bitwise equal to the reference', async () => {
+    const model = deepMlp(8);
+    const feeds = model.feeds(16);
+    const ref = referenceStep(model.graph, feeds, model.params, { microbatches: 4 });
+    for (const [schedule, chunks] of [
+      ['interleaved-1f1b', 2],
+      ['zb-h1', 1],
+    ] as const) {
+      const rt = await createRuntime(model.graph, { workers: 4, schedule, chunks, microbatches: 4, params: model.params });
+      try {
+        const out = await rt.step(feeds);
+        expect(out.loss).toBe(ref.loss);
+        for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+      } finally {
+        await rt.close();
+      }
+    }
+  });
+});

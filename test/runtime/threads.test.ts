@@ -6,10 +6,12 @@ import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { RuntimeClosedError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
 import { label } from '../../src/graph/graph.ts';
 import { edgeGradient } from '../../src/partition/plan.ts';
+import { encodeEnvelope, ROW } from '../../src/protocol/batch.ts';
+import { COORDINATOR } from '../../src/protocol/envelope.ts';
 import { WorkerPool } from '../../src/runtime/pool.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { threadsClusterOf } from '../../src/runtime/threads.ts';
-import { bitwiseEqual } from '../../src/tensor/tensor.ts';
+import { bitwiseEqual, Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
 
 const { graph, params, feeds } = smallMlp();
@@ -98,13 +100,19 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     await runtime.setFailpoints([{ node: cut.to, phase: 'backward', action: 'drop' }]);
     const step = runtime.step(feeds);
     await nextTurn();
-    const garbage = {
-      v: 1,
-      gen: 0,
-      from: -1,
-      messages: [{ kind: 'feed', step: 3, mb: 0, replica: 0, node: 999, tensor: null }],
-    };
-    threadsClusterOf(runtime.plan)!.postRaw(1, garbage);
+    // A well-formed feed, then its node column set out of range.
+    const x = feeds.x!;
+    const feed = {
+      kind: 'feed',
+      step: 3,
+      mb: 0,
+      replica: 0,
+      node: 0,
+      tensor: new Tensor(x.dtype, x.shape, x.data.slice()),
+    } as const;
+    const { envelope, transfer } = encodeEnvelope([feed], 0, COORDINATOR, 'test');
+    envelope.head[ROW.NODE] = 999;
+    threadsClusterOf(runtime.plan)!.postRaw(1, envelope, transfer);
     const { error, ms } = await rejection(step);
     expect(ms).toBeLessThan(2000);
     expect(error).toBeInstanceOf(WorkerError);
@@ -125,6 +133,13 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     expect(error).toBeInstanceOf(StepTimeoutError);
     expect(ms).toBeLessThan(STEP_TIMEOUT_MS + 500);
     expect(error.message).toMatch(/did not finish within 1500 ms; still missing:/);
+    // The hung host cannot answer: the message says so, and what it was doing, instead of "nothing missing".
+    const worker = runtime.plan.placement[0]![target.id];
+    expect(error.message).toMatch(
+      new RegExp(
+        `worker ${worker} did not answer waiting within 250 ms \\(last seen during the forward of node ${label(target)}`,
+      ),
+    );
   });
 
   it('close() during a step rejects it with RuntimeClosedError; every worker exits within 2 s; close() twice is harmless', async () => {

@@ -1,0 +1,181 @@
+// The graph as the coordinator hands it to its workers: columns, not the msgpack file format.
+import { FormatError } from '../errors.ts';
+import { Graph, type Node } from '../graph/graph.ts';
+import { decodeAttrs, encodeAttrs } from '../graph/serialize.ts';
+import type { Attrs } from '../ops/op.ts';
+import type { Dim } from '../tensor/shape.ts';
+import { DTYPES } from '../tensor/tensor.ts';
+
+// Note [packed graph]
+// Every worker needs the whole graph to compile the plan. The file format (serialize.ts: one msgpack
+// map per node) took about 5 s per worker to decode and re-check for a million nodes, and 1 s to
+// write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
+// and shapes as offsets into flat columns) plus the few non-empty attributes in the tagged form of
+// Note [graph format]; it travels by structured clone and is rebuilt in a fraction of the time. It
+// is not re-checked on arrival: it is the coordinator's own graph, which `checkGraph` passed before
+// any worker started (invariant 8); `unpackGraph` only checks that the columns hold together, so a
+// corrupted handoff is a FormatError, never a crash or a wrong graph.
+
+export interface PackedGraph {
+  readonly size: number;
+  /** Op names; `op[id]` indexes them. */
+  readonly ops: readonly string[];
+  readonly op: Int32Array<ArrayBuffer>;
+  /** Index into DTYPES. */
+  readonly dtype: Uint8Array<ArrayBuffer>;
+  /** Node id's inputs are inputs[inputStart[id] .. inputStart[id + 1]). */
+  readonly inputStart: Int32Array<ArrayBuffer>;
+  readonly inputs: Int32Array<ArrayBuffer>;
+  /** Node id's shape is dims[shapeStart[id] .. shapeStart[id + 1]): a size, or -1 - i for symbols[i]. */
+  readonly shapeStart: Int32Array<ArrayBuffer>;
+  readonly dims: Int32Array<ArrayBuffer>;
+  readonly symbols: readonly string[];
+  /** Sparse: only nodes that have them. Attributes in the tagged form of Note [graph format]. */
+  readonly attrs: readonly (readonly [number, unknown])[];
+  readonly names: readonly (readonly [number, string])[];
+  readonly stages: readonly (readonly [number, number])[];
+  readonly outputs: readonly (readonly [string, number])[];
+}
+
+/** The graph as columns (cloned to each worker: the columns are small next to the nodes). */
+export function packGraph(graph: Graph): PackedGraph {
+  const nodes = graph.nodes;
+  const size = nodes.length;
+  const ops: string[] = [];
+  const opIndex = new Map<string, number>();
+  const symbols: string[] = [];
+  const symbolIndex = new Map<string, number>();
+  const op = new Int32Array(size);
+  const dtype = new Uint8Array(size);
+  const inputStart = new Int32Array(size + 1);
+  const shapeStart = new Int32Array(size + 1);
+  let inputCount = 0;
+  let dimCount = 0;
+  for (let id = 0; id < size; id++) {
+    inputCount += nodes[id]!.inputs.length;
+    dimCount += nodes[id]!.shape.length;
+  }
+  const inputs = new Int32Array(inputCount);
+  const dims = new Int32Array(dimCount);
+  const attrs: [number, unknown][] = [];
+  const names: [number, string][] = [];
+  const stages: [number, number][] = [];
+  let i = 0;
+  let d = 0;
+  for (let id = 0; id < size; id++) {
+    const n = nodes[id]!;
+    let k = opIndex.get(n.op);
+    if (k === undefined) {
+      k = ops.push(n.op) - 1;
+      opIndex.set(n.op, k);
+    }
+    op[id] = k;
+    dtype[id] = n.dtype === 'float32' ? 0 : 1;
+    inputStart[id] = i;
+    for (const input of n.inputs) inputs[i++] = input;
+    shapeStart[id] = d;
+    for (const dim of n.shape) {
+      if (typeof dim === 'number') dims[d++] = dim;
+      else {
+        let s = symbolIndex.get(dim);
+        if (s === undefined) {
+          s = symbols.push(dim) - 1;
+          symbolIndex.set(dim, s);
+        }
+        dims[d++] = -1 - s;
+      }
+    }
+    for (const _ in n.attrs) {
+      attrs.push([id, encodeAttrs(n)]);
+      break;
+    }
+    if (n.name !== undefined) names.push([id, n.name]);
+    if (n.stage !== undefined) stages.push([id, n.stage]);
+  }
+  inputStart[size] = i;
+  shapeStart[size] = d;
+  return {
+    size,
+    ops,
+    op,
+    dtype,
+    inputStart,
+    inputs,
+    shapeStart,
+    dims,
+    symbols,
+    attrs,
+    names,
+    stages,
+    outputs: Object.entries(graph.outputs),
+  };
+}
+
+/** The graph back from its columns; a FormatError if they do not hold together. */
+export function unpackGraph(p: PackedGraph): Graph {
+  const size = p?.size;
+  if (!Number.isInteger(size) || size < 0) throw corrupt(`a size, found ${String(size)}`);
+  const { op, dtype, inputStart, inputs, shapeStart, dims, ops, symbols } = p;
+  const columns = [op, dtype, inputStart, inputs, shapeStart, dims];
+  const lists = [ops, symbols, p.attrs, p.names, p.stages, p.outputs];
+  if (!columns.every((c) => ArrayBuffer.isView(c)) || !lists.every((l) => Array.isArray(l)))
+    throw corrupt('typed-array columns and lists of ops, symbols, attributes, names, stages and outputs');
+  if (
+    op.length !== size ||
+    dtype.length !== size ||
+    inputStart.length !== size + 1 ||
+    shapeStart.length !== size + 1
+  )
+    throw corrupt(`columns of ${size} nodes`);
+  if (inputStart[size] !== inputs.length || shapeStart[size] !== dims.length)
+    throw corrupt('offsets that end at the end of inputs and dims');
+  const attrs = new Map<number, unknown>();
+  for (const [id, a] of p.attrs) attrs.set(id, a);
+  const extra = new Map<number, { name?: string; stage?: number }>();
+  for (const [id, name] of p.names) extra.set(id, { name });
+  for (const [id, stage] of p.stages) extra.set(id, { ...extra.get(id), stage });
+  const nodes = new Array<Node>(size);
+  for (let id = 0; id < size; id++) {
+    const opName = ops[op[id]!];
+    const dt = DTYPES[dtype[id]!];
+    const i0 = inputStart[id]!;
+    const i1 = inputStart[id + 1]!;
+    const s0 = shapeStart[id]!;
+    const s1 = shapeStart[id + 1]!;
+    if (typeof opName !== 'string' || dt === undefined || i0 > i1 || s0 > s1)
+      throw corrupt(`node %${id}: an op, a dtype and its column ranges`);
+    const ins = new Array<number>(i1 - i0);
+    for (let i = i0; i < i1; i++) {
+      const input = inputs[i]!;
+      // Topological order: an input comes before its consumer.
+      if (input < 0 || input >= id) throw corrupt(`node %${id}: inputs before it, found %${input}`);
+      ins[i - i0] = input;
+    }
+    const shape = new Array<Dim>(s1 - s0);
+    for (let s = s0; s < s1; s++) {
+      const dim = dims[s]!;
+      const symbol = dim < 0 ? symbols[-1 - dim] : dim;
+      if (symbol === undefined) throw corrupt(`node %${id}: a known dimension symbol, found ${dim}`);
+      shape[s - s0] = symbol;
+    }
+    const encoded = attrs.get(id);
+    const a = encoded === undefined ? {} : (decodeAttrs(encoded, id) as Attrs);
+    const more = extra.get(id);
+    // The builder's field order, so that nodes from either path share one object shape.
+    nodes[id] =
+      more === undefined
+        ? { id, op: opName, inputs: ins, attrs: a, shape, dtype: dt }
+        : { id, op: opName, inputs: ins, attrs: a, shape, dtype: dt, ...more };
+  }
+  const outputs: Record<string, number> = {};
+  for (const [name, id] of p.outputs) {
+    if (!Number.isInteger(id) || id < 0 || id >= size)
+      throw corrupt(`output ${name}: a node id, found ${id}`);
+    Object.defineProperty(outputs, name, { value: id, enumerable: true, writable: true, configurable: true });
+  }
+  return new Graph(nodes, outputs);
+}
+
+function corrupt(expected: string): FormatError {
+  return new FormatError(`unpackGraph: expected ${expected}`, { phase: 'deserialize', expected });
+}

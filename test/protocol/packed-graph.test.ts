@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { gradGraph } from '../../src/autodiff/grad-graph.ts';
+import { FormatError } from '../../src/errors.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { laneGraph } from '../../src/graph/generators.ts';
+import type { Graph } from '../../src/graph/graph.ts';
+import { printGraph } from '../../src/graph/print.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { type PackedGraph, packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
+import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+
+/** Symbolic dims, stages, names, a const with -0 and a denormal, and G+B appended by gradGraph. */
+function model(): Graph {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 6]);
+  const y = b.input('y', ['B']);
+  const w1 = b.param('w1', [6, 5], { init: { kind: 'heNormal' } });
+  const h = b.name(b.tanh(b.matmul(x, w1)), 'h1');
+  b.onStage(1, () => {
+    const w2 = b.param('w2', [5, 3], { init: { kind: 'uniform', low: -0.5, high: 0.5 } });
+    const bias = b.const(tensor([0.25, -0, 1e-40]), 'bias');
+    const logits = b.add(b.matmul(h, w2), bias);
+    b.output('loss', b.softmaxCrossEntropy(b.reshape(logits, ['B', -1]), y));
+  });
+  return gradGraph(b.build(), { loss: 'loss' });
+}
+
+/** As a worker receives it: a structured clone. */
+const handOver = (g: Graph) => unpackGraph(structuredClone(packGraph(g)));
+
+describe('packed graph (the coordinator -> worker handoff)', () => {
+  it('rebuilds the same graph: printed form, outputs, names, stages, attributes, const bits', () => {
+    const g = model();
+    const back = handOver(g);
+    expect(printGraph(back)).toBe(printGraph(g));
+    expect(back.outputs).toEqual(g.outputs);
+    expect(back.nodes.map((n) => [n.name, n.stage])).toEqual(g.nodes.map((n) => [n.name, n.stage]));
+    expect(back.nodes.map((n) => n.attrs)).toEqual(g.nodes.map((n) => n.attrs));
+    expect(back.node('x').shape).toEqual(['B', 6]);
+    const bias = back.node('bias').attrs.value as Tensor;
+    expect(bitwiseEqual(bias, g.node('bias').attrs.value as Tensor)).toBe(true);
+    expect(bias.data.buffer).not.toBe((g.node('bias').attrs.value as Tensor).data.buffer);
+    // Same field order as the builder's nodes (one object shape for the hot paths).
+    expect(back.nodes.map((n) => Object.keys(n))).toEqual(g.nodes.map((n) => Object.keys(n)));
+  });
+
+  it('compiles to the same plan', () => {
+    const g = laneGraph(3, 4);
+    const options = { workers: 2, placement: 'per-node' as const };
+    const [a, b] = [compile(g, options), compile(handOver(g), options)];
+    expect(b.placement).toEqual(a.placement);
+    expect(b.consumers).toEqual(a.consumers);
+    expect(b.grad.expected).toEqual(a.grad.expected);
+  });
+
+  it.each<[string, (p: PackedGraph) => PackedGraph]>([
+    ['a short column', (p) => ({ ...p, op: p.op.slice(1) })],
+    ['an offset past the inputs', (p) => ({ ...p, inputs: p.inputs.slice(1) })],
+    ['an input after its consumer', (p) => ({ ...p, inputs: p.inputs.map((i) => i + 1000) })],
+    ['an unknown op', (p) => ({ ...p, ops: [] })],
+    ['an unknown dtype', (p) => ({ ...p, dtype: p.dtype.map(() => 9) })],
+    ['an unknown symbol', (p) => ({ ...p, symbols: [] })],
+    ['bad attributes', (p) => ({ ...p, attrs: p.attrs.map(([id]) => [id, 'x'] as const) })],
+    ['an output out of range', (p) => ({ ...p, outputs: [['loss', p.size]] })],
+    ['no columns at all', () => ({}) as PackedGraph],
+    ['no list of names', (p) => ({ ...p, names: undefined }) as unknown as PackedGraph],
+  ])('refuses %s with a FormatError', (_, corrupt) => {
+    expect(() => unpackGraph(corrupt(packGraph(model())))).toThrow(FormatError);
+  });
+});
