@@ -585,7 +585,17 @@ export class Host<T = Tensor> {
   }
 
   private anomaly(task: Task<T>, phase: 'forward' | 'backward'): HostEffect<T> {
-    return { kind: 'report', report: { kind: 'anomaly', step: this.step, node: task.node, mb: task.mb, replica: task.replica, phase } };
+    return {
+      kind: 'report',
+      report: {
+        kind: 'anomaly',
+        step: this.step,
+        node: task.node,
+        mb: task.mb,
+        replica: task.replica,
+        phase,
+      },
+    };
   }
 
   /** A value leaving this host: the original if nothing here still references its storage, else a copy. */

@@ -55,11 +55,15 @@ export class ParamUpdates<T> {
     for (const [id, param] of params) {
       const grad = this.grads.get(id);
       if (grad === undefined) {
-        throw new InputError(`host ${this.worker}: parameter ${this.nameOf(id)} has no gradient for this step`, { node: this.nameOf(id) });
+        throw new InputError(
+          `host ${this.worker}: parameter ${this.nameOf(id)} has no gradient for this step`,
+          { node: this.nameOf(id) },
+        );
       }
       const value = this.engine.copy(param.value) as unknown as Tensor;
       const old = this.states.get(id);
-      const state = old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
+      const state =
+        old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
       opt.update(value, scaled(grad as unknown as Tensor, scale), state, this.steps + 1, lr);
       shadow.set(id, { value: value as unknown as T, state });
     }
@@ -85,7 +89,8 @@ export class ParamUpdates<T> {
     if (opt !== null) {
       for (const [id, state] of this.states) {
         const copy: Record<string, Tensor> = {};
-        for (const [k, t] of Object.entries(opt.stateToTensors(state))) copy[k] = this.engine.copy(t as unknown as T) as unknown as Tensor;
+        for (const [k, t] of Object.entries(opt.stateToTensors(state)))
+          copy[k] = this.engine.copy(t as unknown as T) as unknown as Tensor;
         states[this.nameOf(id)] = copy;
       }
     }
@@ -103,7 +108,8 @@ export class ParamUpdates<T> {
     this.states.clear();
     for (const [id, param] of params) {
       const tensors = checkpoint.states[this.nameOf(id)];
-      if (tensors !== undefined) this.states.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
+      if (tensors !== undefined)
+        this.states.set(id, opt.stateFromTensors(param.value as unknown as Tensor, tensors));
     }
     this.steps = checkpoint.step;
   }

@@ -12,8 +12,12 @@ import { type SimResult, simulate } from './simulate.ts';
 export function stageChain(stages: number, width = 16): Graph {
   const b = new GraphBuilder();
   let h = b.onStage(0, () => b.input('x', ['B', width]));
-  for (let s = 0; s < stages; s++) h = b.onStage(s, () => b.mul(h, b.param(`w${s}`, [width], { init: { kind: 'ones' } })));
-  b.output('loss', b.onStage(stages - 1, () => b.sum(h)));
+  for (let s = 0; s < stages; s++)
+    h = b.onStage(s, () => b.mul(h, b.param(`w${s}`, [width], { init: { kind: 'ones' } })));
+  b.output(
+    'loss',
+    b.onStage(stages - 1, () => b.sum(h)),
+  );
   return b.build();
 }
 
@@ -28,7 +32,14 @@ export interface PipelineSimOptions {
   graph?: Graph;
   batchSize?: number;
   /** Per-stage costs (the closed forms' setting) unless a cost model is given. */
-  costs?: { forward: number; backward: number; input?: number; weight?: number; latencyMs?: number; bytesPerMs?: number };
+  costs?: {
+    forward: number;
+    backward: number;
+    input?: number;
+    weight?: number;
+    latencyMs?: number;
+    bytesPerMs?: number;
+  };
   cost?: CostModel;
   cores?: number;
   record?: boolean;
@@ -38,9 +49,17 @@ export interface PipelineSimOptions {
 export function simulatePipeline(options: PipelineSimOptions): SimResult & { stages: number } {
   const chunks = options.chunks ?? 1;
   const stages = options.workers * chunks;
-  const schedule = resolveSchedule(options.schedule, { workers: options.workers, microbatches: options.microbatches, chunks });
+  const schedule = resolveSchedule(options.schedule, {
+    workers: options.workers,
+    microbatches: options.microbatches,
+    chunks,
+  });
   const graph = options.graph ?? stageChain(stages);
-  const plan = compile(graph, { workers: options.workers, placement: options.graph ? 'stages' : 'manual', stages });
+  const plan = compile(graph, {
+    workers: options.workers,
+    placement: options.graph ? 'stages' : 'manual',
+    stages,
+  });
   const cost = options.cost ?? stageCosts(plan, options.costs ?? { forward: 1, backward: 2 });
   const result = simulate(plan, {
     microbatches: options.microbatches,

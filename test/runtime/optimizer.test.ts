@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { NonFiniteError } from '../../src/errors.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { initParams } from '../../src/graph/params.ts';
 import { clipGlobalNorm } from '../../src/optim/clip.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { createRuntime } from '../../src/runtime/runtime.ts';
-import { GraphBuilder } from '../../src/graph/builder.ts';
-import { initParams } from '../../src/graph/params.ts';
 import { bitwiseEqual, cast, Tensor } from '../../src/tensor/tensor.ts';
 import { mlp } from '../support/models.ts';
 
@@ -108,12 +108,27 @@ describe('anomaly mode', () => {
     data.set([-1, -1, -1], 9); // row 3: the second microbatch of two
     const feeds = { x: new Tensor('float32', [4, 3], data) };
     for (const mode of ['in-process', 'threads'] as const) {
-      const rt = await createRuntime(graph, { mode, workers: 2, placement: 'per-node', microbatches: 2, params: initParams(graph, 0), anomaly: true });
+      const rt = await createRuntime(graph, {
+        mode,
+        workers: 2,
+        placement: 'per-node',
+        microbatches: 2,
+        params: initParams(graph, 0),
+        anomaly: true,
+      });
       try {
         const err = (await rt.step(feeds).catch((e: unknown) => e)) as NonFiniteError;
         expect(err).toBeInstanceOf(NonFiniteError);
-        expect(err.context['anomaly']).toEqual({ node: 'bad', op: 'log', microbatch: 1, replica: 0, phase: 'forward' });
-        expect(err.message).toMatch(/first non-finite value came from bad \(log\) in the forward of microbatch 1/);
+        expect(err.context['anomaly']).toEqual({
+          node: 'bad',
+          op: 'log',
+          microbatch: 1,
+          replica: 0,
+          phase: 'forward',
+        });
+        expect(err.message).toMatch(
+          /first non-finite value came from bad \(log\) in the forward of microbatch 1/,
+        );
       } finally {
         await rt.close();
       }

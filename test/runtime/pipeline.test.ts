@@ -104,11 +104,18 @@ describe('pipelines on worker threads', () => {
       ['interleaved-1f1b', 2],
       ['zb-h1', 1],
     ] as const) {
-      const rt = await createRuntime(model.graph, { workers: 4, schedule, chunks, microbatches: 4, params: model.params });
+      const rt = await createRuntime(model.graph, {
+        workers: 4,
+        schedule,
+        chunks,
+        microbatches: 4,
+        params: model.params,
+      });
       try {
         const out = await rt.step(feeds);
         expect(out.loss).toBe(ref.loss);
-        for (const [name, g] of Object.entries(ref.grads)) expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        for (const [name, g] of Object.entries(ref.grads))
+          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
       } finally {
         await rt.close();
       }
