@@ -47,6 +47,9 @@ export interface HostStats {
   /** Bytes held for backwards right now, and their peak in the step. */
   keptBytes: number;
   peakKeptBytes: number;
+  /** Bytes of the parameters this host owns, and of their optimizer state. */
+  paramBytes: number;
+  optimizerBytes: number;
 }
 
 export interface WaitingEntry {
@@ -84,6 +87,8 @@ export class Host<T = Tensor> {
     dropped: 0,
     keptBytes: 0,
     peakKeptBytes: 0,
+    paramBytes: 0,
+    optimizerBytes: 0,
   };
   /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
   private readonly actors: (NodeActor<T> | undefined)[];
@@ -158,6 +163,15 @@ export class Host<T = Tensor> {
     if (p === undefined) throw new InputError(`host ${this.worker} does not own parameter %${node}`);
     this.engine.share(value);
     p.value = value;
+    this.countBytes();
+  }
+
+  /** Counts the bytes of the owned parameters and their optimizer state (tensor bytes per worker). */
+  private countBytes(): void {
+    let bytes = 0;
+    for (const p of this.params.values()) bytes += this.engine.bytes(p.value);
+    this.stats.paramBytes = bytes;
+    this.stats.optimizerBytes = this.updates.stateBytes();
   }
 
   getParam(node: number): T {
@@ -186,6 +200,7 @@ export class Host<T = Tensor> {
   /** Phase two: the shadows swapped in. */
   commitUpdate(): void {
     this.updates.commit(this.params);
+    this.countBytes();
   }
 
   /** Drops a prepared update and the step's gradients. */
@@ -200,6 +215,7 @@ export class Host<T = Tensor> {
 
   setOptimizerState(checkpoint: OptimizerCheckpoint): void {
     this.updates.setState(this.params, checkpoint);
+    this.countBytes();
   }
 
   /** Anomaly mode: report the first non-finite value each task makes (forward outputs, contributions). */

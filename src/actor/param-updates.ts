@@ -82,6 +82,16 @@ export class ParamUpdates<T> {
     this.clear();
   }
 
+  /** Bytes of the optimizer state held here. */
+  stateBytes(): number {
+    const opt = this.optimizer;
+    if (opt === null) return 0;
+    let bytes = 0;
+    for (const state of this.states.values())
+      for (const t of Object.values(opt.stateToTensors(state))) bytes += t.bytes;
+    return bytes;
+  }
+
   /** The optimizer's state of the owned parameters, as copies (for checkpoints). */
   getState(): OptimizerCheckpoint {
     const opt = this.optimizer;

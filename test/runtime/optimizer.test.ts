@@ -59,6 +59,12 @@ describe('optimizer on the workers', () => {
         for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
         const state = await rt.getOptimizerState();
         expect(state.step).toBe(4);
+        // Tensor bytes per worker: the owned parameters and their optimizer state, counted exactly.
+        const stats = await rt.stats();
+        const elements = Object.values(ref.params).reduce((n, t) => n + t.size, 0);
+        expect(stats.reduce((n, h) => n + h.paramBytes, 0)).toBe(elements * 4);
+        const perElement = spec.name === 'sgd' ? 8 : 16; // velocity, or m and v, in float64
+        expect(stats.reduce((n, h) => n + h.optimizerBytes, 0)).toBe(elements * perElement);
         expect(Object.keys(state.states).sort()).toEqual(Object.keys(ref.params).sort());
       } finally {
         await rt.close();
