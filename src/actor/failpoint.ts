@@ -6,9 +6,10 @@ import { BackflowError } from '../errors.ts';
  * - 'exit': the worker calls process.exit(0) (only meaningful on a thread);
  * - 'hang': the worker blocks forever in the task;
  * - 'pause': the worker reports that it reached the point, then blocks (the test kills it there);
- * - 'drop': the task's outgoing messages are lost (a missing contribution).
+ * - 'drop': the task's outgoing messages are lost (a missing contribution);
+ * - 'dup': the task's outgoing messages are sent twice (duplicates must be dropped by their key).
  */
-export type FailpointAction = 'throw' | 'exit' | 'hang' | 'pause' | 'drop';
+export type FailpointAction = 'throw' | 'exit' | 'hang' | 'pause' | 'drop' | 'dup';
 
 export interface Failpoint {
   /** Node id or name. */

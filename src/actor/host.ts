@@ -319,7 +319,8 @@ export class Host<T = Tensor> {
           const [c, slot] = edges[k]!;
           if (p[c] !== this.worker) continue;
           const actor = this.actor(c, m.replica);
-          if (actor.receiveInput(m.mb, slot, m.tensor)) this.readyForward(actor, m.mb);
+          if (actor.hasInput(m.mb, slot)) this.stats.dropped++;
+          else if (actor.receiveInput(m.mb, slot, m.tensor)) this.readyForward(actor, m.mb);
         }
         break;
       }
@@ -378,8 +379,10 @@ export class Host<T = Tensor> {
     const cell = this.cells.cell[this.cells.slotBase[consumer]! + slot]!;
     // Actors first: an array index, where parameters take a map lookup.
     const actor = this.actors[this.key(node, replica)];
+    // A contribution whose cell is already filled is a duplicate (RELIABILITY.md): dropped, counted.
     if (actor !== undefined) {
-      if (actor.receiveGradient(mb, cell, value)) this.readyBackward(actor, mb);
+      if (actor.hasGradient(mb, cell)) this.stats.dropped++;
+      else if (actor.receiveGradient(mb, cell, value)) this.readyBackward(actor, mb);
       return;
     }
     const param = this.params.get(node);
@@ -388,6 +391,10 @@ export class Host<T = Tensor> {
         `host ${this.worker}: a gradient for %${node} of replica ${replica}, which has no actor here`,
         { node },
       );
+    if (param.has(replica, mb, cell)) {
+      this.stats.dropped++;
+      return;
+    }
     const total = param.receive(this.engine.ops, replica, mb, cell, value);
     if (total === null) return;
     // The parameter's gradient context closed: keep it for the optimizer here, or report it.
@@ -428,14 +435,15 @@ export class Host<T = Tensor> {
           );
         }
         effects.push({ kind: 'failpoint', action: fp.action, task: info(task) });
-        if (fp.action !== 'drop') return effects;
+        if (fp.action !== 'drop' && fp.action !== 'dup') return effects;
       }
       this.stats.tasks++;
       if (task.phase === 'forward') this.forward(task, effects);
       else this.backward(task, effects);
       this.queue.done(task);
-      // A dropped task's messages are lost; its reports still go out.
+      // A dropped task's messages are lost; its reports still go out. A duplicating one sends twice.
       if (fp?.action === 'drop') return effects.filter((e) => e.kind !== 'send');
+      if (fp?.action === 'dup') for (const e of effects.filter((x) => x.kind === 'send')) effects.push(e);
     } catch (err) {
       this.failed = true;
       effects.push({

@@ -200,9 +200,15 @@ export class NodeActor<T> {
   /** Stores a per-microbatch input; true when the forward may now fire. */
   receiveInput(mb: number, slot: number, value: T): boolean {
     const s = this.state(mb);
-    if (s.inputs[slot] === undefined) s.missing--;
+    s.missing--;
     s.inputs[slot] = value;
     return s.missing === 0 && !s.fired && this.paramsReady();
+  }
+
+  /** True when input `slot` of `mb` already arrived (or the forward already ran): a duplicate. */
+  hasInput(mb: number, slot: number): boolean {
+    const s = this.state(mb);
+    return s.fired || s.inputs[slot] !== undefined;
   }
 
   /** Stores a parameter input for the step; returns the microbatches whose forward may now fire. */
@@ -242,6 +248,12 @@ export class NodeActor<T> {
       s.kept[k] = from === -1 ? output : s.inputs[from];
     }
     empty(s.inputs);
+  }
+
+  /** True when cell `cell` of `mb` is already filled, or every owed contribution is in: a duplicate. */
+  hasGradient(mb: number, cell: number): boolean {
+    const s = this.state(mb);
+    return s.cells[cell] !== undefined || (this.expected > 0 && s.received >= this.expected);
   }
 
   /** Stores the contribution of cell `cell` (Note [gradient cells]); true when every owed one has arrived. */

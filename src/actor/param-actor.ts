@@ -55,6 +55,12 @@ export class ParamActor<T> {
     this.closed = this.expected === 0;
   }
 
+  /** True when this contribution of (replica, mb) already arrived, or all of them did: a duplicate. */
+  has(replica: number, mb: number, cell: number): boolean {
+    const key = replica * this.microbatches + mb;
+    return this.received[key]! >= this.expected || this.cells[key]?.[cell] !== undefined;
+  }
+
   /**
    * Adds the contribution of cell `cell` (Note [gradient cells]) for (replica, mb); returns the
    * step's gradient when this one closes the context.

@@ -189,7 +189,7 @@ export const OBJECT_MESSAGES: {
   },
   failpoint: (m, c, l) => {
     c.record(m, ['kind', 'action', 'task']);
-    c.oneOf(m.action, 'action', ['throw', 'exit', 'hang', 'pause', 'drop']);
+    c.oneOf(m.action, 'action', ['throw', 'exit', 'hang', 'pause', 'drop', 'dup']);
     const t = c.at('task').record(m.task, ['phase', 'node', 'replica', 'mb'], ['stage']);
     c.oneOf(t.phase, 'task.phase', ['forward', 'backward', 'input', 'weight']);
     if (t.stage !== undefined) c.int(t.stage, 'task.stage', -1, 2 ** 24);

@@ -254,3 +254,31 @@ describe('runtime in-process: failures and bad input', () => {
     );
   });
 });
+
+describe.each(MODES)('runtime (%s): duplicate messages', (mode: Mode) => {
+  it('duplicated activations and gradients are dropped by their key and counted; the result is bitwise unchanged', async () => {
+    const model = mlp();
+    const feeds = model.feeds(16);
+    const rt = await createRuntime(model.graph, {
+      mode,
+      workers: 2,
+      placement: 'per-node',
+      microbatches: 2,
+      params: model.params,
+    });
+    try {
+      // Every task of these nodes sends each of its messages twice, forward and backward.
+      const dupes = model.graph.nodes.filter((n) => ['tanh', 'gelu', 'matmul'].includes(n.op));
+      await rt.setFailpoints(
+        dupes.flatMap((n) =>
+          (['forward', 'backward'] as const).map((phase) => ({ node: n.id, phase, action: 'dup' as const })),
+        ),
+      );
+      await expectMatchesReference(model.graph, model.params, feeds, { workers: 2, microbatches: 2 }, rt);
+      const dropped = (await rt.stats()).reduce((n, h) => n + h.dropped, 0);
+      expect(dropped).toBeGreaterThan(0);
+    } finally {
+      await rt.close();
+    }
+  });
+});
