@@ -25,6 +25,7 @@ export function timelineSvg(
   const height = top + trace.workers * (lane + 6) + 60;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<title>${esc(options.title ?? 'backflow timeline')}</title>`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
   ];
   if (options.title)
