@@ -5,7 +5,7 @@ import { Host, type HostEffect } from '../src/actor/host.ts';
 import { toWireError } from '../src/actor/wire-error.ts';
 import { ProtocolError } from '../src/errors.ts';
 import { compile } from '../src/partition/plan.ts';
-import { decodeHostInputs } from '../src/protocol/batch.ts';
+import { decodeHostInputs } from '../src/protocol/batch-reader.ts';
 import * as codec from '../src/protocol/codec.ts';
 import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '../src/protocol/control.ts';
 import { COORDINATOR, type HostInput, type Limits } from '../src/protocol/envelope.ts';

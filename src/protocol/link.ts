@@ -9,9 +9,10 @@ import type { HostInput, HostOutput } from './envelope.ts';
 // A link sends what a turn queued in one envelope, at the end of the turn (a microtask), or as soon as
 // MAX_BATCH messages are queued. A host's turn can make hundreds of messages for its peer; sent in
 // chunks, the peer starts on the first while this host makes the rest, so the two workers overlap
-// instead of taking turns. Measured with per-node laneGraph(1000, 20) over 2 workers (medians of 4
-// runs, interleaved): one envelope per turn 267k actor messages/s; chunks of 32: 339k, 64: 352k,
-// 128: 318k, 256: 307k. Below 64 the envelopes' fixed costs (a post and a wake-up, about 10 us) win.
+// instead of taking turns. Measured with per-node laneGraph over 2 workers, actor messages/s, medians
+// of 3 interleaved runs: laneGraph(1000, 20): one envelope per turn 355k, chunks of 128: 448k, 64:
+// 522k-545k, 32: 567k-581k, 16: 541k; the million-node laneGraph(1000, 250): 64: 514k, 32: 395k.
+// Smaller chunks pay an envelope's fixed costs (a post and a wake-up, about 10 us) too often.
 
 /** Messages queued on a link before it sends them without waiting for the end of the turn. */
 export const MAX_BATCH = 64;

@@ -10,7 +10,7 @@ import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { CompileOptions, Plan } from '../partition/plan.ts';
-import { decodeHostOutputs } from '../protocol/batch.ts';
+import { decodeHostOutputs } from '../protocol/batch-reader.ts';
 import { decodeOptimizerState, decodeParams, encodeOptimizerState, encodeParams } from '../protocol/codec.ts';
 import { type BoardStatus, type HostControl, isTask } from '../protocol/control.ts';
 import { COORDINATOR, type Limits } from '../protocol/envelope.ts';
@@ -30,10 +30,10 @@ const WAITING_TIMEOUT_MS = 250;
 
 /**
  * The young generation of each worker's heap. A step makes millions of short-lived objects (messages,
- * tensors, tasks) while the backward keeps activations alive: with V8's default (48 MiB) the
- * scavenges took about a quarter of a worker's time on the million-node graph. Measured there (medians
- * of 2 runs, actor messages/s, chunked flushes): 96 MiB 242k, 192 MiB 283k, 384 MiB 272k. V8 grows
- * it only as far as it is used.
+ * tensors, tasks) while the backward keeps activations alive; with V8's default (48 MiB) scavenges
+ * took about a quarter of a worker's time on the million-node graph. Measured (actor messages/s,
+ * medians of interleaved runs): laneGraph(1000, 250) 367k with 48 MiB, 526k with 192 MiB;
+ * laneGraph(1000, 20) 468k and 519k. V8 grows it only as far as it is used.
  */
 const YOUNG_GENERATION_MB = 192;
 

@@ -2,8 +2,9 @@ import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../src/actor/host.ts';
 import { ProtocolError } from '../../src/errors.ts';
-import { decodeHostInputs, SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
-import { PortLink } from '../../src/protocol/link.ts';
+import { SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
+import { decodeHostInputs } from '../../src/protocol/batch-reader.ts';
+import { MAX_BATCH, PortLink } from '../../src/protocol/link.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 
 const limits = { nodes: 10, replicas: 1, workers: 2 };
@@ -111,6 +112,17 @@ describe('tensors through a real MessageChannel', () => {
     const arrived = next();
     for (let i = 0; i < 5; i++) sender.push(activation(f32([i]), i));
     expect((await arrived).map((m) => m.node)).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  it('sends a full batch at once, without waiting for the end of the turn (Note [flush cadence])', async () => {
+    const { sender, next } = channel();
+    const first = next();
+    const second = next();
+    for (let i = 0; i <= MAX_BATCH; i++)
+      sender.push(activation(new Tensor('float32', [1], new Float32Array([i])), i % 10));
+    // The first MAX_BATCH left with the push that filled them, the last one at the end of the turn.
+    expect((await first).length).toBe(MAX_BATCH);
+    expect((await second).map((m) => (m as { tensor: Tensor }).tensor.data[0])).toEqual([MAX_BATCH]);
   });
 
   it('two tensors on one buffer in one envelope (a reshape alias): both arrive, on buffers of their own', async () => {

@@ -1,13 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../../src/errors.ts';
-import {
-  decodeHostInputs,
-  decodeHostOutputs,
-  encodeEnvelope,
-  ROW,
-  ROW_FIELDS,
-} from '../../src/protocol/batch.ts';
+import { encodeEnvelope, ROW, ROW_FIELDS } from '../../src/protocol/batch.ts';
+import { decodeHostInputs, decodeHostOutputs } from '../../src/protocol/batch-reader.ts';
 import { decodeParams, encodeParams } from '../../src/protocol/codec.ts';
 import {
   COORDINATOR,
@@ -178,7 +173,7 @@ describe('envelope codec', () => {
       /message 0: activation: expected dtype: 0 \(float32\) or 1 \(float64\), found 7/,
     ],
     ['a negative dimension', field(0, ROW_FIELDS + 1, -2), /expected shape\[1\]: an integer/],
-    ['a rank out of range', field(0, ROW.RANK, 33), /expected rank: an integer in \[0, 32\]/],
+    ['a rank out of range', field(0, ROW.RANK, 33), /expected rank: an integer in \[0, 33\)/],
     [
       'bytes that do not match the shape',
       field(0, ROW.BYTES, 12),
