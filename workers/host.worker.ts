@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { expose, transfer } from 'comlink';
 import { Host, type HostEffect } from '../src/actor/host.ts';
+import type { StepUpdate } from '../src/actor/messages.ts';
 import { toWireError } from '../src/actor/wire-error.ts';
 import { ProtocolError } from '../src/errors.ts';
 import { compile } from '../src/partition/plan.ts';
@@ -46,6 +47,10 @@ function receive(link: PortLink, raw: unknown): void {
         perform(host.startStep(m));
         continue;
       }
+      if (m.kind === 'update') {
+        applyUpdate(m);
+        continue;
+      }
       if (fromHost && m.kind !== 'feed')
         recorder.received(link.peer, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
       perform(host.deliver(m));
@@ -56,6 +61,19 @@ function receive(link: PortLink, raw: unknown): void {
     writeBoard(board, 'idle', step);
   }
   schedule();
+}
+
+/** A step's update; a failure is reported as the update's, so the coordinator can tell it from the step's. */
+function applyUpdate(u: StepUpdate): void {
+  try {
+    perform(host.applyUpdate(u));
+  } catch (err) {
+    coordinator.push({
+      kind: 'failed',
+      step: u.step,
+      error: toWireError(err, { worker, step: u.step, phase: 'update' }),
+    });
+  }
 }
 
 /** A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the worker. */
@@ -140,9 +158,6 @@ const api: HostControl = {
   getOptimizerState: () => out(codec.encodeOptimizerState(host.getOptimizerState(), edge, false)),
   setOptimizerState: (state) => host.setOptimizerState(codec.decodeOptimizerState(state, coordinator.edgeIn)),
   setOptimizer: (spec) => host.setOptimizer(spec),
-  prepareUpdate: (lr, scale) => host.prepareUpdate(lr, scale),
-  commitUpdate: () => host.commitUpdate(),
-  abortUpdate: () => host.abortUpdate(),
   waiting: () => host.waiting(),
   stats() {
     const copies = links().reduce((n, l) => n + l.copies, 0);

@@ -12,9 +12,10 @@ import { BackflowError } from '../errors.ts';
 export type FailpointAction = 'throw' | 'exit' | 'hang' | 'pause' | 'drop' | 'dup';
 
 export interface Failpoint {
-  /** Node id or name. */
+  /** Node id or name (for 'update': a parameter). */
   readonly node: number | string;
-  readonly phase: 'forward' | 'backward';
+  /** A task's phase, or 'update': applying a step's update to the parameter (only 'throw'). */
+  readonly phase: 'forward' | 'backward' | 'update';
   /** Any microbatch when absent. */
   readonly mb?: number;
   readonly replica?: number;

@@ -9,7 +9,7 @@ import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
-import type { DataMessage, Report, StepStart } from './messages.ts';
+import type { DataMessage, Report, StepStart, StepUpdate } from './messages.ts';
 import { type GradientCells, gradientCells, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
 import { ParamUpdates } from './param-updates.ts';
@@ -186,26 +186,46 @@ export class Host<T = Tensor> {
 
   /**
    * Runs `spec` on this host's parameters: a closed gradient stays here (its sum of squares is
-   * reported instead), and `prepareUpdate`/`commitUpdate` apply it. Null: gradients are reported.
+   * reported instead), and `applyUpdate` applies it. Null: gradients are reported.
    */
   setOptimizer(spec: OptimizerSpec | null): void {
     this.updates.set(spec);
   }
 
-  /** Phase one of an update: every owned parameter's new value and state, into shadows. */
-  prepareUpdate(lr: number, scale: number): void {
-    this.updates.prepare(this.params, lr, scale);
-  }
-
-  /** Phase two: the shadows swapped in. */
-  commitUpdate(): void {
-    this.updates.commit(this.params);
+  /**
+   * Applies step `u.step`'s update to every owned parameter: all new values and states are computed
+   * into shadows first, then swapped in, so a failure leaves this host's parameters as they were
+   * (Note [deferred update] in src/runtime/runtime.ts). Returns the acknowledgement for the coordinator.
+   */
+  applyUpdate(u: StepUpdate): HostEffect<T>[] {
+    if (u.step !== this.step) {
+      throw new InputError(`host ${this.worker}: an update for step ${u.step} during step ${this.step}`, {
+        expected: this.step,
+        found: u.step,
+      });
+    }
+    const fp = this.failpoints.find(
+      (f) =>
+        f.phase === 'update' &&
+        f.action === 'throw' &&
+        (f.step === undefined || f.step === u.step) &&
+        this.ownsParam(f.node),
+    );
+    try {
+      if (fp !== undefined) throw new FailpointError(`failpoint: update of ${fp.node}`, { phase: 'update' });
+      this.updates.prepare(this.params, u.lr, u.scale);
+      this.updates.commit(this.params);
+    } catch (err) {
+      this.updates.clear();
+      throw err;
+    }
     this.countBytes();
+    return [{ kind: 'report', report: { kind: 'updated', step: u.step } }];
   }
 
-  /** Drops a prepared update and the step's gradients. */
-  abortUpdate(): void {
-    this.updates.clear();
+  private ownsParam(node: number | string): boolean {
+    const id = typeof node === 'number' ? node : this.plan.graph.names().get(node);
+    return id !== undefined && this.params.has(id);
   }
 
   /** The optimizer's state of the owned parameters, as copies (for checkpoints). */

@@ -57,6 +57,16 @@ export interface StepStart {
   readonly shards: readonly Shard[];
 }
 
+/**
+ * The coordinator's word that step `step` ended well: every host applies its parameters' update
+ * (Note [deferred update] in src/runtime/runtime.ts). `scale` is the clipping factor.
+ */
+export interface StepUpdate {
+  readonly step: number;
+  readonly lr: number;
+  readonly scale: number;
+}
+
 /** What hosts report to the coordinator. */
 export type Report<T = Tensor> =
   | {
@@ -70,6 +80,8 @@ export type Report<T = Tensor> =
   /** With an optimizer on the workers: a parameter's gradient is complete and kept there; its sum of squares. */
   | { readonly kind: 'gradNorm'; readonly step: number; readonly node: number; readonly sumsq: number }
   | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport }
+  /** The host applied step `step`'s update (Note [deferred update]). */
+  | { readonly kind: 'updated'; readonly step: number }
   /** Anomaly mode: a task made a NaN or an infinity (a forward output, or a gradient contribution). */
   | {
       readonly kind: 'anomaly';
@@ -94,6 +106,6 @@ export interface ErrorReport {
     readonly step?: number;
     readonly microbatch?: number;
     readonly replica?: number;
-    readonly phase?: 'forward' | 'backward' | 'param' | 'feed';
+    readonly phase?: 'forward' | 'backward' | 'param' | 'feed' | 'update';
   };
 }

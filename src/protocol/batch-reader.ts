@@ -15,9 +15,9 @@ import {
 
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
-const FROM_COORDINATOR = kinds('start', 'feed');
+const FROM_COORDINATOR = kinds('start', 'feed', 'update');
 const FROM_HOST = kinds('activation', 'param', 'gradient');
-const TO_COORDINATOR = kinds('loss', 'grad', 'gradNorm', 'failed', 'failpoint', 'anomaly');
+const TO_COORDINATOR = kinds('loss', 'grad', 'gradNorm', 'failed', 'failpoint', 'anomaly', 'updated');
 
 /** Checks an envelope a host received and rebuilds its messages. Anything else is a ProtocolError naming the edge. */
 export function decodeHostInputs(

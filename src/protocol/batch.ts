@@ -43,6 +43,8 @@ export const KIND_CODES = {
   failed: 8,
   failpoint: 9,
   anomaly: 10,
+  update: 11,
+  updated: 12,
 } as const satisfies Record<MessageKind, number>;
 export const KINDS = Object.keys(KIND_CODES) as MessageKind[];
 const CODE: Record<MessageKind, number> = KIND_CODES;

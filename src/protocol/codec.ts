@@ -2,7 +2,7 @@ import { ProtocolError } from '../errors.ts';
 import { sizeOf } from '../tensor/shape.ts';
 import { bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
 import { Check, isPlain } from './check.ts';
-import type { HostInput, HostOutput, Limits, StartMessage, WireTensor } from './envelope.ts';
+import type { HostInput, HostOutput, Limits, StartMessage, UpdateMessage, WireTensor } from './envelope.ts';
 
 // Note [envelope encoding]
 // Data envelopes are columns (Note [columnar envelope] in batch.ts). The control plane (parameters,
@@ -140,7 +140,9 @@ const mbField = (c: Check, v: unknown) => c.int(v, 'mb', 0, 2 ** 24);
 
 /** The messages that travel as objects, not columns (batch.ts): each checked field by field. */
 export const OBJECT_MESSAGES: {
-  [K in 'start' | 'failed' | 'failpoint' | 'anomaly']: Decoder<HostInput<Tensor> | HostOutput<Tensor>>;
+  [K in 'start' | 'update' | 'updated' | 'failed' | 'failpoint' | 'anomaly']: Decoder<
+    HostInput<Tensor> | HostOutput<Tensor>
+  >;
 } = {
   start: (m, c, l) => {
     c.record(m, ['kind', 'step', 'microbatches', 'shards']);
@@ -163,6 +165,18 @@ export const OBJECT_MESSAGES: {
       return r;
     });
     return { ...m, shards } as unknown as StartMessage;
+  },
+  update: (m, c) => {
+    c.record(m, ['kind', 'step', 'lr', 'scale']);
+    stepField(c, m.step);
+    for (const k of ['lr', 'scale'] as const)
+      if (typeof m[k] !== 'number' || !Number.isFinite(m[k])) c.fail(`${k}: a finite number`, m[k]);
+    return m as unknown as UpdateMessage;
+  },
+  updated: (m, c) => {
+    c.record(m, ['kind', 'step']);
+    stepField(c, m.step);
+    return m as unknown as HostOutput<Tensor>;
   },
   failed: (m, c, l) => {
     c.record(m, ['kind', 'step', 'error']);

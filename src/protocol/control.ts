@@ -39,9 +39,6 @@ export interface HostControl {
   reset(gen: number): void;
   setFailpoints(failpoints: Failpoint[]): void;
   setOptimizer(spec: OptimizerSpec | null): void;
-  prepareUpdate(lr: number, scale: number): void;
-  commitUpdate(): void;
-  abortUpdate(): void;
   /** Copies of the state of the owned parameters' optimizer, transferred out. */
   getOptimizerState(): OptimizerState<WireTensor>;
   setOptimizerState(state: OptimizerState<WireTensor>): void;

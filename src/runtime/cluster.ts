@@ -1,6 +1,6 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
-import type { Report, StepStart } from '../actor/messages.ts';
+import type { Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
@@ -39,11 +39,12 @@ export interface Cluster {
   setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void>;
   /** The optimizer every host runs on the parameters it owns (null: gradients are reported instead). */
   setOptimizer(spec: OptimizerSpec | null): Promise<void>;
-  /** Phase one of an update: every host computes its parameters' new values into shadows. */
-  prepareUpdate(lr: number, scale: number): Promise<void>;
-  /** Phase two: every host swaps its shadows in. */
-  commitUpdate(): Promise<void>;
-  abortUpdate(): Promise<void>;
+  /**
+   * A step's update, to every host after the step's data and before the next start (same order as
+   * `startStep` and `send`). Each host answers with an 'updated' report, or a 'failed' one whose
+   * error's phase is 'update' (Note [deferred update] in runtime.ts).
+   */
+  update(u: StepUpdate): void;
   /** The optimizer state of every parameter (merged over hosts), and setting it back. */
   getOptimizerState(): Promise<OptimizerCheckpoint>;
   setOptimizerState(state: OptimizerCheckpoint): Promise<void>;

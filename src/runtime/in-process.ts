@@ -1,15 +1,20 @@
 import type { Failpoint } from '../actor/failpoint.ts';
 import { Host, type HostEffect, type Message } from '../actor/host.ts';
-import type { StepStart } from '../actor/messages.ts';
+import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
+import { toWireError } from '../actor/wire-error.ts';
 import { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
+import type { UpdateMessage } from '../protocol/envelope.ts';
 import { Rng } from '../tensor/rng.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
+
+const isData = (m: Message | StepStart | UpdateMessage): m is Message =>
+  !('shards' in m) && (m as UpdateMessage).kind !== 'update';
 
 export interface InProcessOptions {
   /** Deliver in-flight messages in a seeded random order instead of FIFO (order-independence tests). */
@@ -25,7 +30,7 @@ export interface InProcessOptions {
 export class InProcessCluster implements Cluster {
   readonly workers: number;
   private readonly hosts: Host[];
-  private inFlight: { worker: number; message: Message | StepStart; from?: number }[] = [];
+  private inFlight: { worker: number; message: Message | StepStart | UpdateMessage; from?: number }[] = [];
   private head = 0;
   private readonly dead = new Set<number>();
   private readonly rng: Rng | null;
@@ -70,16 +75,16 @@ export class InProcessCluster implements Cluster {
     const until = performance.now() + this.sliceMs;
     while (performance.now() < until && !this.closed) {
       if (this.head < this.inFlight.length) {
-        // Start-of-step messages keep their order with respect to their host's data, so only data
+        // Starts and updates keep their order with respect to their host's data, so only data
         // messages are reordered when shuffling (by swapping a random one to the head).
-        if (this.rng !== null && !('shards' in this.inFlight[this.head]!.message)) {
+        if (this.rng !== null && isData(this.inFlight[this.head]!.message)) {
           const i = this.head + this.rng.int(this.inFlight.length - this.head);
           const t = this.inFlight[i]!;
           this.inFlight[i] = this.inFlight[this.head]!;
           this.inFlight[this.head] = t;
         }
         const { worker, message, from } = this.inFlight[this.head++]!;
-        if (from !== undefined && !('shards' in message) && message.kind !== 'feed') {
+        if (from !== undefined && isData(message) && message.kind !== 'feed') {
           this.recorders[worker]!.received(
             from,
             message.kind,
@@ -93,7 +98,9 @@ export class InProcessCluster implements Cluster {
         }
         if (this.dead.has(worker)) continue;
         const host = this.hosts[worker]!;
-        this.perform(worker, 'shards' in message ? host.startStep(message) : host.deliver(message));
+        if ('shards' in message) this.perform(worker, host.startStep(message));
+        else if (message.kind === 'update') this.applyUpdate(worker, host, message);
+        else this.perform(worker, host.deliver(message));
         continue;
       }
       let ran = false;
@@ -110,6 +117,16 @@ export class InProcessCluster implements Cluster {
       if (!ran) return;
     }
     this.schedule();
+  }
+
+  /** As a worker thread does: a failed update is reported as the update's (phase 'update'). */
+  private applyUpdate(worker: number, host: Host, u: UpdateMessage): void {
+    try {
+      this.perform(worker, host.applyUpdate(u));
+    } catch (err) {
+      const error = toWireError(err, { worker, step: u.step, phase: 'update' });
+      this.events.report(worker, { kind: 'failed', step: u.step, error });
+    }
   }
 
   private perform(worker: number, effects: HostEffect[]): void {
@@ -182,16 +199,10 @@ export class InProcessCluster implements Cluster {
     for (const h of this.hosts) h.setOptimizer(spec);
   }
 
-  async prepareUpdate(lr: number, scale: number): Promise<void> {
-    for (const h of this.hosts) h.prepareUpdate(lr, scale);
-  }
-
-  async commitUpdate(): Promise<void> {
-    for (const h of this.hosts) h.commitUpdate();
-  }
-
-  async abortUpdate(): Promise<void> {
-    for (const h of this.hosts) h.abortUpdate();
+  update(u: StepUpdate): void {
+    for (let w = 0; w < this.workers; w++)
+      this.inFlight.push({ worker: w, message: { kind: 'update', ...u } });
+    this.schedule();
   }
 
   async getOptimizerState(): Promise<OptimizerCheckpoint> {

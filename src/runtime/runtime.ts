@@ -1,10 +1,17 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
-import type { ErrorReport, Report, StepStart } from '../actor/messages.ts';
+import type { ErrorReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { paramValue, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
-import { InputError, NonFiniteError, RuntimeClosedError, StepTimeoutError, WorkerError } from '../errors.ts';
+import {
+  BackflowError,
+  InputError,
+  NonFiniteError,
+  RuntimeClosedError,
+  StepTimeoutError,
+  WorkerError,
+} from '../errors.ts';
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
@@ -42,9 +49,9 @@ export interface RuntimeOptions extends CompileOptions {
   /** Check the graph before starting (default true; a million-node graph built by this process may skip it). */
   validate?: boolean;
   /**
-   * Runs this optimizer where the parameters live: gradients stay on their workers and each step
-   * ends with a two-phase update (every worker prepares, then every worker commits). Without one,
-   * steps return the gradients.
+   * Runs this optimizer where the parameters live: gradients stay on their workers, and once a step's
+   * loss and global norm are known every worker updates the parameters it owns (Note [deferred
+   * update]). Without one, steps return the gradients.
    */
   optimizer?: OptimizerSpec;
   /** The learning rate per update (from 1), overriding the optimizer's. */
@@ -92,6 +99,14 @@ export function registerThreadsCluster(factory: ClusterFactory): void {
   threadsFactory = factory;
 }
 
+interface PendingUpdate {
+  readonly step: number;
+  /** Hosts yet to acknowledge. */
+  remaining: number;
+  readonly done: Promise<void>;
+  settle(err: Error | null): void;
+}
+
 interface StepState {
   step: number;
   lr: number | undefined;
@@ -112,8 +127,8 @@ interface StepState {
 /**
  * The coordinator: compiles the plan, starts the hosts, and runs steps. A step splits the batch into
  * shards, feeds the input actors, and resolves when every shard's loss and every parameter's
- * gradient has been reported. Any failure rejects it with a typed error; parameters are untouched
- * by a step (they change only through `setParams`).
+ * gradient has been reported. Any failure rejects it with a typed error. Parameters change only
+ * through `setParams` and, with an optimizer, through the update that follows a step that succeeded.
  */
 export class Runtime {
   readonly plan: Plan;
@@ -125,8 +140,10 @@ export class Runtime {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private broken: Error | null = null;
-  /** Updates committed so far (the optimizer's step count). */
+  /** Updates sent so far (the optimizer's step count). */
   private updates = 0;
+  /** The last step's update until every host has applied it (Note [deferred update]). */
+  private pending: PendingUpdate | null = null;
 
   private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
     this.plan = plan;
@@ -194,15 +211,7 @@ export class Runtime {
 
   private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
-    if (this.broken) {
-      return Promise.reject(
-        new WorkerError(
-          `step: the runtime failed earlier and cannot continue: ${this.broken.message}`,
-          {},
-          { cause: this.broken },
-        ),
-      );
-    }
+    if (this.broken) return Promise.reject(this.brokenError('step'));
     const microbatches = this.options.microbatches ?? 1;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
     const step = ++this.stepIndex;
@@ -268,6 +277,20 @@ export class Runtime {
   }
 
   private onReport(worker: number, report: Report<Tensor>): void {
+    const pending = this.pending;
+    if (pending !== null && report.step === pending.step) {
+      if (report.kind === 'updated') {
+        if (--pending.remaining === 0) pending.settle(null);
+        return;
+      }
+      if (report.kind === 'failed' && report.error.context.phase === 'update') {
+        const err = workerError(worker, report.error);
+        this.broken ??= err;
+        pending.settle(err);
+        void this.fail(err, true);
+        return;
+      }
+    }
     const state = this.current;
     if (state === null || report.step !== state.step) return;
     if (report.kind === 'loss')
@@ -277,10 +300,10 @@ export class Runtime {
     else if (report.kind === 'anomaly') {
       state.anomalies.push(report);
       return;
-    } else {
+    } else if (report.kind === 'failed') {
       void this.fail(workerError(worker, report.error), false);
       return;
-    }
+    } else return;
     this.maybeFinish(state);
   }
 
@@ -328,7 +351,7 @@ export class Runtime {
     let lr: number | null = null;
     const anomaly = firstAnomaly(state.anomalies, this.graph);
     if (!Number.isFinite(gradNorm) || !Number.isFinite(loss)) {
-      if (onWorkers) await this.cluster.abortUpdate();
+      // Nothing to undo on the workers: their gradients are dropped when the next step starts.
       if ((this.options.nonFinite ?? 'error') === 'error') {
         const bad = Object.entries(sums)
           .filter(([, v]) => !Number.isFinite(v))
@@ -350,14 +373,7 @@ export class Runtime {
       const spec = this.options.optimizer!;
       lr = state.lr ?? this.options.lrSchedule?.(this.updates + 1) ?? spec.lr ?? makeOptimizer(spec).lr;
       const scale = clipScale(gradNorm, this.options.clipNorm);
-      try {
-        await this.cluster.prepareUpdate(lr, scale);
-      } catch (err) {
-        await this.cluster.abortUpdate().catch(() => {});
-        throw err;
-      }
-      await this.cluster.commitUpdate();
-      this.updates++;
+      this.sendUpdate({ step: state.step, lr, scale });
     }
     const stepMs = performance.now() - state.started;
     const trace = this.options.trace
@@ -368,9 +384,73 @@ export class Runtime {
     state.resolve({ loss, grads, gradNorm, lr, skipped, timings: { stepMs }, ...(trace ? { trace } : {}) });
   }
 
+  // Note [deferred update]
+  // With the optimizer on the workers, a step resolves as soon as its loss and every parameter's
+  // sum of squares are in: the coordinator then knows the global norm, the clipping factor and that
+  // everything is finite, which is all the update depends on. The update itself goes to every host
+  // on its data port, behind the step's data and ahead of the next step's start, so no host can
+  // start the next step with old parameters, and the step does not wait for it. This took two
+  // control round trips (prepare on every worker, then commit) off every step's critical path:
+  // about 1.4 ms of a 3.8 ms data-parallel step. Each host still computes all its new values before
+  // swapping any in, and acknowledges with an 'updated' report. Everything that reads or writes
+  // parameters or optimizer state (getParams, setParams, the optimizer state, stats) first waits for
+  // those acknowledgements, so it sees the update. A failed update (phase 'update') breaks the
+  // runtime: its hosts may now disagree about the parameters, so the next call rejects with it.
+
+  /** Sends a step's update to every host and tracks their acknowledgements (Note [deferred update]). */
+  private sendUpdate(u: StepUpdate): void {
+    let settle!: (err: Error | null) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (err) => (err === null ? resolve() : reject(err));
+    });
+    // Awaited by the next control call; a failure nobody awaits is not an unhandled rejection.
+    done.catch(() => {});
+    const timeoutMs = this.options.stepTimeoutMs ?? 30_000;
+    const timer = setTimeout(() => {
+      const err = new StepTimeoutError(
+        `the update of step ${u.step} was not acknowledged by ${pending.remaining} of ${this.plan.workers} workers within ${timeoutMs} ms`,
+        { step: u.step },
+      );
+      this.broken ??= err;
+      pending.settle(err);
+    }, timeoutMs);
+    timer.unref();
+    const pending: PendingUpdate = {
+      step: u.step,
+      remaining: this.plan.workers,
+      done,
+      settle: (err) => {
+        clearTimeout(timer);
+        if (this.pending === pending) this.pending = null;
+        settle(err);
+      },
+    };
+    this.pending = pending;
+    this.updates++;
+    this.cluster.update(u);
+  }
+
+  /** Waits until the last step's update is applied on every host; rejects if it failed. */
+  private async settled(what: string): Promise<void> {
+    if (this.pending !== null) await this.pending.done.catch(() => {});
+    if (this.broken) throw this.brokenError(what);
+  }
+
+  private brokenError(what: string): WorkerError {
+    const cause = this.broken!;
+    return new WorkerError(
+      `${what}: the runtime failed earlier and cannot continue: ${cause.message}`,
+      cause instanceof BackflowError ? cause.context : {},
+      { cause },
+    );
+  }
+
   /** Fails the step in flight (if any); a dead worker also breaks the runtime for good. */
   private async fail(error: Error, fatal: boolean): Promise<void> {
-    if (fatal) this.broken ??= error;
+    if (fatal) {
+      this.broken ??= error;
+      this.pending?.settle(error);
+    }
     const state = this.current;
     this.current = null;
     if (state !== null) state.reject(error);
@@ -409,12 +489,14 @@ export class Runtime {
 
   async getParams(): Promise<Record<string, Tensor>> {
     this.assertOpen('getParams');
+    await this.settled('getParams');
     const values = await this.cluster.getParams();
     return Object.fromEntries([...values].map(([id, t]) => [label(this.graph.nodes[id]!), t]));
   }
 
   async setParams(params: TensorMap): Promise<void> {
     this.assertOpen('setParams');
+    await this.settled('setParams');
     const values = checkedParams(this.plan, params, true);
     await this.cluster.setParams(values);
   }
@@ -422,12 +504,14 @@ export class Runtime {
   /** The optimizer state of every parameter, gathered from the workers that own them (for checkpoints). */
   async getOptimizerState(): Promise<OptimizerCheckpoint> {
     this.assertOpen('getOptimizerState');
+    await this.settled('getOptimizerState');
     return this.cluster.getOptimizerState();
   }
 
   /** Restores optimizer state saved by `getOptimizerState`; the update count continues from its step. */
   async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
     this.assertOpen('setOptimizerState');
+    await this.settled('setOptimizerState');
     await this.cluster.setOptimizerState(state);
     this.updates = state.step;
   }
@@ -438,7 +522,8 @@ export class Runtime {
   }
 
   /** Per-host counters: tasks run, local and remote messages, copies, dropped messages. */
-  stats(): Promise<HostStats[]> {
+  async stats(): Promise<HostStats[]> {
+    await this.settled('stats');
     return this.cluster.stats();
   }
 

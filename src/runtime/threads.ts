@@ -2,7 +2,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { transfer } from 'comlink';
 import type { Failpoint } from '../actor/failpoint.ts';
 import type { HostStats, Message, WaitingEntry } from '../actor/host.ts';
-import type { StepStart } from '../actor/messages.ts';
+import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { toWireError } from '../actor/wire-error.ts';
 import { type ErrorContext, InputError, type ProtocolError, type WorkerError } from '../errors.ts';
@@ -246,16 +246,8 @@ export class ThreadsCluster implements Cluster {
     await this.pool.all('setOptimizer', (api) => api.setOptimizer(spec));
   }
 
-  async prepareUpdate(lr: number, scale: number): Promise<void> {
-    await this.pool.all('prepareUpdate', (api) => api.prepareUpdate(lr, scale));
-  }
-
-  async commitUpdate(): Promise<void> {
-    await this.pool.all('commitUpdate', (api) => api.commitUpdate());
-  }
-
-  async abortUpdate(): Promise<void> {
-    await this.pool.all('abortUpdate', (api) => api.abortUpdate());
+  update(u: StepUpdate): void {
+    for (const link of this.links) link.push({ kind: 'update', ...u });
   }
 
   async getOptimizerState(): Promise<OptimizerCheckpoint> {

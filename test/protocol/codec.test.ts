@@ -80,14 +80,30 @@ describe('envelope codec', () => {
       shards: [{ replica: 1, mb: 1, bindings: [['B', 3]], scale: 0.25 }],
     };
     const feed = { kind: 'feed', step: 4, mb: 1, replica: 1, node: 0, tensor: t([1, 2, 3], [3, 1]) };
+    const update = { kind: 'update', step: 4, lr: 0.125, scale: 1 };
     const fromMain = decodeHostInputs(
-      envelope([start, feed] as HostInput<Tensor>[], COORDINATOR, small),
+      envelope([start, feed, update] as HostInput<Tensor>[], COORDINATOR, small),
       'coordinator -> worker 1',
       COORDINATOR,
       limits,
     );
     expect(fromMain.messages[0]).toEqual(start);
-    expectSame(fromMain.messages.slice(1), [{ ...feed, tensor: t([1, 2, 3], [3, 1]) } as HostInput<Tensor>]);
+    expectSame(fromMain.messages.slice(1, 2), [
+      { ...feed, tensor: t([1, 2, 3], [3, 1]) } as HostInput<Tensor>,
+    ]);
+    expect(fromMain.messages[2]).toEqual(update);
+  });
+
+  it.each([
+    [{ kind: 'update', step: 4, lr: Number.NaN, scale: 1 }, /lr: a finite number/],
+    [{ kind: 'update', step: 4, lr: 0.1, scale: '1' }, /scale: a finite number/],
+    [{ kind: 'update', step: -1, lr: 0.1, scale: 1 }, /step/],
+    [{ kind: 'update', step: 4, lr: 0.1 }, /expected \{kind, step, lr, scale\}/],
+  ])('refuses a malformed update from the coordinator: %j', (update, why) => {
+    const raw = envelope([update] as unknown as HostInput<Tensor>[], COORDINATOR);
+    const decode = () => decodeHostInputs(raw, 'coordinator -> worker 1', COORDINATOR, limits);
+    expect(decode).toThrow(ProtocolError);
+    expect(decode).toThrow(why);
   });
 
   it('round-trips reports', () => {
@@ -113,6 +129,7 @@ describe('envelope codec', () => {
         task: { phase: 'backward', node: 4, stage: 1, replica: 0, mb: 1 },
       },
       { kind: 'anomaly', step: 1, node: 6, mb: 1, replica: 0, phase: 'backward' },
+      { kind: 'updated', step: 1 },
     ];
     const got = decodeHostOutputs(envelope(reports, 2), 'worker 2 -> coordinator', 2, limits);
     expect(got.messages.map((m) => m.kind)).toEqual([
@@ -122,8 +139,10 @@ describe('envelope codec', () => {
       'failed',
       'failpoint',
       'anomaly',
+      'updated',
     ]);
     expect(got.messages[5]).toEqual(reports[5]);
+    expect(got.messages[6]).toEqual(reports[6]);
     expect(got.messages[0]).toEqual(reports[0]);
     expect(Object.is((got.messages[2] as { sumsq: number }).sumsq, -0)).toBe(true);
     expect(got.messages[3]).toEqual(reports[3]);
@@ -135,12 +154,14 @@ describe('envelope codec', () => {
     [
       'a newer protocol version',
       (e: Envelope) => ({ ...e, v: PROTOCOL_VERSION + 1 }),
-      /protocol version 2 \(the sender speaks a newer protocol\), found 3/,
+      new RegExp(
+        `protocol version ${PROTOCOL_VERSION} \\(the sender speaks a newer protocol\\), found ${PROTOCOL_VERSION + 1}`,
+      ),
     ],
     [
       'an older or malformed version',
       (e: Envelope) => ({ ...e, v: '2' }),
-      /expected protocol version 2, found "2"/,
+      new RegExp(`expected protocol version ${PROTOCOL_VERSION}, found "2"`),
     ],
     [
       'an unknown kind',

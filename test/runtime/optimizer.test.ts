@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
-import { NonFiniteError } from '../../src/errors.ts';
+import { NonFiniteError, WorkerError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { clipGlobalNorm } from '../../src/optim/clip.ts';
@@ -99,6 +99,49 @@ describe('optimizer on the workers', () => {
       }
     }
   });
+});
+
+describe('deferred update (Note [deferred update])', () => {
+  it.each(['in-process', 'threads'] as const)(
+    '%s: back-to-back steps see every update; a failed update breaks the runtime and the next call names it',
+    async (mode) => {
+      const model = mlp();
+      const spec: OptimizerSpec = { name: 'sgd', lr: 0.1, momentum: 0.9 };
+      const options = { replicas: 2, microbatches: 1 };
+      const ref = referenceTraining(spec, 3, undefined, options);
+      const rt = await createRuntime(model.graph, {
+        mode,
+        workers: 2,
+        ...options,
+        params: model.params,
+        optimizer: spec,
+      });
+      try {
+        // Steps started without awaiting the last: each start still follows the last update.
+        const losses = await Promise.all([0, 1, 2].map((s) => rt.step(model.feeds(24, s))));
+        expect(losses.map((o) => o.loss)).toEqual(ref.losses);
+        const params = await rt.getParams();
+        for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
+        const name = Object.keys(model.params)[0]!;
+        await rt.setFailpoints([{ node: name, phase: 'update', action: 'throw' }]);
+        // The step itself succeeds (its loss is known); its update fails on the worker that owns `name`.
+        await rt.step(model.feeds(24, 3));
+        const err = await rt.getParams().then(
+          () => null,
+          (e: unknown) => e as WorkerError,
+        );
+        expect(err).toBeInstanceOf(WorkerError);
+        expect(err!.message).toMatch(
+          /getParams: the runtime failed earlier.*FailpointError: failpoint: update of/,
+        );
+        expect(err!.context.phase).toBe('update');
+        expect(err!.context.step).toBe(4);
+        await expect(rt.step(model.feeds(24, 4))).rejects.toThrow(/cannot continue/);
+      } finally {
+        await rt.close();
+      }
+    },
+  );
 });
 
 describe('anomaly mode', () => {

@@ -196,7 +196,9 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
     // The runtime is broken for good: control calls to the dead worker reject at once, steps too.
     const params = await rejection(paused.getParams());
     expect(params.error).toBeInstanceOf(WorkerError);
-    expect(params.error.message).toMatch(/^getParams: worker \d exited unexpectedly/);
+    expect(params.error.message).toMatch(
+      /^getParams: the runtime failed earlier and cannot continue: worker \d exited unexpectedly/,
+    );
     expect(params.ms).toBeLessThan(2000);
     await expect(paused.step(feeds)).rejects.toThrow(/failed earlier and cannot continue/);
   });
