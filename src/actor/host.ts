@@ -193,9 +193,8 @@ export class Host<T = Tensor> {
   }
 
   /**
-   * Applies step `u.step`'s update to every owned parameter: all new values and states are computed
-   * into shadows first, then swapped in, so a failure leaves this host's parameters as they were
-   * (Note [deferred update] in src/runtime/runtime.ts). Returns the acknowledgement for the coordinator.
+   * Applies step `u.step`'s update to every owned parameter, in place (Note [deferred update] in
+   * src/runtime/runtime.ts). Returns the acknowledgement for the coordinator.
    */
   applyUpdate(u: StepUpdate): HostEffect<T>[] {
     if (u.step !== this.step) {
@@ -213,8 +212,7 @@ export class Host<T = Tensor> {
     );
     try {
       if (fp !== undefined) throw new FailpointError(`failpoint: update of ${fp.node}`, { phase: 'update' });
-      this.updates.prepare(this.params, u.lr, u.scale);
-      this.updates.commit(this.params);
+      this.updates.apply(this.params, u.lr, u.scale);
     } catch (err) {
       this.updates.clear();
       throw err;

