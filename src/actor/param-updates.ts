@@ -82,6 +82,23 @@ export class ParamUpdates<T> {
     this.clear();
   }
 
+  /** Calls `f` on every value held here: kept gradients, states, and a prepared update's shadows. */
+  held(f: (value: T) => void): void {
+    for (const g of this.grads.values()) f(g);
+    const opt = this.optimizer;
+    const states = (state: unknown) => {
+      if (opt !== null && state !== undefined)
+        for (const t of Object.values(opt.stateToTensors(state))) f(t as unknown as T);
+    };
+    for (const state of this.states.values()) states(state);
+    if (this.shadow !== null) {
+      for (const { value, state } of this.shadow.values()) {
+        f(value);
+        states(state);
+      }
+    }
+  }
+
   /** Bytes of the optimizer state held here. */
   stateBytes(): number {
     const opt = this.optimizer;
