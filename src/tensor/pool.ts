@@ -14,6 +14,13 @@ import type { DType, Storage } from './tensor.ts';
 // when the step is over the host computes what it still holds and `recycle` gives everything else
 // back. A recorded storage that was transferred away is detached (byteLength 0) and is forgotten.
 // In poison mode a storage given back is filled with NaN, so a use after recycling shows as NaN.
+//
+// Measured (test/bench/suites/pool.ts, 2 vCPUs, shared): passing a 16 MiB buffer between two
+// workers, 0.51 ms per hop fresh vs 0.038 ms recycled (13x) when nobody writes it, 1.49 vs 0.44 ms
+// (3.4x) when the sender writes it whole first, as a kernel does. Allocating and writing one storage
+// on one thread, fresh vs from a pool (zero-filled): 1 KiB 0.65 vs 0.56 us, 4 KiB 0.72 vs 0.57,
+// 16 KiB 1.5 vs 1.1, 64 KiB 3.5 vs 2.6, 1 MiB 209 vs 95: below 16 KiB the saving is a tenth of a
+// microsecond, less than what recording and recycling a storage costs; hence POOL_MIN_BYTES.
 
 /** Pooled storages start here: the envelope's transfer threshold (Note [columnar envelope]). */
 export const POOL_MIN_BYTES = 16 * 1024;
