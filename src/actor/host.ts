@@ -278,7 +278,7 @@ export class Host<T = Tensor> {
     const effects: HostEffect<T>[] = [];
     this.updates.clear();
     // The last step is over (committed, reported or failed): before this one makes anything.
-    this.recycle();
+    this.recycle(true);
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
       if (param.closed && this.updates.active) {
@@ -345,10 +345,10 @@ export class Host<T = Tensor> {
   // links before `startStep` and `commitUpdate`.
 
   /** Gives the storages of the finished step back to the pool (Note [step arena]). */
-  private recycle(): void {
+  private recycle(stepStarts = false): void {
     const pool = this.pool;
-    if (pool === null || pool.arenaSize === 0) return;
-    pool.recycle(this.liveBuffers(pool.minBytes).buffers);
+    if (pool === null) return;
+    pool.recycle(pool.arenaSize === 0 ? EMPTY : this.liveBuffers(pool.minBytes).buffers, stepStarts);
   }
 
   /** The buffers of every pooled-size value this host still references (Note [step arena]). */
@@ -856,6 +856,7 @@ class KeptSource<T> {
 }
 
 const NO_COTANGENTS: readonly null[] = [];
+const EMPTY: ReadonlySet<ArrayBufferLike> = new Set();
 
 function info<T>(task: Task<T>): TaskInfo {
   return { phase: task.phase, node: task.node, stage: task.stage, replica: task.replica, mb: task.mb };

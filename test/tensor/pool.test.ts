@@ -89,6 +89,19 @@ describe('StoragePool', () => {
     expect(pool.stats()).toMatchObject({ hits: 2, misses: 1 });
   });
 
+  it('when a step starts, each class keeps only as many storages as the last step took', () => {
+    const pool = new StoragePool();
+    const taken = [pool.allocate('float32', 4 * KiB, false), pool.allocate('float32', 4 * KiB, false)];
+    const received = [f32(8 * KiB), f32(8 * KiB)]; // a class this thread never makes (feeds)
+    giveBack(pool, ...received, f32(4 * KiB));
+    expect(pool.pooledBytes).toBe(2 * 32 * KiB + 3 * 16 * KiB);
+    pool.recycle(new Set(), true);
+    expect(pool.pooledBytes).toBe(2 * 16 * KiB);
+    expect(taken).toContain(pool.allocate('float32', 4 * KiB, false));
+    pool.recycle(new Set(), true); // one taken since the last trim: one kept
+    expect(pool.pooledBytes).toBe(16 * KiB);
+  });
+
   it('forgets detached storages; keeps live ones recorded until they are not', () => {
     const pool = new StoragePool();
     installPool(pool);
