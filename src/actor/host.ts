@@ -342,7 +342,9 @@ export class Host<T = Tensor> {
   // transferred away is detached and forgotten. A live storage stays recorded and is looked at again
   // the next time (a parameter value is given back after the commit that replaces it). The shell must
   // have sent what it queued before a recycle (a queued transfer is not detached yet): it flushes its
-  // links before `startStep` and `commitUpdate`.
+  // links before `startStep` and `commitUpdate`. A storage is recorded when it is delivered, not when
+  // it is decoded: an envelope's later messages are decoded before its step start is handled, so the
+  // envelope reader must not take their storages from the pool (it copies small tensors with `slice`).
 
   /** Gives the storages of the finished step back to the pool (Note [step arena]). */
   private recycle(stepStarts = false): void {
