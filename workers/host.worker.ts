@@ -12,6 +12,7 @@ import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '
 import { COORDINATOR, type HostInput, type Limits } from '../src/protocol/envelope.ts';
 import { PortLink } from '../src/protocol/link.ts';
 import { unpackGraph } from '../src/protocol/packed-graph.ts';
+import { installPool, StoragePool } from '../src/tensor/pool.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
 import { TraceRecorder } from '../src/trace/recorder.ts';
 
@@ -44,6 +45,8 @@ function receive(link: PortLink, raw: unknown): void {
     for (m of envelope.messages) {
       if (m.kind === 'start') {
         step = m.step;
+        // Queued transfers leave before the last step's storages are recycled (Note [step arena]).
+        for (const link of links()) link.flush();
         perform(host.startStep(m));
         continue;
       }
@@ -65,6 +68,8 @@ function receive(link: PortLink, raw: unknown): void {
 
 /** A step's update; a failure is reported as the update's, so the coordinator can tell it from the step's. */
 function applyUpdate(u: StepUpdate): void {
+  // Queued transfers detach their buffers when flushed: before the update recycles the step's storages.
+  for (const link of links()) link.flush();
   try {
     perform(host.applyUpdate(u));
   } catch (err) {
@@ -140,7 +145,9 @@ let edge = '';
 const api: HostControl = {
   init(init) {
     const plan = compile(unpackGraph(init.graph), init.options);
-    host = new Host(plan, worker);
+    const pool = init.pool === null ? null : new StoragePool(init.pool);
+    installPool(pool);
+    host = new Host(plan, worker, new Map(), { pool });
     limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
     gen = init.gen;
     coordinator = new PortLink(init.coordinator, worker, COORDINATOR, () => gen, receive, fail);

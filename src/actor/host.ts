@@ -6,7 +6,8 @@ import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { sumOfSquares } from '../optim/spec.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { LiveBuffers, type StoragePool } from '../tensor/pool.ts';
+import type { Storage, Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
 import type { DataMessage, Report, StepStart, StepUpdate } from './messages.ts';
@@ -50,6 +51,17 @@ export interface HostStats {
   /** Bytes of the parameters this host owns, and of their optimizer state. */
   paramBytes: number;
   optimizerBytes: number;
+  /** Tensor bytes this host sent to other hosts, and received from them, in the current step. */
+  sentBytes: number;
+  receivedBytes: number;
+  /**
+   * The thread's storage pool (Note [storage pool]), since the host started: allocations it served and
+   * the ones it could not, bytes it holds now, and bytes given back to it. Zero without a pool.
+   */
+  poolHits: number;
+  poolMisses: number;
+  pooledBytes: number;
+  recycledBytes: number;
 }
 
 export interface WaitingEntry {
@@ -66,6 +78,11 @@ export interface WaitingEntry {
 export interface HostOptions<T> {
   /** What values are: real tensors (default) or shapes (the simulator). */
   engine?: ValueEngine<T>;
+  /**
+   * This thread's storage pool: storages go back to it when a step is over (Note [step arena]). Real
+   * tensors only, and only a host that is alone on its thread (it gives back what the thread made).
+   */
+  pool?: StoragePool | null;
 }
 
 /**
@@ -79,7 +96,7 @@ export class Host<T = Tensor> {
   readonly worker: number;
   readonly plan: Plan;
   readonly engine: ValueEngine<T>;
-  readonly stats: HostStats = {
+  private readonly counters: HostStats = {
     tasks: 0,
     localMessages: 0,
     remoteMessages: 0,
@@ -89,7 +106,14 @@ export class Host<T = Tensor> {
     peakKeptBytes: 0,
     paramBytes: 0,
     optimizerBytes: 0,
+    sentBytes: 0,
+    receivedBytes: 0,
+    poolHits: 0,
+    poolMisses: 0,
+    pooledBytes: 0,
+    recycledBytes: 0,
   };
+  private readonly pool: StoragePool | null;
   /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
   private readonly actors: (NodeActor<T> | undefined)[];
   private readonly actorList: NodeActor<T>[] = [];
@@ -119,6 +143,7 @@ export class Host<T = Tensor> {
     this.plan = plan;
     this.worker = worker;
     this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
+    this.pool = options.pool ?? null;
     const { graph, grad, placement } = plan;
     this.cells = gradientCells(plan);
     this.updates = new ParamUpdates(worker, this.engine, (id) => label(graph.nodes[id]!));
@@ -143,6 +168,19 @@ export class Host<T = Tensor> {
       }
     }
     this.queue = new TaskQueue(this.actorList);
+  }
+
+  /** The host's counters (the pool's read now). */
+  get stats(): HostStats {
+    const pool = this.pool;
+    if (pool !== null) {
+      const c = this.counters;
+      c.poolHits = pool.hits;
+      c.poolMisses = pool.misses;
+      c.pooledBytes = pool.pooledBytes;
+      c.recycledBytes = pool.recycledBytes;
+    }
+    return this.counters;
   }
 
   private key(node: number, replica: number): number {
@@ -170,8 +208,8 @@ export class Host<T = Tensor> {
   private countBytes(): void {
     let bytes = 0;
     for (const p of this.params.values()) bytes += this.engine.bytes(p.value);
-    this.stats.paramBytes = bytes;
-    this.stats.optimizerBytes = this.updates.stateBytes();
+    this.counters.paramBytes = bytes;
+    this.counters.optimizerBytes = this.updates.stateBytes();
   }
 
   getParam(node: number): T {
@@ -218,6 +256,8 @@ export class Host<T = Tensor> {
       throw err;
     }
     this.countBytes();
+    // The step is over: its storages go back to the pool.
+    this.recycle();
     return [{ kind: 'report', report: { kind: 'updated', step: u.step } }];
   }
 
@@ -256,6 +296,8 @@ export class Host<T = Tensor> {
     this.shards = shardTable(start);
     const effects: HostEffect<T>[] = [];
     this.updates.clear();
+    // The last step is over (updated, reported or failed): before this one makes anything.
+    this.recycle(true);
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
       if (param.closed && this.updates.active) {
@@ -300,8 +342,51 @@ export class Host<T = Tensor> {
     this.shards = [];
     this.failed = false;
     this.current = null;
-    this.stats.keptBytes = 0;
-    this.stats.peakKeptBytes = 0;
+    this.counters.keptBytes = 0;
+    this.counters.peakKeptBytes = 0;
+    this.counters.sentBytes = 0;
+    this.counters.receivedBytes = 0;
+  }
+
+  // Note [step arena]
+  // On a worker, the storages of a step's tensors go back to the thread's pool (Note [storage pool])
+  // when the step is over on this host: at the start of the next step (after `reset`, before anything
+  // of the new step is made or an early message is delivered) and right after its update. What goes
+  // back is what the pool's arena recorded (the thread's pooled-size allocations, and what this host
+  // was delivered for its current step), minus what is still live. The live set is computed then,
+  // from the owners, never from bookkeeping at creation: parameter values, optimizer states, kept
+  // gradients (`ParamUpdates.held`), graph constants, what the actors still hold (the
+  // parameters of other hosts in `fixed`, per-microbatch inputs, kept values, contributions) and what
+  // the parameter actors still sum, and messages kept for a later step. A storage that was
+  // transferred away is detached and forgotten. A live storage stays recorded and is looked at again
+  // the next time (a parameter value is given back once `setParams` replaces it). The shell must
+  // have sent what it queued before a recycle (a queued transfer is not detached yet): it flushes its
+  // links before `startStep` and `applyUpdate`. A storage is recorded when it is delivered, not when
+  // it is decoded: an envelope's later messages are decoded before its step start is handled, so the
+  // envelope reader must not take their storages from the pool (it copies small tensors with `slice`).
+
+  /** Gives the storages of the finished step back to the pool (Note [step arena]). */
+  private recycle(stepStarts = false): void {
+    const pool = this.pool;
+    if (pool === null) return;
+    pool.recycle(pool.arenaSize === 0 ? EMPTY : this.liveBuffers(pool.minBytes).buffers, stepStarts);
+  }
+
+  /** The buffers of every pooled-size value this host still references (Note [step arena]). */
+  liveBuffers(minBytes: number): LiveBuffers {
+    const live = new LiveBuffers(minBytes);
+    const add = (v: T | undefined | null) => {
+      if (v !== undefined && v !== null) live.add((v as unknown as Tensor).data as Storage);
+    };
+    for (const p of this.params.values()) {
+      add(p.value);
+      p.held(add);
+    }
+    this.updates.held(add);
+    for (const node of this.plan.graph.nodes) if (node.op === 'const') add(node.attrs.value as T);
+    for (const a of this.actorList) a.held(add);
+    for (const m of this.early) add(m.tensor);
+    return live;
   }
 
   /** A message from the coordinator or another host. Returns the reports it closes (a parameter's gradient). */
@@ -309,9 +394,12 @@ export class Host<T = Tensor> {
     const effects: HostEffect<T>[] = [];
     if (m.step !== this.step) {
       if (m.step > this.step) this.early.push(m);
-      else this.stats.dropped++;
+      else this.counters.dropped++;
       return effects;
     }
+    // The step's to give back when it is over (Note [step arena]); never an early message's.
+    this.pool?.track((m.tensor as unknown as Tensor).data);
+    if (m.kind !== 'feed') this.counters.receivedBytes += this.engine.bytes(m.tensor);
     const { consumers, placement } = this.plan;
     switch (m.kind) {
       case 'feed': {
@@ -337,7 +425,7 @@ export class Host<T = Tensor> {
           const [c, slot] = edges[k]!;
           if (p[c] !== this.worker) continue;
           const actor = this.actor(c, m.replica);
-          if (actor.hasInput(m.mb, slot)) this.stats.dropped++;
+          if (actor.hasInput(m.mb, slot)) this.counters.dropped++;
           else if (actor.receiveInput(m.mb, slot, m.tensor)) this.readyForward(actor, m.mb);
         }
         break;
@@ -399,7 +487,7 @@ export class Host<T = Tensor> {
     const actor = this.actors[this.key(node, replica)];
     // A contribution whose cell is already filled is a duplicate (RELIABILITY.md): dropped, counted.
     if (actor !== undefined) {
-      if (actor.hasGradient(mb, cell)) this.stats.dropped++;
+      if (actor.hasGradient(mb, cell)) this.counters.dropped++;
       else if (actor.receiveGradient(mb, cell, value)) this.readyBackward(actor, mb);
       return;
     }
@@ -410,7 +498,7 @@ export class Host<T = Tensor> {
         { node },
       );
     if (param.has(replica, mb, cell)) {
-      this.stats.dropped++;
+      this.counters.dropped++;
       return;
     }
     const total = param.receive(this.engine.ops, replica, mb, cell, value);
@@ -455,7 +543,7 @@ export class Host<T = Tensor> {
         effects.push({ kind: 'failpoint', action: fp.action, task: info(task) });
         if (fp.action !== 'drop' && fp.action !== 'dup') return effects;
       }
-      this.stats.tasks++;
+      this.counters.tasks++;
       if (task.phase === 'forward') this.forward(task, effects);
       else this.backward(task, effects);
       this.queue.done(task);
@@ -514,9 +602,10 @@ export class Host<T = Tensor> {
         const kept = actor.state(mb).kept as T[];
         for (let k = 0; k < kept.length; k++) {
           engine.share(kept[k]!);
-          this.stats.keptBytes += engine.bytes(kept[k]!);
+          this.counters.keptBytes += engine.bytes(kept[k]!);
         }
-        if (this.stats.keptBytes > this.stats.peakKeptBytes) this.stats.peakKeptBytes = this.stats.keptBytes;
+        if (this.counters.keptBytes > this.counters.peakKeptBytes)
+          this.counters.peakKeptBytes = this.counters.keptBytes;
       }
     }
     if (this.anomalies && engine.isFinite?.(output) === false) effects.push(this.anomaly(task, 'forward'));
@@ -544,7 +633,7 @@ export class Host<T = Tensor> {
         else if (!remote.includes(w)) remote.push(w);
         continue;
       }
-      this.stats.localMessages++;
+      this.counters.localMessages++;
       engine.share(output);
       const consumer = this.actor(c, replica);
       if (consumer.receiveInput(mb, edges[k]![1], output)) this.readyForward(consumer, mb);
@@ -586,7 +675,7 @@ export class Host<T = Tensor> {
     }
     if (last) {
       const kept = state.kept as T[];
-      for (let k = 0; k < kept.length; k++) this.stats.keptBytes -= this.engine.bytes(kept[k]!);
+      for (let k = 0; k < kept.length; k++) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
     } else actor.holdCotangent(mb, g);
     // Local contributions go straight to their producer; the slots of remote ones are sent after.
@@ -597,7 +686,7 @@ export class Host<T = Tensor> {
       if (value === null || value === undefined) continue;
       const producer = node.inputs[slot]!;
       if (placement[producer] === this.worker) {
-        this.stats.localMessages++;
+        this.counters.localMessages++;
         this.receiveGradient(producer, replica, mb, node.id, slot, value, effects);
       } else if (remote === null) remote = [slot];
       else remote.push(slot);
@@ -646,12 +735,13 @@ export class Host<T = Tensor> {
   }
 
   private copy(t: T): T {
-    this.stats.copies++;
+    this.counters.copies++;
     return this.engine.copy(t);
   }
 
   private remote(worker: number, message: Message<T>): HostEffect<T> {
-    this.stats.remoteMessages++;
+    this.counters.remoteMessages++;
+    this.counters.sentBytes += this.engine.bytes(message.tensor);
     return { kind: 'send', worker, message };
   }
 
@@ -787,6 +877,7 @@ class KeptSource<T> {
 }
 
 const NO_COTANGENTS: readonly null[] = [];
+const EMPTY: ReadonlySet<ArrayBufferLike> = new Set();
 
 function info<T>(task: Task<T>): TaskInfo {
   return { phase: task.phase, node: task.node, stage: task.stage, replica: task.replica, mb: task.mb };

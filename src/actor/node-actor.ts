@@ -287,6 +287,19 @@ export class NodeActor<T> {
     if (s !== undefined) this.release(mb, s);
   }
 
+  /** Calls `f` on every value this actor holds: fixed inputs, and each live microbatch's (Note [step arena]). */
+  held(f: (value: T | undefined | null) => void): void {
+    for (let s = 0; s < this.fixed.length; s++) f(this.fixed[s]);
+    if (this.live === 0) return;
+    for (const s of this.microbatches) {
+      if (s === undefined) continue;
+      for (const v of s.inputs) f(v);
+      for (const v of s.kept) f(v);
+      for (const v of s.cells) f(v);
+      f(s.g);
+    }
+  }
+
   /** Forgets the step: per-microbatch state and parameter values. */
   reset(): void {
     if (this.live > 0) {

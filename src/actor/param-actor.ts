@@ -116,6 +116,13 @@ export class ParamActor<T> {
     return out;
   }
 
+  /** Calls `f` on every partial sum and contribution this actor holds (not its value). */
+  held(f: (value: T | undefined) => void): void {
+    for (const cells of this.cells) if (cells !== undefined) for (const v of cells) f(v);
+    for (const v of this.waiting) f(v);
+    for (const v of this.partial) f(v);
+  }
+
   reset(): void {
     this.cells = [];
     this.waiting = [];

@@ -72,6 +72,15 @@ export class ParamUpdates<T> {
     this.clear();
   }
 
+  /** Calls `f` on every value held here: kept gradients and optimizer states. */
+  held(f: (value: T) => void): void {
+    for (const g of this.grads.values()) f(g);
+    const opt = this.optimizer;
+    if (opt === null) return;
+    for (const state of this.states.values())
+      for (const t of Object.values(opt.stateToTensors(state))) f(t as unknown as T);
+  }
+
   /** Bytes of the optimizer state held here. */
   stateBytes(): number {
     const opt = this.optimizer;

@@ -1,5 +1,5 @@
 import { InputError } from '../errors.ts';
-import { allocate, Tensor } from '../tensor/tensor.ts';
+import { allocateUninit, Tensor } from '../tensor/tensor.ts';
 import { adam, adamw } from './adam.ts';
 import type { Optimizer } from './optimizer.ts';
 import { sgd } from './sgd.ts';
@@ -88,7 +88,8 @@ export function globalNormOf(sums: Readonly<Record<string, number>>): number {
 /** g * scale, a fresh tensor (the clipping step). */
 export function scaled(g: Tensor, scale: number): Tensor {
   if (scale === 1) return g;
-  const data = allocate(g.dtype, g.size);
+  // Uninit: the loop writes every element.
+  const data = allocateUninit(g.dtype, g.size);
   for (let i = 0; i < data.length; i++) data[i] = g.data[i]! * scale;
   return new Tensor(g.dtype, g.shape, data);
 }

@@ -7,6 +7,7 @@ import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { CompileOptions } from '../partition/plan.ts';
+import type { PoolOptions } from '../tensor/pool.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
 import type { WireTensor } from './envelope.ts';
@@ -23,6 +24,8 @@ export interface HostInit {
   /** One port per worker this one exchanges data with (plan.crossEdges). */
   readonly peers: readonly (readonly [number, MessagePort])[];
   readonly gen: number;
+  /** The worker's storage pool (Note [storage pool]), or null: every storage fresh. */
+  readonly pool: PoolOptions | null;
 }
 
 /** The control API a host worker exposes (through comlink; every call is guarded by the pool). */

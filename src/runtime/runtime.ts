@@ -19,6 +19,7 @@ import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
 import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
+import type { PoolOptions } from '../tensor/pool.ts';
 import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import type { Trace } from '../trace/trace.ts';
@@ -67,6 +68,11 @@ export interface RuntimeOptions extends CompileOptions {
   anomaly?: boolean;
   /** Record every step's trace (task spans, messages, memory), returned as `StepResult.trace`. */
   trace?: boolean;
+  /**
+   * Threads only: each worker recycles its tensors' storages through a pool per shape class (Note
+   * [storage pool]), default on; `false` turns it off. `poison` fills recycled storages with NaN (tests).
+   */
+  pool?: false | PoolOptions;
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }

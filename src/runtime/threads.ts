@@ -119,7 +119,14 @@ export class ThreadsCluster implements Cluster {
             (e) => protocolError(w, e),
           );
           graph ??= packGraph(plan.graph);
-          const init = { graph, options: compileOptions, coordinator: port2, peers: peers[w]!, gen: 0 };
+          const init = {
+            graph,
+            options: compileOptions,
+            coordinator: port2,
+            peers: peers[w]!,
+            gen: 0,
+            pool: options.pool === false ? null : (options.pool ?? {}),
+          };
           const placement = await api.init(transfer(init, [port2, ...peers[w]!.map(([, p]) => p)]));
           if (!samePlacement(placement, plan.placement)) {
             throw new InputError(

@@ -9,12 +9,13 @@ import {
 import { matmul } from './matmul.ts';
 import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
 import { erf } from './special.ts';
-import { allocate, type Storage, Tensor } from './tensor.ts';
+import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 
 function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
   const a = x.data;
   const n = a.length;
-  const o = allocate(x.dtype, n);
+  // Uninit: every case writes o[0..n) (an unknown kind throws).
+  const o = allocateUninit(x.dtype, n);
   switch (kind) {
     case 'neg':
       for (let i = 0; i < n; i++) o[i] = -a[i]!;
@@ -96,7 +97,8 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const x = a.data;
   const y = b.data;
   const n = sizeOf(shape);
-  const o = allocate(a.dtype, n);
+  // Uninit: every path below writes o[0..n) (the row path n / last rows of last; stridedWalk every i < n).
+  const o = allocateUninit(a.dtype, n);
   // Fast paths (add/sub/mul/div are the hot ones) keep the loop body free of a call.
   if (x.length === n && y.length === n) {
     if (kind === 'add') for (let i = 0; i < n; i++) o[i] = x[i]! + y[i]!;
@@ -199,11 +201,12 @@ function reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
         acc[io] = acc[io]! + a[i]!;
       });
     }
-    const o = allocate(x.dtype, n);
+    // Uninit: set writes all n.
+    const o = allocateUninit(x.dtype, n);
     o.set(acc);
     return new Tensor(x.dtype, shape, o);
   }
-  const o = allocate(x.dtype, n);
+  const o = allocateUninit(x.dtype, n);
   o.fill(Number.NEGATIVE_INFINITY);
   stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
     const v = a[i]!;
@@ -216,7 +219,8 @@ function transpose(x: Tensor, perm: readonly number[]): Tensor {
   const shape = perm.map((p) => x.shape[p]!);
   const st = stridesOf(x.shape);
   const src = perm.map((p) => st[p]!);
-  const o = allocate(x.dtype, x.size);
+  // Uninit: the walk visits every index of the output.
+  const o = allocateUninit(x.dtype, x.size);
   const a = x.data;
   stridedWalk(shape, src, src, (i, ia) => {
     o[i] = a[ia]!;
@@ -229,7 +233,8 @@ function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (out === null || out.length !== shape.length || out.some((d, i) => d !== shape[i])) {
     throw new ShapeError(`broadcastTo: ${fmtShape(x.shape)} does not broadcast to ${fmtShape(shape)}`);
   }
-  const o = allocate(x.dtype, sizeOf(shape));
+  // Uninit: fill, or the walk over every index of the output.
+  const o = allocateUninit(x.dtype, sizeOf(shape));
   const a = x.data;
   if (a.length === 1) {
     o.fill(a[0]!);
@@ -258,7 +263,8 @@ function alongAxis(
 
 function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
   const a = x.data;
-  const o = allocate(x.dtype, x.size);
+  // Uninit: the rows along `axis` (outer * inner of them, `len` long) cover every element.
+  const o = allocateUninit(x.dtype, x.size);
   alongAxis(x.shape, axis, (base, len, step) => {
     let max = Number.NEGATIVE_INFINITY;
     for (let i = 0, p = base; i < len; i++, p += step) if (a[p]! > max) max = a[p]!;
@@ -277,7 +283,8 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
 }
 
 function slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor {
-  const o = allocate(x.dtype, sizeOf(size));
+  // Uninit: the walk visits every index of the output.
+  const o = allocateUninit(x.dtype, sizeOf(size));
   const st = stridesOf(x.shape);
   let base = 0;
   for (let d = 0; d < begin.length; d++) base += begin[d]! * st[d]!;
@@ -305,7 +312,8 @@ function concat(xs: readonly Tensor[], axis: number): Tensor {
   const first = xs[0]!;
   const shape = [...first.shape];
   shape[axis] = xs.reduce((s, t) => s + t.shape[axis]!, 0);
-  const o = allocate(first.dtype, sizeOf(shape));
+  // Uninit: per outer row, the inputs' rows fill [offset, offset + row) side by side, rowOut in all.
+  const o = allocateUninit(first.dtype, sizeOf(shape));
   let outer = 1;
   for (let i = 0; i < axis; i++) outer *= shape[i]!;
   const rowOut = sizeOf(shape.slice(axis));
@@ -333,7 +341,8 @@ function gather(table: Tensor, indices: Tensor, axis: number): Tensor {
   const rows = table.shape[axis]!;
   const inner = sizeOf(table.shape.slice(axis + 1));
   const shape = [...table.shape.slice(0, axis), ...indices.shape, ...table.shape.slice(axis + 1)];
-  const o = allocate(table.dtype, sizeOf(shape));
+  // Uninit: outer * k rows of inner elements, each set (or an index error throws).
+  const o = allocateUninit(table.dtype, sizeOf(shape));
   const idx = indices.data;
   const k = idx.length;
   for (let r = 0; r < outer; r++) {
@@ -363,7 +372,8 @@ function scatterAdd(updates: Tensor, indices: Tensor, shape: readonly number[], 
       for (let i = 0; i < inner; i++) acc[dst + i] = acc[dst + i]! + u[src + i]!;
     }
   }
-  const o = allocate(updates.dtype, acc.length);
+  // Uninit: set writes all of it.
+  const o = allocateUninit(updates.dtype, acc.length);
   o.set(acc);
   return new Tensor(updates.dtype, [...shape], o);
 }

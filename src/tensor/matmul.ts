@@ -1,6 +1,6 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { tryBroadcastShapes } from './shape.ts';
-import { allocate, Tensor } from './tensor.ts';
+import { allocateUninit, Tensor } from './tensor.ts';
 
 /**
  * Batched matmul: C[..., m, n] = op(A)[..., m, k] op(B)[..., k, n], op = transpose when asked. The
@@ -30,7 +30,8 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
       `matmul: batch dimensions ${fmtShape(batchA)} and ${fmtShape(batchB)} do not broadcast`,
     );
   }
-  const out = allocate(a.dtype, batch.reduce((p, d) => p * d, 1) * m * n);
+  // Uninit: gemm copies every (i, j) of each batch matrix out of its float64 sums (zeros when k = 0).
+  const out = allocateUninit(a.dtype, batch.reduce((p, d) => p * d, 1) * m * n);
   const offsetsA = batchOffsets(batch, batchA, m * k);
   const offsetsB = batchOffsets(batch, batchB, k * n);
   for (let i = 0; i < offsetsA.length; i++) {

@@ -1,4 +1,5 @@
 import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
+import { installedPool } from './pool.ts';
 import { type ConcreteShape, checkConcreteShape, sizeOf } from './shape.ts';
 
 export type DType = 'float32' | 'float64';
@@ -13,7 +14,8 @@ export type Storage = Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>;
 // Note [owned storage]
 // A tensor owns its whole ArrayBuffer: data.byteOffset is 0 and data.byteLength equals
 // buffer.byteLength. That is what lets a tensor cross a MessagePort by transfer, never by clone,
-// and lets a worker recycle the buffer. Constructors below allocate fresh buffers; `Tensor` checks it.
+// and lets a worker recycle the buffer (Note [storage pool]). Every storage a kernel makes comes from
+// `allocate` or `allocateUninit`; `Tensor` checks the offset.
 
 export function checkDType(dtype: unknown, where: string): asserts dtype is DType {
   if (dtype !== 'float32' && dtype !== 'float64') {
@@ -27,7 +29,20 @@ export function checkDType(dtype: unknown, where: string): asserts dtype is DTyp
   }
 }
 
+/** A zero-filled storage of `size` elements: fresh, or recycled by this thread's pool (Note [storage pool]). */
 export function allocate(dtype: DType, size: number): Storage {
+  const pool = installedPool();
+  if (pool?.pools(dtype, size)) return pool.allocate(dtype, size, true);
+  return dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+}
+
+/**
+ * A storage whose contents are unspecified (a recycled one keeps what it held; NaN in poison mode),
+ * for callers that write every element before anything reads one. Each call site says why it does.
+ */
+export function allocateUninit(dtype: DType, size: number): Storage {
+  const pool = installedPool();
+  if (pool?.pools(dtype, size)) return pool.allocate(dtype, size, false);
   return dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
 }
 
@@ -186,7 +201,8 @@ export function ones(shape: readonly number[], dtype: DType = 'float32'): Tensor
 
 /** A copy with fresh storage, optionally converted to another dtype. */
 export function cast(t: Tensor, dtype: DType = t.dtype): Tensor {
-  const data = allocate(dtype, t.size);
+  // Uninit: `set` writes all t.size elements.
+  const data = allocateUninit(dtype, t.size);
   data.set(t.data);
   return new Tensor(dtype, t.shape, data);
 }

@@ -16,11 +16,20 @@ import { actorsSuite } from './suites/actors.ts';
 import { graphSuite } from './suites/graph.ts';
 import { matmulSuite } from './suites/matmul.ts';
 import { pipelineSuite } from './suites/pipeline.ts';
+import { poolSuite } from './suites/pool.ts';
 import { simSuite } from './suites/sim.ts';
 import { trainSuite } from './suites/train.ts';
 
 // The registry: add a suite by importing it above and listing it here.
-const SUITES: readonly Suite[] = [matmulSuite, graphSuite, simSuite, actorsSuite, pipelineSuite, trainSuite];
+const SUITES: readonly Suite[] = [
+  matmulSuite,
+  graphSuite,
+  simSuite,
+  actorsSuite,
+  pipelineSuite,
+  trainSuite,
+  poolSuite,
+];
 
 interface Args {
   names: string[];

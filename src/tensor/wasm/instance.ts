@@ -2,6 +2,7 @@
  * Loading the WebAssembly kernels: which variants this engine supports, one instance per variant per
  * thread (compiled on first use), and the arena that lays out one call's buffers in its memory.
  */
+import { allocateUninit } from '../tensor.ts';
 import { RELAXED_SIMD_BASE64, SIMD128_BASE64 } from './module.generated.ts';
 
 /**
@@ -124,7 +125,10 @@ export class WasmArena {
 
   /** A fresh, owned copy of `length` float32 at `offset` (Note [owned storage]). */
   copyOut(offset: number, length: number): Float32Array<ArrayBuffer> {
-    return this.f32(offset, length).slice();
+    // Uninit: set writes all `length` elements. From the thread's pool, if any (Note [storage pool]).
+    const out = allocateUninit('float32', length) as Float32Array<ArrayBuffer>;
+    out.set(this.f32(offset, length));
+    return out;
   }
 }
 

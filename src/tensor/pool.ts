@@ -1,0 +1,195 @@
+import type { DType, Storage } from './tensor.ts';
+
+// Note [storage pool]
+// A worker recycles the storages of its tensors instead of leaving them to the garbage collector: a
+// fresh large ArrayBuffer costs its allocation, the page faults of first touch and, later, a
+// collection and an unmap, and a worker that sends big activations makes one per message. Storages
+// are kept per shape class, (dtype, element count) exactly: a tensor owns its whole buffer (Note
+// [owned storage]), so a bigger buffer cannot stand in for a smaller one. Only storages of at least
+// `minBytes` are pooled (small typed arrays are cheap and may live on the V8 heap). The pool holds at
+// most `maxBytes`; past that, the least recently used classes give up storages first. When a step
+// starts, each class also keeps no more storages than the last step took from it: a class the thread
+// receives but never makes (a feed from the coordinator) would otherwise grow by one storage a step
+// until the bound (measured: 45 MB of 400 KB feed buffers after 110 MLP steps).
+//
+// Lifetime is step-scoped (Note [step arena] in src/actor/host.ts): every pooled-size storage the
+// thread allocates, and every one its host receives for the current step, is recorded in the arena;
+// when the step is over the host computes what it still holds and `recycle` gives everything else
+// back. A recorded storage that was transferred away is detached (byteLength 0) and is forgotten.
+// In poison mode a storage given back is filled with NaN, so a use after recycling shows as NaN.
+//
+// Measured (test/bench/suites/pool.ts, 2 vCPUs, shared): passing a 16 MiB buffer between two
+// workers, 0.43-0.51 ms per hop fresh vs 0.038 ms recycled (11-13x) when nobody writes it, 1.49 vs
+// 0.44-0.49 ms (3.1-3.4x) when the sender writes it whole first, as a kernel does. Allocating and writing one storage
+// on one thread, fresh vs from a pool (zero-filled): 1 KiB 0.65 vs 0.56 us, 4 KiB 0.72 vs 0.57,
+// 16 KiB 1.5 vs 1.1, 64 KiB 3.5 vs 2.6, 1 MiB 209 vs 95: below 16 KiB the saving is a tenth of a
+// microsecond, less than what recording and recycling a storage costs; hence POOL_MIN_BYTES.
+
+/** Pooled storages start here: the envelope's transfer threshold (Note [columnar envelope]). */
+export const POOL_MIN_BYTES = 16 * 1024;
+export const POOL_MAX_BYTES = 256 * 1024 * 1024;
+
+export interface PoolOptions {
+  /** Bytes the pool may hold (default 256 MiB). */
+  maxBytes?: number;
+  /** Storages smaller than this are never pooled (default 16 KiB). */
+  minBytes?: number;
+  /** Fill storages with NaN when they are given back (tests: a use after recycling turns into NaN). */
+  poison?: boolean;
+}
+
+export interface PoolStats {
+  /** Pooled-size allocations served from the pool, and the ones that made a fresh storage. */
+  hits: number;
+  misses: number;
+  /** Bytes held by the pool now. */
+  pooledBytes: number;
+  /** Bytes given back to the pool so far (evicted or not). */
+  recycledBytes: number;
+}
+
+/** The key of a shape class: element count, and the dtype in the low bit. */
+const classKey = (dtype: DType, size: number) => size * 2 + (dtype === 'float32' ? 0 : 1);
+
+/** A thread's storage pool and its arena (Note [storage pool]). One host per pool. */
+export class StoragePool implements PoolStats {
+  readonly maxBytes: number;
+  readonly minBytes: number;
+  readonly poison: boolean;
+  hits = 0;
+  misses = 0;
+  pooledBytes = 0;
+  recycledBytes = 0;
+  /** Free storages by class; Map order is recency of use, least recent first. */
+  private readonly classes = new Map<number, Storage[]>();
+  /** Storages recorded since they were last given back (a Set: one storage is never given twice). */
+  private readonly arena = new Set<Storage>();
+  /** Storages taken per class since the last trim (hits and misses). */
+  private readonly demand = new Map<number, number>();
+
+  constructor(options: PoolOptions = {}) {
+    this.maxBytes = options.maxBytes ?? POOL_MAX_BYTES;
+    this.minBytes = options.minBytes ?? POOL_MIN_BYTES;
+    this.poison = options.poison ?? false;
+  }
+
+  /** Whether storages of `size` elements of `dtype` are pooled. */
+  pools(dtype: DType, size: number): boolean {
+    return size * (dtype === 'float32' ? 4 : 8) >= this.minBytes;
+  }
+
+  /**
+   * A storage of a pooled size, recorded in the arena: a recycled one (zero-filled when `zeroed`, else
+   * with whatever it held) or a fresh one.
+   */
+  allocate(dtype: DType, size: number, zeroed: boolean): Storage {
+    const key = classKey(dtype, size);
+    this.demand.set(key, (this.demand.get(key) ?? 0) + 1);
+    const free = this.classes.get(key);
+    let s: Storage;
+    if (free !== undefined) {
+      s = free.pop()!;
+      this.pooledBytes -= s.byteLength;
+      this.hits++;
+      // Most recently used from now on (or gone, when empty).
+      this.classes.delete(key);
+      if (free.length > 0) this.classes.set(key, free);
+      if (zeroed) s.fill(0);
+    } else {
+      s = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+      this.misses++;
+    }
+    this.arena.add(s);
+    return s;
+  }
+
+  /** Records a storage the thread did not allocate (a received tensor's) in the arena. */
+  track(s: Storage): void {
+    if (s.byteLength >= this.minBytes) this.arena.add(s);
+  }
+
+  /** Storages recorded and not yet given back. */
+  get arenaSize(): number {
+    return this.arena.size;
+  }
+
+  /**
+   * The step is over: every recorded storage goes back to the pool, except detached ones (forgotten)
+   * and those whose buffer is in `live` (kept recorded, for the next time). With `trim` (a step
+   * starts), each class then keeps at most as many storages as were taken from it since the last trim.
+   * Returns how many went back.
+   */
+  recycle(live: ReadonlySet<ArrayBufferLike>, trim = false): number {
+    let given = 0;
+    for (const s of this.arena) {
+      if (s.byteLength === 0) this.arena.delete(s);
+      else if (!live.has(s.buffer)) {
+        this.arena.delete(s);
+        this.give(s);
+        given++;
+      }
+    }
+    if (trim) {
+      for (const [key, free] of this.classes) {
+        const keep = this.demand.get(key) ?? 0;
+        while (free.length > keep) this.pooledBytes -= free.pop()!.byteLength;
+        if (free.length === 0) this.classes.delete(key);
+      }
+      this.demand.clear();
+    }
+    return given;
+  }
+
+  /** Forgets every recorded storage without giving it back (their owner keeps them). */
+  forget(): void {
+    this.arena.clear();
+  }
+
+  private give(s: Storage): void {
+    const bytes = s.byteLength;
+    // Larger than the whole pool: refused, left to the collector.
+    if (bytes > this.maxBytes) return;
+    this.recycledBytes += bytes;
+    while (this.pooledBytes + bytes > this.maxBytes) this.evict();
+    if (this.poison) s.fill(Number.NaN);
+    const key = classKey(s instanceof Float32Array ? 'float32' : 'float64', s.length);
+    const free = this.classes.get(key) ?? [];
+    this.classes.delete(key);
+    this.classes.set(key, free);
+    free.push(s);
+    this.pooledBytes += bytes;
+  }
+
+  /** Drops one storage of the least recently used class. */
+  private evict(): void {
+    const [key, free] = this.classes.entries().next().value!;
+    this.pooledBytes -= free.pop()!.byteLength;
+    if (free.length === 0) this.classes.delete(key);
+  }
+
+  stats(): PoolStats {
+    const { hits, misses, pooledBytes, recycledBytes } = this;
+    return { hits, misses, pooledBytes, recycledBytes };
+  }
+}
+
+/** The buffers of live values, for `recycle`: only values of a pooled size (a small array's buffer is never read). */
+export class LiveBuffers {
+  readonly buffers = new Set<ArrayBufferLike>();
+  constructor(private readonly minBytes: number) {}
+
+  add(s: Storage | undefined | null): void {
+    if (s != null && s.byteLength >= this.minBytes) this.buffers.add(s.buffer);
+  }
+}
+
+let installed: StoragePool | null = null;
+
+/** Makes `pool` this thread's pool (null: none, every allocation fresh). The main thread installs none. */
+export function installPool(pool: StoragePool | null): void {
+  installed = pool;
+}
+
+export function installedPool(): StoragePool | null {
+  return installed;
+}

@@ -1,0 +1,191 @@
+// Buffer recycling on worker threads (Note [storage pool], Note [step arena]): with poison on, every
+// storage given back is filled with NaN, so a storage recycled while still in use would show in the
+// loss, the gradients or the parameters. They stay bitwise equal to the reference loop.
+import { describe, expect, it } from 'vitest';
+import { referenceStep } from '../../src/autodiff/microbatch.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { initParams } from '../../src/graph/params.ts';
+import { OptimizerRun } from '../../src/optim/optimizer.ts';
+import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
+import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import type { Model } from '../support/models.ts';
+
+const WIDTH = 128;
+const BATCH = 256;
+const STEPS = 3;
+
+/** An MLP whose activations (64 x 128 float32 per shard, 32 KiB) and weights (64 KiB) are pooled. */
+function wideMlp(layers = 4): Model {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', WIDTH]);
+  const y = b.input('y', ['B']);
+  let h = x;
+  for (let i = 0; i < layers; i++)
+    h = b.tanh(
+      b.add(
+        b.matmul(h, b.param(`w${i}`, [WIDTH, WIDTH])),
+        b.param(`b${i}`, [WIDTH], { init: { kind: 'normal', std: 0.1 } }),
+      ),
+    );
+  b.output('loss', b.softmaxCrossEntropy(b.matmul(h, b.param('out', [WIDTH, 8])), y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 5),
+    feeds: (batch, seed = 1) => {
+      const rng = new Rng(seed);
+      return {
+        x: rng.normalTensor([batch, WIDTH]),
+        y: tensor(Array.from({ length: batch }, () => rng.int(8))),
+      };
+    },
+  };
+}
+
+/** The reference loop: per step, the reference engine's loss and gradients, then the optimizer here. */
+function referenceLoop(
+  model: Model,
+  spec: OptimizerSpec | null,
+  split: { replicas: number; microbatches: number },
+) {
+  const params = Object.fromEntries(Object.entries(model.params).map(([k, v]) => [k, cast(v)]));
+  const run = spec === null ? null : new OptimizerRun(makeOptimizer(spec));
+  const steps: { loss: number; grads: Record<string, Tensor> }[] = [];
+  for (let s = 0; s < STEPS; s++) {
+    const out = referenceStep(model.graph, model.feeds(BATCH, s), params, split);
+    steps.push(out);
+    run?.apply(params, out.grads);
+  }
+  return { steps, params };
+}
+
+type Layout = { name: string; options: Partial<RuntimeOptions>; replicas: number; microbatches: number };
+const LAYOUTS: Layout[] = [
+  { name: 'data-parallel, 2 workers, 2 replicas', options: { replicas: 2 }, replicas: 2, microbatches: 2 },
+  { name: '2-stage 1F1B', options: { schedule: '1f1b' }, replicas: 1, microbatches: 2 },
+  {
+    name: 'interleaved 1F1B, 2 chunks',
+    options: { schedule: 'interleaved-1f1b', chunks: 2 },
+    replicas: 1,
+    microbatches: 2,
+  },
+  { name: 'ZB-H1', options: { schedule: 'zb-h1' }, replicas: 1, microbatches: 2 },
+];
+const OPTIMIZERS: (OptimizerSpec | null)[] = [{ name: 'sgd', lr: 0.05, momentum: 0.9 }, null];
+
+describe.each(LAYOUTS)('pooled storages with poison, $name', (layout) => {
+  it.each(OPTIMIZERS)(
+    'optimizer %o: loss, gradients and parameters bitwise equal to the reference loop',
+    async (spec) => {
+      const model = wideMlp();
+      const split = { replicas: layout.replicas, microbatches: layout.microbatches };
+      const ref = referenceLoop(model, spec, split);
+      const rt = await createRuntime(model.graph, {
+        workers: 2,
+        ...layout.options,
+        microbatches: layout.microbatches,
+        params: model.params,
+        pool: { poison: true },
+        ...(spec === null ? {} : { optimizer: spec }),
+      });
+      try {
+        for (let s = 0; s < STEPS; s++) {
+          const out = await rt.step(model.feeds(BATCH, s));
+          expect(out.loss, `step ${s}`).toBe(ref.steps[s]!.loss);
+          if (spec === null) {
+            for (const [name, g] of Object.entries(ref.steps[s]!.grads))
+              expect(bitwiseEqual(out.grads[name]!, g), `step ${s} ${name}`).toBe(true);
+          }
+        }
+        const params = await rt.getParams();
+        for (const [name, v] of Object.entries(ref.params))
+          expect(bitwiseEqual(params[name]!, v), name).toBe(true);
+        const stats = await rt.stats();
+        // The pool is really used: later steps reuse what earlier ones gave back.
+        expect(stats.reduce((n, h) => n + h.poolHits, 0)).toBeGreaterThan(0);
+        for (const h of stats) expect(h.recycledBytes).toBeGreaterThan(0);
+        // Every tensor byte one host sent, the other received (two hosts).
+        expect(stats[0]!.sentBytes).toBe(stats[1]!.receivedBytes);
+        expect(stats[1]!.sentBytes).toBe(stats[0]!.receivedBytes);
+      } finally {
+        await rt.close();
+      }
+    },
+  );
+});
+
+describe('tensor bytes per worker', () => {
+  const model = wideMlp();
+  const paramBytes = Object.values(model.params).reduce((n, t) => n + t.bytes, 0);
+  const shardRows = BATCH / 4;
+
+  it('data parallel: the owner sends every parameter once, the other replica one contribution per microbatch', async () => {
+    const rt = await createRuntime(model.graph, {
+      workers: 2,
+      replicas: 2,
+      microbatches: 2,
+      params: model.params,
+      optimizer: { name: 'adam', lr: 0.01 },
+      pool: { poison: true },
+    });
+    try {
+      for (let s = 0; s < STEPS; s++) await rt.step(model.feeds(BATCH, s));
+      const [owner, other] = await rt.stats();
+      expect(owner!.paramBytes).toBe(paramBytes);
+      expect(owner!.sentBytes).toBe(paramBytes);
+      expect(other!.receivedBytes).toBe(paramBytes);
+      expect(other!.sentBytes).toBe(2 * paramBytes);
+      expect(owner!.receivedBytes).toBe(2 * paramBytes);
+      expect(owner!.poolHits).toBeGreaterThan(0);
+      expect(other!.poolHits).toBeGreaterThan(0);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('a 2-stage pipeline: one activation forward and one gradient back per microbatch', async () => {
+    const rt = await createRuntime(model.graph, {
+      workers: 2,
+      schedule: '1f1b',
+      microbatches: 4,
+      params: model.params,
+      optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9 },
+      pool: { poison: true },
+    });
+    try {
+      for (let s = 0; s < STEPS; s++) await rt.step(model.feeds(BATCH, s));
+      const stats = await rt.stats();
+      // The boundary is a [rows, WIDTH] float32 activation: the stages split between layers.
+      const crossing = rt.plan.crossEdges.filter((e) => e.fromWorker === 0);
+      expect(new Set(crossing.map((e) => e.from)).size).toBe(1);
+      const bytes = 4 * shardRows * WIDTH;
+      expect(stats[0]!.sentBytes).toBe(4 * bytes);
+      expect(stats[1]!.receivedBytes).toBe(4 * bytes);
+      expect(stats[1]!.sentBytes).toBe(4 * bytes);
+      expect(stats[0]!.receivedBytes).toBe(4 * bytes);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('pool: false turns recycling off', async () => {
+    const rt = await createRuntime(model.graph, {
+      workers: 2,
+      schedule: '1f1b',
+      microbatches: 2,
+      params: model.params,
+      pool: false,
+    });
+    try {
+      for (let s = 0; s < 2; s++) await rt.step(model.feeds(BATCH, s));
+      for (const h of await rt.stats()) {
+        expect([h.poolHits, h.poolMisses, h.pooledBytes, h.recycledBytes]).toEqual([0, 0, 0, 0]);
+        expect(h.sentBytes).toBeGreaterThan(0);
+      }
+    } finally {
+      await rt.close();
+    }
+  });
+});
