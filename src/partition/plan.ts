@@ -25,6 +25,13 @@ export interface CompileOptions {
    * is the placement of interleaved schedules.
    */
   stages?: number;
+  /**
+   * With replicas: spread the parameters' owners over the replicas, balanced by bytes (default true),
+   * so the gradient sums, the optimizer's updates and state, and the sends of parameter values are
+   * split among the replicas' workers instead of all falling to replica 0's (Note [sharded
+   * parameters]). False keeps every parameter on its replica-0 worker.
+   */
+  shardParams?: boolean;
 }
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
@@ -117,6 +124,13 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     batchSize: options.batchSize ?? 32,
     imbalance: options.imbalance ?? 0.1,
   });
+  const owner = ownerReplicas(
+    graph,
+    base.worker,
+    base.bytes,
+    group,
+    options.shardParams === false ? 1 : replicas,
+  );
   const placement: Int32Array[] = [];
   for (let r = 0; r < replicas; r++) {
     const p = new Int32Array(graph.size).fill(-1);
@@ -124,8 +138,8 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       const stage = base.worker[id]!;
       if (stage < 0) continue;
       const v = stage % group;
-      // Parameters live once, on their replica-0 worker; other nodes are copied per replica.
-      p[id] = graph.nodes[id]!.op === 'param' ? v : (r * group + v) % workers;
+      // Parameters live once, on their owner's worker for their stage; other nodes are copied per replica.
+      p[id] = ((graph.nodes[id]!.op === 'param' ? owner[id]! : r) * group + v) % workers;
     }
     placement.push(p);
   }
@@ -192,4 +206,45 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
     plan.grad.needsGrad[input] === 1 &&
     edgeCarriesGrad(getOp(node.op), slot)
   );
+}
+
+// Note [sharded parameters]
+// A parameter lives once, in the replica that owns it: its actor sums the gradient contributions of
+// every replica (in the order of Note [gradient sum order], wherever it lives), runs the optimizer,
+// and sends its new value to the other replicas' workers each step. With every parameter owned by
+// replica 0, its workers did all the summing, all the updates and all the sends while the others
+// waited. Spreading the owners over
+// the replicas (ZeRO's sharding of optimizer state and gradients, with the parameters still
+// broadcast) splits that work. Within each stage, parameters go, largest first (then by id), to the
+// replica owning the fewest bytes so far (ties to the lowest). compile is pure, so every worker
+// derives the same owners. Measured on 2 workers data-parallel, batch 128, SGD, medians of 500
+// steps, two runs: an MLP 784-512-512-512-10 steps in 12.3 and 11.9 ms sharded against 13.4 and
+// 14.1 ms unsharded (1.13x); the MNIST MLP 784-256-128-10 is unchanged (3.10 against 3.11 ms),
+// because its first weight holds 85% of its bytes and a parameter is not split.
+
+/** The replica owning each parameter (Note [sharded parameters]); 0 for every other node. */
+function ownerReplicas(
+  graph: Graph,
+  stageOf: Int32Array,
+  bytes: Float64Array,
+  group: number,
+  replicas: number,
+): Int32Array {
+  const owner = new Int32Array(graph.size);
+  if (replicas === 1) return owner;
+  const params = graph.nodes
+    .filter((n) => n.op === 'param' && stageOf[n.id]! >= 0)
+    .map((n) => n.id)
+    .sort((a, b) => bytes[b]! - bytes[a]! || a - b);
+  const load = new Map<number, number[]>();
+  for (const id of params) {
+    const v = stageOf[id]! % group;
+    let owned = load.get(v);
+    if (owned === undefined) load.set(v, (owned = new Array<number>(replicas).fill(0)));
+    let best = 0;
+    for (let r = 1; r < replicas; r++) if (owned[r]! < owned[best]!) best = r;
+    owner[id] = best;
+    owned[best]! += bytes[id]!;
+  }
+  return owner;
 }

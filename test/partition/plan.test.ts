@@ -24,6 +24,37 @@ describe('compile', () => {
     expect(expected[loss.id]).toBe(0);
   });
 
+  it('shards parameter owners over replicas, balanced by bytes, largest first (Note [sharded parameters])', () => {
+    const b = new GraphBuilder();
+    let h = b.input('x', ['B', 8]);
+    const sizes = [
+      [8, 64],
+      [64, 32],
+      [32, 32],
+      [32, 4],
+    ] as const;
+    for (const [i, [m, n]] of sizes.entries()) h = b.matmul(h, b.param(`w${i}`, [m, n]));
+    b.output('loss', b.mean(h));
+    const graph = b.build();
+    const ownerOf = (plan: ReturnType<typeof compile>) =>
+      Object.fromEntries(graph.params().map((p) => [p.name, plan.placement[0]![p.id]]));
+    // Largest first: w1 (8 KiB) -> 0, w2 (4 KiB) -> 1, w0 (2 KiB) -> 1, w3 (512 B) -> 1 (6.5 KiB against 8).
+    const sharded = compile(graph, { workers: 2, replicas: 2 });
+    expect(ownerOf(sharded)).toEqual({ w0: 1, w1: 0, w2: 1, w3: 1 });
+    // Every replica sees the same owner; compile is pure.
+    for (const p of graph.params()) expect(sharded.placement[1]![p.id]).toBe(sharded.placement[0]![p.id]);
+    expect(ownerOf(compile(graph, { workers: 2, replicas: 2 }))).toEqual(ownerOf(sharded));
+    expect(ownerOf(compile(graph, { workers: 2, replicas: 2, shardParams: false }))).toEqual({
+      w0: 0,
+      w1: 0,
+      w2: 0,
+      w3: 0,
+    });
+    // With 2 stages per replica, owners stay with their stage: worker 0 or 2 for stage 0, 1 or 3 for stage 1.
+    const staged = compile(graph, { workers: 4, replicas: 2, placement: 'stages' });
+    for (const p of graph.params()) expect(staged.placement[0]![p.id]! % 2).toBe(staged.stageOf[p.id]!);
+  });
+
   it('per-node spreads nodes round-robin over every worker', () => {
     const { graph } = mlp();
     const plan = compile(graph, { workers: 4, placement: 'per-node' });

@@ -9,6 +9,7 @@ import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { Rng } from '../../src/tensor/rng.ts';
+import { sizeOf } from '../../src/tensor/shape.ts';
 import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
 import type { Model } from '../support/models.ts';
 
@@ -121,29 +122,41 @@ describe('tensor bytes per worker', () => {
   const paramBytes = Object.values(model.params).reduce((n, t) => n + t.bytes, 0);
   const shardRows = BATCH / 4;
 
-  it('data parallel: the owner sends every parameter once, the other replica one contribution per microbatch', async () => {
-    const rt = await createRuntime(model.graph, {
-      workers: 2,
-      replicas: 2,
-      microbatches: 2,
-      params: model.params,
-      optimizer: { name: 'adam', lr: 0.01 },
-      pool: { poison: true },
-    });
-    try {
-      for (let s = 0; s < STEPS; s++) await rt.step(model.feeds(BATCH, s));
-      const [owner, other] = await rt.stats();
-      expect(owner!.paramBytes).toBe(paramBytes);
-      expect(owner!.sentBytes).toBe(paramBytes);
-      expect(other!.receivedBytes).toBe(paramBytes);
-      expect(other!.sentBytes).toBe(2 * paramBytes);
-      expect(owner!.receivedBytes).toBe(2 * paramBytes);
-      expect(owner!.poolHits).toBeGreaterThan(0);
-      expect(other!.poolHits).toBeGreaterThan(0);
-    } finally {
-      await rt.close();
-    }
-  });
+  it.each([true, false])(
+    'data parallel (shardParams %s): each owner sends its parameters once, the other replica one contribution per microbatch',
+    async (shardParams) => {
+      const rt = await createRuntime(model.graph, {
+        workers: 2,
+        replicas: 2,
+        microbatches: 2,
+        shardParams,
+        params: model.params,
+        optimizer: { name: 'adam', lr: 0.01 },
+        pool: { poison: true },
+      });
+      try {
+        for (let s = 0; s < STEPS; s++) await rt.step(model.feeds(BATCH, s));
+        const stats = await rt.stats();
+        // The bytes of the parameters each worker owns (Note [sharded parameters]).
+        const owned = [0, 0];
+        for (const node of model.graph.params())
+          owned[rt.plan.placement[0]![node.id]!]! += 4 * sizeOf(node.shape as number[]);
+        expect(owned[0]! + owned[1]!).toBe(paramBytes);
+        if (shardParams) expect(Math.min(...owned)).toBeGreaterThan(0);
+        else expect(owned).toEqual([paramBytes, 0]);
+        for (const w of [0, 1]) {
+          const other = 1 - w;
+          expect(stats[w]!.paramBytes).toBe(owned[w]);
+          // Its parameters' values out to the other replica, and the other's gradients in, per microbatch.
+          expect(stats[w]!.sentBytes).toBe(owned[w]! + 2 * owned[other]!);
+          expect(stats[w]!.receivedBytes).toBe(owned[other]! + 2 * owned[w]!);
+          expect(stats[w]!.poolHits).toBeGreaterThan(0);
+        }
+      } finally {
+        await rt.close();
+      }
+    },
+  );
 
   it('a 2-stage pipeline: one activation forward and one gradient back per microbatch', async () => {
     const rt = await createRuntime(model.graph, {
