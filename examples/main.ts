@@ -32,6 +32,16 @@ try {
   console.log(`throughput      ${Math.round(samples / seconds)} samples/s (training steps only)`);
   console.log(`total time      ${((performance.now() - started) / 1000).toFixed(1)} s`);
   console.log(`loss curve      ${curve}`);
+  // Tensor bytes per worker: what each holds between steps, and what its last step moved.
+  const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
+  for (const [w, s] of (await (await trainer.start()).stats()).entries()) {
+    const hitRate = ((100 * s.poolHits) / Math.max(1, s.poolHits + s.poolMisses)).toFixed(1);
+    console.log(
+      `worker ${w}        parameters ${kib(s.paramBytes)}, optimizer state ${kib(s.optimizerBytes)}, ` +
+        `kept for backward at peak ${kib(s.peakKeptBytes)}, pool ${kib(s.pooledBytes)} (${hitRate}% of allocations reused), ` +
+        `last step sent ${kib(s.sentBytes)} and received ${kib(s.receivedBytes)}`,
+    );
+  }
 } finally {
   await trainer.close();
 }
