@@ -154,9 +154,16 @@ describe('feeds and parameters', () => {
     expect(err.context).toMatchObject({ node: 'x', expected: ['B', 4], found: [2, 5] });
   });
 
-  it('a feed of the wrong dtype', () => {
-    const err = thrown(ShapeError, () => evaluate(small(), { x: zeros([2, 4], 'float64') }, {}, ['y']));
+  it('a feed of the wrong dtype is a DTypeError', () => {
+    const err = thrown(DTypeError, () => evaluate(small(), { x: zeros([2, 4], 'float64') }, {}, ['y']));
     expect(err.message).toBe("feed 'x': expected float32[B,4], found float64[2,4]");
+    expect(err.context).toMatchObject({ node: 'x', expected: 'float32', found: 'float64' });
+  });
+
+  it('a parameter value of the wrong dtype is a DTypeError', () => {
+    const err = thrown(DTypeError, () => evaluate(small(), {}, { w: zeros([3, 2], 'float64') }, ['v']));
+    expect(err.message).toBe("parameter 'w': expected float32[3,2], found float64[3,2]");
+    expect(err.context).toMatchObject({ node: 'w', expected: 'float32', found: 'float64' });
   });
 
   it('a parameter value of the wrong shape names the parameter and both shapes', () => {
@@ -176,11 +183,15 @@ describe('names and dtypes', () => {
     const b = new GraphBuilder();
     const x = b.input('x', [2]);
     const err = thrown(GraphError, () => b.input('x', [3]));
-    expect(err.message).toBe("duplicate node name 'x'");
-    expect(err.context).toMatchObject({ node: 'x', expected: 'unique names' });
+    expect(err.message).toBe("duplicate node name 'x': already the name of %0 (input[2])");
+    expect(err.context).toMatchObject({ node: 'x', expected: 'unique names', found: '%0' });
     const renamed = thrown(GraphError, () => b.name(b.relu(x), 'x'));
-    expect(renamed.message).toBe("duplicate node name 'x'");
-    expect(renamed.context).toMatchObject({ node: 'x' });
+    expect(renamed.message).toBe("duplicate node name 'x': already the name of %0 (input[2])");
+    expect(renamed.context).toMatchObject({ node: 'x', found: '%0' });
+    // A name given up by a rename is free again.
+    const y = b.name(b.relu(x), 'y');
+    b.name(y, 'z');
+    expect(() => b.input('y', [2])).not.toThrow();
   });
 
   it('duplicate output names', () => {

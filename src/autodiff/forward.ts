@@ -1,4 +1,4 @@
-import { fmtShape, InputError, ShapeError } from '../errors.ts';
+import { DTypeError, fmtShape, InputError, ShapeError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
 import type { Attrs, OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
@@ -38,7 +38,13 @@ export function bindFeeds(inputs: readonly Node[], feeds: TensorMap): Map<string
           found: feed.shape,
         },
       );
-    if (feed.dtype !== node.dtype || feed.shape.length !== node.shape.length) throw mismatch();
+    if (feed.dtype !== node.dtype) {
+      throw new DTypeError(
+        `feed '${name}': expected ${node.dtype}${fmtShape(node.shape)}, found ${feed.dtype}${fmtShape(feed.shape)}`,
+        { node: name, expected: node.dtype, found: feed.dtype },
+      );
+    }
+    if (feed.shape.length !== node.shape.length) throw mismatch();
     node.shape.forEach((d, i) => {
       const actual = feed.shape[i]!;
       if (typeof d === 'number') {
@@ -76,11 +82,13 @@ export function paramValue(node: Node, params: TensorMap): Tensor {
       },
     );
   }
-  if (
-    value.dtype !== node.dtype ||
-    value.shape.length !== node.shape.length ||
-    value.shape.some((d, i) => d !== node.shape[i])
-  ) {
+  if (value.dtype !== node.dtype) {
+    throw new DTypeError(
+      `parameter '${name}': expected ${node.dtype}${fmtShape(node.shape)}, found ${value.dtype}${fmtShape(value.shape)}`,
+      { node: name, expected: node.dtype, found: value.dtype },
+    );
+  }
+  if (value.shape.length !== node.shape.length || value.shape.some((d, i) => d !== node.shape[i])) {
     throw new ShapeError(
       `parameter '${name}': expected ${node.dtype}${fmtShape(node.shape)}, found ${value.dtype}${fmtShape(value.shape)}`,
       {

@@ -1,4 +1,4 @@
-import { GraphError, InputError } from '../errors.ts';
+import { fmtShape, GraphError, InputError } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
 import type { Attrs } from '../ops/op.ts';
 import { Ops } from '../ops/ops.ts';
@@ -23,7 +23,8 @@ import '../ops/builtins.ts';
 export class GraphBuilder extends Ops<Node> {
   private readonly nodes: Node[] = [];
   private readonly outputs: Record<string, number> = {};
-  private readonly names = new Set<string>();
+  /** Node ids by name. */
+  private readonly names = new Map<string, number>();
   private readonly scalars = new Map<string, Node>();
   private stage: number | undefined;
   /**
@@ -37,7 +38,7 @@ export class GraphBuilder extends Ops<Node> {
     const b = new GraphBuilder();
     for (const n of graph.nodes) {
       b.nodes.push(n);
-      if (n.name !== undefined) b.names.add(n.name);
+      if (n.name !== undefined) b.names.set(n.name, n.id);
     }
     Object.assign(b.outputs, graph.outputs);
     return b;
@@ -72,10 +73,8 @@ export class GraphBuilder extends Ops<Node> {
     name?: string,
   ): Node {
     if (name !== undefined) {
-      if (this.names.has(name)) {
-        throw new GraphError(`duplicate node name '${name}'`, { node: name, expected: 'unique names' });
-      }
-      this.names.add(name);
+      this.claim(name);
+      this.names.set(name, this.nodes.length);
     }
     const id = this.nodes.length;
     const stage = this.stage;
@@ -150,13 +149,24 @@ export class GraphBuilder extends Ops<Node> {
     return x.dtype;
   }
 
+  /** Throws if `name` is taken, naming the node that holds it. */
+  private claim(name: string): void {
+    const holder = this.names.get(name);
+    if (holder === undefined) return;
+    const other = this.nodes[holder]!;
+    throw new GraphError(
+      `duplicate node name '${name}': already the name of %${holder} (${other.op}${fmtShape(other.shape)})`,
+      { node: name, expected: 'unique names', found: `%${holder}` },
+    );
+  }
+
   /** Gives a node a name (unique in the graph); returns the renamed node, which replaces the old one. */
   name<N extends Node>(node: N, name: string): Node {
     if (!this.owns(node)) throw new GraphError(`name: ${label(node)} is not a node of this builder`);
     if (node.name === name) return node;
-    if (this.names.has(name)) throw new GraphError(`duplicate node name '${name}'`, { node: name });
+    this.claim(name);
     if (node.name !== undefined) this.names.delete(node.name);
-    this.names.add(name);
+    this.names.set(name, node.id);
     const current = this.nodes[node.id]!;
     const renamed = { ...current, name };
     this.nodes[node.id] = renamed;
