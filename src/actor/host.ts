@@ -1,4 +1,4 @@
-import { type Bindings, resolveShape } from '../autodiff/forward.ts';
+import type { Bindings } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
@@ -9,81 +9,34 @@ import { edgeGradient, type Plan } from '../partition/plan.ts';
 import { LiveBuffers, type StoragePool } from '../tensor/pool.ts';
 import type { Storage, Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
-import { type Failpoint, type FailpointAction, FailpointError } from './failpoint.ts';
-import type { DataMessage, Report, StepStart, StepUpdate } from './messages.ts';
+import { type Failpoint, FailpointError } from './failpoint.ts';
+import type {
+  HostEffect,
+  HostOptions,
+  HostStats,
+  Message,
+  Task,
+  TaskInfo,
+  WaitingEntry,
+} from './host-types.ts';
+import { KeptSource, type ShardTable, shardTable } from './kept-source.ts';
+import type { StepStart, StepUpdate } from './messages.ts';
 import { type GradientCells, gradientCells, NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
 import { ParamUpdates } from './param-updates.ts';
 import { type HostAction, type TaskPhase, TaskQueue } from './task-queue.ts';
+import { waitingEntries } from './waiting.ts';
 import { toWireError } from './wire-error.ts';
 
-export type Message<T = Tensor> = DataMessage<T>;
-
-/** What a host asks its shell to do: the only way its work leaves it. */
-export type HostEffect<T = Tensor> =
-  | { readonly kind: 'send'; readonly worker: number; readonly message: Message<T> }
-  | { readonly kind: 'report'; readonly report: Report<T> }
-  | { readonly kind: 'failpoint'; readonly action: FailpointAction; readonly task: TaskInfo };
-
-export interface TaskInfo {
-  readonly phase: TaskPhase;
-  readonly node: number;
-  readonly stage: number;
-  readonly replica: number;
-  readonly mb: number;
-}
-
-export interface Task<T> extends TaskInfo {
-  readonly actor: NodeActor<T>;
-  /** The fed value, for an input node's forward. */
-  readonly value?: T;
-}
-
-export interface HostStats {
-  tasks: number;
-  localMessages: number;
-  remoteMessages: number;
-  copies: number;
-  dropped: number;
-  /** Bytes held for backwards right now, and their peak in the step. */
-  keptBytes: number;
-  peakKeptBytes: number;
-  /** Bytes of the parameters this host owns, and of their optimizer state. */
-  paramBytes: number;
-  optimizerBytes: number;
-  /** Tensor bytes this host sent to other hosts, and received from them, in the current step. */
-  sentBytes: number;
-  receivedBytes: number;
-  /**
-   * The thread's storage pool (Note [storage pool]), since the host started: allocations it served and
-   * the ones it could not, bytes it holds now, and bytes given back to it. Zero without a pool.
-   */
-  poolHits: number;
-  poolMisses: number;
-  pooledBytes: number;
-  recycledBytes: number;
-}
-
-export interface WaitingEntry {
-  node: string;
-  replica: number;
-  mb: number;
-  waitingFor: 'inputs' | 'gradients' | 'parameter gradients' | 'schedule';
-  have: number;
-  need: number;
-  /** The nodes that still owe something. */
-  from: string[];
-}
-
-export interface HostOptions<T> {
-  /** What values are: real tensors (default) or shapes (the simulator). */
-  engine?: ValueEngine<T>;
-  /**
-   * This thread's storage pool: storages go back to it when a step is over (Note [step arena]). Real
-   * tensors only, and only a host that is alone on its thread (it gives back what the thread made).
-   */
-  pool?: StoragePool | null;
-}
+export type {
+  HostEffect,
+  HostOptions,
+  HostStats,
+  Message,
+  Task,
+  TaskInfo,
+  WaitingEntry,
+} from './host-types.ts';
 
 /**
  * One worker's actors and mailbox: pure logic, events in and effects out. The shell (a worker thread,
@@ -747,132 +700,7 @@ export class Host<T = Tensor> {
 
   /** What every actor of this host is still waiting for in the current step (for timeout errors). */
   waiting(): WaitingEntry[] {
-    const out: WaitingEntry[] = [];
-    const nodes = this.plan.graph.nodes;
-    const { slotBase, cell } = this.cells;
-    for (const actor of this.actorList) {
-      for (let mb = 0; mb < actor.microbatches.length; mb++) {
-        const s = actor.microbatches[mb];
-        if (s === undefined) continue;
-        const name = label(actor.node);
-        if (!s.fired) {
-          const from = actor.node.inputs
-            .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
-            .map((i) => label(nodes[i]!));
-          out.push({
-            node: name,
-            replica: actor.replica,
-            mb,
-            waitingFor: 'inputs',
-            have: actor.mbSlots - s.missing,
-            need: actor.mbSlots,
-            from,
-          });
-        } else if (s.g !== null) {
-          out.push({
-            node: name,
-            replica: actor.replica,
-            mb,
-            waitingFor: 'schedule',
-            have: 0,
-            need: 1,
-            from: [],
-          });
-        } else if (actor.runsVjp) {
-          const from = this.plan.consumers[actor.node.id]!.filter(([c, slot]) => {
-            const k = cell[slotBase[c]! + slot]!;
-            return k >= 0 && s.cells[k] === undefined;
-          }).map(([c]) => label(nodes[c]!));
-          out.push({
-            node: name,
-            replica: actor.replica,
-            mb,
-            waitingFor: 'gradients',
-            have: s.received,
-            need: actor.expected,
-            from,
-          });
-        }
-      }
-    }
-    for (const p of this.params.values()) {
-      for (const m of p.missing()) {
-        out.push({
-          node: label(nodes[p.node]!),
-          replica: m.replica,
-          mb: m.mb,
-          waitingFor: 'parameter gradients',
-          have: m.have,
-          need: m.need,
-          from: [],
-        });
-      }
-    }
-    return out;
-  }
-}
-
-/** The step's shards by replica * microbatches + mb. */
-type ShardTable = readonly ({ readonly bindings: Bindings; readonly scale: number } | undefined)[];
-const shardTables = new WeakMap<StepStart, ShardTable>();
-
-/**
- * The step's shards; hosts of one thread share one table per step. Shards with the same sizes share
- * one bindings object, which lets shapes bound for one be reused for the others (KeptSource).
- */
-function shardTable(start: StepStart): ShardTable {
-  let table = shardTables.get(start);
-  if (table === undefined) {
-    const shared = new Map<string, Bindings>();
-    const entries: ({ bindings: Bindings; scale: number } | undefined)[] = [];
-    for (const s of start.shards) {
-      const key = JSON.stringify(s.bindings);
-      let bindings = shared.get(key);
-      if (bindings === undefined) shared.set(key, (bindings = new Map(s.bindings)));
-      entries[s.replica * start.microbatches + s.mb] = { bindings, scale: s.scale };
-    }
-    shardTables.set(start, (table = entries));
-  }
-  return table;
-}
-
-/** A VJP's view of one task: the values its actor kept (by `keptIds`) and the shard's shapes. */
-class KeptSource<T> {
-  private ids: readonly number[] = [];
-  private kept: readonly T[] = [];
-  private bindings: Bindings = new Map();
-  /**
-   * Bound shapes by node id, for the bindings they were bound with: the shards of a step mostly
-   * share their bindings (shardTable), so a shape is resolved once, not at every VJP that reads it.
-   */
-  private boundFor: (Bindings | undefined)[] | null = null;
-  private bound: (readonly number[] | undefined)[] = [];
-  constructor(private readonly nodes: readonly Node[]) {}
-
-  fill(ids: readonly number[], kept: readonly T[], bindings: Bindings): void {
-    this.ids = ids;
-    this.kept = kept;
-    this.bindings = bindings;
-  }
-
-  primal(id: number): T {
-    // A VJP reads at most a few values: a scan beats a map.
-    for (let k = 0; k < this.ids.length; k++) if (this.ids[k] === id) return this.kept[k]!;
-    throw new InputError(`vjp: the value of %${id} was not kept`, { node: id });
-  }
-
-  shape(id: number): readonly number[] {
-    const shape = this.nodes[id]!.shape;
-    if (this.bindings.size === 0) return shape as number[];
-    if (this.boundFor === null) {
-      this.boundFor = new Array(this.nodes.length).fill(undefined);
-      this.bound = new Array(this.nodes.length).fill(undefined);
-    }
-    if (this.boundFor[id] !== this.bindings) {
-      this.bound[id] = resolveShape(shape, this.bindings, 'vjp');
-      this.boundFor[id] = this.bindings;
-    }
-    return this.bound[id]!;
+    return waitingEntries(this.plan, this.cells, this.actorList, this.params.values());
   }
 }
 

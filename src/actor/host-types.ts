@@ -1,0 +1,78 @@
+// The types a host's shell, the runtime and the simulator see: messages, effects, tasks, counters and
+// the diagnostics of a stuck step. Types only; the logic is in host.ts.
+import type { StoragePool } from '../tensor/pool.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { ValueEngine } from './engine.ts';
+import type { FailpointAction } from './failpoint.ts';
+import type { DataMessage, Report } from './messages.ts';
+import type { NodeActor } from './node-actor.ts';
+import type { TaskPhase } from './task-queue.ts';
+
+export type Message<T = Tensor> = DataMessage<T>;
+
+/** What a host asks its shell to do: the only way its work leaves it. */
+export type HostEffect<T = Tensor> =
+  | { readonly kind: 'send'; readonly worker: number; readonly message: Message<T> }
+  | { readonly kind: 'report'; readonly report: Report<T> }
+  | { readonly kind: 'failpoint'; readonly action: FailpointAction; readonly task: TaskInfo };
+
+export interface TaskInfo {
+  readonly phase: TaskPhase;
+  readonly node: number;
+  readonly stage: number;
+  readonly replica: number;
+  readonly mb: number;
+}
+
+export interface Task<T> extends TaskInfo {
+  readonly actor: NodeActor<T>;
+  /** The fed value, for an input node's forward. */
+  readonly value?: T;
+}
+
+export interface HostStats {
+  tasks: number;
+  localMessages: number;
+  remoteMessages: number;
+  copies: number;
+  dropped: number;
+  /** Bytes held for backwards right now, and their peak in the step. */
+  keptBytes: number;
+  peakKeptBytes: number;
+  /** Bytes of the parameters this host owns, and of their optimizer state. */
+  paramBytes: number;
+  optimizerBytes: number;
+  /** Tensor bytes this host sent to other hosts, and received from them, in the current step. */
+  sentBytes: number;
+  receivedBytes: number;
+  /**
+   * The thread's storage pool (Note [storage pool]), since the host started: allocations it served and
+   * the ones it could not, bytes it holds now, and bytes given back to it. Zero without a pool.
+   */
+  poolHits: number;
+  poolMisses: number;
+  pooledBytes: number;
+  recycledBytes: number;
+}
+
+export interface WaitingEntry {
+  node: string;
+  replica: number;
+  mb: number;
+  waitingFor: 'inputs' | 'gradients' | 'parameter gradients' | 'schedule';
+  have: number;
+  need: number;
+  /** The nodes that still owe something. */
+  from: string[];
+}
+
+export interface HostOptions<T> {
+  /** What values are: real tensors (default) or shapes (the simulator). */
+  engine?: ValueEngine<T>;
+  /**
+   * This thread's storage pool: storages go back to it when a step is over (Note [step arena] in
+   * host.ts). Real tensors only, and only a host that is alone on its thread (it gives back what the
+   * thread made).
+   */
+  pool?: StoragePool | null;
+}

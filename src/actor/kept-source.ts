@@ -1,0 +1,71 @@
+// What a host's tasks read besides their messages: the step's shard table (bindings and loss scale per
+// shard, for forwards and VJPs) and the VJP's view of one task, which caches shapes bound per shared
+// bindings object.
+import { type Bindings, resolveShape } from '../autodiff/forward.ts';
+import { InputError } from '../errors.ts';
+import type { Node } from '../graph/graph.ts';
+import type { StepStart } from './messages.ts';
+
+/** The step's shards by replica * microbatches + mb. */
+export type ShardTable = readonly ({ readonly bindings: Bindings; readonly scale: number } | undefined)[];
+const shardTables = new WeakMap<StepStart, ShardTable>();
+
+/**
+ * The step's shards; hosts of one thread share one table per step. Shards with the same sizes share
+ * one bindings object, which lets shapes bound for one be reused for the others (KeptSource).
+ */
+export function shardTable(start: StepStart): ShardTable {
+  let table = shardTables.get(start);
+  if (table === undefined) {
+    const shared = new Map<string, Bindings>();
+    const entries: ({ bindings: Bindings; scale: number } | undefined)[] = [];
+    for (const s of start.shards) {
+      const key = JSON.stringify(s.bindings);
+      let bindings = shared.get(key);
+      if (bindings === undefined) shared.set(key, (bindings = new Map(s.bindings)));
+      entries[s.replica * start.microbatches + s.mb] = { bindings, scale: s.scale };
+    }
+    shardTables.set(start, (table = entries));
+  }
+  return table;
+}
+
+/** A VJP's view of one task: the values its actor kept (by `keptIds`) and the shard's shapes. */
+export class KeptSource<T> {
+  private ids: readonly number[] = [];
+  private kept: readonly T[] = [];
+  private bindings: Bindings = new Map();
+  /**
+   * Bound shapes by node id, for the bindings they were bound with: the shards of a step mostly
+   * share their bindings (shardTable), so a shape is resolved once, not at every VJP that reads it.
+   */
+  private boundFor: (Bindings | undefined)[] | null = null;
+  private bound: (readonly number[] | undefined)[] = [];
+  constructor(private readonly nodes: readonly Node[]) {}
+
+  fill(ids: readonly number[], kept: readonly T[], bindings: Bindings): void {
+    this.ids = ids;
+    this.kept = kept;
+    this.bindings = bindings;
+  }
+
+  primal(id: number): T {
+    // A VJP reads at most a few values: a scan beats a map.
+    for (let k = 0; k < this.ids.length; k++) if (this.ids[k] === id) return this.kept[k]!;
+    throw new InputError(`vjp: the value of %${id} was not kept`, { node: id });
+  }
+
+  shape(id: number): readonly number[] {
+    const shape = this.nodes[id]!.shape;
+    if (this.bindings.size === 0) return shape as number[];
+    if (this.boundFor === null) {
+      this.boundFor = new Array(this.nodes.length).fill(undefined);
+      this.bound = new Array(this.nodes.length).fill(undefined);
+    }
+    if (this.boundFor[id] !== this.bindings) {
+      this.bound[id] = resolveShape(shape, this.bindings, 'vjp');
+      this.boundFor[id] = this.bindings;
+    }
+    return this.bound[id]!;
+  }
+}

@@ -1,0 +1,80 @@
+import { label } from '../graph/graph.ts';
+import type { Plan } from '../partition/plan.ts';
+import type { WaitingEntry } from './host-types.ts';
+import type { GradientCells, NodeActor } from './node-actor.ts';
+import type { ParamActor } from './param-actor.ts';
+
+/**
+ * What a host's actors are still waiting for in the current step (for timeout errors): per live
+ * microbatch of each actor its inputs, its turn in the schedule or its gradients (Note [gradient
+ * cells]), and per parameter the replicas' microbatches whose gradients have not all arrived.
+ */
+export function waitingEntries<T>(
+  plan: Plan,
+  cells: GradientCells,
+  actors: readonly NodeActor<T>[],
+  params: Iterable<ParamActor<T>>,
+): WaitingEntry[] {
+  const out: WaitingEntry[] = [];
+  const nodes = plan.graph.nodes;
+  const { slotBase, cell } = cells;
+  for (const actor of actors) {
+    for (let mb = 0; mb < actor.microbatches.length; mb++) {
+      const s = actor.microbatches[mb];
+      if (s === undefined) continue;
+      const name = label(actor.node);
+      if (!s.fired) {
+        const from = actor.node.inputs
+          .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
+          .map((i) => label(nodes[i]!));
+        out.push({
+          node: name,
+          replica: actor.replica,
+          mb,
+          waitingFor: 'inputs',
+          have: actor.mbSlots - s.missing,
+          need: actor.mbSlots,
+          from,
+        });
+      } else if (s.g !== null) {
+        out.push({
+          node: name,
+          replica: actor.replica,
+          mb,
+          waitingFor: 'schedule',
+          have: 0,
+          need: 1,
+          from: [],
+        });
+      } else if (actor.runsVjp) {
+        const from = plan.consumers[actor.node.id]!.filter(([c, slot]) => {
+          const k = cell[slotBase[c]! + slot]!;
+          return k >= 0 && s.cells[k] === undefined;
+        }).map(([c]) => label(nodes[c]!));
+        out.push({
+          node: name,
+          replica: actor.replica,
+          mb,
+          waitingFor: 'gradients',
+          have: s.received,
+          need: actor.expected,
+          from,
+        });
+      }
+    }
+  }
+  for (const p of params) {
+    for (const m of p.missing()) {
+      out.push({
+        node: label(nodes[p.node]!),
+        replica: m.replica,
+        mb: m.mb,
+        waitingFor: 'parameter gradients',
+        have: m.have,
+        need: m.need,
+        from: [],
+      });
+    }
+  }
+  return out;
+}
