@@ -161,7 +161,7 @@ const api: HostControl = {
     for (const [id, t] of codec.decodeParams(values, coordinator.edgeIn, limits)) host.setParam(id, t);
   },
   getParams: () =>
-    out(codec.encodeParams(new Map(host.paramIds().map((id) => [id, host.getParam(id)])), edge)),
+    out(codec.encodeParams(new Map(host.primaryParamIds().map((id) => [id, host.getParam(id)])), edge)),
   getOptimizerState: () => out(codec.encodeOptimizerState(host.getOptimizerState(), edge, false)),
   setOptimizerState: (state) => host.setOptimizerState(codec.decodeOptimizerState(state, coordinator.edgeIn)),
   setOptimizer: (spec) => host.setOptimizer(spec),

@@ -5,7 +5,7 @@ import { label, type Node } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { sumOfSquares } from '../optim/spec.ts';
-import { edgeGradient, type Plan } from '../partition/plan.ts';
+import { edgeGradient, type Plan, paramWorkers } from '../partition/plan.ts';
 import { LiveBuffers, type StoragePool } from '../tensor/pool.ts';
 import type { Storage, Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
@@ -71,6 +71,11 @@ export class Host<T = Tensor> {
   private readonly actors: (NodeActor<T> | undefined)[];
   private readonly actorList: NodeActor<T>[] = [];
   private readonly params = new Map<number, ParamActor<T>>();
+  /** The workers holding a copy of each parameter that has more than one. */
+  private paramCopies: Map<number, readonly number[]> | null = null;
+  /** An update waiting for contributions, and a step start waiting for that update (applyUpdate). */
+  private pendingUpdate: StepUpdate | null = null;
+  private deferredStart: StepStart | null = null;
   readonly queue: TaskQueue<T>;
   private step = -1;
   private microbatches = 0;
@@ -99,6 +104,11 @@ export class Host<T = Tensor> {
     this.pool = options.pool ?? null;
     const { graph, grad, placement } = plan;
     this.cells = gradientCells(plan);
+    // Where every replicated parameter's contributions go, whoever makes them (Note [parameter placement]).
+    for (const id of plan.params) {
+      const copies = paramWorkers(plan, id);
+      if (copies.length > 1) (this.paramCopies ??= new Map()).set(id, copies);
+    }
     this.updates = new ParamUpdates(worker, this.engine, (id) => label(graph.nodes[id]!));
     this.vjpSource = new KeptSource<T>(graph.nodes);
     this.actors = new Array(graph.size * plan.replicas);
@@ -108,9 +118,11 @@ export class Host<T = Tensor> {
       for (const node of graph.nodes) {
         if (p[node.id] !== worker || node.op === 'const') continue;
         if (node.op === 'param') {
-          if (r === 0) {
+          // One actor per copy here (Note [parameter placement]); replica 0's copy reports.
+          if (!this.params.has(node.id)) {
             const value = params.get(node.id) ?? this.engine.zeros(node.shape as number[], node.dtype);
-            this.params.set(node.id, new ParamActor(node.id, value, grad.expected[node.id]!));
+            const primary = placement[0]![node.id] === worker;
+            this.params.set(node.id, new ParamActor(node.id, value, grad.expected[node.id]!, primary));
           }
           continue;
         }
@@ -144,9 +156,14 @@ export class Host<T = Tensor> {
     return this.actors[replica * this.plan.graph.size + node]!;
   }
 
-  /** The parameters this host owns. */
+  /** The parameters this host holds (a copy of, when they are replicated). */
   paramIds(): number[] {
     return [...this.params.keys()];
+  }
+
+  /** The parameters whose copy here is the one that reports: what a read of the parameters takes from this host. */
+  primaryParamIds(): number[] {
+    return [...this.params.values()].filter((p) => p.primary).map((p) => p.node);
   }
 
   setParam(node: number, value: T): void {
@@ -184,8 +201,11 @@ export class Host<T = Tensor> {
   }
 
   /**
-   * Applies step `u.step`'s update to every owned parameter, in place (Note [deferred update] in
-   * src/runtime/runtime.ts). Returns the acknowledgement for the coordinator.
+   * Applies step `u.step`'s update to every parameter held here, in place (Note [deferred update] in
+   * src/runtime/runtime.ts), and acknowledges it; a failure is reported as the update's (phase
+   * 'update'). The copy of a replicated parameter may still wait for another replica's contributions
+   * (they travel on another port than the update): then the update waits for them, and so does a
+   * step start that arrives meanwhile.
    */
   applyUpdate(u: StepUpdate): HostEffect<T>[] {
     if (u.step !== this.step) {
@@ -194,6 +214,15 @@ export class Host<T = Tensor> {
         found: u.step,
       });
     }
+    if (!this.updates.ready(this.params)) {
+      this.pendingUpdate = u;
+      return [];
+    }
+    return this.update(u);
+  }
+
+  private update(u: StepUpdate): HostEffect<T>[] {
+    this.pendingUpdate = null;
     const fp = this.failpoints.find(
       (f) =>
         f.phase === 'update' &&
@@ -201,17 +230,23 @@ export class Host<T = Tensor> {
         (f.step === undefined || f.step === u.step) &&
         this.ownsParam(f.node),
     );
+    const effects: HostEffect<T>[] = [];
     try {
       if (fp !== undefined) throw new FailpointError(`failpoint: update of ${fp.node}`, { phase: 'update' });
       this.updates.apply(this.params, u.lr, u.scale);
+      this.countBytes();
+      // The step is over: its storages go back to the pool.
+      this.recycle();
+      effects.push({ kind: 'report', report: { kind: 'updated', step: u.step } });
     } catch (err) {
       this.updates.clear();
-      throw err;
+      const error = toWireError(err, { worker: this.worker, step: u.step, phase: 'update' });
+      effects.push({ kind: 'report', report: { kind: 'failed', step: u.step, error } });
     }
-    this.countBytes();
-    // The step is over: its storages go back to the pool.
-    this.recycle();
-    return [{ kind: 'report', report: { kind: 'updated', step: u.step } }];
+    const start = this.deferredStart;
+    this.deferredStart = null;
+    if (start !== null) effects.push(...this.startStep(start));
+    return effects;
   }
 
   private ownsParam(node: number | string): boolean {
@@ -241,6 +276,11 @@ export class Host<T = Tensor> {
 
   /** Starts a step: forgets the last one, and hands every parameter's value to its consumers. */
   startStep(start: StepStart): HostEffect<T>[] {
+    // The last step's update waits for contributions still on their way (see applyUpdate).
+    if (this.pendingUpdate !== null) {
+      this.deferredStart = start;
+      return [];
+    }
     this.reset();
     this.step = start.step;
     this.microbatches = start.microbatches;
@@ -257,13 +297,16 @@ export class Host<T = Tensor> {
         // Not connected to the loss: a zero gradient, so the optimizer still steps it (as the reference does).
         const node = this.plan.graph.nodes[param.node]!;
         this.updates.keep(param.node, this.engine.zeros(node.shape as number[], node.dtype));
-        effects.push({
-          kind: 'report',
-          report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 },
-        });
+        if (param.primary)
+          effects.push({
+            kind: 'report',
+            report: { kind: 'gradNorm', step: start.step, node: param.node, sumsq: 0 },
+          });
       }
+      // The consumers of the replicas this copy serves (all of them for a parameter placed once).
       const remote = new Set<number>();
       for (let r = 0; r < this.plan.replicas; r++) {
+        if (this.plan.placement[r]![param.node] !== this.worker) continue;
         for (const [c, slot] of this.plan.consumers[param.node]!) {
           const w = this.plan.placement[r]![c]!;
           if (w === this.worker) this.receiveParamInput(this.actor(c, r), slot, param.value);
@@ -289,6 +332,8 @@ export class Host<T = Tensor> {
 
   /** Drops everything held for the current step (after a failure, or before the next step). */
   reset(): void {
+    this.pendingUpdate = null;
+    this.deferredStart = null;
     for (const a of this.actorList) a.reset();
     for (const p of this.params.values()) p.reset();
     this.queue.clear();
@@ -456,12 +501,16 @@ export class Host<T = Tensor> {
     }
     const total = param.receive(this.engine.ops, replica, mb, cell, value);
     if (total === null) return;
-    // The parameter's gradient context closed: keep it for the optimizer here, or report it.
+    // The parameter's gradient context closed: keep it for the optimizer here, or report it (one
+    // copy reports: Note [parameter placement]).
     if (this.updates.active) {
       this.updates.keep(node, total);
+      if (this.pendingUpdate !== null && this.updates.ready(this.params))
+        effects.push(...this.update(this.pendingUpdate));
+      if (!param.primary) return;
       const sumsq = sumOfSquares(total as unknown as Tensor);
       effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
-    } else
+    } else if (param.primary)
       effects.push({
         kind: 'report',
         report: { kind: 'grad', step: this.step, node, tensor: this.giveAway(total) },
@@ -631,30 +680,41 @@ export class Host<T = Tensor> {
       for (let k = 0; k < kept.length; k++) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
     } else actor.holdCotangent(mb, g);
-    // Local contributions go straight to their producer; the slots of remote ones are sent after.
+    // Local contributions go straight to their producer; remote ones are sent after, as (slot,
+    // worker) pairs: a replicated parameter gets one at each of its copies (Note [parameter placement]).
     let remote: number[] | null = null;
     const placement = this.plan.placement[replica]!;
     for (let slot = 0; slot < cotangents.length; slot++) {
       const value = cotangents[slot];
       if (value === null || value === undefined) continue;
       const producer = node.inputs[slot]!;
-      if (placement[producer] === this.worker) {
-        this.counters.localMessages++;
-        this.receiveGradient(producer, replica, mb, node.id, slot, value, effects);
-      } else if (remote === null) remote = [slot];
-      else remote.push(slot);
+      const copies = this.paramCopies?.get(producer);
+      if (copies === undefined) {
+        const at = placement[producer]!;
+        if (at === this.worker) {
+          this.counters.localMessages++;
+          this.receiveGradient(producer, replica, mb, node.id, slot, value, effects);
+        } else (remote ??= []).push(slot, at);
+        continue;
+      }
+      for (const w of copies) {
+        if (w === this.worker) {
+          this.counters.localMessages++;
+          this.receiveGradient(producer, replica, mb, node.id, slot, value, effects);
+        } else (remote ??= []).push(slot, w);
+      }
     }
     if (remote === null) return;
-    for (let i = 0; i < remote.length; i++) {
+    for (let i = 0; i < remote.length; i += 2) {
       const slot = remote[i]!;
       const value = cotangents[slot]!;
       let later = false;
-      for (let j = i + 1; j < remote.length; j++)
+      for (let j = i + 2; j < remote.length; j += 2)
         later ||= this.engine.sameStorage(cotangents[remote[j]!]!, value);
       const tensor = later ? this.copy(value) : this.giveAway(value);
       const producer = node.inputs[slot]!;
       effects.push(
-        this.remote(placement[producer]!, {
+        this.remote(remote[i + 1]!, {
           kind: 'gradient',
           step: this.step,
           mb,

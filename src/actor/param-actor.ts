@@ -36,7 +36,16 @@ export class ParamActor<T> {
   private replicasDone = 0;
   closed = false;
 
-  constructor(node: number, value: T, expected: number) {
+  /**
+   * `primary`: this is the copy that reports the gradient (or its sum of squares): the only one, or
+   * replica 0's of a replicated parameter (Note [parameter placement] in src/partition/plan.ts).
+   */
+  constructor(
+    node: number,
+    value: T,
+    expected: number,
+    readonly primary = true,
+  ) {
     this.node = node;
     this.value = value;
     this.expected = expected;

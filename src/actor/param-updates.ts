@@ -37,6 +37,12 @@ export class ParamUpdates<T> {
     this.grads.set(node, grad);
   }
 
+  /** Whether every parameter of `params` has its gradient for the step. */
+  ready(params: ReadonlyMap<number, unknown>): boolean {
+    for (const id of params.keys()) if (!this.grads.has(id)) return false;
+    return true;
+  }
+
   /** Forgets the step's gradients. */
   clear(): void {
     this.grads.clear();

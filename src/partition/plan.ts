@@ -26,13 +26,18 @@ export interface CompileOptions {
    */
   stages?: number;
   /**
-   * With replicas: spread the parameters' owners over the replicas, balanced by bytes (default true),
-   * so the gradient sums, the optimizer's updates and state, and the sends of parameter values are
-   * split among the replicas' workers instead of all falling to replica 0's (Note [sharded
-   * parameters]). False keeps every parameter on its replica-0 worker.
+   * Where parameters live when there are replicas (Note [parameter placement]):
+   * - 'sharded' (default): once, owners spread over the replicas by bytes (optimizer state and
+   *   gradient sums split, like ZeRO), each value sent to the other replicas every step;
+   * - 'replicated': a copy in every replica, as PyTorch's DistributedDataParallel keeps them; every
+   *   copy gets every replica's gradient contributions and applies the same update;
+   * - 'replica-0': once, on replica 0's workers.
    */
-  shardParams?: boolean;
+  paramPlacement?: ParamPlacement;
 }
+
+export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
+export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
 export interface CrossEdge {
@@ -124,13 +129,17 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     batchSize: options.batchSize ?? 32,
     imbalance: options.imbalance ?? 0.1,
   });
-  const owner = ownerReplicas(
-    graph,
-    base.worker,
-    base.bytes,
-    group,
-    options.shardParams === false ? 1 : replicas,
-  );
+  const paramPlacement = options.paramPlacement ?? 'sharded';
+  if (!PARAM_PLACEMENTS.includes(paramPlacement)) {
+    throw new InputError(
+      `compile: paramPlacement must be one of ${PARAM_PLACEMENTS.join(', ')}, found ${JSON.stringify(paramPlacement)}`,
+      { expected: PARAM_PLACEMENTS, found: paramPlacement },
+    );
+  }
+  const owner =
+    paramPlacement === 'replicated'
+      ? null
+      : ownerReplicas(graph, base.worker, base.bytes, group, paramPlacement === 'sharded' ? replicas : 1);
   const placement: Int32Array[] = [];
   for (let r = 0; r < replicas; r++) {
     const p = new Int32Array(graph.size).fill(-1);
@@ -138,8 +147,10 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       const stage = base.worker[id]!;
       if (stage < 0) continue;
       const v = stage % group;
-      // Parameters live once, on their owner's worker for their stage; other nodes are copied per replica.
-      p[id] = ((graph.nodes[id]!.op === 'param' ? owner[id]! : r) * group + v) % workers;
+      // A parameter placed once sits on its owner's worker for its stage in every replica;
+      // everything else (replicated parameters too) is copied per replica.
+      const at = owner !== null && graph.nodes[id]!.op === 'param' ? owner[id]! : r;
+      p[id] = (at * group + v) % workers;
     }
     placement.push(p);
   }
@@ -208,21 +219,33 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
   );
 }
 
-// Note [sharded parameters]
-// A parameter lives once, in the replica that owns it: its actor sums the gradient contributions of
-// every replica (in the order of Note [gradient sum order], wherever it lives), runs the optimizer,
-// and sends its new value to the other replicas' workers each step. With every parameter owned by
-// replica 0, its workers did all the summing, all the updates and all the sends while the others
-// waited. Spreading the owners over
-// the replicas (ZeRO's sharding of optimizer state and gradients, with the parameters still
-// broadcast) splits that work. Within each stage, parameters go, largest first (then by id), to the
+// Note [parameter placement]
+// A parameter's actor sums the gradient contributions of every replica (in the order of Note
+// [gradient sum order], wherever it lives), runs the optimizer, and hands the value to its consumers.
+// Placed once ('replica-0', 'sharded'), it lives in the replica that owns it (placement[r][id] is
+// that worker in every replica) and sends its new value to the other replicas' workers each step.
+// Replicated, every replica's worker for its stage holds a copy (placement[r][id] is replica r's
+// worker), contributions go to every copy, and every copy applies the same update to the same
+// gradient in the same order, so the copies stay bitwise equal; the copy of replica 0 reports.
+// `paramWorkers` lists a parameter's copies.
+//
+// With every parameter owned by replica 0, its workers did all the summing, all the updates and all
+// the sends while the others waited. Spreading the owners over the replicas ('sharded': ZeRO's
+// sharding of optimizer state and gradients, with the parameters still broadcast) splits that work. Within each stage, parameters go, largest first (then by id), to the
 // replica owning the fewest bytes so far (ties to the lowest). compile is pure, so every worker
-// derives the same owners. Measured on 2 workers data-parallel, batch 128, SGD, medians of 500
-// steps, two runs: an MLP 784-512-512-512-10 steps in 12.3 and 11.9 ms sharded against 13.4 and
-// 14.1 ms unsharded (1.13x); the MNIST MLP 784-256-128-10 is unchanged (3.10 against 3.11 ms),
-// because its first weight holds 85% of its bytes and a parameter is not split.
+// derives the same owners.
+//
+// Measured on 2 workers data-parallel, batch 128, SGD, medians of 400-1,500 steps per run (this
+// machine is noisy: compare within pairs of runs made one after the other). An MLP 784-512-512-512-10
+// steps in 11.4-12.3 ms sharded against 11.9-14.1 ms on replica 0 (seven pairs, sharded ahead in
+// five, by 1.01-1.18x); the MNIST MLP 784-256-128-10 ties (3.10 against 3.11 ms), because its first
+// weight holds 85% of its bytes and a parameter is not split. Replicated is the slowest there (3.3
+// and 3.6 ms against 2.9 and 3.1 sharded): every copy waits for the other replica's last gradient
+// (the first layer's, made last), and a gradient also summed locally is copied before it is sent.
+// It stays as an option (what a user of PyTorch's DistributedDataParallel expects, and no parameter
+// travels at a step's start), but no model measured here is faster with it. Sharded is the default.
 
-/** The replica owning each parameter (Note [sharded parameters]); 0 for every other node. */
+/** The replica owning each parameter (Note [parameter placement]); 0 for every other node. */
 function ownerReplicas(
   graph: Graph,
   stageOf: Int32Array,
@@ -247,4 +270,24 @@ function ownerReplicas(
     owned[best]! += bytes[id]!;
   }
   return owner;
+}
+
+const copies = new WeakMap<Plan, Map<number, readonly number[]>>();
+
+/**
+ * The workers holding a copy of parameter `id` (Note [parameter placement]): one worker when the
+ * parameter is placed once, one per replica's worker when it is replicated; the first is replica 0's,
+ * whose copy reports.
+ */
+export function paramWorkers(plan: Plan, id: number): readonly number[] {
+  let table = copies.get(plan);
+  if (table === undefined) copies.set(plan, (table = new Map()));
+  let workers = table.get(id);
+  if (workers === undefined) {
+    const set = new Set<number>();
+    for (const p of plan.placement) if (p[id]! >= 0) set.add(p[id]!);
+    workers = [...set];
+    table.set(id, workers);
+  }
+  return workers;
 }

@@ -161,14 +161,16 @@ export class InProcessCluster implements Cluster {
   }
 
   async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
+    // A copy each: hosts update their parameters in place, and a replicated one has a copy per host.
     for (const host of this.hosts)
-      for (const id of host.paramIds()) if (values.has(id)) host.setParam(id, values.get(id)!);
+      for (const id of host.paramIds()) if (values.has(id)) host.setParam(id, cast(values.get(id)!));
   }
 
   async getParams(): Promise<Map<number, Tensor>> {
     const out = new Map<number, Tensor>();
     // Copies: updates change the hosts' values in place.
-    for (const host of this.hosts) for (const id of host.paramIds()) out.set(id, cast(host.getParam(id)));
+    for (const host of this.hosts)
+      for (const id of host.primaryParamIds()) out.set(id, cast(host.getParam(id)));
     return out;
   }
 

@@ -9,7 +9,7 @@ import { type ErrorContext, InputError, type ProtocolError, type WorkerError } f
 import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
-import type { CompileOptions, Plan } from '../partition/plan.ts';
+import { type CompileOptions, type Plan, paramWorkers } from '../partition/plan.ts';
 import { decodeHostOutputs } from '../protocol/batch-reader.ts';
 import { decodeOptimizerState, decodeParams, encodeOptimizerState, encodeParams } from '../protocol/codec.ts';
 import { type BoardStatus, type HostControl, isTask } from '../protocol/control.ts';
@@ -86,6 +86,16 @@ export class ThreadsCluster implements Cluster {
     const talk = new Uint8Array(plan.workers * plan.workers);
     for (const e of plan.crossEdges)
       talk[Math.min(e.fromWorker, e.toWorker) * plan.workers + Math.max(e.fromWorker, e.toWorker)] = 1;
+    // Every copy of a replicated parameter gets the contributions of every replica's consumers.
+    const pair = (a: number, b: number) => {
+      if (a !== b) talk[Math.min(a, b) * plan.workers + Math.max(a, b)] = 1;
+    };
+    for (const id of plan.params) {
+      const copies = paramWorkers(plan, id);
+      if (copies.length < 2) continue;
+      for (const p of plan.placement)
+        for (const [c] of plan.consumers[id]!) for (const b of copies) if (p[c]! >= 0) pair(p[c]!, b);
+    }
     for (let a = 0; a < plan.workers; a++) {
       for (let b = a + 1; b < plan.workers; b++) {
         if (talk[a * plan.workers + b] === 0) continue;
@@ -187,10 +197,10 @@ export class ThreadsCluster implements Cluster {
   }
 
   async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
-    const owner = this.plan.placement[0]!;
     await Promise.all(
       this.links.map((link, w) => {
-        const mine = new Map([...values].filter(([id]) => owner[id] === w));
+        // Every copy of a replicated parameter gets the value (Note [parameter placement]).
+        const mine = new Map([...values].filter(([id]) => paramWorkers(this.plan, id).includes(w)));
         if (mine.size === 0) return undefined;
         // Copies: the caller keeps its tensors; the copies are transferred.
         const { value, tx } = encodeParams(mine, link.edgeOut);
@@ -262,14 +272,13 @@ export class ThreadsCluster implements Cluster {
     return mergeOptimizerStates(parts.map((p, w) => decodeOptimizerState(p, this.links[w]!.edgeIn)));
   }
 
-  /** Each host gets copies of the states of the parameters it owns. */
+  /** Each host gets copies of the states of the parameters it holds. */
   async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
-    const owner = this.plan.placement[0]!;
     const names = this.plan.graph.names();
     await this.pool.all('setOptimizerState', (api, w) => {
       const mine = Object.entries(state.states).filter(([name]) => {
         const id = names.get(name);
-        return id === undefined || owner[id] === w;
+        return id === undefined || paramWorkers(this.plan, id).includes(w);
       });
       const { value, tx } = encodeOptimizerState(
         { ...state, states: Object.fromEntries(mine) },

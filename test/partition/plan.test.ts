@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
-import { compile } from '../../src/partition/plan.ts';
+import { compile, paramWorkers } from '../../src/partition/plan.ts';
 import { printPlan } from '../../src/partition/print.ts';
 import { mlp } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
@@ -24,7 +24,7 @@ describe('compile', () => {
     expect(expected[loss.id]).toBe(0);
   });
 
-  it('shards parameter owners over replicas, balanced by bytes, largest first (Note [sharded parameters])', () => {
+  it('places parameters: sharded by bytes largest first, on replica 0, or a copy per replica (Note [parameter placement])', () => {
     const b = new GraphBuilder();
     let h = b.input('x', ['B', 8]);
     const sizes = [
@@ -39,12 +39,15 @@ describe('compile', () => {
     const ownerOf = (plan: ReturnType<typeof compile>) =>
       Object.fromEntries(graph.params().map((p) => [p.name, plan.placement[0]![p.id]]));
     // Largest first: w1 (8 KiB) -> 0, w2 (4 KiB) -> 1, w0 (2 KiB) -> 1, w3 (512 B) -> 1 (6.5 KiB against 8).
+    // Sharded is the default.
     const sharded = compile(graph, { workers: 2, replicas: 2 });
     expect(ownerOf(sharded)).toEqual({ w0: 1, w1: 0, w2: 1, w3: 1 });
     // Every replica sees the same owner; compile is pure.
     for (const p of graph.params()) expect(sharded.placement[1]![p.id]).toBe(sharded.placement[0]![p.id]);
-    expect(ownerOf(compile(graph, { workers: 2, replicas: 2 }))).toEqual(ownerOf(sharded));
-    expect(ownerOf(compile(graph, { workers: 2, replicas: 2, shardParams: false }))).toEqual({
+    expect(ownerOf(compile(graph, { workers: 2, replicas: 2, paramPlacement: 'sharded' }))).toEqual(
+      ownerOf(sharded),
+    );
+    expect(ownerOf(compile(graph, { workers: 2, replicas: 2, paramPlacement: 'replica-0' }))).toEqual({
       w0: 0,
       w1: 0,
       w2: 0,
@@ -101,9 +104,14 @@ describe('compile', () => {
     expect(() => compile(b.build(), { workers: 1, placement: 'manual' })).toThrow(/annotated for stage 1/);
   });
 
-  it('replicas get their own workers; parameters live once', () => {
+  it('replicas get their own workers; a parameter placed once lives on one of them', () => {
     const { graph } = mlp();
-    const plan = compile(graph, { workers: 4, replicas: 2, placement: 'stages' });
+    const plan = compile(graph, {
+      workers: 4,
+      replicas: 2,
+      placement: 'stages',
+      paramPlacement: 'replica-0',
+    });
     const w1 = graph.node('w1').id;
     expect(plan.placement[0]![w1]).toBe(plan.placement[1]![w1]);
     const tanh = graph.nodes.find((n) => n.op === 'tanh')!.id;

@@ -6,6 +6,7 @@ import { initParams } from '../../src/graph/params.ts';
 import { clipGlobalNorm } from '../../src/optim/clip.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
+import { paramWorkers } from '../../src/partition/plan.ts';
 import { createRuntime } from '../../src/runtime/runtime.ts';
 import { bitwiseEqual, cast, Tensor } from '../../src/tensor/tensor.ts';
 import { mlp } from '../support/models.ts';
@@ -59,9 +60,12 @@ describe('optimizer on the workers', () => {
         for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
         const state = await rt.getOptimizerState();
         expect(state.step).toBe(4);
-        // Tensor bytes per worker: the owned parameters and their optimizer state, counted exactly.
+        // Tensor bytes per worker: the parameters held and their optimizer state, counted exactly
+        // (every copy: Note [parameter placement]).
         const stats = await rt.stats();
-        const elements = Object.values(ref.params).reduce((n, t) => n + t.size, 0);
+        const elements = model.graph
+          .params()
+          .reduce((n, p) => n + ref.params[p.name!]!.size * paramWorkers(rt.plan, p.id).length, 0);
         expect(stats.reduce((n, h) => n + h.paramBytes, 0)).toBe(elements * 4);
         const perElement = spec.name === 'sgd' ? 8 : 16; // velocity, or m and v, in float64
         expect(stats.reduce((n, h) => n + h.optimizerBytes, 0)).toBe(elements * perElement);

@@ -122,14 +122,14 @@ describe('tensor bytes per worker', () => {
   const paramBytes = Object.values(model.params).reduce((n, t) => n + t.bytes, 0);
   const shardRows = BATCH / 4;
 
-  it.each([true, false])(
-    'data parallel (shardParams %s): each owner sends its parameters once, the other replica one contribution per microbatch',
-    async (shardParams) => {
+  it.each(['replicated', 'sharded', 'replica-0'] as const)(
+    'data parallel (%s parameters): each copy or owner sends and receives what Note [parameter placement] says',
+    async (paramPlacement) => {
       const rt = await createRuntime(model.graph, {
         workers: 2,
         replicas: 2,
         microbatches: 2,
-        shardParams,
+        paramPlacement,
         params: model.params,
         optimizer: { name: 'adam', lr: 0.01 },
         pool: { poison: true },
@@ -137,12 +137,22 @@ describe('tensor bytes per worker', () => {
       try {
         for (let s = 0; s < STEPS; s++) await rt.step(model.feeds(BATCH, s));
         const stats = await rt.stats();
-        // The bytes of the parameters each worker owns (Note [sharded parameters]).
+        for (const w of [0, 1]) expect(stats[w]!.poolHits).toBeGreaterThan(0);
+        if (paramPlacement === 'replicated') {
+          // Both hold every parameter; each sends the other its replica's contributions, per microbatch.
+          for (const w of [0, 1]) {
+            expect(stats[w]!.paramBytes).toBe(paramBytes);
+            expect(stats[w]!.sentBytes).toBe(2 * paramBytes);
+            expect(stats[w]!.receivedBytes).toBe(2 * paramBytes);
+          }
+          return;
+        }
+        // The bytes of the parameters each worker owns.
         const owned = [0, 0];
         for (const node of model.graph.params())
           owned[rt.plan.placement[0]![node.id]!]! += 4 * sizeOf(node.shape as number[]);
         expect(owned[0]! + owned[1]!).toBe(paramBytes);
-        if (shardParams) expect(Math.min(...owned)).toBeGreaterThan(0);
+        if (paramPlacement === 'sharded') expect(Math.min(...owned)).toBeGreaterThan(0);
         else expect(owned).toEqual([paramBytes, 0]);
         for (const w of [0, 1]) {
           const other = 1 - w;
@@ -150,7 +160,6 @@ describe('tensor bytes per worker', () => {
           // Its parameters' values out to the other replica, and the other's gradients in, per microbatch.
           expect(stats[w]!.sentBytes).toBe(owned[w]! + 2 * owned[other]!);
           expect(stats[w]!.receivedBytes).toBe(owned[other]! + 2 * owned[w]!);
-          expect(stats[w]!.poolHits).toBeGreaterThan(0);
         }
       } finally {
         await rt.close();
