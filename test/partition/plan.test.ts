@@ -56,6 +56,22 @@ describe('compile', () => {
     // With 2 stages per replica, owners stay with their stage: worker 0 or 2 for stage 0, 1 or 3 for stage 1.
     const staged = compile(graph, { workers: 4, replicas: 2, placement: 'stages' });
     for (const p of graph.params()) expect(staged.placement[0]![p.id]! % 2).toBe(staged.stageOf[p.id]!);
+    // Replicated: a copy per replica, on that replica's worker for the stage; replica 0's first.
+    const replicated = compile(graph, {
+      workers: 4,
+      replicas: 2,
+      placement: 'stages',
+      paramPlacement: 'replicated',
+    });
+    for (const p of graph.params()) {
+      const stage = replicated.stageOf[p.id]!;
+      expect([replicated.placement[0]![p.id], replicated.placement[1]![p.id]]).toEqual([stage, 2 + stage]);
+      expect(paramWorkers(replicated, p.id)).toEqual([stage, 2 + stage]);
+      expect(paramWorkers(sharded, p.id)).toEqual([sharded.placement[0]![p.id]]);
+    }
+    expect(() =>
+      compile(graph, { workers: 2, replicas: 2, paramPlacement: 'everywhere' as 'sharded' }),
+    ).toThrow(/paramPlacement must be one of sharded, replicated, replica-0, found "everywhere"/);
   });
 
   it('per-node spreads nodes round-robin over every worker', () => {
