@@ -154,25 +154,31 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     }
     placement.push(p);
   }
-  const crossEdges: CrossEdge[] = [];
-  for (let r = 0; r < replicas; r++) {
-    const p = placement[r]!;
-    for (let id = 0; id < graph.size; id++) {
-      for (const [c, slot] of consumers[id]!) {
-        if (p[id]! >= 0 && p[id] !== p[c]) {
-          crossEdges.push({
-            replica: r,
-            from: id,
-            to: c,
-            slot,
-            fromWorker: p[id]!,
-            toWorker: p[c]!,
-            bytes: base.bytes[id]!,
-          });
+  // Made on first use: the coordinator reads them, the workers (which compile the same plan) never
+  // do, and on a million-node graph placed per node they are 1.25M objects.
+  let crossEdges: CrossEdge[] | null = null;
+  const makeCrossEdges = (): CrossEdge[] => {
+    const edges: CrossEdge[] = [];
+    for (let r = 0; r < replicas; r++) {
+      const p = placement[r]!;
+      for (let id = 0; id < graph.size; id++) {
+        for (const [c, slot] of consumers[id]!) {
+          if (p[id]! >= 0 && p[id] !== p[c]) {
+            edges.push({
+              replica: r,
+              from: id,
+              to: c,
+              slot,
+              fromWorker: p[id]!,
+              toWorker: p[c]!,
+              bytes: base.bytes[id]!,
+            });
+          }
         }
       }
     }
-  }
+    return edges;
+  };
   const load = new Array<number>(workers).fill(0);
   for (let r = 0; r < replicas; r++) {
     for (let id = 0; id < graph.size; id++) {
@@ -190,7 +196,10 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     grad,
     placement,
     consumers,
-    crossEdges,
+    get crossEdges() {
+      crossEdges ??= makeCrossEdges();
+      return crossEdges;
+    },
     load,
     stages,
     stageOf: base.worker,

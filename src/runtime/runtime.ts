@@ -148,6 +148,8 @@ export class Runtime {
   private broken: Error | null = null;
   /** Updates sent so far (the optimizer's step count). */
   private updates = 0;
+  /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
+  private readonly connectedParams: number;
   /** The last step's update until every host has applied it (Note [deferred update]). */
   private pending: PendingUpdate | null = null;
 
@@ -156,6 +158,8 @@ export class Runtime {
     this.graph = plan.graph;
     this.cluster = cluster;
     this.options = options;
+    const disconnected = new Set(plan.grad.disconnected);
+    this.connectedParams = plan.params.filter((id) => !disconnected.has(id)).length;
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
@@ -319,8 +323,7 @@ export class Runtime {
     if (onWorkers) {
       if (state.sumsq.size < this.plan.params.length) return;
     } else {
-      const connected = this.plan.params.filter((id) => !this.plan.grad.disconnected.includes(id));
-      if (state.grads.size < connected.length) return;
+      if (state.grads.size < this.connectedParams) return;
     }
     state.finishing = true;
     void this.finish(state, onWorkers).catch((err: unknown) => {
