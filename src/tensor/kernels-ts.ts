@@ -385,6 +385,46 @@ function oneHot(indices: Tensor, depth: number, dtype: Tensor['dtype']): Tensor 
   return new Tensor(dtype, [...indices.shape, depth], o);
 }
 
+/** The sum of squares in float64, in the order of Note [global norm order] (src/optim/spec.ts). */
+function sumSquares(x: Tensor): number {
+  return x.data instanceof Float32Array ? sumSquares32(x.data) : sumSquares64(x.data as Float64Array);
+}
+
+// One loop per element type, so each stays monomorphic; four partial sums, so the adds do not wait
+// on each other (a single running sum is bound by the add's latency): 0.10 ms against 0.17 for the
+// MNIST MLP's 235k float32 gradients. The wasm kernel keeps this order exactly.
+function sumSquares32(d: Float32Array): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = d.length - (d.length % 4);
+  for (let i = 0; i < n; i += 4) {
+    s0 += d[i]! * d[i]!;
+    s1 += d[i + 1]! * d[i + 1]!;
+    s2 += d[i + 2]! * d[i + 2]!;
+    s3 += d[i + 3]! * d[i + 3]!;
+  }
+  for (let i = n; i < d.length; i++) s0 += d[i]! * d[i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
+function sumSquares64(d: Float64Array): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const n = d.length - (d.length % 4);
+  for (let i = 0; i < n; i += 4) {
+    s0 += d[i]! * d[i]!;
+    s1 += d[i + 1]! * d[i + 1]!;
+    s2 += d[i + 2]! * d[i + 2]!;
+    s3 += d[i + 3]! * d[i + 3]!;
+  }
+  for (let i = n; i < d.length; i++) s0 += d[i]! * d[i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
 export const tsKernels: Kernels = {
   unary,
   binary,
@@ -400,6 +440,7 @@ export const tsKernels: Kernels = {
   gather,
   scatterAdd,
   oneHot,
+  sumSquares,
 };
 
 setFallbackKernels(tsKernels);

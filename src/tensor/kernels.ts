@@ -57,6 +57,11 @@ export interface Kernels {
   scatterAdd(updates: Tensor, indices: Tensor, shape: readonly number[], axis: number): Tensor;
   /** One-hot rows of length `depth` for the integer values of `indices`, in `like`'s dtype. */
   oneHot(indices: Tensor, depth: number, dtype: Tensor['dtype']): Tensor;
+  /**
+   * The sum of the squares of every element, in float64, in the order of Note [global norm order]
+   * (src/optim/spec.ts): the global gradient norm's per-parameter term.
+   */
+  sumSquares(x: Tensor): number;
 }
 
 let active: Kernels | null = null;

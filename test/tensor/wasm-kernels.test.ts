@@ -284,6 +284,29 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     expect(wasm.softmax(x, 1).data[16]).toBe(0);
   });
 
+  it('sum of squares is bitwise the TypeScript kernel (Note [global norm order]), specials included', () => {
+    const rng = new Rng(29);
+    const wasmAll = createWasmKernels(wasmVariants()[0]!, { small: false });
+    for (const n of [1, 2, 3, 4, 5, 7, 8, 255, 256, 257, 1023, 4097, 235_146]) {
+      const x = rng.normalTensor([n], 0, 3);
+      expect(Object.is(wasmAll.sumSquares(x), ts.sumSquares(x)), `n = ${n}`).toBe(true);
+      expect(Object.is(wasm.sumSquares(x), ts.sumSquares(x)), `n = ${n}, small ones in TypeScript`).toBe(
+        true,
+      );
+    }
+    // The oracle's order: four partial sums over i mod 4, the tail in the first.
+    const x = tensor([1e8, 1, 1, 1, 1e-8, 3]);
+    const d = x.data;
+    const s0 = d[0]! * d[0]! + d[4]! * d[4]! + d[5]! * d[5]!;
+    expect(ts.sumSquares(x)).toBe(s0 + d[1]! * d[1]! + (d[2]! * d[2]! + d[3]! * d[3]!));
+    const special = withSpecials(rng, [1001]);
+    expect(wasmAll.sumSquares(special)).toBeNaN();
+    const inf = tensor([1, Number.NEGATIVE_INFINITY, 2, 3, 4]);
+    expect(wasmAll.sumSquares(inf)).toBe(Number.POSITIVE_INFINITY);
+    const x64 = rng.normalTensor([300], 0, 1, 'float64');
+    expect(Object.is(wasmAll.sumSquares(x64), ts.sumSquares(x64))).toBe(true);
+  });
+
   it('float64 and unusual layouts fall back to exactly the TypeScript result', () => {
     const rng = new Rng(23);
     const x = rng.normalTensor([3, 4, 5], 0, 1, 'float64');

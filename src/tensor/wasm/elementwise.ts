@@ -143,3 +143,19 @@ export function wasmSoftmax(arena: WasmArena, x: Tensor, axis: number, log: bool
   }
   return new Tensor('float32', x.shape, arena.copyOut(po, x.size));
 }
+
+/** The sum of squares in float64: four partial sums in wasm, the tail and the last adds here, in the order of the TypeScript kernel. */
+export function wasmSumSquares(arena: WasmArena, x: Tensor): number {
+  if (x.dtype !== 'float32' || x.size === 0) return fallbackKernels().sumSquares(x);
+  const n = x.size;
+  const regions = arena.layout(x.bytes, 32);
+  if (regions === null) return fallbackKernels().sumSquares(x);
+  const [px, po] = regions as [number, number];
+  arena.f32(px, n).set(x.data);
+  arena.exports.sumSquares(px, n, po);
+  const [s0, s1, s2, s3] = arena.f64(po, 4) as unknown as [number, number, number, number];
+  let first = s0;
+  const d = x.data;
+  for (let i = n - (n % 4); i < n; i++) first += d[i]! * d[i]!;
+  return first + s1 + (s2 + s3);
+}

@@ -1,20 +1,23 @@
 /**
  * WebAssembly SIMD kernels for the hot float32 ops: matmul (all transposes, batched), the cheap
  * elementwise ops with the common broadcasts, sum and max over trailing or leading axes, softmax and
- * logSoftmax over the last axis. Everything else falls back to the TypeScript kernels, which stay the
+ * logSoftmax over the last axis, sums of squares. Everything else falls back to the TypeScript kernels, which stay the
  * oracle: test/tensor/wasm-kernels.test.ts states how closely these agree with them.
  */
 import '../kernels-ts.ts';
 import { fallbackKernels, type Kernels, useKernels } from '../kernels.ts';
 import type { Tensor } from '../tensor.ts';
-import { wasmBinary, wasmReduce, wasmSoftmax, wasmUnary } from './elementwise.ts';
+import { wasmBinary, wasmReduce, wasmSoftmax, wasmSumSquares, wasmUnary } from './elementwise.ts';
 import { type WasmArena, type WasmVariant, wasmArena, wasmVariants } from './instance.ts';
 import { wasmMatmul } from './matmul.ts';
 
 export { type WasmVariant, wasmVariants } from './instance.ts';
 
 /** The kernels the wasm module provides. */
-export type WasmKernels = Pick<Kernels, 'matmul' | 'unary' | 'binary' | 'reduce' | 'softmax' | 'logSoftmax'>;
+export type WasmKernels = Pick<
+  Kernels,
+  'matmul' | 'unary' | 'binary' | 'reduce' | 'softmax' | 'logSoftmax' | 'sumSquares'
+>;
 
 // Note [small tensors stay in TypeScript]
 // A call into wasm costs about 2 us of copying and setup whatever the size, so below a few hundred
@@ -56,6 +59,10 @@ function kernelsOver(get: () => WasmArena | null, small = true): WasmKernels {
     logSoftmax: (x, axis) => {
       const arena = arenaFor(x.size, SMALL_ELEMENTS);
       return arena ? wasmSoftmax(arena, x, axis, true) : fallbackKernels().logSoftmax(x, axis);
+    },
+    sumSquares: (x) => {
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
+      return arena ? wasmSumSquares(arena, x) : fallbackKernels().sumSquares(x);
     },
   };
 }

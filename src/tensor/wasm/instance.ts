@@ -39,6 +39,7 @@ export interface WasmExports {
   binary(op: number, a: number, ia: number, sa: number, b: number, ib: number, sb: number, o: number, rows: number,
     cols: number): void;
   sumRows(x: number, o: number, rows: number, len: number): void;
+  sumSquares(x: number, n: number, o: number): void;
   sumCols(x: number, o: number, rows: number, cols: number, acc: number): void;
   maxRows(x: number, o: number, rows: number, len: number): void;
   maxCols(x: number, o: number, rows: number, cols: number): void;

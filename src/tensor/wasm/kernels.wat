@@ -546,6 +546,27 @@
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $rowsLoop))))
 
+  ;; The sum of squares of n float32 values in float64, in the order of Note [global norm order]
+  ;; (src/optim/spec.ts): four partial sums over the elements i = k mod 4, the lanes of $lo (k = 0, 1)
+  ;; and $hi (k = 2, 3), written to $o as four float64 for the caller to finish (the tail goes into
+  ;; the first). Squares and sums round in float64 as the TypeScript loop's do, so the two agree bit
+  ;; for bit (NaN payloads aside).
+  (func (export "sumSquares") (param $x i32) (param $n i32) (param $o i32)
+    (local $end4 i32) (local $lo v128) (local $hi v128) (local $v v128) (local $h v128)
+    (local.set $end4 (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (block $done
+      (loop $vectors
+        (br_if $done (i32.ge_u (local.get $x) (local.get $end4)))
+        (local.set $v (f64x2.promote_low_f32x4 (v128.load (local.get $x))))
+        (local.set $h (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15
+          (v128.load (local.get $x)) (v128.load (local.get $x)))))
+        (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $v) (local.get $v))))
+        (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $h) (local.get $h))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (br $vectors)))
+    (v128.store (local.get $o) (local.get $lo))
+    (v128.store offset=16 (local.get $o) (local.get $hi)))
+
   ;; Column sums of a rows x cols matrix into float64 partial sums at $acc (cols rounded up to 4),
   ;; rounded once at the end. A row's last vector reads into the next row: those lanes land in the
   ;; padding of $acc and are dropped.
