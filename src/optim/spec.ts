@@ -1,4 +1,6 @@
 import { InputError } from '../errors.ts';
+// The kernels every thread uses by default (sumOfSquares runs on them), as the ops do.
+import '../tensor/default-kernels.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { allocateUninit, Tensor } from '../tensor/tensor.ts';
 import { adam, adamw } from './adam.ts';
