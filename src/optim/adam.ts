@@ -35,14 +35,32 @@ function adamLike(name: string, decoupled: boolean, options: AdamOptions): Optim
       const g = grad.data;
       const stepSize = lr / (1 - b1 ** step);
       const c2 = Math.sqrt(1 - b2 ** step);
+      // Hoisted and split by configuration, each loop without tests per element; the same roundings
+      // as the loop written out (1 - b1 and the decay factor are the same numbers computed once). As
+      // in PyTorch, no decay term is added when the decay is 0.
+      const k1 = 1 - b1;
+      const k2 = 1 - b2;
+      if (decoupled || wd === 0) {
+        const decay = decoupled ? 1 - lr * wd : 1;
+        for (let i = 0; i < w.length; i++) {
+          const wi = decoupled ? w[i]! * decay : w[i]!;
+          const gi = g[i]!;
+          const mi = b1 * m[i]! + k1 * gi;
+          const vi = b2 * v[i]! + k2 * gi * gi;
+          m[i] = mi;
+          v[i] = vi;
+          w[i] = wi - (stepSize * mi) / (Math.sqrt(vi) / c2 + eps);
+        }
+        return;
+      }
       for (let i = 0; i < w.length; i++) {
-        let wi = w[i]!;
-        let gi = g[i]!;
-        if (decoupled) wi *= 1 - lr * wd;
-        else gi += wd * wi;
-        m[i] = b1 * m[i]! + (1 - b1) * gi;
-        v[i] = b2 * v[i]! + (1 - b2) * gi * gi;
-        w[i] = wi - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / c2 + eps);
+        const wi = w[i]!;
+        const gi = g[i]! + wd * wi;
+        const mi = b1 * m[i]! + k1 * gi;
+        const vi = b2 * v[i]! + k2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi - (stepSize * mi) / (Math.sqrt(vi) / c2 + eps);
       }
     },
     stateToTensors: ({ m, v }) => float64Tensors({ m, v }),
