@@ -8,7 +8,7 @@ import { BackflowError } from '../errors.ts';
 import { printGraph } from '../graph/print.ts';
 import { OPTIMIZERS } from '../optim/spec.ts';
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/placement.ts';
-import { compile } from '../partition/plan.ts';
+import { compile, PARAM_PLACEMENTS, type ParamPlacement } from '../partition/plan.ts';
 import { printPlan } from '../partition/print.ts';
 import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
 import { generateSchedule } from '../schedule/generators.ts';
@@ -37,6 +37,11 @@ const TRAIN: Spec = {
   schedule: { type: 'string', help: `pipeline schedule: ${SCHEDULE_KINDS.join(' | ')}` },
   chunks: { type: 'string', default: '1', help: 'model chunks per worker (interleaved schedules)' },
   placement: { type: 'string', help: `${PLACEMENT_STRATEGIES.join(' | ')} (default: stages)` },
+  'param-placement': {
+    type: 'string',
+    default: 'sharded',
+    help: `where parameters live with replicas: ${PARAM_PLACEMENTS.join(' | ')}`,
+  },
   microbatches: { type: 'string', default: '1', help: 'microbatches per replica per step' },
   epochs: { type: 'string', default: '5', help: 'passes over the training data' },
   'batch-size': { type: 'string', default: '128', help: 'examples per step' },
@@ -160,6 +165,7 @@ async function train(v: Values): Promise<void> {
     ...(schedule !== undefined ? { schedule } : {}),
     ...(placement !== undefined ? { placement } : {}),
     ...(stages > 1 && schedule === undefined ? { stages, placement: placement ?? 'stages' } : {}),
+    paramPlacement: choice<ParamPlacement>(v, 'param-placement', PARAM_PLACEMENTS),
     mode: v['in-process'] ? 'in-process' : 'threads',
     ...(typeof v['trace'] === 'string' ? { trace: true } : {}),
     seed: int(v, 'seed', 0),

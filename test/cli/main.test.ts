@@ -1,0 +1,95 @@
+// The `backflow` command line, called in this process: exit codes, usage errors that list the valid
+// choices, and short real runs of each command.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.ts';
+
+/** Runs the CLI and collects what it printed. */
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+  const error = vi
+    .spyOn(console, 'error')
+    .mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
+  const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+  try {
+    const code = await main(argv);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  } finally {
+    log.mockRestore();
+    error.mockRestore();
+    write.mockRestore();
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'backflow-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('backflow command line', () => {
+  it('without a command prints the usage and exits 0', async () => {
+    const { code, out } = await cli();
+    expect(code).toBe(0);
+    expect(out).toMatch(/train/);
+    expect(out).toMatch(/simulate/);
+    expect(out).toMatch(/inspect/);
+  });
+
+  it('an unknown command exits 2 naming the valid ones', async () => {
+    const { code, err } = await cli('fly');
+    expect(code).toBe(2);
+    expect(err).toMatch(/unknown command 'fly' \(expected one of train, simulate, inspect\)/);
+  });
+
+  it.each([
+    [['train', '--optimizer', 'rmsprop'], /--optimizer: expected one of sgd, adam, adamw, found 'rmsprop'/],
+    [
+      ['train', '--param-placement', 'everywhere'],
+      /--param-placement: expected one of sharded, replicated, replica-0, found 'everywhere'/,
+    ],
+    [['train', '--data', 'cifar'], /--data: expected one of mnist, spirals, found 'cifar'/],
+    [['train', '--warp'], /Unknown option '--warp'[\s\S]*valid options: .*--param-placement/],
+    [['simulate', '--schedule', 'zigzag'], /--schedule: expected one of/],
+  ])('%j exits 2 with what was expected and found', async (argv, why) => {
+    const { code, err } = await cli(...argv);
+    expect(code).toBe(2);
+    expect(err).toMatch(why);
+  });
+
+  it('train: a short spirals run in-process with replicated parameters reports its accuracy', async () => {
+    const curve = join(dir, 'loss.svg');
+    const { code, out } = await cli(
+      'train',
+      '--data',
+      'spirals',
+      '--in-process',
+      '--workers',
+      '2',
+      '--replicas',
+      '2',
+      '--param-placement',
+      'replicated',
+      '--epochs',
+      '2',
+      '--lr',
+      '0.01',
+      '--loss-curve',
+      curve,
+    );
+    expect(code).toBe(0);
+    expect(out).toMatch(/2 worker threads, 2 replica\(s\) x 1 stage\(s\)/);
+    expect(out).toMatch(/test accuracy \d+\.\d\d%/);
+    expect(readFileSync(curve, 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('simulate prints the bubble of a schedule; inspect prints a plan', async () => {
+    const sim = await cli('simulate', '--schedule', 'gpipe', '--stages', '4', '--microbatches', '8');
+    expect(sim.code).toBe(0);
+    expect(sim.out).toMatch(/bubble/i);
+    const plan = await cli('inspect', '--what', 'plan', '--workers', '2');
+    expect(plan.code).toBe(0);
+    expect(plan.out).toMatch(/^plan: 2 workers/m);
+  });
+});
