@@ -33,7 +33,7 @@ import { sigmoid } from './sigmoid.ts';
 import { sign } from './sign.ts';
 import { slice } from './slice.ts';
 import { softmax } from './softmax.ts';
-import { softmaxCrossEntropy } from './softmax-cross-entropy.ts';
+import { softmaxCrossEntropy, softmaxCrossEntropyGrad } from './softmax-cross-entropy.ts';
 import { sqrt } from './sqrt.ts';
 import { square } from './square.ts';
 import { stopGradient } from './stop-gradient.ts';
@@ -78,6 +78,7 @@ export const builtinOps: readonly OpDef<Attrs>[] = [
   softmax,
   logSoftmax,
   softmaxCrossEntropy,
+  softmaxCrossEntropyGrad,
   mse,
   concat,
   slice,

@@ -158,6 +158,13 @@ export abstract class Ops<T> {
   softmaxCrossEntropy(logits: T, labels: T): T {
     return this.apply('softmaxCrossEntropy', [logits, labels]);
   }
+  /**
+   * The gradient of softmaxCrossEntropy with respect to its logits, (softmax(z) * sum(t) - t) * scale,
+   * as one op (Note [fused cross-entropy gradient]); `scale` is a scalar.
+   */
+  softmaxCrossEntropyGrad(logits: T, labels: T, scale: T): T {
+    return this.apply('softmaxCrossEntropyGrad', [logits, labels, scale]);
+  }
   /** Mean squared error over all elements. */
   mse(prediction: T, target: T): T {
     return this.apply('mse', [prediction, target]);

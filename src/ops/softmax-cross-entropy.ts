@@ -1,8 +1,9 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { shapesEqual } from '../tensor/shape.ts';
-import { allocate, Tensor } from '../tensor/tensor.ts';
-import type { OpDef } from './op.ts';
+import { allocate, allocateUninit, Tensor } from '../tensor/tensor.ts';
+import type { OpDef, VjpContext } from './op.ts';
+import type { Ops } from './ops.ts';
 import { numel, sameDType } from './rules.ts';
 
 /**
@@ -64,12 +65,108 @@ export const softmaxCrossEntropy: OpDef = {
     const rows = inputShapes[1]!.length === zShape.length;
     const last = zShape.length - 1;
     const scale = o.div(g, o.count(zShape, [...Array(last).keys()], dtype));
-    const target = rows ? t : o.oneHot(t, zShape[last] as number, dtype);
-    const p = o.softmax(z, last);
-    const gz = needs[0] ? o.mul(o.sub(rows ? o.mul(p, o.sum(t, last, true)) : p, target), scale) : null;
+    // One op (and one pass) for the logits' gradient: Note [fused cross-entropy gradient].
+    const gz = needs[0] ? o.softmaxCrossEntropyGrad(z, t, scale) : null;
     // Class indices are piecewise constant: asked for, their gradient is 0 (as through oneHot in JAX).
     const gt = !needs[1] ? null : rows ? o.mul(o.neg(o.logSoftmax(z, last)), scale) : o.mul(t, 0);
     return [gz, gt];
   },
   flops: ([z]) => numel(z!.shape) * 15,
+};
+
+// Note [fused cross-entropy gradient]
+// The logits' gradient (softmax(z) * sum(t) - t) * s was six ops (softmax, oneHot, sum, mul, sub,
+// mul), each a kernel call, an allocation and a pass over [N, C]. softmaxCrossEntropyGrad is one op:
+// the softmax kernel, then one pass that subtracts the target and scales, in float64 rounded once
+// per element. Being an op, the reference engine, the runtime and gradGraph all make the same
+// nodes, so they still agree bit for bit; its own VJP keeps second derivatives (hvp) working.
+
+/** Labels' class index of row r, checked (the forward of softmaxCrossEntropy checks them the same way). */
+function classIndex(k: number, r: number, c: number, op: string): number {
+  if (!Number.isInteger(k) || k < 0 || k >= c) {
+    throw new ShapeError(`${op}: label ${k} at row ${r} is not a class index in [0, ${c})`, {
+      op,
+      input: 1,
+      expected: `[0, ${c})`,
+      found: k,
+    });
+  }
+  return k;
+}
+
+/**
+ * (softmax(z) * sum(t) - t) * s over the last axis of z [..., C]: the gradient of softmaxCrossEntropy
+ * with respect to its logits, `s` its scalar scale (the cotangent over the batch size). Labels as in
+ * softmaxCrossEntropy: class indices [...] (sum(t) is 1 and t is their one-hot rows) or rows [..., C].
+ */
+export const softmaxCrossEntropyGrad: OpDef = {
+  name: 'softmaxCrossEntropyGrad',
+  arity: 3,
+  saves: { inputs: 'all', output: false },
+  infer: (inputs) => {
+    const [z, t, s] = [inputs[0]!, inputs[1]!, inputs[2]!];
+    const dtype = sameDType('softmaxCrossEntropyGrad', inputs);
+    const lead = z.shape.slice(0, -1);
+    if (z.shape.length < 1 || !(shapesEqual(t.shape, lead) || shapesEqual(t.shape, z.shape))) {
+      throw new ShapeError(
+        `softmaxCrossEntropyGrad: labels have shape ${fmtShape(t.shape)}, expected class indices ${fmtShape(lead)} or rows ${fmtShape(z.shape)} for logits ${fmtShape(z.shape)}`,
+        { op: 'softmaxCrossEntropyGrad', input: 1, expected: [lead, z.shape], found: t.shape },
+      );
+    }
+    if (s.shape.length !== 0) {
+      throw new ShapeError(
+        `softmaxCrossEntropyGrad: the scale must be a scalar, found ${fmtShape(s.shape)}`,
+        {
+          op: 'softmaxCrossEntropyGrad',
+          input: 2,
+          expected: [],
+          found: s.shape,
+        },
+      );
+    }
+    return { shape: z.shape, dtype };
+  },
+  forward: ([z, t, s]) => {
+    const p = kernels().softmax(z!, z!.rank - 1);
+    const c = z!.shape[z!.rank - 1]!;
+    const n = c === 0 ? 0 : p.size / c;
+    const scale = s!.data[0]!;
+    const labels = t!.data;
+    const out = allocateUninit(z!.dtype, p.size);
+    const q = p.data;
+    if (t!.rank === z!.rank) {
+      for (let r = 0; r < n; r++) {
+        let total = 0;
+        for (let j = 0; j < c; j++) total += labels[r * c + j]!;
+        for (let j = r * c; j < (r + 1) * c; j++) out[j] = (q[j]! * total - labels[j]!) * scale;
+      }
+    } else {
+      for (let r = 0; r < n; r++) {
+        const k = r * c + classIndex(labels[r]!, r, c, 'softmaxCrossEntropyGrad');
+        for (let j = r * c; j < (r + 1) * c; j++) out[j] = (q[j]! - (j === k ? 1 : 0)) * scale;
+      }
+    }
+    return new Tensor(z!.dtype, z!.shape, out);
+  },
+  // With p = softmax(z), S = sum(t) (1 for indices), T the target rows and v the cotangent:
+  // dz = s * S * (p * v - p * sum(p * v)), dt = s * (sum(p * v) - v) for rows, ds = sum((p * S - T) * v).
+  vjp: <T>(o: Ops<T>, { g, input, needs, inputShapes, dtype }: VjpContext<T>) => {
+    const [z, t, s] = [input(0), input(1), input(2)];
+    const zShape = inputShapes[0]!;
+    const last = zShape.length - 1;
+    const rows = inputShapes[1]!.length === zShape.length;
+    const p = o.softmax(z, last);
+    const pv = o.sum(o.mul(p, g), last, true);
+    const total = rows ? o.sum(t, last, true) : null;
+    let gz: T | null = null;
+    if (needs[0]) {
+      gz = o.mul(o.sub(o.mul(p, g), o.mul(p, pv)), s);
+      if (total !== null) gz = o.mul(gz, total);
+    }
+    const gt = !needs[1] ? null : rows ? o.mul(o.sub(pv, g), s) : o.mul(t, 0);
+    const target = rows ? t : o.oneHot(t, zShape[last] as number, dtype);
+    const gs = needs[2] ? o.sum(o.mul(o.sub(total === null ? p : o.mul(p, total), target), g)) : null;
+    return [gz, gt, gs];
+  },
+  flops: ([z]) => numel(z!.shape) * 14,
 };

@@ -381,6 +381,38 @@ describe('softmax and losses', () => {
     expect(() => eager.softmaxCrossEntropy(z, t64([0.5, 0]))).toThrow(/not a class index/);
   });
 
+  it('softmaxCrossEntropyGrad is (softmax(z) * sum(t) - t) * s in one op (Note [fused cross-entropy gradient])', () => {
+    const z = t64([row, [1, 1, 1]]);
+    const p = eager.softmax(z);
+    const s = t64(0.5);
+    // Class indices: the one-hot rows, sum 1.
+    const byIndex = eager.softmaxCrossEntropyGrad(z, t64([2, 0]), s);
+    const oneHot = [0, 0, 1, 1, 0, 0];
+    expectTensor(
+      byIndex,
+      [2, 3],
+      [...p.data].map((v, i) => (v - oneHot[i]!) * 0.5),
+    );
+    // Rows that do not sum to 1 scale the softmax by their sum.
+    const t = t64([
+      [0.5, 0.5, 0.5],
+      [0.2, 0.3, 0.5],
+    ]);
+    const sums = [1.5, 1.5, 1.5, 1, 1, 1];
+    expectTensor(
+      eager.softmaxCrossEntropyGrad(z, t, s),
+      [2, 3],
+      [...p.data].map((v, i) => (v * sums[i]! - t.data[i]!) * 0.5),
+    );
+    expect(() => eager.softmaxCrossEntropyGrad(z, t64([3, 0]), s)).toThrow(
+      /label 3 at row 0 is not a class index/,
+    );
+    expect(() => eager.softmaxCrossEntropyGrad(z, t64([2, 0]), t64([1, 2]))).toThrow(
+      /the scale must be a scalar/,
+    );
+    expect(() => eager.softmaxCrossEntropyGrad(z, t64([2, 0, 1]), s)).toThrow(ShapeError);
+  });
+
   it('softmaxCrossEntropy gives class-index labels a zero gradient when asked for one', () => {
     const b = new GraphBuilder();
     const z = b.param('z', [2, 3], { dtype: 'float64' });

@@ -294,6 +294,27 @@ const table: Record<string, Entry> = {
       batched('integer labels', (b, h, y) => b.softmaxCrossEntropy(h, y)),
     ],
   },
+  softmaxCrossEntropyGrad: {
+    checks: [
+      check(
+        'integer labels (logits and scale)',
+        [u([4, 3]), t64([0, 2, 1, 2]), t64(0.7)],
+        (b, z, y, s) => b.softmaxCrossEntropyGrad(z, y, s),
+        [0, 2],
+      ),
+      check(
+        'probability rows (logits, rows and scale)',
+        [u([3, 4]), probabilities(3, 4), t64(-1.3)],
+        (b, z, y, s) => b.softmaxCrossEntropyGrad(z, y, s),
+      ),
+      check(
+        '[2,3,4] logits, [2,3] labels',
+        [u([2, 3, 4]), indices([2, 3], 4), t64(0.25)],
+        (b, z, y, s) => b.softmaxCrossEntropyGrad(z, y, s),
+        [0, 2],
+      ),
+    ],
+  },
   mse: {
     checks: [
       check('[2,3]', [u([2, 3]), u([2, 3])], (b, x, y) => b.mse(x, y)),
