@@ -12,20 +12,18 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { referenceStep } from '../src/autodiff/microbatch.ts';
-import { GraphBuilder } from '../src/graph/builder.ts';
-import { mlp } from '../src/graph/nn.ts';
 import { initParams } from '../src/graph/params.ts';
 import { hostActions, resolveSchedule } from '../src/runtime/pipeline.ts';
 import { createRuntime } from '../src/runtime/runtime.ts';
+import { closedFormIdleFraction } from '../src/schedule/bubble.ts';
 import type { ScheduleKind } from '../src/schedule/config.ts';
-import { traceCosts } from '../src/sim/cost.ts';
-import { simulate } from '../src/sim/simulate.ts';
+import { replayTraces } from '../src/sim/replay.ts';
 import { Rng } from '../src/tensor/rng.ts';
 import { bitwiseEqual, tensor } from '../src/tensor/tensor.ts';
-import { cpuTimeTrace, linkLatency, mergeTraces } from '../src/trace/calibrate.ts';
 import { toChromeTrace } from '../src/trace/chrome.ts';
 import { timelineSvg } from '../src/trace/svg.ts';
 import { type Trace, traceStats } from '../src/trace/trace.ts';
+import { mlpClassifier } from '../src/train/models.ts';
 
 const { values } = parseArgs({
   options: {
@@ -46,12 +44,12 @@ mkdirSync(outDir, { recursive: true });
 
 // x [B, width] -> 8 tanh layers of `width` -> 10 logits -> cross-entropy. The runtime cuts it into
 // stages of about equal FLOPs (2 layers each; 1 each with 8 stages).
-const b = new GraphBuilder();
-const x = b.input('x', ['B', width]);
-const y = b.input('y', ['B']);
-const logits = mlp(b, x, [...new Array<number>(layers).fill(width), 10], { name: 'mlp', activation: 'tanh' });
-b.output('loss', b.softmaxCrossEntropy(logits, y));
-const graph = b.build();
+const graph = mlpClassifier({
+  features: width,
+  hidden: new Array<number>(layers).fill(width),
+  classes: 10,
+  activation: 'tanh',
+});
 const params = initParams(graph, 1);
 const rng = new Rng(2);
 const feeds = {
@@ -68,18 +66,6 @@ console.log(
 const median = (xs: readonly number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1]!;
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(0)}`;
-/** The idle fraction for equal stages and free messages: bubble r relative to ideal gives r / (1 + r). */
-const closedForm = (schedule: ScheduleKind, chunks: number) => {
-  const p = workers;
-  const m = microbatches;
-  const r =
-    schedule === 'interleaved-1f1b'
-      ? (p - 1) / (chunks * m)
-      : schedule === 'zb-h1'
-        ? (p - 1) / (3 * m)
-        : (p - 1) / m;
-  return r / (1 + r);
-};
 const rows: string[][] = [];
 const SCHEDULES: readonly (readonly [ScheduleKind, number])[] = [
   ['gpipe', 1],
@@ -121,15 +107,11 @@ for (const [schedule, chunks] of SCHEDULES) {
   // Each step is predicted from its own trace (the load of other processes changes from step to
   // step); the schedule's own bubble, with a core per worker, from all of them.
   const actions = hostActions(runtime.plan, resolveSchedule(schedule, { workers, microbatches, chunks }));
-  const sim = (from: readonly Trace[], c: number) => {
-    const latencyMs = linkLatency(mergeTraces(from)) ?? 0;
-    const cost = traceCosts(mergeTraces(from.map((t) => cpuTimeTrace(t, cores))), { latencyMs });
-    return simulate(runtime.plan, { microbatches, batchSize: batch, cost, schedule: actions, cores: c });
-  };
-  const perStep = traces.map((t) => sim([t], cores));
+  const replay = { microbatches, batchSize: batch, schedule: actions, measuredCores: cores };
+  const perStep = traces.map((t) => replayTraces(runtime.plan, [t], replay));
   const errors = perStep.map((r, i) => (r.makespan - stepMs[i]!) / stepMs[i]!);
   const lastSim = perStep[perStep.length - 1]!;
-  const ownCores = sim(traces, workers);
+  const ownCores = replayTraces(runtime.plan, traces, { ...replay, cores: workers });
 
   const last = traces[traces.length - 1]!;
   const base = join(outDir, schedule);
@@ -158,7 +140,7 @@ for (const [schedule, chunks] of SCHEDULES) {
     `${median(perStep.map((r) => r.makespan)).toFixed(0)} (${signed(100 * median(errors))}%)`,
     median(traces.map((t) => traceStats(t).idleFraction)).toFixed(3),
     ownCores.idleFraction.toFixed(3),
-    closedForm(schedule, chunks).toFixed(3),
+    closedFormIdleFraction(schedule, workers, microbatches, chunks).toFixed(3),
     peaks.map(mib).join(' / '),
     ownCores.peakKeptBytes.map(mib).join(' / '),
     exact ? 'bitwise equal' : 'DIFFERENT',

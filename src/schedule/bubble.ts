@@ -1,4 +1,5 @@
 import type { Action, Schedule } from './action.ts';
+import type { ScheduleKind } from './config.ts';
 import { execute } from './execute.ts';
 import { validateSchedule } from './validate.ts';
 
@@ -101,4 +102,15 @@ export function peakInFlight(schedule: Schedule, stages: number): number[] {
       else if (slot.kind === 'B' || slot.kind === 'W') current[s]!--;
     }
   return peak;
+}
+
+/**
+ * The idle fraction of a step under `kind` with p equal stages, m microbatches and free messages:
+ * the closed forms' bubble relative to the ideal, r = (p-1)/m for GPipe and 1F1B, (p-1)/(chunks m)
+ * for interleaved 1F1B, (p-1)/(3m) for ZB-H1, as an idle fraction r / (1 + r).
+ */
+export function closedFormIdleFraction(kind: ScheduleKind, p: number, m: number, chunks = 1): number {
+  const r =
+    kind === 'interleaved-1f1b' ? (p - 1) / (chunks * m) : kind === 'zb-h1' ? (p - 1) / (3 * m) : (p - 1) / m;
+  return r / (1 + r);
 }

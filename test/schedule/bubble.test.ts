@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ScheduleError } from '../../src/errors.ts';
 import { parseAction, type Slot } from '../../src/schedule/action.ts';
-import { bubbleStats } from '../../src/schedule/bubble.ts';
+import { bubbleStats, closedFormIdleFraction } from '../../src/schedule/bubble.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 
@@ -79,6 +79,26 @@ describe('closed forms, p in {2, 4, 8}, m in {4, 8, 16, 32}', () => {
         expect(zb.bubble).toBeLessThan(oneF1B.bubble);
         expect(zb.ideal).toBe(oneF1B.ideal);
         expect(Math.max(...zb.peakInFlight)).toBe(Math.max(...oneF1B.peakInFlight));
+      }
+  });
+});
+
+describe('closedFormIdleFraction', () => {
+  it('is the dry run idle fraction for GPipe and 1F1B, and r / (1 + r) of the bubble otherwise', () => {
+    for (const p of P)
+      for (const m of M) {
+        if (m < p) continue;
+        for (const kind of ['gpipe', '1f1b'] as const) {
+          const stats = bubbleStats(generateSchedule(kind, { workers: p, microbatches: m }));
+          expect(closedFormIdleFraction(kind, p, m)).toBeCloseTo(stats.idleFraction, 12);
+        }
+        const zb = (p - 1) / (3 * m);
+        expect(closedFormIdleFraction('zb-h1', p, m)).toBeCloseTo(zb / (1 + zb), 12);
+        const interleaved = (p - 1) / (2 * m);
+        expect(closedFormIdleFraction('interleaved-1f1b', p, m, 2)).toBeCloseTo(
+          interleaved / (1 + interleaved),
+          12,
+        );
       }
   });
 });

@@ -17,19 +17,18 @@
  */
 import { availableParallelism } from 'node:os';
 import type { TensorMap } from '../../../src/autodiff/forward.ts';
-import { GraphBuilder } from '../../../src/graph/builder.ts';
 import type { Graph } from '../../../src/graph/graph.ts';
-import { mlp } from '../../../src/graph/nn.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { hostActions, resolveSchedule } from '../../../src/runtime/pipeline.ts';
 import { createRuntime, type Runtime } from '../../../src/runtime/runtime.ts';
+import { closedFormIdleFraction } from '../../../src/schedule/bubble.ts';
 import type { ScheduleKind } from '../../../src/schedule/config.ts';
-import { traceCosts } from '../../../src/sim/cost.ts';
-import { type SimResult, simulate } from '../../../src/sim/simulate.ts';
+import { replayTraces } from '../../../src/sim/replay.ts';
+import type { SimResult } from '../../../src/sim/simulate.ts';
 import { Rng } from '../../../src/tensor/rng.ts';
 import { tensor } from '../../../src/tensor/tensor.ts';
-import { cpuTimeTrace, linkLatency, mergeTraces } from '../../../src/trace/calibrate.ts';
 import { type Trace, traceStats } from '../../../src/trace/trace.ts';
+import { mlpClassifier } from '../../../src/train/models.ts';
 import { median, round, type Suite } from '../harness.ts';
 import { resultOf } from '../rounds.ts';
 
@@ -45,15 +44,12 @@ const SCHEDULES: readonly (readonly [ScheduleKind, number])[] = [
 
 /** The example model: x [B, width] through `layers` tanh layers of `width`, a linear head, cross-entropy. */
 function pipelineModel(width: number = PIPELINE.width, layers: number = PIPELINE.layers): Graph {
-  const b = new GraphBuilder();
-  const x = b.input('x', ['B', width]);
-  const y = b.input('y', ['B']);
-  const logits = mlp(b, x, [...new Array<number>(layers).fill(width), PIPELINE.classes], {
-    name: 'mlp',
+  return mlpClassifier({
+    features: width,
+    hidden: new Array<number>(layers).fill(width),
+    classes: PIPELINE.classes,
     activation: 'tanh',
   });
-  b.output('loss', b.softmaxCrossEntropy(logits, y));
-  return b.build();
 }
 
 function pipelineFeeds(batch: number = PIPELINE.batch, width: number = PIPELINE.width, seed = 2): TensorMap {
@@ -96,10 +92,9 @@ interface Prediction {
 }
 
 /**
- * The simulator fed with a real run's costs: per-(node, phase) core time (Note [contended spans]),
- * the link latency of the messages; tensors are transferred, so no per-byte cost. Each step is
- * predicted from its own trace: the load of other processes on the shared machine changes from
- * step to step, and a step's costs carry the load it ran under.
+ * The simulator fed with the run's costs (replayTraces). Each step is predicted from its own trace:
+ * the load of other processes on the shared machine changes from step to step, and a step's costs
+ * carry the load it ran under.
  */
 function predict(
   runtime: Runtime,
@@ -111,28 +106,13 @@ function predict(
   const plan = runtime.plan;
   const microbatches = PIPELINE.microbatches;
   const actions = hostActions(plan, resolveSchedule(schedule, { workers: plan.group, microbatches, chunks }));
-  const sim = (traces: readonly Trace[], c: number) => {
-    const latencyMs = linkLatency(mergeTraces(traces)) ?? 0;
-    const cost = traceCosts(mergeTraces(traces.map((t) => cpuTimeTrace(t, cores))), { latencyMs });
-    return simulate(plan, { microbatches, batchSize: PIPELINE.batch, cost, schedule: actions, cores: c });
-  };
+  const options = { microbatches, batchSize: PIPELINE.batch, schedule: actions, measuredCores: cores };
+  const ownCores = replayTraces(plan, run.traces, { ...options, cores: plan.workers });
   return {
-    perStep: run.traces.map((t) => sim([t], cores).makespan),
-    ownCores: sim(run.traces, plan.workers),
-    latencyMs: linkLatency(mergeTraces(run.traces)) ?? 0,
+    perStep: run.traces.map((t) => replayTraces(plan, [t], options).makespan),
+    ownCores,
+    latencyMs: ownCores.latencyMs,
   };
-}
-
-/** Idle fraction (p-1)/(m+p-1) of GPipe and 1F1B with equal stages; interleaved and ZB-H1 from their bubbles relative to ideal. */
-function closedFormBubble(schedule: ScheduleKind, p: number, m: number, chunks: number): number {
-  const relative =
-    schedule === 'interleaved-1f1b'
-      ? (p - 1) / (chunks * m)
-      : schedule === 'zb-h1'
-        ? (p - 1) / (3 * m)
-        : (p - 1) / m;
-  // Idle fraction of the step from the bubble relative to ideal: r / (1 + r).
-  return relative / (1 + relative);
 }
 
 export const pipelineSuite: Suite = {
@@ -173,7 +153,7 @@ export const pipelineSuite: Suite = {
           makespan_ms: round(median(run.traces.map((t) => traceStats(t).makespan))),
           bubble_measured: round(median(run.traces.map((t) => traceStats(t).idleFraction)), 3),
           bubble_simulated: round(ownCores.idleFraction, 3),
-          bubble_closed_form: round(closedFormBubble(schedule, workers, microbatches, chunks), 3),
+          bubble_closed_form: round(closedFormIdleFraction(schedule, workers, microbatches, chunks), 3),
           latency_ms: round(latencyMs, 3),
           predicted_ms: round(median(perStep)),
           prediction_error: round(error, 3),
