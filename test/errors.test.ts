@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { evaluate, valueAndGrad } from '../src/autodiff/engine.ts';
 import { gradGraph } from '../src/autodiff/grad-graph.ts';
 import {
-  type BackflowError,
   DTypeError,
   FormatError,
   GradientError,
@@ -17,20 +16,10 @@ import { Graph } from '../src/graph/graph.ts';
 import { deserializeGraph, GRAPH_FORMAT_VERSION, serializeGraph } from '../src/graph/serialize.ts';
 import type { DType } from '../src/tensor/tensor.ts';
 import { zeros } from '../src/tensor/tensor.ts';
+import { thrown } from './support/errors.ts';
 
 // One test per bad input to the core: each checks the error's class, and that its message says what
 // was expected, what was found, and where (op, input index, node name, shapes).
-
-/** The error `f` throws, checked to be of `Class`. */
-function thrown<E extends BackflowError>(Class: abstract new (...args: never[]) => E, f: () => unknown): E {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(Class);
-    return err as E;
-  }
-  throw new Error(`expected a ${Class.name}`);
-}
 
 /** x: [B,4] -> relu -> y, with a param w: [3,2] feeding a second output. */
 function small(): Graph {

@@ -1,30 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ScheduleError } from '../../src/errors.ts';
-import {
-  ACTION_KINDS,
-  action,
-  formatAction,
-  parseAction,
-  type Schedule,
-  type Slot,
-} from '../../src/schedule/action.ts';
+import { ACTION_KINDS, action, formatAction, parseAction, type Schedule } from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { scheduleFromCsv, scheduleToCsv } from '../../src/schedule/csv.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
-
-/** The ScheduleError `f` throws. */
-function scheduleError(f: () => unknown): ScheduleError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ScheduleError);
-    return err as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError');
-}
-
-const rows = (text: string): Slot[][] =>
-  text.split('|').map((row) => row.split(' ').map((cell) => (cell === '.' ? null : parseAction(cell))));
+import { grid, scheduleError } from '../support/schedules.ts';
 
 describe('action text', () => {
   it.each(ACTION_KINDS)('%s round-trips through format and parse', (kind) => {
@@ -76,14 +55,14 @@ describe('CSV', () => {
   });
 
   it('writes one row per worker, empty cells for idle steps', () => {
-    expect(scheduleToCsv(rows('0F0 0F1 . 0B0 0B1|. 1F0 1B0 1F1 1B1'))).toBe(
+    expect(scheduleToCsv(grid('0F0 0F1 . 0B0 0B1|. 1F0 1B0 1F1 1B1'))).toBe(
       '0F0,0F1,,0B0,0B1\n,1F0,1B0,1F1,1B1\n',
     );
   });
 
   it('reads hand-written CSV: spaces, quotes, CRLF, trailing commas, no final newline', () => {
     const csv = ' 0F0 , "0F1",,0B0,0B1,,\r\n,1F0,1B0,1F1,1B1';
-    expect(scheduleFromCsv(csv)).toEqual(rows('0F0 0F1 . 0B0 0B1|. 1F0 1B0 1F1 1B1'));
+    expect(scheduleFromCsv(csv)).toEqual(grid('0F0 0F1 . 0B0 0B1|. 1F0 1B0 1F1 1B1'));
   });
 
   it('keeps workers with nothing to do, and the empty schedule', () => {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ScheduleError } from '../../src/errors.ts';
-import { parseAction, type Slot } from '../../src/schedule/action.ts';
 import { bubbleStats, closedFormIdleFraction } from '../../src/schedule/bubble.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
+import { grid } from '../support/schedules.ts';
 
 // The closed forms of FIELD-NOTES.md, reproduced exactly by the dry run (Note [closed-form costs]).
 // Integer costs make every ratio one correctly rounded division, so `toBe` is exact.
@@ -16,14 +16,6 @@ const COSTS = [
   { costF: 1, costB: 2 },
   { costF: 3, costB: 5 },
 ];
-
-const grid = (text: string): Slot[][] =>
-  text.split('|').map((row) =>
-    row
-      .trim()
-      .split(/\s+/)
-      .map((cell) => (cell === '.' ? null : parseAction(cell))),
-  );
 
 describe('closed forms, p in {2, 4, 8}, m in {4, 8, 16, 32}', () => {
   it.each(COSTS)('GPipe: idle fraction (p-1)/(m+p-1), peak in flight m (F=$costF, B=$costB)', (costs) => {

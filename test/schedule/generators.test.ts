@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { ScheduleError } from '../../src/errors.ts';
 import {
   type Action,
   formatAction,
@@ -24,16 +23,7 @@ import {
   workerOfStage,
 } from '../../src/schedule/placement.ts';
 import { validateSchedule } from '../../src/schedule/validate.ts';
-
-function scheduleError(f: () => unknown): ScheduleError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ScheduleError);
-    return err as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError');
-}
+import { scheduleError } from '../support/schedules.ts';
 
 const actions = (list: readonly (Action | null)[]) => list.filter((a): a is Action => a !== null);
 const texts = (list: readonly (Action | null)[]) => actions(list).map(formatAction);

@@ -1,16 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { parseAction, type Slot } from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 import { formatGrid, formatGridAround } from '../../src/schedule/grid.ts';
-
-const grid = (text: string): Slot[][] =>
-  text.split('|').map((row) =>
-    row
-      .trim()
-      .split(/\s+/)
-      .map((cell) => (cell === '.' ? null : parseAction(cell))),
-  );
+import { grid } from '../support/schedules.ts';
 
 describe('formatGrid', () => {
   it('prints one aligned row per worker, idle as ".", ended lists blank', () => {

@@ -1,28 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ScheduleError } from '../../src/errors.ts';
 import { type Action, parseAction, type Schedule, type Slot } from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule, scheduleGPipe, scheduleZBH1 } from '../../src/schedule/generators.ts';
 import { findScheduleProblems, validateSchedule } from '../../src/schedule/validate.ts';
-
-function scheduleError(f: () => unknown): ScheduleError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ScheduleError);
-    return err as ScheduleError;
-  }
-  throw new Error('expected a ScheduleError');
-}
-
-/** A schedule from rows of action texts, `.` for idle: `'0F0 0B0|. 1F0 1B0'`. */
-const grid = (text: string): Slot[][] =>
-  text.split('|').map((row) =>
-    row
-      .trim()
-      .split(/\s+/)
-      .map((cell) => (cell === '.' ? null : parseAction(cell))),
-  );
+import { grid, scheduleError } from '../support/schedules.ts';
 
 /** `schedule` with the slots at `i` and `j` of `worker` exchanged. */
 function swap(schedule: Schedule, worker: number, i: number, j: number): Slot[][] {
