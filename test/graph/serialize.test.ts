@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/autodiff/engine.ts';
-import { gradGraph } from '../../src/autodiff/grad-graph.ts';
 import { BackflowError, DTypeError, FormatError, GraphError, OpError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { Graph, type Node } from '../../src/graph/graph.ts';
@@ -14,22 +13,7 @@ import {
 } from '../../src/graph/serialize.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { bitwiseEqual, scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
-
-/** An MLP with symbolic batch, two stages, every kind of leaf, and G+B appended by gradGraph. */
-function model(): Graph {
-  const b = new GraphBuilder();
-  const x = b.input('x', ['B', 6]);
-  const y = b.input('y', ['B']);
-  const w1 = b.param('w1', [6, 5], { init: { kind: 'heNormal' } });
-  const h = b.name(b.tanh(b.matmul(x, w1)), 'h1');
-  b.onStage(1, () => {
-    const w2 = b.param('w2', [5, 3], { init: { kind: 'uniform', low: -0.5, high: 0.5 } });
-    const bias = b.const(tensor([0.25, -0, 1e-40]), 'bias');
-    const logits = b.add(b.matmul(h, w2), bias);
-    b.output('loss', b.softmaxCrossEntropy(b.reshape(logits, ['B', -1]), y));
-  });
-  return gradGraph(b.build(), { loss: 'loss' });
-}
+import { everyFieldGraph } from '../support/models.ts';
 
 /** A tensor whose storage is exactly these bit patterns. */
 function fromBits(dtype: 'float32' | 'float64', words: readonly number[]): Tensor {
@@ -78,7 +62,7 @@ function errorOf(f: () => unknown): unknown {
 
 describe('serializeGraph / deserializeGraph round trip', () => {
   it('is exact: printed form, outputs, stages, symbolic dims, initializers', () => {
-    const g = model();
+    const g = everyFieldGraph();
     const back = deserializeGraph(serializeGraph(g));
     expect(back).toBeInstanceOf(Graph);
     expect(printGraph(back)).toBe(printGraph(g));
@@ -92,7 +76,7 @@ describe('serializeGraph / deserializeGraph round trip', () => {
   });
 
   it('evaluates to bitwise the same outputs', () => {
-    const g = model();
+    const g = everyFieldGraph();
     const back = deserializeGraph(serializeGraph(g));
     const params = initParams(g, 7);
     const rng = new Rng(1);
@@ -138,7 +122,7 @@ describe('serializeGraph / deserializeGraph round trip', () => {
   });
 
   it('returns owned bytes that start with the header', () => {
-    const bytes = serializeGraph(model());
+    const bytes = serializeGraph(everyFieldGraph());
     expect(bytes.constructor).toBe(Uint8Array);
     expect(bytes.byteOffset).toBe(0);
     expect(bytes.buffer.byteLength).toBe(bytes.byteLength);
@@ -185,7 +169,7 @@ describe('serializeGraph / deserializeGraph round trip', () => {
 });
 
 describe('deserializeGraph: bad bytes', () => {
-  const good = serializeGraph(model());
+  const good = serializeGraph(everyFieldGraph());
 
   it('rejects a wrong magic string', () => {
     const bytes = good.slice();

@@ -1,36 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { gradGraph } from '../../src/autodiff/grad-graph.ts';
 import { FormatError } from '../../src/errors.ts';
-import { GraphBuilder } from '../../src/graph/builder.ts';
 import { laneGraph } from '../../src/graph/generators.ts';
 import type { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { type PackedGraph, packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
-import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
-
-/** Symbolic dims, stages, names, a const with -0 and a denormal, and G+B appended by gradGraph. */
-function model(): Graph {
-  const b = new GraphBuilder();
-  const x = b.input('x', ['B', 6]);
-  const y = b.input('y', ['B']);
-  const w1 = b.param('w1', [6, 5], { init: { kind: 'heNormal' } });
-  const h = b.name(b.tanh(b.matmul(x, w1)), 'h1');
-  b.onStage(1, () => {
-    const w2 = b.param('w2', [5, 3], { init: { kind: 'uniform', low: -0.5, high: 0.5 } });
-    const bias = b.const(tensor([0.25, -0, 1e-40]), 'bias');
-    const logits = b.add(b.matmul(h, w2), bias);
-    b.output('loss', b.softmaxCrossEntropy(b.reshape(logits, ['B', -1]), y));
-  });
-  return gradGraph(b.build(), { loss: 'loss' });
-}
+import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import { everyFieldGraph } from '../support/models.ts';
 
 /** As a worker receives it: a structured clone. */
 const handOver = (g: Graph) => unpackGraph(structuredClone(packGraph(g)));
 
 describe('packed graph (the coordinator -> worker handoff)', () => {
   it('rebuilds the same graph: printed form, outputs, names, stages, attributes, const bits', () => {
-    const g = model();
+    const g = everyFieldGraph();
     const back = handOver(g);
     expect(printGraph(back)).toBe(printGraph(g));
     expect(back.outputs).toEqual(g.outputs);
@@ -65,6 +48,6 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
     ['no columns at all', () => ({}) as PackedGraph],
     ['no list of names', (p) => ({ ...p, names: undefined }) as unknown as PackedGraph],
   ])('refuses %s with a FormatError', (_, corrupt) => {
-    expect(() => unpackGraph(corrupt(packGraph(model())))).toThrow(FormatError);
+    expect(() => unpackGraph(corrupt(packGraph(everyFieldGraph())))).toThrow(FormatError);
   });
 });

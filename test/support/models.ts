@@ -1,4 +1,5 @@
 // Small models the runtime tests share.
+import { gradGraph } from '../../src/autodiff/grad-graph.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Graph } from '../../src/graph/graph.ts';
 import { initParams } from '../../src/graph/params.ts';
@@ -104,4 +105,23 @@ export function tiedDeep(layers = 6): Model {
       };
     },
   };
+}
+
+/**
+ * An MLP with a symbolic batch, two stages, every kind of leaf (a const holding -0 and a denormal),
+ * names, and G+B appended by gradGraph: a graph that exercises every field of the graph formats.
+ */
+export function everyFieldGraph(): Graph {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 6]);
+  const y = b.input('y', ['B']);
+  const w1 = b.param('w1', [6, 5], { init: { kind: 'heNormal' } });
+  const h = b.name(b.tanh(b.matmul(x, w1)), 'h1');
+  b.onStage(1, () => {
+    const w2 = b.param('w2', [5, 3], { init: { kind: 'uniform', low: -0.5, high: 0.5 } });
+    const bias = b.const(tensor([0.25, -0, 1e-40]), 'bias');
+    const logits = b.add(b.matmul(h, w2), bias);
+    b.output('loss', b.softmaxCrossEntropy(b.reshape(logits, ['B', -1]), y));
+  });
+  return gradGraph(b.build(), { loss: 'loss' });
 }
