@@ -17,6 +17,7 @@ import { DTYPES, type DType, Tensor } from '../tensor/tensor.ts';
 import { Graph, type Node } from './graph.ts';
 import { fmtType, fmtValue, type Printable, printGraph, printOutputs } from './print.ts';
 import '../ops/builtins.ts';
+import { maxOf, minOf } from '../util/extent.ts';
 
 /**
  * Validates a graph that comes from elsewhere (deserialized bytes, a hand-written object) and returns
@@ -172,7 +173,7 @@ function checkOrder(view: Printable, nodes: readonly Node[]): void {
   const cycle = findCycle(nodes);
   if (cycle !== null) {
     const path = [...cycle, cycle[0]!].map((id) => `%${id}`).join(' -> ');
-    const span = Math.max(...cycle) - cycle[0]!;
+    const span = maxOf(cycle) - cycle[0]!;
     throw fail(
       GraphError,
       view,
@@ -213,7 +214,7 @@ function findCycle(nodes: readonly Node[]): number[] | null {
         const v = ins[next[top]!++]!;
         if (state[v] === 1) {
           const cycle = path.slice(path.indexOf(v));
-          const start = cycle.indexOf(Math.min(...cycle));
+          const start = cycle.indexOf(minOf(cycle));
           return [...cycle.slice(start), ...cycle.slice(0, start)];
         }
         if (state[v] === 0) {

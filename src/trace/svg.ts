@@ -1,3 +1,4 @@
+import { extent } from '../util/extent.ts';
 import { coalesce, type SpanPhase, type Trace } from './trace.ts';
 
 const COLORS: Record<SpanPhase, string> = { F: '#4e79a7', B: '#59a14f', I: '#f28e2b', W: '#b07aa1' };
@@ -19,8 +20,8 @@ export function timelineSvg(
   const left = 80;
   const top = options.title ? 34 : 12;
   const spans = coalesce(trace.spans);
-  const t0 = Math.min(...spans.map((s) => s.start), 0);
-  const t1 = Math.max(...spans.map((s) => s.end), t0 + 1e-9);
+  const t0 = Math.min(extent(spans, (s) => s.start)[0], 0);
+  const t1 = Math.max(extent(spans, (s) => s.end)[1], t0 + 1e-9);
   const scale = (width - left - 20) / (t1 - t0);
   const height = top + trace.workers * (lane + 6) + 60;
   const out: string[] = [

@@ -1,3 +1,4 @@
+import { extent, maxOf, minOf } from '../util/extent.ts';
 export interface CurvePoint {
   step: number;
   loss: number;
@@ -60,11 +61,9 @@ export function lossCurveSvg(
     );
     return out.join('\n');
   }
-  const xTicks = niceTicks(Math.min(...points.map((p) => p.step)), Math.max(...points.map((p) => p.step)));
+  const xTicks = niceTicks(...extent(points, (p) => p.step));
   const ys = points.map((p) => (logY ? Math.log10(p.loss) : p.loss));
-  const yTicks = logY
-    ? logTicks(Math.min(...ys), Math.max(...ys))
-    : niceTicks(Math.min(...ys), Math.max(...ys));
+  const yTicks = logY ? logTicks(minOf(ys), maxOf(ys)) : niceTicks(minOf(ys), maxOf(ys));
   const [xMin, xMax] = [xTicks[0]!, xTicks.at(-1)!];
   const [yMin, yMax] = [yTicks[0]!, yTicks.at(-1)!];
   const sx = (x: number) => round2(plot.x0 + ((x - xMin) / (xMax - xMin)) * (plot.x1 - plot.x0));
@@ -189,8 +188,7 @@ export function terminalChart(values: readonly number[], options: TerminalChartO
     return n > 0 ? sum / n : Number.NaN;
   };
   const ys = Array.from({ length: cols }, (_, c) => column(c));
-  const lo = Math.min(...finite);
-  const hi = Math.max(...finite);
+  const [lo, hi] = [minOf(finite), maxOf(finite)];
   const rows = height * 4;
   const dotY = (v: number) =>
     hi === lo ? Math.floor((rows - 1) / 2) : Math.round(((v - lo) / (hi - lo)) * (rows - 1));
