@@ -2,7 +2,7 @@ import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import type { Dim } from '../tensor/shape.ts';
 import type { OpDef } from './op.ts';
-import { numel, sameDType } from './rules.ts';
+import { checkAxis, numel, sameDType } from './rules.ts';
 
 export interface ConcatAttrs {
   readonly axis: number;
@@ -16,12 +16,7 @@ export const concat: OpDef<ConcatAttrs> = {
   infer: (inputs, { axis }) => {
     const dtype = sameDType('concat', inputs);
     const first = inputs[0]!.shape;
-    if (!Number.isInteger(axis) || axis < 0 || axis >= first.length) {
-      throw new ShapeError(`concat: axis ${axis} is out of range for rank ${first.length}`, {
-        op: 'concat',
-        found: axis,
-      });
-    }
+    checkAxis('concat', axis, first.length);
     let total: Dim = 0;
     inputs.forEach((x, i) => {
       const ok = x.shape.length === first.length && x.shape.every((d, j) => j === axis || d === first[j]);

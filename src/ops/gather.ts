@@ -1,21 +1,10 @@
-import { ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import type { OpDef } from './op.ts';
-import { numel, sameDType } from './rules.ts';
+import { checkAxis, numel, sameDType } from './rules.ts';
 
 export interface GatherAttrs {
   readonly axis: number;
   readonly [key: string]: unknown;
-}
-
-export function checkAxis(op: string, axis: number, rank: number): void {
-  if (!Number.isInteger(axis) || axis < 0 || axis >= rank) {
-    throw new ShapeError(`${op}: axis ${axis} is out of range for rank ${rank}`, {
-      op,
-      expected: `[0, ${rank})`,
-      found: axis,
-    });
-  }
 }
 
 /** Embedding lookup. Its gradient scatters the cotangent rows back and adds the duplicates. */

@@ -104,3 +104,14 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     flops: (_, out) => numel(out.shape),
   };
 }
+
+/** An axis attribute as ops store it: already normalized into [0, rank) (the Ops facade normalizes negative ones). */
+export function checkAxis(op: string, axis: number, rank: number): void {
+  if (!Number.isInteger(axis) || axis < 0 || axis >= rank) {
+    throw new ShapeError(`${op}: axis ${axis} is out of range for rank ${rank}`, {
+      op,
+      expected: `[0, ${rank})`,
+      found: axis,
+    });
+  }
+}

@@ -1,9 +1,8 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { type Dim, shapesEqual } from '../tensor/shape.ts';
-import { checkAxis } from './gather.ts';
 import type { OpDef } from './op.ts';
-import { numel, sameDType } from './rules.ts';
+import { checkAxis, numel, sameDType } from './rules.ts';
 
 export interface ScatterAddAttrs {
   readonly shape: readonly Dim[];

@@ -1,7 +1,6 @@
 import { kernels } from '../tensor/kernels.ts';
-import { normalizeAxes } from '../tensor/shape.ts';
 import type { OpDef } from './op.ts';
-import { numel } from './rules.ts';
+import { checkAxis, numel } from './rules.ts';
 
 export interface AxisAttrs {
   readonly axis: number;
@@ -10,7 +9,7 @@ export interface AxisAttrs {
 
 export function axisRule(name: string): OpDef<AxisAttrs>['infer'] {
   return ([x], { axis }) => {
-    normalizeAxes(axis, x!.shape.length, name);
+    checkAxis(name, axis, x!.shape.length);
     return { shape: x!.shape, dtype: x!.dtype };
   };
 }

@@ -2,7 +2,7 @@ import { evaluate } from '../autodiff/engine.ts';
 import type { TensorMap } from '../autodiff/forward.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { takeRows } from '../data/synthetic.ts';
-import type { Graph } from '../graph/graph.ts';
+import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 
 export interface EvalResult {
   loss: number;
@@ -19,11 +19,12 @@ export function evaluateClassifier(
   graph: Graph,
   params: TensorMap,
   data: Dataset,
-  options: { x?: string; y?: string; loss?: string; logits?: string; chunk?: number } = {},
+  options: { x?: string; y?: string; loss?: NodeRef; logits?: string; chunk?: number } = {},
 ): EvalResult {
   const x = options.x ?? 'x';
   const y = options.y ?? 'y';
-  const lossName = options.loss ?? 'loss';
+  const lossRef = options.loss ?? 'loss';
+  const lossName = typeof lossRef === 'string' ? lossRef : label(graph.node(lossRef));
   const logitsName = options.logits ?? 'logits';
   const hasLogits = Object.hasOwn(graph.outputs, logitsName) || graph.names().has(logitsName);
   const chunk = options.chunk ?? 500;

@@ -119,6 +119,7 @@ export class Trainer {
     return evaluateClassifier(this.graph, params, data, {
       x: this.options.x ?? 'x',
       y: this.options.y ?? 'y',
+      loss: this.options.loss ?? 'loss',
       logits: this.options.logits ?? 'logits',
     });
   }

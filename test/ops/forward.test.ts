@@ -346,6 +346,16 @@ describe('softmax and losses', () => {
     );
   });
 
+  it('softmax and logSoftmax refuse an axis attribute that is not normalized (the facade normalizes -1)', () => {
+    const x = t64([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
+    expect(eager.softmax(x, -1).data).toEqual(eager.softmax(x, 1).data);
+    for (const op of ['softmax', 'logSoftmax'])
+      expect(() => eager.apply(op, [x], { axis: -1 })).toThrow(/axis -1 is out of range for rank 2/);
+  });
+
   it('logSoftmax is x - logsumexp(x), finite for large logits', () => {
     expectTensor(
       eager.logSoftmax(t64([row])),

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Dataset } from '../../src/data/dataset.ts';
 import { blobs } from '../../src/data/synthetic.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
@@ -83,6 +84,34 @@ describe('Trainer', () => {
       expect(history.epochs.length).toBeLessThan(60);
       expect(trainer.lossCurveSvg()).toMatch(/^<svg/);
       expect(trainer.lossChart().split('\n').length).toBeGreaterThan(3);
+    } finally {
+      await trainer.close();
+    }
+  });
+});
+
+describe('Trainer with a loss output of another name', () => {
+  it('evaluates the loss it trains (the loss option reaches the evaluation)', async () => {
+    const all = blobs({ perClass: 40, classes: 2, spread: 0.4, seed: 2 });
+    const data = new Dataset(all.x, all.y);
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 2]);
+    const y = b.input('y', ['B']);
+    const logits = b.output('logits', b.matmul(x, b.param('w', [2, 2])));
+    b.output('xent', b.softmaxCrossEntropy(logits, y));
+    const graph = b.build();
+    const trainer = new Trainer(graph, {
+      mode: 'in-process',
+      workers: 1,
+      loss: 'xent',
+      params: initParams(graph, 1),
+      optimizer: { name: 'sgd', lr: 0.1 },
+    });
+    try {
+      const history = await trainer.fit(data, { epochs: 1, batchSize: 16, evalData: data });
+      const evaluation = await trainer.evaluate(data);
+      expect(history.epochs[0]!.evalLoss).toBe(evaluation.loss);
+      expect(evaluation.accuracy).toBeGreaterThan(0);
     } finally {
       await trainer.close();
     }
