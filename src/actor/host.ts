@@ -1,7 +1,7 @@
 import type { Bindings } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
-import { label, type Node } from '../graph/graph.ts';
+import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { sumOfSquares } from '../optim/spec.ts';
@@ -353,7 +353,7 @@ export class Host<T = Tensor> {
   // back is what the pool's arena recorded (the thread's pooled-size allocations, and what this host
   // was delivered for its current step), minus what is still live. The live set is computed then,
   // from the owners, never from bookkeeping at creation: parameter values, optimizer states, kept
-  // gradients (`ParamUpdates.held`), graph constants, what the actors still hold (the
+  // gradients (`ParamUpdates.held`), what the actors still hold (constants, the
   // parameters of other hosts in `fixed`, per-microbatch inputs, kept values, contributions) and what
   // the parameter actors still sum, and messages kept for a later step. A storage that was
   // transferred away is detached and forgotten. A live storage stays recorded and is looked at again
@@ -381,7 +381,6 @@ export class Host<T = Tensor> {
       p.held(add);
     }
     this.updates.held(add);
-    for (const node of this.plan.graph.nodes) if (node.op === 'const') add(node.attrs.value as T);
     for (const a of this.actorList) a.held(add);
     for (const m of this.early) add(m.tensor);
     return live;
@@ -772,4 +771,3 @@ function info<T>(task: Task<T>): TaskInfo {
 }
 
 export type { HostAction, TaskPhase };
-export type HostNode = Node;

@@ -229,9 +229,4 @@ export class TaskQueue<T> {
     const f = ++this.finished[this.local[stage]! * this.microbatches + mb]!;
     if (f === this.needed(G, stage)) this.inFlight[stage]!--;
   }
-
-  /** Where the schedule stands, for error reports. */
-  position(): { cursor: number; action: HostAction | null } {
-    return { cursor: this.cursor, action: this.schedule?.[this.cursor] ?? null };
-  }
 }

@@ -1,5 +1,5 @@
 import { GradientError } from '../errors.ts';
-import { type Graph, isLeaf, label, type Node, type NodeRef } from '../graph/graph.ts';
+import { type Graph, isLeaf, label, type NodeRef } from '../graph/graph.ts';
 import type { OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import { ancestors } from './forward.ts';
@@ -106,9 +106,4 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     (id) => needsGrad[id] === 0 || (id !== lossNode.id && expected[id] === 0),
   );
   return { loss: lossNode.id, wrt: wrtIds, forward, needsGrad, expected, disconnected };
-}
-
-/** Checks what a gradient is asked of: a wrt leaf must be a float parameter or input. */
-export function describeWrt(graph: Graph, ids: readonly number[]): Node[] {
-  return ids.map((id) => graph.nodes[id]!);
 }

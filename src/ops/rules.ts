@@ -29,23 +29,6 @@ export function sameDType(op: string, inputs: readonly TypeInfo[]): TypeInfo['dt
   return dtype;
 }
 
-export function expectRank(
-  op: string,
-  input: number,
-  info: TypeInfo,
-  ok: (rank: number) => boolean,
-  expected: string,
-): void {
-  if (!ok(info.shape.length)) {
-    throw new ShapeError(`${op}: input ${input} has shape ${fmtShape(info.shape)}, expected ${expected}`, {
-      op,
-      input,
-      expected,
-      found: info.shape,
-    });
-  }
-}
-
 /** The shape with `axes` set to 1 (keepdims) or removed. */
 export function reducedShape(shape: Shape, axes: readonly number[], keepdims: boolean): Dim[] {
   const out: Dim[] = [];

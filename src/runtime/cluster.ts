@@ -28,6 +28,7 @@ export interface Cluster {
   startStep(start: StepStart): void;
   /** Feeds for a worker's input actors; the tensors are handed over (transferred). */
   send(worker: number, messages: Message[]): void;
+  /** Gives every host holding a parameter its own copy of the value (the caller keeps its tensors). */
   setParams(values: ReadonlyMap<number, Tensor>): Promise<void>;
   getParams(): Promise<Map<number, Tensor>>;
   waiting(): Promise<(WaitingEntry & { worker: number })[]>;

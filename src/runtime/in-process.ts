@@ -16,11 +16,12 @@ import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluste
 const isData = (m: Message | StepStart | UpdateMessage): m is Message =>
   !('shards' in m) && (m as UpdateMessage).kind !== 'update';
 
+/** Milliseconds of work before yielding to the event loop. */
+const SLICE_MS = 4;
+
 export interface InProcessOptions {
   /** Deliver in-flight messages in a seeded random order instead of FIFO (order-independence tests). */
   shuffleSeed?: number;
-  /** Milliseconds of work before yielding to the event loop (default 4). */
-  sliceMs?: number;
 }
 
 /**
@@ -34,7 +35,6 @@ export class InProcessCluster implements Cluster {
   private head = 0;
   private readonly dead = new Set<number>();
   private readonly rng: Rng | null;
-  private readonly sliceMs: number;
   private scheduled = false;
   private closed = false;
   private readonly recorders: TraceRecorder[];
@@ -48,7 +48,6 @@ export class InProcessCluster implements Cluster {
     this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w));
     this.recorders = this.hosts.map((_, w) => new TraceRecorder(w));
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
-    this.sliceMs = options.sliceMs ?? 4;
   }
 
   startStep(start: StepStart): void {
@@ -72,7 +71,7 @@ export class InProcessCluster implements Cluster {
 
   /** Delivers messages and runs ready tasks for up to one time slice, then yields. */
   private pump(): void {
-    const until = performance.now() + this.sliceMs;
+    const until = performance.now() + SLICE_MS;
     while (performance.now() < until && !this.closed) {
       if (this.head < this.inFlight.length) {
         // Starts and updates keep their order with respect to their host's data, so only data
@@ -98,9 +97,7 @@ export class InProcessCluster implements Cluster {
         }
         if (this.dead.has(worker)) continue;
         const host = this.hosts[worker]!;
-        if ('shards' in message) this.perform(worker, host.startStep(message));
-        else if (message.kind === 'update') this.applyUpdate(worker, host, message);
-        else this.perform(worker, host.deliver(message));
+        this.take(worker, host, message);
         continue;
       }
       let ran = false;
@@ -120,12 +117,20 @@ export class InProcessCluster implements Cluster {
   }
 
   /** As a worker thread does: a failed update is reported as the update's (phase 'update'). */
-  private applyUpdate(worker: number, host: Host, u: UpdateMessage): void {
+  /**
+   * A message into a host, as a worker thread takes it: what the host throws fails the step (an
+   * update's failure as the update's), never escapes into the event loop.
+   */
+  private take(worker: number, host: Host, message: Message | StepStart | UpdateMessage): void {
     try {
-      this.perform(worker, host.applyUpdate(u));
+      if ('shards' in message) this.perform(worker, host.startStep(message));
+      else if (message.kind === 'update') this.perform(worker, host.applyUpdate(message));
+      else this.perform(worker, host.deliver(message));
     } catch (err) {
-      const error = toWireError(err, { worker, step: u.step, phase: 'update' });
-      this.events.report(worker, { kind: 'failed', step: u.step, error });
+      const step = message.step;
+      const update = !('shards' in message) && message.kind === 'update';
+      const error = toWireError(err, { worker, step, ...(update ? { phase: 'update' as const } : {}) });
+      this.events.report(worker, { kind: 'failed', step, error });
     }
   }
 
@@ -229,11 +234,6 @@ export class InProcessCluster implements Cluster {
 
   async takeTrace(): Promise<WorkerTrace[]> {
     return this.recorders.map((r) => r.take());
-  }
-
-  /** Revives hosts a simulated failure stopped (the in-process form of restarting workers). */
-  revive(): void {
-    this.dead.clear();
   }
 
   async close(): Promise<void> {

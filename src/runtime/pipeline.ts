@@ -9,7 +9,7 @@ import { validateSchedule } from '../schedule/validate.ts';
 /** A schedule by name, or a hand-written one (one action list per pipeline worker). */
 export type ScheduleSpec = ScheduleKind | Schedule;
 
-export function isScheduleKind(spec: unknown): spec is ScheduleKind {
+function isScheduleKind(spec: unknown): spec is ScheduleKind {
   return typeof spec === 'string' && (SCHEDULE_KINDS as readonly string[]).includes(spec);
 }
 

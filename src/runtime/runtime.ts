@@ -1,7 +1,6 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
 import type { ErrorReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
-import type { HostAction } from '../actor/task-queue.ts';
 import { paramValue, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import {
@@ -13,14 +12,14 @@ import {
   WorkerError,
 } from '../errors.ts';
 import { checkGraph } from '../graph/check.ts';
-import { type Graph, label } from '../graph/graph.ts';
+import { type Graph, label, type Node } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
 import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
-import { cast, type Tensor, zeros } from '../tensor/tensor.ts';
+import { type Tensor, zeros } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import type { Trace } from '../trace/trace.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
@@ -148,6 +147,8 @@ export class Runtime {
   private broken: Error | null = null;
   /** Updates sent so far (the optimizer's step count). */
   private updates = 0;
+  /** The inputs a step feeds: those the loss needs. */
+  private readonly fedInputs: readonly Node[];
   /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
   private readonly connectedParams: number;
   /** The last step's update until every host has applied it (Note [deferred update]). */
@@ -158,6 +159,7 @@ export class Runtime {
     this.graph = plan.graph;
     this.cluster = cluster;
     this.options = options;
+    this.fedInputs = plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0);
     const disconnected = new Set(plan.grad.disconnected);
     this.connectedParams = plan.params.filter((id) => !disconnected.has(id)).length;
   }
@@ -165,22 +167,22 @@ export class Runtime {
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
     // Invariant 8: a graph is checked before any worker starts.
     if (options.validate !== false) checkGraph(graph);
-    let actions: HostAction[][] | null = null;
+    let schedule: ReturnType<typeof resolveSchedule> | null = null;
     let compileOptions: CompileOptions = options;
     if (options.schedule !== undefined) {
       const replicas = options.replicas ?? 1;
       const group = Math.max(1, Math.floor(options.workers / replicas));
       const chunks = options.chunks ?? 1;
       // Note: the schedule is checked before any worker starts.
-      const schedule = resolveSchedule(options.schedule, {
+      schedule = resolveSchedule(options.schedule, {
         workers: group,
         microbatches: options.microbatches ?? 1,
         chunks,
       });
       compileOptions = { ...options, placement: options.placement ?? 'stages', stages: group * chunks };
-      actions = hostActions(compile(graph, compileOptions), schedule);
     }
     const plan = compile(graph, compileOptions);
+    const actions = schedule === null ? null : hostActions(plan, schedule);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
     let runtime: Runtime | null = null;
@@ -265,10 +267,8 @@ export class Runtime {
       };
       this.cluster.startStep(start);
       const perWorker = new Map<number, Message[]>();
-      const forward = this.plan.grad.forward;
       for (const shard of shards) {
-        for (const node of this.graph.inputs()) {
-          if (forward[node.id] === 0) continue;
+        for (const node of this.fedInputs) {
           const w = this.plan.placement[shard.replica]![node.id]!;
           const list = perWorker.get(w) ?? [];
           list.push({
@@ -568,8 +568,8 @@ function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<numb
   const out = new Map<number, Tensor>();
   for (const node of plan.graph.params()) {
     if (partial && params[node.name!] === undefined) continue;
-    // A copy: the caller keeps its tensors, the hosts get their own (which a thread may take by transfer).
-    out.set(node.id, cast(paramValue(node, params)));
+    // Checked, not copied: every cluster's setParams gives the hosts copies (the caller keeps its tensors).
+    out.set(node.id, paramValue(node, params));
   }
   for (const name of Object.keys(params)) {
     const node = plan.graph.names().get(name);

@@ -21,8 +21,6 @@ import { ScheduleError } from '../errors.ts';
  */
 export const ACTION_KINDS = ['F', 'B', 'I', 'W', 'SEND_F', 'RECV_F', 'SEND_B', 'RECV_B'] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
-export type ComputeKind = 'F' | 'B' | 'I' | 'W';
-export type CommunicationKind = 'SEND_F' | 'RECV_F' | 'SEND_B' | 'RECV_B';
 
 export interface Action {
   readonly kind: ActionKind;
@@ -49,11 +47,6 @@ export function isCommunication(a: Action): boolean {
 
 export function isActionKind(kind: unknown): kind is ActionKind {
   return typeof kind === 'string' && (ACTION_KINDS as readonly string[]).includes(kind);
-}
-
-export function sameAction(a: Slot, b: Slot): boolean {
-  if (a === null || b === null) return a === b;
-  return a.kind === b.kind && a.stage === b.stage && a.microbatch === b.microbatch;
 }
 
 export function formatAction(a: Action): string {

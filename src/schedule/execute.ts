@@ -31,11 +31,6 @@ export interface Dependency {
   readonly microbatch: number;
 }
 
-/** The event an action's completion produces. */
-export function eventOf(a: Action): ScheduleEvent {
-  return EVENTS[EVENT_OF_KIND[a.kind]]!;
-}
-
 /**
  * The events of one schedule shape numbered 0 .. size-1, so that the dry run keeps them in flat typed
  * arrays, and the dependency rule of Note [schedule events] on those numbers.

@@ -140,11 +140,6 @@ export class StoragePool implements PoolStats {
     return given;
   }
 
-  /** Forgets every recorded storage without giving it back (their owner keeps them). */
-  forget(): void {
-    this.arena.clear();
-  }
-
   private give(s: Storage): void {
     const bytes = s.byteLength;
     // Larger than the whole pool: refused, left to the collector.
