@@ -2,6 +2,7 @@ import type { Bindings } from '../autodiff/forward.ts';
 import { computeNode } from '../autodiff/forward.ts';
 import type { Node } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
+import type { OpDef } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import type { ConcreteShape } from '../tensor/shape.ts';
 import { cast, type DType, type Tensor, zeros } from '../tensor/tensor.ts';
@@ -13,7 +14,8 @@ import { cast, type DType, type Tensor, zeros } from '../tensor/tensor.ts';
 export interface ValueEngine<T> {
   /** The ops VJPs and gradient sums run on. */
   readonly ops: Ops<T>;
-  forward(node: Node, args: readonly T[], bindings: Bindings): T;
+  /** `def`: the node's op, when the caller has looked it up already. */
+  forward(node: Node, args: readonly T[], bindings: Bindings, def?: OpDef): T;
   /** A copy that owns fresh storage. */
   copy(value: T): T;
   /** Marks a value's storage as still referenced by this host (so it is never given away). */

@@ -597,7 +597,7 @@ export class Host<T = Tensor> {
     let output: T;
     if (task.value !== undefined) output = task.value;
     else {
-      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb));
+      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
       actor.afterForward(mb, output);
       if (actor.runsVjp) {
         const kept = actor.state(mb).kept as T[];

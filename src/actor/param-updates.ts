@@ -50,7 +50,8 @@ export class ParamUpdates<T> {
 
   /**
    * Updates every owned parameter and its optimizer state in place (`scale` is the clipping factor).
-   * Every gradient is checked to be there before anything changes. In place, not into shadow copies:
+   * The host calls it once `ready` (every gradient is there); the check below only guards that
+   * contract, before anything changes. In place, not into shadow copies:
    * the copies cost a pass over every parameter and state per step, and bought nothing, since an
    * update that fails on one host breaks the runtime anyway (Note [deferred update]). A value handed
    * out of the host (in-process `getParam`) must therefore be a copy.

@@ -111,16 +111,15 @@ export function resolveShape(shape: Shape, bindings: Bindings, where: string): n
   });
 }
 
-/** Attributes with their shape-valued entries resolved against the bindings. */
-export function resolveAttrs(op: string, attrs: Attrs, bindings: Bindings): Attrs {
-  if (bindings.size === 0) return attrs;
-  const keys = getOp(op).shapeAttrs;
-  if (keys === undefined) return attrs;
+/** Attributes with their shape-valued entries (the op's `shapeAttrs`) resolved against the bindings. */
+export function resolveAttrs(def: OpDef, attrs: Attrs, bindings: Bindings): Attrs {
+  const keys = def.shapeAttrs;
+  if (keys === undefined || bindings.size === 0) return attrs;
   const out: Record<string, unknown> = { ...attrs };
   for (const k of keys) {
     const v = attrs[k];
     if (Array.isArray(v) && v.some((d) => typeof d === 'string'))
-      out[k] = resolveShape(v as Dim[], bindings, op);
+      out[k] = resolveShape(v as Dim[], bindings, def.name);
   }
   return out;
 }
@@ -135,7 +134,7 @@ export function computeNode(
   bindings: Bindings,
   def: OpDef = getOp(node.op),
 ): Tensor {
-  const attrs = resolveAttrs(node.op, node.attrs, bindings);
+  const attrs = resolveAttrs(def, node.attrs, bindings);
   let out: Tensor;
   try {
     out = def.forward(inputs, attrs);

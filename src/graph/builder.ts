@@ -53,8 +53,7 @@ export class GraphBuilder extends Ops<Node> {
     const id =
       typeof ref === 'number'
         ? ref
-        : (this.nodes.find((n) => n.name === ref)?.id ??
-          (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
+        : (this.names.get(ref) ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
     const node = id === undefined ? undefined : this.nodes[id];
     if (node === undefined)
       throw new GraphError(`no node ${JSON.stringify(ref)} in this builder`, { node: ref });

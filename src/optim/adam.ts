@@ -43,7 +43,7 @@ function adamLike(name: string, decoupled: boolean, options: AdamOptions): Optim
       if (decoupled || wd === 0) {
         const decay = decoupled ? 1 - lr * wd : 1;
         for (let i = 0; i < w.length; i++) {
-          const wi = decoupled ? w[i]! * decay : w[i]!;
+          const wi = w[i]! * decay; // decay is 1 for Adam: w * 1 is w
           const gi = g[i]!;
           const mi = b1 * m[i]! + k1 * gi;
           const vi = b2 * v[i]! + k2 * gi * gi;

@@ -158,18 +158,9 @@ async function pipeline(ctx: BenchContext): Promise<void> {
         ...(await counters(big)),
       }),
     );
-    const stats = await on.stats();
-    const sum = (k: 'poolHits' | 'poolMisses' | 'sentBytes' | 'pooledBytes') =>
-      stats.reduce((n, h) => n + h[k], 0);
     const ratio = round(pairedRatio(without!, withPool!));
     ctx.report(
-      resultOf(ctx, 'pipeline-16mib-pool', withPool!, {
-        ratio_off_vs_on: ratio,
-        pool_hits: sum('poolHits'),
-        pool_misses: sum('poolMisses'),
-        pooled_mib: round(sum('pooledBytes') / 2 ** 20),
-        sent_mib_per_step: round(sum('sentBytes') / 2 ** 20),
-      }),
+      resultOf(ctx, 'pipeline-16mib-pool', withPool!, { ratio_off_vs_on: ratio, ...(await counters(on)) }),
     );
     ctx.report(resultOf(ctx, 'pipeline-16mib-no-pool', without!, { ratio_off_vs_on: ratio }));
   } finally {
