@@ -99,6 +99,8 @@ export class TaskQueue<T> {
   /** Microbatches in flight per stage (forward done, backward not yet), and the peak of each. */
   readonly inFlight: number[] = [];
   readonly peakInFlight: number[] = [];
+  /** The microbatch count the actions were compiled for (-1: not yet, or the schedule changed). */
+  private compiledFor = -1;
 
   constructor(actors: readonly NodeActor<T>[]) {
     let stages = 0;
@@ -122,7 +124,8 @@ export class TaskQueue<T> {
 
   setSchedule(actions: readonly HostAction[] | null): void {
     this.schedule = actions;
-    this.compileSchedule();
+    // Compiled at the next start: the action keys depend on the microbatch count.
+    this.compiledFor = -1;
   }
 
   start(microbatches: number): void {
@@ -132,7 +135,7 @@ export class TaskQueue<T> {
       this.doneCounts = new Int32Array(size);
       this.finished = new Int32Array(this.stageCount * microbatches);
     }
-    this.compileSchedule();
+    if (this.compiledFor !== microbatches) this.compileSchedule();
     // Only a schedule's actions look tasks up by key.
     const keys = this.schedule === null ? 0 : size;
     if (this.buckets.length !== keys) this.buckets = new Array(keys).fill(undefined);
@@ -140,6 +143,7 @@ export class TaskQueue<T> {
   }
 
   private compileSchedule(): void {
+    this.compiledFor = this.microbatches;
     const actions = this.schedule ?? [];
     this.actionKey = new Int32Array(actions.length);
     this.actionNeed = new Int32Array(actions.length);

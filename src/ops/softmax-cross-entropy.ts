@@ -2,7 +2,7 @@ import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { shapesEqual } from '../tensor/shape.ts';
 import { allocate, allocateUninit, Tensor } from '../tensor/tensor.ts';
-import type { OpDef, VjpContext } from './op.ts';
+import type { OpDef, TypeInfo, VjpContext } from './op.ts';
 import type { Ops } from './ops.ts';
 import { numel, sameDType } from './rules.ts';
 
@@ -17,15 +17,8 @@ export const softmaxCrossEntropy: OpDef = {
   arity: 2,
   saves: { inputs: 'all', output: false },
   infer: (inputs) => {
-    const [z, t] = [inputs[0]!, inputs[1]!];
     const dtype = sameDType('softmaxCrossEntropy', inputs);
-    const lead = z.shape.slice(0, -1);
-    if (z.shape.length < 1 || !(shapesEqual(t.shape, lead) || shapesEqual(t.shape, z.shape))) {
-      throw new ShapeError(
-        `softmaxCrossEntropy: labels have shape ${fmtShape(t.shape)}, expected class indices ${fmtShape(lead)} or rows ${fmtShape(z.shape)} for logits ${fmtShape(z.shape)}`,
-        { op: 'softmaxCrossEntropy', input: 1, expected: [lead, z.shape], found: t.shape },
-      );
-    }
+    checkLabels('softmaxCrossEntropy', inputs[0]!, inputs[1]!);
     return { shape: [], dtype };
   },
   forward: ([z, t]) => {
@@ -39,19 +32,7 @@ export const softmaxCrossEntropy: OpDef = {
       for (let i = 0; i < l.length; i++) if (labels[i] !== 0) total -= labels[i]! * l[i]!;
     } else {
       for (let r = 0; r < n; r++) {
-        const k = labels[r]!;
-        if (!Number.isInteger(k) || k < 0 || k >= c) {
-          throw new ShapeError(
-            `softmaxCrossEntropy: label ${k} at row ${r} is not a class index in [0, ${c})`,
-            {
-              op: 'softmaxCrossEntropy',
-              input: 1,
-              expected: `[0, ${c})`,
-              found: k,
-            },
-          );
-        }
-        total -= l[r * c + k]!;
+        total -= l[r * c + classIndex(labels[r]!, r, c, 'softmaxCrossEntropy')]!;
       }
     }
     const out = allocate(z!.dtype, 1);
@@ -81,7 +62,18 @@ export const softmaxCrossEntropy: OpDef = {
 // per element. Being an op, the reference engine, the runtime and gradGraph all make the same
 // nodes, so they still agree bit for bit; its own VJP keeps second derivatives (hvp) working.
 
-/** Labels' class index of row r, checked (the forward of softmaxCrossEntropy checks them the same way). */
+/** Labels of shape z's leading dims (class indices) or z's shape (rows), for logits z [..., C]. */
+function checkLabels(op: string, z: TypeInfo, t: TypeInfo): void {
+  const lead = z.shape.slice(0, -1);
+  if (z.shape.length < 1 || !(shapesEqual(t.shape, lead) || shapesEqual(t.shape, z.shape))) {
+    throw new ShapeError(
+      `${op}: labels have shape ${fmtShape(t.shape)}, expected class indices ${fmtShape(lead)} or rows ${fmtShape(z.shape)} for logits ${fmtShape(z.shape)}`,
+      { op, input: 1, expected: [lead, z.shape], found: t.shape },
+    );
+  }
+}
+
+/** Labels' class index of row r, checked (for softmaxCrossEntropy and its gradient). */
 function classIndex(k: number, r: number, c: number, op: string): number {
   if (!Number.isInteger(k) || k < 0 || k >= c) {
     throw new ShapeError(`${op}: label ${k} at row ${r} is not a class index in [0, ${c})`, {
@@ -106,13 +98,7 @@ export const softmaxCrossEntropyGrad: OpDef = {
   infer: (inputs) => {
     const [z, t, s] = [inputs[0]!, inputs[1]!, inputs[2]!];
     const dtype = sameDType('softmaxCrossEntropyGrad', inputs);
-    const lead = z.shape.slice(0, -1);
-    if (z.shape.length < 1 || !(shapesEqual(t.shape, lead) || shapesEqual(t.shape, z.shape))) {
-      throw new ShapeError(
-        `softmaxCrossEntropyGrad: labels have shape ${fmtShape(t.shape)}, expected class indices ${fmtShape(lead)} or rows ${fmtShape(z.shape)} for logits ${fmtShape(z.shape)}`,
-        { op: 'softmaxCrossEntropyGrad', input: 1, expected: [lead, z.shape], found: t.shape },
-      );
-    }
+    checkLabels('softmaxCrossEntropyGrad', z, t);
     if (s.shape.length !== 0) {
       throw new ShapeError(
         `softmaxCrossEntropyGrad: the scale must be a scalar, found ${fmtShape(s.shape)}`,

@@ -1,7 +1,6 @@
-import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
+import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import type { Graph, NodeRef } from '../graph/graph.ts';
-import { getOp } from '../ops/registry.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 export interface CompileOptions {
@@ -224,7 +223,7 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
   return (
     plan.grad.needsGrad[consumer] === 1 &&
     plan.grad.needsGrad[input] === 1 &&
-    edgeCarriesGrad(getOp(node.op), slot)
+    edgeCarriesGrad(opDefs(plan.graph)[consumer]!, slot)
   );
 }
 

@@ -147,6 +147,10 @@ export class Runtime {
   private broken: Error | null = null;
   /** Updates sent so far (the optimizer's step count). */
   private updates = 0;
+  /** Microbatches per replica, a step's deadline, and the optimizer's own learning rate (resolved once). */
+  private readonly microbatches: number;
+  private readonly stepTimeoutMs: number;
+  private readonly baseLr: number | null;
   /** The inputs a step feeds: those the loss needs. */
   private readonly fedInputs: readonly Node[];
   /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
@@ -159,6 +163,10 @@ export class Runtime {
     this.graph = plan.graph;
     this.cluster = cluster;
     this.options = options;
+    this.microbatches = options.microbatches ?? 1;
+    this.stepTimeoutMs = options.stepTimeoutMs ?? 30_000;
+    const spec = options.optimizer;
+    this.baseLr = spec === undefined ? null : (spec.lr ?? makeOptimizer(spec).lr);
     this.fedInputs = plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0);
     const disconnected = new Set(plan.grad.disconnected);
     this.connectedParams = plan.params.filter((id) => !disconnected.has(id)).length;
@@ -224,7 +232,7 @@ export class Runtime {
   private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) return Promise.reject(this.brokenError('step'));
-    const microbatches = this.options.microbatches ?? 1;
+    const microbatches = this.microbatches;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
     const step = ++this.stepIndex;
     const start: StepStart = {
@@ -254,7 +262,7 @@ export class Runtime {
         shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, scale: s.scale })),
       };
       this.current = state;
-      const timeout = this.options.stepTimeoutMs ?? 30_000;
+      const timeout = this.stepTimeoutMs;
       const timer = setTimeout(() => void this.timeout(state), timeout);
       const done = () => clearTimeout(timer);
       state.resolve = (r) => {
@@ -304,7 +312,7 @@ export class Runtime {
     const state = this.current;
     if (state === null || report.step !== state.step) return;
     if (report.kind === 'loss')
-      state.losses.set(report.replica * (this.options.microbatches ?? 1) + report.mb, report.value);
+      state.losses.set(report.replica * this.microbatches + report.mb, report.value);
     else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
     else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
     else if (report.kind === 'anomaly') {
@@ -335,7 +343,7 @@ export class Runtime {
   private async finish(state: StepState, onWorkers: boolean): Promise<void> {
     // The loss in the order of Note [gradient sum order]: replicas, then microbatches.
     let loss = 0;
-    const m = this.options.microbatches ?? 1;
+    const m = this.microbatches;
     for (let r = 0; r < this.plan.replicas; r++) {
       let lossR = 0;
       for (let mb = 0; mb < m; mb++) {
@@ -379,8 +387,7 @@ export class Runtime {
       }
       skipped = true;
     } else if (onWorkers) {
-      const spec = this.options.optimizer!;
-      lr = state.lr ?? this.options.lrSchedule?.(this.updates + 1) ?? spec.lr ?? makeOptimizer(spec).lr;
+      lr = state.lr ?? this.options.lrSchedule?.(this.updates + 1) ?? this.baseLr!;
       const scale = clipScale(gradNorm, this.options.clipNorm);
       this.sendUpdate({ step: state.step, lr, scale });
     }
@@ -415,7 +422,7 @@ export class Runtime {
     });
     // Awaited by the next control call; a failure nobody awaits is not an unhandled rejection.
     done.catch(() => {});
-    const timeoutMs = this.options.stepTimeoutMs ?? 30_000;
+    const timeoutMs = this.stepTimeoutMs;
     const timer = setTimeout(() => {
       const err = new StepTimeoutError(
         `the update of step ${u.step} was not acknowledged by ${pending.remaining} of ${this.plan.workers} workers within ${timeoutMs} ms`,
@@ -487,7 +494,7 @@ export class Runtime {
     lines.push(...silent.map((why) => `  ${why}`));
     state.reject(
       new StepTimeoutError(
-        `step ${state.step} did not finish within ${this.options.stepTimeoutMs ?? 30_000} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
+        `step ${state.step} did not finish within ${this.stepTimeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
         {
           step: state.step,
           waiting,
