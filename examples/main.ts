@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { loadMnist } from '../src/data/mnist.ts';
 import { initParams } from '../src/graph/params.ts';
 import { mlpClassifier } from '../src/train/models.ts';
+import { trainingSummary, workerBytesLines } from '../src/train/summary.ts';
 import { Trainer } from '../src/train/trainer.ts';
 
 const started = performance.now();
@@ -22,26 +23,16 @@ const trainer = new Trainer(graph, {
 });
 try {
   const history = await trainer.fit(train, { epochs, batchSize: 128, evalData: test });
-  const last = history.epochs[history.epochs.length - 1]!;
-  const samples = history.epochs.reduce((s, e) => s + e.samplesPerSec * e.seconds, 0);
-  const seconds = history.epochs.reduce((s, e) => s + e.seconds, 0);
+  const { samplesPerSec, accuracy } = trainingSummary(history);
   const curve = 'loss-curve.svg';
   writeFileSync(curve, trainer.lossCurveSvg('backflow: MNIST MLP training loss'));
   console.log(`\ntraining loss per step\n${trainer.lossChart(60, 8)}\n`);
-  console.log(`test accuracy   ${(last.evalAccuracy! * 100).toFixed(2)}%`);
-  console.log(`throughput      ${Math.round(samples / seconds)} samples/s (training steps only)`);
+  console.log(`test accuracy   ${(accuracy! * 100).toFixed(2)}%`);
+  console.log(`throughput      ${Math.round(samplesPerSec)} samples/s (training steps only)`);
   console.log(`total time      ${((performance.now() - started) / 1000).toFixed(1)} s`);
   console.log(`loss curve      ${curve}`);
   // Tensor bytes per worker: what each holds between steps, and what its last step moved.
-  const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
-  for (const [w, s] of (await (await trainer.start()).stats()).entries()) {
-    const hitRate = ((100 * s.poolHits) / Math.max(1, s.poolHits + s.poolMisses)).toFixed(1);
-    console.log(
-      `worker ${w}        parameters ${kib(s.paramBytes)}, optimizer state ${kib(s.optimizerBytes)}, ` +
-        `kept for backward at peak ${kib(s.peakKeptBytes)}, pool ${kib(s.pooledBytes)} (${hitRate}% of allocations reused), ` +
-        `last step sent ${kib(s.sentBytes)} and received ${kib(s.receivedBytes)}`,
-    );
-  }
+  for (const line of workerBytesLines(await (await trainer.start()).stats())) console.log(line);
 } finally {
   await trainer.close();
 }

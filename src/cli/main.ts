@@ -17,6 +17,7 @@ import { simulatePipeline } from '../sim/pipeline.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
 import { timelineSvg } from '../trace/svg.ts';
 import { mlpClassifier } from '../train/models.ts';
+import { trainingSummary, workerBytesLines } from '../train/summary.ts';
 import { Trainer } from '../train/trainer.ts';
 
 /** A usage error: what was wrong and what is valid. Exits with code 2. */
@@ -186,18 +187,15 @@ async function train(v: Values): Promise<void> {
         : {}),
     });
     const seconds = (performance.now() - started) / 1000;
-    const last = history.epochs[history.epochs.length - 1];
-    const samples = history.epochs.reduce((s, e) => s + e.samplesPerSec * e.seconds, 0);
-    const trainSeconds = history.epochs.reduce((s, e) => s + e.seconds, 0);
+    const { samplesPerSec, accuracy } = trainingSummary(history);
     console.log(`\n${trainer.lossChart()}`);
     const curve = String(v['loss-curve']);
     writeFileSync(curve, trainer.lossCurveSvg(`backflow: ${data} training loss`));
+    console.log(`\ntest accuracy ${accuracy !== null ? `${(accuracy * 100).toFixed(2)}%` : 'n/a'}`);
     console.log(
-      `\ntest accuracy ${last?.evalAccuracy !== null && last !== undefined ? `${(last.evalAccuracy! * 100).toFixed(2)}%` : 'n/a'}`,
+      `${Math.round(samplesPerSec)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`,
     );
-    console.log(
-      `${Math.round(samples / trainSeconds)} samples/s over ${history.steps.length} steps; ${seconds.toFixed(1)} s in all`,
-    );
+    for (const line of workerBytesLines(await (await trainer.start()).stats())) console.log(line);
     console.log(`loss curve written to ${curve}`);
     if (typeof v['trace'] === 'string' && trainer.lastTrace !== null) {
       writeFileSync(v['trace'], JSON.stringify(toChromeTrace(trainer.lastTrace)));

@@ -81,6 +81,9 @@ describe('backflow command line', () => {
     expect(code).toBe(0);
     expect(out).toMatch(/2 worker threads, 2 replica\(s\) x 1 stage\(s\)/);
     expect(out).toMatch(/test accuracy \d+\.\d\d%/);
+    // Tensor bytes per worker, reported: each replicated copy holds every parameter (2-64-64-2: 4,482 float32, 18 KiB) and its Adam state (two float64 each, 70 KiB).
+    expect(out).toMatch(/worker 0: parameters 18 KiB, optimizer state 70 KiB/);
+    expect(out).toMatch(/worker 1: parameters 18 KiB/);
     expect(readFileSync(curve, 'utf8')).toMatch(/^<svg/);
   });
 
