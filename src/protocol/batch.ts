@@ -1,8 +1,5 @@
-// The data plane's envelope: every message of one turn on one port, in columns. This file has the
-// layout and the writer; batch-reader.ts checks and reads an envelope.
-import { ProtocolError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { describe, Transfers } from './codec.ts';
+import { checkAttached, describe, Transfers } from './codec.ts';
 import {
   type Envelope,
   type HostInput,
@@ -158,14 +155,10 @@ export class BatchWriter {
     let size = 1;
     for (let d = 0; d < rank; d++) size *= shape[d]!;
     const need = size * (f32 ? 4 : 8);
-    if (data.byteLength !== need) {
-      throw new ProtocolError(
-        `${this.edge}: ${describe(m)}: the tensor ${t.dtype}[${shape.join(',')}] has ${data.byteLength} bytes of ${need}: its buffer was detached (transferred earlier?)`,
-        { edge: this.edge, phase: 'send', expected: need, found: data.byteLength },
-      );
-    }
     let at: number;
     if (need <= this.smallTensorBytes) {
+      // The message is described only when it is refused: this is the per-message path.
+      if (data.byteLength !== need) checkAttached(t, this.edge, describe(m));
       at = this.reserve(need);
       // Same-type typed array copies are byte copies: NaN payloads and -0 survive.
       if (f32) this.f32.set(data as Float32Array, at >> 2);

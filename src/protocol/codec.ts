@@ -35,14 +35,8 @@ export class Transfers {
 
   /** The tensor's storage as a buffer of its own, added to the list. */
   buffer(t: Tensor, edge: string, what: string): ArrayBuffer {
+    checkAttached(t, edge, what);
     const data = t.data;
-    const need = sizeOf(t.shape) * bytesPerElement(t.dtype);
-    if (data.byteLength !== need) {
-      throw new ProtocolError(
-        `${edge}: ${what}: the tensor ${t.dtype}[${t.shape.join(',')}] has ${data.byteLength} bytes of ${need}: its buffer was detached (transferred earlier?)`,
-        { edge, phase: 'send', expected: need, found: data.byteLength },
-      );
-    }
     let buffer = data.buffer as ArrayBuffer;
     const owned =
       data.byteOffset === 0 &&
@@ -56,6 +50,18 @@ export class Transfers {
     this.list.push(buffer);
     return buffer;
   }
+}
+
+/** A tensor about to be sent still holds all its bytes; a detached one is the sender's bug (ProtocolError naming the edge). Returns its byte length. */
+export function checkAttached(t: Tensor, edge: string, what: string): number {
+  const need = sizeOf(t.shape) * bytesPerElement(t.dtype);
+  if (t.data.byteLength !== need) {
+    throw new ProtocolError(
+      `${edge}: ${what}: the tensor ${t.dtype}[${t.shape.join(',')}] has ${t.data.byteLength} bytes of ${need}: its buffer was detached (transferred earlier?)`,
+      { edge, phase: 'send', expected: need, found: t.data.byteLength },
+    );
+  }
+  return need;
 }
 
 /** Parameters as [id, tensor] pairs, each a fresh copy the caller may transfer. */

@@ -8,6 +8,27 @@ import { allocateUninit, Tensor } from './tensor.ts';
  * reads them through strides (see `gemm`).
  */
 export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const { m, n, k, batch, offsetsA, offsetsB } = matmulLayout(a, b, transA, transB);
+  // Uninit: gemm copies every (i, j) of each batch matrix out of its float64 sums (zeros when k = 0).
+  const out = allocateUninit(a.dtype, offsetsA.length * m * n);
+  for (let i = 0; i < offsetsA.length; i++) {
+    gemm(a.data, offsetsA[i]!, transA, b.data, offsetsB[i]!, transB, out, i * m * n, m, n, k);
+  }
+  return new Tensor(a.dtype, [...batch, m, n], out);
+}
+
+/** A batched matmul's sizes, broadcast batch shape and each batch matrix's element offset in A and B. */
+export interface MatmulLayout {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  readonly batch: readonly number[];
+  readonly offsetsA: readonly number[];
+  readonly offsetsB: readonly number[];
+}
+
+/** The layout of op(A) op(B), checked: ranks, inner dimensions, broadcasting batch dimensions. */
+export function matmulLayout(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulLayout {
   if (a.rank < 2 || b.rank < 2) {
     throw new ShapeError(
       `matmul: expected operands of rank >= 2, found ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`,
@@ -30,14 +51,14 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
       `matmul: batch dimensions ${fmtShape(batchA)} and ${fmtShape(batchB)} do not broadcast`,
     );
   }
-  // Uninit: gemm copies every (i, j) of each batch matrix out of its float64 sums (zeros when k = 0).
-  const out = allocateUninit(a.dtype, batch.reduce((p, d) => p * d, 1) * m * n);
-  const offsetsA = batchOffsets(batch, batchA, m * k);
-  const offsetsB = batchOffsets(batch, batchB, k * n);
-  for (let i = 0; i < offsetsA.length; i++) {
-    gemm(a.data, offsetsA[i]!, transA, b.data, offsetsB[i]!, transB, out, i * m * n, m, n, k);
-  }
-  return new Tensor(a.dtype, [...batch, m, n], out);
+  return {
+    m,
+    n,
+    k,
+    batch,
+    offsetsA: batchOffsets(batch, batchA, m * k),
+    offsetsB: batchOffsets(batch, batchB, k * n),
+  };
 }
 
 /** Offsets of each batch matrix of an operand with batch shape `own` inside the broadcast batch `batch`. */

@@ -1,5 +1,5 @@
 import { fallbackKernels } from '../kernels.ts';
-import { tryBroadcastShapes } from '../shape.ts';
+import { matmulLayout } from '../matmul.ts';
 import { Tensor } from '../tensor.ts';
 import type { WasmArena } from './instance.ts';
 
@@ -19,18 +19,9 @@ const NC = 1024;
  */
 export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const fallback = () => fallbackKernels().matmul(a, b, transA, transB);
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.rank < 2 || b.rank < 2) return fallback();
-  const [ar, br] = [a.rank, b.rank];
-  const m = a.shape[transA ? ar - 1 : ar - 2]!;
-  const k = a.shape[transA ? ar - 2 : ar - 1]!;
-  const n = b.shape[transB ? br - 2 : br - 1]!;
-  if (k !== b.shape[transB ? br - 1 : br - 2]) return fallback();
-  const batchA = a.shape.slice(0, ar - 2);
-  const batchB = b.shape.slice(0, br - 2);
-  const batch = tryBroadcastShapes(batchA, batchB) as number[] | null;
-  if (batch === null) return fallback();
-  const offsetsA = batchOffsets(batch, batchA, m * k);
-  const offsetsB = batchOffsets(batch, batchB, k * n);
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback();
+  // Throws the TypeScript kernel's errors for bad shapes.
+  const { m, n, k, batch, offsetsA, offsetsB } = matmulLayout(a, b, transA, transB);
   const count = offsetsA.length;
   if (count * m * n === 0) return fallback();
   const [mPad, nPad] = [Math.ceil(m / 4) * 4, Math.ceil(n / 8) * 8];
@@ -55,23 +46,4 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
     gemm(oa, ai, ap, ob, bp, bj, pc + 4 * t * m * n, m, n, k, cpad, packA, packB, MC, KC, NC);
   }
   return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
-}
-
-/** Element offsets of each batch matrix of an operand with batch shape `own` inside the broadcast `batch`. */
-function batchOffsets(batch: readonly number[], own: readonly number[], matSize: number): number[] {
-  const count = batch.reduce((p, d) => p * d, 1);
-  const lead = batch.length - own.length;
-  const offsets = new Array<number>(count);
-  for (let i = 0; i < count; i++) {
-    let [rem, offset, stride] = [i, 0, matSize];
-    for (let d = batch.length - 1; d >= lead; d--) {
-      const index = rem % batch[d]!;
-      rem = (rem - index) / batch[d]!;
-      const size = own[d - lead]!;
-      if (size !== 1) offset += index * stride;
-      stride *= size;
-    }
-    offsets[i] = offset;
-  }
-  return offsets;
 }
