@@ -1,3 +1,4 @@
+import { sumCells } from '../autodiff/backprop.ts';
 import { edgeCarriesGrad, opDefs } from '../autodiff/plan.ts';
 import type { Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
@@ -45,17 +46,6 @@ export function gradientCells(plan: Plan): GradientCells {
   table = { slotBase, cell };
   cellTables.set(plan, table);
   return table;
-}
-
-/** The cells summed left to right, then emptied: the canonical sum (Note [gradient cells]). */
-export function sumCells<T>(ops: Ops<T>, cells: (T | undefined)[]): T {
-  let g = cells[0] as T;
-  cells[0] = undefined;
-  for (let k = 1; k < cells.length; k++) {
-    g = ops.add(g, cells[k] as T);
-    cells[k] = undefined;
-  }
-  return g;
 }
 
 /** What one node actor holds for one microbatch of the step. */

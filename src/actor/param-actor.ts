@@ -1,5 +1,5 @@
+import { sumCells } from '../autodiff/backprop.ts';
 import type { Ops } from '../ops/ops.ts';
-import { sumCells } from './node-actor.ts';
 
 // Note [gradient sum order]
 // A parameter's gradient for a step is

@@ -3,13 +3,6 @@ import type { Ops } from '../ops/ops.ts';
 import { edgeCarriesGrad, type GradPlan, opDefs } from './plan.ts';
 import { runVjp, type VjpSource } from './vjp.ts';
 
-/** A gradient contribution from input slot `slot` of node `consumer`, as engines receiving them in any order hold it. */
-interface Contribution<T> {
-  readonly consumer: number;
-  readonly slot: number;
-  readonly value: T;
-}
-
 /**
  * Hooks an engine gives the sweep: where primal values and shapes come from (`VjpSource`: engines that
  * bind symbolic dimensions give bound shapes), and when values may be freed.
@@ -29,20 +22,9 @@ export interface SweepHooks<T> extends VjpSource<T> {
 // order: by consumer id, then by input slot, never in the order they arrived. Floating-point addition
 // is not associative, so this order is what makes every engine that follows it (this one, gradGraph,
 // and the actor runtime, whatever the timing of its messages) agree bit for bit. The sweep lays its
-// gradient table out in that order (`tableLayout`); `sumCanonical` sorts contributions that come in
-// any order.
-
-function byConsumerThenSlot<T>(a: Contribution<T>, b: Contribution<T>): number {
-  return a.consumer - b.consumer || a.slot - b.slot;
-}
-
-/** Sums contributions in the canonical order (left to right: ((c0 + c1) + c2) + ...). */
-export function sumCanonical<T>(ops: Ops<T>, list: Contribution<T>[]): T {
-  if (list.length > 1) list.sort(byConsumerThenSlot);
-  let g = list[0]!.value;
-  for (let k = 1; k < list.length; k++) g = ops.add(g, list[k]!.value);
-  return g;
-}
+// gradient table out in that order (`tableLayout`), and the actors put each contribution into its
+// fixed cell (Note [gradient cells]): summing the cells left to right is the canonical sum whatever
+// order the contributions came in (`sumCells`).
 
 /**
  * The gradient table's layout, fixed by the plan: one cell per edge that carries a gradient, the
@@ -131,13 +113,13 @@ export function sweep<T>(
   return grads;
 }
 
-/** A node's gradient: its cells summed left to right (the canonical order), then emptied. */
-function sumCells<T>(
+/** Cells `from` to `to` summed left to right (the canonical order), then emptied. */
+export function sumCells<T>(
   ops: Ops<T>,
   cells: (T | undefined)[],
-  from: number,
-  to: number,
-  hooks: SweepHooks<T>,
+  from = 0,
+  to = cells.length,
+  hooks: Pick<SweepHooks<T>, 'held'> = {},
 ): T {
   let g = cells[from] as T;
   cells[from] = undefined;
