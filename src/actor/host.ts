@@ -403,15 +403,7 @@ export class Host<T = Tensor> {
         const actor = this.actors[this.key(m.node, m.replica)];
         if (actor === undefined)
           throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
-        this.queue.ready({
-          phase: 'forward',
-          node: m.node,
-          stage: actor.stage,
-          replica: m.replica,
-          mb: m.mb,
-          actor,
-          value: m.tensor,
-        });
+        this.ready(actor, 'forward', m.mb, m.tensor);
         break;
       }
       case 'activation': {
@@ -447,25 +439,17 @@ export class Host<T = Tensor> {
   }
 
   private readyForward(actor: NodeActor<T>, mb: number): void {
-    this.queue.ready({
-      phase: 'forward',
-      node: actor.node.id,
-      stage: actor.stage,
-      replica: actor.replica,
-      mb,
-      actor,
-    });
+    this.ready(actor, 'forward', mb);
   }
 
   private readyBackward(actor: NodeActor<T>, mb: number): void {
-    this.queue.ready({
-      phase: 'backward',
-      node: actor.node.id,
-      stage: actor.stage,
-      replica: actor.replica,
-      mb,
-      actor,
-    });
+    this.ready(actor, 'backward', mb);
+  }
+
+  /** A task becomes ready (`value`: an input node's fed value). One object shape for every task. */
+  private ready(actor: NodeActor<T>, phase: 'forward' | 'backward', mb: number, value?: T): void {
+    const { node, stage, replica } = actor;
+    this.queue.ready({ phase, node: node.id, stage, replica, mb, actor, value });
   }
 
   /** The contribution of input `slot` of `consumer` to `node`'s gradient. */

@@ -1,3 +1,4 @@
+import type { Task } from './host-types.ts';
 import type { NodeActor } from './node-actor.ts';
 
 /**
@@ -11,16 +12,6 @@ export interface HostAction {
   readonly kind: 'F' | 'B' | 'I' | 'W';
   readonly stage: number;
   readonly mb: number;
-}
-
-interface QueuedTask<T> {
-  readonly phase: TaskPhase;
-  readonly node: number;
-  readonly stage: number;
-  readonly replica: number;
-  readonly mb: number;
-  readonly actor: NodeActor<T>;
-  readonly value?: T;
 }
 
 /** A FIFO with O(1) shift. */
@@ -75,12 +66,12 @@ export class TaskQueue<T> {
   /** Tasks per local stage that an F, B/I and W action covers. */
   private readonly need: Int32Array;
   private microbatches = 1;
-  private readonly fifo = [new Fifo<QueuedTask<T>>(), new Fifo<QueuedTask<T>>()];
+  private readonly fifo = [new Fifo<Task<T>>(), new Fifo<Task<T>>()];
   /**
    * Ready tasks waiting for their action, by key(kind, stage, mb); a list is dropped as soon as it
    * empties (a long pipeline has millions of keys, and only a few hold tasks at any time).
    */
-  private buckets: (QueuedTask<T>[] | undefined)[] = [];
+  private buckets: (Task<T>[] | undefined)[] = [];
   /** Tasks run, by key(kind, stage, mb). */
   private doneCounts = new Int32Array(0);
   /** Actors that ran their last backward task, by local stage * microbatches + mb. */
@@ -182,7 +173,7 @@ export class TaskQueue<T> {
   }
 
   /** A task whose inputs (forward) or gradient contributions (backward) are all there. */
-  ready(task: QueuedTask<T>): void {
+  ready(task: Task<T>): void {
     if (this.schedule === null) {
       this.fifo[task.phase === 'forward' ? 0 : 1]!.push(task);
       return;
@@ -194,7 +185,7 @@ export class TaskQueue<T> {
   }
 
   /** The next task to run, or null when none may run now. */
-  take(): QueuedTask<T> | null {
+  take(): Task<T> | null {
     if (this.schedule === null) return this.fifo[1]!.shift() ?? this.fifo[0]!.shift() ?? null;
     const keys = this.actionKey;
     while (this.cursor < keys.length) {
@@ -214,7 +205,7 @@ export class TaskQueue<T> {
   }
 
   /** Bookkeeping after a task ran: what the schedule's actions and the in-flight counts see. */
-  done(task: QueuedTask<T>): void {
+  done(task: Task<T>): void {
     const { stage, mb, phase, actor } = task;
     const n = ++this.doneCounts[this.key(kindOfPhase(phase), stage, mb)]!;
     if (phase === 'forward') {
