@@ -3,15 +3,15 @@
 // falls and the final accuracy.
 //
 //   npx tsx examples/actors-mlp.ts [--in-process]
-import { evaluate } from '../src/autodiff/engine.ts';
+import { Dataset } from '../src/data/dataset.ts';
 import { spirals } from '../src/data/synthetic.ts';
 import { GraphBuilder } from '../src/graph/builder.ts';
 import { initParams } from '../src/graph/params.ts';
-import { adam } from '../src/optim/adam.ts';
-import { OptimizerRun } from '../src/optim/optimizer.ts';
 import type { PlacementStrategy } from '../src/partition/placement.ts';
 import { printPlan } from '../src/partition/print.ts';
 import { createRuntime } from '../src/runtime/runtime.ts';
+import type { Tensor } from '../src/tensor/tensor.ts';
+import { evaluateClassifier } from '../src/train/evaluate.ts';
 
 const mode = process.argv.includes('--in-process') ? 'in-process' : 'threads';
 const data = spirals({ perClass: 200, noise: 0.05, seed: 1 });
@@ -38,36 +38,33 @@ const logits = b.output(
 b.output('loss', b.softmaxCrossEntropy(logits, y));
 const graph = b.build();
 
-function accuracy(params: Record<string, import('../src/tensor/tensor.ts').Tensor>): number {
-  const out = evaluate(graph, { x: data.x, y: data.y }, params, ['logits']).logits!;
-  let right = 0;
-  for (let i = 0; i < data.y.size; i++) {
-    const guess = out.data[2 * i]! > out.data[2 * i + 1]! ? 0 : 1;
-    if (guess === data.y.data[i]) right++;
-  }
-  return right / data.y.size;
-}
-
 for (const placement of ['per-node', 'stages'] as PlacementStrategy[]) {
-  const params = initParams(graph, 7);
-  const runtime = await createRuntime(graph, { mode, workers: 2, placement, microbatches: 4, params });
+  // Adam runs on the workers that hold the parameters: a step returns the loss, and the parameters
+  // are read back once at the end.
+  const runtime = await createRuntime(graph, {
+    mode,
+    workers: 2,
+    placement,
+    microbatches: 4,
+    params: initParams(graph, 7),
+    optimizer: { name: 'adam', lr: 0.02 },
+  });
   console.log(`\n== ${placement} placement, ${mode} ==\n${printPlan(runtime.plan, { maxEdges: 4 })}`);
-  const optimizer = new OptimizerRun(adam({ lr: 0.02 }));
   const started = performance.now();
   const steps = 600;
+  let params: Record<string, Tensor>;
   try {
     for (let step = 1; step <= steps; step++) {
-      const { loss, grads } = await runtime.step({ x: data.x, y: data.y });
-      optimizer.apply(params, grads);
-      await runtime.setParams(params);
+      const { loss } = await runtime.step({ x: data.x, y: data.y });
       if (step === 1 || step % 100 === 0)
         console.log(`step ${String(step).padStart(4)}  loss ${loss.toFixed(4)}`);
     }
+    params = await runtime.getParams();
   } finally {
     await runtime.close();
   }
   const seconds = (performance.now() - started) / 1000;
-  const acc = accuracy(params);
+  const acc = evaluateClassifier(graph, params, new Dataset(data.x, data.y)).accuracy!;
   console.log(
     `accuracy ${(acc * 100).toFixed(1)}% after ${steps} steps, ${(steps / seconds).toFixed(0)} steps/s`,
   );
