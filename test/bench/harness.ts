@@ -51,6 +51,8 @@ export interface Suite {
   description: string;
   /** Flags this suite understands, name (without dashes) to description; shown by `--help`. */
   flags?: Record<string, string>;
+  /** Whether `--runs N` sets its cases' timed runs (suites that time in rounds of their own do not). */
+  takesRuns?: boolean;
   run(ctx: BenchContext): Promise<void>;
 }
 

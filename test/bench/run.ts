@@ -86,6 +86,14 @@ function select(args: Args): Suite[] {
       `unknown flag ${badFlags.map((f) => `--${f}`).join(', ')} for suite(s) ${args.names.join(', ')}`,
     );
   }
+  const fixed = suites.filter((s) => !s.takesRuns);
+  if (args.runs !== undefined && fixed.length > 0) {
+    throw new UsageError(
+      `--runs applies to ${SUITES.filter((s) => s.takesRuns)
+        .map((s) => s.name)
+        .join(', ')} only, not to ${fixed.map((s) => s.name).join(', ')} (their runs are set per case)`,
+    );
+  }
   return suites;
 }
 

@@ -89,6 +89,7 @@ async function loadTfjsWasm(ctx: BenchContext): Promise<TfjsMatmul | null> {
 }
 
 export const matmulSuite: Suite = {
+  takesRuns: true,
   name: 'matmul',
   description:
     'float32 GFLOP/s of matmul (NN, NT, TN, TT): TypeScript, wasm SIMD, tfjs-wasm; naive loop, batched',

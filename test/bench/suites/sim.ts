@@ -46,6 +46,7 @@ function simulateOnce(p: number, m: number): number {
 }
 
 export const simSuite: Suite = {
+  takesRuns: true,
   name: 'sim',
   description: 'wall time of the pipeline simulator: one 1F1B step, 16x256 and 256x4096 (target <= 10 s)',
   flags: { quick: 'only the small case' },
