@@ -35,12 +35,27 @@ export function shardSizes(batch: number, shards: number): number[] {
   return Array.from({ length: shards }, (_, k) => Math.floor(batch / shards) + (k < batch % shards ? 1 : 0));
 }
 
+/** Where one shard sits in the batch (Note [microbatch scaling]). */
+export interface ShardPlace {
+  readonly replica: number;
+  readonly mb: number;
+  /** First row of the shard in the batch, and its number of rows. */
+  readonly start: number;
+  readonly size: number;
+  /** The shard's share of the batch: its loss seed. */
+  readonly scale: number;
+}
+
 /**
- * Cuts a batch of feeds into replicas x microbatches shards along the batch dimension: the symbolic
- * leading dimension shared by the batched inputs. Inputs without it go whole to every shard (copied,
- * so every shard owns its tensors).
+ * How a batch of `batch` rows is cut into replicas x microbatches shards, and the batch symbol the
+ * inputs share (undefined when none has one), checked: the rule of Note [microbatch scaling], for
+ * `splitBatch` and the simulator alike.
  */
-export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
+export function shardLayout(
+  graph: Graph,
+  batch: number | ((symbol: string) => number),
+  options: SplitOptions = {},
+): { symbol: string | undefined; shards: ShardPlace[] } {
   const replicas = options.replicas ?? 1;
   const microbatches = options.microbatches ?? 1;
   for (const [k, v] of [
@@ -51,64 +66,69 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
       throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
   }
   const inputs = graph.inputs();
-  const bindings = bindFeeds(inputs, feeds);
   const batchSymbols = new Set(
     inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'),
   );
   if (batchSymbols.size > 1) {
-    throw new InputError(
-      `splitBatch: inputs disagree on the batch dimension (${[...batchSymbols].join(', ')})`,
-      { found: [...batchSymbols] },
-    );
+    throw new InputError(`inputs disagree on the batch dimension (${[...batchSymbols].join(', ')})`, {
+      found: [...batchSymbols],
+    });
   }
   const symbol = [...batchSymbols][0];
-  const shards = replicas * microbatches;
-  const batch = symbol === undefined ? 1 : bindings.get(symbol)!;
-  if (shards > 1 && symbol === undefined) {
+  const count = replicas * microbatches;
+  const rowsOf = symbol === undefined ? 1 : typeof batch === 'number' ? batch : batch(symbol);
+  if (count > 1 && symbol === undefined) {
+    throw new InputError(`${count} shards asked, but no input has a symbolic batch dimension to split`, {
+      expected: 'an input whose first dimension is a symbol such as B',
+      found: inputs.map((n) => n.shape),
+    });
+  }
+  if (rowsOf < count) {
     throw new InputError(
-      `splitBatch: ${shards} shards asked, but no input has a symbolic batch dimension to split`,
+      `a batch of ${rowsOf} cannot be cut into ${replicas} replicas x ${microbatches} microbatches`,
       {
-        expected: 'an input whose first dimension is a symbol such as B',
-        found: inputs.map((n) => n.shape),
+        expected: `batch size >= ${count}`,
+        found: rowsOf,
       },
     );
   }
-  if (batch < shards) {
-    throw new InputError(
-      `splitBatch: a batch of ${batch} cannot be cut into ${replicas} replicas x ${microbatches} microbatches`,
-      {
-        expected: `batch size >= ${shards}`,
-        found: batch,
-      },
-    );
-  }
-  const out: BatchShard[] = [];
-  const sizes = shardSizes(batch, shards);
+  const shards: ShardPlace[] = [];
   let start = 0;
-  for (let k = 0; k < shards; k++) {
-    const size = sizes[k]!;
+  for (const [k, size] of shardSizes(rowsOf, count).entries()) {
+    shards.push({
+      replica: Math.floor(k / microbatches),
+      mb: k % microbatches,
+      start,
+      size,
+      scale: size / rowsOf,
+    });
+    start += size;
+  }
+  return { symbol, shards };
+}
+
+/**
+ * Cuts a batch of feeds into replicas x microbatches shards along the batch dimension: the symbolic
+ * leading dimension shared by the batched inputs. Inputs without it go whole to every shard (copied,
+ * so every shard owns its tensors).
+ */
+export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
+  const inputs = graph.inputs();
+  const bindings = bindFeeds(inputs, feeds);
+  const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
+  return shards.map((place) => {
     const shardFeeds: Record<string, Tensor> = {};
     for (const node of inputs) {
       const t = feeds[node.name!]!;
       shardFeeds[node.name!] =
         symbol !== undefined && node.shape[0] === symbol
-          ? rows(t, start, size)
+          ? rows(t, place.start, place.size)
           : rows(t, 0, t.shape[0] ?? 1, true);
     }
     const b = new Map(bindings);
-    if (symbol !== undefined) b.set(symbol, size);
-    out.push({
-      replica: Math.floor(k / microbatches),
-      mb: k % microbatches,
-      start,
-      size,
-      feeds: shardFeeds,
-      bindings: b,
-      scale: size / batch,
-    });
-    start += size;
-  }
-  return out;
+    if (symbol !== undefined) b.set(symbol, place.size);
+    return { ...place, feeds: shardFeeds, bindings: b };
+  });
 }
 
 /** Rows [start, start + count) of a tensor as a new owned tensor (a scalar is copied whole). */

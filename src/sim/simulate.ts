@@ -1,7 +1,7 @@
 import { Host, type HostEffect, type TaskInfo } from '../actor/host.ts';
 import type { StepStart } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
-import { shardSizes } from '../autodiff/microbatch.ts';
+import { shardLayout } from '../autodiff/microbatch.ts';
 import { InputError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
 import { type Counter, type Flow, phaseOf, type Span, type Trace, traceStats } from '../trace/trace.ts';
@@ -54,22 +54,15 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   const workers = plan.workers;
   const cores = options.cores ?? workers;
   const record = options.record ?? true;
-  const shards = plan.replicas * microbatches;
-  if (batchSize < shards)
-    throw new InputError(`simulate: a batch of ${batchSize} cannot make ${shards} shards`);
-  const symbol = plan.graph
-    .inputs()
-    .map((n) => n.shape[0])
-    .find((d): d is string => typeof d === 'string');
-  const sizes = shardSizes(batchSize, shards);
+  const { symbol, shards } = shardLayout(plan.graph, batchSize, { replicas: plan.replicas, microbatches });
   const start: StepStart = {
     step: 1,
     microbatches,
-    shards: sizes.map((size, k) => ({
-      replica: Math.floor(k / microbatches),
-      mb: k % microbatches,
+    shards: shards.map(({ replica, mb, size, scale }) => ({
+      replica,
+      mb,
       bindings: symbol === undefined ? [] : [[symbol, size] as const],
-      scale: size / batchSize,
+      scale,
     })),
   };
   const engine = shapeEngine(plan.graph);
@@ -146,11 +139,10 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   };
 
   for (let w = 0; w < workers; w++) perform(w, hosts[w]!.startStep(start));
-  for (let k = 0; k < shards; k++) {
-    const shard = start.shards[k]!;
-    for (const node of plan.graph.inputs()) {
-      if (plan.grad.forward[node.id] === 0) continue;
-      const shape = node.shape.map((d) => (typeof d === 'number' ? d : sizes[k]!));
+  const fed = plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0);
+  for (const shard of shards) {
+    for (const node of fed) {
+      const shape = node.shape.map((d) => (typeof d === 'number' ? d : shard.size));
       const tensor = engine.zeros(shape, node.dtype);
       events.push(0, {
         kind: 'deliver',
