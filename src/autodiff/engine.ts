@@ -14,7 +14,7 @@ import {
   resolveShape,
   type TensorMap,
 } from './forward.ts';
-import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan, opDefs, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
 
@@ -145,12 +145,7 @@ export type ValueAndGradFn = (
 export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueAndGradFn {
   const wrt = options.wrt ?? graph.params();
   const plan = planGradient(graph, options.loss, wrt);
-  const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
-  for (const id of plan.disconnected) {
-    warn(
-      `${label(graph.nodes[id]!)} is not connected to the loss ${label(graph.nodes[plan.loss]!)}: its gradient is zero`,
-    );
-  }
+  warnDisconnected(graph, plan, options.onWarning);
   const keep = savedCounts(graph, plan);
   const defs = opDefs(graph);
   return (feeds, params = {}, callOptions = {}) => {

@@ -5,7 +5,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import { sweep } from './backprop.ts';
 import { evaluate } from './engine.ts';
 import type { TensorMap } from './forward.ts';
-import { planGradient } from './plan.ts';
+import { planGradient, warnDisconnected } from './plan.ts';
 
 export interface GradGraphOptions {
   loss: NodeRef;
@@ -28,7 +28,7 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
   const wrt = options.wrt ?? graph.params();
   const plan = planGradient(graph, options.loss, wrt);
   const prefix = options.prefix ?? 'grad:';
-  const warn = options.onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
+  warnDisconnected(graph, plan, options.onWarning);
   const b = GraphBuilder.from(graph);
   const lossNode = graph.nodes[plan.loss]!;
   let seed: Node;
@@ -48,11 +48,8 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
   if (!Object.values(graph.outputs).includes(plan.loss)) b.output(label(lossNode), lossNode);
   for (const id of plan.wrt) {
     const node = graph.nodes[id]!;
-    let g = grads.get(id);
-    if (g === undefined) {
-      warn(`${label(node)} is not connected to the loss ${label(lossNode)}: its gradient is zero`);
-      g = b.broadcastTo(b.constant(0, node.dtype), node.shape);
-    }
+    // Not connected to the loss (warned above): a zero gradient.
+    const g = grads.get(id) ?? b.broadcastTo(b.constant(0, node.dtype), node.shape);
     b.output(`${prefix}${label(node)}`, g);
   }
   return b.build();

@@ -107,3 +107,13 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   );
   return { loss: lossNode.id, wrt: wrtIds, forward, needsGrad, expected, disconnected };
 }
+
+/** Warns once for each `wrt` node the loss does not depend on (its gradient is zero). */
+export function warnDisconnected(graph: Graph, plan: GradPlan, onWarning?: (message: string) => void): void {
+  const warn = onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
+  for (const id of plan.disconnected) {
+    warn(
+      `${label(graph.nodes[id]!)} is not connected to the loss ${label(graph.nodes[plan.loss]!)}: its gradient is zero`,
+    );
+  }
+}

@@ -1,5 +1,5 @@
 import { fmtShape, InputError, ShapeError } from '../errors.ts';
-import { Rng, type RngState } from '../tensor/rng.ts';
+import { isRngState, Rng, type RngState } from '../tensor/rng.ts';
 import { sizeOf } from '../tensor/shape.ts';
 import { allocate, type DType, Tensor } from '../tensor/tensor.ts';
 import { takeRows } from './synthetic.ts';
@@ -245,12 +245,5 @@ function checkCursor(cursor: DataCursor, size: number): void {
   if (!Number.isInteger(cursor.position) || cursor.position < 0 || cursor.position > size) {
     bad(`position must be an integer in [0, ${size}]`, cursor.position);
   }
-  const rng = cursor.rng as unknown;
-  if (
-    !Array.isArray(rng) ||
-    rng.length !== 4 ||
-    !rng.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)
-  ) {
-    bad('rng must be four 32-bit unsigned integers', rng);
-  }
+  if (!isRngState(cursor.rng)) bad('rng must be four 32-bit unsigned integers', cursor.rng);
 }

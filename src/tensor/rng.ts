@@ -4,6 +4,13 @@ import { allocate, type DType, Tensor } from './tensor.ts';
 /** The state of an `Rng`, four 32-bit words: plain data, so checkpoints can save and restore it. */
 export type RngState = [number, number, number, number];
 
+/** True for a state `getState` could have returned: four 32-bit unsigned integers. */
+export function isRngState(x: unknown): x is RngState {
+  return (
+    Array.isArray(x) && x.length === 4 && x.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)
+  );
+}
+
 /**
  * A seeded random generator (xoshiro128**): fast, 32-bit, and reproducible on every platform.
  * Every example and test draws from one of these, never from Math.random.

@@ -10,7 +10,7 @@ import {
   fmtShape,
 } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import type { RngState } from '../tensor/rng.ts';
+import { isRngState, type RngState } from '../tensor/rng.ts';
 import { shapesEqual, sizeOf } from '../tensor/shape.ts';
 import { allocate, bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
 
@@ -261,11 +261,7 @@ function checkLittleEndian(): void {
 }
 
 function checkRngState(state: unknown, what: string, where: string): void {
-  if (
-    !Array.isArray(state) ||
-    state.length !== 4 ||
-    !state.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)
-  ) {
+  if (!isRngState(state)) {
     throw new CheckpointError(
       `${where}: ${what} must be four 32-bit unsigned integers, found ${JSON.stringify(state)}`,
     );
