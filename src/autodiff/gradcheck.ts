@@ -3,7 +3,7 @@ import { GraphBuilder } from '../graph/builder.ts';
 import { castGraph, castTensors } from '../graph/cast.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { Rng } from '../tensor/rng.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { cast, type Tensor } from '../tensor/tensor.ts';
 import { evaluate, valueAndGrad } from './engine.ts';
 import type { TensorMap } from './forward.ts';
 
@@ -99,7 +99,7 @@ export function gradcheck(graph: Graph, options: GradcheckOptions): GradcheckRep
 }
 
 function perturbed(t: Tensor, i: number, delta: number): Tensor {
-  const copy = castTensors({ t }, t.dtype).t!;
+  const copy = cast(t);
   copy.data[i] = copy.data[i]! + delta;
   return copy;
 }

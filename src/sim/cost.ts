@@ -3,7 +3,7 @@ import type { Node } from '../graph/graph.ts';
 import type { TypeInfo } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
-import type { Trace } from '../trace/trace.ts';
+import { phaseOf, type Trace } from '../trace/trace.ts';
 
 /** How long things take in the simulator, in milliseconds. */
 export interface CostModel {
@@ -118,10 +118,9 @@ export function traceCosts(trace: Trace, options: LinkCost & { fallbackMs?: numb
     sums.set(key, e);
   }
   const fallback = options.fallbackMs ?? 0;
-  const letter = { forward: 'F', backward: 'B', input: 'I', weight: 'W' } as const;
   return {
     task(task) {
-      const e = sums.get(`${task.node}:${letter[task.phase]}`);
+      const e = sums.get(`${task.node}:${phaseOf(task.phase)}`);
       return e === undefined ? fallback : e.total / e.n;
     },
     message: link(options),
