@@ -46,16 +46,10 @@ function runForward(
   const nodes = graph.nodes;
   const defs = opDefs(graph);
   const n = nodes.length;
-  const uses = new Int32Array(n);
-  const inputs: Node[] = [];
-  for (let id = 0; id < n; id++) {
-    if (mask[id] === 0) continue;
-    const node = nodes[id]!;
-    if (node.op === 'input') inputs.push(node);
-    const ins = node.inputs;
-    for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
-  }
-  const bindings = bindFeeds(inputs, feeds);
+  const table = forwardTable(graph, mask);
+  // Counted down as readers run: a copy per call.
+  const uses = table.uses.slice();
+  const bindings = bindFeeds(table.inputs, feeds);
   const values: (Tensor | undefined)[] = new Array(n);
   const args: Tensor[] = [];
   for (let id = 0; id < n; id++) {
@@ -82,6 +76,30 @@ function runForward(
     }
   }
   return { values, bindings };
+}
+
+const forwardTables = new WeakMap<Uint8Array, { uses: Int32Array; inputs: Node[] }>();
+
+/**
+ * For a forward mask: how many computed nodes read each node, and the inputs to bind. Counted once
+ * per mask: valueAndGrad runs the same mask every call.
+ */
+function forwardTable(graph: Graph, mask: Uint8Array): { uses: Int32Array; inputs: Node[] } {
+  let table = forwardTables.get(mask);
+  if (table !== undefined) return table;
+  const nodes = graph.nodes;
+  const uses = new Int32Array(nodes.length);
+  const inputs: Node[] = [];
+  for (let id = 0; id < nodes.length; id++) {
+    if (mask[id] === 0) continue;
+    const node = nodes[id]!;
+    if (node.op === 'input') inputs.push(node);
+    const ins = node.inputs;
+    for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
+  }
+  table = { uses, inputs };
+  forwardTables.set(mask, table);
+  return table;
 }
 
 function leafValue(node: Node, feeds: TensorMap, params: TensorMap): Tensor {
