@@ -59,7 +59,9 @@ describe.each(PARAM_PLACEMENTS)('%s parameters', (paramPlacement) => {
             ...setup.options,
             mode,
             paramPlacement,
-            ...(mode === 'in-process' ? { shuffleSeed: 7 } : {}),
+            // Threads recycle storages: poisoned, so a storage recycled while still in use (for
+            // instance by an update that waited for a replicated copy's last contribution) shows.
+            ...(mode === 'in-process' ? { shuffleSeed: 7 } : { pool: { poison: true } }),
             params: model.params,
             ...(spec === null ? {} : { optimizer: spec }),
           });
