@@ -59,7 +59,7 @@ export interface WaitingEntry {
   node: string;
   replica: number;
   mb: number;
-  waitingFor: 'inputs' | 'gradients' | 'parameter gradients' | 'schedule';
+  waitingFor: 'inputs' | 'its feed' | 'parameters' | 'gradients' | 'parameter gradients' | 'schedule';
   have: number;
   need: number;
   /** The nodes that still owe something. */

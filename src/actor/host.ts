@@ -71,6 +71,8 @@ export class Host<T = Tensor> {
   private readonly actors: (NodeActor<T> | undefined)[];
   private readonly actorList: NodeActor<T>[] = [];
   private readonly params = new Map<number, ParamActor<T>>();
+  /** The parameters held here that get a gradient (in `wrt`): what the optimizer updates. */
+  private readonly trainable = new Map<number, ParamActor<T>>();
   /** The workers holding a copy of each parameter that has more than one. */
   private paramCopies: Map<number, readonly number[]> | null = null;
   /** An update waiting for contributions, and a step start waiting for that update (applyUpdate). */
@@ -122,7 +124,9 @@ export class Host<T = Tensor> {
           if (!this.params.has(node.id)) {
             const value = params.get(node.id) ?? this.engine.zeros(node.shape as number[], node.dtype);
             const primary = placement[0]![node.id] === worker;
-            this.params.set(node.id, new ParamActor(node.id, value, grad.expected[node.id]!, primary));
+            const actor = new ParamActor(node.id, value, grad.expected[node.id]!, primary);
+            this.params.set(node.id, actor);
+            if (plan.params.includes(node.id)) this.trainable.set(node.id, actor);
           }
           continue;
         }
@@ -214,7 +218,7 @@ export class Host<T = Tensor> {
         found: u.step,
       });
     }
-    if (!this.updates.ready(this.params)) {
+    if (!this.updates.ready(this.trainable)) {
       this.pendingUpdate = u;
       return [];
     }
@@ -233,7 +237,7 @@ export class Host<T = Tensor> {
     const effects: HostEffect<T>[] = [];
     try {
       if (fp !== undefined) throw new FailpointError(`failpoint: update of ${fp.node}`, { phase: 'update' });
-      this.updates.apply(this.params, u.lr, u.scale);
+      this.updates.apply(this.trainable, u.lr, u.scale);
       this.countBytes();
       // The step is over: its storages go back to the pool.
       this.recycle();
@@ -293,7 +297,7 @@ export class Host<T = Tensor> {
     this.recycle(true);
     for (const param of this.params.values()) {
       param.start(start.microbatches, this.plan.replicas);
-      if (param.closed && this.updates.active) {
+      if (param.closed && this.updates.active && this.trainable.has(param.node)) {
         // Not connected to the loss: a zero gradient, so the optimizer still steps it (as the reference does).
         const node = this.plan.graph.nodes[param.node]!;
         this.updates.keep(param.node, this.engine.zeros(node.shape as number[], node.dtype));
@@ -323,6 +327,10 @@ export class Host<T = Tensor> {
           }),
         );
       }
+    }
+    // Note [fixed-input nodes]: nodes fed only by constants fire now.
+    for (const a of this.actorList) {
+      if (a.fixedOnly) for (const mb of a.readyAtStart()) this.readyForward(a, mb);
     }
     const early = this.early;
     this.early = [];
@@ -423,7 +431,10 @@ export class Host<T = Tensor> {
         this.engine.share(m.tensor);
         for (let r = 0; r < this.plan.replicas; r++) {
           for (const [c, slot] of consumers[m.node]!) {
-            if (placement[r]![c] === this.worker) this.receiveParamInput(this.actor(c, r), slot, m.tensor);
+            if (placement[r]![c] !== this.worker) continue;
+            const actor = this.actor(c, r);
+            if (actor.hasParam(slot)) this.counters.dropped++;
+            else this.receiveParamInput(actor, slot, m.tensor);
           }
         }
         break;
@@ -488,7 +499,7 @@ export class Host<T = Tensor> {
     // copy reports: Note [parameter placement]).
     if (this.updates.active) {
       this.updates.keep(node, total);
-      if (this.pendingUpdate !== null && this.updates.ready(this.params))
+      if (this.pendingUpdate !== null && this.updates.ready(this.trainable))
         effects.push(...this.update(this.pendingUpdate));
       if (!param.primary) return;
       const sumsq = sumOfSquares(total as unknown as Tensor);
@@ -579,8 +590,10 @@ export class Host<T = Tensor> {
     const node = actor.node;
     const engine = this.engine;
     let output: T;
-    if (task.value !== undefined) output = task.value;
-    else {
+    if (task.value !== undefined) {
+      output = task.value;
+      actor.fed(mb);
+    } else {
       output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
       actor.afterForward(mb, output);
       if (actor.runsVjp) {
@@ -642,6 +655,16 @@ export class Host<T = Tensor> {
     const node = actor.node;
     const state = actor.state(mb);
     const g = actor.cotangent(this.engine.ops, mb);
+    if (actor.reportsGradient) {
+      // Note [input gradients]: the sum of an input's contributions for this shard goes to the coordinator.
+      const tensor = this.giveAway(g);
+      actor.afterBackward(mb);
+      effects.push({
+        kind: 'report',
+        report: { kind: 'inputGrad', step: this.step, mb, replica, node: node.id, tensor },
+      });
+      return;
+    }
     const needs =
       phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
     const last = phase !== 'input' || !actor.hasWeightPart;

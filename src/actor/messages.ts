@@ -77,6 +77,15 @@ export type Report<T = Tensor> =
       readonly value: number;
     }
   | { readonly kind: 'grad'; readonly step: number; readonly node: number; readonly tensor: T }
+  /** The gradient of an input named in `wrt`, for one shard (Note [input gradients]). */
+  | {
+      readonly kind: 'inputGrad';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly tensor: T;
+    }
   /** With an optimizer on the workers: a parameter's gradient is complete and kept there; its sum of squares. */
   | { readonly kind: 'gradNorm'; readonly step: number; readonly node: number; readonly sumsq: number }
   | { readonly kind: 'failed'; readonly step: number; readonly error: ErrorReport }

@@ -85,6 +85,19 @@ export class NodeActor<T> {
   readonly needsWeight: readonly boolean[];
   /** Whether the VJP runs at all (the node is on a path from a parameter to the loss). */
   readonly runsVjp: boolean;
+  /**
+   * An input named in `wrt`: its gradient, the sum of its contributions, is reported per microbatch
+   * (Note [input gradients]). Its backward task runs no VJP.
+   */
+  readonly reportsGradient: boolean;
+  /** Whether a backward task runs for this actor per microbatch: a VJP, or a reported gradient. */
+  readonly hasBackward: boolean;
+  /**
+   * Fed only by parameters and constants (`transpose(W)`, `sum(square(w))`, `exp(c)`): no message
+   * of a microbatch arrives for it, so its forward becomes ready per microbatch when the step starts
+   * and its parameters are there (Note [fixed-input nodes]).
+   */
+  readonly fixedOnly: boolean;
   /** Whether a split backward has a weight part to run for this node. */
   readonly hasWeightPart: boolean;
   /** The node's op (looked up once, not per task); undefined for a node without inputs. */
@@ -97,6 +110,8 @@ export class NodeActor<T> {
   /** States of finished microbatches, emptied, for the next ones: a long pipeline makes millions. */
   private readonly free: MicrobatchState<T>[] = [];
   private live = 0;
+  /** Microbatches whose forward ran (or whose feed arrived) this step: 1 at mb. */
+  private ran = new Uint8Array(0);
 
   constructor(
     plan: Plan,
@@ -118,6 +133,9 @@ export class NodeActor<T> {
     this.expected = plan.grad.expected[node.id]!;
     this.needs = needs;
     this.runsVjp = needs.includes(true);
+    this.reportsGradient = node.op === 'input' && this.expected > 0;
+    this.hasBackward = this.runsVjp || this.reportsGradient;
+    this.fixedOnly = node.inputs.length > 0 && this.mbSlots === 0;
     const def = node.inputs.length > 0 ? getOp(node.op) : undefined;
     this.def = def;
     // An op that says its VJP does not split runs all of it in the input part.
@@ -146,7 +164,40 @@ export class NodeActor<T> {
 
   /** Starts a step of `microbatches` microbatches (after `reset`). */
   start(microbatches: number): void {
-    if (this.microbatches.length !== microbatches) this.microbatches = new Array(microbatches);
+    if (this.microbatches.length !== microbatches) {
+      this.microbatches = new Array(microbatches);
+      this.ran = new Uint8Array(microbatches);
+    } else this.ran.fill(0);
+  }
+
+  // Note [fixed-input nodes]
+  // A node fires when the last of its per-microbatch inputs arrives and its parameters are there.
+  // A node fed only by parameters and constants gets no per-microbatch input, so that trigger never
+  // comes: it fires for every microbatch once its last parameter arrives (`receiveParam`), or, with
+  // no parameter at all, when the step starts (`readyAtStart`). It still runs once per (microbatch,
+  // replica) like every other node, so its contributions are summed exactly as the reference does.
+  // `ran` keeps a duplicate parameter message from firing it twice.
+
+  /** The microbatches whose forward may fire as the step starts: every one, for a node fed only by constants. */
+  readyAtStart(): number[] {
+    return this.fixedOnly && !this.slots.includes('param') ? this.notRun() : [];
+  }
+
+  private notRun(): number[] {
+    const out: number[] = [];
+    for (let mb = 0; mb < this.ran.length; mb++) if (this.ran[mb] === 0) out.push(mb);
+    return out;
+  }
+
+  /** An input node's fed value arrived for `mb`: its gradient, if it reports one, may now complete. */
+  fed(mb: number): void {
+    this.ran[mb] = 1;
+    if (this.reportsGradient) this.state(mb).fired = true;
+  }
+
+  /** True when `mb`'s forward ran (or its feed arrived) this step. */
+  hasRun(mb: number): boolean {
+    return this.ran[mb] === 1;
   }
 
   state(mb: number): MicrobatchState<T> {
@@ -197,14 +248,21 @@ export class NodeActor<T> {
 
   /** True when input `slot` of `mb` already arrived (or the forward already ran): a duplicate. */
   hasInput(mb: number, slot: number): boolean {
+    if (this.ran[mb] === 1) return true;
     const s = this.state(mb);
     return s.fired || s.inputs[slot] !== undefined;
+  }
+
+  /** True when the parameter of `slot` already arrived this step: a duplicate. */
+  hasParam(slot: number): boolean {
+    return this.fixed[slot] !== undefined;
   }
 
   /** Stores a parameter input for the step; returns the microbatches whose forward may now fire. */
   receiveParam(slot: number, value: T): number[] {
     this.fixed[slot] = value;
     if (!this.paramsReady()) return [];
+    if (this.fixedOnly) return this.notRun();
     const ready: number[] = [];
     for (let mb = 0; mb < this.microbatches.length; mb++) {
       const s = this.microbatches[mb];
@@ -228,6 +286,7 @@ export class NodeActor<T> {
   /** After the forward: keep what the VJP reads (in `state(mb).kept`), drop the rest. */
   afterForward(mb: number, output: T): void {
     const s = this.state(mb);
+    this.ran[mb] = 1;
     if (!this.runsVjp) {
       this.release(mb, s);
       return;
@@ -299,6 +358,7 @@ export class NodeActor<T> {
       }
     }
     for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param') this.fixed[s] = undefined;
+    this.ran.fill(0);
   }
 }
 

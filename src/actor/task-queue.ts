@@ -104,7 +104,7 @@ export class TaskQueue<T> {
     for (const a of actors) {
       const s = this.local[a.stage]!;
       this.need[F * count + s]!++;
-      if (a.runsVjp) this.need[G * count + s]!++;
+      if (a.hasBackward) this.need[G * count + s]!++;
       if (a.hasWeightPart) this.need[W * count + s]!++;
     }
     for (let s = 0; s < stages; s++) {

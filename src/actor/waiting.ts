@@ -21,8 +21,27 @@ export function waitingEntries<T>(
   for (const actor of actors) {
     for (let mb = 0; mb < actor.microbatches.length; mb++) {
       const s = actor.microbatches[mb];
-      if (s === undefined) continue;
       const name = label(actor.node);
+      if (s === undefined) {
+        // Nothing of this microbatch arrived yet (a finished one has run).
+        if (actor.hasRun(mb)) continue;
+        const ins = actor.node.inputs;
+        const missingParams = ins.filter((_, i) => actor.slots[i] === 'param' && !actor.hasParam(i));
+        const fixedOnly = actor.fixedOnly;
+        const from = (fixedOnly ? missingParams : ins.filter((_, i) => actor.slots[i] === 'microbatch')).map(
+          (i) => label(nodes[i]!),
+        );
+        out.push({
+          node: name,
+          replica: actor.replica,
+          mb,
+          waitingFor: ins.length === 0 ? 'its feed' : fixedOnly ? 'parameters' : 'inputs',
+          have: fixedOnly ? ins.length - missingParams.length : 0,
+          need: ins.length === 0 ? 1 : fixedOnly ? ins.length : actor.mbSlots,
+          from,
+        });
+        continue;
+      }
       if (!s.fired) {
         const from = actor.node.inputs
           .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
@@ -46,7 +65,7 @@ export function waitingEntries<T>(
           need: 1,
           from: [],
         });
-      } else if (actor.runsVjp) {
+      } else if (actor.hasBackward) {
         const from = plan.consumers[actor.node.id]!.filter(([c, slot]) => {
           const k = cell[slotBase[c]! + slot]!;
           return k >= 0 && s.cells[k] === undefined;

@@ -1,5 +1,5 @@
 import { InputError } from '../errors.ts';
-import type { Graph, NodeRef } from '../graph/graph.ts';
+import type { Graph, Node, NodeRef } from '../graph/graph.ts';
 import { eager } from '../ops/eager.ts';
 import { allocate, type DType, scalar, Tensor } from '../tensor/tensor.ts';
 import { valueAndGrad } from './engine.ts';
@@ -144,6 +144,48 @@ function rows(t: Tensor, start: number, count: number, whole = false): Tensor {
   return new Tensor(t.dtype, [count, ...t.shape.slice(1)], data);
 }
 
+// Note [input gradients]
+// The gradient of an input named in `wrt` (a saliency map, an adversarial example) is not summed like
+// a parameter's: every shard's rows have their own. An input with the batch dimension gets its
+// shards' gradients laid back in batch order; an input fed whole to every shard gets the sum of its
+// shards' gradients in the order of Note [gradient sum order] (microbatches, then replicas), as a
+// parameter would. On the runtime, an input's actor sums its contributions for a shard (Note
+// [canonical sum order]) and reports them; the coordinator joins the shards here, as the reference
+// below does, so the two agree bit for bit.
+
+/** True when an input is cut along the batch (its first dimension is the batch symbol). */
+export function isBatched(node: Node): boolean {
+  return typeof node.shape[0] === 'string';
+}
+
+/**
+ * An input's gradient from its shards' gradients, given in shard order (replica by replica,
+ * microbatch by microbatch): Note [input gradients].
+ */
+export function joinShardGradients(node: Node, parts: readonly Tensor[], microbatches: number): Tensor {
+  if (isBatched(node)) {
+    const first = parts[0]!;
+    const rowShape = first.shape.slice(1);
+    const row = rowShape.reduce((p, d) => p * d, 1);
+    let rowsTotal = 0;
+    for (const t of parts) rowsTotal += t.shape[0]!;
+    const data = allocate(first.dtype, rowsTotal * row);
+    let at = 0;
+    for (const t of parts) {
+      data.set(t.data, at);
+      at += t.size;
+    }
+    return new Tensor(first.dtype, [rowsTotal, ...rowShape], data);
+  }
+  let total: Tensor | null = null;
+  for (let r = 0; r * microbatches < parts.length; r++) {
+    let partial = parts[r * microbatches]!;
+    for (let m = 1; m < microbatches; m++) partial = eager.add(partial, parts[r * microbatches + m]!);
+    total = total === null ? partial : eager.add(total, partial);
+  }
+  return total!;
+}
+
 export interface ReferenceStepResult {
   /** The batch's loss: sum over replicas of sum over microbatches of (shard loss x scale). */
   loss: number;
@@ -168,6 +210,11 @@ export function referenceStep(
   });
   const shards = splitBatch(graph, feeds, options);
   const microbatches = options.microbatches ?? 1;
+  // Batched inputs in wrt: one gradient per shard, joined at the end (Note [input gradients]).
+  const batched = (options.wrt ?? [])
+    .map((r) => graph.node(r))
+    .filter((n) => n.op === 'input' && isBatched(n));
+  const parts = new Map<string, Tensor[]>(batched.map((n) => [n.name!, []]));
   let loss = 0;
   let total: Record<string, Tensor> | null = null;
   for (let r = 0; r < (options.replicas ?? 1); r++) {
@@ -177,12 +224,17 @@ export function referenceStep(
       const shard = shards[r * microbatches + m]!;
       const lossDtype: DType = graph.node(options.loss ?? 'loss').dtype;
       const { value, grads } = fn(shard.feeds, params, { seed: scalar(shard.scale, lossDtype) });
+      for (const [name, list] of parts) {
+        list.push(grads[name]!);
+        delete grads[name];
+      }
       lossR += value.item() * shard.scale;
       partial = partial === null ? grads : addAll(partial, grads);
     }
     loss += lossR;
     total = total === null ? partial! : addAll(total, partial!);
   }
+  for (const node of batched) total![node.name!] = joinShardGradients(node, parts.get(node.name!)!, microbatches);
   return { loss, grads: total! };
 }
 

@@ -97,6 +97,13 @@ export function placeNodes(
         },
       );
   }
+  // A parameter the loss does not depend on is still held somewhere (its value, its optimizer state
+  // and its zero gradient), on the first stage.
+  for (const node of graph.nodes) {
+    if (node.op !== 'param' || worker[node.id] !== -1) continue;
+    worker[node.id] = 0;
+    bytes[node.id] = concrete(node.shape, batchSize).reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+  }
   return { worker, cost, bytes };
 }
 

@@ -1,6 +1,6 @@
 import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
-import type { Graph, NodeRef } from '../graph/graph.ts';
+import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 export interface CompileOptions {
@@ -12,7 +12,10 @@ export interface CompileOptions {
   replicas?: number;
   /** The loss (default: the output named 'loss'). */
   loss?: NodeRef;
-  /** Parameters that get gradients (default: all). */
+  /**
+   * What gets a gradient (default: every parameter): parameters, and inputs (Note [input gradients]
+   * in src/autodiff/microbatch.ts). Anything else is refused.
+   */
   wrt?: readonly NodeRef[];
   /** The batch size cost estimates assume for symbolic dimensions (default 32). */
   batchSize?: number;
@@ -63,6 +66,8 @@ export interface Plan {
   readonly loss: number;
   /** The parameters that get a gradient. */
   readonly params: readonly number[];
+  /** The inputs that get a gradient (Note [input gradients] in src/autodiff/microbatch.ts). */
+  readonly inputGrads: readonly number[];
   readonly grad: GradPlan;
   /** placement[r][id]: the worker of node id in replica r; -1 for nodes the step never computes and for consts. Params: their owner. */
   readonly placement: readonly Int32Array[];
@@ -111,6 +116,15 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     );
   }
   const wrt = options.wrt ?? graph.params();
+  for (const ref of wrt) {
+    const node = graph.node(ref);
+    if (node.op !== 'param' && node.op !== 'input') {
+      throw new InputError(
+        `compile: wrt names ${label(node)}, a ${node.op} node; expected a parameter or an input`,
+        { node: label(node), expected: ['param', 'input'], found: node.op },
+      );
+    }
+  }
   const grad = planGradient(graph, loss.id, wrt);
   const consumers = consumerLists(graph, grad.forward);
   const strategy = options.placement ?? 'stages';
@@ -191,7 +205,8 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     replicas,
     strategy,
     loss: loss.id,
-    params: grad.wrt,
+    params: grad.wrt.filter((id) => graph.nodes[id]!.op === 'param'),
+    inputGrads: grad.wrt.filter((id) => graph.nodes[id]!.op === 'input'),
     grad,
     placement,
     consumers,

@@ -17,7 +17,16 @@ const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 <
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
 const FROM_COORDINATOR = kinds('start', 'feed', 'update');
 const FROM_HOST = kinds('activation', 'param', 'gradient');
-const TO_COORDINATOR = kinds('loss', 'grad', 'gradNorm', 'failed', 'failpoint', 'anomaly', 'updated');
+const TO_COORDINATOR = kinds(
+  'loss',
+  'grad',
+  'inputGrad',
+  'gradNorm',
+  'failed',
+  'failpoint',
+  'anomaly',
+  'updated',
+);
 
 /** Checks an envelope a host received and rebuilds its messages. Anything else is a ProtocolError naming the edge. */
 export function decodeHostInputs(
@@ -167,7 +176,8 @@ class Rows {
         return { kind, step, mb, replica, node, consumer, slot, tensor: this.tensor(dtype, rank) };
       }
       case 'feed':
-      case 'activation': {
+      case 'activation':
+      case 'inputGrad': {
         const mb = this.mb();
         const replica = this.int(ROW.REPLICA, 'replica', 0, replicas);
         return {

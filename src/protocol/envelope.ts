@@ -6,7 +6,7 @@ import type { DataMessage, Report, StepStart, StepUpdate } from '../actor/messag
 import type { DType } from '../tensor/tensor.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The `from` of envelopes the coordinator (main thread) sends. */
 export const COORDINATOR = -1;

@@ -1,8 +1,9 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
 import type { ErrorReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
-import { paramValue, type TensorMap } from '../autodiff/forward.ts';
-import { splitBatch } from '../autodiff/microbatch.ts';
+import { bindFeeds, paramValue, resolveShape, type TensorMap } from '../autodiff/forward.ts';
+import { joinShardGradients, splitBatch } from '../autodiff/microbatch.ts';
+import { warnDisconnected } from '../autodiff/plan.ts';
 import {
   BackflowError,
   InputError,
@@ -72,6 +73,8 @@ export interface RuntimeOptions extends CompileOptions {
    * [storage pool]), default on; `false` turns it off. `poison` fills recycled storages with NaN (tests).
    */
   pool?: false | PoolOptions;
+  /** Where warnings go (a parameter or input in `wrt` the loss does not depend on); default process.emitWarning. */
+  onWarning?: (message: string) => void;
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }
@@ -79,7 +82,10 @@ export interface RuntimeOptions extends CompileOptions {
 export interface StepResult {
   /** The batch's mean loss (Note [microbatch scaling]). */
   loss: number;
-  /** Gradients of every parameter, by name (empty when the optimizer runs on the workers). */
+  /**
+   * Gradients of every parameter in `wrt`, by name (none when the optimizer runs on the workers), and
+   * of every input in `wrt` (Note [input gradients] in src/autodiff/microbatch.ts).
+   */
   grads: Record<string, Tensor>;
   /** The global gradient norm before clipping (Note [global norm order]). */
   gradNorm: number;
@@ -117,6 +123,11 @@ interface StepState {
   lr: number | undefined;
   losses: Map<number, number>;
   grads: Map<number, Tensor>;
+  /** Input gradients by node, per shard (replica * microbatches + mb), and how many arrived. */
+  inputGrads: Map<number, Tensor[]>;
+  inputReports: number;
+  /** The batch's symbolic dimensions (the shape of an input's zero gradient). */
+  bindings: ReadonlyMap<string, number>;
   sumsq: Map<number, number>;
   anomalies: Extract<Report<Tensor>, { kind: 'anomaly' }>[];
   finishing: boolean;
@@ -155,6 +166,8 @@ export class Runtime {
   private readonly fedInputs: readonly Node[];
   /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
   private readonly connectedParams: number;
+  /** Inputs in `wrt` joined to the loss: each reports a gradient per shard. */
+  private readonly connectedInputs: number;
   /** The last step's update until every host has applied it (Note [deferred update]). */
   private pending: PendingUpdate | null = null;
 
@@ -170,6 +183,7 @@ export class Runtime {
     this.fedInputs = plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0);
     const disconnected = new Set(plan.grad.disconnected);
     this.connectedParams = plan.params.filter((id) => !disconnected.has(id)).length;
+    this.connectedInputs = plan.inputGrads.filter((id) => !disconnected.has(id)).length;
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
@@ -190,6 +204,7 @@ export class Runtime {
       compileOptions = { ...options, placement: options.placement ?? 'stages', stages: group * chunks };
     }
     const plan = compile(graph, compileOptions);
+    warnDisconnected(graph, plan.grad, options.onWarning);
     const actions = schedule === null ? null : hostActions(plan, schedule);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
@@ -251,6 +266,9 @@ export class Runtime {
         lr,
         losses: new Map(),
         grads: new Map(),
+        inputGrads: new Map(),
+        inputReports: 0,
+        bindings: this.plan.inputGrads.length > 0 ? bindFeeds(this.graph.inputs(), feeds) : new Map(),
         sumsq: new Map(),
         anomalies: [],
         finishing: false,
@@ -314,6 +332,14 @@ export class Runtime {
     if (report.kind === 'loss')
       state.losses.set(report.replica * this.microbatches + report.mb, report.value);
     else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
+    else if (report.kind === 'inputGrad') {
+      let parts = state.inputGrads.get(report.node);
+      if (parts === undefined) state.inputGrads.set(report.node, (parts = []));
+      const k = report.replica * this.microbatches + report.mb;
+      if (parts[k] !== undefined) return;
+      parts[k] = report.tensor;
+      state.inputReports++;
+    }
     else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
     else if (report.kind === 'anomaly') {
       state.anomalies.push(report);
@@ -327,6 +353,7 @@ export class Runtime {
 
   private maybeFinish(state: StepState): void {
     if (state.finishing || state.losses.size < state.expectedLosses) return;
+    if (state.inputReports < this.connectedInputs * state.expectedLosses) return;
     const onWorkers = this.options.optimizer !== undefined;
     if (onWorkers) {
       if (state.sumsq.size < this.plan.params.length) return;
@@ -364,6 +391,14 @@ export class Runtime {
       }
     }
     const gradNorm = globalNormOf(sums);
+    for (const id of this.plan.inputGrads) {
+      const node = this.graph.nodes[id]!;
+      const parts = state.inputGrads.get(id);
+      grads[label(node)] =
+        parts === undefined
+          ? zeros(resolveShape(node.shape, state.bindings, label(node)), node.dtype)
+          : joinShardGradients(node, parts, this.microbatches);
+    }
     let skipped = false;
     let lr: number | null = null;
     const anomaly = firstAnomaly(state.anomalies, this.graph);
@@ -628,3 +663,4 @@ function workerError(worker: number, e: ErrorReport): WorkerError {
   });
   return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
 }
+

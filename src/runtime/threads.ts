@@ -80,7 +80,7 @@ export class ThreadsCluster implements Cluster {
       // The coordinator's stage count (a schedule's, e.g. workers x chunks), not the caller's option.
       stages: plan.stages,
       loss: plan.loss,
-      wrt: [...plan.params],
+      wrt: [...plan.grad.wrt],
     };
     const peers: [number, MessagePort][][] = Array.from({ length: plan.workers }, () => []);
     const talk = new Uint8Array(plan.workers * plan.workers);

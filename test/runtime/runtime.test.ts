@@ -2,41 +2,14 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { InputError, ShapeError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
-import type { Graph } from '../../src/graph/graph.ts';
 import type { PlacementStrategy } from '../../src/partition/placement.ts';
-import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { createRuntime, type Runtime } from '../../src/runtime/runtime.ts';
 import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
 import { mlp, tied } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
+import { expectMatchesReference } from '../support/reference.ts';
 
 type Mode = 'in-process' | 'threads';
-
-/** Runs one step on the runtime and the reference, and asserts loss and every gradient are bitwise equal. */
-async function expectMatchesReference(
-  graph: Graph,
-  params: Record<string, Tensor>,
-  feeds: Record<string, Tensor>,
-  options: RuntimeOptions,
-  runtime?: Runtime,
-): Promise<void> {
-  const ref = referenceStep(graph, feeds, params, {
-    replicas: options.replicas ?? 1,
-    microbatches: options.microbatches ?? 1,
-  });
-  const rt = runtime ?? (await createRuntime(graph, { ...options, params }));
-  try {
-    const out = await rt.step(feeds);
-    expect(out.loss).toBe(ref.loss);
-    expect(Object.keys(out.grads).sort()).toEqual(Object.keys(ref.grads).sort());
-    for (const [name, g] of Object.entries(ref.grads)) {
-      if (!bitwiseEqual(out.grads[name]!, g)) {
-        throw new Error(`gradient of ${name} differs from the reference (${JSON.stringify(options)})`);
-      }
-    }
-  } finally {
-    if (runtime === undefined) await rt.close();
-  }
-}
 
 const placements: PlacementStrategy[] = ['per-node', 'stages', 'min-comm'];
 

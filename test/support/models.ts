@@ -125,3 +125,32 @@ export function everyFieldGraph(): Graph {
   });
   return gradGraph(b.build(), { loss: 'loss' });
 }
+
+/**
+ * Nodes fed only by parameters and constants (Note [fixed-input nodes]): a decoder tied to the encoder
+ * through `transpose(W)`, a weight-decay term `sum(square(W))`, `exp` of a constant, and a parameter
+ * `v` whose whole path to the loss holds no input.
+ */
+export function fixedInputs(): Model {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 3]);
+  const y = b.input('y', ['B', 3]);
+  const w = b.param('w', [3, 3], { init: { kind: 'normal', std: 0.5 } });
+  const v = b.param('v', [3], { init: { kind: 'normal', std: 0.5 } });
+  const h = b.tanh(b.matmul(x, w));
+  const decoded = b.matmul(h, b.transpose(w));
+  const gain = b.exp(b.const(tensor([0.5, -0.25, 0.125])));
+  const err = b.mul(b.sub(decoded, y), gain);
+  const decay = b.mul(b.sum(b.square(w)), 0.01);
+  const prior = b.mean(b.square(b.sub(v, b.const(tensor([1, 2, 3])))));
+  b.output('loss', b.add(b.add(b.mean(b.square(err)), decay), prior));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 9),
+    feeds: (batch, seed = 6) => {
+      const rng = new Rng(seed);
+      return { x: rng.normalTensor([batch, 3]), y: rng.normalTensor([batch, 3]) };
+    },
+  };
+}
