@@ -234,7 +234,8 @@ export function referenceStep(
     loss += lossR;
     total = total === null ? partial! : addAll(total, partial!);
   }
-  for (const node of batched) total![node.name!] = joinShardGradients(node, parts.get(node.name!)!, microbatches);
+  for (const node of batched)
+    total![node.name!] = joinShardGradients(node, parts.get(node.name!)!, microbatches);
   return { loss, grads: total! };
 }
 

@@ -339,8 +339,7 @@ export class Runtime {
       if (parts[k] !== undefined) return;
       parts[k] = report.tensor;
       state.inputReports++;
-    }
-    else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
+    } else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
     else if (report.kind === 'anomaly') {
       state.anomalies.push(report);
       return;
@@ -663,4 +662,3 @@ function workerError(worker: number, e: ErrorReport): WorkerError {
   });
   return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
 }
-
