@@ -34,6 +34,11 @@ export class DTypeError extends BackflowError {}
 export class GraphError extends BackflowError {}
 /** An op is registered twice, unknown, or misused. */
 export class OpError extends BackflowError {}
+/**
+ * A module of the runtime's `ops` option could not be imported (missing, or it threw):
+ * `context.module` names it, `cause` is what the import threw.
+ */
+export class OpModuleError extends BackflowError {}
 /** A feed, parameter or option given to an engine is missing or wrong. */
 export class InputError extends BackflowError {}
 /** Serialized bytes are corrupt, truncated, or of a newer format. */

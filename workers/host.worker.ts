@@ -12,6 +12,7 @@ import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '
 import { COORDINATOR, type HostInput, type Limits } from '../src/protocol/envelope.ts';
 import { PortLink } from '../src/protocol/link.ts';
 import { unpackGraph } from '../src/protocol/packed-graph.ts';
+import { importOpModules } from '../src/runtime/user-ops.ts';
 import { installPool, StoragePool } from '../src/tensor/pool.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
 import { TraceRecorder } from '../src/trace/recorder.ts';
@@ -143,7 +144,9 @@ const out = <V>({ value, tx }: { value: V; tx: codec.Transfers }) => transfer(va
 let edge = '';
 
 const api: HostControl = {
-  init(init) {
+  async init(init) {
+    // The graph's own ops are registered before it is unpacked (Note [user ops on workers]).
+    await importOpModules(init.ops);
     const plan = compile(unpackGraph(init.graph), init.options);
     const pool = init.pool === null ? null : new StoragePool(init.pool);
     installPool(pool);

@@ -25,7 +25,16 @@ export class UsageError extends BackflowError {}
 
 type Spec = Record<
   string,
-  { type: 'string' | 'boolean'; short?: string; default?: string | boolean; help: string }
+  {
+    type: 'string' | 'boolean';
+    short?: string;
+    default?: string | boolean;
+    /** The flag may be given more than once (its value is then a list). */
+    multiple?: boolean;
+    /** What the help calls the flag's value (default 'value'). */
+    value?: string;
+    help: string;
+  }
 >;
 
 const COMMON: Spec = { help: { type: 'boolean', short: 'h', help: 'show this help' } };
@@ -55,6 +64,12 @@ const TRAIN: Spec = {
   'loss-curve': { type: 'string', default: 'loss-curve.svg', help: 'where to write the loss curve (SVG)' },
   'in-process': { type: 'boolean', default: false, help: 'run every host in this thread (debugging)' },
   trace: { type: 'string', help: 'write a Chrome trace (Perfetto) of the last step to this file' },
+  ops: {
+    type: 'string',
+    multiple: true,
+    value: 'module',
+    help: 'a module that defines ops (defineOp) for every worker to import; repeatable or comma-separated',
+  },
 };
 
 const SIMULATE: Spec = {
@@ -91,7 +106,7 @@ const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) =
   inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
 };
 
-type Values = Record<string, string | boolean | undefined>;
+type Values = Record<string, string | string[] | boolean | undefined>;
 
 function usage(name?: string): string {
   if (name === undefined || COMMANDS[name] === undefined) {
@@ -100,7 +115,7 @@ function usage(name?: string): string {
   }
   const spec = { ...COMMANDS[name]!.spec, ...COMMON };
   const lines = Object.entries(spec).map(([flag, o]) => {
-    const left = `  --${flag}${o.type === 'string' ? ' <value>' : ''}`;
+    const left = `  --${flag}${o.type === 'string' ? ` <${o.value ?? 'value'}>` : ''}`;
     return `${left.padEnd(28)} ${o.help}${o.default !== undefined && o.type === 'string' ? ` (default ${o.default})` : ''}`;
   });
   return `usage: backflow ${name} [options]\n\n${lines.join('\n')}`;
@@ -125,6 +140,20 @@ function num(v: Values, key: string, positive = false): number {
   return n;
 }
 
+/** A repeatable flag whose values may also be comma-separated lists; no entry may be empty. */
+function list(v: Values, key: string): string[] {
+  const raw = v[key];
+  if (raw === undefined) return [];
+  const given = Array.isArray(raw) ? raw : [String(raw)];
+  const items = given.flatMap((s) => s.split(',').map((item) => item.trim()));
+  if (items.some((item) => item === '')) {
+    throw new UsageError(
+      `--${key}: expected module paths, file: URLs or package names, separated by commas, found ${given.map((s) => `'${s}'`).join(', ')}`,
+    );
+  }
+  return items;
+}
+
 function choice<T extends string>(v: Values, key: string, choices: readonly T[]): T {
   const raw = v[key];
   if (typeof raw !== 'string' || !(choices as readonly string[]).includes(raw)) {
@@ -142,6 +171,7 @@ async function train(v: Values): Promise<void> {
     v['replicas'] === undefined ? Math.max(1, Math.floor(workers / stages)) : int(v, 'replicas');
   const microbatches = int(v, 'microbatches');
   const schedule = v['schedule'] === undefined ? undefined : choice(v, 'schedule', SCHEDULE_KINDS);
+  const ops = list(v, 'ops');
   const placement =
     v['placement'] === undefined
       ? undefined
@@ -172,6 +202,7 @@ async function train(v: Values): Promise<void> {
     seed: int(v, 'seed', 0),
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
     ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
+    ...(ops.length > 0 ? { ops } : {}),
   });
   console.log(
     `backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`,
@@ -297,6 +328,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           type: o.type,
           ...(o.short ? { short: o.short } : {}),
           ...(o.default !== undefined ? { default: o.default } : {}),
+          ...(o.multiple ? { multiple: true } : {}),
         },
       ]),
     );

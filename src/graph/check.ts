@@ -14,7 +14,7 @@ import { type Initializer, initialize } from '../tensor/init.ts';
 import { Rng } from '../tensor/rng.ts';
 import { type Dim, isConcrete, type Shape, shapesEqual } from '../tensor/shape.ts';
 import { DTYPES, type DType, Tensor } from '../tensor/tensor.ts';
-import { Graph, type Node } from './graph.ts';
+import { Graph, isLeaf, type Node } from './graph.ts';
 import { fmtType, fmtValue, type Printable, printGraph, printOutputs } from './print.ts';
 import '../ops/builtins.ts';
 import { maxOf, minOf } from '../util/extent.ts';
@@ -55,6 +55,30 @@ export function checkGraph(graph: unknown): Graph {
   }
   const checkedOutputs = checkOutputs(view, outputs, nodes.length);
   return graph instanceof Graph ? graph : new Graph(nodes, checkedOutputs);
+}
+
+/**
+ * The ops of a graph are known where it will run: `unknown(op)` says why an op is not (or null when it
+ * is), and the first node of such an op is an OpError quoting it, with `context`. Each op is asked once.
+ */
+export function checkOpsKnown(
+  graph: Graph,
+  unknown: (op: string) => string | null,
+  context: ErrorContext = {},
+): void {
+  const known = new Set<string>();
+  for (const node of graph.nodes) {
+    if (isLeaf(node) || known.has(node.op)) continue;
+    const why = unknown(node.op);
+    if (why !== null) {
+      throw fail(OpError, graph, node, `%${node.id}: ${why}`, {
+        expected: 'a registered op',
+        found: node.op,
+        ...context,
+      });
+    }
+    known.add(node.op);
+  }
 }
 
 type ErrorClass = new (

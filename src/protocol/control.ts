@@ -26,12 +26,17 @@ export interface HostInit {
   readonly gen: number;
   /** The worker's storage pool (Note [storage pool]), or null: every storage fresh. */
   readonly pool: PoolOptions | null;
+  /** Modules to import before the graph is unpacked, resolved (Note [user ops on workers]). */
+  readonly ops: readonly string[];
 }
 
 /** The control API a host worker exposes (through comlink; every call is guarded by the pool). */
 export interface HostControl {
-  /** Builds the host; returns the placement of the plan it compiled, for the coordinator to compare. */
-  init(init: HostInit): readonly Int32Array[];
+  /**
+   * Imports the op modules, then builds the host; returns the placement of the plan it compiled, for
+   * the coordinator to compare.
+   */
+  init(init: HostInit): Promise<readonly Int32Array[]>;
   /** Tensors transferred in; the host owns them from then on. */
   setParams(values: [number, WireTensor][]): void;
   /** Copies of the host's parameters, transferred out. */

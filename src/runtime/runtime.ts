@@ -26,6 +26,7 @@ import type { Trace } from '../trace/trace.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { InProcessCluster } from './in-process.ts';
 import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
+import { loadUserOps } from './user-ops.ts';
 
 export interface RuntimeOptions extends CompileOptions {
   /**
@@ -38,6 +39,15 @@ export interface RuntimeOptions extends CompileOptions {
   chunks?: number;
   /** 'threads' (default): one worker thread per worker. 'in-process': every host in this thread. */
   mode?: 'threads' | 'in-process';
+  /**
+   * Modules that define the graph's own ops (with `defineOp`), imported by this thread and then by
+   * every worker before it compiles the plan (Note [user ops on workers]): absolute paths, file:
+   * URLs, or package names (resolved as backflow's own imports are, from where it is installed);
+   * a path starting with `./` or `../` is resolved against `process.cwd()`. Before any worker starts,
+   * a module that cannot be imported is an OpModuleError, and an op of the graph that neither the
+   * built-in ops nor these modules define is an OpError naming its node.
+   */
+  ops?: readonly string[];
   /** Microbatches per replica per step (default 1). */
   microbatches?: number;
   /** Initial parameter values (default: the graph's initializers with `seed`). */
@@ -187,7 +197,9 @@ export class Runtime {
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
-    // Invariant 8: a graph is checked before any worker starts.
+    const threads = (options.mode ?? 'threads') === 'threads';
+    // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
+    const ops = await loadUserOps(graph, options.ops ?? [], threads);
     if (options.validate !== false) checkGraph(graph);
     let schedule: ReturnType<typeof resolveSchedule> | null = null;
     let compileOptions: CompileOptions = options;
@@ -215,13 +227,13 @@ export class Runtime {
       failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
     };
     let cluster: Cluster;
-    if ((options.mode ?? 'threads') === 'in-process') {
+    if (!threads) {
       cluster = new InProcessCluster(plan, events, {
         ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
       });
     } else {
       if (threadsFactory === null) await import('./threads.ts');
-      cluster = await threadsFactory!(plan, events, options);
+      cluster = await threadsFactory!(plan, events, { ...options, ops });
     }
     runtime = new Runtime(plan, cluster, options);
     try {

@@ -136,6 +136,8 @@ export class ThreadsCluster implements Cluster {
             peers: peers[w]!,
             gen: 0,
             pool: options.pool === false ? null : (options.pool ?? {}),
+            // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
+            ops: options.ops ?? [],
           };
           const placement = await api.init(transfer(init, [port2, ...peers[w]!.map(([, p]) => p)]));
           if (!samePlacement(placement, plan.placement)) {

@@ -3,6 +3,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 
@@ -52,6 +53,10 @@ describe('backflow command line', () => {
     [['train', '--data', 'cifar'], /--data: expected one of mnist, spirals, found 'cifar'/],
     [['train', '--warp'], /Unknown option '--warp'[\s\S]*valid options: .*--param-placement/],
     [['simulate', '--schedule', 'zigzag'], /--schedule: expected one of/],
+    [
+      ['train', '--ops', './a.ts,,./b.ts'],
+      /--ops: expected module paths, file: URLs or package names, separated by commas, found '.\/a.ts,,.\/b.ts'/,
+    ],
   ])('%j exits 2 with what was expected and found', async (argv, why) => {
     const { code, err } = await cli(...argv);
     expect(code).toBe(2);
@@ -85,6 +90,28 @@ describe('backflow command line', () => {
     expect(out).toMatch(/worker 0: parameters 18 KiB, optimizer state 70 KiB/);
     expect(out).toMatch(/worker 1: parameters 18 KiB/);
     expect(readFileSync(curve, 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('train --ops: the modules reach the runtime, repeated or comma-separated; --help names the flag', async () => {
+    const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/ops/${name}`, import.meta.url));
+    const spirals = ['train', '--data', 'spirals', '--epochs', '1', '--loss-curve', join(dir, 'ops.svg')];
+    // Refused in this thread, before any worker starts.
+    const missing = await cli(...spirals, '--ops', fixture('cube.ts'), '--ops', fixture('missing.ts'));
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/OpModuleError: cannot import op module 'file:\/\/.*\/missing\.ts'/);
+    // Imported by the workers too: this one refuses to load there.
+    const inWorkers = await cli(
+      ...spirals,
+      '--ops',
+      `${fixture('cube.ts')},${fixture('throws-in-worker.ts')}`,
+    );
+    expect(inWorkers.code).toBe(1);
+    expect(inWorkers.err).toMatch(
+      /WorkerError: .*cannot import op module 'file:\/\/.*\/throws-in-worker\.ts': Error: this op module refuses to load in a worker/,
+    );
+    expect((await cli('train', '--help')).out).toMatch(
+      /--ops <module> +a module that defines ops .*repeatable/,
+    );
   });
 
   it('simulate prints the bubble of a schedule; inspect prints a plan', async () => {
