@@ -106,7 +106,10 @@ for (const [schedule, chunks] of SCHEDULES) {
   // are wall time shared by 4 workers on 2 cores: Note [contended spans]) and the messages' latency.
   // Each step is predicted from its own trace (the load of other processes changes from step to
   // step); the schedule's own bubble, with a core per worker, from all of them.
-  const actions = hostActions(runtime.plan, resolveSchedule(schedule, { workers, microbatches, chunks }));
+  const actions = hostActions(
+    runtime.plan,
+    resolveSchedule(schedule, { workers, microbatches, chunks }).schedule,
+  );
   const replay = { microbatches, batchSize: batch, schedule: actions, measuredCores: cores };
   const perStep = traces.map((t) => replayTraces(runtime.plan, [t], replay));
   const errors = perStep.map((r, i) => (r.makespan - stepMs[i]!) / stepMs[i]!);

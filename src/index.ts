@@ -46,16 +46,31 @@ export {
   SCHEDULE_KINDS,
   type ScheduleKind,
 } from './schedule/config.ts';
-export { scheduleFromCsv, scheduleToCsv } from './schedule/csv.ts';
 export {
+  placedScheduleFromCsv,
+  placedScheduleToCsv,
+  scheduleFromCsv,
+  scheduleToCsv,
+} from './schedule/csv.ts';
+export {
+  generatePlacedSchedule,
   generateSchedule,
   schedule1F1B,
   scheduleGPipe,
   scheduleInterleaved1F1B,
+  schedulePlacement,
   scheduleZBH1,
 } from './schedule/generators.ts';
 export { formatGrid } from './schedule/grid.ts';
-export { stagesOfWorker, stagesPerWorker, workerOfStage } from './schedule/placement.ts';
+export {
+  type PlacedSchedule,
+  resolveStagePlacement,
+  STAGE_PLACEMENT_NAMES,
+  type StagePlacement,
+  stagesOfWorker,
+  stagesPerWorker,
+  workerOfStage,
+} from './schedule/placement.ts';
 export { validateSchedule } from './schedule/validate.ts';
 export { type CostModel, flopCosts, stageCosts, traceCosts } from './sim/cost.ts';
 export { simulatePipeline, stageChain } from './sim/pipeline.ts';

@@ -1,6 +1,7 @@
 import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
+import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 export interface CompileOptions {
@@ -22,11 +23,16 @@ export interface CompileOptions {
   /** Allowed load imbalance of 'min-comm' over the balanced stages, as a fraction (default 0.1). */
   imbalance?: number;
   /**
-   * Pipeline stages per replica for 'stages' and 'manual' placement (default: one per worker). Stage s
-   * runs on worker s mod (workers per replica): more stages than workers loop over the workers, which
-   * is the placement of interleaved schedules.
+   * Pipeline stages per replica for 'stages' and 'manual' placement (default: one per worker, or the
+   * length of an array `stagePlacement`). Stage s runs on the worker `stagePlacement` gives it.
    */
   stages?: number;
+  /**
+   * Which worker of a replica runs each stage (Note [stage placement]): 'loop' (default, stage s on
+   * worker s mod workers per replica, interleaved schedules' placement), 'v', or an array
+   * `stageWorkers[s] = worker`. Every node of stage s goes there, parameters included.
+   */
+  stagePlacement?: StagePlacement;
   /**
    * Where parameters live when there are replicas (Note [parameter placement]):
    * - 'sharded' (default): once, owners spread over the replicas by bytes (optimizer state and
@@ -76,9 +82,14 @@ export interface Plan {
   readonly crossEdges: readonly CrossEdge[];
   /** Estimated FLOPs per worker for one step at the estimate batch size. */
   readonly load: readonly number[];
-  /** Pipeline stages per replica, and the stage of every node (-1 where it has none); stage s runs on worker s mod group. */
+  /** Pipeline stages per replica, and the stage of every node (-1 where it has none). */
   readonly stages: number;
   readonly stageOf: Int32Array;
+  /**
+   * stageWorkers[s]: the worker within a replica of stage s (Note [stage placement]); replica r's
+   * copy is on worker r * group + stageWorkers[s].
+   */
+  readonly stageWorkers: readonly number[];
   /** Workers per replica. */
   readonly group: number;
 }
@@ -129,13 +140,21 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const consumers = consumerLists(graph, grad.forward);
   const strategy = options.placement ?? 'stages';
   const group = Math.max(1, Math.floor(workers / replicas));
-  const stages = strategy === 'stages' || strategy === 'manual' ? (options.stages ?? group) : group;
+  const stagePlacement = options.stagePlacement ?? 'loop';
+  const pipeline = strategy === 'stages' || strategy === 'manual';
+  const stages = pipeline
+    ? (options.stages ?? (typeof stagePlacement === 'string' ? group : stagePlacement.length))
+    : group;
   if (!Number.isInteger(stages) || stages < 1) {
     throw new InputError(`compile: expected stages >= 1, found ${stages}`, {
       expected: '>= 1',
       found: stages,
     });
   }
+  // Other strategies place nodes on workers directly: their "stage" is the worker.
+  const stageWorkers = pipeline
+    ? resolveStagePlacement(stagePlacement, stages, group)
+    : Array.from({ length: group }, (_, w) => w);
   const base = placeNodes(graph, grad, consumers, {
     strategy,
     workers: stages,
@@ -152,14 +171,20 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const owner =
     paramPlacement === 'replicated'
       ? null
-      : ownerReplicas(graph, base.worker, base.bytes, group, paramPlacement === 'sharded' ? replicas : 1);
+      : ownerReplicas(
+          graph,
+          base.worker,
+          stageWorkers,
+          base.bytes,
+          paramPlacement === 'sharded' ? replicas : 1,
+        );
   const placement: Int32Array[] = [];
   for (let r = 0; r < replicas; r++) {
     const p = new Int32Array(graph.size).fill(-1);
     for (let id = 0; id < graph.size; id++) {
       const stage = base.worker[id]!;
       if (stage < 0) continue;
-      const v = stage % group;
+      const v = stageWorkers[stage]!;
       // A parameter placed once sits on its owner's worker for its stage in every replica;
       // everything else (replicated parameters too) is copied per replica.
       const at = owner !== null && graph.nodes[id]!.op === 'param' ? owner[id]! : r;
@@ -217,6 +242,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     load,
     stages,
     stageOf: base.worker,
+    stageWorkers,
     group,
   };
 }
@@ -254,7 +280,7 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
 //
 // With every parameter owned by replica 0, its workers did all the summing, all the updates and all
 // the sends while the others waited. Spreading the owners over the replicas ('sharded': ZeRO's
-// sharding of optimizer state and gradients, with the parameters still broadcast) splits that work. Within each stage, parameters go, largest first (then by id), to the
+// sharding of optimizer state and gradients, with the parameters still broadcast) splits that work. Within each worker of a replica, parameters go, largest first (then by id), to the
 // replica owning the fewest bytes so far (ties to the lowest). compile is pure, so every worker
 // derives the same owners.
 //
@@ -272,8 +298,8 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
 function ownerReplicas(
   graph: Graph,
   stageOf: Int32Array,
+  stageWorkers: readonly number[],
   bytes: Float64Array,
-  group: number,
   replicas: number,
 ): Int32Array {
   const owner = new Int32Array(graph.size);
@@ -284,7 +310,7 @@ function ownerReplicas(
     .sort((a, b) => bytes[b]! - bytes[a]! || a - b);
   const load = new Map<number, number[]>();
   for (const id of params) {
-    const v = stageOf[id]! % group;
+    const v = stageWorkers[stageOf[id]!]!;
     let owned = load.get(v);
     if (owned === undefined) load.set(v, (owned = new Array<number>(replicas).fill(0)));
     let best = 0;

@@ -11,8 +11,8 @@ const fmtFlops = (f: number) =>
       : `${Math.round(f)} FLOP`;
 
 /**
- * A plan as text: per worker, its nodes, parameters and estimated load; then the edges that cross
- * workers (at most `maxEdges` of them listed).
+ * A plan as text: per worker, its pipeline stages (Note [stage placement]), nodes, parameters and
+ * estimated load; then the edges that cross workers (at most `maxEdges` of them listed).
  */
 export function printPlan(plan: Plan, options: { maxEdges?: number } = {}): string {
   const { graph } = plan;
@@ -33,8 +33,13 @@ export function printPlan(plan: Plan, options: { maxEdges?: number } = {}): stri
       perReplica.push(count);
     }
     const nodes = perReplica.map((c, r) => (plan.replicas > 1 ? `r${r}: ${c}` : `${c}`)).join(', ');
+    const stages = plan.stageWorkers.flatMap((v, s) => (v === w % plan.group ? [s] : []));
+    const staged =
+      plan.strategy === 'stages' || plan.strategy === 'manual'
+        ? `stage${stages.length === 1 ? '' : 's'} ${stages.join(', ')}; `
+        : '';
     lines.push(
-      `  worker ${w}: nodes ${nodes}; params [${params.join(', ')}]; load ${fmtFlops(plan.load[w]!)}`,
+      `  worker ${w}: ${staged}nodes ${nodes}; params [${params.join(', ')}]; load ${fmtFlops(plan.load[w]!)}`,
     );
   }
   const total = plan.crossEdges.reduce((s, e) => s + e.bytes, 0);

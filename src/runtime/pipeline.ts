@@ -1,26 +1,53 @@
 import type { HostAction } from '../actor/task-queue.ts';
-import { InputError } from '../errors.ts';
+import { InputError, ScheduleError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
 import { isCompute, type Schedule } from '../schedule/action.ts';
-import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
-import { generateSchedule } from '../schedule/generators.ts';
+import { checkRows } from '../schedule/action-rules.ts';
+import { SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
+import { generatePlacedSchedule } from '../schedule/generators.ts';
+import {
+  formatStagePlacement,
+  type PlacedSchedule,
+  resolveStagePlacement,
+  type StagePlacement,
+} from '../schedule/placement.ts';
 import { validateSchedule } from '../schedule/validate.ts';
 
-/** A schedule by name, or a hand-written one (one action list per pipeline worker). */
-export type ScheduleSpec = ScheduleKind | Schedule;
+/**
+ * A schedule by name, a hand-written one (one action list per pipeline worker, placed by the
+ * `stagePlacement` option, default 'loop'), or a hand-written one with its placement.
+ */
+export type ScheduleSpec = ScheduleKind | Schedule | PlacedSchedule;
+
+/** A checked schedule and the worker of each of its stages (Note [stage placement]). */
+export interface ResolvedSchedule {
+  readonly schedule: Schedule;
+  readonly stageWorkers: readonly number[];
+}
 
 function isScheduleKind(spec: unknown): spec is ScheduleKind {
   return typeof spec === 'string' && (SCHEDULE_KINDS as readonly string[]).includes(spec);
 }
 
 /**
- * Checks a schedule against the configuration before anything starts (its rules, then the validator)
- * and returns the pipeline of one replica: the schedule itself. Throws ScheduleError.
+ * Checks a schedule against the configuration before anything starts (its rules, then the validator
+ * with its stage placement) and returns the pipeline of one replica: the schedule and where its stages
+ * run. Stages: workers x chunks; for a hand-written schedule without chunks, the length of an array
+ * placement, else one per worker. A `stagePlacement` option that resolves differently from the
+ * schedule's own placement (a generator's, or a PlacedSchedule's) is refused. Throws ScheduleError.
  */
 export function resolveSchedule(
   spec: ScheduleSpec,
-  config: { workers: number; microbatches: number; chunks: number },
-): Schedule {
+  config: {
+    workers: number;
+    microbatches: number;
+    chunks?: number | undefined;
+    stagePlacement?: StagePlacement | undefined;
+  },
+): ResolvedSchedule {
+  const { workers, microbatches } = config;
+  let placed: PlacedSchedule;
+  let stages: number;
   if (typeof spec === 'string') {
     if (!isScheduleKind(spec)) {
       throw new InputError(`unknown schedule '${spec}' (expected one of ${SCHEDULE_KINDS.join(', ')})`, {
@@ -28,16 +55,37 @@ export function resolveSchedule(
         found: spec,
       });
     }
-    checkPipelineConfig(spec, config);
-    return generateSchedule(spec, config);
+    const chunks = config.chunks ?? 1;
+    placed = generatePlacedSchedule(spec, { workers, microbatches, chunks });
+    stages = workers * chunks;
+  } else {
+    placed =
+      'stagePlacement' in spec ? spec : { schedule: spec, stagePlacement: config.stagePlacement ?? 'loop' };
+    const own = placed.stagePlacement;
+    stages =
+      config.chunks !== undefined ? workers * config.chunks : typeof own === 'object' ? own.length : workers;
   }
-  validateSchedule(spec, { stages: config.workers * config.chunks, microbatches: config.microbatches });
-  return spec;
+  const stageWorkers = resolveStagePlacement(placed.stagePlacement, stages, workers);
+  if (config.stagePlacement !== undefined) {
+    const asked = resolveStagePlacement(config.stagePlacement, stages, workers);
+    if (asked.some((w, s) => w !== stageWorkers[s]))
+      throw new ScheduleError(
+        `the schedule ${typeof spec === 'string' ? `'${spec}' ` : ''}places its stages by ` +
+          `${formatStagePlacement(placed.stagePlacement)} ([${stageWorkers.join(', ')}]), but the option ` +
+          `stagePlacement is ${formatStagePlacement(config.stagePlacement)} ([${asked.join(', ')}])`,
+        { rule: 'stage placement', expected: stageWorkers, found: asked },
+      );
+  }
+  if (typeof spec !== 'string')
+    validateSchedule(placed.schedule, { stages, microbatches, stagePlacement: placed.stagePlacement });
+  return { schedule: placed.schedule, stageWorkers };
 }
 
 /**
  * Each worker's compute actions: worker w runs row (w mod workers-per-replica) of the schedule for its
  * replica. Sends and receives are left out: in the runtime, messages leave when their values are made.
+ * Checks first that the schedule's rows agree with the plan's stage placement (Note [stage placement]),
+ * so that a schedule written for another placement is refused before any worker starts.
  */
 export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
   if (schedule.length !== plan.group) {
@@ -49,6 +97,7 @@ export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
       },
     );
   }
+  checkRows(schedule, plan.stageWorkers, 'the plan');
   return Array.from({ length: plan.workers }, (_, w) =>
     (schedule[w % plan.group] ?? [])
       .filter((a): a is NonNullable<typeof a> => a !== null && isCompute(a))

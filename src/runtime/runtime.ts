@@ -25,17 +25,22 @@ import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import type { Trace } from '../trace/trace.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { InProcessCluster } from './in-process.ts';
-import { hostActions, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
+import { hostActions, type ResolvedSchedule, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
 import { loadUserOps } from './user-ops.ts';
 
 export interface RuntimeOptions extends CompileOptions {
   /**
    * A pipeline schedule: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1', or a hand-written one (one
-   * action list per worker of a replica). Stages are placed contiguously, stage s on worker s mod
-   * (workers per replica). Without one, hosts run in dataflow order.
+   * action list per worker of a replica), alone or with its stage placement ({ schedule,
+   * stagePlacement }). Stages are cut contiguously and stage s runs on the worker the stage placement
+   * gives it (option `stagePlacement`, default 'loop': s mod workers per replica). Without a
+   * schedule, hosts run in dataflow order.
    */
   schedule?: ScheduleSpec;
-  /** Model chunks per worker, for interleaved schedules (default 1). */
+  /**
+   * Model chunks per worker, for interleaved and V schedules (default 1, or for a hand-written
+   * schedule with an array placement, its length over the workers).
+   */
   chunks?: number;
   /** 'threads' (default): one worker thread per worker. 'in-process': every host in this thread. */
   mode?: 'threads' | 'in-process';
@@ -201,23 +206,28 @@ export class Runtime {
     // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
     const ops = await loadUserOps(graph, options.ops ?? [], threads);
     if (options.validate !== false) checkGraph(graph);
-    let schedule: ReturnType<typeof resolveSchedule> | null = null;
+    let schedule: ResolvedSchedule | null = null;
     let compileOptions: CompileOptions = options;
     if (options.schedule !== undefined) {
       const replicas = options.replicas ?? 1;
       const group = Math.max(1, Math.floor(options.workers / replicas));
-      const chunks = options.chunks ?? 1;
-      // Note: the schedule is checked before any worker starts.
+      // Note: the schedule, and its stage placement, are checked before any worker starts.
       schedule = resolveSchedule(options.schedule, {
         workers: group,
         microbatches: options.microbatches ?? 1,
-        chunks,
+        chunks: options.chunks,
+        stagePlacement: options.stagePlacement,
       });
-      compileOptions = { ...options, placement: options.placement ?? 'stages', stages: group * chunks };
+      compileOptions = {
+        ...options,
+        placement: options.placement ?? 'stages',
+        stages: schedule.stageWorkers.length,
+        stagePlacement: schedule.stageWorkers,
+      };
     }
     const plan = compile(graph, compileOptions);
     warnDisconnected(graph, plan.grad, options.onWarning);
-    const actions = schedule === null ? null : hostActions(plan, schedule);
+    const actions = schedule === null ? null : hostActions(plan, schedule.schedule);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
     let runtime: Runtime | null = null;

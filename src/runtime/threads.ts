@@ -79,6 +79,7 @@ export class ThreadsCluster implements Cluster {
       replicas: plan.replicas,
       // The coordinator's stage count (a schedule's, e.g. workers x chunks), not the caller's option.
       stages: plan.stages,
+      stagePlacement: [...plan.stageWorkers],
       loss: plan.loss,
       wrt: [...plan.grad.wrt],
     };

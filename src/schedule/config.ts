@@ -11,7 +11,7 @@ export interface PipelineConfig {
   readonly microbatches: number;
   /**
    * v: model chunks per worker, for interleaved 1F1B (default 1). The model has workers * chunks
-   * stages, placed by Note [looping placement].
+   * stages, placed on the workers by the generator's stage placement (Note [stage placement]).
    */
   readonly chunks?: number;
 }

@@ -1,19 +1,36 @@
 import { type Action, action, type Slot } from './action.ts';
 import { alignSchedule } from './align.ts';
 import { type CheckedConfig, checkPipelineConfig, type PipelineConfig, type ScheduleKind } from './config.ts';
-import type { ScheduleShape } from './placement.ts';
+import {
+  type PlacedSchedule,
+  resolveStagePlacement,
+  type ScheduleShape,
+  type StagePlacement,
+} from './placement.ts';
 
 /**
  * The schedule generators: pure functions of (workers p, microbatches m, chunks v) that return the
  * compute-only schedule (F, B, I, W), lined up in time with `alignSchedule` so that the grid reads like
  * the textbook pictures. `insertCommunication` adds the sends and receives; `validateSchedule` checks
  * any of them. Each generator checks its configuration first (`checkPipelineConfig`) and throws a
- * ScheduleError before anything is built.
+ * ScheduleError before anything is built. Each also says where its stages run (Note [stage
+ * placement]): `generatePlacedSchedule` returns the schedule with that placement.
  */
 export function generateSchedule(kind: ScheduleKind, config: PipelineConfig): Slot[][] {
   const checked = checkPipelineConfig(kind, config);
-  const orders = ORDERS[checked.chunks === 1 && kind === 'interleaved-1f1b' ? '1f1b' : kind](checked);
-  return alignSchedule(orders, shapeOf(checked));
+  const { order, stagePlacement } =
+    GENERATORS[checked.chunks === 1 && kind === 'interleaved-1f1b' ? '1f1b' : kind];
+  return alignSchedule(order(checked), shapeOf(checked, stagePlacement));
+}
+
+/** The generated schedule with the stage placement its rows assume. */
+export function generatePlacedSchedule(kind: ScheduleKind, config: PipelineConfig): PlacedSchedule {
+  return { schedule: generateSchedule(kind, config), stagePlacement: schedulePlacement(kind) };
+}
+
+/** Where the stages of a generated schedule run. */
+export function schedulePlacement(kind: ScheduleKind): StagePlacement {
+  return GENERATORS[kind].stagePlacement;
 }
 
 /** GPipe: every forward, then every backward (fill, drain). Any m >= 1. */
@@ -36,19 +53,25 @@ export function scheduleZBH1(config: PipelineConfig): Slot[][] {
   return generateSchedule('zb-h1', config);
 }
 
-const ORDERS: Record<ScheduleKind, (c: CheckedConfig) => Action[][]> = {
-  gpipe: gpipeOrder,
-  '1f1b': oneFOneBOrder,
-  'interleaved-1f1b': interleavedOrder,
-  'zb-h1': zbH1Order,
+/** A generator: each worker's order of compute actions, and where the stages it names run. */
+interface Generator {
+  readonly order: (c: CheckedConfig) => Action[][];
+  readonly stagePlacement: StagePlacement;
+}
+
+const GENERATORS: Record<ScheduleKind, Generator> = {
+  gpipe: { order: gpipeOrder, stagePlacement: 'loop' },
+  '1f1b': { order: oneFOneBOrder, stagePlacement: 'loop' },
+  'interleaved-1f1b': { order: interleavedOrder, stagePlacement: 'loop' },
+  'zb-h1': { order: zbH1Order, stagePlacement: 'loop' },
 };
 
-function shapeOf(c: CheckedConfig): ScheduleShape {
+function shapeOf(c: CheckedConfig, stagePlacement: StagePlacement): ScheduleShape {
   return {
     workers: c.workers,
     stages: c.stages,
     microbatches: c.microbatches,
-    workerOfStage: Array.from({ length: c.stages }, (_, s) => s % c.workers),
+    workerOfStage: resolveStagePlacement(stagePlacement, c.stages, c.workers),
     explicitCommunication: false,
   };
 }

@@ -1,21 +1,30 @@
-import { ScheduleError } from '../errors.ts';
+import { ACTION_KINDS, type Action, type ActionKind, formatAction, type Schedule } from './action.ts';
 import {
-  ACTION_KINDS,
-  type Action,
-  type ActionKind,
-  formatAction,
-  malformedReason,
-  type Schedule,
-} from './action.ts';
+  checkForm,
+  checkNotEmpty,
+  checkRowsInto,
+  checkSizes,
+  forEachAction,
+  Problems,
+  type ScheduleProblem,
+  throwProblems,
+} from './action-rules.ts';
 import { type Dependency, EventIndex, execute, formatDependency, type ScheduleEvent } from './execute.ts';
-import { formatGridAround, type GridMark } from './grid.ts';
-import { type ScheduleShape, scheduleShape } from './placement.ts';
+import type { GridMark } from './grid.ts';
+import { formatStagePlacement, type ScheduleShape, type ShapeOptions, scheduleShape } from './placement.ts';
+
+export type { ScheduleProblem } from './action-rules.ts';
 
 /**
  * The validator: proves that every worker's list is consistent with the others before anything runs.
  * Rules (the `rule` of each problem):
- *   action                  every slot is null or a well-formed action, within the given sizes
- *   placement               all actions of a stage are on one worker
+ *   action                  every slot is null or a well-formed action, its stage and microbatch in
+ *                           range: below the given sizes, or, when a size is inferred, below the
+ *                           first index no action uses (so a stray 1F7 is named, not 1F4 .. 1F6
+ *                           reported missing)
+ *   not empty               some row has a compute action
+ *   placement               all actions of a stage are on one worker: the worker the stage placement
+ *                           gives it (Note [stage placement]) when one is given
  *   exactly once            each (stage, microbatch) has one F and one backward: B, or I and W
  *   matching receive/send   with explicit communication, each cross-worker hop of each microbatch has
  *                           its SEND_F/RECV_F and SEND_B/RECV_B pair, on the right workers
@@ -25,38 +34,16 @@ import { type ScheduleShape, scheduleShape } from './placement.ts';
  *                           what an action needs from its own worker comes earlier in that worker's
  *                           list (Note [schedule events] lists the dependencies)
  *   no deadlock             run with blocking receives, every list reaches its end
- * Sizes are inferred from the actions unless given.
+ * Sizes are inferred from the actions unless given; without a stage placement, each stage's worker
+ * is the row that mentions it.
  */
-export interface ValidateOptions {
-  readonly stages?: number;
-  readonly microbatches?: number;
-}
-
-export interface ScheduleProblem {
-  readonly rule: string;
-  readonly message: string;
-  /** The cells to mark in the grid. */
-  readonly marks: readonly GridMark[];
-}
-
-/** Stop collecting after this many problems: a badly broken large schedule has thousands. */
-const MAX_PROBLEMS = 20;
+export type ValidateOptions = ShapeOptions;
 
 /** Checks `schedule` and returns its shape; throws a ScheduleError showing the grid otherwise. */
 export function validateSchedule(schedule: Schedule, options: ValidateOptions = {}): ScheduleShape {
   const problems = findScheduleProblems(schedule, options);
-  const first = problems[0];
-  if (!first) return scheduleShape(schedule, options);
-  const more = problems.length > 1 ? `\n(and ${problems.length - 1} more problem(s), first shown)` : '';
-  const mark = first.marks[0];
-  throw new ScheduleError(
-    `invalid schedule, rule "${first.rule}": ${first.message}\n\n${formatGridAround(schedule, first.marks)}${more}`,
-    {
-      rule: first.rule,
-      ...(mark ? { worker: mark.worker, step: mark.step } : {}),
-      problems: problems.map((p) => `${p.rule}: ${p.message}`),
-    },
-  );
+  if (problems.length > 0) throwProblems(schedule, problems);
+  return scheduleShape(schedule, options);
 }
 
 /** Every problem found (up to a cap), in the order: form, placement, completeness, order, deadlock. */
@@ -64,8 +51,18 @@ export function findScheduleProblems(schedule: Schedule, options: ValidateOption
   const problems = new Problems();
   checkForm(schedule, problems);
   if (problems.any()) return problems.list;
+  checkNotEmpty(schedule, problems);
+  if (problems.any()) return problems.list;
+  checkSizes(schedule, options, problems);
+  if (problems.any()) return problems.list;
   const shape = scheduleShape(schedule, options);
-  checkSizes(schedule, shape, problems);
+  if (options.stagePlacement !== undefined)
+    checkRowsInto(
+      schedule,
+      shape.workerOfStage,
+      `the stage placement ${formatStagePlacement(options.stagePlacement)}`,
+      problems,
+    );
   if (problems.any()) return problems.list;
   const positions = new Positions(shape);
   checkPlacement(schedule, positions, problems);
@@ -83,16 +80,6 @@ export function findScheduleProblems(schedule: Schedule, options: ValidateOption
   if (problems.any()) return problems.list;
   checkDeadlock(schedule, positions, problems);
   return problems.list;
-}
-
-class Problems {
-  readonly list: ScheduleProblem[] = [];
-  add(rule: string, message: string, marks: readonly GridMark[] = []): void {
-    if (this.list.length < MAX_PROBLEMS) this.list.push({ rule, message, marks });
-  }
-  any(): boolean {
-    return this.list.length > 0;
-  }
 }
 
 /** Where each action is: its step in its stage's worker's list, or -1. */
@@ -124,25 +111,6 @@ class Positions {
     const step = this.step(kind, stage, mb);
     return step >= 0 ? [{ worker: this.shape.workerOfStage[stage]!, step }] : [];
   }
-}
-
-function checkForm(schedule: Schedule, problems: Problems): void {
-  for (const [w, list] of schedule.entries())
-    for (const [step, slot] of list.entries()) {
-      const why = malformedReason(slot);
-      if (why) problems.add('action', `worker ${w}, step ${step}: ${why}`, [{ worker: w, step }]);
-    }
-}
-
-function checkSizes(schedule: Schedule, { stages, microbatches }: ScheduleShape, problems: Problems): void {
-  forEachAction(schedule, (a, w, step) => {
-    if (a.stage >= stages || a.microbatch >= microbatches)
-      problems.add(
-        'action',
-        `${formatAction(a)} at worker ${w}, step ${step} is outside ${stages} stages x ${microbatches} microbatches`,
-        [{ worker: w, step }],
-      );
-  });
 }
 
 /** One worker per stage, no duplicates, no communication without a hop; fills `positions`. */
@@ -305,16 +273,6 @@ function checkDeadlock(schedule: Schedule, positions: Positions, problems: Probl
 }
 
 const KIND_INDEX = Object.fromEntries(ACTION_KINDS.map((k, i) => [k, i])) as Record<ActionKind, number>;
-
-function forEachAction(schedule: Schedule, f: (a: Action, worker: number, step: number) => void): void {
-  for (let w = 0; w < schedule.length; w++) {
-    const list = schedule[w]!;
-    for (let step = 0; step < list.length; step++) {
-      const slot = list[step];
-      if (slot) f(slot, w, step);
-    }
-  }
-}
 
 function orderRule(a: Action, needs: ScheduleEvent): string {
   if (needs === 'RECV_F' || needs === 'RECV_B') return 'receive before compute';

@@ -2,6 +2,7 @@ import { GraphBuilder } from '../graph/builder.ts';
 import type { Graph } from '../graph/graph.ts';
 import { compile } from '../partition/plan.ts';
 import { hostActions, resolveSchedule, type ScheduleSpec } from '../runtime/pipeline.ts';
+import type { StagePlacement } from '../schedule/placement.ts';
 import { type CostModel, stageCosts } from './cost.ts';
 import { type SimResult, simulate } from './simulate.ts';
 
@@ -26,9 +27,11 @@ export interface PipelineSimOptions {
   /** Pipeline workers (p). */
   workers: number;
   microbatches: number;
-  /** Model chunks per worker, for interleaved schedules. */
+  /** Model chunks per worker, for interleaved and V schedules. */
   chunks?: number;
-  /** The model (default: stageChain of workers * chunks stages, with manual stage annotations). */
+  /** Where the stages run (Note [stage placement]); default: the schedule's own, else 'loop'. */
+  stagePlacement?: StagePlacement;
+  /** The model (default: stageChain of the schedule's stages, with manual stage annotations). */
   graph?: Graph;
   batchSize?: number;
   /** Per-stage costs (the closed forms' setting) unless a cost model is given. */
@@ -47,18 +50,19 @@ export interface PipelineSimOptions {
 
 /** Simulates one step of a pipeline schedule with the runtime's own host logic. */
 export function simulatePipeline(options: PipelineSimOptions): SimResult & { stages: number } {
-  const chunks = options.chunks ?? 1;
-  const stages = options.workers * chunks;
-  const schedule = resolveSchedule(options.schedule, {
+  const { schedule, stageWorkers } = resolveSchedule(options.schedule, {
     workers: options.workers,
     microbatches: options.microbatches,
-    chunks,
+    chunks: options.chunks,
+    stagePlacement: options.stagePlacement,
   });
+  const stages = stageWorkers.length;
   const graph = options.graph ?? stageChain(stages);
   const plan = compile(graph, {
     workers: options.workers,
     placement: options.graph ? 'stages' : 'manual',
     stages,
+    stagePlacement: stageWorkers,
   });
   const cost = options.cost ?? stageCosts(plan, options.costs ?? { forward: 1, backward: 2 });
   const result = simulate(plan, {

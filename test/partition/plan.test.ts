@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.ts';
+import { InputError, ScheduleError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
-import { compile, paramWorkers } from '../../src/partition/plan.ts';
+import { label } from '../../src/graph/graph.ts';
+import { compile, type Plan, paramWorkers } from '../../src/partition/plan.ts';
 import { printPlan } from '../../src/partition/print.ts';
-import { mlp } from '../support/models.ts';
+import { deepMlp, mlp } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
 
 describe('compile', () => {
@@ -135,11 +136,58 @@ describe('compile', () => {
     expect(plan.placement[1]![tanh]).toBeGreaterThanOrEqual(2);
   });
 
+  it('stage placement: every node of stage s, parameters included, on its worker, replicas offset (Note [stage placement])', () => {
+    const { graph } = deepMlp(8);
+    const nodes = (plan: Plan) => graph.nodes.filter((n) => plan.stageOf[n.id]! >= 0);
+    for (const [stagePlacement, expected] of [
+      ['loop', [0, 1, 0, 1]],
+      ['v', [0, 1, 1, 0]],
+      [
+        [1, 0, 0, 1],
+        [1, 0, 0, 1],
+      ],
+    ] as const) {
+      const plan = compile(graph, { workers: 2, stages: 4, stagePlacement });
+      expect(plan.stageWorkers).toEqual(expected);
+      expect(new Set(nodes(plan).map((n) => plan.stageOf[n.id]))).toEqual(new Set([0, 1, 2, 3]));
+      for (const n of nodes(plan))
+        expect(plan.placement[0]![n.id], label(n)).toBe(expected[plan.stageOf[n.id]!]);
+    }
+    // Two replicas of a V: replica r on workers 2r, 2r + 1; a replicated parameter has a copy in each.
+    for (const paramPlacement of ['replicated', 'sharded'] as const) {
+      const plan = compile(graph, {
+        workers: 4,
+        replicas: 2,
+        stages: 4,
+        stagePlacement: 'v',
+        paramPlacement,
+      });
+      for (const n of nodes(plan))
+        for (let r = 0; r < 2; r++) {
+          const v = plan.stageWorkers[plan.stageOf[n.id]!]!;
+          const at = plan.placement[r]![n.id]!;
+          if (n.op === 'param' && paramPlacement === 'sharded') expect(at % 2, label(n)).toBe(v);
+          else expect(at, label(n)).toBe(r * 2 + v);
+        }
+    }
+    // An array gives the stage count; the printout says which stages each worker holds.
+    const plan = compile(graph, { workers: 2, stagePlacement: [0, 1, 1, 0] });
+    expect(plan.stages).toBe(4);
+    expect(printPlan(plan)).toMatch(/worker 0: stages 0, 3; nodes/);
+    expect(printPlan(plan)).toMatch(/worker 1: stages 1, 2; nodes/);
+    expect(() => compile(graph, { workers: 2, stages: 4, stagePlacement: [0, 1, 2, 0] })).toThrow(
+      ScheduleError,
+    );
+    expect(() => compile(graph, { workers: 2, stages: 3, stagePlacement: [0, 1, 1, 0] })).toThrow(
+      'stage placement [0, 1, 1, 0] has 4 entries, but there are 3 stages',
+    );
+  });
+
   it('prints a readable summary', () => {
     const { graph } = mlp();
     const text = printPlan(compile(graph, { workers: 2, placement: 'stages' }));
     expect(text).toMatch(/^plan: 2 workers, 1 replica, placement stages, loss %\d+/);
-    expect(text).toMatch(/worker 0: nodes \d+; params \[w1, b1.*\]; load/);
+    expect(text).toMatch(/worker 0: stage 0; nodes \d+; params \[w1, b1.*\]; load/);
     expect(text).toMatch(/cross-worker edges: \d+/);
   });
 

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { ScheduleError } from '../../src/errors.ts';
-import { createRuntime } from '../../src/runtime/runtime.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { hostActions } from '../../src/runtime/pipeline.ts';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
 import { bitwiseEqual } from '../../src/tensor/tensor.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
+import { scheduleError, V2x4 } from '../support/schedules.ts';
 
 const p = 4;
 
@@ -122,3 +125,137 @@ describe('pipelines on worker threads', () => {
     }
   });
 });
+
+describe('stage placement (Note [stage placement]): V-placed hand-written schedules', () => {
+  const model = deepMlp(8);
+  /** V2x4 mirrored: stages 0 and 3 on worker 1, 1 and 2 on worker 0. */
+  const mirrored = (microbatches: 2 | 4) => [...V2x4(microbatches)].reverse();
+
+  async function expectReference(options: RuntimeOptions & { microbatches: number }): Promise<Runtime> {
+    const feeds = model.feeds(16);
+    const ref = referenceStep(model.graph, feeds, model.params, {
+      microbatches: options.microbatches,
+      replicas: options.replicas ?? 1,
+    });
+    const rt = await createRuntime(model.graph, { params: model.params, stepTimeoutMs: 20_000, ...options });
+    try {
+      const out = await rt.step(feeds);
+      expect(out.loss).toBe(ref.loss);
+      for (const [name, g] of Object.entries(ref.grads))
+        expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+    } finally {
+      await rt.close();
+    }
+    return rt;
+  }
+
+  describe.each(['in-process', 'threads'] as const)('%s', (mode) => {
+    it.each([2, 4] as const)(
+      '2 workers x 4 stages placed v, %i microbatches: bitwise equal to the reference',
+      async (microbatches) => {
+        const rt = await expectReference({
+          mode,
+          workers: 2,
+          chunks: 2,
+          stagePlacement: 'v',
+          schedule: V2x4(microbatches),
+          microbatches,
+        });
+        expect(rt.plan.stageWorkers).toEqual([0, 1, 1, 0]);
+      },
+    );
+
+    it('2 replicas of the V on 4 workers', async () => {
+      const rt = await expectReference({
+        mode,
+        workers: 4,
+        replicas: 2,
+        chunks: 2,
+        stagePlacement: 'v',
+        schedule: V2x4(4),
+        microbatches: 4,
+      });
+      const tanh = model.graph.nodes.filter((n) => n.op === 'tanh').map((n) => n.id);
+      const stage3 = tanh.filter((id) => rt.plan.stageOf[id] === 3);
+      expect(stage3.length).toBeGreaterThan(0);
+      for (const id of stage3) expect([rt.plan.placement[0]![id], rt.plan.placement[1]![id]]).toEqual([0, 2]);
+    });
+
+    it('an explicit array, given with the schedule: stages 0 and 3 on worker 1', async () => {
+      const rt = await expectReference({
+        mode,
+        workers: 2,
+        schedule: { schedule: mirrored(4), stagePlacement: [1, 0, 0, 1] },
+        microbatches: 4,
+      });
+      expect(rt.plan.stages).toBe(4);
+      expect(rt.plan.placement[0]![model.graph.node('loss').id]).toBe(1);
+    });
+  });
+
+  it('a V schedule run as the default loop placement is refused before any worker starts, naming the action, its row and the worker', async () => {
+    const err = await rejection(
+      createRuntime(model.graph, { workers: 2, chunks: 2, schedule: V2x4(2), microbatches: 2 }),
+    );
+    expect(err).toBeInstanceOf(ScheduleError);
+    expect(err.message).toContain(
+      "action 3F0 is in row 0 (step 3), but the stage placement 'loop' puts stage 3 on worker 1; " +
+        "the rows place the stages as [0, 1, 1, 0], which is stagePlacement 'v'",
+    );
+    expect(err.message).toContain('>3F0<');
+  });
+
+  it('a placement option that contradicts the schedule is refused; one that resolves the same is not', async () => {
+    const contradicts = await rejection(
+      createRuntime(model.graph, {
+        mode: 'in-process',
+        workers: 2,
+        schedule: 'interleaved-1f1b',
+        chunks: 2,
+        stagePlacement: 'v',
+        microbatches: 2,
+      }),
+    );
+    expect(contradicts.message).toBe(
+      "the schedule 'interleaved-1f1b' places its stages by 'loop' ([0, 1, 0, 1]), but the option " +
+        "stagePlacement is 'v' ([0, 1, 1, 0])",
+    );
+    // With one chunk per worker, 'v' and 'loop' are the same placement.
+    const rt = await createRuntime(model.graph, {
+      mode: 'in-process',
+      workers: 2,
+      schedule: '1f1b',
+      stagePlacement: 'v',
+      microbatches: 2,
+      params: model.params,
+    });
+    await rt.close();
+    expect(rt.plan.stageWorkers).toEqual([0, 1]);
+  });
+
+  it('hostActions refuses a schedule whose rows disagree with the plan', () => {
+    const plan = compile(model.graph, { workers: 2, stages: 4 });
+    const err = scheduleError(() => hostActions(plan, V2x4(2)));
+    expect(err.message).toContain('action 3F0 is in row 0 (step 3), but the plan puts stage 3 on worker 1');
+    expect(
+      hostActions(compile(model.graph, { workers: 2, stagePlacement: 'v', stages: 4 }), V2x4(2))[0],
+    ).toHaveLength(8);
+  });
+
+  it('an empty schedule is refused', async () => {
+    for (const schedule of [[], [[], []]]) {
+      const err = await rejection(createRuntime(model.graph, { mode: 'in-process', workers: 2, schedule }));
+      expect(err).toBeInstanceOf(ScheduleError);
+      expect((err as ScheduleError).context.rule).toBe('not empty');
+    }
+  });
+});
+
+async function rejection(promise: Promise<Runtime>): Promise<Error> {
+  try {
+    await (await promise).close();
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}

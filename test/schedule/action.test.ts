@@ -1,9 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ACTION_KINDS, action, formatAction, parseAction, type Schedule } from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
-import { scheduleFromCsv, scheduleToCsv } from '../../src/schedule/csv.ts';
+import {
+  placedScheduleFromCsv,
+  placedScheduleToCsv,
+  scheduleFromCsv,
+  scheduleToCsv,
+} from '../../src/schedule/csv.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
-import { grid, scheduleError } from '../support/schedules.ts';
+import { grid, scheduleError, V2x4 } from '../support/schedules.ts';
 
 describe('action text', () => {
   it.each(ACTION_KINDS)('%s round-trips through format and parse', (kind) => {
@@ -87,6 +92,24 @@ describe('CSV', () => {
       step: 2,
       found: '1X1',
     });
+  });
+
+  it('a first line names the stage placement: placement,v or placement,<workers>; without it, loop', () => {
+    const v = V2x4(2);
+    const csv = placedScheduleToCsv({ schedule: v, stagePlacement: 'v' });
+    expect(csv.split('\n')[0]).toBe('placement,v');
+    expect(placedScheduleFromCsv(csv)).toEqual({ schedule: v, stagePlacement: 'v' });
+    const array = placedScheduleFromCsv('"placement", 1,0,0,1\r\n1F0,1B0\n0F0,0B0\n');
+    expect(array).toEqual({ schedule: grid('1F0 1B0|0F0 0B0'), stagePlacement: [1, 0, 0, 1] });
+    expect(placedScheduleFromCsv(scheduleToCsv(v))).toEqual({ schedule: v, stagePlacement: 'loop' });
+    // The rows keep their numbers: the placement line is row 1.
+    expect(scheduleError(() => placedScheduleFromCsv('placement,v\n0F0,0X0')).message).toContain(
+      'row 2 (worker 0), column 2 (step 1): bad cell "0X0"',
+    );
+    expect(scheduleError(() => placedScheduleFromCsv('placement,w\n0F0')).message).toContain(
+      'row 1 "placement,w": expected placement,<name> (loop or v) or placement,<worker of stage 0>,',
+    );
+    expect(scheduleError(() => scheduleFromCsv(csv)).message).toContain('read it with placedScheduleFromCsv');
   });
 
   it('rejects lower-case and semicolon-separated cells', () => {

@@ -156,7 +156,42 @@ describe('validateSchedule catches', () => {
     );
     expect(
       scheduleError(() => validateSchedule(grid('0F0 0B0 0F1 0B1'), { microbatches: 1 })).message,
-    ).toContain('0F1 at worker 0, step 2 is outside 1 stages x 1 microbatches');
+    ).toContain('action 0F1 on worker 0, step 2: microbatch 1 is out of range 0..0 (microbatches = 1)');
+  });
+
+  it('an empty schedule: no rows, or rows without a compute action', () => {
+    const none = scheduleError(() => validateSchedule([]));
+    expect(none.context.rule).toBe('not empty');
+    expect(none.message).toContain('the schedule has no rows, so a step would compute nothing');
+    for (const idle of [[[], []], [[null, null]]] as Slot[][][])
+      expect(scheduleError(() => validateSchedule(idle)).message).toContain(
+        `none of its ${idle.length} row(s) has a compute action (F, B, I or W)`,
+      );
+    // With the sizes given it was "0F0 is missing"; the schedule is empty.
+    expect(scheduleError(() => validateSchedule([[], []], { stages: 2, microbatches: 2 })).context.rule).toBe(
+      'not empty',
+    );
+  });
+
+  it('a stray microbatch or stage with inferred sizes is named, not reported as the ones in between missing', () => {
+    const schedule = generateSchedule('1f1b', { workers: 2, microbatches: 4 });
+    const strayMicrobatch = [schedule[0]!, [...schedule[1]!, parseAction('1F7')]];
+    const step = strayMicrobatch[1]!.length - 1;
+    const err = scheduleError(() => validateSchedule(strayMicrobatch));
+    expect(err.context).toMatchObject({ rule: 'action', worker: 1, step });
+    expect(err.message).toContain(
+      `action 1F7 on worker 1, step ${step}: microbatch 7 is out of range 0..3 ` +
+        '(inferred from the actions, and no action has microbatch 4)',
+    );
+    expect(err.message).toContain('>1F7<');
+    // The range comes from the configuration when it is known.
+    expect(scheduleError(() => validateSchedule(strayMicrobatch, { microbatches: 4 })).message).toContain(
+      `action 1F7 on worker 1, step ${step}: microbatch 7 is out of range 0..3 (microbatches = 4)`,
+    );
+    const strayStage = [[parseAction('5F0'), ...schedule[0]!], schedule[1]!];
+    expect(scheduleError(() => validateSchedule(strayStage)).message).toContain(
+      'action 5F0 on worker 0, step 0: stage 5 is out of range 0..1 (inferred from the actions, and no action has stage 2)',
+    );
   });
 
   it('large schedules: the grid shows a window around the failing step', () => {

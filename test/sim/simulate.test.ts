@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { ScheduleError } from '../../src/errors.ts';
+import { bubbleStats } from '../../src/schedule/bubble.ts';
 import { simulatePipeline } from '../../src/sim/pipeline.ts';
+import { V2x4 } from '../support/schedules.ts';
 
 // The closed forms of Note [closed-form costs] (src/schedule), reproduced by the runtime's own host
 // logic under the simulator's virtual clock: equal stage costs, free communication.
@@ -84,5 +87,34 @@ describe('simulator: closed forms', () => {
     });
     expect(r.makespan).toBeGreaterThan(33);
     expect(r.trace.flows.length).toBeGreaterThan(0);
+  });
+});
+
+describe('simulator: stage placement (Note [stage placement])', () => {
+  it("a V schedule runs with its placement: the dry run's step time, and messages only across workers", () => {
+    const microbatches = 4;
+    const r = simulatePipeline({
+      schedule: V2x4(microbatches),
+      stagePlacement: 'v',
+      workers: 2,
+      chunks: 2,
+      microbatches,
+      costs: { forward: 1, backward: 2 },
+    });
+    expect(r.stages).toBe(4);
+    expect(r.makespan).toBe(bubbleStats(V2x4(microbatches), { costF: 1, costB: 2 }).makespan);
+    // Stage 0 -> 1 crosses from worker 0 to 1, 1 -> 2 stays on worker 1, 2 -> 3 goes back to worker 0;
+    // each gradient goes the other way.
+    const count = (kind: string, from: number, to: number) =>
+      r.trace.flows.filter((f) => f.kind === kind && f.from === from && f.to === to).length;
+    expect([count('activation', 0, 1), count('activation', 1, 0)]).toEqual([microbatches, microbatches]);
+    expect([count('gradient', 0, 1), count('gradient', 1, 0)]).toEqual([microbatches, microbatches]);
+    expect(r.trace.flows).toHaveLength(4 * microbatches);
+  });
+
+  it('refuses a V schedule placed by the default loop', () => {
+    expect(() => simulatePipeline({ schedule: V2x4(2), workers: 2, chunks: 2, microbatches: 2 })).toThrow(
+      ScheduleError,
+    );
   });
 });

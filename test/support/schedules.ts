@@ -13,3 +13,16 @@ export const grid = (text: string): Slot[][] =>
       .split(/\s+/)
       .map((cell) => (cell === '.' ? null : parseAction(cell))),
   );
+
+/**
+ * Hand-written V schedules of 2 workers and 4 stages (stages 0 and 3 on worker 0, 1 and 2 on worker 1:
+ * stagePlacement 'v'), in a 1F1B-like order: forwards run ahead, then backwards take over as soon as
+ * they can.
+ */
+export const V2x4 = (microbatches: 2 | 4): Slot[][] =>
+  microbatches === 2
+    ? grid('0F0 0F1 . 3F0 3B0 3F1 3B1 0B0 . 0B1|. 1F0 2F0 1F1 2F1 2B0 1B0 2B1 1B1')
+    : grid(
+        '0F0 0F1 0F2 3F0 3B0 3F1 3B1 0B0 0F3 0B1 . 3F2 3B2 3F3 3B3 0B2 . 0B3|' +
+          '. 1F0 2F0 1F1 2F1 2B0 1B0 2B1 1B1 1F2 2F2 1F3 2F3 2B2 1B2 2B3 1B3',
+      );

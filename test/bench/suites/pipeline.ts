@@ -105,7 +105,10 @@ function predict(
 ): Prediction {
   const plan = runtime.plan;
   const microbatches = PIPELINE.microbatches;
-  const actions = hostActions(plan, resolveSchedule(schedule, { workers: plan.group, microbatches, chunks }));
+  const actions = hostActions(
+    plan,
+    resolveSchedule(schedule, { workers: plan.group, microbatches, chunks }).schedule,
+  );
   const options = { microbatches, batchSize: PIPELINE.batch, schedule: actions, measuredCores: cores };
   const ownCores = replayTraces(plan, run.traces, { ...options, cores: plan.workers });
   return {
