@@ -1,4 +1,4 @@
-import { InputError } from '../errors.ts';
+import { fmtFound, InputError } from '../errors.ts';
 // The kernels every thread uses by default (sumOfSquares runs on them), as the ops do.
 import '../tensor/default-kernels.ts';
 import { kernels } from '../tensor/kernels.ts';
@@ -37,8 +37,6 @@ const OPTIONS: Readonly<Record<OptimizerSpec['name'], Readonly<Record<string, Op
   adamw: { lr: RATE, beta1: BETA, beta2: BETA, eps: RATE, weightDecay: RATE },
 };
 
-const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : String(v));
-
 /**
  * Checks an optimizer spec before anything runs it: a known name, known options, each a number in
  * its range. A NaN or negative rate would otherwise only show as parameters gone bad, or as updates
@@ -48,7 +46,7 @@ export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts 
   const name = (spec as { name?: unknown } | null)?.name;
   if (typeof name !== 'string' || !Object.hasOwn(OPTIONS, name)) {
     throw new InputError(
-      `${where}: unknown optimizer ${show(name)} (expected one of ${OPTIMIZERS.join(', ')})`,
+      `${where}: unknown optimizer ${fmtFound(name)} (expected one of ${OPTIMIZERS.join(', ')})`,
       {
         option: 'name',
         expected: OPTIMIZERS,
@@ -67,12 +65,15 @@ export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts 
       );
     }
     if (!rule.ok(value)) {
-      throw new InputError(`${where}: ${name} ${option}: expected ${rule.expected}, found ${show(value)}`, {
-        op: name,
-        option,
-        expected: rule.expected,
-        found: value,
-      });
+      throw new InputError(
+        `${where}: ${name} ${option}: expected ${rule.expected}, found ${fmtFound(value)}`,
+        {
+          op: name,
+          option,
+          expected: rule.expected,
+          found: value,
+        },
+      );
     }
   }
   const { momentum = 0, dampening = 0, nesterov = false } = spec as Record<string, unknown>;
@@ -92,7 +93,7 @@ export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts 
 /** A learning rate an update can use (a finite number >= 0), or an InputError naming where it came from. */
 export function checkLr(lr: unknown, where: string): number {
   if (!RATE.ok(lr)) {
-    throw new InputError(`${where}: lr: expected ${RATE.expected}, found ${show(lr)}`, {
+    throw new InputError(`${where}: lr: expected ${RATE.expected}, found ${fmtFound(lr)}`, {
       option: 'lr',
       expected: RATE.expected,
       found: lr,
