@@ -51,6 +51,18 @@ export function fmtShape(shape: readonly (number | string)[]): string {
   return `[${shape.join(',')}]`;
 }
 
+/** Formats what an error found: strings quoted, NaN and the infinities as such (JSON shows null). */
+export function fmtFound(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.slice(0, 16).map(fmtFound).join(',')}${v.length > 16 ? ',...' : ''}]`;
+  if (typeof v !== 'object' || v === null) return String(v);
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
 /**
  * A step failed in a worker: an op threw, the worker died or exited, or a protocol error. `context`
  * names worker, node, op, step, microbatch, replica and phase where known; `cause` keeps the original

@@ -4,7 +4,7 @@ import { expose, transfer } from 'comlink';
 import { Host, type HostEffect } from '../src/actor/host.ts';
 import type { StepUpdate } from '../src/actor/messages.ts';
 import { toWireError } from '../src/actor/wire-error.ts';
-import { ProtocolError } from '../src/errors.ts';
+import { BackflowError, ProtocolError } from '../src/errors.ts';
 import { compile } from '../src/partition/plan.ts';
 import { decodeHostInputs } from '../src/protocol/batch-reader.ts';
 import * as codec from '../src/protocol/codec.ts';
@@ -82,9 +82,16 @@ function applyUpdate(u: StepUpdate): void {
   }
 }
 
-/** A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the worker. */
+/**
+ * A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the worker;
+ * a refused update (its error says phase 'update') fails that update, as `applyUpdate` does.
+ */
 function fail(err: unknown): void {
-  coordinator.push({ kind: 'failed', step, error: toWireError(err, { worker, step }) });
+  const context = err instanceof BackflowError ? err.context : {};
+  const update = context.phase === 'update';
+  const at = update && typeof context.step === 'number' ? context.step : step;
+  const where = { worker, step: at, ...(update ? { phase: 'update' as const } : {}) };
+  coordinator.push({ kind: 'failed', step: at, error: toWireError(err, where) });
 }
 
 function perform(effects: HostEffect[]): void {

@@ -1,6 +1,6 @@
 import { InputError } from '../errors.ts';
 import type { Optimizer, OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { makeOptimizer, type OptimizerSpec, scaled } from '../optim/spec.ts';
+import { checkLr, makeOptimizer, type OptimizerSpec, scaled } from '../optim/spec.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
 import type { ParamActor } from './param-actor.ts';
@@ -58,6 +58,8 @@ export class ParamUpdates<T> {
    */
   apply(params: ReadonlyMap<number, ParamActor<T>>, lr: number, scale: number): void {
     const opt = this.require();
+    // The coordinator checks the rate too: this guards the parameters against any other sender.
+    checkLr(lr, `host ${this.worker}: update`);
     for (const id of params.keys()) {
       if (!this.grads.has(id)) {
         throw new InputError(

@@ -53,9 +53,9 @@ const TRAIN: Spec = {
     help: `where parameters live with replicas: ${PARAM_PLACEMENTS.join(' | ')}`,
   },
   microbatches: { type: 'string', default: '1', help: 'microbatches per replica per step' },
-  epochs: { type: 'string', default: '5', help: 'passes over the training data' },
+  epochs: { type: 'string', help: 'passes over the training data (default: 5 for mnist, 40 for spirals)' },
   'batch-size': { type: 'string', default: '128', help: 'examples per step' },
-  lr: { type: 'string', default: '0.001', help: 'learning rate' },
+  lr: { type: 'string', help: 'learning rate (default: 0.001 for mnist, 0.01 for spirals)' },
   optimizer: { type: 'string', default: 'adam', help: OPTIMIZERS.join(' | ') },
   'clip-norm': { type: 'string', help: 'clip the global gradient norm to this value' },
   seed: { type: 'string', default: '0', help: 'seed of the initial parameters and the data order' },
@@ -95,6 +95,25 @@ const INSPECT: Spec = {
   microbatches: { type: 'string', default: '8', help: 'for schedule: microbatches' },
   chunks: { type: 'string', default: '1', help: 'for schedule: chunks per worker' },
 };
+
+/**
+ * The model each data set trains, and the epochs and learning rate it needs (the flags override
+ * them). Spirals: a tanh MLP sat on a plateau at loss 0.66 (57% test accuracy) for thousands of Adam
+ * steps whatever the rate, on one worker as on a pipeline, and so did the same model in TensorFlow.js;
+ * with relu it passes 95% after about 130 steps and ends near 99%.
+ */
+const MODELS = {
+  mnist: {
+    graph: () => mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }),
+    epochs: '5',
+    lr: '0.001',
+  },
+  spirals: {
+    graph: () => mlpClassifier({ features: 2, hidden: [64, 64], classes: 2 }),
+    epochs: '40',
+    lr: '0.01',
+  },
+} as const;
 
 const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void> }> = {
   train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
@@ -162,8 +181,11 @@ function choice<T extends string>(v: Values, key: string, choices: readonly T[])
   return raw as T;
 }
 
-async function train(v: Values): Promise<void> {
-  const data = choice(v, 'data', ['mnist', 'spirals'] as const);
+async function train(flags: Values): Promise<void> {
+  const data = choice(flags, 'data', ['mnist', 'spirals'] as const);
+  const model = MODELS[data];
+  // The data set's epochs and rate where the flags do not give them.
+  const v: Values = { epochs: model.epochs, lr: model.lr, ...flags };
   const workers = int(v, 'workers');
   const stages = int(v, 'stages');
   const chunks = int(v, 'chunks');
@@ -184,10 +206,7 @@ async function train(v: Values): Promise<void> {
           const te = spirals({ perClass: 256, noise: 0.05, seed: int(v, 'seed', 0) + 2 });
           return { train: new Dataset(tr.x, tr.y), test: new Dataset(te.x, te.y) };
         })();
-  const graph =
-    data === 'mnist'
-      ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 })
-      : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  const graph = model.graph();
   const trainer = new Trainer(graph, {
     workers,
     replicas,
@@ -277,11 +296,7 @@ async function simulate(v: Values): Promise<void> {
 
 async function inspect(v: Values): Promise<void> {
   const what = choice(v, 'what', ['graph', 'plan', 'schedule'] as const);
-  const model = choice(v, 'model', ['mnist', 'spirals'] as const);
-  const graph =
-    model === 'mnist'
-      ? mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 })
-      : mlpClassifier({ features: 2, hidden: [64, 64], classes: 2, activation: 'tanh' });
+  const graph = MODELS[choice(v, 'model', ['mnist', 'spirals'] as const)].graph();
   if (what === 'graph') console.log(printGraph(graph));
   else if (what === 'plan')
     console.log(

@@ -1,5 +1,6 @@
 import { fmtShape, GraphError, InputError } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
+import { inferType } from '../ops/attrs.ts';
 import type { Attrs } from '../ops/op.ts';
 import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
@@ -132,7 +133,7 @@ export class GraphBuilder extends Ops<Node> {
       }
       ids[i] = x.id;
     }
-    const info = def.infer(inputs, attrs);
+    const info = inferType(def, inputs, attrs);
     return this.push(op, ids, attrs, sharedShape(info.shape, inputs), info.dtype);
   }
 

@@ -8,6 +8,7 @@ import {
   ShapeError,
 } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
+import { inferType } from '../ops/attrs.ts';
 import type { TypeInfo } from '../ops/op.ts';
 import { getOp, hasOp } from '../ops/registry.ts';
 import { type Initializer, initialize } from '../tensor/init.ts';
@@ -361,7 +362,7 @@ function checkOp(view: Printable, nodes: readonly Node[], node: Node): void {
   let info: TypeInfo;
   try {
     checkArity(def, infos.length, { node: id });
-    info = def.infer(infos, node.attrs);
+    info = inferType(def, infos, node.attrs);
   } catch (err) {
     const from = infos.map((x) => fmtType(x.dtype, x.shape)).join(', ');
     if (err instanceof BackflowError) {

@@ -13,6 +13,7 @@ export interface BroadcastToAttrs {
 export const broadcastTo: OpDef<BroadcastToAttrs> = {
   name: 'broadcastTo',
   arity: 1,
+  attrs: { shape: 'shape' },
   shapeAttrs: ['shape'],
   saves: { inputs: 'none', output: false },
   infer: ([x], { shape }) => {

@@ -12,6 +12,7 @@ export interface ConcatAttrs {
 export const concat: OpDef<ConcatAttrs> = {
   name: 'concat',
   arity: 'variadic',
+  attrs: { axis: 'axis' },
   saves: { inputs: 'none', output: false },
   infer: (inputs, { axis }) => {
     const dtype = sameDType('concat', inputs);

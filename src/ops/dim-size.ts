@@ -16,6 +16,7 @@ export interface DimSizeAttrs {
 export const dimSize: OpDef<DimSizeAttrs> = {
   name: 'dimSize',
   arity: 0,
+  attrs: { dims: 'shape', dtype: 'dtype' },
   shapeAttrs: ['dims'],
   saves: { inputs: 'none', output: false },
   infer: (_, { dtype }) => ({ shape: [], dtype }),

@@ -2,6 +2,7 @@ import { fmtShape, ShapeError } from '../errors.ts';
 import type { Shape } from '../tensor/shape.ts';
 import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { checkArity } from './arity.ts';
+import { inferType } from './attrs.ts';
 import type { Attrs } from './op.ts';
 import { Ops } from './ops.ts';
 import { getOp } from './registry.ts';
@@ -15,7 +16,7 @@ export class EagerOps extends Ops<Tensor> {
   apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
     const def = getOp(op);
     checkArity(def, inputs.length);
-    const info = def.infer(inputs, attrs);
+    const info = inferType(def, inputs, attrs);
     const out = def.forward(inputs, attrs);
     if (
       out.dtype !== info.dtype ||

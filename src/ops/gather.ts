@@ -11,6 +11,7 @@ export interface GatherAttrs {
 export const gather: OpDef<GatherAttrs> = {
   name: 'gather',
   arity: 2,
+  attrs: { axis: 'axis' },
   nondiff: [1],
   saves: { inputs: [1], output: false },
   infer: (inputs, { axis }) => {

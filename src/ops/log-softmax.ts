@@ -7,6 +7,7 @@ import { type AxisAttrs, axisRule } from './softmax.ts';
 export const logSoftmax: OpDef<AxisAttrs> = {
   name: 'logSoftmax',
   arity: 1,
+  attrs: { axis: 'axis' },
   saves: { inputs: 'none', output: true },
   infer: axisRule('logSoftmax'),
   forward: ([x], { axis }) => kernels().logSoftmax(x!, axis),

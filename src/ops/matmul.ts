@@ -18,6 +18,7 @@ export interface MatmulAttrs {
 export const matmul: OpDef<MatmulAttrs> = {
   name: 'matmul',
   arity: 2,
+  attrs: { transA: 'boolean', transB: 'boolean' },
   saves: { inputs: 'all', output: false },
   infer: (inputs, { transA, transB }) => {
     const [a, b] = inputs as [(typeof inputs)[0], (typeof inputs)[0]];

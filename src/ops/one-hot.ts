@@ -1,6 +1,5 @@
-import { ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
-import { checkDType, type DType } from '../tensor/tensor.ts';
+import type { DType } from '../tensor/tensor.ts';
 import type { OpDef } from './op.ts';
 import { numel } from './rules.ts';
 
@@ -14,18 +13,10 @@ export interface OneHotAttrs {
 export const oneHot: OpDef<OneHotAttrs> = {
   name: 'oneHot',
   arity: 1,
+  attrs: { depth: 'count', dtype: 'dtype' },
   nondiff: [0],
   saves: { inputs: 'none', output: false },
-  infer: ([x], { depth, dtype }) => {
-    if (!Number.isInteger(depth) || depth < 1) {
-      throw new ShapeError(`oneHot: expected a positive integer depth, found ${depth}`, {
-        op: 'oneHot',
-        found: depth,
-      });
-    }
-    checkDType(dtype, 'oneHot');
-    return { shape: [...x!.shape, depth], dtype };
-  },
+  infer: ([x], { depth, dtype }) => ({ shape: [...x!.shape, depth], dtype }),
   forward: ([x], { depth, dtype }) => kernels().oneHot(x!, depth, dtype),
   flops: (_, out) => numel(out.shape),
 };

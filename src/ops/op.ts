@@ -1,5 +1,6 @@
 import type { Shape } from '../tensor/shape.ts';
 import type { DType, Tensor } from '../tensor/tensor.ts';
+import type { AttrKind } from './attrs.ts';
 import type { Ops } from './ops.ts';
 
 /** Op attributes: plain, serializable data (numbers, booleans, strings, arrays of them, tensors for const). */
@@ -45,6 +46,11 @@ export interface OpDef<A extends Attrs = Attrs> {
   readonly name: string;
   /** How many inputs, or 'variadic' (one or more). */
   readonly arity: number | 'variadic';
+  /**
+   * Every attribute and its kind, checked before the shape rule (`checkAttrs` in attrs.ts), so a
+   * shape rule reads attributes of the declared kinds. Absent: the attributes are not checked.
+   */
+  readonly attrs?: Readonly<Record<string, AttrKind>>;
   /** Attributes that hold shapes, which may name symbolic dimensions resolved when the graph runs. */
   readonly shapeAttrs?: readonly string[];
   /** The shape rule: checks inputs and attributes, throws a ShapeError saying what was expected. */

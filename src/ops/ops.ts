@@ -1,7 +1,14 @@
+import { fmtFound, OpError } from '../errors.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
-import { isConcrete, normalizeAxes, sizeOf } from '../tensor/shape.ts';
+import { isConcrete, normalizeAxes, normalizeAxis, sizeOf } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
 import type { Attrs } from './op.ts';
+
+/**
+ * A copy of an array attribute (the caller keeps its own); anything else as it is, for the op's
+ * attribute check to refuse with its name (`checkAttrs`).
+ */
+const copied = <V>(v: readonly V[]): V[] => (Array.isArray(v) ? [...v] : (v as V[]));
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -116,21 +123,29 @@ export abstract class Ops<T> {
   }
 
   matmul(a: T, b: T, options: MatmulOptions = {}): T {
-    return this.apply('matmul', [a, b], { transA: options.transA ?? false, transB: options.transB ?? false });
+    if (typeof options !== 'object' || options === null) {
+      throw new OpError(`matmul: options: expected {transA?, transB?}, found ${fmtFound(options)}`, {
+        op: 'matmul',
+        expected: '{transA?, transB?}',
+        found: options,
+      });
+    }
+    const { transA = false, transB = false } = options;
+    return this.apply('matmul', [a, b], { transA, transB });
   }
   /** Permutes the axes; without `perm`, reverses them. */
   transpose(x: T, perm?: readonly number[]): T {
     const rank = this.shapeOf(x).length;
     return this.apply('transpose', [x], {
-      perm: perm ? [...perm] : Array.from({ length: rank }, (_, i) => rank - 1 - i),
+      perm: perm === undefined ? Array.from({ length: rank }, (_, i) => rank - 1 - i) : copied(perm),
     });
   }
   /** A new shape with the same number of elements; one dimension may be -1 (inferred). */
   reshape(x: T, shape: Shape): T {
-    return this.apply('reshape', [x], { shape: [...shape] });
+    return this.apply('reshape', [x], { shape: copied(shape) });
   }
   broadcastTo(x: T, shape: Shape): T {
-    return this.apply('broadcastTo', [x], { shape: [...shape] });
+    return this.apply('broadcastTo', [x], { shape: copied(shape) });
   }
 
   private axesOf(x: T, axes: number | readonly number[] | undefined, op: string): number[] {
@@ -146,10 +161,10 @@ export abstract class Ops<T> {
     return this.apply('max', [x], { axes: this.axesOf(x, axes, 'max'), keepdims });
   }
   softmax(x: T, axis = -1): T {
-    return this.apply('softmax', [x], { axis: this.axesOf(x, axis, 'softmax')[0]! });
+    return this.apply('softmax', [x], { axis: normalizeAxis(axis, this.shapeOf(x).length, 'softmax') });
   }
   logSoftmax(x: T, axis = -1): T {
-    return this.apply('logSoftmax', [x], { axis: this.axesOf(x, axis, 'logSoftmax')[0]! });
+    return this.apply('logSoftmax', [x], { axis: normalizeAxis(axis, this.shapeOf(x).length, 'logSoftmax') });
   }
   /**
    * Softmax cross-entropy over the last axis of `logits` [N, C], averaged over the batch. `labels` are
@@ -171,28 +186,42 @@ export abstract class Ops<T> {
   }
 
   concat(xs: readonly T[], axis = 0): T {
+    if (!Array.isArray(xs)) {
+      throw new OpError(`concat: expected an array of inputs, found ${fmtFound(xs)}`, {
+        op: 'concat',
+        expected: 'an array of inputs',
+        found: xs,
+      });
+    }
     const first = xs[0];
     const rank = first === undefined ? 1 : this.shapeOf(first).length;
-    return this.apply('concat', xs, { axis: normalizeAxes(axis, rank, 'concat')[0]! });
+    return this.apply('concat', xs, { axis: normalizeAxis(axis, rank, 'concat') });
   }
   /** The block starting at `begin` of extent `size` (-1: to the end of that axis). */
   slice(x: T, begin: readonly number[], size: readonly Dim[]): T {
-    return this.apply('slice', [x], { begin: [...begin], size: [...size] });
+    return this.apply('slice', [x], { begin: copied(begin), size: copied(size) });
   }
   /** Zero padding: `before[i]` and `after[i]` elements around axis i. */
   pad(x: T, before: readonly number[], after: readonly number[]): T {
-    return this.apply('pad', [x], { before: [...before], after: [...after] });
+    return this.apply('pad', [x], { before: copied(before), after: copied(after) });
   }
   /** Embedding lookup: rows of `table` along `axis` at the integer values of `indices`. */
   gather(table: T, indices: T, axis = 0): T {
-    return this.apply('gather', [table, indices], { axis });
+    return this.apply('gather', [table, indices], {
+      axis: normalizeAxis(axis, this.shapeOf(table).length, 'gather'),
+    });
   }
   /** The adjoint of gather: a zero tensor of `shape` with each slice of `updates` added at its index. */
   scatterAdd(updates: T, indices: T, shape: Shape, axis = 0): T {
-    return this.apply('scatterAdd', [updates, indices], { shape: [...shape], axis });
+    // An axis of `shape`: normalized when there is a shape to count it against (checkAttrs refuses any other).
+    const at = Array.isArray(shape) ? normalizeAxis(axis, shape.length, 'scatterAdd') : axis;
+    return this.apply('scatterAdd', [updates, indices], { shape: copied(shape), axis: at });
   }
   oneHot(indices: T, depth: number, dtype?: DType): T {
-    return this.apply('oneHot', [indices], { depth, dtype: dtype ?? this.dtypeOf(indices) });
+    return this.apply('oneHot', [indices], {
+      depth,
+      dtype: dtype === undefined ? this.dtypeOf(indices) : dtype,
+    });
   }
   /** The identity forward, no gradient backward. */
   stopGradient(x: T): T {

@@ -13,6 +13,7 @@ export interface PadAttrs {
 export const pad: OpDef<PadAttrs> = {
   name: 'pad',
   arity: 1,
+  attrs: { before: 'integers', after: 'integers' },
   saves: { inputs: 'none', output: false },
   infer: ([x], { before, after }) => {
     const rank = x!.shape.length;

@@ -1,19 +1,11 @@
-import { OpError } from '../errors.ts';
 import { unaryOp } from './rules.ts';
 
 /** x ** exponent for a constant exponent. */
 export const pow = unaryOp<{ exponent: number }>({
   name: 'pow',
   kind: 'pow',
+  attrs: { exponent: 'finite' },
   param: (attrs) => attrs.exponent,
-  check: (attrs) => {
-    if (typeof attrs.exponent !== 'number' || !Number.isFinite(attrs.exponent)) {
-      throw new OpError(`pow: expected a finite number exponent, found ${String(attrs.exponent)}`, {
-        op: 'pow',
-        found: attrs.exponent,
-      });
-    }
-  },
   saves: { inputs: [0], output: false },
   // x^0 is constant: its gradient is 0 everywhere, also at x = 0 where 0 * x^-1 would be NaN (as PyTorch).
   vjp: (o, { g, input, attrs: { exponent } }) => [

@@ -2,7 +2,7 @@ import { kernels } from '../tensor/kernels.ts';
 import { normalizeAxes } from '../tensor/shape.ts';
 import { withShape } from '../tensor/tensor.ts';
 import type { OpDef } from './op.ts';
-import { numel, reducedShape } from './rules.ts';
+import { checkAxes, numel, reducedShape } from './rules.ts';
 
 export interface ReduceAttrs {
   readonly axes: readonly number[];
@@ -14,12 +14,13 @@ export interface ReduceAttrs {
 export function reduceOp(
   name: string,
   kind: 'sum' | 'max',
-): Pick<OpDef<ReduceAttrs>, 'arity' | 'infer' | 'forward' | 'flops'> {
+): Pick<OpDef<ReduceAttrs>, 'arity' | 'attrs' | 'infer' | 'forward' | 'flops'> {
   return {
     arity: 1,
+    attrs: { axes: 'integers', keepdims: 'boolean' },
     infer: ([x], { axes, keepdims }) => {
-      const norm = normalizeAxes(axes, x!.shape.length, name);
-      return { shape: reducedShape(x!.shape, norm, keepdims), dtype: x!.dtype };
+      checkAxes(name, axes, x!.shape.length);
+      return { shape: reducedShape(x!.shape, axes, keepdims), dtype: x!.dtype };
     },
     forward: ([x], { axes, keepdims }) => {
       const norm = normalizeAxes(axes, x!.shape.length, name);

@@ -58,6 +58,7 @@ export function resolveReshape(from: Shape, to: Shape): Dim[] {
 export const reshape: OpDef<ReshapeAttrs> = {
   name: 'reshape',
   arity: 1,
+  attrs: { shape: 'extent' },
   shapeAttrs: ['shape'],
   saves: { inputs: 'none', output: false },
   infer: ([x], { shape }) => ({ shape: resolveReshape(x!.shape, shape), dtype: x!.dtype }),

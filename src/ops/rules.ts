@@ -43,21 +43,20 @@ export function reducedShape(shape: Shape, axes: readonly number[], keepdims: bo
 export function unaryOp<A extends Attrs = Attrs>(spec: {
   name: string;
   kind: UnaryKind;
+  /** The kernel's parameter, from an attribute declared in `attrs`. */
+  attrs?: OpDef['attrs'];
   param?: (attrs: A) => number;
   saves: Saves;
   vjp?: Vjp<A>;
-  check?: (attrs: A) => void;
   flopsPerElement?: number;
 }): OpDef<A> {
   return {
     name: spec.name,
     arity: 1,
     saves: spec.saves,
+    ...(spec.attrs ? { attrs: spec.attrs } : {}),
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
-    infer: ([x], attrs) => {
-      spec.check?.(attrs);
-      return { shape: x!.shape, dtype: x!.dtype };
-    },
+    infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
     forward: ([x], attrs) => kernels().unary(spec.kind, x!, spec.param?.(attrs)),
     flops: (_, out) => numel(out.shape) * (spec.flopsPerElement ?? 1),
   };
@@ -86,6 +85,23 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     forward: ([a, b]) => kernels().binary(spec.kind, a!, b!),
     flops: (_, out) => numel(out.shape),
   };
+}
+
+/**
+ * Axes as reductions store them: normalized into [0, rank), in increasing order, each once (the Ops
+ * facade normalizes what it is given; the VJPs read the attribute as stored).
+ */
+export function checkAxes(op: string, axes: readonly number[], rank: number): void {
+  for (let i = 0; i < axes.length; i++) {
+    const a = axes[i]!;
+    if (a < 0 || a >= rank || (i > 0 && a <= axes[i - 1]!)) {
+      throw new ShapeError(`${op}: axes ${fmtShape(axes)} are not distinct increasing axes in [0, ${rank})`, {
+        op,
+        expected: `distinct increasing axes in [0, ${rank})`,
+        found: axes,
+      });
+    }
+  }
 }
 
 /** An axis attribute as ops store it: already normalized into [0, rank) (the Ops facade normalizes negative ones). */

@@ -14,6 +14,7 @@ export interface ScatterAddAttrs {
 export const scatterAdd: OpDef<ScatterAddAttrs> = {
   name: 'scatterAdd',
   arity: 2,
+  attrs: { shape: 'shape', axis: 'axis' },
   nondiff: [1],
   shapeAttrs: ['shape'],
   saves: { inputs: [1], output: false },

@@ -48,6 +48,7 @@ export function sliceExtent(shape: Shape, begin: readonly number[], size: readon
 export const slice: OpDef<SliceAttrs> = {
   name: 'slice',
   arity: 1,
+  attrs: { begin: 'integers', size: 'extent' },
   shapeAttrs: ['size'],
   saves: { inputs: 'none', output: false },
   infer: ([x], { begin, size }) => ({ shape: sliceExtent(x!.shape, begin, size), dtype: x!.dtype }),

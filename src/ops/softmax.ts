@@ -18,6 +18,7 @@ export function axisRule(name: string): OpDef<AxisAttrs>['infer'] {
 export const softmax: OpDef<AxisAttrs> = {
   name: 'softmax',
   arity: 1,
+  attrs: { axis: 'axis' },
   saves: { inputs: 'none', output: true },
   infer: axisRule('softmax'),
   forward: ([x], { axis }) => kernels().softmax(x!, axis),

@@ -19,6 +19,7 @@ function inverse(perm: readonly number[]): number[] {
 export const transpose: OpDef<TransposeAttrs> = {
   name: 'transpose',
   arity: 1,
+  attrs: { perm: 'integers' },
   saves: { inputs: 'none', output: false },
   infer: ([x], { perm }) => {
     const rank = x!.shape.length;

@@ -25,12 +25,7 @@ export interface ClipResult {
  * the gradients as they are: the step's non-finite policy decides what happens (RELIABILITY.md, 9).
  */
 export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm: number): ClipResult {
-  if (!(maxNorm > 0) || !Number.isFinite(maxNorm)) {
-    throw new InputError(`clipGlobalNorm: maxNorm must be a finite number > 0, found ${maxNorm}`, {
-      expected: '> 0',
-      found: maxNorm,
-    });
-  }
+  checkMaxNorm(maxNorm, 'clipGlobalNorm: maxNorm');
   const norm = globalNorm(grads);
   if (!Number.isFinite(norm) || norm <= maxNorm)
     return { norm, scale: 1, clipped: false, grads: { ...grads } };
@@ -38,4 +33,15 @@ export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm:
   const out: Record<string, Tensor> = {};
   for (const [name, g] of Object.entries(grads)) out[name] = scaled(g, scale);
   return { norm, scale, clipped: true, grads: out };
+}
+
+/** A norm to clip to: a finite number > 0 (a NaN or negative one would not clip, or flip the step). */
+export function checkMaxNorm(maxNorm: unknown, where: string): number {
+  if (typeof maxNorm !== 'number' || !(maxNorm > 0) || !Number.isFinite(maxNorm)) {
+    throw new InputError(`${where}: expected a finite number > 0, found ${String(maxNorm)}`, {
+      expected: 'a finite number > 0',
+      found: maxNorm,
+    });
+  }
+  return maxNorm;
 }

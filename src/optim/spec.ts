@@ -1,4 +1,4 @@
-import { InputError } from '../errors.ts';
+import { fmtFound, InputError } from '../errors.ts';
 // The kernels every thread uses by default (sumOfSquares runs on them), as the ops do.
 import '../tensor/default-kernels.ts';
 import { kernels } from '../tensor/kernels.ts';
@@ -16,8 +16,95 @@ export interface OptimizerSpec {
 
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 
-/** The optimizer a spec describes. */
+/** What an option accepts, in words (for errors) and as a test. */
+interface OptionRule {
+  readonly expected: string;
+  readonly ok: (v: unknown) => boolean;
+}
+const isNumber = (v: unknown): v is number => typeof v === 'number';
+const RATE: OptionRule = {
+  expected: 'a finite number >= 0',
+  ok: (v) => isNumber(v) && Number.isFinite(v) && v >= 0,
+};
+const BETA: OptionRule = { expected: 'a number in [0, 1)', ok: (v) => isNumber(v) && v >= 0 && v < 1 };
+const FRACTION: OptionRule = { expected: 'a number in [0, 1]', ok: (v) => isNumber(v) && v >= 0 && v <= 1 };
+const FLAG: OptionRule = { expected: 'a boolean', ok: (v) => typeof v === 'boolean' };
+
+/** Every option each optimizer takes, with PyTorch's bounds: a spec with anything else is refused. */
+const OPTIONS: Readonly<Record<OptimizerSpec['name'], Readonly<Record<string, OptionRule>>>> = {
+  sgd: { lr: RATE, momentum: RATE, dampening: FRACTION, nesterov: FLAG, weightDecay: RATE },
+  adam: { lr: RATE, beta1: BETA, beta2: BETA, eps: RATE, weightDecay: RATE },
+  adamw: { lr: RATE, beta1: BETA, beta2: BETA, eps: RATE, weightDecay: RATE },
+};
+
+/**
+ * Checks an optimizer spec before anything runs it: a known name, known options, each a number in
+ * its range. A NaN or negative rate would otherwise only show as parameters gone bad, or as updates
+ * the workers refuse. `where` names the caller in the message.
+ */
+export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts spec is OptimizerSpec {
+  const name = (spec as { name?: unknown } | null)?.name;
+  if (typeof name !== 'string' || !Object.hasOwn(OPTIONS, name)) {
+    throw new InputError(
+      `${where}: unknown optimizer ${fmtFound(name)} (expected one of ${OPTIMIZERS.join(', ')})`,
+      {
+        option: 'name',
+        expected: OPTIMIZERS,
+        found: name,
+      },
+    );
+  }
+  const rules = OPTIONS[name as OptimizerSpec['name']];
+  for (const [option, value] of Object.entries(spec as object)) {
+    if (option === 'name' || value === undefined) continue;
+    const rule = rules[option];
+    if (rule === undefined) {
+      throw new InputError(
+        `${where}: ${name} has no option '${option}' (expected ${Object.keys(rules).join(', ')})`,
+        { op: name, option, expected: Object.keys(rules), found: option },
+      );
+    }
+    if (!rule.ok(value)) {
+      throw new InputError(
+        `${where}: ${name} ${option}: expected ${rule.expected}, found ${fmtFound(value)}`,
+        {
+          op: name,
+          option,
+          expected: rule.expected,
+          found: value,
+        },
+      );
+    }
+  }
+  const { momentum = 0, dampening = 0, nesterov = false } = spec as Record<string, unknown>;
+  if (nesterov === true && (momentum === 0 || dampening !== 0)) {
+    throw new InputError(
+      `${where}: sgd nesterov: expected a momentum > 0 and no dampening, found momentum ${momentum}, dampening ${dampening}`,
+      {
+        op: name,
+        option: 'nesterov',
+        expected: 'momentum > 0 and dampening 0',
+        found: { momentum, dampening },
+      },
+    );
+  }
+}
+
+/** A learning rate an update can use (a finite number >= 0), or an InputError naming where it came from. */
+export function checkLr(lr: unknown, where: string): number {
+  if (!RATE.ok(lr)) {
+    throw new InputError(`${where}: lr: expected ${RATE.expected}, found ${fmtFound(lr)}`, {
+      option: 'lr',
+      expected: RATE.expected,
+      found: lr,
+    });
+  }
+  return lr as number;
+}
+
+/** The optimizer a spec describes (checked first). */
 export function makeOptimizer(spec: OptimizerSpec): Optimizer {
+  checkOptimizerSpec(spec);
   const { name, ...options } = spec;
   switch (name) {
     case 'sgd':
@@ -26,11 +113,6 @@ export function makeOptimizer(spec: OptimizerSpec): Optimizer {
       return adam(options) as Optimizer;
     case 'adamw':
       return adamw(options) as Optimizer;
-    default:
-      throw new InputError(`unknown optimizer '${String(name)}' (expected one of ${OPTIMIZERS.join(', ')})`, {
-        expected: OPTIMIZERS,
-        found: name,
-      });
   }
 }
 

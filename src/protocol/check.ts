@@ -1,14 +1,21 @@
-import { ProtocolError } from '../errors.ts';
+import { type ErrorContext, ProtocolError } from '../errors.ts';
 
 /** Validation with a path for messages: every failure is a ProtocolError naming the edge and the field. */
 export class Check {
   constructor(
     readonly edge: string,
     readonly where: string,
+    /** Added to every error's context (e.g. the phase of the message being checked). */
+    readonly context: ErrorContext = {},
   ) {}
 
   at(part: string): Check {
-    return new Check(this.edge, `${this.where}: ${part}`);
+    return new Check(this.edge, `${this.where}: ${part}`, this.context);
+  }
+
+  /** The same checks, their errors also carrying `context`. */
+  with(context: ErrorContext): Check {
+    return new Check(this.edge, this.where, { ...this.context, ...context });
   }
 
   /** Throws; `found` is shown as JSON unless `described` says it is already words. */
@@ -17,6 +24,7 @@ export class Check {
     throw new ProtocolError(`${this.edge}: ${this.where}: expected ${expected}, found ${shown}`, {
       edge: this.edge,
       phase: 'receive',
+      ...this.context,
       expected,
       found: shown,
     });
@@ -66,7 +74,8 @@ function show(v: unknown): string {
   let s: string;
   try {
     s =
-      typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function'
+      // Numbers as themselves: JSON would show NaN and the infinities as null.
+      typeof v === 'number' || typeof v === 'bigint' || typeof v === 'symbol' || typeof v === 'function'
         ? String(v)
         : (JSON.stringify(v) ?? String(v));
   } catch {

@@ -172,7 +172,10 @@ export const OBJECT_MESSAGES: {
     });
     return { ...m, shards } as unknown as StartMessage;
   },
-  update: (m, c) => {
+  update: (m, raw) => {
+    // A refused update is the update's failure (phase 'update', its step): the coordinator then
+    // breaks the runtime with it instead of waiting for an acknowledgement (Note [deferred update]).
+    const c = raw.with({ phase: 'update', ...(Number.isInteger(m.step) ? { step: m.step as number } : {}) });
     c.record(m, ['kind', 'step', 'lr', 'scale']);
     stepField(c, m.step);
     for (const k of ['lr', 'scale'] as const)

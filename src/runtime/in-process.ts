@@ -116,7 +116,6 @@ export class InProcessCluster implements Cluster {
     this.schedule();
   }
 
-  /** As a worker thread does: a failed update is reported as the update's (phase 'update'). */
   /**
    * A message into a host, as a worker thread takes it: what the host throws fails the step (an
    * update's failure as the update's), never escapes into the event loop.

@@ -15,9 +15,18 @@ import {
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
+import { checkMaxNorm } from '../optim/clip.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
-import { clipScale, globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../optim/spec.ts';
+import {
+  checkLr,
+  checkOptimizerSpec,
+  clipScale,
+  globalNormOf,
+  makeOptimizer,
+  type OptimizerSpec,
+  sumOfSquares,
+} from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import { type Tensor, zeros } from '../tensor/tensor.ts';
@@ -204,8 +213,11 @@ export class Runtime {
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
     const threads = (options.mode ?? 'threads') === 'threads';
     // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
+    // So is the optimizer: an update the workers refuse would only break the runtime after the step it follows.
     const ops = await loadUserOps(graph, options.ops ?? [], threads);
     if (options.validate !== false) checkGraph(graph);
+    if (options.optimizer !== undefined) checkOptimizerSpec(options.optimizer, 'createRuntime: optimizer');
+    if (options.clipNorm !== undefined) checkMaxNorm(options.clipNorm, 'createRuntime: clipNorm');
     let schedule: ResolvedSchedule | null = null;
     let compileOptions: CompileOptions = options;
     if (options.schedule !== undefined) {
@@ -261,6 +273,11 @@ export class Runtime {
 
   /** Runs one training step on a batch: forward and backward of every shard, gradients summed. */
   step(feeds: TensorMap, options: StepOptions = {}): Promise<StepResult> {
+    try {
+      if (options.lr !== undefined) checkLr(options.lr, 'step: options.lr');
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const run = this.queue.then(() => this.runStep(feeds, options.lr));
     this.queue = run.catch(() => {});
     return run;
@@ -443,7 +460,7 @@ export class Runtime {
       }
       skipped = true;
     } else if (onWorkers) {
-      lr = state.lr ?? this.options.lrSchedule?.(this.updates + 1) ?? this.baseLr!;
+      lr = this.rateOf(state);
       const scale = clipScale(gradNorm, this.options.clipNorm);
       this.sendUpdate({ step: state.step, lr, scale });
     }
@@ -468,7 +485,20 @@ export class Runtime {
   // Host.applyUpdate), and acknowledges with an 'updated' report. Everything that reads or writes
   // parameters or optimizer state (getParams, setParams, the optimizer state, stats) first waits for
   // those acknowledgements, so it sees the update. A failed update (phase 'update') breaks the
-  // runtime: its hosts may now disagree about the parameters, so the next call rejects with it.
+  // runtime: its hosts may now disagree about the parameters, so the next call rejects with it. A
+  // host that refuses the update message itself reports that as the update's failure too.
+
+  /**
+   * The rate of a step's update: the step's own, else the schedule's, else the optimizer's. Checked
+   * before the update is sent: the step rejects instead, and the workers drop its gradients.
+   */
+  private rateOf(state: StepState): number {
+    if (state.lr !== undefined) return state.lr;
+    const schedule = this.options.lrSchedule;
+    if (schedule === undefined) return this.baseLr!;
+    const update = this.updates + 1;
+    return checkLr(schedule(update), `step ${state.step}: lrSchedule(${update})`);
+  }
 
   /** Sends a step's update to every host and tracks their acknowledgements (Note [deferred update]). */
   private sendUpdate(u: StepUpdate): void {

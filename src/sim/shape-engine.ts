@@ -1,6 +1,7 @@
 import type { ValueEngine } from '../actor/engine.ts';
 import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { type Graph, label } from '../graph/graph.ts';
+import { inferType } from '../ops/attrs.ts';
 import type { Attrs } from '../ops/op.ts';
 import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
@@ -25,7 +26,7 @@ function virtual(shape: readonly number[], dtype: DType): VirtualTensor {
 /** Ops that compute only shapes, through each op's own shape rule. */
 export class ShapeOps extends Ops<VirtualTensor> {
   apply(op: string, inputs: readonly VirtualTensor[], attrs: Attrs = {}): VirtualTensor {
-    const info = getOp(op).infer(inputs, attrs);
+    const info = inferType(getOp(op), inputs, attrs);
     const first = inputs[0];
     // Elementwise results have their input's shape (often the very array): no need to count again.
     if (first !== undefined && info.shape === first.shape && info.dtype === first.dtype) {

@@ -1,4 +1,4 @@
-import { fmtShape, ShapeError } from '../errors.ts';
+import { fmtFound, fmtShape, OpError, ShapeError } from '../errors.ts';
 
 /** A dimension: a size, or a symbol (e.g. 'B' for a batch dimension bound when a graph runs). */
 export type Dim = number | string;
@@ -78,27 +78,53 @@ export function reducedAxes(from: Shape, to: Shape): number[] {
   return axes;
 }
 
-/** Normalizes possibly negative axes against a rank, checking range and duplicates. */
+/**
+ * One possibly negative axis normalized against a rank: it must be an integer (else an OpError
+ * naming attribute `attr`) in [-rank, rank) (else a ShapeError).
+ */
+export function normalizeAxis(axis: unknown, rank: number, op: string, attr = 'axis'): number {
+  if (!Number.isInteger(axis)) {
+    throw new OpError(`${op}: attribute ${attr}: expected an integer axis, found ${fmtFound(axis)}`, {
+      op,
+      attr,
+      expected: 'an integer axis',
+      found: axis,
+    });
+  }
+  const a = axis as number;
+  if (a < -rank || a >= rank) {
+    throw new ShapeError(
+      `${op}: axis ${a} is out of range for rank ${rank} (expected ${-rank}..${rank - 1})`,
+      {
+        op,
+        expected: `axis in [${-rank}, ${rank - 1}]`,
+        found: a,
+      },
+    );
+  }
+  return a < 0 ? a + rank : a;
+}
+
+/** Normalizes possibly negative axes (one, or an array; all when undefined), checking range and duplicates. */
 export function normalizeAxes(
   axes: number | readonly number[] | undefined,
   rank: number,
   op: string,
 ): number[] {
   if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
-  const list = typeof axes === 'number' ? [axes] : [...axes];
+  const list: readonly unknown[] = Array.isArray(axes) ? axes : [axes];
+  if (!list.every((a) => Number.isInteger(a))) {
+    const expected = 'an integer axis or an array of them';
+    throw new OpError(`${op}: attribute axes: expected ${expected}, found ${fmtFound(axes)}`, {
+      op,
+      attr: 'axes',
+      expected,
+      found: axes,
+    });
+  }
   const out: number[] = [];
   for (const a of list) {
-    if (!Number.isInteger(a) || a < -rank || a >= rank) {
-      throw new ShapeError(
-        `${op}: axis ${a} is out of range for rank ${rank} (expected ${-rank}..${rank - 1})`,
-        {
-          op,
-          expected: `axis in [${-rank}, ${rank - 1}]`,
-          found: a,
-        },
-      );
-    }
-    const n = a < 0 ? a + rank : a;
+    const n = normalizeAxis(a, rank, op, 'axes');
     if (out.includes(n)) throw new ShapeError(`${op}: axis ${a} is given twice`, { op, found: list });
     out.push(n);
   }

@@ -114,6 +114,18 @@ describe('backflow command line', () => {
     );
   });
 
+  it("train: the README's spirals pipeline (4 stages, 1F1B, 8 microbatches) trains to >= 95% test accuracy", async () => {
+    // The command as the README shows it; seeded, so the accuracy is the same at every run.
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const command = /^npm run backflow -- (train --data spirals .*--schedule 1f1b.*)$/m.exec(readme)?.[1];
+    expect(command, 'a spirals pipeline command in the README').toBeDefined();
+    const { code, out } = await cli(...command!.split(/\s+/), '--loss-curve', join(dir, 'spirals.svg'));
+    expect(code).toBe(0);
+    expect(out).toMatch(/4 worker threads, 1 replica\(s\) x 4 stage\(s\), 8 microbatch\(es\)/);
+    const accuracy = Number(/test accuracy (\d+\.\d\d)%/.exec(out)?.[1]);
+    expect(accuracy).toBeGreaterThanOrEqual(95);
+  });
+
   it('simulate prints the bubble of a schedule; inspect prints a plan', async () => {
     const sim = await cli('simulate', '--schedule', 'gpipe', '--stages', '4', '--microbatches', '8');
     expect(sim.code).toBe(0);

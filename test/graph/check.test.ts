@@ -4,6 +4,7 @@ import { GraphBuilder } from '../../src/graph/builder.ts';
 import { checkGraph } from '../../src/graph/check.ts';
 import { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
+import { defineOp } from '../../src/ops/registry.ts';
 import { scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
 
 type RawNode = Record<string, unknown>;
@@ -253,13 +254,35 @@ describe('checkGraph: ops', () => {
     expect(err.cause).toBeInstanceOf(ShapeError);
   });
 
-  it('turns a shape rule that crashes on bad attributes into a GraphError', () => {
+  it('checks attributes against the op before its shape rule: an OpError naming node, op and attribute', () => {
     const r = raw();
     r.nodes[3] = { id: 3, op: 'transpose', inputs: [2], attrs: {}, shape: [3, 'B'], dtype: 'float32' };
     const err = errorOf(() => checkGraph(r));
+    expect(err).toBeInstanceOf(OpError);
+    expect(err.message).toMatch(
+      /^%3: transpose: attribute perm: expected an array of integers, found undefined \(inputs: f32\[B,3\]\)/,
+    );
+    expect(err.context).toMatchObject({ node: '%3', op: 'transpose', attr: 'perm' });
+  });
+
+  it('turns a shape rule that crashes on attributes its op does not declare into a GraphError', () => {
+    // A user's op that declares no attributes: they are not checked, and its shape rule reads one.
+    defineOp({
+      name: 'checkTestScale',
+      arity: 1,
+      saves: { inputs: 'none', output: false },
+      infer: ([x], attrs) => ({
+        shape: x!.shape.map((d) => (attrs['by'] as number[])[0]! * (d as number)),
+        dtype: x!.dtype,
+      }),
+      forward: ([x]) => x!,
+    });
+    const r = raw();
+    r.nodes[3] = { id: 3, op: 'checkTestScale', inputs: [2], attrs: {}, shape: ['B', 3], dtype: 'float32' };
+    const err = errorOf(() => checkGraph(r));
     expect(err).toBeInstanceOf(GraphError);
     expect(err.message).toMatch(
-      /^%3 \(transpose\): the shape rule failed on inputs f32\[B,3\] and attrs \{\}/,
+      /^%3 \(checkTestScale\): the shape rule failed on inputs f32\[B,3\] and attrs \{\}/,
     );
     expect(err.cause).toBeInstanceOf(TypeError);
   });
