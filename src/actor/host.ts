@@ -77,6 +77,8 @@ export class Host<T = Tensor> {
   private paramCopies: Map<number, readonly number[]> | null = null;
   /** An update waiting for contributions, and a step start waiting for that update (applyUpdate). */
   private pendingUpdate: StepUpdate | null = null;
+  /** The step whose update ran last (a duplicate of it is dropped). */
+  private updatedStep = -1;
   private deferredStart: StepStart | null = null;
   readonly queue: TaskQueue<T>;
   private step = -1;
@@ -218,6 +220,11 @@ export class Host<T = Tensor> {
         found: u.step,
       });
     }
+    // A second update for the step (a duplicated message) is dropped, not applied or parked.
+    if (this.updatedStep === u.step || this.pendingUpdate !== null) {
+      this.counters.dropped++;
+      return [];
+    }
     if (!this.updates.ready(this.trainable)) {
       this.pendingUpdate = u;
       return [];
@@ -227,6 +234,7 @@ export class Host<T = Tensor> {
 
   private update(u: StepUpdate): HostEffect<T>[] {
     this.pendingUpdate = null;
+    this.updatedStep = u.step;
     const fp = this.failpoints.find(
       (f) =>
         f.phase === 'update' &&
