@@ -29,6 +29,7 @@ import {
   wasmKernels,
   wasmVariants,
 } from '../../src/tensor/wasm/index.ts';
+import { expectSameValues, expectWithin } from '../support/expect.ts';
 
 const ts = fallbackKernels();
 const SIZES = [1, 3, 5, 17, 33, 65, 127];
@@ -38,27 +39,6 @@ const TRANSPOSES = [
   [true, false],
   [true, true],
 ] as const;
-
-/** Element by element: NaN where the oracle has NaN, equal infinities, else within `tol(i)`. */
-function expectClose(actual: Tensor, expected: Tensor, tol: (i: number) => number): void {
-  expect(actual.shape).toEqual(expected.shape);
-  expect(actual.dtype).toBe(expected.dtype);
-  for (let i = 0; i < actual.size; i++) {
-    const [x, y] = [actual.data[i]!, expected.data[i]!];
-    const ok = Number.isFinite(y) ? Math.abs(x - y) <= tol(i) : Object.is(x, y);
-    if (!ok) expect.fail(`element ${i}: ${x} vs oracle ${y} (tolerance ${tol(i)})`);
-  }
-}
-
-/** Bitwise equal except that any NaN matches any NaN (payloads are not specified). */
-function expectSameValues(actual: Tensor, expected: Tensor, zeroSign = true): void {
-  expectClose(actual, expected, () => 0);
-  for (let i = 0; i < actual.size; i++) {
-    const [x, y] = [actual.data[i]!, expected.data[i]!];
-    if (zeroSign && !Object.is(x, y))
-      expect.fail(`element ${i}: ${Object.is(x, -0) ? '-0' : x} vs oracle ${y}`);
-  }
-}
 
 /** sum_p |a_ip b_pj| in float64 for each output element: the scale the float32 sum works at. */
 function absProducts(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
@@ -94,7 +74,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const check = (a: Tensor, b: Tensor, k: number) => {
       const c = wasm.matmul(a, b, transA, transB);
       const scale = absProducts(a, b, transA, transB);
-      expectClose(c, ts.matmul(a, b, transA, transB), (i) => 1e-5 * Math.sqrt(k) * scale.data[i]!);
+      expectWithin(c, ts.matmul(a, b, transA, transB), (i) => 1e-5 * Math.sqrt(k) * scale.data[i]!);
       return c;
     };
 
@@ -244,7 +224,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
         const absSum = ts.reduce('sum', ts.unary('abs', x), axes);
         const sum = wasm.reduce('sum', x, axes);
         if (axes[0] === 0 && axes.length < 3) expectSameValues(sum, ts.reduce('sum', x, axes));
-        else expectClose(sum, ts.reduce('sum', x, axes), (i) => 1e-6 * absSum.data[i]!);
+        else expectWithin(sum, ts.reduce('sum', x, axes), (i) => 1e-6 * absSum.data[i]!);
         expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
       }
     }
@@ -254,7 +234,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const rng = new Rng(17);
     const x = withSpecials(rng, [9, 33]);
     for (const axes of [[1], [0], [0, 1]]) {
-      expectClose(wasm.reduce('sum', x, axes), ts.reduce('sum', x, axes), () => 1e-4);
+      expectWithin(wasm.reduce('sum', x, axes), ts.reduce('sum', x, axes), () => 1e-4);
       expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
     }
   });
@@ -265,8 +245,8 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       for (const scale of [1, 10, 60]) {
         const x = rng.normalTensor([SIZES[rng.int(4)]!, len], 0, scale);
         const [sm, lsm] = [ts.softmax(x, 1), ts.logSoftmax(x, 1)];
-        expectClose(wasm.softmax(x, 1), sm, (i) => 1e-5 * Math.abs(sm.data[i]!) + 1e-37);
-        expectClose(wasm.logSoftmax(x, 1), lsm, (i) => 2e-6 * (1 + Math.abs(lsm.data[i]!)));
+        expectWithin(wasm.softmax(x, 1), sm, (i) => 1e-5 * Math.abs(sm.data[i]!) + 1e-37);
+        expectWithin(wasm.logSoftmax(x, 1), lsm, (i) => 2e-6 * (1 + Math.abs(lsm.data[i]!)));
       }
     }
   });
@@ -279,8 +259,8 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       [-inf, -inf, -inf, -inf, -inf],
       [1, -inf, 2, -inf, 0],
     ]);
-    expectClose(wasm.softmax(x, 1), ts.softmax(x, 1), (i) => 1e-6 * Math.abs(ts.softmax(x, 1).data[i]!));
-    expectClose(wasm.logSoftmax(x, 1), ts.logSoftmax(x, 1), () => 1e-6);
+    expectWithin(wasm.softmax(x, 1), ts.softmax(x, 1), (i) => 1e-6 * Math.abs(ts.softmax(x, 1).data[i]!));
+    expectWithin(wasm.logSoftmax(x, 1), ts.logSoftmax(x, 1), () => 1e-6);
     expect(wasm.softmax(x, 1).data[16]).toBe(0);
   });
 
