@@ -4,8 +4,8 @@ import { adam, adamw } from '../../src/optim/adam.ts';
 import { type Optimizer, OptimizerRun } from '../../src/optim/optimizer.ts';
 import { sgd } from '../../src/optim/sgd.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
-import { expectRowsClose } from '../support/expect.ts';
+import { cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise, expectRowsClose } from '../support/expect.ts';
 
 const f64 = (values: number[]) => tensor(values, { dtype: 'float64' });
 
@@ -250,14 +250,12 @@ describe('OptimizerRun state for checkpoints', () => {
       resumed.restore(saved, savedParams);
       expect(resumed.step).toBe(3);
       for (let t = 4; t <= 6; t++) resumed.apply(savedParams, two.gradsAt(t));
-      for (const name of ['a', 'b'])
-        expect(bitwiseEqual(savedParams[name as 'a']!, one.params[name]!)).toBe(true);
+      for (const name of ['a', 'b']) expectBitwise(savedParams[name as 'a']!, one.params[name]!);
       const end = resumed.toCheckpoint();
       const ref = straight.toCheckpoint();
       expect(Object.keys(end.states)).toEqual(Object.keys(ref.states));
       for (const [name, tensors] of Object.entries(ref.states))
-        for (const [key, t] of Object.entries(tensors))
-          expect(bitwiseEqual(end.states[name]![key]!, t)).toBe(true);
+        for (const [key, t] of Object.entries(tensors)) expectBitwise(end.states[name]![key]!, t);
     },
   );
 

@@ -3,7 +3,7 @@ import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { ScheduleError } from '../../src/errors.ts';
 import { createRuntime } from '../../src/runtime/runtime.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
-import { bitwiseEqual } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
 
 const p = 4;
@@ -38,8 +38,7 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
           const ref = referenceStep(model.graph, feeds, model.params, { microbatches });
           const out = await runtime.step(feeds);
           expect(out.loss).toBe(ref.loss);
-          for (const [name, g] of Object.entries(ref.grads))
-            expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+          expectBitwiseAll(out.grads, ref.grads);
           expect(runtime.plan.stages).toBe(p * chunks);
         } finally {
           await runtime.close();
@@ -66,8 +65,7 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
         const consumers = rt.plan.consumers[table]!.map(([c]) => rt.plan.stageOf[c]);
         expect(new Set(consumers)).toEqual(new Set([0, p - 1]));
         const out = await rt.step(feeds);
-        for (const [name, g] of Object.entries(ref.grads))
-          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        expectBitwiseAll(out.grads, ref.grads, `${schedule} `);
       } finally {
         await rt.close();
       }
@@ -114,8 +112,7 @@ describe('pipelines on worker threads', () => {
       try {
         const out = await rt.step(feeds);
         expect(out.loss).toBe(ref.loss);
-        for (const [name, g] of Object.entries(ref.grads))
-          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        expectBitwiseAll(out.grads, ref.grads, `${schedule} `);
       } finally {
         await rt.close();
       }

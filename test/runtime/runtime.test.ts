@@ -4,7 +4,8 @@ import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { InputError, ShapeError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
 import type { PlacementStrategy } from '../../src/partition/placement.ts';
 import { createRuntime, type Runtime } from '../../src/runtime/runtime.ts';
-import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import type { Tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import { mlp, tied } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
 import { expectMatchesReference } from '../support/reference.ts';
@@ -95,8 +96,7 @@ describe('runtime in-process: order and state', () => {
       const out = await rt.step(batch);
       await rt.close();
       expect(out.loss).toBe(ref.loss);
-      for (const [name, g] of Object.entries(ref.grads))
-        expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+      expectBitwiseAll(out.grads, ref.grads);
     }
   });
 
@@ -118,7 +118,7 @@ describe('runtime in-process: order and state', () => {
         params = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, sgd(v, out.grads[k]!, 0.1)]));
         await rt.setParams(params);
         const back = await rt.getParams();
-        for (const [k, v] of Object.entries(params)) expect(bitwiseEqual(back[k]!, v)).toBe(true);
+        expectBitwiseAll(back, params);
       }
     } finally {
       await rt.close();
@@ -162,7 +162,7 @@ describe('runtime in-process: failures and bad input', () => {
     // The runtime is usable again once the failpoint is gone, and the parameters were never touched.
     await rt.setFailpoints([]);
     const params = await rt.getParams();
-    for (const [k, v] of Object.entries(model.params)) expect(bitwiseEqual(params[k]!, v)).toBe(true);
+    expectBitwiseAll(params, model.params);
     await expectMatchesReference(
       model.graph,
       model.params,
