@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskInfo } from '../../src/actor/host.ts';
-import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { RuntimeClosedError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
 import { label } from '../../src/graph/graph.ts';
 import { edgeGradient } from '../../src/partition/plan.ts';
@@ -14,6 +13,7 @@ import { threadsClusterOf } from '../../src/runtime/threads.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
 import { expectBitwise, expectBitwiseAll } from '../support/expect.ts';
+import { expectMatchesReference } from '../support/reference.ts';
 
 const { graph, params, feeds } = smallMlp();
 const MICROBATCHES = 2;
@@ -26,16 +26,10 @@ const options: RuntimeOptions = {
 };
 const STEP_TIMEOUT_MS = 1500;
 const ADAM = { name: 'adam', lr: 0.01 } as const;
-const reference = referenceStep(graph, feeds, params, { microbatches: MICROBATCHES });
 /** The first layer's matmul: it has a backward (its weight needs a gradient). */
 const target = graph.nodes.find((n) => n.op === 'matmul')!;
 
-async function expectReference(runtime: Runtime): Promise<void> {
-  const { loss, grads } = await runtime.step(feeds);
-  expect(loss).toBe(reference.loss);
-  expect(Object.keys(grads).sort()).toEqual(Object.keys(reference.grads).sort());
-  for (const [name, g] of Object.entries(grads)) expectBitwise(g, reference.grads[name]!, name);
-}
+const expectReference = (runtime: Runtime) => expectMatchesReference(graph, params, feeds, options, runtime);
 
 async function rejection(p: Promise<unknown>): Promise<{ error: Error; ms: number }> {
   const t0 = performance.now();
