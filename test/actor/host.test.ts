@@ -4,12 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { Host, type Message } from '../../src/actor/host.ts';
 import type { Report, StepStart } from '../../src/actor/messages.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
-import { type Graph, label } from '../../src/graph/graph.ts';
+import { label } from '../../src/graph/graph.ts';
 import { type CompileOptions, compile, type Plan } from '../../src/partition/plan.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
+import { cast, type Tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import { deepMlp, fixedInputs, type Model, mlp } from '../support/models.ts';
 
 const BATCH = 8;
@@ -23,7 +24,7 @@ interface Envelope {
 class Hand {
   readonly hosts: Host[];
   /** Sent, not delivered yet. */
-  pending: Envelope[] = [];
+  readonly pending: Envelope[] = [];
   /** Delivered, and never delivered (see `run`). */
   readonly delivered: Envelope[] = [];
   readonly withheld: Envelope[] = [];
@@ -34,7 +35,7 @@ class Hand {
     params: Record<string, Tensor>,
   ) {
     const graph = plan.graph;
-    // Copies: a host's values are its own.
+    // Copies: the model's tensors stay the test's.
     const values = new Map(graph.params().map((n) => [n.id, cast(params[n.name!]!)]));
     this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w, values));
   }
@@ -137,14 +138,12 @@ class Hand {
 function expectReference(
   got: { loss: number; grads: Record<string, Tensor> },
   model: Model,
-  graph: Graph,
   options: { replicas: number; microbatches: number; seed?: number },
 ): void {
-  const ref = referenceStep(graph, model.feeds(BATCH, options.seed), model.params, options);
+  const ref = referenceStep(model.graph, model.feeds(BATCH, options.seed), model.params, options);
   expect(got.loss).toBe(ref.loss);
   expect(Object.keys(got.grads).sort()).toEqual(Object.keys(ref.grads).sort());
-  for (const [name, g] of Object.entries(ref.grads))
-    expect(bitwiseEqual(got.grads[name]!, g), `gradient of ${name}`).toBe(true);
+  expectBitwiseAll(got.grads, ref.grads, 'gradient of ');
 }
 
 interface Case {
@@ -155,25 +154,28 @@ interface Case {
   schedule?: '1f1b' | 'zb-h1';
 }
 
+const PER_NODE: Case = {
+  name: 'MLP, 2 workers per node',
+  model: mlp,
+  compile: { workers: 2, placement: 'per-node' },
+  microbatches: 2,
+};
+/** `w` reaches `square(w)` on the other worker, and `v` reaches `sub(v, c)` on the other worker. */
+const FIXED_INPUTS: Case = {
+  name: 'fixed-input nodes, 2 workers per node',
+  model: fixedInputs,
+  compile: { workers: 2, placement: 'per-node' },
+  microbatches: 3,
+};
 const CASES: Case[] = [
-  {
-    name: 'MLP, 2 workers per node',
-    model: mlp,
-    compile: { workers: 2, placement: 'per-node' },
-    microbatches: 2,
-  },
+  PER_NODE,
   {
     name: 'MLP, 2 replicas of 2 workers, sharded parameters',
     model: mlp,
     compile: { workers: 4, replicas: 2, placement: 'per-node' },
     microbatches: 2,
   },
-  {
-    name: 'fixed-input nodes, 2 workers per node',
-    model: fixedInputs,
-    compile: { workers: 2, placement: 'per-node' },
-    microbatches: 3,
-  },
+  FIXED_INPUTS,
   {
     name: 'deep MLP, 2 stages, 1F1B',
     model: () => deepMlp(4),
@@ -210,8 +212,8 @@ describe('Host: a step driven by hand equals the reference step bit for bit', ()
     const start = hand.start(1, model.feeds(BATCH), c.microbatches);
     hand.run();
     const replicas = c.compile.replicas ?? 1;
-    expectReference(hand.result(start), model, model.graph, { replicas, microbatches: c.microbatches });
-    // Every message crossed a host boundary: nothing left behind.
+    expectReference(hand.result(start), model, { replicas, microbatches: c.microbatches });
+    // Every actor is done: nothing waits for anything.
     for (const host of hand.hosts) expect(host.waiting()).toEqual([]);
   });
 
@@ -223,13 +225,13 @@ describe('Host: a step driven by hand equals the reference step bit for bit', ()
         const start = hand.start(1, model.feeds(BATCH), c.microbatches);
         hand.run({ rng: new Rng(seed) });
         const replicas = c.compile.replicas ?? 1;
-        expectReference(hand.result(start), model, model.graph, { replicas, microbatches: c.microbatches });
+        expectReference(hand.result(start), model, { replicas, microbatches: c.microbatches });
       }
     },
   );
 
   it('every message delivered twice: the copies are dropped and counted, the step is unchanged', () => {
-    const c = CASES[2]!;
+    const c = FIXED_INPUTS;
     const { hand, model } = handOf(c);
     let sent = 0;
     const perform = hand.perform.bind(hand);
@@ -244,14 +246,14 @@ describe('Host: a step driven by hand equals the reference step bit for bit', ()
     expect(hand.delivered.some((e) => e.message.kind === 'param')).toBe(true);
     expect(sent).toBeGreaterThan(0);
     expect(hand.hosts.reduce((n, h) => n + h.stats.dropped, 0)).toBe(sent);
-    expectReference(hand.result(start), model, model.graph, { replicas: 1, microbatches: c.microbatches });
+    expectReference(hand.result(start), model, { replicas: 1, microbatches: c.microbatches });
   });
 });
 
 describe('Host: messages of other steps', () => {
-  /** Step 1 run to the end on the first case's hosts. */
+  /** Step 1 run to the end. */
   function afterStepOne() {
-    const { hand, model } = handOf(CASES[0]!);
+    const { hand, model } = handOf(PER_NODE);
     hand.start(1, model.feeds(BATCH, 1), 2);
     hand.run();
     return { hand, model };
@@ -268,7 +270,7 @@ describe('Host: messages of other steps', () => {
     for (const host of hand.hosts) hand.perform(host.startStep(start));
     expect(hand.hosts.some((h) => h.next()?.phase === 'forward')).toBe(true);
     hand.run();
-    expectReference(hand.result(start), model, model.graph, { replicas: 1, microbatches: 2, seed: 2 });
+    expectReference(hand.result(start), model, { replicas: 1, microbatches: 2, seed: 2 });
   });
 
   it('a message for an older step is dropped and counted', () => {
@@ -279,13 +281,13 @@ describe('Host: messages of other steps', () => {
     expect(host.deliver(old.message)).toEqual([]);
     expect(host.stats.dropped).toBe(1);
     hand.run();
-    expectReference(hand.result(start), model, model.graph, { replicas: 1, microbatches: 2, seed: 2 });
+    expectReference(hand.result(start), model, { replicas: 1, microbatches: 2, seed: 2 });
   });
 });
 
 describe('Host: waiting() names what a withheld message leaves missing', () => {
   it('an activation: its consumer waits for inputs from the producer', () => {
-    const { hand, model } = handOf(CASES[0]!);
+    const { hand, model } = handOf(PER_NODE);
     const { graph, consumers } = hand.plan;
     const x = graph.node('x');
     const [[consumer]] = consumers[x.id] as [[number, number]];
@@ -304,12 +306,12 @@ describe('Host: waiting() names what a withheld message leaves missing', () => {
       need: 1,
       from: ['x'],
     });
-    // Microbatch 1 went through.
+    // Microbatch 1 went through: all that waits is microbatch 0's.
     expect(waiting.filter((w) => w.mb !== 0)).toEqual([]);
   });
 
   it('a parameter: a node fed only by it waits for parameters, every microbatch', () => {
-    const { hand, model } = handOf(CASES[2]!);
+    const { hand, model } = handOf(FIXED_INPUTS);
     const { graph, placement } = hand.plan;
     const w = graph.node('w');
     // square(w), for the weight decay: on another worker than w in this placement.
@@ -334,22 +336,24 @@ describe('Host: waiting() names what a withheld message leaves missing', () => {
   });
 
   it('a gradient: its producer waits for gradients from the consumer, or for parameter gradients', () => {
-    const { hand, model } = handOf(CASES[0]!);
+    const { hand, model } = handOf(PER_NODE);
     const { graph } = hand.plan;
     const isParam = (id: number) => graph.nodes[id]!.op === 'param';
     let toNode: Envelope | undefined;
     let toParam: Envelope | undefined;
     hand.start(1, model.feeds(BATCH), 2);
     hand.run({
+      // Microbatch 1's first contribution to a node, and microbatch 0's first to a parameter.
       withhold: (e) => {
-        // Microbatch 1's first contribution to a node, and microbatch 0's first to a parameter.
-        if (e.message.kind !== 'gradient') return false;
         const m = e.message;
-        if (toNode === undefined && m.mb === 1 && !isParam(m.node)) return !!(toNode = e);
-        if (toParam === undefined && m.mb === 0 && isParam(m.node)) return !!(toParam = e);
-        return false;
+        if (m.kind !== 'gradient') return false;
+        if (toNode === undefined && m.mb === 1 && !isParam(m.node)) toNode = e;
+        else if (toParam === undefined && m.mb === 0 && isParam(m.node)) toParam = e;
+        else return false;
+        return true;
       },
     });
+    expect(hand.withheld).toHaveLength(2);
     const [a, b] = [toNode!.message, toParam!.message] as Extract<Message, { kind: 'gradient' }>[];
     expect(hand.hosts[toNode!.to]!.waiting()).toContainEqual({
       node: label(graph.nodes[a!.node]!),

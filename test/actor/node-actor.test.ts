@@ -5,6 +5,7 @@ import { GraphBuilder } from '../../src/graph/builder.ts';
 import { eager } from '../../src/ops/eager.ts';
 import { compile, edgeGradient, type Plan } from '../../src/partition/plan.ts';
 import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 /** The actor of node `name` in replica 0, as a host makes it. */
 function actorOf<T>(plan: Plan, name: string, constant: (id: number) => T): NodeActor<T> {
@@ -42,11 +43,12 @@ function fanOutPlan(): Plan {
   return compile(b.build(), { workers: 1 });
 }
 
-const label = (id: number) => `%${id}`;
+/** A constant's value in the string actors: what it stands for. */
+const constant = (id: number) => `const %${id}`;
 
 /** A string actor of `feedsPlan` started for `m` microbatches: values are the names they stand for. */
 function started(name: string, m = 2): NodeActor<string> {
-  const actor = actorOf(feedsPlan(), name, (id) => `const ${label(id)}`);
+  const actor = actorOf(feedsPlan(), name, constant);
   actor.start(m);
   return actor;
 }
@@ -92,7 +94,7 @@ describe('NodeActor forward', () => {
     const gain = started('gain', 3);
     expect(gain.fixedOnly).toBe(true);
     expect(gain.readyAtStart()).toEqual([0, 1, 2]);
-    expect(gain.arguments(1)).toEqual([`const ${label(gain.node.inputs[0]!)}`]);
+    expect(gain.arguments(1)).toEqual([constant(gain.node.inputs[0]!)]);
   });
 
   it('a parameter that arrives again does not fire a fixed-input node twice', () => {
@@ -142,7 +144,7 @@ describe('NodeActor keeps what its op saves for the backward', () => {
   });
 
   it('an op that saves its output keeps the forward output', () => {
-    const h = actorOf(fanOutPlan(), 'h', (i) => `const ${i}`);
+    const h = actorOf(fanOutPlan(), 'h', constant);
     h.start(1);
     h.receiveInput(0, 0, 'xw');
     h.afterForward(0, 'tanh(xw)');
@@ -167,7 +169,7 @@ describe('NodeActor backward', () => {
   });
 
   it('becomes ready exactly when the last owed contribution arrives after the forward', () => {
-    const h = actorOf(fanOutPlan(), 'h', (i) => `const ${i}`);
+    const h = actorOf(fanOutPlan(), 'h', constant);
     h.start(1);
     h.receiveInput(0, 0, 'xw');
     h.afterForward(0, 'h0');
@@ -177,7 +179,7 @@ describe('NodeActor backward', () => {
   });
 
   it('detects a duplicate contribution: its cell is filled, or every owed one is in', () => {
-    const h = actorOf(fanOutPlan(), 'h', (i) => `const ${i}`);
+    const h = actorOf(fanOutPlan(), 'h', constant);
     h.start(2);
     h.afterForward(0, 'h0');
     h.receiveGradient(0, 1, 'g1');
@@ -208,7 +210,7 @@ describe('NodeActor backward', () => {
       h.afterForward(mb, tensor([[0, 0, 0]]));
       for (const k of order) h.receiveGradient(mb, k, cells[k]!);
       const g = h.cotangent(eager, mb);
-      expect(bitwiseEqual(g, canonical), `arrival order ${order}`).toBe(true);
+      expectBitwise(g, canonical, `arrival order ${order}`);
     }
   });
 

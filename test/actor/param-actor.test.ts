@@ -4,6 +4,7 @@ import { ParamActor } from '../../src/actor/param-actor.ts';
 import { eager } from '../../src/ops/eager.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 const R = 2;
 const M = 3;
@@ -68,7 +69,7 @@ describe('ParamActor', () => {
         const got = p.receive(eager, replica, mb, cell, c[replica]![mb]![cell]!);
         if (got !== null) total = got;
       }
-      expect(bitwiseEqual(total!, oracle), `order ${round}`).toBe(true);
+      expectBitwise(total!, oracle, `order ${round}`);
       const inArrivalOrder = order
         .map(({ replica, mb, cell }) => c[replica]![mb]![cell]!)
         .reduce((a, b) => eager.add(a, b));
@@ -91,7 +92,7 @@ describe('ParamActor', () => {
       [0, 0],
     ] as const)
       total = p.receive(eager, replica, mb, 0, c[replica]![mb]![0]!) ?? total;
-    expect(bitwiseEqual(total!, leftFold(c))).toBe(true);
+    expectBitwise(total!, leftFold(c));
   });
 
   it('missing() lists exactly the (replica, microbatch) entries still owed something', () => {
