@@ -9,19 +9,10 @@ import type { OpDef } from '../../src/ops/op.ts';
 import { defineOp } from '../../src/ops/registry.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { bytesPerElement, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectRelativelyClose } from '../support/expect.ts';
 
 const rng = new Rng(11);
 const f64 = (shape: number[], low = -1, high = 1) => rng.uniformTensor(shape, low, high, 'float64');
-
-/** Elementwise closeness (float64 graphs against float64 hand computations: 1e-12 relative). */
-function expectClose(actual: Tensor, expected: ArrayLike<number>, shape: readonly number[]) {
-  expect(actual.shape).toEqual(shape);
-  expect(actual.size).toBe(expected.length);
-  for (let i = 0; i < expected.length; i++) {
-    const e = expected[i]!;
-    expect(Math.abs(actual.data[i]! - e)).toBeLessThanOrEqual(1e-12 * Math.max(1, Math.abs(e)));
-  }
-}
 
 /** Row-major [m, n] helpers for the hand computations. */
 const at = (t: Tensor, i: number, j: number) => t.data[i * t.shape[1]! + j]!;
@@ -41,7 +32,7 @@ describe('valueAndGrad against closed forms', () => {
       return (1 - t * t) * xv.data[i]!;
     });
     expect(value.item()).toBeCloseTo(loss, 12);
-    expectClose(grads['w']!, expected, [5]);
+    expectRelativelyClose(grads['w']!, expected, [5]);
   });
 
   it('fan-out: w used three times, sum(w * w + exp(w)): grad = 2w + exp(w)', () => {
@@ -50,7 +41,7 @@ describe('valueAndGrad against closed forms', () => {
     b.output('loss', b.sum(b.add(b.mul(w, w), b.exp(w))));
     const wv = f64([4]);
     const { grads } = valueAndGrad(b.build(), { loss: 'loss' })({}, { w: wv });
-    expectClose(
+    expectRelativelyClose(
       grads['w']!,
       Array.from(wv.data, (v) => 2 * v + Math.exp(v)),
       [4],
@@ -65,7 +56,7 @@ describe('valueAndGrad against closed forms', () => {
     b.output('loss', b.sum(b.add(b.mul(s, s), b.tanh(s))));
     const [wv, xv] = [f64([6]), f64([6])];
     const { grads } = valueAndGrad(b.build(), { loss: 'loss' })({ x: xv }, { w: wv });
-    expectClose(
+    expectRelativelyClose(
       grads['w']!,
       Array.from(wv.data, (v, i) => {
         const si = v * xv.data[i]!;
@@ -75,7 +66,7 @@ describe('valueAndGrad against closed forms', () => {
     );
     // The gradient of the input too: the same rule with w and x swapped.
     const both = valueAndGrad(b.build(), { loss: 'loss', wrt: ['w', 'x'] })({ x: xv }, { w: wv });
-    expectClose(
+    expectRelativelyClose(
       both.grads['x']!,
       Array.from(xv.data, (v, i) => {
         const si = v * wv.data[i]!;
@@ -111,8 +102,8 @@ describe('valueAndGrad against closed forms', () => {
       for (let i = 0; i < m; i++) s += 2 * Z(i, j);
       return s;
     });
-    expectClose(grads['W']!, dW, [k, n]);
-    expectClose(grads['b']!, db, [n]);
+    expectRelativelyClose(grads['W']!, dW, [k, n]);
+    expectRelativelyClose(grads['b']!, db, [n]);
   });
 
   it("a symbolic batch dimension 'B': one function, fed batches of 2 and 5", () => {
@@ -134,8 +125,8 @@ describe('valueAndGrad against closed forms', () => {
       );
       expect(value.item()).toBeCloseTo(r.reduce((s, v) => s + v * v, 0) / batch, 12);
       const dw = [0, 1, 2].map((p) => (2 / batch) * r.reduce((s, v, i) => s + at(xv, i, p) * v, 0));
-      expectClose(grads['w']!, dw, [3, 1]);
-      expectClose(grads['c']!, [(2 / batch) * r.reduce((s, v) => s + v, 0)], [1]);
+      expectRelativelyClose(grads['w']!, dw, [3, 1]);
+      expectRelativelyClose(grads['c']!, [(2 / batch) * r.reduce((s, v) => s + v, 0)], [1]);
     }
   });
 });
@@ -187,7 +178,7 @@ describe('only the needed subgraph is computed', () => {
     const wv = f64([3]);
     const { grads } = valueAndGrad(graph(), { loss: 'loss' })({}, { w: wv });
     expect(calls).toEqual({ forward: 1, vjp: 1 });
-    expectClose(
+    expectRelativelyClose(
       grads['w']!,
       Array.from(wv.data, (v) => 2 * v + 1),
       [3],
@@ -256,7 +247,7 @@ describe('parameters no gradient reaches', () => {
       const { grads } = fn({}, { a: av, unusedWeight: f64([3, 2]) });
       expect(grads['unusedWeight']!.shape).toEqual([3, 2]);
       expect(Array.from(grads['unusedWeight']!.data)).toEqual([0, 0, 0, 0, 0, 0]);
-      expectClose(
+      expectRelativelyClose(
         grads['a']!,
         Array.from(av.data, (v) => 2 * v),
         [2],
@@ -283,7 +274,7 @@ describe('parameters no gradient reaches', () => {
     expect(warnings[0]).toMatch(/\bc\b.*not connected/);
     expect(Array.from(grads['c']!.data)).toEqual([0, 0, 0]);
     // d/da sum((a + s) a) = 2a + s, with s = sign(c) + (c > 0).
-    expectClose(grads['a']!, [2 * av.data[0]! - 1, 2 * av.data[1]! + 2, 2 * av.data[2]! + 2], [3]);
+    expectRelativelyClose(grads['a']!, [2 * av.data[0]! - 1, 2 * av.data[1]! + 2, 2 * av.data[2]! + 2], [3]);
   });
   it('a parameter whose every path to the loss ends in greater or stopGradient: zero, one warning', () => {
     // w -> tanh -> greater -> loss: tanh is downstream of w but no gradient reaches it, so nothing
@@ -343,6 +334,6 @@ describe('a non-scalar loss', () => {
         }
         dW.push(s);
       }
-    expectClose(grads['W']!, dW, [3, 4]);
+    expectRelativelyClose(grads['W']!, dW, [3, 4]);
   });
 });

@@ -9,7 +9,8 @@ import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Graph, Node } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, cast, type DType, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { cast, type DType, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 const silent = { onWarning: () => {} };
 
@@ -18,15 +19,9 @@ function expectBitwiseSame(graph: Graph, feeds: TensorMap, params: TensorMap) {
   const reference = valueAndGrad(graph, { loss: 'loss', ...silent })(feeds, params);
   const gg = gradGraph(graph, { loss: 'loss', ...silent });
   const out = evaluate(gg, feeds, params);
-  expect(bitwiseEqual(out['loss']!, reference.value)).toBe(true);
-  for (const [name, g] of Object.entries(reference.grads)) {
-    const symbolic = out[`grad:${name}`]!;
-    if (!bitwiseEqual(symbolic, g)) {
-      throw new Error(
-        `grad:${name} differs: gradGraph ${Array.from(symbolic.data)} vs valueAndGrad ${Array.from(g.data)}`,
-      );
-    }
-  }
+  expectBitwise(out['loss']!, reference.value);
+  for (const [name, g] of Object.entries(reference.grads))
+    expectBitwise(out[`grad:${name}`]!, g, `grad:${name} (gradGraph vs valueAndGrad)`);
   return { gg, reference };
 }
 
@@ -205,7 +200,7 @@ describe('second derivatives', () => {
       { ...feeds, [seedName]: tensor([1, 0, 0], { dtype: 'float64' }) },
       { w: w0 },
     );
-    expect(bitwiseEqual(again['grad:w']!, grad(feeds, { w: w0 }).grads['w']!)).toBe(true);
+    expectBitwise(again['grad:w']!, grad(feeds, { w: w0 }).grads['w']!);
   });
 
   it('hvp of sum(tanh(X w))^2 equals the Hessian from central differences of gradients, times v', () => {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { type Batch, type DataCursor, Dataset } from '../../src/data/dataset.ts';
 import { spirals } from '../../src/data/synthetic.ts';
 import { InputError, ShapeError } from '../../src/errors.ts';
-import { bitwiseEqual, tensor } from '../../src/tensor/tensor.ts';
+import { tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 /** N examples whose features are (i, -i) and label i % 3, so every row says where it came from. */
 function numbered(n: number): Dataset {
@@ -106,8 +107,8 @@ describe('batches', () => {
       const got = [...served, ...rest];
       expect(ids(got), `dropLast ${dropLast}, cursor after ${stopAfter} batches`).toEqual(ids(all));
       got.forEach((batch, i) => {
-        expect(bitwiseEqual(batch.x, all[i]!.x)).toBe(true);
-        expect(bitwiseEqual(batch.y, all[i]!.y)).toBe(true);
+        expectBitwise(batch.x, all[i]!.x);
+        expectBitwise(batch.y, all[i]!.y);
         expect([batch.epoch, batch.index]).toEqual([all[i]!.epoch, all[i]!.index]);
       });
     }

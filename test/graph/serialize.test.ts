@@ -12,7 +12,8 @@ import {
   serializeGraph,
 } from '../../src/graph/serialize.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 import { everyFieldGraph } from '../support/models.ts';
 
 /** A tensor whose storage is exactly these bit patterns. */
@@ -83,7 +84,7 @@ describe('serializeGraph / deserializeGraph round trip', () => {
     const feeds = { x: rng.normalTensor([4, 6]), y: tensor([0, 2, 1, 2]) };
     const a = evaluate(g, feeds, params);
     const b = evaluate(back, feeds, params);
-    for (const name of Object.keys(g.outputs)) expect(bitwiseEqual(a[name]!, b[name]!)).toBe(true);
+    for (const name of Object.keys(g.outputs)) expectBitwise(a[name]!, b[name]!);
   });
 
   it('keeps every bit of const tensors: NaN payloads, -0, denormals, infinities', () => {
@@ -97,7 +98,7 @@ describe('serializeGraph / deserializeGraph round trip', () => {
     const back = deserializeGraph(serializeGraph(constGraph(values)));
     values.forEach((v, i) => {
       const t = back.node(`c${i}`).attrs.value as Tensor;
-      expect(bitwiseEqual(t, v)).toBe(true);
+      expectBitwise(t, v);
       // Owned, aligned storage of the right type (Note [owned storage]).
       expect(t.data).toBeInstanceOf(v.dtype === 'float32' ? Float32Array : Float64Array);
       expect(t.data.byteOffset).toBe(0);

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { clipGlobalNorm, globalNorm } from '../../src/optim/clip.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, tensor } from '../../src/tensor/tensor.ts';
+import { tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 describe('clipGlobalNorm', () => {
   it('reports the norm before clipping and scales to a global norm of 1.0', () => {
@@ -54,7 +55,7 @@ describe('clipGlobalNorm', () => {
     expect(globalNorm(forward)).toBe(Math.sqrt(sum));
     const a = clipGlobalNorm(forward, 0.5);
     const b = clipGlobalNorm(backward, 0.5);
-    for (const n of names) expect(bitwiseEqual(a.grads[n]!, b.grads[n]!)).toBe(true);
+    for (const n of names) expectBitwise(a.grads[n]!, b.grads[n]!);
   });
 
   it('a non-finite gradient gives a non-finite norm and leaves the gradients unscaled', () => {

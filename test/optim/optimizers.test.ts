@@ -4,7 +4,8 @@ import { adam, adamw } from '../../src/optim/adam.ts';
 import { type Optimizer, OptimizerRun } from '../../src/optim/optimizer.ts';
 import { sgd } from '../../src/optim/sgd.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise, expectRowsClose } from '../support/expect.ts';
 
 const f64 = (values: number[]) => tensor(values, { dtype: 'float64' });
 
@@ -26,15 +27,6 @@ function run<S>(
   return seen;
 }
 
-function expectClose(actual: number[][], expected: number[][], digits = 13) {
-  expect(actual.length).toBe(expected.length);
-  actual.forEach((row, t) => {
-    row.forEach((v, i) => {
-      expect(v, `step ${t + 1}, element ${i}`).toBeCloseTo(expected[t]![i]!, digits);
-    });
-  });
-}
-
 // Closed forms, worked out by hand for a 2-element parameter over 3 steps.
 describe('closed-form update sequences', () => {
   const w0 = [1, -2];
@@ -42,7 +34,7 @@ describe('closed-form update sequences', () => {
 
   it('sgd on f(w) = w^2 / 2 (gradient w): w_t = (1 - lr)^t w0', () => {
     const seen = run(sgd({ lr: 0.1 }), w0, 3, (w) => w);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [0.9, -1.8],
       [0.81, -1.62],
       [0.729, -1.458],
@@ -51,7 +43,7 @@ describe('closed-form update sequences', () => {
 
   it('sgd with weight decay 0.5 on the same f: w_t = (1 - lr (1 + wd))^t w0 = 0.85^t w0', () => {
     const seen = run(sgd({ lr: 0.1, weightDecay: 0.5 }), w0, 3, (w) => w);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [0.85, -1.7],
       [0.7225, -1.445],
       [0.614125, -1.22825],
@@ -60,7 +52,7 @@ describe('closed-form update sequences', () => {
 
   it('momentum 0.9, constant g: v = g, 1.9 g, 2.71 g; w_t = w0 - lr g (1, 2.9, 5.61)', () => {
     const seen = run(sgd({ lr: 0.1, momentum: 0.9 }), w0, 3, () => g);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [1 - 0.05, -2 + 0.025],
       [1 - 0.145, -2 + 0.0725],
       [1 - 0.2805, -2 + 0.14025],
@@ -69,7 +61,7 @@ describe('closed-form update sequences', () => {
 
   it('Nesterov 0.9, constant g: steps g (1.9, 2.71, 3.439); w_t = w0 - lr g (1.9, 4.61, 8.049)', () => {
     const seen = run(sgd({ lr: 0.1, momentum: 0.9, nesterov: true }), w0, 3, () => g);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [1 - 0.095, -2 + 0.0475],
       [1 - 0.2305, -2 + 0.11525],
       [1 - 0.40245, -2 + 0.201225],
@@ -79,7 +71,7 @@ describe('closed-form update sequences', () => {
   it('momentum 0.5 with dampening 0.5, constant g: v = g (first step undamped), g, g', () => {
     // v1 = g; v2 = 0.5 g + 0.5 g = g; v3 = g.
     const seen = run(sgd({ lr: 0.1, momentum: 0.5, dampening: 0.5 }), w0, 3, () => g);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [0.95, -1.975],
       [0.9, -1.95],
       [0.85, -1.925],
@@ -91,7 +83,7 @@ describe('closed-form update sequences', () => {
     const seen = run(adam({ lr: 0.1, eps }), w0, 3, () => g);
     const s0 = (0.1 * 0.5) / (0.5 + eps);
     const s1 = (0.1 * 0.25) / (0.25 + eps);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [1 - s0, -2 + s1],
       [1 - 2 * s0, -2 + 2 * s1],
       [1 - 3 * s0, -2 + 3 * s1],
@@ -106,7 +98,7 @@ describe('closed-form update sequences', () => {
     const a = [1 * 0.99 - s0, -2 * 0.99 + s1];
     const b = [a[0]! * 0.99 - s0, a[1]! * 0.99 + s1];
     const c = [b[0]! * 0.99 - s0, b[1]! * 0.99 + s1];
-    expectClose(seen, [a, b, c]);
+    expectRowsClose(seen, [a, b, c]);
     expect(c[0]).toBeCloseTo(0.99 ** 3 - s0 * (1 + 0.99 + 0.99 ** 2), 14);
   });
 
@@ -123,7 +115,7 @@ describe('closed-form update sequences', () => {
       return [g, -2 * g];
     });
     const d3 = 0.1 / Math.sqrt(1.328125 / 0.578125);
-    expectClose(seen, [
+    expectRowsClose(seen, [
       [0.9, 0.1],
       [0.9 + 0.1 / 3, 0.1 - 0.1 / 3],
       [0.9 + 0.1 / 3 - d3, 0.1 - 0.1 / 3 + d3],
@@ -258,14 +250,12 @@ describe('OptimizerRun state for checkpoints', () => {
       resumed.restore(saved, savedParams);
       expect(resumed.step).toBe(3);
       for (let t = 4; t <= 6; t++) resumed.apply(savedParams, two.gradsAt(t));
-      for (const name of ['a', 'b'])
-        expect(bitwiseEqual(savedParams[name as 'a']!, one.params[name]!)).toBe(true);
+      for (const name of ['a', 'b']) expectBitwise(savedParams[name as 'a']!, one.params[name]!);
       const end = resumed.toCheckpoint();
       const ref = straight.toCheckpoint();
       expect(Object.keys(end.states)).toEqual(Object.keys(ref.states));
       for (const [name, tensors] of Object.entries(ref.states))
-        for (const [key, t] of Object.entries(tensors))
-          expect(bitwiseEqual(end.states[name]![key]!, t)).toBe(true);
+        for (const [key, t] of Object.entries(tensors)) expectBitwise(end.states[name]![key]!, t);
     },
   );
 

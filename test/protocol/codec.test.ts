@@ -12,7 +12,8 @@ import {
   type Limits,
   PROTOCOL_VERSION,
 } from '../../src/protocol/envelope.ts';
-import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 const limits: Limits = { nodes: 20, replicas: 2, workers: 3 };
 const EDGE = 'worker 0 -> worker 1';
@@ -57,7 +58,7 @@ function expectSame(got: readonly HostInput<Tensor>[], want: readonly HostInput<
     const { tensor: a, ...rest } = m as Extract<HostInput<Tensor>, { tensor: Tensor }>;
     const { tensor: b, ...expected } = want[i] as Extract<HostInput<Tensor>, { tensor: Tensor }>;
     expect(rest).toEqual(expected);
-    expect(bitwiseEqual(a, b)).toBe(true);
+    expectBitwise(a, b);
     // Each tensor owns a fresh buffer (Note [owned storage]).
     expect(a.data.byteOffset).toBe(0);
     expect(a.data.byteLength).toBe(a.data.buffer.byteLength);
@@ -410,7 +411,7 @@ describe('envelope codec', () => {
     expect(w.data.byteLength).toBe(16);
     expect([...w.data]).toEqual([1, 2, 3, 4]);
     const copy = encodeParams(new Map([[3, w]]), EDGE).value;
-    expect(bitwiseEqual(decodeParams(copy, EDGE, limits).get(3)!, w)).toBe(true);
+    expectBitwise(decodeParams(copy, EDGE, limits).get(3)!, w);
     expect(() =>
       decodeParams(
         [

@@ -5,7 +5,8 @@ import type { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { type PackedGraph, packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
-import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import type { Tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 import { everyFieldGraph } from '../support/models.ts';
 
 /** As a worker receives it: a structured clone. */
@@ -21,7 +22,7 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
     expect(back.nodes.map((n) => n.attrs)).toEqual(g.nodes.map((n) => n.attrs));
     expect(back.node('x').shape).toEqual(['B', 6]);
     const bias = back.node('bias').attrs.value as Tensor;
-    expect(bitwiseEqual(bias, g.node('bias').attrs.value as Tensor)).toBe(true);
+    expectBitwise(bias, g.node('bias').attrs.value as Tensor);
     expect(bias.data.buffer).not.toBe((g.node('bias').attrs.value as Tensor).data.buffer);
     // Same field order as the builder's nodes (one object shape for the hot paths).
     expect(back.nodes.map((n) => Object.keys(n))).toEqual(g.nodes.map((n) => Object.keys(n)));

@@ -11,6 +11,7 @@ import type { PlacementStrategy } from '../../src/partition/placement.ts';
 import type { ParamPlacement } from '../../src/partition/plan.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 import { fixedInputs } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
 
@@ -138,12 +139,12 @@ describe.each(MODES)('graph shapes (%s)', (mode: Mode) => {
     try {
       for (let s = 0; s < 3; s++) {
         const ref = referenceStep(graph, batch, values, { replicas: 2, microbatches: 2 });
-        expect(bitwiseEqual(ref.grads.u!, tensor([0, 0]))).toBe(true);
+        expectBitwise(ref.grads.u!, tensor([0, 0]));
         expect((await rt.step(batch)).loss).toBe(ref.loss);
         run.apply(values, ref.grads);
       }
       const after = await rt.getParams();
-      for (const name of ['w', 'u']) expect(bitwiseEqual(after[name]!, values[name]!), name).toBe(true);
+      for (const name of ['w', 'u']) expectBitwise(after[name]!, values[name]!, name);
       // Weight decay moved u although its gradient is zero, as it does in the reference loop.
       expect(bitwiseEqual(after.u!, params.u)).toBe(false);
     } finally {
@@ -177,7 +178,7 @@ describe.each(MODES)('graph shapes (%s)', (mode: Mode) => {
       expect(Object.keys(out.grads)).toEqual(['x']);
       expect(out.grads.x!.shape).toEqual([7, 2]);
       const ref = referenceStep(graph, batch, params, { microbatches: 2, wrt: ['x'] });
-      expect(bitwiseEqual(out.grads.x!, ref.grads.x!)).toBe(true);
+      expectBitwise(out.grads.x!, ref.grads.x!);
     } finally {
       await rt.close();
     }
@@ -226,16 +227,14 @@ describe('wrt', () => {
     });
     try {
       const out = await rt.step(feeds);
-      expect(
-        bitwiseEqual(
-          out.grads.z!,
-          tensor([
-            [0, 0, 0],
-            [0, 0, 0],
-            [0, 0, 0],
-          ]),
-        ),
-      ).toBe(true);
+      expectBitwise(
+        out.grads.z!,
+        tensor([
+          [0, 0, 0],
+          [0, 0, 0],
+          [0, 0, 0],
+        ]),
+      );
       expect(warnings).toEqual([expect.stringMatching(/^z is not connected to the loss/)]);
     } finally {
       await rt.close();

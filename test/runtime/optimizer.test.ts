@@ -8,7 +8,8 @@ import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { paramWorkers } from '../../src/partition/plan.ts';
 import { createRuntime } from '../../src/runtime/runtime.ts';
-import { bitwiseEqual, cast, Tensor } from '../../src/tensor/tensor.ts';
+import { cast, Tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import { mlp } from '../support/models.ts';
 
 /** The reference training loop: reference gradients, clipping, the same optimizer on this thread. */
@@ -57,7 +58,7 @@ describe('optimizer on the workers', () => {
           expect(out.gradNorm).toBeGreaterThan(0);
         }
         const params = await rt.getParams();
-        for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
+        expectBitwiseAll(params, ref.params);
         const state = await rt.getOptimizerState();
         expect(state.step).toBe(4);
         // Tensor bytes per worker: the parameters held and their optimizer state, counted exactly
@@ -93,7 +94,7 @@ describe('optimizer on the workers', () => {
         if (nonFinite === 'error') await expect(rt.step(poisoned)).rejects.toThrow(NonFiniteError);
         else expect((await rt.step(poisoned)).skipped).toBe(true);
         const params = await rt.getParams();
-        for (const [k, v] of Object.entries(model.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
+        expectBitwiseAll(params, model.params);
         // The runtime goes on: a clean step updates.
         const out = await rt.step(feeds);
         expect(out.skipped).toBe(false);
@@ -125,7 +126,7 @@ describe('deferred update (Note [deferred update])', () => {
         const losses = await Promise.all([0, 1, 2].map((s) => rt.step(model.feeds(24, s))));
         expect(losses.map((o) => o.loss)).toEqual(ref.losses);
         const params = await rt.getParams();
-        for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(params[k]!, v), k).toBe(true);
+        expectBitwiseAll(params, ref.params);
         const name = Object.keys(model.params)[0]!;
         await rt.setFailpoints([{ node: name, phase: 'update', action: 'throw' }]);
         // The step itself succeeds (its loss is known); its update fails on the worker that owns `name`.

@@ -6,7 +6,8 @@ import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { PARAM_PLACEMENTS, paramWorkers } from '../../src/partition/plan.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
-import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
+import { cast, type Tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import { mlp, tied } from '../support/models.ts';
 
 const STEPS = 3;
@@ -75,12 +76,10 @@ describe.each(PARAM_PLACEMENTS)('%s parameters', (paramPlacement) => {
               expect(out.loss).toBe(ref.steps[s]!.loss);
               if (spec !== null) continue;
               // Without an optimizer the parameters never change: each step is the reference's first.
-              for (const [name, g] of Object.entries(ref.steps[s]!.grads))
-                expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+              expectBitwiseAll(out.grads, ref.steps[s]!.grads);
             }
             const params = await rt.getParams();
-            for (const [name, v] of Object.entries(ref.params))
-              expect(bitwiseEqual(params[name]!, v), name).toBe(true);
+            expectBitwiseAll(params, ref.params);
           } finally {
             await rt.close();
           }

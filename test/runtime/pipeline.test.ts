@@ -1,12 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { ScheduleError } from '../../src/errors.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
-import { bitwiseEqual } from '../../src/tensor/tensor.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
+import { expectMatchesReference } from '../support/reference.ts';
 import { scheduleError, V2x4 } from '../support/schedules.ts';
 
 const p = 4;
@@ -18,17 +17,18 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
       it(`${kind}, ${microbatches} microbatches`, async () => {
         const chunks = kind === 'interleaved-1f1b' ? 2 : 1;
         const feeds = model.feeds(16);
-        let runtime: Awaited<ReturnType<typeof createRuntime>>;
+        const options: RuntimeOptions = {
+          mode: 'in-process',
+          workers: p,
+          schedule: kind,
+          chunks,
+          microbatches,
+          params: model.params,
+          stepTimeoutMs: 5000,
+        };
+        let runtime: Runtime;
         try {
-          runtime = await createRuntime(model.graph, {
-            mode: 'in-process',
-            workers: p,
-            schedule: kind,
-            chunks,
-            microbatches,
-            params: model.params,
-            stepTimeoutMs: 5000,
-          });
+          runtime = await createRuntime(model.graph, options);
         } catch (err) {
           // Refused before any worker started: only configurations the schedule's rules exclude.
           expect(err).toBeInstanceOf(ScheduleError);
@@ -38,11 +38,7 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
           return;
         }
         try {
-          const ref = referenceStep(model.graph, feeds, model.params, { microbatches });
-          const out = await runtime.step(feeds);
-          expect(out.loss).toBe(ref.loss);
-          for (const [name, g] of Object.entries(ref.grads))
-            expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+          await expectMatchesReference(model.graph, model.params, feeds, options, runtime);
           expect(runtime.plan.stages).toBe(p * chunks);
         } finally {
           await runtime.close();
@@ -54,23 +50,21 @@ describe('pipelines in-process: every schedule x microbatches is exact or refuse
   it('a parameter tied across the first and last stages gets the summed gradient, under the I/W split too', async () => {
     const tied = tiedDeep(6);
     const feeds = tied.feeds(16);
-    const ref = referenceStep(tied.graph, feeds, tied.params, { microbatches: 4 });
     for (const schedule of ['1f1b', 'zb-h1'] as const) {
-      const rt = await createRuntime(tied.graph, {
+      const options: RuntimeOptions = {
         mode: 'in-process',
         workers: p,
         schedule,
         microbatches: 4,
         params: tied.params,
-      });
+      };
+      const rt = await createRuntime(tied.graph, options);
       try {
         const table = tied.graph.node('embedding').id;
         expect(rt.plan.placement[0]![table]).toBe(0);
         const consumers = rt.plan.consumers[table]!.map(([c]) => rt.plan.stageOf[c]);
         expect(new Set(consumers)).toEqual(new Set([0, p - 1]));
-        const out = await rt.step(feeds);
-        for (const [name, g] of Object.entries(ref.grads))
-          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        await expectMatchesReference(tied.graph, tied.params, feeds, options, rt);
       } finally {
         await rt.close();
       }
@@ -102,23 +96,14 @@ describe('pipelines on worker threads', () => {
   it('interleaved 1F1B (2 chunks per worker) and ZB-H1 over 4 threads are bitwise equal to the reference', async () => {
     const model = deepMlp(8);
     const feeds = model.feeds(16);
-    const ref = referenceStep(model.graph, feeds, model.params, { microbatches: 4 });
     for (const [schedule, chunks] of [
       ['interleaved-1f1b', 2],
       ['zb-h1', 1],
     ] as const) {
-      const rt = await createRuntime(model.graph, {
-        workers: 4,
-        schedule,
-        chunks,
-        microbatches: 4,
-        params: model.params,
-      });
+      const options: RuntimeOptions = { workers: 4, schedule, chunks, microbatches: 4, params: model.params };
+      const rt = await createRuntime(model.graph, options);
       try {
-        const out = await rt.step(feeds);
-        expect(out.loss).toBe(ref.loss);
-        for (const [name, g] of Object.entries(ref.grads))
-          expect(bitwiseEqual(out.grads[name]!, g), `${schedule} ${name}`).toBe(true);
+        await expectMatchesReference(model.graph, model.params, feeds, options, rt);
       } finally {
         await rt.close();
       }
@@ -132,17 +117,9 @@ describe('stage placement (Note [stage placement]): V-placed hand-written schedu
   const mirrored = (microbatches: 2 | 4) => [...V2x4(microbatches)].reverse();
 
   async function expectReference(options: RuntimeOptions & { microbatches: number }): Promise<Runtime> {
-    const feeds = model.feeds(16);
-    const ref = referenceStep(model.graph, feeds, model.params, {
-      microbatches: options.microbatches,
-      replicas: options.replicas ?? 1,
-    });
     const rt = await createRuntime(model.graph, { params: model.params, stepTimeoutMs: 20_000, ...options });
     try {
-      const out = await rt.step(feeds);
-      expect(out.loss).toBe(ref.loss);
-      for (const [name, g] of Object.entries(ref.grads))
-        expect(bitwiseEqual(out.grads[name]!, g), name).toBe(true);
+      await expectMatchesReference(model.graph, model.params, model.feeds(16), options, rt);
     } finally {
       await rt.close();
     }

@@ -10,7 +10,8 @@ import { makeOptimizer, type OptimizerSpec } from '../../src/optim/spec.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { sizeOf } from '../../src/tensor/shape.ts';
-import { bitwiseEqual, cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 import type { Model } from '../support/models.ts';
 
 const WIDTH = 128;
@@ -95,14 +96,10 @@ describe.each(LAYOUTS)('pooled storages with poison, $name', (layout) => {
         for (let s = 0; s < STEPS; s++) {
           const out = await rt.step(model.feeds(BATCH, s));
           expect(out.loss, `step ${s}`).toBe(ref.steps[s]!.loss);
-          if (spec === null) {
-            for (const [name, g] of Object.entries(ref.steps[s]!.grads))
-              expect(bitwiseEqual(out.grads[name]!, g), `step ${s} ${name}`).toBe(true);
-          }
+          if (spec === null) expectBitwiseAll(out.grads, ref.steps[s]!.grads, `step ${s} `);
         }
         const params = await rt.getParams();
-        for (const [name, v] of Object.entries(ref.params))
-          expect(bitwiseEqual(params[name]!, v), name).toBe(true);
+        expectBitwiseAll(params, ref.params);
         const stats = await rt.stats();
         // The pool is really used: later steps reuse what earlier ones gave back.
         expect(stats.reduce((n, h) => n + h.poolHits, 0)).toBeGreaterThan(0);

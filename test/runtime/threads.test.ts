@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskInfo } from '../../src/actor/host.ts';
-import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { RuntimeClosedError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
 import { label } from '../../src/graph/graph.ts';
 import { edgeGradient } from '../../src/partition/plan.ts';
@@ -11,8 +10,10 @@ import { COORDINATOR } from '../../src/protocol/envelope.ts';
 import { WorkerPool } from '../../src/runtime/pool.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { threadsClusterOf } from '../../src/runtime/threads.ts';
-import { bitwiseEqual, Tensor } from '../../src/tensor/tensor.ts';
+import { Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
+import { expectBitwise, expectBitwiseAll } from '../support/expect.ts';
+import { expectMatchesReference } from '../support/reference.ts';
 
 const { graph, params, feeds } = smallMlp();
 const MICROBATCHES = 2;
@@ -25,17 +26,10 @@ const options: RuntimeOptions = {
 };
 const STEP_TIMEOUT_MS = 1500;
 const ADAM = { name: 'adam', lr: 0.01 } as const;
-const reference = referenceStep(graph, feeds, params, { microbatches: MICROBATCHES });
 /** The first layer's matmul: it has a backward (its weight needs a gradient). */
 const target = graph.nodes.find((n) => n.op === 'matmul')!;
 
-async function expectReference(runtime: Runtime): Promise<void> {
-  const { loss, grads } = await runtime.step(feeds);
-  expect(loss).toBe(reference.loss);
-  expect(Object.keys(grads).sort()).toEqual(Object.keys(reference.grads).sort());
-  for (const [name, g] of Object.entries(grads))
-    expect(bitwiseEqual(g, reference.grads[name]!), name).toBe(true);
-}
+const expectReference = (runtime: Runtime) => expectMatchesReference(graph, params, feeds, options, runtime);
 
 async function rejection(p: Promise<unknown>): Promise<{ error: Error; ms: number }> {
   const t0 = performance.now();
@@ -65,7 +59,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     expect(feeds.x!.data.byteLength).toBeGreaterThan(0);
     expect(params['mlp.0.w']!.data.byteLength).toBeGreaterThan(0);
     const got = await runtime.getParams();
-    for (const [name, p] of Object.entries(params)) expect(bitwiseEqual(got[name]!, p), name).toBe(true);
+    expectBitwiseAll(got, params);
     const stats = await runtime.stats();
     expect(stats.reduce((n, s) => n + s.remoteMessages, 0)).toBeGreaterThan(0);
   });
@@ -124,7 +118,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     await expectReference(runtime);
     // Failed steps changed no parameter.
     const after = await runtime.getParams();
-    for (const [name, p] of Object.entries(params)) expect(bitwiseEqual(after[name]!, p), name).toBe(true);
+    expectBitwiseAll(after, params);
   });
 
   it('a hung worker: the step rejects with StepTimeoutError within the deadline + 0.5 s', async () => {
@@ -209,13 +203,13 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
       for (let i = 0; i < 2; i++)
         expect((await exiting.step(feeds)).loss).toBe((await local.step(feeds)).loss);
       const [got, want] = [await exiting.getParams(), await local.getParams()];
-      for (const name of Object.keys(params)) expect(bitwiseEqual(got[name]!, want[name]!), name).toBe(true);
+      for (const name of Object.keys(params)) expectBitwise(got[name]!, want[name]!, name);
       const [state, expected] = [await exiting.getOptimizerState(), await local.getOptimizerState()];
       expect(state.step).toBe(2);
       expect(Object.keys(state.states).sort()).toEqual(Object.keys(expected.states).sort());
       for (const [name, tensors] of Object.entries(expected.states)) {
         for (const [k, t] of Object.entries(tensors))
-          expect(bitwiseEqual(state.states[name]![k]!, t), `${name}.${k}`).toBe(true);
+          expectBitwise(state.states[name]![k]!, t, `${name}.${k}`);
       }
       // Restored state travels back to the owners: the next update is the same on both.
       await exiting.setOptimizerState(expected);

@@ -11,9 +11,10 @@ import { mlp } from '../../src/graph/nn.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { WorkerPool } from '../../src/runtime/pool.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
-import { bitwiseEqual } from '../../src/tensor/tensor.ts';
+
 import { Trainer } from '../../src/train/trainer.ts';
 import { cube } from '../fixtures/ops/cube.ts';
+import { expectMatchesReference } from '../support/reference.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/ops/${name}`, import.meta.url));
 const CUBE = fixture('cube.ts');
@@ -76,12 +77,7 @@ describe('a graph with a user op on worker threads', () => {
         expect(consumers.length).toBeGreaterThan(0);
         for (const c of consumers) expect(placement[c.id]).not.toBe(placement[cubed.id]);
       }
-      const reference = referenceStep(graph, feeds, params, { replicas, microbatches: MICROBATCHES });
-      const { loss, grads } = await runtime.step(feeds);
-      expect(loss).toBe(reference.loss);
-      expect(Object.keys(grads).sort()).toEqual(Object.keys(reference.grads).sort());
-      for (const [name, g] of Object.entries(grads))
-        expect(bitwiseEqual(g, reference.grads[name]!), name).toBe(true);
+      await expectMatchesReference(graph, params, feeds, options, runtime);
     } finally {
       await runtime.close();
     }

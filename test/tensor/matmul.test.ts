@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ShapeError } from '../../src/errors.ts';
 import { matmul } from '../../src/tensor/matmul.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { allocate, bitwiseEqual, cast, type DType, Tensor, tensor, zeros } from '../../src/tensor/tensor.ts';
+import { allocate, cast, type DType, Tensor, tensor, zeros } from '../../src/tensor/tensor.ts';
+import { expectBitwise } from '../support/expect.ts';
 
 /**
  * The oracle: the textbook definition, written independently of src/tensor/matmul.ts. Each output
@@ -49,15 +50,6 @@ function referenceMatmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean)
 /** Operand shape for op(X) of shape [rows, cols] with the given batch dims. */
 const operand = (batch: number[], rows: number, cols: number, trans: boolean) =>
   trans ? [...batch, cols, rows] : [...batch, rows, cols];
-
-function expectBitwise(actual: Tensor, expected: Tensor): void {
-  expect(actual.shape).toEqual(expected.shape);
-  expect(actual.dtype).toBe(expected.dtype);
-  if (!bitwiseEqual(actual, expected)) {
-    const i = actual.data.findIndex((v, idx) => !Object.is(v, expected.data[idx]));
-    expect.fail(`element ${i} differs: ${actual.data[i]} vs reference ${expected.data[i]}`);
-  }
-}
 
 const TRANSPOSES = [
   [false, false],

@@ -8,16 +8,9 @@ import type { Kernels } from '../../src/tensor/kernels.ts';
 import { tsKernels } from '../../src/tensor/kernels-ts.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import {
-  allocate,
-  allocateUninit,
-  bitwiseEqual,
-  cast,
-  type Storage,
-  Tensor,
-  tensor,
-} from '../../src/tensor/tensor.ts';
+import { allocate, allocateUninit, cast, type Storage, Tensor, tensor } from '../../src/tensor/tensor.ts';
 import { bestWasmVariant, createWasmKernels } from '../../src/tensor/wasm/index.ts';
+import { expectBitwise, expectBitwiseAll } from '../support/expect.ts';
 import { mlp } from '../support/models.ts';
 
 const KiB = 1024;
@@ -180,7 +173,7 @@ describe.each(KERNELS)('%s kernels write every element of a recycled storage', (
     pool.recycle(new Set([x, y, row, col, w, idx].map((t) => t.data.buffer)));
     const again = run()!;
     expect(pool.hits).toBeGreaterThan(0);
-    expect(bitwiseEqual(again, fresh)).toBe(true);
+    expectBitwise(again, fresh);
   });
 });
 
@@ -263,7 +256,7 @@ describe('a host with a poisoned pool, driven without threads', () => {
     const ref = reference(spec, 4);
     const out = train(spec, 4, false);
     expect(out.losses).toEqual(ref.losses);
-    for (const [k, v] of Object.entries(ref.params)) expect(bitwiseEqual(out.params[k]!, v), k).toBe(true);
+    expectBitwiseAll(out.params, ref.params);
     expect(out.host.stats.poolHits).toBeGreaterThan(0);
     expect(out.host.stats.recycledBytes).toBeGreaterThan(0);
   });

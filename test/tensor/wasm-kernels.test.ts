@@ -29,6 +29,7 @@ import {
   wasmKernels,
   wasmVariants,
 } from '../../src/tensor/wasm/index.ts';
+import { expectBitwise, expectSameValues, expectWithin } from '../support/expect.ts';
 
 const ts = fallbackKernels();
 const SIZES = [1, 3, 5, 17, 33, 65, 127];
@@ -38,27 +39,6 @@ const TRANSPOSES = [
   [true, false],
   [true, true],
 ] as const;
-
-/** Element by element: NaN where the oracle has NaN, equal infinities, else within `tol(i)`. */
-function expectClose(actual: Tensor, expected: Tensor, tol: (i: number) => number): void {
-  expect(actual.shape).toEqual(expected.shape);
-  expect(actual.dtype).toBe(expected.dtype);
-  for (let i = 0; i < actual.size; i++) {
-    const [x, y] = [actual.data[i]!, expected.data[i]!];
-    const ok = Number.isFinite(y) ? Math.abs(x - y) <= tol(i) : Object.is(x, y);
-    if (!ok) expect.fail(`element ${i}: ${x} vs oracle ${y} (tolerance ${tol(i)})`);
-  }
-}
-
-/** Bitwise equal except that any NaN matches any NaN (payloads are not specified). */
-function expectSameValues(actual: Tensor, expected: Tensor, zeroSign = true): void {
-  expectClose(actual, expected, () => 0);
-  for (let i = 0; i < actual.size; i++) {
-    const [x, y] = [actual.data[i]!, expected.data[i]!];
-    if (zeroSign && !Object.is(x, y))
-      expect.fail(`element ${i}: ${Object.is(x, -0) ? '-0' : x} vs oracle ${y}`);
-  }
-}
 
 /** sum_p |a_ip b_pj| in float64 for each output element: the scale the float32 sum works at. */
 function absProducts(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
@@ -94,7 +74,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const check = (a: Tensor, b: Tensor, k: number) => {
       const c = wasm.matmul(a, b, transA, transB);
       const scale = absProducts(a, b, transA, transB);
-      expectClose(c, ts.matmul(a, b, transA, transB), (i) => 1e-5 * Math.sqrt(k) * scale.data[i]!);
+      expectWithin(c, ts.matmul(a, b, transA, transB), (i) => 1e-5 * Math.sqrt(k) * scale.data[i]!);
       return c;
     };
 
@@ -167,7 +147,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const [a, b] = [rng.normalTensor([37, 300]), rng.normalTensor([300, 45])];
     const first = wasm.matmul(a, b, false, false);
     wasm.matmul(rng.uniformTensor([700, 600]), rng.uniformTensor([700, 500]), true, false);
-    expect(bitwiseEqual(wasm.matmul(a, b, false, false), first)).toBe(true);
+    expectBitwise(wasm.matmul(a, b, false, false), first);
     // k = 0 gives zeros, an all -0 product row +0, as a sum started from +0 does.
     expect(
       Array.from(
@@ -244,7 +224,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
         const absSum = ts.reduce('sum', ts.unary('abs', x), axes);
         const sum = wasm.reduce('sum', x, axes);
         if (axes[0] === 0 && axes.length < 3) expectSameValues(sum, ts.reduce('sum', x, axes));
-        else expectClose(sum, ts.reduce('sum', x, axes), (i) => 1e-6 * absSum.data[i]!);
+        else expectWithin(sum, ts.reduce('sum', x, axes), (i) => 1e-6 * absSum.data[i]!);
         expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
       }
     }
@@ -254,7 +234,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const rng = new Rng(17);
     const x = withSpecials(rng, [9, 33]);
     for (const axes of [[1], [0], [0, 1]]) {
-      expectClose(wasm.reduce('sum', x, axes), ts.reduce('sum', x, axes), () => 1e-4);
+      expectWithin(wasm.reduce('sum', x, axes), ts.reduce('sum', x, axes), () => 1e-4);
       expectSameValues(wasm.reduce('max', x, axes), ts.reduce('max', x, axes), false);
     }
   });
@@ -265,8 +245,8 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       for (const scale of [1, 10, 60]) {
         const x = rng.normalTensor([SIZES[rng.int(4)]!, len], 0, scale);
         const [sm, lsm] = [ts.softmax(x, 1), ts.logSoftmax(x, 1)];
-        expectClose(wasm.softmax(x, 1), sm, (i) => 1e-5 * Math.abs(sm.data[i]!) + 1e-37);
-        expectClose(wasm.logSoftmax(x, 1), lsm, (i) => 2e-6 * (1 + Math.abs(lsm.data[i]!)));
+        expectWithin(wasm.softmax(x, 1), sm, (i) => 1e-5 * Math.abs(sm.data[i]!) + 1e-37);
+        expectWithin(wasm.logSoftmax(x, 1), lsm, (i) => 2e-6 * (1 + Math.abs(lsm.data[i]!)));
       }
     }
   });
@@ -279,8 +259,8 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       [-inf, -inf, -inf, -inf, -inf],
       [1, -inf, 2, -inf, 0],
     ]);
-    expectClose(wasm.softmax(x, 1), ts.softmax(x, 1), (i) => 1e-6 * Math.abs(ts.softmax(x, 1).data[i]!));
-    expectClose(wasm.logSoftmax(x, 1), ts.logSoftmax(x, 1), () => 1e-6);
+    expectWithin(wasm.softmax(x, 1), ts.softmax(x, 1), (i) => 1e-6 * Math.abs(ts.softmax(x, 1).data[i]!));
+    expectWithin(wasm.logSoftmax(x, 1), ts.logSoftmax(x, 1), () => 1e-6);
     expect(wasm.softmax(x, 1).data[16]).toBe(0);
   });
 
@@ -310,15 +290,14 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     // Trailing-axis sums and softmax differ between the two in the last bits, so which one ran shows.
     const below = rng.normalTensor([5, 51], 0, 3);
     const at = rng.normalTensor([4, 64], 0, 3);
-    const same = (a: Tensor, b: Tensor) => expect(bitwiseEqual(a, b)).toBe(true);
-    same(chosen.softmax(below, 1), ts.softmax(below, 1));
-    same(chosen.reduce('sum', below, [1]), ts.reduce('sum', below, [1]));
-    same(chosen.softmax(at, 1), wasm.softmax(at, 1));
-    same(chosen.reduce('sum', at, [1]), wasm.reduce('sum', at, [1]));
+    expectBitwise(chosen.softmax(below, 1), ts.softmax(below, 1));
+    expectBitwise(chosen.reduce('sum', below, [1]), ts.reduce('sum', below, [1]));
+    expectBitwise(chosen.softmax(at, 1), wasm.softmax(at, 1));
+    expectBitwise(chosen.reduce('sum', at, [1]), wasm.reduce('sum', at, [1]));
     // matmul by multiply-adds: 8x8x8 = 512 below 4096, 16x16x16 = 4096 at it.
     const [a8, a16] = [rng.normalTensor([8, 8], 0, 1), rng.normalTensor([16, 16], 0, 1)];
-    same(chosen.matmul(a8, a8, false, false), ts.matmul(a8, a8, false, false));
-    same(chosen.matmul(a16, a16, false, false), wasm.matmul(a16, a16, false, false));
+    expectBitwise(chosen.matmul(a8, a8, false, false), ts.matmul(a8, a8, false, false));
+    expectBitwise(chosen.matmul(a16, a16, false, false), wasm.matmul(a16, a16, false, false));
     // And the two do differ on these inputs, else the checks above would not tell them apart.
     expect(bitwiseEqual(wasm.softmax(at, 1), ts.softmax(at, 1))).toBe(false);
   });
@@ -328,15 +307,14 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const x = rng.normalTensor([3, 4, 5], 0, 1, 'float64');
     const y = rng.normalTensor([3, 5, 4], 0, 1, 'float64');
     const x32 = cast(x, 'float32');
-    const same = (a: Tensor, b: Tensor) => expect(bitwiseEqual(a, b)).toBe(true);
-    same(wasm.matmul(x, y, false, false), ts.matmul(x, y, false, false));
-    same(wasm.unary('relu', x), ts.unary('relu', x));
-    same(wasm.unary('exp', x32), ts.unary('exp', x32)); // kinds without a wasm kernel
-    same(wasm.binary('add', x, x), ts.binary('add', x, x));
-    same(wasm.reduce('sum', x, [2]), ts.reduce('sum', x, [2]));
-    same(wasm.reduce('sum', x32, [1]), ts.reduce('sum', x32, [1])); // a middle axis
-    same(wasm.softmax(x, 2), ts.softmax(x, 2));
-    same(wasm.logSoftmax(x32, 1), ts.logSoftmax(x32, 1)); // not the last axis
+    expectBitwise(wasm.matmul(x, y, false, false), ts.matmul(x, y, false, false));
+    expectBitwise(wasm.unary('relu', x), ts.unary('relu', x));
+    expectBitwise(wasm.unary('exp', x32), ts.unary('exp', x32)); // kinds without a wasm kernel
+    expectBitwise(wasm.binary('add', x, x), ts.binary('add', x, x));
+    expectBitwise(wasm.reduce('sum', x, [2]), ts.reduce('sum', x, [2]));
+    expectBitwise(wasm.reduce('sum', x32, [1]), ts.reduce('sum', x32, [1])); // a middle axis
+    expectBitwise(wasm.softmax(x, 2), ts.softmax(x, 2));
+    expectBitwise(wasm.logSoftmax(x32, 1), ts.logSoftmax(x32, 1)); // not the last axis
     // Errors come from the TypeScript kernels, unchanged.
     expect(() => wasm.matmul(x32, x32, false, false)).toThrow(/inner dimensions/);
     expect(() => wasm.binary('add', x32, tensor([1, 2]))).toThrow(/do not broadcast/);
@@ -356,9 +334,7 @@ describe('installation', () => {
     expect(active.transpose).toBe(before.transpose);
     const rng = new Rng(29);
     const [a, b] = [rng.uniformTensor([4, 6]), rng.uniformTensor([6, 3])];
-    expect(bitwiseEqual(active.matmul(a, b, false, false), wasmKernels.matmul(a, b, false, false))).toBe(
-      true,
-    );
+    expectBitwise(active.matmul(a, b, false, false), wasmKernels.matmul(a, b, false, false));
   });
 
   it('installWasmKernels returns false and changes nothing for a variant the engine lacks', () => {
@@ -399,7 +375,7 @@ describe('installation', () => {
         worker.once('error', reject);
         worker.once('exit', (code) => reject(new Error(`worker exited with code ${code}`)));
       });
-      expect(bitwiseEqual(tensor(there, { shape: here.shape }), here)).toBe(true);
+      expectBitwise(tensor(there, { shape: here.shape }), here);
     } finally {
       await worker.terminate();
     }

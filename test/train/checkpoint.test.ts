@@ -13,7 +13,7 @@ import {
   CheckpointVersionError,
 } from '../../src/errors.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { Tensor, tensor } from '../../src/tensor/tensor.ts';
 import {
   CHECKPOINT_FILE,
   CHECKPOINT_FORMAT_VERSION,
@@ -22,6 +22,7 @@ import {
   loadCheckpoint,
   saveCheckpoint,
 } from '../../src/train/checkpoint.ts';
+import { expectBitwise, expectBitwiseAll } from '../support/expect.ts';
 import { versionCheckpoint } from './fixtures/checkpoint-versions.ts';
 
 const child = fileURLToPath(new URL('./fixtures/checkpoint-child.ts', import.meta.url));
@@ -79,12 +80,12 @@ function small(): Checkpoint {
 function expectSame(a: Checkpoint, b: Checkpoint) {
   expect(a.step).toBe(b.step);
   expect(Object.keys(a.params).sort()).toEqual(Object.keys(b.params).sort());
-  for (const [name, t] of Object.entries(b.params)) expect(bitwiseEqual(a.params[name]!, t), name).toBe(true);
+  expectBitwiseAll(a.params, b.params);
   expect(a.optimizer?.name).toBe(b.optimizer?.name);
   expect(a.optimizer?.step).toBe(b.optimizer?.step);
   for (const [name, states] of Object.entries(b.optimizer?.states ?? {}))
     for (const [key, t] of Object.entries(states))
-      expect(bitwiseEqual(a.optimizer!.states[name]![key]!, t), `${name}.${key}`).toBe(true);
+      expectBitwise(a.optimizer!.states[name]![key]!, t, `${name}.${key}`);
   expect(a.rng).toEqual(b.rng);
   expect(a.cursor).toEqual(b.cursor);
   expect(a.meta).toEqual(b.meta ?? {});
