@@ -419,33 +419,40 @@ export class Host<T = Tensor> {
         const actor = this.actors[this.key(m.node, m.replica)];
         if (actor === undefined)
           throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
-        this.ready(actor, 'forward', m.mb, m.tensor);
+        if (actor.fed(m.mb)) this.ready(actor, 'forward', m.mb, m.tensor);
+        else this.counters.dropped++;
         break;
       }
       case 'activation': {
         this.engine.share(m.tensor);
         const edges = consumers[m.node]!;
         const p = placement[m.replica]!;
+        // A duplicate is one dropped message, however many consumers here read it.
+        let duplicate = false;
         for (let k = 0; k < edges.length; k++) {
           const [c, slot] = edges[k]!;
           if (p[c] !== this.worker) continue;
           const actor = this.actor(c, m.replica);
-          if (actor.hasInput(m.mb, slot)) this.counters.dropped++;
+          if (actor.hasInput(m.mb, slot)) duplicate = true;
           else if (actor.receiveInput(m.mb, slot, m.tensor)) this.readyForward(actor, m.mb);
         }
+        if (duplicate) this.counters.dropped++;
         break;
       }
-      case 'param':
+      case 'param': {
         this.engine.share(m.tensor);
+        let duplicate = false;
         for (let r = 0; r < this.plan.replicas; r++) {
           for (const [c, slot] of consumers[m.node]!) {
             if (placement[r]![c] !== this.worker) continue;
             const actor = this.actor(c, r);
-            if (actor.hasParam(slot)) this.counters.dropped++;
+            if (actor.hasParam(slot)) duplicate = true;
             else this.receiveParamInput(actor, slot, m.tensor);
           }
         }
+        if (duplicate) this.counters.dropped++;
         break;
+      }
       case 'gradient':
         this.receiveGradient(m.node, m.replica, m.mb, m.consumer, m.slot, m.tensor, effects);
         break;
@@ -485,7 +492,7 @@ export class Host<T = Tensor> {
     const cell = this.cells.cell[this.cells.slotBase[consumer]! + slot]!;
     // Actors first: an array index, where parameters take a map lookup.
     const actor = this.actors[this.key(node, replica)];
-    // A contribution whose cell is already filled is a duplicate (RELIABILITY.md): dropped, counted.
+    // A contribution whose cell is already filled is a duplicate : dropped, counted.
     if (actor !== undefined) {
       if (actor.hasGradient(mb, cell)) this.counters.dropped++;
       else if (actor.receiveGradient(mb, cell, value)) this.readyBackward(actor, mb);
@@ -598,10 +605,8 @@ export class Host<T = Tensor> {
     const node = actor.node;
     const engine = this.engine;
     let output: T;
-    if (task.value !== undefined) {
-      output = task.value;
-      actor.fed(mb);
-    } else {
+    if (task.value !== undefined) output = task.value;
+    else {
       output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
       actor.afterForward(mb, output);
       if (actor.runsVjp) {

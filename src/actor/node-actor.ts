@@ -176,7 +176,8 @@ export class NodeActor<T> {
   // comes: it fires for every microbatch once its last parameter arrives (`receiveParam`), or, with
   // no parameter at all, when the step starts (`readyAtStart`). It still runs once per (microbatch,
   // replica) like every other node, so its contributions are summed exactly as the reference does.
-  // `ran` keeps a duplicate parameter message from firing it twice.
+  // The host drops a duplicate parameter message (`hasParam`); `ran` keeps a microbatch whose
+  // forward ran from firing again.
 
   /** The microbatches whose forward may fire as the step starts: every one, for a node fed only by constants. */
   readyAtStart(): number[] {
@@ -189,10 +190,15 @@ export class NodeActor<T> {
     return out;
   }
 
-  /** An input node's fed value arrived for `mb`: its gradient, if it reports one, may now complete. */
-  fed(mb: number): void {
+  /**
+   * An input node's fed value arrived for `mb`: its gradient, if it reports one, may now complete.
+   * False for a second feed of the microbatch (a duplicate).
+   */
+  fed(mb: number): boolean {
+    if (this.ran[mb] === 1) return false;
     this.ran[mb] = 1;
     if (this.reportsGradient) this.state(mb).fired = true;
+    return true;
   }
 
   /** True when `mb`'s forward ran (or its feed arrived) this step. */
@@ -301,6 +307,8 @@ export class NodeActor<T> {
 
   /** True when cell `cell` of `mb` is already filled, or every owed contribution is in: a duplicate. */
   hasGradient(mb: number, cell: number): boolean {
+    // No state after the forward ran: the backward ran too, and everything owed is in.
+    if (this.microbatches[mb] === undefined && this.ran[mb] === 1) return true;
     const s = this.state(mb);
     return s.cells[cell] !== undefined || (this.expected > 0 && s.received >= this.expected);
   }

@@ -248,6 +248,23 @@ describe('Host: a step driven by hand equals the reference step bit for bit', ()
     expect(hand.hosts.reduce((n, h) => n + h.stats.dropped, 0)).toBe(sent);
     expectReference(hand.result(start), model, { replicas: 1, microbatches: c.microbatches });
   });
+  it('every message delivered again after the step ran: one drop per message, nothing left waiting', () => {
+    for (const c of [FIXED_INPUTS, PER_NODE]) {
+      const { hand, model } = handOf(c);
+      const start = hand.start(1, model.feeds(BATCH), c.microbatches);
+      hand.run();
+      const result = hand.result(start);
+      const late = hand.delivered.slice();
+      expect(new Set(late.map((e) => e.message.kind))).toEqual(
+        new Set(['feed', 'activation', 'gradient', 'param']),
+      );
+      for (const { to, message } of late) hand.perform(hand.hosts[to]!.deliver(message));
+      expect(hand.hosts.every((h) => h.next() === null)).toBe(true);
+      expect(hand.hosts.reduce((n, h) => n + h.stats.dropped, 0)).toBe(late.length);
+      expect(hand.hosts.flatMap((h) => h.waiting())).toEqual([]);
+      expectReference(result, model, { replicas: 1, microbatches: c.microbatches });
+    }
+  });
 });
 
 describe('Host: messages of other steps', () => {
