@@ -39,6 +39,23 @@ export interface CompileOptions {
 }
 
 export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
+
+/**
+ * The options a plan was compiled with, resolved: every default filled in, the loss and `wrt` as node
+ * ids. Plain data (a worker gets it by structured clone or as msgpack), and complete: compile is pure,
+ * so `compile(plan.graph, plan.options)` rebuilds the same plan, which is how every host gets its own.
+ */
+export interface PlanOptions {
+  readonly workers: number;
+  readonly replicas: number;
+  readonly placement: PlacementStrategy;
+  readonly stages: number;
+  readonly paramPlacement: ParamPlacement;
+  readonly loss: number;
+  readonly wrt: readonly number[];
+  readonly batchSize: number;
+  readonly imbalance: number;
+}
 export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
@@ -81,6 +98,8 @@ export interface Plan {
   readonly stageOf: Int32Array;
   /** Workers per replica. */
   readonly group: number;
+  /** What compile read, resolved: `compile(graph, options)` makes this plan again. */
+  readonly options: PlanOptions;
 }
 
 // Note [reverse order by counting]
@@ -136,12 +155,9 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       found: stages,
     });
   }
-  const base = placeNodes(graph, grad, consumers, {
-    strategy,
-    workers: stages,
-    batchSize: options.batchSize ?? 32,
-    imbalance: options.imbalance ?? 0.1,
-  });
+  const batchSize = options.batchSize ?? 32;
+  const imbalance = options.imbalance ?? 0.1;
+  const base = placeNodes(graph, grad, consumers, { strategy, workers: stages, batchSize, imbalance });
   const paramPlacement = options.paramPlacement ?? 'sharded';
   if (!PARAM_PLACEMENTS.includes(paramPlacement)) {
     throw new InputError(
@@ -218,6 +234,17 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     stages,
     stageOf: base.worker,
     group,
+    options: {
+      workers,
+      replicas,
+      placement: strategy,
+      stages,
+      paramPlacement,
+      loss: loss.id,
+      wrt: grad.wrt,
+      batchSize,
+      imbalance,
+    },
   };
 }
 

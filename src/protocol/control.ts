@@ -6,7 +6,7 @@ import type { Failpoint } from '../actor/failpoint.ts';
 import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
-import type { CompileOptions } from '../partition/plan.ts';
+import type { PlanOptions } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
@@ -17,8 +17,8 @@ import type { PackedGraph } from './packed-graph.ts';
 export interface HostInit {
   /** packGraph(plan.graph): Note [packed graph]. */
   readonly graph: PackedGraph;
-  /** Plain data only (node ids, not Node objects): compile() is pure, so the worker rebuilds the same plan. */
-  readonly options: CompileOptions;
+  /** The plan's resolved options: compile() is pure, so the worker rebuilds the same plan from them. */
+  readonly options: PlanOptions;
   /** Data port to the coordinator: step starts and feeds in, reports out. */
   readonly coordinator: MessagePort;
   /** One port per worker this one exchanges data with (plan.crossEdges). */

@@ -9,7 +9,7 @@ import { type ErrorContext, InputError, type ProtocolError, type WorkerError } f
 import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
-import { type CompileOptions, type Plan, paramWorkers } from '../partition/plan.ts';
+import { type Plan, paramWorkers } from '../partition/plan.ts';
 import { decodeHostOutputs } from '../protocol/batch-reader.ts';
 import { decodeOptimizerState, decodeParams, encodeOptimizerState, encodeParams } from '../protocol/codec.ts';
 import { type BoardStatus, type HostControl, isTask } from '../protocol/control.ts';
@@ -67,21 +67,6 @@ export class ThreadsCluster implements Cluster {
   static async create(plan: Plan, events: ClusterEvents, options: RuntimeOptions): Promise<ThreadsCluster> {
     // Packed once, while the workers boot (the first init call), then cloned to each.
     let graph: PackedGraph | null = null;
-    // Plain data: compile() is pure, so each worker rebuilds this very plan (init returns its placement).
-    // Every primitive option goes along (compile ignores what is not its own); loss and wrt as ids.
-    const primitives = Object.entries(options).filter(([, v]) =>
-      ['number', 'string', 'boolean'].includes(typeof v),
-    );
-    const compileOptions: CompileOptions = {
-      ...Object.fromEntries(primitives),
-      workers: plan.workers,
-      placement: plan.strategy,
-      replicas: plan.replicas,
-      // The coordinator's stage count (a schedule's, e.g. workers x chunks), not the caller's option.
-      stages: plan.stages,
-      loss: plan.loss,
-      wrt: [...plan.grad.wrt],
-    };
     const peers: [number, MessagePort][][] = Array.from({ length: plan.workers }, () => []);
     const talk = new Uint8Array(plan.workers * plan.workers);
     for (const e of plan.crossEdges)
@@ -131,7 +116,8 @@ export class ThreadsCluster implements Cluster {
           graph ??= packGraph(plan.graph);
           const init = {
             graph,
-            options: compileOptions,
+            // Plain data: compile() is pure, so each worker rebuilds this very plan (init returns its placement).
+            options: plan.options,
             coordinator: port2,
             peers: peers[w]!,
             gen: 0,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
-import { compile, paramWorkers } from '../../src/partition/plan.ts';
+import { type CompileOptions, compile, paramWorkers } from '../../src/partition/plan.ts';
 import { printPlan } from '../../src/partition/print.ts';
 import { mlp } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
@@ -133,6 +133,29 @@ describe('compile', () => {
     const tanh = graph.nodes.find((n) => n.op === 'tanh')!.id;
     expect(plan.placement[0]![tanh]).toBeLessThan(2);
     expect(plan.placement[1]![tanh]).toBeGreaterThanOrEqual(2);
+  });
+
+  it('records its resolved options as plain data, from which compile makes the same plan again', () => {
+    const { graph } = mlp();
+    const cases: CompileOptions[] = [
+      { workers: 1 },
+      { workers: 3, placement: 'per-node', wrt: ['w2', 'w1'] },
+      { workers: 4, replicas: 2, placement: 'min-comm', imbalance: 0.3, batchSize: 7 },
+      { workers: 2, placement: 'stages', stages: 4, paramPlacement: 'replicated', loss: 'loss' },
+    ];
+    for (const options of cases) {
+      const plan = compile(graph, options);
+      const o = plan.options;
+      // Plain data: a worker gets it by structured clone or as msgpack.
+      expect(JSON.parse(JSON.stringify(o))).toEqual(o);
+      expect(o).toMatchObject({ workers: options.workers, replicas: options.replicas ?? 1 });
+      expect(o.loss).toBe(graph.node('loss').id);
+      const again = compile(graph, JSON.parse(JSON.stringify(o)));
+      expect(again.options).toEqual(o);
+      expect(again.placement).toEqual(plan.placement);
+      expect(again.params).toEqual(plan.params);
+      expect([again.stages, again.strategy]).toEqual([plan.stages, plan.strategy]);
+    }
   });
 
   it('prints a readable summary', () => {
