@@ -10,8 +10,9 @@ import { decodeHostInputs } from '../src/protocol/batch-reader.ts';
 import * as codec from '../src/protocol/codec.ts';
 import { controlEndpoint, type HostControl, type WorkerData, writeBoard } from '../src/protocol/control.ts';
 import { COORDINATOR, type HostInput, type Limits } from '../src/protocol/envelope.ts';
-import { PortLink } from '../src/protocol/link.ts';
+import { Link } from '../src/protocol/link.ts';
 import { unpackGraph } from '../src/protocol/packed-graph.ts';
+import { portWire } from '../src/protocol/port-wire.ts';
 import { importOpModules } from '../src/runtime/user-ops.ts';
 import { installPool, StoragePool } from '../src/tensor/pool.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
@@ -24,15 +25,15 @@ const recorder = new TraceRecorder(worker);
 
 let host: Host;
 let limits: Limits;
-let coordinator: PortLink;
-const peers = new Map<number, PortLink>();
+let coordinator: Link;
+const peers = new Map<number, Link>();
 let gen = 0;
 let step = -1;
 let dropped = 0;
 let scheduled = false;
 
 /** An envelope arrived: decoded and checked, then every message goes to the host. */
-function receive(link: PortLink, raw: unknown): void {
+function receive(link: Link, raw: unknown): void {
   writeBoard(board, 'receive', step);
   let m: HostInput<Tensor> | undefined;
   try {
@@ -153,10 +154,10 @@ const api: HostControl = {
     host = new Host(plan, worker, new Map(), { pool });
     limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
     gen = init.gen;
-    coordinator = new PortLink(init.coordinator, worker, COORDINATOR, () => gen, receive, fail);
+    coordinator = new Link(portWire(init.coordinator), worker, COORDINATOR, () => gen, receive, fail);
     edge = coordinator.edgeOut;
     for (const [peer, port] of init.peers)
-      peers.set(peer, new PortLink(port, worker, peer, () => gen, receive, fail));
+      peers.set(peer, new Link(portWire(port), worker, peer, () => gen, receive, fail));
     // The coordinator checks that this plan is its own (compile is pure, but graphs are big).
     return plan.placement;
   },

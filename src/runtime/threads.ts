@@ -14,8 +14,9 @@ import { decodeHostOutputs } from '../protocol/batch-reader.ts';
 import { decodeOptimizerState, decodeParams, encodeOptimizerState, encodeParams } from '../protocol/codec.ts';
 import { type BoardStatus, type HostControl, isTask } from '../protocol/control.ts';
 import { COORDINATOR, type Limits } from '../protocol/envelope.ts';
-import { PortLink } from '../protocol/link.ts';
+import { Link } from '../protocol/link.ts';
 import { type PackedGraph, packGraph } from '../protocol/packed-graph.ts';
+import { portWire } from '../protocol/port-wire.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
@@ -57,7 +58,7 @@ export class ThreadsCluster implements Cluster {
   private constructor(
     private readonly plan: Plan,
     private readonly pool: WorkerPool<HostControl>,
-    private readonly links: PortLink[],
+    private readonly links: Link[],
   ) {
     this.workers = plan.workers;
     this.dropped = new Array<number>(plan.workers).fill(0);
@@ -89,7 +90,7 @@ export class ThreadsCluster implements Cluster {
         peers[b]!.push([a, port2]);
       }
     }
-    const links: PortLink[] = [];
+    const links: Link[] = [];
     const mainPorts: MessagePort[] = [];
     let cluster: ThreadsCluster | null = null;
     const report = (w: number, raw: unknown) => cluster?.receive(w, raw, events);
@@ -105,8 +106,8 @@ export class ThreadsCluster implements Cluster {
           const { port1, port2 } = new MessageChannel();
           mainPorts.push(port1);
           const gen = () => cluster?.gen ?? 0;
-          links[w] = new PortLink(
-            port1,
+          links[w] = new Link(
+            portWire(port1),
             COORDINATOR,
             w,
             gen,
