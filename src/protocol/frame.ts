@@ -2,10 +2,9 @@
 // carries. The only module that imports msgpackr for the wire.
 import { addExtension, Packr } from 'msgpackr';
 import { ProtocolError } from '../errors.ts';
-import type { PlanOptions } from '../partition/plan.ts';
-import type { PoolOptions } from '../tensor/pool.ts';
 import { align8 } from './batch.ts';
 import { Check, isPlain } from './check.ts';
+import type { HostInit } from './control.ts';
 import { type Envelope, PROTOCOL_VERSION } from './envelope.ts';
 import type { PackedGraph } from './packed-graph.ts';
 
@@ -141,19 +140,10 @@ export function decodeFrame(bytes: Uint8Array, c: Check): Envelope {
   return { v, gen, from, count, head, payload, buffers: list, objects };
 }
 
-/** What a host is given to build itself (HostInit in control.ts), without its wires. */
-export interface InitData {
-  readonly graph: PackedGraph;
-  readonly options: PlanOptions;
-  readonly gen: number;
-  readonly pool: PoolOptions | null;
-  readonly ops: readonly string[];
-}
-
 const COLUMNS = ['op', 'dtype', 'inputStart', 'inputs', 'shapeStart', 'dims'] as const;
 
 /** A host's init as bytes: 'BFLI', the protocol version, then msgpack (the packed graph's columns as bytes). */
-export function encodeInit(init: InitData): Uint8Array<ArrayBuffer> {
+export function encodeInit(init: HostInit): Uint8Array<ArrayBuffer> {
   checkByteOrder();
   const graph: Record<string, unknown> = { ...init.graph };
   for (const k of COLUMNS) {
@@ -173,7 +163,7 @@ export function encodeInit(init: InitData): Uint8Array<ArrayBuffer> {
  * A host's init from bytes: the fields checked as far as plain data goes (unpackGraph checks the
  * graph's columns, compile the options); anything else is a ProtocolError naming `edge`.
  */
-export function decodeInit(bytes: Uint8Array, edge: string): InitData {
+export function decodeInit(bytes: Uint8Array, edge: string): HostInit {
   checkByteOrder();
   const c: Check = new Check(edge, 'init');
   if (bytes.byteLength < 8) c.fail('at least 8 bytes', `${bytes.byteLength} bytes (truncated)`, true);
@@ -205,7 +195,7 @@ export function decodeInit(bytes: Uint8Array, edge: string): InitData {
   if (r.pool !== null) c.map(r.pool, 'pool: null or pool options');
   if (!Array.isArray(r.ops) || !r.ops.every((m) => typeof m === 'string'))
     c.fail('ops: an array of strings', r.ops);
-  return { ...(r as unknown as InitData), graph: graph as unknown as PackedGraph };
+  return { ...(r as unknown as HostInit), graph: graph as unknown as PackedGraph };
 }
 
 function pack(value: unknown, what: string): Uint8Array {
