@@ -30,7 +30,8 @@ import type { PackedGraph } from './packed-graph.ts';
 // link posts it, copying every tensor's bytes, and holds nothing of the sender's after `post`
 // returns. Until then the link holds the tensor, as a port's link holds a queued transfer: the shell
 // flushes its links before anything recycles (HostShell, before startStep and applyUpdate). Tested
-// with a poisoned pool (test/protocol/frame.test.ts, and the loopback runtime's storage-pool tests).
+// with a poisoned pool recycled right after a post (test/protocol/frame.test.ts); the loopback
+// runtime runs its storage-pool tests poisoned too.
 
 const MAGIC = 0x574c4642; // 'BFLW' as bytes
 const INIT_MAGIC = 0x494c4642; // 'BFLI'
