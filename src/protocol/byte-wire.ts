@@ -35,6 +35,7 @@ class ByteEnd implements Wire {
   listen(receive: (raw: unknown) => void): void {
     // Bytes always arrive whole: nothing can fail before the receiver reads them.
     this.receive = receive;
+    this.schedule();
   }
 
   close(): void {
@@ -44,7 +45,12 @@ class ByteEnd implements Wire {
 
   private arrive(frame: Uint8Array): void {
     this.inbox.push(frame);
-    if (this.scheduled) return;
+    this.schedule();
+  }
+
+  /** Frames wait for a listener, as a port's messages do. */
+  private schedule(): void {
+    if (this.scheduled || this.receive === null || this.inbox.length === 0) return;
     this.scheduled = true;
     setImmediate(() => this.deliver());
   }
@@ -55,7 +61,7 @@ class ByteEnd implements Wire {
     this.inbox = [];
     for (const frame of frames) {
       if (this.closed) return;
-      this.receive?.(frame);
+      this.receive!(frame);
     }
   }
 }

@@ -136,7 +136,8 @@ export function decodeFrame(bytes: Uint8Array, c: Check): Envelope {
     objects = unpack(bytes.subarray(at, at + objectBytes), f.at('objects'));
     at += objectBytes;
   }
-  if (at !== n) f.fail(`${at} bytes`, `${n} (trailing bytes)`, true);
+  if (at > n) truncated(at, 'the padding of the last section');
+  if (at < n) f.fail(`${at} bytes`, `${n} (trailing bytes)`, true);
   if (!Array.isArray(objects)) f.fail('objects: a msgpack array', objects);
   return { v, gen, from, count, head, payload, buffers: list, objects };
 }
