@@ -68,7 +68,7 @@ export interface HostControl {
   setTracing(on: boolean): void;
   /** What was recorded since the last take. */
   takeTrace(): WorkerTrace;
-  /** Closes the worker's data ports; the worker then has nothing left to do. */
+  /** Stops the host's shell and closes its links; the host then has nothing left to do. */
   close(): void;
 }
 
