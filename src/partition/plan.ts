@@ -45,6 +45,25 @@ export interface CompileOptions {
 }
 
 export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
+
+/**
+ * The options a plan was compiled with, resolved: every default filled in, the loss and `wrt` as node
+ * ids. Plain data (a worker gets it by structured clone or as msgpack), and complete: compile is pure,
+ * so `compile(plan.graph, plan.options)` rebuilds the same plan, which is how every host gets its own.
+ */
+export interface PlanOptions {
+  readonly workers: number;
+  readonly replicas: number;
+  readonly placement: PlacementStrategy;
+  readonly stages: number;
+  /** The resolved stage placement (Note [stage placement]): stageWorkers. */
+  readonly stagePlacement: readonly number[];
+  readonly paramPlacement: ParamPlacement;
+  readonly loss: number;
+  readonly wrt: readonly number[];
+  readonly batchSize: number;
+  readonly imbalance: number;
+}
 export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
@@ -92,6 +111,8 @@ export interface Plan {
   readonly stageWorkers: readonly number[];
   /** Workers per replica. */
   readonly group: number;
+  /** What compile read, resolved: `compile(graph, options)` makes this plan again. */
+  readonly options: PlanOptions;
 }
 
 // Note [reverse order by counting]
@@ -155,12 +176,9 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const stageWorkers = pipeline
     ? resolveStagePlacement(stagePlacement, stages, group)
     : Array.from({ length: group }, (_, w) => w);
-  const base = placeNodes(graph, grad, consumers, {
-    strategy,
-    workers: stages,
-    batchSize: options.batchSize ?? 32,
-    imbalance: options.imbalance ?? 0.1,
-  });
+  const batchSize = options.batchSize ?? 32;
+  const imbalance = options.imbalance ?? 0.1;
+  const base = placeNodes(graph, grad, consumers, { strategy, workers: stages, batchSize, imbalance });
   const paramPlacement = options.paramPlacement ?? 'sharded';
   if (!PARAM_PLACEMENTS.includes(paramPlacement)) {
     throw new InputError(
@@ -244,6 +262,18 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     stageOf: base.worker,
     stageWorkers,
     group,
+    options: {
+      workers,
+      replicas,
+      placement: strategy,
+      stages,
+      stagePlacement: stageWorkers,
+      paramPlacement,
+      loss: loss.id,
+      wrt: grad.wrt,
+      batchSize,
+      imbalance,
+    },
   };
 }
 

@@ -12,6 +12,7 @@ import {
   type MessageKind,
   PROTOCOL_VERSION,
 } from './envelope.ts';
+import { decodeFrame } from './frame.ts';
 
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
@@ -28,7 +29,10 @@ const TO_COORDINATOR = kinds(
   'updated',
 );
 
-/** Checks an envelope a host received and rebuilds its messages. Anything else is a ProtocolError naming the edge. */
+/**
+ * Checks an envelope a host received (as a value, or as a frame of bytes: Note [byte framing]) and
+ * rebuilds its messages. Anything else is a ProtocolError naming the edge.
+ */
 export function decodeHostInputs(
   raw: unknown,
   edge: string,
@@ -61,7 +65,8 @@ function decode(
   allowed: number,
 ): { gen: number; messages: unknown[] } {
   const c: Check = new Check(edge, 'envelope');
-  const e = c.record(raw, ENVELOPE_KEYS) as unknown as Envelope;
+  const value = tag(raw) === '[object Uint8Array]' ? decodeFrame(raw as Uint8Array, c) : raw;
+  const e = c.record(value, ENVELOPE_KEYS) as unknown as Envelope;
   if (e.v !== PROTOCOL_VERSION) {
     const newer = Number.isInteger(e.v) && e.v > PROTOCOL_VERSION;
     c.fail(

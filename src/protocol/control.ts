@@ -1,42 +1,52 @@
-// The control plane between the coordinator and a worker: the comlink endpoint for a Node port, the
-// host's control API, and the status board a worker writes so that its death can be explained.
+// The control plane between the coordinator and a host: what a host is given to start, its control
+// API, the comlink endpoint for a Node port, and the status board a worker thread writes so that its
+// death can be explained.
 import type { MessagePort, TransferListItem } from 'node:worker_threads';
 import type { Endpoint } from 'comlink';
 import type { Failpoint } from '../actor/failpoint.ts';
 import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
-import type { CompileOptions } from '../partition/plan.ts';
+import type { PlanOptions } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
 import type { WireTensor } from './envelope.ts';
 import type { PackedGraph } from './packed-graph.ts';
 
-/** What a host worker is given once, after it started. */
+/**
+ * What a host is given once to build itself, whatever carries it: plain data (structured clone to a
+ * worker thread, a frame of bytes elsewhere: encodeInit in frame.ts). Its wires come separately.
+ */
 export interface HostInit {
   /** packGraph(plan.graph): Note [packed graph]. */
   readonly graph: PackedGraph;
-  /** Plain data only (node ids, not Node objects): compile() is pure, so the worker rebuilds the same plan. */
-  readonly options: CompileOptions;
-  /** Data port to the coordinator: step starts and feeds in, reports out. */
-  readonly coordinator: MessagePort;
-  /** One port per worker this one exchanges data with (plan.crossEdges). */
-  readonly peers: readonly (readonly [number, MessagePort])[];
+  /** The plan's resolved options: compile() is pure, so the host rebuilds the same plan from them. */
+  readonly options: PlanOptions;
   readonly gen: number;
-  /** The worker's storage pool (Note [storage pool]), or null: every storage fresh. */
+  /** The host's storage pool (Note [storage pool]), or null: every storage fresh. */
   readonly pool: PoolOptions | null;
   /** Modules to import before the graph is unpacked, resolved (Note [user ops on workers]). */
   readonly ops: readonly string[];
 }
 
-/** The control API a host worker exposes (through comlink; every call is guarded by the pool). */
-export interface HostControl {
+/** A worker thread's data ports: to the coordinator, and to each worker it exchanges data with. */
+export interface ThreadPorts {
+  readonly coordinator: MessagePort;
+  readonly peers: readonly (readonly [number, MessagePort])[];
+}
+
+/** What a host worker thread exposes through comlink (every call guarded by the pool). */
+export interface WorkerControl extends HostControl {
   /**
-   * Imports the op modules, then builds the host; returns the placement of the plan it compiled, for
-   * the coordinator to compare.
+   * Imports the op modules, then builds the host and its shell over the ports; returns the placement
+   * of the plan it compiled, for the coordinator to compare.
    */
-  init(init: HostInit): Promise<readonly Int32Array[]>;
+  init(init: HostInit, ports: ThreadPorts): Promise<readonly Int32Array[]>;
+}
+
+/** The control API of a running host (a HostShell's), whatever carries the calls. */
+export interface HostControl {
   /** Tensors transferred in; the host owns them from then on. */
   setParams(values: [number, WireTensor][]): void;
   /** Copies of the host's parameters, transferred out. */
@@ -58,7 +68,7 @@ export interface HostControl {
   setTracing(on: boolean): void;
   /** What was recorded since the last take. */
   takeTrace(): WorkerTrace;
-  /** Closes the worker's data ports; the worker then has nothing left to do. */
+  /** Stops the host's shell and closes its links; the host then has nothing left to do. */
   close(): void;
 }
 

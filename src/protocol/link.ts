@@ -1,9 +1,9 @@
-import type { MessagePort } from 'node:worker_threads';
 import { ProtocolError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { BatchWriter } from './batch.ts';
 import { edgeName } from './codec.ts';
-import type { HostInput, HostOutput } from './envelope.ts';
+import type { Envelope, HostInput, HostOutput } from './envelope.ts';
+import type { Wire } from './wire.ts';
 
 // Note [flush cadence]
 // A link sends what a turn queued in one envelope, at the end of the turn (a microtask), or as soon as
@@ -18,13 +18,13 @@ import type { HostInput, HostOutput } from './envelope.ts';
 export const MAX_BATCH = 64;
 
 /**
- * One end of a MessagePort carrying envelopes between two parties (workers, or a worker and the
- * coordinator): the link of DESIGN.md section 6. Messages are encoded when pushed (so a bad tensor
+ * One end of a wire carrying envelopes between two parties (workers, or a worker and the
+ * coordinator), whatever the wire is (wire.ts). Messages are encoded when pushed (so a bad tensor
  * fails at the effect that made it) and sent in columnar envelopes (Note [columnar envelope]), one per
  * event-loop turn or per MAX_BATCH messages (Note [flush cadence]); what arrives is handed to
  * `receive` undecoded (the receiver knows what it accepts).
  */
-export class PortLink {
+export class Link {
   /** 'worker 0 -> worker 1', this end first. */
   readonly edgeOut: string;
   readonly edgeIn: string;
@@ -33,25 +33,26 @@ export class PortLink {
   private closed = false;
 
   constructor(
-    private readonly port: MessagePort,
+    readonly wire: Wire,
     readonly self: number,
     readonly peer: number,
     private readonly gen: () => number,
-    receive: (link: PortLink, raw: unknown) => void,
+    receive: (link: Link, raw: unknown) => void,
     private readonly onError: (error: ProtocolError) => void,
   ) {
     this.edgeOut = edgeName(self, peer);
     this.edgeIn = edgeName(peer, self);
     this.batch = new BatchWriter(this.edgeOut);
-    port.on('message', (raw) => receive(this, raw));
-    port.on('messageerror', (err) =>
-      onError(
-        new ProtocolError(
-          `${this.edgeIn}: a message could not be deserialized: ${err.message}`,
-          { edge: this.edgeIn },
-          { cause: err },
+    wire.listen(
+      (raw) => receive(this, raw),
+      (err) =>
+        onError(
+          new ProtocolError(
+            `${this.edgeIn}: a message could not be read from its ${wire.name}: ${err.message}`,
+            { edge: this.edgeIn },
+            { cause: err },
+          ),
         ),
-      ),
     );
   }
 
@@ -80,11 +81,11 @@ export class PortLink {
     if (this.batch.count === 0 || this.closed) return;
     const { envelope, transfer } = this.batch.take(this.gen(), this.self);
     try {
-      this.port.postMessage(envelope, transfer);
+      this.wire.post(envelope, transfer);
     } catch (err) {
       this.onError(
         new ProtocolError(
-          `${this.edgeOut}: an envelope could not be sent: ${(err as Error).message}`,
+          `${this.edgeOut}: an envelope could not be sent over its ${this.wire.name}: ${(err as Error).message}`,
           { edge: this.edgeOut },
           { cause: err },
         ),
@@ -92,14 +93,15 @@ export class PortLink {
     }
   }
 
-  /** Posts a value as it is, outside any envelope (tests of the receiver's validation). */
+  /** Posts a value as it is, outside any envelope, or bytes as a frame (tests of the receiver's validation). */
   postRaw(value: unknown, transfer: ArrayBuffer[] = []): void {
-    this.port.postMessage(value, transfer);
+    if (value instanceof Uint8Array) this.wire.postBytes(value as Uint8Array<ArrayBuffer>);
+    else this.wire.post(value as Envelope, transfer);
   }
 
   close(): void {
     this.closed = true;
     this.batch.take(0, this.self);
-    this.port.close();
+    this.wire.close();
   }
 }

@@ -11,10 +11,11 @@ import { DTYPES } from '../tensor/tensor.ts';
 // map per node) took about 5 s per worker to decode and re-check for a million nodes, and 1 s to
 // write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
 // and shapes as offsets into flat columns) plus the few non-empty attributes in the tagged form of
-// Note [graph format]; it travels by structured clone and is rebuilt in a fraction of the time. It
-// is not re-checked on arrival: it is the coordinator's own graph, which `checkGraph` passed before
-// any worker started (invariant 8); `unpackGraph` only checks that the columns hold together, so a
-// corrupted handoff is a FormatError, never a crash or a wrong graph.
+// Note [graph format]; it travels by structured clone (over bytes, in an init frame: frame.ts) and is
+// rebuilt in a fraction of the time. It is not re-checked on arrival: it is the coordinator's own
+// graph, which `checkGraph` passed before any worker started (invariant 8); `unpackGraph` only checks
+// that the columns hold together, so a corrupted handoff is a FormatError, never a crash or a wrong
+// graph.
 
 export interface PackedGraph {
   readonly size: number;

@@ -2,11 +2,16 @@ import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
 import type { Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
-import type { WorkerError } from '../errors.ts';
+import { type ErrorContext, WorkerError } from '../errors.ts';
+import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
+import { type Plan, paramWorkers } from '../partition/plan.ts';
+import { type BoardStatus, isTask } from '../protocol/control.ts';
+import type { PoolOptions } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
+import type { Halt } from './host-shell.ts';
 
 /** What a cluster tells the coordinator. */
 export interface ClusterEvents {
@@ -17,10 +22,30 @@ export interface ClusterEvents {
   failpoint?(worker: number, action: FailpointAction, task: TaskInfo): void;
 }
 
+/** What a cluster reads of the runtime's options. */
+export interface ClusterOptions {
+  /** Each host's storage pool (Note [storage pool]): default on where a host has a pool of its own. */
+  readonly pool?: false | PoolOptions;
+  /** Op modules, resolved, for hosts in other threads to import (Note [user ops on workers]). */
+  readonly ops: readonly string[];
+  /** In-process only: deliver messages in a seeded random order. */
+  readonly shuffleSeed?: number;
+}
+
+/** Starts the hosts of a plan; rejects (having stopped whatever it started) if any host cannot start. */
+export type ClusterFactory = (plan: Plan, events: ClusterEvents, options: ClusterOptions) => Promise<Cluster>;
+
+/**
+ * What hosts still wait for, and, for each host that did not answer in time (hung, busy, or dead),
+ * why it is missing from the list.
+ */
+export type WaitingList = (WaitingEntry & { worker: number })[] & { readonly silent: readonly string[] };
+
 /**
  * The hosts of a plan, as the coordinator sees them, whatever carries the messages: worker threads
- * (threads.ts) or direct calls in this thread (in-process.ts). Data goes out with `startStep` and
- * `send` (ordered per worker); everything else is a control call that rejects if its worker dies.
+ * (threads.ts), direct calls in this thread (in-process.ts), bytes in this thread (loopback.ts).
+ * Data goes out with `startStep` and `send` (ordered per worker); everything else is a control call
+ * that rejects if its worker dies. Clusters are made by name (clusters.ts).
  */
 export interface Cluster {
   readonly workers: number;
@@ -31,7 +56,7 @@ export interface Cluster {
   /** Gives every host holding a parameter its own copy of the value (the caller keeps its tensors). */
   setParams(values: ReadonlyMap<number, Tensor>): Promise<void>;
   getParams(): Promise<Map<number, Tensor>>;
-  waiting(): Promise<(WaitingEntry & { worker: number })[]>;
+  waiting(): Promise<WaitingList>;
   stats(): Promise<HostStats[]>;
   /** Drops every host's step state (after a failed step). */
   reset(): Promise<void>;
@@ -64,4 +89,94 @@ export function mergeOptimizerStates(parts: readonly OptimizerCheckpoint[]): Opt
   const states: OptimizerCheckpoint['states'] = {};
   for (const p of parts) Object.assign(states, p.states);
   return { name: named.name, step: Math.max(...parts.map((p) => p.step)), states };
+}
+
+/** The pairs of workers that exchange data: one wire each (index a * workers + b, a < b). */
+export function talkingPairs(plan: Plan): Uint8Array {
+  const n = plan.workers;
+  const talk = new Uint8Array(n * n);
+  const pair = (a: number, b: number) => {
+    if (a !== b) talk[Math.min(a, b) * n + Math.max(a, b)] = 1;
+  };
+  for (const e of plan.crossEdges) pair(e.fromWorker, e.toWorker);
+  // Every copy of a replicated parameter gets the contributions of every replica's consumers.
+  for (const id of plan.params) {
+    const copies = paramWorkers(plan, id);
+    if (copies.length < 2) continue;
+    for (const p of plan.placement)
+      for (const [c] of plan.consumers[id]!) for (const b of copies) if (p[c]! >= 0) pair(p[c]!, b);
+  }
+  return talk;
+}
+
+/** What a host was doing (a status board, or a failpoint's task), in the plan's words. */
+export function describeStatus(plan: Plan, s: BoardStatus): { text: string; context: ErrorContext } {
+  if (!isTask(s.phase)) {
+    const text = s.phase === 'idle' ? 'while idle' : 'while receiving messages';
+    return { text: `${text} (step ${s.step})`, context: { phase: s.phase, step: s.step } };
+  }
+  const node = plan.graph.nodes[s.node];
+  const name = node === undefined ? `%${s.node}` : label(node);
+  return {
+    text: `during the ${s.phase} of node ${name}${node ? ` (${node.op})` : ''}, replica ${s.replica}, microbatch ${s.mb}, step ${s.step}`,
+    context: {
+      phase: s.phase,
+      node: name,
+      ...(node ? { op: node.op } : {}),
+      replica: s.replica,
+      microbatch: s.mb,
+      step: s.step,
+    },
+  };
+}
+
+/** A host in this thread that stopped at failpoint 'exit': the error its worker's death would be. */
+export function exitedError(plan: Plan, worker: number, status: BoardStatus): WorkerError {
+  const { text, context } = describeStatus(plan, status);
+  return new WorkerError(`worker ${worker} exited unexpectedly (code 0) ${text}`, {
+    ...context,
+    worker,
+    exitCode: 0,
+  });
+}
+
+/** Whether a host compiled the coordinator's placement (compile is pure: anything else is a bug or a mismatch). */
+export function samePlacement(a: readonly Int32Array[], b: readonly Int32Array[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((p, r) => p.length === b[r]!.length && p.every((w, id) => w === b[r]![id]))
+  );
+}
+
+/** A host sharing this thread that stopped at a failpoint: what it was doing, and its death for 'exit'. */
+export interface Stopped {
+  readonly status: BoardStatus;
+  readonly death: WorkerError | null;
+}
+
+/**
+ * Failpoints that stop a host sharing this thread (in-process, loopback): no thread to block or end,
+ * so its shell halts (takes and runs nothing more), and 'exit' is reported as its worker's death.
+ */
+export function sharedThreadHalt(
+  plan: Plan,
+  worker: number,
+  events: ClusterEvents,
+  onStop: (stopped: Stopped) => void,
+): Halt {
+  const status = (task: TaskInfo, step: number): BoardStatus => ({
+    phase: task.phase,
+    node: task.node,
+    replica: task.replica,
+    mb: task.mb,
+    step,
+  });
+  return {
+    exit(task, step) {
+      const death = exitedError(plan, worker, status(task, step));
+      onStop({ status: status(task, step), death });
+      events.failure(death);
+    },
+    block: (task, step) => onStop({ status: status(task, step), death: null }),
+  };
 }

@@ -1,167 +1,120 @@
 import type { Failpoint } from '../actor/failpoint.ts';
-import { Host, type HostEffect, type Message } from '../actor/host.ts';
+import { Host } from '../actor/host.ts';
 import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
-import { toWireError } from '../actor/wire-error.ts';
-import { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
-import type { UpdateMessage } from '../protocol/envelope.ts';
+import { COORDINATOR, type HostInput } from '../protocol/envelope.ts';
 import { Rng } from '../tensor/rng.ts';
 import { cast, type Tensor } from '../tensor/tensor.ts';
-import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
-import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
+import type { WorkerTrace } from '../trace/recorder.ts';
+import {
+  type Cluster,
+  type ClusterEvents,
+  type ClusterOptions,
+  mergeOptimizerStates,
+  sharedThreadHalt,
+  type WaitingList,
+} from './cluster.ts';
+import { HostShell, type Outbox, SLICE_MS } from './host-shell.ts';
 
-const isData = (m: Message | StepStart | UpdateMessage): m is Message =>
-  !('shards' in m) && (m as UpdateMessage).kind !== 'update';
-
-/** Milliseconds of work before yielding to the event loop. */
-const SLICE_MS = 4;
-
-export interface InProcessOptions {
-  /** Deliver in-flight messages in a seeded random order instead of FIFO (order-independence tests). */
-  shuffleSeed?: number;
+interface InFlight {
+  readonly worker: number;
+  readonly message: HostInput<Tensor>;
+  /** The sending worker, or COORDINATOR. */
+  readonly from: number;
 }
 
+/** Starts and updates keep their order with respect to their host's data: only data is shuffled. */
+const isData = (m: HostInput<Tensor>) => m.kind !== 'start' && m.kind !== 'update';
+
 /**
- * All hosts in this thread, messages passed by reference: the same host logic as the worker threads,
- * for debugging and fast tests. A simulated worker death ('exit' failpoint) fails the step the same way.
+ * All hosts in this thread, messages passed by reference: the same host shells as the other clusters,
+ * for debugging and fast tests, without a pool (the hosts share tensors). With `shuffleSeed`, messages
+ * in flight are delivered in a seeded random order (order-independence tests). A failpoint that would
+ * stop a worker stops its shell, and 'exit' fails the step as a dead worker does.
  */
 export class InProcessCluster implements Cluster {
   readonly workers: number;
-  private readonly hosts: Host[];
-  private inFlight: { worker: number; message: Message | StepStart | UpdateMessage; from?: number }[] = [];
+  private readonly shells: HostShell[];
+  private inFlight: InFlight[] = [];
   private head = 0;
-  private readonly dead = new Set<number>();
   private readonly rng: Rng | null;
   private scheduled = false;
   private closed = false;
-  private readonly recorders: TraceRecorder[];
 
-  constructor(
-    plan: Plan,
-    private readonly events: ClusterEvents,
-    options: InProcessOptions = {},
-  ) {
+  constructor(plan: Plan, events: ClusterEvents, options: { shuffleSeed?: number } = {}) {
     this.workers = plan.workers;
-    this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w));
-    this.recorders = this.hosts.map((_, w) => new TraceRecorder(w));
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
+    this.shells = Array.from({ length: plan.workers }, (_, w) => {
+      const outbox: Outbox = {
+        send: (to, message) => this.queue({ worker: to, message, from: w }),
+        report: (m) =>
+          m.kind === 'failpoint' ? events.failpoint?.(w, m.action, m.task) : events.report(w, m),
+        flush: () => {},
+        close: () => {},
+      };
+      return new HostShell(new Host(plan, w), outbox, { halt: sharedThreadHalt(plan, w, events, () => {}) });
+    });
   }
 
-  startStep(start: StepStart): void {
-    for (let w = 0; w < this.workers; w++) this.inFlight.push({ worker: w, message: start });
-    this.schedule();
-  }
-
-  send(worker: number, messages: Message[]): void {
-    for (const message of messages) this.inFlight.push({ worker, message });
-    this.schedule();
-  }
-
-  private schedule(): void {
+  private queue(m: InFlight): void {
+    this.inFlight.push(m);
     if (this.scheduled || this.closed) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.pump();
+      this.deliver();
     });
   }
 
-  /** Delivers messages and runs ready tasks for up to one time slice, then yields. */
-  private pump(): void {
+  /** Delivers messages in flight for up to one time slice (each shell then runs its tasks), then yields. */
+  private deliver(): void {
     const until = performance.now() + SLICE_MS;
-    while (performance.now() < until && !this.closed) {
-      if (this.head < this.inFlight.length) {
-        // Starts and updates keep their order with respect to their host's data, so only data
-        // messages are reordered when shuffling (by swapping a random one to the head).
-        if (this.rng !== null && isData(this.inFlight[this.head]!.message)) {
-          const i = this.head + this.rng.int(this.inFlight.length - this.head);
-          const t = this.inFlight[i]!;
-          this.inFlight[i] = this.inFlight[this.head]!;
-          this.inFlight[this.head] = t;
-        }
-        const { worker, message, from } = this.inFlight[this.head++]!;
-        if (from !== undefined && isData(message) && message.kind !== 'feed') {
-          this.recorders[worker]!.received(
-            from,
-            message.kind,
-            'mb' in message ? message.mb : -1,
-            message.tensor.bytes,
-          );
-        }
-        if (this.head === this.inFlight.length) {
-          this.inFlight = [];
-          this.head = 0;
-        }
-        if (this.dead.has(worker)) continue;
-        const host = this.hosts[worker]!;
-        this.take(worker, host, message);
-        continue;
+    while (this.head < this.inFlight.length && !this.closed) {
+      // Shuffling swaps a random data message to the head.
+      if (this.rng !== null && isData(this.inFlight[this.head]!.message)) {
+        const i = this.head + this.rng.int(this.inFlight.length - this.head);
+        const t = this.inFlight[i]!;
+        this.inFlight[i] = this.inFlight[this.head]!;
+        this.inFlight[this.head] = t;
       }
-      let ran = false;
-      for (let w = 0; w < this.workers; w++) {
-        const task = this.dead.has(w) ? null : this.hosts[w]!.next();
-        if (task === null) continue;
-        const recorder = this.recorders[w]!;
-        const start = recorder.enabled ? recorder.now() : 0;
-        const effects = this.hosts[w]!.run();
-        if (recorder.enabled) recorder.task(task, start, recorder.now(), this.hosts[w]!.stats.keptBytes);
-        this.perform(w, effects);
-        ran = true;
+      const { worker, message, from } = this.inFlight[this.head++]!;
+      if (this.head === this.inFlight.length) {
+        this.inFlight = [];
+        this.head = 0;
       }
-      if (!ran) return;
+      this.shells[worker]!.take(message, from);
+      if (performance.now() >= until) break;
     }
-    this.schedule();
-  }
-
-  /**
-   * A message into a host, as a worker thread takes it: what the host throws fails the step (an
-   * update's failure as the update's), never escapes into the event loop.
-   */
-  private take(worker: number, host: Host, message: Message | StepStart | UpdateMessage): void {
-    try {
-      if ('shards' in message) this.perform(worker, host.startStep(message));
-      else if (message.kind === 'update') this.perform(worker, host.applyUpdate(message));
-      else this.perform(worker, host.deliver(message));
-    } catch (err) {
-      const step = message.step;
-      const update = !('shards' in message) && message.kind === 'update';
-      const error = toWireError(err, { worker, step, ...(update ? { phase: 'update' as const } : {}) });
-      this.events.report(worker, { kind: 'failed', step, error });
+    if (this.head < this.inFlight.length && !this.closed && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.deliver();
+      });
     }
   }
 
-  private perform(worker: number, effects: HostEffect[]): void {
-    for (const e of effects) {
-      if (e.kind === 'send') {
-        const m = e.message;
-        if (m.kind !== 'feed')
-          this.recorders[worker]!.sent(e.worker, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
-        this.inFlight.push({ worker: e.worker, message: m, from: worker });
-      } else if (e.kind === 'report') this.events.report(worker, e.report);
-      else if (e.action === 'exit' || e.action === 'hang' || e.action === 'pause') {
-        // No thread to stop: the host stops taking messages, as if it had died or hung.
-        this.dead.add(worker);
-        if (e.action === 'pause') this.events.failpoint?.(worker, e.action, e.task);
-        if (e.action === 'exit') {
-          this.events.failure(
-            new WorkerError(
-              `worker ${worker} exited unexpectedly (code 0) during the ${e.task.phase} of node %${e.task.node}, microbatch ${e.task.mb}`,
-              {
-                worker,
-                node: e.task.node,
-                microbatch: e.task.mb,
-                replica: e.task.replica,
-                phase: e.task.phase,
-                exitCode: 0,
-              },
-            ),
-          );
-        }
-      }
-    }
+  private toAll(message: HostInput<Tensor>): void {
+    for (let w = 0; w < this.workers; w++) this.queue({ worker: w, message, from: COORDINATOR });
+  }
+
+  startStep(start: StepStart): void {
+    this.toAll({ kind: 'start', ...start });
+  }
+
+  send(worker: number, messages: HostInput<Tensor>[]): void {
+    for (const message of messages) this.queue({ worker, message, from: COORDINATOR });
+  }
+
+  update(u: StepUpdate): void {
+    this.toAll({ kind: 'update', ...u });
+  }
+
+  private get hosts(): Host[] {
+    return this.shells.map((s) => s.host);
   }
 
   async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
@@ -178,8 +131,9 @@ export class InProcessCluster implements Cluster {
     return out;
   }
 
-  async waiting() {
-    return this.hosts.flatMap((h, worker) => h.waiting().map((w) => ({ ...w, worker })));
+  async waiting(): Promise<WaitingList> {
+    const entries = this.hosts.flatMap((h, worker) => h.waiting().map((w) => ({ ...w, worker })));
+    return Object.assign(entries, { silent: [] });
   }
 
   async stats() {
@@ -206,12 +160,6 @@ export class InProcessCluster implements Cluster {
     for (const h of this.hosts) h.setOptimizer(spec);
   }
 
-  update(u: StepUpdate): void {
-    for (let w = 0; w < this.workers; w++)
-      this.inFlight.push({ worker: w, message: { kind: 'update', ...u } });
-    this.schedule();
-  }
-
   async getOptimizerState(): Promise<OptimizerCheckpoint> {
     return mergeOptimizerStates(this.hosts.map((h) => h.getOptimizerState()));
   }
@@ -225,19 +173,32 @@ export class InProcessCluster implements Cluster {
   }
 
   async setTracing(on: boolean): Promise<void> {
-    for (const r of this.recorders) {
-      r.enabled = on;
-      r.take();
+    for (const { recorder } of this.shells) {
+      recorder.enabled = on;
+      recorder.take();
     }
   }
 
   async takeTrace(): Promise<WorkerTrace[]> {
-    return this.recorders.map((r) => r.take());
+    return this.shells.map((s) => s.recorder.take());
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.inFlight = [];
     this.head = 0;
+    for (const s of this.shells) s.close();
   }
+}
+
+export async function createInProcessCluster(
+  plan: Plan,
+  events: ClusterEvents,
+  options: ClusterOptions,
+): Promise<Cluster> {
+  return new InProcessCluster(
+    plan,
+    events,
+    options.shuffleSeed === undefined ? {} : { shuffleSeed: options.shuffleSeed },
+  );
 }

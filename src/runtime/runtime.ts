@@ -32,8 +32,8 @@ import type { PoolOptions } from '../tensor/pool.ts';
 import { type Tensor, zeros } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import type { Trace } from '../trace/trace.ts';
-import type { Cluster, ClusterEvents } from './cluster.ts';
-import { InProcessCluster } from './in-process.ts';
+import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
+import { CLUSTER_MODES, CLUSTERS, type ClusterMode } from './clusters.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
 import { loadUserOps } from './user-ops.ts';
 
@@ -51,8 +51,13 @@ export interface RuntimeOptions extends CompileOptions {
    * schedule with an array placement, its length over the workers).
    */
   chunks?: number;
-  /** 'threads' (default): one worker thread per worker. 'in-process': every host in this thread. */
-  mode?: 'threads' | 'in-process';
+  /**
+   * Where the hosts run (clusters.ts): 'threads' (default), one worker thread per worker;
+   * 'in-process', every host in this thread, messages passed by reference; 'loopback', every host in
+   * this thread, every message encoded into bytes and decoded and checked on the other side, as a
+   * network carries it (Note [byte framing]).
+   */
+  mode?: ClusterMode;
   /**
    * Modules that define the graph's own ops (with `defineOp`), imported by this thread and then by
    * every worker before it compiles the plan (Note [user ops on workers]): absolute paths, file:
@@ -93,8 +98,9 @@ export interface RuntimeOptions extends CompileOptions {
   /** Record every step's trace (task spans, messages, memory), returned as `StepResult.trace`. */
   trace?: boolean;
   /**
-   * Threads only: each worker recycles its tensors' storages through a pool per shape class (Note
-   * [storage pool]), default on; `false` turns it off. `poison` fills recycled storages with NaN (tests).
+   * Threads and loopback: each host recycles its tensors' storages through a pool per shape class
+   * (Note [storage pool]), default on; `false` turns it off. `poison` fills recycled storages with NaN
+   * (tests).
    */
   pool?: false | PoolOptions;
   /** Where warnings go (a parameter or input in `wrt` the loss does not depend on); default process.emitWarning. */
@@ -125,13 +131,6 @@ export interface StepResult {
 export interface StepOptions {
   /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
   lr?: number;
-}
-
-/** A cluster constructor: how the threads module plugs in without this module importing it. */
-export type ClusterFactory = (plan: Plan, events: ClusterEvents, options: RuntimeOptions) => Promise<Cluster>;
-let threadsFactory: ClusterFactory | null = null;
-export function registerThreadsCluster(factory: ClusterFactory): void {
-  threadsFactory = factory;
 }
 
 interface PendingUpdate {
@@ -211,10 +210,20 @@ export class Runtime {
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
-    const threads = (options.mode ?? 'threads') === 'threads';
+    const mode = options.mode ?? 'threads';
+    if (!Object.hasOwn(CLUSTERS, mode)) {
+      throw new InputError(
+        `mode: expected one of ${CLUSTER_MODES.join(', ')}, found ${JSON.stringify(mode)}`,
+        {
+          expected: CLUSTER_MODES,
+          found: mode,
+        },
+      );
+    }
     // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
     // So is the optimizer: an update the workers refuse would only break the runtime after the step it follows.
-    const ops = await loadUserOps(graph, options.ops ?? [], threads);
+    const sameThread = mode === 'in-process' || mode === 'loopback';
+    const ops = await loadUserOps(graph, options.ops ?? [], !sameThread);
     if (options.validate !== false) checkGraph(graph);
     if (options.optimizer !== undefined) checkOptimizerSpec(options.optimizer, 'createRuntime: optimizer');
     if (options.clipNorm !== undefined) checkMaxNorm(options.clipNorm, 'createRuntime: clipNorm');
@@ -248,15 +257,12 @@ export class Runtime {
       failure: (error) => runtime?.fail(error, true),
       failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
     };
-    let cluster: Cluster;
-    if (!threads) {
-      cluster = new InProcessCluster(plan, events, {
-        ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
-      });
-    } else {
-      if (threadsFactory === null) await import('./threads.ts');
-      cluster = await threadsFactory!(plan, events, { ...options, ops });
-    }
+    const start = await CLUSTERS[mode]();
+    const cluster: Cluster = await start(plan, events, {
+      ops,
+      ...(options.pool !== undefined ? { pool: options.pool } : {}),
+      ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
+    });
     runtime = new Runtime(plan, cluster, options);
     try {
       await cluster.setParams(values);
@@ -563,7 +569,7 @@ export class Runtime {
   private async timeout(state: StepState): Promise<void> {
     if (this.current !== state) return;
     this.current = null;
-    let waiting: Awaited<ReturnType<Cluster['waiting']>> = [];
+    let waiting: WaitingList = Object.assign([], { silent: [] });
     try {
       waiting = await this.cluster.waiting();
     } catch {
@@ -575,9 +581,8 @@ export class Runtime {
         (w) =>
           `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
       );
-    // Hosts that did not answer in time (threads.ts WaitingList): say so, rather than "nothing missing".
-    const silent = (waiting as { silent?: readonly string[] }).silent ?? [];
-    lines.push(...silent.map((why) => `  ${why}`));
+    // Hosts that did not answer in time: say so, rather than "nothing missing".
+    lines.push(...waiting.silent.map((why) => `  ${why}`));
     state.reject(
       new StepTimeoutError(
         `step ${state.step} did not finish within ${this.stepTimeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,

@@ -1,32 +1,22 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { transfer } from 'comlink';
-import type { Failpoint } from '../actor/failpoint.ts';
-import type { HostStats, Message, WaitingEntry } from '../actor/host.ts';
-import type { StepStart, StepUpdate } from '../actor/messages.ts';
-import type { HostAction } from '../actor/task-queue.ts';
-import { toWireError } from '../actor/wire-error.ts';
-import { type ErrorContext, InputError, type ProtocolError, type WorkerError } from '../errors.ts';
-import { label } from '../graph/graph.ts';
-import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import type { OptimizerSpec } from '../optim/spec.ts';
-import { type CompileOptions, type Plan, paramWorkers } from '../partition/plan.ts';
-import { decodeHostOutputs } from '../protocol/batch-reader.ts';
-import { decodeOptimizerState, decodeParams, encodeOptimizerState, encodeParams } from '../protocol/codec.ts';
-import { type BoardStatus, type HostControl, isTask } from '../protocol/control.ts';
-import { COORDINATOR, type Limits } from '../protocol/envelope.ts';
-import { PortLink } from '../protocol/link.ts';
+import { InputError, type WorkerError } from '../errors.ts';
+import type { Plan } from '../partition/plan.ts';
+import type { HostInit, WorkerControl } from '../protocol/control.ts';
 import { type PackedGraph, packGraph } from '../protocol/packed-graph.ts';
-import type { Tensor } from '../tensor/tensor.ts';
-import type { WorkerTrace } from '../trace/recorder.ts';
-import { type Cluster, type ClusterEvents, mergeOptimizerStates } from './cluster.ts';
+import { portWire } from '../protocol/port-wire.ts';
+import {
+  type ClusterEvents,
+  type ClusterOptions,
+  describeStatus,
+  samePlacement,
+  talkingPairs,
+} from './cluster.ts';
+import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
 import { WorkerPool } from './pool.ts';
-import { type RuntimeOptions, registerThreadsCluster } from './runtime.ts';
 
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url);
-
-/** `waiting()` serves a step timeout's error message: a hung host must not delay it (RELIABILITY.md 1). */
-const WAITING_TIMEOUT_MS = 250;
 
 /**
  * The young generation of each worker's heap. A step makes millions of short-lived objects (messages,
@@ -37,329 +27,102 @@ const WAITING_TIMEOUT_MS = 250;
  */
 const YOUNG_GENERATION_MB = 192;
 
-/** What hosts still wait for, and why the hosts that did not answer are missing from it. */
-export type WaitingList = (WaitingEntry & { worker: number })[] & { silent?: readonly string[] };
-
 /**
  * The hosts of a plan on worker threads: a supervised pool (one worker per plan worker), one
  * MessageChannel per pair of workers that exchange data, and one data channel between the coordinator
  * and each worker for step starts, feeds and reports. Control calls go through the pool's guarded
  * comlink proxies (Note [guarded calls] in pool.ts).
  */
-export class ThreadsCluster implements Cluster {
-  readonly workers: number;
-  private gen = 0;
-  private step = -1;
-  private readonly dropped: number[];
-  private closing: Promise<void> | null = null;
-  private readonly limits: Limits;
-
-  private constructor(
-    private readonly plan: Plan,
-    private readonly pool: WorkerPool<HostControl>,
-    private readonly links: PortLink[],
-  ) {
-    this.workers = plan.workers;
-    this.dropped = new Array<number>(plan.workers).fill(0);
-    this.limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
+export async function createThreadsCluster(
+  plan: Plan,
+  events: ClusterEvents,
+  options: ClusterOptions,
+): Promise<LinkedCluster> {
+  const n = plan.workers;
+  const peers: [number, MessagePort][][] = Array.from({ length: n }, () => []);
+  const talk = talkingPairs(plan);
+  for (let a = 0; a < n; a++) {
+    for (let b = a + 1; b < n; b++) {
+      if (talk[a * n + b] === 0) continue;
+      const { port1, port2 } = new MessageChannel();
+      peers[a]!.push([b, port1]);
+      peers[b]!.push([a, port2]);
+    }
   }
-
-  static async create(plan: Plan, events: ClusterEvents, options: RuntimeOptions): Promise<ThreadsCluster> {
-    // Packed once, while the workers boot (the first init call), then cloned to each.
-    let graph: PackedGraph | null = null;
-    // Plain data: compile() is pure, so each worker rebuilds this very plan (init returns its placement).
-    // Every primitive option goes along (compile ignores what is not its own); loss and wrt as ids.
-    const primitives = Object.entries(options).filter(([, v]) =>
-      ['number', 'string', 'boolean'].includes(typeof v),
-    );
-    const compileOptions: CompileOptions = {
-      ...Object.fromEntries(primitives),
-      workers: plan.workers,
-      placement: plan.strategy,
-      replicas: plan.replicas,
-      // The coordinator's stage count (a schedule's, e.g. workers x chunks), not the caller's option.
-      stages: plan.stages,
-      stagePlacement: [...plan.stageWorkers],
-      loss: plan.loss,
-      wrt: [...plan.grad.wrt],
-    };
-    const peers: [number, MessagePort][][] = Array.from({ length: plan.workers }, () => []);
-    const talk = new Uint8Array(plan.workers * plan.workers);
-    for (const e of plan.crossEdges)
-      talk[Math.min(e.fromWorker, e.toWorker) * plan.workers + Math.max(e.fromWorker, e.toWorker)] = 1;
-    // Every copy of a replicated parameter gets the contributions of every replica's consumers.
-    const pair = (a: number, b: number) => {
-      if (a !== b) talk[Math.min(a, b) * plan.workers + Math.max(a, b)] = 1;
-    };
-    for (const id of plan.params) {
-      const copies = paramWorkers(plan, id);
-      if (copies.length < 2) continue;
-      for (const p of plan.placement)
-        for (const [c] of plan.consumers[id]!) for (const b of copies) if (p[c]! >= 0) pair(p[c]!, b);
-    }
-    for (let a = 0; a < plan.workers; a++) {
-      for (let b = a + 1; b < plan.workers; b++) {
-        if (talk[a * plan.workers + b] === 0) continue;
-        const { port1, port2 } = new MessageChannel();
-        peers[a]!.push([b, port1]);
-        peers[b]!.push([a, port2]);
-      }
-    }
-    const links: PortLink[] = [];
-    const mainPorts: MessagePort[] = [];
-    let cluster: ThreadsCluster | null = null;
-    const report = (w: number, raw: unknown) => cluster?.receive(w, raw, events);
-    const protocolError = (w: number, err: ProtocolError) => cluster?.protocolError(w, err, events);
-    try {
-      const pool = await WorkerPool.create<HostControl>({
-        url: HOST_WORKER,
-        resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
-        size: plan.workers,
-        describe: (status) => describeStatus(plan, status),
-        onFailure: (error: WorkerError) => events.failure(error),
-        init: async (w, api) => {
-          const { port1, port2 } = new MessageChannel();
-          mainPorts.push(port1);
-          const gen = () => cluster?.gen ?? 0;
-          links[w] = new PortLink(
-            port1,
-            COORDINATOR,
-            w,
-            gen,
-            (_, raw) => report(w, raw),
-            (e) => protocolError(w, e),
+  const channels = Array.from({ length: n }, () => new MessageChannel());
+  // Packed once, while the workers boot (the first init call), then cloned to each.
+  let graph: PackedGraph | null = null;
+  let pool: WorkerPool<WorkerControl>;
+  try {
+    pool = await WorkerPool.create<WorkerControl>({
+      url: HOST_WORKER,
+      resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
+      size: n,
+      describe: (status) => describeStatus(plan, status),
+      onFailure: (error: WorkerError) => events.failure(error),
+      init: async (w, api) => {
+        graph ??= packGraph(plan.graph);
+        const init: HostInit = {
+          graph,
+          // Plain data: compile() is pure, so each worker rebuilds this very plan (init returns its placement).
+          options: plan.options,
+          gen: 0,
+          pool: options.pool === false ? null : (options.pool ?? {}),
+          // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
+          ops: options.ops,
+        };
+        const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };
+        const placement = await api.init(
+          init,
+          transfer(ports, [ports.coordinator, ...ports.peers.map(([, p]) => p)]),
+        );
+        if (!samePlacement(placement, plan.placement)) {
+          throw new InputError(
+            `worker ${w} compiled a plan that places nodes differently from the coordinator's`,
+            {
+              worker: w,
+              expected: 'the same placement (compile is pure)',
+            },
           );
-          graph ??= packGraph(plan.graph);
-          const init = {
-            graph,
-            options: compileOptions,
-            coordinator: port2,
-            peers: peers[w]!,
-            gen: 0,
-            pool: options.pool === false ? null : (options.pool ?? {}),
-            // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
-            ops: options.ops ?? [],
-          };
-          const placement = await api.init(transfer(init, [port2, ...peers[w]!.map(([, p]) => p)]));
-          if (!samePlacement(placement, plan.placement)) {
-            throw new InputError(
-              `worker ${w} compiled a plan that places nodes differently from the coordinator's`,
-              {
-                worker: w,
-                expected: 'the same placement (compile is pure)',
-              },
-            );
-          }
+        }
+      },
+    });
+  } catch (err) {
+    for (const { port1, port2 } of channels) {
+      port1.close();
+      port2.close();
+    }
+    for (const list of peers) for (const [, p] of list) p.close();
+    throw err;
+  }
+  const calls: HostCalls = {
+    call: (w, method, args, { timeoutMs, transfer: list } = {}) =>
+      pool.call(
+        w,
+        method,
+        (api) => {
+          const [first, ...rest] = args as unknown[];
+          const sent = list === undefined || args.length === 0 ? args : [transfer(first, [...list]), ...rest];
+          return (api[method] as unknown as (...a: unknown[]) => Promise<never>)(...sent);
         },
-      });
-      cluster = new ThreadsCluster(plan, pool, links);
-    } catch (err) {
-      for (const p of mainPorts) p.close();
-      for (const list of peers) for (const [, p] of list) p.close();
-      throw err;
-    }
-    clusters.set(plan, cluster);
-    return cluster;
-  }
-
-  private receive(worker: number, raw: unknown, events: ClusterEvents): void {
-    let envelope: ReturnType<typeof decodeHostOutputs>;
-    try {
-      envelope = decodeHostOutputs(raw, this.links[worker]!.edgeIn, worker, this.limits);
-    } catch (err) {
-      this.protocolError(worker, err as ProtocolError, events);
-      return;
-    }
-    if (envelope.gen < this.gen) {
-      this.dropped[worker]! += envelope.messages.length;
-      return;
-    }
-    for (const m of envelope.messages) {
-      if (m.kind === 'failpoint') events.failpoint?.(worker, m.action, m.task);
-      else events.report(worker, m);
-    }
-  }
-
-  /** A broken envelope from a host fails the step in flight, like an error in the host. */
-  private protocolError(worker: number, err: ProtocolError, events: ClusterEvents): void {
-    events.report(worker, {
-      kind: 'failed',
-      step: this.step,
-      error: toWireError(err, { worker, step: this.step }),
-    });
-  }
-
-  startStep(start: StepStart): void {
-    this.step = start.step;
-    for (const link of this.links) link.push({ kind: 'start', ...start });
-  }
-
-  send(worker: number, messages: Message[]): void {
-    const link = this.links[worker]!;
-    for (const m of messages) link.push(m);
-  }
-
-  async setParams(values: ReadonlyMap<number, Tensor>): Promise<void> {
-    await Promise.all(
-      this.links.map((link, w) => {
-        // Every copy of a replicated parameter gets the value (Note [parameter placement]).
-        const mine = new Map([...values].filter(([id]) => paramWorkers(this.plan, id).includes(w)));
-        if (mine.size === 0) return undefined;
-        // Copies: the caller keeps its tensors; the copies are transferred.
-        const { value, tx } = encodeParams(mine, link.edgeOut);
-        return this.pool.call(w, 'setParams', (api) => api.setParams(transfer(value, tx.list)));
-      }),
-    );
-  }
-
-  async getParams(): Promise<Map<number, Tensor>> {
-    const lists = await this.pool.all('getParams', (api) => api.getParams());
-    const out = new Map<number, Tensor>();
-    lists.forEach((list, w) => {
-      for (const [id, t] of decodeParams(list, this.links[w]!.edgeIn, this.limits)) out.set(id, t);
-    });
-    return out;
-  }
-
-  /**
-   * What every host still waits for. A host that does not answer in time (hung, or busy) is left out
-   * and named in `silent`, with what its status board last showed.
-   */
-  async waiting(): Promise<WaitingList> {
-    const answers = await Promise.allSettled(
-      this.links.map((_, w) => this.pool.call(w, 'waiting', (api) => api.waiting(), WAITING_TIMEOUT_MS)),
-    );
-    const entries: WaitingList = answers.flatMap((a, worker) =>
-      a.status === 'fulfilled' ? a.value.map((w) => ({ ...w, worker })) : [],
-    );
-    entries.silent = answers.flatMap((a) => (a.status === 'rejected' ? [(a.reason as Error).message] : []));
-    return entries;
-  }
-
-  async stats(): Promise<HostStats[]> {
-    const stats = await this.pool.all('stats', (api) => api.stats());
-    // Reports of an old generation, dropped here, count against the worker that sent them.
-    return stats.map((s, w) => ({ ...s, dropped: s.dropped + this.dropped[w]! }));
-  }
-
-  async reset(): Promise<void> {
-    const gen = ++this.gen;
-    await this.pool.all('reset', (api) => api.reset(gen));
-  }
-
-  async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
-    await this.pool.all('setFailpoints', (api, w) => {
-      const mine = failpoints
-        .filter((f) => f.worker === undefined || f.worker === w)
-        .map(({ worker: _, ...f }) => f);
-      return api.setFailpoints(mine);
-    });
-  }
-
-  async setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void> {
-    await this.pool.all('setSchedule', (api, w) =>
-      api.setSchedule(actions === null ? null : [...(actions[w] ?? [])]),
-    );
-  }
-
-  async setOptimizer(spec: OptimizerSpec | null): Promise<void> {
-    await this.pool.all('setOptimizer', (api) => api.setOptimizer(spec));
-  }
-
-  update(u: StepUpdate): void {
-    for (const link of this.links) link.push({ kind: 'update', ...u });
-  }
-
-  async getOptimizerState(): Promise<OptimizerCheckpoint> {
-    const parts = await this.pool.all('getOptimizerState', (api) => api.getOptimizerState());
-    return mergeOptimizerStates(parts.map((p, w) => decodeOptimizerState(p, this.links[w]!.edgeIn)));
-  }
-
-  /** Each host gets copies of the states of the parameters it holds. */
-  async setOptimizerState(state: OptimizerCheckpoint): Promise<void> {
-    const names = this.plan.graph.names();
-    await this.pool.all('setOptimizerState', (api, w) => {
-      const mine = Object.entries(state.states).filter(([name]) => {
-        const id = names.get(name);
-        return id === undefined || paramWorkers(this.plan, id).includes(w);
-      });
-      const { value, tx } = encodeOptimizerState(
-        { ...state, states: Object.fromEntries(mine) },
-        this.links[w]!.edgeOut,
-        true,
-      );
-      return api.setOptimizerState(transfer(value, tx.list));
-    });
-  }
-
-  async setAnomalyMode(on: boolean): Promise<void> {
-    await this.pool.all('setAnomalyMode', (api) => api.setAnomalyMode(on));
-  }
-
-  async setTracing(on: boolean): Promise<void> {
-    await this.pool.all('setTracing', (api) => api.setTracing(on));
-  }
-
-  takeTrace(): Promise<WorkerTrace[]> {
-    return this.pool.all('takeTrace', (api) => api.takeTrace());
-  }
-
-  /**
-   * Terminates every worker and closes every port; idempotent. Workers are terminated without asking
-   * them to close first: a hung worker could not answer.
-   */
-  close(): Promise<void> {
-    this.closing ??= (async () => {
-      for (const link of this.links) link.close();
-      await this.pool.close();
-    })();
-    return this.closing;
-  }
-
-  /** For tests: terminates worker `w` as if from outside; reported as a failure like any unasked exit. */
-  killWorker(w: number): Promise<void> {
-    return this.pool.kill(w);
-  }
-
-  /** For tests: posts a raw value on the coordinator's data port to worker `w`, as a broken envelope. */
-  postRaw(w: number, value: unknown, transfer: ArrayBuffer[] = []): void {
-    this.links[w]!.postRaw(value, transfer);
-  }
-}
-
-function samePlacement(a: readonly Int32Array[], b: readonly Int32Array[]): boolean {
-  return (
-    a.length === b.length &&
-    a.every((p, r) => p.length === b[r]!.length && p.every((w, id) => w === b[r]![id]))
-  );
-}
-
-/** What a dead worker was doing, from its status board, in the plan's words. */
-function describeStatus(plan: Plan, s: BoardStatus): { text: string; context: ErrorContext } {
-  if (!isTask(s.phase)) {
-    const text = s.phase === 'idle' ? 'while idle' : 'while receiving messages';
-    return { text: `${text} (step ${s.step})`, context: { phase: s.phase, step: s.step } };
-  }
-  const node = plan.graph.nodes[s.node];
-  const name = node === undefined ? `%${s.node}` : label(node);
-  return {
-    text: `during the ${s.phase} of node ${name}${node ? ` (${node.op})` : ''}, replica ${s.replica}, microbatch ${s.mb}, step ${s.step}`,
-    context: {
-      phase: s.phase,
-      node: name,
-      ...(node ? { op: node.op } : {}),
-      replica: s.replica,
-      microbatch: s.mb,
-      step: s.step,
-    },
+        timeoutMs,
+      ),
+    kill: (w) => pool.kill(w),
+    close: () => pool.close(),
   };
+  const cluster = new LinkedCluster(
+    plan,
+    events,
+    calls,
+    channels.map((c) => portWire(c.port1)),
+  );
+  clusters.set(plan, cluster);
+  return cluster;
 }
 
-const clusters = new WeakMap<Plan, ThreadsCluster>();
+const clusters = new WeakMap<Plan, LinkedCluster>();
 
 /** The threads cluster running a plan (`runtime.plan`), for tests that kill a worker from outside. */
-export function threadsClusterOf(plan: Plan): ThreadsCluster | undefined {
+export function threadsClusterOf(plan: Plan): LinkedCluster | undefined {
   return clusters.get(plan);
 }
-
-registerThreadsCluster((plan, events, options) => ThreadsCluster.create(plan, events, options));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError, ScheduleError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { label } from '../../src/graph/graph.ts';
-import { compile, type Plan, paramWorkers } from '../../src/partition/plan.ts';
+import { type CompileOptions, compile, type Plan, paramWorkers } from '../../src/partition/plan.ts';
 import { printPlan } from '../../src/partition/print.ts';
 import { deepMlp, mlp } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
@@ -181,6 +181,31 @@ describe('compile', () => {
     expect(() => compile(graph, { workers: 2, stages: 3, stagePlacement: [0, 1, 1, 0] })).toThrow(
       'stage placement [0, 1, 1, 0] has 4 entries, but there are 3 stages',
     );
+  });
+
+  it('records its resolved options as plain data, from which compile makes the same plan again', () => {
+    const { graph } = mlp();
+    const cases: CompileOptions[] = [
+      { workers: 1 },
+      { workers: 3, placement: 'per-node', wrt: ['w2', 'w1'] },
+      { workers: 4, replicas: 2, placement: 'min-comm', imbalance: 0.3, batchSize: 7 },
+      { workers: 2, placement: 'stages', stages: 4, paramPlacement: 'replicated', loss: 'loss' },
+      { workers: 2, placement: 'stages', stages: 4, stagePlacement: 'v' },
+    ];
+    for (const options of cases) {
+      const plan = compile(graph, options);
+      const o = plan.options;
+      // Plain data: a worker gets it by structured clone or as msgpack.
+      expect(JSON.parse(JSON.stringify(o))).toEqual(o);
+      expect(o).toMatchObject({ workers: options.workers, replicas: options.replicas ?? 1 });
+      expect(o.loss).toBe(graph.node('loss').id);
+      const again = compile(graph, JSON.parse(JSON.stringify(o)));
+      expect(again.options).toEqual(o);
+      expect(again.placement).toEqual(plan.placement);
+      expect(again.params).toEqual(plan.params);
+      expect([again.stages, again.strategy]).toEqual([plan.stages, plan.strategy]);
+      expect(again.stageWorkers).toEqual(plan.stageWorkers);
+    }
   });
 
   it('prints a readable summary', () => {

@@ -4,7 +4,8 @@ import type { Message } from '../../src/actor/host.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import { SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
 import { decodeHostInputs } from '../../src/protocol/batch-reader.ts';
-import { MAX_BATCH, PortLink } from '../../src/protocol/link.ts';
+import { Link, MAX_BATCH } from '../../src/protocol/link.ts';
+import { portWire } from '../../src/protocol/port-wire.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 
 const limits = { nodes: 10, replicas: 1, workers: 2 };
@@ -14,8 +15,8 @@ function channel() {
   const { port1, port2 } = new MessageChannel();
   const errors: ProtocolError[] = [];
   const arrivals: ((messages: Message[]) => void)[] = [];
-  const sender = new PortLink(
-    port1,
+  const sender = new Link(
+    portWire(port1),
     0,
     1,
     () => 0,
@@ -23,8 +24,8 @@ function channel() {
     (e) => errors.push(e),
   );
   const raws: unknown[] = [];
-  const receiver = new PortLink(
-    port2,
+  const receiver = new Link(
+    portWire(port2),
     1,
     0,
     () => 0,
@@ -38,7 +39,7 @@ function channel() {
   open.push(sender, receiver);
   return { sender, receiver, next, errors, raws };
 }
-const open: PortLink[] = [];
+const open: Link[] = [];
 afterEach(() => {
   for (const l of open.splice(0)) l.close();
 });

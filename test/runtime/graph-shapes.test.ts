@@ -1,6 +1,7 @@
 // Graph shapes the first runtime tests never made: nodes fed only by parameters and constants,
 // parameters the loss does not depend on, and gradients with respect to inputs. Each is checked
-// against the reference engine bit for bit, in-process (messages shuffled) and on threads.
+// against the reference engine bit for bit, in-process (messages shuffled), on threads, and over byte
+// wires (loopback).
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { InputError } from '../../src/errors.ts';
@@ -15,7 +16,7 @@ import { expectBitwise } from '../support/expect.ts';
 import { fixedInputs } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
 
-const MODES = ['in-process', 'threads'] as const;
+const MODES = ['in-process', 'threads', 'loopback'] as const;
 type Mode = (typeof MODES)[number];
 
 function tiedAutoencoder() {
@@ -97,9 +98,10 @@ describe.each(MODES)('graph shapes (%s)', (mode: Mode) => {
   const paramPlacements: ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
   const cases: RuntimeOptions[] = [];
   for (const placement of placements) {
-    for (const workers of mode === 'in-process' ? [1, 2, 3, 4] : [2, 3]) {
+    // Threads start a pool per case (about 1 s): fewer cases there.
+    for (const workers of mode !== 'threads' ? [1, 2, 3, 4] : [2, 3]) {
       for (const replicas of workers % 2 === 0 ? [1, 2] : [1]) {
-        for (const paramPlacement of replicas > 1 && mode === 'in-process'
+        for (const paramPlacement of replicas > 1 && mode !== 'threads'
           ? paramPlacements
           : ['sharded' as const])
           cases.push({ workers, placement, replicas, paramPlacement, microbatches: 3 });

@@ -107,7 +107,7 @@ describe('optimizer on the workers', () => {
 });
 
 describe('deferred update (Note [deferred update])', () => {
-  it.each(['in-process', 'threads'] as const)(
+  it.each(['in-process', 'threads', 'loopback'] as const)(
     '%s: back-to-back steps see every update; a failed update breaks the runtime and the next call names it',
     async (mode) => {
       const model = mlp();
@@ -161,7 +161,7 @@ describe('anomaly mode', () => {
     const data = new Float32Array(12).fill(1);
     data.set([-1, -1, -1], 9); // row 3: the second microbatch of two
     const feeds = { x: new Tensor('float32', [4, 3], data) };
-    for (const mode of ['in-process', 'threads'] as const) {
+    for (const mode of ['in-process', 'threads', 'loopback'] as const) {
       const rt = await createRuntime(graph, {
         mode,
         workers: 2,

@@ -1,5 +1,6 @@
 // Note [parameter placement]: replicated, sharded and replica-0 parameters train bitwise like the
-// reference loop, in-process under shuffled delivery and on threads, with and without an optimizer.
+// reference loop, in-process under shuffled delivery, on threads and over byte wires (loopback), with
+// and without an optimizer.
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
@@ -49,7 +50,7 @@ function reference(setup: Setup, spec: OptimizerSpec | null) {
 }
 
 describe.each(PARAM_PLACEMENTS)('%s parameters', (paramPlacement) => {
-  describe.each(['in-process', 'threads'] as const)('%s', (mode) => {
+  describe.each(['in-process', 'threads', 'loopback'] as const)('%s', (mode) => {
     it.each(SETUPS.map((s) => [s.name, s] as const))(
       '%s: losses, gradients and parameters bitwise equal to the reference loop',
       async (_, setup) => {
@@ -60,8 +61,8 @@ describe.each(PARAM_PLACEMENTS)('%s parameters', (paramPlacement) => {
             ...setup.options,
             mode,
             paramPlacement,
-            // Threads recycle storages: poisoned, so a storage recycled while still in use (for
-            // instance by an update that waited for a replicated copy's last contribution) shows.
+            // Threads and loopback recycle storages: poisoned, so a storage recycled while still in
+            // use (for instance by an update that waited for a replicated copy's last contribution) shows.
             ...(mode === 'in-process' ? { shuffleSeed: 7 } : { pool: { poison: true } }),
             params: model.params,
             ...(spec === null ? {} : { optimizer: spec }),

@@ -10,11 +10,12 @@ import { mlp, tied } from '../support/models.ts';
 import { randomGraph } from '../support/random-graph.ts';
 import { expectMatchesReference } from '../support/reference.ts';
 
-type Mode = 'in-process' | 'threads';
-
 const placements: PlacementStrategy[] = ['per-node', 'stages', 'min-comm'];
 
-const MODES = ['in-process', 'threads'] as const;
+const MODES = ['in-process', 'threads', 'loopback'] as const;
+type Mode = (typeof MODES)[number];
+/** Hosts in this thread start at once; a threads runtime starts a pool (about 1 s): fewer cases there. */
+const cheap = (mode: Mode) => mode !== 'threads';
 
 describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode) => {
   const model = mlp();
@@ -22,7 +23,7 @@ describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode
   // Threads: every worker count and placement, one replica count each (a pool start costs ~1 s).
   for (const placement of placements) {
     for (const workers of [1, 2, 3, 4, 8]) {
-      const replicaCounts = mode === 'in-process' ? [1, 2] : [workers % 2 === 0 ? 2 : 1];
+      const replicaCounts = cheap(mode) ? [1, 2] : [workers % 2 === 0 ? 2 : 1];
       for (const replicas of replicaCounts) {
         it(`MLP, ${placement}, ${workers} workers, ${replicas} replicas, 3 microbatches`, async () => {
           await expectMatchesReference(model.graph, model.params, feeds, {
@@ -39,7 +40,7 @@ describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode
 
   it('a parameter used in two places (tied embedding and output projection)', async () => {
     const t = tied();
-    for (const placement of mode === 'in-process' ? placements : (['per-node'] as const)) {
+    for (const placement of cheap(mode) ? placements : (['per-node'] as const)) {
       await expectMatchesReference(t.graph, t.params, t.feeds(16), {
         mode,
         workers: 3,
@@ -69,7 +70,7 @@ describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode
           });
         },
       ),
-      { numRuns: mode === 'in-process' ? 40 : 4, seed: 42 },
+      { numRuns: { 'in-process': 40, loopback: 20, threads: 4 }[mode], seed: 42 },
     );
   });
 });
@@ -126,7 +127,7 @@ function sgd(w: Tensor, g: Tensor, lr: number): Tensor {
   return new (w.constructor as typeof import('../../src/tensor/tensor.ts').Tensor)(w.dtype, w.shape, out);
 }
 
-describe('runtime in-process: failures and bad input', () => {
+describe.each(['in-process', 'loopback'] as const)('runtime %s: failures', (mode) => {
   const model = mlp();
   const runtimes: Runtime[] = [];
   afterAll(async () => {
@@ -135,7 +136,7 @@ describe('runtime in-process: failures and bad input', () => {
 
   it('an op that throws rejects the step with its name, message, stack and custom fields, naming where', async () => {
     const rt = await createRuntime(model.graph, {
-      mode: 'in-process',
+      mode,
       workers: 2,
       placement: 'per-node',
       params: model.params,
@@ -168,7 +169,7 @@ describe('runtime in-process: failures and bad input', () => {
 
   it('a lost gradient contribution times out naming the node, microbatch and replica that wait', async () => {
     const rt = await createRuntime(model.graph, {
-      mode: 'in-process',
+      mode,
       workers: 2,
       placement: 'per-node',
       params: model.params,
@@ -192,6 +193,69 @@ describe('runtime in-process: failures and bad input', () => {
       expect.objectContaining({ node: producer, mb: 1, replica: 0, waitingFor: 'gradients' }),
     );
     expect(err.message).toContain(producer);
+  });
+
+  it("a host that exits (failpoint 'exit') fails the step naming what it was doing, and breaks the runtime", async () => {
+    const rt = await createRuntime(model.graph, {
+      mode,
+      workers: 2,
+      placement: 'per-node',
+      params: model.params,
+      microbatches: 2,
+    });
+    runtimes.push(rt);
+    const tanh = model.graph.nodes.find((n) => n.op === 'tanh')!;
+    await rt.setFailpoints([{ node: tanh.id, phase: 'forward', mb: 1, action: 'exit' }]);
+    const err = (await rt.step(model.feeds(8)).catch((e: unknown) => e)) as WorkerError;
+    expect(err).toBeInstanceOf(WorkerError);
+    const worker = rt.plan.placement[0]![tanh.id];
+    expect(err.message).toMatch(
+      new RegExp(
+        `^worker ${worker} exited unexpectedly \\(code 0\\) during the forward of node %${tanh.id} \\(tanh\\), replica 0, microbatch 1`,
+      ),
+    );
+    expect(err.context).toMatchObject({
+      worker,
+      exitCode: 0,
+      node: `%${tanh.id}`,
+      microbatch: 1,
+      phase: 'forward',
+    });
+    await expect(rt.getParams()).rejects.toThrow(
+      /failed earlier and cannot continue: worker \d exited unexpectedly/,
+    );
+    await expect(rt.step(model.feeds(8))).rejects.toThrow(/cannot continue/);
+  });
+
+  it('a hung host: the step times out, and the message says which host could not answer', async () => {
+    const rt = await createRuntime(model.graph, {
+      mode,
+      workers: 2,
+      placement: 'per-node',
+      params: model.params,
+      stepTimeoutMs: 200,
+    });
+    runtimes.push(rt);
+    const gelu = model.graph.nodes.find((n) => n.op === 'gelu')!;
+    await rt.setFailpoints([{ node: gelu.id, phase: 'backward', action: 'hang' }]);
+    const err = (await rt.step(model.feeds(8)).catch((e: unknown) => e)) as StepTimeoutError;
+    expect(err).toBeInstanceOf(StepTimeoutError);
+    if (mode === 'loopback') {
+      const worker = rt.plan.placement[0]![gelu.id];
+      expect(err.message).toMatch(
+        new RegExp(
+          `worker ${worker} did not answer waiting: it is blocked during the backward of node %${gelu.id} \\(gelu\\)`,
+        ),
+      );
+    }
+  });
+});
+
+describe('runtime in-process: bad input', () => {
+  const model = mlp();
+  const runtimes: Runtime[] = [];
+  afterAll(async () => {
+    for (const rt of runtimes) await rt.close();
   });
 
   it('a feed of the wrong shape fails the step with the input name and both shapes', async () => {

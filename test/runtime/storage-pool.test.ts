@@ -1,6 +1,8 @@
-// Buffer recycling on worker threads (Note [storage pool], Note [step arena]): with poison on, every
-// storage given back is filled with NaN, so a storage recycled while still in use would show in the
-// loss, the gradients or the parameters. They stay bitwise equal to the reference loop.
+// Buffer recycling on worker threads and on hosts sharing this thread over byte wires (Note [storage
+// pool], Note [step arena], Note [byte wires and recycled storage]): with poison on, every storage
+// given back is filled with NaN, so a storage recycled while still in use (or while a wire still held
+// it) would show in the loss, the gradients or the parameters. They stay bitwise equal to the
+// reference loop.
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
@@ -77,7 +79,10 @@ const LAYOUTS: Layout[] = [
 ];
 const OPTIMIZERS: (OptimizerSpec | null)[] = [{ name: 'sgd', lr: 0.05, momentum: 0.9 }, null];
 
-describe.each(LAYOUTS)('pooled storages with poison, $name', (layout) => {
+const CASES = (['threads', 'loopback'] as const).flatMap((mode) =>
+  LAYOUTS.map((layout) => [mode, layout.name, layout] as const),
+);
+describe.each(CASES)('%s: pooled storages with poison, %s', (mode, _, layout) => {
   it.each(OPTIMIZERS)(
     'optimizer %o: loss, gradients and parameters bitwise equal to the reference loop',
     async (spec) => {
@@ -85,6 +90,7 @@ describe.each(LAYOUTS)('pooled storages with poison, $name', (layout) => {
       const split = { replicas: layout.replicas, microbatches: layout.microbatches };
       const ref = referenceLoop(model, spec, split);
       const rt = await createRuntime(model.graph, {
+        mode,
         workers: 2,
         ...layout.options,
         microbatches: layout.microbatches,

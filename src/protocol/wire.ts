@@ -1,0 +1,23 @@
+// What carries envelopes between two parties, whatever it is: a MessagePort between threads, bytes
+// in memory, later a TCP connection or a NATS subject. A Link (link.ts) batches messages over one.
+import type { Envelope } from './envelope.ts';
+
+/** One end of a connection to one peer: frames or envelopes out, whatever arrives in, in order. */
+export interface Wire {
+  /** What carries the data, for errors: 'MessagePort', 'in-memory bytes', 'tcp 10.0.0.2:7000'. */
+  readonly name: string;
+  /**
+   * Sends one envelope and hands over the buffers of `transfer`: a port transfers them, a byte wire
+   * encodes the envelope into one frame before it returns (Note [byte wires and recycled storage]).
+   */
+  post(envelope: Envelope, transfer: readonly ArrayBuffer[]): void;
+  /** Sends one frame (Note [byte framing] in frame.ts) and hands it over. */
+  postBytes(frame: Uint8Array<ArrayBuffer>): void;
+  /**
+   * What arrives goes to `receive` as it is, undecoded (an envelope or a frame: the receiver checks
+   * it); `error` gets what arrived but could not be read at all.
+   */
+  listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void;
+  /** Stops sending and receiving, at both ends; idempotent. */
+  close(): void;
+}

@@ -1,0 +1,243 @@
+import type { Host, HostEffect, Message, TaskInfo } from '../actor/host.ts';
+import { toWireError } from '../actor/wire-error.ts';
+import { BackflowError } from '../errors.ts';
+import { decodeHostInputs } from '../protocol/batch-reader.ts';
+import { describe, edgeName, refused } from '../protocol/codec.ts';
+import { type BoardPhase, writeBoard } from '../protocol/control.ts';
+import {
+  COORDINATOR,
+  type HostInput,
+  type HostOutput,
+  type Limits,
+  type UpdateMessage,
+} from '../protocol/envelope.ts';
+import type { Link } from '../protocol/link.ts';
+import { installedPool, installPool, type StoragePool } from '../tensor/pool.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { TraceRecorder } from '../trace/recorder.ts';
+
+/**
+ * Milliseconds of tasks a shell runs before it yields to the event loop, so that messages and
+ * control calls get in between: long enough that a yield (a few microseconds) is noise, short enough
+ * that a control call or a step's start waits little.
+ */
+export const SLICE_MS = 3;
+
+/** Where a shell's messages go: links to the coordinator and to peers, or the in-process cluster's queue. */
+export interface Outbox {
+  /** A data message for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
+  send(worker: number, message: Message): void;
+  /** A report, or a failpoint notice, for the coordinator. */
+  report(message: HostOutput<Tensor>): void;
+  /** Sends what is queued now (before a recycle, Note [step arena]; before blocking). */
+  flush(): void;
+  close(): void;
+}
+
+/** What stops a host at failpoints 'exit', 'hang' and 'pause': its thread or process, or (sharing a thread) its shell. */
+export interface Halt {
+  /** The host's process or thread ends (a worker thread exits with code 0). */
+  exit(task: TaskInfo, step: number): void;
+  /** The host blocks for good. */
+  block(task: TaskInfo, step: number): void;
+}
+
+export interface ShellOptions {
+  readonly halt: Halt;
+  /** The host's storage pool (Note [storage pool]), installed while the shell runs its host. */
+  readonly pool?: StoragePool | null;
+  /** The worker thread's status board (Note [status board]), written before every task. */
+  readonly board?: Int32Array;
+  /** Schedules the next time slice (default setImmediate). */
+  readonly defer?: (run: () => void) => void;
+  /** The slice's clock in milliseconds (default performance.now). */
+  readonly now?: () => number;
+}
+
+/**
+ * What runs one pure Host (src/actor) wherever it lives, a worker thread, the coordinator's thread, or
+ * a node process: takes messages in and hands them to the host, runs ready tasks for a time slice at
+ * a time, performs the effects (sends, reports, failpoints), records the trace, and writes the status
+ * board. The same code for every transport; only the outbox (links, or a queue) and the halt differ.
+ */
+export class HostShell {
+  readonly worker: number;
+  readonly recorder: TraceRecorder;
+  /** The cluster generation: envelopes of an older one are dropped and counted in `dropped`. */
+  gen = 0;
+  dropped = 0;
+  /** The step of the last start taken (for failures outside a task). */
+  private step = -1;
+  private scheduled = false;
+  /** Stopped at a failpoint, or closed: takes nothing, runs nothing. */
+  private halted = false;
+  private readonly limits: Limits;
+  private readonly halt: Halt;
+  private readonly pool: StoragePool | null;
+  private readonly board: Int32Array | null;
+  private readonly defer: (run: () => void) => void;
+  private readonly now: () => number;
+
+  constructor(
+    readonly host: Host,
+    private readonly out: Outbox,
+    options: ShellOptions,
+  ) {
+    this.worker = host.worker;
+    this.recorder = new TraceRecorder(host.worker);
+    const { plan } = host;
+    this.limits = { nodes: plan.graph.size, replicas: plan.replicas, workers: plan.workers };
+    this.halt = options.halt;
+    this.pool = options.pool ?? null;
+    this.board = options.board ?? null;
+    this.defer = options.defer ?? setImmediate;
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /** An envelope from a link: checked, dropped if of an older generation, each message taken in order. */
+  receive(link: Link, raw: unknown): void {
+    let m: HostInput<Tensor> | undefined;
+    this.inside('receive', () => {
+      try {
+        const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, this.limits);
+        if (envelope.gen < this.gen) {
+          this.dropped += envelope.messages.length;
+          return;
+        }
+        this.gen = envelope.gen;
+        for (m of envelope.messages) this.deliver(m, link.peer);
+      } catch (err) {
+        this.fail(refused(link.edgeIn, m === undefined ? 'an envelope' : describe(m), err, this.step));
+      }
+    });
+  }
+
+  /** One message, without an envelope (the in-process cluster), from another host or the COORDINATOR. */
+  take(m: HostInput<Tensor>, from: number): void {
+    this.inside('receive', () => {
+      try {
+        this.deliver(m, from);
+      } catch (err) {
+        this.fail(refused(edgeName(from, this.worker), describe(m), err, this.step));
+      }
+    });
+  }
+
+  /** Stops for good: nothing is taken or run from now on, and the outbox is closed. */
+  close(): void {
+    this.halted = true;
+    this.out.close();
+  }
+
+  /** Runs `f` with the host's pool installed and the board showing `phase`, then schedules what is ready. */
+  private inside(phase: BoardPhase, f: () => void): void {
+    if (this.halted) return;
+    const outer = installedPool();
+    installPool(this.pool);
+    this.status(phase);
+    try {
+      f();
+    } finally {
+      this.status('idle');
+      installPool(outer);
+    }
+    this.schedule();
+  }
+
+  private deliver(m: HostInput<Tensor>, from: number): void {
+    if (this.halted) return;
+    if (m.kind === 'start') {
+      this.step = m.step;
+      // Queued tensors leave before the last step's storages are recycled (Note [step arena]).
+      this.out.flush();
+      this.perform(this.host.startStep(m));
+    } else if (m.kind === 'update') this.update(m);
+    else {
+      if (from !== COORDINATOR && m.kind !== 'feed')
+        this.recorder.received(from, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
+      this.perform(this.host.deliver(m));
+    }
+  }
+
+  /** A step's update; a failure is reported as the update's, so the coordinator tells it from the step's. */
+  private update(u: UpdateMessage): void {
+    // The update recycles the step's storages: what is queued leaves first (Note [step arena]).
+    this.out.flush();
+    try {
+      this.perform(this.host.applyUpdate(u));
+    } catch (err) {
+      const error = toWireError(err, { worker: this.worker, step: u.step, phase: 'update' });
+      this.out.report({ kind: 'failed', step: u.step, error });
+    }
+  }
+
+  /**
+   * A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the host;
+   * a refused update (its error says phase 'update') fails that update, as `update` does.
+   */
+  fail(err: unknown): void {
+    const context = err instanceof BackflowError ? err.context : {};
+    const update = context.phase === 'update';
+    const step = update && typeof context.step === 'number' ? context.step : this.step;
+    const error = toWireError(err, {
+      worker: this.worker,
+      step,
+      ...(update ? { phase: 'update' as const } : {}),
+    });
+    this.out.report({ kind: 'failed', step, error });
+  }
+
+  private perform(effects: HostEffect[]): void {
+    for (const e of effects) {
+      if (this.halted) return;
+      if (e.kind === 'send') {
+        const m = e.message;
+        try {
+          if (m.kind !== 'feed') this.recorder.sent(e.worker, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
+          this.out.send(e.worker, m);
+        } catch (err) {
+          this.fail(err);
+        }
+      } else if (e.kind === 'report') this.out.report(e.report);
+      else if (e.action === 'exit') {
+        this.halted = true;
+        this.halt.exit(e.task, this.step);
+      } else if (e.action === 'hang' || e.action === 'pause') {
+        if (e.action === 'pause') {
+          this.out.report({ kind: 'failpoint', action: e.action, task: e.task });
+          this.out.flush();
+        }
+        this.halted = true;
+        this.halt.block(e.task, this.step);
+      }
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.halted || this.host.next() === null) return;
+    this.scheduled = true;
+    this.defer(() => this.pump());
+  }
+
+  /** Runs ready tasks for one time slice, the board showing each, then yields. */
+  private pump(): void {
+    this.scheduled = false;
+    this.inside('idle', () => {
+      const until = this.now() + SLICE_MS;
+      const { host, recorder } = this;
+      for (let task = host.next(); task !== null && !this.halted; task = host.next()) {
+        this.status(task.phase, task);
+        const start = recorder.enabled ? recorder.now() : 0;
+        const effects = host.run();
+        if (recorder.enabled) recorder.task(task, start, recorder.now(), host.stats.keptBytes);
+        this.perform(effects);
+        // The links flush their envelopes in a microtask, once for this turn (Note [flush cadence]).
+        if (this.now() >= until) break;
+      }
+    });
+  }
+
+  private status(phase: BoardPhase, task?: TaskInfo): void {
+    if (this.board !== null) writeBoard(this.board, phase, this.step, task);
+  }
+}

@@ -1,0 +1,149 @@
+// A host whose messages travel over wires (a worker thread's ports, the loopback's bytes, later a node
+// process's sockets): built from its init, run by a HostShell, controlled through HostControl.
+import { Host, type Message } from '../actor/host.ts';
+import { ProtocolError } from '../errors.ts';
+import { compile } from '../partition/plan.ts';
+import * as codec from '../protocol/codec.ts';
+import type { HostControl, HostInit } from '../protocol/control.ts';
+import { COORDINATOR, type HostOutput, type Limits } from '../protocol/envelope.ts';
+import { Link } from '../protocol/link.ts';
+import { unpackGraph } from '../protocol/packed-graph.ts';
+import type { Wire } from '../protocol/wire.ts';
+import { installedPool, installPool, StoragePool } from '../tensor/pool.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { type Halt, HostShell, type Outbox } from './host-shell.ts';
+import { importOpModules } from './user-ops.ts';
+
+/** A host's wires: one to the coordinator, one per worker it exchanges data with. */
+export interface HostWires {
+  readonly coordinator: Wire;
+  readonly peers: readonly (readonly [number, Wire])[];
+}
+
+/** A shell's links, one per wire: its outbox. */
+class ShellLinks implements Outbox {
+  readonly coordinator: Link;
+  private readonly peers = new Map<number, Link>();
+
+  constructor(
+    private readonly worker: number,
+    wires: HostWires,
+    shell: () => HostShell,
+  ) {
+    const gen = () => shell().gen;
+    const receive = (link: Link, raw: unknown) => shell().receive(link, raw);
+    const fail = (error: ProtocolError) => shell().fail(error);
+    this.coordinator = new Link(wires.coordinator, worker, COORDINATOR, gen, receive, fail);
+    for (const [peer, wire] of wires.peers)
+      this.peers.set(peer, new Link(wire, worker, peer, gen, receive, fail));
+  }
+
+  send(worker: number, message: Message): void {
+    const link = this.peers.get(worker);
+    if (link === undefined) throw new ProtocolError(`worker ${this.worker}: no wire to worker ${worker}`);
+    link.push(message);
+  }
+
+  report(message: HostOutput<Tensor>): void {
+    this.coordinator.push(message);
+  }
+
+  flush(): void {
+    this.coordinator.flush();
+    for (const link of this.peers.values()) link.flush();
+  }
+
+  /** Large tensors the links copied before sending (not owning their buffer, or twice in one envelope). */
+  get copies(): number {
+    let n = this.coordinator.copies;
+    for (const link of this.peers.values()) n += link.copies;
+    return n;
+  }
+
+  close(): void {
+    this.coordinator.close();
+    for (const link of this.peers.values()) link.close();
+  }
+}
+
+export interface WiredHost {
+  readonly shell: HostShell;
+  readonly control: HostControl;
+  /** The placement of the plan the host compiled, for the coordinator to compare with its own. */
+  readonly placement: readonly Int32Array[];
+}
+
+/**
+ * Imports the op modules (Note [user ops on workers]), compiles the plan from the init (compile is
+ * pure: the coordinator's own plan), and starts the host's shell over its wires.
+ */
+export async function startWiredHost(
+  worker: number,
+  init: HostInit,
+  wires: HostWires,
+  options: { readonly halt: Halt; readonly board?: Int32Array },
+): Promise<WiredHost> {
+  await importOpModules(init.ops);
+  const plan = compile(unpackGraph(init.graph), init.options);
+  const pool = init.pool === null ? null : new StoragePool(init.pool);
+  const host = new Host(plan, worker, new Map(), { pool });
+  let shell: HostShell | null = null;
+  const links = new ShellLinks(worker, wires, () => shell!);
+  shell = new HostShell(host, links, { ...options, pool });
+  shell.gen = init.gen;
+  return { shell, control: hostControl(shell, links, pool), placement: plan.placement };
+}
+
+/** The control API of a wired host: tensors in and out as wire tensors, checked on the way in. */
+function hostControl(shell: HostShell, links: ShellLinks, pool: StoragePool | null): HostControl {
+  const { host } = shell;
+  const limits: Limits = {
+    nodes: host.plan.graph.size,
+    replicas: host.plan.replicas,
+    workers: host.plan.workers,
+  };
+  const edgeIn = links.coordinator.edgeIn;
+  const edgeOut = links.coordinator.edgeOut;
+  /** What touches the host's values runs with its pool installed (Note [step arena]). */
+  const withPool = <R>(f: () => R): R => {
+    const outer = installedPool();
+    installPool(pool);
+    try {
+      return f();
+    } finally {
+      installPool(outer);
+    }
+  };
+  return {
+    setParams: (values) =>
+      withPool(() => {
+        for (const [id, t] of codec.decodeParams(values, edgeIn, limits)) host.setParam(id, t);
+      }),
+    getParams: () =>
+      codec.encodeParams(new Map(host.primaryParamIds().map((id) => [id, host.getParam(id)])), edgeOut).value,
+    getOptimizerState: () => codec.encodeOptimizerState(host.getOptimizerState(), edgeOut, false).value,
+    setOptimizerState: (state) =>
+      withPool(() => host.setOptimizerState(codec.decodeOptimizerState(state, edgeIn))),
+    setOptimizer: (spec) => host.setOptimizer(spec),
+    waiting: () => host.waiting(),
+    stats() {
+      const s = host.stats;
+      return { ...s, copies: s.copies + links.copies, dropped: s.dropped + shell.dropped };
+    },
+    reset(next) {
+      // A newer generation may already have arrived with data (its start resets the host itself).
+      if (next <= shell.gen) return;
+      shell.gen = next;
+      withPool(() => host.reset());
+    },
+    setFailpoints: (failpoints) => host.setFailpoints(failpoints),
+    setSchedule: (actions) => host.setSchedule(actions),
+    setAnomalyMode: (on) => host.setAnomalyMode(on),
+    setTracing(on) {
+      shell.recorder.enabled = on;
+      shell.recorder.take();
+    },
+    takeTrace: () => shell.recorder.take(),
+    close: () => shell.close(),
+  };
+}

@@ -1,0 +1,148 @@
+// The shell every host runs in, driven without threads or timers: a fake outbox, a queue for its
+// time slices, and a clock the test moves.
+import { describe, expect, it } from 'vitest';
+import type { TaskInfo } from '../../src/actor/host.ts';
+import { Host } from '../../src/actor/host.ts';
+import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { COORDINATOR, type HostInput, type HostOutput } from '../../src/protocol/envelope.ts';
+import { HostShell, SLICE_MS } from '../../src/runtime/host-shell.ts';
+import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import { smallMlp } from '../fixtures/mlp.ts';
+
+const { graph, params, feeds } = smallMlp();
+
+function setup() {
+  const plan = compile(graph, { workers: 1 });
+  const values = new Map(graph.params().map((p) => [p.id, params[p.name!]!]));
+  const host = new Host(plan, 0, values);
+  const log: string[] = [];
+  const reports: HostOutput<Tensor>[] = [];
+  const slices: (() => void)[] = [];
+  const blocked: TaskInfo[] = [];
+  let clock = 0;
+  const shell = new HostShell(
+    host,
+    {
+      send: () => log.push('send'),
+      report: (m) => {
+        log.push(m.kind);
+        reports.push(m);
+      },
+      flush: () => log.push('flush'),
+      close: () => log.push('close'),
+    },
+    {
+      halt: { exit: () => log.push('exit'), block: (task) => blocked.push(task) },
+      defer: (run) => slices.push(run),
+      // Every reading of the clock is one millisecond later.
+      now: () => clock++,
+    },
+  );
+  const start = (step: number) => {
+    const shards = splitBatch(graph, feeds, { microbatches: 2 });
+    const shardInfo = shards.map((s) => ({
+      replica: s.replica,
+      mb: s.mb,
+      bindings: [...s.bindings],
+      scale: s.scale,
+    }));
+    shell.take({ kind: 'start', step, microbatches: 2, shards: shardInfo }, COORDINATOR);
+    for (const s of shards)
+      for (const input of graph.inputs()) {
+        const m: HostInput<Tensor> = {
+          kind: 'feed',
+          step,
+          mb: s.mb,
+          replica: 0,
+          node: input.id,
+          tensor: s.feeds[input.name!]!,
+        };
+        shell.take(m, COORDINATOR);
+      }
+  };
+  /** Runs the queued slices until none is left; returns how many tasks each ran. */
+  const drain = () => {
+    const perSlice: number[] = [];
+    while (slices.length > 0) {
+      const before = host.stats.tasks;
+      slices.shift()!();
+      perSlice.push(host.stats.tasks - before);
+    }
+    return perSlice;
+  };
+  return { host, shell, log, reports, slices, blocked, start, drain };
+}
+
+describe('HostShell', () => {
+  it('runs a step to the reference loss and gradients, SLICE_MS of its clock per slice, one slice queued at a time', () => {
+    const { start, drain, slices, reports } = setup();
+    start(1);
+    expect(slices).toHaveLength(1);
+    const perSlice = drain();
+    // The clock is read once to start a slice and once after each task.
+    expect(Math.max(...perSlice)).toBe(SLICE_MS);
+    expect(perSlice.length).toBeGreaterThan(2);
+    const ref = referenceStep(graph, feeds, params, { microbatches: 2 });
+    const losses = reports.filter((r) => r.kind === 'loss');
+    expect(losses).toHaveLength(2);
+    const grads = reports.filter((r) => r.kind === 'grad');
+    expect(grads).toHaveLength(graph.params().length);
+    for (const g of grads)
+      if (g.kind === 'grad')
+        expect(bitwiseEqual(g.tensor, ref.grads[graph.nodes[g.node]!.name!]!)).toBe(true);
+    expect(ref.loss).toBe(losses.reduce((sum, l) => sum + (l.kind === 'loss' ? l.value * 0.5 : 0), 0));
+  });
+
+  it('flushes its outbox before a step starts and before an update (Note [step arena])', () => {
+    const { host, start, drain, log, reports, shell } = setup();
+    host.setOptimizer({ name: 'sgd', lr: 0.1 });
+    start(1);
+    expect(log[0]).toBe('flush');
+    drain();
+    log.length = 0;
+    shell.take({ kind: 'update', step: 1, lr: 0.1, scale: 1 }, COORDINATOR);
+    expect(log).toEqual(['flush', 'updated']);
+    log.length = 0;
+    start(2);
+    expect(log[0]).toBe('flush');
+    // A failed update is reported as the update's.
+    shell.take({ kind: 'update', step: 7, lr: 0.1, scale: 1 }, COORDINATOR);
+    const failed = reports.at(-1)!;
+    expect(failed.kind === 'failed' && failed.error.context).toMatchObject({
+      worker: 0,
+      step: 7,
+      phase: 'update',
+    });
+  });
+
+  it("a 'pause' failpoint reports, flushes, then halts; a halted shell takes and runs nothing", () => {
+    const { host, start, drain, log, blocked, slices, shell } = setup();
+    const matmul = graph.nodes.find((n) => n.op === 'matmul')!;
+    host.setFailpoints([{ node: matmul.id, phase: 'forward', mb: 0, action: 'pause' }]);
+    start(1);
+    drain();
+    expect(blocked).toEqual([expect.objectContaining({ node: matmul.id, phase: 'forward', mb: 0 })]);
+    expect(log.slice(-2)).toEqual(['failpoint', 'flush']);
+    const tasks = host.stats.tasks;
+    start(2);
+    expect(slices).toHaveLength(0);
+    expect(host.stats.tasks).toBe(tasks);
+    shell.close();
+    expect(log.at(-1)).toBe('close');
+  });
+
+  it('a message the host refuses fails the step with a ProtocolError naming the edge, and the shell lives on', () => {
+    const { start, reports, shell, drain } = setup();
+    start(1);
+    shell.take({ kind: 'feed', step: 1, mb: 0, replica: 0, node: 999, tensor: feeds.x! }, COORDINATOR);
+    const failed = reports.at(-1)!;
+    expect(failed.kind).toBe('failed');
+    expect(failed.kind === 'failed' && failed.error.name).toBe('ProtocolError');
+    expect(failed.kind === 'failed' && failed.error.message).toMatch(
+      /^coordinator -> worker 0: feed %999, replica 0, microbatch 0 was refused by the host/,
+    );
+    drain();
+    expect(reports.filter((r) => r.kind === 'loss')).toHaveLength(2);
+  });
+});
