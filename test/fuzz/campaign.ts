@@ -14,9 +14,9 @@ const HELP = `npm run fuzz -- [options]
   --features a,b    the generator features to switch on (default: all)
   --without a,b     features to switch off
   --timeout MS      step timeout (default 1000 in-process, 3000 threads)
-  --max-size N      most steps per graph (default 24)
+  --max-size N      most steps per graph (default 10)
   --shrink-runs N   most cases to run while shrinking each kind of failure (default 300; 0: no shrinking)
-  --case JSON       replay (and shrink) one case, as printed in a regression entry
+  --case JSON       replay (and shrink) one case, as a failure report prints it
 features: ${FEATURES.join(', ')}`;
 
 const { values } = parseArgs({
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     features: { type: 'string' },
     without: { type: 'string', default: '' },
     timeout: { type: 'string' },
-    'max-size': { type: 'string', default: '24' },
+    'max-size': { type: 'string', default: '10' },
     'shrink-runs': { type: 'string', default: '300' },
     case: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -44,16 +44,17 @@ const list = (s: string | undefined): Feature[] => {
   if (unknown.length > 0) throw new Error(`unknown features: ${unknown.join(', ')}\n\n${HELP}`);
   return names as Feature[];
 };
-const mode = values.threads ? 'threads' : 'in-process';
+const replay = values.case === undefined ? null : (JSON.parse(values.case) as FuzzCase);
+const mode = replay?.run.mode ?? (values.threads ? 'threads' : 'in-process');
 const without = list(values.without);
 const features = (values.features === undefined ? FEATURES : list(values.features)).filter(
   (f) => !without.includes(f),
 );
-const stepTimeoutMs = Number(values.timeout ?? (values.threads ? 3000 : 1000));
+const stepTimeoutMs = Number(values.timeout ?? (mode === 'threads' ? 3000 : 1000));
 const run = (c: FuzzCase) => runCase(c, { stepTimeoutMs });
 
-const cases: FuzzCase[] = values.case
-  ? [JSON.parse(values.case) as FuzzCase]
+const cases: FuzzCase[] = replay
+  ? [replay]
   : Array.from({ length: Number(values.runs) }, (_, k) =>
       randomCase(Number(values.seed) + k, { features, mode, maxSize: Number(values['max-size']) }),
     );
@@ -83,9 +84,9 @@ console.log(
     `${cases.length - failures.length} passed, ${failures.length} failed`,
 );
 for (const [sig, fs] of bySignature) console.log(`  ${sig}: ${fs.length} (first: seed ${fs[0]!.c.seed})`);
-console.log('\nfeature              cases  failing');
+console.log('\nfeature                cases  failing');
 for (const [f, n] of perFeature)
-  console.log(`  ${f.padEnd(18)} ${String(n.cases).padStart(5)}  ${String(n.failing).padStart(7)}`);
+  console.log(`  ${f.padEnd(20)} ${String(n.cases).padStart(5)}  ${String(n.failing).padStart(7)}`);
 
 const shrinkRuns = Number(values['shrink-runs']);
 if (shrinkRuns > 0) {

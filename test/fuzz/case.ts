@@ -26,6 +26,8 @@ export const FEATURE_DOCS = {
   optimizer: 'an optimizer on the workers (sgd or adam): parameters compared after the updates',
   schedules: "pipeline schedules (gpipe, 1f1b, interleaved-1f1b, zb-h1) with 'stages' or 'manual' placement",
   vStages: "'manual' stage annotations that go up and come back down (V-shaped)",
+  partialStages: "'manual' placement with some nodes left unannotated (they follow a consumer or an input)",
+  scheduleAnyPlacement: "pipeline schedules with 'per-node' and 'min-comm' placement too",
 } as const;
 
 export type Feature = keyof typeof FEATURE_DOCS;
@@ -49,6 +51,28 @@ export interface RunConfig {
   steps: number;
 }
 
+/** The simplest run, which shrinking heads for: one step, one replica, one microbatch, one row. */
+export const SMALLEST_RUN: RunConfig = {
+  mode: 'in-process',
+  workers: 1,
+  replicas: 1,
+  microbatches: 1,
+  placement: 'stages',
+  paramPlacement: 'sharded',
+  batch: 1,
+  steps: 1,
+};
+
+/** SMALLEST_RUN with some options changed (how regressions.ts writes its runs). */
+export const runWith = (changes: Partial<RunConfig>): RunConfig => ({ ...SMALLEST_RUN, ...changes });
+
+/** The options of a run that differ from SMALLEST_RUN. */
+export function runChanges(run: RunConfig): Partial<RunConfig> {
+  const all = { ...SMALLEST_RUN, ...run } as Record<string, unknown>;
+  const base = SMALLEST_RUN as unknown as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(all).filter(([k, v]) => v !== undefined && v !== base[k]));
+}
+
 export interface FuzzCase {
   /** Every random choice of the graph comes from this seed (one generator per step). */
   seed: number;
@@ -60,11 +84,6 @@ export interface FuzzCase {
   width: number;
   features: Feature[];
   run: RunConfig;
-}
-
-/** The case as one line of JSON (what a regression entry stores, and what `npm run fuzz -- --case` reads). */
-export function caseJson(c: FuzzCase): string {
-  return JSON.stringify(c);
 }
 
 /** The runtime options of a case in a short human form. */

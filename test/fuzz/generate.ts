@@ -13,7 +13,12 @@ import type { PlacementStrategy } from '../../src/partition/placement.ts';
 import { PARAM_PLACEMENTS } from '../../src/partition/plan.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../../src/schedule/config.ts';
 import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
-import { CLASSES, type Ctx, STEPS, type Step } from './steps.ts';
+import { FEATURE_STEPS } from './feature-steps.ts';
+import { OP_STEPS } from './op-steps.ts';
+import { CLASSES, type Ctx, type Step } from './step.ts';
+
+/** Every step the generator draws from. The order matters: it fixes what a seed builds. */
+export const STEPS: readonly Step[] = [...OP_STEPS, ...FEATURE_STEPS];
 
 export interface BuiltCase {
   graph: Graph;
@@ -219,9 +224,11 @@ export function buildCase(c: FuzzCase): BuiltCase {
   const manual = c.run.placement === 'manual';
   const stages = groupOf(c.run) * (c.run.schedule !== undefined ? (c.run.chunks ?? 1) : 1);
   const v = manual && stages > 1 && g.maybe('vStages');
-  // The stem is part 0, step i part i + 1, the loss part size + 1; a tenth of them left to follow their consumers.
+  // The stem is part 0, step i part i + 1, the loss part size + 1.
   const onStage = <R>(part: number, body: () => R): R =>
-    manual && g.rng.next() < 0.9 ? g.b.onStage(stageOf(part, c.size + 2, stages, v), body) : body();
+    manual && !g.maybe('partialStages', 0.3)
+      ? g.b.onStage(stageOf(part, c.size + 2, stages, v), body)
+      : body();
   const inputs = onStage(0, () => g.stem(c.width));
   const choices = eligibleByOp(features);
   const drawn: string[] = [];
@@ -245,6 +252,8 @@ export function buildCase(c: FuzzCase): BuiltCase {
   for (const x of inputs) if (g.maybe('wrtInputs', 0.5)) wrt.push(x.name!);
   if (c.run.optimizer !== undefined) g.used.add('optimizer');
   if (c.run.schedule !== undefined) g.used.add('schedules');
+  if (c.run.schedule !== undefined && !['stages', 'manual'].includes(c.run.placement))
+    g.used.add('scheduleAnyPlacement');
   const x2 = graph.inputs().find((n) => n.name === 'x2');
   return {
     graph,
@@ -268,7 +277,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
 export interface CaseOptions {
   features: readonly Feature[];
   mode: RunConfig['mode'];
-  /** The most steps a graph has (default 24). */
+  /** The most steps a graph has (default 10). */
   maxSize?: number;
 }
 
@@ -292,7 +301,8 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
   let schedule: ScheduleKind | undefined;
   if (features.has('schedules') && rng.next() < 0.4) {
     schedule = oneOf(SCHEDULE_KINDS);
-    if (placement !== 'manual') placement = 'stages';
+    if (placement !== 'manual' && !(features.has('scheduleAnyPlacement') && rng.next() < 0.5))
+      placement = 'stages';
   }
   // Each schedule's rule (checkPipelineConfig): 1F1B and ZB-H1 need m >= p, interleaved m % p == 0.
   const microbatches =
@@ -301,7 +311,7 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
       : schedule === 'interleaved-1f1b'
         ? group * (1 + rng.int(2))
         : 1 + rng.int(4);
-  const maxSize = options.maxSize ?? 24;
+  const maxSize = options.maxSize ?? 10;
   return {
     seed,
     size: 4 + rng.int(maxSize - 3),

@@ -26,6 +26,8 @@ function withoutFeature(c: FuzzCase, f: Feature): FuzzCase {
   const less = { ...c, features: c.features.filter((g) => g !== f) };
   if (f === 'optimizer') return withoutKey(less, 'optimizer');
   if (f === 'schedules') return withoutKey(withoutKey(less, 'schedule'), 'chunks');
+  if (f === 'scheduleAnyPlacement' && c.run.schedule !== undefined && c.run.placement !== 'manual')
+    return withRun(less, { placement: 'stages' });
   return less;
 }
 

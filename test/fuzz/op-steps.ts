@@ -1,88 +1,8 @@
-// The fuzzer's steps: small functions that add a few nodes to a graph under construction. Each
-// covers one op (or one structural shape, such as a dead branch) and needs the features it lists;
-// the generator (generate.ts) draws among the steps whose features are on.
-
-import type { GraphBuilder } from '../../src/graph/builder.ts';
+// One or more fuzz steps per registered op, each applying the op within its domain (domains.ts) to
+// values of varied shapes; variants that need a feature (rank-3 values, the batch axis ...) list it.
 import type { Node } from '../../src/graph/graph.ts';
-import type { Rng } from '../../src/tensor/rng.ts';
-import { type Domain, domainOf } from '../ops/domains.ts';
-import type { Feature } from './case.ts';
-
-/** What a step sees of the graph under construction. Values are nodes of shape [B, n]. */
-export interface Ctx {
-  readonly b: GraphBuilder;
-  readonly rng: Rng;
-  /** True if `feature` is on and a draw of probability p succeeds; records the feature as used. */
-  maybe(feature: Feature, p?: number): boolean;
-  /** A value, recent ones more often. */
-  pick(): Node;
-  /** A value of width n (a picked value sliced, padded or projected). */
-  pickWidth(n: number): Node;
-  /** An operand against a value of width n: another value or, with 'broadcast', a smaller shape. */
-  operand(n: number, domain: Domain): Node;
-  /** A parameter (with 'paramFanOut', sometimes an existing one of that shape). */
-  param(shape: readonly number[]): Node;
-  /** A constant drawn from a domain. */
-  constant(shape: readonly number[], domain?: Domain): Node;
-  /** A constant of integers in [0, n). */
-  indices(shape: readonly number[], n: number): Node;
-  /** The labels input y [B] (classes 0 and 1), or null without 'secondInput'. */
-  labels(): Node | null;
-  /** `v` mapped into a domain (e.g. exp(tanh(v)) for 'positive'). */
-  into(v: Node, domain: Domain): Node;
-  /** Adds a value [B, n] to the pool. */
-  push(v: Node): void;
-  /** Adds a scalar to the loss. */
-  term(v: Node): void;
-  /** Marks a value as an output the loss does not read. */
-  dead(v: Node): void;
-}
-
-export interface Step {
-  /** The registered op the step is about, or the name of a structural step. */
-  readonly op: string;
-  readonly needs?: readonly Feature[];
-  build(c: Ctx): void;
-}
-
-/** Classes of the labels input y. */
-export const CLASSES = 2;
-
-const widthOf = (v: Node) => v.shape[v.shape.length - 1] as number;
-const oneOf = <X>(c: Ctx, xs: readonly X[]): X => xs[c.rng.int(xs.length)]!;
-/** Two factors a x b = n, a drawn from the divisors of n. */
-const split = (c: Ctx, n: number): [number, number] => {
-  const a = oneOf(
-    c,
-    Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0),
-  );
-  return [a, n / a];
-};
-const newWidth = (c: Ctx) => 1 + c.rng.int(4);
-
-const unary = (op: string, attrs: (c: Ctx) => Record<string, unknown> = () => ({})): Step => ({
-  op,
-  build: (c) => {
-    const a = attrs(c);
-    c.push(c.b.apply(op, [c.into(c.pick(), domainOf(op, 0, a))], a));
-  },
-});
-
-/** op(value, operand) in either order; with 'broadcast' the value may be a column [B, 1]. */
-const binary = (op: string, needs: readonly Feature[] = [], attrs: Record<string, unknown> = {}): Step => ({
-  op,
-  needs,
-  build: (c) => {
-    const v = c.pick();
-    const n = widthOf(v);
-    const column = c.maybe('broadcast', 0.15);
-    const swap = c.rng.next() < 0.5;
-    const first = column ? c.into(c.b.mean(v, 1, true), domainOf(op, swap ? 1 : 0)) : null;
-    const main = first ?? c.into(v, domainOf(op, swap ? 1 : 0));
-    const other = c.operand(n, domainOf(op, swap ? 0 : 1));
-    c.push(c.b.apply(op, swap ? [other, main] : [main, other], attrs));
-  },
-});
+import { domainOf } from '../ops/domains.ts';
+import { binary, CLASSES, type Ctx, newWidth, oneOf, type Step, split, unary, widthOf } from './step.ts';
 
 /** A 0/1 mask from a comparison, multiplied into a value (the gradient flows through the value). */
 const comparison = (op: string): Step => ({
@@ -345,6 +265,7 @@ const losses: Step[] = [
   },
 ];
 
+/** The steps whose ops carry no gradient, or make a parameter-only node. */
 const special: Step[] = [
   {
     op: 'stopGradient',
@@ -371,72 +292,9 @@ const special: Step[] = [
       c.push(c.b.div(v, c.b.apply('dimSize', [], { dims, dtype: 'float32' })));
     },
   },
-  {
-    op: 'weightDecay',
-    needs: ['paramConstOnly'],
-    build: (c) => c.term(c.b.mul(c.b.sum(c.b.square(c.param([widthOf(c.pick()), newWidth(c)]))), 0.01)),
-  },
-  {
-    op: 'constOnly',
-    needs: ['paramConstOnly'],
-    build: (c) => {
-      const v = c.pick();
-      c.push(c.b.mul(v, c.b.exp(c.constant([widthOf(v)]))));
-    },
-  },
-  {
-    op: 'paramChain',
-    needs: ['paramConstOnly'],
-    build: (c) => {
-      const v = c.pick();
-      const k = newWidth(c);
-      const w = c.b.tanh(c.b.matmul(c.param([widthOf(v), k]), c.param([k, newWidth(c)])));
-      c.push(c.b.matmul(v, w));
-    },
-  },
-  {
-    op: 'fanOut',
-    needs: ['paramFanOut'],
-    build: (c) => {
-      const v = c.pick();
-      const w = c.param([widthOf(v), widthOf(v)]);
-      c.push(c.b.add(c.b.matmul(v, w), c.b.matmul(c.b.tanh(c.b.matmul(v, w)), w)));
-    },
-  },
-  { op: 'unusedParam', needs: ['disconnectedParam'], build: (c) => void c.param([newWidth(c), newWidth(c)]) },
-  {
-    op: 'deadBranch',
-    needs: ['disconnectedParam'],
-    build: (c) => {
-      const v = c.pick();
-      c.dead(c.b.tanh(c.b.matmul(v, c.param([widthOf(v), newWidth(c)]))));
-    },
-  },
-  {
-    op: 'gradlessParam',
-    needs: ['disconnectedParam', 'nonDiff'],
-    build: (c) => {
-      const v = c.pick();
-      c.push(c.b.mul(v, c.b.stopGradient(c.b.matmul(v, c.param([widthOf(v), widthOf(v)])))));
-    },
-  },
 ];
 
-const userOps: Step[] = [
-  { ...unary('fuzzCube'), needs: ['userOps'] },
-  { ...unary('fuzzSoftsign'), needs: ['userOps'] },
-  {
-    op: 'fuzzStep',
-    needs: ['userOps', 'nonDiff'],
-    build: (c) => {
-      const v = c.pick();
-      c.push(c.b.mul(v, c.b.apply('fuzzStep', [c.pickWidth(widthOf(v))])));
-    },
-  },
-  binary('fuzzScaledMul', ['userOps'], { alpha: 0.5 }),
-];
-
-export const STEPS: readonly Step[] = [
+export const OP_STEPS: readonly Step[] = [
   ...['neg', 'exp', 'log', 'sqrt', 'square', 'abs', 'tanh', 'sigmoid', 'relu', 'gelu', 'erf'].map((op) =>
     unary(op),
   ),
@@ -451,5 +309,4 @@ export const STEPS: readonly Step[] = [
   ...lookups,
   ...losses,
   ...special,
-  ...userOps,
 ];
