@@ -17,6 +17,7 @@ const HELP = `npm run fuzz -- [options]
   --max-size N      most steps per graph (default 10)
   --shrink-runs N   most cases to run while shrinking each kind of failure (default 300; 0: no shrinking)
   --case JSON       replay (and shrink) one case, as a failure report prints it
+  --repeat K        run each case up to K times, failing if any run fails (for failures that come and go)
 features: ${FEATURES.join(', ')}`;
 
 const { values } = parseArgs({
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     'max-size': { type: 'string', default: '10' },
     'shrink-runs': { type: 'string', default: '300' },
     case: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -51,7 +53,12 @@ const features = (values.features === undefined ? FEATURES : list(values.feature
   (f) => !without.includes(f),
 );
 const stepTimeoutMs = Number(values.timeout ?? (mode === 'threads' ? 3000 : 1000));
-const run = (c: FuzzCase) => runCase(c, { stepTimeoutMs });
+const repeat = Number(values.repeat);
+async function run(c: FuzzCase): Promise<Outcome> {
+  let outcome: Outcome = { ok: true };
+  for (let k = 0; k < repeat && outcome.ok; k++) outcome = await runCase(c, { stepTimeoutMs });
+  return outcome;
+}
 
 const cases: FuzzCase[] = replay
   ? [replay]

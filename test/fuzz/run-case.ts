@@ -62,27 +62,34 @@ function referenceRun(c: FuzzCase, built: BuiltCase): ReferenceRun {
   return out;
 }
 
-const hex = (x: number, bytes: 4 | 8) => {
+const hexOf = (bytes: Uint8Array) =>
+  `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+
+/** A float64 with its bits (big-endian), e.g. `1 (0x3ff0000000000000)`. */
+const bits64 = (x: number) => {
   const view = new DataView(new ArrayBuffer(8));
-  if (bytes === 8) view.setFloat64(0, x);
-  else view.setFloat32(0, x);
-  return `${x} (0x${Array.from(new Uint8Array(view.buffer, 0, bytes), (b) => b.toString(16).padStart(2, '0')).join('')})`;
+  view.setFloat64(0, x);
+  return `${x} (${hexOf(new Uint8Array(view.buffer))})`;
 };
 
-const sameNumber = (a: number, b: number) => hex(a, 8) === hex(b, 8);
+const sameNumber = (a: number, b: number) => bits64(a) === bits64(b);
+
+/** Element i of a tensor with the bits of its storage (read as bytes: NaN payloads survive). */
+function element(t: Tensor, i: number): string {
+  const size = t.data.BYTES_PER_ELEMENT;
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset + i * size, size).slice().reverse();
+  return `${t.data[i]} (${hexOf(bytes)})`;
+}
 
 /** Where two tensors first differ (shape, dtype or the bits of an element), or null. */
-function tensorDiff(what: string, got: Tensor | undefined, want: Tensor): string | null {
+export function tensorDiff(what: string, got: Tensor | undefined, want: Tensor): string | null {
   if (got === undefined) return `${what} is missing`;
   if (bitwiseEqual(got, want)) return null;
   if (got.dtype !== want.dtype || got.shape.join() !== want.shape.join())
     return `${what}: runtime ${got.dtype}[${got.shape}], reference ${want.dtype}[${want.shape}]`;
-  const bytes = got.dtype === 'float32' ? 4 : 8;
-  for (let i = 0; i < got.size; i++) {
-    if (hex(got.data[i]!, bytes) !== hex(want.data[i]!, bytes))
-      return `${what} differs at element ${i}: runtime ${hex(got.data[i]!, bytes)}, reference ${hex(want.data[i]!, bytes)}`;
-  }
-  return `${what} differs`;
+  let i = 0;
+  while (element(got, i) === element(want, i)) i++;
+  return `${what} differs at element ${i}: runtime ${element(got, i)}, reference ${element(want, i)}`;
 }
 
 /** The runtime options of a case (what createRuntime is given). */
@@ -123,10 +130,10 @@ async function compareSteps(
     const out = await rt.step(built.feeds(s));
     const at = `step ${s + 1}`;
     if (!sameNumber(out.loss, ref.losses[s]!))
-      return `${at}: loss: runtime ${hex(out.loss, 8)}, reference ${hex(ref.losses[s]!, 8)}`;
+      return `${at}: loss: runtime ${bits64(out.loss)}, reference ${bits64(ref.losses[s]!)}`;
     if (c.run.optimizer) {
       if (!sameNumber(out.gradNorm, ref.norms[s]!))
-        return `${at}: global norm: runtime ${hex(out.gradNorm, 8)}, reference ${hex(ref.norms[s]!, 8)}`;
+        return `${at}: global norm: runtime ${bits64(out.gradNorm)}, reference ${bits64(ref.norms[s]!)}`;
       continue;
     }
     const want = ref.grads[s]!;

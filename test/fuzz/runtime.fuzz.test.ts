@@ -4,11 +4,12 @@
 import { describe, expect, it } from 'vitest';
 import { printGraph } from '../../src/graph/print.ts';
 import { listOps } from '../../src/ops/registry.ts';
+import { tensor } from '../../src/tensor/tensor.ts';
 import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
 import { buildCase, randomCase, STEPS } from './generate.ts';
 import { REGRESSIONS } from './regressions.ts';
 import { failureLine, shrunkReport } from './report.ts';
-import { type HarnessOptions, runCase } from './run-case.ts';
+import { type HarnessOptions, runCase, tensorDiff } from './run-case.ts';
 import { type ShrinkBudget, shrink } from './shrink.ts';
 
 /** Features every case may use: they pass on the current code. */
@@ -107,6 +108,20 @@ describe('the fuzz generator', () => {
     }
     expect(listOps().filter((op) => !drawn.has(op))).toEqual([]);
     expect(FEATURES.filter((f) => !used.has(f))).toEqual([]);
+  });
+
+  it('compares bits: -0 is not 0, NaN payloads differ, a missing gradient is named', () => {
+    const t = (values: number[]) => tensor(values, { shape: [values.length] });
+    const payload = t([Number.NaN]);
+    new Uint32Array(payload.data.buffer)[0] = 0x7fc00001;
+    expect(tensorDiff('g', t([1, 0]), t([1, 0]))).toBeNull();
+    expect(tensorDiff('g', t([1, -0]), t([1, 0]))).toBe(
+      'g differs at element 1: runtime 0 (0x80000000), reference 0 (0x00000000)',
+    );
+    expect(tensorDiff('g', t([Number.NaN]), payload)).toBe(
+      'g differs at element 0: runtime NaN (0x7fc00000), reference NaN (0x7fc00001)',
+    );
+    expect(tensorDiff('g', undefined, t([1]))).toBe('g is missing');
   });
 
   it('builds the same graph from the same case', () => {
