@@ -1,6 +1,6 @@
 // Random graphs for the differential fuzzer, every one built from a FuzzCase (case.ts): a stem
-// (inputs and a first layer), `size` steps drawn from steps.ts among those whose features are on,
-// then a loss that reads every value nothing else reads.
+// (inputs and a first layer), `size` steps drawn among those of op-steps.ts and feature-steps.ts
+// whose features are on, then a loss that reads every value nothing else reads.
 import { planGradient } from '../../src/autodiff/plan.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Graph, Node } from '../../src/graph/graph.ts';
@@ -29,15 +29,13 @@ export interface BuiltCase {
   wrt: string[];
   /** The features the graph really uses (a subset of those switched on). */
   used: Feature[];
-  /** The op (or structural step) each step drew, '-' for skipped ones. */
-  drawn: string[];
 }
 
 /** A seeded generator for part `k` of a case, independent of every other part. */
-export const rngFor = (seed: number, k: number) => new Rng((seed ^ Math.imul(k + 1, 0x9e3779b1)) >>> 0);
+const rngFor = (seed: number, k: number) => new Rng((seed ^ Math.imul(k + 1, 0x9e3779b1)) >>> 0);
 
 /** Workers of one replica, as the runtime computes them. */
-export const groupOf = (run: FuzzCase['run']) => Math.max(1, Math.floor(run.workers / run.replicas));
+const groupOf = (run: FuzzCase['run']) => Math.max(1, Math.floor(run.workers / run.replicas));
 
 /**
  * Steps are drawn by op first, then among that op's variants, so that an op with many variants is
@@ -231,16 +229,12 @@ export function buildCase(c: FuzzCase): BuiltCase {
       : body();
   const inputs = onStage(0, () => g.stem(c.width));
   const choices = eligibleByOp(features);
-  const drawn: string[] = [];
   for (let i = 0; i < c.size; i++) {
     g.rng = rngFor(c.seed, i);
     const variants = choices[g.rng.int(choices.length)]!;
     const step = variants[g.rng.int(variants.length)]!;
-    if (c.skip.includes(i)) {
-      drawn.push('-');
-      continue;
-    }
-    drawn.push(step.op);
+    // A skipped step still draws its step, so that the steps after it draw what they drew before.
+    if (c.skip.includes(i)) continue;
     for (const f of step.needs ?? []) g.used.add(f);
     onStage(i + 1, () => step.build(g));
   }
@@ -270,7 +264,6 @@ export function buildCase(c: FuzzCase): BuiltCase {
     },
     wrt,
     used: [...g.used].sort(),
-    drawn,
   };
 }
 
