@@ -51,3 +51,66 @@ export const probabilities = (rows: number, classes: number): Tensor => {
     return raw[i]! / raw.slice(r, r + classes).reduce((a, b) => a + b, 0);
   });
 };
+
+/**
+ * Where an input of an op is defined, finite and smooth. One table for the op tests, which draw
+ * their inputs from it (`drawFor`), and for the fuzzer (test/fuzz), which maps random values into it.
+ * 'indices' and 'labels' need a class count, so tests write those tensors out.
+ */
+export type Domain = 'real' | 'positive' | 'awayFromZero' | 'separated' | 'distinct' | 'indices' | 'labels';
+
+const DOMAINS: Readonly<Record<string, readonly Domain[]>> = {
+  div: ['real', 'awayFromZero'],
+  // Ties switch the gradient between the operands, and make comparisons flip.
+  maximum: ['separated', 'separated'],
+  minimum: ['separated', 'separated'],
+  greater: ['separated', 'separated'],
+  greaterEqual: ['separated', 'separated'],
+  equal: ['separated', 'separated'],
+  log: ['positive'],
+  sqrt: ['positive'],
+  // Kinks at 0.
+  abs: ['awayFromZero'],
+  sign: ['awayFromZero'],
+  relu: ['awayFromZero'],
+  leakyRelu: ['awayFromZero'],
+  max: ['distinct'],
+  gather: ['real', 'indices'],
+  scatterAdd: ['real', 'indices'],
+  oneHot: ['indices'],
+  softmaxCrossEntropy: ['real', 'labels'],
+  softmaxCrossEntropyGrad: ['real', 'labels', 'real'],
+};
+
+/** The domain of input `slot` of `op`; pow's depends on its exponent. Unlisted inputs are 'real'. */
+export function domainOf(op: string, slot = 0, attrs: Readonly<Record<string, unknown>> = {}): Domain {
+  if (op === 'pow') {
+    const e = attrs['exponent'] as number;
+    return !Number.isInteger(e) ? 'positive' : e < 0 ? 'awayFromZero' : 'real';
+  }
+  return DOMAINS[op]?.[slot] ?? 'real';
+}
+
+/** A float64 tensor from a domain; input `slot` of a 'separated' pair is offset by 0.1 per slot. */
+export function draw(domain: Domain, shape: readonly number[], slot = 0): Tensor {
+  switch (domain) {
+    case 'real':
+      return uniform(shape);
+    case 'positive':
+      return positive(shape);
+    case 'awayFromZero':
+      return awayFromZero(shape);
+    case 'separated':
+      return grid(shape, 0.1 * slot);
+    case 'distinct':
+      return distinct(shape);
+    default:
+      throw new Error(`draw: '${domain}' tensors need a class count; write them out`);
+  }
+}
+
+/** Draws input `slot` of `op` from its domain. */
+export const drawFor =
+  (op: string, attrs: Readonly<Record<string, unknown>> = {}) =>
+  (shape: readonly number[], slot = 0): Tensor =>
+    draw(domainOf(op, slot, attrs), shape, slot);

@@ -1,0 +1,105 @@
+// A fuzz case as plain data: the generator builds its graph from it (generate.ts), the harness runs
+// it (run-case.ts), the shrinker edits it (shrink.ts), and the regression table stores it.
+
+import type { PlacementStrategy } from '../../src/partition/placement.ts';
+import type { ParamPlacement } from '../../src/partition/plan.ts';
+import type { ScheduleKind } from '../../src/schedule/config.ts';
+
+/**
+ * What the generator may make, each behind its own switch so that a failure can be traced to the
+ * features its case needs, and CI can turn on exactly those that pass.
+ */
+export const FEATURE_DOCS = {
+  broadcast: 'rank-1, row, column and scalar operands (params, consts, literals) against [B, n]',
+  rank3: 'values of shape [B, a, b]: reshape, batched matmul, transpose and reductions over inner axes',
+  batchAxis: 'ops across the batch axis: transpose to [n, B], Gram matrices, softmax and sums over axis 0',
+  nonDiff: 'non-differentiable paths: stopGradient, sign, comparisons as masks, oneHot',
+  paramFanOut: 'a parameter read by several nodes',
+  tiedWeights: 'matmul(x, W) then matmul(h, W^T) with the same W',
+  secondInput: 'more inputs: x2 [B, m], a whole input c [n] (not split by the batch), labels y [B]',
+  userOps: 'ops registered by defineOp in a fixture module (test/fixtures/fuzz-ops.ts)',
+  paramConstOnly:
+    'nodes whose inputs are only params and consts: transpose(W), weight decay sum(square(w)), exp(const), dimSize',
+  disconnectedParam: 'parameters not connected to the loss: unused, or read only by a dead branch',
+  frozenParam: 'parameters left out of wrt',
+  wrtInputs: 'inputs in wrt (gradients with respect to x, x2, c)',
+  optimizer: 'an optimizer on the workers (sgd or adam): parameters compared after the updates',
+  schedules: "pipeline schedules (gpipe, 1f1b, interleaved-1f1b, zb-h1) with 'stages' or 'manual' placement",
+  vStages: "'manual' stage annotations that go up and come back down (V-shaped)",
+  partialStages: "'manual' placement with some nodes left unannotated (they follow a consumer or an input)",
+  scheduleAnyPlacement: "pipeline schedules with 'per-node' and 'min-comm' placement too",
+} as const;
+
+export type Feature = keyof typeof FEATURE_DOCS;
+export const FEATURES = Object.keys(FEATURE_DOCS) as Feature[];
+
+/** How the runtime runs a case: everything createRuntime is given, as data. */
+export interface RunConfig {
+  mode: 'in-process' | 'threads';
+  workers: number;
+  replicas: number;
+  microbatches: number;
+  placement: PlacementStrategy;
+  paramPlacement: ParamPlacement;
+  schedule?: ScheduleKind;
+  chunks?: number;
+  /** In-process: a seeded random delivery order. */
+  shuffleSeed?: number;
+  optimizer?: 'sgd' | 'adam';
+  /** Rows of every step's batch. */
+  batch: number;
+  steps: number;
+}
+
+/** The simplest run, which shrinking heads for: one step, one replica, one microbatch, one row. */
+export const SMALLEST_RUN: RunConfig = {
+  mode: 'in-process',
+  workers: 1,
+  replicas: 1,
+  microbatches: 1,
+  placement: 'stages',
+  paramPlacement: 'sharded',
+  batch: 1,
+  steps: 1,
+};
+
+/** SMALLEST_RUN with some options changed (how regressions.ts writes its runs). */
+export const runWith = (changes: Partial<RunConfig>): RunConfig => ({ ...SMALLEST_RUN, ...changes });
+
+/** The options of a run that differ from SMALLEST_RUN. */
+export function runChanges(run: RunConfig): Partial<RunConfig> {
+  const all = { ...SMALLEST_RUN, ...run } as Record<string, unknown>;
+  const base = SMALLEST_RUN as unknown as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(all).filter(([k, v]) => v !== undefined && v !== base[k]));
+}
+
+export interface FuzzCase {
+  /** Every random choice of the graph comes from this seed (one generator per step). */
+  seed: number;
+  /** Op steps after the stem. */
+  size: number;
+  /** Steps left out (by the shrinker): the others draw what they drew before. */
+  skip: number[];
+  /** The width n of the main input x [B, n]. */
+  width: number;
+  features: Feature[];
+  run: RunConfig;
+}
+
+/** The runtime options of a case in a short human form. */
+export function describeRun(r: RunConfig): string {
+  const parts = [
+    r.mode,
+    `workers ${r.workers}`,
+    `replicas ${r.replicas}`,
+    `microbatches ${r.microbatches}`,
+    r.placement,
+    `params ${r.paramPlacement}`,
+    r.schedule ? `schedule ${r.schedule}${r.chunks ? ` x${r.chunks}` : ''}` : '',
+    r.optimizer ? `optimizer ${r.optimizer}` : '',
+    r.shuffleSeed !== undefined ? `shuffle ${r.shuffleSeed}` : '',
+    `batch ${r.batch}`,
+    `${r.steps} steps`,
+  ];
+  return parts.filter(Boolean).join(', ');
+}

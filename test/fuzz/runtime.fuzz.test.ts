@@ -1,0 +1,175 @@
+// The differential fuzzer in CI: random graphs (generate.ts) run on the runtime and on referenceStep
+// with the same shards, compared bit for bit (run-case.ts). A failing case is shrunk, and the test
+// prints its seed, features, runtime options and graph. Longer campaigns: npm run fuzz -- --help.
+import { describe, expect, it } from 'vitest';
+import { printGraph } from '../../src/graph/print.ts';
+import { listOps } from '../../src/ops/registry.ts';
+import { tensor } from '../../src/tensor/tensor.ts';
+import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
+import { buildCase, randomCase, STEPS } from './generate.ts';
+import { REGRESSIONS } from './regressions.ts';
+import { failureLine, shrunkReport } from './report.ts';
+import { type HarnessOptions, runCase, tensorDiff } from './run-case.ts';
+import { type ShrinkBudget, shrink } from './shrink.ts';
+
+/** Features every case may use: they pass on the current code. */
+const PASSING: Feature[] = [
+  'broadcast',
+  'rank3',
+  'batchAxis',
+  'nonDiff',
+  'paramFanOut',
+  'tiedWeights',
+  'secondInput',
+  'userOps',
+  'optimizer',
+  'schedules',
+];
+
+/**
+ * Features with known failures, each added to PASSING in a test of its own, which fails until its
+ * fix lands; then the feature moves to PASSING.
+ * - paramConstOnly: a node whose inputs are only parameters and constants never runs (step timeout);
+ * - disconnectedParam: with an optimizer on the workers, a step with a parameter the loss does not
+ *   read times out;
+ * - wrtInputs: inputs in wrt hang (and the reference cannot sum a batched input's gradient over
+ *   uneven shards);
+ * - vStages: stage annotations that come back down hang under a pipeline schedule;
+ * - frozenParam: with an optimizer on the workers, a parameter left out of wrt reports a norm, so the
+ *   step finishes before the others do (global norm NaN);
+ * - partialStages: under a schedule, a node left unannotated follows its last input, which can be on
+ *   an earlier stage than another input: an edge back to an earlier stage, and the step hangs;
+ * - scheduleAnyPlacement: a schedule over 'per-node' placement hangs (stages alternate along the
+ *   graph) instead of being refused.
+ */
+const PENDING: Feature[] = [
+  'paramConstOnly',
+  'disconnectedParam',
+  'wrtInputs',
+  'vStages',
+  'frozenParam',
+  'partialStages',
+  'scheduleAnyPlacement',
+];
+
+// In-process steps of these graphs take milliseconds: a second is a hang.
+const IN_PROCESS: HarnessOptions = { stepTimeoutMs: 1000 };
+const THREADS: HarnessOptions = { stepTimeoutMs: 3000 };
+// Each smaller case that still fails can cost a step timeout: a few, then the report.
+const SHRINK: ShrinkBudget = { runs: 60, steps: 6 };
+// On threads every run starts a runtime (~0.5 s).
+const SHRINK_THREADS: ShrinkBudget = { runs: 10, steps: 4 };
+
+/** Runs the cases in order; the first failure is shrunk and fails the test with its report. */
+async function expectAllPass(
+  cases: readonly FuzzCase[],
+  options: HarnessOptions,
+  budget: ShrinkBudget = SHRINK,
+): Promise<void> {
+  for (const c of cases) {
+    const outcome = await runCase(c, options);
+    if (outcome.ok) continue;
+    const shrunk = await shrink(c, outcome, (s) => runCase(s, options), budget);
+    expect.fail(`${failureLine(c, outcome)}\n${shrunkReport(c, shrunk)}`);
+  }
+}
+
+/** Cases from consecutive seeds (from `first`), keeping those that pass `keep`, until there are `count`. */
+function cases(
+  count: number,
+  first: number,
+  features: readonly Feature[],
+  mode: RunConfig['mode'],
+  keep: (c: FuzzCase) => boolean = () => true,
+): FuzzCase[] {
+  const out: FuzzCase[] = [];
+  for (let seed = first; out.length < count; seed++) {
+    const c = randomCase(seed, { features, mode });
+    if (keep(c)) out.push(c);
+  }
+  return out;
+}
+
+const uses = (feature: Feature) => (c: FuzzCase) => buildCase(c).used.includes(feature);
+
+describe('the fuzz generator', () => {
+  it('has a step for every registered op (built-in and the fixture user ops)', () => {
+    const covered = new Set(STEPS.map((s) => s.op));
+    expect(listOps().filter((op) => !covered.has(op))).toEqual([]);
+  });
+
+  it('draws every op and uses every feature over 300 cases with every feature on', () => {
+    const drawn = new Set<string>();
+    const used = new Set<Feature>();
+    for (const c of cases(300, 0, FEATURES, 'in-process')) {
+      const built = buildCase(c);
+      for (const op of built.graph.nodes.map((n) => n.op)) drawn.add(op);
+      for (const f of built.used) used.add(f);
+    }
+    expect(listOps().filter((op) => !drawn.has(op))).toEqual([]);
+    expect(FEATURES.filter((f) => !used.has(f))).toEqual([]);
+  });
+
+  it('compares bits: -0 is not 0, NaN payloads differ, a missing gradient is named', () => {
+    const t = (values: number[]) => tensor(values, { shape: [values.length] });
+    const payload = t([Number.NaN]);
+    new Uint32Array(payload.data.buffer)[0] = 0x7fc00001;
+    expect(tensorDiff('g', t([1, 0]), t([1, 0]))).toBeNull();
+    expect(tensorDiff('g', t([1, -0]), t([1, 0]))).toBe(
+      'g differs at element 1: runtime 0 (0x80000000), reference 0 (0x00000000)',
+    );
+    expect(tensorDiff('g', t([Number.NaN]), payload)).toBe(
+      'g differs at element 0: runtime NaN (0x7fc00000), reference NaN (0x7fc00001)',
+    );
+    expect(tensorDiff('g', undefined, t([1]))).toBe('g is missing');
+  });
+
+  it('builds the same graph from the same case', () => {
+    for (const c of cases(20, 0, FEATURES, 'in-process'))
+      expect(printGraph(buildCase(c).graph)).toBe(printGraph(buildCase(c).graph));
+  });
+});
+
+describe('the runtime against referenceStep, bit for bit', () => {
+  it.each(REGRESSIONS.map((r) => [r.title, r] as const))('regression: %s', async (_, r) => {
+    // A generator change that alters this graph would silently retire the regression.
+    expect(printGraph(buildCase(r.case).graph)).toBe(r.graph.trim());
+    // Shrunk already.
+    await expectAllPass([r.case], r.case.run.mode === 'threads' ? THREADS : IN_PROCESS, {
+      runs: 0,
+      steps: 0,
+    });
+  });
+
+  it('in-process, shuffled delivery: 400 cases with the passing features', async () => {
+    await expectAllPass(cases(400, 1, PASSING, 'in-process'), IN_PROCESS);
+  });
+
+  // Unannotated nodes matter only where stages are ordered: under a schedule.
+  const alsoNeeds: Partial<Record<Feature, (c: FuzzCase) => boolean>> = {
+    partialStages: (c) => c.run.schedule !== undefined,
+  };
+
+  it.each(PENDING)('in-process: 40 cases using %s', async (feature) => {
+    const keep = (c: FuzzCase) => (alsoNeeds[feature]?.(c) ?? true) && uses(feature)(c);
+    await expectAllPass(cases(40, 1, [...PASSING, feature], 'in-process', keep), IN_PROCESS);
+  });
+
+  // About 0.5 s to start a runtime on threads: a few cases, each the first seed with per-node placement
+  // and replicas, with a schedule on 3 workers, with an optimizer.
+  const wanted: ((c: FuzzCase) => boolean)[] = [
+    (c) => c.run.placement === 'per-node' && c.run.replicas > 1,
+    (c) => c.run.schedule !== undefined && c.run.workers === 3,
+    (c) => c.run.optimizer !== undefined,
+  ];
+  const threadCases = (features: readonly Feature[], keep: (c: FuzzCase) => boolean = () => true) =>
+    wanted.flatMap((want) => cases(1, 1, features, 'threads', (c) => keep(c) && want(c)));
+
+  it('threads: 3 cases with the passing features but user ops', async () => {
+    await expectAllPass(threadCases(PASSING.filter((f) => f !== 'userOps')), THREADS, SHRINK_THREADS);
+  });
+
+  it('threads: 2 cases using user ops (registered on the workers by the ops option)', async () => {
+    await expectAllPass(threadCases(PASSING, uses('userOps')).slice(0, 2), THREADS, SHRINK_THREADS);
+  });
+});
