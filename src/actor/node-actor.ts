@@ -1,6 +1,6 @@
 import { sumCells } from '../autodiff/backprop.ts';
 import { edgeCarriesGrad, opDefs } from '../autodiff/plan.ts';
-import type { Node } from '../graph/graph.ts';
+import { isLeaf, type Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
@@ -93,9 +93,9 @@ export class NodeActor<T> {
   /** Whether a backward task runs for this actor per microbatch: a VJP, or a reported gradient. */
   readonly hasBackward: boolean;
   /**
-   * Fed only by parameters and constants (`transpose(W)`, `sum(square(w))`, `exp(c)`): no message
-   * of a microbatch arrives for it, so its forward becomes ready per microbatch when the step starts
-   * and its parameters are there (Note [fixed-input nodes]).
+   * Fed only by parameters and constants, or by nothing (`transpose(W)`, `sum(square(w))`, `exp(c)`,
+   * `dimSize`): no message of a microbatch arrives for it, so its forward becomes ready per
+   * microbatch when the step starts and its parameters are there (Note [fixed-input nodes]).
    */
   readonly fixedOnly: boolean;
   /** Whether a split backward has a weight part to run for this node. */
@@ -135,8 +135,8 @@ export class NodeActor<T> {
     this.runsVjp = needs.includes(true);
     this.reportsGradient = node.op === 'input' && this.expected > 0;
     this.hasBackward = this.runsVjp || this.reportsGradient;
-    this.fixedOnly = node.inputs.length > 0 && this.mbSlots === 0;
-    const def = node.inputs.length > 0 ? getOp(node.op) : undefined;
+    this.fixedOnly = node.op !== 'input' && this.mbSlots === 0;
+    const def = isLeaf(node) ? undefined : getOp(node.op);
     this.def = def;
     // An op that says its VJP does not split runs all of it in the input part.
     const splits = def !== undefined && def.splitVjp !== false;

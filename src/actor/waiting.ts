@@ -35,9 +35,9 @@ export function waitingEntries<T>(
           node: name,
           replica: actor.replica,
           mb,
-          waitingFor: ins.length === 0 ? 'its feed' : fixedOnly ? 'parameters' : 'inputs',
+          waitingFor: !fixedOnly && ins.length === 0 ? 'its feed' : fixedOnly ? 'parameters' : 'inputs',
           have: fixedOnly ? ins.length - missingParams.length : 0,
-          need: ins.length === 0 ? 1 : fixedOnly ? ins.length : actor.mbSlots,
+          need: fixedOnly ? ins.length : ins.length === 0 ? 1 : actor.mbSlots,
           from,
         });
         continue;

@@ -161,19 +161,31 @@ function manualStages(
     }
     worker[node.id] = node.stage;
   }
-  // Unannotated nodes follow their first placed consumer, else their last placed input, else 0.
+  // Unannotated nodes go with their earliest placed consumer (so that nothing they feed comes before
+  // them), else with their latest placed input, else on stage 0; then no later than any of their
+  // inputs, so that values flow to the same or a later stage where the annotations allow it (a
+  // pipeline schedule refuses a plan where they do not: checkStageFlow).
+  const annotated = new Uint8Array(graph.size);
+  for (const node of computed) if (worker[node.id] !== -1) annotated[node.id] = 1;
   for (let k = computed.length - 1; k >= 0; k--) {
     const node = computed[k]!;
     if (worker[node.id] !== -1) continue;
-    const c = consumers[node.id]!.find(([id]) => worker[id]! >= 0);
-    if (c !== undefined) worker[node.id] = worker[c[0]]!;
+    let earliest = -1;
+    for (const [id] of consumers[node.id]!) {
+      const w = worker[id]!;
+      if (w >= 0 && (earliest === -1 || w < earliest)) earliest = w;
+    }
+    if (earliest !== -1) worker[node.id] = earliest;
   }
   for (const node of computed) {
-    if (worker[node.id] !== -1) continue;
-    const placed = node.inputs.map((i) => worker[i]!).filter((w) => w >= 0);
-    worker[node.id] = placed.length > 0 ? placed[placed.length - 1]! : 0;
+    if (annotated[node.id] === 1) continue;
+    let latest = -1;
+    for (const i of node.inputs)
+      if (graph.nodes[i]!.op !== 'param' && graph.nodes[i]!.op !== 'const')
+        latest = Math.max(latest, worker[i]!);
+    if (worker[node.id] === -1) worker[node.id] = Math.max(latest, 0);
+    else if (latest > worker[node.id]!) worker[node.id] = latest;
   }
-  void graph;
 }
 
 /**

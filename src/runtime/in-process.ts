@@ -73,9 +73,12 @@ export class InProcessCluster implements Cluster {
   private deliver(): void {
     const until = performance.now() + SLICE_MS;
     while (this.head < this.inFlight.length && !this.closed) {
-      // Shuffling swaps a random data message to the head.
+      // Shuffling swaps a random data message to the head, from the run of data messages before the
+      // next start or update: data never crosses one of those, in either direction.
       if (this.rng !== null && isData(this.inFlight[this.head]!.message)) {
-        const i = this.head + this.rng.int(this.inFlight.length - this.head);
+        let end = this.head + 1;
+        while (end < this.inFlight.length && isData(this.inFlight[end]!.message)) end++;
+        const i = this.head + this.rng.int(end - this.head);
         const t = this.inFlight[i]!;
         this.inFlight[i] = this.inFlight[this.head]!;
         this.inFlight[this.head] = t;

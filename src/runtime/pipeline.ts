@@ -1,5 +1,6 @@
 import type { HostAction } from '../actor/task-queue.ts';
 import { InputError, ScheduleError } from '../errors.ts';
+import { label } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
 import { isCompute, type Schedule } from '../schedule/action.ts';
 import { checkRows } from '../schedule/action-rules.ts';
@@ -98,9 +99,40 @@ export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
     );
   }
   checkRows(schedule, plan.stageWorkers, 'the plan');
+  checkStageFlow(plan);
   return Array.from({ length: plan.workers }, (_, w) =>
     (schedule[w % plan.group] ?? [])
       .filter((a): a is NonNullable<typeof a> => a !== null && isCompute(a))
       .map((a) => ({ kind: a.kind as HostAction['kind'], stage: a.stage, mb: a.microbatch })),
   );
+}
+
+/**
+ * A schedule runs a stage's actions in a fixed order, so a value may only flow to its own stage or a
+ * later one: an edge back to an earlier stage waits for an action the schedule runs later, and the
+ * step would hang. 'stages' never makes one; 'manual' does where the annotations come back down (an
+ * unannotated node goes no earlier than its inputs: placement.ts). Refused before any worker starts,
+ * naming the first such edge.
+ */
+export function checkStageFlow(plan: Plan): void {
+  const { graph, stageOf } = plan;
+  for (const node of graph.nodes) {
+    const to = stageOf[node.id]!;
+    if (to < 0) continue;
+    for (const input of node.inputs) {
+      const producer = graph.nodes[input]!;
+      // Parameters and constants are handed out when the step starts, not by a stage's action.
+      if (producer.op === 'param' || producer.op === 'const') continue;
+      const from = stageOf[input]!;
+      if (from > to) {
+        throw new ScheduleError(
+          `a pipeline schedule needs every value to flow to its own stage or a later one, but ` +
+            `${label(producer)} (stage ${from}) feeds ${label(node)} (stage ${to}) with placement ` +
+            `'${plan.strategy}'; use placement 'stages', or annotate the stages (placement 'manual') so ` +
+            `that they only go up`,
+          { rule: 'stage flow', node: label(node), expected: `stage >= ${from}`, found: to },
+        );
+      }
+    }
+  }
 }

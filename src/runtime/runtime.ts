@@ -9,6 +9,7 @@ import {
   InputError,
   NonFiniteError,
   RuntimeClosedError,
+  ScheduleError,
   StepTimeoutError,
   WorkerError,
 } from '../errors.ts';
@@ -239,9 +240,16 @@ export class Runtime {
         chunks: options.chunks,
         stagePlacement: options.stagePlacement,
       });
+      const placement = options.placement ?? 'stages';
+      if (placement !== 'stages' && placement !== 'manual') {
+        throw new ScheduleError(
+          `a pipeline schedule runs the graph cut into stages: placement must be 'stages' or 'manual', found '${placement}'`,
+          { rule: 'placement', expected: ['stages', 'manual'], found: placement },
+        );
+      }
       compileOptions = {
         ...options,
-        placement: options.placement ?? 'stages',
+        placement,
         stages: schedule.stageWorkers.length,
         stagePlacement: schedule.stageWorkers,
       };

@@ -25,7 +25,10 @@ export const FEATURE_DOCS = {
   wrtInputs: 'inputs in wrt (gradients with respect to x, x2, c)',
   optimizer: 'an optimizer on the workers (sgd or adam): parameters compared after the updates',
   schedules: "pipeline schedules (gpipe, 1f1b, interleaved-1f1b, zb-h1) with 'stages' or 'manual' placement",
-  vStages: "'manual' stage annotations that go up and come back down (V-shaped)",
+  vStages:
+    "stages placed in a V (stagePlacement 'v', 2 chunks per worker) under a hand-written GPipe-order schedule",
+  backStages:
+    "'manual' stage annotations that go up and come back down: a schedule must refuse them (checkStageFlow)",
   partialStages: "'manual' placement with some nodes left unannotated (they follow a consumer or an input)",
   scheduleAnyPlacement: "pipeline schedules with 'per-node' and 'min-comm' placement too",
 } as const;
@@ -41,7 +44,7 @@ export interface RunConfig {
   microbatches: number;
   placement: PlacementStrategy;
   paramPlacement: ParamPlacement;
-  schedule?: ScheduleKind;
+  schedule?: ScheduleKind | 'gpipe-v';
   chunks?: number;
   /** In-process: a seeded random delivery order. */
   shuffleSeed?: number;

@@ -221,7 +221,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
   const g = new Generator(features, c.seed);
   const manual = c.run.placement === 'manual';
   const stages = groupOf(c.run) * (c.run.schedule !== undefined ? (c.run.chunks ?? 1) : 1);
-  const v = manual && stages > 1 && g.maybe('vStages');
+  const v = manual && stages > 1 && g.maybe('backStages');
   // The stem is part 0, step i part i + 1, the loss part size + 1.
   const onStage = <R>(part: number, body: () => R): R =>
     manual && !g.maybe('partialStages', 0.3)
@@ -246,6 +246,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
   for (const x of inputs) if (g.maybe('wrtInputs', 0.5)) wrt.push(x.name!);
   if (c.run.optimizer !== undefined) g.used.add('optimizer');
   if (c.run.schedule !== undefined) g.used.add('schedules');
+  if (c.run.schedule === 'gpipe-v') g.used.add('vStages');
   if (c.run.schedule !== undefined && !['stages', 'manual'].includes(c.run.placement))
     g.used.add('scheduleAnyPlacement');
   const x2 = graph.inputs().find((n) => n.name === 'x2');
@@ -290,10 +291,10 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
   const replicas = 1 + rng.int(threads ? 2 : workers);
   const group = Math.max(1, Math.floor(workers / replicas));
   let placement = oneOf(PLACEMENTS[options.mode]);
-  if (features.has('vStages') && !threads && rng.next() < 0.5) placement = 'manual';
-  let schedule: ScheduleKind | undefined;
+  if (features.has('backStages') && !threads && rng.next() < 0.5) placement = 'manual';
+  let schedule: ScheduleKind | 'gpipe-v' | undefined;
   if (features.has('schedules') && rng.next() < 0.4) {
-    schedule = oneOf(SCHEDULE_KINDS);
+    schedule = features.has('vStages') && rng.next() < 0.5 ? 'gpipe-v' : oneOf(SCHEDULE_KINDS);
     if (placement !== 'manual' && !(features.has('scheduleAnyPlacement') && rng.next() < 0.5))
       placement = 'stages';
   }
@@ -319,7 +320,7 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
       placement,
       paramPlacement: oneOf(PARAM_PLACEMENTS),
       ...(schedule ? { schedule } : {}),
-      ...(schedule === 'interleaved-1f1b' ? { chunks: 2 } : {}),
+      ...(schedule === 'interleaved-1f1b' || schedule === 'gpipe-v' ? { chunks: 2 } : {}),
       ...(threads ? {} : { shuffleSeed: rng.int(2 ** 31) }),
       ...(features.has('optimizer') && rng.next() < 0.3
         ? { optimizer: oneOf(['sgd', 'adam'] as const) }

@@ -169,13 +169,13 @@ outputs: loss=%27`,
 outputs: loss=%5`,
   },
   {
-    title: 'vStages: stages 0, 1, then 0 again under 1F1B (step timeout)',
+    title: 'backStages: stages 0, 1, then 0 again under 1F1B (a step timeout; now refused)',
     case: {
       seed: 1,
       size: 1,
       skip: [],
       width: 1,
-      features: ['userOps', 'schedules', 'vStages'],
+      features: ['userOps', 'schedules', 'backStages'],
       run: runWith({ workers: 2, microbatches: 2, placement: 'manual', batch: 2, schedule: '1f1b' }),
     },
     graph: `
