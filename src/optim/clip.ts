@@ -22,7 +22,7 @@ export interface ClipResult {
 /**
  * Scales every gradient by maxNorm / norm when the global norm exceeds `maxNorm` (without PyTorch's
  * 1e-6 in the denominator, so the clipped norm is maxNorm up to rounding). A non-finite norm leaves
- * the gradients as they are: the step's non-finite policy decides what happens (RELIABILITY.md, 9).
+ * the gradients as they are: the step's non-finite policy (`nonFinite`: 'error' or 'skip') decides.
  */
 export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm: number): ClipResult {
   checkMaxNorm(maxNorm, 'clipGlobalNorm: maxNorm');

@@ -18,11 +18,9 @@ import {
 // few messages that are not columns (step starts, failures, notices) as cloned objects. The receiver
 // checks each column's range (a kind this sender may send, ids within the plan, byte lengths equal
 // to the shapes, payload offsets in order, nothing left over) and copies each small tensor out into
-// a fresh buffer it owns. Measured between two worker threads (f32[4] activations, median of 5):
-// 1000 messages per envelope 3.05 us per message as objects, 0.16 us in columns; 64 per envelope
-// 3.21 vs 0.59 us; 1 per envelope 9.1 vs 8.2 us (the wake-up dominates). Copy into the payload vs
-// transfer, per tensor: 16 B 0.29 vs 1.24 us, 4 KiB 2.1 vs 2.3, 16 KiB 5.3 vs 6.6, 32 KiB 12.1 vs
-// 11.8, 64 KiB 32 vs 23: hence SMALL_TENSOR_BYTES.
+// a fresh buffer it owns. With 1000 messages per envelope a message costs 0.16 us instead of 3.
+// Copying a tensor into the payload beats transferring its buffer up to 16 KiB and no longer at
+// 32 KiB: hence SMALL_TENSOR_BYTES (figures: docs/measurements.md).
 
 /** Tensors of at most this many bytes are copied into the payload; larger ones are transferred. */
 export const SMALL_TENSOR_BYTES = 16 * 1024;

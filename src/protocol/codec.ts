@@ -7,10 +7,12 @@ import type { HostInput, HostOutput, Limits, StartMessage, UpdateMessage, WireTe
 // Note [envelope encoding]
 // Data envelopes are columns (Note [columnar envelope] in batch.ts). The control plane (parameters,
 // optimizer state) sends tensors as {dtype, shape, buffer}, the buffer transferred, by structured
-// clone: few, often large tensors. msgpack was measured against structured clone for envelopes
-// (one message: 4.7 vs 3.7 us; sixteen: 45.2 vs 44.5 us) and buys nothing here, beside the arena
-// pitfalls of FIELD-NOTES.md. Either way the receiver validates: structured clone checks types, not
-// the protocol.
+// clone: few, often large tensors. msgpack was measured against structured clone for envelopes and
+// was no faster (figures: docs/measurements.md), and msgpackr's `pack` returns a view into a shared
+// arena whose buffer must never be transferred (after one huge message, even a tiny header would drag
+// the whole arena along). Byte frames use msgpack for their few object messages only, copied into the
+// frame (Note [byte framing] in frame.ts). Either way the receiver validates: structured clone checks
+// types, not the protocol.
 
 /** Where a message travels, for errors: 'worker 0 -> worker 1', 'coordinator -> worker 2'. */
 export function edgeName(from: number, to: number): string {

@@ -9,10 +9,10 @@ import type { Wire } from './wire.ts';
 // A link sends what a turn queued in one envelope, at the end of the turn (a microtask), or as soon as
 // MAX_BATCH messages are queued. A host's turn can make hundreds of messages for its peer; sent in
 // chunks, the peer starts on the first while this host makes the rest, so the two workers overlap
-// instead of taking turns. Measured with per-node laneGraph over 2 workers, actor messages/s, medians
-// of 3 interleaved runs: laneGraph(1000, 20): one envelope per turn 355k, chunks of 128: 448k, 64:
-// 522k-545k, 32: 567k-581k, 16: 541k; the million-node laneGraph(1000, 250): 64: 514k, 32: 395k.
-// Smaller chunks pay an envelope's fixed costs (a post and a wake-up, about 10 us) too often.
+// instead of taking turns: on a lane graph placed per node over 2 workers, chunks of 64 carried about
+// 1.5x the actor messages/s of one envelope per turn. Smaller chunks pay an envelope's fixed costs (a
+// post and a wake-up) too often: 32 was faster on a small lane graph and slower on the million-node
+// one (figures: docs/measurements.md).
 
 /** Messages queued on a link before it sends them without waiting for the end of the turn. */
 export const MAX_BATCH = 64;

@@ -21,9 +21,8 @@ const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'j
 /**
  * The young generation of each worker's heap. A step makes millions of short-lived objects (messages,
  * tensors, tasks) while the backward keeps activations alive; with V8's default (48 MiB) scavenges
- * took about a quarter of a worker's time on the million-node graph. Measured (actor messages/s,
- * medians of interleaved runs): laneGraph(1000, 250) 367k with 48 MiB, 526k with 192 MiB;
- * laneGraph(1000, 20) 468k and 519k. V8 grows it only as far as it is used.
+ * took about a quarter of a worker's time on the million-node graph, which moves about 1.4x the actor
+ * messages/s with 192 MiB (figures: docs/measurements.md). V8 grows it only as far as it is used.
  */
 const YOUNG_GENERATION_MB = 192;
 

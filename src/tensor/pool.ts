@@ -10,7 +10,7 @@ import type { DType, Storage } from './tensor.ts';
 // most `maxBytes`; past that, the least recently used classes give up storages first. When a step
 // starts, each class also keeps no more storages than the last step took from it: a class the thread
 // receives but never makes (a feed from the coordinator) would otherwise grow by one storage a step
-// until the bound (measured: 45 MB of 400 KB feed buffers after 110 MLP steps).
+// until the bound.
 //
 // Lifetime is step-scoped (Note [step arena] in src/actor/host.ts): every pooled-size storage the
 // thread allocates, and every one its host receives for the current step, is recorded in the arena;
@@ -18,12 +18,10 @@ import type { DType, Storage } from './tensor.ts';
 // back. A recorded storage that was transferred away is detached (byteLength 0) and is forgotten.
 // In poison mode a storage given back is filled with NaN, so a use after recycling shows as NaN.
 //
-// Measured (test/bench/suites/pool.ts, 2 vCPUs, shared): passing a 16 MiB buffer between two
-// workers, 0.43-0.51 ms per hop fresh vs 0.038 ms recycled (11-13x) when nobody writes it, 1.49 vs
-// 0.44-0.49 ms (3.1-3.4x) when the sender writes it whole first, as a kernel does. Allocating and writing one storage
-// on one thread, fresh vs from a pool (zero-filled): 1 KiB 0.65 vs 0.56 us, 4 KiB 0.72 vs 0.57,
-// 16 KiB 1.5 vs 1.1, 64 KiB 3.5 vs 2.6, 1 MiB 209 vs 95: below 16 KiB the saving is a tenth of a
-// microsecond, less than what recording and recycling a storage costs; hence POOL_MIN_BYTES.
+// A 16 MiB buffer passed between two workers and written whole at each hop, as a kernel writes its
+// output, costs 3.1-3.4x as much fresh as recycled (`npm run bench -- pool`). Below 16 KiB recycling
+// saves less than recording and recycling a storage costs: hence POOL_MIN_BYTES (figures:
+// docs/measurements.md).
 
 /** Pooled storages start here: the envelope's transfer threshold (Note [columnar envelope]). */
 export const POOL_MIN_BYTES = 16 * 1024;

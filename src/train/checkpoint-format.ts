@@ -16,7 +16,7 @@ import { allocate, bytesPerElement, type DType, Tensor } from '../tensor/tensor.
 
 // The bytes of a checkpoint file, without any file system: checkpoint.ts does the saving and loading.
 
-/** Everything a run needs to go on bitwise identically in a new process (RELIABILITY.md, 4 and 5). */
+/** Everything a run needs to go on bitwise identically in a new process. */
 export interface Checkpoint {
   /** Training steps done. */
   step: number;

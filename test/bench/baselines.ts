@@ -140,7 +140,8 @@ export async function startProbes(): Promise<{
   close: () => Promise<void>;
 }> {
   const src = (path: string) => new URL(`../../src/${path}`, import.meta.url).href;
-  // From source, the worker registers tsx itself (FIELD-NOTES.md: .ts in workers on Node 20).
+  // From source, the probe worker registers tsx itself, as workers/tsx-register.mjs does for the
+  // runtime's workers: tsx does not register itself in worker threads on Node 20.
   const workerData = {
     tsx: import.meta.url.endsWith('.ts') ? import.meta.resolve('tsx/esm/api') : null,
     kernels: src('tensor/kernels.ts'),

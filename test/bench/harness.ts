@@ -1,7 +1,7 @@
 /**
  * The benchmark harness: a suite measures cases through a `BenchContext` and every result is emitted
  * as it arrives, either as one JSON line (`--json`, for scripts and CI) or as an aligned table line.
- * The machine is shared and noisy (FIELD-NOTES.md): results always carry the median with min and max.
+ * The machine is shared and noisy: results always carry the median with min and max.
  */
 
 /** A figure attached to a result, under a self-explanatory key (`gflops`, `nodes`, `peak_rss_mb` ...). */

@@ -5,7 +5,7 @@ import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 import { grid } from '../support/schedules.ts';
 
-// The closed forms of FIELD-NOTES.md, reproduced exactly by the dry run (Note [closed-form costs]).
+// The closed forms of Note [closed-form costs] (src/schedule/bubble.ts), reproduced exactly by the dry run.
 // Integer costs make every ratio one correctly rounded division, so `toBe` is exact.
 
 const P = [2, 4, 8];
