@@ -1,5 +1,5 @@
 import { sumCells } from '../autodiff/backprop.ts';
-import { edgeCarriesGrad, opDefs } from '../autodiff/plan.ts';
+import { edgeCarriesGrad } from '../autodiff/plan.ts';
 import type { Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
@@ -30,7 +30,7 @@ export function gradientCells(plan: Plan): GradientCells {
   if (table !== undefined) return table;
   const { graph, grad } = plan;
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const slotBase = new Int32Array(graph.size + 1);
   for (let id = 0; id < graph.size; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
   const cell = new Int32Array(slotBase[graph.size]!).fill(-1);

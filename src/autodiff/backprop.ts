@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.ts';
 import type { Ops } from '../ops/ops.ts';
-import { edgeCarriesGrad, type GradPlan, opDefs } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan } from './plan.ts';
 import { runVjp, type VjpSource } from './vjp.ts';
 
 /**
@@ -46,7 +46,7 @@ function tableLayout(graph: Graph, plan: GradPlan): TableLayout {
   if (layout !== undefined) return layout;
   const { needsGrad, expected } = plan;
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const n = plan.loss + 1;
   const first = new Int32Array(n + 1);
   for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
@@ -84,7 +84,7 @@ export function sweep<T>(
   hooks: SweepHooks<T>,
 ): Map<number, T> {
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const { needsGrad } = plan;
   const { first, slotBase, cellOf } = tableLayout(graph, plan);
   const cells: (T | undefined)[] = new Array(first[plan.loss + 1]);

@@ -14,7 +14,7 @@ import {
   resolveShape,
   type TensorMap,
 } from './forward.ts';
-import { edgeCarriesGrad, type GradPlan, opDefs, planGradient, warnDisconnected } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
 
@@ -44,7 +44,7 @@ function runForward(
   meter: Meter,
 ) {
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const n = nodes.length;
   const table = forwardTable(graph, mask);
   // Counted down as readers run: a copy per call.
@@ -165,7 +165,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const plan = planGradient(graph, options.loss, wrt);
   warnDisconnected(graph, plan, options.onWarning);
   const keep = savedCounts(graph, plan);
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
@@ -208,7 +208,7 @@ function shapeOf(graph: Graph, id: number, bindings: Bindings) {
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */
 function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   for (let id = 0; id <= plan.loss; id++) {
     const def = defs[id];
     if (plan.needsGrad[id] === 0 || def === undefined) continue;

@@ -1,7 +1,6 @@
 import { GradientError } from '../errors.ts';
-import { type Graph, isLeaf, label, type NodeRef } from '../graph/graph.ts';
+import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import type { OpDef } from '../ops/op.ts';
-import { getOp } from '../ops/registry.ts';
 import { ancestors } from './forward.ts';
 
 /**
@@ -27,27 +26,6 @@ export function edgeCarriesGrad(def: OpDef, slot: number): boolean {
   return def.vjp !== undefined && !(def.nondiff?.includes(slot) ?? false);
 }
 
-const defCache = new WeakMap<Graph, readonly (OpDef | undefined)[]>();
-
-/**
- * The op definition of every node of a graph, by id (undefined for leaves), looked up once per
- * graph: engines read it per node, and a registry lookup per node and pass is measurable on graphs
- * of a million nodes. A graph is immutable, so the table never goes stale.
- */
-export function opDefs(graph: Graph): readonly (OpDef | undefined)[] {
-  let defs = defCache.get(graph);
-  if (defs === undefined) {
-    const nodes = graph.nodes;
-    const table = new Array<OpDef | undefined>(nodes.length);
-    for (let id = 0; id < nodes.length; id++) {
-      const node = nodes[id]!;
-      table[id] = isLeaf(node) ? undefined : getOp(node.op);
-    }
-    defCache.set(graph, (defs = table));
-  }
-  return defs;
-}
-
 export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[]): GradPlan {
   const lossNode = graph.node(loss);
   const wrtIds = wrt.map((r) => graph.node(r).id);
@@ -60,7 +38,7 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     seen.add(id);
   }
   const n = graph.size;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const forward = ancestors(graph, [lossNode.id]);
   // Descendants of wrt along edges a gradient can flow through.
   const desc = new Uint8Array(n);

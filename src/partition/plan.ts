@@ -1,4 +1,4 @@
-import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from '../autodiff/plan.ts';
+import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
@@ -264,7 +264,7 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
   return (
     plan.grad.needsGrad[consumer] === 1 &&
     plan.grad.needsGrad[input] === 1 &&
-    edgeCarriesGrad(opDefs(plan.graph)[consumer]!, slot)
+    edgeCarriesGrad(plan.graph.defs[consumer]!, slot)
   );
 }
 
