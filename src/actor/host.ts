@@ -1,4 +1,5 @@
 import type { Bindings } from '../autodiff/forward.ts';
+import type { GradientCells } from '../autodiff/plan.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { InputError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
@@ -21,7 +22,7 @@ import type {
 } from './host-types.ts';
 import { KeptSource, type ShardTable, shardTable } from './kept-source.ts';
 import type { StepStart, StepUpdate } from './messages.ts';
-import { type GradientCells, gradientCells, NodeActor } from './node-actor.ts';
+import { NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
 import { ParamUpdates } from './param-updates.ts';
 import { type HostAction, type TaskPhase, TaskQueue } from './task-queue.ts';
@@ -107,7 +108,7 @@ export class Host<T = Tensor> {
     this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
     this.pool = options.pool ?? null;
     const { graph, grad, placement } = plan;
-    this.cells = gradientCells(plan);
+    this.cells = plan.grad.cells;
     // Where every replicated parameter's contributions go, whoever makes them (Note [parameter placement]).
     for (const id of plan.params) {
       const copies = paramWorkers(plan, id);
