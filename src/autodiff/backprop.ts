@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.ts';
 import type { Ops } from '../ops/ops.ts';
-import { edgeCarriesGrad, type GradPlan } from './plan.ts';
+import type { GradPlan } from './plan.ts';
 import { runVjp, type VjpSource } from './vjp.ts';
 
 /**
