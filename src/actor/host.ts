@@ -6,7 +6,7 @@ import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { sumOfSquares } from '../optim/spec.ts';
-import { edgeGradient, type Plan, paramWorkers } from '../partition/plan.ts';
+import { edgeGradient, type Plan } from '../partition/plan.ts';
 import { LiveBuffers, type StoragePool } from '../tensor/pool.ts';
 import type { Storage, Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
@@ -111,7 +111,7 @@ export class Host<T = Tensor> {
     this.cells = plan.grad.cells;
     // Where every replicated parameter's contributions go, whoever makes them (Note [parameter placement]).
     for (const id of plan.params) {
-      const copies = paramWorkers(plan, id);
+      const copies = plan.paramWorkers.get(id)!;
       if (copies.length > 1) (this.paramCopies ??= new Map()).set(id, copies);
     }
     this.updates = new ParamUpdates(worker, this.engine, (id) => label(graph.nodes[id]!));
