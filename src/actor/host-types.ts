@@ -4,6 +4,7 @@ import type { StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FailpointAction } from './failpoint.ts';
+import type { ShardTables } from './kept-source.ts';
 import type { DataMessage, Report } from './messages.ts';
 import type { NodeActor } from './node-actor.ts';
 import type { TaskPhase } from './task-queue.ts';
@@ -75,4 +76,6 @@ export interface HostOptions<T> {
    * thread made).
    */
   pool?: StoragePool | null;
+  /** The step's shard table, built once per step for the hosts given the same one (default: one of its own). */
+  shards?: ShardTables;
 }

@@ -20,7 +20,7 @@ import type {
   TaskInfo,
   WaitingEntry,
 } from './host-types.ts';
-import { KeptSource, type ShardTable, shardTable } from './kept-source.ts';
+import { KeptSource, type ShardTable, ShardTables } from './kept-source.ts';
 import type { StepStart, StepUpdate } from './messages.ts';
 import { NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
@@ -85,6 +85,7 @@ export class Host<T = Tensor> {
   private step = -1;
   private microbatches = 0;
   private shards: ShardTable = [];
+  private readonly shardTables: ShardTables;
   private early: Message<T>[] = [];
   private failed = false;
   private failpoints: Failpoint[] = [];
@@ -107,6 +108,7 @@ export class Host<T = Tensor> {
     this.worker = worker;
     this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
     this.pool = options.pool ?? null;
+    this.shardTables = options.shards ?? new ShardTables();
     const { graph, grad, placement } = plan;
     this.cells = plan.grad.cells;
     // Where every replicated parameter's contributions go, whoever makes them (Note [parameter placement]).
@@ -299,7 +301,7 @@ export class Host<T = Tensor> {
     this.microbatches = start.microbatches;
     this.queue.start(start.microbatches);
     for (const a of this.actorList) a.start(start.microbatches);
-    this.shards = shardTable(start);
+    this.shards = this.shardTables.of(start);
     const effects: HostEffect<T>[] = [];
     this.updates.clear();
     // The last step is over (updated, reported or failed): before this one makes anything.
