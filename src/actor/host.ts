@@ -5,10 +5,9 @@ import { InputError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
-import { sumOfSquares } from '../optim/spec.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import { LiveBuffers, type StoragePool } from '../tensor/pool.ts';
-import type { Storage, Tensor } from '../tensor/tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { type Failpoint, FailpointError } from './failpoint.ts';
 import type {
@@ -24,7 +23,7 @@ import { KeptSource, type ShardTable, ShardTables } from './kept-source.ts';
 import type { StepStart, StepUpdate } from './messages.ts';
 import { NodeActor } from './node-actor.ts';
 import { ParamActor } from './param-actor.ts';
-import { ParamUpdates } from './param-updates.ts';
+import { NoUpdates, type Updates } from './param-updates.ts';
 import { type HostAction, type TaskPhase, TaskQueue } from './task-queue.ts';
 import { waitingEntries } from './waiting.ts';
 import { toWireError } from './wire-error.ts';
@@ -32,6 +31,7 @@ import { toWireError } from './wire-error.ts';
 export type {
   HostEffect,
   HostOptions,
+  HostSettings,
   HostStats,
   Message,
   Task,
@@ -91,7 +91,7 @@ export class Host<T = Tensor> {
   private failpoints: Failpoint[] = [];
   private current: Task<T> | null = null;
   /** The optimizer of the parameters this host owns, their states, and the step's pending update. */
-  private readonly updates: ParamUpdates<T>;
+  private readonly updates: Updates<T>;
   private anomalies = false;
   /** Where every contribution goes (Note [gradient cells]). */
   private readonly cells: GradientCells;
@@ -102,13 +102,15 @@ export class Host<T = Tensor> {
     plan: Plan,
     worker: number,
     params: ReadonlyMap<number, T> = new Map(),
-    options: HostOptions<T> = {},
+    ...[options]: HostOptions<T>
   ) {
     this.plan = plan;
     this.worker = worker;
-    this.engine = options.engine ?? (tensorEngine as unknown as ValueEngine<T>);
-    this.pool = options.pool ?? null;
-    this.shardTables = options.shards ?? new ShardTables();
+    // The host's one cast: without an engine T is Tensor (HostOptions demands one otherwise), which
+    // TypeScript cannot narrow inside the generic class.
+    this.engine = options?.engine ?? (tensorEngine as unknown as ValueEngine<T>);
+    this.pool = options?.pool ?? null;
+    this.shardTables = options?.shards ?? new ShardTables();
     const { graph, grad, placement } = plan;
     this.cells = plan.grad.cells;
     // Where every replicated parameter's contributions go, whoever makes them (Note [parameter placement]).
@@ -116,10 +118,11 @@ export class Host<T = Tensor> {
       const copies = plan.paramWorkers.get(id)!;
       if (copies.length > 1) (this.paramCopies ??= new Map()).set(id, copies);
     }
-    this.updates = new ParamUpdates(worker, this.engine, (id) => label(graph.nodes[id]!));
+    const nameOf = (id: number) => label(graph.nodes[id]!);
+    this.updates = this.engine.updates?.(worker, nameOf) ?? new NoUpdates(worker);
     this.vjpSource = new KeptSource<T>(graph.nodes);
     this.actors = new Array(graph.size * plan.replicas);
-    const constant = (id: number) => graph.nodes[id]!.attrs.value as T;
+    const constant = (id: number) => this.engine.constant(graph.nodes[id]!);
     for (let r = 0; r < plan.replicas; r++) {
       const p = placement[r]!;
       for (const node of graph.nodes) {
@@ -393,13 +396,13 @@ export class Host<T = Tensor> {
   liveBuffers(minBytes: number): LiveBuffers {
     const live = new LiveBuffers(minBytes);
     const add = (v: T | undefined | null) => {
-      if (v !== undefined && v !== null) live.add((v as unknown as Tensor).data as Storage);
+      if (v !== undefined && v !== null) live.add(this.engine.storage(v));
     };
     for (const p of this.params.values()) {
       add(p.value);
       p.held(add);
     }
-    this.updates.held(add);
+    this.updates.held(live);
     for (const a of this.actorList) a.held(add);
     for (const m of this.early) add(m.tensor);
     return live;
@@ -414,7 +417,10 @@ export class Host<T = Tensor> {
       return effects;
     }
     // The step's to give back when it is over (Note [step arena]); never an early message's.
-    this.pool?.track((m.tensor as unknown as Tensor).data);
+    if (this.pool !== null) {
+      const storage = this.engine.storage(m.tensor);
+      if (storage !== null) this.pool.track(storage);
+    }
     if (m.kind !== 'feed') this.counters.receivedBytes += this.engine.bytes(m.tensor);
     const { consumers, placement } = this.plan;
     switch (m.kind) {
@@ -513,7 +519,7 @@ export class Host<T = Tensor> {
       if (this.pendingUpdate !== null && this.updates.ready(this.trainable))
         effects.push(...this.update(this.pendingUpdate));
       if (!param.primary) return;
-      const sumsq = sumOfSquares(total as unknown as Tensor);
+      const sumsq = this.engine.sumOfSquares(total);
       effects.push({ kind: 'report', report: { kind: 'gradNorm', step: this.step, node, sumsq } });
     } else if (param.primary)
       effects.push({
@@ -608,7 +614,7 @@ export class Host<T = Tensor> {
       output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
       actor.afterForward(mb, output);
       if (actor.runsVjp) {
-        const kept = actor.state(mb).kept as T[];
+        const kept = actor.state(mb).kept;
         for (let k = 0; k < kept.length; k++) {
           engine.share(kept[k]!);
           this.counters.keptBytes += engine.bytes(kept[k]!);
@@ -685,7 +691,7 @@ export class Host<T = Tensor> {
       if (this.engine.contributions !== undefined)
         cotangents = this.engine.contributions(node, needs, bindings);
       else {
-        this.vjpSource.fill(actor.keptIds, state.kept as T[], bindings);
+        this.vjpSource.fill(actor.keptIds, state.kept, bindings);
         cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource, actor.def);
       }
     }
@@ -693,7 +699,7 @@ export class Host<T = Tensor> {
       effects.push(this.anomaly(task, 'backward'));
     }
     if (last) {
-      const kept = state.kept as T[];
+      const kept = state.kept;
       for (let k = 0; k < kept.length; k++) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
     } else actor.holdCotangent(mb, g);

@@ -39,7 +39,7 @@ export class ShardTables {
 /** A VJP's view of one task: the values its actor kept (by `keptIds`) and the shard's shapes. */
 export class KeptSource<T> {
   private ids: readonly number[] = [];
-  private kept: readonly T[] = [];
+  private kept: readonly (T | undefined)[] = [];
   private bindings: Bindings = new Map();
   /**
    * Bound shapes by node id, for the bindings they were bound with: the shards of a step mostly
@@ -49,7 +49,8 @@ export class KeptSource<T> {
   private bound: (readonly number[] | undefined)[] = [];
   constructor(private readonly nodes: readonly Node[]) {}
 
-  fill(ids: readonly number[], kept: readonly T[], bindings: Bindings): void {
+  /** `kept`: the actor's kept values, every one there (its forward ran). */
+  fill(ids: readonly number[], kept: readonly (T | undefined)[], bindings: Bindings): void {
     this.ids = ids;
     this.kept = kept;
     this.bindings = bindings;
