@@ -1,5 +1,5 @@
 // The types a host's shell, the runtime and the simulator see: messages, effects, tasks, counters and
-// the diagnostics of a stuck step. Types only; the logic is in host.ts.
+// the diagnostics of a stuck step. Types only; the logic is in host.ts and the modules it is made of.
 import type { StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
