@@ -1,11 +1,14 @@
 import type { Bindings } from '../autodiff/forward.ts';
 import { computeNode } from '../autodiff/forward.ts';
-import type { Node } from '../graph/graph.ts';
+import { InputError } from '../errors.ts';
+import { label, type Node } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import type { OpDef } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
+import { sumOfSquares } from '../optim/spec.ts';
 import type { ConcreteShape } from '../tensor/shape.ts';
-import { cast, type DType, type Tensor, zeros } from '../tensor/tensor.ts';
+import { cast, type DType, type Storage, Tensor, zeros } from '../tensor/tensor.ts';
+import { ParamUpdates, type Updates } from './param-updates.ts';
 
 /**
  * What a host computes with. The host's logic (readiness, counting, sums, routing) is the same
@@ -25,7 +28,18 @@ export interface ValueEngine<T> {
   /** The number a scalar value holds (a loss). */
   item(value: T): number;
   bytes(value: T): number;
+  /** The storage a value holds, for the step arena (Note [step arena]); null where values hold no numbers. */
+  storage(value: T): Storage | null;
   zeros(shape: ConcreteShape, dtype: DType): T;
+  /** A const node's value. */
+  constant(node: Node): T;
+  /** A closed gradient's sum of squares (Note [global norm order]); NaN where values hold no numbers. */
+  sumOfSquares(value: T): number;
+  /**
+   * The optimizer of the parameters a host owns (`nameOf`: a parameter's name, for errors and
+   * checkpoints). Absent where values hold no numbers: such a host takes no optimizer.
+   */
+  updates?(worker: number, nameOf: (id: number) => string): Updates<T>;
   /** False when a value holds a NaN or an infinity (anomaly mode); absent where values hold no numbers. */
   isFinite?(value: T): boolean;
   /**
@@ -60,7 +74,15 @@ export const tensorEngine: ValueEngine<Tensor> = {
   sameStorage: (a, b) => a.data === b.data,
   item: (t) => t.data[0]!,
   bytes: (t) => t.data.byteLength,
+  storage: (t) => t.data,
   zeros: (shape, dtype) => zeros(shape, dtype),
+  constant: (node) => {
+    const value = node.attrs.value;
+    if (value instanceof Tensor) return value;
+    throw new InputError(`${label(node)}: a const needs attrs.value, a Tensor`, { node: label(node) });
+  },
+  sumOfSquares,
+  updates: (worker, nameOf) => new ParamUpdates(worker, nameOf),
   isFinite: (t) => {
     const d = t.data;
     // x - x is 0 for finite x and NaN for NaN and the infinities.

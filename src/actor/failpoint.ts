@@ -1,4 +1,6 @@
 import { BackflowError } from '../errors.ts';
+import { label } from '../graph/graph.ts';
+import type { HostEffect, Task } from './host-types.ts';
 
 /**
  * A deterministic fault injected into a host, for tests of the failure paths:
@@ -27,4 +29,59 @@ export interface Failpoint {
 export class FailpointError extends BackflowError {
   readonly code = 'EFAILPOINT';
   readonly injected = true;
+}
+
+/** The failpoint a task of `step` hits, if any: the first that names its node, phase and, if given, microbatch, replica and step. */
+export function taskFailpoint(
+  failpoints: readonly Failpoint[],
+  task: Task<unknown>,
+  step: number,
+): Failpoint | undefined {
+  const node = task.actor.node;
+  const phase = task.phase === 'forward' ? 'forward' : 'backward';
+  return failpoints.find(
+    (f) =>
+      (f.node === node.id || f.node === node.name) &&
+      f.phase === phase &&
+      (f.mb === undefined || f.mb === task.mb) &&
+      (f.replica === undefined || f.replica === task.replica) &&
+      (f.step === undefined || f.step === step),
+  );
+}
+
+/** The failpoint step `step`'s update hits, if any: a 'throw' on a parameter the host holds (`holds`). */
+export function updateFailpoint(
+  failpoints: readonly Failpoint[],
+  step: number,
+  holds: (node: number | string) => boolean,
+): Failpoint | undefined {
+  return failpoints.find(
+    (f) =>
+      f.phase === 'update' &&
+      f.action === 'throw' &&
+      (f.step === undefined || f.step === step) &&
+      holds(f.node),
+  );
+}
+
+/**
+ * Before a task runs, its failpoint: a 'throw' throws; any other goes to the shell as an effect, and
+ * only a 'drop' or a 'dup' lets the task run (false: it does not).
+ */
+export function beforeTask<T>(fp: Failpoint, task: Task<T>, effects: HostEffect<T>[]): boolean {
+  if (fp.action === 'throw') {
+    throw new FailpointError(`failpoint: ${fp.phase} of ${label(task.actor.node)} microbatch ${task.mb}`, {
+      phase: fp.phase,
+    });
+  }
+  const { phase, node, stage, replica, mb } = task;
+  effects.push({ kind: 'failpoint', action: fp.action, task: { phase, node, stage, replica, mb } });
+  return fp.action === 'drop' || fp.action === 'dup';
+}
+
+/** After the task ran: a dropped task's messages are lost (its reports still go out); a duplicating one sends twice. */
+export function afterTask<T>(fp: Failpoint, effects: HostEffect<T>[]): HostEffect<T>[] {
+  if (fp.action === 'drop') return effects.filter((e) => e.kind !== 'send');
+  if (fp.action === 'dup') for (const e of effects.filter((x) => x.kind === 'send')) effects.push(e);
+  return effects;
 }

@@ -1,9 +1,10 @@
 // The types a host's shell, the runtime and the simulator see: messages, effects, tasks, counters and
-// the diagnostics of a stuck step. Types only; the logic is in host.ts.
+// the diagnostics of a stuck step. Types only; the logic is in host.ts and the modules it is made of.
 import type { StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FailpointAction } from './failpoint.ts';
+import type { ShardTables } from './kept-source.ts';
 import type { DataMessage, Report } from './messages.ts';
 import type { NodeActor } from './node-actor.ts';
 import type { TaskPhase } from './task-queue.ts';
@@ -66,13 +67,21 @@ export interface WaitingEntry {
   from: string[];
 }
 
-export interface HostOptions<T> {
-  /** What values are: real tensors (default) or shapes (the simulator). */
-  engine?: ValueEngine<T>;
+/**
+ * A host's last constructor argument. Without an engine its values are real tensors, so a host of
+ * any other values must be given the engine that computes with them.
+ */
+export type HostOptions<T> = [T] extends [Tensor]
+  ? [options?: HostSettings & { readonly engine?: ValueEngine<T> }]
+  : [options: HostSettings & { readonly engine: ValueEngine<T> }];
+
+export interface HostSettings {
   /**
    * This thread's storage pool: storages go back to it when a step is over (Note [step arena] in
-   * host.ts). Real tensors only, and only a host that is alone on its thread (it gives back what the
-   * thread made).
+   * step-arena.ts). Real tensors only, and only a host that is alone on its thread (it gives back
+   * what the thread made).
    */
-  pool?: StoragePool | null;
+  readonly pool?: StoragePool | null;
+  /** The step's shard table, built once per step for the hosts given the same one (default: one of its own). */
+  readonly shards?: ShardTables;
 }

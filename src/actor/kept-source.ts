@@ -8,42 +8,49 @@ import type { StepStart } from './messages.ts';
 
 /** The step's shards by replica * microbatches + mb. */
 export type ShardTable = readonly ({ readonly bindings: Bindings; readonly scale: number } | undefined)[];
-const shardTables = new WeakMap<StepStart, ShardTable>();
 
 /**
- * The step's shards; hosts of one thread share one table per step. Shards with the same sizes share
- * one bindings object, which lets shapes bound for one be reused for the others (KeptSource).
+ * The shard table of the last step start seen. Shards with the same sizes share one bindings object,
+ * which lets shapes bound for one be reused for the others (KeptSource). Hosts given the same
+ * ShardTables (the simulator's, whose shape engine caches bound shapes by bindings object too) build
+ * the table once per step and share its bindings.
  */
-export function shardTable(start: StepStart): ShardTable {
-  let table = shardTables.get(start);
-  if (table === undefined) {
-    const shared = new Map<string, Bindings>();
-    const entries: ({ bindings: Bindings; scale: number } | undefined)[] = [];
-    for (const s of start.shards) {
-      const key = JSON.stringify(s.bindings);
-      let bindings = shared.get(key);
-      if (bindings === undefined) shared.set(key, (bindings = new Map(s.bindings)));
-      entries[s.replica * start.microbatches + s.mb] = { bindings, scale: s.scale };
+export class ShardTables {
+  private start: StepStart | null = null;
+  private table: ShardTable = [];
+
+  of(start: StepStart): ShardTable {
+    if (start !== this.start) {
+      const shared = new Map<string, Bindings>();
+      const entries: ({ bindings: Bindings; scale: number } | undefined)[] = [];
+      for (const s of start.shards) {
+        const key = JSON.stringify(s.bindings);
+        let bindings = shared.get(key);
+        if (bindings === undefined) shared.set(key, (bindings = new Map(s.bindings)));
+        entries[s.replica * start.microbatches + s.mb] = { bindings, scale: s.scale };
+      }
+      this.start = start;
+      this.table = entries;
     }
-    shardTables.set(start, (table = entries));
+    return this.table;
   }
-  return table;
 }
 
 /** A VJP's view of one task: the values its actor kept (by `keptIds`) and the shard's shapes. */
 export class KeptSource<T> {
   private ids: readonly number[] = [];
-  private kept: readonly T[] = [];
+  private kept: readonly (T | undefined)[] = [];
   private bindings: Bindings = new Map();
   /**
    * Bound shapes by node id, for the bindings they were bound with: the shards of a step mostly
-   * share their bindings (shardTable), so a shape is resolved once, not at every VJP that reads it.
+   * share their bindings (ShardTables), so a shape is resolved once, not at every VJP that reads it.
    */
   private boundFor: (Bindings | undefined)[] | null = null;
   private bound: (readonly number[] | undefined)[] = [];
   constructor(private readonly nodes: readonly Node[]) {}
 
-  fill(ids: readonly number[], kept: readonly T[], bindings: Bindings): void {
+  /** `kept`: the actor's kept values, every one there (its forward ran). */
+  fill(ids: readonly number[], kept: readonly (T | undefined)[], bindings: Bindings): void {
     this.ids = ids;
     this.kept = kept;
     this.bindings = bindings;

@@ -59,7 +59,7 @@ export interface StepStart {
 
 /**
  * The coordinator's word that step `step` ended well: every host applies its parameters' update
- * (Note [deferred update] in src/runtime/runtime.ts). `scale` is the clipping factor.
+ * (Note [deferred update] in src/runtime/deferred-update.ts). `scale` is the clipping factor.
  */
 export interface StepUpdate {
   readonly step: number;

@@ -1,5 +1,4 @@
 import { sumCells } from '../autodiff/backprop.ts';
-import { edgeCarriesGrad, opDefs } from '../autodiff/plan.ts';
 import { isLeaf, type Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
@@ -8,45 +7,6 @@ import type { Plan } from '../partition/plan.ts';
 
 /** Where each input slot's value comes from. */
 export type SlotKind = 'const' | 'param' | 'microbatch';
-
-// Note [gradient cells]
-// The contributions a node is owed per microbatch have fixed places, its *cells*: cell k holds the
-// contribution of the k-th gradient-carrying edge among the node's consumer edges, taken by consumer
-// id, then slot. That is the order of Note [canonical sum order], so summing the cells left to right
-// is the canonical sum whatever order the contributions arrived in: no sorting, no list of
-// (consumer, slot, value) records per contribution. The plan fixes the cells once (`gradientCells`).
-
-/** Cell of every edge: `cell[slotBase[consumer] + slot]`, -1 for an edge that carries no gradient. */
-export interface GradientCells {
-  readonly slotBase: Int32Array;
-  readonly cell: Int32Array;
-}
-
-const cellTables = new WeakMap<Plan, GradientCells>();
-
-/** The cells of Note [gradient cells] for a plan, computed once per plan (hosts of a thread share them). */
-export function gradientCells(plan: Plan): GradientCells {
-  let table = cellTables.get(plan);
-  if (table !== undefined) return table;
-  const { graph, grad } = plan;
-  const nodes = graph.nodes;
-  const defs = opDefs(graph);
-  const slotBase = new Int32Array(graph.size + 1);
-  for (let id = 0; id < graph.size; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
-  const cell = new Int32Array(slotBase[graph.size]!).fill(-1);
-  for (let id = 0; id < graph.size; id++) {
-    if (grad.needsGrad[id] === 0) continue;
-    const edges = plan.consumers[id]!;
-    let k = 0;
-    for (let e = 0; e < edges.length; e++) {
-      const [c, slot] = edges[e]!;
-      if (grad.needsGrad[c] === 1 && edgeCarriesGrad(defs[c]!, slot)) cell[slotBase[c]! + slot] = k++;
-    }
-  }
-  table = { slotBase, cell };
-  cellTables.set(plan, table);
-  return table;
-}
 
 /** What one node actor holds for one microbatch of the step. */
 export interface MicrobatchState<T> {

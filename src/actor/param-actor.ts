@@ -105,8 +105,9 @@ export class ParamActor<T> {
     this.next[replica] = m;
     if (m !== this.microbatches) return null;
     if (++this.replicasDone < this.replicas) return null;
-    let total = this.partial[0] as T;
-    for (let r = 1; r < this.replicas; r++) total = ops.add(total, this.partial[r] as T);
+    // Every replica's fold is there.
+    let total: T = this.partial[0]!;
+    for (let r = 1; r < this.replicas; r++) total = ops.add(total, this.partial[r]!);
     this.closed = true;
     return total;
   }

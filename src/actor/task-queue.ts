@@ -92,6 +92,8 @@ export class TaskQueue<T> {
   readonly peakInFlight: number[] = [];
   /** The microbatch count the actions were compiled for (-1: not yet, or the schedule changed). */
   private compiledFor = -1;
+  /** The task `peek` took, for the next `take`. */
+  private peeked: Task<T> | null = null;
 
   constructor(actors: readonly NodeActor<T>[]) {
     let stages = 0;
@@ -151,6 +153,7 @@ export class TaskQueue<T> {
   }
 
   clear(): void {
+    this.peeked = null;
     this.fifo[0] = new Fifo();
     this.fifo[1] = new Fifo();
     this.buckets.fill(undefined);
@@ -172,6 +175,15 @@ export class TaskQueue<T> {
     return (kind * this.stageCount + this.local[stage]!) * this.microbatches + mb;
   }
 
+  /**
+   * A task of `actor` becomes ready (`value`: an input node's fed value). One object shape for every
+   * task.
+   */
+  enqueue(actor: NodeActor<T>, phase: 'forward' | 'backward', mb: number, value?: T): void {
+    const { node, stage, replica } = actor;
+    this.ready({ phase, node: node.id, stage, replica, mb, actor, value });
+  }
+
   /** A task whose inputs (forward) or gradient contributions (backward) are all there. */
   ready(task: Task<T>): void {
     if (this.schedule === null) {
@@ -184,8 +196,20 @@ export class TaskQueue<T> {
     else list.push(task);
   }
 
+  /** The task `take` returns next (taken now, and held until then), or null when none may run now. */
+  peek(): Task<T> | null {
+    this.peeked ??= this.next();
+    return this.peeked;
+  }
+
   /** The next task to run, or null when none may run now. */
   take(): Task<T> | null {
+    const task = this.peeked ?? this.next();
+    this.peeked = null;
+    return task;
+  }
+
+  private next(): Task<T> | null {
     if (this.schedule === null) return this.fifo[1]!.shift() ?? this.fifo[0]!.shift() ?? null;
     const keys = this.actionKey;
     while (this.cursor < keys.length) {

@@ -1,7 +1,8 @@
+import type { GradientCells } from '../autodiff/plan.ts';
 import { label } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
 import type { WaitingEntry } from './host-types.ts';
-import type { GradientCells, NodeActor } from './node-actor.ts';
+import type { NodeActor } from './node-actor.ts';
 import type { ParamActor } from './param-actor.ts';
 
 /**

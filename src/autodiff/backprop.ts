@@ -1,6 +1,6 @@
 import type { Graph } from '../graph/graph.ts';
 import type { Ops } from '../ops/ops.ts';
-import { edgeCarriesGrad, type GradPlan, opDefs } from './plan.ts';
+import type { GradPlan } from './plan.ts';
 import { runVjp, type VjpSource } from './vjp.ts';
 
 /**
@@ -21,53 +21,9 @@ export interface SweepHooks<T> extends VjpSource<T> {
 // A node's gradient is the sum of one contribution per consumer edge. They are added in a fixed
 // order: by consumer id, then by input slot, never in the order they arrived. Floating-point addition
 // is not associative, so this order is what makes every engine that follows it (this one, gradGraph,
-// and the actor runtime, whatever the timing of its messages) agree bit for bit. The sweep lays its
-// gradient table out in that order (`tableLayout`), and the actors put each contribution into its
-// fixed cell (Note [gradient cells]): summing the cells left to right is the canonical sum whatever
-// order the contributions came in (`sumCells`).
-
-/**
- * The gradient table's layout, fixed by the plan: one cell per edge that carries a gradient, the
- * cells of each node contiguous (`first[id]` to `first[id + 1]`) and in canonical order, since they
- * are handed out walking consumers by increasing id and slots in order. The contribution of
- * consumer c's input slot s goes to cell `cellOf[slotBase[c] + s]`. Summing a node's cells left to
- * right is then the canonical sum, with no sorting and whatever order the VJPs ran in.
- */
-interface TableLayout {
-  readonly first: Int32Array;
-  readonly slotBase: Int32Array;
-  readonly cellOf: Int32Array;
-}
-
-const layouts = new WeakMap<GradPlan, TableLayout>();
-
-function tableLayout(graph: Graph, plan: GradPlan): TableLayout {
-  let layout = layouts.get(plan);
-  if (layout !== undefined) return layout;
-  const { needsGrad, expected } = plan;
-  const nodes = graph.nodes;
-  const defs = opDefs(graph);
-  const n = plan.loss + 1;
-  const first = new Int32Array(n + 1);
-  for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
-  const slotBase = new Int32Array(n + 1);
-  for (let id = 0; id < n; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
-  const cellOf = new Int32Array(slotBase[n]!).fill(-1);
-  const filled = new Int32Array(n);
-  for (let id = 0; id < n; id++) {
-    const def = defs[id];
-    if (needsGrad[id] === 0 || def === undefined) continue;
-    const ins = nodes[id]!.inputs;
-    for (let s = 0; s < ins.length; s++) {
-      const input = ins[s]!;
-      if (needsGrad[input] === 1 && edgeCarriesGrad(def, s))
-        cellOf[slotBase[id]! + s] = first[input]! + filled[input]!++;
-    }
-  }
-  layout = { first, slotBase, cellOf };
-  layouts.set(plan, layout);
-  return layout;
-}
+// and the actor runtime, whatever the timing of its messages) agree bit for bit. The sweep and the
+// actors put each contribution into its fixed cell (Note [gradient cells]): summing the cells left
+// to right is the canonical sum whatever order the contributions came in (`sumCells`).
 
 /**
  * The reverse sweep, written once for every engine (T = Tensor computes, T = Node builds a graph).
@@ -84,27 +40,28 @@ export function sweep<T>(
   hooks: SweepHooks<T>,
 ): Map<number, T> {
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const { needsGrad } = plan;
-  const { first, slotBase, cellOf } = tableLayout(graph, plan);
-  const cells: (T | undefined)[] = new Array(first[plan.loss + 1]);
+  const { first, slotBase, cell } = plan.cells;
+  // Every node's cells, one after the other.
+  const table: (T | undefined)[] = new Array(first[plan.loss + 1]);
   const isWrt = new Uint8Array(plan.loss + 1);
   for (const id of plan.wrt) if (id <= plan.loss) isWrt[id] = 1;
   const grads = new Map<number, T>();
   for (let id = plan.loss; id >= 0; id--) {
     if (needsGrad[id] === 0) continue;
-    const g = id === plan.loss ? seed : sumCells(ops, cells, first[id]!, first[id + 1]!, hooks);
+    const g = id === plan.loss ? seed : sumCells(ops, table, first[id]!, first[id + 1]!, hooks);
     if (id === plan.loss) hooks.held?.(g, 1);
     if (isWrt[id] === 1) grads.set(id, g);
     const node = nodes[id]!;
-    const needs = edgesNeedingGrad(cellOf, slotBase[id]!, node.inputs.length);
+    const needs = edgesNeedingGrad(cell, slotBase[id]!, node.inputs.length);
     if (needs !== null) {
       const contributions = runVjp(ops, node, g, needs, hooks, defs[id]);
       for (let s = 0; s < contributions.length; s++) {
         const value = contributions[s];
         if (value === null || value === undefined) continue;
         hooks.held?.(value, 1);
-        cells[cellOf[slotBase[id]! + s]!] = value;
+        table[first[node.inputs[s]!]! + cell[slotBase[id]! + s]!] = value;
       }
       hooks.visited?.(id);
     }
@@ -150,11 +107,11 @@ const NEEDS: readonly (readonly boolean[])[][] = [
 ];
 
 /** Which input slots of a node take a gradient contribution (those with a cell); null when none. */
-function edgesNeedingGrad(cellOf: Int32Array, base: number, arity: number): readonly boolean[] | null {
+function edgesNeedingGrad(cell: Int32Array, base: number, arity: number): readonly boolean[] | null {
   if (arity <= 2) {
-    const mask = (arity > 0 && cellOf[base]! >= 0 ? 1 : 0) | (arity > 1 && cellOf[base + 1]! >= 0 ? 2 : 0);
+    const mask = (arity > 0 && cell[base]! >= 0 ? 1 : 0) | (arity > 1 && cell[base + 1]! >= 0 ? 2 : 0);
     return mask === 0 ? null : NEEDS[arity]![mask]!;
   }
-  const needs = Array.from({ length: arity }, (_, s) => cellOf[base + s]! >= 0);
+  const needs = Array.from({ length: arity }, (_, s) => cell[base + s]! >= 0);
   return needs.includes(true) ? needs : null;
 }

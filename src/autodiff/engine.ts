@@ -14,7 +14,7 @@ import {
   resolveShape,
   type TensorMap,
 } from './forward.ts';
-import { edgeCarriesGrad, type GradPlan, opDefs, planGradient, warnDisconnected } from './plan.ts';
+import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
 
@@ -32,21 +32,21 @@ class Meter {
 }
 
 /**
- * Runs the forward over the nodes in `mask`, in order. A value is freed as soon as no later node
- * reads it and `keep` (counts held for the backward, or outputs) does not hold it.
+ * Runs the forward over the nodes of `table` (its mask), in order. A value is freed as soon as no
+ * later node reads it and `keep` (counts held for the backward, or outputs) does not hold it.
  */
 function runForward(
   graph: Graph,
-  mask: Uint8Array,
+  table: ForwardTable,
   feeds: TensorMap,
   params: TensorMap,
   keep: Int32Array,
   meter: Meter,
 ) {
   const nodes = graph.nodes;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const n = nodes.length;
-  const table = forwardTable(graph, mask);
+  const mask = table.mask;
   // Counted down as readers run: a copy per call.
   const uses = table.uses.slice();
   const bindings = bindFeeds(table.inputs, feeds);
@@ -78,15 +78,15 @@ function runForward(
   return { values, bindings };
 }
 
-const forwardTables = new WeakMap<Uint8Array, { uses: Int32Array; inputs: Node[] }>();
+/** A forward mask, how many computed nodes read each node, and the inputs to bind. */
+interface ForwardTable {
+  readonly mask: Uint8Array;
+  readonly uses: Int32Array;
+  readonly inputs: readonly Node[];
+}
 
-/**
- * For a forward mask: how many computed nodes read each node, and the inputs to bind. Counted once
- * per mask: valueAndGrad runs the same mask every call.
- */
-function forwardTable(graph: Graph, mask: Uint8Array): { uses: Int32Array; inputs: Node[] } {
-  let table = forwardTables.get(mask);
-  if (table !== undefined) return table;
+/** Counts the readers of a forward mask: valueAndGrad counts once and runs the same mask every call. */
+function forwardTable(graph: Graph, mask: Uint8Array): ForwardTable {
   const nodes = graph.nodes;
   const uses = new Int32Array(nodes.length);
   const inputs: Node[] = [];
@@ -97,9 +97,7 @@ function forwardTable(graph: Graph, mask: Uint8Array): { uses: Int32Array; input
     const ins = node.inputs;
     for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
   }
-  table = { uses, inputs };
-  forwardTables.set(mask, table);
-  return table;
+  return { mask, uses, inputs };
 }
 
 function leafValue(node: Node, feeds: TensorMap, params: TensorMap): Tensor {
@@ -126,7 +124,8 @@ export function evaluate(
   const roots = wanted.map(([, id]) => id);
   const keep = new Int32Array(graph.size);
   for (const id of roots) keep[id] = 1;
-  const { values } = runForward(graph, ancestors(graph, roots), feeds, params, keep, new Meter());
+  const table = forwardTable(graph, ancestors(graph, roots));
+  const { values } = runForward(graph, table, feeds, params, keep, new Meter());
   return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
 }
 
@@ -165,12 +164,13 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const plan = planGradient(graph, options.loss, wrt);
   warnDisconnected(graph, plan, options.onWarning);
   const keep = savedCounts(graph, plan);
-  const defs = opDefs(graph);
+  const forward = forwardTable(graph, plan.forward);
+  const defs = graph.defs;
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
     held[plan.loss]!++;
-    const { values, bindings } = runForward(graph, plan.forward, feeds, params, held, meter);
+    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter);
     const lossNode = graph.nodes[plan.loss]!;
     const value = values[plan.loss]!;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
@@ -208,7 +208,7 @@ function shapeOf(graph: Graph, id: number, bindings: Bindings) {
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */
 function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   for (let id = 0; id <= plan.loss; id++) {
     const def = defs[id];
     if (plan.needsGrad[id] === 0 || def === undefined) continue;

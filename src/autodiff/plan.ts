@@ -1,7 +1,6 @@
 import { GradientError } from '../errors.ts';
-import { type Graph, isLeaf, label, type NodeRef } from '../graph/graph.ts';
+import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import type { OpDef } from '../ops/op.ts';
-import { getOp } from '../ops/registry.ts';
 import { ancestors } from './forward.ts';
 
 /**
@@ -11,7 +10,8 @@ import { ancestors } from './forward.ts';
  *   loss receives at least one contribution);
  * - `expected[id]`: how many gradient contributions node id receives (one per differentiable edge
  *   to a consumer that needs a gradient). Reverse order is enforced by counting these.
- * - `disconnected`: the `wrt` nodes no differentiable path joins to the loss (zero gradient).
+ * - `disconnected`: the `wrt` nodes no differentiable path joins to the loss (zero gradient);
+ * - `cells`: where every contribution goes (Note [gradient cells]), laid out on first use.
  */
 export interface GradPlan {
   readonly loss: number;
@@ -20,32 +20,32 @@ export interface GradPlan {
   readonly needsGrad: Uint8Array;
   readonly expected: Int32Array;
   readonly disconnected: readonly number[];
+  readonly cells: GradientCells;
+}
+
+// Note [gradient cells]
+// The contributions a node is owed have fixed places, its *cells*: cell k holds the contribution of
+// the k-th gradient-carrying edge among the node's consumer edges, taken by consumer id, then slot.
+// That is the order of Note [canonical sum order], so summing the cells left to right is the
+// canonical sum whatever order the contributions arrived in: no sorting, no list of (consumer,
+// slot, value) records per contribution. The reference sweep keeps one table of every node's cells,
+// node id's from `first[id]` to `first[id + 1]`; an actor keeps its own node's. The gradient plan
+// lays the cells out once, and every engine and host reads the same layout.
+
+/**
+ * The layout of Note [gradient cells]. The edge (consumer c, slot s) is `slotBase[c] + s`; its
+ * contribution goes to cell `cell[slotBase[c] + s]` of its producer (-1: the edge carries none).
+ */
+export interface GradientCells {
+  readonly slotBase: Int32Array;
+  readonly cell: Int32Array;
+  /** Where node id's cells start in a table of every node's cells (prefix sums of `expected`). */
+  readonly first: Int32Array;
 }
 
 /** True when a gradient can flow from `consumer` back into its input slot `slot`. */
 export function edgeCarriesGrad(def: OpDef, slot: number): boolean {
   return def.vjp !== undefined && !(def.nondiff?.includes(slot) ?? false);
-}
-
-const defCache = new WeakMap<Graph, readonly (OpDef | undefined)[]>();
-
-/**
- * The op definition of every node of a graph, by id (undefined for leaves), looked up once per
- * graph: engines read it per node, and a registry lookup per node and pass is measurable on graphs
- * of a million nodes. A graph is immutable, so the table never goes stale.
- */
-export function opDefs(graph: Graph): readonly (OpDef | undefined)[] {
-  let defs = defCache.get(graph);
-  if (defs === undefined) {
-    const nodes = graph.nodes;
-    const table = new Array<OpDef | undefined>(nodes.length);
-    for (let id = 0; id < nodes.length; id++) {
-      const node = nodes[id]!;
-      table[id] = isLeaf(node) ? undefined : getOp(node.op);
-    }
-    defCache.set(graph, (defs = table));
-  }
-  return defs;
 }
 
 export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[]): GradPlan {
@@ -60,7 +60,7 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     seen.add(id);
   }
   const n = graph.size;
-  const defs = opDefs(graph);
+  const defs = graph.defs;
   const forward = ancestors(graph, [lossNode.id]);
   // Descendants of wrt along edges a gradient can flow through.
   const desc = new Uint8Array(n);
@@ -105,7 +105,44 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   const disconnected = wrtIds.filter(
     (id) => needsGrad[id] === 0 || (id !== lossNode.id && expected[id] === 0),
   );
-  return { loss: lossNode.id, wrt: wrtIds, forward, needsGrad, expected, disconnected };
+  // Laid out on first use: a coordinator that only places the graph never reads them.
+  let cells: GradientCells | null = null;
+  return {
+    loss: lossNode.id,
+    wrt: wrtIds,
+    forward,
+    needsGrad,
+    expected,
+    disconnected,
+    get cells() {
+      cells ??= layCells(graph, lossNode.id, needsGrad, expected);
+      return cells;
+    },
+  };
+}
+
+/** Hands out cells walking consumers by increasing id and their slots in order: the canonical order. */
+function layCells(graph: Graph, loss: number, needsGrad: Uint8Array, expected: Int32Array): GradientCells {
+  const nodes = graph.nodes;
+  const defs = graph.defs;
+  const n = graph.size;
+  const first = new Int32Array(n + 1);
+  for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
+  const slotBase = new Int32Array(n + 1);
+  for (let id = 0; id < n; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
+  const cell = new Int32Array(slotBase[n]!).fill(-1);
+  const filled = new Int32Array(n);
+  // No node past the loss needs a gradient.
+  for (let id = 0; id <= loss; id++) {
+    const def = defs[id];
+    if (needsGrad[id] === 0 || def === undefined) continue;
+    const ins = nodes[id]!.inputs;
+    for (let s = 0; s < ins.length; s++) {
+      const input = ins[s]!;
+      if (needsGrad[input] === 1 && edgeCarriesGrad(def, s)) cell[slotBase[id]! + s] = filled[input]!++;
+    }
+  }
+  return { slotBase, cell, first };
 }
 
 /** Warns once for each `wrt` node the loss does not depend on (its gradient is zero). */

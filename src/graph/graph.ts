@@ -1,5 +1,6 @@
 import { GraphError } from '../errors.ts';
-import type { Attrs } from '../ops/op.ts';
+import type { Attrs, OpDef } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
 
@@ -24,12 +25,13 @@ export type NodeRef = Node | number | string;
 
 /**
  * A graph: nodes in topological order (ids are indices), and named outputs. Immutable once built;
- * lookups by name are indexed on first use.
+ * lookups by name and op definitions are indexed on first use.
  */
 export class Graph {
   readonly nodes: readonly Node[];
   readonly outputs: Readonly<Record<string, number>>;
   private byName: Map<string, number> | null = null;
+  private defTable: readonly (OpDef | undefined)[] | null = null;
 
   constructor(nodes: readonly Node[], outputs: Readonly<Record<string, number>> = {}) {
     this.nodes = nodes;
@@ -65,6 +67,24 @@ export class Graph {
       for (const n of this.nodes) if (n.name !== undefined) this.byName.set(n.name, n.id);
     }
     return this.byName;
+  }
+
+  /**
+   * The op definition of every node, by id (undefined for leaves), looked up on first use: engines
+   * read it per node, and a registry lookup per node and pass is measurable on graphs of a million
+   * nodes. The graph is immutable, so the table never goes stale.
+   */
+  get defs(): readonly (OpDef | undefined)[] {
+    if (this.defTable === null) {
+      const nodes = this.nodes;
+      const table = new Array<OpDef | undefined>(nodes.length);
+      for (let id = 0; id < nodes.length; id++) {
+        const node = nodes[id]!;
+        table[id] = isLeaf(node) ? undefined : getOp(node.op);
+      }
+      this.defTable = table;
+    }
+    return this.defTable;
   }
 
   inputs(): Node[] {

@@ -1,4 +1,4 @@
-import { edgeCarriesGrad, type GradPlan, opDefs, planGradient } from '../autodiff/plan.ts';
+import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
@@ -96,6 +96,12 @@ export interface Plan {
   readonly grad: GradPlan;
   /** placement[r][id]: the worker of node id in replica r; -1 for nodes the step never computes and for consts. Params: their owner. */
   readonly placement: readonly Int32Array[];
+  /**
+   * The workers holding a copy of each parameter (Note [parameter placement]): one worker when it is
+   * placed once, one per replica's worker when it is replicated; the first is replica 0's, whose
+   * copy reports. None for a parameter the step never computes.
+   */
+  readonly paramWorkers: ReadonlyMap<number, readonly number[]>;
   /** consumers[id]: the (consumer, slot) edges reading node id, among computed nodes, by consumer then slot. */
   readonly consumers: readonly (readonly (readonly [number, number])[])[];
   readonly crossEdges: readonly CrossEdge[];
@@ -210,6 +216,12 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     }
     placement.push(p);
   }
+  const paramWorkers = new Map<number, readonly number[]>();
+  for (const node of graph.params()) {
+    const copies = new Set<number>();
+    for (const p of placement) if (p[node.id]! >= 0) copies.add(p[node.id]!);
+    paramWorkers.set(node.id, [...copies]);
+  }
   // Made on first use: the coordinator reads them, the workers (which compile the same plan) never
   // do, and on a million-node graph placed per node they are 1.25M objects.
   let crossEdges: CrossEdge[] | null = null;
@@ -252,6 +264,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     inputGrads: grad.wrt.filter((id) => graph.nodes[id]!.op === 'input'),
     grad,
     placement,
+    paramWorkers,
     consumers,
     get crossEdges() {
       crossEdges ??= makeCrossEdges();
@@ -294,7 +307,7 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
   return (
     plan.grad.needsGrad[consumer] === 1 &&
     plan.grad.needsGrad[input] === 1 &&
-    edgeCarriesGrad(opDefs(plan.graph)[consumer]!, slot)
+    edgeCarriesGrad(plan.graph.defs[consumer]!, slot)
   );
 }
 
@@ -306,7 +319,7 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
 // Replicated, every replica's worker for its stage holds a copy (placement[r][id] is replica r's
 // worker), contributions go to every copy, and every copy applies the same update to the same
 // gradient in the same order, so the copies stay bitwise equal; the copy of replica 0 reports.
-// `paramWorkers` lists a parameter's copies.
+// `plan.paramWorkers` lists a parameter's copies.
 //
 // With every parameter owned by replica 0, its workers did all the summing, all the updates and all
 // the sends while the others waited. Spreading the owners over the replicas ('sharded': ZeRO's
@@ -351,22 +364,9 @@ function ownerReplicas(
   return owner;
 }
 
-const copies = new WeakMap<Plan, Map<number, readonly number[]>>();
+const NO_WORKERS: readonly number[] = [];
 
-/**
- * The workers holding a copy of parameter `id` (Note [parameter placement]): one worker when the
- * parameter is placed once, one per replica's worker when it is replicated; the first is replica 0's,
- * whose copy reports.
- */
+/** The workers holding a copy of parameter `id` (`plan.paramWorkers`); none for any other node. */
 export function paramWorkers(plan: Plan, id: number): readonly number[] {
-  let table = copies.get(plan);
-  if (table === undefined) copies.set(plan, (table = new Map()));
-  let workers = table.get(id);
-  if (workers === undefined) {
-    const set = new Set<number>();
-    for (const p of plan.placement) if (p[id]! >= 0) set.add(p[id]!);
-    workers = [...set];
-    table.set(id, workers);
-  }
-  return workers;
+  return plan.paramWorkers.get(id) ?? NO_WORKERS;
 }

@@ -68,7 +68,7 @@ export interface Cluster {
   /**
    * A step's update, to every host after the step's data and before the next start (same order as
    * `startStep` and `send`). Each host answers with an 'updated' report, or a 'failed' one whose
-   * error's phase is 'update' (Note [deferred update] in runtime.ts).
+   * error's phase is 'update' (Note [deferred update] in deferred-update.ts).
    */
   update(u: StepUpdate): void;
   /** The optimizer state of every parameter (merged over hosts), and setting it back. */

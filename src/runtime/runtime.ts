@@ -1,41 +1,39 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
-import type { HostStats, Message, TaskInfo } from '../actor/host.ts';
-import type { ErrorReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
-import { bindFeeds, paramValue, resolveShape, type TensorMap } from '../autodiff/forward.ts';
-import { joinShardGradients, splitBatch } from '../autodiff/microbatch.ts';
+import type { HostStats, TaskInfo } from '../actor/host.ts';
+import type { Report } from '../actor/messages.ts';
+import { bindFeeds, paramValue, type TensorMap } from '../autodiff/forward.ts';
+import { splitBatch } from '../autodiff/microbatch.ts';
 import { warnDisconnected } from '../autodiff/plan.ts';
-import {
-  BackflowError,
-  InputError,
-  NonFiniteError,
-  RuntimeClosedError,
-  ScheduleError,
-  StepTimeoutError,
-  WorkerError,
-} from '../errors.ts';
+import { BackflowError, InputError, RuntimeClosedError, ScheduleError, WorkerError } from '../errors.ts';
 import { checkGraph } from '../graph/check.ts';
-import { type Graph, label, type Node } from '../graph/graph.ts';
+import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import { checkMaxNorm } from '../optim/clip.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
-import {
-  checkLr,
-  checkOptimizerSpec,
-  clipScale,
-  globalNormOf,
-  makeOptimizer,
-  type OptimizerSpec,
-  sumOfSquares,
-} from '../optim/spec.ts';
+import { checkLr, checkOptimizerSpec, clipScale, makeOptimizer, type OptimizerSpec } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
-import { type Tensor, zeros } from '../tensor/tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
-import type { Trace } from '../trace/trace.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTER_MODES, CLUSTERS, type ClusterMode } from './clusters.ts';
+import { DeferredUpdates } from './deferred-update.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule, type ScheduleSpec } from './pipeline.ts';
+import { handleReport, type ReportTarget } from './reports.ts';
+import {
+  feedMessages,
+  isComplete,
+  rateOf,
+  type StepOptions,
+  type StepResult,
+  type StepRules,
+  type StepState,
+  stepResult,
+  stepRules,
+  stepStart,
+  timeoutError,
+} from './step.ts';
 import { loadUserOps } from './user-ops.ts';
 
 export interface RuntimeOptions extends CompileOptions {
@@ -110,59 +108,7 @@ export interface RuntimeOptions extends CompileOptions {
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
 }
 
-export interface StepResult {
-  /** The batch's mean loss (Note [microbatch scaling]). */
-  loss: number;
-  /**
-   * Gradients of every parameter in `wrt`, by name (none when the optimizer runs on the workers), and
-   * of every input in `wrt` (Note [input gradients] in src/autodiff/microbatch.ts).
-   */
-  grads: Record<string, Tensor>;
-  /** The global gradient norm before clipping (Note [global norm order]). */
-  gradNorm: number;
-  /** The learning rate of the update, when the optimizer runs on the workers. */
-  lr: number | null;
-  /** True when a non-finite gradient made the step skip its update (nonFinite: 'skip'). */
-  skipped: boolean;
-  timings: { stepMs: number };
-  /** With the `trace` option: the step's trace, times from the step's start. */
-  trace?: Trace;
-}
-
-export interface StepOptions {
-  /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
-  lr?: number;
-}
-
-interface PendingUpdate {
-  readonly step: number;
-  /** Hosts yet to acknowledge. */
-  remaining: number;
-  readonly done: Promise<void>;
-  settle(err: Error | null): void;
-}
-
-interface StepState {
-  step: number;
-  lr: number | undefined;
-  losses: Map<number, number>;
-  grads: Map<number, Tensor>;
-  /** Input gradients by node, per shard (replica * microbatches + mb), and how many arrived. */
-  inputGrads: Map<number, Tensor[]>;
-  inputReports: number;
-  /** The batch's symbolic dimensions (the shape of an input's zero gradient). */
-  bindings: ReadonlyMap<string, number>;
-  sumsq: Map<number, number>;
-  anomalies: Extract<Report<Tensor>, { kind: 'anomaly' }>[];
-  finishing: boolean;
-  expectedLosses: number;
-  resolve: (r: StepResult) => void;
-  reject: (e: Error) => void;
-  started: number;
-  /** Wall-clock ms of the step's start, the origin of its trace. */
-  origin: number;
-  shards: { replica: number; mb: number; scale: number }[];
-}
+export type { StepOptions, StepResult } from './step.ts';
 
 /**
  * The coordinator: compiles the plan, starts the hosts, and runs steps. A step splits the batch into
@@ -175,39 +121,40 @@ export class Runtime {
   readonly graph: Graph;
   private readonly cluster: Cluster;
   private readonly options: RuntimeOptions;
+  /** What every step is fed, waits for and finishes with. */
+  private readonly rules: StepRules;
   private stepIndex = 0;
   private current: StepState | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private broken: Error | null = null;
-  /** Updates sent so far (the optimizer's step count). */
-  private updates = 0;
-  /** Microbatches per replica, a step's deadline, and the optimizer's own learning rate (resolved once). */
-  private readonly microbatches: number;
+  /** A step's deadline, and the optimizer's own learning rate (resolved once). */
   private readonly stepTimeoutMs: number;
   private readonly baseLr: number | null;
-  /** The inputs a step feeds: those the loss needs. */
-  private readonly fedInputs: readonly Node[];
-  /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
-  private readonly connectedParams: number;
-  /** Inputs in `wrt` joined to the loss: each reports a gradient per shard. */
-  private readonly connectedInputs: number;
-  /** The last step's update until every host has applied it (Note [deferred update]). */
-  private pending: PendingUpdate | null = null;
+  /** The updates sent, the last one until every host has applied it (Note [deferred update]). */
+  private readonly updates: DeferredUpdates;
+  /** What the report handlers see of this runtime. */
+  private readonly reports: ReportTarget;
 
   private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
     this.plan = plan;
     this.graph = plan.graph;
     this.cluster = cluster;
     this.options = options;
-    this.microbatches = options.microbatches ?? 1;
+    this.rules = stepRules(plan, options);
     this.stepTimeoutMs = options.stepTimeoutMs ?? 30_000;
     const spec = options.optimizer;
     this.baseLr = spec === undefined ? null : (spec.lr ?? makeOptimizer(spec).lr);
-    this.fedInputs = plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0);
-    const disconnected = new Set(plan.grad.disconnected);
-    this.connectedParams = plan.params.filter((id) => !disconnected.has(id)).length;
-    this.connectedInputs = plan.inputGrads.filter((id) => !disconnected.has(id)).length;
+    this.updates = new DeferredUpdates(cluster, plan.workers, this.stepTimeoutMs, (err) => {
+      this.broken ??= err;
+    });
+    this.reports = {
+      microbatches: this.rules.microbatches,
+      updates: this.updates,
+      inFlight: (step) => (this.current !== null && this.current.step === step ? this.current : null),
+      maybeFinish: (state) => this.maybeFinish(state),
+      fail: (error, fatal) => void this.fail(error, fatal),
+    };
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
@@ -300,19 +247,10 @@ export class Runtime {
   private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) return Promise.reject(this.brokenError('step'));
-    const microbatches = this.microbatches;
+    const microbatches = this.rules.microbatches;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
     const step = ++this.stepIndex;
-    const start: StepStart = {
-      step,
-      microbatches,
-      shards: shards.map((s) => ({
-        replica: s.replica,
-        mb: s.mb,
-        bindings: [...s.bindings],
-        scale: s.scale,
-      })),
-    };
+    const start = stepStart(step, microbatches, shards);
     return new Promise<StepResult>((resolve, reject) => {
       const state: StepState = {
         step,
@@ -345,138 +283,31 @@ export class Runtime {
         reject(e);
       };
       this.cluster.startStep(start);
-      const perWorker = new Map<number, Message[]>();
-      for (const shard of shards) {
-        for (const node of this.fedInputs) {
-          const w = this.plan.placement[shard.replica]![node.id]!;
-          const list = perWorker.get(w) ?? [];
-          list.push({
-            kind: 'feed',
-            step,
-            mb: shard.mb,
-            replica: shard.replica,
-            node: node.id,
-            tensor: shard.feeds[node.name!]!,
-          });
-          perWorker.set(w, list);
-        }
-      }
-      for (const [w, messages] of perWorker) this.cluster.send(w, messages);
+      for (const [w, messages] of feedMessages(this.rules, step, shards)) this.cluster.send(w, messages);
     });
   }
 
+  /** A host's report, to its handler (reports.ts). */
   private onReport(worker: number, report: Report<Tensor>): void {
-    const pending = this.pending;
-    if (pending !== null && report.step === pending.step) {
-      if (report.kind === 'updated') {
-        if (--pending.remaining === 0) pending.settle(null);
-        return;
-      }
-      if (report.kind === 'failed' && report.error.context.phase === 'update') {
-        const err = workerError(worker, report.error);
-        this.broken ??= err;
-        pending.settle(err);
-        void this.fail(err, true);
-        return;
-      }
-    }
-    const state = this.current;
-    if (state === null || report.step !== state.step) return;
-    if (report.kind === 'loss')
-      state.losses.set(report.replica * this.microbatches + report.mb, report.value);
-    else if (report.kind === 'grad') state.grads.set(report.node, report.tensor);
-    else if (report.kind === 'inputGrad') {
-      let parts = state.inputGrads.get(report.node);
-      if (parts === undefined) state.inputGrads.set(report.node, (parts = []));
-      const k = report.replica * this.microbatches + report.mb;
-      if (parts[k] !== undefined) return;
-      parts[k] = report.tensor;
-      state.inputReports++;
-    } else if (report.kind === 'gradNorm') state.sumsq.set(report.node, report.sumsq);
-    else if (report.kind === 'anomaly') {
-      state.anomalies.push(report);
-      return;
-    } else if (report.kind === 'failed') {
-      void this.fail(workerError(worker, report.error), false);
-      return;
-    } else return;
-    this.maybeFinish(state);
+    handleReport(this.reports, worker, report);
   }
 
   private maybeFinish(state: StepState): void {
-    if (state.finishing || state.losses.size < state.expectedLosses) return;
-    if (state.inputReports < this.connectedInputs * state.expectedLosses) return;
-    const onWorkers = this.options.optimizer !== undefined;
-    if (onWorkers) {
-      if (state.sumsq.size < this.plan.params.length) return;
-    } else {
-      if (state.grads.size < this.connectedParams) return;
-    }
+    if (state.finishing || !isComplete(state, this.rules)) return;
     state.finishing = true;
-    void this.finish(state, onWorkers).catch((err: unknown) => {
+    void this.finish(state).catch((err: unknown) => {
       if (this.current === state) this.current = null;
       state.reject(err instanceof Error ? err : new Error(String(err)));
     });
   }
 
-  private async finish(state: StepState, onWorkers: boolean): Promise<void> {
-    // The loss in the order of Note [gradient sum order]: replicas, then microbatches.
-    let loss = 0;
-    const m = this.microbatches;
-    for (let r = 0; r < this.plan.replicas; r++) {
-      let lossR = 0;
-      for (let mb = 0; mb < m; mb++) {
-        const k = r * m + mb;
-        lossR += state.losses.get(k)! * state.shards[k]!.scale;
-      }
-      loss += lossR;
-    }
-    const grads: Record<string, Tensor> = {};
-    const sums: Record<string, number> = {};
-    for (const id of this.plan.params) {
-      const node = this.graph.nodes[id]!;
-      if (onWorkers) sums[label(node)] = state.sumsq.get(id)!;
-      else {
-        const g = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
-        grads[label(node)] = g;
-        sums[label(node)] = sumOfSquares(g);
-      }
-    }
-    const gradNorm = globalNormOf(sums);
-    for (const id of this.plan.inputGrads) {
-      const node = this.graph.nodes[id]!;
-      const parts = state.inputGrads.get(id);
-      grads[label(node)] =
-        parts === undefined
-          ? zeros(resolveShape(node.shape, state.bindings, label(node)), node.dtype)
-          : joinShardGradients(node, parts, this.microbatches);
-    }
-    let skipped = false;
+  /** Resolves a complete step; with the optimizer on the workers, sends its update first (Note [deferred update]). */
+  private async finish(state: StepState): Promise<void> {
+    const { loss, grads, gradNorm, skipped } = stepResult(state, this.rules);
     let lr: number | null = null;
-    const anomaly = firstAnomaly(state.anomalies, this.graph);
-    if (!Number.isFinite(gradNorm) || !Number.isFinite(loss)) {
-      // Nothing to undo on the workers: their gradients are dropped when the next step starts.
-      if ((this.options.nonFinite ?? 'error') === 'error') {
-        const bad = Object.entries(sums)
-          .filter(([, v]) => !Number.isFinite(v))
-          .map(([k]) => k);
-        const named =
-          bad.length > 8 ? `${bad.slice(0, 8).join(', ')} and ${bad.length - 8} more` : bad.join(', ');
-        const where = anomaly
-          ? `; the first non-finite value came from ${anomaly.node} (${anomaly.op}) in the ${anomaly.phase} of microbatch ${anomaly.microbatch}, replica ${anomaly.replica}`
-          : this.options.anomaly
-            ? ''
-            : '; anomaly: true names the node that made it';
-        throw new NonFiniteError(
-          `step ${state.step}: non-finite ${bad.length > 0 ? `gradient in ${named}` : `loss ${loss}`} (global norm ${gradNorm})${where}; nonFinite: 'skip' skips such steps`,
-          { step: state.step, params: bad, ...(anomaly ? { anomaly } : {}) },
-        );
-      }
-      skipped = true;
-    } else if (onWorkers) {
-      lr = this.rateOf(state);
-      const scale = clipScale(gradNorm, this.options.clipNorm);
-      this.sendUpdate({ step: state.step, lr, scale });
+    if (!skipped && this.rules.onWorkers) {
+      lr = rateOf(state, this.options.lrSchedule, this.baseLr!, this.updates.count + 1);
+      this.updates.send({ step: state.step, lr, scale: clipScale(gradNorm, this.options.clipNorm) });
     }
     const stepMs = performance.now() - state.started;
     const trace = this.options.trace
@@ -487,69 +318,9 @@ export class Runtime {
     state.resolve({ loss, grads, gradNorm, lr, skipped, timings: { stepMs }, ...(trace ? { trace } : {}) });
   }
 
-  // Note [deferred update]
-  // With the optimizer on the workers, a step resolves as soon as its loss and every parameter's
-  // sum of squares are in: the coordinator then knows the global norm, the clipping factor and that
-  // everything is finite, which is all the update depends on. The update itself goes to every host
-  // on its data port, behind the step's data and ahead of the next step's start, so no host can
-  // start the next step with old parameters, and the step does not wait for it. This took two
-  // control round trips (prepare on every worker, then commit) off every step's critical path:
-  // about 1.4 ms of a 3.8 ms data-parallel step. Each host checks it holds every gradient, updates
-  // in place (a copy of a replicated parameter first waits for contributions still on their way:
-  // Host.applyUpdate), and acknowledges with an 'updated' report. Everything that reads or writes
-  // parameters or optimizer state (getParams, setParams, the optimizer state, stats) first waits for
-  // those acknowledgements, so it sees the update. A failed update (phase 'update') breaks the
-  // runtime: its hosts may now disagree about the parameters, so the next call rejects with it. A
-  // host that refuses the update message itself reports that as the update's failure too.
-
-  /**
-   * The rate of a step's update: the step's own, else the schedule's, else the optimizer's. Checked
-   * before the update is sent: the step rejects instead, and the workers drop its gradients.
-   */
-  private rateOf(state: StepState): number {
-    if (state.lr !== undefined) return state.lr;
-    const schedule = this.options.lrSchedule;
-    if (schedule === undefined) return this.baseLr!;
-    const update = this.updates + 1;
-    return checkLr(schedule(update), `step ${state.step}: lrSchedule(${update})`);
-  }
-
-  /** Sends a step's update to every host and tracks their acknowledgements (Note [deferred update]). */
-  private sendUpdate(u: StepUpdate): void {
-    let settle!: (err: Error | null) => void;
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (err) => (err === null ? resolve() : reject(err));
-    });
-    // Awaited by the next control call; a failure nobody awaits is not an unhandled rejection.
-    done.catch(() => {});
-    const timeoutMs = this.stepTimeoutMs;
-    const timer = setTimeout(() => {
-      const err = new StepTimeoutError(
-        `the update of step ${u.step} was not acknowledged by ${pending.remaining} of ${this.plan.workers} workers within ${timeoutMs} ms`,
-        { step: u.step },
-      );
-      this.broken ??= err;
-      pending.settle(err);
-    }, timeoutMs);
-    timer.unref();
-    const pending: PendingUpdate = {
-      step: u.step,
-      remaining: this.plan.workers,
-      done,
-      settle: (err) => {
-        clearTimeout(timer);
-        if (this.pending === pending) this.pending = null;
-        settle(err);
-      },
-    };
-    this.pending = pending;
-    this.updates++;
-    this.cluster.update(u);
-  }
-
   /** Waits until the last step's update is applied on every host; rejects if it failed. */
   private async settled(what: string): Promise<void> {
-    if (this.pending !== null) await this.pending.done.catch(() => {});
+    await this.updates.settled();
     if (this.broken) throw this.brokenError(what);
   }
 
@@ -566,7 +337,7 @@ export class Runtime {
   private async fail(error: Error, fatal: boolean): Promise<void> {
     if (fatal) {
       this.broken ??= error;
-      this.pending?.settle(error);
+      this.updates.abort(error);
     }
     const state = this.current;
     this.current = null;
@@ -583,23 +354,7 @@ export class Runtime {
     } catch {
       // A host that cannot answer is itself the reason.
     }
-    const lines = waiting
-      .slice(0, 20)
-      .map(
-        (w) =>
-          `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
-      );
-    // Hosts that did not answer in time: say so, rather than "nothing missing".
-    lines.push(...waiting.silent.map((why) => `  ${why}`));
-    state.reject(
-      new StepTimeoutError(
-        `step ${state.step} did not finish within ${this.stepTimeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
-        {
-          step: state.step,
-          waiting,
-        },
-      ),
-    );
+    state.reject(timeoutError(state, waiting, this.stepTimeoutMs));
     await this.cluster.reset().catch(() => {});
   }
 
@@ -629,12 +384,12 @@ export class Runtime {
     this.assertOpen('setOptimizerState');
     await this.settled('setOptimizerState');
     await this.cluster.setOptimizerState(state);
-    this.updates = state.step;
+    this.updates.count = state.step;
   }
 
   /** Updates sent so far (the optimizer's step count). */
   get updateCount(): number {
-    return this.updates;
+    return this.updates.count;
   }
 
   /** Per-host counters: tasks run, local and remote messages, copies, dropped messages. */
@@ -687,43 +442,4 @@ function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<numb
     }
   }
   return out;
-}
-
-export interface Anomaly {
-  node: string;
-  op: string;
-  microbatch: number;
-  replica: number;
-  phase: 'forward' | 'backward';
-}
-
-/**
- * The first non-finite value of a step: forward before backward; in the forward the earliest node in
- * topological order, in the backward the latest (the backward runs in reverse); then replica, microbatch.
- */
-function firstAnomaly(reports: Extract<Report<Tensor>, { kind: 'anomaly' }>[], graph: Graph): Anomaly | null {
-  if (reports.length === 0) return null;
-  const rank = (r: (typeof reports)[number]) => (r.phase === 'forward' ? r.node : graph.size * 2 - r.node);
-  const first = [...reports].sort((a, b) => rank(a) - rank(b) || a.replica - b.replica || a.mb - b.mb)[0]!;
-  const node = graph.nodes[first.node]!;
-  return { node: label(node), op: node.op, microbatch: first.mb, replica: first.replica, phase: first.phase };
-}
-
-function workerError(worker: number, e: ErrorReport): WorkerError {
-  const where = [
-    `worker ${worker}`,
-    e.context.node !== undefined ? `node ${e.context.node}${e.context.op ? ` (${e.context.op})` : ''}` : '',
-    e.context.phase ? `${e.context.phase}` : '',
-    e.context.microbatch !== undefined ? `microbatch ${e.context.microbatch}` : '',
-    e.context.replica !== undefined ? `replica ${e.context.replica}` : '',
-  ]
-    .filter(Boolean)
-    .join(', ');
-  const cause = Object.assign(new Error(e.message), {
-    name: e.name,
-    stack: e.stack,
-    code: e.code,
-    ...e.fields,
-  });
-  return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
 }

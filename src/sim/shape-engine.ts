@@ -46,6 +46,7 @@ export class ShapeOps extends Ops<VirtualTensor> {
 }
 
 const shapeOps = new ShapeOps();
+const NO_BINDINGS: Bindings = new Map();
 
 /**
  * The host engine of the simulator: the same actor and host logic as a real run, with values that are
@@ -91,6 +92,9 @@ export function shapeEngine(graph: Graph): ValueEngine<VirtualTensor> {
     sameStorage: (a, b) => a === b,
     item: () => Number.NaN,
     bytes: (t) => t.bytes,
+    storage: () => null,
     zeros: (shape, dtype) => virtual(shape, dtype),
+    constant: (node) => virtual(resolveShape(node.shape, NO_BINDINGS, label(node)), node.dtype),
+    sumOfSquares: () => Number.NaN,
   };
 }

@@ -1,4 +1,5 @@
 import { Host, type HostEffect, type TaskInfo } from '../actor/host.ts';
+import { ShardTables } from '../actor/kept-source.ts';
 import type { StepStart } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { shardLayout } from '../autodiff/microbatch.ts';
@@ -66,8 +67,10 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     })),
   };
   const engine = shapeEngine(plan.graph);
+  // One shard table for every host: the engine caches bound shapes by bindings object.
+  const shardTables = new ShardTables();
   const hosts = Array.from({ length: workers }, (_, w) => {
-    const host = new Host<VirtualTensor>(plan, w, new Map(), { engine });
+    const host = new Host<VirtualTensor>(plan, w, new Map(), { engine, shards: shardTables });
     host.setSchedule(options.schedule?.[w] ?? null);
     return host;
   });

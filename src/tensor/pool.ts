@@ -12,7 +12,7 @@ import type { DType, Storage } from './tensor.ts';
 // receives but never makes (a feed from the coordinator) would otherwise grow by one storage a step
 // until the bound.
 //
-// Lifetime is step-scoped (Note [step arena] in src/actor/host.ts): every pooled-size storage the
+// Lifetime is step-scoped (Note [step arena] in src/actor/step-arena.ts): every pooled-size storage the
 // thread allocates, and every one its host receives for the current step, is recorded in the arena;
 // when the step is over the host computes what it still holds and `recycle` gives everything else
 // back. A recorded storage that was transferred away is detached (byteLength 0) and is forgotten.

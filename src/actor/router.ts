@@ -1,0 +1,266 @@
+import type { GradientCells } from '../autodiff/plan.ts';
+import { InputError } from '../errors.ts';
+import { edgeGradient, type Plan } from '../partition/plan.ts';
+import type { ValueEngine } from './engine.ts';
+import type { HostEffect, HostStats, Message } from './host-types.ts';
+import { NodeActor } from './node-actor.ts';
+import type { Outbox } from './outbox.ts';
+import type { ParamActor } from './param-actor.ts';
+import type { ParamSide } from './param-side.ts';
+import { TaskQueue } from './task-queue.ts';
+
+/**
+ * Where a value or a contribution goes: to an actor of this host, straight away, or to another
+ * worker, once per worker, as a message; a replicated parameter's contribution goes to each of its
+ * copies (Note [parameter placement]). The router holds this host's node actors, and hands a task
+ * to the queue when its actor says it is ready. These are the host's hot paths: an index per
+ * lookup, no allocation but the effects.
+ */
+export class Router<T> {
+  /** The node actors of this host, and the queue of their ready tasks. */
+  readonly actors: readonly NodeActor<T>[];
+  readonly queue: TaskQueue<T>;
+  /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
+  private readonly table: (NodeActor<T> | undefined)[];
+  private readonly nodes: number;
+  /** The workers holding a copy of each parameter that has more than one. */
+  private readonly copies: Map<number, readonly number[]> | null = null;
+  /** Where every contribution goes (Note [gradient cells]). */
+  private readonly cells: GradientCells;
+
+  constructor(
+    private readonly plan: Plan,
+    private readonly worker: number,
+    private readonly engine: ValueEngine<T>,
+    private readonly counters: HostStats,
+    private readonly out: Outbox<T>,
+    private readonly params: ParamSide<T>,
+  ) {
+    const { graph, placement } = plan;
+    this.nodes = graph.size;
+    this.cells = plan.grad.cells;
+    for (const id of plan.params) {
+      const copies = plan.paramWorkers.get(id)!;
+      if (copies.length > 1) (this.copies ??= new Map()).set(id, copies);
+    }
+    this.table = new Array(graph.size * plan.replicas);
+    const actors: NodeActor<T>[] = [];
+    const constant = (id: number) => engine.constant(graph.nodes[id]!);
+    for (let r = 0; r < plan.replicas; r++) {
+      const p = placement[r]!;
+      for (const node of graph.nodes) {
+        if (p[node.id] !== worker || node.op === 'const' || node.op === 'param') continue;
+        const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
+        const actor = new NodeActor<T>(plan, node, r, needs, constant);
+        this.table[r * this.nodes + node.id] = actor;
+        actors.push(actor);
+      }
+    }
+    this.actors = actors;
+    this.queue = new TaskQueue(actors);
+  }
+
+  private actor(node: number, replica: number): NodeActor<T> {
+    return this.table[replica * this.nodes + node]!;
+  }
+
+  /** Starts a step of `microbatches` microbatches (after `reset`). */
+  start(microbatches: number): void {
+    this.queue.start(microbatches);
+    for (const a of this.actors) a.start(microbatches);
+  }
+
+  /** Forgets the step: every actor's state, and the ready tasks. */
+  reset(): void {
+    for (const a of this.actors) a.reset();
+    this.queue.clear();
+  }
+
+  /** Note [fixed-input nodes]: nodes fed only by constants fire as the step starts. */
+  readyAtStart(): void {
+    for (const a of this.actors) {
+      if (a.fixedOnly) for (const mb of a.readyAtStart()) this.queue.enqueue(a, 'forward', mb);
+    }
+  }
+
+  /** A message of the current step, to the actors it is for. */
+  deliver(m: Message<T>, effects: HostEffect<T>[]): void {
+    const { consumers, placement } = this.plan;
+    switch (m.kind) {
+      case 'feed': {
+        const actor = this.table[m.replica * this.nodes + m.node];
+        if (actor === undefined)
+          throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
+        if (actor.fed(m.mb)) this.queue.enqueue(actor, 'forward', m.mb, m.tensor);
+        else this.counters.dropped++;
+        break;
+      }
+      case 'activation': {
+        this.engine.share(m.tensor);
+        const edges = consumers[m.node]!;
+        const p = placement[m.replica]!;
+        // A duplicate is one dropped message, however many consumers here read it.
+        let duplicate = false;
+        for (let k = 0; k < edges.length; k++) {
+          const [c, slot] = edges[k]!;
+          if (p[c] !== this.worker) continue;
+          const actor = this.actor(c, m.replica);
+          if (actor.hasInput(m.mb, slot)) duplicate = true;
+          else if (actor.receiveInput(m.mb, slot, m.tensor)) this.queue.enqueue(actor, 'forward', m.mb);
+        }
+        if (duplicate) this.counters.dropped++;
+        break;
+      }
+      case 'param': {
+        this.engine.share(m.tensor);
+        let duplicate = false;
+        for (let r = 0; r < this.plan.replicas; r++) {
+          for (const [c, slot] of consumers[m.node]!) {
+            if (placement[r]![c] !== this.worker) continue;
+            const actor = this.actor(c, r);
+            if (actor.hasParam(slot)) duplicate = true;
+            else this.receiveParam(actor, slot, m.tensor);
+          }
+        }
+        if (duplicate) this.counters.dropped++;
+        break;
+      }
+      case 'gradient':
+        this.receiveGradient(m.node, m.replica, m.mb, m.consumer, m.slot, m.tensor, m.step, effects);
+        break;
+    }
+  }
+
+  /** A parameter's value for the step, to the consumers of the replicas its copy serves (all of them for a parameter placed once). */
+  handOut(param: ParamActor<T>, step: number, effects: HostEffect<T>[]): void {
+    const { placement, consumers, replicas } = this.plan;
+    const remote = new Set<number>();
+    for (let r = 0; r < replicas; r++) {
+      if (placement[r]![param.node] !== this.worker) continue;
+      for (const [c, slot] of consumers[param.node]!) {
+        const w = placement[r]![c]!;
+        if (w === this.worker) this.receiveParam(this.actor(c, r), slot, param.value);
+        else remote.add(w);
+      }
+    }
+    for (const w of remote) {
+      const tensor = this.out.copy(param.value);
+      effects.push(this.out.send(w, { kind: 'param', step, node: param.node, tensor }));
+    }
+  }
+
+  /** A forward's output, to its consumers: local actors directly, each other worker once. */
+  output(actor: NodeActor<T>, mb: number, output: T, step: number, effects: HostEffect<T>[]): void {
+    const { node, replica } = actor;
+    const placement = this.plan.placement[replica]!;
+    const edges = this.plan.consumers[node.id]!;
+    let remote: number[] | null = null;
+    for (let k = 0; k < edges.length; k++) {
+      const c = edges[k]![0];
+      const w = placement[c]!;
+      if (w !== this.worker) {
+        if (remote === null) remote = [w];
+        else if (!remote.includes(w)) remote.push(w);
+        continue;
+      }
+      this.counters.localMessages++;
+      this.engine.share(output);
+      const consumer = this.actor(c, replica);
+      if (consumer.receiveInput(mb, edges[k]![1], output)) this.queue.enqueue(consumer, 'forward', mb);
+    }
+    if (remote === null) return;
+    for (let i = 0; i < remote.length; i++) {
+      const tensor = i === remote.length - 1 ? this.out.giveAway(output) : this.out.copy(output);
+      effects.push(
+        this.out.send(remote[i]!, { kind: 'activation', step, mb, replica, node: node.id, tensor }),
+      );
+    }
+  }
+
+  /**
+   * A backward's contributions, by input slot (null: none), to their producers. Local ones go
+   * straight to their actor; remote ones are sent after, as (slot, worker) pairs: a replicated
+   * parameter gets one at each of its copies (Note [parameter placement]).
+   */
+  contributions(
+    actor: NodeActor<T>,
+    mb: number,
+    cotangents: readonly (T | null)[],
+    step: number,
+    effects: HostEffect<T>[],
+  ): void {
+    const { node, replica } = actor;
+    let remote: number[] | null = null;
+    const placement = this.plan.placement[replica]!;
+    for (let slot = 0; slot < cotangents.length; slot++) {
+      const value = cotangents[slot];
+      if (value === null || value === undefined) continue;
+      const producer = node.inputs[slot]!;
+      const copies = this.copies?.get(producer);
+      if (copies === undefined) {
+        const at = placement[producer]!;
+        if (at === this.worker) {
+          this.counters.localMessages++;
+          this.receiveGradient(producer, replica, mb, node.id, slot, value, step, effects);
+        } else (remote ??= []).push(slot, at);
+        continue;
+      }
+      for (const w of copies) {
+        if (w === this.worker) {
+          this.counters.localMessages++;
+          this.receiveGradient(producer, replica, mb, node.id, slot, value, step, effects);
+        } else (remote ??= []).push(slot, w);
+      }
+    }
+    if (remote === null) return;
+    for (let i = 0; i < remote.length; i += 2) {
+      const slot = remote[i]!;
+      const value = cotangents[slot]!;
+      let later = false;
+      for (let j = i + 2; j < remote.length; j += 2)
+        later ||= this.engine.sameStorage(cotangents[remote[j]!]!, value);
+      const tensor = later ? this.out.copy(value) : this.out.giveAway(value);
+      const producer = node.inputs[slot]!;
+      effects.push(
+        this.out.send(remote[i + 1]!, {
+          kind: 'gradient',
+          step,
+          mb,
+          replica,
+          node: producer,
+          consumer: node.id,
+          slot,
+          tensor,
+        }),
+      );
+    }
+  }
+
+  private receiveParam(actor: NodeActor<T>, slot: number, value: T): void {
+    for (const mb of actor.receiveParam(slot, value)) this.queue.enqueue(actor, 'forward', mb);
+  }
+
+  /** The contribution of input `slot` of `consumer` to `node`'s gradient. */
+  private receiveGradient(
+    node: number,
+    replica: number,
+    mb: number,
+    consumer: number,
+    slot: number,
+    value: T,
+    step: number,
+    effects: HostEffect<T>[],
+  ): void {
+    this.engine.share(value);
+    const cell = this.cells.cell[this.cells.slotBase[consumer]! + slot]!;
+    // Actors first: an array index, where parameters take a map lookup.
+    const actor = this.table[replica * this.nodes + node];
+    if (actor === undefined) {
+      this.params.receive(node, replica, mb, cell, value, step, effects);
+      return;
+    }
+    // A contribution whose cell is already filled is a duplicate (a message sent twice): dropped, counted.
+    if (actor.hasGradient(mb, cell)) this.counters.dropped++;
+    else if (actor.receiveGradient(mb, cell, value)) this.queue.enqueue(actor, 'backward', mb);
+  }
+}

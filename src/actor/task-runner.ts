@@ -1,0 +1,158 @@
+import type { Bindings } from '../autodiff/forward.ts';
+import { runVjp } from '../autodiff/vjp.ts';
+import { label } from '../graph/graph.ts';
+import type { Plan } from '../partition/plan.ts';
+import type { ValueEngine } from './engine.ts';
+import type { HostEffect, HostStats, Task } from './host-types.ts';
+import { KeptSource, type ShardTable, type ShardTables } from './kept-source.ts';
+import type { StepStart } from './messages.ts';
+import type { Outbox } from './outbox.ts';
+import type { Router } from './router.ts';
+import { toWireError } from './wire-error.ts';
+
+/**
+ * What a task computes: a node's forward for one microbatch (what it keeps for the VJP counted), or
+ * its VJP; the router takes the results where they go. The loss reports its value and seeds its own
+ * backward; an input named in `wrt` reports its gradient.
+ */
+export class TaskRunner<T> {
+  /** Anomaly mode: report the first non-finite value each task makes (forward outputs, contributions). */
+  anomalies = false;
+  private shards: ShardTable = [];
+  private microbatches = 0;
+  /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
+  private readonly vjpSource: KeptSource<T>;
+
+  constructor(
+    private readonly plan: Plan,
+    private readonly engine: ValueEngine<T>,
+    private readonly counters: HostStats,
+    private readonly out: Outbox<T>,
+    private readonly router: Router<T>,
+    private readonly shardTables: ShardTables,
+  ) {
+    this.vjpSource = new KeptSource<T>(plan.graph.nodes);
+  }
+
+  /** The step's shards (bindings and loss scales), for its tasks. */
+  start(start: StepStart): void {
+    this.microbatches = start.microbatches;
+    this.shards = this.shardTables.of(start);
+  }
+
+  reset(): void {
+    this.shards = [];
+  }
+
+  /** Runs a task of step `step`. */
+  run(task: Task<T>, step: number, effects: HostEffect<T>[]): void {
+    if (task.phase === 'forward') this.forward(task, step, effects);
+    else this.backward(task, step, effects);
+  }
+
+  private bindings(replica: number, mb: number): Bindings {
+    return this.shards[replica * this.microbatches + mb]!.bindings;
+  }
+
+  private forward(task: Task<T>, step: number, effects: HostEffect<T>[]): void {
+    const { actor, mb, replica } = task;
+    const node = actor.node;
+    const engine = this.engine;
+    let output: T;
+    if (task.value !== undefined) output = task.value;
+    else {
+      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
+      actor.afterForward(mb, output);
+      if (actor.runsVjp) {
+        const kept = actor.state(mb).kept;
+        for (let k = 0; k < kept.length; k++) {
+          engine.share(kept[k]!);
+          this.counters.keptBytes += engine.bytes(kept[k]!);
+        }
+        if (this.counters.keptBytes > this.counters.peakKeptBytes)
+          this.counters.peakKeptBytes = this.counters.keptBytes;
+      }
+    }
+    if (this.anomalies && engine.isFinite?.(output) === false)
+      effects.push(this.anomaly(task, step, 'forward'));
+    if (node.id !== this.plan.loss) {
+      this.router.output(actor, mb, output, step, effects);
+      return;
+    }
+    const shard = this.shards[replica * this.microbatches + mb]!;
+    effects.push({
+      kind: 'report',
+      report: { kind: 'loss', step, mb, replica, value: engine.item(output) },
+    });
+    if (actor.runsVjp) {
+      // Note [microbatch scaling]: the seed of a shard's loss is its share of the batch.
+      actor.seed(mb, engine.ops.constant(shard.scale, node.dtype));
+      this.router.queue.enqueue(actor, 'backward', mb);
+    }
+  }
+
+  /**
+   * A backward task: the whole VJP ('backward'), or one part of a split one ('input': the gradients
+   * of activations; 'weight': the gradients of parameters, later). The parts run the same VJP with
+   * complementary `needs`, so their contributions are the very ones the whole VJP would send.
+   */
+  private backward(task: Task<T>, step: number, effects: HostEffect<T>[]): void {
+    const { actor, mb, replica, phase } = task;
+    const node = actor.node;
+    const state = actor.state(mb);
+    const g = actor.cotangent(this.engine.ops, mb);
+    if (actor.reportsGradient) {
+      // Note [input gradients]: the sum of an input's contributions for this shard goes to the coordinator.
+      const tensor = this.out.giveAway(g);
+      actor.afterBackward(mb);
+      effects.push({
+        kind: 'report',
+        report: { kind: 'inputGrad', step, mb, replica, node: node.id, tensor },
+      });
+      return;
+    }
+    const needs =
+      phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
+    const last = phase !== 'input' || !actor.hasWeightPart;
+    let cotangents: readonly (T | null)[] = NO_COTANGENTS;
+    if (needs.includes(true)) {
+      const bindings = this.bindings(replica, mb);
+      if (this.engine.contributions !== undefined)
+        cotangents = this.engine.contributions(node, needs, bindings);
+      else {
+        this.vjpSource.fill(actor.keptIds, state.kept, bindings);
+        cotangents = runVjp(this.engine.ops, node, g, needs, this.vjpSource, actor.def);
+      }
+    }
+    if (this.anomalies && cotangents.some((c) => c !== null && this.engine.isFinite?.(c) === false)) {
+      effects.push(this.anomaly(task, step, 'backward'));
+    }
+    if (last) {
+      const kept = state.kept;
+      for (let k = 0; k < kept.length; k++) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
+      actor.afterBackward(mb);
+    } else actor.holdCotangent(mb, g);
+    this.router.contributions(actor, mb, cotangents, step, effects);
+  }
+
+  private anomaly(task: Task<T>, step: number, phase: 'forward' | 'backward'): HostEffect<T> {
+    const { node, mb, replica } = task;
+    return { kind: 'report', report: { kind: 'anomaly', step, node, mb, replica, phase } };
+  }
+}
+
+const NO_COTANGENTS: readonly null[] = [];
+
+/** The report of a task that threw: the error as data, with where it happened. */
+export function taskFailure<T>(err: unknown, task: Task<T>, worker: number, step: number): HostEffect<T> {
+  const error = toWireError(err, {
+    worker,
+    node: label(task.actor.node),
+    op: task.actor.node.op,
+    step,
+    microbatch: task.mb,
+    replica: task.replica,
+    phase: task.phase === 'forward' ? 'forward' : 'backward',
+  });
+  return { kind: 'report', report: { kind: 'failed', step, error } };
+}

@@ -1,0 +1,111 @@
+import type { ErrorReport, Report } from '../actor/messages.ts';
+import { WorkerError } from '../errors.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { DeferredUpdates } from './deferred-update.ts';
+import type { StepState } from './step.ts';
+
+/** What report handlers see of the coordinator. */
+export interface ReportTarget {
+  readonly microbatches: number;
+  /** The step in flight, when it is step `step`. */
+  inFlight(step: number): StepState | null;
+  /** The last step's update (Note [deferred update]). */
+  readonly updates: DeferredUpdates;
+  /** The step may be complete now. */
+  maybeFinish(state: StepState): void;
+  /** Fails the step in flight, if any; `fatal` breaks the runtime for good. */
+  fail(error: Error, fatal: boolean): void;
+}
+
+type ReportOf<K extends Report['kind']> = Extract<Report<Tensor>, { kind: K }>;
+type Handlers = { readonly [K in Report['kind']]: (t: ReportTarget, worker: number, r: ReportOf<K>) => void };
+
+/**
+ * What the coordinator does with each report of a host. A report of a step that is no longer in
+ * flight (it failed, or timed out) is dropped, as is an acknowledgement of an update already settled.
+ */
+export const REPORTS: Handlers = {
+  loss(t, _, r) {
+    const state = t.inFlight(r.step);
+    if (state === null) return;
+    state.losses.set(r.replica * t.microbatches + r.mb, r.value);
+    t.maybeFinish(state);
+  },
+  grad(t, _, r) {
+    const state = t.inFlight(r.step);
+    if (state === null) return;
+    state.grads.set(r.node, r.tensor);
+    t.maybeFinish(state);
+  },
+  // Note [input gradients]: one per shard; a second one for a shard is a duplicate.
+  inputGrad(t, _, r) {
+    const state = t.inFlight(r.step);
+    if (state === null) return;
+    let parts = state.inputGrads.get(r.node);
+    if (parts === undefined) state.inputGrads.set(r.node, (parts = []));
+    const k = r.replica * t.microbatches + r.mb;
+    if (parts[k] !== undefined) return;
+    parts[k] = r.tensor;
+    state.inputReports++;
+    t.maybeFinish(state);
+  },
+  gradNorm(t, _, r) {
+    const state = t.inFlight(r.step);
+    if (state === null) return;
+    state.sumsq.set(r.node, r.sumsq);
+    t.maybeFinish(state);
+  },
+  anomaly(t, _, r) {
+    t.inFlight(r.step)?.anomalies.push(r);
+  },
+  // A failed update breaks the runtime (its hosts may now disagree about the parameters); a failed
+  // task fails its step.
+  failed(t, worker, r) {
+    if (r.error.context.phase === 'update') {
+      const err = workerError(worker, r.error);
+      if (t.updates.failed(r.step, err)) {
+        t.fail(err, true);
+        return;
+      }
+    }
+    if (t.inFlight(r.step) !== null) t.fail(workerError(worker, r.error), false);
+  },
+  updated(t, _, r) {
+    t.updates.acknowledge(r.step);
+  },
+};
+
+/** Hands a report to its handler. */
+export function handleReport(t: ReportTarget, worker: number, report: Report<Tensor>): void {
+  dispatch(REPORTS, t, worker, report);
+}
+
+function dispatch<K extends Report['kind']>(
+  handlers: Handlers,
+  t: ReportTarget,
+  worker: number,
+  r: ReportOf<K>,
+): void {
+  const handler: Handlers[K] = handlers[r.kind];
+  handler(t, worker, r);
+}
+
+/** A host's error report as a WorkerError naming where it happened, its cause with the original stack. */
+function workerError(worker: number, e: ErrorReport): WorkerError {
+  const where = [
+    `worker ${worker}`,
+    e.context.node !== undefined ? `node ${e.context.node}${e.context.op ? ` (${e.context.op})` : ''}` : '',
+    e.context.phase ? `${e.context.phase}` : '',
+    e.context.microbatch !== undefined ? `microbatch ${e.context.microbatch}` : '',
+    e.context.replica !== undefined ? `replica ${e.context.replica}` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  const cause = Object.assign(new Error(e.message), {
+    name: e.name,
+    stack: e.stack,
+    code: e.code,
+    ...e.fields,
+  });
+  return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
+}

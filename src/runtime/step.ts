@@ -1,0 +1,266 @@
+import type { Message } from '../actor/host.ts';
+import type { Report, StepStart } from '../actor/messages.ts';
+import { resolveShape } from '../autodiff/forward.ts';
+import { type BatchShard, joinShardGradients } from '../autodiff/microbatch.ts';
+import { NonFiniteError, StepTimeoutError } from '../errors.ts';
+import { type Graph, label, type Node } from '../graph/graph.ts';
+import type { LrSchedule } from '../optim/schedule.ts';
+import { checkLr, globalNormOf, sumOfSquares } from '../optim/spec.ts';
+import type { Plan } from '../partition/plan.ts';
+import { type Tensor, zeros } from '../tensor/tensor.ts';
+import type { Trace } from '../trace/trace.ts';
+import type { Cluster } from './cluster.ts';
+
+export interface StepResult {
+  /** The batch's mean loss (Note [microbatch scaling]). */
+  loss: number;
+  /**
+   * Gradients of every parameter in `wrt`, by name (none when the optimizer runs on the workers), and
+   * of every input in `wrt` (Note [input gradients] in src/autodiff/microbatch.ts).
+   */
+  grads: Record<string, Tensor>;
+  /** The global gradient norm before clipping (Note [global norm order]). */
+  gradNorm: number;
+  /** The learning rate of the update, when the optimizer runs on the workers. */
+  lr: number | null;
+  /** True when a non-finite gradient made the step skip its update (nonFinite: 'skip'). */
+  skipped: boolean;
+  timings: { stepMs: number };
+  /** With the `trace` option: the step's trace, times from the step's start. */
+  trace?: Trace;
+}
+
+export interface StepOptions {
+  /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
+  lr?: number;
+}
+
+/** What the steps of a runtime are fed, wait for and finish with (fixed when the runtime is made). */
+export interface StepRules {
+  readonly plan: Plan;
+  readonly microbatches: number;
+  /** The inputs a step feeds: those the loss needs. */
+  readonly fedInputs: readonly Node[];
+  /** Parameters joined to the loss: each reports a gradient when no optimizer runs on the workers. */
+  readonly connectedParams: number;
+  /** Inputs in `wrt` joined to the loss: each reports a gradient per shard. */
+  readonly connectedInputs: number;
+  /** The optimizer runs on the workers: parameters report sums of squares, and the step sends an update. */
+  readonly onWorkers: boolean;
+  /** What a non-finite gradient or loss does: reject the step, or skip its update. */
+  readonly nonFinite: 'error' | 'skip';
+  /** Anomaly mode is on (so a non-finite step without an anomaly report need not suggest it). */
+  readonly anomaly: boolean;
+}
+
+export function stepRules(
+  plan: Plan,
+  options: { microbatches?: number; optimizer?: unknown; nonFinite?: 'error' | 'skip'; anomaly?: boolean },
+): StepRules {
+  const disconnected = new Set(plan.grad.disconnected);
+  return {
+    plan,
+    microbatches: options.microbatches ?? 1,
+    fedInputs: plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0),
+    connectedParams: plan.params.filter((id) => !disconnected.has(id)).length,
+    connectedInputs: plan.inputGrads.filter((id) => !disconnected.has(id)).length,
+    onWorkers: options.optimizer !== undefined,
+    nonFinite: options.nonFinite ?? 'error',
+    anomaly: options.anomaly ?? false,
+  };
+}
+
+export type AnomalyReport = Extract<Report<Tensor>, { kind: 'anomaly' }>;
+
+/** A step in flight, as the coordinator sees it: what the hosts have reported so far. */
+export interface StepState {
+  step: number;
+  lr: number | undefined;
+  /** Losses by shard (replica * microbatches + mb). */
+  losses: Map<number, number>;
+  grads: Map<number, Tensor>;
+  /** Input gradients by node, per shard, and how many arrived. */
+  inputGrads: Map<number, Tensor[]>;
+  inputReports: number;
+  /** The batch's symbolic dimensions (the shape of an input's zero gradient). */
+  bindings: ReadonlyMap<string, number>;
+  sumsq: Map<number, number>;
+  anomalies: AnomalyReport[];
+  finishing: boolean;
+  expectedLosses: number;
+  resolve: (r: StepResult) => void;
+  reject: (e: Error) => void;
+  started: number;
+  /** Wall-clock ms of the step's start, the origin of its trace. */
+  origin: number;
+  shards: { replica: number; mb: number; scale: number }[];
+}
+
+/** What the hosts' reports add up to: the step's result but for its update, timings and trace. */
+export type StepOutcome = Pick<StepResult, 'loss' | 'grads' | 'gradNorm' | 'skipped'>;
+
+/** The step start every host gets before the step's data. */
+export function stepStart(step: number, microbatches: number, shards: readonly BatchShard[]): StepStart {
+  return {
+    step,
+    microbatches,
+    shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
+  };
+}
+
+/** The feeds of a step's input actors, by the worker that holds them. */
+export function feedMessages(
+  rules: StepRules,
+  step: number,
+  shards: readonly BatchShard[],
+): Map<number, Message[]> {
+  const perWorker = new Map<number, Message[]>();
+  for (const shard of shards) {
+    for (const node of rules.fedInputs) {
+      const w = rules.plan.placement[shard.replica]![node.id]!;
+      const list = perWorker.get(w) ?? [];
+      list.push({
+        kind: 'feed',
+        step,
+        mb: shard.mb,
+        replica: shard.replica,
+        node: node.id,
+        tensor: shard.feeds[node.name!]!,
+      });
+      perWorker.set(w, list);
+    }
+  }
+  return perWorker;
+}
+
+/** Whether every loss and gradient the step waits for has been reported. */
+export function isComplete(state: StepState, rules: StepRules): boolean {
+  if (state.losses.size < state.expectedLosses) return false;
+  if (state.inputReports < rules.connectedInputs * state.expectedLosses) return false;
+  return rules.onWorkers
+    ? state.sumsq.size >= rules.plan.params.length
+    : state.grads.size >= rules.connectedParams;
+}
+
+/**
+ * The step's result from its reports: the loss in the order of Note [gradient sum order] (replicas,
+ * then microbatches), every gradient (a zero for one never reported), the global norm, and input
+ * gradients joined per shard. A non-finite loss or gradient rejects the step with a NonFiniteError,
+ * or with `nonFinite: 'skip'` marks it skipped (nothing to undo on the workers: their gradients are
+ * dropped when the next step starts).
+ */
+export function stepResult(state: StepState, rules: StepRules): StepOutcome {
+  const { plan, microbatches: m } = rules;
+  const graph = plan.graph;
+  let loss = 0;
+  for (let r = 0; r < plan.replicas; r++) {
+    let lossR = 0;
+    for (let mb = 0; mb < m; mb++) {
+      const k = r * m + mb;
+      lossR += state.losses.get(k)! * state.shards[k]!.scale;
+    }
+    loss += lossR;
+  }
+  const grads: Record<string, Tensor> = {};
+  const sums: Record<string, number> = {};
+  for (const id of plan.params) {
+    const node = graph.nodes[id]!;
+    if (rules.onWorkers) sums[label(node)] = state.sumsq.get(id)!;
+    else {
+      const g = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
+      grads[label(node)] = g;
+      sums[label(node)] = sumOfSquares(g);
+    }
+  }
+  const gradNorm = globalNormOf(sums);
+  for (const id of plan.inputGrads) {
+    const node = graph.nodes[id]!;
+    const parts = state.inputGrads.get(id);
+    grads[label(node)] =
+      parts === undefined
+        ? zeros(resolveShape(node.shape, state.bindings, label(node)), node.dtype)
+        : joinShardGradients(node, parts, m);
+  }
+  const finite = Number.isFinite(gradNorm) && Number.isFinite(loss);
+  if (!finite && rules.nonFinite === 'error') throw nonFiniteError(state, rules, loss, gradNorm, sums);
+  return { loss, grads, gradNorm, skipped: !finite };
+}
+
+function nonFiniteError(
+  state: StepState,
+  rules: StepRules,
+  loss: number,
+  gradNorm: number,
+  sums: Record<string, number>,
+): NonFiniteError {
+  const anomaly = firstAnomaly(state.anomalies, rules.plan.graph);
+  const bad = Object.entries(sums)
+    .filter(([, v]) => !Number.isFinite(v))
+    .map(([k]) => k);
+  const named = bad.length > 8 ? `${bad.slice(0, 8).join(', ')} and ${bad.length - 8} more` : bad.join(', ');
+  const where = anomaly
+    ? `; the first non-finite value came from ${anomaly.node} (${anomaly.op}) in the ${anomaly.phase} of microbatch ${anomaly.microbatch}, replica ${anomaly.replica}`
+    : rules.anomaly
+      ? ''
+      : '; anomaly: true names the node that made it';
+  return new NonFiniteError(
+    `step ${state.step}: non-finite ${bad.length > 0 ? `gradient in ${named}` : `loss ${loss}`} (global norm ${gradNorm})${where}; nonFinite: 'skip' skips such steps`,
+    { step: state.step, params: bad, ...(anomaly ? { anomaly } : {}) },
+  );
+}
+
+/**
+ * The rate of a step's update, the `update`-th: the step's own, else the schedule's, else the
+ * optimizer's. Checked before the update is sent: the step rejects instead, and the workers drop its
+ * gradients.
+ */
+export function rateOf(
+  state: StepState,
+  schedule: LrSchedule | undefined,
+  baseLr: number,
+  update: number,
+): number {
+  if (state.lr !== undefined) return state.lr;
+  if (schedule === undefined) return baseLr;
+  return checkLr(schedule(update), `step ${state.step}: lrSchedule(${update})`);
+}
+
+export interface Anomaly {
+  node: string;
+  op: string;
+  microbatch: number;
+  replica: number;
+  phase: 'forward' | 'backward';
+}
+
+/**
+ * The first non-finite value of a step: forward before backward; in the forward the earliest node in
+ * topological order, in the backward the latest (the backward runs in reverse); then replica, microbatch.
+ */
+function firstAnomaly(reports: AnomalyReport[], graph: Graph): Anomaly | null {
+  if (reports.length === 0) return null;
+  const rank = (r: (typeof reports)[number]) => (r.phase === 'forward' ? r.node : graph.size * 2 - r.node);
+  const first = [...reports].sort((a, b) => rank(a) - rank(b) || a.replica - b.replica || a.mb - b.mb)[0]!;
+  const node = graph.nodes[first.node]!;
+  return { node: label(node), op: node.op, microbatch: first.mb, replica: first.replica, phase: first.phase };
+}
+
+/** A step that did not finish in time, with what every host still waits for. */
+export function timeoutError(
+  state: StepState,
+  waiting: Awaited<ReturnType<Cluster['waiting']>>,
+  timeoutMs: number,
+): StepTimeoutError {
+  const lines = waiting
+    .slice(0, 20)
+    .map(
+      (w) =>
+        `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
+    );
+  // Hosts that did not answer in time: say so, rather than "nothing missing".
+  lines.push(...waiting.silent.map((why) => `  ${why}`));
+  return new StepTimeoutError(
+    `step ${state.step} did not finish within ${timeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
+    { step: state.step, waiting },
+  );
+}
