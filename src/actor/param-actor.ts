@@ -8,7 +8,8 @@ import type { Ops } from '../ops/ops.ts';
 // each sum a left fold. The innermost sum is Note [canonical sum order]; the microbatch sum is what
 // gradient accumulation does; the replica sum is the all-reduce of data parallelism. Contributions
 // may arrive in any order: partial sums wait until the next one in order is there. The reference
-// (src/runtime/reference.ts) computes the same nesting, which is why the two agree bit for bit.
+// (`referenceStep` in src/autodiff/microbatch.ts) computes the same nesting, which is why the two
+// agree bit for bit.
 
 /**
  * A parameter: holds its value, hands it to its consumers each step, and sums its gradient in the
