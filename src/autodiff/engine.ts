@@ -194,7 +194,11 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     const out: Record<string, Tensor> = {};
     for (const id of plan.wrt) {
       const node = graph.nodes[id]!;
-      out[label(node)] = grads.get(id) ?? zeros(resolveShape(node.shape, bindings, label(node)), node.dtype);
+      // A zero gradient has its node's shape; an input the loss does not read takes its feed's.
+      const fed = node.op === 'input' ? feeds[node.name!] : undefined;
+      out[label(node)] =
+        grads.get(id) ??
+        zeros(fed !== undefined ? [...fed.shape] : resolveShape(node.shape, bindings, label(node)), node.dtype);
     }
     return { value, grads: out, peakBytes: meter.peak };
   };

@@ -255,4 +255,44 @@ outputs: loss=%12`,
 %5 = mean %4 {axes: [0,1]} : f32[]
 outputs: loss=%5`,
   },
+  {
+    title:
+      "wrtInputs: an input in wrt that the loss (weight decay only) does not read: the reference threw (symbolic 'B' unbound)",
+    case: {
+      seed: 22930,
+      size: 7,
+      skip: [0, 2, 3, 4],
+      width: 1,
+      features: [
+        'nonDiff',
+        'paramFanOut',
+        'secondInput',
+        'userOps',
+        'paramConstOnly',
+        'disconnectedParam',
+        'wrtInputs',
+        'partialStages',
+      ],
+      run: runWith({ placement: 'manual' }),
+    },
+    graph: `
+%0 = input "x" : f32[B,1] @stage 0
+%1 = param "p0" normal{std: 0.5} : f32[1,1] @stage 0
+%2 = matmul %0 %1 : f32[B,1] @stage 0
+%3 = tanh %2 : f32[B,1] @stage 0
+%4 = input "x2" : f32[B,3] @stage 0
+%5 = input "c" : f32[1] @stage 0
+%6 = input "y" : f32[B] @stage 0
+%7 = slice %4 {begin: [0,1], size: [-1,1]} : f32[B,1] @stage 0
+%8 = maximum %3 %7 : f32[B,1] @stage 0
+%9 = param "p1" normal{std: 0.5} : f32[1,2] @stage 0
+%10 = matmul %8 %9 : f32[B,2] @stage 0
+%11 = tanh %10 : f32[B,2] @stage 0
+%12 = param "p2" normal{std: 0.5} : f32[3,1] @stage 0
+%13 = square %12 : f32[3,1] @stage 0
+%14 = sum %13 {axes: [0,1]} : f32[] @stage 0
+%15 = const 0.01 : f32[] @stage 0
+%16 = mul %14 %15 : f32[] @stage 0
+outputs: loss=%16, dead0=%11`,
+  },
 ];

@@ -167,6 +167,7 @@ export function runtimeOptions(c: FuzzCase, built: BuiltCase, options: HarnessOp
     params: built.params,
     wrt: built.wrt,
     nonFinite: 'skip',
+    onWarning: () => {},
     stepTimeoutMs: options.stepTimeoutMs,
     ...(built.used.includes('userOps') ? { ops: [FUZZ_OPS_URL] } : {}),
   };
