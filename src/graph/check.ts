@@ -16,7 +16,8 @@ import { Rng } from '../tensor/rng.ts';
 import { type Dim, isConcrete, type Shape, shapesEqual } from '../tensor/shape.ts';
 import { DTYPES, type DType, Tensor } from '../tensor/tensor.ts';
 import { Graph, isLeaf, type Node } from './graph.ts';
-import { fmtType, fmtValue, type Printable, printGraph, printOutputs } from './print.ts';
+import { type ErrorClass, nodeError } from './node-error.ts';
+import { fmtType, fmtValue, type Printable, printOutputs } from './print.ts';
 import '../ops/builtins.ts';
 import { maxOf, minOf } from '../util/extent.ts';
 
@@ -44,10 +45,16 @@ export function checkGraph(graph: unknown): Graph {
     if (node.name !== undefined) {
       const other = names.get(node.name);
       if (other !== undefined) {
-        throw fail(GraphError, view, node, `duplicate node name "${node.name}": %${other} and %${node.id}`, {
-          expected: 'unique node names',
-          found: [other, node.id],
-        });
+        throw nodeError(
+          GraphError,
+          view,
+          node,
+          `duplicate node name "${node.name}": %${other} and %${node.id}`,
+          {
+            expected: 'unique node names',
+            found: [other, node.id],
+          },
+        );
       }
       names.set(node.name, node.id);
     }
@@ -72,7 +79,7 @@ export function checkOpsKnown(
     if (isLeaf(node) || known.has(node.op)) continue;
     const why = unknown(node.op);
     if (why !== null) {
-      throw fail(OpError, graph, node, `%${node.id}: ${why}`, {
+      throw nodeError(OpError, graph, node, `%${node.id}: ${why}`, {
         expected: 'a registered op',
         found: node.op,
         ...context,
@@ -80,39 +87,6 @@ export function checkOpsKnown(
     }
     known.add(node.op);
   }
-}
-
-type ErrorClass = new (
-  message: string,
-  context: ErrorContext,
-  options?: { cause?: unknown },
-) => BackflowError;
-
-/** An error about node `node`, quoting the printed lines around it. */
-function fail(
-  Class: ErrorClass,
-  view: Printable,
-  node: { id: number; name?: unknown; op?: unknown },
-  message: string,
-  context: ErrorContext = {},
-  cause?: unknown,
-  radius = 2,
-): BackflowError {
-  const where = typeof node.name === 'string' ? node.name : `%${node.id}`;
-  const lines = printGraph(view, { around: node.id, radius })
-    .split('\n')
-    .map((l) => `  ${l}`)
-    .join('\n');
-  return new Class(
-    `${message}\n${lines}`,
-    {
-      node: where,
-      id: node.id,
-      ...(typeof node.op === 'string' ? { op: node.op } : {}),
-      ...context,
-    },
-    cause === undefined ? undefined : { cause },
-  );
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -127,13 +101,13 @@ function isDim(d: unknown): d is Dim {
 function checkStructure(view: Printable, node: unknown, id: number): Node {
   const at = { id };
   if (!isObject(node)) {
-    throw fail(GraphError, view, at, `%${id} is not a node`, {
+    throw nodeError(GraphError, view, at, `%${id} is not a node`, {
       expected: '{id, op, inputs, attrs, shape, dtype}',
       found: fmtValue(node),
     });
   }
   const bad = (field: string, expected: string, found: unknown) =>
-    fail(
+    nodeError(
       GraphError,
       view,
       { id, name: node.name, op: node.op },
@@ -153,7 +127,7 @@ function checkStructure(view: Printable, node: unknown, id: number): Node {
   if (stage !== undefined && !(Number.isInteger(stage) && (stage as number) >= 0))
     throw bad('stage', 'an integer >= 0', stage);
   if (!(DTYPES as readonly unknown[]).includes(dtype)) {
-    throw fail(
+    throw nodeError(
       DTypeError,
       view,
       { id, name, op },
@@ -163,7 +137,7 @@ function checkStructure(view: Printable, node: unknown, id: number): Node {
   }
   inputs.forEach((input: number, k) => {
     if (input < 0 || input >= view.nodes.length) {
-      throw fail(
+      throw nodeError(
         GraphError,
         view,
         { id, name, op },
@@ -199,7 +173,7 @@ function checkOrder(view: Printable, nodes: readonly Node[]): void {
   if (cycle !== null) {
     const path = [...cycle, cycle[0]!].map((id) => `%${id}`).join(' -> ');
     const span = maxOf(cycle) - cycle[0]!;
-    throw fail(
+    throw nodeError(
       GraphError,
       view,
       nodes[cycle[0]!]!,
@@ -210,7 +184,7 @@ function checkOrder(view: Printable, nodes: readonly Node[]): void {
     );
   }
   const node = nodes[forward.id]!;
-  throw fail(
+  throw nodeError(
     GraphError,
     view,
     node,
@@ -259,7 +233,7 @@ function findCycle(nodes: readonly Node[]): number[] | null {
 function checkLeaf(view: Printable, node: Node): void {
   const { op, id } = node;
   if (node.inputs.length > 0) {
-    throw fail(GraphError, view, node, `%${id}: a ${op} takes no inputs, found ${node.inputs.length}`, {
+    throw nodeError(GraphError, view, node, `%${id}: a ${op} takes no inputs, found ${node.inputs.length}`, {
       expected: 0,
       found: node.inputs.length,
     });
@@ -267,14 +241,14 @@ function checkLeaf(view: Printable, node: Node): void {
   if (op === 'const') {
     const value = node.attrs.value;
     if (!(value instanceof Tensor)) {
-      throw fail(GraphError, view, node, `%${id}: a const needs attrs.value, a Tensor`, {
+      throw nodeError(GraphError, view, node, `%${id}: a const needs attrs.value, a Tensor`, {
         expected: 'a Tensor',
         found: fmtValue(value),
       });
     }
     const storage = value.dtype === 'float32' ? Float32Array : Float64Array;
     if (value.dtype !== node.dtype || !(value.data instanceof storage)) {
-      throw fail(
+      throw nodeError(
         DTypeError,
         view,
         node,
@@ -283,7 +257,7 @@ function checkLeaf(view: Printable, node: Node): void {
       );
     }
     if (!shapesEqual(value.shape, node.shape)) {
-      throw fail(
+      throw nodeError(
         ShapeError,
         view,
         node,
@@ -294,7 +268,7 @@ function checkLeaf(view: Printable, node: Node): void {
     return;
   }
   if (node.name === undefined) {
-    throw fail(
+    throw nodeError(
       GraphError,
       view,
       node,
@@ -307,7 +281,7 @@ function checkLeaf(view: Printable, node: Node): void {
   }
   if (op === 'param') {
     if (!isConcrete(node.shape)) {
-      throw fail(
+      throw nodeError(
         ShapeError,
         view,
         node,
@@ -325,7 +299,7 @@ function checkInit(view: Printable, node: Node): void {
   const numbers =
     isObject(init) && Object.entries(init).every(([k, v]) => k === 'kind' || typeof v === 'number');
   if (!isObject(init) || typeof init.kind !== 'string' || !numbers) {
-    throw fail(GraphError, view, node, `param '${node.name}': bad attrs.init ${fmtValue(init)}`, {
+    throw nodeError(GraphError, view, node, `param '${node.name}': bad attrs.init ${fmtValue(init)}`, {
       expected,
       found: init,
     });
@@ -334,7 +308,7 @@ function checkInit(view: Printable, node: Node): void {
     // A dry run on an empty shape: `initialize` holds the one list of initializer kinds.
     initialize(init as unknown as Initializer, [0], node.dtype, new Rng(0));
   } catch (err) {
-    throw fail(
+    throw nodeError(
       GraphError,
       view,
       node,
@@ -355,7 +329,7 @@ function checkOp(view: Printable, nodes: readonly Node[], node: Node): void {
     } catch (err) {
       message = (err as Error).message;
     }
-    throw fail(OpError, view, node, `%${id}: ${message}`, { expected: 'a registered op', found: op });
+    throw nodeError(OpError, view, node, `%${id}: ${message}`, { expected: 'a registered op', found: op });
   }
   const def = getOp(op);
   const infos: TypeInfo[] = node.inputs.map((i) => ({ shape: nodes[i]!.shape, dtype: nodes[i]!.dtype }));
@@ -369,9 +343,9 @@ function checkOp(view: Printable, nodes: readonly Node[], node: Node): void {
       // The op's own error (class, op, input, expected, found), placed at this node.
       const { node: _, ...context } = err.context;
       const Class = err.constructor as ErrorClass;
-      throw fail(Class, view, node, `%${id}: ${err.message} (inputs: ${from})`, context, err);
+      throw nodeError(Class, view, node, `%${id}: ${err.message} (inputs: ${from})`, context, err);
     }
-    throw fail(
+    throw nodeError(
       GraphError,
       view,
       node,
@@ -384,7 +358,7 @@ function checkOp(view: Printable, nodes: readonly Node[], node: Node): void {
   const inferred = fmtType(info.dtype, info.shape);
   if (info.dtype !== node.dtype || !shapesEqual(info.shape as Shape, node.shape)) {
     const Class = info.dtype !== node.dtype ? DTypeError : ShapeError;
-    throw fail(
+    throw nodeError(
       Class,
       view,
       node,

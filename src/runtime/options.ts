@@ -1,0 +1,82 @@
+// The options of createRuntime: compile's, and how the runtime runs the plan.
+import type { FailpointAction } from '../actor/failpoint.ts';
+import type { TaskInfo } from '../actor/host.ts';
+import type { TensorMap } from '../autodiff/forward.ts';
+import type { LrSchedule } from '../optim/schedule.ts';
+import type { OptimizerSpec } from '../optim/spec.ts';
+import type { CompileOptions } from '../partition/plan.ts';
+import type { PoolOptions } from '../tensor/pool.ts';
+import type { ClusterMode } from './clusters.ts';
+import type { ScheduleSpec } from './pipeline.ts';
+
+export interface RuntimeOptions extends CompileOptions {
+  /**
+   * A pipeline schedule: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1', or a hand-written one (one
+   * action list per worker of a replica), alone or with its stage placement ({ schedule,
+   * stagePlacement }). Stages are cut contiguously and stage s runs on the worker the stage placement
+   * gives it (option `stagePlacement`, default 'loop': s mod workers per replica). Without a
+   * schedule, hosts run in dataflow order.
+   */
+  schedule?: ScheduleSpec;
+  /**
+   * Model chunks per worker, for interleaved and V schedules (default 1, or for a hand-written
+   * schedule with an array placement, its length over the workers).
+   */
+  chunks?: number;
+  /**
+   * Where the hosts run (clusters.ts): 'threads' (default), one worker thread per worker;
+   * 'in-process', every host in this thread, messages passed by reference; 'loopback', every host in
+   * this thread, every message encoded into bytes and decoded and checked on the other side, as a
+   * network carries it (Note [byte framing]).
+   */
+  mode?: ClusterMode;
+  /**
+   * Modules that define the graph's own ops (with `defineOp`), imported by this thread and then by
+   * every worker before it compiles the plan (Note [user ops on workers]): absolute paths, file:
+   * URLs, or package names (resolved as backflow's own imports are, from where it is installed);
+   * a path starting with `./` or `../` is resolved against `process.cwd()`. Before any worker starts,
+   * a module that cannot be imported is an OpModuleError, and an op of the graph that neither the
+   * built-in ops nor these modules define is an OpError naming its node.
+   */
+  ops?: readonly string[];
+  /** Microbatches per replica per step (default 1). */
+  microbatches?: number;
+  /** Initial parameter values (default: the graph's initializers with `seed`). */
+  params?: TensorMap;
+  seed?: number;
+  /** A step that has not finished by then rejects with StepTimeoutError (default 30 s). */
+  stepTimeoutMs?: number;
+  /** In-process only: deliver messages in a seeded random order. */
+  shuffleSeed?: number;
+  /** Check the graph before starting (default true; a million-node graph built by this process may skip it). */
+  validate?: boolean;
+  /**
+   * Runs this optimizer where the parameters live: gradients stay on their workers, and once a step's
+   * loss and global norm are known every worker updates the parameters it owns (Note [deferred
+   * update]). Without one, steps return the gradients.
+   */
+  optimizer?: OptimizerSpec;
+  /** The learning rate per update (from 1), overriding the optimizer's. */
+  lrSchedule?: LrSchedule;
+  /** Clip the global gradient norm to this value before the update. */
+  clipNorm?: number;
+  /** What a non-finite gradient does: reject the step (default) or skip its update. */
+  nonFinite?: 'error' | 'skip';
+  /**
+   * Anomaly mode: every host checks each value it makes for NaN and infinities, so that a non-finite
+   * step names the first node that made one, its microbatch and phase. Costs a pass over every tensor.
+   */
+  anomaly?: boolean;
+  /** Record every step's trace (task spans, messages, memory), returned as `StepResult.trace`. */
+  trace?: boolean;
+  /**
+   * Threads and loopback: each host recycles its tensors' storages through a pool per shape class
+   * (Note [storage pool]), default on; `false` turns it off. `poison` fills recycled storages with NaN
+   * (tests).
+   */
+  pool?: false | PoolOptions;
+  /** Where warnings go (a parameter or input in `wrt` the loss does not depend on); default process.emitWarning. */
+  onWarning?: (message: string) => void;
+  /** Hook for tests: a host reached a 'pause' failpoint. */
+  onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
+}
