@@ -323,19 +323,13 @@ export function edgeGradient(plan: Plan, consumer: number, slot: number): boolea
 //
 // With every parameter owned by replica 0, its workers did all the summing, all the updates and all
 // the sends while the others waited. Spreading the owners over the replicas ('sharded': ZeRO's
-// sharding of optimizer state and gradients, with the parameters still broadcast) splits that work. Within each worker of a replica, parameters go, largest first (then by id), to the
-// replica owning the fewest bytes so far (ties to the lowest). compile is pure, so every worker
-// derives the same owners.
-//
-// Measured on 2 workers data-parallel, batch 128, SGD, medians of 400-1,500 steps per run (this
-// machine is noisy: compare within pairs of runs made one after the other). An MLP 784-512-512-512-10
-// steps in 11.4-12.3 ms sharded against 11.9-14.1 ms on replica 0 (seven pairs, sharded ahead in
-// five, by 1.01-1.18x); the MNIST MLP 784-256-128-10 ties (3.10 against 3.11 ms), because its first
-// weight holds 85% of its bytes and a parameter is not split. Replicated is the slowest there (3.3
-// and 3.6 ms against 2.9 and 3.1 sharded): every copy waits for the other replica's last gradient
-// (the first layer's, made last), and a gradient also summed locally is copied before it is sent.
-// It stays as an option (what a user of PyTorch's DistributedDataParallel expects, and no parameter
-// travels at a step's start), but no model measured here is faster with it. Sharded is the default.
+// sharding of optimizer state and gradients, with the parameters still broadcast) splits that work.
+// Within each worker of a replica, parameters go, largest first (then by id), to the replica owning
+// the fewest bytes so far (ties to the lowest). compile is pure, so every worker derives the same
+// owners. Sharded is the default: an MLP 784-512-512-512-10 on 2 workers stepped up to 1.18x faster
+// than with every owner on replica 0, and no model measured was faster replicated, where every copy
+// waits for the other replica's last gradient (figures: docs/measurements.md). Replicated stays, as
+// what a user of PyTorch's DistributedDataParallel expects.
 
 /** The replica owning each parameter (Note [parameter placement]); 0 for every other node. */
 function ownerReplicas(
