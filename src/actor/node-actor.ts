@@ -70,8 +70,12 @@ export class NodeActor<T> {
   /** States of finished microbatches, emptied, for the next ones: a long pipeline makes millions. */
   private readonly free: MicrobatchState<T>[] = [];
   private live = 0;
-  /** Microbatches whose forward ran (or whose feed arrived) this step: 1 at mb. */
-  private ran = new Uint8Array(0);
+  /**
+   * Microbatches whose forward ran (or whose feed arrived) this step: `ran[mb] === epoch`. A new
+   * epoch per step forgets them all without a pass over the array (a step starts every actor).
+   */
+  private ran = new Int32Array(0);
+  private epoch = 1;
 
   constructor(
     plan: Plan,
@@ -126,8 +130,9 @@ export class NodeActor<T> {
   start(microbatches: number): void {
     if (this.microbatches.length !== microbatches) {
       this.microbatches = new Array(microbatches);
-      this.ran = new Uint8Array(microbatches);
-    } else this.ran.fill(0);
+      this.ran = new Int32Array(microbatches);
+    }
+    this.epoch++;
   }
 
   // Note [fixed-input nodes]
@@ -146,7 +151,7 @@ export class NodeActor<T> {
 
   private notRun(): number[] {
     const out: number[] = [];
-    for (let mb = 0; mb < this.ran.length; mb++) if (this.ran[mb] === 0) out.push(mb);
+    for (let mb = 0; mb < this.ran.length; mb++) if (this.ran[mb] !== this.epoch) out.push(mb);
     return out;
   }
 
@@ -155,15 +160,15 @@ export class NodeActor<T> {
    * False for a second feed of the microbatch (a duplicate).
    */
   fed(mb: number): boolean {
-    if (this.ran[mb] === 1) return false;
-    this.ran[mb] = 1;
+    if (this.ran[mb] === this.epoch) return false;
+    this.ran[mb] = this.epoch;
     if (this.reportsGradient) this.state(mb).fired = true;
     return true;
   }
 
   /** True when `mb`'s forward ran (or its feed arrived) this step. */
   hasRun(mb: number): boolean {
-    return this.ran[mb] === 1;
+    return this.ran[mb] === this.epoch;
   }
 
   state(mb: number): MicrobatchState<T> {
@@ -214,7 +219,7 @@ export class NodeActor<T> {
 
   /** True when input `slot` of `mb` already arrived (or the forward already ran): a duplicate. */
   hasInput(mb: number, slot: number): boolean {
-    if (this.ran[mb] === 1) return true;
+    if (this.ran[mb] === this.epoch) return true;
     const s = this.state(mb);
     return s.fired || s.inputs[slot] !== undefined;
   }
@@ -252,7 +257,7 @@ export class NodeActor<T> {
   /** After the forward: keep what the VJP reads (in `state(mb).kept`), drop the rest. */
   afterForward(mb: number, output: T): void {
     const s = this.state(mb);
-    this.ran[mb] = 1;
+    this.ran[mb] = this.epoch;
     if (!this.runsVjp) {
       this.release(mb, s);
       return;
@@ -268,7 +273,7 @@ export class NodeActor<T> {
   /** True when cell `cell` of `mb` is already filled, or every owed contribution is in: a duplicate. */
   hasGradient(mb: number, cell: number): boolean {
     // No state after the forward ran: the backward ran too, and everything owed is in.
-    if (this.microbatches[mb] === undefined && this.ran[mb] === 1) return true;
+    if (this.microbatches[mb] === undefined && this.ran[mb] === this.epoch) return true;
     const s = this.state(mb);
     return s.cells[cell] !== undefined || (this.expected > 0 && s.received >= this.expected);
   }
@@ -326,7 +331,7 @@ export class NodeActor<T> {
       }
     }
     for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param') this.fixed[s] = undefined;
-    this.ran.fill(0);
+    this.epoch++;
   }
 }
 

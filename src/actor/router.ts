@@ -19,6 +19,8 @@ import { TaskQueue } from './task-queue.ts';
 export class Router<T> {
   /** The node actors of this host, and the queue of their ready tasks. */
   readonly actors: readonly NodeActor<T>[];
+  /** The actors fed only by parameters and constants (Note [fixed-input nodes]). */
+  private readonly fixedOnly: readonly NodeActor<T>[];
   readonly queue: TaskQueue<T>;
   /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
   private readonly table: (NodeActor<T> | undefined)[];
@@ -57,6 +59,7 @@ export class Router<T> {
       }
     }
     this.actors = actors;
+    this.fixedOnly = actors.filter((a) => a.fixedOnly);
     this.queue = new TaskQueue(actors);
   }
 
@@ -78,9 +81,7 @@ export class Router<T> {
 
   /** Note [fixed-input nodes]: nodes fed only by constants fire as the step starts. */
   readyAtStart(): void {
-    for (const a of this.actors) {
-      if (a.fixedOnly) for (const mb of a.readyAtStart()) this.queue.enqueue(a, 'forward', mb);
-    }
+    for (const a of this.fixedOnly) for (const mb of a.readyAtStart()) this.queue.enqueue(a, 'forward', mb);
   }
 
   /** A message of the current step, to the actors it is for. */
