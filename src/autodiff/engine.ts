@@ -198,7 +198,10 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
       const fed = node.op === 'input' ? feeds[node.name!] : undefined;
       out[label(node)] =
         grads.get(id) ??
-        zeros(fed !== undefined ? [...fed.shape] : resolveShape(node.shape, bindings, label(node)), node.dtype);
+        zeros(
+          fed !== undefined ? [...fed.shape] : resolveShape(node.shape, bindings, label(node)),
+          node.dtype,
+        );
     }
     return { value, grads: out, peakBytes: meter.peak };
   };
