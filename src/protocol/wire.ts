@@ -15,7 +15,8 @@ export interface Wire {
   postBytes(frame: Uint8Array<ArrayBuffer>): void;
   /**
    * What arrives goes to `receive` as it is, undecoded (an envelope or a frame: the receiver checks
-   * it); `error` gets what arrived but could not be read at all.
+   * it); `error` gets what arrived but could not be read at all, or what broke the wire (a lost
+   * connection), after which nothing more arrives.
    */
   listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void;
   /** Stops sending and receiving, at both ends; idempotent. */
