@@ -15,6 +15,10 @@ export const CLUSTERS = {
     sameThread: true,
   },
   loopback: { load: () => import('./loopback.ts').then((m) => m.createLoopbackCluster), sameThread: true },
+  'tcp-loopback': {
+    load: () => import('./loopback.ts').then((m) => m.createTcpLoopbackCluster),
+    sameThread: true,
+  },
 } as const satisfies Record<string, ClusterEntry>;
 
 export type ClusterMode = keyof typeof CLUSTERS;
