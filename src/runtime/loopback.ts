@@ -5,6 +5,7 @@ import { edgeName } from '../protocol/codec.ts';
 import { COORDINATOR } from '../protocol/envelope.ts';
 import { decodeInit, encodeInit } from '../protocol/frame.ts';
 import { packGraph } from '../protocol/packed-graph.ts';
+import { tcpPipes } from '../protocol/tcp-listener.ts';
 import type { Wire } from '../protocol/wire.ts';
 import {
   type ClusterEvents,
@@ -19,6 +20,9 @@ import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
 import { ControlTimeoutError } from './pool.ts';
 import { startWiredHost, type WiredHost } from './wired-host.ts';
 
+/** Connected wires, one pair per `[a, b]` of worker ids (or COORDINATOR), a's end first. */
+type Pipes = (pairs: readonly (readonly [number, number])[]) => Promise<[Wire, Wire][]>;
+
 /**
  * Every host of a plan in this thread, and every message between them and the coordinator through an
  * in-memory byte wire: each envelope encoded into one Uint8Array and decoded and checked on the other
@@ -27,25 +31,46 @@ import { startWiredHost, type WiredHost } from './wired-host.ts';
  * another machine (LinkedCluster); only the wires and the control calls (direct, on copies of their
  * arguments and answers) differ. Each host has its own storage pool, installed while its shell runs.
  */
-export async function createLoopbackCluster(
+export function createLoopbackCluster(
   plan: Plan,
   events: ClusterEvents,
   options: ClusterOptions,
 ): Promise<LinkedCluster> {
+  return sharedThreadCluster(plan, events, options, async (pairs) => pairs.map(() => bytePipe()));
+}
+
+/**
+ * The loopback cluster over TCP connections on 127.0.0.1 (Note [stream framing]), opened through one
+ * listener with the handshake (Note [tcp handshake]), as the hosts of node processes would be.
+ */
+export function createTcpLoopbackCluster(
+  plan: Plan,
+  events: ClusterEvents,
+  options: ClusterOptions,
+): Promise<LinkedCluster> {
+  return sharedThreadCluster(plan, events, options, (pairs) => tcpPipes(pairs));
+}
+
+async function sharedThreadCluster(
+  plan: Plan,
+  events: ClusterEvents,
+  options: ClusterOptions,
+  pipes: Pipes,
+): Promise<LinkedCluster> {
   const n = plan.workers;
   const talk = talkingPairs(plan);
+  const pairs: [number, number][] = [];
+  for (let w = 0; w < n; w++) pairs.push([COORDINATOR, w]);
+  for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) if (talk[a * n + b] !== 0) pairs.push([a, b]);
+  const ends = await pipes(pairs);
+  const main = ends.slice(0, n);
   const peers: [number, Wire][][] = Array.from({ length: n }, () => []);
-  const wires: Wire[] = [];
-  for (let a = 0; a < n; a++) {
-    for (let b = a + 1; b < n; b++) {
-      if (talk[a * n + b] === 0) continue;
-      const [ab, ba] = bytePipe();
-      peers[a]!.push([b, ab]);
-      peers[b]!.push([a, ba]);
-      wires.push(ab);
-    }
+  for (const [i, [a, b]] of pairs.entries()) {
+    if (a === COORDINATOR) continue;
+    const [ab, ba] = ends[i]!;
+    peers[a]!.push([b, ab]);
+    peers[b]!.push([a, ba]);
   }
-  const main = Array.from({ length: n }, () => bytePipe());
   const init = encodeInit({
     graph: packGraph(plan.graph),
     options: plan.options,
@@ -71,7 +96,7 @@ export async function createLoopbackCluster(
     }
   } catch (err) {
     for (const h of hosts) h.shell.close();
-    for (const wire of [...wires, ...main.map(([m]) => m)]) wire.close();
+    for (const wire of ends.flat()) wire.close();
     throw err;
   }
   let closed = false;

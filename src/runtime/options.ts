@@ -27,7 +27,8 @@ export interface RuntimeOptions extends CompileOptions {
    * Where the hosts run (clusters.ts): 'threads' (default), one worker thread per worker;
    * 'in-process', every host in this thread, messages passed by reference; 'loopback', every host in
    * this thread, every message encoded into bytes and decoded and checked on the other side, as a
-   * network carries it (Note [byte framing]).
+   * network carries it (Note [byte framing]); 'tcp-loopback', the same over TCP connections on
+   * 127.0.0.1 (Note [stream framing]).
    */
   mode?: ClusterMode;
   /**

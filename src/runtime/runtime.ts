@@ -99,8 +99,7 @@ export class Runtime {
     }
     // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
     // So is the optimizer: an update the workers refuse would only break the runtime after the step it follows.
-    const sameThread = mode === 'in-process' || mode === 'loopback';
-    const ops = await loadUserOps(graph, options.ops ?? [], !sameThread);
+    const ops = await loadUserOps(graph, options.ops ?? [], !CLUSTERS[mode].sameThread);
     if (options.validate !== false) checkGraph(graph);
     if (options.optimizer !== undefined) checkOptimizerSpec(options.optimizer, 'createRuntime: optimizer');
     if (options.clipNorm !== undefined) checkMaxNorm(options.clipNorm, 'createRuntime: clipNorm');
@@ -141,7 +140,7 @@ export class Runtime {
       failure: (error) => runtime?.fail(error, true),
       failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
     };
-    const start = await CLUSTERS[mode]();
+    const start = await CLUSTERS[mode].load();
     const cluster: Cluster = await start(plan, events, {
       ops,
       ...(options.pool !== undefined ? { pool: options.pool } : {}),

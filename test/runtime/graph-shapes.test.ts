@@ -1,7 +1,7 @@
 // Graph shapes the first runtime tests never made: nodes fed only by parameters and constants,
 // parameters the loss does not depend on, and gradients with respect to inputs. Each is checked
 // against the reference engine bit for bit, in-process (messages shuffled), on threads, and over byte
-// wires (loopback).
+// wires (loopback) in memory and over TCP (tcp-loopback).
 import { describe, expect, it } from 'vitest';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { InputError } from '../../src/errors.ts';
@@ -16,7 +16,7 @@ import { expectBitwise } from '../support/expect.ts';
 import { fixedInputs } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
 
-const MODES = ['in-process', 'threads', 'loopback'] as const;
+const MODES = ['in-process', 'threads', 'loopback', 'tcp-loopback'] as const;
 type Mode = (typeof MODES)[number];
 
 function tiedAutoencoder() {

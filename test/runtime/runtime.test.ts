@@ -12,7 +12,7 @@ import { expectMatchesReference } from '../support/reference.ts';
 
 const placements: PlacementStrategy[] = ['per-node', 'stages', 'min-comm'];
 
-const MODES = ['in-process', 'threads', 'loopback'] as const;
+const MODES = ['in-process', 'threads', 'loopback', 'tcp-loopback'] as const;
 type Mode = (typeof MODES)[number];
 /** Hosts in this thread start at once; a threads runtime starts a pool (about 1 s): fewer cases there. */
 const cheap = (mode: Mode) => mode !== 'threads';
@@ -70,7 +70,7 @@ describe.each(MODES)('runtime (%s): bitwise equal to the reference', (mode: Mode
           });
         },
       ),
-      { numRuns: { 'in-process': 40, loopback: 20, threads: 4 }[mode], seed: 42 },
+      { numRuns: { 'in-process': 40, loopback: 20, 'tcp-loopback': 10, threads: 4 }[mode], seed: 42 },
     );
   });
 });
