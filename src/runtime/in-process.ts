@@ -40,6 +40,8 @@ export class InProcessCluster implements Cluster {
   private readonly shells: HostShell[];
   private inFlight: InFlight[] = [];
   private head = 0;
+  /** Shuffling: the end of the run of data messages from the head (the next start or update), kept as the queue moves. */
+  private dataEnd = 0;
   private readonly rng: Rng | null;
   private scheduled = false;
   private closed = false;
@@ -76,9 +78,10 @@ export class InProcessCluster implements Cluster {
       // Shuffling swaps a random data message to the head, from the run of data messages before the
       // next start or update: data never crosses one of those, in either direction.
       if (this.rng !== null && isData(this.inFlight[this.head]!.message)) {
-        let end = this.head + 1;
-        while (end < this.inFlight.length && isData(this.inFlight[end]!.message)) end++;
-        const i = this.head + this.rng.int(end - this.head);
+        if (this.dataEnd <= this.head) this.dataEnd = this.head + 1;
+        while (this.dataEnd < this.inFlight.length && isData(this.inFlight[this.dataEnd]!.message))
+          this.dataEnd++;
+        const i = this.head + this.rng.int(this.dataEnd - this.head);
         const t = this.inFlight[i]!;
         this.inFlight[i] = this.inFlight[this.head]!;
         this.inFlight[this.head] = t;
@@ -87,6 +90,7 @@ export class InProcessCluster implements Cluster {
       if (this.head === this.inFlight.length) {
         this.inFlight = [];
         this.head = 0;
+        this.dataEnd = 0;
       }
       this.shells[worker]!.take(message, from);
       if (performance.now() >= until) break;
@@ -146,6 +150,7 @@ export class InProcessCluster implements Cluster {
   async reset(): Promise<void> {
     this.inFlight = [];
     this.head = 0;
+    this.dataEnd = 0;
     for (const h of this.hosts) h.reset();
   }
 
@@ -190,6 +195,7 @@ export class InProcessCluster implements Cluster {
     this.closed = true;
     this.inFlight = [];
     this.head = 0;
+    this.dataEnd = 0;
     for (const s of this.shells) s.close();
   }
 }
