@@ -355,14 +355,13 @@ describe('checkGraph: leaves and names', () => {
 });
 
 describe('checkGraph: large graphs', () => {
-  it('checks a 100k-node chain in linear time', () => {
+  // How long it takes is the graph benchmark's (check_ns_per_node, flat from 1e4 to 1e6 nodes).
+  it('checks a 100k-node chain (no recursion: no stack overflow)', () => {
     const b = new GraphBuilder();
     let h = b.input('x', ['B', 8]);
     for (let i = 0; i < 100_000; i++) h = b.relu(h);
     b.output('y', h);
     const g = b.build();
-    const t0 = performance.now();
     expect(checkGraph(raw(g)).size).toBe(100_001);
-    expect(performance.now() - t0).toBeLessThan(2000);
   });
 });

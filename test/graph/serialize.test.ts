@@ -133,16 +133,15 @@ describe('serializeGraph / deserializeGraph round trip', () => {
     expect(bytes[15]).toBe(GRAPH_FORMAT_VERSION);
   });
 
-  it('round-trips a graph of 100k nodes quickly', () => {
+  // How long it takes is the graph benchmark's (serialize_roundtrip_ms).
+  it('round-trips a graph of 100k nodes', () => {
     const b = new GraphBuilder();
     let h = b.input('x', ['B', 8]);
     for (let i = 0; i < 100_000; i++) h = b.relu(h);
     b.output('y', h);
     const g = b.build();
-    const t0 = performance.now();
     const back = deserializeGraph(serializeGraph(g));
     expect(back.size).toBe(100_001);
-    expect(performance.now() - t0).toBeLessThan(3000);
   });
 
   it('refuses attributes that are not plain data', () => {

@@ -8,14 +8,17 @@
  * size's garbage never slows the next. Figures: `build_ms` (the builder), `forward_ms` (evaluate
  * of the loss alone), `backward_ms` (valueAndGrad minus that forward: planning and the reverse
  * sweep), `total_ms` (build + valueAndGrad, which includes its own forward), `ns_per_node` of the
- * total.
+ * total; `check_ms` (checkGraph, which must stay linear: `check_ns_per_node` flat over the sizes) and
+ * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
 import { GraphBuilder } from '../../../src/graph/builder.ts';
+import { checkGraph } from '../../../src/graph/check.ts';
 import type { Graph, Node } from '../../../src/graph/graph.ts';
 import { initParams } from '../../../src/graph/params.ts';
+import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
 import { median, round, type Suite } from '../harness.ts';
 
 const LEVEL_NODES = 7;
@@ -58,6 +61,9 @@ interface RunTimes {
   forward: number;
   vag: number;
   loss: number;
+  /** checkGraph of the built graph, and serializeGraph then deserializeGraph (which checks it again). */
+  check: number;
+  serialize: number;
 }
 
 function runOnce(target: number): RunTimes {
@@ -72,7 +78,19 @@ function runOnce(target: number): RunTimes {
   const t4 = performance.now();
   if (!Number.isFinite(result.value.item()) || result.value.item() !== loss)
     throw new Error(`graph bench: loss ${result.value.item()} vs ${loss}`);
-  return { nodes: graph.size, build: t1 - t0, forward: t3 - t2, vag: t4 - t3, loss };
+  checkGraph(graph);
+  const t5 = performance.now();
+  if (deserializeGraph(serializeGraph(graph)).size !== graph.size) throw new Error('graph bench: round trip');
+  const t6 = performance.now();
+  return {
+    nodes: graph.size,
+    build: t1 - t0,
+    forward: t3 - t2,
+    vag: t4 - t3,
+    loss,
+    check: t5 - t4,
+    serialize: t6 - t5,
+  };
 }
 
 /**
@@ -144,6 +162,9 @@ export const graphSuite: Suite = {
         backward_ms: med((s) => s.vag - s.forward),
         total_ms: round(median(total)),
         ns_per_node: round((median(total) * 1e6) / nodes, 1),
+        check_ms: med((s) => s.check),
+        serialize_roundtrip_ms: med((s) => s.serialize),
+        check_ns_per_node: round((med((s) => s.check) * 1e6) / nodes, 1),
         peak_rss_mb: round(peak_rss_mb, 1),
         peak_rss_all_runs_mb: round(peak_rss_all_runs_mb, 1),
       });
