@@ -19,11 +19,12 @@ import { timelineSvg } from '../trace/svg.ts';
 import { mlpClassifier } from '../train/models.ts';
 import { trainingSummary, workerBytesLines } from '../train/summary.ts';
 import { Trainer } from '../train/trainer.ts';
+import { clusterOption, NATS_FLAGS, NODE, node } from './node-command.ts';
 
 /** A usage error: what was wrong and what is valid. Exits with code 2. */
 export class UsageError extends BackflowError {}
 
-type Spec = Record<
+export type Spec = Record<
   string,
   {
     type: 'string' | 'boolean';
@@ -63,6 +64,21 @@ const TRAIN: Spec = {
   resume: { type: 'boolean', default: false, help: 'continue from the checkpoint in --checkpoint-dir' },
   'loss-curve': { type: 'string', default: 'loss-curve.svg', help: 'where to write the loss curve (SVG)' },
   'in-process': { type: 'boolean', default: false, help: 'run every host in this thread (debugging)' },
+  ...NATS_FLAGS,
+  nats: {
+    ...NATS_FLAGS.nats!,
+    help: 'train on node processes (backflow node) found through this NATS server',
+  },
+  nodes: {
+    type: 'string',
+    default: '1',
+    help: 'with --nats: how many nodes to wait for, or their names (a,b)',
+  },
+  'data-path': {
+    type: 'string',
+    default: 'tcp',
+    help: 'with --nats: tcp (direct links) | nats (through the server)',
+  },
   trace: { type: 'string', help: 'write a Chrome trace (Perfetto) of the last step to this file' },
   ops: {
     type: 'string',
@@ -115,17 +131,19 @@ const MODELS = {
   },
 } as const;
 
-const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void> }> = {
-  train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
-  simulate: {
-    spec: SIMULATE,
-    summary: 'simulate a pipeline schedule: step time, bubble, memory',
-    run: simulate,
-  },
-  inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
-};
+const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void | number> }> =
+  {
+    train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
+    node: { spec: NODE, summary: 'offer hosts to a coordinator on other machines, through NATS', run: node },
+    simulate: {
+      spec: SIMULATE,
+      summary: 'simulate a pipeline schedule: step time, bubble, memory',
+      run: simulate,
+    },
+    inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
+  };
 
-type Values = Record<string, string | string[] | boolean | undefined>;
+export type Values = Record<string, string | string[] | boolean | undefined>;
 
 function usage(name?: string): string {
   if (name === undefined || COMMANDS[name] === undefined) {
@@ -216,7 +234,9 @@ async function train(flags: Values): Promise<void> {
     ...(placement !== undefined ? { placement } : {}),
     ...(stages > 1 && schedule === undefined ? { stages, placement: placement ?? 'stages' } : {}),
     paramPlacement: choice<ParamPlacement>(v, 'param-placement', PARAM_PLACEMENTS),
-    mode: v['in-process'] ? 'in-process' : 'threads',
+    ...(v['nats'] !== undefined
+      ? { cluster: clusterOption(v, String(v['nodes']), choice(v, 'data-path', ['tcp', 'nats'] as const)) }
+      : { mode: v['in-process'] ? 'in-process' : 'threads' }),
     ...(typeof v['trace'] === 'string' ? { trace: true } : {}),
     seed: int(v, 'seed', 0),
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
@@ -363,8 +383,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   try {
-    await command.run(values);
-    return 0;
+    return (await command.run(values)) ?? 0;
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`backflow ${name}: ${err.message}`);

@@ -12,6 +12,7 @@ import type { PoolOptions } from '../tensor/pool.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
 import type { WireTensor } from './envelope.ts';
+import type { ListenAt, RemoteData } from './node-wires.ts';
 import type { PackedGraph } from './packed-graph.ts';
 
 /**
@@ -30,9 +31,12 @@ export interface HostInit {
   readonly ops: readonly string[];
 }
 
-/** A worker thread's data ports: to the coordinator, and to each worker it exchanges data with. */
+/**
+ * A worker thread's data ports: to the coordinator (null on a node process, where the coordinator is
+ * reached over the network), and to each worker it exchanges data with on the same node.
+ */
 export interface ThreadPorts {
-  readonly coordinator: MessagePort;
+  readonly coordinator: MessagePort | null;
   readonly peers: readonly (readonly [number, MessagePort])[];
 }
 
@@ -42,7 +46,9 @@ export interface WorkerControl extends HostControl {
    * Imports the op modules, then builds the host and its shell over the ports; returns the placement
    * of the plan it compiled, for the coordinator to compare.
    */
-  init(init: HostInit, ports: ThreadPorts): Promise<readonly Int32Array[]>;
+  init(init: HostInit, ports: ThreadPorts, remote?: RemoteData): Promise<readonly Int32Array[]>;
+  /** On a node process, before init: listens for the host's TCP links (Note [node links]); its port. */
+  listen(at: ListenAt): Promise<number>;
 }
 
 /** The control API of a running host (a HostShell's), whatever carries the calls. */
@@ -121,7 +127,14 @@ export function controlEndpoint(port: NodePort, options: { keepListening?: boole
 
 /** A task's phase, or what the shell does between tasks. */
 export type BoardPhase = TaskPhase | 'idle' | 'receive';
-const PHASES: readonly BoardPhase[] = ['idle', 'receive', 'forward', 'backward', 'input', 'weight'];
+export const BOARD_PHASES: readonly BoardPhase[] = [
+  'idle',
+  'receive',
+  'forward',
+  'backward',
+  'input',
+  'weight',
+];
 
 /** Whether the board names a task (a node, a replica and a microbatch). */
 export function isTask(phase: BoardPhase): phase is TaskPhase {
@@ -155,12 +168,12 @@ export function writeBoard(
   Atomics.store(board, REPLICA, task?.replica ?? -1);
   Atomics.store(board, MB, task?.mb ?? -1);
   Atomics.store(board, STEP, step);
-  Atomics.store(board, PHASE, PHASES.indexOf(phase));
+  Atomics.store(board, PHASE, BOARD_PHASES.indexOf(phase));
 }
 
 export function readBoard(board: Int32Array): BoardStatus {
   return {
-    phase: PHASES[Atomics.load(board, PHASE)] ?? 'idle',
+    phase: BOARD_PHASES[Atomics.load(board, PHASE)] ?? 'idle',
     node: Atomics.load(board, NODE),
     replica: Atomics.load(board, REPLICA),
     mb: Atomics.load(board, MB),

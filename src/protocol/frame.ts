@@ -222,7 +222,7 @@ function unpack(bytes: Uint8Array, c: Check): unknown {
 }
 
 /** `value` with every -0 replaced by the extension that carries it (Note [byte framing]). */
-function marked(value: unknown, depth: number): unknown {
+export function marked(value: unknown, depth: number): unknown {
   if (typeof value === 'number') return Object.is(value, -0) ? NEGATIVE_ZERO : value;
   if (depth > 64 || typeof value !== 'object' || value === null) return value;
   if (Array.isArray(value)) return value.map((x) => marked(x, depth + 1));

@@ -12,6 +12,7 @@ import type { PoolOptions } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { Halt } from './host-shell.ts';
+import type { ResolvedCluster } from './rendezvous.ts';
 
 /** What a cluster tells the coordinator. */
 export interface ClusterEvents {
@@ -30,6 +31,8 @@ export interface ClusterOptions {
   readonly ops: readonly string[];
   /** In-process only: deliver messages in a seeded random order. */
   readonly shuffleSeed?: number;
+  /** Mode 'nats' only: the node processes' cluster (Note [rendezvous]). */
+  readonly cluster?: ResolvedCluster;
 }
 
 /** Starts the hosts of a plan; rejects (having stopped whatever it started) if any host cannot start. */

@@ -19,6 +19,7 @@ export const CLUSTERS = {
     load: () => import('./loopback.ts').then((m) => m.createTcpLoopbackCluster),
     sameThread: true,
   },
+  nats: { load: () => import('./nats-cluster.ts').then((m) => m.createNatsCluster), sameThread: false },
 } as const satisfies Record<string, ClusterEntry>;
 
 export type ClusterMode = keyof typeof CLUSTERS;

@@ -8,6 +8,7 @@ import type { CompileOptions } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { ClusterMode } from './clusters.ts';
 import type { ScheduleSpec } from './pipeline.ts';
+import type { NatsClusterOptions } from './rendezvous.ts';
 
 export interface RuntimeOptions extends CompileOptions {
   /**
@@ -31,6 +32,11 @@ export interface RuntimeOptions extends CompileOptions {
    * 127.0.0.1 (Note [stream framing]).
    */
   mode?: ClusterMode;
+  /**
+   * Hosts on node processes (`backflow node --nats URL --cluster NAME`), found through NATS: mode
+   * 'nats' (Note [rendezvous]). The plan's workers are spread over the nodes in blocks.
+   */
+  cluster?: NatsClusterOptions;
   /**
    * Modules that define the graph's own ops (with `defineOp`), imported by this thread and then by
    * every worker before it compiles the plan (Note [user ops on workers]): absolute paths, file:

@@ -30,6 +30,8 @@ export interface PoolOptions<API> {
   /** Default timeout of a control call (default 10 s). */
   readonly callTimeoutMs?: number;
   readonly resourceLimits?: ResourceLimits;
+  /** The worker id each worker is given in its `workerData` (default: its index in the pool). */
+  readonly ids?: readonly number[];
   /** More fields for every worker's `workerData` (beside `worker` and `board`). */
   readonly workerData?: Record<string, unknown>;
 }
@@ -93,7 +95,11 @@ export class WorkerPool<API> {
     const worker = new Worker(this.options.url, {
       // Explicit, so that workers never inherit the parent's loaders and flags.
       execArgv: fromSource ? ['--import', TSX_REGISTER.href] : [],
-      workerData: { ...this.options.workerData, worker: index, board } satisfies WorkerData,
+      workerData: {
+        ...this.options.workerData,
+        worker: this.options.ids?.[index] ?? index,
+        board,
+      } satisfies WorkerData,
       ...(this.options.resourceLimits ? { resourceLimits: this.options.resourceLimits } : {}),
     });
     WorkerPool.live++;
@@ -156,6 +162,11 @@ export class WorkerPool<API> {
           }
         : { phase: status.phase },
     };
+  }
+
+  /** What the worker's status board says it is doing (Note [status board]). */
+  status(worker: number): BoardStatus {
+    return readBoard(this.slots[worker]!.board);
   }
 
   /** Whether the worker is still running (not dead, not closed). */

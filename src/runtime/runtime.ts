@@ -19,6 +19,7 @@ import { CLUSTER_MODES, CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
 import type { RuntimeOptions } from './options.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.ts';
+import { resolveCluster } from './rendezvous.ts';
 import { handleReport, type ReportTarget } from './reports.ts';
 import {
   feedMessages,
@@ -87,7 +88,16 @@ export class Runtime {
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
-    const mode = options.mode ?? 'threads';
+    const mode = options.mode ?? (options.cluster !== undefined ? 'nats' : 'threads');
+    // Checked before anything connects: a typo in the cluster options is not a 30 s rendezvous.
+    const nodes = options.cluster === undefined ? undefined : resolveCluster(options.cluster);
+    if ((mode === 'nats') !== (nodes !== undefined))
+      throw new InputError(
+        nodes === undefined
+          ? "mode 'nats': expected the cluster option { nats, name, nodes }"
+          : `cluster: hosts on node processes run in mode 'nats', found mode ${JSON.stringify(mode)}`,
+        { option: 'mode', found: mode },
+      );
     if (!Object.hasOwn(CLUSTERS, mode)) {
       throw new InputError(
         `mode: expected one of ${CLUSTER_MODES.join(', ')}, found ${JSON.stringify(mode)}`,
@@ -145,6 +155,7 @@ export class Runtime {
       ops,
       ...(options.pool !== undefined ? { pool: options.pool } : {}),
       ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
+      ...(nodes !== undefined ? { cluster: nodes } : {}),
     });
     runtime = new Runtime(plan, cluster, options);
     try {

@@ -15,8 +15,8 @@ import {
 import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
 import { WorkerPool } from './pool.ts';
 
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url);
+export const FROM_SOURCE = import.meta.url.endsWith('.ts');
+export const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url);
 
 /**
  * The young generation of each worker's heap. A step makes millions of short-lived objects (messages,
@@ -24,7 +24,7 @@ const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'j
  * took about a quarter of a worker's time on the million-node graph, which moves about 1.4x the actor
  * messages/s with 192 MiB (figures: docs/measurements.md). V8 grows it only as far as it is used.
  */
-const YOUNG_GENERATION_MB = 192;
+export const YOUNG_GENERATION_MB = 192;
 
 /**
  * The hosts of a plan on worker threads: a supervised pool (one worker per plan worker), one
