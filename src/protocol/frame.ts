@@ -11,7 +11,8 @@ import type { PackedGraph } from './packed-graph.ts';
 // Note [byte framing]
 // A frame is one envelope (Note [columnar envelope] in batch.ts) in one Uint8Array, little-endian:
 //   a fixed head of 10 Int32 words: magic 'BFLW', protocol version, generation, sender, message
-//     count, head length (Int32s), payload bytes, large tensors, object bytes, 0;
+//     count, head length (Int32s), payload bytes, large tensors, object bytes, and the cluster id
+//     (0 unless the wire stamps its runtime's: Note [stream framing] in tcp-wire.ts);
 //   the head's rows (padded to 8 bytes), the payload (a multiple of 8 bytes);
 //   each large tensor as a length (two words, low then high) and its bytes (padded to 8);
 //   the object messages as one msgpack array (msgpackr with useRecords: false, so that no frame

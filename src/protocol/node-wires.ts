@@ -23,6 +23,7 @@ export type RemoteData =
   | {
       readonly kind: 'tcp';
       readonly runtime: string;
+      readonly clusterId: number;
       readonly secret: Uint8Array;
       /** Peers this host connects to, with their address. */
       readonly connect: readonly (readonly [number, string, number])[];
@@ -42,6 +43,8 @@ export type RemoteData =
 /** Where a host listens for its TCP links, before it knows its peers. */
 export interface ListenAt {
   readonly runtime: string;
+  /** Stamped into every envelope sent, checked on every one received (Note [stream framing]). */
+  readonly clusterId: number;
   readonly secret: Uint8Array;
   readonly host: string;
   /** 0: any free port. */
@@ -55,6 +58,7 @@ export async function listenForLinks(at: ListenAt): Promise<number> {
   listener?.close();
   listener = await TcpListener.listen({
     cluster: at.runtime,
+    clusterId: at.clusterId,
     secret: at.secret,
     host: at.host,
     port: at.port,
@@ -101,9 +105,15 @@ export async function openRemoteWires(self: number, data: RemoteData): Promise<[
       ).then((w) => [peer, w] as [number, Wire]),
     ),
     ...data.connect.map(([peer, host, port]) =>
-      connectTcp({ cluster: data.runtime, secret: data.secret, host, port, from: self, to: peer }).then(
-        (w) => [peer, w] as [number, Wire],
-      ),
+      connectTcp({
+        cluster: data.runtime,
+        clusterId: data.clusterId,
+        secret: data.secret,
+        host,
+        port,
+        from: self,
+        to: peer,
+      }).then((w) => [peer, w] as [number, Wire]),
     ),
   ]);
   own?.close();

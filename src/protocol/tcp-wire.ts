@@ -15,12 +15,19 @@ import type { Wire } from './wire.ts';
 // receiver allocate what it likes. A length of 0, which no frame has, is the goodbye of an orderly
 // `close()`; a stream that ends without it, or in the middle of a frame, is a dead peer, reported
 // through the wire's error callback.
+// A wire given the runtime's cluster id stamps it into the last word of each envelope's head and drops
+// (and counts) an envelope that arrives with another: a stale process of an earlier runtime that
+// somehow got through the handshake cannot inject data into this one.
 // Per-link FIFO is the stream's own order: one connection per link, frames written in the order they
 // are posted, and a frame held back for 'drain' holds every later one behind it. The deferred update
 // relies on it (Note [deferred update]): an update travels behind its step's data and ahead of the
 // next step's start.
 // Frames are encoded when posted (Note [byte wires and recycled storage]): `socket.write` keeps a
 // reference to what it is given until the kernel has taken it, and that is always the wire's own copy.
+
+/** Where a frame's head keeps the cluster id (its last word, Note [byte framing]), and the frame's magic. */
+const CLUSTER_AT = 36;
+const FRAME_MAGIC = 0x574c4642;
 
 /** The largest frame a u32 length prefix can describe. */
 export const MAX_FRAME_BYTES = 2 ** 32 - 1;
@@ -34,10 +41,16 @@ export interface TcpWireOptions {
    * not read (default 2 GiB). A frame is always accepted when nothing is queued.
    */
   readonly maxQueuedBytes?: number;
+  /**
+   * The runtime's id (an unsigned 32-bit integer), stamped into the head of every envelope this end
+   * sends; a frame that arrives with another is dropped and counted in `dropped` (Note [stream framing]).
+   * Unset: nothing is stamped or checked.
+   */
+  readonly clusterId?: number;
 }
 
 /** The options with their defaults, checked (an InputError names a bad one). */
-export function wireLimits(options: TcpWireOptions): Required<TcpWireOptions> {
+export function wireLimits(options: TcpWireOptions): Required<Omit<TcpWireOptions, 'clusterId'>> {
   const { maxFrameBytes = 2 ** 30, maxQueuedBytes = 2 ** 31 } = options;
   const check = (name: string, v: number, hi: number) => {
     if (!Number.isSafeInteger(v) || v < 1 || v > hi)
@@ -136,7 +149,10 @@ const GOODBYE = new Uint8Array(PREFIX_BYTES);
 export class TcpWire implements Wire {
   /** 'tcp 10.0.0.2:7000': the other end's address. */
   readonly name: string;
-  private readonly limits: Required<TcpWireOptions>;
+  private readonly limits: Required<Omit<TcpWireOptions, 'clusterId'>>;
+  private readonly clusterId: number | null;
+  /** Frames of another runtime (another cluster id) dropped on receipt. */
+  dropped = 0;
   private readonly cutter: FrameCutter;
   private closed = false;
   /** Why the connection broke, kept for a listener that comes later. */
@@ -158,6 +174,7 @@ export class TcpWire implements Wire {
   ) {
     this.name = `tcp ${socket.remoteAddress}:${socket.remotePort}`;
     this.limits = wireLimits(options);
+    this.clusterId = options.clusterId === undefined ? null : options.clusterId >>> 0;
     this.cutter = new FrameCutter(this.limits.maxFrameBytes, this.name, edge);
     this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.pause();
@@ -192,7 +209,10 @@ export class TcpWire implements Wire {
   }
 
   post(envelope: Envelope): void {
-    if (!this.closed) this.postBytes(encodeFrame(envelope));
+    if (this.closed) return;
+    const frame = encodeFrame(envelope);
+    if (this.clusterId !== null) new DataView(frame.buffer).setUint32(CLUSTER_AT, this.clusterId, true);
+    this.postBytes(frame);
   }
 
   postBytes(frame: Uint8Array<ArrayBuffer>): void {
@@ -242,7 +262,8 @@ export class TcpWire implements Wire {
   private read(chunk: Buffer): void {
     if (this.closed) return;
     const cut = this.cutter.push(chunk, (frame) => {
-      this.receive!(frame);
+      if (this.clusterId !== null && !this.ours(frame)) this.dropped++;
+      else this.receive!(frame);
       return !this.closed;
     });
     if (cut instanceof ProtocolError) this.fail(cut);
@@ -252,6 +273,13 @@ export class TcpWire implements Wire {
       this.socket.end();
       this.socket.resume();
     }
+  }
+
+  /** Whether an envelope's frame carries this runtime's cluster id (anything else is left to the reader's checks). */
+  private ours(frame: Uint8Array): boolean {
+    if (frame.byteLength < CLUSTER_AT + 4) return true;
+    const words = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    return words.getUint32(0, true) !== FRAME_MAGIC || words.getUint32(CLUSTER_AT, true) === this.clusterId;
   }
 
   /** Writes one frame with its length, in one system call; false when the kernel's buffer is full. */

@@ -19,6 +19,8 @@ export interface Wire {
    * connection), after which nothing more arrives.
    */
   listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void;
+  /** Envelopes of another runtime (another cluster id) this end dropped on receipt, where it can tell. */
+  readonly dropped?: number;
   /** Stops sending and receiving, at both ends; idempotent. */
   close(): void;
 }

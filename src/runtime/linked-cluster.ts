@@ -164,7 +164,10 @@ export class LinkedCluster implements Cluster {
   async stats(): Promise<HostStats[]> {
     const stats = await this.all('stats', () => []);
     // Reports of an old generation, dropped here, count against the worker that sent them.
-    return stats.map((s, w) => ({ ...s, dropped: s.dropped + this.dropped[w]! }));
+    return stats.map((s, w) => ({
+      ...s,
+      dropped: s.dropped + this.dropped[w]! + (this.links[w]!.wire.dropped ?? 0),
+    }));
   }
 
   async reset(): Promise<void> {

@@ -34,11 +34,11 @@ export async function createNatsCluster(
   if (spec === undefined) throw new InputError("mode 'nats' needs the cluster option: { nats, name, nodes }");
   const me = `${defaultName()} (pid ${process.pid})`;
   const nc = await connectNats(spec.endpoint, { name: `backflow coordinator ${spec.name}` });
-  const closers: (() => void)[] = [];
+  const closers: (() => unknown)[] = [];
   try {
     return await start(nc, plan, events, options, spec, me, closers);
   } catch (err) {
-    for (const close of closers.reverse()) close();
+    for (const close of closers.reverse()) await close();
     await nc.close().catch(() => {});
     throw err;
   }
@@ -51,7 +51,7 @@ async function start(
   options: ClusterOptions,
   spec: ResolvedCluster,
   me: string,
-  closers: (() => void)[],
+  closers: (() => unknown)[],
 ): Promise<LinkedCluster> {
   const s = subjects(spec.name);
   const caller = new Caller(nc);
@@ -82,7 +82,7 @@ async function start(
     caller.call(s.node(nodes[n]!.id), { runtime, ...body }, timeoutMs, `${what} on node ${nodes[n]!.name}`);
   const closeNodes = () =>
     Promise.allSettled(used.map((a) => caller.call(s.node(a.id), { op: 'close', runtime }, 2000, 'close')));
-  closers.push(() => void closeNodes());
+  closers.push(closeNodes);
 
   // Assign: each node starts its hosts, which listen; their ports come back.
   const assigned = await Promise.all(
@@ -93,6 +93,7 @@ async function start(
             n,
             {
               op: 'assign',
+              clusterId,
               coordinator: me,
               workers: share[n],
               secret,
@@ -139,7 +140,7 @@ async function start(
       return {
         peers: [COORDINATOR, ...far],
         accept: [COORDINATOR, ...far.filter((p) => p < w)],
-        connect: far.filter((p) => p > w).map((p) => [p, address(p), port[p]!]),
+        connect: spec.data === 'tcp' ? far.filter((p) => p > w).map((p) => [p, address(p), port[p]!]) : [],
       };
     });
     return call(
@@ -164,6 +165,7 @@ async function start(
         connectTcp({
           cluster: runtime,
           secret,
+          clusterId,
           host: address(w),
           port: port[w]!,
           from: COORDINATOR,
@@ -237,8 +239,7 @@ async function start(
     async close() {
       closed = true;
       watch.stop();
-      await closeNodes();
-      for (const close of closers.reverse()) close();
+      for (const close of closers.reverse()) await close();
       await nc.close().catch(() => {});
     },
   };
@@ -256,6 +257,9 @@ function watched(wire: Wire, lost: (cause: Error) => void): Wire {
     name: wire.name,
     post: (e, t) => wire.post(e, t),
     postBytes: (f) => wire.postBytes(f),
+    get dropped() {
+      return wire.dropped;
+    },
     listen: (receive) => wire.listen(receive, lost),
     close: () => wire.close(),
   };

@@ -27,6 +27,7 @@ export type ControlMethod = (typeof CONTROL_METHODS)[number];
 export interface Assign {
   readonly op: 'assign';
   readonly runtime: string;
+  readonly clusterId: number;
   /** The coordinator's name, for a second coordinator's error. */
   readonly coordinator: string;
   /** Global worker ids of this node's hosts, in order. */
@@ -87,6 +88,9 @@ export function readAssign(v: Record<string, unknown>): Assign {
   return {
     op: 'assign',
     runtime: token(v.runtime, 'assign.runtime'),
+    clusterId: isInt(v.clusterId, 0, 2 ** 32 - 1)
+      ? v.clusterId
+      : bad('assign.clusterId', 'a u32', v.clusterId),
     coordinator:
       typeof v.coordinator === 'string'
         ? v.coordinator.slice(0, 256)

@@ -163,6 +163,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
           if (a.data === 'tcp')
             ports[i] = await api.listen({
               runtime: a.runtime,
+              clusterId: a.clusterId,
               secret: a.secret,
               host: listen,
               port: dataPort === 0 ? 0 : dataPort + i,
@@ -233,6 +234,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
                 }
               : {
                   kind: 'tcp',
+                  clusterId: c.clusterId,
                   runtime: c.runtime,
                   secret: c.secret,
                   timeoutMs: c.timeoutMs,

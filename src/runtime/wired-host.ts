@@ -53,6 +53,13 @@ class ShellLinks implements Outbox {
     for (const link of this.peers.values()) link.flush();
   }
 
+  /** Envelopes of another runtime the wires dropped (Note [stream framing], Note [NATS wire order]). */
+  get wireDropped(): number {
+    let n = this.coordinator.wire.dropped ?? 0;
+    for (const link of this.peers.values()) n += link.wire.dropped ?? 0;
+    return n;
+  }
+
   /** Large tensors the links copied before sending (not owning their buffer, or twice in one envelope). */
   get copies(): number {
     let n = this.coordinator.copies;
@@ -128,7 +135,11 @@ function hostControl(shell: HostShell, links: ShellLinks, pool: StoragePool | nu
     waiting: () => host.waiting(),
     stats() {
       const s = host.stats;
-      return { ...s, copies: s.copies + links.copies, dropped: s.dropped + shell.dropped };
+      return {
+        ...s,
+        copies: s.copies + links.copies,
+        dropped: s.dropped + shell.dropped + links.wireDropped,
+      };
     },
     reset(next) {
       // A newer generation may already have arrived with data (its start resets the host itself).

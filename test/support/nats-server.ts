@@ -19,6 +19,7 @@ export interface NatsServer {
   readonly monitorUrl: string;
   /** Stops the server (SIGTERM: it closes its connections first) and waits until it has exited. */
   stop(): Promise<void>;
+  readonly port: number;
   /** Kills the server (SIGKILL, as a crash) and waits until it has exited. */
   kill(): Promise<void>;
 }
@@ -37,12 +38,22 @@ exec 3<&0
 wait "$server"
 `;
 
+export interface ServerOptions {
+  /** The client port (default: a free one): a restarted server takes its predecessor's. */
+  readonly port?: number;
+  /** More nats-server arguments ('--auth', TOKEN ...). */
+  readonly args?: readonly string[];
+  readonly deadlineMs?: number;
+}
+
 /** Starts nats-server on free loopback ports and resolves once it accepts connections. */
-export async function startNatsServer(deadlineMs = 10_000): Promise<NatsServer> {
-  const [port, monitorPort] = (await freePorts(2)) as [number, number];
+export async function startNatsServer(options: ServerOptions = {}): Promise<NatsServer> {
+  const { args = [], deadlineMs = 10_000 } = options;
+  const [free, monitorPort] = (await freePorts(2)) as [number, number];
+  const port = options.port ?? free;
   const child = spawn(
     'sh',
-    ['-c', WATCHDOG, 'nats-server', '-a', '127.0.0.1', '-p', `${port}`, '-m', `${monitorPort}`],
+    ['-c', WATCHDOG, 'nats-server', '-a', '127.0.0.1', '-p', `${port}`, '-m', `${monitorPort}`, ...args],
     {
       stdio: ['pipe', 'ignore', 'pipe'],
     },
@@ -66,6 +77,7 @@ export async function startNatsServer(deadlineMs = 10_000): Promise<NatsServer> 
   }
   return {
     url: `nats://127.0.0.1:${port}`,
+    port,
     monitorUrl: `http://127.0.0.1:${monitorPort}`,
     stop: () => signal('TERM'),
     kill: () => signal('KILL'),

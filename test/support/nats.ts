@@ -1,7 +1,7 @@
 // NATS in tests: the run's server (started by the global setup, test/support/nats-setup.ts) and a
 // private one for a test that stops or kills its server.
 import { describe, inject } from 'vitest';
-import { type NatsServer, startNatsServer } from './nats-server.ts';
+import { type NatsServer, type ServerOptions, startNatsServer } from './nats-server.ts';
 
 /** The URL of the run's nats-server, or undefined when nats-server is not installed. */
 export function natsUrl(): string | undefined {
@@ -25,6 +25,6 @@ export function describeNats(name: string, body: () => void): void {
  * A nats-server of the calling test's own, on free ports, for a test that stops or kills it; the test
  * stops it at its end (stopping a dead one is fine). Only inside describeNats.
  */
-export function privateNatsServer(): Promise<NatsServer> {
-  return startNatsServer();
+export function privateNatsServer(options: ServerOptions = {}): Promise<NatsServer> {
+  return startNatsServer(options);
 }
