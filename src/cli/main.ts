@@ -5,21 +5,16 @@ import { Dataset } from '../data/dataset.ts';
 import { loadMnist } from '../data/mnist.ts';
 import { spirals } from '../data/synthetic.ts';
 import { BackflowError } from '../errors.ts';
-import { printGraph } from '../graph/print.ts';
 import { OPTIMIZERS } from '../optim/spec.ts';
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/placement.ts';
-import { compile, PARAM_PLACEMENTS, type ParamPlacement } from '../partition/plan.ts';
-import { printPlan } from '../partition/print.ts';
-import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
-import { generateSchedule } from '../schedule/generators.ts';
-import { formatGrid } from '../schedule/grid.ts';
-import { simulatePipeline } from '../sim/pipeline.ts';
+import { PARAM_PLACEMENTS, type ParamPlacement } from '../partition/plan.ts';
+import { SCHEDULE_KINDS } from '../schedule/config.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
-import { timelineSvg } from '../trace/svg.ts';
 import { mlpClassifier } from '../train/models.ts';
 import { trainingSummary, workerBytesLines } from '../train/summary.ts';
 import { Trainer } from '../train/trainer.ts';
 import { clusterOption, NATS_FLAGS, NODE, node } from './node-command.ts';
+import { INSPECT, inspect, SIMULATE, simulate } from './simulate-command.ts';
 
 /** A usage error: what was wrong and what is valid. Exits with code 2. */
 export class UsageError extends BackflowError {}
@@ -88,37 +83,13 @@ const TRAIN: Spec = {
   },
 };
 
-const SIMULATE: Spec = {
-  stages: { type: 'string', default: '4', help: 'pipeline workers (p)' },
-  microbatches: { type: 'string', default: '8', help: 'microbatches per step (m)' },
-  schedule: { type: 'string', default: '1f1b', help: SCHEDULE_KINDS.join(' | ') },
-  chunks: { type: 'string', default: '1', help: 'model chunks per worker (interleaved)' },
-  forward: { type: 'string', default: '1', help: 'forward time of one stage for one microbatch (ms)' },
-  backward: { type: 'string', default: '2', help: 'backward time of one stage for one microbatch (ms)' },
-  latency: { type: 'string', default: '0', help: 'per-message latency (ms)' },
-  cores: { type: 'string', help: 'cores the workers share (default: one each)' },
-  svg: { type: 'string', help: 'write the timeline as SVG to this file' },
-  trace: { type: 'string', help: 'write a Chrome trace (Perfetto) to this file' },
-};
-
-const INSPECT: Spec = {
-  what: { type: 'string', default: 'graph', help: 'graph | plan | schedule' },
-  model: { type: 'string', default: 'mnist', help: 'mnist | spirals (the MLP the train command uses)' },
-  workers: { type: 'string', default: '2', help: 'for plan: workers' },
-  placement: { type: 'string', default: 'stages', help: `for plan: ${PLACEMENT_STRATEGIES.join(' | ')}` },
-  schedule: { type: 'string', default: '1f1b', help: `for schedule: ${SCHEDULE_KINDS.join(' | ')}` },
-  stages: { type: 'string', default: '4', help: 'for schedule: pipeline workers' },
-  microbatches: { type: 'string', default: '8', help: 'for schedule: microbatches' },
-  chunks: { type: 'string', default: '1', help: 'for schedule: chunks per worker' },
-};
-
 /**
  * The model each data set trains, and the epochs and learning rate it needs (the flags override
  * them). Spirals: a tanh MLP sat on a plateau at loss 0.66 (57% test accuracy) for thousands of Adam
  * steps whatever the rate, on one worker as on a pipeline, and so did the same model in TensorFlow.js;
  * with relu it passes 95% after about 130 steps and ends near 99%.
  */
-const MODELS = {
+export const MODELS = {
   mnist: {
     graph: () => mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }),
     epochs: '5',
@@ -131,17 +102,16 @@ const MODELS = {
   },
 } as const;
 
-const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<void | number> }> =
-  {
-    train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
-    node: { spec: NODE, summary: 'offer hosts to a coordinator on other machines, through NATS', run: node },
-    simulate: {
-      spec: SIMULATE,
-      summary: 'simulate a pipeline schedule: step time, bubble, memory',
-      run: simulate,
-    },
-    inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
-  };
+const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<unknown> }> = {
+  train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
+  node: { spec: NODE, summary: 'offer hosts to a coordinator on other machines, through NATS', run: node },
+  simulate: {
+    spec: SIMULATE,
+    summary: 'simulate a pipeline schedule: step time, bubble, memory',
+    run: simulate,
+  },
+  inspect: { spec: INSPECT, summary: 'print a graph, a plan or a schedule grid', run: inspect },
+};
 
 export type Values = Record<string, string | string[] | boolean | undefined>;
 
@@ -158,7 +128,7 @@ function usage(name?: string): string {
   return `usage: backflow ${name} [options]\n\n${lines.join('\n')}`;
 }
 
-function int(v: Values, key: string, min = 1): number {
+export function int(v: Values, key: string, min = 1): number {
   const raw = v[key];
   const n = Number(raw);
   if (typeof raw !== 'string' || !Number.isInteger(n) || n < min)
@@ -166,7 +136,7 @@ function int(v: Values, key: string, min = 1): number {
   return n;
 }
 
-function num(v: Values, key: string, positive = false): number {
+export function num(v: Values, key: string, positive = false): number {
   const raw = v[key];
   const n = Number(raw);
   if (typeof raw !== 'string' || !Number.isFinite(n) || (positive && !(n > 0)) || n < 0) {
@@ -178,7 +148,7 @@ function num(v: Values, key: string, positive = false): number {
 }
 
 /** A repeatable flag whose values may also be comma-separated lists; no entry may be empty. */
-function list(v: Values, key: string): string[] {
+export function list(v: Values, key: string): string[] {
   const raw = v[key];
   if (raw === undefined) return [];
   const given = Array.isArray(raw) ? raw : [String(raw)];
@@ -191,7 +161,7 @@ function list(v: Values, key: string): string[] {
   return items;
 }
 
-function choice<T extends string>(v: Values, key: string, choices: readonly T[]): T {
+export function choice<T extends string>(v: Values, key: string, choices: readonly T[]): T {
   const raw = v[key];
   if (typeof raw !== 'string' || !(choices as readonly string[]).includes(raw)) {
     throw new UsageError(`--${key}: expected one of ${choices.join(', ')}, found '${String(raw)}'`);
@@ -276,69 +246,6 @@ async function train(flags: Values): Promise<void> {
   }
 }
 
-async function simulate(v: Values): Promise<void> {
-  const schedule = choice(v, 'schedule', SCHEDULE_KINDS);
-  const p = int(v, 'stages');
-  const m = int(v, 'microbatches');
-  const chunks = int(v, 'chunks');
-  const r = simulatePipeline({
-    schedule,
-    workers: p,
-    microbatches: m,
-    chunks,
-    costs: {
-      forward: num(v, 'forward', true),
-      backward: num(v, 'backward', true),
-      latencyMs: num(v, 'latency'),
-    },
-    ...(v['cores'] !== undefined ? { cores: int(v, 'cores') } : {}),
-  });
-  console.log(`${schedule}: p=${p} workers, m=${m} microbatches, ${r.stages} stages`);
-  console.log(`  step time        ${r.makespan.toFixed(3)} ms`);
-  console.log(
-    `  bubble           ${(r.idleFraction * 100).toFixed(2)}% of the step idle; ${(r.bubbleVsIdeal * 100).toFixed(2)}% over the ideal time`,
-  );
-  console.log(
-    `  peak in flight   ${r.peakInFlight.map((s) => Math.max(0, ...s)).join(' ')} microbatches per worker`,
-  );
-  console.log(
-    `  peak activations ${r.peakKeptBytes.map((b) => `${(b / 1024).toFixed(1)}K`).join(' ')} per worker`,
-  );
-  if (typeof v['svg'] === 'string') {
-    writeFileSync(v['svg'], timelineSvg(r.trace, { title: `${schedule}, p=${p}, m=${m} (simulated)` }));
-    console.log(`timeline written to ${v['svg']}`);
-  }
-  if (typeof v['trace'] === 'string') {
-    writeFileSync(v['trace'], JSON.stringify(toChromeTrace(r.trace)));
-    console.log(`Chrome trace written to ${v['trace']}`);
-  }
-}
-
-async function inspect(v: Values): Promise<void> {
-  const what = choice(v, 'what', ['graph', 'plan', 'schedule'] as const);
-  const graph = MODELS[choice(v, 'model', ['mnist', 'spirals'] as const)].graph();
-  if (what === 'graph') console.log(printGraph(graph));
-  else if (what === 'plan')
-    console.log(
-      printPlan(
-        compile(graph, {
-          workers: int(v, 'workers'),
-          placement: choice(v, 'placement', PLACEMENT_STRATEGIES),
-        }),
-      ),
-    );
-  else {
-    const kind: ScheduleKind = choice(v, 'schedule', SCHEDULE_KINDS);
-    const config = {
-      workers: int(v, 'stages'),
-      microbatches: int(v, 'microbatches'),
-      chunks: int(v, 'chunks'),
-    };
-    checkPipelineConfig(kind, config);
-    console.log(formatGrid(generateSchedule(kind, config)));
-  }
-}
-
 /** Runs the command line; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -383,7 +290,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   try {
-    return (await command.run(values)) ?? 0;
+    const code = await command.run(values);
+    return typeof code === 'number' ? code : 0;
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`backflow ${name}: ${err.message}`);

@@ -41,7 +41,7 @@ describe('backflow command line', () => {
   it('an unknown command exits 2 naming the valid ones', async () => {
     const { code, err } = await cli('fly');
     expect(code).toBe(2);
-    expect(err).toMatch(/unknown command 'fly' \(expected one of train, simulate, inspect\)/);
+    expect(err).toMatch(/unknown command 'fly' \(expected one of train, node, simulate, inspect\)/);
   });
 
   it.each([

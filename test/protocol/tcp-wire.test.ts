@@ -389,6 +389,60 @@ describe('tcp wires on 127.0.0.1', () => {
   });
 });
 
+describe("the runtime's cluster id (Note [stream framing])", () => {
+  it('an envelope stamped with another cluster id is dropped and counted; one with this id arrives', async () => {
+    const envelope = (gen: number) => {
+      const link = new Link(
+        {
+          name: 'capture',
+          post: (e) => sent.push(e),
+          postBytes: () => {},
+          listen: () => {},
+          close: () => {},
+        },
+        COORDINATOR,
+        0,
+        () => gen,
+        () => {},
+        (e) => {
+          throw e;
+        },
+      );
+      link.push({ kind: 'update', step: gen, lr: 0.5, scale: 1 });
+      link.flush();
+      return sent.pop()!;
+    };
+    const sent: Parameters<TcpWire['post']>[0][] = [];
+    const { listener, accept } = await listen({ clusterId: 7 });
+    const accepted = accept(COORDINATOR, 0);
+    const stranger = await connectTcp({
+      ...identity,
+      port: listener.port,
+      from: COORDINATOR,
+      to: 0,
+      clusterId: 8,
+    });
+    wires.push(stranger);
+    const receiver = await accepted;
+    const got = collect(receiver);
+    stranger.post(envelope(1));
+    stranger.post(envelope(2));
+    stranger.postBytes(numbered(9, 16)); // not an envelope: left to the reader, which refuses it
+    await got.frame(1);
+    expect(receiver.dropped).toBe(2);
+    expect(got.frames[0]).toEqual(numbered(9, 16));
+    // The same id: delivered, and the frame's last head word is the id.
+    const { listener: l2, accept: accept2 } = await listen({ clusterId: 7 });
+    const accepted2 = accept2(COORDINATOR, 0);
+    const friend = await connectTcp({ ...identity, port: l2.port, from: COORDINATOR, to: 0, clusterId: 7 });
+    wires.push(friend);
+    const ours = collect(await accepted2);
+    friend.post(envelope(3));
+    await ours.frame(1);
+    expect(new DataView(ours.frames[0]!.buffer).getUint32(36, true)).toBe(7);
+  });
+});
+
 describe('death of a connection', () => {
   /** A raw client past the handshake, and the listener's wire for it, listened to. */
   async function admitted() {
