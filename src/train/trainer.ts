@@ -92,6 +92,8 @@ export interface FitOptions {
   resume?: boolean;
   /** Stop after this many steps in all (counting steps before a resume). */
   maxSteps?: number;
+  /** Once aborted, stop after the step in flight; with checkpointDir, save a checkpoint first. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -190,7 +192,7 @@ export class Trainer {
     let best = Number.NaN;
     let stale = 0;
     let stop = false;
-    while (!stop && batches.epoch < options.epochs) {
+    while (!stop && !options.signal?.aborted && batches.epoch < options.epochs) {
       const epoch = batches.epoch;
       const bar = makeBar(options.progress, batches, `epoch ${epoch + 1}/${options.epochs}`);
       const started = performance.now();
@@ -218,10 +220,13 @@ export class Trainer {
         });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
         if (options.maxSteps !== undefined && this.stepCount >= options.maxSteps) stop = true;
+        // An interruption saves where it stops, as the cadence does (the epoch's record comes after).
+        const interrupted = options.signal?.aborted === true;
+        if (interrupted) stop = true;
         if (
           options.checkpointDir !== undefined &&
-          options.checkpointEvery !== undefined &&
-          this.stepCount % options.checkpointEvery === 0
+          (interrupted ||
+            (options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0))
         ) {
           await this.save(options.checkpointDir, batches);
         }
