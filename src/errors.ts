@@ -71,6 +71,18 @@ export function fmtFound(v: unknown): string {
 export class WorkerError extends BackflowError {}
 /** A step did not finish by its deadline; `context.waiting` lists what was still missing. */
 export class StepTimeoutError extends BackflowError {}
+/**
+ * The Trainer restarted its runtime as often as its `restarts` option allows and a worker failed
+ * again: `causes` holds every worker fault of the fit, in order, and `cause` the last (Note [bounded
+ * restarts], src/train/restarts.ts).
+ */
+export class RestartLimitError extends BackflowError {
+  readonly causes: readonly Error[];
+  constructor(message: string, context: ErrorContext, causes: readonly Error[]) {
+    super(message, context, { cause: causes[causes.length - 1] });
+    this.causes = causes;
+  }
+}
 /** The runtime was closed (or is closing) when the call was made or while it ran. */
 export class RuntimeClosedError extends BackflowError {}
 /** A gradient (or, in anomaly mode, a value) was NaN or infinite; `context` names where. */

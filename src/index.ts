@@ -98,4 +98,5 @@ export { coalesce, traceStats } from './trace/trace.ts';
 export { lossCurveSvg, terminalChart } from './train/chart.ts';
 export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.ts';
 export { mlpClassifier } from './train/models.ts';
+export type { RestartEvent, RestartOptions } from './train/restarts.ts';
 export { type FitOptions, type History, Trainer, type TrainerOptions } from './train/trainer.ts';

@@ -10,10 +10,12 @@ import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/place
 import { PARAM_PLACEMENTS, type ParamPlacement } from '../partition/plan.ts';
 import { SCHEDULE_KINDS } from '../schedule/config.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
-import { mlpClassifier } from '../train/models.ts';
+import { hasCheckpoint } from '../train/checkpoint.ts';
 import { trainingSummary, workerBytesLines } from '../train/summary.ts';
 import { Trainer } from '../train/trainer.ts';
+import { MODELS } from './models.ts';
 import { clusterOption, NATS_FLAGS, NODE, node } from './node-command.ts';
+import { STOP_SIGNALS, stoppable } from './signals.ts';
 import { INSPECT, inspect, SIMULATE, simulate } from './simulate-command.ts';
 
 /** A usage error: what was wrong and what is valid. Exits with code 2. */
@@ -57,6 +59,8 @@ const TRAIN: Spec = {
   seed: { type: 'string', default: '0', help: 'seed of the initial parameters and the data order' },
   'checkpoint-dir': { type: 'string', help: 'save a checkpoint there after every epoch' },
   resume: { type: 'boolean', default: false, help: 'continue from the checkpoint in --checkpoint-dir' },
+  'max-restarts': { type: 'string', default: '0', help: 'restarts from the checkpoint when a worker fails' },
+  'restart-window': { type: 'string', default: '600', help: 'seconds in which more restarts fail the run' },
   'loss-curve': { type: 'string', default: 'loss-curve.svg', help: 'where to write the loss curve (SVG)' },
   'in-process': { type: 'boolean', default: false, help: 'run every host in this thread (debugging)' },
   ...NATS_FLAGS,
@@ -82,25 +86,6 @@ const TRAIN: Spec = {
     help: 'a module that defines ops (defineOp) for every worker to import; repeatable or comma-separated',
   },
 };
-
-/**
- * The model each data set trains, and the epochs and learning rate it needs (the flags override
- * them). Spirals: a tanh MLP sat on a plateau at loss 0.66 (57% test accuracy) for thousands of Adam
- * steps whatever the rate, on one worker as on a pipeline, and so did the same model in TensorFlow.js;
- * with relu it passes 95% after about 130 steps and ends near 99%.
- */
-export const MODELS = {
-  mnist: {
-    graph: () => mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 }),
-    epochs: '5',
-    lr: '0.001',
-  },
-  spirals: {
-    graph: () => mlpClassifier({ features: 2, hidden: [64, 64], classes: 2 }),
-    epochs: '40',
-    lr: '0.01',
-  },
-} as const;
 
 const COMMANDS: Record<string, { spec: Spec; summary: string; run: (v: Values) => Promise<unknown> }> = {
   train: { spec: TRAIN, summary: 'train an MLP on MNIST or spirals across worker threads', run: train },
@@ -169,7 +154,7 @@ export function choice<T extends string>(v: Values, key: string, choices: readon
   return raw as T;
 }
 
-async function train(flags: Values): Promise<void> {
+async function train(flags: Values): Promise<number | undefined> {
   const data = choice(flags, 'data', ['mnist', 'spirals'] as const);
   const model = MODELS[data];
   // The data set's epochs and rate where the flags do not give them.
@@ -182,6 +167,9 @@ async function train(flags: Values): Promise<void> {
   const microbatches = int(v, 'microbatches');
   const schedule = v['schedule'] === undefined ? undefined : choice(v, 'schedule', SCHEDULE_KINDS);
   const ops = list(v, 'ops');
+  const maxRestarts = int(v, 'max-restarts', 0);
+  const restartWindow = num(v, 'restart-window', true);
+  const dir = typeof v['checkpoint-dir'] === 'string' ? v['checkpoint-dir'] : undefined;
   const placement =
     v['placement'] === undefined
       ? undefined
@@ -212,20 +200,31 @@ async function train(flags: Values): Promise<void> {
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
     ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
     ...(ops.length > 0 ? { ops } : {}),
+    ...(maxRestarts > 0 ? { restarts: { max: maxRestarts, withinMs: restartWindow * 1000 } } : {}),
   });
   console.log(
     `backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`,
   );
   const started = performance.now();
   try {
-    const history = await trainer.fit(set.train, {
-      epochs: int(v, 'epochs'),
-      batchSize: int(v, 'batch-size'),
-      evalData: set.test,
-      ...(typeof v['checkpoint-dir'] === 'string'
-        ? { checkpointDir: v['checkpoint-dir'], resume: v['resume'] === true }
-        : {}),
-    });
+    const { value: history, stoppedBy } = await stoppable(
+      `stopping after the step in flight${dir !== undefined ? `, then saving a checkpoint in ${dir}` : ''}`,
+      (signal) =>
+        trainer.fit(set.train, {
+          epochs: int(v, 'epochs'),
+          batchSize: int(v, 'batch-size'),
+          evalData: set.test,
+          signal,
+          ...(dir !== undefined ? { checkpointDir: dir, resume: v['resume'] === true } : {}),
+        }),
+    );
+    if (stoppedBy !== null) {
+      const saved = dir !== undefined && (await hasCheckpoint(dir));
+      console.log(
+        `stopped by ${stoppedBy} after step ${trainer.steps}${saved ? `; --resume goes on from the checkpoint in ${dir}` : ''}`,
+      );
+      return STOP_SIGNALS[stoppedBy];
+    }
     const seconds = (performance.now() - started) / 1000;
     const { samplesPerSec, accuracy } = trainingSummary(history);
     console.log(`\n${trainer.lossChart()}`);

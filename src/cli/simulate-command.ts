@@ -11,7 +11,8 @@ import { formatGrid } from '../schedule/grid.ts';
 import { simulatePipeline } from '../sim/pipeline.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
 import { timelineSvg } from '../trace/svg.ts';
-import { choice, int, MODELS, num, type Spec, type Values } from './main.ts';
+import { choice, int, num, type Spec, type Values } from './main.ts';
+import { MODELS } from './models.ts';
 
 export const SIMULATE: Spec = {
   stages: { type: 'string', default: '4', help: 'pipeline workers (p)' },

@@ -6,9 +6,19 @@ import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/run
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { type Checkpoint, hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
+import {
+  checkRestarts,
+  type Failure,
+  isWorkerFault,
+  mayRestart,
+  type RestartEvent,
+  type RestartOptions,
+  restartLimitError,
+  restartWarning,
+} from './restarts.ts';
 
 export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimizer'> {
   /** Worker threads (default 2). */
@@ -19,6 +29,12 @@ export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimi
   x?: string;
   y?: string;
   logits?: string;
+  /**
+   * When a worker dies or hangs, close the runtime, start a new one from the last checkpoint (or the
+   * state the fit started from) and go on; more than `max` restarts within `withinMs` fail the fit
+   * with a RestartLimitError (Note [bounded restarts]). Default: no restarts.
+   */
+  restarts?: RestartOptions;
 }
 
 export interface StepRecord {
@@ -50,6 +66,8 @@ export interface FitCallbacks {
   onStep?(record: StepRecord): 'stop' | undefined;
   /** After each epoch (and its evaluation); return 'stop' to end training. */
   onEpoch?(record: EpochRecord): 'stop' | undefined;
+  /** After a restart (option `restarts`), with the new runtime started; awaited before training goes on. */
+  onRestart?(event: RestartEvent): void | Promise<void>;
 }
 
 export interface FitOptions {
@@ -74,6 +92,8 @@ export interface FitOptions {
   resume?: boolean;
   /** Stop after this many steps in all (counting steps before a resume). */
   maxSteps?: number;
+  /** Once aborted, stop after the step in flight; with checkpointDir, save a checkpoint first. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -87,12 +107,15 @@ export class Trainer {
   readonly history: History = { epochs: [], steps: [] };
   private runtime: Runtime | null = null;
   private stepCount = 0;
+  /** The checkpoint this fit last wrote or resumed from: where a restart goes back to. */
+  private lastSaved: { dir: string; step: number } | null = null;
   /** With the `trace` option: the trace of the last step. */
   lastTrace: Trace | null = null;
 
   constructor(graph: Graph, options: TrainerOptions = {}) {
     this.graph = graph;
     this.options = options;
+    if (options.restarts !== undefined) checkRestarts(options.restarts, 'Trainer');
   }
 
   /** The runtime, started on first use. */
@@ -125,28 +148,51 @@ export class Trainer {
   }
 
   async fit(data: Dataset, options: FitOptions): Promise<History> {
-    const runtime = await this.start();
-    const x = this.options.x ?? 'x';
-    const y = this.options.y ?? 'y';
-    let cursor: DataCursor | undefined;
-    if (
-      options.resume &&
-      options.checkpointDir !== undefined &&
-      (await hasCheckpoint(options.checkpointDir))
-    ) {
-      cursor = (await this.restore(options.checkpointDir)) ?? undefined;
+    await this.start();
+    const dir = options.checkpointDir;
+    let cursor: DataCursor | null = null;
+    this.lastSaved = null;
+    if (options.resume && dir !== undefined && (await hasCheckpoint(dir))) {
+      cursor = await this.restore(await this.load(dir));
+      this.lastSaved = { dir, step: this.stepCount };
     }
-    const batches = data.batches({
+    const order = {
       batchSize: options.batchSize,
       shuffle: options.shuffle ?? true,
       dropLast: options.dropLast ?? true,
       seed: options.seed ?? this.options.seed ?? 0,
-      ...(cursor !== undefined ? { cursor } : {}),
-    });
+    };
+    const batches = (from: DataCursor | null) =>
+      data.batches({ ...order, ...(from ? { cursor: from } : {}) });
+    const limit = this.options.restarts;
+    if (limit === undefined) return this.epochs(batches(cursor), options);
+    // Note [bounded restarts]
+    const origin = this.lastSaved === null ? await this.snapshot(cursor) : null;
+    const failures: Failure[] = [];
+    for (;;) {
+      try {
+        if (failures.length > 0) cursor = await this.restart(failures, limit, origin, options);
+        return await this.epochs(batches(cursor), options);
+      } catch (error) {
+        if (!isWorkerFault(error)) throw error;
+        failures.push({ error, step: this.stepCount, at: performance.now() });
+        if (!mayRestart(failures, limit)) {
+          await this.close();
+          throw restartLimitError(failures, limit);
+        }
+      }
+    }
+  }
+
+  /** Trains until `options.epochs` (or a stop), checkpointing as asked. */
+  private async epochs(batches: Batches, options: FitOptions): Promise<History> {
+    const runtime = await this.start();
+    const x = this.options.x ?? 'x';
+    const y = this.options.y ?? 'y';
     let best = Number.NaN;
     let stale = 0;
     let stop = false;
-    while (!stop && batches.epoch < options.epochs) {
+    while (!stop && !options.signal?.aborted && batches.epoch < options.epochs) {
       const epoch = batches.epoch;
       const bar = makeBar(options.progress, batches, `epoch ${epoch + 1}/${options.epochs}`);
       const started = performance.now();
@@ -174,10 +220,13 @@ export class Trainer {
         });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
         if (options.maxSteps !== undefined && this.stepCount >= options.maxSteps) stop = true;
+        // An interruption saves where it stops, as the cadence does (the epoch's record comes after).
+        const interrupted = options.signal?.aborted === true;
+        if (interrupted) stop = true;
         if (
           options.checkpointDir !== undefined &&
-          options.checkpointEvery !== undefined &&
-          this.stepCount % options.checkpointEvery === 0
+          (interrupted ||
+            (options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0))
         ) {
           await this.save(options.checkpointDir, batches);
         }
@@ -222,26 +271,30 @@ export class Trainer {
 
   /** Saves parameters, optimizer state, the data cursor (with its RNG state), the step and the history. */
   async save(dir: string, batches: Batches): Promise<void> {
-    const runtime = await this.start();
-    const cursor = batches.cursor;
-    await saveCheckpoint(
-      dir,
-      {
-        step: this.stepCount,
-        params: await runtime.getParams(),
-        optimizer: await runtime.getOptimizerState(),
-        rng: { data: cursor.rng },
-        cursor,
-        meta: { history: this.history },
-      },
-      { createDir: true },
-    );
+    await saveCheckpoint(dir, await this.snapshot(batches.cursor), { createDir: true });
+    this.lastSaved = { dir, step: this.stepCount };
   }
 
-  private async restore(dir: string) {
+  /** Everything a checkpoint holds, taken now (tensors are copies: the workers update theirs in place). */
+  private async snapshot(cursor: DataCursor | null): Promise<Checkpoint> {
     const runtime = await this.start();
+    return {
+      step: this.stepCount,
+      params: await runtime.getParams(),
+      optimizer: await runtime.getOptimizerState(),
+      rng: cursor === null ? {} : { data: cursor.rng },
+      cursor,
+      meta: { history: { epochs: [...this.history.epochs], steps: [...this.history.steps] } },
+    };
+  }
+
+  private load(dir: string): Promise<Checkpoint> {
     const expect = Object.fromEntries(this.graph.params().map((n) => [n.name!, n.shape as number[]]));
-    const ckpt = await loadCheckpoint(dir, { expect });
+    return loadCheckpoint(dir, { expect });
+  }
+
+  private async restore(ckpt: Checkpoint): Promise<DataCursor | null> {
+    const runtime = await this.start();
     await runtime.setParams(ckpt.params);
     if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
     this.stepCount = ckpt.step;
@@ -251,6 +304,30 @@ export class Trainer {
       this.history.steps.splice(0, Infinity, ...history.steps);
     }
     return ckpt.cursor;
+  }
+
+  /** Note [bounded restarts]: a new runtime in the state of the last checkpoint, or of the fit's start. */
+  private async restart(
+    failures: readonly Failure[],
+    limit: RestartOptions,
+    origin: Checkpoint | null,
+    options: FitOptions,
+  ): Promise<DataCursor | null> {
+    const saved = this.lastSaved;
+    const failure = failures[failures.length - 1]!;
+    await this.close();
+    const cursor = await this.restore(saved !== null ? await this.load(saved.dir) : origin!);
+    const event: RestartEvent = {
+      restart: failures.length,
+      cause: failure.error,
+      failedAfter: failure.step,
+      resumedAt: this.stepCount,
+      checkpointDir: saved?.dir ?? null,
+    };
+    const warn = this.options.onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
+    warn(restartWarning(event, limit));
+    await options.callbacks?.onRestart?.(event);
+    return cursor;
   }
 
   /** The training loss per step as an SVG chart. */

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.ts';
+import { InputError } from '../../src/errors.ts';
+import { Trainer } from '../../src/train/trainer.ts';
 
 /** Runs the CLI and collects what it printed. */
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -53,6 +55,8 @@ describe('backflow command line', () => {
     [['train', '--data', 'cifar'], /--data: expected one of mnist, spirals, found 'cifar'/],
     [['train', '--warp'], /Unknown option '--warp'[\s\S]*valid options: .*--param-placement/],
     [['simulate', '--schedule', 'zigzag'], /--schedule: expected one of/],
+    [['train', '--max-restarts=-1'], /--max-restarts: expected an integer >= 0, found '-1'/],
+    [['train', '--restart-window', '0'], /--restart-window: expected a positive number, found '0'/],
     [
       ['train', '--ops', './a.ts,,./b.ts'],
       /--ops: expected module paths, file: URLs or package names, separated by commas, found '.\/a.ts,,.\/b.ts'/,
@@ -90,6 +94,24 @@ describe('backflow command line', () => {
     expect(out).toMatch(/worker 0: parameters 18 KiB, optimizer state 70 KiB/);
     expect(out).toMatch(/worker 1: parameters 18 KiB/);
     expect(readFileSync(curve, 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('train --max-restarts and --restart-window reach the Trainer as its restarts option, with a stop signal', async () => {
+    let seen: { restarts: unknown; signal: unknown } | null = null;
+    const fit = vi.spyOn(Trainer.prototype, 'fit').mockImplementation(async function (this: Trainer, _, o) {
+      seen = { restarts: this.options.restarts, signal: o.signal };
+      throw new InputError('fit: not run in this test');
+    });
+    try {
+      const argv = ['train', '--data', 'spirals', '--in-process', '--loss-curve', join(dir, 'r.svg')];
+      expect((await cli(...argv, '--max-restarts', '3', '--restart-window', '90')).code).toBe(1);
+      expect(seen).toEqual({ restarts: { max: 3, withinMs: 90_000 }, signal: expect.any(AbortSignal) });
+      // 0 (the default): no restarts, a dead worker fails the run as before.
+      expect((await cli(...argv)).code).toBe(1);
+      expect(seen!.restarts).toBeUndefined();
+    } finally {
+      fit.mockRestore();
+    }
   });
 
   it('train --ops: the modules reach the runtime, repeated or comma-separated; --help names the flag', async () => {

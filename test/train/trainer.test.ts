@@ -5,14 +5,15 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Dataset } from '../../src/data/dataset.ts';
-import { blobs } from '../../src/data/synthetic.ts';
+import { blobs, spirals } from '../../src/data/synthetic.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
-import { Trainer } from '../../src/train/trainer.ts';
+import { type FitOptions, type StepRecord, Trainer } from '../../src/train/trainer.ts';
 import { run } from '../fixtures/train-run.ts';
+import { expectBitwiseAll } from '../support/expect.ts';
 
 const exec = promisify(execFile);
 const fixture = join(import.meta.dirname, '../fixtures/train-run.ts');
@@ -115,5 +116,41 @@ describe('Trainer with a loss output of another name', () => {
     } finally {
       await trainer.close();
     }
+  });
+});
+
+describe('Trainer with an abort signal', () => {
+  it('stops after the step in flight and saves a checkpoint there; a resume goes on bitwise', async () => {
+    const all = spirals({ perClass: 64, noise: 0.05, seed: 1 });
+    const data = new Dataset(all.x, all.y);
+    const graph = mlpClassifier({ features: 2, hidden: [16], classes: 2, activation: 'tanh' });
+    const options = { epochs: 2, batchSize: 24, progress: false };
+    const train = async (fitOptions: Partial<FitOptions>) => {
+      const trainer = new Trainer(graph, {
+        mode: 'in-process',
+        workers: 2,
+        params: initParams(graph, 3),
+        optimizer: { name: 'adam', lr: 0.01 },
+        seed: 5,
+      });
+      try {
+        await trainer.fit(data, { ...options, ...fitOptions });
+        return { losses: trainer.history.steps.map((s) => s.loss), params: await trainer.params() };
+      } finally {
+        await trainer.close();
+      }
+    };
+    const straight = await train({});
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-abort-'));
+    dirs.push(dir);
+    // Aborted during step 3, mid-epoch, with no cadence: the checkpoint is the interruption's.
+    const controller = new AbortController();
+    const onStep = (s: StepRecord) => void (s.step === 3 && controller.abort());
+    const stopped = await train({ checkpointDir: dir, signal: controller.signal, callbacks: { onStep } });
+    expect(stopped.losses).toEqual(straight.losses.slice(0, 3));
+    expect((await loadCheckpoint(dir)).step).toBe(3);
+    const resumed = await train({ checkpointDir: dir, resume: true });
+    expect(resumed.losses).toEqual(straight.losses);
+    expectBitwiseAll(resumed.params, straight.params);
   });
 });
