@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { InputError, RuntimeClosedError, WorkerError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
-import type { BoardStatus } from '../protocol/control.ts';
 import { COORDINATOR } from '../protocol/envelope.ts';
 import { encodeInit } from '../protocol/frame.ts';
 import { connectNats } from '../protocol/nats-connect.ts';
@@ -12,12 +11,12 @@ import { Caller, CallTimeoutError, RemoteError, serveCalls } from '../protocol/n
 import { openNatsWire } from '../protocol/nats-wire.ts';
 import { packGraph } from '../protocol/packed-graph.ts';
 import { connectTcp, SECRET_BYTES } from '../protocol/tcp-listener.ts';
-import { unpackValue } from '../protocol/value-codec.ts';
 import type { Wire } from '../protocol/wire.ts';
-import { type ClusterEvents, type ClusterOptions, describeStatus, talkingPairs } from './cluster.ts';
+import { type ClusterEvents, type ClusterOptions, talkingPairs } from './cluster.ts';
 import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
+import { Liveness } from './liveness.ts';
 import { findNodes, shareWorkers } from './nats-join.ts';
-import { placementDigest, readStatus } from './node-messages.ts';
+import { placementDigest } from './node-messages.ts';
 import { ControlTimeoutError } from './pool.ts';
 import { type Announcement, defaultName, type ResolvedCluster, subjects } from './rendezvous.ts';
 
@@ -72,16 +71,31 @@ async function start(
   share.forEach((ids, n) => {
     for (const w of ids) owner[w] = n;
   });
-  const used = nodes.filter((_, n) => share[n]!.length > 0);
   const runtime = randomBytes(9)
     .toString('base64url')
     .replace(/[^A-Za-z0-9]/g, 'x');
   const clusterId = randomBytes(4).readUInt32LE(0);
   const secret = new Uint8Array(randomBytes(SECRET_BYTES));
+  // The coordinator's heartbeats start before the nodes do anything for it: a node that waits for
+  // them (while its hosts compile, say) must not take a slow start for a coordinator gone.
+  let checkNodes = () => {};
+  const beats = setInterval(() => {
+    if (!nc.isClosed()) nc.publish(s.beat(runtime), new Uint8Array(0));
+    checkNodes();
+  }, spec.heartbeatMs);
+  closers.push(() => clearInterval(beats));
   const call = (n: number, body: Record<string, unknown>, timeoutMs: number, what: string) =>
     caller.call(s.node(nodes[n]!.id), { runtime, ...body }, timeoutMs, `${what} on node ${nodes[n]!.name}`);
+  /** Nodes known to be gone are not asked (their answer would only come at the timeout). */
+  let gone = (_: number) => false;
   const closeNodes = () =>
-    Promise.allSettled(used.map((a) => caller.call(s.node(a.id), { op: 'close', runtime }, 2000, 'close')));
+    Promise.allSettled(
+      nodes.flatMap((a, k) =>
+        share[k]!.length === 0 || gone(k)
+          ? []
+          : [caller.call(s.node(a.id), { op: 'close', runtime }, 2000, 'close')],
+      ),
+    );
   closers.push(closeNodes);
 
   // Assign: each node starts its hosts, which listen; their ports come back.
@@ -192,11 +206,8 @@ async function start(
         );
 
   const watch = new Liveness(plan, events, nodes, share, spec);
-  const beats = setInterval(() => {
-    if (!nc.isClosed()) nc.publish(s.beat(runtime), new Uint8Array(0));
-    watch.check();
-  }, spec.heartbeatMs);
-  closers.push(() => clearInterval(beats));
+  gone = (k) => watch.gone(k);
+  checkNodes = () => watch.check();
   const sub: Subscription = nc.subscribe(s.events(runtime), {
     callback: (err, msg) => {
       if (err === null) watch.event(msg.data);
@@ -243,9 +254,17 @@ async function start(
       await nc.close().catch(() => {});
     },
   };
+  // A host stopped at a failpoint says where: fresher than its node's last heartbeat.
+  const seen: ClusterEvents = {
+    ...events,
+    failpoint(worker, action, task) {
+      watch.task(worker, task);
+      events.failpoint?.(worker, action, task);
+    },
+  };
   return new LinkedCluster(
     plan,
-    events,
+    seen,
     calls,
     wires.map((wire, w) => watched(wire, (cause) => watch.lostLink(w, cause))),
   );
@@ -282,116 +301,4 @@ function remoteFailure(err: unknown, w: number, node: Announcement, method: stri
     return new WorkerError(`node ${node.name}: ${err.message}`, context, { cause: err });
   }
   return err as Error;
-}
-
-/**
- * Which nodes are alive (Note [rendezvous]): heartbeats with status boards, deaths the nodes report,
- * data links that break, and the NATS connection. The first failure of each node fails the step in
- * flight; later calls to its workers fail at once with it.
- */
-class Liveness {
-  private readonly seen: number[];
-  private readonly status = new Map<number, BoardStatus>();
-  private readonly deaths = new Map<number, WorkerError>();
-  private stopped = false;
-  private nats: WorkerError | null = null;
-
-  constructor(
-    private readonly plan: Plan,
-    private readonly events: ClusterEvents,
-    private readonly nodes: readonly Announcement[],
-    private readonly share: readonly (readonly number[])[],
-    private readonly spec: ResolvedCluster,
-  ) {
-    this.seen = nodes.map(() => performance.now());
-  }
-
-  private nodeOf(w: number): number {
-    return this.share.findIndex((ids) => ids.includes(w));
-  }
-
-  deathOf(w: number): WorkerError | null {
-    return this.nats ?? this.deaths.get(this.nodeOf(w)) ?? null;
-  }
-
-  private fail(n: number, error: WorkerError): void {
-    if (this.stopped || this.deaths.has(n)) return;
-    this.deaths.set(n, error);
-    this.events.failure(error);
-  }
-
-  /** The error for node `n`'s worker `w`, `how` it went, with what the worker was last seen doing. */
-  private nodeError(n: number, w: number, how: string, extra: Record<string, unknown> = {}): WorkerError {
-    const node = this.nodes[n]!;
-    const last = this.status.get(w);
-    const { text, context } =
-      last === undefined ? { text: '(no heartbeat yet)', context: {} } : describeStatus(this.plan, last);
-    return new WorkerError(`worker ${w} on node ${node.name}: ${how}; it was last seen ${text}`, {
-      ...context,
-      worker: w,
-      nodeProcess: node.name,
-      ...extra,
-    });
-  }
-
-  event(data: Uint8Array): void {
-    let e: Record<string, unknown>;
-    try {
-      e = unpackValue(data, 'a node event') as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    if (typeof e !== 'object' || e === null) return;
-    const n = this.nodes.findIndex((a) => a.id === e.node);
-    if (n < 0) return;
-    this.seen[n] = performance.now();
-    if (e.kind === 'beat' && Array.isArray(e.statuses)) {
-      for (const entry of e.statuses) {
-        if (!Array.isArray(entry) || !this.share[n]!.includes(entry[0])) continue;
-        const status = readStatus(entry[1]);
-        if (status !== null) this.status.set(entry[0], status);
-      }
-    } else if (e.kind === 'death' && this.share[n]!.includes(e.worker as number)) {
-      const w = e.worker as number;
-      const status = readStatus(e.status);
-      if (status !== null) this.status.set(w, status);
-      this.fail(n, this.nodeError(n, w, String(e.how ?? 'died').slice(0, 300)));
-    }
-  }
-
-  check(): void {
-    const now = performance.now();
-    this.seen.forEach((t, n) => {
-      if (this.share[n]!.length > 0 && now - t > this.spec.deadAfterMs)
-        this.fail(
-          n,
-          this.nodeError(
-            n,
-            this.share[n]![0]!,
-            `its node is silent (no heartbeat for ${Math.round(now - t)} ms)`,
-          ),
-        );
-    });
-  }
-
-  lostLink(w: number, cause: Error): void {
-    const n = this.nodeOf(w);
-    this.fail(n, this.nodeError(n, w, `its data link to the coordinator broke (${cause.message})`));
-  }
-
-  lostNats(how: string): void {
-    if (this.stopped || this.nats !== null) return;
-    this.nats = new WorkerError(
-      `the coordinator lost its NATS server (${how}): the nodes cannot be reached`,
-      {
-        phase: 'nats',
-        cluster: this.spec.name,
-      },
-    );
-    this.events.failure(this.nats);
-  }
-
-  stop(): void {
-    this.stopped = true;
-  }
 }

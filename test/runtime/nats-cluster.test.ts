@@ -12,7 +12,7 @@ import { COORDINATOR, PROTOCOL_VERSION } from '../../src/protocol/envelope.ts';
 import { encodeFrame } from '../../src/protocol/frame.ts';
 import { dataSubject, splitFrame } from '../../src/protocol/nats-wire.ts';
 import { startNode } from '../../src/runtime/node-process.ts';
-import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { mlp } from '../support/models.ts';
 import { describeNats, natsUrl, privateNatsServer } from '../support/nats.ts';
 import { type SpawnedNode, spawnCli, spawnNode, stopAll } from '../support/node-processes.ts';
@@ -99,7 +99,7 @@ async function pausable(
     workers: 2,
     replicas: 2,
     params: model.params,
-    cluster: { nats: servers, name: cluster, nodes: 2, heartbeatMs: 100, deadAfterMs: 1000, ...extra },
+    cluster: { nats: servers, name: cluster, nodes: 2, heartbeatMs: 100, deadAfterMs: 3000, ...extra },
     onFailpoint: (worker, _, task) => onPause({ worker, task }),
   });
   const target = model.graph.nodes.find((n) => n.op === 'matmul')!;
@@ -319,7 +319,7 @@ describeNats('node processes: faults', () => {
         '--import',
         'tsx',
         fileURLToPath(new URL('../fixtures/coordinator.ts', import.meta.url)),
-        JSON.stringify({ nats: url(), name: cluster, nodes: 1, heartbeatMs: 100, deadAfterMs: 1000 }),
+        JSON.stringify({ nats: url(), name: cluster, nodes: 1, heartbeatMs: 100, deadAfterMs: 2000 }),
       ],
       { stdio: ['pipe', 'pipe', 'inherit'] },
     );
