@@ -34,6 +34,10 @@ export { makeOptimizer, type OptimizerSpec } from './optim/spec.ts';
 export { PLACEMENT_STRATEGIES, type PlacementStrategy } from './partition/placement.ts';
 export { type CompileOptions, compile, type Plan } from './partition/plan.ts';
 export { printPlan } from './partition/print.ts';
+export type { NatsEndpoint } from './protocol/nats-connect.ts';
+export { type NatsServer, natsServerInstalled, startNatsServer } from './runtime/nats-server.ts';
+export { type NodeOptions, type NodeProcess, startNode } from './runtime/node-process.ts';
+export type { NatsClusterOptions } from './runtime/rendezvous.ts';
 export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
 
 export type { Action, Schedule, Slot } from './schedule/action.ts';

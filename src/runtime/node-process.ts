@@ -325,7 +325,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
   await nc.flush();
   announce();
   log(
-    `node ${name} joined cluster ${cluster} on ${[options.nats.servers].flat().join(', ')}: ${hosts} host${hosts === 1 ? '' : 's'}, data at ${address}${dataPort ? `:${dataPort}` : ''}`,
+    `joined cluster ${cluster} as ${name} on ${[options.nats.servers].flat().join(', ')}: ${hosts} host${hosts === 1 ? '' : 's'}, data at ${address}${dataPort ? `:${dataPort}` : ''}`,
   );
   return {
     id,
