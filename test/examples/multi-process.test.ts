@@ -17,7 +17,9 @@ describeNats('examples/multi-process.ts', () => {
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     const [code] = await once(child, 'exit');
-    expect(out).toMatch(/first step on 2 node processes \(data over tcp\): loss [\d.]+, 6 gradients bitwise equal/);
+    expect(out).toMatch(
+      /first step on 2 node processes \(data over tcp\): loss [\d.]+, 6 gradients bitwise equal/,
+    );
     expect(out).toMatch(/test accuracy +\d+\.\d+%/);
     expect(out).toMatch(/\[node-a\] backflow node: stopping: told to stop/);
     expect(code).toBe(0);

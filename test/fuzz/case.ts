@@ -38,7 +38,8 @@ export const FEATURES = Object.keys(FEATURE_DOCS) as Feature[];
 
 /** How the runtime runs a case: everything createRuntime is given, as data. */
 export interface RunConfig {
-  mode: 'in-process' | 'threads';
+  /** 'nats': hosts on node processes the harness started (HarnessOptions.cluster). */
+  mode: 'in-process' | 'threads' | 'nats';
   workers: number;
   replicas: number;
   microbatches: number;

@@ -279,6 +279,7 @@ const PLACEMENTS: Record<RunConfig['mode'], readonly PlacementStrategy[]> = {
   'in-process': ['per-node', 'stages', 'manual', 'min-comm'],
   // Threads cost ~0.5 s a runtime: their few cases go to the two placements that differ most.
   threads: ['per-node', 'stages'],
+  nats: ['per-node', 'stages'],
 };
 
 /** A random case from a seed: its graph's size and width, and how the runtime runs it. */
@@ -286,7 +287,8 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
   const rng = rngFor(seed, -2);
   const oneOf = <X>(xs: readonly X[]): X => xs[rng.int(xs.length)]!;
   const features = new Set(options.features);
-  const threads = options.mode === 'threads';
+  // Worker threads, here or on node processes: a runtime costs a start, so fewer and smaller runs.
+  const threads = options.mode !== 'in-process';
   const workers = threads ? 2 + rng.int(2) : 1 + rng.int(3);
   const replicas = 1 + rng.int(threads ? 2 : workers);
   const group = Math.max(1, Math.floor(workers / replicas));

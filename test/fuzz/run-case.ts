@@ -1,12 +1,14 @@
 // The differential harness: one case on the runtime and on the reference engine with the same
 // shards, compared bit for bit (losses, every gradient, and with an optimizer the global norms and
 // the parameters after the updates).
+
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { ScheduleError, StepTimeoutError } from '../../src/errors.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../../src/optim/spec.ts';
 import { compile } from '../../src/partition/plan.ts';
 import type { ScheduleSpec } from '../../src/runtime/pipeline.ts';
+import type { NatsClusterOptions } from '../../src/runtime/rendezvous.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { action, type Schedule } from '../../src/schedule/action.ts';
 import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
@@ -26,6 +28,8 @@ export type Outcome = { ok: true } | { ok: false; kind: FailureKind; message: st
 export interface HarnessOptions {
   /** Each step's deadline: short, so that a hang fails fast. */
   stepTimeoutMs: number;
+  /** Mode 'nats': the node processes' cluster (its nodes offer at least 3 hosts in all). */
+  cluster?: NatsClusterOptions;
 }
 
 const OPTIMIZERS: Record<NonNullable<FuzzCase['run']['optimizer']>, OptimizerSpec> = {
@@ -154,7 +158,7 @@ export function runtimeOptions(c: FuzzCase, built: BuiltCase, options: HarnessOp
   const { run } = c;
   // `ops`: the modules that register user ops on the workers (in-process needs none).
   const withOps: RuntimeOptions & { ops?: readonly string[] } = {
-    mode: run.mode,
+    ...(run.mode === 'nats' ? { cluster: options.cluster! } : { mode: run.mode }),
     workers: run.workers,
     replicas: run.replicas,
     microbatches: run.microbatches,

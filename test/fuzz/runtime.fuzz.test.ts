@@ -1,10 +1,12 @@
 // The differential fuzzer in CI: random graphs (generate.ts) run on the runtime and on referenceStep
 // with the same shards, compared bit for bit (run-case.ts). A failing case is shrunk, and the test
 // prints its seed, features, runtime options and graph. Longer campaigns: npm run fuzz -- --help.
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { printGraph } from '../../src/graph/print.ts';
 import { listOps } from '../../src/ops/registry.ts';
 import { tensor } from '../../src/tensor/tensor.ts';
+import { describeNats, natsUrl } from '../support/nats.ts';
+import { spawnNode, stopAll } from '../support/node-processes.ts';
 import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
 import { buildCase, randomCase, STEPS } from './generate.ts';
 import { REGRESSIONS } from './regressions.ts';
@@ -153,4 +155,24 @@ describe('the runtime against referenceStep, bit for bit', () => {
   it('threads: 2 cases using user ops (registered on the workers by the ops option)', async () => {
     await expectAllPass(threadCases(PASSING, uses('userOps')).slice(0, 2), THREADS, SHRINK_THREADS);
   });
+});
+
+describeNats('the runtime on node processes against referenceStep, bit for bit', () => {
+  const cluster = `fuzz-${process.pid}`;
+  beforeAll(async () => {
+    await Promise.all(
+      ['a', 'b', 'c'].map((name) => spawnNode({ nats: { servers: natsUrl()! }, cluster, name })),
+    );
+  }, 60_000);
+  afterAll(() => stopAll());
+
+  it('node processes over TCP and over NATS: 3 cases with the passing features', async () => {
+    const c = cases(3, 1, PASSING, 'nats');
+    for (const [i, data] of (['tcp', 'nats', 'tcp'] as const).entries())
+      await expectAllPass(
+        [c[i]!],
+        { ...THREADS, cluster: { nats: natsUrl()!, name: cluster, nodes: 3, data } },
+        SHRINK_THREADS,
+      );
+  }, 60_000);
 });
