@@ -13,6 +13,7 @@ import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import { isRngState, type RngState } from '../tensor/rng.ts';
 import { shapesEqual, sizeOf } from '../tensor/shape.ts';
 import { allocate, bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
 
 // The bytes of a checkpoint file, without any file system: checkpoint.ts does the saving and loading.
 
@@ -188,8 +189,9 @@ export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
   }
   const header = parseHeader(headerRaw, path, fileBytes - PREFIX_BYTES - headerBytes);
   const dataStart = PREFIX_BYTES + headerBytes;
-  const params: Record<string, Tensor> = {};
-  const states: Record<string, Record<string, Tensor>> = {};
+  // Names are the file's: Note [names as keys].
+  const params = dict<Tensor>();
+  const states = dict<Record<string, Tensor>>();
   for (const e of header.tensors) {
     const bytes = file.subarray(dataStart + e.offset, dataStart + e.offset + e.bytes);
     const label = e.kind === 'param' ? `parameter '${e.name}'` : `optimizer state '${e.key}' of '${e.name}'`;
@@ -207,7 +209,7 @@ export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
     new Uint8Array(data.buffer).set(bytes);
     const t = new Tensor(e.dtype, e.shape, data);
     if (e.kind === 'param') params[e.name] = t;
-    else (states[e.name] ??= {})[e.key!] = t;
+    else (states[e.name] ??= dict())[e.key!] = t;
   }
   return {
     step: header.step,
@@ -276,13 +278,13 @@ export function checkShapes(
 ): void {
   const problems: string[] = [];
   for (const [name, shape] of Object.entries(expect)) {
-    const t = params[name];
+    const t = own(params, name);
     if (t === undefined) problems.push(`'${name}' is missing (expected ${fmtShape(shape)})`);
     else if (!shapesEqual(t.shape, shape))
       problems.push(`'${name}' has shape ${fmtShape(t.shape)}, expected ${fmtShape(shape)}`);
   }
   for (const name of Object.keys(params))
-    if (!(name in expect)) problems.push(`'${name}' is not an expected parameter`);
+    if (!Object.hasOwn(expect, name)) problems.push(`'${name}' is not an expected parameter`);
   if (problems.length > 0) {
     throw new CheckpointShapeError(`checkpoint ${path} does not fit the model: ${problems.join('; ')}`, {
       path,

@@ -5,6 +5,7 @@ import type { OptimizerSpec } from '../optim/spec.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
+import { own } from '../util/names.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
@@ -245,7 +246,7 @@ export class Trainer {
     await runtime.setParams(ckpt.params);
     if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
     this.stepCount = ckpt.step;
-    const history = (ckpt.meta?.['history'] ?? null) as History | null;
+    const history = (own(ckpt.meta ?? {}, 'history') ?? null) as History | null;
     if (history !== null) {
       this.history.epochs.splice(0, Infinity, ...history.epochs);
       this.history.steps.splice(0, Infinity, ...history.steps);
