@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Batches, DataCursor, Dataset } from '../data/dataset.ts';
 import { InputError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
@@ -7,7 +8,8 @@ import type { Tensor } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
 import { own } from '../util/names.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { CHECKPOINT_FILE, hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import { type Fields, headerFields } from './checkpoint-header.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
 
@@ -243,10 +245,11 @@ export class Trainer {
     const runtime = await this.start();
     const expect = Object.fromEntries(this.graph.params().map((n) => [n.name!, n.shape as number[]]));
     const ckpt = await loadCheckpoint(dir, { expect });
+    // Checked before anything is restored: the header's checksum does not vouch for it.
+    const history = checkHistory(own(ckpt.meta ?? {}, 'history'), headerFields(join(dir, CHECKPOINT_FILE)));
     await runtime.setParams(ckpt.params);
     if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
     this.stepCount = ckpt.step;
-    const history = (own(ckpt.meta ?? {}, 'history') ?? null) as History | null;
     if (history !== null) {
       this.history.epochs.splice(0, Infinity, ...history.epochs);
       this.history.steps.splice(0, Infinity, ...history.steps);
@@ -274,6 +277,33 @@ export class Trainer {
     await this.runtime?.close();
     this.runtime = null;
   }
+}
+
+const EPOCH_NUMBERS = ['loss', 'evalLoss', 'evalAccuracy', 'samplesPerSec', 'seconds'] as const;
+const STEP_NUMBERS = ['loss', 'lr', 'gradNorm'] as const;
+
+/**
+ * The history a checkpoint's meta holds (Note [checkpoint header fields]), or null when it holds none.
+ * Its numbers went through JSON, so NaN and the infinities come back as null.
+ */
+function checkHistory(v: unknown, f: Fields): History | null {
+  if (v === undefined) return null;
+  const history = f.record(v, 'meta.history', ['epochs', 'steps']);
+  f.list(history['epochs'], 'meta.history.epochs').forEach((e, i) => {
+    const at = `meta.history.epochs[${i}]`;
+    const r = f.record(e, at, ['epoch', 'steps', ...EPOCH_NUMBERS]);
+    f.count(r['epoch'], `${at}.epoch`);
+    f.count(r['steps'], `${at}.steps`);
+    for (const k of EPOCH_NUMBERS) f.numberOrNull(r[k], `${at}.${k}`);
+  });
+  f.list(history['steps'], 'meta.history.steps').forEach((s, i) => {
+    const at = `meta.history.steps[${i}]`;
+    const r = f.record(s, at, ['step', 'epoch', ...STEP_NUMBERS]);
+    f.count(r['step'], `${at}.step`);
+    f.count(r['epoch'], `${at}.epoch`);
+    for (const k of STEP_NUMBERS) f.numberOrNull(r[k], `${at}.${k}`);
+  });
+  return history as unknown as History;
 }
 
 function makeBar(progress: FitOptions['progress'], batches: Batches, label: string): ProgressBar | null {
