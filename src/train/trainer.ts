@@ -251,8 +251,11 @@ export class Trainer {
     if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
     this.stepCount = ckpt.step;
     if (history !== null) {
-      this.history.epochs.splice(0, Infinity, ...history.epochs);
-      this.history.steps.splice(0, Infinity, ...history.steps);
+      // By a loop: spreading a long run's history as arguments overflows the stack.
+      this.history.epochs.length = 0;
+      this.history.steps.length = 0;
+      for (const e of history.epochs) this.history.epochs.push(e);
+      for (const s of history.steps) this.history.steps.push(s);
     }
     return ckpt.cursor;
   }

@@ -169,6 +169,22 @@ describe('the Trainer refuses a tampered history with the same error', () => {
   });
 });
 
+describe('a long history', () => {
+  it('of 200,000 steps resumes (no argument list as long as the history)', async () => {
+    await run(dir, 8, false);
+    const good = await readFile(file());
+    await writeFile(
+      file(),
+      reforge(good, (h: Header) => {
+        const steps = h['meta'].history.steps;
+        h['meta'].history.steps = Array.from({ length: 200_000 }, (_, i) => ({ ...steps[0], step: i + 1 }));
+      }),
+    );
+    const resumed = await run(dir, 10, true);
+    expect(resumed.steps).toBe(10);
+  });
+});
+
 describe('what a header could not hold is refused on save', () => {
   const cases: [string, Partial<Checkpoint>, string][] = [
     ['a BigInt in meta', { meta: { nested: { big: 10n } } }, 'meta.nested.big'],
