@@ -24,8 +24,10 @@ const CHECKSUM_BYTES = 4;
 // array is ['a', ...items], an object ['o', key, value, ...], a tensor ['t', dtype, shape, bytes] with
 // its raw little-endian bytes, -0 is ['-0'] (msgpack writes it as the integer 0), undefined ['u'].
 
-// useRecords: false, so the bytes never depend on structure tables shared between instances.
-const packr = new Packr({ useRecords: false });
+// useRecords: false, so the bytes never depend on structure tables shared between instances;
+// structuredClone: false, so that reading refuses msgpackr's references (a cycle, or one value under
+// many keys that decodes into an exponential tree): serializeGraph never writes them.
+const packr = new Packr({ useRecords: false, structuredClone: false });
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const MAX_DEPTH = 32;
@@ -188,7 +190,7 @@ export function encodeAttrs(node: Node): unknown {
 export function decodeAttrs(raw: unknown, id: number): unknown {
   if (!Array.isArray(raw) || raw[0] !== 'o')
     throw corrupt(`%${id} attrs: expected a tagged object, found ${fmtValue(raw)}`, { node: `%${id}` });
-  return decodeValue(raw, `%${id} attrs`);
+  return decodeValue(raw, `%${id} attrs`, 0);
 }
 
 /** An attribute value in the tagged form of Note [graph format]. */
@@ -214,13 +216,18 @@ function unserializable(where: string, what: string): FormatError {
   );
 }
 
-function decodeValue(v: unknown, where: string): unknown {
+/** An attribute value back from its tagged form, no deeper than `encodeValue` writes. */
+function decodeValue(v: unknown, where: string, depth: number): unknown {
+  if (depth > MAX_DEPTH) {
+    const why = `nested too deeply (deeper than ${MAX_DEPTH}, which serializeGraph refuses to write)`;
+    throw corrupt(`${where}: ${why}`, { expected: `at most ${MAX_DEPTH} levels` });
+  }
   if (v === null || typeof v === 'string' || typeof v === 'boolean' || typeof v === 'number') return v;
   if (!Array.isArray(v)) throw corrupt(`${where}: unexpected ${fmtValue(v)}`, { found: fmtValue(v) });
   const bad = (why: string) => corrupt(`${where}: ${why}`, { found: fmtValue(v) });
   switch (v[0]) {
     case 'a':
-      return v.slice(1).map((x, i) => decodeValue(x, `${where}[${i}]`));
+      return v.slice(1).map((x, i) => decodeValue(x, `${where}[${i}]`, depth + 1));
     case 'o': {
       if (v.length % 2 !== 1) throw bad('an object with a key and no value');
       const out: Record<string, unknown> = {};
@@ -230,7 +237,7 @@ function decodeValue(v: unknown, where: string): unknown {
           throw bad(`bad or repeated key ${fmtValue(key)}`);
         // defineProperty, so that a key named __proto__ is a key and not a prototype.
         Object.defineProperty(out, key, {
-          value: decodeValue(v[i + 1], `${where}.${key}`),
+          value: decodeValue(v[i + 1], `${where}.${key}`, depth + 1),
           enumerable: true,
           writable: true,
           configurable: true,
@@ -300,7 +307,7 @@ function decodeNode(raw: unknown, id: number): unknown {
     inputs: raw.inputs,
     shape: raw.shape,
     dtype: raw.dtype,
-    attrs: decodeValue(raw.attrs, `%${id} attrs`),
+    attrs: decodeValue(raw.attrs, `%${id} attrs`, 0),
     ...('name' in raw ? { name } : {}),
     ...('stage' in raw ? { stage } : {}),
   };

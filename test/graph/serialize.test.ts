@@ -13,6 +13,7 @@ import {
   GRAPH_MAGIC,
   serializeGraph,
 } from '../../src/graph/serialize.ts';
+import { defineOp } from '../../src/ops/registry.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
 import { expectBitwise } from '../support/expect.ts';
@@ -64,6 +65,15 @@ function reseal(bytes: Uint8Array): Uint8Array {
   new DataView(bytes.buffer, bytes.byteOffset).setUint32(end, crc32(bytes.subarray(0, end)), true);
   return bytes;
 }
+
+/** An op that declares no attributes, as a user's op may: its attributes are whatever a node holds. */
+const FREE = defineOp({
+  name: 'serializeTest.free',
+  arity: 1,
+  saves: { inputs: 'none', output: false },
+  infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
+  forward: ([x]) => x!,
+}).name;
 
 function errorOf(f: () => unknown): unknown {
   try {
@@ -124,8 +134,11 @@ describe('serializeGraph / deserializeGraph round trip', () => {
     const attrs = JSON.parse('{"z": -1, "__proto__": {"k": [1, "B"]}, "a": null}') as Record<string, unknown>;
     Object.assign(attrs, { negZero: -0, nan: Number.NaN, inf: [Number.NEGATIVE_INFINITY], gone: undefined });
     attrs.nested = { list: [-0, true, 'x', [[]]], empty: {} };
-    const g = new Graph([{ id: 0, op: 'input', inputs: [], attrs, shape: [2], dtype: 'float32', name: 'x' }]);
-    const back = deserializeGraph(serializeGraph(g)).nodes[0]!.attrs;
+    const g = new Graph([
+      { id: 0, op: 'input', inputs: [], attrs: {}, shape: [2], dtype: 'float32', name: 'x' },
+      { id: 1, op: FREE, inputs: [0], attrs, shape: [2], dtype: 'float32' },
+    ]);
+    const back = deserializeGraph(serializeGraph(g)).nodes[1]!.attrs;
     expect(Object.keys(back)).toEqual(Object.keys(attrs));
     expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
     expect(Object.hasOwn(back, '__proto__')).toBe(true);
