@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { gradcheck } from '../../src/autodiff/gradcheck.ts';
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { CheckpointShapeError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
@@ -123,6 +124,13 @@ describe.each(['in-process', 'loopback'] as const)('names Object.prototype has, 
     const [a, b] = [await resumed.getParams(), await runtime.getParams()];
     for (const name of NAMES) expectBitwise(a[name]!, b[name]!, name);
   });
+});
+
+it('the reference engine and gradcheck take such names too', () => {
+  const graph = namedGraph();
+  const report = gradcheck(graph, { loss: 'loss', feeds: batch(), params: initParams(graph, 3) });
+  expect(report.ok).toBe(true);
+  expect(report.checked).toBe(12 + 4 + 8 + 2);
 });
 
 describe('forged checkpoint files naming such keys', () => {
