@@ -206,7 +206,7 @@ describe('serialized graphs', () => {
   it('corrupted bytes', () => {
     const truncated = thrown(FormatError, () => deserializeGraph(bytes.subarray(0, bytes.length - 3)));
     expect(truncated.message).toMatch(
-      new RegExp(`^deserializeGraph: truncated graph: ${bytes.length - 3} bytes`),
+      /^deserializeGraph: the checksum does not match: the bytes are damaged or cut short \(CRC-32 0x[0-9a-f]{8} of the \d+ bytes before the last 4, which say 0x[0-9a-f]{8}\)$/,
     );
     const garbled = bytes.slice();
     garbled[3] = 0x58; // 'backflow-graph' -> 'baXkflow-graph'
@@ -221,7 +221,10 @@ describe('serialized graphs', () => {
     const newer = bytes.slice();
     newer[15] = GRAPH_FORMAT_VERSION + 1; // the version, right after the magic string
     const err = thrown(FormatError, () => deserializeGraph(newer));
-    expect(err.message).toMatch(/graph format version 2 is newer than this backflow supports \(version 1\)/);
-    expect(err.context).toMatchObject({ expected: 1, found: 2 });
+    const [current, next] = [GRAPH_FORMAT_VERSION, GRAPH_FORMAT_VERSION + 1];
+    expect(err.message).toContain(
+      `graph format version ${next} is newer than this backflow supports (version ${current})`,
+    );
+    expect(err.context).toMatchObject({ expected: current, found: next });
   });
 });

@@ -3,6 +3,7 @@ import type { Optimizer, OptimizerCheckpoint } from '../optim/optimizer.ts';
 import { checkLr, makeOptimizer, type OptimizerSpec, scaled } from '../optim/spec.ts';
 import type { LiveBuffers } from '../tensor/pool.ts';
 import { cast, type Tensor } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
 import type { ParamActor } from './param-actor.ts';
 
 /**
@@ -115,10 +116,10 @@ export class ParamUpdates implements Updates<Tensor> {
 
   getState(): OptimizerCheckpoint {
     const opt = this.optimizer;
-    const states: OptimizerCheckpoint['states'] = {};
+    const states: OptimizerCheckpoint['states'] = dict();
     if (opt !== null) {
       for (const [id, state] of this.states) {
-        const copy: Record<string, Tensor> = {};
+        const copy = dict<Tensor>();
         for (const [k, t] of Object.entries(opt.stateToTensors(state))) copy[k] = cast(t);
         states[this.nameOf(id)] = copy;
       }
@@ -136,7 +137,7 @@ export class ParamUpdates implements Updates<Tensor> {
     }
     this.states.clear();
     for (const [id, param] of params) {
-      const tensors = checkpoint.states[this.nameOf(id)];
+      const tensors = own(checkpoint.states, this.nameOf(id));
       if (tensors !== undefined) this.states.set(id, opt.stateFromTensors(param.value, tensors));
     }
     this.steps = checkpoint.step;

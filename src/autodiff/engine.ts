@@ -4,6 +4,7 @@ import { EagerOps } from '../ops/eager.ts';
 import { savesInput } from '../ops/op.ts';
 import { shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
 import {
   ancestors,
@@ -101,7 +102,7 @@ function forwardTable(graph: Graph, mask: Uint8Array): ForwardTable {
 }
 
 function leafValue(node: Node, feeds: TensorMap, params: TensorMap): Tensor {
-  if (node.op === 'input') return feeds[node.name!]!;
+  if (node.op === 'input') return own(feeds, node.name!)!;
   if (node.op === 'param') return paramValue(node, params);
   return node.attrs.value as Tensor;
 }
@@ -191,11 +192,11 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
         if (def.saves.output) release(id);
       },
     });
-    const out: Record<string, Tensor> = {};
+    const out = dict<Tensor>();
     for (const id of plan.wrt) {
       const node = graph.nodes[id]!;
       // A zero gradient has its node's shape; an input the loss does not read takes its feed's.
-      const fed = node.op === 'input' ? feeds[node.name!] : undefined;
+      const fed = node.op === 'input' ? own(feeds, node.name!) : undefined;
       out[label(node)] =
         grads.get(id) ??
         zeros(

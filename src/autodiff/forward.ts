@@ -4,6 +4,7 @@ import type { Attrs, OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
+import { own } from '../util/names.ts';
 
 export type TensorMap = Readonly<Record<string, Tensor>>;
 
@@ -18,7 +19,7 @@ export function bindFeeds(inputs: readonly Node[], feeds: TensorMap): Map<string
   const bindings = new Map<string, number>();
   for (const node of inputs) {
     const name = node.name!;
-    const feed = feeds[name];
+    const feed = own(feeds, name);
     if (!(feed instanceof TensorClass)) {
       throw new InputError(
         `feed '${name}': ${feed === undefined ? 'missing' : 'not a Tensor'} (expected ${node.dtype}${fmtShape(node.shape)})`,
@@ -71,7 +72,7 @@ export function bindFeeds(inputs: readonly Node[], feeds: TensorMap): Map<string
 /** The value of a parameter, checked against the node's dtype and shape. */
 export function paramValue(node: Node, params: TensorMap): Tensor {
   const name = node.name!;
-  const value = params[name];
+  const value = own(params, name);
   if (!(value instanceof TensorClass)) {
     throw new InputError(
       `parameter '${name}': ${value === undefined ? 'missing' : 'not a Tensor'} (expected ${node.dtype}${fmtShape(node.shape)})`,

@@ -4,6 +4,7 @@ import { castGraph, castTensors } from '../graph/cast.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { Rng } from '../tensor/rng.ts';
 import { cast, type Tensor } from '../tensor/tensor.ts';
+import { own } from '../util/names.ts';
 import { evaluate, valueAndGrad } from './engine.ts';
 import type { TensorMap } from './forward.ts';
 
@@ -77,7 +78,7 @@ export function gradcheck(graph: Graph, options: GradcheckOptions): GradcheckRep
     const name = label(node);
     const isParam = node.op === 'param';
     const source = isParam ? params : feeds;
-    const base = source[node.name!];
+    const base = own(source, node.name!);
     if (base === undefined) throw new GradientError(`gradcheck: no value for ${name}`, { node: name });
     const analytic = grads[name]!;
     for (let i = 0; i < base.size; i++) {

@@ -2,6 +2,7 @@ import { InputError } from '../errors.ts';
 import type { Graph, Node, NodeRef } from '../graph/graph.ts';
 import { eager } from '../ops/eager.ts';
 import { allocate, type DType, scalar, Tensor } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
 import { valueAndGrad } from './engine.ts';
 import { bindFeeds, type TensorMap } from './forward.ts';
 
@@ -117,9 +118,9 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
   const bindings = bindFeeds(inputs, feeds);
   const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
   return shards.map((place) => {
-    const shardFeeds: Record<string, Tensor> = {};
+    const shardFeeds = dict<Tensor>();
     for (const node of inputs) {
-      const t = feeds[node.name!]!;
+      const t = own(feeds, node.name!)!;
       shardFeeds[node.name!] =
         symbol !== undefined && node.shape[0] === symbol
           ? rows(t, place.start, place.size)
@@ -240,5 +241,7 @@ export function referenceStep(
 }
 
 function addAll(a: Record<string, Tensor>, b: Record<string, Tensor>): Record<string, Tensor> {
-  return Object.fromEntries(Object.keys(a).map((k) => [k, eager.add(a[k]!, b[k]!)]));
+  const out = dict<Tensor>();
+  for (const k of Object.keys(a)) out[k] = eager.add(a[k]!, own(b, k)!);
+  return out;
 }

@@ -8,6 +8,7 @@ import type { Initializer } from '../tensor/init.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { checkConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
+import { dict } from '../util/names.ts';
 import { Graph, label, type Node } from './graph.ts';
 import '../ops/builtins.ts';
 
@@ -23,7 +24,7 @@ import '../ops/builtins.ts';
  */
 export class GraphBuilder extends Ops<Node> {
   private readonly nodes: Node[] = [];
-  private readonly outputs: Record<string, number> = {};
+  private readonly outputs = dict<number>();
   /** Node ids by name. */
   private readonly names = new Map<string, number>();
   private readonly scalars = new Map<string, Node>();

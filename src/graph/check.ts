@@ -1,20 +1,11 @@
-import {
-  BackflowError,
-  DTypeError,
-  type ErrorContext,
-  fmtShape,
-  GraphError,
-  OpError,
-  ShapeError,
-} from '../errors.ts';
+import { BackflowError, DTypeError, type ErrorContext, GraphError, OpError, ShapeError } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
 import { inferType } from '../ops/attrs.ts';
 import type { TypeInfo } from '../ops/op.ts';
 import { getOp, hasOp } from '../ops/registry.ts';
-import { type Initializer, initialize } from '../tensor/init.ts';
-import { Rng } from '../tensor/rng.ts';
-import { type Dim, isConcrete, type Shape, shapesEqual } from '../tensor/shape.ts';
-import { DTYPES, type DType, Tensor } from '../tensor/tensor.ts';
+import { type Dim, type Shape, shapesEqual } from '../tensor/shape.ts';
+import { DTYPES, type DType } from '../tensor/tensor.ts';
+import { checkLeaf } from './check-leaf.ts';
 import { Graph, isLeaf, type Node } from './graph.ts';
 import { type ErrorClass, nodeError } from './node-error.ts';
 import { fmtType, fmtValue, type Printable, printOutputs } from './print.ts';
@@ -228,95 +219,6 @@ function findCycle(nodes: readonly Node[]): number[] | null {
     }
   }
   return null;
-}
-
-function checkLeaf(view: Printable, node: Node): void {
-  const { op, id } = node;
-  if (node.inputs.length > 0) {
-    throw nodeError(GraphError, view, node, `%${id}: a ${op} takes no inputs, found ${node.inputs.length}`, {
-      expected: 0,
-      found: node.inputs.length,
-    });
-  }
-  if (op === 'const') {
-    const value = node.attrs.value;
-    if (!(value instanceof Tensor)) {
-      throw nodeError(GraphError, view, node, `%${id}: a const needs attrs.value, a Tensor`, {
-        expected: 'a Tensor',
-        found: fmtValue(value),
-      });
-    }
-    const storage = value.dtype === 'float32' ? Float32Array : Float64Array;
-    if (value.dtype !== node.dtype || !(value.data instanceof storage)) {
-      throw nodeError(
-        DTypeError,
-        view,
-        node,
-        `%${id}: the const value is ${value.dtype} in a ${value.data.constructor.name}, the node declares ${node.dtype}`,
-        { expected: node.dtype, found: value.dtype },
-      );
-    }
-    if (!shapesEqual(value.shape, node.shape)) {
-      throw nodeError(
-        ShapeError,
-        view,
-        node,
-        `%${id}: the const value has shape ${fmtShape(value.shape)}, the node declares ${fmtShape(node.shape)}`,
-        { expected: node.shape, found: value.shape },
-      );
-    }
-    return;
-  }
-  if (node.name === undefined) {
-    throw nodeError(
-      GraphError,
-      view,
-      node,
-      `%${id}: an ${op} needs a name (feeds and parameters are bound by name)`,
-      {
-        expected: 'a unique name',
-        found: undefined,
-      },
-    );
-  }
-  if (op === 'param') {
-    if (!isConcrete(node.shape)) {
-      throw nodeError(
-        ShapeError,
-        view,
-        node,
-        `param '${node.name}': expected a concrete shape, found ${fmtShape(node.shape)}`,
-        { expected: 'integer dimensions', found: node.shape },
-      );
-    }
-    checkInit(view, node);
-  }
-}
-
-function checkInit(view: Printable, node: Node): void {
-  const init = node.attrs.init;
-  const expected = 'an initializer {kind, ...numbers}';
-  const numbers =
-    isObject(init) && Object.entries(init).every(([k, v]) => k === 'kind' || typeof v === 'number');
-  if (!isObject(init) || typeof init.kind !== 'string' || !numbers) {
-    throw nodeError(GraphError, view, node, `param '${node.name}': bad attrs.init ${fmtValue(init)}`, {
-      expected,
-      found: init,
-    });
-  }
-  try {
-    // A dry run on an empty shape: `initialize` holds the one list of initializer kinds.
-    initialize(init as unknown as Initializer, [0], node.dtype, new Rng(0));
-  } catch (err) {
-    throw nodeError(
-      GraphError,
-      view,
-      node,
-      `param '${node.name}': unknown initializer '${init.kind}'`,
-      { expected, found: init },
-      err,
-    );
-  }
 }
 
 /** A known op with the right number of inputs, whose shape rule gives the declared type. */

@@ -60,7 +60,9 @@ export function checkAttrs(def: OpDef, attrs: Attrs): void {
   for (const attr of Object.keys(attrs)) {
     if (!Object.hasOwn(kinds, attr)) {
       const known = Object.keys(kinds).join(', ');
-      fail(attr, known, attrs[attr], `unknown to the op (its attributes: ${known})`);
+      const why =
+        known === '' ? 'unknown to the op (it has none)' : `unknown to the op (its attributes: ${known})`;
+      fail(attr, known === '' ? 'no attributes' : known, attrs[attr], why);
     }
   }
 }

@@ -10,6 +10,7 @@ export const mse: OpDef = {
   name: 'mse',
   arity: 2,
   saves: { inputs: 'all', output: false },
+  attrs: {},
   infer: (inputs) => {
     const dtype = sameDType('mse', inputs);
     if (!shapesEqual(inputs[0]!.shape, inputs[1]!.shape)) {

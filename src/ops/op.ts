@@ -48,7 +48,8 @@ export interface OpDef<A extends Attrs = Attrs> {
   readonly arity: number | 'variadic';
   /**
    * Every attribute and its kind, checked before the shape rule (`checkAttrs` in attrs.ts), so a
-   * shape rule reads attributes of the declared kinds. Absent: the attributes are not checked.
+   * shape rule reads attributes of the declared kinds and a graph (a loaded one too) carries no other.
+   * `{}` for an op without attributes; absent (a user's op may leave it out): not checked.
    */
   readonly attrs?: Readonly<Record<string, AttrKind>>;
   /** Attributes that hold shapes, which may name symbolic dimensions resolved when the graph runs. */

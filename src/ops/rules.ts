@@ -54,7 +54,7 @@ export function unaryOp<A extends Attrs = Attrs>(spec: {
     name: spec.name,
     arity: 1,
     saves: spec.saves,
-    ...(spec.attrs ? { attrs: spec.attrs } : {}),
+    attrs: spec.attrs ?? {},
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
     infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
     forward: ([x], attrs) => kernels().unary(spec.kind, x!, spec.param?.(attrs)),
@@ -68,6 +68,7 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     name: spec.name,
     arity: 2,
     saves: spec.saves,
+    attrs: {},
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
     infer: (inputs) => {
       const [a, b] = [inputs[0]!.shape, inputs[1]!.shape];

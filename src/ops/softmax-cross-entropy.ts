@@ -16,6 +16,7 @@ export const softmaxCrossEntropy: OpDef = {
   name: 'softmaxCrossEntropy',
   arity: 2,
   saves: { inputs: 'all', output: false },
+  attrs: {},
   infer: (inputs) => {
     const dtype = sameDType('softmaxCrossEntropy', inputs);
     checkLabels('softmaxCrossEntropy', inputs[0]!, inputs[1]!);
@@ -95,6 +96,7 @@ export const softmaxCrossEntropyGrad: OpDef = {
   name: 'softmaxCrossEntropyGrad',
   arity: 3,
   saves: { inputs: 'all', output: false },
+  attrs: {},
   infer: (inputs) => {
     const [z, t, s] = [inputs[0]!, inputs[1]!, inputs[2]!];
     const dtype = sameDType('softmaxCrossEntropyGrad', inputs);

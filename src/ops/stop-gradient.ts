@@ -6,6 +6,7 @@ export const stopGradient: OpDef = {
   arity: 1,
   nondiff: [0],
   saves: { inputs: 'none', output: false },
+  attrs: {},
   infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
   forward: ([x]) => x!,
   flops: () => 0,

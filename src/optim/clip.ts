@@ -1,10 +1,11 @@
 import { InputError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import { dict } from '../util/names.ts';
 import { clipScale, globalNormOf, scaled, sumOfSquares } from './spec.ts';
 
 /** The L2 norm of all gradients together, in the order of Note [global norm order]. */
 export function globalNorm(grads: Readonly<Record<string, Tensor>>): number {
-  const sums: Record<string, number> = {};
+  const sums = dict<number>();
   for (const [name, g] of Object.entries(grads)) sums[name] = sumOfSquares(g);
   return globalNormOf(sums);
 }
@@ -30,7 +31,7 @@ export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm:
   if (!Number.isFinite(norm) || norm <= maxNorm)
     return { norm, scale: 1, clipped: false, grads: { ...grads } };
   const scale = clipScale(norm, maxNorm);
-  const out: Record<string, Tensor> = {};
+  const out = dict<Tensor>();
   for (const [name, g] of Object.entries(grads)) out[name] = scaled(g, scale);
   return { norm, scale, clipped: true, grads: out };
 }

@@ -1,5 +1,6 @@
 import { InputError } from '../errors.ts';
 import { Tensor } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
 import type { LrSchedule } from './schedule.ts';
 
 /**
@@ -36,7 +37,7 @@ export interface OptimizerCheckpoint {
 export function float64Tensors(
   arrays: Readonly<Record<string, Float64Array<ArrayBuffer>>>,
 ): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
+  const out = dict<Tensor>();
   for (const [key, a] of Object.entries(arrays)) out[key] = new Tensor('float64', [a.length], a);
   return out;
 }
@@ -48,7 +49,7 @@ export function readStateArray(
   tensors: Readonly<Record<string, Tensor>>,
   key: string,
 ): Float64Array<ArrayBuffer> {
-  const t = tensors[key];
+  const t = own(tensors, key);
   if (t === undefined) {
     throw new InputError(
       `${optimizer}: optimizer state has no '${key}' (found ${Object.keys(tensors).join(', ') || 'nothing'})`,
@@ -101,7 +102,7 @@ export class OptimizerRun<S = unknown> {
     this.count++;
     const rate = lr ?? this.lrAt(this.count);
     for (const [name, grad] of Object.entries(grads)) {
-      const param = params[name];
+      const param = own(params, name);
       if (param === undefined) continue;
       let state = this.states.get(name);
       if (state === undefined) this.states.set(name, (state = this.optimizer.init(param)));
@@ -111,9 +112,9 @@ export class OptimizerRun<S = unknown> {
 
   /** A copy of the step count and every state, for a checkpoint (later updates do not change it). */
   toCheckpoint(): OptimizerCheckpoint {
-    const states: Record<string, Record<string, Tensor>> = {};
+    const states = dict<Record<string, Tensor>>();
     for (const name of [...this.states.keys()].sort()) {
-      const copy: Record<string, Tensor> = {};
+      const copy = dict<Tensor>();
       for (const [key, t] of Object.entries(this.optimizer.stateToTensors(this.states.get(name)!))) {
         const data = new Float64Array(t.size);
         data.set(t.data);
@@ -137,7 +138,7 @@ export class OptimizerRun<S = unknown> {
     }
     const restored = new Map<string, S>();
     for (const [name, tensors] of Object.entries(checkpoint.states)) {
-      const param = params[name];
+      const param = own(params, name);
       if (param === undefined) {
         throw new InputError(`OptimizerRun: checkpoint has optimizer state for unknown parameter '${name}'`, {
           found: name,

@@ -11,6 +11,7 @@ import { type BoardStatus, isTask } from '../protocol/control.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
+import { dict } from '../util/names.ts';
 import type { Halt } from './host-shell.ts';
 import type { ResolvedCluster } from './rendezvous.ts';
 
@@ -89,8 +90,9 @@ export interface Cluster {
 /** One optimizer state from the hosts' parts (each host holds the states of the parameters it owns). */
 export function mergeOptimizerStates(parts: readonly OptimizerCheckpoint[]): OptimizerCheckpoint {
   const named = parts.find((p) => p.name !== 'none') ?? parts[0]!;
-  const states: OptimizerCheckpoint['states'] = {};
-  for (const p of parts) Object.assign(states, p.states);
+  // Not Object.assign, which would set a parameter named __proto__ as the prototype (Note [names as keys]).
+  const states: OptimizerCheckpoint['states'] = dict();
+  for (const p of parts) for (const [name, state] of Object.entries(p.states)) states[name] = state;
   return { name: named.name, step: Math.max(...parts.map((p) => p.step)), states };
 }
 

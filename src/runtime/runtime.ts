@@ -14,6 +14,7 @@ import { checkLr, checkOptimizerSpec, clipScale, makeOptimizer } from '../optim/
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
+import { own } from '../util/names.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTER_MODES, CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
@@ -367,7 +368,7 @@ export function createRuntime(graph: Graph, options: RuntimeOptions): Promise<Ru
 function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<number, Tensor> {
   const out = new Map<number, Tensor>();
   for (const node of plan.graph.params()) {
-    if (partial && params[node.name!] === undefined) continue;
+    if (partial && own(params, node.name!) === undefined) continue;
     // Checked, not copied: every cluster's setParams gives the hosts copies (the caller keeps its tensors).
     out.set(node.id, paramValue(node, params));
   }

@@ -9,6 +9,7 @@ import { checkLr, globalNormOf, sumOfSquares } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
 import { type Tensor, zeros } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
+import { dict } from '../util/names.ts';
 import type { Cluster } from './cluster.ts';
 
 export interface StepResult {
@@ -161,8 +162,8 @@ export function stepResult(state: StepState, rules: StepRules): StepOutcome {
     }
     loss += lossR;
   }
-  const grads: Record<string, Tensor> = {};
-  const sums: Record<string, number> = {};
+  const grads = dict<Tensor>();
+  const sums = dict<number>();
   for (const id of plan.params) {
     const node = graph.nodes[id]!;
     if (rules.onWorkers) sums[label(node)] = state.sumsq.get(id)!;

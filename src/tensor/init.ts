@@ -19,6 +19,22 @@ export type Initializer =
   | { kind: 'heUniform' }
   | { kind: 'heNormal' };
 
+/**
+ * The numbers each kind of initializer takes, `?` marking those it may leave out: what a graph may
+ * say about one (checkGraph refuses any other field).
+ */
+export const INITIALIZER_FIELDS: Readonly<Record<Initializer['kind'], readonly string[]>> = {
+  zeros: [],
+  ones: [],
+  constant: ['value'],
+  uniform: ['low?', 'high?'],
+  normal: ['mean?', 'std?'],
+  glorotUniform: [],
+  glorotNormal: [],
+  heUniform: [],
+  heNormal: [],
+};
+
 export function fans(shape: ConcreteShape): { fanIn: number; fanOut: number } {
   if (shape.length === 0) return { fanIn: 1, fanOut: 1 };
   if (shape.length === 1) return { fanIn: shape[0]!, fanOut: shape[0]! };

@@ -10,9 +10,19 @@ import {
   fmtShape,
 } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { isRngState, type RngState } from '../tensor/rng.ts';
-import { shapesEqual, sizeOf } from '../tensor/shape.ts';
-import { allocate, bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
+import type { RngState } from '../tensor/rng.ts';
+import { shapesEqual } from '../tensor/shape.ts';
+import { allocate, bytesPerElement, Tensor } from '../tensor/tensor.ts';
+import { dict, own } from '../util/names.ts';
+import {
+  checkHeader,
+  type Fields,
+  type Header,
+  headerFields,
+  savedFields,
+  type TensorEntry,
+  unwritable,
+} from './checkpoint-header.ts';
 
 // The bytes of a checkpoint file, without any file system: checkpoint.ts does the saving and loading.
 
@@ -43,29 +53,9 @@ const PREFIX_BYTES = 32;
 //   32 + H  tensor bytes, back to back in header order.
 // The 32-byte prefix keeps this layout in every future version, so a reader can always tell a newer
 // version from a corrupt file. Reading checks, in order: length >= 32 (else truncated), the prefix CRC
-// and magic (corrupt), the version (newer), the file length (truncated), the header CRC, each tensor's
-// CRC (corrupt, naming the tensor).
-
-interface TensorEntry {
-  kind: 'param' | 'optim';
-  name: string;
-  /** For optimizer state: the state's key (the parameter is `name`). */
-  key?: string;
-  dtype: DType;
-  shape: number[];
-  offset: number;
-  bytes: number;
-  crc: number;
-}
-
-interface Header {
-  step: number;
-  optimizer: { name: string; step: number } | null;
-  rng: Record<string, RngState>;
-  cursor: DataCursor | null;
-  meta: Record<string, unknown>;
-  tensors: TensorEntry[];
-}
+// and magic (corrupt), the version (newer), the file length (truncated), the header CRC, every header
+// field (Note [checkpoint header fields], checkpoint-header.ts), each tensor's CRC (corrupt, naming the
+// tensor).
 
 /**
  * The file's bytes as chunks to write in order: the prefix and header, then each tensor's bytes (views
@@ -73,8 +63,6 @@ interface Header {
  */
 export function encodeCheckpoint(c: Checkpoint): { chunks: Uint8Array[]; bytes: number } {
   checkLittleEndian();
-  if (!Number.isInteger(c.step) || c.step < 0)
-    throw new CheckpointError(`saveCheckpoint: step must be an integer >= 0, found ${c.step}`);
   const entries: TensorEntry[] = [];
   const tensors: Uint8Array[] = [];
   let offset = 0;
@@ -97,7 +85,6 @@ export function encodeCheckpoint(c: Checkpoint): { chunks: Uint8Array[]; bytes: 
   const states = c.optimizer?.states ?? {};
   for (const name of Object.keys(states).sort())
     for (const key of Object.keys(states[name]!).sort()) add('optim', name, key, states[name]![key]!);
-  for (const [name, state] of Object.entries(c.rng)) checkRngState(state, `rng '${name}'`, 'saveCheckpoint');
   const header: Header = {
     step: c.step,
     optimizer: c.optimizer ? { name: c.optimizer.name, step: c.optimizer.step } : null,
@@ -106,7 +93,9 @@ export function encodeCheckpoint(c: Checkpoint): { chunks: Uint8Array[]; bytes: 
     meta: c.meta ?? {},
     tensors: entries,
   };
-  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const fields = savedFields();
+  checkHeader(header, fields, offset);
+  const headerBytes = Buffer.from(headerJson(header, fields), 'utf8');
   const bytes = PREFIX_BYTES + headerBytes.length + offset;
   return { chunks: [Buffer.concat([prefix(headerBytes, bytes), headerBytes]), ...tensors], bytes };
 }
@@ -188,8 +177,9 @@ export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
   }
   const header = parseHeader(headerRaw, path, fileBytes - PREFIX_BYTES - headerBytes);
   const dataStart = PREFIX_BYTES + headerBytes;
-  const params: Record<string, Tensor> = {};
-  const states: Record<string, Record<string, Tensor>> = {};
+  // Names are the file's: Note [names as keys].
+  const params = dict<Tensor>();
+  const states = dict<Record<string, Tensor>>();
   for (const e of header.tensors) {
     const bytes = file.subarray(dataStart + e.offset, dataStart + e.offset + e.bytes);
     const label = e.kind === 'param' ? `parameter '${e.name}'` : `optimizer state '${e.key}' of '${e.name}'`;
@@ -207,7 +197,7 @@ export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
     new Uint8Array(data.buffer).set(bytes);
     const t = new Tensor(e.dtype, e.shape, data);
     if (e.kind === 'param') params[e.name] = t;
-    else (states[e.name] ??= {})[e.key!] = t;
+    else (states[e.name] ??= dict())[e.key!] = t;
   }
   return {
     step: header.step,
@@ -219,53 +209,37 @@ export function decodeCheckpoint(file: Buffer, path: string): Checkpoint {
   };
 }
 
-/** The header passed its checksum, so a malformed one was written that way: still say so plainly. */
-function parseHeader(raw: Buffer, path: string, dataBytes: number): Header {
-  const bad = (what: string): never => {
-    throw new CheckpointCorruptError(`checkpoint ${path} has a malformed header: ${what}`, {
-      path,
-      part: 'header',
-    });
-  };
-  let h: Header;
+/** The header as JSON; what JSON.stringify throws on (a BigInt, a cycle in meta) is refused, saying where. */
+function headerJson(header: Header, fields: Fields): string {
   try {
-    h = JSON.parse(raw.toString('utf8')) as Header;
-  } catch {
-    return bad('not JSON');
+    return JSON.stringify(header);
+  } catch (error) {
+    const problem = unwritable(header.meta, 'meta');
+    if (problem !== null) fields.fail(problem);
+    throw new CheckpointError(
+      `saveCheckpoint: the header cannot be written as JSON: ${error}`,
+      {},
+      { cause: error },
+    );
   }
-  if (typeof h !== 'object' || h === null || !Array.isArray(h.tensors)) bad('no tensor list');
-  if (!Number.isInteger(h.step) || h.step < 0) bad(`step ${h.step}`);
-  for (const [name, state] of Object.entries(h.rng ?? bad('no rng')))
-    checkRngState(state, `rng '${name}'`, `checkpoint ${path}`);
-  let offset = 0;
-  for (const e of h.tensors) {
-    const ok =
-      (e.kind === 'param' || (e.kind === 'optim' && typeof e.key === 'string')) &&
-      typeof e.name === 'string' &&
-      (e.dtype === 'float32' || e.dtype === 'float64') &&
-      Array.isArray(e.shape) &&
-      e.shape.every((d) => Number.isInteger(d) && d >= 0) &&
-      e.offset === offset &&
-      e.bytes === sizeOf(e.shape) * bytesPerElement(e.dtype);
-    if (!ok) bad(`tensor entry ${JSON.stringify(e)}`);
-    offset += e.bytes;
+}
+
+/** The header's JSON, every field checked (Note [checkpoint header fields]). */
+function parseHeader(raw: Buffer, path: string, dataBytes: number): Header {
+  const fields = headerFields(path);
+  let h: unknown;
+  try {
+    h = JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    return fields.bad('header', 'JSON', String(error));
   }
-  if (offset !== dataBytes) bad(`tensors cover ${offset} bytes of ${dataBytes}`);
-  return h;
+  return checkHeader(h, fields, dataBytes);
 }
 
 /** Tensor bytes are written as the platform holds them, so the format is defined on little-endian ones. */
 function checkLittleEndian(): void {
   if (endianness() !== 'LE')
     throw new CheckpointError('checkpoints are only supported on little-endian platforms');
-}
-
-function checkRngState(state: unknown, what: string, where: string): void {
-  if (!isRngState(state)) {
-    throw new CheckpointError(
-      `${where}: ${what} must be four 32-bit unsigned integers, found ${JSON.stringify(state)}`,
-    );
-  }
 }
 
 /** Throws a CheckpointShapeError listing every parameter missing, unexpected or of another shape. */
@@ -276,13 +250,13 @@ export function checkShapes(
 ): void {
   const problems: string[] = [];
   for (const [name, shape] of Object.entries(expect)) {
-    const t = params[name];
+    const t = own(params, name);
     if (t === undefined) problems.push(`'${name}' is missing (expected ${fmtShape(shape)})`);
     else if (!shapesEqual(t.shape, shape))
       problems.push(`'${name}' has shape ${fmtShape(t.shape)}, expected ${fmtShape(shape)}`);
   }
   for (const name of Object.keys(params))
-    if (!(name in expect)) problems.push(`'${name}' is not an expected parameter`);
+    if (!Object.hasOwn(expect, name)) problems.push(`'${name}' is not an expected parameter`);
   if (problems.length > 0) {
     throw new CheckpointShapeError(`checkpoint ${path} does not fit the model: ${problems.join('; ')}`, {
       path,

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Batches, DataCursor, Dataset } from '../data/dataset.ts';
 import { InputError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
@@ -5,8 +6,16 @@ import type { OptimizerSpec } from '../optim/spec.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
+import { own } from '../util/names.ts';
 import { lossCurveSvg, terminalChart } from './chart.ts';
-import { type Checkpoint, hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import {
+  CHECKPOINT_FILE,
+  type Checkpoint,
+  hasCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+} from './checkpoint.ts';
+import { checkHistory, headerFields } from './checkpoint-header.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
 import {
@@ -288,20 +297,27 @@ export class Trainer {
     };
   }
 
-  private load(dir: string): Promise<Checkpoint> {
+  private async load(dir: string): Promise<Checkpoint> {
     const expect = Object.fromEntries(this.graph.params().map((n) => [n.name!, n.shape as number[]]));
-    return loadCheckpoint(dir, { expect });
+    const ckpt = await loadCheckpoint(dir, { expect });
+    // Checked before anything is restored: the header's checksum does not vouch for it.
+    const history = checkHistory(own(ckpt.meta ?? {}, 'history'), headerFields(join(dir, CHECKPOINT_FILE)));
+    return { ...ckpt, meta: { ...ckpt.meta, history } };
   }
 
+  /** The state of a checkpoint: a file's (history checked by `load`), or the fit's start, in memory. */
   private async restore(ckpt: Checkpoint): Promise<DataCursor | null> {
     const runtime = await this.start();
+    const history = (ckpt.meta?.history ?? null) as History | null;
     await runtime.setParams(ckpt.params);
     if (ckpt.optimizer !== null) await runtime.setOptimizerState(ckpt.optimizer);
     this.stepCount = ckpt.step;
-    const history = (ckpt.meta?.['history'] ?? null) as History | null;
     if (history !== null) {
-      this.history.epochs.splice(0, Infinity, ...history.epochs);
-      this.history.steps.splice(0, Infinity, ...history.steps);
+      // By a loop: spreading a long run's history as arguments overflows the stack.
+      this.history.epochs.length = 0;
+      this.history.steps.length = 0;
+      for (const e of history.epochs) this.history.epochs.push(e);
+      for (const s of history.steps) this.history.steps.push(s);
     }
     return ckpt.cursor;
   }

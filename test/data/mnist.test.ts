@@ -10,20 +10,17 @@ function classCounts(labels: ArrayLike<number>): number[] {
 
 describe('MNIST', () => {
   let split: MnistSplit;
-  let loadMs = 0;
   beforeAll(() => {
-    const start = performance.now();
     split = loadMnist({ seed: 1 });
-    loadMs = performance.now() - start;
   });
 
-  it('loads 8,000 train and 2,000 test digits well under a second', () => {
+  // How long loading takes is the train benchmark's `mnist-load` case, not an assertion here.
+  it('loads 8,000 train and 2,000 test digits', () => {
     expect(split.train.size).toBe(8000);
     expect(split.test.size).toBe(2000);
     expect(split.train.x.shape).toEqual([8000, 784]);
     expect(split.train.x.dtype).toBe('float32');
     expect(split.classes).toBe(10);
-    expect(loadMs).toBeLessThan(1000);
   });
 
   it('pixels in [0, 1] and labels as class indices 0-9', () => {

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/autodiff/engine.ts';
 import { BackflowError, DTypeError, FormatError, GraphError, OpError } from '../../src/errors.ts';
@@ -11,6 +13,7 @@ import {
   GRAPH_MAGIC,
   serializeGraph,
 } from '../../src/graph/serialize.ts';
+import { defineOp } from '../../src/ops/registry.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { scalar, Tensor, tensor } from '../../src/tensor/tensor.ts';
 import { expectBitwise } from '../support/expect.ts';
@@ -51,6 +54,26 @@ function constGraph(values: Tensor[]): Graph {
   for (const [i, v] of values.entries()) b.output(`c${i}`, b.const(v, `c${i}`));
   return b.build();
 }
+
+/** The graph `everyFieldGraph()` was, written by the serializer of format version 1 (no checksum). */
+const V1 = new Uint8Array(readFileSync(new URL('./fixtures/every-field-v1.bin', import.meta.url)));
+const V1_PRINTED = readFileSync(new URL('./fixtures/every-field-v1.txt', import.meta.url), 'utf8').trimEnd();
+
+/** Bytes edited in place, their checksum (the last four bytes, Note [graph format]) made to match again. */
+function reseal(bytes: Uint8Array): Uint8Array {
+  const end = bytes.length - 4;
+  new DataView(bytes.buffer, bytes.byteOffset).setUint32(end, crc32(bytes.subarray(0, end)), true);
+  return bytes;
+}
+
+/** An op that declares no attributes, as a user's op may: its attributes are whatever a node holds. */
+const FREE = defineOp({
+  name: 'serializeTest.free',
+  arity: 1,
+  saves: { inputs: 'none', output: false },
+  infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
+  forward: ([x]) => x!,
+}).name;
 
 function errorOf(f: () => unknown): unknown {
   try {
@@ -111,8 +134,11 @@ describe('serializeGraph / deserializeGraph round trip', () => {
     const attrs = JSON.parse('{"z": -1, "__proto__": {"k": [1, "B"]}, "a": null}') as Record<string, unknown>;
     Object.assign(attrs, { negZero: -0, nan: Number.NaN, inf: [Number.NEGATIVE_INFINITY], gone: undefined });
     attrs.nested = { list: [-0, true, 'x', [[]]], empty: {} };
-    const g = new Graph([{ id: 0, op: 'input', inputs: [], attrs, shape: [2], dtype: 'float32', name: 'x' }]);
-    const back = deserializeGraph(serializeGraph(g)).nodes[0]!.attrs;
+    const g = new Graph([
+      { id: 0, op: 'input', inputs: [], attrs: {}, shape: [2], dtype: 'float32', name: 'x' },
+      { id: 1, op: FREE, inputs: [0], attrs, shape: [2], dtype: 'float32' },
+    ]);
+    const back = deserializeGraph(serializeGraph(g)).nodes[1]!.attrs;
     expect(Object.keys(back)).toEqual(Object.keys(attrs));
     expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
     expect(Object.hasOwn(back, '__proto__')).toBe(true);
@@ -182,24 +208,27 @@ describe('deserializeGraph: bad bytes', () => {
   });
 
   it('rejects a newer format version, saying which it found and which it supports', () => {
+    const [current, newer] = [GRAPH_FORMAT_VERSION, GRAPH_FORMAT_VERSION + 1];
     const bytes = good.slice();
-    bytes[15] = GRAPH_FORMAT_VERSION + 1;
+    bytes[15] = newer;
     const err = errorOf(() => deserializeGraph(bytes)) as FormatError;
     expect(err).toBeInstanceOf(FormatError);
-    expect(err.message).toContain('graph format version 2 is newer than this backflow supports (version 1)');
-    expect(err.context).toMatchObject({ expected: 1, found: 2 });
+    expect(err.message).toContain(
+      `graph format version ${newer} is newer than this backflow supports (version ${current})`,
+    );
+    expect(err.context).toMatchObject({ expected: current, found: newer });
     // The body of a newer version is never decoded: here it is not even msgpack.
     const header = good.subarray(0, 16).slice();
-    header[15] = 2;
+    header[15] = newer;
     const future = new Uint8Array([...header, 0xc1, 0xc1]);
-    expect(() => deserializeGraph(future)).toThrow(/version 2 is newer/);
+    expect(() => deserializeGraph(future)).toThrow(`version ${newer} is newer`);
   });
 
   it('rejects version 0', () => {
     const bytes = good.slice();
     bytes[15] = 0;
     expect(() => deserializeGraph(bytes)).toThrow(
-      /bad graph format version: expected an integer in \[1, 1\], found 0/,
+      `bad graph format version: expected an integer in [1, ${GRAPH_FORMAT_VERSION}], found 0`,
     );
   });
 
@@ -209,15 +238,27 @@ describe('deserializeGraph: bad bytes', () => {
       if (!(err instanceof FormatError)) throw new Error(`truncated at ${end}: ${String(err)}`);
     }
     expect(() => deserializeGraph(good.subarray(0, 200))).toThrow(
+      /^deserializeGraph: the checksum does not match: the bytes are damaged or cut short/,
+    );
+    expect(() => deserializeGraph(good.subarray(0, 18))).toThrow(
+      /truncated graph: 18 bytes end before its checksum/,
+    );
+    // Version 1 has no checksum: msgpack finds the body cut short.
+    expect(() => deserializeGraph(V1.subarray(0, 200))).toThrow(
       /^deserializeGraph: truncated graph: 200 bytes/,
     );
   });
 
   it('rejects trailing garbage', () => {
     for (const tail of [[0], [0xc1], [0x92, 1]]) {
-      const err = errorOf(() => deserializeGraph(new Uint8Array([...good, ...tail]))) as FormatError;
-      expect(err).toBeInstanceOf(FormatError);
-      expect(err.message).toContain(`trailing bytes: ${tail.length} bytes after the end of the graph`);
+      // After the checksum, they are not the checksum; before it, and sealed, they are trailing bytes.
+      expect(() => deserializeGraph(new Uint8Array([...good, ...tail]))).toThrow(/checksum does not match/);
+      const sealed = reseal(new Uint8Array([...good.subarray(0, -4), ...tail, 0, 0, 0, 0]));
+      for (const bytes of [sealed, new Uint8Array([...V1, ...tail])]) {
+        const err = errorOf(() => deserializeGraph(bytes)) as FormatError;
+        expect(err).toBeInstanceOf(FormatError);
+        expect(err.message).toContain(`trailing bytes: ${tail.length} bytes after the end of the graph`);
+      }
     }
   });
 
@@ -226,8 +267,12 @@ describe('deserializeGraph: bad bytes', () => {
     for (let i = 0; i < 2000; i++) {
       const bytes = new Uint8Array(rng.int(300));
       for (let k = 0; k < bytes.length; k++) bytes[k] = rng.int(256);
-      // Half of them start with a valid header, so the body decoder is fuzzed too.
-      if (i % 2 === 1 && bytes.length > 16) bytes.set(good.subarray(0, 16));
+      // Half of them start with a valid header and end with their checksum, so the body decoder is
+      // fuzzed too.
+      if (i % 2 === 1 && bytes.length > 20) {
+        bytes.set(good.subarray(0, 16));
+        reseal(bytes);
+      }
       const err = errorOf(() => deserializeGraph(bytes));
       if (!(err instanceof FormatError || err instanceof GraphError))
         throw new Error(`case ${i}: ${String(err)}`);
@@ -238,7 +283,8 @@ describe('deserializeGraph: bad bytes', () => {
     const rng = new Rng(9);
     for (let i = 0; i < 1000; i++) {
       const bytes = good.slice();
-      for (let k = 0; k < 1 + (i % 3); k++) bytes[rng.int(bytes.length)] = rng.int(256);
+      for (let k = 0; k < 1 + (i % 3); k++) bytes[rng.int(bytes.length - 4)] = rng.int(256);
+      reseal(bytes);
       try {
         expect(deserializeGraph(bytes)).toBeInstanceOf(Graph);
       } catch (err) {
@@ -270,6 +316,7 @@ describe('deserializeGraph: bad bytes', () => {
     // The shape [3] is encoded as [0x91, 0x03] just before the 12 bytes of data.
     const at = bytes.findIndex((_, i) => bytes[i] === 0x91 && bytes[i + 1] === 3 && bytes[i + 2] === 0xc4);
     bytes[at + 1] = 4;
+    reseal(bytes);
     expect(() => deserializeGraph(bytes)).toThrow(/a float32\[4\] tensor needs 16 bytes, found 12/);
   });
 
@@ -281,6 +328,7 @@ describe('deserializeGraph: bad bytes', () => {
     const bytes = serializeGraph(b.build());
     const text = new TextDecoder('latin1').decode(bytes);
     bytes[text.indexOf('outB') + 3] = 'A'.charCodeAt(0);
+    reseal(bytes);
     const err = errorOf(() => deserializeGraph(bytes)) as GraphError;
     expect(err).toBeInstanceOf(GraphError);
     expect(err.message).toContain("duplicate output name 'outA' (%0 and %1)");
@@ -292,8 +340,37 @@ describe('deserializeGraph: bad bytes', () => {
     const bytes = serializeGraph(b.build());
     const text = new TextDecoder('latin1').decode(bytes);
     bytes.set(new TextEncoder().encode('16'), text.indexOf('float64') + 5);
+    reseal(bytes);
     expect(() => deserializeGraph(bytes)).toThrow(DTypeError);
     expect(() => deserializeGraph(bytes)).toThrow(/unsupported dtype float16/);
+  });
+});
+
+describe('the checksum (format version 2) and version 1', () => {
+  it('every single-bit flip of a serialized graph is refused with a FormatError', () => {
+    const good = serializeGraph(everyFieldGraph());
+    let refused = 0;
+    for (let bit = 0; bit < good.length * 8; bit++) {
+      const bytes = good.slice();
+      bytes[bit >> 3]! ^= 1 << (bit & 7);
+      const err = errorOf(() => deserializeGraph(bytes));
+      if (!(err instanceof FormatError)) throw new Error(`bit ${bit}: ${String(err)}`);
+      refused++;
+    }
+    expect(refused).toBe(good.length * 8);
+  });
+
+  it('a version 1 file, without a checksum, still loads as the graph it was', () => {
+    expect(V1[15]).toBe(1);
+    const g = deserializeGraph(V1);
+    expect(printGraph(g)).toBe(V1_PRINTED);
+    expect(printGraph(g)).toBe(printGraph(everyFieldGraph()));
+    // Written again, it is version 2, and reads back the same.
+    const again = serializeGraph(g);
+    expect(again[15]).toBe(GRAPH_FORMAT_VERSION);
+    expect(printGraph(deserializeGraph(again))).toBe(V1_PRINTED);
+    // The versions differ in the version and the checksum only.
+    expect(Buffer.compare(again.subarray(16, -4), V1.subarray(16))).toBe(0);
   });
 });
 

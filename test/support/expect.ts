@@ -82,7 +82,7 @@ export function expectBitwiseAll(
   what = '',
 ): void {
   for (const [name, t] of Object.entries(expected)) {
-    const got = actual[name];
+    const got = Object.hasOwn(actual, name) ? actual[name] : undefined;
     if (got === undefined) expect.fail(`${what}${name}: missing`);
     expectBitwise(got, t, `${what}${name}`);
   }

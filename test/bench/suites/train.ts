@@ -10,6 +10,7 @@
  *
  * - `scaling-1-worker`, `scaling-2-workers-data-parallel`: the first two again, each alone in the
  *   process for 500 contiguous steps (see `scaling`).
+ * - `mnist-load`: `loadMnist()` itself, the default 8,000/2,000 split that `npm start` trains on.
  *
  * Every engine trains on the same batches (a seeded order over 2,048 digits), all four in turn in
  * rounds of 100 steps (1 warm-up round, then 3: 300 timed steps each); `samples_per_s` is 128 over the
@@ -146,6 +147,11 @@ export const trainSuite: Suite = {
   description:
     'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm',
   async run(ctx: BenchContext) {
+    await ctx.measure('mnist-load', () => loadMnist({ seed: 1 }), {
+      runs: 5,
+      warmup: 1,
+      extra: { digits: 10_000 },
+    });
     const batches = mnistBatches(16);
     const engines: Engine[] = [];
     try {
