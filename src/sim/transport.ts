@@ -59,14 +59,14 @@ export const TRANSPORT_DEFAULTS: Record<TransportKind, TransportParams> = {
     latencyMs: 0.05, // per hop, assumed as for tcp
     mbPerS: 178, // nats-server carried 115-240 MB/s: the middle (4 KiB messages at 55k/s: 225 MB/s)
     perChunkMs: 0.002, // 64-byte messages at 423k/s: 2.36 µs each, less 64 bytes at 178 MB/s (0.36 µs)
-    chunkBytes: 2 ** 20 - 20, // the default max_payload, 1 MiB, less the chunk's head (Note [NATS chunks])
+    chunkBytes: 2 ** 20 - 20, // the default max_payload, 1 MiB, less the chunk's head (Note [NATS chunks], src/protocol/nats-wire.ts)
   },
 };
 
 /**
  * How a transport routes a message: how many hops of latency it takes, and the resource it holds for
- * its service time (null: none, messages never wait for each other). A new transport is one line here
- * and one in TRANSPORT_DEFAULTS.
+ * its service time (null: none, messages never wait for each other). A new transport is its name in
+ * TRANSPORT_KINDS, its defaults in TRANSPORT_DEFAULTS and one line here.
  */
 const ROUTES: Record<TransportKind, { hops: number; resource: (from: number, to: number) => string | null }> =
   {
