@@ -76,9 +76,16 @@ export {
   workerOfStage,
 } from './schedule/placement.ts';
 export { validateSchedule } from './schedule/validate.ts';
-export { type CostModel, flopCosts, stageCosts, traceCosts } from './sim/cost.ts';
+export { type CostModel, flopCosts, type LinkCost, stageCosts, traceCosts } from './sim/cost.ts';
 export { simulatePipeline, stageChain } from './sim/pipeline.ts';
 export { type SimResult, type SimulateOptions, simulate } from './sim/simulate.ts';
+export {
+  TRANSPORT_DEFAULTS,
+  TRANSPORT_KINDS,
+  type TransportKind,
+  type TransportParams,
+  type WireStats,
+} from './sim/transport.ts';
 export { type Initializer, initialize } from './tensor/init.ts';
 export { fallbackKernels, type Kernels, kernels, useKernels } from './tensor/kernels.ts';
 export { Rng, type RngState } from './tensor/rng.ts';

@@ -4,26 +4,51 @@ import type { TypeInfo } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import { phaseOf, type Trace } from '../trace/trace.ts';
+import {
+  aloneMs,
+  type Links,
+  openLinks,
+  type TransportKind,
+  type TransportParams,
+  transportParams,
+} from './transport.ts';
 
 /** How long things take in the simulator, in milliseconds. */
 export interface CostModel {
   /** One task of a host (a node's forward, backward, input or weight part). */
   task(task: TaskInfo, node: Node): number;
-  /** A message from send to receipt. */
+  /** A message alone on its links, from send to receipt. */
   message(bytes: number, from: number, to: number): number;
+  /**
+   * Fresh links for one simulated step, where messages may wait for each other (Note [simulated
+   * transports], `src/sim/transport.ts`). Without: every message takes `message`.
+   */
+  links?(): Links;
 }
 
+/** The wire between workers: a transport and what to change of its defaults (TRANSPORT_DEFAULTS). */
 export interface LinkCost {
-  /** Per-message latency (default 0: free communication). */
+  /** Default 'threads': free communication unless latencyMs or bytesPerMs say otherwise. */
+  transport?: TransportKind;
+  /** Per-message latency of one hop (a NATS message takes two). */
   latencyMs?: number;
-  /** Bytes per millisecond (default Infinity). */
+  /** Bytes per millisecond of one link (tcp) or of the broker (nats). */
   bytesPerMs?: number;
 }
 
-const link = (options: LinkCost) => {
-  const latency = options.latencyMs ?? 0;
-  const bw = options.bytesPerMs ?? Number.POSITIVE_INFINITY;
-  return (bytes: number) => latency + bytes / bw;
+/** The transport `options` name and its parameters, with the options' in place of its defaults. */
+export function linkParams(options: LinkCost): { kind: TransportKind; params: TransportParams } {
+  const kind = options.transport ?? 'threads';
+  const params = transportParams(kind, {
+    latencyMs: options.latencyMs,
+    mbPerS: options.bytesPerMs === undefined ? undefined : options.bytesPerMs / 1e3,
+  });
+  return { kind, params };
+}
+
+const link = (options: LinkCost): Pick<CostModel, 'message' | 'links'> => {
+  const { kind, params } = linkParams(options);
+  return { message: (bytes) => aloneMs(kind, params, bytes), links: () => openLinks(kind, params) };
 };
 
 /**
@@ -66,7 +91,7 @@ export function stageCosts(
             ? input
             : weight;
     },
-    message: link(costs),
+    ...link(costs),
   };
 }
 
@@ -99,7 +124,7 @@ export function flopCosts(
       const factor = task.phase === 'forward' ? 1 : task.phase === 'backward' ? 2 : 1;
       return overhead + (f * factor) / rate;
     },
-    message: link(options),
+    ...link(options),
   };
 }
 
@@ -123,6 +148,6 @@ export function traceCosts(trace: Trace, options: LinkCost & { fallbackMs?: numb
       const e = sums.get(`${task.node}:${phaseOf(task.phase)}`);
       return e === undefined ? fallback : e.total / e.n;
     },
-    message: link(options),
+    ...link(options),
   };
 }

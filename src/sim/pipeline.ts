@@ -1,9 +1,10 @@
+import { InputError } from '../errors.ts';
 import { GraphBuilder } from '../graph/builder.ts';
 import type { Graph } from '../graph/graph.ts';
 import { compile } from '../partition/plan.ts';
 import { hostActions, resolveSchedule, type ScheduleSpec } from '../runtime/pipeline.ts';
 import type { StagePlacement } from '../schedule/placement.ts';
-import { type CostModel, stageCosts } from './cost.ts';
+import { type CostModel, type LinkCost, stageCosts } from './cost.ts';
 import { type SimResult, simulate } from './simulate.ts';
 
 /**
@@ -33,16 +34,14 @@ export interface PipelineSimOptions {
   stagePlacement?: StagePlacement;
   /** The model (default: stageChain of the schedule's stages, with manual stage annotations). */
   graph?: Graph;
+  /**
+   * For the default model: the bytes of one microbatch's activation crossing a stage boundary (and of
+   * its gradient coming back), rounded up to whole float32 (default 64).
+   */
+  activationBytes?: number;
   batchSize?: number;
-  /** Per-stage costs (the closed forms' setting) unless a cost model is given. */
-  costs?: {
-    forward: number;
-    backward: number;
-    input?: number;
-    weight?: number;
-    latencyMs?: number;
-    bytesPerMs?: number;
-  };
+  /** Per-stage costs (the closed forms' setting) and the wire between workers, unless a cost model is given. */
+  costs?: { forward: number; backward: number; input?: number; weight?: number } & LinkCost;
   cost?: CostModel;
   cores?: number;
   record?: boolean;
@@ -57,7 +56,13 @@ export function simulatePipeline(options: PipelineSimOptions): SimResult & { sta
     stagePlacement: options.stagePlacement,
   });
   const stages = stageWorkers.length;
-  const graph = options.graph ?? stageChain(stages);
+  // stageChain's activations are f32[B, width], and a microbatch is one row unless batchSize says else.
+  const width = Math.max(1, Math.ceil((options.activationBytes ?? 64) / 4));
+  if (options.graph !== undefined && options.activationBytes !== undefined)
+    throw new InputError(
+      'simulatePipeline: activationBytes sizes the default model; a given graph has its own',
+    );
+  const graph = options.graph ?? stageChain(stages, width);
   const plan = compile(graph, {
     workers: options.workers,
     placement: options.graph ? 'stages' : 'manual',

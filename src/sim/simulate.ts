@@ -9,6 +9,7 @@ import { type Counter, type Flow, phaseOf, type Span, type Trace, traceStats } f
 import type { CostModel } from './cost.ts';
 import { EventQueue } from './heap.ts';
 import { shapeEngine, type VirtualTensor } from './shape-engine.ts';
+import { independentLinks, type WireStats } from './transport.ts';
 
 export interface SimulateOptions {
   microbatches: number;
@@ -37,6 +38,8 @@ export interface SimResult {
   peakInFlight: number[][];
   actions: number;
   messages: number;
+  /** What messages spent on the wire: latency, service and queueing (Note [simulated transports]). */
+  wire: WireStats;
   trace: Trace;
 }
 
@@ -47,8 +50,8 @@ type Event =
 /**
  * Discrete-event simulation of one step: the hosts of the plan, with their real actor logic, under a
  * virtual clock. A host runs one task at a time; the task's cost comes from the cost model and its
- * messages leave when it ends and arrive after the link's delay. With more workers than cores, a ready
- * worker waits for a free core.
+ * messages leave when it ends and arrive when the cost model's links deliver them (Note [simulated
+ * transports]). With more workers than cores, a ready worker waits for a free core.
  */
 export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   const { microbatches, batchSize, cost } = options;
@@ -75,6 +78,7 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     return host;
   });
   const events = new EventQueue<Event>();
+  const links = cost.links?.() ?? independentLinks((bytes, from, to) => cost.message(bytes, from, to));
   const busyUntil = new Float64Array(workers);
   const running = new Uint8Array(workers);
   const busy = new Array<number>(workers).fill(0);
@@ -91,7 +95,7 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     for (const e of effects) {
       if (e.kind !== 'send') continue;
       const bytes = e.message.tensor.bytes;
-      const arrive = now + cost.message(bytes, worker, e.worker);
+      const arrive = links.send(now, bytes, worker, e.worker);
       messages++;
       if (record) {
         const m = e.message;
@@ -191,6 +195,7 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     peakInFlight: hosts.map((h) => [...h.queue.peakInFlight]),
     actions,
     messages,
+    wire: links.stats(),
     trace,
   };
 }
