@@ -1,5 +1,6 @@
 // `backflow node`, and the NATS flags it shares with `backflow train --nats` (Note [rendezvous]).
 import type { NatsEndpoint } from '../protocol/nats-connect.ts';
+import type { WireTlsFiles } from '../protocol/node-wires.ts';
 import { startNode } from '../runtime/node-process.ts';
 import type { NatsClusterOptions } from '../runtime/rendezvous.ts';
 import { type Spec, UsageError, type Values } from './main.ts';
@@ -25,7 +26,28 @@ export const NATS_FLAGS: Spec = {
   'tls-ca': { type: 'string', value: 'file', help: "the CA of the NATS server's certificate" },
   'tls-cert': { type: 'string', value: 'file', help: "this process's TLS certificate (with --tls-key)" },
   'tls-key': { type: 'string', value: 'file', help: "this process's TLS key" },
+  'data-tls-ca': {
+    type: 'string',
+    value: 'file',
+    help: 'mutual TLS on the data links: the CA of every certificate',
+  },
+  'data-tls-cert': {
+    type: 'string',
+    value: 'file',
+    help: "mutual TLS on the data links: this process's certificate",
+  },
+  'data-tls-key': { type: 'string', value: 'file', help: "mutual TLS on the data links: this process's key" },
 };
+
+/** The data links' TLS files of the flags, or undefined without them (all three or none). */
+export function dataTlsFiles(v: Values): WireTlsFiles | undefined {
+  const files = ['data-tls-ca', 'data-tls-cert', 'data-tls-key'].map((k) => v[k]);
+  if (files.every((f) => f === undefined)) return undefined;
+  if (!files.every((f) => typeof f === 'string'))
+    throw new UsageError('--data-tls-ca, --data-tls-cert and --data-tls-key go together');
+  const [caFile, certFile, keyFile] = files as string[];
+  return { caFile: caFile!, certFile: certFile!, keyFile: keyFile! };
+}
 
 export const NODE: Spec = {
   ...NATS_FLAGS,
@@ -77,6 +99,7 @@ export function clusterOption(v: Values, nodes: string, data: string): NatsClust
     nodes: /^\d+$/.test(nodes) ? count : nodes.split(',').filter((s) => s !== ''),
     data: data === 'nats' ? 'nats' : 'tcp',
     ...auth,
+    ...(dataTlsFiles(v) !== undefined ? { dataTls: dataTlsFiles(v) } : {}),
   };
 }
 
@@ -96,6 +119,7 @@ export async function node(v: Values): Promise<number> {
     log,
     ...(typeof v['name'] === 'string' ? { name: v['name'] } : {}),
     ...(typeof v['advertise'] === 'string' ? { advertise: v['advertise'] } : {}),
+    ...(dataTlsFiles(v) !== undefined ? { dataTls: dataTlsFiles(v)! } : {}),
   });
   const onSignal = () => void node.stop();
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);

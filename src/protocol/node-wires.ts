@@ -1,10 +1,13 @@
 // The wires of a host on a node process to what runs elsewhere: TCP connections to hosts on other
 // nodes and to the coordinator (Note [node links]), or NATS subjects where nodes cannot reach each
 // other. Opened in the host's own worker thread, so that its data never passes through another thread.
+
+import { readFileSync } from 'node:fs';
+import { InputError } from '../errors.ts';
 import { COORDINATOR } from './envelope.ts';
 import { connectNats, type NatsEndpoint } from './nats-connect.ts';
 import { openNatsWire } from './nats-wire.ts';
-import { connectTcp, TcpListener } from './tcp-listener.ts';
+import { connectTcp, TcpListener, type WireTls } from './tcp-listener.ts';
 import type { Wire } from './wire.ts';
 
 // Note [node links]
@@ -30,6 +33,8 @@ export type RemoteData =
       /** Peers (COORDINATOR included) that connect to this host. */
       readonly accept: readonly number[];
       readonly timeoutMs: number;
+      /** Mutual TLS on every connection (Note [tcp handshake]). */
+      readonly tls?: WireTls;
     }
   | {
       readonly kind: 'nats';
@@ -49,6 +54,33 @@ export interface ListenAt {
   readonly host: string;
   /** 0: any free port. */
   readonly port: number;
+  readonly tls?: WireTls;
+}
+
+/** Where the PEM files of a data link's TLS are (on this machine). */
+export interface WireTlsFiles {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** The PEM of the files, read now; a file that cannot be read is an InputError naming `where`. */
+export function readWireTls(files: WireTlsFiles, where: string): WireTls {
+  const read = (key: keyof WireTlsFiles) => {
+    const path = files[key];
+    if (typeof path !== 'string' || path === '')
+      throw new InputError(`${where}.${key}: expected a file path, found ${String(path)}`, {
+        option: `${where}.${key}`,
+      });
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new InputError(`${where}.${key}: cannot read ${path}: ${(err as Error).message}`, {
+        option: `${where}.${key}`,
+      });
+    }
+  };
+  return { ca: read('caFile'), cert: read('certFile'), key: read('keyFile') };
 }
 
 let listener: TcpListener | null = null;
@@ -62,6 +94,7 @@ export async function listenForLinks(at: ListenAt): Promise<number> {
     secret: at.secret,
     host: at.host,
     port: at.port,
+    ...(at.tls ? { tls: at.tls } : {}),
   });
   return listener.port;
 }
@@ -113,6 +146,7 @@ export async function openRemoteWires(self: number, data: RemoteData): Promise<[
         port,
         from: self,
         to: peer,
+        ...(data.tls ? { tls: data.tls } : {}),
       }).then((w) => [peer, w] as [number, Wire]),
     ),
   ]);

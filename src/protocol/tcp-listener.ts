@@ -2,6 +2,7 @@
 // routes the connections of several peers on one port to their links, and pipes over 127.0.0.1.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { InputError, ProtocolError } from '../errors.ts';
 import { edgeName } from './codec.ts';
 import { COORDINATOR, PROTOCOL_VERSION } from './envelope.ts';
@@ -20,6 +21,10 @@ import { TcpWire, type TcpWireOptions, wireLimits } from './tcp-wire.ts';
 // the reply 'BFLK' and the version, and from then on both ends are TcpWires.
 // The secret keeps out other clusters and stray or stale connections. It is not encryption: it
 // travels in the clear, as the frames do, and the listener does not prove that it knows it.
+// With `tls`, the connection is TLS with certificates on both sides, each checked against the CA
+// (mutual TLS; the CA is the trust anchor, host names are not checked: nodes are reached by
+// address), and the hello and the frames travel inside it: a client without a certificate of that
+// CA is refused by the TLS handshake, before its hello is read.
 
 export const SECRET_BYTES = 32;
 export const MAX_HELLO_BYTES = 1024;
@@ -38,7 +43,15 @@ export type RefusalReason =
   | 'secret'
   | 'duplicate'
   | 'timeout'
+  | 'tls'
   | 'closed';
+
+/** TLS on a data connection: PEM of the CA both sides' certificates are signed by, and this side's own. */
+export interface WireTls {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
 
 export interface Hello {
   readonly cluster: string;
@@ -182,6 +195,8 @@ export interface ListenOptions extends TcpWireOptions {
   readonly port?: number;
   /** How long a connection may take to send its hello (default 10 s). */
   readonly helloTimeoutMs?: number;
+  /** Mutual TLS (Note [tcp handshake]): every connection must present a certificate of `tls.ca`. */
+  readonly tls?: WireTls;
   /** Every refused connection, for logs and counters (Note [tcp handshake]). */
   readonly onRefused?: (error: ProtocolError) => void;
 }
@@ -206,9 +221,13 @@ export class TcpListener {
   static listen(options: ListenOptions): Promise<TcpListener> {
     checkIdentity(options.cluster, options.secret);
     wireLimits(options);
-    const server = createServer();
+    const { tls } = options;
+    const server = tls
+      ? createTlsServer({ ...tls, requestCert: true, rejectUnauthorized: true })
+      : createServer();
     const listener = new TcpListener(server, options);
-    server.on('connection', (socket) => void listener.admit(socket));
+    server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => void listener.admit(socket));
+    if (tls) server.on('tlsClientError', (err: Error, socket: Socket) => listener.refuseTls(socket, err));
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
@@ -290,6 +309,17 @@ export class TcpListener {
     else this.arrived.set(edge, wire);
   }
 
+  /** A connection whose TLS handshake failed (no certificate, another CA, not TLS at all). */
+  refuseTls(socket: Socket, err: Error): void {
+    const where = `tls ${socket.remoteAddress}:${socket.remotePort}`;
+    this.refuse(socket, where, {
+      reason: 'tls',
+      expected: 'a TLS client with a certificate of the cluster CA',
+      found: err.message,
+      cause: err,
+    });
+  }
+
   private refuse(socket: Socket, where: string, refusal: Refusal): void {
     socket.destroy();
     if (!this.closed) this.options.onRefused?.(refusalError(where, refusal));
@@ -307,6 +337,8 @@ export interface ConnectOptions extends TcpWireOptions, Hello {
   /** Default '127.0.0.1'. */
   readonly host?: string;
   readonly port: number;
+  /** Mutual TLS: this side's certificate, and the CA the listener's must be signed by. */
+  readonly tls?: WireTls;
   /** For the connection and the listener's reply (default 10 s). */
   readonly timeoutMs?: number;
 }
@@ -319,7 +351,10 @@ export async function connectTcp(options: ConnectOptions): Promise<TcpWire> {
   checkIdentity(options.cluster, options.secret);
   wireLimits(options);
   const host = options.host ?? '127.0.0.1';
-  const socket = connect({ host, port: options.port });
+  const socket = options.tls
+    ? // Nodes are reached by address: the CA is what is checked, not a host name.
+      tlsConnect({ host, port: options.port, ...options.tls, checkServerIdentity: () => undefined })
+    : connect({ host, port: options.port });
   socket.write(encodeHello(options));
   try {
     await readStart(socket, "the listener's reply", options.timeoutMs ?? DEFAULT_TIMEOUT_MS, parseOk);

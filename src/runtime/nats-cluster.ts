@@ -9,6 +9,7 @@ import { encodeInit } from '../protocol/frame.ts';
 import { connectNats } from '../protocol/nats-connect.ts';
 import { Caller, CallTimeoutError, RemoteError, serveCalls } from '../protocol/nats-rpc.ts';
 import { openNatsWire } from '../protocol/nats-wire.ts';
+import { readWireTls } from '../protocol/node-wires.ts';
 import { packGraph } from '../protocol/packed-graph.ts';
 import { connectTcp, SECRET_BYTES } from '../protocol/tcp-listener.ts';
 import type { Wire } from '../protocol/wire.ts';
@@ -76,6 +77,7 @@ async function start(
     .replace(/[^A-Za-z0-9]/g, 'x');
   const clusterId = randomBytes(4).readUInt32LE(0);
   const secret = new Uint8Array(randomBytes(SECRET_BYTES));
+  const tls = spec.dataTls === null ? undefined : readWireTls(spec.dataTls, 'cluster.dataTls');
   // The coordinator's heartbeats start before the nodes do anything for it: a node that waits for
   // them (while its hosts compile, say) must not take a slow start for a coordinator gone.
   let checkNodes = () => {};
@@ -114,6 +116,7 @@ async function start(
               data: spec.data,
               heartbeatMs: spec.heartbeatMs,
               deadAfterMs: spec.deadAfterMs,
+              tls: tls !== undefined,
             },
             spec.joinTimeoutMs,
             'assign',
@@ -184,6 +187,7 @@ async function start(
           port: port[w]!,
           from: COORDINATOR,
           to: w,
+          ...(tls !== undefined ? { tls } : {}),
         }).then((wire) => (wires[w] = wire)),
       ),
     );

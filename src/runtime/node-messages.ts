@@ -36,6 +36,8 @@ export interface Assign {
   readonly data: 'tcp' | 'nats';
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  /** The data links are mutual TLS (Note [tcp handshake]). */
+  readonly tls: boolean;
 }
 
 export interface Connect {
@@ -100,6 +102,7 @@ export function readAssign(v: Record<string, unknown>): Assign {
     data: data(v.data),
     heartbeatMs: ms(v.heartbeatMs, 'assign.heartbeatMs'),
     deadAfterMs: ms(v.deadAfterMs, 'assign.deadAfterMs'),
+    tls: typeof v.tls === 'boolean' ? v.tls : bad('assign.tls', 'a boolean', v.tls),
   };
 }
 

@@ -11,7 +11,7 @@ import { COORDINATOR, PROTOCOL_VERSION } from '../protocol/envelope.ts';
 import { decodeInit } from '../protocol/frame.ts';
 import { connectNats, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { serveCalls } from '../protocol/nats-rpc.ts';
-import type { RemoteData } from '../protocol/node-wires.ts';
+import { type RemoteData, readWireTls, type WireTlsFiles } from '../protocol/node-wires.ts';
 import { packValue } from '../protocol/value-codec.ts';
 import { placementDigest, readAssign, readCall, readConnect } from './node-messages.ts';
 import { WorkerPool } from './pool.ts';
@@ -32,6 +32,8 @@ export interface NodeOptions {
   readonly advertise?: string;
   /** Host i listens on dataPort + i (default 0: any free port). */
   readonly dataPort?: number;
+  /** Mutual TLS on this node's data links (PEM files): it then serves only runtimes that ask for TLS. */
+  readonly dataTls?: WireTlsFiles;
   /** How long to wait for a lost NATS server to come back before exiting (default 60 s). */
   readonly reconnectForMs?: number;
   /** What the node is doing, a line at a time (default: nothing). */
@@ -76,6 +78,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
   const address = options.advertise ?? (listen === '0.0.0.0' || listen === '::' ? '127.0.0.1' : listen);
   const dataPort = options.dataPort ?? 0;
   const log = options.log ?? (() => {});
+  const tls = options.dataTls === undefined ? null : readWireTls(options.dataTls, 'dataTls');
   const nc: NatsConnection = await connectNats(options.nats, {
     name: `backflow node ${name}`,
     reconnectForMs: options.reconnectForMs ?? 60_000,
@@ -95,6 +98,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
     backflow: backflowVersion(),
     nodeMajor: nodeMajor(),
     busy: serving?.coordinator ?? null,
+    tls: tls !== null,
   });
   const announce = () => {
     if (!nc.isClosed()) nc.publish(s.join, packValue(announcement(), 'an announcement'));
@@ -125,6 +129,13 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
   const handlers: Record<string, (v: Record<string, unknown>) => Promise<unknown>> = {
     async assign(v) {
       const a = readAssign(v);
+      if (a.tls !== (tls !== null))
+        throw new InputError(
+          tls === null
+            ? `node ${name} has no certificate for TLS on its data links (start it with --data-tls-ca, --data-tls-cert and --data-tls-key)`
+            : `node ${name} requires TLS on its data links: give the runtime cluster.dataTls`,
+          { node: name, expected: tls !== null, found: a.tls },
+        );
       if (serving !== null)
         throw new InputError(
           `node ${name} is busy: it serves runtime ${serving.runtime} of coordinator ${serving.coordinator}`,
@@ -167,6 +178,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
               secret: a.secret,
               host: listen,
               port: dataPort === 0 ? 0 : dataPort + i,
+              ...(tls !== null ? { tls } : {}),
             });
         },
       });
@@ -238,6 +250,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
                   runtime: c.runtime,
                   secret: c.secret,
                   timeoutMs: c.timeoutMs,
+                  ...(tls !== null ? { tls } : {}),
                   ...c.remote[i]!,
                 };
           const placement = await current.pool.call(

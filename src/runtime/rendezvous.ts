@@ -6,6 +6,7 @@ import { InputError } from '../errors.ts';
 import { PROTOCOL_VERSION } from '../protocol/envelope.ts';
 import { checkEndpoint, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { subjectToken } from '../protocol/nats-wire.ts';
+import type { WireTlsFiles } from '../protocol/node-wires.ts';
 
 // Note [rendezvous]
 // A node process joins a cluster by name: it answers `backflow.<cluster>.discover` and announces
@@ -55,6 +56,8 @@ export interface Announcement {
   readonly nodeMajor: number;
   /** Serving a runtime now (its coordinator's name), or null. */
   readonly busy: string | null;
+  /** Its data links are mutual TLS. */
+  readonly tls: boolean;
 }
 
 const ANNOUNCEMENT_KEYS = [
@@ -67,6 +70,7 @@ const ANNOUNCEMENT_KEYS = [
   'backflow',
   'nodeMajor',
   'busy',
+  'tls',
 ];
 
 /** An announcement from the network, checked field by field; null if it is not one (dropped). */
@@ -89,6 +93,7 @@ export function readAnnouncement(v: unknown): Announcement | null {
   )
     return null;
   if (r.busy !== null && !str(r.busy, 512)) return null;
+  if (typeof r.tls !== 'boolean') return null;
   return r as unknown as Announcement;
 }
 
@@ -150,6 +155,8 @@ export interface NatsClusterOptions {
   readonly pass?: string;
   readonly nkeySeedFile?: string;
   readonly tls?: NatsEndpoint['tls'];
+  /** Mutual TLS on the data links (data 'tcp'): PEM files of the CA and the coordinator's certificate. */
+  readonly dataTls?: WireTlsFiles;
 }
 
 export interface ResolvedCluster {
@@ -160,6 +167,7 @@ export interface ResolvedCluster {
   readonly joinTimeoutMs: number;
   readonly heartbeatMs: number;
   readonly deadAfterMs: number;
+  readonly dataTls: WireTlsFiles | null;
 }
 
 const CLUSTER_KEYS = [
@@ -175,6 +183,7 @@ const CLUSTER_KEYS = [
   'pass',
   'nkeySeedFile',
   'tls',
+  'dataTls',
 ];
 
 /** The cluster options with their defaults, checked before anything connects. */
@@ -236,5 +245,15 @@ export function resolveCluster(o: NatsClusterOptions): ResolvedCluster {
     },
     'cluster',
   );
-  return { endpoint, name, nodes, data, joinTimeoutMs, heartbeatMs, deadAfterMs };
+  const { dataTls = null } = o;
+  if (dataTls !== null) {
+    const files = dataTls as unknown as Record<string, unknown>;
+    if (
+      typeof dataTls !== 'object' ||
+      ['caFile', 'certFile', 'keyFile'].some((k) => typeof files[k] !== 'string')
+    )
+      fail('dataTls', '{ caFile, certFile, keyFile }: file paths', dataTls);
+    if (data !== 'tcp') fail('dataTls', "data 'tcp' (over NATS, the NATS connection's tls applies)", data);
+  }
+  return { endpoint, name, nodes, data, joinTimeoutMs, heartbeatMs, deadAfterMs, dataTls };
 }

@@ -13,6 +13,7 @@ import { encodeFrame } from '../../src/protocol/frame.ts';
 import { dataSubject, splitFrame } from '../../src/protocol/nats-wire.ts';
 import { startNode } from '../../src/runtime/node-process.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { makeCerts } from '../support/certs.ts';
 import { mlp } from '../support/models.ts';
 import { describeNats, natsUrl, privateNatsServer } from '../support/nats.ts';
 import { type SpawnedNode, spawnCli, spawnNode, stopAll } from '../support/node-processes.ts';
@@ -140,6 +141,38 @@ describeNats('node processes: data over NATS subjects', () => {
       expect(stats[0]!.dropped).toBeGreaterThanOrEqual(1);
     } finally {
       await nc.close();
+      await rt.close();
+    }
+  });
+});
+
+describeNats('node processes: mutual TLS on the data links', () => {
+  const certs = makeCerts();
+  afterAll(() => certs.remove());
+
+  it('nodes started with certificates serve a runtime that asks for TLS, bitwise; one that does not is refused', async () => {
+    const cluster = fresh('tls');
+    await Promise.all(
+      ['x', 'y'].map((name) => spawnNode({ nats: { servers: url() }, cluster, name, dataTls: certs.good })),
+    );
+    const model = mlp();
+    const options = { workers: 2, replicas: 2 };
+    const plain = await rejection(
+      createRuntime(model.graph, {
+        ...options,
+        params: model.params,
+        cluster: { nats: url(), name: cluster, nodes: 2 },
+      }),
+    );
+    expect(plain.message).toMatch(/node [xy] requires TLS on its data links/);
+    const rt = await createRuntime(model.graph, {
+      ...options,
+      params: model.params,
+      cluster: { nats: url(), name: cluster, nodes: 2, dataTls: certs.good },
+    });
+    try {
+      await expectMatchesReference(model.graph, model.params, model.feeds(24, 1), options, rt);
+    } finally {
       await rt.close();
     }
   });

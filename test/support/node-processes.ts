@@ -59,6 +59,7 @@ export interface FixtureNode {
   readonly name?: string;
   readonly listen?: string;
   readonly reconnectForMs?: number;
+  readonly dataTls?: { readonly caFile: string; readonly certFile: string; readonly keyFile: string };
 }
 
 /** A node process running startNode in-process; resolves once it has joined (printed 'ready'). */
