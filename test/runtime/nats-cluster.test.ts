@@ -2,10 +2,14 @@
 // on threads, bitwise equal to the reference, over direct TCP links or NATS subjects; node deaths,
 // hangs and a lost server fail the step naming what was lost; the rendezvous names who is missing.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { TaskInfo } from '../../src/actor/host.ts';
+import { main } from '../../src/cli/main.ts';
 import { InputError, WorkerError } from '../../src/errors.ts';
 import { label } from '../../src/graph/graph.ts';
 import { COORDINATOR, PROTOCOL_VERSION } from '../../src/protocol/envelope.ts';
@@ -176,6 +180,44 @@ describeNats('node processes: mutual TLS on the data links', () => {
       await rt.close();
     }
   });
+});
+
+describeNats('backflow train --nats', () => {
+  it('trains on node processes found through NATS', async () => {
+    const cluster = fresh('cli');
+    await Promise.all(['x', 'y'].map((name) => spawnNode({ nats: { servers: url() }, cluster, name })));
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-nats-cli-'));
+    const out: string[] = [];
+    const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      const code = await main([
+        'train',
+        '--data',
+        'spirals',
+        '--epochs',
+        '2',
+        '--workers',
+        '2',
+        '--replicas',
+        '2',
+        '--nats',
+        url(),
+        '--cluster',
+        cluster,
+        '--nodes',
+        '2',
+        '--loss-curve',
+        join(dir, 'curve.svg'),
+      ]);
+      expect(code).toBe(0);
+      expect(out.join('\n')).toMatch(/test accuracy \d+\.\d+%/);
+    } finally {
+      log.mockRestore();
+      write.mockRestore();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describeNats('node processes: faults', () => {
