@@ -13,6 +13,7 @@ import { connectNats, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { serveCalls } from '../protocol/nats-rpc.ts';
 import { type RemoteData, readWireTls, type WireTlsFiles } from '../protocol/node-wires.ts';
 import { packValue } from '../protocol/value-codec.ts';
+import { KERNELS_VARIANT } from '../tensor/default-kernels.ts';
 import { placementDigest, readAssign, readCall, readConnect } from './node-messages.ts';
 import { WorkerPool } from './pool.ts';
 import { type Announcement, backflowVersion, defaultName, nodeMajor, subjects } from './rendezvous.ts';
@@ -84,6 +85,8 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
     reconnectForMs: options.reconnectForMs ?? 60_000,
   });
   let serving: Serving | null = null;
+  /** A runtime whose hosts are starting (its assign not yet answered). */
+  let starting: { readonly runtime: string; readonly coordinator: string } | null = null;
   let stopping = false;
   let finish!: (code: number) => void;
   const done = new Promise<number>((resolve) => (finish = resolve));
@@ -97,8 +100,9 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
     protocol: PROTOCOL_VERSION,
     backflow: backflowVersion(),
     nodeMajor: nodeMajor(),
-    busy: serving?.coordinator ?? null,
+    busy: (serving ?? starting)?.coordinator ?? null,
     tls: tls !== null,
+    kernels: KERNELS_VARIANT,
   });
   const announce = () => {
     if (!nc.isClosed()) nc.publish(s.join, packValue(announcement(), 'an announcement'));
@@ -136,52 +140,59 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
             : `node ${name} requires TLS on its data links: give the runtime cluster.dataTls`,
           { node: name, expected: tls !== null, found: a.tls },
         );
-      if (serving !== null)
+      const holder = serving ?? starting;
+      if (holder !== null)
         throw new InputError(
-          `node ${name} is busy: it serves runtime ${serving.runtime} of coordinator ${serving.coordinator}`,
+          `node ${name} is busy: it serves runtime ${holder.runtime} of coordinator ${holder.coordinator}`,
           {
             node: name,
-            busy: serving.coordinator,
+            busy: holder.coordinator,
           },
         );
       const ports = new Array<number>(a.workers.length).fill(0);
       let pool: WorkerPool<WorkerControl> | null = null;
       const events = s.events(a.runtime);
-      pool = await WorkerPool.create<WorkerControl>({
-        url: HOST_WORKER,
-        size: a.workers.length,
-        ids: a.workers,
-        resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
-        describe: () => ({ text: '', context: {} }),
-        onFailure: (error: WorkerError) => {
-          const local = Number(error.context.worker);
-          const worker = a.workers[local] ?? -1;
-          nc.publish(
-            events,
-            packValue(
-              {
-                kind: 'death',
-                node: id,
-                worker,
-                how: error.message.replace(/^worker \d+ /, '').trim(),
-                status: pool!.status(local),
-              },
-              'a death',
-            ),
-          );
-        },
-        init: async (i, api) => {
-          if (a.data === 'tcp')
-            ports[i] = await api.listen({
-              runtime: a.runtime,
-              clusterId: a.clusterId,
-              secret: a.secret,
-              host: listen,
-              port: dataPort === 0 ? 0 : dataPort + i,
-              ...(tls !== null ? { tls } : {}),
-            });
-        },
-      });
+      // Claimed at once: a second coordinator's assign, while the hosts start, is refused too.
+      starting = { runtime: a.runtime, coordinator: a.coordinator };
+      try {
+        pool = await WorkerPool.create<WorkerControl>({
+          url: HOST_WORKER,
+          size: a.workers.length,
+          ids: a.workers,
+          resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
+          describe: () => ({ text: '', context: {} }),
+          onFailure: (error: WorkerError) => {
+            const local = Number(error.context.worker);
+            const worker = a.workers[local] ?? -1;
+            nc.publish(
+              events,
+              packValue(
+                {
+                  kind: 'death',
+                  node: id,
+                  worker,
+                  how: error.message.replace(/^worker \d+ /, '').trim(),
+                  status: pool!.status(local),
+                },
+                'a death',
+              ),
+            );
+          },
+          init: async (i, api) => {
+            if (a.data === 'tcp')
+              ports[i] = await api.listen({
+                runtime: a.runtime,
+                clusterId: a.clusterId,
+                secret: a.secret,
+                host: listen,
+                port: dataPort === 0 ? 0 : dataPort + i,
+                ...(tls !== null ? { tls } : {}),
+              });
+          },
+        });
+      } finally {
+        starting = null;
+      }
       const beats = nc.subscribe(s.beat(a.runtime), {
         callback: () => {
           if (serving !== null) serving.lastBeat = performance.now();

@@ -7,6 +7,7 @@ import { PROTOCOL_VERSION } from '../protocol/envelope.ts';
 import { checkEndpoint, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { subjectToken } from '../protocol/nats-wire.ts';
 import type { WireTlsFiles } from '../protocol/node-wires.ts';
+import { KERNELS_VARIANT } from '../tensor/default-kernels.ts';
 
 // Note [rendezvous]
 // A node process joins a cluster by name: it answers `backflow.<cluster>.discover` and announces
@@ -58,6 +59,8 @@ export interface Announcement {
   readonly busy: string | null;
   /** Its data links are mutual TLS. */
   readonly tls: boolean;
+  /** Its kernels (KERNELS_VARIANT): an FMA kernel rounds differently. */
+  readonly kernels: string;
 }
 
 const ANNOUNCEMENT_KEYS = [
@@ -71,6 +74,7 @@ const ANNOUNCEMENT_KEYS = [
   'nodeMajor',
   'busy',
   'tls',
+  'kernels',
 ];
 
 /** An announcement from the network, checked field by field; null if it is not one (dropped). */
@@ -93,7 +97,7 @@ export function readAnnouncement(v: unknown): Announcement | null {
   )
     return null;
   if (r.busy !== null && !str(r.busy, 512)) return null;
-  if (typeof r.tls !== 'boolean') return null;
+  if (typeof r.tls !== 'boolean' || !str(r.kernels, 64)) return null;
   return r as unknown as Announcement;
 }
 
@@ -102,6 +106,8 @@ export function mismatch(a: Announcement, version: string): string | null {
   if (a.protocol !== PROTOCOL_VERSION)
     return `protocol version ${a.protocol}, the coordinator's is ${PROTOCOL_VERSION}`;
   if (a.backflow !== version) return `backflow ${a.backflow}, the coordinator runs ${version}`;
+  if (a.kernels !== KERNELS_VARIANT)
+    return `kernels ${a.kernels}, the coordinator's are ${KERNELS_VARIANT} (they round differently: set BACKFLOW_KERNELS and Node flags alike)`;
   const major = nodeMajor();
   if (a.nodeMajor !== major)
     return `Node ${a.nodeMajor}, the coordinator runs Node ${major} (bitwise equal sums need the same Math)`;
