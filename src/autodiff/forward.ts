@@ -69,6 +69,20 @@ export function bindFeeds(inputs: readonly Node[], feeds: TensorMap): Map<string
   return bindings;
 }
 
+/** Refuses a feed that names no input of the graph: a misspelt name would otherwise go unnoticed. */
+export function checkFeedNames(inputs: readonly Node[], feeds: TensorMap): void {
+  const names = inputs.map((n) => n.name!);
+  for (const name of Object.keys(feeds)) {
+    if (!names.includes(name)) {
+      throw new InputError(`feed '${name}': not an input of the graph (inputs: ${names.join(', ')})`, {
+        node: name,
+        expected: names,
+        found: name,
+      });
+    }
+  }
+}
+
 /** The value of a parameter, checked against the node's dtype and shape. */
 export function paramValue(node: Node, params: TensorMap): Tensor {
   const name = node.name!;

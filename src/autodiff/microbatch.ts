@@ -4,7 +4,7 @@ import { eager } from '../ops/eager.ts';
 import { allocate, type DType, scalar, Tensor } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { valueAndGrad } from './engine.ts';
-import { bindFeeds, type TensorMap } from './forward.ts';
+import { bindFeeds, checkFeedNames, type TensorMap } from './forward.ts';
 
 // Note [microbatch scaling]
 // A step's batch of B examples is cut into shards: `replicas` contiguous parts, each cut into
@@ -111,10 +111,11 @@ export function shardLayout(
 /**
  * Cuts a batch of feeds into replicas x microbatches shards along the batch dimension: the symbolic
  * leading dimension shared by the batched inputs. Inputs without it go whole to every shard (copied,
- * so every shard owns its tensors).
+ * so every shard owns its tensors). Every input must be fed, and every feed must be an input.
  */
 export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
   const inputs = graph.inputs();
+  checkFeedNames(inputs, feeds);
   const bindings = bindFeeds(inputs, feeds);
   const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
   return shards.map((place) => {

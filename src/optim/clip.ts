@@ -1,6 +1,6 @@
-import { InputError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { dict } from '../util/names.ts';
+import { checkOption, RULES } from '../util/option-rules.ts';
 import { clipScale, globalNormOf, scaled, sumOfSquares } from './spec.ts';
 
 /** The L2 norm of all gradients together, in the order of Note [global norm order]. */
@@ -38,11 +38,5 @@ export function clipGlobalNorm(grads: Readonly<Record<string, Tensor>>, maxNorm:
 
 /** A norm to clip to: a finite number > 0 (a NaN or negative one would not clip, or flip the step). */
 export function checkMaxNorm(maxNorm: unknown, where: string): number {
-  if (typeof maxNorm !== 'number' || !(maxNorm > 0) || !Number.isFinite(maxNorm)) {
-    throw new InputError(`${where}: expected a finite number > 0, found ${String(maxNorm)}`, {
-      expected: 'a finite number > 0',
-      found: maxNorm,
-    });
-  }
-  return maxNorm;
+  return checkOption(maxNorm, RULES.positive, where) as number;
 }

@@ -3,6 +3,7 @@ import { fmtFound, InputError } from '../errors.ts';
 import '../tensor/default-kernels.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { allocateUninit, Tensor } from '../tensor/tensor.ts';
+import { checkOption, type OptionRule, RULES } from '../util/option-rules.ts';
 import { adam, adamw } from './adam.ts';
 import type { Optimizer } from './optimizer.ts';
 import { sgd } from './sgd.ts';
@@ -16,25 +17,17 @@ export interface OptimizerSpec {
 
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 
-/** What an option accepts, in words (for errors) and as a test. */
-interface OptionRule {
-  readonly expected: string;
-  readonly ok: (v: unknown) => boolean;
-}
-const isNumber = (v: unknown): v is number => typeof v === 'number';
-const RATE: OptionRule = {
-  expected: 'a finite number >= 0',
-  ok: (v) => isNumber(v) && Number.isFinite(v) && v >= 0,
-};
-const BETA: OptionRule = { expected: 'a number in [0, 1)', ok: (v) => isNumber(v) && v >= 0 && v < 1 };
-const FRACTION: OptionRule = { expected: 'a number in [0, 1]', ok: (v) => isNumber(v) && v >= 0 && v <= 1 };
-const FLAG: OptionRule = { expected: 'a boolean', ok: (v) => typeof v === 'boolean' };
-
 /** Every option each optimizer takes, with PyTorch's bounds: a spec with anything else is refused. */
 const OPTIONS: Readonly<Record<OptimizerSpec['name'], Readonly<Record<string, OptionRule>>>> = {
-  sgd: { lr: RATE, momentum: RATE, dampening: FRACTION, nesterov: FLAG, weightDecay: RATE },
-  adam: { lr: RATE, beta1: BETA, beta2: BETA, eps: RATE, weightDecay: RATE },
-  adamw: { lr: RATE, beta1: BETA, beta2: BETA, eps: RATE, weightDecay: RATE },
+  sgd: {
+    lr: RULES.rate,
+    momentum: RULES.rate,
+    dampening: RULES.fraction,
+    nesterov: RULES.flag,
+    weightDecay: RULES.rate,
+  },
+  adam: { lr: RULES.rate, beta1: RULES.beta, beta2: RULES.beta, eps: RULES.rate, weightDecay: RULES.rate },
+  adamw: { lr: RULES.rate, beta1: RULES.beta, beta2: RULES.beta, eps: RULES.rate, weightDecay: RULES.rate },
 };
 
 /**
@@ -64,17 +57,7 @@ export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts 
         { op: name, option, expected: Object.keys(rules), found: option },
       );
     }
-    if (!rule.ok(value)) {
-      throw new InputError(
-        `${where}: ${name} ${option}: expected ${rule.expected}, found ${fmtFound(value)}`,
-        {
-          op: name,
-          option,
-          expected: rule.expected,
-          found: value,
-        },
-      );
-    }
+    checkOption(value, rule, `${where}: ${name} ${option}`, { op: name, option });
   }
   const { momentum = 0, dampening = 0, nesterov = false } = spec as Record<string, unknown>;
   if (nesterov === true && (momentum === 0 || dampening !== 0)) {
@@ -92,14 +75,7 @@ export function checkOptimizerSpec(spec: unknown, where = 'optimizer'): asserts 
 
 /** A learning rate an update can use (a finite number >= 0), or an InputError naming where it came from. */
 export function checkLr(lr: unknown, where: string): number {
-  if (!RATE.ok(lr)) {
-    throw new InputError(`${where}: lr: expected ${RATE.expected}, found ${fmtFound(lr)}`, {
-      option: 'lr',
-      expected: RATE.expected,
-      found: lr,
-    });
-  }
-  return lr as number;
+  return checkOption(lr, RULES.rate, `${where}: lr`, { option: 'lr' }) as number;
 }
 
 /** The optimizer a spec describes (checked first). */

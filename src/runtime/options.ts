@@ -1,14 +1,16 @@
-// The options of createRuntime: compile's, and how the runtime runs the plan.
+// The options of createRuntime: compile's, and how the runtime runs the plan; and their check.
 import type { FailpointAction } from '../actor/failpoint.ts';
 import type { TaskInfo } from '../actor/host.ts';
 import type { TensorMap } from '../autodiff/forward.ts';
+import { InputError } from '../errors.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
-import type { OptimizerSpec } from '../optim/spec.ts';
+import { checkOptimizerSpec, type OptimizerSpec } from '../optim/spec.ts';
 import type { CompileOptions } from '../partition/plan.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
-import type { ClusterMode } from './clusters.ts';
+import { checkOptions, type OptionRule, oneOf, RULES } from '../util/option-rules.ts';
+import { CLUSTER_MODES, type ClusterMode } from './clusters.ts';
 import type { ScheduleSpec } from './pipeline.ts';
-import type { NatsClusterOptions } from './rendezvous.ts';
+import { type NatsClusterOptions, type ResolvedCluster, resolveCluster } from './rendezvous.ts';
 
 export interface RuntimeOptions extends CompileOptions {
   /**
@@ -86,4 +88,41 @@ export interface RuntimeOptions extends CompileOptions {
   onWarning?: (message: string) => void;
   /** Hook for tests: a host reached a 'pause' failpoint. */
   onFailpoint?: (worker: number, action: FailpointAction, task: TaskInfo) => void;
+}
+
+/** What the runtime's own options accept (compile checks its options; pipeline.ts the schedule's). */
+const RUNTIME_OPTIONS = {
+  mode: oneOf(CLUSTER_MODES),
+  microbatches: RULES.count,
+  stepTimeoutMs: RULES.timeoutMs,
+  seed: RULES.integer,
+  shuffleSeed: RULES.integer,
+  nonFinite: oneOf(['error', 'skip']),
+  // A NaN norm would never clip, a negative one flip every update.
+  clipNorm: RULES.positive,
+} satisfies { readonly [K in keyof RuntimeOptions]?: OptionRule };
+
+/**
+ * Checks createRuntime's options before any worker starts (invariant 8): those of the table above
+ * and the optimizer. Each would otherwise fail late or not at all: a microbatch count at every step,
+ * a NaN deadline as steps that time out at once, a fractional seed as the parameters of the integer
+ * below it. Resolves where the hosts run: the mode, and in mode 'nats' the nodes' cluster.
+ */
+export function checkRuntimeOptions(options: RuntimeOptions): {
+  mode: ClusterMode;
+  nodes: ResolvedCluster | undefined;
+} {
+  checkOptions(options, RUNTIME_OPTIONS, 'createRuntime');
+  if (options.optimizer !== undefined) checkOptimizerSpec(options.optimizer, 'createRuntime: optimizer');
+  const mode = options.mode ?? (options.cluster !== undefined ? 'nats' : 'threads');
+  // Checked before anything connects: a typo in the cluster options is not a 30 s rendezvous.
+  const nodes = options.cluster === undefined ? undefined : resolveCluster(options.cluster);
+  if ((mode === 'nats') !== (nodes !== undefined))
+    throw new InputError(
+      nodes === undefined
+        ? "mode 'nats': expected the cluster option { nats, name, nodes }"
+        : `cluster: hosts on node processes run in mode 'nats', found mode ${JSON.stringify(mode)}`,
+      { option: 'mode', found: mode },
+    );
+  return { mode, nodes };
 }

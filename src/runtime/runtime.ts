@@ -8,19 +8,17 @@ import { BackflowError, InputError, RuntimeClosedError, ScheduleError, WorkerErr
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
-import { checkMaxNorm } from '../optim/clip.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { checkLr, checkOptimizerSpec, clipScale, makeOptimizer } from '../optim/spec.ts';
+import { checkLr, clipScale, makeOptimizer } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import { own } from '../util/names.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
-import { CLUSTER_MODES, CLUSTERS } from './clusters.ts';
+import { CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
-import type { RuntimeOptions } from './options.ts';
+import { checkRuntimeOptions, type RuntimeOptions } from './options.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.ts';
-import { resolveCluster } from './rendezvous.ts';
 import { handleReport, type ReportTarget } from './reports.ts';
 import {
   feedMessages,
@@ -89,31 +87,12 @@ export class Runtime {
   }
 
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
-    const mode = options.mode ?? (options.cluster !== undefined ? 'nats' : 'threads');
-    // Checked before anything connects: a typo in the cluster options is not a 30 s rendezvous.
-    const nodes = options.cluster === undefined ? undefined : resolveCluster(options.cluster);
-    if ((mode === 'nats') !== (nodes !== undefined))
-      throw new InputError(
-        nodes === undefined
-          ? "mode 'nats': expected the cluster option { nats, name, nodes }"
-          : `cluster: hosts on node processes run in mode 'nats', found mode ${JSON.stringify(mode)}`,
-        { option: 'mode', found: mode },
-      );
-    if (!Object.hasOwn(CLUSTERS, mode)) {
-      throw new InputError(
-        `mode: expected one of ${CLUSTER_MODES.join(', ')}, found ${JSON.stringify(mode)}`,
-        {
-          expected: CLUSTER_MODES,
-          found: mode,
-        },
-      );
-    }
-    // Invariant 8: a graph is checked before any worker starts, its ops first (they may be the user's).
-    // So is the optimizer: an update the workers refuse would only break the runtime after the step it follows.
+    // Invariant 8: options and the graph are checked before any worker starts, the graph's ops first
+    // (they may be the user's). So is the optimizer: an update the workers refuse would only break the
+    // runtime after the step it follows.
+    const { mode, nodes } = checkRuntimeOptions(options);
     const ops = await loadUserOps(graph, options.ops ?? [], !CLUSTERS[mode].sameThread);
     if (options.validate !== false) checkGraph(graph);
-    if (options.optimizer !== undefined) checkOptimizerSpec(options.optimizer, 'createRuntime: optimizer');
-    if (options.clipNorm !== undefined) checkMaxNorm(options.clipNorm, 'createRuntime: clipNorm');
     let schedule: ResolvedSchedule | null = null;
     let compileOptions: CompileOptions = options;
     if (options.schedule !== undefined) {
@@ -158,8 +137,9 @@ export class Runtime {
       ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
       ...(nodes !== undefined ? { cluster: nodes } : {}),
     });
-    runtime = new Runtime(plan, cluster, options);
+    // Whatever fails from here on stops every worker the cluster started.
     try {
+      runtime = new Runtime(plan, cluster, options);
       await cluster.setParams(values);
       if (actions !== null) await cluster.setSchedule(actions);
       if (options.optimizer !== undefined) await cluster.setOptimizer(options.optimizer);
