@@ -85,6 +85,8 @@ export class RestartLimitError extends BackflowError {
 }
 /** The runtime was closed (or is closing) when the call was made or while it ran. */
 export class RuntimeClosedError extends BackflowError {}
+/** A call that must run alone (`Trainer.fit`) was made while another was running; `context.call` names it. */
+export class BusyError extends BackflowError {}
 /** A gradient (or, in anomaly mode, a value) was NaN or infinite; `context` names where. */
 export class NonFiniteError extends BackflowError {}
 /** A message on a port was malformed, of another protocol version, or of the wrong size. */

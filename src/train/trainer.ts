@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Batches, DataCursor, Dataset } from '../data/dataset.ts';
-import { InputError } from '../errors.ts';
+import { BusyError, InputError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime/runtime.ts';
@@ -17,6 +17,7 @@ import {
 } from './checkpoint.ts';
 import { checkHistory, headerFields } from './checkpoint-header.ts';
 import { type EvalResult, evaluateClassifier } from './evaluate.ts';
+import { checkFitOptions } from './fit-checks.ts';
 import { ProgressBar, type ProgressStream } from './progress.ts';
 import {
   checkRestarts,
@@ -94,7 +95,7 @@ export interface FitOptions {
   callbacks?: FitCallbacks;
   /** Stop when the monitored figure has not improved by minDelta for `patience` epochs. */
   earlyStop?: { patience: number; monitor?: 'loss' | 'evalLoss' | 'evalAccuracy'; minDelta?: number };
-  /** Where checkpoints go: after every `checkpointEvery` steps, and at the end of every epoch. */
+  /** Where checkpoints go: every `checkpointEvery` steps, at each epoch's end, and where training stops. */
   checkpointDir?: string;
   checkpointEvery?: number;
   /** Continue from the checkpoint in checkpointDir, if there is one. */
@@ -118,6 +119,7 @@ export class Trainer {
   private stepCount = 0;
   /** The checkpoint this fit last wrote or resumed from: where a restart goes back to. */
   private lastSaved: { dir: string; step: number } | null = null;
+  private fitting = false;
   /** With the `trace` option: the trace of the last step. */
   lastTrace: Trace | null = null;
 
@@ -156,7 +158,20 @@ export class Trainer {
     });
   }
 
+  /** Trains. Its options are checked before any worker starts; a fit while another runs is a BusyError. */
   async fit(data: Dataset, options: FitOptions): Promise<History> {
+    if (this.fitting)
+      throw new BusyError('fit: this Trainer is already fitting; await that fit() first', { call: 'fit' });
+    checkFitOptions(options);
+    this.fitting = true;
+    try {
+      return await this.train(data, options);
+    } finally {
+      this.fitting = false;
+    }
+  }
+
+  private async train(data: Dataset, options: FitOptions): Promise<History> {
     await this.start();
     const dir = options.checkpointDir;
     let cursor: DataCursor | null = null;
@@ -200,7 +215,8 @@ export class Trainer {
     const y = this.options.y ?? 'y';
     let best = Number.NaN;
     let stale = 0;
-    let stop = false;
+    // A run resumed at its maxSteps runs no further step.
+    let stop = options.maxSteps !== undefined && this.stepCount >= options.maxSteps;
     while (!stop && !options.signal?.aborted && batches.epoch < options.epochs) {
       const epoch = batches.epoch;
       const bar = makeBar(options.progress, batches, `epoch ${epoch + 1}/${options.epochs}`);
@@ -229,18 +245,18 @@ export class Trainer {
         });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
         if (options.maxSteps !== undefined && this.stepCount >= options.maxSteps) stop = true;
-        // An interruption saves where it stops, as the cadence does (the epoch's record comes after).
-        const interrupted = options.signal?.aborted === true;
-        if (interrupted) stop = true;
+        if (options.signal?.aborted === true) stop = true;
+        // Stopping mid-epoch (at maxSteps, by a callback, by the signal) saves where it stops, as the
+        // cadence does (the epoch's record comes after): a resume would redo the steps since the last.
         if (
           options.checkpointDir !== undefined &&
-          (interrupted ||
-            (options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0))
+          (stop || (options.checkpointEvery !== undefined && this.stepCount % options.checkpointEvery === 0))
         ) {
           await this.save(options.checkpointDir, batches);
         }
         if (stop) break;
       }
+      const midEpoch = stop;
       const seconds = (performance.now() - started) / 1000;
       const evaluation = options.evalData ? await this.evaluate(options.evalData) : null;
       const record: EpochRecord = {
@@ -272,7 +288,7 @@ export class Trainer {
           stale = 0;
         } else if (++stale >= options.earlyStop.patience) stop = true;
       }
-      if (options.checkpointDir !== undefined && !stop && steps > 0)
+      if (options.checkpointDir !== undefined && !midEpoch && steps > 0)
         await this.save(options.checkpointDir, batches);
     }
     return this.history;

@@ -6,13 +6,16 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Dataset } from '../../src/data/dataset.ts';
 import { blobs, spirals } from '../../src/data/synthetic.ts';
+import { BusyError, InputError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { initParams } from '../../src/graph/params.ts';
+import { WorkerPool } from '../../src/runtime/pool.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
 import { type FitOptions, type StepRecord, Trainer } from '../../src/train/trainer.ts';
 import { run } from '../fixtures/train-run.ts';
+import { rejected } from '../support/errors.ts';
 import { expectBitwiseAll } from '../support/expect.ts';
 
 const exec = promisify(execFile);
@@ -152,5 +155,108 @@ describe('Trainer with an abort signal', () => {
     const resumed = await train({ checkpointDir: dir, resume: true });
     expect(resumed.losses).toEqual(straight.losses);
     expectBitwiseAll(resumed.params, straight.params);
+  });
+});
+
+describe('Trainer: where a fit stops, and what it refuses', () => {
+  const all = blobs({ perClass: 24, classes: 2, spread: 0.4, seed: 5 });
+  const data = new Dataset(all.x, all.y);
+  const graph = mlpClassifier({ features: 2, hidden: [4], classes: 2, activation: 'tanh' });
+  /** 6 steps an epoch. */
+  const fitOptions = { epochs: 3, batchSize: 8, progress: false } as const;
+  const trainer = (mode: 'in-process' | 'threads' = 'in-process') =>
+    new Trainer(graph, {
+      mode,
+      workers: 1,
+      params: initParams(graph, 2),
+      optimizer: { name: 'sgd', lr: 0.1 },
+    });
+  const tempDir = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-fit-'));
+    dirs.push(dir);
+    return dir;
+  };
+  /** Fits a new trainer (resuming from `dir`), closes it, and says how many steps it has in all. */
+  async function fitted(dir: string, options: Partial<FitOptions>): Promise<number> {
+    const t = trainer();
+    try {
+      await t.fit(data, { ...fitOptions, checkpointDir: dir, resume: true, ...options });
+      return t.steps;
+    } finally {
+      await t.close();
+    }
+  }
+
+  it('a run resumed at its maxSteps runs no more steps (5, 5, 5; not 5, 6, 7); a larger maxSteps goes on', async () => {
+    const dir = tempDir();
+    expect(await fitted(dir, { maxSteps: 5 })).toBe(5);
+    expect(await fitted(dir, { maxSteps: 5 })).toBe(5);
+    expect(await fitted(dir, { maxSteps: 5 })).toBe(5);
+    expect((await loadCheckpoint(dir)).step).toBe(5);
+    expect(await fitted(dir, { maxSteps: 8 })).toBe(8);
+  });
+
+  it('stopping at maxSteps, by a callback or early, saves a checkpoint where it stopped', async () => {
+    // maxSteps mid-epoch, without checkpointEvery: the checkpoint is that of the stop, not of an epoch's end.
+    const atMax = tempDir();
+    await fitted(atMax, { maxSteps: 4, resume: false });
+    expect((await loadCheckpoint(atMax)).step).toBe(4);
+    const byStep = tempDir();
+    await fitted(byStep, {
+      resume: false,
+      callbacks: { onStep: (s) => (s.step === 3 ? 'stop' : undefined) },
+    });
+    expect((await loadCheckpoint(byStep)).step).toBe(3);
+    const byEpoch = tempDir();
+    await fitted(byEpoch, { resume: false, callbacks: { onEpoch: () => 'stop' } });
+    expect((await loadCheckpoint(byEpoch)).step).toBe(6);
+    // No improvement is ever large enough: early stopping after the second epoch.
+    const early = tempDir();
+    await fitted(early, { resume: false, earlyStop: { patience: 1, monitor: 'loss', minDelta: 1e9 } });
+    const saved = await loadCheckpoint(early);
+    expect(saved.step).toBe(12);
+    expect(saved.cursor).toMatchObject({ epoch: 2, position: 0 });
+  });
+
+  it('a second fit while one runs rejects with a BusyError; the first is unharmed, and the trainer fits again after it', async () => {
+    const t = trainer();
+    try {
+      const first = t.fit(data, { ...fitOptions, epochs: 1 });
+      const err = await rejected(BusyError, t.fit(data, { ...fitOptions, epochs: 1 }));
+      expect(err.message).toMatch(/^fit: this Trainer is already fitting/);
+      expect((await first).steps.length).toBe(6);
+      await t.fit(data, { ...fitOptions, epochs: 1 });
+      expect(t.steps).toBe(12);
+      expect(t.history.steps.map((s) => s.step)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    } finally {
+      await t.close();
+    }
+  });
+
+  it.each([
+    [{ epochs: Number.NaN }, /^fit: epochs: expected an integer >= 1, or Infinity, found NaN$/],
+    [{ epochs: undefined }, /^fit: epochs: expected an integer >= 1, or Infinity, found undefined$/],
+    [{ batchSize: 0 }, /^fit: batchSize: expected an integer >= 1, found 0$/],
+    [{ checkpointEvery: 0 }, /^fit: checkpointEvery: expected an integer >= 1, found 0$/],
+    [{ seed: 0.5 }, /^fit: seed: expected an integer, found 0.5$/],
+    [{ maxSteps: -1 }, /^fit: maxSteps: expected an integer >= 0, found -1$/],
+    [{ earlyStop: { patience: 0 } }, /^fit: earlyStop: patience: expected an integer >= 1, found 0$/],
+    [
+      { earlyStop: { patience: 1, monitor: 'evalLoss' } },
+      /^fit: earlyStop monitors evalLoss, which needs evalData$/,
+    ],
+  ] as const)('fit refuses %o before any worker starts', async (options, message) => {
+    const live = WorkerPool.live;
+    const t = trainer('threads');
+    try {
+      const err = await rejected(
+        InputError,
+        t.fit(data, { ...fitOptions, ...(options as Partial<FitOptions>) }),
+      );
+      expect(err.message).toMatch(message);
+      expect(WorkerPool.live).toBe(live);
+    } finally {
+      await t.close();
+    }
   });
 });
