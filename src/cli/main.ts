@@ -1,5 +1,6 @@
 // The `backflow` command line: train, simulate, inspect.
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Dataset } from '../data/dataset.ts';
 import { loadMnist } from '../data/mnist.ts';
@@ -154,11 +155,29 @@ export function choice<T extends string>(v: Values, key: string, choices: readon
   return raw as T;
 }
 
+/**
+ * A file the command writes once it is done, checked before it starts: a directory, or a file in a
+ * directory that does not exist, would only fail after the whole run.
+ */
+function outputFile(v: Values, key: string): string | undefined {
+  const path = v[key];
+  if (typeof path !== 'string') return undefined;
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory())
+    throw new UsageError(`--${key}: expected a file to write, found the directory '${path}'`);
+  if (!statSync(dirname(resolve(path)), { throwIfNoEntry: false })?.isDirectory())
+    throw new UsageError(
+      `--${key}: expected a file to write, found '${path}', whose directory does not exist`,
+    );
+  return path;
+}
+
 async function train(flags: Values): Promise<number | undefined> {
   const data = choice(flags, 'data', ['mnist', 'spirals'] as const);
   const model = MODELS[data];
   // The data set's epochs and rate where the flags do not give them.
   const v: Values = { epochs: model.epochs, lr: model.lr, ...flags };
+  const trace = outputFile(v, 'trace');
+  const curve = outputFile(v, 'loss-curve')!;
   const workers = int(v, 'workers');
   const stages = int(v, 'stages');
   const chunks = int(v, 'chunks');
@@ -195,7 +214,7 @@ async function train(flags: Values): Promise<number | undefined> {
     ...(v['nats'] !== undefined
       ? { cluster: clusterOption(v, String(v['nodes']), choice(v, 'data-path', ['tcp', 'nats'] as const)) }
       : { mode: v['in-process'] ? 'in-process' : 'threads' }),
-    ...(typeof v['trace'] === 'string' ? { trace: true } : {}),
+    ...(trace !== undefined ? { trace: true } : {}),
     seed: int(v, 'seed', 0),
     optimizer: { name: choice(v, 'optimizer', OPTIMIZERS), lr: num(v, 'lr', true) },
     ...(v['clip-norm'] !== undefined ? { clipNorm: num(v, 'clip-norm', true) } : {}),
@@ -228,7 +247,6 @@ async function train(flags: Values): Promise<number | undefined> {
     const seconds = (performance.now() - started) / 1000;
     const { samplesPerSec, accuracy } = trainingSummary(history);
     console.log(`\n${trainer.lossChart()}`);
-    const curve = String(v['loss-curve']);
     writeFileSync(curve, trainer.lossCurveSvg(`backflow: ${data} training loss`));
     console.log(`\ntest accuracy ${accuracy !== null ? `${(accuracy * 100).toFixed(2)}%` : 'n/a'}`);
     console.log(
@@ -236,9 +254,9 @@ async function train(flags: Values): Promise<number | undefined> {
     );
     for (const line of workerBytesLines(await (await trainer.start()).stats())) console.log(line);
     console.log(`loss curve written to ${curve}`);
-    if (typeof v['trace'] === 'string' && trainer.lastTrace !== null) {
-      writeFileSync(v['trace'], JSON.stringify(toChromeTrace(trainer.lastTrace)));
-      console.log(`Chrome trace of the last step written to ${v['trace']} (open it in Perfetto)`);
+    if (trace !== undefined && trainer.lastTrace !== null) {
+      writeFileSync(trace, JSON.stringify(toChromeTrace(trainer.lastTrace)));
+      console.log(`Chrome trace of the last step written to ${trace} (open it in Perfetto)`);
     }
   } finally {
     await trainer.close();

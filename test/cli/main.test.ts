@@ -67,6 +67,34 @@ describe('backflow command line', () => {
     expect(err).toMatch(why);
   });
 
+  it.each([
+    ['--trace', () => dir, /^backflow train: --trace: expected a file to write, found the directory '.*'$/],
+    [
+      '--trace',
+      () => join(dir, 'missing', 'trace.json'),
+      /^backflow train: --trace: expected a file to write, found '.*trace\.json', whose directory does not exist$/,
+    ],
+    [
+      '--loss-curve',
+      () => dir,
+      /^backflow train: --loss-curve: expected a file to write, found the directory/,
+    ],
+  ])('train %s that cannot be written exits 2 before training', async (flag, path, why) => {
+    const { code, out, err } = await cli(
+      'train',
+      '--data',
+      'spirals',
+      '--in-process',
+      '--epochs',
+      '1',
+      flag,
+      path(),
+    );
+    expect(err).toMatch(why);
+    expect(code).toBe(2);
+    expect(out).not.toMatch(/backflow: MLP/);
+  });
+
   it('train: a short spirals run in-process with replicated parameters reports its accuracy', async () => {
     const curve = join(dir, 'loss.svg');
     const { code, out } = await cli(
