@@ -40,10 +40,12 @@ export interface ClusterOptions {
 export type ClusterFactory = (plan: Plan, events: ClusterEvents, options: ClusterOptions) => Promise<Cluster>;
 
 /**
- * What hosts still wait for, and, for each host that did not answer in time (hung, busy, or dead),
- * why it is missing from the list.
+ * What hosts still wait for, and each host that did not answer in time (hung, busy, or dead), with
+ * why it is missing from the list (Note [silent hosts] in step.ts).
  */
-export type WaitingList = (WaitingEntry & { worker: number })[] & { readonly silent: readonly string[] };
+export type WaitingList = (WaitingEntry & { worker: number })[] & {
+  readonly silent: readonly { readonly worker: number; readonly why: string }[];
+};
 
 /**
  * The hosts of a plan, as the coordinator sees them, whatever carries the messages: worker threads
@@ -64,6 +66,12 @@ export interface Cluster {
   stats(): Promise<HostStats[]>;
   /** Drops every host's step state (after a failed step). */
   reset(): Promise<void>;
+  /**
+   * Stops a host that no longer answers (Note [silent hosts] in step.ts): its thread terminated, or
+   * its shell halted. Not reported as a failure (the caller has its reason); later calls to it
+   * reject with `death`.
+   */
+  stop(worker: number, death: WorkerError): Promise<void>;
   setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void>;
   /** Each worker's pipeline actions (index: worker), or null for dataflow order. */
   setSchedule(actions: readonly (readonly HostAction[])[] | null): Promise<void>;
@@ -152,6 +160,9 @@ export function samePlacement(a: readonly Int32Array[], b: readonly Int32Array[]
     a.every((p, r) => p.length === b[r]!.length && p.every((w, id) => w === b[r]![id]))
   );
 }
+
+/** The status of a host doing nothing (a board never written). */
+export const IDLE_STATUS: BoardStatus = { phase: 'idle', node: -1, replica: -1, mb: -1, step: -1 };
 
 /** A host sharing this thread that stopped at a failpoint: what it was doing, and its death for 'exit'. */
 export interface Stopped {

@@ -2,6 +2,7 @@ import type { Failpoint } from '../actor/failpoint.ts';
 import { Host } from '../actor/host.ts';
 import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
+import type { WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { Plan } from '../partition/plan.ts';
@@ -13,7 +14,10 @@ import {
   type Cluster,
   type ClusterEvents,
   type ClusterOptions,
+  describeStatus,
+  IDLE_STATUS,
   mergeOptimizerStates,
+  type Stopped,
   sharedThreadHalt,
   type WaitingList,
 } from './cluster.ts';
@@ -45,8 +49,14 @@ export class InProcessCluster implements Cluster {
   private readonly rng: Rng | null;
   private scheduled = false;
   private closed = false;
+  /** Shells stopped at a failpoint: the ones blocked cannot answer (Note [silent hosts] in step.ts). */
+  private readonly stopped = new Map<number, Stopped>();
 
-  constructor(plan: Plan, events: ClusterEvents, options: { shuffleSeed?: number } = {}) {
+  constructor(
+    private readonly plan: Plan,
+    events: ClusterEvents,
+    options: { shuffleSeed?: number } = {},
+  ) {
     this.workers = plan.workers;
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
     this.shells = Array.from({ length: plan.workers }, (_, w) => {
@@ -57,7 +67,8 @@ export class InProcessCluster implements Cluster {
         flush: () => {},
         close: () => {},
       };
-      return new HostShell(new Host(plan, w), outbox, { halt: sharedThreadHalt(plan, w, events, () => {}) });
+      const halt = sharedThreadHalt(plan, w, events, (stopped) => this.stopped.set(w, stopped));
+      return new HostShell(new Host(plan, w), outbox, { halt });
     });
   }
 
@@ -140,7 +151,19 @@ export class InProcessCluster implements Cluster {
 
   async waiting(): Promise<WaitingList> {
     const entries = this.hosts.flatMap((h, worker) => h.waiting().map((w) => ({ ...w, worker })));
-    return Object.assign(entries, { silent: [] });
+    // A blocked shell's host could still be asked here; a blocked thread could not.
+    const silent = [...this.stopped]
+      .filter(([, s]) => s.death === null)
+      .map(([worker, s]) => ({
+        worker,
+        why: `worker ${worker} did not answer waiting: it is blocked ${describeStatus(this.plan, s.status).text}`,
+      }));
+    return Object.assign(entries, { silent });
+  }
+
+  async stop(worker: number, death: WorkerError): Promise<void> {
+    this.stopped.set(worker, { status: this.stopped.get(worker)?.status ?? IDLE_STATUS, death });
+    this.shells[worker]!.close();
   }
 
   async stats() {

@@ -3,7 +3,7 @@ import type { HostStats, Message } from '../actor/host.ts';
 import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { toWireError } from '../actor/wire-error.ts';
-import type { ProtocolError } from '../errors.ts';
+import type { ProtocolError, WorkerError } from '../errors.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { type Plan, paramWorkers } from '../partition/plan.ts';
@@ -38,6 +38,8 @@ export interface HostCalls {
   ): Promise<Answer<K>>;
   /** Stops a host as if from outside (tests): reported like any death nobody asked for. */
   kill(worker: number): Promise<void>;
+  /** Stops a host that no longer answers (Cluster.stop): not reported; its calls reject with `death`. */
+  stop(worker: number, death: WorkerError): Promise<void>;
   /** Stops every host; pending calls reject. */
   close(): Promise<void>;
 }
@@ -157,7 +159,9 @@ export class LinkedCluster implements Cluster {
     const entries = answers.flatMap((a, worker) =>
       a.status === 'fulfilled' ? a.value.map((w) => ({ ...w, worker })) : [],
     );
-    const silent = answers.flatMap((a) => (a.status === 'rejected' ? [(a.reason as Error).message] : []));
+    const silent = answers.flatMap((a, worker) =>
+      a.status === 'rejected' ? [{ worker, why: (a.reason as Error).message }] : [],
+    );
     return Object.assign(entries, { silent });
   }
 
@@ -173,6 +177,10 @@ export class LinkedCluster implements Cluster {
   async reset(): Promise<void> {
     const gen = ++this.gen;
     await this.all('reset', () => [gen]);
+  }
+
+  stop(worker: number, death: WorkerError): Promise<void> {
+    return this.calls.stop(worker, death);
   }
 
   async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {

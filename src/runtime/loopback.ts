@@ -11,6 +11,7 @@ import {
   type ClusterEvents,
   type ClusterOptions,
   describeStatus,
+  IDLE_STATUS,
   type Stopped,
   samePlacement,
   sharedThreadHalt,
@@ -138,9 +139,13 @@ async function sharedThreadCluster(
     },
     async kill(w) {
       const death = new WorkerError(`worker ${w} was terminated`, { worker: w });
-      stops.set(w, { status: { phase: 'idle', node: -1, replica: -1, mb: -1, step: -1 }, death });
+      stops.set(w, { status: IDLE_STATUS, death });
       hosts[w]!.shell.close();
       events.failure(death);
+    },
+    async stop(w, death) {
+      stops.set(w, { status: stops.get(w)?.status ?? IDLE_STATUS, death });
+      hosts[w]!.shell.close();
     },
     async close() {
       closed = true;

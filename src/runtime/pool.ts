@@ -260,6 +260,21 @@ export class WorkerPool<API> {
     await slot.exited;
   }
 
+  /**
+   * Terminates a worker that no longer answers (hung, or busy past a deadline): not reported as a
+   * failure, since the caller has its reason; its pending and later calls reject with `death`.
+   */
+  async stop(worker: number, death: WorkerError): Promise<void> {
+    const slot = this.slots[worker];
+    if (slot === undefined) return;
+    if (slot.death === null && !slot.asked) {
+      slot.death = death;
+      for (const reject of [...slot.waiters]) reject(death);
+    }
+    await slot.worker.terminate();
+    await slot.exited;
+  }
+
   /** Terminates every worker and rejects every pending call; idempotent. */
   close(): Promise<void> {
     this.state = 'closed';

@@ -265,6 +265,7 @@ export class Runtime {
     if (!fatal && !this.closed) await this.cluster.reset().catch(() => {});
   }
 
+  /** A missed deadline fails the step; a host that does not answer then breaks the runtime (Note [silent hosts]). */
   private async timeout(state: StepState): Promise<void> {
     if (this.current !== state) return;
     this.current = null;
@@ -274,8 +275,24 @@ export class Runtime {
     } catch {
       // A host that cannot answer is itself the reason.
     }
-    state.reject(timeoutError(state, waiting, this.stepTimeoutMs));
-    await this.cluster.reset().catch(() => {});
+    const error = timeoutError(state, waiting, this.stepTimeoutMs);
+    if (waiting.silent.length === 0) {
+      state.reject(error);
+      await this.cluster.reset().catch(() => {});
+      return;
+    }
+    this.broken ??= error;
+    this.updates.abort(error);
+    state.reject(error);
+    if (this.closed) return;
+    for (const { worker } of waiting.silent) {
+      const death = new WorkerError(
+        `worker ${worker} was stopped: it did not answer after step ${state.step} missed its deadline`,
+        { worker, step: state.step },
+        { cause: error },
+      );
+      await this.cluster.stop(worker, death).catch(() => {});
+    }
   }
 
   async getParams(): Promise<Record<string, Tensor>> {

@@ -246,7 +246,18 @@ function firstAnomaly(reports: AnomalyReport[], graph: Graph): Anomaly | null {
   return { node: label(node), op: node.op, microbatch: first.mb, replica: first.replica, phase: first.phase };
 }
 
-/** A step that did not finish in time, with what every host still waits for. */
+// Note [silent hosts]
+// A step that misses its deadline asks every host what it still waits for, and gives each a short
+// while to answer. A host that does not answer is hung, or stuck in a task it does not leave: left
+// running, it would make every later step wait out the whole deadline again. So it is stopped (its
+// thread terminated, or its shell halted, without reporting that as a death) and the runtime is
+// broken, the timeout its cause: later calls reject at once with it, and the run goes on from a
+// checkpoint in a new runtime. A timeout that every host answers (a lost message) fails its step only.
+
+/**
+ * A step that did not finish in time, with what every host still waits for, and the hosts that did
+ * not answer, which are stopped (Note [silent hosts]).
+ */
 export function timeoutError(
   state: StepState,
   waiting: Awaited<ReturnType<Cluster['waiting']>>,
@@ -259,9 +270,14 @@ export function timeoutError(
         `  worker ${w.worker}: ${w.node} (replica ${w.replica}, microbatch ${w.mb}) waits for ${w.waitingFor}: ${w.have}/${w.need}${w.from.length > 0 ? ` from ${w.from.join(', ')}` : ''}`,
     );
   // Hosts that did not answer in time: say so, rather than "nothing missing".
-  lines.push(...waiting.silent.map((why) => `  ${why}`));
+  lines.push(...waiting.silent.map((s) => `  ${s.why}`));
+  const silent = waiting.silent.map((s) => s.worker);
+  const stopped =
+    silent.length === 0
+      ? ''
+      : `\n${silent.length === 1 ? `worker ${silent[0]} did not answer and is` : `workers ${silent.join(', ')} did not answer and are`} stopped: the runtime cannot continue`;
   return new StepTimeoutError(
-    `step ${state.step} did not finish within ${timeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}`,
-    { step: state.step, waiting },
+    `step ${state.step} did not finish within ${timeoutMs} ms; still missing:\n${lines.join('\n') || '  (no host reported anything missing)'}${stopped}`,
+    { step: state.step, waiting, silent },
   );
 }

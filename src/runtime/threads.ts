@@ -107,6 +107,7 @@ export async function createThreadsCluster(
         timeoutMs,
       ),
     kill: (w) => pool.kill(w),
+    stop: (w, death) => pool.stop(w, death),
     close: () => pool.close(),
   };
   const cluster = new LinkedCluster(

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskInfo } from '../../src/actor/host.ts';
-import { RuntimeClosedError, StepTimeoutError, WorkerError } from '../../src/errors.ts';
+import { RuntimeClosedError, WorkerError } from '../../src/errors.ts';
 import { label } from '../../src/graph/graph.ts';
 import { edgeGradient } from '../../src/partition/plan.ts';
 import { encodeEnvelope, ROW } from '../../src/protocol/batch.ts';
@@ -121,23 +121,10 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     expectBitwiseAll(after, params);
   });
 
-  it('a hung worker: the step rejects with StepTimeoutError within the deadline + 0.5 s', async () => {
-    await runtime.setFailpoints([{ node: target.id, phase: 'forward', mb: 0, action: 'hang' }]);
-    const { error, ms } = await rejection(runtime.step(feeds));
-    expect(error).toBeInstanceOf(StepTimeoutError);
-    expect(ms).toBeLessThan(STEP_TIMEOUT_MS + 500);
-    expect(error.message).toMatch(/did not finish within 1500 ms; still missing:/);
-    // The hung host cannot answer: the message says so, and what it was doing, instead of "nothing missing".
-    const worker = runtime.plan.placement[0]![target.id];
-    expect(error.message).toMatch(
-      new RegExp(
-        `worker ${worker} did not answer waiting within 250 ms \\(last seen during the forward of node ${label(target)}`,
-      ),
-    );
-  });
-
   it('close() during a step rejects it with RuntimeClosedError; every worker exits within 2 s; close() twice is harmless', async () => {
-    // A worker still hangs from the test above: this step cannot finish.
+    // A gradient lost on its way: this step cannot finish.
+    const cut = runtime.plan.crossEdges.find((e) => edgeGradient(runtime.plan, e.to, e.slot))!;
+    await runtime.setFailpoints([{ node: cut.to, phase: 'backward', action: 'drop' }]);
     const step = runtime.step(feeds);
     await nextTurn();
     const t0 = performance.now();
