@@ -115,6 +115,7 @@ export interface ErrorReport {
     readonly step?: number;
     readonly microbatch?: number;
     readonly replica?: number;
-    readonly phase?: 'forward' | 'backward' | 'param' | 'feed' | 'update';
+    /** 'receive': a refused envelope or message (Note [refused envelopes] in src/runtime/host-shell.ts). */
+    readonly phase?: 'forward' | 'backward' | 'param' | 'feed' | 'update' | 'receive';
   };
 }

@@ -242,13 +242,16 @@ export function decodeTensor(raw: unknown, c: Check): Tensor {
   return new Tensor(dtype, shape, dtype === 'float32' ? new Float32Array(buffer) : new Float64Array(buffer));
 }
 
-/** What the host threw while taking a message: a ProtocolError naming the edge and the message. */
+/**
+ * What the host threw while taking a message: a ProtocolError naming the edge and the message, in
+ * phase 'receive' (as the envelope checks' are).
+ */
 export function refused(edge: string, what: string, err: unknown, step: number): ProtocolError {
   if (err instanceof ProtocolError) return err;
   const why = err instanceof Error ? err.message : String(err);
   return new ProtocolError(
     `${edge}: ${what} was refused by the host: ${why}`,
-    { edge, step },
+    { edge, step, phase: 'receive' },
     { cause: err },
   );
 }

@@ -49,7 +49,7 @@ export class Link {
         onError(
           new ProtocolError(
             `${this.edgeIn}: a message could not be read from its ${wire.name}: ${err.message}`,
-            { edge: this.edgeIn },
+            { edge: this.edgeIn, phase: 'receive' },
             { cause: err },
           ),
         ),

@@ -34,6 +34,14 @@ export interface Outbox {
   close(): void;
 }
 
+// Note [refused envelopes]
+// An envelope a host refuses (malformed, or with a message the host cannot take) may have carried
+// messages of any step, and the host cannot tell which: it knows only the last start it took, or
+// none. So its failure report says phase 'receive', and the coordinator fails the step in flight
+// whatever step the report names, or, when none is, the next step at its start; the error is the
+// refusal, naming the edge and what was wrong with the envelope. An envelope the coordinator
+// refuses (LinkedCluster) is reported the same way.
+
 /** What stops a host at failpoints 'exit', 'hang' and 'pause': its thread or process, or (sharing a thread) its shell. */
 export interface Halt {
   /** The host's process or thread ends (a worker thread exits with code 0). */
@@ -172,18 +180,17 @@ export class HostShell {
   }
 
   /**
-   * A failure outside a task (a bad envelope, an unsendable tensor) fails the step, never the host;
-   * a refused update (its error says phase 'update') fails that update, as `update` does.
+   * A failure outside a task fails a step, never the host: an unsendable tensor this host's step; a
+   * refused envelope or message (its error says phase 'receive') the coordinator's step in flight
+   * (Note [refused envelopes]); a refused update (phase 'update') that update, as `update` does.
    */
   fail(err: unknown): void {
     const context = err instanceof BackflowError ? err.context : {};
-    const update = context.phase === 'update';
-    const step = update && typeof context.step === 'number' ? context.step : this.step;
-    const error = toWireError(err, {
-      worker: this.worker,
-      step,
-      ...(update ? { phase: 'update' as const } : {}),
-    });
+    const phase = context.phase === 'update' || context.phase === 'receive' ? context.phase : undefined;
+    // Before its first start a host has no step: 0 (steps count from 1).
+    const step =
+      phase === 'update' && typeof context.step === 'number' ? context.step : Math.max(this.step, 0);
+    const error = toWireError(err, { worker: this.worker, step, ...(phase ? { phase } : {}) });
     this.out.report({ kind: 'failed', step, error });
   }
 

@@ -98,9 +98,13 @@ export class LinkedCluster implements Cluster {
     }
   }
 
-  /** A broken envelope from a host fails the step in flight, like an error in the host. */
+  /**
+   * A broken envelope from a host (phase 'receive'), or one that could not be sent to it, fails the
+   * step in flight like an error in the host (Note [refused envelopes] in host-shell.ts).
+   */
   private protocolError(worker: number, err: ProtocolError): void {
-    const error = toWireError(err, { worker, step: this.step });
+    const phase = err.context.phase === 'receive' ? { phase: 'receive' as const } : {};
+    const error = toWireError(err, { worker, step: this.step, ...phase });
     this.events.report(worker, { kind: 'failed', step: this.step, error });
   }
 

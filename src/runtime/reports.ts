@@ -15,6 +15,8 @@ export interface ReportTarget {
   maybeFinish(state: StepState): void;
   /** Fails the step in flight, if any; `fatal` breaks the runtime for good. */
   fail(error: Error, fatal: boolean): void;
+  /** An envelope was refused: fails the step in flight, or else the next (Note [refused envelopes]). */
+  refused(error: Error): void;
 }
 
 type ReportOf<K extends Report['kind']> = Extract<Report<Tensor>, { kind: K }>;
@@ -58,17 +60,20 @@ export const REPORTS: Handlers = {
   anomaly(t, _, r) {
     t.inFlight(r.step)?.anomalies.push(r);
   },
-  // A failed update breaks the runtime (its hosts may now disagree about the parameters); a failed
+  // A failed update breaks the runtime (its hosts may now disagree about the parameters); a refused
+  // envelope fails whatever step is in flight (Note [refused envelopes] in host-shell.ts); a failed
   // task fails its step.
   failed(t, worker, r) {
-    if (r.error.context.phase === 'update') {
+    const { phase } = r.error.context;
+    if (phase === 'update') {
       const err = workerError(worker, r.error);
       if (t.updates.failed(r.step, err)) {
         t.fail(err, true);
         return;
       }
     }
-    if (t.inFlight(r.step) !== null) t.fail(workerError(worker, r.error), false);
+    if (phase === 'receive') t.refused(workerError(worker, r.error));
+    else if (t.inFlight(r.step) !== null) t.fail(workerError(worker, r.error), false);
   },
   updated(t, _, r) {
     t.updates.acknowledge(r.step);

@@ -57,6 +57,8 @@ export class Runtime {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private broken: Error | null = null;
+  /** An envelope refused between steps, which fails the next one (Note [refused envelopes]). */
+  private refusal: Error | null = null;
   /** A step's deadline, and the optimizer's own learning rate (resolved once). */
   private readonly stepTimeoutMs: number;
   private readonly baseLr: number | null;
@@ -83,6 +85,10 @@ export class Runtime {
       inFlight: (step) => (this.current !== null && this.current.step === step ? this.current : null),
       maybeFinish: (state) => this.maybeFinish(state),
       fail: (error, fatal) => void this.fail(error, fatal),
+      refused: (error) => {
+        if (this.current !== null) void this.fail(error, false);
+        else this.refusal ??= error;
+      },
     };
   }
 
@@ -167,6 +173,11 @@ export class Runtime {
   private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) return Promise.reject(this.brokenError('step'));
+    if (this.refusal !== null) {
+      const refusal = this.refusal;
+      this.refusal = null;
+      return Promise.reject(refusal);
+    }
     const microbatches = this.rules.microbatches;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
     const step = ++this.stepIndex;

@@ -27,6 +27,7 @@ function fixture(step = 3) {
     updates: new DeferredUpdates(cluster, 2, 60_000, () => calls.push('timed out')),
     maybeFinish: () => calls.push('maybeFinish'),
     fail: (error, fatal) => calls.push(`fail ${fatal ? 'fatal' : 'step'}: ${error.message}`),
+    refused: (error) => calls.push(`refused: ${error.message}`),
   };
   return { state, target, calls, updates };
 }
@@ -75,6 +76,12 @@ describe('report handlers', () => {
       'fail step: Error: boom [worker 1, backward]',
       'fail fatal: Error: boom [worker 1, update]',
     ]);
+  });
+
+  it('a refused envelope goes to the runtime whatever step its report names (its host may know none)', () => {
+    const { target, calls } = fixture();
+    handleReport(target, 1, { kind: 'failed', step: 0, error: error('receive') });
+    expect(calls).toEqual(['refused: Error: boom [worker 1, receive]']);
   });
 
   it('an update settles when every host has acknowledged it', async () => {
