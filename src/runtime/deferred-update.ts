@@ -15,7 +15,8 @@ import type { Cluster } from './cluster.ts';
 // parameters or optimizer state (getParams, setParams, the optimizer state, stats) first waits for
 // those acknowledgements, so it sees the update. A failed update (phase 'update') breaks the
 // runtime: its hosts may now disagree about the parameters, so the next call rejects with it. A
-// host that refuses the update message itself reports that as the update's failure too.
+// host that refuses the update message itself reports that as the update's failure too. The
+// deadline's timer keeps the process alive while an acknowledgement is awaited (Note [idle workers]).
 
 interface PendingUpdate {
   readonly step: number;
@@ -57,7 +58,6 @@ export class DeferredUpdates {
       this.timedOut(err);
       pending.settle(err);
     }, timeoutMs);
-    timer.unref();
     const pending: PendingUpdate = {
       step: u.step,
       remaining: workers,

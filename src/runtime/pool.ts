@@ -50,6 +50,13 @@ interface Slot<API> {
   asked: boolean;
 }
 
+// Note [idle workers]
+// A runtime that is never closed must not keep its process alive, so once started a worker is
+// unref'd (threads.ts unrefs the coordinator's data ports too). What waits on a worker keeps the
+// process alive by its own deadline timer instead: a step, a control call, an update's
+// acknowledgement (Note [deferred update]). Terminating refs a worker again, so that awaiting
+// `close()` waits for its exit.
+
 // Note [guarded calls]
 // comlink never rejects a pending call when its worker dies (terminate, uncaught throw,
 // process.exit), so every control call goes through `call`, which races the answer against the
@@ -86,6 +93,7 @@ export class WorkerPool<API> {
       throw err;
     }
     pool.state = 'running';
+    for (const slot of pool.slots) slot.worker.unref();
     return pool;
   }
 
@@ -256,8 +264,7 @@ export class WorkerPool<API> {
   async kill(worker: number): Promise<void> {
     const slot = this.slots[worker];
     if (slot === undefined) return;
-    await slot.worker.terminate();
-    await slot.exited;
+    await terminate(slot);
   }
 
   /**
@@ -271,8 +278,7 @@ export class WorkerPool<API> {
       slot.death = death;
       for (const reject of [...slot.waiters]) reject(death);
     }
-    await slot.worker.terminate();
-    await slot.exited;
+    await terminate(slot);
   }
 
   /** Terminates every worker and rejects every pending call; idempotent. */
@@ -286,10 +292,17 @@ export class WorkerPool<API> {
         });
         for (const reject of [...slot.waiters]) reject(closed);
       }
-      await Promise.all(this.slots.map((s) => s.worker.terminate().then(() => s.exited)));
+      await Promise.all(this.slots.map(terminate));
     })();
     return this.closing;
   }
+}
+
+/** Ends a worker and waits for its exit, which keeps the process alive meanwhile (Note [idle workers]). */
+async function terminate(slot: Slot<unknown>): Promise<void> {
+  slot.worker.ref();
+  await slot.worker.terminate();
+  await slot.exited;
 }
 
 function callFailed(name: string, death: WorkerError): WorkerError {

@@ -354,6 +354,9 @@ export class Runtime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.updates.abort(
+      new RuntimeClosedError('the runtime was closed before every worker applied the last update'),
+    );
     const state = this.current;
     this.current = null;
     state?.reject(

@@ -116,6 +116,8 @@ export async function createThreadsCluster(
     calls,
     channels.map((c) => portWire(c.port1)),
   );
+  // Listening, the ports would keep the process alive (Note [idle workers] in pool.ts).
+  for (const { port1 } of channels) port1.unref();
   clusters.set(plan, cluster);
   return cluster;
 }

@@ -222,29 +222,47 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
   });
 });
 
+/** Runs test/fixtures/exit-by-itself.ts as `how`; a child that does not exit by itself is killed after 20 s. */
+async function exitByItself(how: string) {
+  const script = fileURLToPath(new URL('../fixtures/exit-by-itself.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', script, how], {
+    cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  let closedAt = 0;
+  child.stdout.on('data', (d) => {
+    out += d;
+    if (out.includes('closed')) closedAt ||= performance.now();
+  });
+  child.stderr.on('data', (d) => (err += d));
+  const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  clearTimeout(guard);
+  return { code, out, err, closedAt, exitedAt: performance.now() };
+}
+
 describe('threads runtime: process exit', () => {
   it('a process that starts a runtime, runs a step and closes it exits by itself', async () => {
-    const script = fileURLToPath(new URL('../fixtures/exit-by-itself.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', script], {
-      cwd: fileURLToPath(new URL('../..', import.meta.url)),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    let closedAt = 0;
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('closed')) closedAt ||= performance.now();
-    });
-    child.stderr.on('data', (d) => (err += d));
-    // A process that does not exit by itself is killed after 20 s: the test then fails on the code.
-    const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    clearTimeout(guard);
-    const exitedAt = performance.now();
+    const { code, out, err, closedAt, exitedAt } = await exitByItself('close');
     expect(err).toBe('');
     expect(code).toBe(0);
     expect(out).toMatch(/^closed true/);
     expect(exitedAt - closedAt).toBeLessThan(2000);
+  });
+
+  it('a runtime never closed, once its step and its update are done, lets the process exit (code 0)', async () => {
+    const { code, out, err } = await exitByItself('open');
+    expect(err).toBe('');
+    expect(out).toBe('open 6 parameters\n');
+    expect(code).toBe(0);
+  });
+
+  it('so does a Trainer never closed, after its fit', async () => {
+    const { code, out, err } = await exitByItself('trainer');
+    expect(err).toBe('');
+    expect(out).toBe('fitted 3 steps\n');
+    expect(code).toBe(0);
   });
 });
