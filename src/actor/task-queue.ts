@@ -94,6 +94,13 @@ export class TaskQueue<T> {
   private compiledFor = -1;
   /** The task `peek` took, for the next `take`. */
   private peeked: Task<T> | null = null;
+  /**
+   * Whether a ready task may start now (Note [activation credits]: a forward waits for its channels'
+   * credits); null: every one may. In dataflow order a task it holds back waits in `gated` and the
+   * queue runs others; under a schedule the action waits.
+   */
+  gate: ((task: Task<T>) => boolean) | null = null;
+  private gated: Task<T>[] = [];
 
   constructor(actors: readonly NodeActor<T>[]) {
     let stages = 0;
@@ -154,6 +161,7 @@ export class TaskQueue<T> {
 
   clear(): void {
     this.peeked = null;
+    this.gated = [];
     this.fifo[0] = new Fifo();
     this.fifo[1] = new Fifo();
     this.buckets.fill(undefined);
@@ -209,8 +217,22 @@ export class TaskQueue<T> {
     return task;
   }
 
+  /** The gate may let tasks through now: the ones it held go back in line. */
+  release(): void {
+    for (const task of this.gated) this.fifo[0]!.push(task);
+    this.gated = [];
+  }
+
   private next(): Task<T> | null {
-    if (this.schedule === null) return this.fifo[1]!.shift() ?? this.fifo[0]!.shift() ?? null;
+    if (this.schedule === null) {
+      const backward = this.fifo[1]!.shift();
+      if (backward !== undefined) return backward;
+      for (let task = this.fifo[0]!.shift(); task !== undefined; task = this.fifo[0]!.shift()) {
+        if (this.gate === null || this.gate(task)) return task;
+        this.gated.push(task);
+      }
+      return null;
+    }
     const keys = this.actionKey;
     while (this.cursor < keys.length) {
       const k = keys[this.cursor]!;
@@ -221,8 +243,12 @@ export class TaskQueue<T> {
       const list = this.buckets[k];
       const task = list?.pop();
       if (task === undefined) return null;
-      if (list!.length === 0) this.buckets[k] = undefined;
       const phase = this.actionPhase[this.cursor]!;
+      if (this.gate !== null && phase === 'forward' && !this.gate(task)) {
+        list!.push(task);
+        return null;
+      }
+      if (list!.length === 0) this.buckets[k] = undefined;
       return phase === task.phase ? task : { ...task, phase };
     }
     return null;

@@ -1,5 +1,5 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
-import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
+import type { HostLimits, HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
 import type { Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { type ErrorContext, WorkerError } from '../errors.ts';
@@ -30,6 +30,8 @@ export interface ClusterOptions {
   readonly ops: readonly string[];
   /** In-process only: deliver messages in a seeded random order. */
   readonly shuffleSeed?: number;
+  /** Every host's memory budget and credits (Note [memory budget], Note [activation credits]). */
+  readonly limits: HostLimits;
 }
 
 /** Starts the hosts of a plan; rejects (having stopped whatever it started) if any host cannot start. */

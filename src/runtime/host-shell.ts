@@ -1,4 +1,5 @@
 import type { Host, HostEffect, Message, TaskInfo } from '../actor/host.ts';
+import type { Credit } from '../actor/messages.ts';
 import { toWireError } from '../actor/wire-error.ts';
 import { BackflowError } from '../errors.ts';
 import { decodeHostInputs } from '../protocol/batch-reader.ts';
@@ -25,8 +26,8 @@ export const SLICE_MS = 3;
 
 /** Where a shell's messages go: links to the coordinator and to peers, or the in-process cluster's queue. */
 export interface Outbox {
-  /** A data message for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
-  send(worker: number, message: Message): void;
+  /** A data message or a credit for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
+  send(worker: number, message: Message | Credit): void;
   /** A report, or a failpoint notice, for the coordinator. */
   report(message: HostOutput<Tensor>): void;
   /** Sends what is queued now (before a recycle, Note [step arena]; before blocking). */
@@ -71,6 +72,8 @@ export class HostShell {
   private scheduled = false;
   /** Stopped at a failpoint, or closed: takes nothing, runs nothing. */
   private halted = false;
+  /** Tests: takes messages, runs no task (a consumer at its slowest). */
+  private holding = false;
   private readonly limits: Limits;
   private readonly halt: Halt;
   private readonly pool: StoragePool | null;
@@ -123,6 +126,12 @@ export class HostShell {
     });
   }
 
+  /** For tests: while `on`, the shell takes messages but runs no task (a deliberately slow consumer). */
+  hold(on: boolean): void {
+    this.holding = on;
+    this.schedule();
+  }
+
   /** Stops for good: nothing is taken or run from now on, and the outbox is closed. */
   close(): void {
     this.halted = true;
@@ -152,6 +161,7 @@ export class HostShell {
       this.out.flush();
       this.perform(this.host.startStep(m));
     } else if (m.kind === 'update') this.update(m);
+    else if (m.kind === 'credit') this.host.credit(from, m);
     else {
       if (from !== COORDINATOR && m.kind !== 'feed')
         this.recorder.received(from, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
@@ -199,7 +209,13 @@ export class HostShell {
           this.fail(err);
         }
       } else if (e.kind === 'report') this.out.report(e.report);
-      else if (e.action === 'exit') {
+      else if (e.kind === 'credit') {
+        try {
+          this.out.send(e.worker, e.credit);
+        } catch (err) {
+          this.fail(err);
+        }
+      } else if (e.action === 'exit') {
         this.halted = true;
         this.halt.exit(e.task, this.step);
       } else if (e.action === 'hang' || e.action === 'pause') {
@@ -214,7 +230,7 @@ export class HostShell {
   }
 
   private schedule(): void {
-    if (this.scheduled || this.halted || this.host.next() === null) return;
+    if (this.scheduled || this.halted || this.holding || this.host.next() === null) return;
     this.scheduled = true;
     this.defer(() => this.pump());
   }
@@ -225,7 +241,7 @@ export class HostShell {
     this.inside('idle', () => {
       const until = this.now() + SLICE_MS;
       const { host, recorder } = this;
-      for (let task = host.next(); task !== null && !this.halted; task = host.next()) {
+      for (let task = host.next(); task !== null && !this.halted && !this.holding; task = host.next()) {
         this.status(task.phase, task);
         const start = recorder.enabled ? recorder.now() : 0;
         const effects = host.run();

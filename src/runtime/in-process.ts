@@ -1,5 +1,5 @@
 import type { Failpoint } from '../actor/failpoint.ts';
-import { Host } from '../actor/host.ts';
+import { Host, type HostLimits } from '../actor/host.ts';
 import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
@@ -46,7 +46,11 @@ export class InProcessCluster implements Cluster {
   private scheduled = false;
   private closed = false;
 
-  constructor(plan: Plan, events: ClusterEvents, options: { shuffleSeed?: number } = {}) {
+  constructor(
+    plan: Plan,
+    events: ClusterEvents,
+    options: { shuffleSeed?: number; limits?: HostLimits } = {},
+  ) {
     this.workers = plan.workers;
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
     this.shells = Array.from({ length: plan.workers }, (_, w) => {
@@ -57,7 +61,13 @@ export class InProcessCluster implements Cluster {
         flush: () => {},
         close: () => {},
       };
-      return new HostShell(new Host(plan, w), outbox, { halt: sharedThreadHalt(plan, w, events, () => {}) });
+      const host = new Host(
+        plan,
+        w,
+        new Map(),
+        options.limits === undefined ? {} : { limits: options.limits },
+      );
+      return new HostShell(host, outbox, { halt: sharedThreadHalt(plan, w, events, () => {}) });
     });
   }
 
@@ -118,6 +128,19 @@ export class InProcessCluster implements Cluster {
 
   update(u: StepUpdate): void {
     this.toAll({ kind: 'update', ...u });
+  }
+
+  /** For tests: worker `w` takes its messages but runs no task while `on` (a deliberately slow consumer). */
+  hold(w: number, on: boolean): void {
+    this.shells[w]!.hold(on);
+  }
+
+  /** For tests: no message in flight, and no host but a held one has a task it may run. */
+  quiet(held: readonly number[] = []): boolean {
+    return (
+      this.head === this.inFlight.length &&
+      this.shells.every((s, w) => held.includes(w) || s.host.next() === null)
+    );
   }
 
   private get hosts(): Host[] {
@@ -205,9 +228,8 @@ export async function createInProcessCluster(
   events: ClusterEvents,
   options: ClusterOptions,
 ): Promise<Cluster> {
-  return new InProcessCluster(
-    plan,
-    events,
-    options.shuffleSeed === undefined ? {} : { shuffleSeed: options.shuffleSeed },
-  );
+  return new InProcessCluster(plan, events, {
+    limits: options.limits,
+    ...(options.shuffleSeed === undefined ? {} : { shuffleSeed: options.shuffleSeed }),
+  });
 }

@@ -1,6 +1,7 @@
 // A host whose messages travel over wires (a worker thread's ports, the loopback's bytes, later a node
 // process's sockets): built from its init, run by a HostShell, controlled through HostControl.
 import { Host, type Message } from '../actor/host.ts';
+import type { Credit } from '../actor/messages.ts';
 import { ProtocolError } from '../errors.ts';
 import { compile } from '../partition/plan.ts';
 import * as codec from '../protocol/codec.ts';
@@ -38,7 +39,7 @@ class ShellLinks implements Outbox {
       this.peers.set(peer, new Link(wire, worker, peer, gen, receive, fail));
   }
 
-  send(worker: number, message: Message): void {
+  send(worker: number, message: Message | Credit): void {
     const link = this.peers.get(worker);
     if (link === undefined) throw new ProtocolError(`worker ${this.worker}: no wire to worker ${worker}`);
     link.push(message);
@@ -86,7 +87,7 @@ export async function startWiredHost(
   await importOpModules(init.ops);
   const plan = compile(unpackGraph(init.graph), init.options);
   const pool = init.pool === null ? null : new StoragePool(init.pool);
-  const host = new Host(plan, worker, new Map(), { pool });
+  const host = new Host(plan, worker, new Map(), { pool, limits: init.limits });
   let shell: HostShell | null = null;
   const links = new ShellLinks(worker, wires, () => shell!);
   shell = new HostShell(host, links, { ...options, pool });
