@@ -258,6 +258,16 @@ export class Host<T = Tensor> {
     this.counters.receivedBytes = 0;
   }
 
+  /** The host's memory budget in bytes (Note [memory budget]); Infinity: none. */
+  get memoryLimit(): number {
+    return this.budget.limit;
+  }
+
+  /** Memory pressure mid-step: the step's dead storages back to the pool, free ones let go (Note [step arena]). */
+  relieve(): void {
+    this.arena.relieve(this.budget.limit, (minBytes) => this.liveBuffers(minBytes));
+  }
+
   /** Gives the storages of the finished step back to the pool (Note [step arena]). */
   private recycle(stepStarts: boolean): void {
     this.arena.recycle(stepStarts, (minBytes) => this.liveBuffers(minBytes));
@@ -272,6 +282,7 @@ export class Host<T = Tensor> {
     this.params.held(live, add);
     for (const a of this.router.actors) a.held(add);
     for (const m of this.early) add(m.tensor);
+    this.queue.values(add);
     return live;
   }
 

@@ -33,6 +33,9 @@ class Fifo<X> {
   get size(): number {
     return this.items.length - this.head;
   }
+  forEach(f: (x: X) => void): void {
+    for (let i = this.head; i < this.items.length; i++) f(this.items[i]!);
+  }
 }
 
 // The kinds of work an action covers, as indices of the per-kind tables.
@@ -215,6 +218,16 @@ export class TaskQueue<T> {
     const task = this.peeked ?? this.next();
     this.peeked = null;
     return task;
+  }
+
+  /** Calls `f` on the value of every task waiting here (an input's feed), for Note [step arena]. */
+  values(f: (value: T | undefined) => void): void {
+    const visit = (task: Task<T>) => f(task.value);
+    this.fifo[0]!.forEach(visit);
+    this.fifo[1]!.forEach(visit);
+    for (const list of this.buckets) list?.forEach(visit);
+    this.gated.forEach(visit);
+    if (this.peeked !== null) visit(this.peeked);
   }
 
   /** The gate may let tasks through now: the ones it held go back in line. */

@@ -74,6 +74,8 @@ export class HostShell {
   private halted = false;
   /** Tests: takes messages, runs no task (a consumer at its slowest). */
   private holding = false;
+  /** The pool's retained bytes past which the shell relieves it before the next task (Note [step arena]). */
+  private pressureAt: number;
   private readonly limits: Limits;
   private readonly halt: Halt;
   private readonly pool: StoragePool | null;
@@ -95,6 +97,7 @@ export class HostShell {
     this.board = options.board ?? null;
     this.defer = options.defer ?? setImmediate;
     this.now = options.now ?? (() => performance.now());
+    this.pressureAt = host.memoryLimit;
   }
 
   /** An envelope from a link: checked, dropped if of an older generation, each message taken in order. */
@@ -160,6 +163,7 @@ export class HostShell {
       // Queued tensors leave before the last step's storages are recycled (Note [step arena]).
       this.out.flush();
       this.perform(this.host.startStep(m));
+      this.pressureAt = this.host.memoryLimit;
     } else if (m.kind === 'update') this.update(m);
     else if (m.kind === 'credit') this.host.credit(from, m);
     else {
@@ -242,6 +246,7 @@ export class HostShell {
       const until = this.now() + SLICE_MS;
       const { host, recorder } = this;
       for (let task = host.next(); task !== null && !this.halted && !this.holding; task = host.next()) {
+        this.relieve();
         this.status(task.phase, task);
         const start = recorder.enabled ? recorder.now() : 0;
         const effects = host.run();
@@ -251,6 +256,21 @@ export class HostShell {
         if (this.now() >= until) break;
       }
     });
+  }
+
+  /**
+   * Memory pressure (Note [step arena]): when the pool keeps more than the host's budget alive, what
+   * is queued leaves and the host gives back its dead storages and lets go of free ones. The next
+   * time is an eighth of the budget further on, so that a host near its budget does not look for
+   * its live values before every task.
+   */
+  private relieve(): void {
+    const pool = this.pool;
+    if (pool === null || pool.retainedBytes <= this.pressureAt) return;
+    this.out.flush();
+    this.host.relieve();
+    const limit = this.host.memoryLimit;
+    this.pressureAt = Math.max(limit, pool.retainedBytes + limit / 8);
   }
 
   private status(phase: BoardPhase, task?: TaskInfo): void {

@@ -10,7 +10,7 @@ import { COORDINATOR, type HostOutput, type Limits } from '../protocol/envelope.
 import { Link } from '../protocol/link.ts';
 import { unpackGraph } from '../protocol/packed-graph.ts';
 import type { Wire } from '../protocol/wire.ts';
-import { installedPool, installPool, StoragePool } from '../tensor/pool.ts';
+import { installedPool, installPool, POOL_MAX_BYTES, StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { type Halt, HostShell, type Outbox } from './host-shell.ts';
 import { importOpModules } from './user-ops.ts';
@@ -86,7 +86,14 @@ export async function startWiredHost(
 ): Promise<WiredHost> {
   await importOpModules(init.ops);
   const plan = compile(unpackGraph(init.graph), init.options);
-  const pool = init.pool === null ? null : new StoragePool(init.pool);
+  // The pool's free storages never outgrow the budget (Note [memory budget]).
+  const pool =
+    init.pool === null
+      ? null
+      : new StoragePool({
+          ...init.pool,
+          maxBytes: Math.min(init.pool.maxBytes ?? POOL_MAX_BYTES, init.limits.memoryBytes),
+        });
   const host = new Host(plan, worker, new Map(), { pool, limits: init.limits });
   let shell: HostShell | null = null;
   const links = new ShellLinks(worker, wires, () => shell!);
