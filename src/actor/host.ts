@@ -304,11 +304,12 @@ export class Host<T = Tensor> {
 
   /**
    * Worker `from` consumed a microbatch of a stage's activations (Note [activation credits]): forwards
-   * waiting for the window may start. A credit of another step is dropped.
+   * waiting for the window may start. A credit of an earlier step (the last ones may arrive after
+   * the next start) is ignored; one of a later step is dropped and counted.
    */
   credit(from: number, c: Credit): void {
     if (c.step !== this.step) {
-      this.counters.dropped++;
+      if (c.step > this.step) this.counters.dropped++;
       return;
     }
     if (this.flow.credit(from, c.stage, c.mb)) this.queue.release();
