@@ -24,9 +24,10 @@ import type { HostEffect, HostStats, TaskInfo } from './host-types.ts';
 //   dependencies (`minCreditWindow`, src/schedule/credits.ts) finds the smallest window (1, 2, 4 ...)
 //   under which every list runs to the end, and that is the floor of every window (the runtime's
 //   `FlowSettings.minWindow`). Actions wait only for events that never un-happen, so one run to the
-//   end means every timing runs to the end; a larger window only drops dependencies. GPipe, 1F1B and
-//   ZB-H1 need 1; a schedule whose stage runs its forwards out of microbatch order gets every
-//   microbatch (no limit), as does one that needs it.
+//   end means every timing runs to the end; a larger window only drops dependencies. The generated
+//   schedules (GPipe, 1F1B, interleaved 1F1B, ZB-H1) need 1; a skip connection over the turn of a V
+//   can need 2. A schedule whose stage runs its forwards out of microbatch order gets every
+//   microbatch (no limit), as does one that runs to the end with no smaller window.
 // Credits of a step are dropped in any other step; a step's start resets every channel.
 
 /** A stage's activations to another worker, as its sender counts them. */
