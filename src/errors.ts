@@ -69,6 +69,13 @@ export function fmtFound(v: unknown): string {
  * error's name, message, stack and custom fields.
  */
 export class WorkerError extends BackflowError {}
+/**
+ * Tensors would not fit a worker's memory budget (`memoryLimitMb`, Note [memory budget]): before any
+ * worker starts, the plan's estimate is over it (`context.worker`, and `context.largest` the largest
+ * tensors); or during a step, a task's output would take a worker's live tensor bytes over it
+ * (`context` names worker, node, step, microbatch and phase).
+ */
+export class MemoryBudgetError extends BackflowError {}
 /** A step did not finish by its deadline; `context.waiting` lists what was still missing. */
 export class StepTimeoutError extends BackflowError {}
 /**

@@ -31,6 +31,7 @@ export { type Optimizer, OptimizerRun } from './optim/optimizer.ts';
 export { constantLr, cosineLr, type LrSchedule, linearWarmup, stepLr } from './optim/schedule.ts';
 export { sgd } from './optim/sgd.ts';
 export { makeOptimizer, type OptimizerSpec } from './optim/spec.ts';
+export { estimateMemory, type MemoryOptions, type WorkerMemory } from './partition/memory.ts';
 export { PLACEMENT_STRATEGIES, type PlacementStrategy } from './partition/placement.ts';
 export { type CompileOptions, compile, type Plan } from './partition/plan.ts';
 export { printPlan } from './partition/print.ts';

@@ -1,11 +1,12 @@
 // The types a host's shell, the runtime and the simulator see: messages, effects, tasks, counters and
 // the diagnostics of a stuck step. Types only; the logic is in host.ts and the modules it is made of.
+import type { FlowSettings } from '../partition/channels.ts';
 import type { StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FailpointAction } from './failpoint.ts';
 import type { ShardTables } from './kept-source.ts';
-import type { DataMessage, Report } from './messages.ts';
+import type { Credit, DataMessage, Report } from './messages.ts';
 import type { NodeActor } from './node-actor.ts';
 import type { TaskPhase } from './task-queue.ts';
 
@@ -15,6 +16,8 @@ export type Message<T = Tensor> = DataMessage<T>;
 export type HostEffect<T = Tensor> =
   | { readonly kind: 'send'; readonly worker: number; readonly message: Message<T> }
   | { readonly kind: 'report'; readonly report: Report<T> }
+  /** Flow control: the activations of a stage were consumed here (Note [activation credits]). */
+  | { readonly kind: 'credit'; readonly worker: number; readonly credit: Credit }
   | { readonly kind: 'failpoint'; readonly action: FailpointAction; readonly task: TaskInfo };
 
 export interface TaskInfo {
@@ -40,6 +43,19 @@ export interface HostStats {
   /** Bytes held for backwards right now, and their peak in the step. */
   keptBytes: number;
   peakKeptBytes: number;
+  /**
+   * Bytes of activations from other workers not consumed yet (Note [activation credits]), and their
+   * peak in the step.
+   */
+  queuedBytes: number;
+  peakQueuedBytes: number;
+  /**
+   * Tensor bytes this host holds by its books (Note [memory budget]): parameters held and read,
+   * their gradients and optimizer state, kept and queued values; and the step's peak of these plus
+   * the output of the task about to run, which the budget bounds.
+   */
+  liveBytes: number;
+  peakLiveBytes: number;
   /** Bytes of the parameters this host owns, and of their optimizer state. */
   paramBytes: number;
   optimizerBytes: number;
@@ -75,7 +91,17 @@ export type HostOptions<T> = [T] extends [Tensor]
   ? [options?: HostSettings & { readonly engine?: ValueEngine<T> }]
   : [options: HostSettings & { readonly engine: ValueEngine<T> }];
 
+/** A runtime's limits, the same on every host (Note [memory budget], Note [activation credits]). */
+export interface HostLimits {
+  /** Live tensor bytes a host may hold; Infinity: no limit. */
+  readonly memoryBytes: number;
+  /** Credits per channel, or null: none. */
+  readonly flow: FlowSettings | null;
+}
+
 export interface HostSettings {
+  /** Default: no limit, no credits (the simulator's hosts). */
+  readonly limits?: HostLimits;
   /**
    * This thread's storage pool: storages go back to it when a step is over (Note [step arena] in
    * step-arena.ts). Real tensors only, and only a host that is alone on its thread (it gives back

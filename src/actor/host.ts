@@ -6,10 +6,12 @@ import { LiveBuffers } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { tensorEngine, type ValueEngine } from './engine.ts';
 import { afterTask, beforeTask, type Failpoint, taskFailpoint } from './failpoint.ts';
+import { FlowControl } from './flow-control.ts';
+import { HostBudget } from './host-budget.ts';
 import { type HostPhase, transition } from './host-phase.ts';
 import type { HostEffect, HostOptions, HostStats, Message, TaskInfo, WaitingEntry } from './host-types.ts';
 import { ShardTables } from './kept-source.ts';
-import type { StepStart, StepUpdate } from './messages.ts';
+import type { Credit, StepStart, StepUpdate } from './messages.ts';
 import { Outbox } from './outbox.ts';
 import { ParamSide } from './param-side.ts';
 import { Router } from './router.ts';
@@ -21,6 +23,7 @@ import { toWireError } from './wire-error.ts';
 
 export type {
   HostEffect,
+  HostLimits,
   HostOptions,
   HostSettings,
   HostStats,
@@ -53,6 +56,8 @@ export class Host<T = Tensor> {
   private readonly params: ParamSide<T>;
   private readonly arena: StepArena<T>;
   private readonly out: Outbox<T>;
+  private readonly flow: FlowControl;
+  private readonly budget: HostBudget;
   private phase: HostPhase = 'idle';
   /** In 'update-pending': the update waiting for gradients; in 'update-pending-start', the start behind it. */
   private pendingUpdate: StepUpdate | null = null;
@@ -77,15 +82,26 @@ export class Host<T = Tensor> {
     this.out = new Outbox(this.engine, this.counters);
     const kept = (effects: HostEffect<T>[]) => this.gradientKept(effects);
     this.params = new ParamSide(plan, worker, this.engine, this.counters, this.out, params, kept);
-    this.router = new Router(plan, worker, this.engine, this.counters, this.out, this.params);
+    const limits = options?.limits;
+    this.flow = new FlowControl(plan, worker, limits?.flow ?? null, this.counters);
+    this.budget = new HostBudget(
+      plan,
+      worker,
+      limits?.memoryBytes ?? Number.POSITIVE_INFINITY,
+      this.counters,
+    );
+    this.router = new Router(plan, worker, this.engine, this.counters, this.out, this.params, this.flow);
     this.queue = this.router.queue;
+    // Note [activation credits]: a forward waits while a channel it sends on is full.
+    if (this.flow.settings !== null) this.queue.gate = (task) => this.flow.allows(task);
     const shards = options?.shards ?? new ShardTables();
-    this.tasks = new TaskRunner(plan, this.engine, this.counters, this.out, this.router, shards);
+    this.tasks = new TaskRunner(plan, this.engine, this.counters, this.out, this.router, shards, this.flow);
   }
 
-  /** The host's counters (the pool's read now). */
+  /** The host's counters (the pool's and the live bytes read now). */
   get stats(): HostStats {
     this.arena.count(this.counters);
+    this.budget.live();
     return this.counters;
   }
 
@@ -154,6 +170,8 @@ export class Host<T = Tensor> {
     this.step = start.step;
     this.router.start(start.microbatches);
     this.tasks.start(start);
+    this.flow.start(start.microbatches, (id, replica) => this.tasks.bytesOf(id, replica, 0));
+    this.budget.start();
     const effects: HostEffect<T>[] = [];
     this.params.forget();
     // The last step is over (updated, reported or failed): before this one makes anything.
@@ -235,8 +253,19 @@ export class Host<T = Tensor> {
     this.tasks.reset();
     this.counters.keptBytes = 0;
     this.counters.peakKeptBytes = 0;
+    this.counters.queuedBytes = 0;
     this.counters.sentBytes = 0;
     this.counters.receivedBytes = 0;
+  }
+
+  /** The host's memory budget in bytes (Note [memory budget]); Infinity: none. */
+  get memoryLimit(): number {
+    return this.budget.limit;
+  }
+
+  /** Memory pressure mid-step: the step's dead storages back to the pool, free ones let go (Note [step arena]). */
+  relieve(): void {
+    this.arena.relieve(this.budget.limit, (minBytes) => this.liveBuffers(minBytes));
   }
 
   /** Gives the storages of the finished step back to the pool (Note [step arena]). */
@@ -253,6 +282,7 @@ export class Host<T = Tensor> {
     this.params.held(live, add);
     for (const a of this.router.actors) a.held(add);
     for (const m of this.early) add(m.tensor);
+    this.queue.values(add);
     return live;
   }
 
@@ -267,8 +297,22 @@ export class Host<T = Tensor> {
     // The step's to give back when it is over (Note [step arena]); never an early message's.
     this.arena.track(m.tensor);
     if (m.kind !== 'feed') this.counters.receivedBytes += this.engine.bytes(m.tensor);
+    if (m.kind === 'param') this.budget.paramArrived(this.engine.bytes(m.tensor));
     this.router.deliver(m, effects);
     return effects;
+  }
+
+  /**
+   * Worker `from` consumed a microbatch of a stage's activations (Note [activation credits]): forwards
+   * waiting for the window may start. A credit of an earlier step (the last ones may arrive after
+   * the next start) is ignored; one of a later step is dropped and counted.
+   */
+  credit(from: number, c: Credit): void {
+    if (c.step !== this.step) {
+      if (c.step > this.step) this.counters.dropped++;
+      return;
+    }
+    if (this.flow.credit(from, c.stage, c.mb)) this.queue.release();
   }
 
   /**
@@ -287,6 +331,9 @@ export class Host<T = Tensor> {
     const fp = this.failpoints.length > 0 ? taskFailpoint(this.failpoints, task, this.step) : undefined;
     try {
       if (fp !== undefined && !beforeTask(fp, task, effects)) return effects;
+      // Note [memory budget]: the task's output must fit before it is made.
+      if (this.budget.limit !== Number.POSITIVE_INFINITY)
+        this.budget.check(this.plan, task, this.tasks.outputBytes(task), this.step);
       this.counters.tasks++;
       this.tasks.run(task, this.step, effects);
       this.queue.done(task);
@@ -313,6 +360,10 @@ function zeroStats(): HostStats {
     dropped: 0,
     keptBytes: 0,
     peakKeptBytes: 0,
+    queuedBytes: 0,
+    peakQueuedBytes: 0,
+    liveBytes: 0,
+    peakLiveBytes: 0,
     paramBytes: 0,
     optimizerBytes: 0,
     sentBytes: 0,

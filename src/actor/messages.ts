@@ -40,6 +40,17 @@ export type DataMessage<T = Tensor> =
       readonly tensor: T;
     };
 
+/**
+ * Flow control (Note [activation credits] in src/actor/flow-control.ts): the host that receives stage
+ * `stage`'s activations has consumed microbatch `mb`'s (every reader of them ran its forward).
+ */
+export interface Credit {
+  readonly kind: 'credit';
+  readonly step: number;
+  readonly mb: number;
+  readonly stage: number;
+}
+
 /** One shard of a step's batch: microbatch `mb` of replica `replica`. */
 export interface Shard {
   readonly replica: number;

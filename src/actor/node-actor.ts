@@ -1,8 +1,9 @@
 import { sumCells } from '../autodiff/backprop.ts';
 import { isLeaf, type Node } from '../graph/graph.ts';
-import { type OpDef, savesInput } from '../ops/op.ts';
+import type { OpDef } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
+import { keptSlots } from '../partition/memory.ts';
 import type { Plan } from '../partition/plan.ts';
 
 /** Where each input slot's value comes from. */
@@ -65,6 +66,12 @@ export class NodeActor<T> {
   /** The node ids whose values the VJP reads (each once), and where the forward finds them: an input slot, or -1 for its output. */
   readonly keptIds: readonly number[];
   private readonly keptFrom: readonly number[];
+  /**
+   * Parallel to `keptIds`: whether the kept value is the microbatch's own (an activation or the
+   * output), not a parameter or a constant held for the whole step anyway. Only these count as kept
+   * bytes (Note [memory budget]).
+   */
+  readonly keptPerMicrobatch: readonly boolean[];
   /** Per-microbatch state of the step, by microbatch (dense: sized when the step starts). */
   microbatches: (MicrobatchState<T> | undefined)[] = [];
   /** States of finished microbatches, emptied, for the next ones: a long pipeline makes millions. */
@@ -107,23 +114,10 @@ export class NodeActor<T> {
     this.needsWeight = needs.map((n, s) => n && splits && this.slots[s] === 'param');
     this.needsInput = needs.map((n, s) => n && !this.needsWeight[s]);
     this.hasWeightPart = this.needsWeight.includes(true);
-    const keptIds: number[] = [];
-    const keptFrom: number[] = [];
-    if (this.runsVjp && def !== undefined) {
-      // A node that reads one input twice (x * x) keeps its value once.
-      node.inputs.forEach((input, s) => {
-        if (savesInput(def, s) && !keptIds.includes(input)) {
-          keptIds.push(input);
-          keptFrom.push(s);
-        }
-      });
-      if (def.saves.output) {
-        keptIds.push(node.id);
-        keptFrom.push(-1);
-      }
-    }
-    this.keptIds = keptIds;
-    this.keptFrom = keptFrom;
+    // The rule the memory estimate counts by (Note [memory budget]).
+    this.keptFrom = keptSlots(node, def, this.runsVjp);
+    this.keptIds = this.keptFrom.map((s) => (s === -1 ? node.id : node.inputs[s]!));
+    this.keptPerMicrobatch = this.keptFrom.map((s) => s === -1 || this.slots[s] === 'microbatch');
   }
 
   /** Starts a step of `microbatches` microbatches (after `reset`). */

@@ -48,6 +48,7 @@ export class ParamSide<T> {
         if (plan.params.includes(node.id)) this.trainable.set(node.id, actor);
       }
     }
+    this.countBytes();
   }
 
   /** A parameter's zero (a parameter's shape has no symbolic dimension: the graph checker says so). */

@@ -2,6 +2,7 @@ import type { GradientCells } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { ValueEngine } from './engine.ts';
+import type { FlowControl } from './flow-control.ts';
 import type { HostEffect, HostStats, Message } from './host-types.ts';
 import { NodeActor } from './node-actor.ts';
 import type { Outbox } from './outbox.ts';
@@ -37,6 +38,7 @@ export class Router<T> {
     private readonly counters: HostStats,
     private readonly out: Outbox<T>,
     private readonly params: ParamSide<T>,
+    private readonly flow: FlowControl,
   ) {
     const { graph, placement } = plan;
     this.nodes = graph.size;
@@ -110,6 +112,7 @@ export class Router<T> {
           else if (actor.receiveInput(m.mb, slot, m.tensor)) this.queue.enqueue(actor, 'forward', m.mb);
         }
         if (duplicate) this.counters.dropped++;
+        else this.flow.arrived(m.node, m.mb, this.engine.bytes(m.tensor));
         break;
       }
       case 'param': {

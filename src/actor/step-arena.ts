@@ -18,6 +18,13 @@ import type { HostStats } from './host-types.ts';
 // links before `startStep` and `applyUpdate`. A storage is recorded when it is delivered, not when
 // it is decoded: an envelope's later messages are decoded before its step start is handled, so the
 // envelope reader must not take their storages from the pool (it copies small tensors with `slice`).
+//
+// Until the step is over, the arena keeps every storage of the step alive, the dead ones too: a
+// 1F1B step would hold every microbatch's values, not the few in flight. So under memory pressure
+// (the pool's storages past the host's budget, Note [memory budget]) the shell also flushes and
+// `relieve`s mid-step, between tasks: the same recycle without the trim, then the pool lets go of
+// free storages until the arena and the free ones fit the budget again. Mid-step, tasks waiting in
+// the queue hold values too (an input's feed): `Host.liveBuffers` counts them.
 
 const NOTHING_LIVE: ReadonlySet<ArrayBufferLike> = new Set();
 
@@ -44,6 +51,17 @@ export class StepArena<T> {
     const pool = this.pool;
     if (pool === null) return;
     pool.recycle(pool.arenaSize === 0 ? NOTHING_LIVE : live(pool.minBytes).buffers, stepStarts);
+  }
+
+  /**
+   * Memory pressure mid-step: gives the storages of dead values back (no trim), then keeps at most
+   * what fits beside the arena within `limit` bytes of free storages.
+   */
+  relieve(limit: number, live: (minBytes: number) => LiveBuffers): void {
+    const pool = this.pool;
+    if (pool === null) return;
+    pool.recycle(live(pool.minBytes).buffers, false);
+    pool.shrink(Math.max(0, limit - pool.arenaBytes));
   }
 
   /** Copies the pool's counters into `counters` (zero without a pool). */

@@ -33,6 +33,9 @@ class Fifo<X> {
   get size(): number {
     return this.items.length - this.head;
   }
+  forEach(f: (x: X) => void): void {
+    for (let i = this.head; i < this.items.length; i++) f(this.items[i]!);
+  }
 }
 
 // The kinds of work an action covers, as indices of the per-kind tables.
@@ -94,6 +97,13 @@ export class TaskQueue<T> {
   private compiledFor = -1;
   /** The task `peek` took, for the next `take`. */
   private peeked: Task<T> | null = null;
+  /**
+   * Whether a ready task may start now (Note [activation credits]: a forward waits for its channels'
+   * credits); null: every one may. In dataflow order a task it holds back waits in `gated` and the
+   * queue runs others; under a schedule the action waits.
+   */
+  gate: ((task: Task<T>) => boolean) | null = null;
+  private gated: Task<T>[] = [];
 
   constructor(actors: readonly NodeActor<T>[]) {
     let stages = 0;
@@ -154,6 +164,7 @@ export class TaskQueue<T> {
 
   clear(): void {
     this.peeked = null;
+    this.gated = [];
     this.fifo[0] = new Fifo();
     this.fifo[1] = new Fifo();
     this.buckets.fill(undefined);
@@ -209,8 +220,32 @@ export class TaskQueue<T> {
     return task;
   }
 
+  /** Calls `f` on the value of every task waiting here (an input's feed), for Note [step arena]. */
+  values(f: (value: T | undefined) => void): void {
+    const visit = (task: Task<T>) => f(task.value);
+    this.fifo[0]!.forEach(visit);
+    this.fifo[1]!.forEach(visit);
+    for (const list of this.buckets) list?.forEach(visit);
+    this.gated.forEach(visit);
+    if (this.peeked !== null) visit(this.peeked);
+  }
+
+  /** The gate may let tasks through now: the ones it held go back in line. */
+  release(): void {
+    for (const task of this.gated) this.fifo[0]!.push(task);
+    this.gated = [];
+  }
+
   private next(): Task<T> | null {
-    if (this.schedule === null) return this.fifo[1]!.shift() ?? this.fifo[0]!.shift() ?? null;
+    if (this.schedule === null) {
+      const backward = this.fifo[1]!.shift();
+      if (backward !== undefined) return backward;
+      for (let task = this.fifo[0]!.shift(); task !== undefined; task = this.fifo[0]!.shift()) {
+        if (this.gate === null || this.gate(task)) return task;
+        this.gated.push(task);
+      }
+      return null;
+    }
     const keys = this.actionKey;
     while (this.cursor < keys.length) {
       const k = keys[this.cursor]!;
@@ -221,8 +256,12 @@ export class TaskQueue<T> {
       const list = this.buckets[k];
       const task = list?.pop();
       if (task === undefined) return null;
-      if (list!.length === 0) this.buckets[k] = undefined;
       const phase = this.actionPhase[this.cursor]!;
+      if (this.gate !== null && phase === 'forward' && !this.gate(task)) {
+        list!.push(task);
+        return null;
+      }
+      if (list!.length === 0) this.buckets[k] = undefined;
       return phase === task.phase ? task : { ...task, phase };
     }
     return null;

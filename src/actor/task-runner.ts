@@ -1,8 +1,10 @@
-import type { Bindings } from '../autodiff/forward.ts';
+import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { label } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
+import { bytesPerElement } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
+import type { FlowControl } from './flow-control.ts';
 import type { HostEffect, HostStats, Task } from './host-types.ts';
 import { KeptSource, type ShardTable, type ShardTables } from './kept-source.ts';
 import type { StepStart } from './messages.ts';
@@ -22,6 +24,12 @@ export class TaskRunner<T> {
   private microbatches = 0;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
   private readonly vjpSource: KeptSource<T>;
+  /**
+   * Bytes of each node's value (NaN: not yet computed), per bindings object of the step's shards; the
+   * tables themselves are kept across steps by the bindings' sizes (a few: the shard sizes).
+   */
+  private sizes = new Map<Bindings, Float64Array>();
+  private readonly sizesByKey = new Map<string, Float64Array>();
 
   constructor(
     private readonly plan: Plan,
@@ -30,14 +38,56 @@ export class TaskRunner<T> {
     private readonly out: Outbox<T>,
     private readonly router: Router<T>,
     private readonly shardTables: ShardTables,
+    private readonly flow: FlowControl,
   ) {
     this.vjpSource = new KeptSource<T>(plan.graph.nodes);
+  }
+
+  /** Bytes of node `id`'s value in shard (replica, mb) of the step. */
+  bytesOf(id: number, replica: number, mb: number): number {
+    const bindings = this.bindings(replica, mb);
+    const sizes = this.sizes.get(bindings)!;
+    let b = sizes[id]!;
+    if (Number.isNaN(b)) {
+      const node = this.plan.graph.nodes[id]!;
+      const shape = resolveShape(node.shape, bindings, label(node));
+      b = sizes[id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+    }
+    return b;
+  }
+
+  /** Bytes a task makes: a forward's output, or the contributions of its part of the VJP. */
+  outputBytes(task: Task<T>): number {
+    const { actor, replica, mb, phase } = task;
+    if (phase === 'forward') return task.value === undefined ? this.bytesOf(actor.node.id, replica, mb) : 0;
+    if (actor.reportsGradient) return 0;
+    const needs =
+      phase === 'backward' ? actor.needs : phase === 'input' ? actor.needsInput : actor.needsWeight;
+    let bytes = 0;
+    for (let s = 0; s < needs.length; s++)
+      if (needs[s]) bytes += this.bytesOf(actor.node.inputs[s]!, replica, mb);
+    return bytes;
   }
 
   /** The step's shards (bindings and loss scales), for its tasks. */
   start(start: StepStart): void {
     this.microbatches = start.microbatches;
-    this.shards = this.shardTables.of(start);
+    const shards = this.shardTables.of(start);
+    if (shards !== this.shards) {
+      this.sizes = new Map();
+      for (const shard of shards) {
+        if (shard === undefined || this.sizes.has(shard.bindings)) continue;
+        const key = JSON.stringify([...shard.bindings]);
+        let sizes = this.sizesByKey.get(key);
+        if (sizes === undefined) {
+          if (this.sizesByKey.size >= 8) this.sizesByKey.clear();
+          sizes = new Float64Array(this.plan.graph.size).fill(Number.NaN);
+          this.sizesByKey.set(key, sizes);
+        }
+        this.sizes.set(shard.bindings, sizes);
+      }
+    }
+    this.shards = shards;
   }
 
   reset(): void {
@@ -67,12 +117,13 @@ export class TaskRunner<T> {
         const kept = actor.state(mb).kept;
         for (let k = 0; k < kept.length; k++) {
           engine.share(kept[k]!);
-          this.counters.keptBytes += engine.bytes(kept[k]!);
+          if (actor.keptPerMicrobatch[k]) this.counters.keptBytes += engine.bytes(kept[k]!);
         }
         if (this.counters.keptBytes > this.counters.peakKeptBytes)
           this.counters.peakKeptBytes = this.counters.keptBytes;
       }
     }
+    this.flow.forwardRan(replica, node.id, mb, step, effects);
     if (this.anomalies && engine.isFinite?.(output) === false)
       effects.push(this.anomaly(task, step, 'forward'));
     if (node.id !== this.plan.loss) {
@@ -129,7 +180,8 @@ export class TaskRunner<T> {
     }
     if (last) {
       const kept = state.kept;
-      for (let k = 0; k < kept.length; k++) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
+      for (let k = 0; k < kept.length; k++)
+        if (actor.keptPerMicrobatch[k]) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
     } else actor.holdCotangent(mb, g);
     this.router.contributions(actor, mb, cotangents, step, effects);

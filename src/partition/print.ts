@@ -1,8 +1,7 @@
 import { label } from '../graph/graph.ts';
+import { fmtBytes } from './memory.ts';
 import type { Plan } from './plan.ts';
 
-const fmtBytes = (b: number) =>
-  b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`;
 const fmtFlops = (f: number) =>
   f >= 1e9
     ? `${(f / 1e9).toFixed(2)} GFLOP`

@@ -17,7 +17,7 @@ import { decodeFrame } from './frame.ts';
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
 const FROM_COORDINATOR = kinds('start', 'feed', 'update');
-const FROM_HOST = kinds('activation', 'param', 'gradient');
+const FROM_HOST = kinds('activation', 'param', 'gradient', 'credit');
 const TO_COORDINATOR = kinds(
   'loss',
   'grad',
@@ -155,6 +155,7 @@ class Rows {
     const step = this.int(ROW.STEP, 'step', 0, 2 ** 31);
     const dtype = head[i + ROW.DTYPE]!;
     if (dtype === DTYPE_CODE.object) return this.object(kind);
+    if (kind === 'credit') return this.credit(step, dtype, rank);
     if (dtype !== DTYPE_CODE.float32 && dtype !== DTYPE_CODE.float64)
       this.fail('dtype: 0 (float32) or 1 (float64)', dtype);
     const { nodes, replicas } = this.limits;
@@ -197,6 +198,14 @@ class Rows {
       default:
         return this.fail('dtype: -1 (an object message)', dtype);
     }
+  }
+
+  /** A credit: a row with no value, its stage in the node column. */
+  private credit(step: number, dtype: number, rank: number): unknown {
+    const { head, row } = this;
+    if (dtype !== DTYPE_CODE.none || rank !== 0 || head[row + ROW.BYTES] !== 0 || head[row + ROW.AT] !== 0)
+      this.fail('a row with no value (dtype -2, rank 0, no bytes)', `dtype ${dtype}, rank ${rank}`, true);
+    return { kind: 'credit', step, mb: this.mb(), stage: this.int(ROW.NODE, 'stage', 0, this.limits.nodes) };
   }
 
   private mb(): number {

@@ -41,6 +41,7 @@ export const KIND_CODES = {
   update: 11,
   updated: 12,
   inputGrad: 13,
+  credit: 14,
 } as const satisfies Record<MessageKind, number>;
 export const KINDS = Object.keys(KIND_CODES) as MessageKind[];
 const CODE: Record<MessageKind, number> = KIND_CODES;
@@ -63,8 +64,8 @@ export const ROW = {
   RANK: 10,
 } as const;
 export const ROW_FIELDS = 11;
-/** DTYPE values: a tensor's element type, or a message sent as an object. */
-export const DTYPE_CODE = { object: -1, float32: 0, float64: 1 } as const;
+/** DTYPE values: a tensor's element type, a message sent as an object, or a row with no value (a credit). */
+export const DTYPE_CODE = { none: -2, object: -1, float32: 0, float64: 1 } as const;
 
 export const align8 = (n: number) => (n + 7) & ~7;
 
@@ -113,6 +114,10 @@ export class BatchWriter {
         break;
       case 'gradNorm':
         this.ids(this.scalar(m.kind, m.sumsq), m.step, 0, 0, m.node, 0, 0);
+        break;
+      case 'credit':
+        // The stage in the node column: a row and nothing else.
+        this.ids(this.row(m.kind, DTYPE_CODE.none, 0, 0, 0), m.step, m.mb, 0, m.stage, 0, 0);
         break;
       default:
         this.ids(this.row(m.kind, DTYPE_CODE.object, this.objects.length, 0, 0), 0, 0, 0, 0, 0, 0);

@@ -4,7 +4,7 @@
 import type { MessagePort, TransferListItem } from 'node:worker_threads';
 import type { Endpoint } from 'comlink';
 import type { Failpoint } from '../actor/failpoint.ts';
-import type { HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
+import type { HostLimits, HostStats, TaskPhase, WaitingEntry } from '../actor/host.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { PlanOptions } from '../partition/plan.ts';
@@ -29,6 +29,8 @@ export interface HostInit {
   readonly pool: PoolOptions | null;
   /** Modules to import before the graph is unpacked, resolved (Note [user ops on workers]). */
   readonly ops: readonly string[];
+  /** The host's memory budget and credits (Note [memory budget], Note [activation credits]). */
+  readonly limits: HostLimits;
 }
 
 /**

@@ -2,11 +2,11 @@
 // travels. The codec (codec.ts) is the only place that builds or checks these values.
 import type { FailpointAction } from '../actor/failpoint.ts';
 import type { TaskInfo } from '../actor/host.ts';
-import type { DataMessage, Report, StepStart, StepUpdate } from '../actor/messages.ts';
+import type { Credit, DataMessage, Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { DType } from '../tensor/tensor.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** The `from` of envelopes the coordinator (main thread) sends. */
 export const COORDINATOR = -1;
@@ -27,8 +27,11 @@ export type StartMessage = { readonly kind: 'start' } & StepStart;
 /** A step's update, on the coordinator's port to a host after the step's data and before the next start. */
 export type UpdateMessage = { readonly kind: 'update' } & StepUpdate;
 
-/** What a host receives: from the coordinator (start, feed, update) or from another host (activation, param, gradient). */
-export type HostInput<T> = StartMessage | UpdateMessage | DataMessage<T>;
+/**
+ * What a host receives: from the coordinator (start, feed, update) or from another host (activation,
+ * param, gradient, credit).
+ */
+export type HostInput<T> = StartMessage | UpdateMessage | DataMessage<T> | Credit;
 
 /** A host reached a 'pause' failpoint and is about to block (tests kill the worker there). */
 export interface FailpointNotice {

@@ -174,7 +174,7 @@ export function decodeInit(bytes: Uint8Array, edge: string): HostInit {
   if (words.getInt32(0, true) !== INIT_MAGIC) c.fail("the magic 'BFLI'", words.getUint32(0, true));
   const v = words.getInt32(4, true);
   if (v !== PROTOCOL_VERSION) c.fail(`protocol version ${PROTOCOL_VERSION}`, v);
-  const r = c.record(unpack(bytes.subarray(8), c), ['graph', 'options', 'gen', 'pool', 'ops']);
+  const r = c.record(unpack(bytes.subarray(8), c), ['graph', 'options', 'gen', 'pool', 'ops', 'limits']);
   const cg: Check = c.at('graph');
   const g = cg.map(r.graph, 'a packed graph');
   const graph: Record<string, unknown> = { ...g };
@@ -198,7 +198,21 @@ export function decodeInit(bytes: Uint8Array, edge: string): HostInit {
   if (r.pool !== null) c.map(r.pool, 'pool: null or pool options');
   if (!Array.isArray(r.ops) || !r.ops.every((m) => typeof m === 'string'))
     c.fail('ops: an array of strings', r.ops);
+  checkLimits(r.limits, c.at('limits'));
   return { ...(r as unknown as HostInit), graph: graph as unknown as PackedGraph };
+}
+
+/** A host's limits (HostLimits): a memory budget > 0 (Infinity: none), and credits or null. */
+function checkLimits(v: unknown, c: Check): void {
+  const r = c.record(v, ['memoryBytes', 'flow']);
+  if (typeof r.memoryBytes !== 'number' || !(r.memoryBytes > 0))
+    c.fail('memoryBytes: a number > 0', r.memoryBytes);
+  if (r.flow === null) return;
+  const cf: Check = c.at('flow');
+  const f = cf.record(r.flow, ['windowBytes', 'minWindow']);
+  if (typeof f.windowBytes !== 'number' || !(f.windowBytes > 0))
+    cf.fail('windowBytes: a number > 0', f.windowBytes);
+  cf.int(f.minWindow, 'minWindow', 1, 2 ** 31);
 }
 
 function pack(value: unknown, what: string): Uint8Array {

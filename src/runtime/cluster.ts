@@ -1,5 +1,5 @@
 import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
-import type { HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
+import type { HostLimits, HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
 import type { Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import { type ErrorContext, WorkerError } from '../errors.ts';
@@ -34,6 +34,8 @@ export interface ClusterOptions {
   readonly shuffleSeed?: number;
   /** Mode 'nats' only: the node processes' cluster (Note [rendezvous]). */
   readonly cluster?: ResolvedCluster;
+  /** Every host's memory budget and credits (Note [memory budget], Note [activation credits]). */
+  readonly limits: HostLimits;
 }
 
 /** Starts the hosts of a plan; rejects (having stopped whatever it started) if any host cannot start. */

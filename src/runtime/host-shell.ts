@@ -1,4 +1,5 @@
 import type { Host, HostEffect, Message, TaskInfo } from '../actor/host.ts';
+import type { Credit } from '../actor/messages.ts';
 import { toWireError } from '../actor/wire-error.ts';
 import { BackflowError } from '../errors.ts';
 import { decodeHostInputs } from '../protocol/batch-reader.ts';
@@ -25,8 +26,8 @@ export const SLICE_MS = 3;
 
 /** Where a shell's messages go: links to the coordinator and to peers, or the in-process cluster's queue. */
 export interface Outbox {
-  /** A data message for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
-  send(worker: number, message: Message): void;
+  /** A data message or a credit for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
+  send(worker: number, message: Message | Credit): void;
   /** A report, or a failpoint notice, for the coordinator. */
   report(message: HostOutput<Tensor>): void;
   /** Sends what is queued now (before a recycle, Note [step arena]; before blocking). */
@@ -79,6 +80,10 @@ export class HostShell {
   private scheduled = false;
   /** Stopped at a failpoint, or closed: takes nothing, runs nothing. */
   private halted = false;
+  /** Tests: takes messages, runs no task (a consumer at its slowest). */
+  private holding = false;
+  /** The pool's retained bytes past which the shell relieves it before the next task (Note [step arena]). */
+  private pressureAt: number;
   private readonly limits: Limits;
   private readonly halt: Halt;
   private readonly pool: StoragePool | null;
@@ -100,6 +105,7 @@ export class HostShell {
     this.board = options.board ?? null;
     this.defer = options.defer ?? setImmediate;
     this.now = options.now ?? (() => performance.now());
+    this.pressureAt = host.memoryLimit;
   }
 
   /** An envelope from a link: checked, dropped if of an older generation, each message taken in order. */
@@ -131,6 +137,12 @@ export class HostShell {
     });
   }
 
+  /** For tests: while `on`, the shell takes messages but runs no task (a deliberately slow consumer). */
+  hold(on: boolean): void {
+    this.holding = on;
+    this.schedule();
+  }
+
   /** Stops for good: nothing is taken or run from now on, and the outbox is closed. */
   close(): void {
     this.halted = true;
@@ -159,7 +171,9 @@ export class HostShell {
       // Queued tensors leave before the last step's storages are recycled (Note [step arena]).
       this.out.flush();
       this.perform(this.host.startStep(m));
+      this.pressureAt = this.host.memoryLimit;
     } else if (m.kind === 'update') this.update(m);
+    else if (m.kind === 'credit') this.host.credit(from, m);
     else {
       if (from !== COORDINATOR && m.kind !== 'feed')
         this.recorder.received(from, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
@@ -206,7 +220,13 @@ export class HostShell {
           this.fail(err);
         }
       } else if (e.kind === 'report') this.out.report(e.report);
-      else if (e.action === 'exit') {
+      else if (e.kind === 'credit') {
+        try {
+          this.out.send(e.worker, e.credit);
+        } catch (err) {
+          this.fail(err);
+        }
+      } else if (e.action === 'exit') {
         this.halted = true;
         this.halt.exit(e.task, this.step);
       } else if (e.action === 'hang' || e.action === 'pause') {
@@ -221,7 +241,7 @@ export class HostShell {
   }
 
   private schedule(): void {
-    if (this.scheduled || this.halted || this.host.next() === null) return;
+    if (this.scheduled || this.halted || this.holding || this.host.next() === null) return;
     this.scheduled = true;
     this.defer(() => this.pump());
   }
@@ -232,7 +252,8 @@ export class HostShell {
     this.inside('idle', () => {
       const until = this.now() + SLICE_MS;
       const { host, recorder } = this;
-      for (let task = host.next(); task !== null && !this.halted; task = host.next()) {
+      for (let task = host.next(); task !== null && !this.halted && !this.holding; task = host.next()) {
+        this.relieve();
         this.status(task.phase, task);
         const start = recorder.enabled ? recorder.now() : 0;
         const effects = host.run();
@@ -242,6 +263,21 @@ export class HostShell {
         if (this.now() >= until) break;
       }
     });
+  }
+
+  /**
+   * Memory pressure (Note [step arena]): when the pool keeps more than the host's budget alive, what
+   * is queued leaves and the host gives back its dead storages and lets go of free ones. The next
+   * time is an eighth of the budget further on, so that a host near its budget does not look for
+   * its live values before every task.
+   */
+  private relieve(): void {
+    const pool = this.pool;
+    if (pool === null || pool.retainedBytes <= this.pressureAt) return;
+    this.out.flush();
+    this.host.relieve();
+    const limit = this.host.memoryLimit;
+    this.pressureAt = Math.max(limit, pool.retainedBytes + limit / 8);
   }
 
   private status(phase: BoardPhase, task?: TaskInfo): void {

@@ -1,5 +1,5 @@
 import type { Failpoint } from '../actor/failpoint.ts';
-import { Host } from '../actor/host.ts';
+import { Host, type HostLimits } from '../actor/host.ts';
 import type { StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
 import type { WorkerError } from '../errors.ts';
@@ -55,7 +55,7 @@ export class InProcessCluster implements Cluster {
   constructor(
     private readonly plan: Plan,
     events: ClusterEvents,
-    options: { shuffleSeed?: number } = {},
+    options: { shuffleSeed?: number; limits?: HostLimits } = {},
   ) {
     this.workers = plan.workers;
     this.rng = options.shuffleSeed === undefined ? null : new Rng(options.shuffleSeed);
@@ -68,7 +68,13 @@ export class InProcessCluster implements Cluster {
         close: () => {},
       };
       const halt = sharedThreadHalt(plan, w, events, (stopped) => this.stopped.set(w, stopped));
-      return new HostShell(new Host(plan, w), outbox, { halt });
+      const host = new Host(
+        plan,
+        w,
+        new Map(),
+        options.limits === undefined ? {} : { limits: options.limits },
+      );
+      return new HostShell(host, outbox, { halt });
     });
   }
 
@@ -129,6 +135,19 @@ export class InProcessCluster implements Cluster {
 
   update(u: StepUpdate): void {
     this.toAll({ kind: 'update', ...u });
+  }
+
+  /** For tests: worker `w` takes its messages but runs no task while `on` (a deliberately slow consumer). */
+  hold(w: number, on: boolean): void {
+    this.shells[w]!.hold(on);
+  }
+
+  /** For tests: no message in flight, and no host but a held one has a task it may run. */
+  quiet(held: readonly number[] = []): boolean {
+    return (
+      this.head === this.inFlight.length &&
+      this.shells.every((s, w) => held.includes(w) || s.host.next() === null)
+    );
   }
 
   private get hosts(): Host[] {
@@ -228,9 +247,8 @@ export async function createInProcessCluster(
   events: ClusterEvents,
   options: ClusterOptions,
 ): Promise<Cluster> {
-  return new InProcessCluster(
-    plan,
-    events,
-    options.shuffleSeed === undefined ? {} : { shuffleSeed: options.shuffleSeed },
-  );
+  return new InProcessCluster(plan, events, {
+    limits: options.limits,
+    ...(options.shuffleSeed === undefined ? {} : { shuffleSeed: options.shuffleSeed }),
+  });
 }

@@ -78,6 +78,7 @@ async function sharedThreadCluster(
     gen: 0,
     pool: options.pool === false ? null : (options.pool ?? {}),
     ops: options.ops,
+    limits: options.limits,
   });
   const stops = new Map<number, Stopped>();
   const hosts: WiredHost[] = [];

@@ -139,6 +139,7 @@ async function start(
     gen: 0,
     pool: options.pool === false ? null : (options.pool ?? {}),
     ops: options.ops,
+    limits: options.limits,
   });
   const wires: Wire[] = new Array(n);
   let opened: Promise<unknown> = Promise.resolve();

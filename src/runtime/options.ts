@@ -84,6 +84,24 @@ export interface RuntimeOptions extends CompileOptions {
    * (tests).
    */
   pool?: false | PoolOptions;
+  /**
+   * Each worker's budget of tensor bytes, in MiB (Note [memory budget]): a plan whose estimate is
+   * over it is refused before any worker starts, and a task whose output would take a worker's live
+   * tensors over it fails its step, both with a MemoryBudgetError. Default: half of this machine's
+   * memory shared by the workers. Infinity: no budget.
+   */
+  memoryLimitMb?: number;
+  /**
+   * The most workers this runtime starts. Default: 4 per core on threads, and 256 anywhere; more is
+   * refused with an InputError before anything starts.
+   */
+  maxWorkers?: number;
+  /**
+   * Bytes of activations one stage may have sent to another worker and not had consumed yet
+   * (Note [activation credits]); its forwards wait for credits past that. At least one microbatch's
+   * (and what the schedule needs); default 64 MiB; `false`: no limit.
+   */
+  linkWindowBytes?: number | false;
   /** Where warnings go (a parameter or input in `wrt` the loss does not depend on); default process.emitWarning. */
   onWarning?: (message: string) => void;
   /** Hook for tests: a host reached a 'pause' failpoint. */

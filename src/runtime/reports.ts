@@ -1,5 +1,5 @@
 import type { ErrorReport, Report } from '../actor/messages.ts';
-import { WorkerError } from '../errors.ts';
+import { MemoryBudgetError, WorkerError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { DeferredUpdates } from './deferred-update.ts';
 import type { StepState } from './step.ts';
@@ -95,8 +95,11 @@ function dispatch<K extends Report['kind']>(
   handler(t, worker, r);
 }
 
-/** A host's error report as a WorkerError naming where it happened, its cause with the original stack. */
-function workerError(worker: number, e: ErrorReport): WorkerError {
+/**
+ * A host's error report as a WorkerError naming where it happened, its cause with the original stack;
+ * a MemoryBudgetError stays one (the step did not fit, nothing broke: Note [memory budget]).
+ */
+function workerError(worker: number, e: ErrorReport): WorkerError | MemoryBudgetError {
   const where = [
     `worker ${worker}`,
     e.context.node !== undefined ? `node ${e.context.node}${e.context.op ? ` (${e.context.op})` : ''}` : '',
@@ -112,5 +115,6 @@ function workerError(worker: number, e: ErrorReport): WorkerError {
     code: e.code,
     ...e.fields,
   });
-  return new WorkerError(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
+  const Type = e.name === 'MemoryBudgetError' ? MemoryBudgetError : WorkerError;
+  return new Type(`${e.name}: ${e.message} [${where}]`, { ...e.context, worker, cause: e }, { cause });
 }

@@ -14,6 +14,7 @@ import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import { own } from '../util/names.ts';
+import { checkWorkerCount, hostLimits } from './budget.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
@@ -97,6 +98,7 @@ export class Runtime {
     // (they may be the user's). So is the optimizer: an update the workers refuse would only break the
     // runtime after the step it follows.
     const { mode, nodes } = checkRuntimeOptions(options);
+    checkWorkerCount(options, CLUSTERS[mode].sameThread);
     const ops = await loadUserOps(graph, options.ops ?? [], !CLUSTERS[mode].sameThread);
     if (options.validate !== false) checkGraph(graph);
     let schedule: ResolvedSchedule | null = null;
@@ -128,6 +130,9 @@ export class Runtime {
     const plan = compile(graph, compileOptions);
     warnDisconnected(graph, plan.grad, options.onWarning);
     const actions = schedule === null ? null : hostActions(plan, schedule.schedule);
+    // Note [memory budget]: a plan over budget is refused before any parameter is made.
+    const pipeline = schedule === null || actions === null ? null : { schedule: schedule.schedule, actions };
+    const limits = hostLimits(plan, options, pipeline);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
     const values = checkedParams(plan, params);
     let runtime: Runtime | null = null;
@@ -139,6 +144,7 @@ export class Runtime {
     const start = await CLUSTERS[mode].load();
     const cluster: Cluster = await start(plan, events, {
       ops,
+      limits,
       ...(options.pool !== undefined ? { pool: options.pool } : {}),
       ...(options.shuffleSeed !== undefined ? { shuffleSeed: options.shuffleSeed } : {}),
       ...(nodes !== undefined ? { cluster: nodes } : {}),

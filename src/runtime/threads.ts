@@ -69,6 +69,7 @@ export async function createThreadsCluster(
           pool: options.pool === false ? null : (options.pool ?? {}),
           // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
           ops: options.ops,
+          limits: options.limits,
         };
         const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };
         const placement = await api.init(

@@ -1,6 +1,7 @@
 // A host whose messages travel over wires (a worker thread's ports, the loopback's bytes, later a node
 // process's sockets): built from its init, run by a HostShell, controlled through HostControl.
 import { Host, type Message } from '../actor/host.ts';
+import type { Credit } from '../actor/messages.ts';
 import { ProtocolError } from '../errors.ts';
 import { compile } from '../partition/plan.ts';
 import * as codec from '../protocol/codec.ts';
@@ -9,7 +10,7 @@ import { COORDINATOR, type HostOutput, type Limits } from '../protocol/envelope.
 import { Link } from '../protocol/link.ts';
 import { unpackGraph } from '../protocol/packed-graph.ts';
 import type { Wire } from '../protocol/wire.ts';
-import { installedPool, installPool, StoragePool } from '../tensor/pool.ts';
+import { installedPool, installPool, POOL_MAX_BYTES, StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { type Halt, HostShell, type Outbox } from './host-shell.ts';
 import { importOpModules } from './user-ops.ts';
@@ -38,7 +39,7 @@ class ShellLinks implements Outbox {
       this.peers.set(peer, new Link(wire, worker, peer, gen, receive, fail));
   }
 
-  send(worker: number, message: Message): void {
+  send(worker: number, message: Message | Credit): void {
     const link = this.peers.get(worker);
     if (link === undefined) throw new ProtocolError(`worker ${this.worker}: no wire to worker ${worker}`);
     link.push(message);
@@ -92,8 +93,15 @@ export async function startWiredHost(
 ): Promise<WiredHost> {
   await importOpModules(init.ops);
   const plan = compile(unpackGraph(init.graph), init.options);
-  const pool = init.pool === null ? null : new StoragePool(init.pool);
-  const host = new Host(plan, worker, new Map(), { pool });
+  // The pool's free storages never outgrow the budget (Note [memory budget]).
+  const pool =
+    init.pool === null
+      ? null
+      : new StoragePool({
+          ...init.pool,
+          maxBytes: Math.min(init.pool.maxBytes ?? POOL_MAX_BYTES, init.limits.memoryBytes),
+        });
+  const host = new Host(plan, worker, new Map(), { pool, limits: init.limits });
   let shell: HostShell | null = null;
   const links = new ShellLinks(worker, wires, () => shell!);
   shell = new HostShell(host, links, { ...options, pool });

@@ -132,6 +132,12 @@ export interface Execution {
 }
 
 /**
+ * Events an action waits for beyond Note [schedule events] (the credits of Note [activation
+ * credits]): writes their keys (`EventIndex.key`) into `out` from index `n`, returns the new count.
+ */
+export type ExtraDependencies = (a: Action, events: EventIndex, out: number[], n: number) => number;
+
+/**
  * Runs `schedule` under `cost` (time of one action; 0 by default, which is enough to find deadlocks).
  * Linear in the number of actions: a worker that cannot advance parks on the one event it waits for
  * and is woken when that event happens. Expects well-formed actions within `shape`.
@@ -140,6 +146,7 @@ export function execute(
   schedule: Schedule,
   shape: ScheduleShape,
   cost: (a: Action) => number = () => 0,
+  extra?: ExtraDependencies,
 ): Execution {
   const events = new EventIndex(shape);
   // Finish time of each event, NaN until it happens.
@@ -151,7 +158,7 @@ export function execute(
   const clock = new Array<number>(schedule.length).fill(0);
   const waiting = new Array<number>(schedule.length).fill(-1);
   const queue = schedule.map((_, w) => w);
-  const deps = [0, 0];
+  const deps: number[] = [0, 0];
 
   while (queue.length > 0) {
     const w = queue.pop()!;
@@ -165,7 +172,8 @@ export function execute(
       const a = list[i];
       if (!a) continue;
       let ready = time;
-      const n = events.dependencyKeys(a, deps);
+      let n = events.dependencyKeys(a, deps);
+      if (extra !== undefined) n = extra(a, events, deps, n);
       for (let d = 0; d < n; d++) {
         const t = done[deps[d]!]!;
         if (Number.isNaN(t)) {

@@ -60,8 +60,10 @@ export class StoragePool implements PoolStats {
   recycledBytes = 0;
   /** Free storages by class; Map order is recency of use, least recent first. */
   private readonly classes = new Map<number, Storage[]>();
-  /** Storages recorded since they were last given back (a Set: one storage is never given twice). */
-  private readonly arena = new Set<Storage>();
+  /** Storages recorded since they were last given back, with their bytes (one storage is never given twice). */
+  private readonly arena = new Map<Storage, number>();
+  /** Bytes of the storages in the arena (a transferred one counts until a recycle finds it detached). */
+  arenaBytes = 0;
   /** Storages taken per class since the last trim (hits and misses). */
   private readonly demand = new Map<number, number>();
 
@@ -97,13 +99,21 @@ export class StoragePool implements PoolStats {
       s = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
       this.misses++;
     }
-    this.arena.add(s);
+    this.arena.set(s, s.byteLength);
+    this.arenaBytes += s.byteLength;
     return s;
   }
 
   /** Records a storage the thread did not allocate (a received tensor's) in the arena. */
   track(s: Storage): void {
-    if (s.byteLength >= this.minBytes) this.arena.add(s);
+    if (s.byteLength < this.minBytes || this.arena.has(s)) return;
+    this.arena.set(s, s.byteLength);
+    this.arenaBytes += s.byteLength;
+  }
+
+  /** Bytes of storage the pool keeps alive: its free storages and those of the arena. */
+  get retainedBytes(): number {
+    return this.pooledBytes + this.arenaBytes;
   }
 
   /** Storages recorded and not yet given back. */
@@ -119,10 +129,13 @@ export class StoragePool implements PoolStats {
    */
   recycle(live: ReadonlySet<ArrayBufferLike>, trim = false): number {
     let given = 0;
-    for (const s of this.arena) {
-      if (s.byteLength === 0) this.arena.delete(s);
-      else if (!live.has(s.buffer)) {
+    for (const [s, bytes] of this.arena) {
+      if (s.byteLength === 0) {
         this.arena.delete(s);
+        this.arenaBytes -= bytes;
+      } else if (!live.has(s.buffer)) {
+        this.arena.delete(s);
+        this.arenaBytes -= bytes;
         this.give(s);
         given++;
       }
@@ -151,6 +164,11 @@ export class StoragePool implements PoolStats {
     this.classes.set(key, free);
     free.push(s);
     this.pooledBytes += bytes;
+  }
+
+  /** Lets go of free storages, least recently used classes first, until at most `maxFree` bytes are left. */
+  shrink(maxFree: number): void {
+    while (this.pooledBytes > maxFree && this.classes.size > 0) this.evict();
   }
 
   /** Drops one storage of the least recently used class. */

@@ -107,6 +107,20 @@ describe('envelope codec', () => {
     expect(decode).toThrow(why);
   });
 
+  it('round-trips a credit, a row with no value (Note [activation credits]), and refuses one with a value', () => {
+    const credit = { kind: 'credit', step: 4, mb: 3, stage: 2 } as const;
+    expect(fromHost(envelope([credit, ...hostData()])).messages[0]).toEqual(credit);
+    const e = envelope([credit]);
+    expect(() => fromHost(withField(e, 0, ROW.BYTES, 8))).toThrow(/a row with no value/);
+    expect(() => fromHost(withField(e, 0, ROW.DTYPE, 0))).toThrow(/a row with no value/);
+    expect(() => fromHost(withField(e, 0, ROW.NODE, 20))).toThrow(/stage: an integer in \[0, 20\)/);
+    // The coordinator neither sends nor takes credits.
+    expect(() => decodeHostInputs(envelope([credit], COORDINATOR), EDGE, COORDINATOR, limits)).toThrow(
+      ProtocolError,
+    );
+    expect(() => decodeHostOutputs(envelope([credit]), EDGE, 0, limits)).toThrow(ProtocolError);
+  });
+
   it('round-trips reports', () => {
     const reports: HostOutput<Tensor>[] = [
       { kind: 'loss', step: 1, mb: 0, replica: 1, value: Number.NaN },
@@ -167,12 +181,12 @@ describe('envelope codec', () => {
     [
       'an unknown kind',
       field(0, ROW.KIND, 99),
-      /message 0: expected kind: one of activation, param, gradient, found 99/,
+      /message 0: expected kind: one of activation, param, gradient, credit, found 99/,
     ],
     [
       'a kind this sender may not send',
       field(0, ROW.KIND, 1),
-      /message 0: expected kind: one of activation, param, gradient, found "feed"/,
+      /message 0: expected kind: one of activation, param, gradient, credit, found "feed"/,
     ],
     ['another sender', (e: Envelope) => ({ ...e, from: 2 }), /expected from = 0, found 2/],
     [

@@ -215,6 +215,7 @@ describe('host inits as bytes', () => {
         gen: 2,
         pool: { poison: true },
         ops: ['x'],
+        limits: { memoryBytes: 1 << 30, flow: { windowBytes: 1 << 20, minWindow: 2 } },
       };
       const back = decodeInit(encodeInit(init), 'coordinator -> worker 0');
       expect({ ...back, graph: null }).toEqual({ ...init, graph: null });
@@ -232,6 +233,7 @@ describe('host inits as bytes', () => {
       gen: 0,
       pool: null,
       ops: [],
+      limits: { memoryBytes: Number.POSITIVE_INFINITY, flow: null },
     });
     for (let n = 0; n < bytes.length; n += 7)
       expect(() => decodeInit(bytes.slice(0, n), 'coordinator -> worker 0')).toThrow(ProtocolError);

@@ -47,6 +47,27 @@ describe('StoragePool', () => {
     expect(pool.arenaSize).toBe(1);
   });
 
+  it('counts the bytes its arena keeps alive, and lets go of free storages down to a bound (Note [step arena])', () => {
+    const pool = new StoragePool();
+    const a = pool.allocate('float32', 4 * KiB, true);
+    const [b, c] = [f32(8 * KiB), f32(8 * KiB)];
+    pool.track(b);
+    pool.track(b);
+    pool.track(c);
+    expect(pool.arenaBytes).toBe(16 * KiB + 2 * 32 * KiB);
+    expect(pool.retainedBytes).toBe(pool.arenaBytes);
+    // A transferred storage is forgotten (by the bytes it had); a live one stays; the rest is free.
+    structuredClone(b.buffer, { transfer: [b.buffer] });
+    pool.recycle(new Set([a.buffer]));
+    expect([pool.arenaBytes, pool.pooledBytes]).toEqual([16 * KiB, 32 * KiB]);
+    pool.recycle(new Set());
+    expect([pool.arenaBytes, pool.pooledBytes, pool.retainedBytes]).toEqual([0, 48 * KiB, 48 * KiB]);
+    pool.shrink(40 * KiB);
+    expect(pool.pooledBytes).toBeLessThanOrEqual(40 * KiB);
+    pool.shrink(0);
+    expect(pool.pooledBytes).toBe(0);
+  });
+
   it('holds at most maxBytes, giving up the least recently used class first; refuses what is bigger', () => {
     const pool = new StoragePool({ maxBytes: 3 * 16 * KiB });
     const [a1, a2, b1] = [f32(4 * KiB), f32(4 * KiB), new Float64Array(2 * KiB)];
