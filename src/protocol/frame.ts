@@ -22,7 +22,8 @@ import type { PackedGraph } from './packed-graph.ts';
 // comes right after the magic, so a frame of a newer protocol is named as such whatever its layout.
 // `decodeFrame` checks that every section fits, that nothing follows the last one, and that the
 // objects decode to an array; the envelope it rebuilds (every section copied out, on buffers of its
-// own) then goes through the same checks as one that came by structured clone (batch-reader.ts).
+// own: nothing it returns refers to the frame, which a TCP wire reuses, Note [stream framing]) then
+// goes through the same checks as one that came by structured clone (batch-reader.ts).
 //
 // Note [byte wires and recycled storage]
 // A worker recycles a step's storages when the step is over on its host (Note [step arena] in
@@ -134,7 +135,8 @@ export function decodeFrame(bytes: Uint8Array, c: Check): Envelope {
   let objects: unknown = [];
   if (objectBytes > 0) {
     if (at + objectBytes > n) truncated(at + objectBytes, `${objectBytes} object bytes`);
-    objects = unpack(bytes.subarray(at, at + objectBytes), f.at('objects'));
+    // A copy: msgpackr's binaries are views into what it reads, and a TCP wire reuses its frame.
+    objects = unpack(bytes.slice(at, at + objectBytes), f.at('objects'));
     at += objectBytes;
   }
   if (at > n) truncated(at, 'the padding of the last section');

@@ -12,9 +12,14 @@ import type { Wire } from './wire.ts';
 // one chunk is handed on as a view into it; one split across chunks is copied once, into a buffer of
 // the declared length, allocated only after that length is checked against `maxFrameBytes`: a length
 // over it is refused and the connection closed, so neither a peer nor a corrupt stream makes the
-// receiver allocate what it likes. A length of 0, which no frame has, is the goodbye of an orderly
-// `close()`; a stream that ends without it, or in the middle of a frame, is a dead peer, reported
-// through the wire's error callback.
+// receiver allocate what it likes. That buffer stays with the cutter and takes the next split frame
+// too (frames up to REUSED_FRAME_BYTES; a larger one gets a buffer of its own each time): a fresh
+// 16 MiB buffer per frame costs its page faults and, later, a collection, and held 16 MiB frames
+// between two processes to about half a raw socket's speed (docs/measurements.md). So a frame is the
+// receiver's only while `receive` runs: decodeFrame copies every section out before it returns (Note
+// [byte framing]).
+// A length of 0, which no frame has, is the goodbye of an orderly `close()`; a stream that ends
+// without it, or in the middle of a frame, is a dead peer, reported through the wire's error callback.
 // A wire given the runtime's cluster id stamps it into the last word of each envelope's head and drops
 // (and counts) an envelope that arrives with another: a stale process of an earlier runtime that
 // somehow got through the handshake cannot inject data into this one.
@@ -32,6 +37,8 @@ const FRAME_MAGIC = 0x574c4642;
 /** The largest frame a u32 length prefix can describe. */
 export const MAX_FRAME_BYTES = 2 ** 32 - 1;
 const PREFIX_BYTES = 4;
+/** Split frames up to this size are put together in one buffer the cutter keeps (Note [stream framing]). */
+const REUSED_FRAME_BYTES = 64 * 2 ** 20;
 
 export interface TcpWireOptions {
   /** The largest frame sent or accepted (default 1 GiB; at most MAX_FRAME_BYTES). */
@@ -73,6 +80,8 @@ export class FrameCutter {
   private prefixBytes = 0;
   private frame: Uint8Array<ArrayBuffer> | null = null;
   private filled = 0;
+  /** The buffer split frames are put together in, reused from one to the next. */
+  private kept: Uint8Array<ArrayBuffer> | null = null;
 
   constructor(
     private readonly maxFrameBytes: number,
@@ -122,7 +131,7 @@ export class FrameCutter {
           if (!deliver(whole)) return 'stopped';
           continue;
         }
-        this.frame = new Uint8Array(length);
+        this.frame = this.buffer(length);
         this.filled = 0;
       }
       const take = Math.min(this.frame.byteLength - this.filled, n - at);
@@ -135,6 +144,13 @@ export class FrameCutter {
       if (!deliver(done)) return 'stopped';
     }
     return 'more';
+  }
+
+  /** Where a split frame of `length` bytes is put together: the kept buffer (grown if need be), or a fresh one past the bound. */
+  private buffer(length: number): Uint8Array<ArrayBuffer> {
+    if (length > REUSED_FRAME_BYTES) return new Uint8Array(length);
+    if (this.kept === null || this.kept.byteLength < length) this.kept = new Uint8Array(length);
+    return this.kept.subarray(0, length);
   }
 }
 

@@ -15,8 +15,9 @@ export interface Wire {
   postBytes(frame: Uint8Array<ArrayBuffer>): void;
   /**
    * What arrives goes to `receive` as it is, undecoded (an envelope or a frame: the receiver checks
-   * it); `error` gets what arrived but could not be read at all, or what broke the wire (a lost
-   * connection), after which nothing more arrives.
+   * it); a frame is the receiver's only until `receive` returns (a TCP wire reuses its buffer: Note
+   * [stream framing]). `error` gets what arrived but could not be read at all, or what broke the wire
+   * (a lost connection), after which nothing more arrives.
    */
   listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void;
   /** Envelopes of another runtime (another cluster id) this end dropped on receipt, where it can tell. */

@@ -1,8 +1,10 @@
 /**
  * Baselines without the runtime, measured in the same run as the runtime's cases: plain workers (eval
- * code, no backflow protocol) passing messages over a direct MessageChannel, and probes of what the
- * machine gives two threads at the moment.
+ * code, no backflow protocol) passing messages over a direct MessageChannel, probes of what the
+ * machine gives two threads at the moment, and two plain processes on a loopback TCP socket.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { MessageChannel, Worker } from 'node:worker_threads';
 
 // The raw baseline's worker: plain JavaScript (eval), no runtime. It receives a port, then answers
@@ -192,4 +194,143 @@ export async function startProbes(): Promise<{
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };
+}
+
+// The raw TCP baseline's child process: plain JavaScript (node -e), no runtime. The listener prints
+// its port, the other end connects, both print 'ready'. On 'go HOPS' (stdin) the listener sends a
+// message of an 8-byte head (hop, hops) and `size` bytes, always the same Buffer; whoever receives a
+// whole message sends the next hop back, and the receiver of the last one prints 'done'. Bytes are
+// counted as they arrive, never copied: the socket's own speed, the best any wire can do.
+const RAW_TCP_CHILD = `
+const net = require('node:net');
+const [role, port, bytes] = process.argv.slice(1);
+const size = Number(bytes);
+const payload = Buffer.alloc(size, 7);
+const say = (line) => process.stdout.write(line + '\\n');
+function serve(socket) {
+  socket.setNoDelay(true);
+  const head = Buffer.alloc(8);
+  let filled = 0, left = 0, hop = 0, hops = 0;
+  const send = (h, n) => {
+    const next = Buffer.alloc(8);
+    next.writeUInt32LE(h, 0);
+    next.writeUInt32LE(n, 4);
+    socket.cork();
+    socket.write(next);
+    socket.write(payload);
+    socket.uncork();
+  };
+  socket.on('data', (chunk) => {
+    for (let at = 0; at < chunk.length; ) {
+      if (filled < 8) {
+        const take = Math.min(8 - filled, chunk.length - at);
+        chunk.copy(head, filled, at, at + take);
+        filled += take;
+        at += take;
+        if (filled === 8) [hop, hops, left] = [head.readUInt32LE(0), head.readUInt32LE(4), size];
+        continue;
+      }
+      const take = Math.min(left, chunk.length - at);
+      left -= take;
+      at += take;
+      if (left > 0) continue;
+      filled = 0;
+      if (hop + 1 < hops) send(hop + 1, hops);
+      else say('done');
+    }
+  });
+  process.stdin.on('data', (d) => {
+    for (const m of String(d).matchAll(/go (\\d+)/g)) send(0, Number(m[1]));
+  });
+  say('ready');
+}
+if (role === 'listen') {
+  const server = net.createServer((s) => { server.close(); serve(s); });
+  server.listen(0, '127.0.0.1', () => say('port ' + server.address().port));
+} else {
+  const s = net.connect(Number(port), '127.0.0.1', () => serve(s));
+}
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+`;
+
+/** A child process of RAW_TCP_CHILD, with the lines it prints handed to whoever waits for them. */
+class RawTcpChild {
+  private out = '';
+  private waiters: { pattern: RegExp; resolve: (m: RegExpExecArray) => void; reject: (e: Error) => void }[] =
+    [];
+  private failure: Error | null = null;
+  readonly exited: Promise<void>;
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => {
+      this.out += d.toString();
+      for (const w of [...this.waiters]) {
+        const m = w.pattern.exec(this.out);
+        if (m === null) continue;
+        this.out = this.out.slice(m.index + m[0].length);
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-2000);
+    });
+    this.exited = once(child, 'exit').then(([code, signal]) => {
+      this.failure = new Error(`raw TCP baseline: a child exited (${code ?? signal}): ${err}`);
+      for (const w of this.waiters.splice(0)) w.reject(this.failure);
+    });
+  }
+
+  /** The next output matching `pattern` (consumed with everything before it). */
+  next(pattern: RegExp): Promise<RegExpExecArray> {
+    const m = pattern.exec(this.out);
+    if (m !== null) {
+      this.out = this.out.slice(m.index + m[0].length);
+      return Promise.resolve(m);
+    }
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => this.waiters.push({ pattern, resolve, reject }));
+  }
+}
+
+/**
+ * Two plain Node processes on a loopback TCP connection passing `bytes`-byte messages back and forth:
+ * what the machine's sockets give two processes at the moment, without the runtime.
+ */
+export class RawTcpPair {
+  private constructor(private readonly ends: readonly [RawTcpChild, RawTcpChild]) {}
+
+  static async start(bytes: number): Promise<RawTcpPair> {
+    const spawnEnd = (role: string, port: number) =>
+      new RawTcpChild(
+        spawn(process.execPath, ['-e', RAW_TCP_CHILD, role, String(port), String(bytes)], {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        }),
+      );
+    const listener = spawnEnd('listen', 0);
+    let other: RawTcpChild | null = null;
+    try {
+      const [, port] = (await listener.next(/port (\d+)\n/)) as unknown as [string, string];
+      other = spawnEnd('connect', Number(port));
+      await Promise.all([listener.next(/ready\n/), other.next(/ready\n/)]);
+      return new RawTcpPair([listener, other]);
+    } catch (err) {
+      for (const end of [listener, other]) end?.child.kill('SIGKILL');
+      throw err;
+    }
+  }
+
+  /** One round: `hops` messages, each sent once the previous one has fully arrived. */
+  async round(hops: number): Promise<void> {
+    const done = Promise.race(this.ends.map((e) => e.next(/done\n/)));
+    this.ends[0].child.stdin!.write(`go ${hops}\n`);
+    await done;
+  }
+
+  async close(): Promise<void> {
+    for (const end of this.ends) end.child.stdin!.end();
+    await Promise.all(this.ends.map((e) => e.exited));
+  }
 }

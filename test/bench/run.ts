@@ -13,6 +13,7 @@ import {
   tableHeader,
 } from './harness.ts';
 import { actorsSuite } from './suites/actors.ts';
+import { clusterSuite } from './suites/cluster.ts';
 import { graphSuite } from './suites/graph.ts';
 import { matmulSuite } from './suites/matmul.ts';
 import { pipelineSuite } from './suites/pipeline.ts';
@@ -29,6 +30,7 @@ const SUITES: readonly Suite[] = [
   pipelineSuite,
   trainSuite,
   poolSuite,
+  clusterSuite,
 ];
 
 interface Args {

@@ -188,6 +188,21 @@ describe('FrameCutter (Note [stream framing])', () => {
     expect(parts.map((f) => f.buffer === stream.buffer)).toEqual([true, false, true]);
   });
 
+  it('puts every split frame together in the one buffer it keeps: a frame is valid only while it is delivered', () => {
+    const cutter = new FrameCutter(1024, 'tcp test', 'worker 1 -> worker 0');
+    const copies: Uint8Array[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    // One byte at a time: every frame is split.
+    for (const byte of stream)
+      cutter.push(Uint8Array.of(byte), (f) => {
+        buffers.add(f.buffer);
+        return copies.push(f.slice()) > 0;
+      });
+    expect(copies).toEqual(frames);
+    // Grown twice, for frames 1 (40 bytes) and 3 (300), then kept.
+    expect(buffers.size).toBe(3);
+  });
+
   it('refuses a declared length over the limit before allocating anything for it; 0 is the goodbye', () => {
     const cutter = new FrameCutter(100, 'tcp test', 'worker 1 -> worker 0');
     const delivered: Uint8Array[] = [];

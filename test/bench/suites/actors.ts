@@ -36,7 +36,7 @@ import { alternate, pairedRatio, resultOf, time } from '../rounds.ts';
 type Counter = 'localMessages' | 'remoteMessages' | 'tasks';
 
 /** Messages and tasks of one step, from the hosts' counters around it. */
-async function countStep(runtime: Runtime, feeds: TensorMap): Promise<Record<Counter, number>> {
+export async function countStep(runtime: Runtime, feeds: TensorMap): Promise<Record<Counter, number>> {
   const before = await runtime.stats();
   await runtime.step(feeds);
   const after = await runtime.stats();
@@ -61,7 +61,7 @@ async function withRuntime<R>(
   }
 }
 
-const laneFeeds = (lanes: number): TensorMap => ({ x: new Rng(2).uniformTensor([lanes, 4], -1, 1) });
+export const laneFeeds = (lanes: number): TensorMap => ({ x: new Rng(2).uniformTensor([lanes, 4], -1, 1) });
 
 async function localMessage(ctx: BenchContext): Promise<void> {
   const lanes = 64;

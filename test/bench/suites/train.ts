@@ -29,7 +29,7 @@ import { mlpClassifier } from '../../../src/train/models.ts';
 import { type BenchContext, median, round, type Suite } from '../harness.ts';
 import { resultOf } from '../rounds.ts';
 
-const BATCH = 128;
+export const BATCH = 128;
 const HIDDEN = [256, 128] as const;
 const LR = 0.1;
 /** Steps per engine per round, rounds, and untimed rounds first. */
@@ -40,12 +40,12 @@ const WARMUP_ROUNDS = 1;
 const ONE_WORKER_TARGET = 25_000;
 const SCALING_TARGET = 1.8;
 
-interface Batch {
+export interface Batch {
   x: Tensor;
   y: Tensor;
 }
 
-function mnistBatches(count: number): Batch[] {
+export function mnistBatches(count: number): Batch[] {
   const { train } = loadMnist({ train: count * BATCH, test: 0, seed: 0 });
   const batches = train.batches({ batchSize: BATCH, shuffle: true, seed: 1, dropLast: true });
   return Array.from({ length: count }, () => {
@@ -55,7 +55,7 @@ function mnistBatches(count: number): Batch[] {
 }
 
 /** One training step of an engine on a batch, resolved when its loss is known. */
-type Engine = {
+export type Engine = {
   name: string;
   workers: number | null;
   replicas?: number;
@@ -69,7 +69,8 @@ const CASES: readonly (readonly [string, Omit<RuntimeOptions, 'optimizer' | 'par
   ['2-stage-pipeline', { workers: 2, schedule: '1f1b', microbatches: 4 }],
 ];
 
-async function backflow(
+/** The MLP on a runtime with these options, SGD on its workers (the cluster suite runs it on node processes). */
+export async function backflow(
   name: string,
   options: Omit<RuntimeOptions, 'optimizer' | 'params'>,
 ): Promise<Engine> {
