@@ -2,7 +2,7 @@ import type { HostAction } from '../actor/task-queue.ts';
 import { InputError, ScheduleError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
-import { isCompute, type Schedule } from '../schedule/action.ts';
+import { actionsOf, isCompute, type Schedule } from '../schedule/action.ts';
 import { checkRows } from '../schedule/action-rules.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
 import { generatePlacedSchedule } from '../schedule/generators.ts';
@@ -100,9 +100,11 @@ export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
   }
   checkRows(schedule, plan.stageWorkers, 'the plan');
   checkStageFlow(plan);
+  // An overlapped pair runs as its two halves, back to back (Note [overlapped F and B]).
   return Array.from({ length: plan.workers }, (_, w) =>
     (schedule[w % plan.group] ?? [])
-      .filter((a): a is NonNullable<typeof a> => a !== null && isCompute(a))
+      .flatMap(actionsOf)
+      .filter(isCompute)
       .map((a) => ({ kind: a.kind as HostAction['kind'], stage: a.stage, mb: a.microbatch })),
   );
 }

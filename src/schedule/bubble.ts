@@ -1,4 +1,4 @@
-import type { Action, Schedule } from './action.ts';
+import { type Action, actionsOf, type OverlappedAction, type Schedule } from './action.ts';
 import type { ScheduleKind } from './config.ts';
 import { execute } from './execute.ts';
 import { validateSchedule } from './validate.ts';
@@ -70,8 +70,11 @@ export function bubbleStats(schedule: Schedule, costs: ActionCosts = {}): Bubble
     }
   };
 
-  const run = execute(schedule, shape, cost);
-  const busy = schedule.map((list) => list.reduce((sum, slot) => sum + (slot ? cost(slot) : 0), 0));
+  // An overlapped pair costs both halves (Note [overlapped F and B]).
+  const slotCost = (slot: Action | OverlappedAction): number =>
+    slot.kind === 'OVERLAP_F_B' ? cost(slot.forward) + cost(slot.backward) : cost(slot);
+  const run = execute(schedule, shape, slotCost);
+  const busy = schedule.map((list) => list.reduce((sum, slot) => sum + (slot ? slotCost(slot) : 0), 0));
   const ideal = Math.max(0, ...busy);
   const { makespan } = run;
   const workers = schedule.length;
@@ -95,12 +98,12 @@ export function peakInFlight(schedule: Schedule, stages: number): number[] {
   const current = new Array<number>(stages).fill(0);
   const peak = new Array<number>(stages).fill(0);
   for (const list of schedule)
-    for (const slot of list) {
-      if (slot === null) continue;
-      const s = slot.stage;
-      if (slot.kind === 'F') peak[s] = Math.max(peak[s]!, ++current[s]!);
-      else if (slot.kind === 'B' || slot.kind === 'W') current[s]!--;
-    }
+    for (const slot of list)
+      for (const a of actionsOf(slot)) {
+        const s = a.stage;
+        if (a.kind === 'F') peak[s] = Math.max(peak[s]!, ++current[s]!);
+        else if (a.kind === 'B' || a.kind === 'W') current[s]!--;
+      }
   return peak;
 }
 

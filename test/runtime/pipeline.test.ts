@@ -3,10 +3,11 @@ import { ScheduleError } from '../../src/errors.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { actionsOf, formatAction } from '../../src/schedule/action.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
-import { scheduleError, V2x4 } from '../support/schedules.ts';
+import { DUAL_PIPE_V2x4, scheduleError, V2x4 } from '../support/schedules.ts';
 
 const p = 4;
 
@@ -220,6 +221,15 @@ describe('stage placement (Note [stage placement]): V-placed hand-written schedu
     expect(
       hostActions(compile(model.graph, { workers: 2, stagePlacement: 'v', stages: 4 }), V2x4(2))[0],
     ).toHaveLength(8);
+  });
+
+  it('hostActions runs an overlapped pair as its two halves, forward first (Note [overlapped F and B])', () => {
+    const plan = compile(model.graph, { workers: 2, stagePlacement: 'v', stages: 4 });
+    const schedule = DUAL_PIPE_V2x4();
+    const text = hostActions(plan, schedule)[0]!.map((a) => `${a.stage}${a.kind}${a.mb}`);
+    // Worker 0's (0F3;3B1)OVERLAP_F_B and (3F2;0B0)OVERLAP_F_B.
+    expect(text.slice(7, 11)).toEqual(['0F3', '3B1', '3F2', '0B0']);
+    expect(text).toEqual(schedule[0]!.flatMap(actionsOf).map(formatAction));
   });
 
   it('an empty schedule is refused', async () => {

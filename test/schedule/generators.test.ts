@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import {
-  type Action,
-  formatAction,
+  actionsOf,
+  formatSlot,
   isCommunication,
   parseAction,
   type Schedule,
+  type Slot,
 } from '../../src/schedule/action.ts';
 import { insertCommunication, stripCommunication } from '../../src/schedule/communication.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../../src/schedule/config.ts';
@@ -25,8 +26,8 @@ import {
 import { validateSchedule } from '../../src/schedule/validate.ts';
 import { scheduleError } from '../support/schedules.ts';
 
-const actions = (list: readonly (Action | null)[]) => list.filter((a): a is Action => a !== null);
-const texts = (list: readonly (Action | null)[]) => actions(list).map(formatAction);
+const actions = (list: readonly Slot[]) => list.filter((a) => a !== null);
+const texts = (list: readonly Slot[]) => actions(list).map(formatSlot);
 
 /** Every valid configuration with p workers up to 5, m up to 2p+1, v up to 3. */
 function configs(kind: ScheduleKind): { workers: number; microbatches: number; chunks: number }[] {
@@ -80,7 +81,7 @@ describe('generated orders', () => {
 
   it('1F1B: the grid is lined up in time', () => {
     const schedule = schedule1F1B({ workers: 2, microbatches: 2 });
-    expect(schedule.map((list) => list.map((a) => (a ? formatAction(a) : '.')).join(' '))).toEqual([
+    expect(schedule.map((list) => list.map((a) => (a ? formatSlot(a) : '.')).join(' '))).toEqual([
       '0F0 0F1 . 0B0 . 0B1',
       '. 1F0 1B0 1F1 1B1',
     ]);
@@ -147,7 +148,7 @@ describe('insertCommunication', () => {
     const lowered = insertCommunication(schedule1F1B({ workers: 2, microbatches: 2 }));
     const err = scheduleError(() => insertCommunication(lowered));
     expect(err.message).toContain('already communicates (0SEND_F0 at worker 0, step 1)');
-    expect(lowered.flat().filter(isCommunication)).toHaveLength(8);
+    expect(lowered.flat().flatMap(actionsOf).filter(isCommunication)).toHaveLength(8);
   });
 });
 
