@@ -60,10 +60,14 @@ export {
   generatePlacedSchedule,
   generateSchedule,
   schedule1F1B,
+  scheduleDualPipeV,
   scheduleGPipe,
   scheduleInterleaved1F1B,
+  scheduleInterleavedZB,
+  scheduleLoopedBFS,
   schedulePlacement,
   scheduleZBH1,
+  scheduleZBV,
 } from './schedule/generators.ts';
 export { formatGrid } from './schedule/grid.ts';
 export {

@@ -17,7 +17,7 @@ import {
   workerOfStage,
 } from '../../src/schedule/placement.ts';
 import { validateSchedule } from '../../src/schedule/validate.ts';
-import { grid, scheduleError, V2x4 } from '../support/schedules.ts';
+import { chunksFor, grid, scheduleError, V2x4 } from '../support/schedules.ts';
 
 const texts = (list: readonly Slot[]) => list.filter((a) => a !== null).map(formatSlot);
 
@@ -133,7 +133,7 @@ describe('validateSchedule with a stage placement', () => {
 
 describe('generators say where their stages run', () => {
   it.each(SCHEDULE_KINDS)('%s', (kind) => {
-    const config = { workers: 2, microbatches: 4, chunks: kind === 'interleaved-1f1b' ? 2 : 1 };
+    const config = { workers: 2, microbatches: 4, chunks: chunksFor(kind) };
     const placed = generatePlacedSchedule(kind, config);
     expect(placed.stagePlacement).toBe(schedulePlacement(kind));
     expect(placed.schedule).toEqual(generateSchedule(kind, config));

@@ -1,5 +1,6 @@
 import { ScheduleError } from '../../src/errors.ts';
 import { parseSlot, type Slot } from '../../src/schedule/action.ts';
+import type { ScheduleKind } from '../../src/schedule/config.ts';
 import { thrown } from './errors.ts';
 
 /** The ScheduleError `f` throws. */
@@ -38,3 +39,7 @@ export const DUAL_PIPE_V2x4 = (): Slot[][] =>
       '1F0 2F0 1F1 2F1 1F2 2B0 (2F2;1B0)OVERLAP_F_B (1F3;2B1)OVERLAP_F_B (2F3;1B1)OVERLAP_F_B 2B2 1B2 ' +
       '2I3 1I3 2W3 1W3',
   );
+
+/** The model chunks per worker tests run `kind` with: 2 where it takes several (2 is all a V takes), else 1. */
+export const chunksFor = (kind: ScheduleKind): number =>
+  kind === 'gpipe' || kind === '1f1b' || kind === 'zb-h1' ? 1 : 2;
