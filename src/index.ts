@@ -41,8 +41,8 @@ export { type NodeOptions, type NodeProcess, startNode } from './runtime/node-pr
 export type { NatsClusterOptions } from './runtime/rendezvous.ts';
 export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
 
-export type { Action, Schedule, Slot } from './schedule/action.ts';
-export { formatAction, parseAction } from './schedule/action.ts';
+export type { Action, OverlappedAction, Schedule, Slot } from './schedule/action.ts';
+export { formatAction, formatSlot, parseAction, parseSlot } from './schedule/action.ts';
 export { bubbleStats } from './schedule/bubble.ts';
 export { insertCommunication } from './schedule/communication.ts';
 export {
@@ -61,10 +61,14 @@ export {
   generatePlacedSchedule,
   generateSchedule,
   schedule1F1B,
+  scheduleDualPipeV,
   scheduleGPipe,
   scheduleInterleaved1F1B,
+  scheduleInterleavedZB,
+  scheduleLoopedBFS,
   schedulePlacement,
   scheduleZBH1,
+  scheduleZBV,
 } from './schedule/generators.ts';
 export { formatGrid } from './schedule/grid.ts';
 export {

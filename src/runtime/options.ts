@@ -14,7 +14,8 @@ import { type NatsClusterOptions, type ResolvedCluster, resolveCluster } from '.
 
 export interface RuntimeOptions extends CompileOptions {
   /**
-   * A pipeline schedule: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1', or a hand-written one (one
+   * A pipeline schedule: one of SCHEDULE_KINDS ('gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1',
+   * 'interleaved-zb', 'looped-bfs', 'zb-v', 'dualpipe-v'), or a hand-written one (one
    * action list per worker of a replica), alone or with its stage placement ({ schedule,
    * stagePlacement }). Stages are cut contiguously and stage s runs on the worker the stage placement
    * gives it (option `stagePlacement`, default 'loop': s mod workers per replica). Without a
@@ -22,8 +23,8 @@ export interface RuntimeOptions extends CompileOptions {
    */
   schedule?: ScheduleSpec;
   /**
-   * Model chunks per worker, for interleaved and V schedules (default 1, or for a hand-written
-   * schedule with an array placement, its length over the workers).
+   * Model chunks per worker, for interleaved and V schedules (default 1, 2 for 'zb-v' and
+   * 'dualpipe-v', or for a hand-written schedule with an array placement, its length over the workers).
    */
   chunks?: number;
   /**

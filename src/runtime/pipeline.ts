@@ -2,9 +2,9 @@ import type { HostAction } from '../actor/task-queue.ts';
 import { InputError, ScheduleError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
 import type { Plan } from '../partition/plan.ts';
-import { isCompute, type Schedule } from '../schedule/action.ts';
+import { actionsOf, isCompute, type Schedule } from '../schedule/action.ts';
 import { checkRows } from '../schedule/action-rules.ts';
-import { SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
+import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
 import { generatePlacedSchedule } from '../schedule/generators.ts';
 import {
   formatStagePlacement,
@@ -33,8 +33,8 @@ function isScheduleKind(spec: unknown): spec is ScheduleKind {
 /**
  * Checks a schedule against the configuration before anything starts (its rules, then the validator
  * with its stage placement) and returns the pipeline of one replica: the schedule and where its stages
- * run. Stages: workers x chunks; for a hand-written schedule without chunks, the length of an array
- * placement, else one per worker. A `stagePlacement` option that resolves differently from the
+ * run. Stages: workers x chunks (by default the schedule's own: 2 for the V schedules, else 1); for a
+ * hand-written schedule without chunks, the length of an array placement, else one per worker. A `stagePlacement` option that resolves differently from the
  * schedule's own placement (a generator's, or a PlacedSchedule's) is refused. Throws ScheduleError.
  */
 export function resolveSchedule(
@@ -56,9 +56,14 @@ export function resolveSchedule(
         found: spec,
       });
     }
-    const chunks = config.chunks ?? 1;
-    placed = generatePlacedSchedule(spec, { workers, microbatches, chunks });
-    stages = workers * chunks;
+    // Without chunks, the schedule's own default: 1, or 2 for the V schedules.
+    const checked = checkPipelineConfig(spec, {
+      workers,
+      microbatches,
+      ...(config.chunks !== undefined ? { chunks: config.chunks } : {}),
+    });
+    placed = generatePlacedSchedule(spec, checked);
+    stages = checked.stages;
   } else {
     placed =
       'stagePlacement' in spec ? spec : { schedule: spec, stagePlacement: config.stagePlacement ?? 'loop' };
@@ -100,9 +105,11 @@ export function hostActions(plan: Plan, schedule: Schedule): HostAction[][] {
   }
   checkRows(schedule, plan.stageWorkers, 'the plan');
   checkStageFlow(plan);
+  // An overlapped pair runs as its two halves, back to back (Note [overlapped F and B]).
   return Array.from({ length: plan.workers }, (_, w) =>
     (schedule[w % plan.group] ?? [])
-      .filter((a): a is NonNullable<typeof a> => a !== null && isCompute(a))
+      .flatMap(actionsOf)
+      .filter(isCompute)
       .map((a) => ({ kind: a.kind as HostAction['kind'], stage: a.stage, mb: a.microbatch })),
   );
 }

@@ -1,5 +1,5 @@
 import { ScheduleError } from '../errors.ts';
-import { type Action, formatAction, isCompute, malformedReason, type Schedule } from './action.ts';
+import { type Action, actionsOf, formatAction, isCompute, malformedReason, type Schedule } from './action.ts';
 import { formatGridAround, type GridMark } from './grid.ts';
 import { formatStagePlacement, namePlacement, type ShapeOptions, scheduleShape } from './placement.ts';
 
@@ -95,7 +95,7 @@ export function checkForm(schedule: Schedule, problems: Problems): void {
 }
 
 export function checkNotEmpty(schedule: Schedule, problems: Problems): void {
-  for (const list of schedule) for (const slot of list) if (slot !== null && isCompute(slot)) return;
+  for (const list of schedule) for (const slot of list) if (actionsOf(slot).some(isCompute)) return;
   problems.add(
     'not empty',
     schedule.length === 0
@@ -178,6 +178,7 @@ function rowsHint(schedule: Schedule): string {
   return `; the rows place the stages as [${rows.join(', ')}]${which}`;
 }
 
+/** Calls `f` for every action, with its worker and step: both halves of an overlapped pair at its step. */
 export function forEachAction(
   schedule: Schedule,
   f: (a: Action, worker: number, step: number) => void,
@@ -185,8 +186,12 @@ export function forEachAction(
   for (let w = 0; w < schedule.length; w++) {
     const list = schedule[w]!;
     for (let step = 0; step < list.length; step++) {
-      const slot = list[step];
-      if (slot) f(slot, w, step);
+      const slot = list[step] ?? null;
+      if (slot === null) continue;
+      if (slot.kind === 'OVERLAP_F_B') {
+        f(slot.forward, w, step);
+        f(slot.backward, w, step);
+      } else f(slot, w, step);
     }
   }
 }

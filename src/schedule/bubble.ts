@@ -1,4 +1,4 @@
-import type { Action, Schedule } from './action.ts';
+import { type Action, actionsOf, type OverlappedAction, type Schedule } from './action.ts';
 import type { ScheduleKind } from './config.ts';
 import { execute } from './execute.ts';
 import { validateSchedule } from './validate.ts';
@@ -36,12 +36,24 @@ export interface BubbleStats {
  * the quick model for the generators; `src/sim` runs the real actor logic. Validates the schedule
  * first, so a broken one throws the validator's ScheduleError.
  *
- * Note [closed-form costs]: what the closed forms need is equal costs across *stages*; the ratio of
- * B to F does not matter in this model (the tests check B = F, B = 2F and others, exactly):
+ * Note [closed-form costs]: what the closed forms need is equal costs across *stages*; for the
+ * schedules without a split backward the ratio of B to F does not matter in this model (the tests
+ * check B = F, B = 2F and others, exactly). v chunks, costs per chunk (stage):
  *   GPipe, 1F1B       makespan (m+p-1)(F+B): idle fraction (p-1)/(m+p-1), bubble (p-1)/m of ideal
- *   interleaved 1F1B  costs per chunk (stage), makespan (vm+p-1)(F+B): bubble (p-1)/(vm) of ideal
+ *   interleaved 1F1B, makespan (vm + p-1 + (v-1) max(0, p-m))(F+B): bubble (p-1)/(vm) of ideal once
+ *   looped BFS        m >= p; with fewer microbatches each chunk waits for the last one to come round
  *   ZB-H1             F = I = W = 1, makespan 3m+p-1: bubble (p-1)/(3m) of ideal, against 1F1B's
  *                     (p-1)/m with B = I + W
+ *   interleaved ZB    F = I = W = 1, m >= p: makespan 3vm+p-1, bubble (p-1)/(3vm)
+ *   ZB-V              F = I = W = 1 per chunk, m >= 2p: makespan 6m+p-1, bubble (p-1)/(6m): the steady
+ *                     phase is bubble-free (the paper's "zero bubble"); what is left is the V's fill
+ *   DualPipeV         F = I = W = 1, B = 2, m >= 2p: pairs launched whole (Note [overlapped F and B])
+ *                     give makespan 6m+2(p-1), DeepSeek's bubble (p-1)(F&B + B - 3W) with F&B = F+B;
+ *                     the runtime and the simulator start each half on its own and reach ZB-V's
+ *                     6m+p-1
+ * Peak memory in chunk activations per worker (F done, B or W not yet): 1F1B p-w; ZB-H1 p on every
+ * worker; ZB-V 2p (the activations of p whole stages, 1F1B's worker 0, on every worker); DualPipeV
+ * 2p+1 (DeepSeek's PP+1).
  * With integer costs every ratio is one correctly rounded division, so tests compare with `toBe`.
  */
 export function bubbleStats(schedule: Schedule, costs: ActionCosts = {}): BubbleStats {
@@ -70,8 +82,11 @@ export function bubbleStats(schedule: Schedule, costs: ActionCosts = {}): Bubble
     }
   };
 
-  const run = execute(schedule, shape, cost);
-  const busy = schedule.map((list) => list.reduce((sum, slot) => sum + (slot ? cost(slot) : 0), 0));
+  // An overlapped pair costs both halves (Note [overlapped F and B]).
+  const slotCost = (slot: Action | OverlappedAction): number =>
+    slot.kind === 'OVERLAP_F_B' ? cost(slot.forward) + cost(slot.backward) : cost(slot);
+  const run = execute(schedule, shape, slotCost);
+  const busy = schedule.map((list) => list.reduce((sum, slot) => sum + (slot ? slotCost(slot) : 0), 0));
   const ideal = Math.max(0, ...busy);
   const { makespan } = run;
   const workers = schedule.length;
@@ -95,22 +110,35 @@ export function peakInFlight(schedule: Schedule, stages: number): number[] {
   const current = new Array<number>(stages).fill(0);
   const peak = new Array<number>(stages).fill(0);
   for (const list of schedule)
-    for (const slot of list) {
-      if (slot === null) continue;
-      const s = slot.stage;
-      if (slot.kind === 'F') peak[s] = Math.max(peak[s]!, ++current[s]!);
-      else if (slot.kind === 'B' || slot.kind === 'W') current[s]!--;
-    }
+    for (const slot of list)
+      for (const a of actionsOf(slot)) {
+        const s = a.stage;
+        if (a.kind === 'F') peak[s] = Math.max(peak[s]!, ++current[s]!);
+        else if (a.kind === 'B' || a.kind === 'W') current[s]!--;
+      }
   return peak;
 }
 
 /**
- * The idle fraction of a step under `kind` with p equal stages, m microbatches and free messages:
- * the closed forms' bubble relative to the ideal, r = (p-1)/m for GPipe and 1F1B, (p-1)/(chunks m)
- * for interleaved 1F1B, (p-1)/(3m) for ZB-H1, as an idle fraction r / (1 + r).
+ * The idle fraction of a step under `kind` with p equal stages, m microbatches and free messages, as
+ * the runtime runs it: the closed forms' bubble relative to the ideal (Note [closed-form costs]),
+ * r = (p-1)/m for GPipe and 1F1B, (p-1 + (v-1) max(0, p-m))/(v m) for interleaved 1F1B and looped
+ * BFS, (p-1)/(3 v m) for ZB-H1 and interleaved ZB (m >= p), (p-1)/(6m) for ZB-V and DualPipeV (m >= 2p),
+ * as an idle fraction r / (1 + r). `chunks` defaults as the configuration does.
  */
-export function closedFormIdleFraction(kind: ScheduleKind, p: number, m: number, chunks = 1): number {
-  const r =
-    kind === 'interleaved-1f1b' ? (p - 1) / (chunks * m) : kind === 'zb-h1' ? (p - 1) / (3 * m) : (p - 1) / m;
+export function closedFormIdleFraction(kind: ScheduleKind, p: number, m: number, chunks?: number): number {
+  const v = chunks ?? (kind === 'zb-v' || kind === 'dualpipe-v' ? 2 : 1);
+  const r = RATIO[kind](p, m, v);
   return r / (1 + r);
 }
+
+const RATIO: Record<ScheduleKind, (p: number, m: number, v: number) => number> = {
+  gpipe: (p, m) => (p - 1) / m,
+  '1f1b': (p, m) => (p - 1) / m,
+  'interleaved-1f1b': (p, m, v) => (p - 1 + (v - 1) * Math.max(0, p - m)) / (v * m),
+  'looped-bfs': (p, m, v) => (p - 1 + (v - 1) * Math.max(0, p - m)) / (v * m),
+  'zb-h1': (p, m) => (p - 1) / (3 * m),
+  'interleaved-zb': (p, m, v) => (p - 1) / (3 * v * m),
+  'zb-v': (p, m) => (p - 1) / (6 * m),
+  'dualpipe-v': (p, m) => (p - 1) / (6 * m),
+};

@@ -19,7 +19,12 @@ export function minCreditWindow(
   waits: readonly (readonly number[])[],
 ): number {
   const m = shape.microbatches;
-  const compute = schedule.map((list) => list.filter((a): a is Action => a !== null && isCompute(a)));
+  // Overlapped F and B pairs (DualPipeV) run two microbatches' halves as one slot: no window is
+  // worked out for them, so they run without a limit.
+  if (schedule.some((list) => list.some((a) => a !== null && a.kind === 'OVERLAP_F_B'))) return m;
+  const compute = schedule.map((list) =>
+    list.filter((a): a is Action => a !== null && a.kind !== 'OVERLAP_F_B' && isCompute(a)),
+  );
   if (!forwardsInOrder(compute)) return m;
   const plain: ScheduleShape = { ...shape, explicitCommunication: false };
   for (let window = 1; window < m; window *= 2) {

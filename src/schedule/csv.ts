@@ -1,5 +1,5 @@
 import { ScheduleError } from '../errors.ts';
-import { ACTION_FORM, type Action, formatSlot, parseAction, type Schedule, type Slot } from './action.ts';
+import { ACTION_FORM, formatSlot, OVERLAP_FORM, parseSlot, type Schedule, type Slot } from './action.ts';
 import { type PlacedSchedule, STAGE_PLACEMENT_NAMES, type StagePlacement } from './placement.ts';
 
 /**
@@ -13,7 +13,7 @@ import { type PlacedSchedule, STAGE_PLACEMENT_NAMES, type StagePlacement } from 
  * both directions drop them; `scheduleFromCsv(scheduleToCsv(s))` equals `s` for every schedule whose
  * lists do not end in idle slots (all generated ones). A blank line is a worker with nothing to do.
  * A first line `placement,v` (or `placement,0,1,1,0`) names the rows' stage placement: read and
- * written by the placed-schedule functions below.
+ * written by the placed-schedule functions below. An overlapped pair is one cell, `(0F3;7B1)OVERLAP_F_B`.
  */
 export function scheduleToCsv(schedule: Schedule): string {
   if (schedule.length === 0) return '';
@@ -73,11 +73,11 @@ function rowsFromCsv(lines: readonly string[], offset = 0): Slot[][] {
         const cell = unquote(raw.trim());
         if (cell === '') return null;
         try {
-          return parseAction(cell);
+          return parseSlot(cell);
         } catch {
           throw new ScheduleError(
             `schedule CSV: row ${row + 1} (worker ${worker}), column ${column + 1} (step ${column}): ` +
-              `bad cell ${JSON.stringify(raw)}; expected an empty cell (idle) or ${ACTION_FORM}`,
+              `bad cell ${JSON.stringify(raw)}; expected an empty cell (idle) or ${ACTION_FORM}, or a pair ${OVERLAP_FORM}`,
             { rule: 'csv cell', worker, step: column, row: row + 1, column: column + 1, found: raw },
           );
         }
@@ -93,5 +93,5 @@ function unquote(cell: string): string {
 function trimIdle(list: readonly Slot[]): Slot[] {
   let end = list.length;
   while (end > 0 && list[end - 1] === null) end--;
-  return list.slice(0, end) as (Action | null)[];
+  return list.slice(0, end);
 }

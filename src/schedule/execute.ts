@@ -1,4 +1,4 @@
-import type { Action, ActionKind, Schedule } from './action.ts';
+import type { Action, ActionKind, OverlappedAction, Schedule } from './action.ts';
 import type { ScheduleShape } from './placement.ts';
 
 /**
@@ -19,6 +19,8 @@ import type { ScheduleShape } from './placement.ts';
  *   W(s)       needs G(s) (its I)
  *   SEND_F(s)  needs F(s);   RECV_F(s) needs SEND_F(s-1)
  *   SEND_B(s)  needs G(s);   RECV_B(s) needs SEND_B(s+1)
+ * An overlapped pair waits for what both its halves need, and makes both halves' events when it ends
+ * (Note [overlapped F and B]).
  */
 export const EVENTS = ['F', 'G', 'W', 'SEND_F', 'RECV_F', 'SEND_B', 'RECV_B'] as const;
 export type ScheduleEvent = (typeof EVENTS)[number];
@@ -59,34 +61,43 @@ export class EventIndex {
     return this.key(EVENT_OF_KIND[a.kind], a.stage, a.microbatch);
   }
 
-  /** Writes the keys of the events `a` waits for into `out`; returns how many (0 to 2). */
-  dependencyKeys(a: Action, out: number[]): number {
+  /**
+   * Writes the keys of the events `a` waits for into `out` from index `at`; returns how many (0 to 2).
+   */
+  dependencyKeys(a: Action, out: number[], at = 0): number {
     const { stage: s, microbatch: mb } = a;
     switch (a.kind) {
       case 'F':
         if (s === 0) return 0;
-        out[0] = this.crossesNext[s - 1] ? this.key(RECV_F, s, mb) : this.key(F, s - 1, mb);
+        out[at] = this.crossesNext[s - 1] ? this.key(RECV_F, s, mb) : this.key(F, s - 1, mb);
         return 1;
       case 'B':
       case 'I':
-        out[0] = this.key(F, s, mb);
+        out[at] = this.key(F, s, mb);
         if (s === this.shape.stages - 1) return 1;
-        out[1] = this.crossesNext[s] ? this.key(RECV_B, s, mb) : this.key(G, s + 1, mb);
+        out[at + 1] = this.crossesNext[s] ? this.key(RECV_B, s, mb) : this.key(G, s + 1, mb);
         return 2;
       case 'W':
       case 'SEND_B':
-        out[0] = this.key(G, s, mb);
+        out[at] = this.key(G, s, mb);
         return 1;
       case 'SEND_F':
-        out[0] = this.key(F, s, mb);
+        out[at] = this.key(F, s, mb);
         return 1;
       case 'RECV_F':
-        out[0] = this.key(SEND_F, s - 1, mb);
+        out[at] = this.key(SEND_F, s - 1, mb);
         return 1;
       case 'RECV_B':
-        out[0] = this.key(SEND_B, s + 1, mb);
+        out[at] = this.key(SEND_B, s + 1, mb);
         return 1;
     }
+  }
+
+  /** The keys a slot waits for (both halves of a pair), into `out`; returns how many (0 to 4). */
+  slotDependencyKeys(slot: Action | OverlappedAction, out: number[]): number {
+    if (slot.kind !== 'OVERLAP_F_B') return this.dependencyKeys(slot, out);
+    const n = this.dependencyKeys(slot.forward, out);
+    return n + this.dependencyKeys(slot.backward, out, n);
   }
 
   /** What `a` waits for (Note [schedule events]). */
@@ -117,7 +128,7 @@ export interface Blocked {
   readonly worker: number;
   /** Index of the action in the worker's list (idle slots count). */
   readonly step: number;
-  readonly action: Action;
+  readonly action: Action | OverlappedAction;
   readonly waitsFor: Dependency;
 }
 
@@ -138,14 +149,15 @@ export interface Execution {
 export type ExtraDependencies = (a: Action, events: EventIndex, out: number[], n: number) => number;
 
 /**
- * Runs `schedule` under `cost` (time of one action; 0 by default, which is enough to find deadlocks).
- * Linear in the number of actions: a worker that cannot advance parks on the one event it waits for
- * and is woken when that event happens. Expects well-formed actions within `shape`.
+ * Runs `schedule` under `cost` (time of one slot: an action or an overlapped pair; 0 by default, which
+ * is enough to find deadlocks). Linear in the number of actions: a worker that cannot advance parks on
+ * the one event it waits for and is woken when that event happens. Expects well-formed actions within
+ * `shape`.
  */
 export function execute(
   schedule: Schedule,
   shape: ScheduleShape,
-  cost: (a: Action) => number = () => 0,
+  cost: (slot: Action | OverlappedAction) => number = () => 0,
   extra?: ExtraDependencies,
 ): Execution {
   const events = new EventIndex(shape);
@@ -158,7 +170,15 @@ export function execute(
   const clock = new Array<number>(schedule.length).fill(0);
   const waiting = new Array<number>(schedule.length).fill(-1);
   const queue = schedule.map((_, w) => w);
-  const deps: number[] = [0, 0];
+  const happen = (k: number, time: number) => {
+    done[k] = time;
+    const woken = parked.get(k);
+    if (woken) {
+      parked.delete(k);
+      for (const v of woken) queue.push(v);
+    }
+  };
+  const deps: number[] = [0, 0, 0, 0];
 
   while (queue.length > 0) {
     const w = queue.pop()!;
@@ -172,8 +192,13 @@ export function execute(
       const a = list[i];
       if (!a) continue;
       let ready = time;
-      let n = events.dependencyKeys(a, deps);
-      if (extra !== undefined) n = extra(a, events, deps, n);
+      let n = events.slotDependencyKeys(a, deps);
+      if (extra !== undefined) {
+        if (a.kind === 'OVERLAP_F_B') {
+          n = extra(a.forward, events, deps, n);
+          n = extra(a.backward, events, deps, n);
+        } else n = extra(a, events, deps, n);
+      }
       for (let d = 0; d < n; d++) {
         const t = done[deps[d]!]!;
         if (Number.isNaN(t)) {
@@ -191,13 +216,10 @@ export function execute(
       time = ready + cost(a);
       starts[i] = ready;
       finishes[i] = time;
-      const k = events.keyOf(a);
-      done[k] = time;
-      const woken = parked.get(k);
-      if (woken) {
-        parked.delete(k);
-        for (const v of woken) queue.push(v);
-      }
+      if (a.kind === 'OVERLAP_F_B') {
+        happen(events.keyOf(a.forward), time);
+        happen(events.keyOf(a.backward), time);
+      } else happen(events.keyOf(a), time);
     }
     next[w] = i;
     clock[w] = time;

@@ -1,4 +1,4 @@
-import { formatAction, type Schedule } from './action.ts';
+import { formatSlot, type Schedule } from './action.ts';
 
 /**
  * The grid printer: one row per worker, one column per step of the workers' lists, cells aligned.
@@ -40,7 +40,7 @@ export function formatGrid(schedule: Schedule, options: GridOptions = {}): strin
     const list = schedule[w] ?? [];
     if (step >= list.length) return '';
     const slot = list[step];
-    return slot ? formatAction(slot) : IDLE;
+    return slot ? formatSlot(slot) : IDLE;
   };
   const widths = steps.map((step) =>
     Math.max(String(step).length, ...workers.map((w) => text(w, step).length)),

@@ -1,5 +1,5 @@
 import { ScheduleError } from '../errors.ts';
-import { isCommunication, type Schedule } from './action.ts';
+import { actionsOf, isCommunication, type Schedule } from './action.ts';
 
 /**
  * Where the stages of one replica run (Note [stage placement]): a named rule, or the explicit array
@@ -174,17 +174,17 @@ export function scheduleShape(schedule: Schedule, sizes: ShapeOptions = {}): Sch
   let maxMicrobatch = -1;
   let explicitCommunication = false;
   for (const list of schedule)
-    for (const slot of list) {
-      if (slot === null) continue;
-      maxStage = Math.max(maxStage, slot.stage);
-      maxMicrobatch = Math.max(maxMicrobatch, slot.microbatch);
-      if (isCommunication(slot)) explicitCommunication = true;
-    }
+    for (const slot of list)
+      for (const a of actionsOf(slot)) {
+        maxStage = Math.max(maxStage, a.stage);
+        maxMicrobatch = Math.max(maxMicrobatch, a.microbatch);
+        if (isCommunication(a)) explicitCommunication = true;
+      }
   const placement = sizes.stagePlacement;
   const stages = sizes.stages ?? (typeof placement === 'object' ? placement.length : maxStage + 1);
   const owner = new Array<number>(Math.max(stages, maxStage + 1)).fill(-1);
   schedule.forEach((list, w) => {
-    for (const slot of list) if (slot !== null && owner[slot.stage] === -1) owner[slot.stage] = w;
+    for (const slot of list) for (const a of actionsOf(slot)) if (owner[a.stage] === -1) owner[a.stage] = w;
   });
   return {
     workers: schedule.length,

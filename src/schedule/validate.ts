@@ -1,4 +1,11 @@
-import { ACTION_KINDS, type Action, type ActionKind, formatAction, type Schedule } from './action.ts';
+import {
+  ACTION_KINDS,
+  type Action,
+  type ActionKind,
+  formatAction,
+  formatSlot,
+  type Schedule,
+} from './action.ts';
 import {
   checkForm,
   checkNotEmpty,
@@ -261,7 +268,7 @@ function checkDeadlock(schedule: Schedule, positions: Positions, problems: Probl
     const owner = positions.shape.workerOfStage[b.waitsFor.stage]!;
     const there = step >= 0 ? `worker ${owner} has it at step ${step}` : 'nobody runs it';
     return (
-      `worker ${b.worker} waits at step ${b.step} (${formatAction(b.action)}) for ` +
+      `worker ${b.worker} waits at step ${b.step} (${formatSlot(b.action)}) for ` +
       `${formatDependency(b.waitsFor)} (${there})`
     );
   });

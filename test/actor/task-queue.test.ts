@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { Task } from '../../src/actor/host-types.ts';
 import type { NodeActor } from '../../src/actor/node-actor.ts';
 import { type HostAction, type TaskPhase, TaskQueue } from '../../src/actor/task-queue.ts';
-import { type Action, isCompute, type Slot } from '../../src/schedule/action.ts';
+import { actionsOf as actionsOfSlot, isCompute, type Slot } from '../../src/schedule/action.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 
 /**
@@ -54,7 +54,8 @@ const act = (kind: HostAction['kind'], stage: number, mb: number): HostAction =>
 /** A worker's compute actions from its row of a schedule. */
 const actionsOf = (row: readonly Slot[]): HostAction[] =>
   row
-    .filter((x): x is Action => x !== null && isCompute(x))
+    .flatMap(actionsOfSlot)
+    .filter(isCompute)
     .map((x) => act(x.kind as HostAction['kind'], x.stage, x.microbatch));
 
 describe('TaskQueue in dataflow order', () => {

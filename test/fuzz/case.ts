@@ -24,9 +24,9 @@ export const FEATURE_DOCS = {
   frozenParam: 'parameters left out of wrt',
   wrtInputs: 'inputs in wrt (gradients with respect to x, x2, c)',
   optimizer: 'an optimizer on the workers (sgd or adam): parameters compared after the updates',
-  schedules: "pipeline schedules (gpipe, 1f1b, interleaved-1f1b, zb-h1) with 'stages' or 'manual' placement",
+  schedules: "pipeline schedules (every one of SCHEDULE_KINDS) with 'stages' or 'manual' placement",
   vStages:
-    "stages placed in a V (stagePlacement 'v', 2 chunks per worker) under a hand-written GPipe-order schedule",
+    "stages placed in a V (stagePlacement 'v', 2 chunks per worker): ZB-V, DualPipeV, and a hand-written GPipe-order schedule",
   backStages:
     "'manual' stage annotations that go up and come back down: a schedule must refuse them (checkStageFlow)",
   partialStages: "'manual' placement with some nodes left unannotated (they follow a consumer or an input)",

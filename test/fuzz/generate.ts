@@ -12,6 +12,8 @@ import '../fixtures/fuzz-ops.ts';
 import type { PlacementStrategy } from '../../src/partition/placement.ts';
 import { PARAM_PLACEMENTS } from '../../src/partition/plan.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../../src/schedule/config.ts';
+import { schedulePlacement } from '../../src/schedule/generators.ts';
+import { chunksFor } from '../support/schedules.ts';
 import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
 import { FEATURE_STEPS } from './feature-steps.ts';
 import { OP_STEPS } from './op-steps.ts';
@@ -246,7 +248,11 @@ export function buildCase(c: FuzzCase): BuiltCase {
   for (const x of inputs) if (g.maybe('wrtInputs', 0.5)) wrt.push(x.name!);
   if (c.run.optimizer !== undefined) g.used.add('optimizer');
   if (c.run.schedule !== undefined) g.used.add('schedules');
-  if (c.run.schedule === 'gpipe-v') g.used.add('vStages');
+  if (
+    c.run.schedule === 'gpipe-v' ||
+    (c.run.schedule !== undefined && schedulePlacement(c.run.schedule) === 'v')
+  )
+    g.used.add('vStages');
   if (c.run.schedule !== undefined && !['stages', 'manual'].includes(c.run.placement))
     g.used.add('scheduleAnyPlacement');
   const x2 = graph.inputs().find((n) => n.name === 'x2');
@@ -282,6 +288,11 @@ const PLACEMENTS: Record<RunConfig['mode'], readonly PlacementStrategy[]> = {
   nats: ['per-node', 'stages'],
 };
 
+/** `m` if interleaving over p workers accepts it (Note [interleaved rounds]), else the multiple of p below. */
+function interleavedMicrobatches(p: number, m: number): number {
+  return m % Math.max(1, Math.floor(m / p)) === 0 ? m : Math.floor(m / p) * p;
+}
+
 /** A random case from a seed: its graph's size and width, and how the runtime runs it. */
 export function randomCase(seed: number, options: CaseOptions): FuzzCase {
   const rng = rngFor(seed, -2);
@@ -296,17 +307,22 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
   if (features.has('backStages') && !threads && rng.next() < 0.5) placement = 'manual';
   let schedule: ScheduleKind | 'gpipe-v' | undefined;
   if (features.has('schedules') && rng.next() < 0.4) {
-    schedule = features.has('vStages') && rng.next() < 0.5 ? 'gpipe-v' : oneOf(SCHEDULE_KINDS);
+    // The V schedules (ZB-V, DualPipeV, and a hand-written GPipe order) need the vStages feature.
+    const kinds = SCHEDULE_KINDS.filter((k) => features.has('vStages') || schedulePlacement(k) !== 'v');
+    schedule = features.has('vStages') && rng.next() < 0.3 ? 'gpipe-v' : oneOf(kinds);
     if (placement !== 'manual' && !(features.has('scheduleAnyPlacement') && rng.next() < 0.5))
       placement = 'stages';
   }
-  // Each schedule's rule (checkPipelineConfig): 1F1B and ZB-H1 need m >= p, interleaved m % p == 0.
+  // Each schedule's rule (checkPipelineConfig): 1F1B and ZB-H1 need m >= p, the interleaved ones (2
+  // chunks) a multiple of their rounds max(1, floor(m/p)), DualPipeV m >= 2p; the others any m.
   const microbatches =
     schedule === '1f1b' || schedule === 'zb-h1'
       ? group + rng.int(2)
-      : schedule === 'interleaved-1f1b'
-        ? group * (1 + rng.int(2))
-        : 1 + rng.int(4);
+      : schedule === 'interleaved-1f1b' || schedule === 'interleaved-zb'
+        ? interleavedMicrobatches(group, 1 + rng.int(2 * group + 1))
+        : schedule === 'dualpipe-v'
+          ? 2 * group + rng.int(2)
+          : 1 + rng.int(4);
   const maxSize = options.maxSize ?? 10;
   return {
     seed,
@@ -322,7 +338,9 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
       placement,
       paramPlacement: oneOf(PARAM_PLACEMENTS),
       ...(schedule ? { schedule } : {}),
-      ...(schedule === 'interleaved-1f1b' || schedule === 'gpipe-v' ? { chunks: 2 } : {}),
+      ...(schedule !== undefined && (schedule === 'gpipe-v' || chunksFor(schedule) === 2)
+        ? { chunks: 2 }
+        : {}),
       ...(threads ? {} : { shuffleSeed: rng.int(2 ** 31) }),
       ...(features.has('optimizer') && rng.next() < 0.3
         ? { optimizer: oneOf(['sgd', 'adam'] as const) }

@@ -11,6 +11,7 @@ import type { ScheduleSpec } from '../../src/runtime/pipeline.ts';
 import type { NatsClusterOptions } from '../../src/runtime/rendezvous.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { action, type Schedule } from '../../src/schedule/action.ts';
+import { schedulePlacement } from '../../src/schedule/generators.ts';
 import { bitwiseEqual, cast, type Tensor } from '../../src/tensor/tensor.ts';
 import { FUZZ_OPS_URL } from '../fixtures/fuzz-ops.ts';
 import type { FuzzCase, RunConfig } from './case.ts';
@@ -140,7 +141,7 @@ function flowsBack(c: FuzzCase, built: BuiltCase): boolean {
     placement: run.placement,
     paramPlacement: run.paramPlacement,
     stages: group * (run.chunks ?? 1),
-    stagePlacement: run.schedule === 'gpipe-v' ? 'v' : 'loop',
+    stagePlacement: run.schedule === 'gpipe-v' ? 'v' : schedulePlacement(run.schedule),
     wrt: built.wrt,
   });
   return built.graph.nodes.some((n) =>

@@ -3,10 +3,12 @@ import { ScheduleError } from '../../src/errors.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { actionsOf, formatAction } from '../../src/schedule/action.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
+import { resolveStagePlacement } from '../../src/schedule/placement.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
-import { scheduleError, V2x4 } from '../support/schedules.ts';
+import { chunksFor, DUAL_PIPE_V2x4, scheduleError, V2x4 } from '../support/schedules.ts';
 
 const p = 4;
 
@@ -17,7 +19,7 @@ describe.each(['in-process', 'loopback'] as const)(
     for (const kind of SCHEDULE_KINDS) {
       for (const microbatches of [1, p - 1, p, p + 1, 2 * p]) {
         it(`${kind}, ${microbatches} microbatches`, async () => {
-          const chunks = kind === 'interleaved-1f1b' ? 2 : 1;
+          const chunks = chunksFor(kind);
           const feeds = model.feeds(16);
           const options: RuntimeOptions = {
             mode,
@@ -34,8 +36,11 @@ describe.each(['in-process', 'loopback'] as const)(
           } catch (err) {
             // Refused before any worker started: only configurations the schedule's rules exclude.
             expect(err).toBeInstanceOf(ScheduleError);
-            const needsMoreMicrobatches = (kind === '1f1b' || kind === 'zb-h1') && microbatches < p;
-            const needsMultiple = kind === 'interleaved-1f1b' && microbatches % p !== 0;
+            const needsMoreMicrobatches =
+              ((kind === '1f1b' || kind === 'zb-h1') && microbatches < p) ||
+              (kind === 'dualpipe-v' && microbatches < 2 * p);
+            const rounds = Math.max(1, Math.floor(microbatches / p));
+            const needsMultiple = kind.startsWith('interleaved') && microbatches % rounds !== 0;
             expect(needsMoreMicrobatches || needsMultiple).toBe(true);
             return;
           }
@@ -112,6 +117,29 @@ describe('pipelines on worker threads', () => {
       }
     }
   });
+
+  // PyTorch's other schedules: looping placement (interleaved 1F1B with m not a multiple of p,
+  // interleaved zero bubble, looped BFS) and V placement (ZB-V, DualPipeV and its overlapped pairs).
+  it.each([
+    ['interleaved-1f1b', 2, 6, 'loop'],
+    ['interleaved-zb', 2, 4, 'loop'],
+    ['looped-bfs', 3, 5, 'loop'],
+    ['zb-v', 2, 6, 'v'],
+    ['dualpipe-v', 2, 8, 'v'],
+  ] as const)(
+    '%s, %i chunks per worker, %i microbatches, over 4 threads (placement %s): bitwise equal to the reference',
+    async (schedule, chunks, microbatches, placement) => {
+      const model = deepMlp(12);
+      const options: RuntimeOptions = { workers: 4, schedule, chunks, microbatches, params: model.params };
+      const rt = await createRuntime(model.graph, options);
+      try {
+        expect(rt.plan.stageWorkers).toEqual(resolveStagePlacement(placement, 4 * chunks, 4));
+        await expectMatchesReference(model.graph, model.params, model.feeds(20), options, rt);
+      } finally {
+        await rt.close();
+      }
+    },
+  );
 });
 
 describe('stage placement (Note [stage placement]): V-placed hand-written schedules', () => {
@@ -213,6 +241,17 @@ describe('stage placement (Note [stage placement]): V-placed hand-written schedu
     expect(rt.plan.stageWorkers).toEqual([0, 1]);
   });
 
+  it("the V schedules default to two chunks per worker placed 'v'; other chunk counts are refused", async () => {
+    const options = { mode: 'in-process', workers: 2, microbatches: 4, params: model.params } as const;
+    for (const schedule of ['zb-v', 'dualpipe-v'] as const) {
+      const rt = await createRuntime(model.graph, { ...options, schedule });
+      await rt.close();
+      expect(rt.plan.stageWorkers).toEqual([0, 1, 1, 0]);
+    }
+    const err = await rejection(createRuntime(model.graph, { ...options, schedule: 'zb-v', chunks: 3 }));
+    expect(err.message).toContain('ZB-V places two stages per worker in a V (chunks = 2), found chunks = 3');
+  });
+
   it('hostActions refuses a schedule whose rows disagree with the plan', () => {
     const plan = compile(model.graph, { workers: 2, stages: 4 });
     const err = scheduleError(() => hostActions(plan, V2x4(2)));
@@ -220,6 +259,15 @@ describe('stage placement (Note [stage placement]): V-placed hand-written schedu
     expect(
       hostActions(compile(model.graph, { workers: 2, stagePlacement: 'v', stages: 4 }), V2x4(2))[0],
     ).toHaveLength(8);
+  });
+
+  it('hostActions runs an overlapped pair as its two halves, forward first (Note [overlapped F and B])', () => {
+    const plan = compile(model.graph, { workers: 2, stagePlacement: 'v', stages: 4 });
+    const schedule = DUAL_PIPE_V2x4();
+    const text = hostActions(plan, schedule)[0]!.map((a) => `${a.stage}${a.kind}${a.mb}`);
+    // Worker 0's (0F3;3B1)OVERLAP_F_B and (3F2;0B0)OVERLAP_F_B.
+    expect(text.slice(7, 11)).toEqual(['0F3', '3B1', '3F2', '0B0']);
+    expect(text).toEqual(schedule[0]!.flatMap(actionsOf).map(formatAction));
   });
 
   it('an empty schedule is refused', async () => {

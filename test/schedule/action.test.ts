@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { ACTION_KINDS, action, formatAction, parseAction, type Schedule } from '../../src/schedule/action.ts';
+import {
+  ACTION_KINDS,
+  action,
+  actionsOf,
+  formatAction,
+  formatSlot,
+  overlap,
+  parseAction,
+  parseSlot,
+  type Schedule,
+} from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import {
   placedScheduleFromCsv,
@@ -8,7 +18,7 @@ import {
   scheduleToCsv,
 } from '../../src/schedule/csv.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
-import { grid, scheduleError, V2x4 } from '../support/schedules.ts';
+import { DUAL_PIPE_V2x4, grid, scheduleError, V2x4 } from '../support/schedules.ts';
 
 describe('action text', () => {
   it.each(ACTION_KINDS)('%s round-trips through format and parse', (kind) => {
@@ -41,6 +51,42 @@ describe('action text', () => {
 
   it('says kinds are upper case', () => {
     expect(scheduleError(() => parseAction('1f0')).message).toContain('(kinds are upper case)');
+  });
+});
+
+describe('overlapped pairs (Note [overlapped F and B])', () => {
+  it("round-trip through PyTorch's text form, and run forward first", () => {
+    const pair = overlap(action('F', 0, 3), action('B', 7, 1));
+    expect(formatSlot(pair)).toBe('(0F3;7B1)OVERLAP_F_B');
+    expect(parseSlot(' (0F3;7B1)OVERLAP_F_B ')).toEqual(pair);
+    expect(parseSlot('(0F3;7I1)OVERLAP_F_B')).toEqual(overlap(action('F', 0, 3), action('I', 7, 1)));
+    expect(parseSlot('2W1')).toEqual(action('W', 2, 1));
+    expect(actionsOf(pair)).toEqual([action('F', 0, 3), action('B', 7, 1)]);
+    expect(actionsOf(null)).toEqual([]);
+  });
+
+  it('pair a forward with a backward B or I, nothing else', () => {
+    const err = scheduleError(() => parseSlot('(7B1;0F3)OVERLAP_F_B'));
+    expect(err.message).toBe(
+      'bad action "(7B1;0F3)OVERLAP_F_B": OVERLAP_F_B pairs a forward F with a backward B or I, found 7B1 and 0F3',
+    );
+    expect(err.context.rule).toBe('action text');
+    expect(scheduleError(() => parseSlot('(0F3;0W1)OVERLAP_F_B')).message).toContain('found 0F3 and 0W1');
+    expect(scheduleError(() => parseSlot('(0F3)OVERLAP_F_B')).message).toContain(
+      'bad action "(0F3)OVERLAP_F_B"',
+    );
+    expect(scheduleError(() => parseSlot('(0F3;0X1)OVERLAP_F_B')).message).toContain('bad action "0X1"');
+  });
+
+  it('are one CSV cell', () => {
+    const schedule = DUAL_PIPE_V2x4();
+    const csv = scheduleToCsv(schedule);
+    expect(csv.split('\n')[0]).toContain(',(0F3;3B1)OVERLAP_F_B,(3F2;0B0)OVERLAP_F_B,');
+    expect(scheduleFromCsv(csv)).toEqual(schedule);
+    expect(placedScheduleFromCsv(placedScheduleToCsv({ schedule, stagePlacement: 'v' }))).toEqual({
+      schedule,
+      stagePlacement: 'v',
+    });
   });
 });
 

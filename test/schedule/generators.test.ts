@@ -1,62 +1,109 @@
 import { describe, expect, it } from 'vitest';
+import { ScheduleError } from '../../src/errors.ts';
 import {
-  type Action,
-  formatAction,
+  actionsOf,
+  formatSlot,
   isCommunication,
   parseAction,
   type Schedule,
+  type Slot,
 } from '../../src/schedule/action.ts';
 import { insertCommunication, stripCommunication } from '../../src/schedule/communication.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../../src/schedule/config.ts';
 import {
   generateSchedule,
   schedule1F1B,
+  scheduleDualPipeV,
   scheduleGPipe,
   scheduleInterleaved1F1B,
+  scheduleInterleavedZB,
+  scheduleLoopedBFS,
+  schedulePlacement,
   scheduleZBH1,
+  scheduleZBV,
 } from '../../src/schedule/generators.ts';
 import {
   describePlacement,
+  resolveStagePlacement,
   scheduleShape,
   stagesOfWorker,
   stagesPerWorker,
   workerOfStage,
 } from '../../src/schedule/placement.ts';
 import { validateSchedule } from '../../src/schedule/validate.ts';
-import { scheduleError } from '../support/schedules.ts';
+import { chunksFor, DUAL_PIPE_V2x4, scheduleError } from '../support/schedules.ts';
 
-const actions = (list: readonly (Action | null)[]) => list.filter((a): a is Action => a !== null);
-const texts = (list: readonly (Action | null)[]) => actions(list).map(formatAction);
+const actions = (list: readonly Slot[]) => list.filter((a) => a !== null);
+const texts = (list: readonly Slot[]) => actions(list).map(formatSlot);
 
-/** Every valid configuration with p workers up to 5, m up to 2p+1, v up to 3. */
-function configs(kind: ScheduleKind): { workers: number; microbatches: number; chunks: number }[] {
+/** The chunks each kind is tried with. */
+const CHUNK_CHOICES: Record<ScheduleKind, readonly number[]> = {
+  gpipe: [1],
+  '1f1b': [1],
+  'interleaved-1f1b': [1, 2, 3],
+  'zb-h1': [1],
+  'interleaved-zb': [1, 2, 3],
+  'looped-bfs': [1, 2, 3],
+  'zb-v': [2],
+  'dualpipe-v': [2],
+};
+
+/**
+ * The configuration rules, written out again: 1F1B-like schedules need m >= p, interleaved ones with
+ * chunks > 1 a multiple of their rounds max(1, floor(m/p)) (PyTorch's), DualPipeV m >= 2p.
+ */
+function accepts(kind: ScheduleKind, p: number, m: number, v: number): boolean {
+  switch (kind) {
+    case 'gpipe':
+    case 'looped-bfs':
+    case 'zb-v':
+      return true;
+    case '1f1b':
+    case 'zb-h1':
+      return m >= p;
+    case 'interleaved-1f1b':
+    case 'interleaved-zb':
+      return v === 1 ? m >= p : m % Math.max(1, Math.floor(m / p)) === 0;
+    case 'dualpipe-v':
+      return m >= 2 * p;
+  }
+}
+
+/** Every configuration with p workers up to 5, m up to 2p+3, the kind's chunks; and whether it is valid. */
+function configs(kind: ScheduleKind) {
   const out = [];
   for (let p = 1; p <= 5; p++)
-    for (let m = 1; m <= 2 * p + 1; m++)
-      for (const v of kind === 'interleaved-1f1b' ? [1, 2, 3] : [1]) {
-        // The configuration rules: 1F1B-like schedules need m >= p, interleaved a multiple of p.
-        const ok = kind === 'gpipe' || (kind === 'interleaved-1f1b' && v > 1 ? m % p === 0 : m >= p);
-        if (ok) out.push({ workers: p, microbatches: m, chunks: v });
-      }
+    for (let m = 1; m <= 2 * p + 3; m++)
+      for (const v of CHUNK_CHOICES[kind])
+        out.push({ config: { workers: p, microbatches: m, chunks: v }, ok: accepts(kind, p, m, v) });
   return out;
 }
 
 describe.each(SCHEDULE_KINDS)('%s', (kind) => {
-  it('validates for every configuration, compute-only and with communication', () => {
-    for (const config of configs(kind)) {
+  it('validates for every configuration its rules accept, compute-only and with communication', () => {
+    let valid = 0;
+    for (const { config, ok } of configs(kind)) {
+      if (!ok) {
+        expect(() => generateSchedule(kind, config)).toThrow(ScheduleError);
+        continue;
+      }
+      valid++;
       const stages = config.workers * config.chunks;
       const schedule = generateSchedule(kind, config);
       expect(schedule).toHaveLength(config.workers);
       const shape = validateSchedule(schedule, { stages, microbatches: config.microbatches });
-      expect(shape.workerOfStage).toEqual(Array.from({ length: stages }, (_, s) => s % config.workers));
+      expect(shape.workerOfStage).toEqual(
+        resolveStagePlacement(schedulePlacement(kind), stages, config.workers),
+      );
       const lowered = insertCommunication(schedule);
       validateSchedule(lowered, { stages, microbatches: config.microbatches });
       expect(stripCommunication(lowered)).toEqual(schedule.map(actions));
     }
+    expect(valid).toBeGreaterThan(10);
   });
 
   it('is a pure function of its configuration', () => {
-    const config = { workers: 4, microbatches: 8, chunks: kind === 'interleaved-1f1b' ? 2 : 1 };
+    const config = { workers: 4, microbatches: 8, chunks: chunksFor(kind) };
     expect(generateSchedule(kind, config)).toEqual(generateSchedule(kind, config));
   });
 });
@@ -80,7 +127,7 @@ describe('generated orders', () => {
 
   it('1F1B: the grid is lined up in time', () => {
     const schedule = schedule1F1B({ workers: 2, microbatches: 2 });
-    expect(schedule.map((list) => list.map((a) => (a ? formatAction(a) : '.')).join(' '))).toEqual([
+    expect(schedule.map((list) => list.map((a) => (a ? formatSlot(a) : '.')).join(' '))).toEqual([
       '0F0 0F1 . 0B0 . 0B1',
       '. 1F0 1B0 1F1 1B1',
     ]);
@@ -106,6 +153,55 @@ describe('generated orders', () => {
     expect(texts(schedule[0]!)).toEqual('0F0 0F1 0F2 0I0 0W0 0F3 0I1 0W1 0I2 0W2 0I3 0W3'.split(' '));
     expect(texts(schedule[2]!)).toEqual('2F0 2I0 2F1 2I1 2F2 2I2 2W0 2F3 2I3 2W1 2W2 2W3'.split(' '));
     for (const list of schedule) expect(actions(list).some((a) => a.kind === 'B')).toBe(false);
+  });
+
+  it("interleaved 1F1B with m not a multiple of p: PyTorch's rounds (p = 4, m = 10: 2 rounds of 5) and order", () => {
+    const schedule = scheduleInterleaved1F1B({ workers: 4, microbatches: 10, chunks: 2 });
+    // Worked out by hand from PyTorch's ScheduleInterleaved1F1B: warmup (v-1) 5 + 2 (p-1) = 11.
+    expect(texts(schedule[0]!).join(' ')).toBe(
+      '0F0 0F1 0F2 0F3 0F4 4F0 4F1 4F2 4F3 4F4 0F5 0F6 4B0 0F7 4B1 0F8 4B2 0F9 4B3 4F5 4B4 4F6 0B0 ' +
+        '4F7 0B1 4F8 0B2 4F9 0B3 0B4 4B5 4B6 4B7 4B8 4B9 0B5 0B6 0B7 0B8 0B9',
+    );
+    // p = 4, m = 6 is one round of 6; m = 3, fewer microbatches than workers, one round of 3.
+    expect(
+      texts(scheduleInterleaved1F1B({ workers: 4, microbatches: 6, chunks: 2 })[3]!).slice(0, 8),
+    ).toEqual('3F0 3F1 3F2 3F3 3F4 3F5 7F0 7B0'.split(' '));
+    expect(texts(scheduleInterleaved1F1B({ workers: 4, microbatches: 3, chunks: 2 })[0]!).join(' ')).toBe(
+      '0F0 0F1 0F2 4F0 4F1 4F2 4B0 4B1 4B2 0B0 0B1 0B2',
+    );
+  });
+
+  it('interleaved zero bubble (ZB1P): one warmup forward per hop, W deferred by the worker index', () => {
+    const schedule = scheduleInterleavedZB({ workers: 2, microbatches: 2, chunks: 2 });
+    expect(texts(schedule[1]!).join(' ')).toBe('1F0 1F1 3F0 3I0 3F1 3I1 3W0 1I0 3W1 1I1 1W0 1W1');
+    expect(scheduleInterleavedZB({ workers: 3, microbatches: 5, chunks: 1 })).toEqual(
+      scheduleZBH1({ workers: 3, microbatches: 5 }),
+    );
+  });
+
+  it('looped BFS: every forward of a chunk before the next, backwards from the last chunk and microbatch', () => {
+    const schedule = scheduleLoopedBFS({ workers: 2, microbatches: 3, chunks: 2 });
+    expect(scheduleShape(schedule).workerOfStage).toEqual([0, 1, 0, 1]);
+    expect(texts(schedule[1]!).join(' ')).toBe('1F0 1F1 1F2 3F0 3F1 3F2 3B2 3B1 3B0 1B2 1B1 1B0');
+  });
+
+  it("ZB-V: two stages per worker in a V, PyTorch's order", () => {
+    const schedule = scheduleZBV({ workers: 2, microbatches: 4 });
+    expect(scheduleShape(schedule).workerOfStage).toEqual([0, 1, 1, 0]);
+    expect(texts(schedule[0]!).join(' ')).toBe(
+      '0F0 0F1 0F2 3F0 3I0 3W0 3F1 3I1 3W1 0F3 0I0 0W0 3F2 3I2 3W2 0I1 0W1 3F3 3I3 3W3 0I2 0W2 0I3 0W3',
+    );
+    expect(texts(schedule[1]!).join(' ')).toBe(
+      '1F0 2F0 1F1 2F1 2I0 2W0 1F2 1I0 1W0 2F2 2I1 2W1 1F3 1I1 1W1 2F3 2I2 2W2 1I2 2I3 1I3 1W2 2W3 1W3',
+    );
+    // Planned for max(m, 2p-1) microbatches; the actions of the ones that do not exist are dropped.
+    expect(texts(scheduleZBV({ workers: 2, microbatches: 1 })[0]!).join(' ')).toBe('0F0 3F0 3I0 3W0 0I0 0W0');
+  });
+
+  it('DualPipeV: F of one chunk overlapped with B of the other in the main phase', () => {
+    // Worker 0: (0F3;3B1)OVERLAP_F_B ...; on the last worker the main phase's first F and B run unpaired.
+    const schedule = scheduleDualPipeV({ workers: 2, microbatches: 4 });
+    expect(schedule.map(actions)).toEqual(DUAL_PIPE_V2x4().map(actions));
   });
 });
 
@@ -147,7 +243,7 @@ describe('insertCommunication', () => {
     const lowered = insertCommunication(schedule1F1B({ workers: 2, microbatches: 2 }));
     const err = scheduleError(() => insertCommunication(lowered));
     expect(err.message).toContain('already communicates (0SEND_F0 at worker 0, step 1)');
-    expect(lowered.flat().filter(isCommunication)).toHaveLength(8);
+    expect(lowered.flat().flatMap(actionsOf).filter(isCommunication)).toHaveLength(8);
   });
 });
 
@@ -168,21 +264,39 @@ describe('configuration errors, before anything is built', () => {
     );
   });
 
-  it('interleaved needs microbatches to be a multiple of workers', () => {
-    const err = scheduleError(() => scheduleInterleaved1F1B({ workers: 4, microbatches: 6, chunks: 2 }));
+  it("interleaved needs microbatches to be a multiple of its rounds max(1, floor(m/p)), PyTorch's rule", () => {
+    const err = scheduleError(() => scheduleInterleaved1F1B({ workers: 4, microbatches: 9, chunks: 2 }));
     expect(err.message).toBe(
-      'interleaved 1F1B needs microbatches to be a multiple of workers (m % p == 0): found ' +
-        'microbatches = 6, workers = 4; use 4 or 8 microbatches, or chunks = 1 (plain 1F1B)',
+      'interleaved 1F1B needs microbatches to be a multiple of its rounds, max(1, floor(m / p)) = 2 ' +
+        '(Note [interleaved rounds]): found microbatches = 9, workers = 4; use 8 or 10 microbatches, or chunks = 1',
     );
-    expect(err.context).toMatchObject({ rule: 'microbatches % workers == 0', microbatches: 6, workers: 4 });
+    expect(err.context).toMatchObject({ rule: 'microbatches % rounds == 0', microbatches: 9, workers: 4 });
     expect(
-      scheduleError(() => scheduleInterleaved1F1B({ workers: 4, microbatches: 3, chunks: 2 })).message,
-    ).toContain('use 4 microbatches');
+      scheduleError(() => scheduleInterleavedZB({ workers: 4, microbatches: 13, chunks: 3 })).message,
+    ).toMatch(/^interleaved zero bubble needs .* = 3 .* use 12 or 15 microbatches/);
+    for (const microbatches of [1, 3, 6, 10, 12])
+      expect(() => scheduleInterleaved1F1B({ workers: 4, microbatches, chunks: 2 })).not.toThrow();
+  });
+
+  it('the V schedules take two chunks (the default), DualPipeV at least 2p microbatches', () => {
+    expect(scheduleZBV({ workers: 3, microbatches: 2 })).toEqual(
+      scheduleZBV({ workers: 3, microbatches: 2, chunks: 2 }),
+    );
+    const err = scheduleError(() => scheduleZBV({ workers: 3, microbatches: 4, chunks: 1 }));
+    expect(err.message).toBe(
+      "ZB-V places two stages per worker in a V (chunks = 2), found chunks = 1; use 'interleaved-zb' or " +
+        "'looped-bfs' for another number of model chunks per worker",
+    );
+    expect(err.context.rule).toBe('chunks = 2');
+    expect(scheduleError(() => scheduleDualPipeV({ workers: 3, microbatches: 5 })).message).toBe(
+      'DualPipeV needs microbatches >= stages (m >= 2p): found microbatches = 5, stages = 6; use at least 6 ' +
+        "microbatches, or 'zb-v', which accepts any count",
+    );
   });
 
   it('one stage per worker outside interleaved; counts are integers >= 1; known kinds only', () => {
     expect(scheduleError(() => scheduleGPipe({ workers: 2, microbatches: 2, chunks: 2 })).message).toContain(
-      "GPipe places one stage per worker (chunks = 1), found chunks = 2; use 'interleaved-1f1b'",
+      "GPipe places one stage per worker (chunks = 1), found chunks = 2; use 'interleaved-1f1b' or 'interleaved-zb'",
     );
     expect(scheduleError(() => schedule1F1B({ workers: 0, microbatches: 2 })).message).toBe(
       '1F1B: workers must be an integer >= 1, found 0',
@@ -193,7 +307,10 @@ describe('configuration errors, before anything is built', () => {
     expect(
       scheduleError(() => generateSchedule('pipedream' as ScheduleKind, { workers: 2, microbatches: 2 }))
         .message,
-    ).toBe('unknown schedule "pipedream": expected one of gpipe, 1f1b, interleaved-1f1b, zb-h1');
+    ).toBe(
+      'unknown schedule "pipedream": expected one of gpipe, 1f1b, interleaved-1f1b, zb-h1, interleaved-zb, ' +
+        'looped-bfs, zb-v, dualpipe-v',
+    );
   });
 });
 

@@ -1,7 +1,7 @@
 // Note [stage placement]: where stages run is a value ('loop', 'v' or an array) that the validator,
 // the generators and insertCommunication all read.
 import { describe, expect, it } from 'vitest';
-import { formatAction, type Slot } from '../../src/schedule/action.ts';
+import { formatSlot, type Slot } from '../../src/schedule/action.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
 import {
@@ -17,9 +17,9 @@ import {
   workerOfStage,
 } from '../../src/schedule/placement.ts';
 import { validateSchedule } from '../../src/schedule/validate.ts';
-import { grid, scheduleError, V2x4 } from '../support/schedules.ts';
+import { chunksFor, grid, scheduleError, V2x4 } from '../support/schedules.ts';
 
-const texts = (list: readonly Slot[]) => list.filter((a) => a !== null).map(formatAction);
+const texts = (list: readonly Slot[]) => list.filter((a) => a !== null).map(formatSlot);
 
 describe('resolveStagePlacement', () => {
   it("'loop' is stage s on worker s mod p", () => {
@@ -124,7 +124,7 @@ describe('validateSchedule with a stage placement', () => {
 
   it('pairs each send with its receive across the workers the placement gives', () => {
     const lowered = insertCommunication(V2x4(2));
-    const broken = lowered.map((row) => row.filter((a) => formatAction(a) !== '3RECV_F1'));
+    const broken = lowered.map((row) => row.filter((a) => formatSlot(a) !== '3RECV_F1'));
     const err = scheduleError(() => validateSchedule(broken, { stagePlacement: 'v' }));
     expect(err.context.rule).toBe('matching receive');
     expect(err.message).toContain('2SEND_F1 on worker 1 has no matching 3RECV_F1 on worker 0');
@@ -133,7 +133,7 @@ describe('validateSchedule with a stage placement', () => {
 
 describe('generators say where their stages run', () => {
   it.each(SCHEDULE_KINDS)('%s', (kind) => {
-    const config = { workers: 2, microbatches: 4, chunks: kind === 'interleaved-1f1b' ? 2 : 1 };
+    const config = { workers: 2, microbatches: 4, chunks: chunksFor(kind) };
     const placed = generatePlacedSchedule(kind, config);
     expect(placed.stagePlacement).toBe(schedulePlacement(kind));
     expect(placed.schedule).toEqual(generateSchedule(kind, config));

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { type Action, parseAction, type Schedule, type Slot } from '../../src/schedule/action.ts';
+import { type Action, formatSlot, parseAction, type Schedule, type Slot } from '../../src/schedule/action.ts';
+import { bubbleStats } from '../../src/schedule/bubble.ts';
 import { insertCommunication } from '../../src/schedule/communication.ts';
 import { generateSchedule, scheduleGPipe, scheduleZBH1 } from '../../src/schedule/generators.ts';
 import { findScheduleProblems, validateSchedule } from '../../src/schedule/validate.ts';
-import { grid, scheduleError } from '../support/schedules.ts';
+import { DUAL_PIPE_V2x4, grid, scheduleError } from '../support/schedules.ts';
 
 /** `schedule` with the slots at `i` and `j` of `worker` exchanged. */
 function swap(schedule: Schedule, worker: number, i: number, j: number): Slot[][] {
@@ -32,6 +33,55 @@ describe('validateSchedule accepts', () => {
 
   it('a backward that is B for some microbatches and I + W for others', () => {
     expect(() => validateSchedule(grid('0F0 0F1 0B0 0I1 0W1'))).not.toThrow();
+  });
+
+  it('an overlapped pair (Note [overlapped F and B]): its halves count as actions of their stages', () => {
+    const shape = validateSchedule(grid('0F0 (0F1;0B0)OVERLAP_F_B 0B1'));
+    expect(shape).toMatchObject({ stages: 1, microbatches: 2 });
+  });
+});
+
+describe('validateSchedule and overlapped pairs', () => {
+  it('refuses a pair whose halves wait for each other: it starts when both can', () => {
+    const err = scheduleError(() => validateSchedule(grid('(0F0;0B0)OVERLAP_F_B 0F1 0B1')));
+    expect(err.context.rule).toBe('no deadlock');
+    expect(err.message).toContain(
+      'worker 0 waits at step 0 ((0F0;0B0)OVERLAP_F_B) for 0F0 (worker 0 has it at step 0)',
+    );
+  });
+
+  it('refuses a malformed pair built in code, and a half on the wrong worker', () => {
+    const bad = [
+      [{ kind: 'OVERLAP_F_B', forward: parseAction('0B0'), backward: parseAction('0F1') }],
+    ] as Slot[][];
+    expect(scheduleError(() => validateSchedule(bad)).message).toContain(
+      'worker 0, step 0: OVERLAP_F_B pairs a forward F with a backward B or I, found 0B0 and 0F1',
+    );
+    const err = scheduleError(() =>
+      validateSchedule(grid('0F0 0F1 0B0 0B1|1F0 (1F1;0B1)OVERLAP_F_B 1B0 1B1')),
+    );
+    expect(err.context.rule).toBe('placement');
+    expect(err.message).toContain('stage 0 runs on worker 0 and on worker 1 (0B1 at step 1)');
+  });
+
+  it('the dry run starts a pair when both halves can, and charges both', () => {
+    // Worker 0's pair waits for 1B0 (ends at 4) although its forward half could start at 2: it runs
+    // from 4 to 7, so 1F2 runs 7-8, 1B2 8-10 and 0B2 10-12.
+    const stats = bubbleStats(grid('0F0 0F1 (0F2;0B0)OVERLAP_F_B 0B1 0B2|1F0 1B0 1F1 1B1 1F2 1B2'), {
+      costF: 1,
+      costB: 2,
+    });
+    expect(stats.busy).toEqual([9, 9]);
+    expect(stats.makespan).toBe(12);
+  });
+
+  it('insertCommunication receives for both halves before a pair and sends for both after it', () => {
+    const lowered = insertCommunication(DUAL_PIPE_V2x4());
+    const row = lowered[0]!.map(formatSlot).join(' ');
+    expect(row).toContain(
+      '(0F3;3B1)OVERLAP_F_B 0SEND_F3 3SEND_B1 3RECV_F2 0RECV_B0 (3F2;0B0)OVERLAP_F_B 3B2',
+    );
+    validateSchedule(lowered, { stagePlacement: 'v' });
   });
 });
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ScheduleError } from '../../src/errors.ts';
 import { bubbleStats } from '../../src/schedule/bubble.ts';
+import type { ScheduleKind } from '../../src/schedule/config.ts';
+import { generateSchedule } from '../../src/schedule/generators.ts';
 import { simulatePipeline } from '../../src/sim/pipeline.ts';
 import { V2x4 } from '../support/schedules.ts';
 
@@ -88,6 +90,52 @@ describe('simulator: closed forms', () => {
     expect(r.makespan).toBeGreaterThan(33);
     expect(r.trace.flows.length).toBeGreaterThan(0);
   });
+});
+
+// The schedules PyTorch has beyond 1F1B and ZB-H1, under the runtime's host logic with unit costs
+// (F = I = W = 1 per stage, B = 2): Note [closed-form costs] in src/schedule/bubble.ts.
+describe('simulator: closed forms of interleaved, looped and V schedules', () => {
+  const unit = { forward: 1, backward: 2, input: 1, weight: 1 };
+  const sim = (schedule: ScheduleKind, workers: number, microbatches: number, chunks: number) =>
+    simulatePipeline({ schedule, workers, microbatches, chunks, costs: unit });
+
+  for (const p of [2, 4, 8]) {
+    it(`looped BFS and interleaved 1F1B, p=${p}, v=2, m from below p to past 2p: (vm + p-1 + (v-1) max(0, p-m)) (F+B)`, () => {
+      for (const m of [p - 1, p, p + 2, 2 * p + 1, 2 * p + 2, 4 * p]) {
+        if (m < 1) continue;
+        const late = Math.max(0, p - m);
+        expect(sim('looped-bfs', p, m, 2).makespan).toBe((2 * m + p - 1 + late) * 3);
+        if (m % Math.max(1, Math.floor(m / p)) !== 0) continue; // PyTorch's rounds
+        const r = sim('interleaved-1f1b', p, m, 2);
+        expect(r.makespan).toBe((2 * m + p - 1 + late) * 3);
+        if (m >= p) expect(r.bubbleVsIdeal).toBeCloseTo((p - 1) / (2 * m), 12);
+      }
+    });
+
+    it(`interleaved zero bubble, p=${p}, v=2: makespan 3vm + p-1, bubble (p-1)/(3vm)`, () => {
+      for (const m of [p, 2 * p, 4 * p]) {
+        const r = sim('interleaved-zb', p, m, 2);
+        expect(r.makespan).toBe(6 * m + p - 1);
+        expect(r.bubbleVsIdeal).toBeCloseTo((p - 1) / (6 * m), 12);
+      }
+    });
+
+    it(`ZB-V and DualPipeV, p=${p}: makespan 6m + p-1 (V fill only); DualPipeV's dry run launches pairs whole, 6m + 2(p-1)`, () => {
+      for (const m of [2 * p, 3 * p, 4 * p]) {
+        const zbv = sim('zb-v', p, m, 2);
+        expect(zbv.makespan).toBe(6 * m + p - 1);
+        expect(zbv.bubbleVsIdeal).toBeCloseTo((p - 1) / (6 * m), 12);
+        // The host runs a pair's halves back to back, each when its inputs are there.
+        const dual = sim('dualpipe-v', p, m, 2);
+        expect(dual.makespan).toBe(6 * m + p - 1);
+        const dry = bubbleStats(generateSchedule('dualpipe-v', { workers: p, microbatches: m }));
+        expect(dry.makespan).toBe(6 * m + 2 * (p - 1));
+        // Every activation crosses to the next stage's worker but at the turn of the V (stage p-1 -> p).
+        const activations = dual.trace.flows.filter((f) => f.kind === 'activation').length;
+        expect(activations).toBe((2 * p - 2) * m);
+      }
+    });
+  }
 });
 
 describe('simulator: stage placement (Note [stage placement])', () => {
