@@ -34,7 +34,7 @@ function bubble(kind: ScheduleKind, chunks: number, p: number, m: number): Point
     kind === 'zb-h1' ? { forward: 1, backward: 2, input: 1, weight: 1 } : { forward: 1, backward: 2 };
   try {
     const r = simulatePipeline({ schedule: kind, workers: p, microbatches: m, chunks, costs, record: false });
-    return { m, idle: r.idleFraction, relative: r.bubbleVsIdeal, inFlight: Math.max(...r.peakInFlight[0]!) };
+    return { m, idle: r.idleFraction, relative: r.bubbleVsIdeal, inFlight: r.peakInFlight[0]! };
   } catch (err) {
     if (err instanceof ScheduleError) return null;
     throw err;
@@ -76,11 +76,11 @@ console.log(
   `GPipe and 1F1B against the closed form (p-1)/(m+p-1): largest difference ${worst.toExponential(1)}`,
 );
 
-// What 1F1B buys over GPipe: activations kept on the first stage, in microbatches.
+// What 1F1B buys over GPipe: activations kept on the first worker, in microbatches.
 const p8 = (kind: ScheduleKind) => results.find((r) => r.kind === kind)!.lines.find((l) => l.p === 8)!;
 const at = (kind: ScheduleKind, m: number) => p8(kind).points.find((q) => q.m === m)?.inFlight ?? '-';
 console.log(
-  `Peak microbatches in flight on stage 0 with 8 workers, m = 8 / 32 / 64: GPipe ${at('gpipe', 8)} / ${at('gpipe', 32)} / ${at('gpipe', 64)}, ` +
+  `Peak microbatches in flight on worker 0 with 8 workers, m = 8 / 32 / 64: GPipe ${at('gpipe', 8)} / ${at('gpipe', 32)} / ${at('gpipe', 64)}, ` +
     `1F1B ${at('1f1b', 8)} / ${at('1f1b', 32)} / ${at('1f1b', 64)}, ZB-H1 ${at('zb-h1', 8)} / ${at('zb-h1', 32)} / ${at('zb-h1', 64)}`,
 );
 

@@ -97,12 +97,7 @@ export async function simulate(v: Values): Promise<void> {
     console.log(
       `  busiest          ${w.busiest.resource}, busy ${((w.busiest.busyMs / r.makespan) * 100).toFixed(2)}% of the step`,
     );
-  console.log(
-    `  peak in flight   ${perWorker(
-      r.peakInFlight.map((s) => String(Math.max(0, ...s))),
-      'microbatches',
-    )}`,
-  );
+  console.log(`  peak in flight   ${perWorker(r.peakInFlight.map(String), 'microbatches')}`);
   console.log(`  peak activations ${perWorker(r.peakKeptBytes.map(bytes), 'kept')}`);
   if (typeof v['svg'] === 'string') {
     writeFileSync(v['svg'], timelineSvg(r.trace, { title: `${schedule}, p=${p}, m=${m} (simulated)` }));
