@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ScheduleError } from '../../src/errors.ts';
+import type { Slot } from '../../src/schedule/action.ts';
 import { bubbleStats } from '../../src/schedule/bubble.ts';
+import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
+import { generateSchedule } from '../../src/schedule/generators.ts';
 import { simulatePipeline } from '../../src/sim/pipeline.ts';
 import { V2x4 } from '../support/schedules.ts';
 
@@ -124,6 +127,27 @@ describe('simulator: per-worker memory', () => {
     // Nor the sum of the stages' peaks: worker 0's two stages peak at different times.
     expect(r.stagePeakInFlight.map((stages) => stages.reduce((a, b) => a + b, 0))).toEqual([12, 12, 10, 6]);
     expect(r.peakKeptBytes).toEqual([11, 9, 7, 5].map((n) => n * perStage));
+  });
+
+  it("every generated schedule: the dry run's per-worker peak is the simulator's", () => {
+    for (const kind of SCHEDULE_KINDS)
+      for (const [p, m, chunks] of [
+        [4, 8, 1],
+        [4, 8, 2],
+        [3, 6, 2],
+      ] as const) {
+        let schedule: Slot[][];
+        try {
+          schedule = generateSchedule(kind, { workers: p, microbatches: m, chunks });
+        } catch (err) {
+          if (err instanceof ScheduleError) continue; // a configuration the kind refuses
+          throw err;
+        }
+        const r = simulatePipeline({ schedule: kind, workers: p, microbatches: m, chunks });
+        expect(r.peakInFlight, `${kind} p=${p} m=${m} chunks=${chunks}`).toEqual(
+          bubbleStats(schedule).workerPeakInFlight,
+        );
+      }
   });
 
   it('GPipe holds every microbatch of every stage it runs', () => {
