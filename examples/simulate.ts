@@ -166,7 +166,7 @@ if (found.best !== null && found.bestTrace !== null) {
   writeFileSync(
     best,
     timelineSvg(found.bestTrace, {
-      title: `${schedule}, 8 workers, m=${microbatches}, ${chunks} chunk(s): the search's best`,
+      title: `${schedule}, p=8, m=${microbatches}, chunks=${chunks}: the search's best (simulated)`,
     }),
   );
   console.log(`timeline of the best written to ${best}`);

@@ -89,6 +89,6 @@ export async function search(v: Values): Promise<void> {
     writeOutputs(
       v,
       result.bestTrace,
-      `${best.schedule}, p=${workers}, m=${best.microbatches}, ${best.chunks} chunk(s): the search's best (simulated)`,
+      `${best.schedule}, p=${workers}, m=${best.microbatches}, chunks=${best.chunks}: the search's best (simulated)`,
     );
 }

@@ -194,7 +194,7 @@ describe('backflow simulate --search', () => {
       /^best within 100\.0 MiB per worker: 1f1b, 16 microbatches, 1 chunk per worker: 199\.500 ms per step$/m,
     );
     expect(existsSync(svg)).toBe(true);
-    expect(readFileSync(svg, 'utf8')).toMatch(/^<svg[\s\S]*1f1b, p=4, m=16, 1 chunk\(s\): the search's best/);
+    expect(readFileSync(svg, 'utf8')).toMatch(/^<svg[\s\S]*1f1b, p=4, m=16, chunks=1: the search's best/);
   });
 
   it.each([
