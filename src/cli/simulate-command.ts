@@ -122,6 +122,11 @@ export async function simulate(v: Values): Promise<void> {
   if (v['search'] === true) return search(v);
   for (const key of ['schedules', 'memory-limit', 'kept-bytes', 'overhead'])
     if (v[key] !== undefined) throw new UsageError(`--${key} is for --search`);
+  for (const key of ['microbatches', 'chunks'])
+    if (String(v[key]).includes(','))
+      throw new UsageError(
+        `--${key}: a list ('${String(v[key])}') is for --search; without it, give one count`,
+      );
   if (v['csv'] !== undefined && v['schedule'] !== undefined)
     throw new UsageError('--csv and --schedule both name the schedule: give one');
   const csv = v['csv'] === undefined ? null : csvSchedule(v);

@@ -212,6 +212,9 @@ describe('backflow simulate --search', () => {
     const { code, err } = await cli('simulate', '--memory-limit', '2GiB');
     expect(code).toBe(2);
     expect(err).toMatch(/--memory-limit is for --search/);
+    const list = await cli('simulate', '--microbatches', '4,8');
+    expect(list.code).toBe(2);
+    expect(list.err).toMatch(/--microbatches: a list \('4,8'\) is for --search/);
   });
 });
 
