@@ -4,12 +4,27 @@
 // a table per schedule and writes a line plot (one panel per schedule, one line per worker count)
 // to out/simulate/bubbles.svg.
 //
+// Then the question a user asks: which schedule, how many microbatches and chunks for my model on 8
+// workers under a memory limit? One step of an MLP is measured for real (in process, traced),
+// `stepCosts` turns its trace into the whole model's costs, and `searchSchedule` simulates every
+// candidate with them: the ranked table, and the best one's timeline in out/simulate/search-best.svg.
+//
 //   npx tsx examples/simulate.ts
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ScheduleError } from '../src/errors.ts';
+import { initParams } from '../src/graph/params.ts';
+import { createRuntime } from '../src/runtime/runtime.ts';
 import type { ScheduleKind } from '../src/schedule/config.ts';
 import { simulatePipeline } from '../src/sim/pipeline.ts';
+import { formatSearch, searchSchedule } from '../src/sim/search.ts';
+import { Rng } from '../src/tensor/rng.ts';
+import { tensor } from '../src/tensor/tensor.ts';
+import { stepCosts } from '../src/trace/calibrate.ts';
+import { timelineSvg } from '../src/trace/svg.ts';
+import type { Trace } from '../src/trace/trace.ts';
+import { mlpClassifier } from '../src/train/models.ts';
+import { formatBytes } from '../src/util/bytes.ts';
 
 const SCHEDULES: readonly { kind: ScheduleKind; chunks: number; label: string }[] = [
   { kind: 'gpipe', chunks: 1, label: 'GPipe' },
@@ -34,7 +49,7 @@ function bubble(kind: ScheduleKind, chunks: number, p: number, m: number): Point
     kind === 'zb-h1' ? { forward: 1, backward: 2, input: 1, weight: 1 } : { forward: 1, backward: 2 };
   try {
     const r = simulatePipeline({ schedule: kind, workers: p, microbatches: m, chunks, costs, record: false });
-    return { m, idle: r.idleFraction, relative: r.bubbleVsIdeal, inFlight: Math.max(...r.peakInFlight[0]!) };
+    return { m, idle: r.idleFraction, relative: r.bubbleVsIdeal, inFlight: r.peakInFlight[0]! };
   } catch (err) {
     if (err instanceof ScheduleError) return null;
     throw err;
@@ -76,11 +91,11 @@ console.log(
   `GPipe and 1F1B against the closed form (p-1)/(m+p-1): largest difference ${worst.toExponential(1)}`,
 );
 
-// What 1F1B buys over GPipe: activations kept on the first stage, in microbatches.
+// What 1F1B buys over GPipe: activations kept on the first worker, in microbatches.
 const p8 = (kind: ScheduleKind) => results.find((r) => r.kind === kind)!.lines.find((l) => l.p === 8)!;
 const at = (kind: ScheduleKind, m: number) => p8(kind).points.find((q) => q.m === m)?.inFlight ?? '-';
 console.log(
-  `Peak microbatches in flight on stage 0 with 8 workers, m = 8 / 32 / 64: GPipe ${at('gpipe', 8)} / ${at('gpipe', 32)} / ${at('gpipe', 64)}, ` +
+  `Peak microbatches in flight on worker 0 with 8 workers, m = 8 / 32 / 64: GPipe ${at('gpipe', 8)} / ${at('gpipe', 32)} / ${at('gpipe', 64)}, ` +
     `1F1B ${at('1f1b', 8)} / ${at('1f1b', 32)} / ${at('1f1b', 64)}, ZB-H1 ${at('zb-h1', 8)} / ${at('zb-h1', 32)} / ${at('zb-h1', 64)}`,
 );
 
@@ -91,6 +106,71 @@ writeFileSync(file, bubblePlot(results));
 console.log(
   `\n${results.reduce((n, s) => n + s.lines.reduce((k, l) => k + l.points.length, 0), 0)} simulated steps in ${seconds.toFixed(1)} s; plot written to ${file}`,
 );
+
+// Which schedule for a model? Measure its step, then search. An MLP 512 wide, 8 tanh layers and a
+// 10-class head, batch 512, run in process on 2 pipeline workers (GPipe, 2 microbatches, so that the
+// trace sees a stage boundary): in process the hosts take turns on one thread, so a span is the
+// task's own time. The totals of the measured steps are the whole model's costs on the batch
+// (Note [search costs]); the search shares them out over every candidate's stages and microbatches.
+const mlp = mlpClassifier({
+  features: 512,
+  hidden: new Array<number>(8).fill(512),
+  classes: 10,
+  activation: 'tanh',
+});
+const rng = new Rng(3);
+const batch = 512;
+const feeds = {
+  x: rng.normalTensor([batch, 512]),
+  y: tensor(Array.from({ length: batch }, () => rng.int(10))),
+};
+const runtime = await createRuntime(mlp, {
+  mode: 'in-process',
+  workers: 2,
+  schedule: 'gpipe',
+  microbatches: 2,
+  params: initParams(mlp, 1),
+  trace: true,
+});
+const traces: Trace[] = [];
+try {
+  for (let i = 0; i < 6; i++) {
+    const out = await runtime.step(feeds);
+    if (i >= 2) traces.push(out.trace!); // after two warm-up steps
+  }
+} finally {
+  await runtime.close();
+}
+const measured = stepCosts(traces);
+// A task costs a little whatever its size (dispatch, messages): assumed here, not measured.
+const costs = { ...measured, overheadMs: 0.05 };
+// The limit: a tenth of what the whole step keeps, per worker (GPipe keeps an eighth on 8 workers).
+const memoryLimit = Math.floor(measured.keptBytes / 10);
+console.log(
+  `\nThe MLP's step, measured (${traces.length} steps in process): forward ${measured.forward.toFixed(1)} ms, ` +
+    `backward ${measured.backward.toFixed(1)} ms, ${formatBytes(measured.keptBytes)} kept for backwards, ` +
+    `${formatBytes(measured.activationBytes ?? 0)} across a stage boundary. Its schedule on 8 workers, ` +
+    `each keeping at most ${formatBytes(memoryLimit)}, with ${costs.overheadMs} ms per task:\n`,
+);
+const found = searchSchedule({
+  workers: 8,
+  costs,
+  memoryLimit,
+  microbatches: [8, 16, 32, 64],
+  chunks: [1, 2],
+});
+console.log(formatSearch(found));
+if (found.best !== null && found.bestTrace !== null) {
+  const best = join(outDir, 'search-best.svg');
+  const { schedule, microbatches, chunks } = found.best;
+  writeFileSync(
+    best,
+    timelineSvg(found.bestTrace, {
+      title: `${schedule}, p=8, m=${microbatches}, chunks=${chunks}: the search's best (simulated)`,
+    }),
+  );
+  console.log(`timeline of the best written to ${best}`);
+}
 
 /** Panels side by side, one per schedule: bubble against microbatches (log2 axis), a line per worker count. */
 function bubblePlot(data: typeof results): string {

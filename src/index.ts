@@ -83,6 +83,16 @@ export {
 export { validateSchedule } from './schedule/validate.ts';
 export { type CostModel, flopCosts, type LinkCost, stageCosts, traceCosts } from './sim/cost.ts';
 export { simulatePipeline, stageChain } from './sim/pipeline.ts';
+export {
+  type Candidate,
+  formatSearch,
+  type ModelCosts,
+  type RankedCandidate,
+  type SearchOptions,
+  type SearchResult,
+  type SkippedCandidate,
+  searchSchedule,
+} from './sim/search.ts';
 export { type SimResult, type SimulateOptions, simulate } from './sim/simulate.ts';
 export {
   TRANSPORT_DEFAULTS,
@@ -107,6 +117,7 @@ export {
   tensor,
   zeros,
 } from './tensor/tensor.ts';
+export { type StepCosts, stepCosts } from './trace/calibrate.ts';
 export { toChromeTrace } from './trace/chrome.ts';
 export { timelineSvg } from './trace/svg.ts';
 export type { Flow, Span, Trace } from './trace/trace.ts';

@@ -93,6 +93,12 @@ export class TaskQueue<T> {
   /** Microbatches in flight per stage (forward done, backward not yet), and the peak of each. */
   readonly inFlight: number[] = [];
   readonly peakInFlight: number[] = [];
+  /**
+   * The same summed over this host's stages at each instant, and its peak: what the worker holds at
+   * once, which is not the sum of its stages' peaks (they peak at different times).
+   */
+  hostInFlight = 0;
+  hostPeakInFlight = 0;
   /** The microbatch count the actions were compiled for (-1: not yet, or the schedule changed). */
   private compiledFor = -1;
   /** The task `peek` took, for the next `take`. */
@@ -173,6 +179,8 @@ export class TaskQueue<T> {
     this.cursor = 0;
     this.inFlight.fill(0);
     this.peakInFlight.fill(0);
+    this.hostInFlight = 0;
+    this.hostPeakInFlight = 0;
   }
 
   /** The tasks an action of `kind` on `stage` covers (0 for a stage this host has no actor of). */
@@ -276,6 +284,7 @@ export class TaskQueue<T> {
         this.inFlight[stage]!++;
         if (this.inFlight[stage]! > this.peakInFlight[stage]!)
           this.peakInFlight[stage] = this.inFlight[stage]!;
+        if (++this.hostInFlight > this.hostPeakInFlight) this.hostPeakInFlight = this.hostInFlight;
       }
       return;
     }
@@ -285,6 +294,9 @@ export class TaskQueue<T> {
     }
     // A microbatch leaves a stage when every actor of the stage has run its last backward task.
     const f = ++this.finished[this.local[stage]! * this.microbatches + mb]!;
-    if (f === this.needed(G, stage)) this.inFlight[stage]!--;
+    if (f === this.needed(G, stage)) {
+      this.inFlight[stage]!--;
+      this.hostInFlight--;
+    }
   }
 }

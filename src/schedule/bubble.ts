@@ -28,6 +28,8 @@ export interface BubbleStats {
   readonly bubble: number;
   /** Per stage, the most microbatches in flight at once: forward done, backward (B, or W) not yet. */
   readonly peakInFlight: readonly number[];
+  /** Per worker, the same summed over its stages at each instant: what the worker holds at once. */
+  readonly workerPeakInFlight: readonly number[];
 }
 
 /**
@@ -98,6 +100,7 @@ export function bubbleStats(schedule: Schedule, costs: ActionCosts = {}): Bubble
     idleFraction: makespan > 0 ? (workers * makespan - totalBusy) / (workers * makespan) : 0,
     bubble: ideal > 0 ? (makespan - ideal) / ideal : 0,
     peakInFlight: peakInFlight(schedule, shape.stages),
+    workerPeakInFlight: workerPeakInFlight(schedule),
   };
 }
 
@@ -117,6 +120,27 @@ export function peakInFlight(schedule: Schedule, stages: number): number[] {
         else if (a.kind === 'B' || a.kind === 'W') current[s]!--;
       }
   return peak;
+}
+
+/**
+ * Per worker, the most microbatches in flight at once over all its stages. A worker's count changes
+ * only with its own actions, so its list in order gives it; it is not the sum of its stages' peaks,
+ * which come at different times (11 against 8 + 4 on worker 0 of interleaved 1F1B, p = 4, m = 8).
+ */
+export function workerPeakInFlight(schedule: Schedule): number[] {
+  return schedule.map((list) => {
+    let current = 0;
+    let peak = 0;
+    for (const slot of list) {
+      if (slot === null) continue;
+      const halves = slot.kind === 'OVERLAP_F_B' ? [slot.forward, slot.backward] : [slot];
+      for (const a of halves) {
+        if (a.kind === 'F') peak = Math.max(peak, ++current);
+        else if (a.kind === 'B' || a.kind === 'W') current--;
+      }
+    }
+    return peak;
+  });
 }
 
 /**

@@ -33,9 +33,15 @@ export interface SimResult {
   /** (makespan - ideal) / ideal. */
   bubbleVsIdeal: number;
   busy: number[];
-  /** Per worker: peak bytes of activations kept for backwards, and peak microbatches in flight per stage. */
+  /**
+   * Per worker, what it holds at once over all its stages (summed at each instant, then the peak over
+   * the step; not the sum of its stages' peaks, which come at different times): microbatches in
+   * flight (forward done, last backward part not yet) and bytes of activations kept for backwards.
+   */
+  peakInFlight: number[];
   peakKeptBytes: number[];
-  peakInFlight: number[][];
+  /** Per worker and stage (indexed by global stage), each stage's own peak of microbatches in flight. */
+  stagePeakInFlight: number[][];
   actions: number;
   messages: number;
   /** What messages spent on the wire: latency, service and queueing (Note [simulated transports]). */
@@ -191,8 +197,9 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     idleFraction: 1 - total / (workers * makespan),
     bubbleVsIdeal: (makespan - ideal) / ideal,
     busy,
+    peakInFlight: hosts.map((h) => h.queue.hostPeakInFlight),
     peakKeptBytes: hosts.map((h) => h.stats.peakKeptBytes),
-    peakInFlight: hosts.map((h) => [...h.queue.peakInFlight]),
+    stagePeakInFlight: hosts.map((h) => [...h.queue.peakInFlight]),
     actions,
     messages,
     wire: links.stats(),

@@ -86,3 +86,71 @@ export function linkLatency(trace: Trace, quantile = 0.1): number | null {
   const delays = trace.flows.map((f) => f.received - f.sent).sort((a, b) => a - b);
   return Math.max(0, delays[Math.min(delays.length - 1, Math.floor(delays.length * quantile))]!);
 }
+
+/**
+ * What one step of the whole model cost in real runs, for one pipeline replica: the totals that
+ * `searchSchedule` shares out over the stages and microbatches of its candidates (Note [search
+ * costs], `src/sim/search.ts`). Times in ms, bytes per step, averaged over the traces.
+ */
+export interface StepCosts {
+  /** Every forward task of the step together (core time, with `measuredCores`). */
+  forward: number;
+  /** Every backward task (B, I and W) together. */
+  backward: number;
+  /** With a split backward in the traces: its I and W shares of `backward`. */
+  input?: number;
+  weight?: number;
+  /** Bytes kept for backwards over the step: the sum of every rise of the workers' counters. */
+  keptBytes: number;
+  /** Bytes of activations crossing one stage boundary between workers (none: no boundary crossed). */
+  activationBytes?: number;
+}
+
+/**
+ * The step's totals from traces of real steps (one trace per step). With `measuredCores`, the spans
+ * are first turned into the core time they got (Note [contended spans]). A trace of several replicas
+ * counts the replicas that ran stage 0 and divides by them.
+ */
+export function stepCosts(traces: readonly Trace[], options: { measuredCores?: number } = {}): StepCosts {
+  if (traces.length === 0) throw new InputError('stepCosts: expected at least one trace, found none');
+  const time = { F: 0, B: 0, I: 0, W: 0 };
+  let kept = 0;
+  let crossing = 0;
+  let boundaries = 0;
+  let replicas = 0;
+  for (const raw of traces) {
+    const trace = options.measuredCores === undefined ? raw : cpuTimeTrace(raw, options.measuredCores);
+    const workerOfStage = new Map<number, number>();
+    const firstStage = new Set<number>();
+    for (const s of trace.spans) {
+      time[s.phase] += s.end - s.start;
+      if (!workerOfStage.has(s.stage)) workerOfStage.set(s.stage, s.worker);
+      if (s.stage === 0) firstStage.add(s.worker);
+    }
+    const copies = Math.max(1, firstStage.size);
+    replicas += copies;
+    // Kept bytes only rise in forward tasks and fall in backward ones; each counter follows a task.
+    const last = new Map<number, number>();
+    for (const c of trace.counters) {
+      kept += Math.max(0, c.keptBytes - (last.get(c.worker) ?? 0));
+      last.set(c.worker, c.keptBytes);
+    }
+    for (const f of trace.flows) if (f.kind === 'activation') crossing += f.bytes;
+    for (const [s, w] of workerOfStage) {
+      const next = workerOfStage.get(s + 1);
+      if (next !== undefined && next !== w) boundaries += copies;
+    }
+  }
+  const per = (x: number) => x / replicas;
+  const backward = time.B + time.I + time.W;
+  const split = time.I + time.W;
+  return {
+    forward: per(time.F),
+    backward: per(backward),
+    ...(split > 0
+      ? { input: per((backward * time.I) / split), weight: per((backward * time.W) / split) }
+      : {}),
+    keptBytes: per(kept),
+    ...(boundaries > 0 ? { activationBytes: crossing / boundaries } : {}),
+  };
+}

@@ -214,6 +214,26 @@ describe('TaskQueue in-flight counts', () => {
     drain(queue);
     expect([queue.inFlight[0], queue.peakInFlight[0]]).toEqual([0, 1]);
   });
+
+  it("a host's count sums its stages at each instant: its peak is not the sum of the stages' peaks", () => {
+    const [a, b] = [stub(1, 0), stub(2, 1)];
+    const queue = queueOf([a, b]);
+    queue.start(2);
+    // Stage 0 holds microbatches 0 and 1 at once; stage 1 holds one of them at a time, later.
+    queue.ready(task(a, 'forward', 0));
+    queue.ready(task(a, 'forward', 1));
+    drain(queue);
+    queue.ready(task(a, 'backward', 0));
+    drain(queue);
+    for (const mb of [0, 1]) {
+      queue.ready(task(b, 'forward', mb));
+      drain(queue);
+      queue.ready(task(b, 'backward', mb));
+      drain(queue);
+    }
+    expect([queue.peakInFlight[0], queue.peakInFlight[1]]).toEqual([2, 1]);
+    expect([queue.hostInFlight, queue.hostPeakInFlight]).toEqual([1, 2]);
+  });
 });
 
 describe('TaskQueue between steps', () => {

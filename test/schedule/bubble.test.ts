@@ -204,6 +204,7 @@ describe('bubbleStats', () => {
       idleFraction: 0.5,
       bubble: 1,
       peakInFlight: [1, 1],
+      workerPeakInFlight: [1, 1],
     });
   });
 
