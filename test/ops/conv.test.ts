@@ -7,6 +7,7 @@ import { ShapeError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { eager } from '../../src/ops/eager.ts';
 import type { Conv2dOptions } from '../../src/ops/ops.ts';
+import { getOp } from '../../src/ops/registry.ts';
 import { fallbackKernels, useKernels } from '../../src/tensor/kernels.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { cast, type Tensor, tensor } from '../../src/tensor/tensor.ts';
@@ -118,6 +119,19 @@ describe('conv2d', () => {
     expect(ops(['x'])).toEqual(['conv2dInputGrad']);
     expect(ops(['w'])).toEqual(['conv2dWeightGrad']);
     expect(ops(['x', 'w']).sort()).toEqual(['conv2dInputGrad', 'conv2dWeightGrad']);
+  });
+
+  // The simulator's cost model and the placement read these (flopCosts, src/sim/cost.ts).
+  it('counts 2 M K F FLOPs for each of its three matmuls, M = N*OH*OW, K = KH*KW*C/groups', () => {
+    const info = (shape: number[]) => ({ shape, dtype: 'float32' as const });
+    const attrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+    const [x, w, y] = [info([64, 28, 28, 1]), info([5, 5, 1, 6]), info([64, 24, 24, 6])];
+    const flops = 2 * (64 * 24 * 24) * 25 * 6;
+    expect(getOp('conv2d').flops!([x, w], y, attrs)).toBe(flops);
+    expect(getOp('conv2dInputGrad').flops!([y, w], x, { ...attrs, size: [28, 28] })).toBe(flops);
+    expect(getOp('conv2dWeightGrad').flops!([x, y], w, { ...attrs, kernel: [5, 5] })).toBe(flops);
+    const pool = { kernel: [2, 2], stride: [2, 2], padding: [0, 0] };
+    expect(getOp('maxPool2d').flops!([y], info([64, 12, 12, 6]), pool)).toBe(64 * 12 * 12 * 6 * 4);
   });
 
   it('refuses channels that do not match the filter, F not a multiple of the groups, and a window past the image', () => {
