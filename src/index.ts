@@ -23,7 +23,7 @@ export { printGraph, printNode } from './graph/print.ts';
 export { deserializeGraph, serializeGraph } from './graph/serialize.ts';
 export { EagerOps, eager } from './ops/eager.ts';
 export type { Attrs, OpDef, Saves, TypeInfo, Vjp, VjpContext } from './ops/op.ts';
-export { type MatmulOptions, Ops } from './ops/ops.ts';
+export { type Conv2dOptions, type MatmulOptions, Ops, type Pool2dOptions } from './ops/ops.ts';
 export { defineOp, getOp, hasOp, listOps } from './ops/registry.ts';
 export { adam, adamw } from './optim/adam.ts';
 export { clipGlobalNorm, globalNorm } from './optim/clip.ts';

@@ -1,8 +1,10 @@
 // Layers as functions of a GraphBuilder, built from the registered ops only: like the composite ops
 // of micrograd, they need no gradient of their own.
 import { InputError, ShapeError } from '../errors.ts';
+import type { Conv2dOptions, Pair } from '../ops/ops.ts';
 import type { Initializer } from '../tensor/init.ts';
 import { normalizeAxes } from '../tensor/shape.ts';
+import { type DType, tensor } from '../tensor/tensor.ts';
 import type { GraphBuilder } from './builder.ts';
 import type { Node } from './graph.ts';
 
@@ -137,4 +139,80 @@ export function embedding(
   const init = options.init ?? { kind: 'normal', mean: 0, std: 1 };
   const table = b.param(`${options.name}.table`, [vocab, dim], { init, dtype: b.dtypeOf(indices) });
   return b.gather(table, indices);
+}
+
+export interface Conv2dLayerOptions extends Conv2dOptions {
+  /** Prefix of the parameter names: the filter `${name}.w` [KH, KW, C/groups, filters], the bias `${name}.b` [filters]. */
+  name: string;
+  activation?: Activation | null;
+  /** Default true. */
+  bias?: boolean;
+  /**
+   * The filter's initializer. Default: normal with std sqrt(2 / fanIn) before a relu (He), else
+   * uniform within sqrt(6 / (fanIn + fanOut)) (Glorot), fanIn = KH*KW*C/groups and fanOut =
+   * KH*KW*filters/groups, given as plain numbers: the named kinds take a filter's fans as a dense
+   * layer's (src/tensor/init.ts).
+   */
+  init?: Initializer;
+}
+
+/**
+ * activation(conv2d(x, w) + b) over an NHWC image x [N, H, W, C]: `filters` output channels, a
+ * `kernel` window, the stride, padding, dilation and groups of `options`.
+ */
+export function conv2d(
+  b: GraphBuilder,
+  x: Node,
+  filters: number,
+  kernel: Pair,
+  options: Conv2dLayerOptions,
+): Node {
+  const { name, activation = null, bias = true, init, ...conv } = options;
+  if (b.shapeOf(x).length !== 4) {
+    throw new ShapeError(
+      `conv2d '${name}': input has shape [${b.shapeOf(x).join(',')}], expected an NHWC image [N, H, W, C]`,
+      { node: name, expected: '[N, H, W, C]', found: b.shapeOf(x) },
+    );
+  }
+  const channels = concreteDim(b, x, 3, 'conv2d', name);
+  const groups = conv.groups ?? 1;
+  if (!Number.isInteger(channels / groups) || !Number.isInteger(filters / groups)) {
+    throw new ShapeError(
+      `conv2d '${name}': ${channels} channels and ${filters} filters do not split into ${groups} groups`,
+      {
+        node: name,
+        expected: `multiples of ${groups}`,
+        found: [channels, filters],
+      },
+    );
+  }
+  const [kh, kw] = typeof kernel === 'number' ? [kernel, kernel] : (kernel as [number, number]);
+  const [fanIn, fanOut] = [(kh * kw * channels) / groups, (kh * kw * filters) / groups];
+  const limit = Math.sqrt(6 / (fanIn + fanOut));
+  const filterInit: Initializer =
+    init ??
+    (activation === 'relu'
+      ? { kind: 'normal', mean: 0, std: Math.sqrt(2 / fanIn) }
+      : { kind: 'uniform', low: -limit, high: limit });
+  const dtype = b.dtypeOf(x);
+  const w = b.param(`${name}.w`, [kh, kw, channels / groups, filters], { init: filterInit, dtype });
+  let y = b.conv2d(x, w, conv);
+  if (bias) y = b.add(y, b.param(`${name}.b`, [filters], { init: { kind: 'zeros' }, dtype }));
+  return activate(b, y, activation);
+}
+
+/**
+ * The [size, size] mask of causal attention, a constant: 1 where key j <= query i, else 0. With
+ * `b.where(mask, scores, -1e9)` each query row of scores [..., size, size] sees itself and the
+ * positions before it; a finite fill keeps a fully masked row uniform after softmax, not NaN.
+ */
+export function causalMask(b: GraphBuilder, size: number, dtype: DType = 'float32'): Node {
+  if (!Number.isInteger(size) || size < 1) {
+    throw new InputError(`causalMask: expected a size (an integer >= 1), found ${JSON.stringify(size)}`, {
+      expected: 'an integer >= 1',
+      found: size,
+    });
+  }
+  const values = Array.from({ length: size * size }, (_, k) => (k % size <= Math.floor(k / size) ? 1 : 0));
+  return b.const(tensor(values, { shape: [size, size], dtype }));
 }

@@ -7,6 +7,9 @@ const isDims = (v: unknown, least: number) =>
   Array.isArray(v) &&
   v.every((d) => (typeof d === 'string' ? d !== '' : Number.isInteger(d) && (d as number) >= least));
 
+const isPair = (v: unknown, least: number) =>
+  Array.isArray(v) && v.length === 2 && v.every((d) => Number.isInteger(d) && (d as number) >= least);
+
 /**
  * What an attribute may hold. Only the kind is checked here; what depends on the inputs (an axis
  * against the rank, a permutation, a reshape's element count) is the shape rule's, a ShapeError.
@@ -21,6 +24,10 @@ export const ATTR_KINDS = {
     expected: 'an array of integers',
     ok: (v: unknown) => Array.isArray(v) && v.every((x) => Number.isInteger(x)),
   },
+  /** A window's extent, stride or dilation, or an image's size: along height, then width. */
+  pair: { expected: 'two integers >= 1', ok: (v: unknown) => isPair(v, 1) },
+  /** Zero padding on both sides of height, then of width. */
+  padding: { expected: 'two integers >= 0', ok: (v: unknown) => isPair(v, 0) },
   shape: {
     expected: 'an array of sizes (integers >= 0) and symbols (non-empty strings)',
     ok: (v: unknown) => isDims(v, 0),

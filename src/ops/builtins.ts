@@ -1,9 +1,12 @@
 // The one explicit list of built-in ops. Importing this module registers them all.
 import { abs } from './abs.ts';
 import { add } from './add.ts';
+import { argmax } from './argmax.ts';
+import { avgPool2d, avgPool2dGrad } from './avg-pool2d.ts';
 import { broadcastTo } from './broadcast-to.ts';
 import { equal, greater, greaterEqual } from './compare.ts';
 import { concat } from './concat.ts';
+import { conv2d, conv2dInputGrad, conv2dWeightGrad } from './conv2d.ts';
 import { dimSize } from './dim-size.ts';
 import { div } from './div.ts';
 import { erf } from './erf.ts';
@@ -15,6 +18,7 @@ import { log } from './log.ts';
 import { logSoftmax } from './log-softmax.ts';
 import { matmul } from './matmul.ts';
 import { max } from './max.ts';
+import { maxPool2d, maxPool2dGrad, maxPool2dSelect } from './max-pool2d.ts';
 import { maximum } from './maximum.ts';
 import { mean } from './mean.ts';
 import { minimum } from './minimum.ts';
@@ -41,6 +45,7 @@ import { sub } from './sub.ts';
 import { sum } from './sum.ts';
 import { tanh } from './tanh.ts';
 import { transpose } from './transpose.ts';
+import { where } from './where.ts';
 import '../tensor/kernels-ts.ts';
 import '../tensor/default-kernels.ts';
 
@@ -88,6 +93,16 @@ export const builtinOps: readonly OpDef<Attrs>[] = [
   oneHot,
   stopGradient,
   dimSize,
+  where,
+  argmax,
+  conv2d,
+  conv2dInputGrad,
+  conv2dWeightGrad,
+  maxPool2d,
+  maxPool2dGrad,
+  maxPool2dSelect,
+  avgPool2d,
+  avgPool2dGrad,
 ] as unknown as readonly OpDef<Attrs>[];
 
 for (const op of builtinOps) defineOp(op);

@@ -15,6 +15,45 @@ export interface MatmulOptions {
   transB?: boolean;
 }
 
+/** Along height and width: one number for both, or [height, width]. */
+export type Pair = number | readonly number[];
+
+export interface Conv2dOptions {
+  /** Default 1. */
+  stride?: Pair;
+  /** Zeros on both sides; default 0. */
+  padding?: Pair;
+  /** Default 1. */
+  dilation?: Pair;
+  /** Default 1; the channels and the filters must be multiples of it. */
+  groups?: number;
+}
+
+export interface Pool2dOptions {
+  /** Default: the kernel (windows side by side). */
+  stride?: Pair;
+  /** Zeros on both sides, below the kernel; default 0. */
+  padding?: Pair;
+}
+
+/** A pair as ops store it: [v, v] for a number, a copy of an array; anything else as it is, for checkAttrs. */
+const pair = (v: unknown): unknown => (typeof v === 'number' ? [v, v] : Array.isArray(v) ? [...v] : v);
+
+/** An options argument: an object, or an OpError naming the op and what it takes. */
+function optionsOf<O extends object>(op: string, options: O, expected: string): O {
+  if (typeof options !== 'object' || options === null) {
+    throw new OpError(`${op}: options: expected ${expected}, found ${fmtFound(options)}`, {
+      op,
+      expected,
+      found: options,
+    });
+  }
+  return options;
+}
+
+const CONV_OPTIONS = '{stride?, padding?, dilation?, groups?}';
+const POOL_OPTIONS = '{stride?, padding?}';
+
 /**
  * The ops interface: one method per op over a value type T. `EagerOps` (T = Tensor) computes;
  * `GraphBuilder` (T = a graph node) records. VJPs are written against this class, so one rule serves
@@ -123,14 +162,7 @@ export abstract class Ops<T> {
   }
 
   matmul(a: T, b: T, options: MatmulOptions = {}): T {
-    if (typeof options !== 'object' || options === null) {
-      throw new OpError(`matmul: options: expected {transA?, transB?}, found ${fmtFound(options)}`, {
-        op: 'matmul',
-        expected: '{transA?, transB?}',
-        found: options,
-      });
-    }
-    const { transA = false, transB = false } = options;
+    const { transA = false, transB = false } = optionsOf('matmul', options, '{transA?, transB?}');
     return this.apply('matmul', [a, b], { transA, transB });
   }
   /** Permutes the axes; without `perm`, reverses them. */
@@ -223,8 +255,86 @@ export abstract class Ops<T> {
       dtype: dtype === undefined ? this.dtypeOf(indices) : dtype,
     });
   }
+  /** a where `cond` is nonzero, else b (broadcast); no gradient flows to `cond`. */
+  where(cond: T, a: T | number, b: T | number): T {
+    const [x, y] = this.lift(a, b);
+    return this.apply('where', [cond, x, y]);
+  }
+  /** 1 where a < b, else 0: greater with the operands swapped. */
+  less(a: T | number, b: T | number): T {
+    return this.greater(b, a);
+  }
+  lessEqual(a: T | number, b: T | number): T {
+    return this.greaterEqual(b, a);
+  }
+  /** The index of the maximum along `axis` (first among ties), in x's dtype; no gradient. */
+  argmax(x: T, axis = -1): T {
+    return this.apply('argmax', [x], { axis: normalizeAxis(axis, this.shapeOf(x).length, 'argmax') });
+  }
+  /** x [d0, ..., dk, ...] as [d0, ..., d(axis-1), the product of the rest]: a reshape. */
+  flatten(x: T, axis = 1): T {
+    const shape = this.shapeOf(x);
+    const at = normalizeAxis(axis, shape.length, 'flatten');
+    return this.reshape(x, [...shape.slice(0, at), -1]);
+  }
+
+  /**
+   * 2-D convolution of an NHWC image x [N, H, W, C] with a filter w [KH, KW, C/groups, F]:
+   * [N, OH, OW, F] (Note [conv2d layout] in src/ops/conv2d.ts).
+   */
+  conv2d(x: T, w: T, options: Conv2dOptions = {}): T {
+    return this.apply('conv2d', [x, w], convAttrs('conv2d', options));
+  }
+  /** conv2d's gradient for its image of height and width `size`, from the output's cotangent g. */
+  conv2dInputGrad(g: T, w: T, size: readonly number[], options: Conv2dOptions = {}): T {
+    return this.apply('conv2dInputGrad', [g, w], {
+      ...convAttrs('conv2dInputGrad', options),
+      size: pair(size),
+    });
+  }
+  /** conv2d's gradient for its filter of height and width `kernel`, from the output's cotangent g. */
+  conv2dWeightGrad(x: T, g: T, kernel: readonly number[], options: Conv2dOptions = {}): T {
+    return this.apply('conv2dWeightGrad', [x, g], {
+      ...convAttrs('conv2dWeightGrad', options),
+      kernel: pair(kernel),
+    });
+  }
+  /** The maximum of each `kernel` window of an NHWC image x [N, H, W, C]. */
+  maxPool2d(x: T, kernel: Pair, options: Pool2dOptions = {}): T {
+    return this.apply('maxPool2d', [x], poolAttrs('maxPool2d', kernel, options));
+  }
+  /** g added at the maximum of each window of x: maxPool2d's VJP. */
+  maxPool2dGrad(x: T, g: T, kernel: Pair, options: Pool2dOptions = {}): T {
+    return this.apply('maxPool2dGrad', [x, g], poolAttrs('maxPool2dGrad', kernel, options));
+  }
+  /** h (shaped like x) at the maximum of each window of x: maxPool2dGrad's VJP. */
+  maxPool2dSelect(x: T, h: T, kernel: Pair, options: Pool2dOptions = {}): T {
+    return this.apply('maxPool2dSelect', [x, h], poolAttrs('maxPool2dSelect', kernel, options));
+  }
+  /** The mean of each `kernel` window of an NHWC image, padding counted as zeros. */
+  avgPool2d(x: T, kernel: Pair, options: Pool2dOptions = {}): T {
+    return this.apply('avgPool2d', [x], poolAttrs('avgPool2d', kernel, options));
+  }
+  /** avgPool2d's VJP into an image of height and width `size`. */
+  avgPool2dGrad(g: T, size: readonly number[], kernel: Pair, options: Pool2dOptions = {}): T {
+    return this.apply('avgPool2dGrad', [g], {
+      ...poolAttrs('avgPool2dGrad', kernel, options),
+      size: pair(size),
+    });
+  }
+
   /** The identity forward, no gradient backward. */
   stopGradient(x: T): T {
     return this.apply('stopGradient', [x]);
   }
+}
+
+function convAttrs(op: string, options: Conv2dOptions): Attrs {
+  const { stride = 1, padding = 0, dilation = 1, groups = 1 } = optionsOf(op, options, CONV_OPTIONS);
+  return { stride: pair(stride), padding: pair(padding), dilation: pair(dilation), groups };
+}
+
+function poolAttrs(op: string, kernel: Pair, options: Pool2dOptions): Attrs {
+  const { stride = kernel, padding = 0 } = optionsOf(op, options, POOL_OPTIONS);
+  return { kernel: pair(kernel), stride: pair(stride), padding: pair(padding) };
 }

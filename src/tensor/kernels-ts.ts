@@ -10,6 +10,15 @@ import { matmul } from './matmul.ts';
 import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
 import { erf } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
+import {
+  avgPool2d,
+  avgPool2dGrad,
+  col2im,
+  im2col,
+  maxPool2d,
+  maxPool2dGrad,
+  maxPool2dSelect,
+} from './window.ts';
 
 function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
   const a = x.data;
@@ -182,6 +191,50 @@ function stridedWalk(
       idx[d] = 0;
     }
   }
+}
+
+function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
+  const ab = tryBroadcastShapes(a.shape, b.shape);
+  const shape = ab === null ? null : (tryBroadcastShapes(cond.shape, ab) as number[] | null);
+  if (shape === null || a.dtype !== b.dtype) {
+    throw new ShapeError(
+      `where: ${fmtShape(cond.shape)}, ${a.dtype}${fmtShape(a.shape)} and ${b.dtype}${fmtShape(b.shape)} do not broadcast to one dtype`,
+      { op: 'where' },
+    );
+  }
+  const n = sizeOf(shape);
+  // The condition broadcast to the output, so the walk below needs only the two value strides.
+  const c = cond.size === n ? cond.data : broadcastTo(cond, shape).data;
+  const x = a.data;
+  const y = b.data;
+  // Uninit: the fast path and the walk each write o[0..n).
+  const o = allocateUninit(a.dtype, n);
+  if (x.length === n && y.length === n) {
+    for (let i = 0; i < n; i++) o[i] = c[i] !== 0 ? x[i]! : y[i]!;
+  } else {
+    stridedWalk(shape, broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape), (i, ia, ib) => {
+      o[i] = c[i] !== 0 ? x[ia]! : y[ib]!;
+    });
+  }
+  return new Tensor(a.dtype, shape, o);
+}
+
+function argmax(x: Tensor, axis: number): Tensor {
+  const shape = x.shape.filter((_, i) => i !== axis);
+  // Uninit: alongAxis visits each output position once, in order.
+  const o = allocateUninit(x.dtype, sizeOf(shape));
+  const a = x.data;
+  let k = 0;
+  alongAxis(x.shape, axis, (base, len, step) => {
+    let at = 0;
+    for (let i = 1, p = base + step; i < len; i++, p += step) {
+      const v = a[p]!;
+      const best = a[base + at * step]!;
+      if (v > best || (Number.isNaN(v) && !Number.isNaN(best))) at = i;
+    }
+    o[k++] = at;
+  });
+  return new Tensor(x.dtype, shape, o);
 }
 
 function reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
@@ -441,6 +494,15 @@ export const tsKernels: Kernels = {
   scatterAdd,
   oneHot,
   sumSquares,
+  where,
+  argmax,
+  im2col,
+  col2im,
+  maxPool2d,
+  maxPool2dGrad,
+  maxPool2dSelect,
+  avgPool2d,
+  avgPool2dGrad,
 };
 
 setFallbackKernels(tsKernels);

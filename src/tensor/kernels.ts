@@ -1,4 +1,5 @@
 import type { Tensor } from './tensor.ts';
+import type { PoolWindow, Window2d } from './window.ts';
 
 export type UnaryKind =
   | 'neg'
@@ -57,6 +58,24 @@ export interface Kernels {
   scatterAdd(updates: Tensor, indices: Tensor, shape: readonly number[], axis: number): Tensor;
   /** One-hot rows of length `depth` for the integer values of `indices`, in `like`'s dtype. */
   oneHot(indices: Tensor, depth: number, dtype: Tensor['dtype']): Tensor;
+  /** a where `cond` is nonzero (NaN included), else b; the three broadcast, the output in a's dtype. */
+  where(cond: Tensor, a: Tensor, b: Tensor): Tensor;
+  /** The index of the first maximum along `axis` (the first NaN if any), as a number in x's dtype; the axis is removed. */
+  argmax(x: Tensor, axis: number): Tensor;
+  /** The patches of an NHWC image x [N, H, W, C] as [groups, N*OH*OW, KH*KW*C/groups] (src/tensor/window.ts). */
+  im2col(x: Tensor, window: Window2d, groups: number): Tensor;
+  /** The adjoint of im2col: patches added back into an image of `shape` [N, H, W, C]. */
+  col2im(cols: Tensor, window: Window2d, groups: number, shape: readonly number[]): Tensor;
+  /** Max pooling of an NHWC image. */
+  maxPool2d(x: Tensor, window: PoolWindow): Tensor;
+  /** g added at the maximum of each window of x: the adjoint of max pooling at x. */
+  maxPool2dGrad(x: Tensor, g: Tensor, window: PoolWindow): Tensor;
+  /** h (shaped like x) at the maximum of each window of x: the adjoint of maxPool2dGrad in g. */
+  maxPool2dSelect(x: Tensor, h: Tensor, window: PoolWindow): Tensor;
+  /** Average pooling of an NHWC image, padding counted as zeros. */
+  avgPool2d(x: Tensor, window: PoolWindow): Tensor;
+  /** The adjoint of average pooling into an image of `shape` [N, H, W, C]. */
+  avgPool2dGrad(g: Tensor, window: PoolWindow, shape: readonly number[]): Tensor;
   /**
    * The sum of the squares of every element, in float64, in the order of Note [global norm order]
    * (src/optim/spec.ts): the global gradient norm's per-parameter term.

@@ -31,6 +31,9 @@ export const FEATURE_DOCS = {
     "'manual' stage annotations that go up and come back down: a schedule must refuse them (checkStageFlow)",
   partialStages: "'manual' placement with some nodes left unannotated (they follow a consumer or an input)",
   scheduleAnyPlacement: "pipeline schedules with 'per-node' and 'min-comm' placement too",
+  images:
+    'values viewed as NHWC images [B, h, w, c]: conv2d and its gradients, max and average pooling and their adjoints, flattened back',
+  masks: "where over comparisons' and constant 0/1 masks, argmax as indices",
 } as const;
 
 export type Feature = keyof typeof FEATURE_DOCS;

@@ -181,6 +181,8 @@ class Generator implements Ctx {
 
   /** A value read through parameter p by a differentiable op. */
   private connect(p: Node): Node {
+    // A filter [kh, kw, c, f] joins through its mean.
+    if (p.shape.length > 2) return this.b.mul(this.pick(), this.b.mean(p));
     if (p.shape.length === 2) return this.b.matmul(this.pickWidth(p.shape[0] as number), p);
     return this.b.mul(p.shape.length === 0 ? this.pick() : this.pickWidth(p.shape.at(-1) as number), p);
   }

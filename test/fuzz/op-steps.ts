@@ -2,6 +2,7 @@
 // values of varied shapes; variants that need a feature (rank-3 values, the batch axis ...) list it.
 import type { Node } from '../../src/graph/graph.ts';
 import { domainOf } from '../ops/domains.ts';
+import { IMAGE_STEPS } from './image-steps.ts';
 import { binary, CLASSES, type Ctx, newWidth, oneOf, type Step, split, unary, widthOf } from './step.ts';
 
 /** A 0/1 mask from a comparison, multiplied into a value (the gradient flows through the value). */
@@ -265,6 +266,46 @@ const losses: Step[] = [
   },
 ];
 
+/** Masks in use: where over a comparison or a constant 0/1 mask; argmax as class indices. */
+const masks: Step[] = [
+  {
+    op: 'where',
+    needs: ['masks'],
+    build: (c) => {
+      // The other value a literal (masked_fill), or another value, possibly broadcast.
+      const v = c.pick();
+      const n = widthOf(v);
+      const mask = c.b.greater(c.pickWidth(n), c.operand(n, 'separated'));
+      c.push(c.rng.next() < 0.4 ? c.b.where(mask, v, -3) : c.b.where(mask, c.operand(n, 'real'), v));
+    },
+  },
+  {
+    op: 'where',
+    needs: ['masks'],
+    build: (c) => {
+      const v = c.pick();
+      c.push(c.b.where(c.indices([widthOf(v)], 2), c.pickWidth(widthOf(v)), v));
+    },
+  },
+  {
+    op: 'argmax',
+    needs: ['masks'],
+    build: (c) => {
+      // The one-hot row of each row's maximum, as a mask.
+      const v = c.pick();
+      c.push(c.b.mul(c.pickWidth(widthOf(v)), c.b.oneHot(c.b.argmax(v, 1), widthOf(v))));
+    },
+  },
+  {
+    op: 'argmax',
+    needs: ['masks', 'batchAxis'],
+    build: (c) => {
+      const v = c.pick();
+      c.push(c.b.mul(c.pickWidth(widthOf(v)), c.b.argmax(v, 0)));
+    },
+  },
+];
+
 /** The steps whose ops carry no gradient, or make a parameter-only node. */
 const special: Step[] = [
   {
@@ -309,4 +350,6 @@ export const OP_STEPS: readonly Step[] = [
   ...lookups,
   ...losses,
   ...special,
+  ...masks,
+  ...IMAGE_STEPS,
 ];

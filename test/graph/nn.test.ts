@@ -4,7 +4,7 @@ import { gradcheck } from '../../src/autodiff/gradcheck.ts';
 import { InputError, ShapeError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Graph, Node } from '../../src/graph/graph.ts';
-import { dense, embedding, layerNorm, mlp } from '../../src/graph/nn.ts';
+import { causalMask, conv2d, dense, embedding, layerNorm, mlp } from '../../src/graph/nn.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import type { Shape } from '../../src/tensor/shape.ts';
@@ -162,6 +162,50 @@ describe('mlp and embedding', () => {
   });
 });
 
+describe('conv2d and causalMask', () => {
+  it('conv2d creates an HWIO filter and a bias, He normal over KH*KW*C/groups before a relu', () => {
+    const graph = layer(['B', 8, 8, 4], (b, x) =>
+      conv2d(b, x, 6, 3, { name: 'c', activation: 'relu', padding: 1, stride: 2, groups: 2 }),
+    );
+    expect(paramsOf(graph)).toEqual({
+      'c.w': { shape: [3, 3, 2, 6], init: { kind: 'normal', mean: 0, std: Math.sqrt(2 / 18) } },
+      'c.b': { shape: [6], init: { kind: 'zeros' } },
+    });
+    expect(graph.node('out')).toMatchObject({ op: 'relu', shape: ['B', 4, 4, 6] });
+    const glorot = layer([1, 5, 5, 1], (b, x) => conv2d(b, x, 2, [3, 1], { name: 'g', bias: false }));
+    const limit = Math.sqrt(6 / (3 + 6));
+    expect(paramsOf(glorot)).toEqual({
+      'g.w': { shape: [3, 1, 1, 2], init: { kind: 'uniform', low: -limit, high: limit } },
+    });
+    expect(glorot.node('out')).toMatchObject({ op: 'conv2d', shape: [1, 3, 5, 2] });
+  });
+
+  it('conv2d refuses a flat input, a symbolic channel axis and channels the groups do not split', () => {
+    expect(() => layer(['B', 4], (b, x) => conv2d(b, x, 2, 1, { name: 'c' }))).toThrow(
+      /conv2d 'c': input has shape \[B,4\], expected an NHWC image/,
+    );
+    expect(() => layer([1, 4, 4, 'C'], (b, x) => conv2d(b, x, 2, 1, { name: 'c' }))).toThrow(ShapeError);
+    expect(() => layer([1, 4, 4, 3], (b, x) => conv2d(b, x, 2, 1, { name: 'c', groups: 2 }))).toThrow(
+      /conv2d 'c': 3 channels and 2 filters do not split into 2 groups/,
+    );
+  });
+
+  it('causalMask is lower-triangular; through where and softmax no query sees a later key', () => {
+    const b = new GraphBuilder();
+    const scores = b.input('scores', [2, 3, 3], 'float64');
+    const mask = causalMask(b, 3, 'float64');
+    b.output('mask', mask);
+    b.output('weights', b.softmax(b.where(mask, scores, -1e9)));
+    const scoresValue = new Rng(3).uniformTensor([2, 3, 3], -1, 1, 'float64');
+    const out = evaluate(b.build(), { scores: scoresValue }, {}, ['mask', 'weights']);
+    expect(Array.from(out.mask!.data)).toEqual([1, 0, 0, 1, 1, 0, 1, 1, 1]);
+    const weights = out.weights!.data;
+    for (let i = 0; i < 18; i++) if (i % 3 > Math.floor(i / 3) % 3) expect(weights[i]).toBe(0);
+    expect(weights[0]).toBe(1);
+    expect(() => causalMask(b, 0)).toThrow(InputError);
+  });
+});
+
 describe('gradcheck through the layers', () => {
   const TOL = { atol: 1e-6, rtol: 1e-5 };
   const rng = new Rng(5);
@@ -194,5 +238,19 @@ describe('gradcheck through the layers', () => {
     check(net, { x: rng.uniformTensor([2, 3], -1, 1, 'float64') }, ['x', 'ln.g', 'm.0.w', 'm.1.b']);
     const emb = layer([4], (b, i) => embedding(b, i, 3, 2, { name: 'e' }), 'float64');
     check(emb, { x: t64([2, 0, 2, 1]) }, ['e.table']);
+  });
+
+  it('conv2d layers with a tanh, strided and grouped', () => {
+    const graph = layer(
+      [2, 5, 5, 2],
+      (b, x) =>
+        conv2d(b, conv2d(b, x, 4, 3, { name: 'c1', activation: 'tanh', padding: 1 }), 2, 2, {
+          name: 'c2',
+          stride: 2,
+          groups: 2,
+        }),
+      'float64',
+    );
+    check(graph, { x: rng.uniformTensor([2, 5, 5, 2], -1, 1, 'float64') }, ['x', 'c1.w', 'c1.b', 'c2.w']);
   });
 });

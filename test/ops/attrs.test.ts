@@ -12,12 +12,20 @@ import { deserializeGraph, serializeGraph } from '../../src/graph/serialize.ts';
 import { builtinOps } from '../../src/ops/builtins.ts';
 import type { Attrs } from '../../src/ops/op.ts';
 
-/** x [2,3], w [3,4], integer indices i [2], and updates u [2,3] for a scatter into [5,3]. */
+/**
+ * x [2,3], w [3,4], integer indices i [2], and updates u [2,3] for a scatter into [5,3]; an image
+ * img [1,4,4,2], a filter k [2,2,2,3], conv2d(img, k)'s cotangent go [1,3,3,3], and a 2x2 pool's
+ * pooled [1,2,2,2].
+ */
 interface Leaves {
   x: Node;
   w: Node;
   i: Node;
   u: Node;
+  img: Node;
+  k: Node;
+  go: Node;
+  pooled: Node;
 }
 
 interface Case {
@@ -37,6 +45,80 @@ const BOOLEAN = { wrongKind: [null, 'yes', 1, Number.NaN, [true]], misfit: [] };
 const FINITE = { wrongKind: [null, 'x', Number.NaN, Number.POSITIVE_INFINITY, [1], true], misfit: [] };
 const INTEGERS = { wrongKind: [null, 'ab', 5, [0.5, 1], [Number.NaN, 0], [null, 0], [[0], 1]] };
 const SHAPE = { wrongKind: [null, 'B', 4, [Number.NaN, 3], [1.5, 3], [-2, 3], [null, 3], ['', 3]] };
+
+const PAIR = { wrongKind: [null, 'x', [1], [1, 2, 3], [0, 1], [1.5, 1], [Number.NaN, 1], true] };
+const PADDING = { wrongKind: [null, 'x', [1], [0, 0, 0], [-1, 0], [0.5, 0], true] };
+const GROUPS = { wrongKind: [null, '2', Number.NaN, 1.5, 0, -1, [2]] };
+
+type ConvOp = 'conv2d' | 'conv2dInputGrad' | 'conv2dWeightGrad';
+/** Each conv op on the leaves with `options` (and its size or kernel), and the attributes as stored. */
+const CONV: Record<
+  ConvOp,
+  { call: (b: GraphBuilder, l: Leaves, o: object) => Node; inputs: (l: Leaves) => Node[] }
+> = {
+  conv2d: { call: (b, l, o) => b.conv2d(l.img, l.k, o), inputs: (l) => [l.img, l.k] },
+  conv2dInputGrad: { call: (b, l, o) => b.conv2dInputGrad(l.go, l.k, [4, 4], o), inputs: (l) => [l.go, l.k] },
+  conv2dWeightGrad: {
+    call: (b, l, o) => b.conv2dWeightGrad(l.img, l.go, [2, 2], o),
+    inputs: (l) => [l.img, l.go],
+  },
+};
+const CONV_STORED = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+const convStored = (op: ConvOp) => ({
+  ...CONV_STORED,
+  ...(op === 'conv2dInputGrad' ? { size: [4, 4] } : op === 'conv2dWeightGrad' ? { kernel: [2, 2] } : {}),
+});
+
+/** The options' attributes of a conv op; `misfit` lists per attribute the values that do not fit the leaves. */
+const conv = (op: ConvOp, misfit: Record<'stride' | 'padding' | 'dilation' | 'groups', unknown[]>): Case[] =>
+  (['stride', 'padding', 'dilation', 'groups'] as const).map((attr) => ({
+    op,
+    attr,
+    call: (b, l, v) => CONV[op].call(b, l, { [attr]: v }),
+    stored: (l) => ({ inputs: CONV[op].inputs(l), attrs: convStored(op) }),
+    ...(attr === 'padding' ? PADDING : attr === 'groups' ? GROUPS : PAIR),
+    misfit: misfit[attr],
+  }));
+
+type PoolOp = 'maxPool2d' | 'maxPool2dGrad' | 'maxPool2dSelect' | 'avgPool2d' | 'avgPool2dGrad';
+const POOL: Record<
+  PoolOp,
+  { call: (b: GraphBuilder, l: Leaves, k: never, o: object) => Node; inputs: (l: Leaves) => Node[] }
+> = {
+  maxPool2d: { call: (b, l, k, o) => b.maxPool2d(l.img, k, o), inputs: (l) => [l.img] },
+  maxPool2dGrad: {
+    call: (b, l, k, o) => b.maxPool2dGrad(l.img, l.pooled, k, o),
+    inputs: (l) => [l.img, l.pooled],
+  },
+  maxPool2dSelect: {
+    call: (b, l, k, o) => b.maxPool2dSelect(l.img, l.img, k, o),
+    inputs: (l) => [l.img, l.img],
+  },
+  avgPool2d: { call: (b, l, k, o) => b.avgPool2d(l.img, k, o), inputs: (l) => [l.img] },
+  avgPool2dGrad: { call: (b, l, k, o) => b.avgPool2dGrad(l.pooled, [4, 4], k, o), inputs: (l) => [l.pooled] },
+};
+
+/** A pool's attributes, each alone: 2x2 windows with stride 2 but the attribute tested. */
+const pool = (op: PoolOp, misfit: Record<'kernel' | 'stride' | 'padding', unknown[]>): Case[] =>
+  (['kernel', 'stride', 'padding'] as const).map((attr) => ({
+    op,
+    attr,
+    call: (b, l, v) => {
+      const options = { stride: [2, 2], ...(attr === 'kernel' ? {} : { [attr]: v }) };
+      return POOL[op].call(b, l, (attr === 'kernel' ? v : [2, 2]) as never, options);
+    },
+    stored: (l) => ({
+      inputs: POOL[op].inputs(l),
+      attrs: {
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+        ...(op === 'avgPool2dGrad' ? { size: [4, 4] } : {}),
+      },
+    }),
+    ...(attr === 'padding' ? PADDING : PAIR),
+    misfit: misfit[attr],
+  }));
 
 const reduce = (op: 'sum' | 'mean' | 'max'): Case[] => [
   {
@@ -194,6 +276,64 @@ const CASES: Case[] = [
     misfit: [],
   },
   {
+    op: 'argmax',
+    attr: 'axis',
+    call: (b, { x }, v) => b.argmax(x, v),
+    stored: ({ x }) => ({ inputs: [x], attrs: { axis: 1 } }),
+    ...AXIS,
+  },
+  // The leaves fit stride 1, padding 0, dilation 1 and 1 group; each misfit changes one of them.
+  ...conv('conv2d', { stride: [], padding: [], dilation: [[4, 1]], groups: [2, 3] }),
+  ...conv('conv2dInputGrad', { stride: [[2, 2]], padding: [[1, 1]], dilation: [[2, 2]], groups: [2] }),
+  ...conv('conv2dWeightGrad', { stride: [[2, 2]], padding: [[1, 1]], dilation: [[2, 2]], groups: [2, 3] }),
+  {
+    op: 'conv2dInputGrad',
+    attr: 'size',
+    call: (b, l, v) => b.conv2dInputGrad(l.go, l.k, v),
+    stored: (l) => ({ inputs: [l.go, l.k], attrs: convStored('conv2dInputGrad') }),
+    ...PAIR,
+    misfit: [[5, 5]],
+  },
+  {
+    op: 'conv2dWeightGrad',
+    attr: 'kernel',
+    call: (b, l, v) => b.conv2dWeightGrad(l.img, l.go, v),
+    stored: (l) => ({ inputs: [l.img, l.go], attrs: convStored('conv2dWeightGrad') }),
+    ...PAIR,
+    misfit: [[3, 3]],
+  },
+  // Padding must stay below the kernel; the adjoints' other input must fit the window.
+  ...pool('maxPool2d', { kernel: [[5, 5]], stride: [], padding: [[2, 2]] }),
+  ...pool('maxPool2dGrad', {
+    kernel: [[3, 3]],
+    stride: [[1, 1]],
+    padding: [
+      [1, 1],
+      [2, 2],
+    ],
+  }),
+  ...pool('maxPool2dSelect', { kernel: [[5, 5]], stride: [], padding: [[2, 2]] }),
+  ...pool('avgPool2d', { kernel: [[5, 5]], stride: [], padding: [[2, 2]] }),
+  ...pool('avgPool2dGrad', {
+    kernel: [[3, 3]],
+    stride: [[1, 1]],
+    padding: [
+      [1, 1],
+      [2, 2],
+    ],
+  }),
+  {
+    op: 'avgPool2dGrad',
+    attr: 'size',
+    call: (b, l, v) => b.avgPool2dGrad(l.pooled, v, 2),
+    stored: (l) => ({
+      inputs: [l.pooled],
+      attrs: { kernel: [2, 2], stride: [2, 2], padding: [0, 0], size: [4, 4] },
+    }),
+    ...PAIR,
+    misfit: [[6, 6]],
+  },
+  {
     op: 'dimSize',
     attr: 'dims',
     // No builder method: VJPs make it (Ops.count) with the dimensions of a mean.
@@ -219,6 +359,10 @@ function builder(): { b: GraphBuilder; leaves: Leaves } {
     w: b.input('w', [3, 4]),
     i: b.input('i', [2]),
     u: b.input('u', [2, 3]),
+    img: b.input('img', [1, 4, 4, 2]),
+    k: b.input('k', [2, 2, 2, 3]),
+    go: b.input('go', [1, 3, 3, 3]),
+    pooled: b.input('pooled', [1, 2, 2, 2]),
   };
   return { b, leaves };
 }

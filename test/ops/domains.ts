@@ -40,6 +40,9 @@ export const distinct = (shape: readonly number[]): Tensor => {
   return fill(shape, (i) => values[i]!);
 };
 
+/** 0 or 1: a mask, as a comparison makes one. */
+export const mask = (shape: readonly number[]): Tensor => fill(shape, () => rng.int(2));
+
 /** Integer class indices in [0, n). */
 export const indices = (shape: readonly number[], n: number): Tensor => fill(shape, () => rng.int(n));
 
@@ -57,7 +60,15 @@ export const probabilities = (rows: number, classes: number): Tensor => {
  * their inputs from it (`drawFor`), and for the fuzzer (test/fuzz), which maps random values into it.
  * 'indices' and 'labels' need a class count, so tests write those tensors out.
  */
-export type Domain = 'real' | 'positive' | 'awayFromZero' | 'separated' | 'distinct' | 'indices' | 'labels';
+export type Domain =
+  | 'real'
+  | 'positive'
+  | 'awayFromZero'
+  | 'separated'
+  | 'distinct'
+  | 'mask'
+  | 'indices'
+  | 'labels';
 
 const DOMAINS: Readonly<Record<string, readonly Domain[]>> = {
   div: ['real', 'awayFromZero'],
@@ -75,6 +86,12 @@ const DOMAINS: Readonly<Record<string, readonly Domain[]>> = {
   relu: ['awayFromZero'],
   leakyRelu: ['awayFromZero'],
   max: ['distinct'],
+  argmax: ['distinct'],
+  // A tie inside a window moves the maximum (and the adjoints' routing) to another pixel.
+  maxPool2d: ['distinct'],
+  maxPool2dGrad: ['distinct', 'real'],
+  maxPool2dSelect: ['distinct', 'real'],
+  where: ['mask', 'real', 'real'],
   gather: ['real', 'indices'],
   scatterAdd: ['real', 'indices'],
   oneHot: ['indices'],
@@ -104,6 +121,8 @@ export function draw(domain: Domain, shape: readonly number[], slot = 0): Tensor
       return grid(shape, 0.1 * slot);
     case 'distinct':
       return distinct(shape);
+    case 'mask':
+      return mask(shape);
     default:
       throw new Error(`draw: '${domain}' tensors need a class count; write them out`);
   }

@@ -15,7 +15,7 @@ import { isConcrete } from '../../src/tensor/shape.ts';
 import type { Tensor } from '../../src/tensor/tensor.ts';
 import '../../src/ops/builtins.ts';
 import { expectBitwise } from '../support/expect.ts';
-import { awayFromZero, drawFor, indices, probabilities, t64, uniform } from './domains.ts';
+import { awayFromZero, drawFor, indices, mask, probabilities, t64, uniform } from './domains.ts';
 
 type Build = (b: GraphBuilder, ...xs: Node[]) => Node;
 
@@ -80,6 +80,24 @@ const batched = (title: string, build: (b: GraphBuilder, xw: Node, y: Node) => N
     b.output('loss', out.shape.length === 0 ? out : b.sum(b.square(out)));
     const feeds = { x: uniform([4, 3]), y: t64([0, 2, 1, 2]) };
     return { graph: b.build(), wrt: ['x', 'w'], feeds, params: { w: uniform([3]) } };
+  },
+});
+
+/**
+ * The op over a symbolic batch of images: x ['B', 4, 4, 2] (fed with B = 3) scaled per channel by a
+ * parameter s [2]; `build` may read a filter parameter k [3, 3, 2, 2].
+ */
+const imageBatch = (title: string, build: (b: GraphBuilder, h: Node, k: Node) => Node): Check => ({
+  title: `${title}, symbolic batch`,
+  setup: () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 4, 4, 2], 'float64');
+    const k = b.param('k', [3, 3, 2, 2], { dtype: 'float64' });
+    const out = build(b, b.mul(x, b.param('s', [2], { dtype: 'float64' })), k);
+    b.output('loss', b.sum(b.square(out)));
+    const params = { s: uniform([2]), k: uniform([3, 3, 2, 2]) };
+    const wrt = out.inputs.some((i) => i === k.id) ? ['x', 's', 'k'] : ['x', 's'];
+    return { graph: b.build(), wrt, feeds: { x: drawFor(out.op)([3, 4, 4, 2]) }, params };
   },
 });
 
@@ -377,6 +395,147 @@ const table: Record<string, Entry> = {
         [0],
       ),
       check('axis 1', [u([2, 3]), t64([0, 2, 0])], (b, x, i) => b.scatterAdd(x, i, [2, 4], 1), [0]),
+    ],
+  },
+  conv2d: {
+    checks: [
+      check('3x3 over [1,4,4,2], 3 filters', [u([1, 4, 4, 2]), u([3, 3, 2, 3])], (b, x, w) => b.conv2d(x, w)),
+      check('stride 2, padding 1', [u([2, 5, 5, 2]), u([3, 3, 2, 2])], (b, x, w) =>
+        b.conv2d(x, w, { stride: 2, padding: 1 }),
+      ),
+      check('dilation 2, padding [1,0], stride [1,2]', [u([1, 5, 6, 1]), u([2, 2, 1, 2])], (b, x, w) =>
+        b.conv2d(x, w, { dilation: 2, padding: [1, 0], stride: [1, 2] }),
+      ),
+      check('2 groups, padding 1', [u([1, 4, 4, 4]), u([2, 2, 2, 4])], (b, x, w) =>
+        b.conv2d(x, w, { groups: 2, padding: 1 }),
+      ),
+      check('depthwise (3 groups of 1 channel)', [u([1, 3, 3, 3]), u([2, 2, 1, 3])], (b, x, w) =>
+        b.conv2d(x, w, { groups: 3 }),
+      ),
+      imageBatch('3x3, padding 1', (b, h, k) => b.conv2d(h, k, { padding: 1 })),
+    ],
+  },
+  conv2dInputGrad: {
+    checks: [
+      check('3x3 filter onto 5x5', [u([1, 3, 3, 3]), u([3, 3, 2, 3])], (b, g, w) =>
+        b.conv2dInputGrad(g, w, [5, 5]),
+      ),
+      check(
+        'stride 2, padding 1 onto 6x6 (5x5 gives the same output)',
+        [u([2, 3, 3, 2]), u([3, 3, 2, 2])],
+        (b, g, w) => b.conv2dInputGrad(g, w, [6, 6], { stride: 2, padding: 1 }),
+      ),
+      check('2 groups, dilation 2', [u([1, 2, 2, 4]), u([2, 2, 2, 4])], (b, g, w) =>
+        b.conv2dInputGrad(g, w, [4, 4], { groups: 2, dilation: 2 }),
+      ),
+    ],
+  },
+  conv2dWeightGrad: {
+    checks: [
+      check('3x3 from [1,5,5,2] and [1,3,3,3]', [u([1, 5, 5, 2]), u([1, 3, 3, 3])], (b, x, g) =>
+        b.conv2dWeightGrad(x, g, [3, 3]),
+      ),
+      check('dilation 2, stride [2,1], padding 1', [u([2, 5, 5, 1]), u([2, 3, 5, 2])], (b, x, g) =>
+        b.conv2dWeightGrad(x, g, [2, 2], { dilation: 2, stride: [2, 1], padding: 1 }),
+      ),
+      check('2 groups', [u([1, 4, 4, 4]), u([1, 3, 3, 4])], (b, x, g) =>
+        b.conv2dWeightGrad(x, g, [2, 2], { groups: 2 }),
+      ),
+    ],
+  },
+  maxPool2d: {
+    checks: [
+      check('2x2 windows side by side', [drawFor('maxPool2d')([2, 4, 4, 2])], (b, x) => b.maxPool2d(x, 2)),
+      check('3x3, stride 1, padding 1 (overlapping windows)', [drawFor('maxPool2d')([1, 4, 4, 2])], (b, x) =>
+        b.maxPool2d(x, 3, { stride: 1, padding: 1 }),
+      ),
+      check('[2,3] windows, stride [1,2]', [drawFor('maxPool2d')([1, 3, 5, 1])], (b, x) =>
+        b.maxPool2d(x, [2, 3], { stride: [1, 2] }),
+      ),
+      imageBatch('2x2', (b, h) => b.maxPool2d(h, 2)),
+    ],
+  },
+  // No gradient flows to the image (its maxima's places are flat in it): wrt the cotangent only.
+  maxPool2dGrad: {
+    checks: [
+      check(
+        '2x2 windows side by side',
+        [drawFor('maxPool2dGrad')([1, 4, 4, 2], 0), u([1, 2, 2, 2])],
+        (b, x, g) => b.maxPool2dGrad(x, g, 2),
+        [1],
+      ),
+      check(
+        '3x3, stride 1, padding 1: maxima shared by windows add up',
+        [drawFor('maxPool2dGrad')([1, 4, 4, 1], 0), u([1, 4, 4, 1])],
+        (b, x, g) => b.maxPool2dGrad(x, g, 3, { stride: 1, padding: 1 }),
+        [1],
+      ),
+    ],
+  },
+  maxPool2dSelect: {
+    checks: [
+      check(
+        '2x2 windows side by side',
+        [drawFor('maxPool2dSelect')([1, 4, 4, 2], 0), u([1, 4, 4, 2])],
+        (b, x, h) => b.maxPool2dSelect(x, h, 2),
+        [1],
+      ),
+      check(
+        '3x3, stride 1, padding 1',
+        [drawFor('maxPool2dSelect')([1, 4, 4, 1], 0), u([1, 4, 4, 1])],
+        (b, x, h) => b.maxPool2dSelect(x, h, 3, { stride: 1, padding: 1 }),
+        [1],
+      ),
+    ],
+  },
+  avgPool2d: {
+    checks: [
+      check('2x2 windows side by side', [u([2, 4, 4, 2])], (b, x) => b.avgPool2d(x, 2)),
+      check('3x3, stride 1, padding 1 (padding counts)', [u([1, 4, 4, 2])], (b, x) =>
+        b.avgPool2d(x, 3, { stride: 1, padding: 1 }),
+      ),
+      check('[2,3] windows, stride [1,2]', [u([1, 3, 5, 1])], (b, x) =>
+        b.avgPool2d(x, [2, 3], { stride: [1, 2] }),
+      ),
+      imageBatch('2x2', (b, h) => b.avgPool2d(h, 2)),
+    ],
+  },
+  avgPool2dGrad: {
+    checks: [
+      check('2x2 onto 4x4', [u([1, 2, 2, 2])], (b, g) => b.avgPool2dGrad(g, [4, 4], 2)),
+      check('3x3, stride 1, padding 1', [u([1, 4, 4, 1])], (b, g) =>
+        b.avgPool2dGrad(g, [4, 4], 3, { stride: 1, padding: 1 }),
+      ),
+      check('2x2 onto 5x5 (the last row and column take nothing)', [u([2, 2, 2, 1])], (b, g) =>
+        b.avgPool2dGrad(g, [5, 5], 2),
+      ),
+    ],
+  },
+  // The mask is an input of its own, never in wrt (no gradient flows to it).
+  where: {
+    checks: [
+      check('mask [2,3]', [mask([2, 3]), u([2, 3]), u([2, 3])], (b, c, x, y) => b.where(c, x, y), [1, 2]),
+      check(
+        'mask [3] over [2,3], b a scalar',
+        [mask([3]), u([2, 3]), u([])],
+        (b, c, x, y) => b.where(c, x, y),
+        [1, 2],
+      ),
+      check(
+        'mask [2,1], a [1,3], b [2,3]',
+        [mask([2, 1]), u([1, 3]), u([2, 3])],
+        (b, c, x, y) => b.where(c, x, y),
+        [1, 2],
+      ),
+      check('where(x > 0, x, 0.1 x), a leaky relu', [awayFromZero([5])], (b, x) =>
+        b.where(b.greater(x, 0), x, b.mul(x, 0.1)),
+      ),
+    ],
+  },
+  argmax: {
+    noGrad: [
+      { title: 'axis 1 of [3,4]', inputs: [drawFor('argmax')([3, 4])], build: (b, x) => b.argmax(x, 1) },
+      { title: 'axis 0 of [3,4]', inputs: [drawFor('argmax')([3, 4])], build: (b, x) => b.argmax(x, 0) },
     ],
   },
   oneHot: { noGrad: [{ title: 'depth 4', inputs: [indices([5], 4)], build: (b, i) => b.oneHot(i, 4) }] },

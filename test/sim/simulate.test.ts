@@ -1,10 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { ScheduleError } from '../../src/errors.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { compile } from '../../src/partition/plan.ts';
 import type { Slot } from '../../src/schedule/action.ts';
 import { bubbleStats } from '../../src/schedule/bubble.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../../src/schedule/config.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
+import { flopCosts } from '../../src/sim/cost.ts';
 import { simulatePipeline } from '../../src/sim/pipeline.ts';
+import { simulate } from '../../src/sim/simulate.ts';
 import { V2x4 } from '../support/schedules.ts';
 
 // The closed forms of Note [closed-form costs] (src/schedule), reproduced by the runtime's own host
@@ -230,5 +234,29 @@ describe('simulator: stage placement (Note [stage placement])', () => {
     expect(() => simulatePipeline({ schedule: V2x4(2), workers: 2, chunks: 2, microbatches: 2 })).toThrow(
       ScheduleError,
     );
+  });
+});
+
+describe('simulator: FLOP costs', () => {
+  it("a CNN's tasks cost their op's FLOPs at the shard's batch: conv2d 2 N*OH*OW*K*F, its backward twice that", () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 8, 8, 2]);
+    const h = b.relu(b.conv2d(x, b.param('w', [3, 3, 2, 4]), { padding: 1 }));
+    const logits = b.matmul(b.flatten(b.maxPool2d(h, 2)), b.param('v', [64, 3]));
+    b.output('loss', b.softmaxCrossEntropy(logits, b.input('y', ['B'])));
+    const plan = compile(b.build(), { workers: 2, placement: 'stages' });
+    // flopCosts binds B to the batch size it is given: the shard's, 6 rows in 2 microbatches.
+    const cost = flopCosts(plan, { gflops: 1, overheadMs: 0, batchSize: 3 });
+    const r = simulate(plan, { microbatches: 2, batchSize: 6, cost });
+    const conv = plan.graph.nodes.find((n) => n.op === 'conv2d')!.id;
+    const spans = r.trace.spans.filter((s) => s.node === conv);
+    // Shards of 3 rows: 2 * (3*8*8) * (3*3*2) * 4 FLOPs at 1e6 FLOP per ms.
+    const forward = (2 * (3 * 8 * 8) * (3 * 3 * 2) * 4) / 1e6;
+    const durations = (forwardPhase: boolean) =>
+      spans.filter((s) => (s.phase === 'F') === forwardPhase).map((s) => s.end - s.start);
+    expect(durations(true)).toHaveLength(2);
+    for (const d of durations(true)) expect(d).toBeCloseTo(forward, 12);
+    expect(durations(false)).toHaveLength(2);
+    for (const d of durations(false)) expect(d).toBeCloseTo(2 * forward, 12);
   });
 });

@@ -7,10 +7,15 @@
  *   `@tensorflow/tfjs-backend-wasm` measured just before it on the same inputs
  *   (`tfjs-wasm <size> <trans>`, single-threaded SIMD build): `ratio_vs_tfjs_wasm`, and
  *   `ratio_vs_nn`, a transposed case against the plain one of the same kernel.
+ * - conv2d on LeNet-5's two convolutions (batch 64), forward and both halves of the backward
+ *   (`lenet conv1`, `lenet conv2`, then `wasm ...`): im2col or col2im around one matmul each, so the
+ *   figure is how much of the matmul kernel's speed survives the data movement.
  * Inputs are seeded. Sizes 128, 256, 512; 1024 with --large.
  */
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { eager } from '../../../src/ops/eager.ts';
+import { fallbackKernels, type Kernels, useKernels } from '../../../src/tensor/kernels.ts';
 import { matmul } from '../../../src/tensor/matmul.ts';
 import { Rng } from '../../../src/tensor/rng.ts';
 import type { Tensor } from '../../../src/tensor/tensor.ts';
@@ -92,7 +97,7 @@ export const matmulSuite: Suite = {
   takesRuns: true,
   name: 'matmul',
   description:
-    'float32 GFLOP/s of matmul (NN, NT, TN, TT): TypeScript, wasm SIMD, tfjs-wasm; naive loop, batched',
+    'float32 GFLOP/s of matmul (NN, NT, TN, TT): TypeScript, wasm SIMD, tfjs-wasm; naive loop, batched; LeNet conv2d forward and backward',
   flags: { large: 'also measure 1024x1024x1024' },
   async run(ctx) {
     const rng = new Rng(42);
@@ -171,8 +176,49 @@ export const matmulSuite: Suite = {
         };
       });
     }
+    await measureConv(ctx, rng, 'ts', fallbackKernels());
+    for (const [name, kernels] of wasm) await measureConv(ctx, rng, name, kernels);
   },
 };
+
+/** LeNet-5's convolutions on a batch of 64: 28x28x1 images through 6 5x5 filters, 12x12x6 through 16. */
+const LENET = [
+  { name: 'conv1', image: [64, 28, 28, 1], filter: [5, 5, 1, 6] },
+  { name: 'conv2', image: [64, 12, 12, 6], filter: [5, 5, 6, 16] },
+] as const;
+
+/**
+ * conv2d forward, its input gradient and its filter gradient (a training step's three convolutions)
+ * with `kernels` active: three matmuls of 2 M K F FLOPs each, M = N*OH*OW, K = KH*KW*C.
+ */
+async function measureConv(ctx: BenchContext, rng: Rng, impl: string, kernels: Partial<Kernels>) {
+  for (const { name, image, filter } of LENET) {
+    const x = rng.uniformTensor([...image], -1, 1, 'float32');
+    const w = rng.uniformTensor([...filter], -1, 1, 'float32');
+    const size = [image[1], image[2]];
+    const kernel = [filter[0], filter[1]];
+    const [oh, ow] = [image[1] - filter[0] + 1, image[2] - filter[1] + 1];
+    const g = rng.uniformTensor([image[0], oh, ow, filter[3]], -1, 1, 'float32');
+    const flops = 3 * 2 * (image[0] * oh * ow) * (filter[0] * filter[1] * filter[2]) * filter[3];
+    const restore = useKernels(kernels);
+    try {
+      await ctx.measure(
+        `${impl === 'ts' ? '' : `${impl} `}lenet ${name}`,
+        () => {
+          eager.conv2d(x, w);
+          eager.conv2dInputGrad(g, w, size);
+          eager.conv2dWeightGrad(x, g, kernel);
+        },
+        {
+          runs: 20,
+          extra: (s) => ({ impl, shape: `${image.join('x')} * ${filter.join('x')}`, ...gflops(flops, s) }),
+        },
+      );
+    } finally {
+      restore();
+    }
+  }
+}
 
 function measureWasm(
   ctx: BenchContext,
