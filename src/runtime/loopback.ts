@@ -5,7 +5,7 @@ import { edgeName } from '../protocol/codec.ts';
 import { COORDINATOR } from '../protocol/envelope.ts';
 import { decodeInit, encodeInit } from '../protocol/frame.ts';
 import { packGraph } from '../protocol/packed-graph.ts';
-import { tcpPipes } from '../protocol/tcp-listener.ts';
+import { tcpPipes } from '../protocol/tcp-pipes.ts';
 import type { Wire } from '../protocol/wire.ts';
 import {
   type ClusterEvents,

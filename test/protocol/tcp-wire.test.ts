@@ -17,8 +17,8 @@ import {
   type ListenOptions,
   MAX_HELLO_BYTES,
   TcpListener,
-  tcpPipe,
 } from '../../src/protocol/tcp-listener.ts';
+import { tcpPipe } from '../../src/protocol/tcp-pipes.ts';
 import { FrameCutter, MAX_FRAME_BYTES, type TcpWire } from '../../src/protocol/tcp-wire.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
