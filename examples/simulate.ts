@@ -7,9 +7,7 @@
 //   npx tsx examples/simulate.ts
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ScheduleError } from '../src/errors.ts';
-import type { ScheduleKind } from '../src/schedule/config.ts';
-import { simulatePipeline } from '../src/sim/pipeline.ts';
+import { ScheduleError, type ScheduleKind, simulatePipeline } from 'backflow-runtime';
 
 const SCHEDULES: readonly { kind: ScheduleKind; chunks: number; label: string }[] = [
   { kind: 'gpipe', chunks: 1, label: 'GPipe' },

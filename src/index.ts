@@ -1,11 +1,14 @@
 // The public API of backflow: the only barrel file.
 
+export type { HostStats } from './actor/host-types.ts';
+export type { HostAction } from './actor/task-queue.ts';
 export {
   evaluate,
   type ValueAndGradOptions,
   type ValueAndGradResult,
   valueAndGrad,
 } from './autodiff/engine.ts';
+export type { TensorMap } from './autodiff/forward.ts';
 export { type GradGraphOptions, gradGraph, hvp } from './autodiff/grad-graph.ts';
 export { type GradcheckOptions, type GradcheckReport, gradcheck, gradcheckFn } from './autodiff/gradcheck.ts';
 export { referenceStep, splitBatch } from './autodiff/microbatch.ts';
@@ -37,12 +40,13 @@ export { printPlan } from './partition/print.ts';
 export type { NatsEndpoint } from './protocol/nats-connect.ts';
 export { type NatsServer, natsServerInstalled, startNatsServer } from './runtime/nats-server.ts';
 export { type NodeOptions, type NodeProcess, startNode } from './runtime/node-process.ts';
+export { hostActions } from './runtime/pipeline.ts';
 export type { NatsClusterOptions } from './runtime/rendezvous.ts';
 export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
 
 export type { Action, Schedule, Slot } from './schedule/action.ts';
 export { formatAction, parseAction } from './schedule/action.ts';
-export { bubbleStats } from './schedule/bubble.ts';
+export { bubbleStats, closedFormIdleFraction } from './schedule/bubble.ts';
 export { insertCommunication } from './schedule/communication.ts';
 export {
   checkPipelineConfig,
@@ -78,6 +82,7 @@ export {
 export { validateSchedule } from './schedule/validate.ts';
 export { type CostModel, flopCosts, type LinkCost, stageCosts, traceCosts } from './sim/cost.ts';
 export { simulatePipeline, stageChain } from './sim/pipeline.ts';
+export { type ReplayOptions, replayTraces } from './sim/replay.ts';
 export { type SimResult, type SimulateOptions, simulate } from './sim/simulate.ts';
 export {
   TRANSPORT_DEFAULTS,
@@ -108,6 +113,8 @@ export type { Flow, Span, Trace } from './trace/trace.ts';
 export { coalesce, traceStats } from './trace/trace.ts';
 export { lossCurveSvg, terminalChart } from './train/chart.ts';
 export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.ts';
+export { type EvalResult, evaluateClassifier } from './train/evaluate.ts';
 export { mlpClassifier } from './train/models.ts';
 export type { RestartEvent, RestartOptions } from './train/restarts.ts';
+export { trainingSummary, workerBytesLines } from './train/summary.ts';
 export { type FitOptions, type History, Trainer, type TrainerOptions } from './train/trainer.ts';

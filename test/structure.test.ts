@@ -80,6 +80,21 @@ describe('structure', () => {
     expect(base).toEqual([]);
   });
 
+  it('examples use only the public API: they import the package by its name, and node: builtins', () => {
+    const name = JSON.parse(read('package.json')).name as string;
+    const stray = sources('examples').flatMap((file) =>
+      [
+        ...read(file).matchAll(
+          /^\s*(?:import|export)\b[^'";]*?from\s+'([^']+)'|\bimport\(\s*'([^']+)'\s*\)/gm,
+        ),
+      ]
+        .map((m) => (m[1] ?? m[2])!)
+        .filter((spec) => spec !== name && !spec.startsWith('node:'))
+        .map((spec) => `${file} imports ${spec}`),
+    );
+    expect(stray).toEqual([]);
+  });
+
   it('the public API is the snapshot (src/index.ts)', async () => {
     const values = Object.keys(await import('../src/index.ts')).sort();
     const text = read('src/index.ts');
