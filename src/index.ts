@@ -20,6 +20,7 @@ export { GraphBuilder } from './graph/builder.ts';
 export { castGraph } from './graph/cast.ts';
 export { checkGraph } from './graph/check.ts';
 export { Graph, label, type Node, type NodeRef } from './graph/graph.ts';
+/** Layers as functions of a `GraphBuilder` (`dense`, `layerNorm`, `mlp`, `embedding`), built from the registered ops. */
 export * as nn from './graph/nn.ts';
 export { initParams } from './graph/params.ts';
 export { printGraph, printNode } from './graph/print.ts';

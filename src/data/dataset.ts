@@ -50,7 +50,9 @@ export interface BatchOptions {
 
 /** Labelled examples held as two tensors: x [N, ...features] and y [N]. */
 export class Dataset {
+  /** The features, [N, ...]. */
   readonly x: Tensor;
+  /** The labels, [N]. */
   readonly y: Tensor;
 
   constructor(x: Tensor, y: Tensor) {
@@ -101,6 +103,7 @@ export class Dataset {
     return new Dataset(new Tensor(dtype, [n, ...options.shape], x), new Tensor(dtype, [n], y));
   }
 
+  /** The number of examples, N. */
   get size(): number {
     return this.y.size;
   }

@@ -50,6 +50,7 @@ export interface RuntimeOptions extends CompileOptions {
   microbatches?: number;
   /** Initial parameter values (default: the graph's initializers with `seed`). */
   params?: TensorMap;
+  /** Seeds the initializers when `params` is not given (default 0). */
   seed?: number;
   /** A step that has not finished by then rejects with StepTimeoutError (default 30 s). */
   stepTimeoutMs?: number;
