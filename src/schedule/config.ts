@@ -2,8 +2,10 @@ import { ScheduleError } from '../errors.ts';
 
 /** The generated schedules, by the names users pick them with. */
 export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1'] as const;
+/** The generated schedules' names: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1'. */
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
+/** The size of a pipeline a schedule is generated for: p workers, m microbatches, v chunks per worker. */
 export interface PipelineConfig {
   /** p: pipeline workers. */
   readonly workers: number;

@@ -28,6 +28,10 @@ export interface GridOptions {
 const IDLE = '.';
 const ELIDED = '...';
 
+/**
+ * A schedule as a grid: one row per worker, one column per step, idle steps as `.`, marked cells as
+ * `>1F3<`.
+ */
 export function formatGrid(schedule: Schedule, options: GridOptions = {}): string {
   const length = Math.max(0, ...schedule.map((list) => list.length));
   const from = Math.max(0, options.from ?? 0);

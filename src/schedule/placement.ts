@@ -7,12 +7,15 @@ import { isCommunication, type Schedule } from './action.ts';
  * can record it.
  */
 export type StagePlacement = StagePlacementName | readonly number[];
+/** The named stage placements: 'loop' (stage s on worker s mod p) and 'v' (down the workers and back up). */
 export const STAGE_PLACEMENT_NAMES = ['loop', 'v'] as const;
 export type StagePlacementName = (typeof STAGE_PLACEMENT_NAMES)[number];
 
 /** A schedule together with the placement its rows assume (a plain `Schedule` assumes 'loop'). */
 export interface PlacedSchedule {
+  /** The schedule, one list of slots per worker. */
   readonly schedule: Schedule;
+  /** Which worker runs each stage, as the rows assume. */
   readonly stagePlacement: StagePlacement;
 }
 

@@ -48,7 +48,10 @@ export interface PipelineSimOptions {
 }
 
 /** Simulates one step of a pipeline schedule with the runtime's own host logic. */
-export function simulatePipeline(options: PipelineSimOptions): SimResult & { stages: number } {
+export function simulatePipeline(options: PipelineSimOptions): SimResult & {
+  /** The pipeline's stages: workers x chunks. */
+  stages: number;
+} {
   const { schedule, stageWorkers } = resolveSchedule(options.schedule, {
     workers: options.workers,
     microbatches: options.microbatches,

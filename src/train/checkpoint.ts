@@ -38,7 +38,12 @@ export async function saveCheckpoint(
   dir: string,
   checkpoint: Checkpoint,
   options: SaveOptions = {},
-): Promise<{ path: string; bytes: number }> {
+): Promise<{
+  /** The checkpoint file written. */
+  path: string;
+  /** Its size in bytes. */
+  bytes: number;
+}> {
   const phase = options.onPhase ?? (() => {});
   const { chunks, bytes } = encodeCheckpoint(checkpoint);
   const target = join(dir, CHECKPOINT_FILE);
