@@ -102,7 +102,9 @@ export class ProgressBar {
   }
 
   private line(): string {
-    return `\r${formatProgress(this.state, (this.stream.columns ?? 80) - 1)}\x1b[K`;
+    // Some terminals (and pseudo-terminals without a size) report 0 columns: then 80, as when unknown.
+    const columns = this.stream.columns !== undefined && this.stream.columns > 0 ? this.stream.columns : 80;
+    return `\r${formatProgress(this.state, columns - 1)}\x1b[K`;
   }
 }
 

@@ -271,8 +271,9 @@ export class Trainer {
           gradNorm: out.gradNorm,
         };
         this.history.steps.push(record);
+        // The running figure is the last step's loss; the epoch's line at the end shows the mean.
         bar?.update(steps, {
-          loss: out.loss,
+          'step loss': out.loss,
           'samples/s': Math.round(samples / ((performance.now() - started) / 1000)),
         });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
@@ -302,7 +303,7 @@ export class Trainer {
       };
       this.history.epochs.push(record);
       bar?.finish({
-        loss: record.loss,
+        'mean loss': record.loss,
         ...(record.evalAccuracy !== null ? { 'eval acc': `${(record.evalAccuracy * 100).toFixed(2)}%` } : {}),
         'samples/s': Math.round(record.samplesPerSec),
       });
