@@ -150,6 +150,10 @@ export interface ValueAndGradResult {
   peakBytes: number;
 }
 
+/**
+ * The function `valueAndGrad` returns: the loss and the gradients for given feeds and parameters
+ * (and a seed for a non-scalar loss).
+ */
 export type ValueAndGradFn = (
   feeds: TensorMap,
   params?: TensorMap,

@@ -33,9 +33,13 @@ export interface GradcheckOptions {
 
 /** One element whose analytic gradient and central difference disagree. */
 export interface GradcheckFailure {
+  /** The node checked. */
   wrt: string;
+  /** The element, as a flat row-major index. */
   index: number;
+  /** The gradient backpropagation gave. */
   analytic: number;
+  /** The central difference. */
   numeric: number;
 }
 

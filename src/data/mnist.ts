@@ -7,6 +7,7 @@ import { Dataset } from './dataset.ts';
 export const MNIST_PIXELS = 28 * 28;
 export const MNIST_CLASSES = 10;
 
+/** The sizes and seed of `loadMnist`'s split. */
 export interface MnistOptions {
   /** Examples in the training set (default 8,000). */
   train?: number;
@@ -16,16 +17,24 @@ export interface MnistOptions {
   seed?: number;
 }
 
+/** `loadMnist`'s result: a training and a test set, disjoint, each stratified by digit. */
 export interface MnistSplit {
   /** x [train, 784] float32 pixels in [0, 1], y [train] float32 class indices 0-9. */
   train: Dataset;
+  /** x [test, 784] and y [test], as `train`. */
   test: Dataset;
+  /** The number of classes, 10. */
   classes: number;
   /**
    * Which examples of the package each row is: an index over all 10,000 in the package's order (the
    * digit 0 examples first), so a test can check that the sets are disjoint.
    */
-  sources: { train: number[]; test: number[] };
+  sources: {
+    /** The package's example behind each training row. */
+    train: number[];
+    /** The package's example behind each test row. */
+    test: number[];
+  };
 }
 
 /**

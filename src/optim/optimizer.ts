@@ -28,6 +28,7 @@ export interface Optimizer<S = unknown> {
 
 /** An optimizer's state for a set of parameters, as checkpoints store it. */
 export interface OptimizerCheckpoint {
+  /** The optimizer's name. */
   name: string;
   /** Updates applied so far. */
   step: number;

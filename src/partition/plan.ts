@@ -48,6 +48,10 @@ export interface CompileOptions {
   paramPlacement?: ParamPlacement;
 }
 
+/**
+ * Where parameters live when there are replicas: 'sharded' (default), 'replicated' or 'replica-0'
+ * (see `CompileOptions.paramPlacement`).
+ */
 export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
 
 /**
@@ -56,27 +60,42 @@ export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
  * so `compile(plan.graph, plan.options)` rebuilds the same plan, which is how every host gets its own.
  */
 export interface PlanOptions {
+  /** Workers in all. */
   readonly workers: number;
+  /** Data-parallel replicas. */
   readonly replicas: number;
+  /** The placement strategy. */
   readonly placement: PlacementStrategy;
+  /** Pipeline stages per replica. */
   readonly stages: number;
   /** The resolved stage placement (Note [stage placement]): stageWorkers. */
   readonly stagePlacement: readonly number[];
+  /** Where parameters live when there are replicas. */
   readonly paramPlacement: ParamPlacement;
+  /** The loss node's id. */
   readonly loss: number;
+  /** The ids of what gets a gradient. */
   readonly wrt: readonly number[];
+  /** The batch size cost estimates assumed. */
   readonly batchSize: number;
+  /** The load imbalance 'min-comm' allowed. */
   readonly imbalance: number;
 }
 export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
 export interface CrossEdge {
+  /** The replica. */
   readonly replica: number;
+  /** The producing node. */
   readonly from: number;
+  /** The consuming node. */
   readonly to: number;
+  /** The consumer's input slot. */
   readonly slot: number;
+  /** The producer's worker. */
   readonly fromWorker: number;
+  /** The consumer's worker. */
   readonly toWorker: number;
   /** Bytes one activation on this edge carries, symbolic dimensions at the estimate batch size. */
   readonly bytes: number;

@@ -37,11 +37,13 @@ exec 3<&0
 wait "$server"
 `;
 
+/** How `startNatsServer` starts the server. */
 export interface ServerOptions {
   /** The client port (default: a free one): a restarted server takes its predecessor's. */
   readonly port?: number;
   /** More nats-server arguments ('--auth', TOKEN ...). */
   readonly args?: readonly string[];
+  /** How long to wait for it to accept connections, in milliseconds (default 10 s). */
   readonly deadlineMs?: number;
 }
 

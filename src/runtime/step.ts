@@ -39,6 +39,7 @@ export interface StepResult {
   trace?: Trace;
 }
 
+/** Options of one `Runtime.step`. */
 export interface StepOptions {
   /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
   lr?: number;

@@ -1,7 +1,10 @@
 /** Where a progress bar writes: process.stdout, or a fake in tests. */
 export interface ProgressStream {
+  /** Writes text. */
   write(chunk: string): unknown;
+  /** A terminal: the bar redraws in place. */
   isTTY?: boolean;
+  /** The terminal's width (unknown or 0: 80). */
   columns?: number;
 }
 
