@@ -10,6 +10,11 @@ import type { ClusterMode } from './clusters.ts';
 import type { ScheduleSpec } from './pipeline.ts';
 import type { NatsClusterOptions } from './rendezvous.ts';
 
+/**
+ * What `createRuntime` is told: the plan's options (workers, replicas, placement, stages, parameter
+ * placement), and how to run it: the mode or cluster, microbatches, a schedule, the optimizer,
+ * parameters, traces, timeouts, your own ops.
+ */
 export interface RuntimeOptions extends CompileOptions {
   /**
    * A pipeline schedule: 'gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1', or a hand-written one (one
