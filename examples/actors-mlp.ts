@@ -3,15 +3,17 @@
 // falls and the final accuracy.
 //
 //   npx tsx examples/actors-mlp.ts [--in-process]
-import { Dataset } from '../src/data/dataset.ts';
-import { spirals } from '../src/data/synthetic.ts';
-import { GraphBuilder } from '../src/graph/builder.ts';
-import { initParams } from '../src/graph/params.ts';
-import type { PlacementStrategy } from '../src/partition/placement.ts';
-import { printPlan } from '../src/partition/print.ts';
-import { createRuntime } from '../src/runtime/runtime.ts';
-import type { Tensor } from '../src/tensor/tensor.ts';
-import { evaluateClassifier } from '../src/train/evaluate.ts';
+import {
+  createRuntime,
+  Dataset,
+  evaluateClassifier,
+  GraphBuilder,
+  initParams,
+  type PlacementStrategy,
+  printPlan,
+  spirals,
+  type Tensor,
+} from 'backflow-runtime';
 
 const mode = process.argv.includes('--in-process') ? 'in-process' : 'threads';
 const data = spirals({ perClass: 200, noise: 0.05, seed: 1 });

@@ -5,13 +5,17 @@
 //
 // H v = d/dt grad(theta + t v) at t = 0 ~ (grad(theta + eps v) - grad(theta - eps v)) / (2 eps).
 // The loss is a small two-layer classifier in float64: softmaxCrossEntropy(tanh(x W1 + b1) W2, y).
-import { valueAndGrad } from '../src/autodiff/engine.ts';
-import type { TensorMap } from '../src/autodiff/forward.ts';
-import { hvp } from '../src/autodiff/grad-graph.ts';
-import { GraphBuilder } from '../src/graph/builder.ts';
-import { initParams } from '../src/graph/params.ts';
-import { Rng } from '../src/tensor/rng.ts';
-import { cast, type Tensor, tensor } from '../src/tensor/tensor.ts';
+import {
+  cast,
+  GraphBuilder,
+  hvp,
+  initParams,
+  Rng,
+  type Tensor,
+  type TensorMap,
+  tensor,
+  valueAndGrad,
+} from 'backflow-runtime';
 
 const b = new GraphBuilder();
 const x = b.input('x', ['B', 4], 'float64');

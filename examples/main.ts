@@ -2,11 +2,14 @@
 // worker threads (one replica each, the optimizer running on the workers that own the parameters),
 // with a progress bar; then prints the test accuracy, the throughput and where the loss curve went.
 import { writeFileSync } from 'node:fs';
-import { loadMnist } from '../src/data/mnist.ts';
-import { initParams } from '../src/graph/params.ts';
-import { mlpClassifier } from '../src/train/models.ts';
-import { trainingSummary, workerBytesLines } from '../src/train/summary.ts';
-import { Trainer } from '../src/train/trainer.ts';
+import {
+  initParams,
+  loadMnist,
+  mlpClassifier,
+  Trainer,
+  trainingSummary,
+  workerBytesLines,
+} from 'backflow-runtime';
 
 const started = performance.now();
 const { train, test } = loadMnist({ train: 8000, test: 2000, seed: 0 });

@@ -9,16 +9,21 @@
 // this script (or `backflow train --nats ... --nodes N`) at the same server: see the README.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { referenceStep } from '../src/autodiff/microbatch.ts';
-import { loadMnist } from '../src/data/mnist.ts';
-import { initParams } from '../src/graph/params.ts';
-import { type NatsServer, startNatsServer } from '../src/runtime/nats-server.ts';
-import { createRuntime } from '../src/runtime/runtime.ts';
-import { mlpClassifier } from '../src/train/models.ts';
-import { trainingSummary } from '../src/train/summary.ts';
-import { Trainer } from '../src/train/trainer.ts';
+import {
+  createRuntime,
+  initParams,
+  loadMnist,
+  mlpClassifier,
+  type NatsServer,
+  referenceStep,
+  startNatsServer,
+  Trainer,
+  trainingSummary,
+} from 'backflow-runtime';
 
 const { values } = parseArgs({
   options: {
@@ -28,7 +33,10 @@ const { values } = parseArgs({
   },
 });
 const data = values.data === 'nats' ? 'nats' : 'tcp';
-const CLI = fileURLToPath(new URL('../src/cli/bin.mjs', import.meta.url));
+// The `backflow` command of the installed package (from source, its bin runs src/cli/main.ts).
+const manifest = fileURLToPath(import.meta.resolve('backflow-runtime/package.json'));
+const { bin } = JSON.parse(readFileSync(manifest, 'utf8')) as { bin: { backflow: string } };
+const CLI = join(dirname(manifest), bin.backflow);
 const cluster = `mnist-${process.pid}`;
 
 let server: NatsServer | null = null;

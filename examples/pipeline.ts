@@ -11,19 +11,24 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { referenceStep } from '../src/autodiff/microbatch.ts';
-import { initParams } from '../src/graph/params.ts';
-import { hostActions, resolveSchedule } from '../src/runtime/pipeline.ts';
-import { createRuntime } from '../src/runtime/runtime.ts';
-import { closedFormIdleFraction } from '../src/schedule/bubble.ts';
-import type { ScheduleKind } from '../src/schedule/config.ts';
-import { replayTraces } from '../src/sim/replay.ts';
-import { Rng } from '../src/tensor/rng.ts';
-import { bitwiseEqual, tensor } from '../src/tensor/tensor.ts';
-import { toChromeTrace } from '../src/trace/chrome.ts';
-import { timelineSvg } from '../src/trace/svg.ts';
-import { type Trace, traceStats } from '../src/trace/trace.ts';
-import { mlpClassifier } from '../src/train/models.ts';
+import {
+  bitwiseEqual,
+  closedFormIdleFraction,
+  createRuntime,
+  generateSchedule,
+  hostActions,
+  initParams,
+  mlpClassifier,
+  Rng,
+  referenceStep,
+  replayTraces,
+  type ScheduleKind,
+  type Trace,
+  tensor,
+  timelineSvg,
+  toChromeTrace,
+  traceStats,
+} from 'backflow-runtime';
 
 const { values } = parseArgs({
   options: {
@@ -106,10 +111,7 @@ for (const [schedule, chunks] of SCHEDULES) {
   // are wall time shared by 4 workers on 2 cores: Note [contended spans]) and the messages' latency.
   // Each step is predicted from its own trace (the load of other processes changes from step to
   // step); the schedule's own bubble, with a core per worker, from all of them.
-  const actions = hostActions(
-    runtime.plan,
-    resolveSchedule(schedule, { workers, microbatches, chunks }).schedule,
-  );
+  const actions = hostActions(runtime.plan, generateSchedule(schedule, { workers, microbatches, chunks }));
   const replay = { microbatches, batchSize: batch, schedule: actions, measuredCores: cores };
   const perStep = traces.map((t) => replayTraces(runtime.plan, [t], replay));
   const errors = perStep.map((r, i) => (r.makespan - stepMs[i]!) / stepMs[i]!);

@@ -11,13 +11,17 @@
 // consumers, recursively, nothing remembered) costs exponentially many operations; back-propagation
 // differentiates each node once, linearly. Both are run and give the same gradient.
 import { parseArgs } from 'node:util';
-import { evaluate, valueAndGrad } from '../src/autodiff/engine.ts';
-import { gradGraph } from '../src/autodiff/grad-graph.ts';
-import { planGradient } from '../src/autodiff/plan.ts';
-import { GraphBuilder } from '../src/graph/builder.ts';
-import type { Graph } from '../src/graph/graph.ts';
-import { printGraph } from '../src/graph/print.ts';
-import { bitwiseEqual, scalar, tensor } from '../src/tensor/tensor.ts';
+import {
+  bitwiseEqual,
+  evaluate,
+  type Graph,
+  GraphBuilder,
+  gradGraph,
+  printGraph,
+  scalar,
+  tensor,
+  valueAndGrad,
+} from 'backflow-runtime';
 
 const { values: args } = parseArgs({ options: { depth: { type: 'string', default: '40' } } });
 const maxDepth = Number(args.depth);
@@ -63,6 +67,16 @@ function diamondChain(depth: number): Graph {
   for (let k = 0; k < depth; k++) x = b.mul(x, b.sigmoid(x));
   b.output('out', x);
   return b.build();
+}
+
+/** The nodes on a path from the node named `from` to node `to`: those a gradient flows through. */
+function onPath(graph: Graph, from: string, to: number): number[] {
+  const reached = graph.nodes.map((n) => n.name === from);
+  for (const n of graph.nodes) if (n.inputs.some((i) => reached[i])) reached[n.id] = true;
+  const feeds = graph.nodes.map((n) => n.id === to);
+  for (let id = graph.nodes.length - 1; id >= 0; id--)
+    if (feeds[id]) for (const i of graph.nodes[id]!.inputs) feeds[i] = true;
+  return graph.nodes.filter((n) => reached[n.id] && feeds[n.id]).map((n) => n.id);
 }
 
 /** How a node's output changes with its input `slot`, from the forward values (the ops of this file). */
@@ -126,9 +140,8 @@ const w1 = scalar(1.5, 'float64');
 for (let depth = 1; depth <= maxDepth; depth = depth < 10 ? depth + 1 : depth + 5) {
   const graph = diamondChain(depth);
   const out = graph.outputs['out']!;
-  const plan = planGradient(graph, out, ['w']);
-  // One VJP per needed node that is not a leaf: linear in the depth.
-  const vjps = graph.nodes.filter((n) => plan.needsGrad[n.id] === 1 && n.inputs.length > 0).length;
+  // One VJP per node on a path from w to the output that is not a leaf: linear in the depth.
+  const vjps = onPath(graph, 'w', out).filter((id) => graph.nodes[id]!.inputs.length > 0).length;
   const opsInB = gradGraph(graph, { loss: 'out' }).size - graph.size;
   const backprop = valueAndGrad(graph, { loss: 'out' })({}, { w: w1 }).grads['w']!.item();
   let naiveOps: string;

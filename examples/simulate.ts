@@ -12,19 +12,22 @@
 //   npx tsx examples/simulate.ts
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ScheduleError } from '../src/errors.ts';
-import { initParams } from '../src/graph/params.ts';
-import { createRuntime } from '../src/runtime/runtime.ts';
-import type { ScheduleKind } from '../src/schedule/config.ts';
-import { simulatePipeline } from '../src/sim/pipeline.ts';
-import { formatSearch, searchSchedule } from '../src/sim/search.ts';
-import { Rng } from '../src/tensor/rng.ts';
-import { tensor } from '../src/tensor/tensor.ts';
-import { stepCosts } from '../src/trace/calibrate.ts';
-import { timelineSvg } from '../src/trace/svg.ts';
-import type { Trace } from '../src/trace/trace.ts';
-import { mlpClassifier } from '../src/train/models.ts';
-import { formatBytes } from '../src/util/bytes.ts';
+import {
+  createRuntime,
+  formatBytes,
+  formatSearch,
+  initParams,
+  mlpClassifier,
+  Rng,
+  ScheduleError,
+  type ScheduleKind,
+  searchSchedule,
+  simulatePipeline,
+  stepCosts,
+  type Trace,
+  tensor,
+  timelineSvg,
+} from 'backflow-runtime';
 
 const SCHEDULES: readonly { kind: ScheduleKind; chunks: number; label: string }[] = [
   { kind: 'gpipe', chunks: 1, label: 'GPipe' },

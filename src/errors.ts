@@ -4,20 +4,35 @@
  * and whose message says what was expected and what was found.
  */
 export interface ErrorContext {
+  /** The op involved. */
   op?: string;
+  /** The node involved: its id, or its name or output name. */
   node?: string | number;
+  /** The op's input slot involved. */
   input?: number;
+  /** The worker (host) where it happened. */
   worker?: number;
+  /** The data-parallel replica. */
   replica?: number;
+  /** The runtime's step number. */
   step?: number;
+  /** The microbatch. */
   microbatch?: number;
+  /** What the node or host was doing, e.g. 'forward' or 'backward'. */
   phase?: string;
+  /** What was expected. */
   expected?: unknown;
+  /** What was found instead. */
   found?: unknown;
   [key: string]: unknown;
 }
 
+/**
+ * The base class of every error backflow throws: `name` is the subclass's name, `context` says
+ * where, and `cause` (when given) keeps the original error.
+ */
 export class BackflowError extends Error {
+  /** Where it happened and what was expected and found; subclasses add their own keys. */
   readonly context: ErrorContext;
   constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -84,6 +99,7 @@ export class StepTimeoutError extends BackflowError {}
  * restarts], src/train/restarts.ts).
  */
 export class RestartLimitError extends BackflowError {
+  /** Every worker fault of the fit, in order. */
   readonly causes: readonly Error[];
   constructor(message: string, context: ErrorContext, causes: readonly Error[]) {
     super(message, context, { cause: causes[causes.length - 1] });
@@ -120,7 +136,9 @@ export class CheckpointShapeError extends CheckpointError {}
  * and `path` come from the system error, which is kept as `cause`.
  */
 export class CheckpointIOError extends CheckpointError {
+  /** The system error's code, e.g. 'ENOENT' or 'ENOSPC'. */
   readonly code: string | undefined;
+  /** The system error's number. */
   readonly errno: number | undefined;
   constructor(message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
     super(message, context, options);

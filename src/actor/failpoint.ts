@@ -13,6 +13,7 @@ import type { HostEffect, Task } from './host-types.ts';
  */
 export type FailpointAction = 'throw' | 'exit' | 'hang' | 'pause' | 'drop' | 'dup';
 
+/** Where and how `Runtime.setFailpoints` makes a task fail, for tests of failure handling. */
 export interface Failpoint {
   /** Node id or name (for 'update': a parameter). */
   readonly node: number | string;
@@ -20,9 +21,11 @@ export interface Failpoint {
   readonly phase: 'forward' | 'backward' | 'update';
   /** Any microbatch when absent. */
   readonly mb?: number;
+  /** Any replica when absent. */
   readonly replica?: number;
   /** Any step when absent. */
   readonly step?: number;
+  /** What happens there. */
   readonly action: FailpointAction;
 }
 

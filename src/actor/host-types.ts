@@ -34,14 +34,24 @@ export interface Task<T> extends TaskInfo {
   readonly value?: T;
 }
 
+/**
+ * One host's (worker's) counters, as `Runtime.stats()` reports them per worker: work done,
+ * messages, and the tensor bytes it holds and moves.
+ */
 export interface HostStats {
+  /** Tasks (a node's forward or backward for one microbatch and replica) run since the host started. */
   tasks: number;
+  /** Messages delivered to actors on this same host, by reference. */
   localMessages: number;
+  /** Messages sent to other hosts. */
   remoteMessages: number;
+  /** Tensors copied before leaving because this host still referenced them (the others are transferred). */
   copies: number;
+  /** Messages dropped as stale: of an earlier step, or a duplicate update. */
   dropped: number;
-  /** Bytes held for backwards right now, and their peak in the step. */
+  /** Bytes held for backwards right now. */
   keptBytes: number;
+  /** The peak of `keptBytes` in the step. */
   peakKeptBytes: number;
   /**
    * Bytes of activations from other workers not consumed yet (Note [activation credits]), and their
@@ -58,17 +68,22 @@ export interface HostStats {
   peakLiveBytes: number;
   /** Bytes of the parameters this host owns, and of their optimizer state. */
   paramBytes: number;
+  /** Bytes of the owned parameters' optimizer state. */
   optimizerBytes: number;
-  /** Tensor bytes this host sent to other hosts, and received from them, in the current step. */
+  /** Tensor bytes this host sent to other hosts in the current step. */
   sentBytes: number;
+  /** Tensor bytes received from other hosts in the current step. */
   receivedBytes: number;
   /**
-   * The thread's storage pool (Note [storage pool]), since the host started: allocations it served and
-   * the ones it could not, bytes it holds now, and bytes given back to it. Zero without a pool.
+   * Allocations the thread's storage pool (Note [storage pool]) served since the host started (this
+   * and the three below are zero without a pool).
    */
   poolHits: number;
+  /** Allocations the storage pool could not serve, since the host started. */
   poolMisses: number;
+  /** Bytes the storage pool holds now. */
   pooledBytes: number;
+  /** Bytes given back to the storage pool since the host started. */
   recycledBytes: number;
 }
 

@@ -9,8 +9,11 @@ export type TaskPhase = 'forward' | 'backward' | 'input' | 'weight';
 
 /** One action of a pipeline schedule for this worker: run every task of `stage` for microbatch `mb`. */
 export interface HostAction {
+  /** Forward, backward, or the input- or weight-gradient half of a split backward. */
   readonly kind: 'F' | 'B' | 'I' | 'W';
+  /** The pipeline stage. */
   readonly stage: number;
+  /** The microbatch. */
   readonly mb: number;
 }
 

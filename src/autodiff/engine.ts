@@ -130,6 +130,7 @@ export function evaluate(
   return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
 }
 
+/** What `valueAndGrad` differentiates: the loss, and with respect to what. */
 export interface ValueAndGradOptions {
   /** The scalar to differentiate (or a non-scalar one, with a seed given at each call). */
   loss: NodeRef;
@@ -139,6 +140,7 @@ export interface ValueAndGradOptions {
   onWarning?: (message: string) => void;
 }
 
+/** What a `valueAndGrad` function returns for one call. */
 export interface ValueAndGradResult {
   /** The loss. */
   value: Tensor;
@@ -148,6 +150,10 @@ export interface ValueAndGradResult {
   peakBytes: number;
 }
 
+/**
+ * The function `valueAndGrad` returns: the loss and the gradients for given feeds and parameters
+ * (and a seed for a non-scalar loss).
+ */
 export type ValueAndGradFn = (
   feeds: TensorMap,
   params?: TensorMap,

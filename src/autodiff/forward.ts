@@ -6,6 +6,7 @@ import type { Dim, Shape } from '../tensor/shape.ts';
 import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
 import { own } from '../util/names.ts';
 
+/** Tensors by name: feeds by input name, parameters by parameter name, results by output name. */
 export type TensorMap = Readonly<Record<string, Tensor>>;
 
 /** Values of the symbolic dimensions for one evaluation (e.g. B = 32), bound from the feeds. */

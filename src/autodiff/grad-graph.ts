@@ -7,7 +7,9 @@ import { evaluate } from './engine.ts';
 import type { TensorMap } from './forward.ts';
 import { planGradient, warnDisconnected } from './plan.ts';
 
+/** What `gradGraph` (and `hvp`) differentiate, and how the gradient outputs are named. */
 export interface GradGraphOptions {
+  /** The scalar to differentiate (a non-scalar one needs `seed`). */
   loss: NodeRef;
   /** Default: every parameter. */
   wrt?: readonly NodeRef[];
@@ -15,6 +17,7 @@ export interface GradGraphOptions {
   seed?: 'input';
   /** Output names of the gradients: `<prefix><name>` (default 'grad:'). */
   prefix?: string;
+  /** Where warnings go (a parameter not connected to the loss); default: process.emitWarning. */
   onWarning?: (message: string) => void;
 }
 

@@ -8,31 +8,50 @@ import { own } from '../util/names.ts';
 import { evaluate, valueAndGrad } from './engine.ts';
 import type { TensorMap } from './forward.ts';
 
+/** What `gradcheck` checks and how closely. */
 export interface GradcheckOptions {
+  /** The output to differentiate (a non-scalar one is projected to a scalar). */
   loss: NodeRef;
   /** Default: every parameter. Inputs may be named too. */
   wrt?: readonly NodeRef[];
+  /** The inputs' values (cast to float64). */
   feeds?: TensorMap;
+  /** The parameters' values (cast to float64). */
   params?: TensorMap;
   /** Central-difference step (default 1e-6). */
   eps?: number;
+  /**
+   * Absolute tolerance (default 1e-5): an element passes when |analytic - numeric| <= atol + rtol
+   * |numeric|.
+   */
   atol?: number;
+  /** Relative tolerance (default 1e-4). */
   rtol?: number;
+  /** Seeds the random projection of a non-scalar output (default 7). */
   seed?: number;
 }
 
+/** One element whose analytic gradient and central difference disagree. */
 export interface GradcheckFailure {
+  /** The node checked. */
   wrt: string;
+  /** The element, as a flat row-major index. */
   index: number;
+  /** The gradient backpropagation gave. */
   analytic: number;
+  /** The central difference. */
   numeric: number;
 }
 
+/** `gradcheck`'s verdict. */
 export interface GradcheckReport {
+  /** Every checked element passed. */
   ok: boolean;
   /** Largest |analytic - numeric| over all checked elements. */
   maxAbsError: number;
+  /** The number of elements checked. */
   checked: number;
+  /** The elements that failed. */
   failures: GradcheckFailure[];
 }
 

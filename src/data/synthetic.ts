@@ -1,11 +1,13 @@
 import { Rng } from '../tensor/rng.ts';
 import { type DType, Tensor } from '../tensor/tensor.ts';
 
+/** A synthetic labelled set (`spirals`, `blobs`): examples and their classes. */
 export interface LabeledSet {
   /** [N, features] */
   x: Tensor;
   /** [N] class indices (integer values) */
   y: Tensor;
+  /** The number of classes. */
   classes: number;
 }
 

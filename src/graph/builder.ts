@@ -16,11 +16,13 @@ import '../ops/builtins.ts';
  * Builds a graph, one method per op (inherited from `Ops`): each call checks its shapes at once and
  * appends a node, so nodes are in topological order by construction.
  *
- *   const b = new GraphBuilder();
- *   const x = b.input('x', ['B', 784]);
- *   const w = b.param('w', [784, 10], { init: { kind: 'glorotUniform' } });
- *   b.output('loss', b.softmaxCrossEntropy(b.matmul(x, w), b.input('y', ['B'])));
- *   const graph = b.build();
+ * ```ts
+ * const b = new GraphBuilder();
+ * const x = b.input('x', ['B', 784]);
+ * const w = b.param('w', [784, 10], { init: { kind: 'glorotUniform' } });
+ * b.output('loss', b.softmaxCrossEntropy(b.matmul(x, w), b.input('y', ['B'])));
+ * const graph = b.build();
+ * ```
  */
 export class GraphBuilder extends Ops<Node> {
   private readonly nodes: Node[] = [];
@@ -46,6 +48,7 @@ export class GraphBuilder extends Ops<Node> {
     return b;
   }
 
+  /** The number of nodes recorded so far. */
   get size(): number {
     return this.nodes.length;
   }
@@ -198,6 +201,7 @@ export class GraphBuilder extends Ops<Node> {
     }
   }
 
+  /** The graph recorded so far, with its outputs: a snapshot, so the builder can go on. */
   build(): Graph {
     return new Graph([...this.nodes], { ...this.outputs });
   }

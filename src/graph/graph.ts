@@ -9,12 +9,19 @@ import type { DType } from '../tensor/tensor.ts';
  * 'input' (fed each step), 'param' (trainable, attrs.init) and 'const' (attrs.value, a Tensor).
  */
 export interface Node {
+  /** Its index in the graph's `nodes`. */
   readonly id: number;
+  /** The op's name, or 'input', 'param' or 'const' for a leaf. */
   readonly op: string;
+  /** The ids of the nodes it reads, in slot order (all earlier nodes). */
   readonly inputs: readonly number[];
+  /** The op's attributes (a leaf's too: a param's `init`, a const's `value`). */
   readonly attrs: Attrs;
+  /** Its output shape (dimensions may be symbolic names). */
   readonly shape: Shape;
+  /** Its output dtype. */
   readonly dtype: DType;
+  /** Its name, if it has one: an input's or a parameter's, or one given with `GraphBuilder.name`. */
   readonly name?: string;
   /** A manual placement annotation: the stage (worker) this node should run on. */
   readonly stage?: number;
@@ -28,7 +35,9 @@ export type NodeRef = Node | number | string;
  * lookups by name and op definitions are indexed on first use.
  */
 export class Graph {
+  /** Every node, in topological order; a node's id is its index. */
   readonly nodes: readonly Node[];
+  /** The named outputs: output name to node id. */
   readonly outputs: Readonly<Record<string, number>>;
   private byName: Map<string, number> | null = null;
   private defTable: readonly (OpDef | undefined)[] | null = null;
@@ -38,6 +47,7 @@ export class Graph {
     this.outputs = outputs;
   }
 
+  /** The number of nodes. */
   get size(): number {
     return this.nodes.length;
   }
@@ -61,6 +71,7 @@ export class Graph {
     return ref;
   }
 
+  /** Node names to ids (built on first use). */
   names(): Map<string, number> {
     if (this.byName === null) {
       this.byName = new Map();
@@ -87,10 +98,12 @@ export class Graph {
     return this.defTable;
   }
 
+  /** The input nodes, in id order. */
   inputs(): Node[] {
     return this.nodes.filter((n) => n.op === 'input');
   }
 
+  /** The parameter nodes, in id order. */
   params(): Node[] {
     return this.nodes.filter((n) => n.op === 'param');
   }

@@ -8,6 +8,7 @@ import { type DType, tensor } from '../tensor/tensor.ts';
 import type { GraphBuilder } from './builder.ts';
 import type { Node } from './graph.ts';
 
+/** The activations the layers apply by name. */
 export type Activation = 'relu' | 'tanh' | 'gelu' | 'sigmoid';
 
 /** Applies an activation by name; null is the identity. */
@@ -44,9 +45,11 @@ function concreteDim(b: GraphBuilder, x: Node, axis: number, layer: string, name
   return d;
 }
 
+/** Options of `dense`. */
 export interface DenseOptions {
   /** Prefix of the parameter names: `${name}.w` [in, units] and `${name}.b` [units]. */
   name: string;
+  /** Applied to the output (default none: a linear layer). */
   activation?: Activation | null;
   /** Default true. */
   bias?: boolean;
@@ -72,6 +75,7 @@ export function dense(b: GraphBuilder, x: Node, units: number, options: DenseOpt
   return activate(b, y, activation);
 }
 
+/** Options of `layerNorm`. */
 export interface LayerNormOptions {
   /** Prefix of the parameter names: gain `${name}.g` (ones) and bias `${name}.b` (zeros), both [d]. */
   name: string;
@@ -102,6 +106,7 @@ export function layerNorm(b: GraphBuilder, x: Node, options: LayerNormOptions): 
   return b.add(b.mul(normalized, toView(gain)), toView(bias));
 }
 
+/** Options of `mlp`. */
 export interface MlpOptions {
   /** Layer i is `dense` named `${name}.${i}`. */
   name: string;
@@ -121,6 +126,7 @@ export function mlp(b: GraphBuilder, x: Node, sizes: readonly number[], options:
   );
 }
 
+/** Options of `embedding`. */
 export interface EmbeddingOptions {
   /** The table is the parameter `${name}.table` [vocab, dim]. */
   name: string;
@@ -128,7 +134,7 @@ export interface EmbeddingOptions {
   init?: Initializer;
 }
 
-/** Rows of a [vocab, dim] table at integer `indices` [...]: shape [..., dim], in the indices' dtype. */
+/** Rows of a `[vocab, dim]` table at integer `indices` `[...]`: shape `[..., dim]`, in the indices' dtype. */
 export function embedding(
   b: GraphBuilder,
   indices: Node,

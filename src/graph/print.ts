@@ -5,11 +5,13 @@ import type { Graph } from './graph.ts';
 /**
  * The printer of the IR, one line per node:
  *
- *   %0 = input "x" : f32[B,784]
- *   %1 = param "w1" glorotUniform : f32[784,256]
- *   %2 = const 0.5 : f32[]
- *   %3 "h1" = matmul %0 %1 {transB: true} : f32[B,256] @stage 1
- *   outputs: loss=%9, grad:w1=%20
+ * ```text
+ * %0 = input "x" : f32[B,784]
+ * %1 = param "w1" glorotUniform : f32[784,256]
+ * %2 = const 0.5 : f32[]
+ * %3 "h1" = matmul %0 %1 {transB: true} : f32[B,256] @stage 1
+ * outputs: loss=%9, grad:w1=%20
+ * ```
  *
  * Attributes print with sorted keys; `false` flags are left out (every boolean attribute of the
  * built-in ops defaults to false); tensors and long arrays are never dumped whole. The printer reads
@@ -30,6 +32,10 @@ const MAX_ITEMS = 16;
 const MAX_DEPTH = 4;
 const MAX_STRING = 40;
 
+/**
+ * The graph as text, one line per node (`%3 = matmul %0 %2 : f32[B,16]`), then its outputs; with
+ * `around`, only the lines near one node (how errors quote a graph).
+ */
 export function printGraph(graph: Printable, options: PrintOptions = {}): string {
   const nodes = graph.nodes as readonly unknown[];
   const { around, radius = 2 } = options;

@@ -32,6 +32,10 @@ const packr = new Packr({ useRecords: false, structuredClone: false });
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const MAX_DEPTH = 32;
 
+/**
+ * The graph as bytes: msgpack in format version 2, ending in a CRC-32 of the bytes before it.
+ * `deserializeGraph` reads them back (and version 1 files).
+ */
 export function serializeGraph(graph: Graph): Uint8Array {
   const body = {
     nodes: graph.nodes.map(encodeNode),

@@ -8,7 +8,9 @@ export type Attrs = Readonly<Record<string, unknown>>;
 
 /** What shape rules see of a value: its (possibly symbolic) shape and dtype. */
 export interface TypeInfo {
+  /** The shape (dimensions may be symbolic names). */
   readonly shape: Shape;
+  /** The dtype. */
   readonly dtype: DType;
 }
 
@@ -17,13 +19,19 @@ export interface TypeInfo {
  * backward keeps them (`saves`); asking for anything else throws, so `saves` cannot lie.
  */
 export interface VjpContext<T, A extends Attrs = Attrs> {
+  /** The node's attributes. */
   readonly attrs: A;
   /** The cotangent of the output (same shape as the output). */
   readonly g: T;
+  /** The primal value of input `i`, if the op `saves` it. */
   input(i: number): T;
+  /** The op's output, if the op `saves` it. */
   output(): T;
+  /** The shapes of the inputs. */
   readonly inputShapes: readonly Shape[];
+  /** The shape of the output. */
   readonly outputShape: Shape;
+  /** The dtype of the output. */
   readonly dtype: DType;
   /** Which inputs want a gradient; a VJP may skip the others (this is how a backward splits into I and W). */
   readonly needs: readonly boolean[];
@@ -36,13 +44,23 @@ export interface VjpContext<T, A extends Attrs = Attrs> {
  */
 export type Vjp<A extends Attrs> = <T>(o: Ops<T>, ctx: VjpContext<T, A>) => readonly (T | null)[];
 
+/**
+ * What an op's backward keeps per microbatch between its forward and its VJP, so a host knows what
+ * to hold and memory can be reported.
+ */
 export interface Saves {
   /** Indices of the inputs the backward needs, 'all' or 'none'. */
   readonly inputs: readonly number[] | 'all' | 'none';
+  /** Whether the backward needs the output. */
   readonly output: boolean;
 }
 
+/**
+ * An op: its name, arity and attributes, shape rule, forward, VJP and what the VJP keeps.
+ * `defineOp` registers one.
+ */
 export interface OpDef<A extends Attrs = Attrs> {
+  /** The unique name it is registered and recorded under. */
   readonly name: string;
   /** How many inputs, or 'variadic' (one or more). */
   readonly arity: number | 'variadic';
@@ -56,6 +74,7 @@ export interface OpDef<A extends Attrs = Attrs> {
   readonly shapeAttrs?: readonly string[];
   /** The shape rule: checks inputs and attributes, throws a ShapeError saying what was expected. */
   infer(inputs: readonly TypeInfo[], attrs: A): TypeInfo;
+  /** Computes the output from the input tensors (their shapes already checked by `infer`). */
   forward(inputs: readonly Tensor[], attrs: A): Tensor;
   /** What the backward keeps per microbatch. */
   readonly saves: Saves;

@@ -10,8 +10,14 @@ import type { Attrs } from './op.ts';
  */
 const copied = <V>(v: readonly V[]): V[] => (Array.isArray(v) ? [...v] : (v as V[]));
 
+/**
+ * Options of `matmul`: which operand to use transposed (over its last two axes), without
+ * transposing it in memory.
+ */
 export interface MatmulOptions {
+  /** Use `a` transposed (default false). */
   transA?: boolean;
+  /** Use `b` transposed (default false). */
   transB?: boolean;
 }
 
@@ -61,8 +67,14 @@ const POOL_OPTIONS = '{stride?, padding?}';
  * value is expected become scalar constants of the other operand's dtype.
  */
 export abstract class Ops<T> {
+  /**
+   * Applies the op named `op` to `inputs` with its attributes: computes it (EagerOps) or records a
+   * node (GraphBuilder).
+   */
   abstract apply(op: string, inputs: readonly T[], attrs?: Attrs): T;
+  /** The shape of a value (symbolic dimensions stay names in a graph). */
   abstract shapeOf(x: T): Shape;
+  /** The dtype of a value. */
   abstract dtypeOf(x: T): DType;
   /** A scalar constant. */
   abstract constant(value: number, dtype: DType): T;
@@ -87,21 +99,27 @@ export abstract class Ops<T> {
     return this.apply(op, this.lift(a, b));
   }
 
+  /** a + b, elementwise with broadcasting. */
   add(a: T | number, b: T | number): T {
     return this.bin('add', a, b);
   }
+  /** a - b, elementwise with broadcasting. */
   sub(a: T | number, b: T | number): T {
     return this.bin('sub', a, b);
   }
+  /** a * b, elementwise with broadcasting. */
   mul(a: T | number, b: T | number): T {
     return this.bin('mul', a, b);
   }
+  /** a / b, elementwise with broadcasting. */
   div(a: T | number, b: T | number): T {
     return this.bin('div', a, b);
   }
+  /** The larger of a and b, elementwise with broadcasting (on ties the gradient is split evenly). */
   maximum(a: T | number, b: T | number): T {
     return this.bin('maximum', a, b);
   }
+  /** The smaller of a and b, elementwise with broadcasting (on ties the gradient is split evenly). */
   minimum(a: T | number, b: T | number): T {
     return this.bin('minimum', a, b);
   }
@@ -109,25 +127,32 @@ export abstract class Ops<T> {
   greater(a: T | number, b: T | number): T {
     return this.bin('greater', a, b);
   }
+  /** 1 where a >= b, else 0 (no gradient). */
   greaterEqual(a: T | number, b: T | number): T {
     return this.bin('greaterEqual', a, b);
   }
+  /** 1 where a == b, else 0 (no gradient). */
   equal(a: T | number, b: T | number): T {
     return this.bin('equal', a, b);
   }
 
+  /** -x. */
   neg(x: T): T {
     return this.apply('neg', [x]);
   }
+  /** e to the x, elementwise. */
   exp(x: T): T {
     return this.apply('exp', [x]);
   }
+  /** The natural logarithm, elementwise (for x > 0). */
   log(x: T): T {
     return this.apply('log', [x]);
   }
+  /** The square root, elementwise (for x >= 0). */
   sqrt(x: T): T {
     return this.apply('sqrt', [x]);
   }
+  /** x * x, elementwise. */
   square(x: T): T {
     return this.apply('square', [x]);
   }
@@ -135,21 +160,27 @@ export abstract class Ops<T> {
   pow(x: T, exponent: number): T {
     return this.apply('pow', [x], { exponent });
   }
+  /** |x|, elementwise (gradient sign(x), so 0 at 0). */
   abs(x: T): T {
     return this.apply('abs', [x]);
   }
+  /** -1, 0 or 1 by the sign of x (no gradient). */
   sign(x: T): T {
     return this.apply('sign', [x]);
   }
+  /** The hyperbolic tangent, elementwise. */
   tanh(x: T): T {
     return this.apply('tanh', [x]);
   }
+  /** 1 / (1 + exp(-x)), elementwise. */
   sigmoid(x: T): T {
     return this.apply('sigmoid', [x]);
   }
+  /** max(x, 0), elementwise (gradient 0 at 0). */
   relu(x: T): T {
     return this.apply('relu', [x]);
   }
+  /** x where x > 0, else alpha * x (default alpha 0.01). */
   leakyRelu(x: T, alpha = 0.01): T {
     return this.apply('leakyRelu', [x], { alpha });
   }
@@ -157,10 +188,15 @@ export abstract class Ops<T> {
   gelu(x: T): T {
     return this.apply('gelu', [x]);
   }
+  /** The error function, elementwise. */
   erf(x: T): T {
     return this.apply('erf', [x]);
   }
 
+  /**
+   * The matrix product over the last two axes, batched over the leading ones (which broadcast);
+   * `options` transposes either operand.
+   */
   matmul(a: T, b: T, options: MatmulOptions = {}): T {
     const { transA = false, transB = false } = optionsOf('matmul', options, '{transA?, transB?}');
     return this.apply('matmul', [a, b], { transA, transB });
@@ -176,6 +212,7 @@ export abstract class Ops<T> {
   reshape(x: T, shape: Shape): T {
     return this.apply('reshape', [x], { shape: copied(shape) });
   }
+  /** x repeated along new leading axes and axes of size 1 to `shape`, as broadcasting does. */
   broadcastTo(x: T, shape: Shape): T {
     return this.apply('broadcastTo', [x], { shape: copied(shape) });
   }
@@ -183,18 +220,26 @@ export abstract class Ops<T> {
   private axesOf(x: T, axes: number | readonly number[] | undefined, op: string): number[] {
     return normalizeAxes(axes, this.shapeOf(x).length, op);
   }
+  /** The sum over `axes` (default all), keeping them as size 1 with `keepdims`. */
   sum(x: T, axes?: number | readonly number[], keepdims = false): T {
     return this.apply('sum', [x], { axes: this.axesOf(x, axes, 'sum'), keepdims });
   }
+  /** The mean over `axes` (default all), keeping them as size 1 with `keepdims`. */
   mean(x: T, axes?: number | readonly number[], keepdims = false): T {
     return this.apply('mean', [x], { axes: this.axesOf(x, axes, 'mean'), keepdims });
   }
+  /**
+   * The maximum over `axes` (default all), keeping them as size 1 with `keepdims`; the gradient is
+   * split evenly between tied maxima.
+   */
   max(x: T, axes?: number | readonly number[], keepdims = false): T {
     return this.apply('max', [x], { axes: this.axesOf(x, axes, 'max'), keepdims });
   }
+  /** exp(x) normalized to sum to 1 along `axis` (default the last). */
   softmax(x: T, axis = -1): T {
     return this.apply('softmax', [x], { axis: normalizeAxis(axis, this.shapeOf(x).length, 'softmax') });
   }
+  /** The logarithm of softmax along `axis` (default the last), computed stably. */
   logSoftmax(x: T, axis = -1): T {
     return this.apply('logSoftmax', [x], { axis: normalizeAxis(axis, this.shapeOf(x).length, 'logSoftmax') });
   }
@@ -217,6 +262,7 @@ export abstract class Ops<T> {
     return this.apply('mse', [prediction, target]);
   }
 
+  /** The inputs joined along `axis` (default 0); every other axis must agree. */
   concat(xs: readonly T[], axis = 0): T {
     if (!Array.isArray(xs)) {
       throw new OpError(`concat: expected an array of inputs, found ${fmtFound(xs)}`, {
@@ -249,6 +295,10 @@ export abstract class Ops<T> {
     const at = Array.isArray(shape) ? normalizeAxis(axis, shape.length, 'scatterAdd') : axis;
     return this.apply('scatterAdd', [updates, indices], { shape: copied(shape), axis: at });
   }
+  /**
+   * Rows of `depth` zeros with a 1 at each integer index (no gradient), in `dtype` (default the
+   * indices').
+   */
   oneHot(indices: T, depth: number, dtype?: DType): T {
     return this.apply('oneHot', [indices], {
       depth,

@@ -24,10 +24,12 @@ export function defineOp<A extends Attrs>(def: OpDef<A>): OpDef<A> {
   return def;
 }
 
+/** Whether an op of this name is registered in this thread. */
 export function hasOp(name: string): boolean {
   return registry.has(name);
 }
 
+/** The definition of a registered op; an OpError listing the registered names if there is none. */
 export function getOp(name: string): OpDef {
   const def = registry.get(name);
   if (def === undefined) {
@@ -40,6 +42,7 @@ export function getOp(name: string): OpDef {
   return def;
 }
 
+/** The names of the ops registered in this thread, sorted: the built-in ones, and those `defineOp` added. */
 export function listOps(): string[] {
   return [...registry.keys()].sort();
 }

@@ -1,12 +1,17 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { float64Tensors, type Optimizer, readStateArray } from './optimizer.ts';
 
+/** Adam's and AdamW's hyperparameters, with PyTorch's defaults. */
 export interface AdamOptions {
+  /** The learning rate (default 0.001). */
   lr?: number;
+  /** The first moment's decay (default 0.9). */
   beta1?: number;
+  /** The second moment's decay (default 0.999). */
   beta2?: number;
+  /** Added to the denominator (default 1e-8). */
   eps?: number;
-  /** Adam: L2 added to the gradient. AdamW: decoupled decay of the weights. */
+  /** Adam: L2 added to the gradient (default 0). AdamW: decoupled decay of the weights (default 0.01). */
   weightDecay?: number;
 }
 

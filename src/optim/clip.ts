@@ -10,11 +10,13 @@ export function globalNorm(grads: Readonly<Record<string, Tensor>>): number {
   return globalNormOf(sums);
 }
 
+/** `clipGlobalNorm`'s result: the norm, whether and how much it scaled, and the gradients. */
 export interface ClipResult {
   /** The global norm before clipping (NaN or Infinity when a gradient is not finite). */
   norm: number;
   /** The factor applied: maxNorm / norm when clipped, else 1. */
   scale: number;
+  /** Whether the norm was over maxNorm, so the gradients were scaled. */
   clipped: boolean;
   /** New tensors when clipped; the same tensor objects otherwise. */
   grads: Record<string, Tensor>;

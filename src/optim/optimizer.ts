@@ -10,11 +10,13 @@ import type { LrSchedule } from './schedule.ts';
  * parameter's dtype, and converts to and from named tensors so checkpoints can carry it.
  */
 export interface Optimizer<S = unknown> {
+  /** Its name: 'sgd', 'adam' or 'adamw' for the built-in ones. */
   readonly name: string;
   /** The base learning rate, used when no rate or schedule is given. */
   readonly lr: number;
   /** The hyperparameters, as plain data (printed, and recorded in checkpoints). */
   readonly config: Readonly<Record<string, number | boolean>>;
+  /** The state of `param` before its first update. */
   init(param: Tensor): S;
   /** Updates `param` in place from `grad`; `step` counts from 1. */
   update(param: Tensor, grad: Tensor, state: S, step: number, lr: number): void;
@@ -26,6 +28,7 @@ export interface Optimizer<S = unknown> {
 
 /** An optimizer's state for a set of parameters, as checkpoints store it. */
 export interface OptimizerCheckpoint {
+  /** The optimizer's name. */
   name: string;
   /** Updates applied so far. */
   step: number;
@@ -82,12 +85,14 @@ export class OptimizerRun<S = unknown> {
   private readonly schedule: LrSchedule | undefined;
 
   constructor(
+    /** The optimizer it applies. */
     readonly optimizer: Optimizer<S>,
     options: { schedule?: LrSchedule } = {},
   ) {
     this.schedule = options.schedule;
   }
 
+  /** Updates applied so far. */
   get step(): number {
     return this.count;
   }

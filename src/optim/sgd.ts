@@ -1,12 +1,17 @@
 import type { Tensor } from '../tensor/tensor.ts';
 import { float64Tensors, type Optimizer, readStateArray } from './optimizer.ts';
 
+/** SGD's hyperparameters, as PyTorch's. */
 export interface SgdOptions {
+  /** The learning rate (default 0.01). */
   lr?: number;
+  /** The momentum (default 0: none). */
   momentum?: number;
   /** PyTorch's dampening of the gradient in the momentum buffer (not applied on the first step). */
   dampening?: number;
+  /** Nesterov momentum (default false). */
   nesterov?: boolean;
+  /** L2 added to the gradient (default 0). */
   weightDecay?: number;
 }
 

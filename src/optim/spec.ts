@@ -10,7 +10,12 @@ import { sgd } from './sgd.ts';
 
 /** An optimizer as plain data, so it can be sent to the workers that own the parameters. */
 export interface OptimizerSpec {
+  /**
+   * Which optimizer; the other keys are its options (as `sgd`, `adam` and `adamw` take them), each
+   * checked.
+   */
   readonly name: 'sgd' | 'adam' | 'adamw';
+  /** The base learning rate (default: the optimizer's own). */
   readonly lr?: number;
   readonly [option: string]: number | boolean | string | undefined;
 }

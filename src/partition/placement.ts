@@ -14,6 +14,7 @@ import { bytesPerElement } from '../tensor/tensor.ts';
  *   bytes crossing workers and keeps every worker within the imbalance bound.
  */
 export type PlacementStrategy = 'per-node' | 'stages' | 'manual' | 'min-comm';
+/** Every placement strategy, as `compile` and the command line accept them. */
 export const PLACEMENT_STRATEGIES: readonly PlacementStrategy[] = [
   'per-node',
   'stages',

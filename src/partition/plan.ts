@@ -4,6 +4,10 @@ import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
+/**
+ * What `compile` (and the runtime, which compiles the same way) is told: workers, replicas, the
+ * placement strategy and its parameters.
+ */
 export interface CompileOptions {
   /** How many workers (threads) the plan spreads over. */
   workers: number;
@@ -44,6 +48,10 @@ export interface CompileOptions {
   paramPlacement?: ParamPlacement;
 }
 
+/**
+ * Where parameters live when there are replicas: 'sharded' (default), 'replicated' or 'replica-0'
+ * (see `CompileOptions.paramPlacement`).
+ */
 export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
 
 /**
@@ -52,27 +60,42 @@ export type ParamPlacement = 'replicated' | 'sharded' | 'replica-0';
  * so `compile(plan.graph, plan.options)` rebuilds the same plan, which is how every host gets its own.
  */
 export interface PlanOptions {
+  /** Workers in all. */
   readonly workers: number;
+  /** Data-parallel replicas. */
   readonly replicas: number;
+  /** The placement strategy. */
   readonly placement: PlacementStrategy;
+  /** Pipeline stages per replica. */
   readonly stages: number;
   /** The resolved stage placement (Note [stage placement]): stageWorkers. */
   readonly stagePlacement: readonly number[];
+  /** Where parameters live when there are replicas. */
   readonly paramPlacement: ParamPlacement;
+  /** The loss node's id. */
   readonly loss: number;
+  /** The ids of what gets a gradient. */
   readonly wrt: readonly number[];
+  /** The batch size cost estimates assumed. */
   readonly batchSize: number;
+  /** The load imbalance 'min-comm' allowed. */
   readonly imbalance: number;
 }
 export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
 /** One gradient-carrying or activation-carrying edge between two workers. */
 export interface CrossEdge {
+  /** The replica. */
   readonly replica: number;
+  /** The producing node. */
   readonly from: number;
+  /** The consuming node. */
   readonly to: number;
+  /** The consumer's input slot. */
   readonly slot: number;
+  /** The producer's worker. */
   readonly fromWorker: number;
+  /** The consumer's worker. */
   readonly toWorker: number;
   /** Bytes one activation on this edge carries, symbolic dimensions at the estimate batch size. */
   readonly bytes: number;
@@ -84,15 +107,24 @@ export interface CrossEdge {
  * contributions each node waits for before its VJP may run (Note [reverse order by counting]).
  */
 export interface Plan {
+  /** The graph it places. */
   readonly graph: Graph;
+  /** Workers in all, over every replica. */
   readonly workers: number;
+  /** Data-parallel replicas, each of `group` workers. */
   readonly replicas: number;
+  /** How nodes were placed. */
   readonly strategy: PlacementStrategy;
+  /** The loss node's id. */
   readonly loss: number;
   /** The parameters that get a gradient. */
   readonly params: readonly number[];
   /** The inputs that get a gradient (Note [input gradients] in src/autodiff/microbatch.ts). */
   readonly inputGrads: readonly number[];
+  /**
+   * Which nodes compute, which need a gradient, and how many contributions each is owed (Note
+   * [reverse order by counting]).
+   */
   readonly grad: GradPlan;
   /** placement[r][id]: the worker of node id in replica r; -1 for nodes the step never computes and for consts. Params: their owner. */
   readonly placement: readonly Int32Array[];
@@ -104,11 +136,13 @@ export interface Plan {
   readonly paramWorkers: ReadonlyMap<number, readonly number[]>;
   /** consumers[id]: the (consumer, slot) edges reading node id, among computed nodes, by consumer then slot. */
   readonly consumers: readonly (readonly (readonly [number, number])[])[];
+  /** The edges whose values or gradients travel between workers (computed on first read). */
   readonly crossEdges: readonly CrossEdge[];
   /** Estimated FLOPs per worker for one step at the estimate batch size. */
   readonly load: readonly number[];
   /** Pipeline stages per replica, and the stage of every node (-1 where it has none). */
   readonly stages: number;
+  /** stageOf[id]: the pipeline stage of node id (-1 where it has none). */
   readonly stageOf: Int32Array;
   /**
    * stageWorkers[s]: the worker within a replica of stage s (Note [stage placement]); replica r's
@@ -126,6 +160,11 @@ export interface Plan {
 // arrived: one per edge to a consumer that needs a gradient (plan.grad.expected[id]). That count, not
 // timing, enforces the reverse topological order of the textbook algorithm across workers.
 
+/**
+ * Places a graph on workers and replicas and counts the gradient contributions every node waits
+ * for: pure and deterministic, so every worker compiles the same plan from the same options. Throws
+ * InputError or GraphError on options or graphs it cannot place.
+ */
 export function compile(graph: Graph, options: CompileOptions): Plan {
   const workers = options.workers;
   const replicas = options.replicas ?? 1;

@@ -92,7 +92,19 @@ interface NodePort {
   off(event: 'message', listener: (value: unknown) => void): unknown;
 }
 
-type Listener = Parameters<Endpoint['addEventListener']>[1];
+/** What comlink listens with: a function of a message event, or an object with handleEvent. */
+type Listener = ((event: { data: unknown }) => void) | { handleEvent(event: { data: unknown }): void };
+
+/**
+ * The part of comlink's `Endpoint` that controlEndpoint implements, typed without it: comlink's type
+ * names DOM types (EventSource, Transferable), and the package's declarations import this file, so a
+ * Node program type-checking them (skipLibCheck off, no DOM lib) would fail on comlink's.
+ */
+export interface ControlEndpoint {
+  postMessage(message: unknown, transfer?: TransferListItem[]): void;
+  addEventListener(type: string, listener: Listener): void;
+  removeEventListener(type: string, listener: Listener): void;
+}
 
 /**
  * A comlink endpoint over a Node Worker or MessagePort (comlink's own node adapter has no types under
@@ -100,7 +112,7 @@ type Listener = Parameters<Endpoint['addEventListener']>[1];
  * a proxy on the other side is garbage-collected (RELEASE), and a worker whose parentPort has no
  * listener left exits with code 0. The control endpoint lives as long as the worker.
  */
-export function controlEndpoint(port: NodePort, options: { keepListening?: boolean } = {}): Endpoint {
+export function controlEndpoint(port: NodePort, options: { keepListening?: boolean } = {}): ControlEndpoint {
   const listeners = new Map<Listener, (value: unknown) => void>();
   return {
     postMessage: (message: unknown, transfer?: TransferListItem[]) => port.postMessage(message, transfer),

@@ -16,12 +16,21 @@ export interface NatsEndpoint {
   readonly servers: string | readonly string[];
   /** A token the server requires (`authorization { token }`). */
   readonly token?: string;
+  /** A user name the server requires, with `pass`. */
   readonly user?: string;
+  /** The password of `user`. */
   readonly pass?: string;
   /** A file holding an NKey seed ('SU...'): the server knows the public key, the seed never travels. */
   readonly nkeySeedFile?: string;
   /** TLS: the CA that signed the server's certificate, and this client's certificate and key if the server asks. */
-  readonly tls?: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
+  readonly tls?: {
+    /** PEM file of the CA that signed the server's certificate. */
+    readonly caFile?: string;
+    /** PEM file of this client's certificate. */
+    readonly certFile?: string;
+    /** PEM file of this client's private key. */
+    readonly keyFile?: string;
+  };
 }
 
 const ENDPOINT_KEYS = ['servers', 'token', 'user', 'pass', 'nkeySeedFile', 'tls'];

@@ -59,8 +59,11 @@ export interface ListenAt {
 
 /** Where the PEM files of a data link's TLS are (on this machine). */
 export interface WireTlsFiles {
+  /** The CA that signed every certificate of the cluster. */
   readonly caFile: string;
+  /** This end's certificate. */
   readonly certFile: string;
+  /** This end's private key. */
   readonly keyFile: string;
 }
 

@@ -5,6 +5,10 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
 
+/**
+ * A local `nats-server` that `startNatsServer` started (for tests, examples and single-machine
+ * runs); it goes when this process does.
+ */
 export interface NatsServer {
   /** 'nats://127.0.0.1:PORT' */
   readonly url: string;
@@ -12,11 +16,13 @@ export interface NatsServer {
   readonly monitorUrl: string;
   /** Stops the server (SIGTERM: it closes its connections first) and waits until it has exited. */
   stop(): Promise<void>;
+  /** The client port, on 127.0.0.1. */
   readonly port: number;
   /** Kills the server (SIGKILL, as a crash) and waits until it has exited. */
   kill(): Promise<void>;
 }
 
+/** Whether a `nats-server` binary is on the PATH (`startNatsServer` needs one). */
 export function natsServerInstalled(): boolean {
   return spawnSync('sh', ['-c', 'command -v nats-server'], { stdio: 'ignore' }).status === 0;
 }
@@ -31,11 +37,13 @@ exec 3<&0
 wait "$server"
 `;
 
+/** How `startNatsServer` starts the server. */
 export interface ServerOptions {
   /** The client port (default: a free one): a restarted server takes its predecessor's. */
   readonly port?: number;
   /** More nats-server arguments ('--auth', TOKEN ...). */
   readonly args?: readonly string[];
+  /** How long to wait for it to accept connections, in milliseconds (default 10 s). */
   readonly deadlineMs?: number;
 }
 

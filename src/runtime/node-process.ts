@@ -19,7 +19,12 @@ import { WorkerPool } from './pool.ts';
 import { type Announcement, backflowVersion, defaultName, nodeMajor, subjects } from './rendezvous.ts';
 import { HOST_WORKER, YOUNG_GENERATION_MB } from './threads.ts';
 
+/**
+ * What `startNode` (and `backflow node`) is told: where NATS is, the cluster, the hosts it offers
+ * and how they listen.
+ */
 export interface NodeOptions {
+  /** How to reach and authenticate to the NATS server(s). */
   readonly nats: NatsEndpoint;
   /** The cluster's name (a NATS subject token). */
   readonly cluster: string;
@@ -41,8 +46,11 @@ export interface NodeOptions {
   readonly log?: (line: string) => void;
 }
 
+/** A running node: it serves coordinators, one runtime at a time, until stopped. */
 export interface NodeProcess {
+  /** A random id for this run of the node, unique in the cluster. */
   readonly id: string;
+  /** Its name in the cluster (the `name` option, default hostname-pid). */
   readonly name: string;
   /** Resolves with the exit code once the node has stopped (0: told to stop). */
   readonly done: Promise<number>;

@@ -12,6 +12,11 @@ import { CLUSTER_MODES, type ClusterMode } from './clusters.ts';
 import type { ScheduleSpec } from './pipeline.ts';
 import { type NatsClusterOptions, type ResolvedCluster, resolveCluster } from './rendezvous.ts';
 
+/**
+ * What `createRuntime` is told: the plan's options (workers, replicas, placement, stages, parameter
+ * placement), and how to run it: the mode or cluster, microbatches, a schedule, the optimizer,
+ * parameters, traces, timeouts, your own ops.
+ */
 export interface RuntimeOptions extends CompileOptions {
   /**
    * A pipeline schedule: one of SCHEDULE_KINDS ('gpipe', '1f1b', 'interleaved-1f1b', 'zb-h1',
@@ -53,6 +58,7 @@ export interface RuntimeOptions extends CompileOptions {
   microbatches?: number;
   /** Initial parameter values (default: the graph's initializers with `seed`). */
   params?: TensorMap;
+  /** Seeds the initializers when `params` is not given (default 0). */
   seed?: number;
   /** A step that has not finished by then rejects with StepTimeoutError (default 30 s). */
   stepTimeoutMs?: number;

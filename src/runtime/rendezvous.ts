@@ -129,7 +129,7 @@ export function backflowVersion(): string {
         name?: string;
         version?: string;
       };
-      if (pkg.name === 'backflow' && typeof pkg.version === 'string') return (version = pkg.version);
+      if (pkg.name === 'backflow-runtime' && typeof pkg.version === 'string') return (version = pkg.version);
     } catch {}
   }
   return (version = 'unknown');
@@ -156,10 +156,15 @@ export interface NatsClusterOptions {
   readonly heartbeatMs?: number;
   /** Silence after which a node (or the coordinator, for a node) counts as gone (default 5 s). */
   readonly deadAfterMs?: number;
+  /** A token the NATS server requires. */
   readonly token?: string;
+  /** A user name the NATS server requires, with `pass`. */
   readonly user?: string;
+  /** The password of `user`. */
   readonly pass?: string;
+  /** A file holding an NKey seed ('SU...'): the server knows the public key, the seed never travels. */
   readonly nkeySeedFile?: string;
+  /** TLS to the NATS server (a `tls://` URL): the CA that signed its certificate, and a client certificate and key if it asks. */
   readonly tls?: NatsEndpoint['tls'];
   /** Mutual TLS on the data links (data 'tcp'): PEM files of the CA and the coordinator's certificate. */
   readonly dataTls?: WireTlsFiles;

@@ -47,7 +47,9 @@ export type { StepOptions, StepResult } from './step.ts';
  * through `setParams` and, with an optimizer, through the update that follows a step that succeeded.
  */
 export class Runtime {
+  /** The compiled plan the hosts run: where every node lives (printable with `printPlan`). */
   readonly plan: Plan;
+  /** The graph it runs. */
   readonly graph: Graph;
   private readonly cluster: Cluster;
   private readonly options: RuntimeOptions;
@@ -93,6 +95,11 @@ export class Runtime {
     };
   }
 
+  /**
+   * Checks the graph and options, starts the hosts (worker threads, in-process hosts or node
+   * processes) and hands each its part of the plan; `createRuntime` calls this. Rejects with a
+   * typed error before any worker starts when a check fails.
+   */
   static async create(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
     // Invariant 8: options and the graph are checked before any worker starts, the graph's ops first
     // (they may be the user's). So is the optimizer: an update the workers refuse would only break the
@@ -312,6 +319,10 @@ export class Runtime {
     }
   }
 
+  /**
+   * The current value of every parameter by name, gathered from the workers that hold them, after
+   * any update in flight.
+   */
   async getParams(): Promise<Record<string, Tensor>> {
     this.assertOpen('getParams');
     await this.settled('getParams');
@@ -319,6 +330,11 @@ export class Runtime {
     return Object.fromEntries([...values].map(([id, t]) => [label(this.graph.nodes[id]!), t]));
   }
 
+  /**
+   * Replaces the values of the named parameters (all or some) on every worker that holds them; the
+   * caller keeps its tensors. A name that is not a parameter, or a tensor that does not fit it, is
+   * refused with a typed error.
+   */
   async setParams(params: TensorMap): Promise<void> {
     this.assertOpen('setParams');
     await this.settled('setParams');
@@ -352,6 +368,10 @@ export class Runtime {
     return this.cluster.stats();
   }
 
+  /**
+   * Fault injection, for tests of failure handling: makes the named node's task throw, exit, hang,
+   * pause, drop or duplicate its messages, on every worker or one.
+   */
   setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {
     return this.cluster.setFailpoints(failpoints);
   }
@@ -378,6 +398,11 @@ export class Runtime {
   }
 }
 
+/**
+ * Starts a runtime for `graph`: the actor hosts on worker threads (by default), in this thread, or
+ * on node processes (`cluster`), with the placement, replicas, schedule and optimizer of `options`.
+ * The same as `Runtime.create`.
+ */
 export function createRuntime(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
   return Runtime.create(graph, options);
 }

@@ -12,6 +12,10 @@ import type { Trace } from '../trace/trace.ts';
 import { dict } from '../util/names.ts';
 import type { Cluster } from './cluster.ts';
 
+/**
+ * What `Runtime.step` resolves with: the loss, the gradients (or the update's norm and rate when
+ * the optimizer runs on the workers), timings and, when recorded, a trace.
+ */
 export interface StepResult {
   /** The batch's mean loss (Note [microbatch scaling]). */
   loss: number;
@@ -26,11 +30,16 @@ export interface StepResult {
   lr: number | null;
   /** True when a non-finite gradient made the step skip its update (nonFinite: 'skip'). */
   skipped: boolean;
-  timings: { stepMs: number };
+  /** Where the time went. */
+  timings: {
+    /** Wall time of the step on the coordinator, in milliseconds. */
+    stepMs: number;
+  };
   /** With the `trace` option: the step's trace, times from the step's start. */
   trace?: Trace;
 }
 
+/** Options of one `Runtime.step`. */
 export interface StepOptions {
   /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
   lr?: number;

@@ -23,9 +23,17 @@ import { ScheduleError } from '../errors.ts';
 export const ACTION_KINDS = ['F', 'B', 'I', 'W', 'SEND_F', 'RECV_F', 'SEND_B', 'RECV_B'] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
 
+/**
+ * One thing a worker does for one stage and one microbatch: F (forward), B (backward), I and W (the
+ * input- and weight-gradient halves of a split backward), SEND_F, RECV_F, SEND_B, RECV_B. Its text
+ * form is `1F0`, `0SEND_F3` (`formatAction`, `parseAction`).
+ */
 export interface Action {
+  /** What it does. */
   readonly kind: ActionKind;
+  /** The stage it is for (for a send or receive, the stage that owns it on its own worker). */
   readonly stage: number;
+  /** The microbatch it is for. */
   readonly microbatch: number;
 }
 
@@ -87,6 +95,7 @@ export function isActionKind(kind: unknown): kind is ActionKind {
   return typeof kind === 'string' && (ACTION_KINDS as readonly string[]).includes(kind);
 }
 
+/** An action's text form: stage, kind, microbatch, as `1F0` or `0SEND_F3`. */
 export function formatAction(a: Action): string {
   return `${a.stage}${a.kind}${a.microbatch}`;
 }

@@ -9,12 +9,17 @@ import { validateSchedule } from './validate.ts';
  * halves), so B = 2F, the usual rule of thumb.
  */
 export interface ActionCosts {
+  /** A forward (default 1). */
   readonly costF?: number | readonly number[];
+  /** A full backward (default costI + costW). */
   readonly costB?: number | readonly number[];
+  /** The input-gradient half of a backward (default 1). */
   readonly costI?: number | readonly number[];
+  /** The weight-gradient half of a backward (default 1). */
   readonly costW?: number | readonly number[];
 }
 
+/** `bubbleStats` of a schedule run with equal stage costs and free communication. */
 export interface BubbleStats {
   /** Time from the first action to the last one, all workers starting at 0. */
   readonly makespan: number;

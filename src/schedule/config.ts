@@ -13,6 +13,7 @@ export const SCHEDULE_KINDS = [
 ] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
+/** The size of a pipeline a schedule is generated for: p workers, m microbatches, v chunks per worker. */
 export interface PipelineConfig {
   /** p: pipeline workers. */
   readonly workers: number;

@@ -20,6 +20,11 @@ export function scheduleToCsv(schedule: Schedule): string {
   return schedule.map((list) => trimIdle(list).map(formatSlot).join(',')).join('\n') + '\n';
 }
 
+/**
+ * Reads a schedule from its CSV form (one row per worker, one cell per step, an empty cell idle); a
+ * ScheduleError names the row and cell of a malformed action. The schedule is not validated: see
+ * `validateSchedule`.
+ */
 export function scheduleFromCsv(csv: string): Slot[][] {
   const lines = csv.split(/\r?\n/);
   // One line break ends the last row; it does not start another one.

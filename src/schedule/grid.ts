@@ -1,19 +1,22 @@
 import { formatSlot, type Schedule } from './action.ts';
 
-/**
- * The grid printer: one row per worker, one column per step of the workers' lists, cells aligned.
- * An idle slot prints as `.`; a worker whose list has ended prints nothing. Marked cells print as
- * `>1F3<`:
- *
- *   step       0     1     2     3     4
- *   worker 0   0F0   0F1   .     0B0   0B1
- *   worker 1   .     1F0  >1B0<  1F1   1B1
- */
+// The grid printer: one row per worker, one column per step of the workers' lists, cells aligned.
+// An idle slot prints as `.`; a worker whose list has ended prints nothing. Marked cells print as
+// `>1F3<`:
+//
+//   step       0     1     2     3     4
+//   worker 0   0F0   0F1   .     0B0   0B1
+//   worker 1   .     1F0  >1B0<  1F1   1B1
+
+/** A cell of the grid: a worker and a step of its list. */
 export interface GridMark {
+  /** The worker (row). */
   readonly worker: number;
+  /** The step (column). */
   readonly step: number;
 }
 
+/** What `formatGrid` prints: which steps and workers, and which cells it marks. */
 export interface GridOptions {
   /** Cells to mark with `>...<`. */
   readonly marks?: readonly GridMark[];
@@ -28,6 +31,10 @@ export interface GridOptions {
 const IDLE = '.';
 const ELIDED = '...';
 
+/**
+ * A schedule as a grid: one row per worker, one column per step, idle steps as `.`, marked cells as
+ * `>1F3<`.
+ */
 export function formatGrid(schedule: Schedule, options: GridOptions = {}): string {
   const length = Math.max(0, ...schedule.map((list) => list.length));
   const from = Math.max(0, options.from ?? 0);

@@ -7,12 +7,16 @@ import { actionsOf, isCommunication, type Schedule } from './action.ts';
  * can record it.
  */
 export type StagePlacement = StagePlacementName | readonly number[];
+/** The named stage placements: 'loop' (stage s on worker s mod p) and 'v' (down the workers and back up). */
 export const STAGE_PLACEMENT_NAMES = ['loop', 'v'] as const;
+/** A named stage placement: 'loop' or 'v'. */
 export type StagePlacementName = (typeof STAGE_PLACEMENT_NAMES)[number];
 
 /** A schedule together with the placement its rows assume (a plain `Schedule` assumes 'loop'). */
 export interface PlacedSchedule {
+  /** The schedule, one list of slots per worker. */
   readonly schedule: Schedule;
+  /** Which worker runs each stage, as the rows assume. */
   readonly stagePlacement: StagePlacement;
 }
 
@@ -143,8 +147,11 @@ export function describePlacement(workers: number, chunks = 1, placement: StageP
 
 /** What a schedule's actions say about it: sizes, and which worker runs each stage. */
 export interface ScheduleShape {
+  /** Workers (rows). */
   readonly workers: number;
+  /** Stages. */
   readonly stages: number;
+  /** Microbatches. */
   readonly microbatches: number;
   /**
    * Per stage, its worker: the placement's when one is given, else the worker whose list first
@@ -157,7 +164,9 @@ export interface ScheduleShape {
 
 /** Sizes a caller may know better than the actions, and the placement the rows assume. */
 export interface ShapeOptions {
+  /** Stages (default: inferred from the actions, or the length of an array placement). */
   readonly stages?: number;
+  /** Microbatches (default: inferred from the actions). */
   readonly microbatches?: number;
   /** Without one, each stage's worker is inferred from the rows. */
   readonly stagePlacement?: StagePlacement;

@@ -23,10 +23,16 @@ export function stageChain(stages: number, width = 16): Graph {
   return b.build();
 }
 
+/**
+ * What `simulatePipeline` simulates: a schedule by name or by hand, its size, the model (by default
+ * a chain of equal stages) and the costs.
+ */
 export interface PipelineSimOptions {
+  /** A schedule's name, a hand-written schedule, or one with its stage placement. */
   schedule: ScheduleSpec;
   /** Pipeline workers (p). */
   workers: number;
+  /** Microbatches per step. */
   microbatches: number;
   /** Model chunks per worker, for interleaved and V schedules. */
   chunks?: number;
@@ -39,16 +45,32 @@ export interface PipelineSimOptions {
    * its gradient coming back), rounded up to whole float32 (default 64).
    */
   activationBytes?: number;
+  /** The batch size of the step (default: one row per microbatch). */
   batchSize?: number;
   /** Per-stage costs (the closed forms' setting) and the wire between workers, unless a cost model is given. */
-  costs?: { forward: number; backward: number; input?: number; weight?: number } & LinkCost;
+  costs?: {
+    /** A stage's forward. */
+    forward: number;
+    /** A stage's full backward. */
+    backward: number;
+    /** The input-gradient half of a split backward (ZB-H1). */
+    input?: number;
+    /** The weight-gradient half of a split backward (ZB-H1). */
+    weight?: number;
+  } & LinkCost;
+  /** A cost model of its own, instead of `costs`. */
   cost?: CostModel;
+  /** Cores the workers share (default: one per worker). */
   cores?: number;
+  /** Record one span per task (default true; false keeps memory flat for huge runs). */
   record?: boolean;
 }
 
 /** Simulates one step of a pipeline schedule with the runtime's own host logic. */
-export function simulatePipeline(options: PipelineSimOptions): SimResult & { stages: number } {
+export function simulatePipeline(options: PipelineSimOptions): SimResult & {
+  /** The pipeline's stages. */
+  stages: number;
+} {
   const { schedule, stageWorkers } = resolveSchedule(options.schedule, {
     workers: options.workers,
     microbatches: options.microbatches,

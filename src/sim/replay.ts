@@ -5,8 +5,14 @@ import type { Trace } from '../trace/trace.ts';
 import { traceCosts } from './cost.ts';
 import { type SimResult, simulate } from './simulate.ts';
 
+/**
+ * How `replayTraces` simulates a measured run: its size, its schedule, and the cores it had and
+ * should have.
+ */
 export interface ReplayOptions {
+  /** Microbatches per replica, as in the measured run. */
   microbatches: number;
+  /** The batch size of the measured step. */
   batchSize: number;
   /** Per-worker schedule actions, as the run followed them. */
   schedule?: readonly (readonly HostAction[])[];
@@ -25,7 +31,10 @@ export function replayTraces(
   plan: Plan,
   traces: readonly Trace[],
   options: ReplayOptions,
-): SimResult & { latencyMs: number } {
+): SimResult & {
+  /** The link latency it used, measured from the traces' messages (0 without any), in milliseconds. */
+  latencyMs: number;
+} {
   const latencyMs = linkLatency(mergeTraces(traces)) ?? 0;
   const cost = traceCosts(mergeTraces(traces.map((t) => cpuTimeTrace(t, options.measuredCores))), {
     latencyMs,

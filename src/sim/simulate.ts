@@ -11,10 +11,16 @@ import { EventQueue } from './heap.ts';
 import { shapeEngine, type VirtualTensor } from './shape-engine.ts';
 import { independentLinks, type WireStats } from './transport.ts';
 
+/**
+ * What `simulate` runs: the step's size, the cost model, and optionally a schedule and fewer cores
+ * than workers.
+ */
 export interface SimulateOptions {
+  /** Microbatches per replica. */
   microbatches: number;
   /** The batch size of the step (every replica's shards together). */
   batchSize: number;
+  /** What each task and message costs (`stageCosts`, `flopCosts`, `traceCosts`). */
   cost: CostModel;
   /** Per-worker actions of a pipeline schedule (index: worker); none: dataflow order. */
   schedule?: readonly (readonly HostAction[])[];
@@ -26,12 +32,15 @@ export interface SimulateOptions {
   idealMs?: number;
 }
 
+/** One simulated step: its time, bubble, busy time and memory per worker, counts, and its trace. */
 export interface SimResult {
+  /** The step's length, in the cost model's time unit (milliseconds for measured costs). */
   makespan: number;
   /** Idle fraction of the step: 1 - busy / (workers * makespan). */
   idleFraction: number;
   /** (makespan - ideal) / ideal. */
   bubbleVsIdeal: number;
+  /** Busy time per worker. */
   busy: number[];
   /**
    * Per worker, what it holds at once over all its stages (summed at each instant, then the peak over
@@ -42,10 +51,13 @@ export interface SimResult {
   peakKeptBytes: number[];
   /** Per worker and stage (indexed by global stage), each stage's own peak of microbatches in flight. */
   stagePeakInFlight: number[][];
+  /** Tasks run. */
   actions: number;
+  /** Messages between workers. */
   messages: number;
   /** What messages spent on the wire: latency, service and queueing (Note [simulated transports]). */
   wire: WireStats;
+  /** The simulated step as a trace (its spans only with `record`, the default). */
   trace: Trace;
 }
 

@@ -23,6 +23,7 @@
 
 /** How envelopes travel between hosts: in-process ports, direct TCP links, or a NATS broker. */
 export const TRANSPORT_KINDS = ['threads', 'tcp', 'nats'] as const;
+/** A transport's name: 'threads', 'tcp' or 'nats'. */
 export type TransportKind = (typeof TRANSPORT_KINDS)[number];
 
 /** The link parameters of one transport. */
@@ -41,6 +42,10 @@ export interface TransportParams {
 // two Node processes (loopback), 64 KiB-1 MiB messages unless said. The cluster benchmark
 // (`npm run bench -- cluster --json`) reports bandwidth-tcp and bandwidth-nats in MB/s: to recalibrate,
 // put its figures in mbPerS here, and the run in docs/measurements.md. The latencies were not measured.
+/**
+ * Each transport's link parameters, as the simulator assumes them unless told otherwise: bandwidths
+ * measured between two Node processes on one machine (loopback); the latencies are assumptions.
+ */
 export const TRANSPORT_DEFAULTS: Record<TransportKind, TransportParams> = {
   // Free, as before transports were modelled: `--latency` or a replay sets what a run needs.
   threads: {
@@ -77,14 +82,21 @@ const ROUTES: Record<TransportKind, { hops: number; resource: (from: number, to:
 
 /** What messages spent on the wire in one simulated step. */
 export interface WireStats {
+  /** Messages between workers. */
   messages: number;
+  /** Their bytes. */
   bytes: number;
   /** Summed over messages: from send to receipt (ms). */
   totalMs: number;
   /** Summed over messages: waiting for a link or the broker busy with earlier ones (ms). */
   queuedMs: number;
   /** The link or broker busy longest, and for how long (ms); null when messages hold none. */
-  busiest: { resource: string; busyMs: number } | null;
+  busiest: {
+    /** Which: a TCP link ('link 0->1') or the NATS broker. */
+    resource: string;
+    /** How long it was busy, in milliseconds. */
+    busyMs: number;
+  } | null;
 }
 
 /** The links of one simulated step: they keep when each link or broker is free again. */

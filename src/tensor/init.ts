@@ -9,15 +9,52 @@ import { type DType, full, type Tensor } from './tensor.ts';
  * trailing dimensions are a receptive field multiplied into both fans.
  */
 export type Initializer =
-  | { kind: 'zeros' }
-  | { kind: 'ones' }
-  | { kind: 'constant'; value: number }
-  | { kind: 'uniform'; low?: number; high?: number }
-  | { kind: 'normal'; mean?: number; std?: number }
-  | { kind: 'glorotUniform' }
-  | { kind: 'glorotNormal' }
-  | { kind: 'heUniform' }
-  | { kind: 'heNormal' };
+  | {
+      /** All zeros. */
+      kind: 'zeros';
+    }
+  | {
+      /** All ones. */
+      kind: 'ones';
+    }
+  | {
+      /** Every element `value`. */
+      kind: 'constant';
+      /** The value. */
+      value: number;
+    }
+  | {
+      /** Uniform on [low, high). */
+      kind: 'uniform';
+      /** Default -0.05. */
+      low?: number;
+      /** Default 0.05. */
+      high?: number;
+    }
+  | {
+      /** Normal with `mean` and `std`. */
+      kind: 'normal';
+      /** Default 0. */
+      mean?: number;
+      /** Default 0.05. */
+      std?: number;
+    }
+  | {
+      /** Uniform with limit sqrt(6 / (fanIn + fanOut)) (Glorot and Bengio). */
+      kind: 'glorotUniform';
+    }
+  | {
+      /** Normal with std sqrt(2 / (fanIn + fanOut)). */
+      kind: 'glorotNormal';
+    }
+  | {
+      /** Uniform with limit sqrt(6 / fanIn) (He et al.). */
+      kind: 'heUniform';
+    }
+  | {
+      /** Normal with std sqrt(2 / fanIn). */
+      kind: 'heNormal';
+    };
 
 /**
  * The numbers each kind of initializer takes, `?` marking those it may leave out: what a graph may
@@ -43,6 +80,7 @@ export function fans(shape: ConcreteShape): { fanIn: number; fanOut: number } {
   return { fanIn: shape[0]! * field, fanOut: shape[1]! * field };
 }
 
+/** A tensor of `shape` and `dtype` with the initializer's values, drawn from `rng`. */
 export function initialize(init: Initializer, shape: ConcreteShape, dtype: DType, rng: Rng): Tensor {
   const { fanIn, fanOut } = fans(shape);
   switch (init.kind) {

@@ -45,12 +45,19 @@ export interface Kernels {
   reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor;
   /** Batched matmul over the last two dimensions, leading dimensions broadcast, operands transposed in place. */
   matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor;
+  /** The axes permuted by `perm`, copied into a fresh row-major tensor. */
   transpose(x: Tensor, perm: readonly number[]): Tensor;
+  /** `x` broadcast to `shape`, materialized. */
   broadcastTo(x: Tensor, shape: readonly number[]): Tensor;
+  /** Softmax along `axis`. */
   softmax(x: Tensor, axis: number): Tensor;
+  /** Log-softmax along `axis`. */
   logSoftmax(x: Tensor, axis: number): Tensor;
+  /** The block at `begin` of extent `size`. */
   slice(x: Tensor, begin: readonly number[], size: readonly number[]): Tensor;
+  /** Zero padding of `before[i]` and `after[i]` elements around axis i. */
   pad(x: Tensor, before: readonly number[], after: readonly number[]): Tensor;
+  /** The tensors joined along `axis`. */
   concat(xs: readonly Tensor[], axis: number): Tensor;
   /** Rows of `table` along `axis` picked by the integer values of `indices`; output shape splices indices' shape in. */
   gather(table: Tensor, indices: Tensor, axis: number): Tensor;

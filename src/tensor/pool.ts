@@ -27,6 +27,10 @@ import type { DType, Storage } from './tensor.ts';
 export const POOL_MIN_BYTES = 16 * 1024;
 export const POOL_MAX_BYTES = 256 * 1024 * 1024;
 
+/**
+ * A worker thread's storage pool (Note [storage pool]): how much it may hold, from what size, and
+ * whether it poisons what it gets back.
+ */
 export interface PoolOptions {
   /** Bytes the pool may hold (default 256 MiB). */
   maxBytes?: number;

@@ -38,16 +38,19 @@ export class Rng {
     this.s3 = next();
   }
 
+  /** An Rng that continues from a state `getState` returned. */
   static fromState(state: RngState): Rng {
     const r = new Rng(0);
     r.setState(state);
     return r;
   }
 
+  /** Where the generator stands, as plain data (a copy). */
   getState(): RngState {
     return [this.s0, this.s1, this.s2, this.s3];
   }
 
+  /** Continues from a state `getState` returned. */
   setState(state: RngState): void {
     [this.s0, this.s1, this.s2, this.s3] = state.map((v) => v >>> 0) as RngState;
     this.spare = null;
@@ -77,6 +80,7 @@ export class Rng {
     return (hi * 67108864 + lo) / 9007199254740992;
   }
 
+  /** Uniform in [low, high). */
   uniform(low = 0, high = 1): number {
     return low + (high - low) * this.next();
   }
@@ -112,6 +116,7 @@ export class Rng {
     return items;
   }
 
+  /** A tensor of `shape` drawn uniformly from [low, high). */
   uniformTensor(shape: readonly number[], low = 0, high = 1, dtype: DType = 'float32'): Tensor {
     checkConcreteShape(shape, 'uniformTensor');
     const data = allocate(dtype, sizeOf(shape));
@@ -119,6 +124,7 @@ export class Rng {
     return new Tensor(dtype, [...shape], data);
   }
 
+  /** A tensor of `shape` drawn from a normal distribution with `mean` and `std`. */
   normalTensor(shape: readonly number[], mean = 0, std = 1, dtype: DType = 'float32'): Tensor {
     checkConcreteShape(shape, 'normalTensor');
     const data = allocate(dtype, sizeOf(shape));

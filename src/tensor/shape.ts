@@ -52,6 +52,10 @@ export function tryBroadcastShapes(a: Shape, b: Shape): Dim[] | null {
   return out;
 }
 
+/**
+ * The shape two shapes broadcast to (NumPy's rules; a symbolic dimension matches itself or 1); a
+ * ShapeError naming `where.op` if they do not.
+ */
 export function broadcastShapes(a: Shape, b: Shape, where: { op?: string } = {}): Dim[] {
   const out = tryBroadcastShapes(a, b);
   if (out === null) {

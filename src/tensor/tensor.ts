@@ -2,6 +2,7 @@ import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
 import { installedPool } from './pool.ts';
 import { type ConcreteShape, checkConcreteShape, sizeOf } from './shape.ts';
 
+/** The element types: 32- and 64-bit floats. */
 export type DType = 'float32' | 'float64';
 export const DTYPES: readonly DType[] = ['float32', 'float64'];
 
@@ -50,9 +51,17 @@ export function bytesPerElement(dtype: DType): number {
   return dtype === 'float32' ? 4 : 8;
 }
 
+/**
+ * A dense n-dimensional array of float32 or float64 in row-major order. It owns its storage whole
+ * (a typed array at offset 0 of its own buffer), so workers can transfer it without copying. Make
+ * one with `tensor`, `zeros`, `full`, or an `Rng`.
+ */
 export class Tensor {
+  /** The element type. */
   readonly dtype: DType;
+  /** The size of each axis. */
   readonly shape: ConcreteShape;
+  /** The elements, row-major: a Float32Array or Float64Array of exactly `size` elements. */
   readonly data: Storage;
 
   constructor(dtype: DType, shape: ConcreteShape, data: Storage) {
@@ -88,14 +97,17 @@ export class Tensor {
     }
   }
 
+  /** The number of elements. */
   get size(): number {
     return this.data.length;
   }
 
+  /** The number of axes. */
   get rank(): number {
     return this.shape.length;
   }
 
+  /** The bytes of its storage. */
   get bytes(): number {
     return this.data.byteLength;
   }
@@ -120,6 +132,7 @@ export class Tensor {
     return build(0, 0);
   }
 
+  /** A short description: `Tensor(f32[2,3])`. */
   toString(): string {
     return `Tensor(${this.dtype === 'float32' ? 'f32' : 'f64'}${fmtShape(this.shape)})`;
   }
@@ -177,12 +190,14 @@ export function tensor(
   return new Tensor(dtype, shape, data);
 }
 
+/** A tensor of shape [] holding `value`. */
 export function scalar(value: number, dtype: DType = 'float32'): Tensor {
   const data = allocate(dtype, 1);
   data[0] = value;
   return new Tensor(dtype, [], data);
 }
 
+/** A tensor of `shape` with every element `value`. */
 export function full(shape: readonly number[], value: number, dtype: DType = 'float32'): Tensor {
   checkConcreteShape(shape, 'full');
   checkDType(dtype, 'full');
@@ -191,10 +206,12 @@ export function full(shape: readonly number[], value: number, dtype: DType = 'fl
   return new Tensor(dtype, [...shape], data);
 }
 
+/** A tensor of `shape` filled with zeros. */
 export function zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
   return full(shape, 0, dtype);
 }
 
+/** A tensor of `shape` filled with ones. */
 export function ones(shape: readonly number[], dtype: DType = 'float32'): Tensor {
   return full(shape, 1, dtype);
 }

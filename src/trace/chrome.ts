@@ -21,7 +21,12 @@ interface ChromeEvent {
 export function toChromeTrace(
   trace: Trace,
   options: { tasks?: boolean } = {},
-): { traceEvents: ChromeEvent[]; displayTimeUnit: string } {
+): {
+  /** The events: metadata, complete events, flow events and counters. */
+  traceEvents: ChromeEvent[];
+  /** 'ms'. */
+  displayTimeUnit: string;
+} {
   const events: ChromeEvent[] = [
     { name: 'process_name', ph: 'M', pid: 0, args: { name: `backflow (${trace.source})` } },
   ];

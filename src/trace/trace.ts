@@ -1,42 +1,70 @@
-/**
- * A trace of a step, real or simulated, in one format: spans of work per worker, messages between
- * workers (flows), and memory counters. Times are milliseconds from the start of the step.
- */
+// A trace of a step, real or simulated, in one format: spans of work per worker, messages between
+// workers (flows), and memory counters. Times are milliseconds from the start of the step.
+
+/** What a span did: F forward, B backward, I and W the input- and weight-gradient halves of a split backward. */
 export type SpanPhase = 'F' | 'B' | 'I' | 'W';
 
+/** A task (or, coalesced, a run of tasks) on one worker: what it computed and when. */
 export interface Span {
+  /** The worker that ran it. */
   readonly worker: number;
+  /** Forward, backward, or a half of a split backward. */
   readonly phase: SpanPhase;
+  /** The stage of its node (`plan.stageOf`). */
   readonly stage: number;
+  /** The microbatch. */
   readonly mb: number;
+  /** When it started, in milliseconds from the start of the step. */
   readonly start: number;
+  /** When it ended, in milliseconds from the start of the step. */
   readonly end: number;
   /** The node, for a span of one task (coalesced spans of a whole stage have none). */
   readonly node?: number;
 }
 
+/** A message between two workers: a value, a gradient or a parameter, when it left and when it arrived. */
 export interface Flow {
+  /** The sending worker. */
   readonly from: number;
+  /** The receiving worker. */
   readonly to: number;
+  /** What it carried: an activation forward, a gradient contribution backward, or a parameter value. */
   readonly kind: 'activation' | 'gradient' | 'param';
+  /** The microbatch. */
   readonly mb: number;
+  /** When it left, in milliseconds from the start of the step. */
   readonly sent: number;
+  /** When it arrived, in milliseconds from the start of the step. */
   readonly received: number;
+  /** The bytes of tensor data it carried. */
   readonly bytes: number;
 }
 
+/** A sample of one worker's memory. */
 export interface Counter {
+  /** The worker. */
   readonly worker: number;
+  /** When, in milliseconds from the start of the step. */
   readonly time: number;
   /** Bytes of activations held for backwards on that worker. */
   readonly keptBytes: number;
 }
 
+/**
+ * A trace of a step, real (`trace: true`) or simulated, in one format: spans of work per worker,
+ * messages between workers (flows), and memory counters. Times are milliseconds from the start of
+ * the step.
+ */
 export interface Trace {
+  /** Recorded by the runtime, or made by the simulator. */
   readonly source: 'real' | 'simulated';
+  /** The number of workers. */
   readonly workers: number;
+  /** The tasks each worker ran. */
   readonly spans: readonly Span[];
+  /** The messages between workers. */
   readonly flows: readonly Flow[];
+  /** Bytes kept for backwards on each worker, over time. */
   readonly counters: readonly Counter[];
 }
 
@@ -89,7 +117,16 @@ export function coalesce(spans: readonly Span[], gapMs = 0): Span[] {
 export function traceStats(
   trace: Trace,
   idealMs?: number,
-): { makespan: number; busy: number[]; idleFraction: number; bubbleVsIdeal: number | null } {
+): {
+  /** From the first span's start to the last one's end, in milliseconds. */
+  makespan: number;
+  /** Milliseconds of spans per worker. */
+  busy: number[];
+  /** 1 - busy / (workers x makespan). */
+  idleFraction: number;
+  /** (makespan - idealMs) / idealMs, or null without `idealMs`. */
+  bubbleVsIdeal: number | null;
+} {
   const busy = new Array<number>(trace.workers).fill(0);
   let start = Number.POSITIVE_INFINITY;
   let end = 0;

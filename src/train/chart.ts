@@ -1,19 +1,31 @@
 import { extent, maxOf, minOf } from '../util/extent.ts';
+/** One point of a loss curve. */
 export interface CurvePoint {
+  /** The step (x). */
   step: number;
+  /** The loss (y). */
   loss: number;
 }
 
+/** One line of a loss chart, with its name in the legend. */
 export interface CurveSeries {
+  /** Its name in the legend. */
   name: string;
+  /** Its points, by step. */
   points: readonly CurvePoint[];
 }
 
+/** `lossCurveSvg`'s size, title and axis labels. */
 export interface SvgChartOptions {
+  /** Width in pixels (default 640). */
   width?: number;
+  /** Height in pixels (default 400). */
   height?: number;
+  /** The title above the plot. */
   title?: string;
+  /** The x axis label (default 'step'). */
   xLabel?: string;
+  /** The y axis label (default 'loss'). */
   yLabel?: string;
   /** A logarithmic loss axis (points <= 0 are left out). */
   logY?: boolean;
@@ -161,6 +173,7 @@ const DOT = [
   [0x08, 0x10, 0x20, 0x80],
 ];
 
+/** `terminalChart`'s size, in characters. */
 export interface TerminalChartOptions {
   /** Columns of the plot itself, not counting the axis labels (default 60). */
   width?: number;

@@ -30,10 +30,13 @@ import {
 export interface Checkpoint {
   /** Training steps done. */
   step: number;
+  /** The parameters, by name. */
   params: Record<string, Tensor>;
+  /** The optimizer's state (null without an optimizer). */
   optimizer: OptimizerCheckpoint | null;
   /** Every random generator the run draws from, by name. */
   rng: Record<string, RngState>;
+  /** Where the data order stands (null when there is none). */
   cursor: DataCursor | null;
   /** Anything else, as JSON (so NaN and Infinity become null, as JSON.stringify makes them). */
   meta?: Record<string, unknown>;

@@ -14,6 +14,7 @@ export { CHECKPOINT_FILE, CHECKPOINT_FORMAT_VERSION, type Checkpoint } from './c
 /** The points of a save, in order, for tests that kill or fail a save part way (`SaveOptions.onPhase`). */
 export type SavePhase = 'open' | 'header' | `tensor ${number}` | 'sync' | 'rename' | 'sync-dir' | 'done';
 
+/** How `saveCheckpoint` saves. */
 export interface SaveOptions {
   /** Create the directory when it is missing (default false: a missing directory is an error). */
   createDir?: boolean;
@@ -21,6 +22,7 @@ export interface SaveOptions {
   onPhase?: (phase: SavePhase) => void;
 }
 
+/** What `loadCheckpoint` checks the checkpoint against. */
 export interface LoadOptions {
   /** The parameters the caller will use, by name: any other name, missing name or shape is an error. */
   expect?: Readonly<Record<string, readonly number[]>>;
@@ -38,7 +40,12 @@ export async function saveCheckpoint(
   dir: string,
   checkpoint: Checkpoint,
   options: SaveOptions = {},
-): Promise<{ path: string; bytes: number }> {
+): Promise<{
+  /** The checkpoint file written. */
+  path: string;
+  /** Its size in bytes. */
+  bytes: number;
+}> {
   const phase = options.onPhase ?? (() => {});
   const { chunks, bytes } = encodeCheckpoint(checkpoint);
   const target = join(dir, CHECKPOINT_FILE);

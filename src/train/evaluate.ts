@@ -4,10 +4,13 @@ import type { Dataset } from '../data/dataset.ts';
 import { takeRows } from '../data/synthetic.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 
+/** What `evaluateClassifier` measured over a dataset. */
 export interface EvalResult {
+  /** The loss averaged over examples. */
   loss: number;
   /** Fraction of rows whose largest logit is the label (when the graph has a logits output). */
   accuracy: number | null;
+  /** Examples evaluated. */
   samples: number;
 }
 

@@ -1,7 +1,10 @@
 /** Where a progress bar writes: process.stdout, or a fake in tests. */
 export interface ProgressStream {
+  /** Writes text. */
   write(chunk: string): unknown;
+  /** A terminal: the bar redraws in place. */
   isTTY?: boolean;
+  /** The terminal's width (unknown or 0: 80). */
   columns?: number;
 }
 
@@ -102,7 +105,9 @@ export class ProgressBar {
   }
 
   private line(): string {
-    return `\r${formatProgress(this.state, (this.stream.columns ?? 80) - 1)}\x1b[K`;
+    // Some terminals (and pseudo-terminals without a size) report 0 columns: then 80, as when unknown.
+    const columns = this.stream.columns !== undefined && this.stream.columns > 0 ? this.stream.columns : 80;
+    return `\r${formatProgress(this.state, columns - 1)}\x1b[K`;
   }
 }
 

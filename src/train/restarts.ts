@@ -16,7 +16,9 @@ import { fmtFound, InputError, RestartLimitError, StepTimeoutError, WorkerError 
 
 /** At most `max` restarts within any `withinMs` milliseconds (Note [bounded restarts]). */
 export interface RestartOptions {
+  /** Restarts allowed within `withinMs`; one more fails the fit with a RestartLimitError. */
   max: number;
+  /** The window, in milliseconds, over which restarts are counted. */
   withinMs: number;
 }
 

@@ -3,8 +3,11 @@ import type { History } from './trainer.ts';
 
 /** Training throughput over the epochs' training time (evaluation excluded), and the last test accuracy. */
 export function trainingSummary(history: History): {
+  /** Training examples per second over every epoch's steps. */
   samplesPerSec: number;
+  /** Seconds of training steps in all. */
   trainSeconds: number;
+  /** The last epoch's evaluation accuracy, or null. */
   accuracy: number | null;
 } {
   const samples = history.epochs.reduce((s, e) => s + e.samplesPerSec * e.seconds, 0);

@@ -30,14 +30,20 @@ import {
   restartWarning,
 } from './restarts.ts';
 
+/**
+ * A Trainer's options: the runtime's (`RuntimeOptions`, with 2 workers and Adam by default), the
+ * feed names, and restarts.
+ */
 export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimizer'> {
   /** Worker threads (default 2). */
   workers?: number;
   /** Default: Adam with lr 1e-3. */
   optimizer?: OptimizerSpec;
-  /** Feed names of the examples and labels (default 'x' and 'y'), and the logits output for accuracy. */
+  /** The feed name of the examples (default 'x'). */
   x?: string;
+  /** The feed name of the labels (default 'y'). */
   y?: string;
+  /** The output whose largest entry is the predicted class, for accuracy (default 'logits'). */
   logits?: string;
   /**
    * When a worker dies or hangs, close the runtime, start a new one from the last checkpoint (or the
@@ -47,30 +53,47 @@ export interface TrainerOptions extends Omit<RuntimeOptions, 'workers' | 'optimi
   restarts?: RestartOptions;
 }
 
+/** One training step, as `History.steps` records it. */
 export interface StepRecord {
+  /** The step's number, from 1, over the whole run. */
   step: number;
+  /** The epoch it belongs to, from 0. */
   epoch: number;
+  /** The batch's mean loss. */
   loss: number;
+  /** The learning rate of its update (null when the optimizer does not run on the workers). */
   lr: number | null;
+  /** The global gradient norm before clipping. */
   gradNorm: number;
 }
 
+/** One epoch, as `History.epochs` records it. */
 export interface EpochRecord {
+  /** The epoch's number, from 0. */
   epoch: number;
+  /** Steps trained in it (in this process, after a resume). */
   steps: number;
   /** Mean training loss over the epoch's steps. */
   loss: number;
+  /** The loss over evalData at its end (null without evalData). */
   evalLoss: number | null;
+  /** The accuracy over evalData at its end (null without evalData or a logits output). */
   evalAccuracy: number | null;
+  /** Training examples per second over its steps (evaluation excluded). */
   samplesPerSec: number;
+  /** Seconds its steps took (evaluation excluded). */
   seconds: number;
 }
 
+/** What a Trainer's fits recorded: every epoch and every step. */
 export interface History {
+  /** One record per epoch. */
   epochs: EpochRecord[];
+  /** One record per step. */
   steps: StepRecord[];
 }
 
+/** Hooks into a fit. */
 export interface FitCallbacks {
   /** After each step; return 'stop' to end training. */
   onStep?(record: StepRecord): 'stop' | undefined;
@@ -80,11 +103,18 @@ export interface FitCallbacks {
   onRestart?(event: RestartEvent): void | Promise<void>;
 }
 
+/**
+ * How `Trainer.fit` trains: epochs and batches, evaluation, progress, early stopping, checkpoints
+ * and interruption.
+ */
 export interface FitOptions {
+  /** Epochs in all (counting epochs before a resume). */
   epochs: number;
+  /** Examples per step (every replica and microbatch together). */
   batchSize: number;
   /** Skip a last batch smaller than batchSize (default true: every step has the same shards). */
   dropLast?: boolean;
+  /** Draw a new order of the examples every epoch (default true). */
   shuffle?: boolean;
   /** Seeds the data order (default: the trainer's seed). */
   seed?: number;
@@ -92,11 +122,20 @@ export interface FitOptions {
   evalData?: Dataset;
   /** Show progress (default true): redrawn in place on a terminal, a plain line every few seconds elsewhere. */
   progress?: boolean | ProgressStream;
+  /** Called after each step, epoch and restart. */
   callbacks?: FitCallbacks;
   /** Stop when the monitored figure has not improved by minDelta for `patience` epochs. */
-  earlyStop?: { patience: number; monitor?: 'loss' | 'evalLoss' | 'evalAccuracy'; minDelta?: number };
+  earlyStop?: {
+    /** Epochs without improvement before stopping. */
+    patience: number;
+    /** What to watch (default 'evalLoss' with evalData, else 'loss'); accuracy improves upwards. */
+    monitor?: 'loss' | 'evalLoss' | 'evalAccuracy';
+    /** The smallest change that counts as an improvement (default 0). */
+    minDelta?: number;
+  };
   /** Where checkpoints go: every `checkpointEvery` steps, at each epoch's end, and where training stops. */
   checkpointDir?: string;
+  /** Save a checkpoint every this many steps (with checkpointDir). */
   checkpointEvery?: number;
   /** Continue from the checkpoint in checkpointDir, if there is one. */
   resume?: boolean;
@@ -112,8 +151,11 @@ export interface FitOptions {
  * callbacks, early stopping, and checkpoints a run can resume from bitwise identically.
  */
 export class Trainer {
+  /** The graph it trains. */
   readonly graph: Graph;
+  /** The options it was made with. */
   readonly options: TrainerOptions;
+  /** Every epoch and step trained so far. */
   readonly history: History = { epochs: [], steps: [] };
   private runtime: Runtime | null = null;
   private stepCount = 0;
@@ -139,10 +181,12 @@ export class Trainer {
     return this.runtime;
   }
 
+  /** Steps trained so far (counting steps before a resume). */
   get steps(): number {
     return this.stepCount;
   }
 
+  /** The current parameters, by name, from the workers that hold them. */
   async params(): Promise<Record<string, Tensor>> {
     return (await this.start()).getParams();
   }
@@ -158,7 +202,11 @@ export class Trainer {
     });
   }
 
-  /** Trains. Its options are checked before any worker starts; a fit while another runs is a BusyError. */
+  /**
+   * Trains on `data` until `options.epochs` (or a stop: a callback, early stopping, `maxSteps`, an
+   * aborted signal), evaluating, checkpointing and restarting as asked; resolves with the history. Its
+   * options are checked before any worker starts; a fit while another runs is a BusyError.
+   */
   async fit(data: Dataset, options: FitOptions): Promise<History> {
     if (this.fitting)
       throw new BusyError('fit: this Trainer is already fitting; await that fit() first', { call: 'fit' });
@@ -239,8 +287,9 @@ export class Trainer {
           gradNorm: out.gradNorm,
         };
         this.history.steps.push(record);
+        // The running figure is the last step's loss; the epoch's line at the end shows the mean.
         bar?.update(steps, {
-          loss: out.loss,
+          'step loss': out.loss,
           'samples/s': Math.round(samples / ((performance.now() - started) / 1000)),
         });
         if (options.callbacks?.onStep?.(record) === 'stop') stop = true;
@@ -270,7 +319,7 @@ export class Trainer {
       };
       this.history.epochs.push(record);
       bar?.finish({
-        loss: record.loss,
+        'mean loss': record.loss,
         ...(record.evalAccuracy !== null ? { 'eval acc': `${(record.evalAccuracy * 100).toFixed(2)}%` } : {}),
         'samples/s': Math.round(record.samplesPerSec),
       });
@@ -378,6 +427,7 @@ export class Trainer {
     );
   }
 
+  /** Stops the runtime and its workers; the next call starts a new one. */
   async close(): Promise<void> {
     await this.runtime?.close();
     this.runtime = null;

@@ -111,6 +111,16 @@ describe('ProgressBar', () => {
     expect(out.chunks.length).toBe(before);
   });
 
+  it('on a terminal that reports 0 columns draws as on 80 (not an empty line)', () => {
+    const out = fakeStream(true, 0);
+    const bar = new ProgressBar({ total: 10, label: 'epoch 1/6', stream: out, clock: fakeClock().clock });
+    bar.update(3, { 'step loss': 0.25 });
+    const line = out.chunks[0]!.slice('\r'.length, -'\x1b[K'.length);
+    expect(line).toContain('epoch 1/6 [');
+    expect(line).toContain('3/10  30%  step loss 0.25');
+    expect([...line].length).toBeLessThanOrEqual(79);
+  });
+
   it('on a pipe prints a plain line every 5 s (no \\r), and the final line on finish', () => {
     const out = fakeStream(false);
     const { clock, advance } = fakeClock();
