@@ -58,6 +58,7 @@ export interface HostStats {
    * peak in the step.
    */
   queuedBytes: number;
+  /** The step's peak of `queuedBytes`. */
   peakQueuedBytes: number;
   /**
    * Tensor bytes this host holds by its books (Note [memory budget]): parameters held and read,
@@ -65,6 +66,7 @@ export interface HostStats {
    * the output of the task about to run, which the budget bounds.
    */
   liveBytes: number;
+  /** The step's peak of `liveBytes`, with the output of the task about to run. */
   peakLiveBytes: number;
   /** Bytes of the parameters this host owns, and of their optimizer state. */
   paramBytes: number;

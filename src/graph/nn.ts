@@ -147,9 +147,11 @@ export function embedding(
   return b.gather(table, indices);
 }
 
+/** Options of the `conv2d` layer: the op's options, and an activation after the bias. */
 export interface Conv2dLayerOptions extends Conv2dOptions {
   /** Prefix of the parameter names: the filter `${name}.w` [KH, KW, C/groups, filters], the bias `${name}.b` [filters]. */
   name: string;
+  /** Applied after the bias (default none). */
   activation?: Activation | null;
   /** Default true. */
   bias?: boolean;

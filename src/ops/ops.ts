@@ -24,6 +24,7 @@ export interface MatmulOptions {
 /** Along height and width: one number for both, or [height, width]. */
 export type Pair = number | readonly number[];
 
+/** Options of `conv2d` and its gradient halves: stride, padding, dilation and groups. */
 export interface Conv2dOptions {
   /** Default 1. */
   stride?: Pair;
@@ -35,6 +36,7 @@ export interface Conv2dOptions {
   groups?: number;
 }
 
+/** Options of the pooling ops: stride (default the kernel) and padding. */
 export interface Pool2dOptions {
   /** Default: the kernel (windows side by side). */
   stride?: Pair;
@@ -314,6 +316,7 @@ export abstract class Ops<T> {
   less(a: T | number, b: T | number): T {
     return this.greater(b, a);
   }
+  /** 1 where a <= b, else 0: greaterEqual with the operands swapped. */
   lessEqual(a: T | number, b: T | number): T {
     return this.greaterEqual(b, a);
   }

@@ -35,6 +35,7 @@ export interface ComputeAction {
   readonly mb: number;
 }
 
+/** What `estimateMemory` needs beyond the plan (Note [memory budget]). */
 export interface MemoryOptions {
   /** Microbatches per replica per step. */
   readonly microbatches: number;
@@ -55,13 +56,21 @@ export interface TensorBytes {
 
 /** A worker's estimated peak, by kind (Note [memory budget]). */
 export interface WorkerMemory {
+  /** The worker. */
   readonly worker: number;
+  /** Parameters it holds, and copies of those its nodes read. */
   readonly paramBytes: number;
+  /** Gradient partial sums. */
   readonly gradBytes: number;
+  /** Optimizer state of the parameters it owns. */
   readonly optimizerBytes: number;
+  /** Values kept for backwards, times the microbatches in flight. */
   readonly keptBytes: number;
+  /** Activations queued from other workers (the credit window) and the feeds. */
   readonly queuedBytes: number;
+  /** The largest single task output. */
   readonly taskBytes: number;
+  /** The sum of the above: what the budget is checked against. */
   readonly totalBytes: number;
   /** The largest entries behind the total, largest first. */
   readonly largest: readonly TensorBytes[];

@@ -53,8 +53,11 @@ export interface Action {
 
 /** Two actions launched as one slot (Note [overlapped F and B]). */
 export interface OverlappedAction {
+  /** The pair's kind. */
   readonly kind: 'OVERLAP_F_B';
+  /** The forward half (an F), run first. */
   readonly forward: Action;
+  /** The backward half (a B or an I) of another microbatch. */
   readonly backward: Action;
 }
 

@@ -11,6 +11,7 @@ export const SCHEDULE_KINDS = [
   'zb-v',
   'dualpipe-v',
 ] as const;
+/** A generated schedule's name. */
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 /** The size of a pipeline a schedule is generated for: p workers, m microbatches, v chunks per worker. */

@@ -32,7 +32,9 @@ export interface ModelCosts extends LinkCost {
   forward: number;
   /** Backward, likewise (for schedules that split it, `input` + `weight`, default half each). */
   backward: number;
+  /** The input-gradient half of the backward, for schedules that split it. */
   input?: number;
+  /** The weight-gradient half of the backward, for schedules that split it. */
   weight?: number;
   /** A fixed cost of every task, whatever its size (default 0). */
   overheadMs?: number;
@@ -42,9 +44,11 @@ export interface ModelCosts extends LinkCost {
   activationBytes?: number;
 }
 
+/** What `searchSchedule` tries: the machine, the model's costs, and the choices to combine. */
 export interface SearchOptions {
   /** Pipeline workers (p). */
   workers: number;
+  /** The whole model's costs for one step's batch (`stepCosts` derives them from a trace). */
   costs: ModelCosts;
   /** Bytes a worker may keep for backwards at once (default: no limit). */
   memoryLimit?: number;
@@ -58,16 +62,25 @@ export interface SearchOptions {
   cores?: number;
 }
 
+/** One configuration the search tries. */
 export interface Candidate {
+  /** The schedule kind. */
   readonly schedule: ScheduleKind;
+  /** Microbatches per step. */
   readonly microbatches: number;
+  /** Stages (chunks) per worker. */
   readonly chunks: number;
 }
 
+/** A candidate that ran in the simulator, with what it costs. */
 export interface RankedCandidate extends Candidate {
+  /** Stages of the pipeline (workers times chunks). */
   readonly stages: number;
+  /** The simulated step time, in the costs' unit (ms). */
   readonly makespan: number;
+  /** The fraction of the step the workers are idle. */
   readonly idleFraction: number;
+  /** How much longer than the ideal (no bubble) step it is, as a fraction. */
   readonly bubbleVsIdeal: number;
   /** Per worker, the peak microbatches in flight over all its stages (summed at each instant). */
   readonly peakInFlight: readonly number[];
@@ -77,16 +90,21 @@ export interface RankedCandidate extends Candidate {
   readonly overLimit: boolean;
 }
 
+/** A candidate the search did not run, and why. */
 export interface SkippedCandidate extends Candidate {
   /** The schedule's rule it breaks, as its ScheduleError says, or the candidate it repeats. */
   readonly reason: string;
 }
 
+/** What `searchSchedule` found: the candidates ranked by step time, and those skipped. */
 export interface SearchResult {
+  /** Workers of the pipeline. */
   readonly workers: number;
+  /** Bytes a worker may keep, or null for no limit. */
   readonly memoryLimit: number | null;
   /** Every valid candidate, fastest first (ties: the one keeping fewer bytes, then the order tried). */
   readonly ranked: readonly RankedCandidate[];
+  /** Candidates not run: refused by their schedule's rules, or repeats of one already tried. */
   readonly skipped: readonly SkippedCandidate[];
   /** The fastest candidate within the limit, or null when none fits. */
   readonly best: RankedCandidate | null;

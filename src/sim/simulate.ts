@@ -48,6 +48,7 @@ export interface SimResult {
    * flight (forward done, last backward part not yet) and bytes of activations kept for backwards.
    */
   peakInFlight: number[];
+  /** Per worker: the peak bytes of activations kept for backwards, over all its stages. */
   peakKeptBytes: number[];
   /** Per worker and stage (indexed by global stage), each stage's own peak of microbatches in flight. */
   stagePeakInFlight: number[][];

@@ -99,6 +99,7 @@ export interface StepCosts {
   backward: number;
   /** With a split backward in the traces: its I and W shares of `backward`. */
   input?: number;
+  /** The weight-gradient half of the backward, for schedules that split it. */
   weight?: number;
   /** Bytes kept for backwards over the step: the sum of every rise of the workers' counters. */
   keptBytes: number;
