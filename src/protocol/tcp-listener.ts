@@ -1,6 +1,6 @@
 // Opening TCP wires: the handshake that admits a connection (Note [tcp handshake]), a listener that
-// routes the connections of several peers on one port to their links, and pipes over 127.0.0.1.
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+// routes the connections of several peers on one port to their links (pairs over 127.0.0.1: tcp-pipes.ts).
+import { timingSafeEqual } from 'node:crypto';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { InputError, ProtocolError } from '../errors.ts';
