@@ -52,9 +52,16 @@ export interface Shard {
 
 /** Step metadata every host gets before the step's data. */
 export interface StepStart {
+  /** The step's number: it orders messages, and counts every step the runtime starts. */
   readonly step: number;
   readonly microbatches: number;
   readonly shards: readonly Shard[];
+  /**
+   * The training step random ops key their draws with (Note [run context] in src/ops/step-key.ts):
+   * the caller's count, so that a run resumed from a checkpoint draws what it would have drawn.
+   * Absent: `step`.
+   */
+  readonly trainingStep?: number;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Bindings } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { label } from '../graph/graph.ts';
+import type { RunContext } from '../ops/op.ts';
 import type { Plan } from '../partition/plan.ts';
 import type { ValueEngine } from './engine.ts';
 import type { HostEffect, HostStats, Task } from './host-types.ts';
@@ -19,6 +20,8 @@ export class TaskRunner<T> {
   /** Anomaly mode: report the first non-finite value each task makes (forward outputs, contributions). */
   anomalies = false;
   private shards: ShardTable = [];
+  /** The run context of each shard (Note [run context]), by replica * microbatches + mb. */
+  private runs: RunContext[] = [];
   private microbatches = 0;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
   private readonly vjpSource: KeptSource<T>;
@@ -38,10 +41,17 @@ export class TaskRunner<T> {
   start(start: StepStart): void {
     this.microbatches = start.microbatches;
     this.shards = this.shardTables.of(start);
+    this.runs = start.shards.map((s) => ({
+      step: start.trainingStep ?? start.step,
+      microbatch: s.mb,
+      replica: s.replica,
+      training: true,
+    }));
   }
 
   reset(): void {
     this.shards = [];
+    this.runs = [];
   }
 
   /** Runs a task of step `step`. */
@@ -54,6 +64,10 @@ export class TaskRunner<T> {
     return this.shards[replica * this.microbatches + mb]!.bindings;
   }
 
+  private runOf(replica: number, mb: number): RunContext {
+    return this.runs[replica * this.microbatches + mb]!;
+  }
+
   private forward(task: Task<T>, step: number, effects: HostEffect<T>[]): void {
     const { actor, mb, replica } = task;
     const node = actor.node;
@@ -61,7 +75,13 @@ export class TaskRunner<T> {
     let output: T;
     if (task.value !== undefined) output = task.value;
     else {
-      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
+      output = engine.forward(
+        node,
+        actor.arguments(mb),
+        this.bindings(replica, mb),
+        this.runOf(replica, mb),
+        actor.def,
+      );
       actor.afterForward(mb, output);
       if (actor.runsVjp) {
         const kept = actor.state(mb).kept;

@@ -196,13 +196,15 @@ export interface ReferenceStepResult {
 /**
  * The oracle for a distributed step: the reference engine run on each shard with its seed, the
  * gradients summed replica by replica, microbatch by microbatch (Note [gradient sum order] in
- * src/actor/param-actor.ts). The actor runtime must give these numbers bit for bit.
+ * src/actor/param-actor.ts), each shard in its run context (Note [run context] in
+ * src/ops/step-key.ts): training step `step` (default 1, the runtime's first), its microbatch and
+ * replica. The actor runtime must give these numbers bit for bit.
  */
 export function referenceStep(
   graph: Graph,
   feeds: TensorMap,
   params: TensorMap,
-  options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[] } = {},
+  options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[]; step?: number } = {},
 ): ReferenceStepResult {
   const fn = valueAndGrad(graph, {
     loss: options.loss ?? 'loss',
@@ -224,7 +226,10 @@ export function referenceStep(
     for (let m = 0; m < microbatches; m++) {
       const shard = shards[r * microbatches + m]!;
       const lossDtype: DType = graph.node(options.loss ?? 'loss').dtype;
-      const { value, grads } = fn(shard.feeds, params, { seed: scalar(shard.scale, lossDtype) });
+      const { value, grads } = fn(shard.feeds, params, {
+        seed: scalar(shard.scale, lossDtype),
+        run: { step: options.step ?? 1, microbatch: m, replica: r, training: true },
+      });
       for (const [name, list] of parts) {
         list.push(grads[name]!);
         delete grads[name];

@@ -6,6 +6,7 @@ import { equal, greater, greaterEqual } from './compare.ts';
 import { concat } from './concat.ts';
 import { dimSize } from './dim-size.ts';
 import { div } from './div.ts';
+import { dropout } from './dropout.ts';
 import { erf } from './erf.ts';
 import { exp } from './exp.ts';
 import { gather } from './gather.ts';
@@ -36,6 +37,7 @@ import { softmax } from './softmax.ts';
 import { softmaxCrossEntropy, softmaxCrossEntropyGrad } from './softmax-cross-entropy.ts';
 import { sqrt } from './sqrt.ts';
 import { square } from './square.ts';
+import { stepKey } from './step-key.ts';
 import { stopGradient } from './stop-gradient.ts';
 import { sub } from './sub.ts';
 import { sum } from './sum.ts';
@@ -88,6 +90,8 @@ export const builtinOps: readonly OpDef<Attrs>[] = [
   oneHot,
   stopGradient,
   dimSize,
+  stepKey,
+  dropout,
 ] as unknown as readonly OpDef<Attrs>[];
 
 for (const op of builtinOps) defineOp(op);

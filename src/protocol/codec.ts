@@ -153,8 +153,9 @@ export const OBJECT_MESSAGES: {
   >;
 } = {
   start: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'microbatches', 'shards']);
+    c.record(m, ['kind', 'step', 'microbatches', 'shards'], ['trainingStep']);
     stepField(c, m.step);
+    if (m.trainingStep !== undefined) c.int(m.trainingStep, 'trainingStep', 0, 2 ** 32);
     const microbatches = c.int(m.microbatches, 'microbatches', 1, 2 ** 24);
     if (!Array.isArray(m.shards)) c.fail('shards: an array', m.shards);
     const shards = (m.shards as unknown[]).map((s, i) => {

@@ -10,7 +10,7 @@ import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import { checkMaxNorm } from '../optim/clip.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { checkLr, checkOptimizerSpec, clipScale, makeOptimizer } from '../optim/spec.ts';
+import { checkOptimizerSpec, clipScale, makeOptimizer } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
@@ -23,6 +23,7 @@ import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.
 import { resolveCluster } from './rendezvous.ts';
 import { handleReport, type ReportTarget } from './reports.ts';
 import {
+  checkStepOptions,
   feedMessages,
   isComplete,
   rateOf,
@@ -55,6 +56,8 @@ export class Runtime {
   /** What every step is fed, waits for and finishes with. */
   private readonly rules: StepRules;
   private stepIndex = 0;
+  /** The last training step's number for random ops (Note [run context]). */
+  private trainingStep = 0;
   private current: StepState | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -175,22 +178,27 @@ export class Runtime {
   /** Runs one training step on a batch: forward and backward of every shard, gradients summed. */
   step(feeds: TensorMap, options: StepOptions = {}): Promise<StepResult> {
     try {
-      if (options.lr !== undefined) checkLr(options.lr, 'step: options.lr');
+      checkStepOptions(options);
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.queue.then(() => this.runStep(feeds, options.lr));
+    const run = this.queue.then(() => this.runStep(feeds, options.lr, options.step));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
+  private runStep(
+    feeds: TensorMap,
+    lr: number | undefined,
+    trainingStep = this.trainingStep + 1,
+  ): Promise<StepResult> {
     if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
     if (this.broken) return Promise.reject(this.brokenError('step'));
     const microbatches = this.rules.microbatches;
     const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
     const step = ++this.stepIndex;
-    const start = stepStart(step, microbatches, shards);
+    this.trainingStep = trainingStep;
+    const start = stepStart(step, microbatches, shards, trainingStep);
     return new Promise<StepResult>((resolve, reject) => {
       const state: StepState = {
         step,

@@ -2,7 +2,7 @@ import type { Message } from '../actor/host.ts';
 import type { Report, StepStart } from '../actor/messages.ts';
 import { resolveShape } from '../autodiff/forward.ts';
 import { type BatchShard, joinShardGradients } from '../autodiff/microbatch.ts';
-import { NonFiniteError, StepTimeoutError } from '../errors.ts';
+import { fmtFound, InputError, NonFiniteError, StepTimeoutError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
 import { checkLr, globalNormOf, sumOfSquares } from '../optim/spec.ts';
@@ -34,6 +34,25 @@ export interface StepResult {
 export interface StepOptions {
   /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
   lr?: number;
+  /**
+   * The training step random ops (dropout) key their draws with (Note [run context] in
+   * src/ops/step-key.ts): default one more than the last step's, from 1. A run resumed from a
+   * checkpoint passes its own count, to draw what the uninterrupted run would have.
+   */
+  step?: number;
+}
+
+/** Refuses step options that are not what StepOptions says, before the step starts (InputError). */
+export function checkStepOptions(options: StepOptions): void {
+  if (options.lr !== undefined) checkLr(options.lr, 'step: options.lr');
+  const step = options.step;
+  if (step !== undefined && !(Number.isInteger(step) && step >= 0 && step < 2 ** 32)) {
+    throw new InputError(`step: options.step: expected an integer in [0, 2^32), found ${fmtFound(step)}`, {
+      option: 'step',
+      expected: 'an integer in [0, 2^32)',
+      found: step,
+    });
+  }
 }
 
 /** What the steps of a runtime are fed, wait for and finish with (fixed when the runtime is made). */
@@ -101,9 +120,15 @@ export interface StepState {
 export type StepOutcome = Pick<StepResult, 'loss' | 'grads' | 'gradNorm' | 'skipped'>;
 
 /** The step start every host gets before the step's data. */
-export function stepStart(step: number, microbatches: number, shards: readonly BatchShard[]): StepStart {
+export function stepStart(
+  step: number,
+  microbatches: number,
+  shards: readonly BatchShard[],
+  trainingStep: number,
+): StepStart {
   return {
     step,
+    trainingStep,
     microbatches,
     shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
   };

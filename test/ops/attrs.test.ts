@@ -12,12 +12,13 @@ import { deserializeGraph, serializeGraph } from '../../src/graph/serialize.ts';
 import { builtinOps } from '../../src/ops/builtins.ts';
 import type { Attrs } from '../../src/ops/op.ts';
 
-/** x [2,3], w [3,4], integer indices i [2], and updates u [2,3] for a scatter into [5,3]. */
+/** x [2,3], w [3,4], integer indices i [2], updates u [2,3] for a scatter into [5,3], a dropout key k [4]. */
 interface Leaves {
   x: Node;
   w: Node;
   i: Node;
   u: Node;
+  k: Node;
 }
 
 interface Case {
@@ -36,6 +37,7 @@ const AXIS = { wrongKind: [null, 'x', Number.NaN, 1.5, [0], true], misfit: [2, -
 const BOOLEAN = { wrongKind: [null, 'yes', 1, Number.NaN, [true]], misfit: [] };
 const FINITE = { wrongKind: [null, 'x', Number.NaN, Number.POSITIVE_INFINITY, [1], true], misfit: [] };
 const INTEGERS = { wrongKind: [null, 'ab', 5, [0.5, 1], [Number.NaN, 0], [null, 0], [[0], 1]] };
+const WORD = { wrongKind: [null, '1', 1.5, -1, 2 ** 32, Number.NaN, [1], true], misfit: [] };
 const SHAPE = { wrongKind: [null, 'B', 4, [Number.NaN, 3], [1.5, 3], [-2, 3], [null, 3], ['', 3]] };
 
 const reduce = (op: 'sum' | 'mean' | 'max'): Case[] => [
@@ -194,6 +196,23 @@ const CASES: Case[] = [
     misfit: [],
   },
   {
+    op: 'dropout',
+    attr: 'rate',
+    call: (b, { x }, v) => b.dropout(x, v),
+    stored: ({ x, k }) => ({ inputs: [x, k], attrs: { rate: 0.5, seed: 0, stream: 0 } }),
+    wrongKind: [null, 'x', Number.NaN, 1, -0.1, 1.5, [0.5], true],
+    misfit: [],
+  },
+  ...(['seed', 'stream'] as const).map(
+    (attr): Case => ({
+      op: 'dropout',
+      attr,
+      call: (b, { x }, v) => b.dropout(x, 0.5, { [attr]: v }),
+      stored: ({ x, k }) => ({ inputs: [x, k], attrs: { rate: 0.5, seed: 0, stream: 0 } }),
+      ...WORD,
+    }),
+  ),
+  {
     op: 'dimSize',
     attr: 'dims',
     // No builder method: VJPs make it (Ops.count) with the dimensions of a mean.
@@ -219,6 +238,7 @@ function builder(): { b: GraphBuilder; leaves: Leaves } {
     w: b.input('w', [3, 4]),
     i: b.input('i', [2]),
     u: b.input('u', [2, 3]),
+    k: b.input('k', [4], 'float64'),
   };
   return { b, leaves };
 }
