@@ -62,6 +62,11 @@ export interface StepStart {
    * Absent: `step`.
    */
   readonly trainingStep?: number;
+  /**
+   * Present in an inference step (Note [inference steps] in src/runtime/infer.ts): forward only, in
+   * evaluation mode, and the actors of these nodes report their values (`output`).
+   */
+  readonly outputs?: readonly number[];
 }
 
 /**
@@ -87,6 +92,15 @@ export type Report<T = Tensor> =
   /** The gradient of an input named in `wrt`, for one shard (Note [input gradients]). */
   | {
       readonly kind: 'inputGrad';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly tensor: T;
+    }
+  /** An inference step's value of a node it asked for, for one shard. */
+  | {
+      readonly kind: 'output';
       readonly step: number;
       readonly mb: number;
       readonly replica: number;

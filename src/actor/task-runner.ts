@@ -22,6 +22,10 @@ export class TaskRunner<T> {
   private shards: ShardTable = [];
   /** The run context of each shard (Note [run context]), by replica * microbatches + mb. */
   private runs: RunContext[] = [];
+  /** A training step (else an inference step: Note [inference steps] in src/runtime/infer.ts). */
+  private training = true;
+  /** In an inference step, the nodes whose values are reported (1), by node id. */
+  private reported: Uint8Array | null = null;
   private microbatches = 0;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
   private readonly vjpSource: KeptSource<T>;
@@ -41,17 +45,28 @@ export class TaskRunner<T> {
   start(start: StepStart): void {
     this.microbatches = start.microbatches;
     this.shards = this.shardTables.of(start);
-    this.runs = start.shards.map((s) => ({
-      step: start.trainingStep ?? start.step,
-      microbatch: s.mb,
-      replica: s.replica,
-      training: true,
-    }));
+    const training = start.outputs === undefined;
+    this.training = training;
+    this.reported = null;
+    if (!training) {
+      this.reported = new Uint8Array(this.plan.graph.size);
+      for (const id of start.outputs!) this.reported[id] = 1;
+    }
+    this.runs = [];
+    for (const s of start.shards) {
+      this.runs[s.replica * start.microbatches + s.mb] = {
+        step: training ? (start.trainingStep ?? start.step) : 0,
+        microbatch: s.mb,
+        replica: s.replica,
+        training,
+      };
+    }
   }
 
   reset(): void {
     this.shards = [];
     this.runs = [];
+    this.reported = null;
   }
 
   /** Runs a task of step `step`. */
@@ -95,7 +110,12 @@ export class TaskRunner<T> {
     }
     if (this.anomalies && engine.isFinite?.(output) === false)
       effects.push(this.anomaly(task, step, 'forward'));
-    if (node.id !== this.plan.loss) {
+    // A copy: consumers here may still read the value, and one elsewhere may take it.
+    if (this.reported !== null && this.reported[node.id] === 1) {
+      const tensor = this.out.copy(output);
+      effects.push({ kind: 'report', report: { kind: 'output', step, mb, replica, node: node.id, tensor } });
+    }
+    if (node.id !== this.plan.loss || !this.training) {
       this.router.output(actor, mb, output, step, effects);
       return;
     }

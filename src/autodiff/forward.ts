@@ -102,6 +102,33 @@ export function paramValue(node: Node, params: TensorMap): Tensor {
   return value;
 }
 
+/**
+ * The values of a graph's parameters by id, each checked by `paramValue` (`partial`: those given), and
+ * no name that is not a parameter's (InputError, its message starting with `where`).
+ */
+export function paramValues(
+  graph: Graph,
+  params: TensorMap,
+  where: string,
+  partial = false,
+): Map<number, Tensor> {
+  const out = new Map<number, Tensor>();
+  for (const node of graph.params()) {
+    if (partial && own(params, node.name!) === undefined) continue;
+    out.set(node.id, paramValue(node, params));
+  }
+  for (const name of Object.keys(params)) {
+    const node = graph.names().get(name);
+    if (node === undefined || graph.nodes[node]!.op !== 'param') {
+      throw new InputError(`${where}: '${name}' is not a parameter of the graph`, {
+        node: name,
+        expected: graph.params().map((n) => n.name),
+      });
+    }
+  }
+  return out;
+}
+
 export function resolveShape(shape: Shape, bindings: Bindings, where: string): number[] {
   return shape.map((d: Dim) => {
     if (typeof d === 'number') return d;

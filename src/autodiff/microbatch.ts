@@ -29,6 +29,8 @@ export interface BatchShard {
 export interface SplitOptions {
   replicas?: number;
   microbatches?: number;
+  /** The inputs fed and cut (default: every input of the graph). */
+  inputs?: readonly Node[];
 }
 
 /** The sizes of `shards` contiguous shards of a batch: as equal as possible, the larger ones first. */
@@ -66,7 +68,7 @@ export function shardLayout(
     if (!Number.isInteger(v) || v < 1)
       throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
   }
-  const inputs = graph.inputs();
+  const inputs = options.inputs ?? graph.inputs();
   const batchSymbols = new Set(
     inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'),
   );
@@ -114,7 +116,7 @@ export function shardLayout(
  * so every shard owns its tensors).
  */
 export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
-  const inputs = graph.inputs();
+  const inputs = options.inputs ?? graph.inputs();
   const bindings = bindFeeds(inputs, feeds);
   const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
   return shards.map((place) => {

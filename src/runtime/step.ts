@@ -11,6 +11,7 @@ import { type Tensor, zeros } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
 import { dict } from '../util/names.ts';
 import type { Cluster } from './cluster.ts';
+import type { Inference } from './infer.ts';
 
 export interface StepResult {
   /** The batch's mean loss (Note [microbatch scaling]). */
@@ -90,6 +91,19 @@ export function stepRules(
   };
 }
 
+/** How a step settles; settling also disarms its deadline. */
+export interface Settle<R> {
+  resolve(r: R): void;
+  reject(e: Error): void;
+}
+
+/** A step about to start: its state as the coordinator tracks it, and the messages that start it. */
+export interface StepLaunch {
+  readonly state: StepState | Inference;
+  readonly start: StepStart;
+  readonly feeds: Map<number, Message[]>;
+}
+
 export type AnomalyReport = Extract<Report<Tensor>, { kind: 'anomaly' }>;
 
 /** A step in flight, as the coordinator sees it: what the hosts have reported so far. */
@@ -134,15 +148,16 @@ export function stepStart(
   };
 }
 
-/** The feeds of a step's input actors, by the worker that holds them. */
+/** The feeds of a step's input actors (default: those the loss needs), by the worker that holds them. */
 export function feedMessages(
   rules: StepRules,
   step: number,
   shards: readonly BatchShard[],
+  inputs: readonly Node[] = rules.fedInputs,
 ): Map<number, Message[]> {
   const perWorker = new Map<number, Message[]>();
   for (const shard of shards) {
-    for (const node of rules.fedInputs) {
+    for (const node of inputs) {
       const w = rules.plan.placement[shard.replica]![node.id]!;
       const list = perWorker.get(w) ?? [];
       list.push({
@@ -273,7 +288,7 @@ function firstAnomaly(reports: AnomalyReport[], graph: Graph): Anomaly | null {
 
 /** A step that did not finish in time, with what every host still waits for. */
 export function timeoutError(
-  state: StepState,
+  state: { readonly step: number },
   waiting: Awaited<ReturnType<Cluster['waiting']>>,
   timeoutMs: number,
 ): StepTimeoutError {
