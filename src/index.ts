@@ -2,6 +2,7 @@
 
 export {
   evaluate,
+  TRAINING_RUN,
   type ValueAndGradOptions,
   type ValueAndGradResult,
   valueAndGrad,
@@ -21,9 +22,19 @@ export * as nn from './graph/nn.ts';
 export { initParams } from './graph/params.ts';
 export { printGraph, printNode } from './graph/print.ts';
 export { deserializeGraph, serializeGraph } from './graph/serialize.ts';
+export { summary } from './graph/summary.ts';
 export { EagerOps, eager } from './ops/eager.ts';
-export type { Attrs, OpDef, Saves, TypeInfo, Vjp, VjpContext } from './ops/op.ts';
-export { type MatmulOptions, Ops } from './ops/ops.ts';
+export {
+  type Attrs,
+  EVAL_RUN,
+  type OpDef,
+  type RunContext,
+  type Saves,
+  type TypeInfo,
+  type Vjp,
+  type VjpContext,
+} from './ops/op.ts';
+export { type DropoutOptions, type MatmulOptions, Ops } from './ops/ops.ts';
 export { defineOp, getOp, hasOp, listOps } from './ops/registry.ts';
 export { adam, adamw } from './optim/adam.ts';
 export { clipGlobalNorm, globalNorm } from './optim/clip.ts';
@@ -35,10 +46,17 @@ export { PLACEMENT_STRATEGIES, type PlacementStrategy } from './partition/placem
 export { type CompileOptions, compile, type Plan } from './partition/plan.ts';
 export { printPlan } from './partition/print.ts';
 export type { NatsEndpoint } from './protocol/nats-connect.ts';
+export type { InferOptions } from './runtime/infer.ts';
 export { type NatsServer, natsServerInstalled, startNatsServer } from './runtime/nats-server.ts';
 export { type NodeOptions, type NodeProcess, startNode } from './runtime/node-process.ts';
 export type { NatsClusterOptions } from './runtime/rendezvous.ts';
-export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
+export {
+  createRuntime,
+  Runtime,
+  type RuntimeOptions,
+  type StepOptions,
+  type StepResult,
+} from './runtime/runtime.ts';
 
 export type { Action, Schedule, Slot } from './schedule/action.ts';
 export { formatAction, parseAction } from './schedule/action.ts';
@@ -108,6 +126,8 @@ export type { Flow, Span, Trace } from './trace/trace.ts';
 export { coalesce, traceStats } from './trace/trace.ts';
 export { lossCurveSvg, terminalChart } from './train/chart.ts';
 export { loadCheckpoint, saveCheckpoint } from './train/checkpoint.ts';
-export { mlpClassifier } from './train/models.ts';
+export { loadModel, MODEL_FORMAT_VERSION, type Model, saveModel } from './train/model-file.ts';
+export { mlpClassifier, transformerClassifier } from './train/models.ts';
+export { type PredictOptions, predict } from './train/predict.ts';
 export type { RestartEvent, RestartOptions } from './train/restarts.ts';
 export { type FitOptions, type History, Trainer, type TrainerOptions } from './train/trainer.ts';
