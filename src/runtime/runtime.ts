@@ -1,6 +1,5 @@
 import type { Failpoint } from '../actor/failpoint.ts';
 import type { HostStats } from '../actor/host.ts';
-import type { Report } from '../actor/messages.ts';
 import { bindFeeds, paramValues, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import { warnDisconnected } from '../autodiff/plan.ts';
@@ -154,7 +153,7 @@ export class Runtime {
     const values = paramValues(plan.graph, params, 'createRuntime: params');
     let runtime: Runtime | null = null;
     const events: ClusterEvents = {
-      report: (worker, report) => runtime?.onReport(worker, report),
+      report: (worker, report) => runtime !== null && handleReport(runtime.reports, worker, report),
       failure: (error) => runtime?.fail(error, true),
       failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
     };
@@ -219,7 +218,12 @@ export class Runtime {
   infer(feeds: TensorMap, options: InferOptions = {}): Promise<Record<string, Tensor>> {
     return this.enqueue<Record<string, Tensor>>('infer', (step, settle) => {
       const request = inferRequest(this.rules, feeds, options);
-      const state = new Inference(step, request, this.rules.microbatches, settle.resolve, settle.reject);
+      // Its trace is taken and dropped: the next step's trace is that step's own.
+      const resolve = this.options.trace
+        ? (v: Record<string, Tensor>) =>
+            void this.cluster.takeTrace().then(() => settle.resolve(v), settle.reject)
+        : settle.resolve;
+      const state = new Inference(step, request, this.rules.microbatches, resolve, settle.reject);
       return { state, ...inferMessages(this.rules, request, step) };
     });
   }
@@ -234,10 +238,9 @@ export class Runtime {
       if (this.broken) throw this.brokenError(what);
       return new Promise<R>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
-        let state: StepState | Inference | null = null;
         const disarm = () => {
           clearTimeout(timer);
-          if (this.current === state) this.current = null;
+          if (this.current === begun.state) this.current = null;
         };
         const begun = begin(++this.stepIndex, {
           resolve: (r) => {
@@ -249,7 +252,7 @@ export class Runtime {
             reject(e);
           },
         });
-        state = this.current = begun.state;
+        this.current = begun.state;
         timer = setTimeout(() => void this.timeout(begun.state), this.stepTimeoutMs);
         this.cluster.startStep(begun.start);
         for (const [w, messages] of begun.feeds) this.cluster.send(w, messages);
@@ -257,11 +260,6 @@ export class Runtime {
     });
     this.queue = run.catch(() => {});
     return run;
-  }
-
-  /** A host's report, to its handler (reports.ts). */
-  private onReport(worker: number, report: Report<Tensor>): void {
-    handleReport(this.reports, worker, report);
   }
 
   private maybeFinish(state: StepState): void {

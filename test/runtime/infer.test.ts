@@ -71,6 +71,23 @@ describe('runtime.infer: bitwise equal to evaluate', () => {
     }
   });
 
+  it("with `trace`, an inference's spans stay out of the next step's trace", async () => {
+    const rt = await createRuntime(model.graph, {
+      mode: 'in-process',
+      workers: 2,
+      params: model.params,
+      trace: true,
+    });
+    try {
+      const spans = async () => (await rt.step(feeds)).trace!.spans.length;
+      const alone = await spans();
+      await rt.infer(feeds);
+      expect(await spans()).toBe(alone);
+    } finally {
+      await rt.close();
+    }
+  });
+
   it('under a pipeline schedule, in dataflow order (1F1B would wait for backwards that never run)', async () => {
     const deep = deepMlp(4);
     const params = initParams(deep.graph, 2);
