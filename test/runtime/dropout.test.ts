@@ -49,6 +49,16 @@ describe('dropout on the runtime: bitwise equal to referenceStep', () => {
     },
   );
 
+  it('loopback (every message, the step start too, through bytes): 3 workers, 2 replicas', async () => {
+    await expectMatchesReference(model.graph, model.params, feeds, {
+      mode: 'loopback',
+      workers: 3,
+      replicas: 2,
+      placement: 'per-node',
+      microbatches: 2,
+    });
+  });
+
   it('draws a new mask each step, and the one of the step the caller names', async () => {
     const rt = await createRuntime(model.graph, {
       mode: 'in-process',
