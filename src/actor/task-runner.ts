@@ -97,8 +97,10 @@ export class TaskRunner<T> {
         this.runOf(replica, mb),
         actor.def,
       );
-      actor.afterForward(mb, output);
-      if (actor.runsVjp) {
+      // An inference step runs no backward: nothing is kept for one.
+      const keeps = this.training && actor.runsVjp;
+      actor.afterForward(mb, output, keeps);
+      if (keeps) {
         const kept = actor.state(mb).kept;
         for (let k = 0; k < kept.length; k++) {
           engine.share(kept[k]!);

@@ -61,11 +61,15 @@ describe('runtime.infer: bitwise equal to evaluate', () => {
     }
   });
 
-  it('with one shard any node the plan computes: the loss too (its labels fed)', async () => {
+  it('with one shard any node the plan computes: the loss too (its labels fed); nothing kept', async () => {
     const rt = await createRuntime(model.graph, { mode: 'in-process', workers: 3, params: model.params });
     try {
+      await rt.step(feeds);
+      expect(Math.max(...(await rt.stats()).map((s) => s.peakKeptBytes))).toBeGreaterThan(0);
       const out = await rt.infer(feeds, { outputs: ['loss', 'logits'] });
       expectBitwiseAll(out, evaluate(model.graph, feeds, model.params, ['loss', 'logits']));
+      // Nothing kept for a backward that never runs.
+      expect((await rt.stats()).map((s) => s.peakKeptBytes)).toEqual([0, 0, 0]);
     } finally {
       await rt.close();
     }
