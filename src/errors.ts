@@ -121,6 +121,21 @@ export class ProtocolError extends BackflowError {}
  */
 export class ScheduleError extends BackflowError {}
 
+/**
+ * A model file (saveModel, loadModel) cannot be written or read: `context.path` names the file. This
+ * class itself: the file system refused (`code` and `cause` are its error's); the subclasses say what
+ * is wrong with the bytes.
+ */
+export class ModelFileError extends BackflowError {}
+/**
+ * The bytes are not a model file this build wrote: bad magic, a checksum that does not match, a
+ * length other than the prefix says, a graph that does not check, parameters that do not fit it.
+ * `context.part` names the part ('prefix', 'body', 'graph', 'parameters').
+ */
+export class ModelCorruptError extends ModelFileError {}
+/** The model file was written in a newer format version than this build reads. */
+export class ModelVersionError extends ModelFileError {}
+
 /** A checkpoint cannot be saved or loaded; the subclasses say why. */
 export class CheckpointError extends BackflowError {}
 /** A checksum does not match: `context.part` names the tensor, or 'prefix' / 'header'. */

@@ -5,6 +5,7 @@ export type { HostStats } from './actor/host-types.ts';
 export type { HostAction } from './actor/task-queue.ts';
 export {
   evaluate,
+  TRAINING_RUN,
   type ValueAndGradFn,
   type ValueAndGradOptions,
   type ValueAndGradResult,
@@ -46,9 +47,25 @@ export * as nn from './graph/nn.ts';
 export { initParams } from './graph/params.ts';
 export { type Printable, type PrintOptions, printGraph, printNode } from './graph/print.ts';
 export { deserializeGraph, serializeGraph } from './graph/serialize.ts';
+export { summary } from './graph/summary.ts';
 export { EagerOps, eager } from './ops/eager.ts';
-export type { Attrs, OpDef, Saves, TypeInfo, Vjp, VjpContext } from './ops/op.ts';
-export { type Conv2dOptions, type MatmulOptions, Ops, type Pool2dOptions } from './ops/ops.ts';
+export {
+  type Attrs,
+  EVAL_RUN,
+  type OpDef,
+  type RunContext,
+  type Saves,
+  type TypeInfo,
+  type Vjp,
+  type VjpContext,
+} from './ops/op.ts';
+export {
+  type Conv2dOptions,
+  type DropoutOptions,
+  type MatmulOptions,
+  Ops,
+  type Pool2dOptions,
+} from './ops/ops.ts';
 export { defineOp, getOp, hasOp, listOps } from './ops/registry.ts';
 export { type AdamOptions, adam, adamw } from './optim/adam.ts';
 export { type ClipResult, clipGlobalNorm, globalNorm } from './optim/clip.ts';
@@ -69,6 +86,7 @@ export {
 export { printPlan } from './partition/print.ts';
 export type { NatsEndpoint } from './protocol/nats-connect.ts';
 export type { WireTlsFiles } from './protocol/node-wires.ts';
+export type { InferOptions } from './runtime/infer.ts';
 export {
   type NatsServer,
   natsServerInstalled,
@@ -79,7 +97,6 @@ export { type NodeOptions, type NodeProcess, startNode } from './runtime/node-pr
 export { hostActions, type ScheduleSpec } from './runtime/pipeline.ts';
 export type { NatsClusterOptions } from './runtime/rendezvous.ts';
 export { createRuntime, Runtime, type RuntimeOptions, type StepResult } from './runtime/runtime.ts';
-
 export type { StepOptions } from './runtime/step.ts';
 export type { Action, OverlappedAction, Schedule, Slot } from './schedule/action.ts';
 export { formatAction, formatSlot, parseAction, parseSlot } from './schedule/action.ts';
@@ -183,7 +200,9 @@ export {
 export { type LoadOptions, loadCheckpoint, type SaveOptions, saveCheckpoint } from './train/checkpoint.ts';
 export type { Checkpoint } from './train/checkpoint-format.ts';
 export { type EvalResult, evaluateClassifier } from './train/evaluate.ts';
-export { mlpClassifier } from './train/models.ts';
+export { loadModel, MODEL_FORMAT_VERSION, type Model, saveModel } from './train/model-file.ts';
+export { mlpClassifier, transformerClassifier } from './train/models.ts';
+export { type PredictOptions, predict } from './train/predict.ts';
 export type { ProgressStream } from './train/progress.ts';
 export type { RestartEvent, RestartOptions } from './train/restarts.ts';
 export { trainingSummary, workerBytesLines } from './train/summary.ts';

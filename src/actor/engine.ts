@@ -3,7 +3,7 @@ import { computeNode } from '../autodiff/forward.ts';
 import { InputError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
-import type { OpDef } from '../ops/op.ts';
+import type { OpDef, RunContext } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { sumOfSquares } from '../optim/spec.ts';
 import type { ConcreteShape } from '../tensor/shape.ts';
@@ -17,8 +17,8 @@ import { ParamUpdates, type Updates } from './param-updates.ts';
 export interface ValueEngine<T> {
   /** The ops VJPs and gradient sums run on. */
   readonly ops: Ops<T>;
-  /** `def`: the node's op, when the caller has looked it up already. */
-  forward(node: Node, args: readonly T[], bindings: Bindings, def?: OpDef): T;
+  /** `run`: the step and shard (Note [run context]); `def`: the node's op, when the caller has looked it up already. */
+  forward(node: Node, args: readonly T[], bindings: Bindings, run: RunContext, def?: OpDef): T;
   /** A copy that owns fresh storage. */
   copy(value: T): T;
   /** Marks a value's storage as still referenced by this host (so it is never given away). */

@@ -168,7 +168,9 @@ export class Host<T = Tensor> {
     this.reset();
     this.phase = phase;
     this.step = start.step;
-    this.router.start(start.microbatches);
+    // Note [inference steps]: forward only, in dataflow order, no gradient expected.
+    const training = start.outputs === undefined;
+    this.router.start(start.microbatches, training);
     this.tasks.start(start);
     this.flow.start(start.microbatches, (id, replica) => this.tasks.bytesOf(id, replica, 0));
     this.budget.start();
@@ -177,7 +179,7 @@ export class Host<T = Tensor> {
     // The last step is over (updated, reported or failed): before this one makes anything.
     this.recycle(true);
     for (const param of this.params.all()) {
-      this.params.start(param, start, effects);
+      if (training) this.params.start(param, start, effects);
       this.router.handOut(param, this.step, effects);
     }
     this.router.readyAtStart();

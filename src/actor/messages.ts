@@ -63,9 +63,21 @@ export interface Shard {
 
 /** Step metadata every host gets before the step's data. */
 export interface StepStart {
+  /** The step's number: it orders messages, and counts every step the runtime starts. */
   readonly step: number;
   readonly microbatches: number;
   readonly shards: readonly Shard[];
+  /**
+   * The training step random ops key their draws with (Note [run context] in src/ops/step-key.ts):
+   * the caller's count, so that a run resumed from a checkpoint draws what it would have drawn.
+   * Absent: `step`.
+   */
+  readonly trainingStep?: number;
+  /**
+   * Present in an inference step (Note [inference steps] in src/runtime/infer.ts): forward only, in
+   * evaluation mode, and the actors of these nodes report their values (`output`).
+   */
+  readonly outputs?: readonly number[];
 }
 
 /**
@@ -91,6 +103,15 @@ export type Report<T = Tensor> =
   /** The gradient of an input named in `wrt`, for one shard (Note [input gradients]). */
   | {
       readonly kind: 'inputGrad';
+      readonly step: number;
+      readonly mb: number;
+      readonly replica: number;
+      readonly node: number;
+      readonly tensor: T;
+    }
+  /** An inference step's value of a node it asked for, for one shard. */
+  | {
+      readonly kind: 'output';
       readonly step: number;
       readonly mb: number;
       readonly replica: number;

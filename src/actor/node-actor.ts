@@ -248,11 +248,14 @@ export class NodeActor<T> {
     return s.inputs as readonly T[];
   }
 
-  /** After the forward: keep what the VJP reads (in `state(mb).kept`), drop the rest. */
-  afterForward(mb: number, output: T): void {
+  /**
+   * After the forward: keep what the VJP reads (in `state(mb).kept`), drop the rest. `keep` false
+   * (an inference step, which runs no backward): keep nothing.
+   */
+  afterForward(mb: number, output: T, keep = this.runsVjp): void {
     const s = this.state(mb);
     this.ran[mb] = this.epoch;
-    if (!this.runsVjp) {
+    if (!keep) {
       this.release(mb, s);
       return;
     }

@@ -69,9 +69,9 @@ export class Router<T> {
     return this.table[replica * this.nodes + node]!;
   }
 
-  /** Starts a step of `microbatches` microbatches (after `reset`). */
-  start(microbatches: number): void {
-    this.queue.start(microbatches);
+  /** Starts a step of `microbatches` microbatches (after `reset`); `followSchedule` as TaskQueue.start. */
+  start(microbatches: number, followSchedule = true): void {
+    this.queue.start(microbatches, followSchedule);
     for (const a of this.actors) a.start(microbatches);
   }
 

@@ -83,6 +83,8 @@ export class TaskQueue<T> {
   /** Actors that ran their last backward task, by local stage * microbatches + mb. */
   private finished = new Int32Array(0);
   private schedule: readonly HostAction[] | null = null;
+  /** The step follows the schedule (an inference step runs in dataflow order: it has no backward actions to wait for). */
+  private following = false;
   /**
    * The schedule compiled for the step's microbatch count, per action: the key of the tasks it
    * covers (-1: none on this host), how many there are, and the phase it runs them in (B/I decide
@@ -140,8 +142,10 @@ export class TaskQueue<T> {
     this.compiledFor = -1;
   }
 
-  start(microbatches: number): void {
+  /** `followSchedule` false: this step runs in dataflow order whatever the schedule. */
+  start(microbatches: number, followSchedule = true): void {
     this.microbatches = microbatches;
+    this.following = followSchedule && this.schedule !== null;
     const size = KINDS * this.stageCount * microbatches;
     if (this.doneCounts.length !== size) {
       this.doneCounts = new Int32Array(size);
@@ -149,7 +153,7 @@ export class TaskQueue<T> {
     }
     if (this.compiledFor !== microbatches) this.compileSchedule();
     // Only a schedule's actions look tasks up by key.
-    const keys = this.schedule === null ? 0 : size;
+    const keys = this.following ? size : 0;
     if (this.buckets.length !== keys) this.buckets = new Array(keys).fill(undefined);
     this.clear();
   }
@@ -208,7 +212,7 @@ export class TaskQueue<T> {
 
   /** A task whose inputs (forward) or gradient contributions (backward) are all there. */
   ready(task: Task<T>): void {
-    if (this.schedule === null) {
+    if (!this.following) {
       this.fifo[task.phase === 'forward' ? 0 : 1]!.push(task);
       return;
     }
@@ -248,7 +252,7 @@ export class TaskQueue<T> {
   }
 
   private next(): Task<T> | null {
-    if (this.schedule === null) {
+    if (!this.following) {
       const backward = this.fifo[1]!.shift();
       if (backward !== undefined) return backward;
       for (let task = this.fifo[0]!.shift(); task !== undefined; task = this.fifo[0]!.shift()) {

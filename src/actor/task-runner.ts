@@ -1,6 +1,7 @@
 import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { runVjp } from '../autodiff/vjp.ts';
 import { label } from '../graph/graph.ts';
+import type { RunContext } from '../ops/op.ts';
 import type { Plan } from '../partition/plan.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
@@ -21,6 +22,12 @@ export class TaskRunner<T> {
   /** Anomaly mode: report the first non-finite value each task makes (forward outputs, contributions). */
   anomalies = false;
   private shards: ShardTable = [];
+  /** The run context of each shard (Note [run context]), by replica * microbatches + mb. */
+  private runs: RunContext[] = [];
+  /** A training step (else an inference step: Note [inference steps] in src/runtime/infer.ts). */
+  private training = true;
+  /** In an inference step, the nodes whose values are reported (1), by node id. */
+  private reported: Uint8Array | null = null;
   private microbatches = 0;
   /** Where a VJP finds its saved values and bound shapes: one object, refilled per task (a hot path). */
   private readonly vjpSource: KeptSource<T>;
@@ -88,10 +95,28 @@ export class TaskRunner<T> {
       }
     }
     this.shards = shards;
+    const training = start.outputs === undefined;
+    this.training = training;
+    this.reported = null;
+    if (!training) {
+      this.reported = new Uint8Array(this.plan.graph.size);
+      for (const id of start.outputs!) this.reported[id] = 1;
+    }
+    this.runs = [];
+    for (const s of start.shards) {
+      this.runs[s.replica * start.microbatches + s.mb] = {
+        step: training ? (start.trainingStep ?? start.step) : 0,
+        microbatch: s.mb,
+        replica: s.replica,
+        training,
+      };
+    }
   }
 
   reset(): void {
     this.shards = [];
+    this.runs = [];
+    this.reported = null;
   }
 
   /** Runs a task of step `step`. */
@@ -104,6 +129,10 @@ export class TaskRunner<T> {
     return this.shards[replica * this.microbatches + mb]!.bindings;
   }
 
+  private runOf(replica: number, mb: number): RunContext {
+    return this.runs[replica * this.microbatches + mb]!;
+  }
+
   private forward(task: Task<T>, step: number, effects: HostEffect<T>[]): void {
     const { actor, mb, replica } = task;
     const node = actor.node;
@@ -111,9 +140,17 @@ export class TaskRunner<T> {
     let output: T;
     if (task.value !== undefined) output = task.value;
     else {
-      output = engine.forward(node, actor.arguments(mb), this.bindings(replica, mb), actor.def);
-      actor.afterForward(mb, output);
-      if (actor.runsVjp) {
+      output = engine.forward(
+        node,
+        actor.arguments(mb),
+        this.bindings(replica, mb),
+        this.runOf(replica, mb),
+        actor.def,
+      );
+      // An inference step runs no backward: nothing is kept for one.
+      const keeps = this.training && actor.runsVjp;
+      actor.afterForward(mb, output, keeps);
+      if (keeps) {
         const kept = actor.state(mb).kept;
         for (let k = 0; k < kept.length; k++) {
           engine.share(kept[k]!);
@@ -126,7 +163,12 @@ export class TaskRunner<T> {
     this.flow.forwardRan(replica, node.id, mb, step, effects);
     if (this.anomalies && engine.isFinite?.(output) === false)
       effects.push(this.anomaly(task, step, 'forward'));
-    if (node.id !== this.plan.loss) {
+    // A copy: consumers here may still read the value, and one elsewhere may take it.
+    if (this.reported !== null && this.reported[node.id] === 1) {
+      const tensor = this.out.copy(output);
+      effects.push({ kind: 'report', report: { kind: 'output', step, mb, replica, node: node.id, tensor } });
+    }
+    if (node.id !== this.plan.loss || !this.training) {
       this.router.output(actor, mb, output, step, effects);
       return;
     }

@@ -1,7 +1,7 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
-import { savesInput } from '../ops/op.ts';
+import { EVAL_RUN, type RunContext, savesInput } from '../ops/op.ts';
 import { shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
@@ -43,6 +43,7 @@ function runForward(
   params: TensorMap,
   keep: Int32Array,
   meter: Meter,
+  run: RunContext,
 ) {
   const nodes = graph.nodes;
   const defs = graph.defs;
@@ -63,7 +64,7 @@ function runForward(
     else {
       args.length = ins.length;
       for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
-      value = computeNode(node, args, bindings, def);
+      value = computeNode(node, args, bindings, run, def);
     }
     values[id] = value;
     meter.add(value);
@@ -109,12 +110,15 @@ function leafValue(node: Node, feeds: TensorMap, params: TensorMap): Tensor {
 
 /**
  * Evaluates a graph: the named outputs (all of them by default), computing only the nodes they need.
+ * It runs in evaluation mode (dropout is the identity) unless `run` says otherwise (Note [run
+ * context] in src/ops/step-key.ts).
  */
 export function evaluate(
   graph: Graph,
   feeds: TensorMap,
   params: TensorMap = {},
   outputs?: readonly NodeRef[],
+  run: RunContext = EVAL_RUN,
 ): Record<string, Tensor> {
   const wanted: [string, number][] = outputs
     ? outputs.map((r) => {
@@ -126,7 +130,7 @@ export function evaluate(
   const keep = new Int32Array(graph.size);
   for (const id of roots) keep[id] = 1;
   const table = forwardTable(graph, ancestors(graph, roots));
-  const { values } = runForward(graph, table, feeds, params, keep, new Meter());
+  const { values } = runForward(graph, table, feeds, params, keep, new Meter(), run);
   return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
 }
 
@@ -150,6 +154,9 @@ export interface ValueAndGradResult {
   peakBytes: number;
 }
 
+/** A training step with one shard, the runtime's first: what valueAndGrad runs in unless told. */
+export const TRAINING_RUN: RunContext = Object.freeze({ step: 1, microbatch: 0, replica: 0, training: true });
+
 /**
  * The function `valueAndGrad` returns: the loss and the gradients for given feeds and parameters
  * (and a seed for a non-scalar loss).
@@ -157,7 +164,11 @@ export interface ValueAndGradResult {
 export type ValueAndGradFn = (
   feeds: TensorMap,
   params?: TensorMap,
-  options?: { seed?: Tensor },
+  options?: {
+    seed?: Tensor;
+    /** The step and shard random ops key their draws with (Note [run context]); default TRAINING_RUN. */
+    run?: RunContext;
+  },
 ) => ValueAndGradResult;
 
 /**
@@ -177,7 +188,8 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     const meter = new Meter();
     const held = keep.slice();
     held[plan.loss]!++;
-    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter);
+    const run = callOptions.run ?? TRAINING_RUN;
+    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run);
     const lossNode = graph.nodes[plan.loss]!;
     const value = values[plan.loss]!;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);

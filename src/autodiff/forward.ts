@@ -1,6 +1,6 @@
 import { DTypeError, fmtShape, InputError, ShapeError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
-import type { Attrs, OpDef } from '../ops/op.ts';
+import type { Attrs, OpDef, RunContext } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
@@ -117,6 +117,33 @@ export function paramValue(node: Node, params: TensorMap): Tensor {
   return value;
 }
 
+/**
+ * The values of a graph's parameters by id, each checked by `paramValue` (`partial`: those given), and
+ * no name that is not a parameter's (InputError, its message starting with `where`).
+ */
+export function paramValues(
+  graph: Graph,
+  params: TensorMap,
+  where: string,
+  partial = false,
+): Map<number, Tensor> {
+  const out = new Map<number, Tensor>();
+  for (const node of graph.params()) {
+    if (partial && own(params, node.name!) === undefined) continue;
+    out.set(node.id, paramValue(node, params));
+  }
+  for (const name of Object.keys(params)) {
+    const node = graph.names().get(name);
+    if (node === undefined || graph.nodes[node]!.op !== 'param') {
+      throw new InputError(`${where}: '${name}' is not a parameter of the graph`, {
+        node: name,
+        expected: graph.params().map((n) => n.name),
+      });
+    }
+  }
+  return out;
+}
+
 export function resolveShape(shape: Shape, bindings: Bindings, where: string): number[] {
   return shape.map((d: Dim) => {
     if (typeof d === 'number') return d;
@@ -141,19 +168,21 @@ export function resolveAttrs(def: OpDef, attrs: Attrs, bindings: Bindings): Attr
 }
 
 /**
- * Computes one non-leaf node from its input values. The result is checked against the node's
- * declared dtype and shape, so a custom op that lies about its shape is caught where it happens.
+ * Computes one non-leaf node from its input values, in the run `run` (Note [run context] in
+ * src/ops/step-key.ts). The result is checked against the node's declared dtype and shape, so a
+ * custom op that lies about its shape is caught where it happens.
  */
 export function computeNode(
   node: Node,
   inputs: readonly Tensor[],
   bindings: Bindings,
+  run: RunContext,
   def: OpDef = getOp(node.op),
 ): Tensor {
   const attrs = resolveAttrs(def, node.attrs, bindings);
   let out: Tensor;
   try {
-    out = def.forward(inputs, attrs);
+    out = def.forward(inputs, attrs, run);
   } catch (err) {
     if (err instanceof Error && 'context' in err) {
       (err as { context: Record<string, unknown> }).context.node ??= label(node);

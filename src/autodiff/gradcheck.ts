@@ -2,10 +2,11 @@ import { GradientError } from '../errors.ts';
 import { GraphBuilder } from '../graph/builder.ts';
 import { castGraph, castTensors } from '../graph/cast.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
+import type { RunContext } from '../ops/op.ts';
 import { Rng } from '../tensor/rng.ts';
 import { cast, type Tensor } from '../tensor/tensor.ts';
 import { own } from '../util/names.ts';
-import { evaluate, valueAndGrad } from './engine.ts';
+import { evaluate, TRAINING_RUN, valueAndGrad } from './engine.ts';
 import type { TensorMap } from './forward.ts';
 
 /** What `gradcheck` checks and how closely. */
@@ -29,6 +30,11 @@ export interface GradcheckOptions {
   rtol?: number;
   /** Seeds the random projection of a non-scalar output (default 7). */
   seed?: number;
+  /**
+   * The run both sides compute in (Note [run context] in src/ops/step-key.ts): default a training
+   * step, so dropout checks with the mask that step draws.
+   */
+  run?: RunContext;
 }
 
 /** One element whose analytic gradient and central difference disagree. */
@@ -83,12 +89,14 @@ export function gradcheck(graph: Graph, options: GradcheckOptions): GradcheckRep
   }
   b.output('gradcheck:objective', objective);
   const graph2 = b.build();
+  const run = options.run ?? TRAINING_RUN;
   const { grads } = valueAndGrad(graph2, { loss: 'gradcheck:objective', wrt, onWarning: () => {} })(
     feeds,
     params,
+    { run },
   );
   const f = (fd: TensorMap, pm: TensorMap) =>
-    evaluate(graph2, fd, pm, ['gradcheck:objective'])['gradcheck:objective']!.item();
+    evaluate(graph2, fd, pm, ['gradcheck:objective'], run)['gradcheck:objective']!.item();
 
   const failures: GradcheckFailure[] = [];
   let maxAbsError = 0;

@@ -41,6 +41,8 @@ export interface SplitOptions {
   replicas?: number;
   /** Microbatches per replica (default 1). */
   microbatches?: number;
+  /** The inputs fed and cut (default: every input of the graph). */
+  inputs?: readonly Node[];
 }
 
 /** The sizes of `shards` contiguous shards of a batch: as equal as possible, the larger ones first. */
@@ -78,7 +80,7 @@ export function shardLayout(
     if (!Number.isInteger(v) || v < 1)
       throw new InputError(`${k}: expected an integer >= 1, found ${v}`, { expected: '>= 1', found: v });
   }
-  const inputs = graph.inputs();
+  const inputs = options.inputs ?? graph.inputs();
   const batchSymbols = new Set(
     inputs.map((n) => n.shape[0]).filter((d): d is string => typeof d === 'string'),
   );
@@ -126,8 +128,8 @@ export function shardLayout(
  * so every shard owns its tensors). Every input must be fed, and every feed must be an input.
  */
 export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions = {}): BatchShard[] {
-  const inputs = graph.inputs();
-  checkFeedNames(inputs, feeds);
+  const inputs = options.inputs ?? graph.inputs();
+  checkFeedNames(graph.inputs(), feeds);
   const bindings = bindFeeds(inputs, feeds);
   const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
   return shards.map((place) => {
@@ -211,13 +213,15 @@ export interface ReferenceStepResult {
 /**
  * The oracle for a distributed step: the reference engine run on each shard with its seed, the
  * gradients summed replica by replica, microbatch by microbatch (Note [gradient sum order] in
- * src/actor/param-actor.ts). The actor runtime must give these numbers bit for bit.
+ * src/actor/param-actor.ts), each shard in its run context (Note [run context] in
+ * src/ops/step-key.ts): training step `step` (default 1, the runtime's first), its microbatch and
+ * replica. The actor runtime must give these numbers bit for bit.
  */
 export function referenceStep(
   graph: Graph,
   feeds: TensorMap,
   params: TensorMap,
-  options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[] } = {},
+  options: SplitOptions & { loss?: NodeRef; wrt?: readonly NodeRef[]; step?: number } = {},
 ): ReferenceStepResult {
   const fn = valueAndGrad(graph, {
     loss: options.loss ?? 'loss',
@@ -239,7 +243,10 @@ export function referenceStep(
     for (let m = 0; m < microbatches; m++) {
       const shard = shards[r * microbatches + m]!;
       const lossDtype: DType = graph.node(options.loss ?? 'loss').dtype;
-      const { value, grads } = fn(shard.feeds, params, { seed: scalar(shard.scale, lossDtype) });
+      const { value, grads } = fn(shard.feeds, params, {
+        seed: scalar(shard.scale, lossDtype),
+        run: { step: options.step ?? 1, microbatch: m, replica: r, training: true },
+      });
       for (const [name, list] of parts) {
         list.push(grads[name]!);
         delete grads[name];

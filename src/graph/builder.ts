@@ -53,6 +53,10 @@ export class GraphBuilder extends Ops<Node> {
     return this.nodes.length;
   }
 
+  protected override nextId(): number {
+    return this.nodes.length;
+  }
+
   /** A node of this builder by id or name (or output name). */
   node(ref: number | string): Node {
     const id =

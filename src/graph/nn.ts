@@ -4,7 +4,7 @@ import { InputError, ShapeError } from '../errors.ts';
 import type { Conv2dOptions, Pair } from '../ops/ops.ts';
 import type { Initializer } from '../tensor/init.ts';
 import { normalizeAxes } from '../tensor/shape.ts';
-import { type DType, tensor } from '../tensor/tensor.ts';
+import { type DType, type Tensor, tensor } from '../tensor/tensor.ts';
 import type { GraphBuilder } from './builder.ts';
 import type { Node } from './graph.ts';
 
@@ -223,4 +223,137 @@ export function causalMask(b: GraphBuilder, size: number, dtype: DType = 'float3
   }
   const values = Array.from({ length: size * size }, (_, k) => (k % size <= Math.floor(k / size) ? 1 : 0));
   return b.const(tensor(values, { shape: [size, size], dtype }));
+}
+
+export interface PositionalEmbeddingOptions {
+  /** The table is the parameter `${name}.table` [maxLength, dim]. */
+  name: string;
+  /** Rows of the table (default: the input's length); an input of length T reads the first T. */
+  maxLength?: number;
+  /** Default normal(0, 0.02), as GPT-2's. */
+  init?: Initializer;
+}
+
+/** x [..., T, dim] plus a learned embedding per position: row t of the table added at position t. */
+export function positionalEmbedding(b: GraphBuilder, x: Node, options: PositionalEmbeddingOptions): Node {
+  const { name } = options;
+  const rank = b.shapeOf(x).length;
+  if (rank < 2) {
+    throw new ShapeError(
+      `positionalEmbedding '${name}': input has shape [${b.shapeOf(x).join(',')}], expected [..., length, dim]`,
+      { node: name, expected: 'rank >= 2', found: b.shapeOf(x) },
+    );
+  }
+  const length = concreteDim(b, x, rank - 2, 'positionalEmbedding', name);
+  const dim = concreteDim(b, x, rank - 1, 'positionalEmbedding', name);
+  const rows = options.maxLength ?? length;
+  if (!Number.isInteger(rows) || rows < length) {
+    throw new InputError(
+      `positionalEmbedding '${name}': maxLength must be an integer >= the input's length ${length}, found ${rows}`,
+      { node: name, expected: `>= ${length}`, found: rows },
+    );
+  }
+  const init = options.init ?? { kind: 'normal', mean: 0, std: 0.02 };
+  const table = b.param(`${name}.table`, [rows, dim], { init, dtype: b.dtypeOf(x) });
+  return b.add(x, rows === length ? table : b.slice(table, [0, 0], [length, dim]));
+}
+
+// Note [causal mask]
+// Attention that may not look ahead adds, to the scores of query t and key s > t, a large negative
+// number: softmax then gives those keys a weight of exactly 0 (exp underflows), and so no gradient.
+// It is -1e9, not -Infinity, so that every value stays finite (anomaly mode reports infinities).
+// The mask is a constant [T, T] built here, until comparison and where ops can build it in the graph.
+
+/** The additive causal bias [length, length]: 0 on and below the diagonal, -1e9 above (Note [causal mask]). */
+export function causalBias(length: number, dtype: DType = 'float32'): Tensor {
+  return tensor(
+    Array.from({ length: length * length }, (_, i) => (i % length > Math.floor(i / length) ? -1e9 : 0)),
+    { shape: [length, length], dtype },
+  );
+}
+
+export interface AttentionOptions {
+  /** Prefix of the parameters: projections `${name}.q`, `.k`, `.v`, `.o` (dense layers with biases). */
+  name: string;
+  heads: number;
+  /** Each position attends to itself and earlier ones only (Note [causal mask]). Default false. */
+  causal?: boolean;
+  /** Added to the scores [..., heads, T, T] (broadcast): a padding mask, say, of 0 and -1e9. */
+  mask?: Node;
+  /** Dropout on the attention weights (default 0). */
+  dropout?: number;
+}
+
+/**
+ * Multi-head scaled dot-product attention over x [B, T, dim] (self-attention): per head,
+ * softmax(q k^T / sqrt(dim / heads) + mask) v, the heads concatenated and projected back to dim.
+ * Built from matmul, reshape, transpose, softmax and dropout, so it needs no gradient of its own.
+ */
+export function multiHeadAttention(b: GraphBuilder, x: Node, options: AttentionOptions): Node {
+  const { name, heads, causal = false, dropout = 0 } = options;
+  const shape = b.shapeOf(x);
+  if (shape.length !== 3) {
+    throw new ShapeError(
+      `multiHeadAttention '${name}': input has shape [${shape.join(',')}], expected [batch, length, dim]`,
+      { node: name, expected: 'rank 3', found: shape },
+    );
+  }
+  const length = concreteDim(b, x, 1, 'multiHeadAttention', name);
+  const dim = concreteDim(b, x, 2, 'multiHeadAttention', name);
+  if (!Number.isInteger(heads) || heads < 1 || dim % heads !== 0) {
+    throw new InputError(
+      `multiHeadAttention '${name}': heads must be an integer >= 1 dividing the dimension ${dim}, found ${heads}`,
+      { node: name, expected: `a divisor of ${dim}`, found: heads },
+    );
+  }
+  const batch = shape[0]!;
+  const head = dim / heads;
+  // [B, T, dim] -> [B, heads, T, head], and back.
+  const split = (t: Node) => b.transpose(b.reshape(t, [batch, length, heads, head]), [0, 2, 1, 3]);
+  const q = split(dense(b, x, dim, { name: `${name}.q` }));
+  const k = split(dense(b, x, dim, { name: `${name}.k` }));
+  const v = split(dense(b, x, dim, { name: `${name}.v` }));
+  let scores = b.mul(b.matmul(q, k, { transB: true }), 1 / Math.sqrt(head));
+  if (causal) scores = b.add(scores, b.const(causalBias(length, b.dtypeOf(x))));
+  if (options.mask !== undefined) scores = b.add(scores, options.mask);
+  let weights = b.softmax(scores, -1);
+  if (dropout > 0) weights = b.dropout(weights, dropout);
+  const joined = b.reshape(b.transpose(b.matmul(weights, v), [0, 2, 1, 3]), [batch, length, dim]);
+  return dense(b, joined, dim, { name: `${name}.o` });
+}
+
+export interface TransformerBlockOptions {
+  /** Prefix of the parameters: `${name}.ln1`, `.attn`, `.ln2`, `.mlp.0`, `.mlp.1`. */
+  name: string;
+  heads: number;
+  /** Width of the MLP's hidden layer (default 4 x dim). */
+  hidden?: number;
+  causal?: boolean;
+  /** Dropout on the attention weights and on each residual branch (default 0). */
+  dropout?: number;
+  /** The layer norms' epsilon (default 1e-5). */
+  eps?: number;
+}
+
+/**
+ * A pre-norm transformer block over x [B, T, dim], as GPT-2's: x + attention(layerNorm(x)), then
+ * h + mlp(layerNorm(h)) with a GELU MLP dim -> hidden -> dim, dropout on each branch before its residual.
+ */
+export function transformerBlock(b: GraphBuilder, x: Node, options: TransformerBlockOptions): Node {
+  const { name, heads, causal = false, dropout = 0, eps = 1e-5 } = options;
+  const dim = concreteDim(b, x, b.shapeOf(x).length - 1, 'transformerBlock', name);
+  const hidden = options.hidden ?? 4 * dim;
+  const branch = (y: Node) => (dropout > 0 ? b.dropout(y, dropout) : y);
+  const attended = multiHeadAttention(b, layerNorm(b, x, { name: `${name}.ln1`, eps }), {
+    name: `${name}.attn`,
+    heads,
+    causal,
+    dropout,
+  });
+  const h = b.add(x, branch(attended));
+  const up = dense(b, layerNorm(b, h, { name: `${name}.ln2`, eps }), hidden, {
+    name: `${name}.mlp.0`,
+    activation: 'gelu',
+  });
+  return b.add(h, branch(dense(b, up, dim, { name: `${name}.mlp.1` })));
 }

@@ -19,6 +19,16 @@ export const ATTR_KINDS = {
   finite: { expected: 'a finite number', ok: (v: unknown) => typeof v === 'number' && Number.isFinite(v) },
   /** An axis as ops store it, in [0, rank) (the `Ops` methods normalize negative ones). */
   axis: { expected: 'an integer axis', ok: (v: unknown) => Number.isInteger(v) },
+  /** A probability that excludes certainty, as a dropout rate is. */
+  fraction: {
+    expected: 'a number in [0, 1)',
+    ok: (v: unknown) => typeof v === 'number' && v >= 0 && v < 1,
+  },
+  /** A word of a random key (Note [run context] in step-key.ts). */
+  uint32: {
+    expected: 'an integer in [0, 2^32)',
+    ok: (v: unknown) => Number.isInteger(v) && (v as number) >= 0 && (v as number) < 2 ** 32,
+  },
   count: { expected: 'an integer >= 1', ok: (v: unknown) => Number.isInteger(v) && (v as number) >= 1 },
   integers: {
     expected: 'an array of integers',

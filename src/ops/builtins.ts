@@ -9,6 +9,7 @@ import { concat } from './concat.ts';
 import { conv2d, conv2dInputGrad, conv2dWeightGrad } from './conv2d.ts';
 import { dimSize } from './dim-size.ts';
 import { div } from './div.ts';
+import { dropout } from './dropout.ts';
 import { erf } from './erf.ts';
 import { exp } from './exp.ts';
 import { gather } from './gather.ts';
@@ -40,6 +41,7 @@ import { softmax } from './softmax.ts';
 import { softmaxCrossEntropy, softmaxCrossEntropyGrad } from './softmax-cross-entropy.ts';
 import { sqrt } from './sqrt.ts';
 import { square } from './square.ts';
+import { stepKey } from './step-key.ts';
 import { stopGradient } from './stop-gradient.ts';
 import { sub } from './sub.ts';
 import { sum } from './sum.ts';
@@ -103,6 +105,8 @@ export const builtinOps: readonly OpDef<Attrs>[] = [
   maxPool2dSelect,
   avgPool2d,
   avgPool2dGrad,
+  stepKey,
+  dropout,
 ] as unknown as readonly OpDef<Attrs>[];
 
 for (const op of builtinOps) defineOp(op);

@@ -3,21 +3,22 @@ import type { Shape } from '../tensor/shape.ts';
 import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { checkArity } from './arity.ts';
 import { inferType } from './attrs.ts';
-import type { Attrs } from './op.ts';
+import { type Attrs, EVAL_RUN } from './op.ts';
 import { Ops } from './ops.ts';
 import { getOp } from './registry.ts';
 import './builtins.ts';
 
 /**
  * Ops on tensors, computed at once: the eager side of the ops interface. `eager.add(a, b)` runs the
- * registered op's shape rule (for its errors) and forward.
+ * registered op's shape rule (for its errors) and forward, outside any step (evaluation mode: a
+ * `stepKey` says so, and dropout with it is the identity).
  */
 export class EagerOps extends Ops<Tensor> {
   apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
     const def = getOp(op);
     checkArity(def, inputs.length);
     const info = inferType(def, inputs, attrs);
-    const out = def.forward(inputs, attrs);
+    const out = def.forward(inputs, attrs, EVAL_RUN);
     if (
       out.dtype !== info.dtype ||
       out.shape.length !== info.shape.length ||

@@ -6,6 +6,21 @@ import type { Ops } from './ops.ts';
 /** Op attributes: plain, serializable data (numbers, booleans, strings, arrays of them, tensors for const). */
 export type Attrs = Readonly<Record<string, unknown>>;
 
+/**
+ * What a forward may know of the run that calls it: the step, the shard (microbatch and replica),
+ * and whether it trains or evaluates. Every engine passes one; only `stepKey` reads it (Note [run
+ * context] in step-key.ts).
+ */
+export interface RunContext {
+  readonly step: number;
+  readonly microbatch: number;
+  readonly replica: number;
+  readonly training: boolean;
+}
+
+/** Evaluation outside any step: what `evaluate`, `predict` and the eager ops run with. */
+export const EVAL_RUN: RunContext = Object.freeze({ step: 0, microbatch: 0, replica: 0, training: false });
+
 /** What shape rules see of a value: its (possibly symbolic) shape and dtype. */
 export interface TypeInfo {
   /** The shape (dimensions may be symbolic names). */
@@ -74,8 +89,8 @@ export interface OpDef<A extends Attrs = Attrs> {
   readonly shapeAttrs?: readonly string[];
   /** The shape rule: checks inputs and attributes, throws a ShapeError saying what was expected. */
   infer(inputs: readonly TypeInfo[], attrs: A): TypeInfo;
-  /** Computes the output from the input tensors (their shapes already checked by `infer`). */
-  forward(inputs: readonly Tensor[], attrs: A): Tensor;
+  /** Computes the output from the input tensors (their shapes already checked by `infer`), in a run's context. */
+  forward(inputs: readonly Tensor[], attrs: A, run: RunContext): Tensor;
   /** What the backward keeps per microbatch. */
   readonly saves: Saves;
   /** Absent for ops no gradient flows through (comparisons, oneHot, ...). */

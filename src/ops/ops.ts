@@ -14,6 +14,15 @@ const copied = <V>(v: readonly V[]): V[] => (Array.isArray(v) ? [...v] : (v as V
  * Options of `matmul`: which operand to use transposed (over its last two axes), without
  * transposing it in memory.
  */
+export interface DropoutOptions<T> {
+  /** The first word of the Philox key (default 0). */
+  seed?: number;
+  /** The second: which random stream (default: the dropout node's id where values are graph nodes, else 0). */
+  stream?: number;
+  /** The key [step, microbatch, replica, training]: default a new `stepKey` (the run's own). */
+  key?: T;
+}
+
 export interface MatmulOptions {
   /** Use `a` transposed (default false). */
   transA?: boolean;
@@ -376,6 +385,22 @@ export abstract class Ops<T> {
     });
   }
 
+  /**
+   * Inverted dropout: in training each element is zeroed with probability `rate` and the others are
+   * scaled by 1 / (1 - rate); in evaluation, the identity. Its mask is a function of the key and the
+   * element's index, the same on every engine and worker (Note [run context] in step-key.ts).
+   */
+  dropout(x: T, rate: number, options: DropoutOptions<T> = {}): T {
+    // Only what is absent takes its default: anything else goes to the attribute check as it is.
+    const key = options.key === undefined ? this.apply('stepKey', []) : options.key;
+    const seed = options.seed === undefined ? 0 : options.seed;
+    const stream = options.stream === undefined ? this.nextId() : options.stream;
+    return this.apply('dropout', [x, key], { rate, seed, stream });
+  }
+  /** The id the next value gets where values are graph nodes (a dropout's default stream); 0 elsewhere. */
+  protected nextId(): number {
+    return 0;
+  }
   /** The identity forward, no gradient backward. */
   stopGradient(x: T): T {
     return this.apply('stopGradient', [x]);

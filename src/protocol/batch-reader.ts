@@ -22,6 +22,7 @@ const TO_COORDINATOR = kinds(
   'loss',
   'grad',
   'inputGrad',
+  'output',
   'gradNorm',
   'failed',
   'failpoint',
@@ -183,7 +184,8 @@ class Rows {
       }
       case 'feed':
       case 'activation':
-      case 'inputGrad': {
+      case 'inputGrad':
+      case 'output': {
         const mb = this.mb();
         const replica = this.int(ROW.REPLICA, 'replica', 0, replicas);
         return {

@@ -42,6 +42,7 @@ export const KIND_CODES = {
   updated: 12,
   inputGrad: 13,
   credit: 14,
+  output: 15,
 } as const satisfies Record<MessageKind, number>;
 export const KINDS = Object.keys(KIND_CODES) as MessageKind[];
 const CODE: Record<MessageKind, number> = KIND_CODES;
@@ -100,6 +101,7 @@ export class BatchWriter {
       case 'feed':
       case 'activation':
       case 'inputGrad':
+      case 'output':
         this.ids(this.tensor(m), m.step, m.mb, m.replica, m.node, 0, 0);
         break;
       case 'param':

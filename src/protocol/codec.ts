@@ -153,8 +153,14 @@ export const OBJECT_MESSAGES: {
   >;
 } = {
   start: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'microbatches', 'shards']);
+    c.record(m, ['kind', 'step', 'microbatches', 'shards'], ['trainingStep', 'outputs']);
     stepField(c, m.step);
+    if (m.trainingStep !== undefined) c.int(m.trainingStep, 'trainingStep', 0, 2 ** 32);
+    if (m.outputs !== undefined) {
+      if (!Array.isArray(m.outputs) || m.outputs.length > l.nodes)
+        c.fail('outputs: an array of node ids', m.outputs);
+      for (const [i, id] of (m.outputs as unknown[]).entries()) c.int(id, `outputs[${i}]`, 0, l.nodes);
+    }
     const microbatches = c.int(m.microbatches, 'microbatches', 1, 2 ** 24);
     if (!Array.isArray(m.shards)) c.fail('shards: an array', m.shards);
     const shards = (m.shards as unknown[]).map((s, i) => {

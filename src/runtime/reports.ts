@@ -2,13 +2,16 @@ import type { ErrorReport, Report } from '../actor/messages.ts';
 import { MemoryBudgetError, WorkerError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { DeferredUpdates } from './deferred-update.ts';
+import type { Inference } from './infer.ts';
 import type { StepState } from './step.ts';
 
 /** What report handlers see of the coordinator. */
 export interface ReportTarget {
   readonly microbatches: number;
-  /** The step in flight, when it is step `step`. */
+  /** The training step in flight, when it is step `step`. */
   inFlight(step: number): StepState | null;
+  /** The inference in flight, when it is step `step` (Note [inference steps]). */
+  inference(step: number): Inference | null;
   /** The last step's update (Note [deferred update]). */
   readonly updates: DeferredUpdates;
   /** The step may be complete now. */
@@ -51,6 +54,9 @@ export const REPORTS: Handlers = {
     state.inputReports++;
     t.maybeFinish(state);
   },
+  output(t, _, r) {
+    t.inference(r.step)?.receive(r.mb, r.replica, r.node, r.tensor);
+  },
   gradNorm(t, _, r) {
     const state = t.inFlight(r.step);
     if (state === null) return;
@@ -73,7 +79,8 @@ export const REPORTS: Handlers = {
       }
     }
     if (phase === 'receive') t.refused(workerError(worker, r.error));
-    else if (t.inFlight(r.step) !== null) t.fail(workerError(worker, r.error), false);
+    else if (t.inFlight(r.step) !== null || t.inference(r.step) !== null)
+      t.fail(workerError(worker, r.error), false);
   },
   updated(t, _, r) {
     t.updates.acknowledge(r.step);

@@ -1,30 +1,32 @@
 import type { Failpoint } from '../actor/failpoint.ts';
 import type { HostStats } from '../actor/host.ts';
-import type { Report } from '../actor/messages.ts';
-import { bindFeeds, paramValue, type TensorMap } from '../autodiff/forward.ts';
+import { bindFeeds, paramValues, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import { warnDisconnected } from '../autodiff/plan.ts';
-import { BackflowError, InputError, RuntimeClosedError, ScheduleError, WorkerError } from '../errors.ts';
+import { BackflowError, RuntimeClosedError, ScheduleError, WorkerError } from '../errors.ts';
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
-import { checkLr, clipScale, makeOptimizer } from '../optim/spec.ts';
+import { clipScale, makeOptimizer } from '../optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
-import { own } from '../util/names.ts';
 import { checkWorkerCount, hostLimits } from './budget.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
+import { Inference, type InferOptions, inferMessages, inferRequest } from './infer.ts';
 import { checkRuntimeOptions, type RuntimeOptions } from './options.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.ts';
 import { handleReport, type ReportTarget } from './reports.ts';
 import {
+  checkStepOptions,
   feedMessages,
   isComplete,
   rateOf,
+  type Settle,
+  type StepLaunch,
   type StepOptions,
   type StepResult,
   type StepRules,
@@ -43,7 +45,8 @@ export type { StepOptions, StepResult } from './step.ts';
 /**
  * The coordinator: compiles the plan, starts the hosts, and runs steps. A step splits the batch into
  * shards, feeds the input actors, and resolves when every shard's loss and every parameter's
- * gradient has been reported. Any failure rejects it with a typed error. Parameters change only
+ * gradient has been reported; an inference step (`infer`) runs the forward only and resolves with
+ * the outputs it asked for. Any failure rejects it with a typed error. Parameters change only
  * through `setParams` and, with an optimizer, through the update that follows a step that succeeded.
  */
 export class Runtime {
@@ -56,7 +59,9 @@ export class Runtime {
   /** What every step is fed, waits for and finishes with. */
   private readonly rules: StepRules;
   private stepIndex = 0;
-  private current: StepState | null = null;
+  /** The last training step's number for random ops (Note [run context]). */
+  private trainingStep = 0;
+  private current: StepState | Inference | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private broken: Error | null = null;
@@ -85,7 +90,8 @@ export class Runtime {
     this.reports = {
       microbatches: this.rules.microbatches,
       updates: this.updates,
-      inFlight: (step) => (this.current !== null && this.current.step === step ? this.current : null),
+      inFlight: (step) => (this.current?.step === step && 'losses' in this.current ? this.current : null),
+      inference: (step) => (this.current?.step === step && 'receive' in this.current ? this.current : null),
       maybeFinish: (state) => this.maybeFinish(state),
       fail: (error, fatal) => void this.fail(error, fatal),
       refused: (error) => {
@@ -141,10 +147,10 @@ export class Runtime {
     const pipeline = schedule === null || actions === null ? null : { schedule: schedule.schedule, actions };
     const limits = hostLimits(plan, options, pipeline);
     const params = options.params ?? initParams(graph, options.seed ?? 0);
-    const values = checkedParams(plan, params);
+    const values = paramValues(plan.graph, params, 'createRuntime: params');
     let runtime: Runtime | null = null;
     const events: ClusterEvents = {
-      report: (worker, report) => runtime?.onReport(worker, report),
+      report: (worker, report) => runtime !== null && handleReport(runtime.reports, worker, report),
       failure: (error) => runtime?.fail(error, true),
       failpoint: (worker, action, task) => options.onFailpoint?.(worker, action, task),
     };
@@ -174,31 +180,17 @@ export class Runtime {
   /** Runs one training step on a batch: forward and backward of every shard, gradients summed. */
   step(feeds: TensorMap, options: StepOptions = {}): Promise<StepResult> {
     try {
-      if (options.lr !== undefined) checkLr(options.lr, 'step: options.lr');
+      checkStepOptions(options);
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.queue.then(() => this.runStep(feeds, options.lr));
-    this.queue = run.catch(() => {});
-    return run;
-  }
-
-  private runStep(feeds: TensorMap, lr: number | undefined): Promise<StepResult> {
-    if (this.closed) return Promise.reject(new RuntimeClosedError('step: the runtime is closed'));
-    if (this.broken) return Promise.reject(this.brokenError('step'));
-    if (this.refusal !== null) {
-      const refusal = this.refusal;
-      this.refusal = null;
-      return Promise.reject(refusal);
-    }
-    const microbatches = this.rules.microbatches;
-    const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
-    const step = ++this.stepIndex;
-    const start = stepStart(step, microbatches, shards);
-    return new Promise<StepResult>((resolve, reject) => {
+    return this.enqueue<StepResult>('step', (step, settle) => {
+      const microbatches = this.rules.microbatches;
+      const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
+      this.trainingStep = options.step ?? this.trainingStep + 1;
       const state: StepState = {
         step,
-        lr,
+        lr: options.lr,
         losses: new Map(),
         grads: new Map(),
         inputGrads: new Map(),
@@ -208,32 +200,71 @@ export class Runtime {
         anomalies: [],
         finishing: false,
         expectedLosses: shards.length,
-        resolve,
-        reject,
+        ...settle,
         started: performance.now(),
         origin: wallClock(),
         shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, scale: s.scale })),
       };
-      this.current = state;
-      const timeout = this.stepTimeoutMs;
-      const timer = setTimeout(() => void this.timeout(state), timeout);
-      const done = () => clearTimeout(timer);
-      state.resolve = (r) => {
-        done();
-        resolve(r);
-      };
-      state.reject = (e) => {
-        done();
-        reject(e);
-      };
-      this.cluster.startStep(start);
-      for (const [w, messages] of feedMessages(this.rules, step, shards)) this.cluster.send(w, messages);
+      const start = stepStart(step, microbatches, shards, this.trainingStep);
+      return { state, start, feeds: feedMessages(this.rules, step, shards) };
     });
   }
 
-  /** A host's report, to its handler (reports.ts). */
-  private onReport(worker: number, report: Report<Tensor>): void {
-    handleReport(this.reports, worker, report);
+  /**
+   * Runs the forward only, in evaluation mode, on the hosts (Note [inference steps]): the values of
+   * `outputs` (default: every output of the graph but the loss) for the whole batch.
+   */
+  infer(feeds: TensorMap, options: InferOptions = {}): Promise<Record<string, Tensor>> {
+    return this.enqueue<Record<string, Tensor>>('infer', (step, settle) => {
+      const request = inferRequest(this.rules, feeds, options);
+      // Its trace is taken and dropped: the next step's trace is that step's own.
+      const resolve = this.options.trace
+        ? (v: Record<string, Tensor>) =>
+            void this.cluster.takeTrace().then(() => settle.resolve(v), settle.reject)
+        : settle.resolve;
+      const state = new Inference(step, request, this.rules.microbatches, resolve, settle.reject);
+      return { state, ...inferMessages(this.rules, request, step) };
+    });
+  }
+
+  /**
+   * Runs a step after those before it: `begin` makes its state (settled by `settle`, which also
+   * disarms its deadline) and the messages that start it on the hosts.
+   */
+  private enqueue<R>(what: string, begin: (step: number, settle: Settle<R>) => StepLaunch): Promise<R> {
+    const run = this.queue.then(() => {
+      if (this.closed) throw new RuntimeClosedError(`${what}: the runtime is closed`);
+      if (this.broken) throw this.brokenError(what);
+      if (this.refusal !== null) {
+        // An envelope refused between steps fails the next one (Note [refused envelopes]).
+        const refusal = this.refusal;
+        this.refusal = null;
+        throw refusal;
+      }
+      return new Promise<R>((resolve, reject) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const disarm = () => {
+          clearTimeout(timer);
+          if (this.current === begun.state) this.current = null;
+        };
+        const begun = begin(++this.stepIndex, {
+          resolve: (r) => {
+            disarm();
+            resolve(r);
+          },
+          reject: (e) => {
+            disarm();
+            reject(e);
+          },
+        });
+        this.current = begun.state;
+        timer = setTimeout(() => void this.timeout(begun.state), this.stepTimeoutMs);
+        this.cluster.startStep(begun.start);
+        for (const [w, messages] of begun.feeds) this.cluster.send(w, messages);
+      });
+    });
+    this.queue = run.catch(() => {});
+    return run;
   }
 
   private maybeFinish(state: StepState): void {
@@ -290,7 +321,7 @@ export class Runtime {
   }
 
   /** A missed deadline fails the step; a host that does not answer then breaks the runtime (Note [silent hosts]). */
-  private async timeout(state: StepState): Promise<void> {
+  private async timeout(state: StepState | Inference): Promise<void> {
     if (this.current !== state) return;
     this.current = null;
     let waiting: WaitingList = Object.assign([], { silent: [] });
@@ -338,7 +369,7 @@ export class Runtime {
   async setParams(params: TensorMap): Promise<void> {
     this.assertOpen('setParams');
     await this.settled('setParams');
-    const values = checkedParams(this.plan, params, true);
+    const values = paramValues(this.graph, params, 'setParams', true);
     await this.cluster.setParams(values);
   }
 
@@ -405,23 +436,4 @@ export class Runtime {
  */
 export function createRuntime(graph: Graph, options: RuntimeOptions): Promise<Runtime> {
   return Runtime.create(graph, options);
-}
-
-function checkedParams(plan: Plan, params: TensorMap, partial = false): Map<number, Tensor> {
-  const out = new Map<number, Tensor>();
-  for (const node of plan.graph.params()) {
-    if (partial && own(params, node.name!) === undefined) continue;
-    // Checked, not copied: every cluster's setParams gives the hosts copies (the caller keeps its tensors).
-    out.set(node.id, paramValue(node, params));
-  }
-  for (const name of Object.keys(params)) {
-    const node = plan.graph.names().get(name);
-    if (node === undefined || plan.graph.nodes[node]!.op !== 'param') {
-      throw new InputError(`setParams: '${name}' is not a parameter of the graph`, {
-        node: name,
-        expected: plan.graph.params().map((n) => n.name),
-      });
-    }
-  }
-  return out;
 }

@@ -2,7 +2,7 @@ import type { Message } from '../actor/host.ts';
 import type { Report, StepStart } from '../actor/messages.ts';
 import { resolveShape } from '../autodiff/forward.ts';
 import { type BatchShard, joinShardGradients } from '../autodiff/microbatch.ts';
-import { NonFiniteError, StepTimeoutError } from '../errors.ts';
+import { fmtFound, InputError, NonFiniteError, StepTimeoutError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
 import type { LrSchedule } from '../optim/schedule.ts';
 import { checkLr, globalNormOf, sumOfSquares } from '../optim/spec.ts';
@@ -11,6 +11,7 @@ import { type Tensor, zeros } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
 import { dict } from '../util/names.ts';
 import type { Cluster } from './cluster.ts';
+import type { Inference } from './infer.ts';
 
 /**
  * What `Runtime.step` resolves with: the loss, the gradients (or the update's norm and rate when
@@ -43,6 +44,25 @@ export interface StepResult {
 export interface StepOptions {
   /** The learning rate of this step's update (default: the schedule's, else the optimizer's). */
   lr?: number;
+  /**
+   * The training step random ops (dropout) key their draws with (Note [run context] in
+   * src/ops/step-key.ts): default one more than the last step's, from 1. A run resumed from a
+   * checkpoint passes its own count, to draw what the uninterrupted run would have.
+   */
+  step?: number;
+}
+
+/** Refuses step options that are not what StepOptions says, before the step starts (InputError). */
+export function checkStepOptions(options: StepOptions): void {
+  if (options.lr !== undefined) checkLr(options.lr, 'step: options.lr');
+  const step = options.step;
+  if (step !== undefined && !(Number.isInteger(step) && step >= 0 && step < 2 ** 32)) {
+    throw new InputError(`step: options.step: expected an integer in [0, 2^32), found ${fmtFound(step)}`, {
+      option: 'step',
+      expected: 'an integer in [0, 2^32)',
+      found: step,
+    });
+  }
 }
 
 /** What the steps of a runtime are fed, wait for and finish with (fixed when the runtime is made). */
@@ -80,6 +100,19 @@ export function stepRules(
   };
 }
 
+/** How a step settles; settling also disarms its deadline. */
+export interface Settle<R> {
+  resolve(r: R): void;
+  reject(e: Error): void;
+}
+
+/** A step about to start: its state as the coordinator tracks it, and the messages that start it. */
+export interface StepLaunch {
+  readonly state: StepState | Inference;
+  readonly start: StepStart;
+  readonly feeds: Map<number, Message[]>;
+}
+
 export type AnomalyReport = Extract<Report<Tensor>, { kind: 'anomaly' }>;
 
 /** A step in flight, as the coordinator sees it: what the hosts have reported so far. */
@@ -110,23 +143,30 @@ export interface StepState {
 export type StepOutcome = Pick<StepResult, 'loss' | 'grads' | 'gradNorm' | 'skipped'>;
 
 /** The step start every host gets before the step's data. */
-export function stepStart(step: number, microbatches: number, shards: readonly BatchShard[]): StepStart {
+export function stepStart(
+  step: number,
+  microbatches: number,
+  shards: readonly BatchShard[],
+  trainingStep: number,
+): StepStart {
   return {
     step,
+    trainingStep,
     microbatches,
     shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
   };
 }
 
-/** The feeds of a step's input actors, by the worker that holds them. */
+/** The feeds of a step's input actors (default: those the loss needs), by the worker that holds them. */
 export function feedMessages(
   rules: StepRules,
   step: number,
   shards: readonly BatchShard[],
+  inputs: readonly Node[] = rules.fedInputs,
 ): Map<number, Message[]> {
   const perWorker = new Map<number, Message[]>();
   for (const shard of shards) {
-    for (const node of rules.fedInputs) {
+    for (const node of inputs) {
       const w = rules.plan.placement[shard.replica]![node.id]!;
       const list = perWorker.get(w) ?? [];
       list.push({
@@ -268,7 +308,7 @@ function firstAnomaly(reports: AnomalyReport[], graph: Graph): Anomaly | null {
  * not answer, which are stopped (Note [silent hosts]).
  */
 export function timeoutError(
-  state: StepState,
+  state: { readonly step: number },
   waiting: Awaited<ReturnType<Cluster['waiting']>>,
   timeoutMs: number,
 ): StepTimeoutError {

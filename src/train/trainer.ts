@@ -273,7 +273,8 @@ export class Trainer {
       let steps = 0;
       let samples = 0;
       for (const batch of batches) {
-        const out = await runtime.step({ [x]: batch.x, [y]: batch.y });
+        // The step random ops key their draws with counts the run's steps, across resumes (Note [run context]).
+        const out = await runtime.step({ [x]: batch.x, [y]: batch.y }, { step: this.stepCount + 1 });
         if (out.trace !== undefined) this.lastTrace = out.trace;
         this.stepCount++;
         steps++;

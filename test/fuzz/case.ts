@@ -87,6 +87,11 @@ export interface FuzzCase {
   size: number;
   /** Steps left out (by the shrinker): the others draw what they drew before. */
   skip: number[];
+  /**
+   * The steps draw among the first `ops` ops of the generator (generate.ts, OPS), those there were
+   * when the case was made: ops added since do not change its graph. Absent: all of them.
+   */
+  ops?: number;
   /** The width n of the main input x [B, n]. */
   width: number;
   features: Feature[];

@@ -16,11 +16,17 @@ import { schedulePlacement } from '../../src/schedule/generators.ts';
 import { chunksFor } from '../support/schedules.ts';
 import { FEATURES, type Feature, type FuzzCase, type RunConfig } from './case.ts';
 import { FEATURE_STEPS } from './feature-steps.ts';
-import { OP_STEPS } from './op-steps.ts';
+import { ADDED_OP_STEPS, OP_STEPS } from './op-steps.ts';
 import { CLASSES, type Ctx, type Step } from './step.ts';
 
-/** Every step the generator draws from. The order matters: it fixes what a seed builds. */
-export const STEPS: readonly Step[] = [...OP_STEPS, ...FEATURE_STEPS];
+/**
+ * Every step the generator draws from. The order matters: it fixes what a seed builds, so steps of
+ * new ops are appended (ADDED_OP_STEPS), and a case draws among its first `ops` ops only.
+ */
+export const STEPS: readonly Step[] = [...OP_STEPS, ...FEATURE_STEPS, ...ADDED_OP_STEPS];
+
+/** The ops of STEPS in order of first appearance (FuzzCase.ops counts them). */
+export const OPS: readonly string[] = [...new Set(STEPS.map((s) => s.op))];
 
 export interface BuiltCase {
   graph: Graph;
@@ -43,10 +49,11 @@ const groupOf = (run: FuzzCase['run']) => Math.max(1, Math.floor(run.workers / r
  * Steps are drawn by op first, then among that op's variants, so that an op with many variants is
  * not drawn more often than one with a single variant.
  */
-function eligibleByOp(features: ReadonlySet<Feature>): Step[][] {
+function eligibleByOp(features: ReadonlySet<Feature>, ops: number): Step[][] {
   const byOp = new Map<string, Step[]>();
+  const known = new Set(OPS.slice(0, ops));
   for (const step of STEPS) {
-    if (!(step.needs ?? []).every((f) => features.has(f))) continue;
+    if (!known.has(step.op) || !(step.needs ?? []).every((f) => features.has(f))) continue;
     byOp.set(step.op, [...(byOp.get(step.op) ?? []), step]);
   }
   return [...byOp.values()];
@@ -232,7 +239,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
       ? g.b.onStage(stageOf(part, c.size + 2, stages, v), body)
       : body();
   const inputs = onStage(0, () => g.stem(c.width));
-  const choices = eligibleByOp(features);
+  const choices = eligibleByOp(features, c.ops ?? OPS.length);
   for (let i = 0; i < c.size; i++) {
     g.rng = rngFor(c.seed, i);
     const variants = choices[g.rng.int(choices.length)]!;
@@ -330,6 +337,7 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
     seed,
     size: 4 + rng.int(maxSize - 3),
     skip: [],
+    ops: OPS.length,
     width: 2 + rng.int(3),
     features: FEATURES.filter((f) => features.has(f)),
     run: {

@@ -353,3 +353,32 @@ export const OP_STEPS: readonly Step[] = [
   ...masks,
   ...IMAGE_STEPS,
 ];
+
+/**
+ * Steps of ops registered after the first regressions were recorded. A new op's steps go here, at
+ * the end of STEPS: a case draws among the first `FuzzCase.ops` ops (generate.ts), so a recorded
+ * case keeps building its graph when ops are added.
+ */
+export const ADDED_OP_STEPS: readonly Step[] = [
+  // Dropout draws its mask from the run's key (Note [run context]): the runtime's shards must draw
+  // referenceStep's, on activations and on a parameter (a node fed only by it and its key).
+  { op: 'dropout', build: (c) => c.push(c.b.dropout(c.pick(), oneOf(c, [0.1, 0.5]))) },
+  {
+    op: 'dropout',
+    needs: ['paramConstOnly'],
+    build: (c) => {
+      const v = c.pick();
+      c.push(c.b.matmul(v, c.b.dropout(c.param([widthOf(v), newWidth(c)]), 0.3, { seed: 1 })));
+    },
+  },
+  {
+    // One key read by two dropouts (on other workers, maybe), with different streams.
+    op: 'stepKey',
+    build: (c) => {
+      const key = c.b.apply('stepKey', []);
+      const v = c.pick();
+      const other = c.pickWidth(widthOf(v));
+      c.push(c.b.mul(c.b.dropout(v, 0.5, { key }), c.b.dropout(other, 0.2, { key, seed: 7 })));
+    },
+  },
+];

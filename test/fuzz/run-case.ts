@@ -57,6 +57,8 @@ function referenceRun(c: FuzzCase, built: BuiltCase): ReferenceRun {
       replicas: run.replicas,
       microbatches: run.microbatches,
       wrt: built.wrt,
+      // The runtime's steps count from 1 (Note [run context]).
+      step: s + 1,
     });
     // The global norm and the update are the parameters' (inputs in wrt get a gradient, no update).
     const paramGrads = Object.fromEntries(Object.entries(grads).filter(([k]) => Object.hasOwn(params, k)));

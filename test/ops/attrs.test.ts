@@ -17,6 +17,7 @@ import type { Attrs } from '../../src/ops/op.ts';
  * img [1,4,4,2], a filter k [2,2,2,3], conv2d(img, k)'s cotangent go [1,3,3,3], and a 2x2 pool's
  * pooled [1,2,2,2].
  */
+/** x [2,3], w [3,4], integer indices i [2], updates u [2,3] for a scatter into [5,3], a dropout key k [4]. */
 interface Leaves {
   x: Node;
   w: Node;
@@ -26,6 +27,7 @@ interface Leaves {
   k: Node;
   go: Node;
   pooled: Node;
+  key: Node;
 }
 
 interface Case {
@@ -44,6 +46,7 @@ const AXIS = { wrongKind: [null, 'x', Number.NaN, 1.5, [0], true], misfit: [2, -
 const BOOLEAN = { wrongKind: [null, 'yes', 1, Number.NaN, [true]], misfit: [] };
 const FINITE = { wrongKind: [null, 'x', Number.NaN, Number.POSITIVE_INFINITY, [1], true], misfit: [] };
 const INTEGERS = { wrongKind: [null, 'ab', 5, [0.5, 1], [Number.NaN, 0], [null, 0], [[0], 1]] };
+const WORD = { wrongKind: [null, '1', 1.5, -1, 2 ** 32, Number.NaN, [1], true], misfit: [] };
 const SHAPE = { wrongKind: [null, 'B', 4, [Number.NaN, 3], [1.5, 3], [-2, 3], [null, 3], ['', 3]] };
 
 const PAIR = { wrongKind: [null, 'x', [1], [1, 2, 3], [0, 1], [1.5, 1], [Number.NaN, 1], true] };
@@ -334,6 +337,23 @@ const CASES: Case[] = [
     misfit: [[6, 6]],
   },
   {
+    op: 'dropout',
+    attr: 'rate',
+    call: (b, { x }, v) => b.dropout(x, v),
+    stored: ({ x, key }) => ({ inputs: [x, key], attrs: { rate: 0.5, seed: 0, stream: 0 } }),
+    wrongKind: [null, 'x', Number.NaN, 1, -0.1, 1.5, [0.5], true],
+    misfit: [],
+  },
+  ...(['seed', 'stream'] as const).map(
+    (attr): Case => ({
+      op: 'dropout',
+      attr,
+      call: (b, { x }, v) => b.dropout(x, 0.5, { [attr]: v }),
+      stored: ({ x, key }) => ({ inputs: [x, key], attrs: { rate: 0.5, seed: 0, stream: 0 } }),
+      ...WORD,
+    }),
+  ),
+  {
     op: 'dimSize',
     attr: 'dims',
     // No builder method: VJPs make it (Ops.count) with the dimensions of a mean.
@@ -363,6 +383,7 @@ function builder(): { b: GraphBuilder; leaves: Leaves } {
     k: b.input('k', [2, 2, 2, 3]),
     go: b.input('go', [1, 3, 3, 3]),
     pooled: b.input('pooled', [1, 2, 2, 2]),
+    key: b.input('key', [4], 'float64'),
   };
   return { b, leaves };
 }

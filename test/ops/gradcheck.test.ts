@@ -2,7 +2,7 @@
 // registry, one entry per op, its inputs drawn from the op's domain (domains.ts, which the fuzzer
 // shares). An op without an entry fails the suite.
 import { describe, expect, it } from 'vitest';
-import { evaluate, valueAndGrad } from '../../src/autodiff/engine.ts';
+import { evaluate, TRAINING_RUN, valueAndGrad } from '../../src/autodiff/engine.ts';
 import type { TensorMap } from '../../src/autodiff/forward.ts';
 import { gradGraph } from '../../src/autodiff/grad-graph.ts';
 import { gradcheck } from '../../src/autodiff/gradcheck.ts';
@@ -540,6 +540,33 @@ const table: Record<string, Entry> = {
   },
   oneHot: { noGrad: [{ title: 'depth 4', inputs: [indices([5], 4)], build: (b, i) => b.oneHot(i, 4) }] },
   stopGradient: { noGrad: [{ title: '[2,3]', inputs: [u([2, 3])], build: (b, x) => b.stopGradient(x) }] },
+  // The run's key as a value: nothing to differentiate (Note [run context] in src/ops/step-key.ts).
+  stepKey: { noGrad: [{ title: 'no inputs', inputs: [], build: (b) => b.apply('stepKey', []) }] },
+  // With a fixed key (a fixed mask) dropout is linear in x; the key takes no gradient. The run's own
+  // key draws the mask of the run both sides of gradcheck compute in (a training step).
+  dropout: {
+    checks: [
+      check(
+        'fixed mask, rate 0.5',
+        [u([4, 5]), t64([7, 1, 0, 1])],
+        (b, x, k) => b.dropout(x, 0.5, { key: k }),
+        [0],
+      ),
+      check(
+        'fixed mask, seed 3, rate 0.2',
+        [u([3, 4]), t64([2, 0, 1, 1])],
+        (b, x, k) => b.dropout(b.tanh(x), 0.2, { key: k, seed: 3 }),
+        [0],
+      ),
+      check(
+        'evaluation mode (the identity)',
+        [u([2, 3]), t64([2, 0, 1, 0])],
+        (b, x, k) => b.dropout(x, 0.5, { key: k }),
+        [0],
+      ),
+      check('the run key, rate 0.3', [u([3, 4])], (b, x) => b.dropout(x, 0.3)),
+    ],
+  },
   // dimSize has no inputs, so no edge to carry anything; it is the 1/B of a mean's VJP when B is symbolic.
   dimSize: {
     noGrad: [
@@ -612,11 +639,13 @@ describe('gradcheck: every registered op', () => {
         const quiet = { onWarning: () => {} };
         const { grads } = valueAndGrad(graph, { loss: 'loss', wrt, ...quiet })(feeds, params);
         const gg = gradGraph(graph, { loss: 'loss', wrt, ...quiet });
+        // In the run valueAndGrad computes in by default (dropout draws that step's mask).
         const symbolic = evaluate(
           gg,
           feeds,
           params,
           wrt.map((w) => `grad:${w}`),
+          TRAINING_RUN,
         );
         for (const w of wrt) expectBitwise(symbolic[`grad:${w}`]!, grads[w]!, w);
         // gradcheck projects a non-scalar output with a random tensor: it needs one of concrete shape.

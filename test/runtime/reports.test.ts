@@ -24,6 +24,7 @@ function fixture(step = 3) {
   const target: ReportTarget = {
     microbatches: 2,
     inFlight: (s) => (s === state.step ? state : null),
+    inference: () => null,
     updates: new DeferredUpdates(cluster, 2, 60_000, () => calls.push('timed out')),
     maybeFinish: () => calls.push('maybeFinish'),
     fail: (error, fatal) => calls.push(`fail ${fatal ? 'fatal' : 'step'}: ${error.message}`),

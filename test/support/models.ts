@@ -154,3 +154,27 @@ export function fixedInputs(): Model {
     },
   };
 }
+
+/**
+ * An MLP with dropout after each hidden layer and on a parameter (a mask drawn by a node fed only by
+ * a parameter and its key): 4 -> 16 -> 8 -> 3, outputs `logits` and `loss`.
+ */
+export function dropoutMlp(rate = 0.3): Model {
+  const b = new GraphBuilder();
+  const x = b.input('x', ['B', 4]);
+  const y = b.input('y', ['B']);
+  const h1 = b.dropout(b.tanh(b.matmul(x, b.param('w1', [4, 16]))), rate);
+  const w2 = b.dropout(b.param('w2', [16, 8]), rate, { seed: 5 });
+  const h2 = b.dropout(b.gelu(b.matmul(h1, w2)), rate);
+  const logits = b.output('logits', b.matmul(h2, b.param('w3', [8, 3])));
+  b.output('loss', b.softmaxCrossEntropy(logits, y));
+  const graph = b.build();
+  return {
+    graph,
+    params: initParams(graph, 13),
+    feeds: (batch, seed = 3) => {
+      const rng = new Rng(seed);
+      return { x: rng.normalTensor([batch, 4]), y: tensor(Array.from({ length: batch }, () => rng.int(3))) };
+    },
+  };
+}

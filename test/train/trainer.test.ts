@@ -156,6 +156,42 @@ describe('Trainer with an abort signal', () => {
     expect(resumed.losses).toEqual(straight.losses);
     expectBitwiseAll(resumed.params, straight.params);
   });
+
+  it("with dropout too: the resumed run draws the straight run's masks (steps count across the resume)", async () => {
+    const all = spirals({ perClass: 32, noise: 0.05, seed: 2 });
+    const data = new Dataset(all.x, all.y);
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 2]);
+    const h = b.dropout(b.tanh(b.matmul(x, b.param('w1', [2, 16]))), 0.3);
+    const logits = b.output('logits', b.matmul(h, b.param('w2', [16, 2])));
+    b.output('loss', b.softmaxCrossEntropy(logits, b.input('y', ['B'])));
+    const graph = b.build();
+    const train = async (fitOptions: Partial<FitOptions>) => {
+      const trainer = new Trainer(graph, {
+        mode: 'in-process',
+        workers: 2,
+        replicas: 2,
+        params: initParams(graph, 3),
+        optimizer: { name: 'sgd', lr: 0.1 },
+        seed: 5,
+      });
+      try {
+        await trainer.fit(data, { epochs: 1, batchSize: 16, progress: false, ...fitOptions });
+        return { losses: trainer.history.steps.map((s) => s.loss), params: await trainer.params() };
+      } finally {
+        await trainer.close();
+      }
+    };
+    const straight = await train({});
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-dropout-'));
+    dirs.push(dir);
+    const controller = new AbortController();
+    const onStep = (s: StepRecord) => void (s.step === 2 && controller.abort());
+    await train({ checkpointDir: dir, signal: controller.signal, callbacks: { onStep } });
+    const resumed = await train({ checkpointDir: dir, resume: true });
+    expect(resumed.losses).toEqual(straight.losses);
+    expectBitwiseAll(resumed.params, straight.params);
+  });
 });
 
 describe('Trainer: where a fit stops, and what it refuses', () => {
