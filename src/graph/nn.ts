@@ -225,6 +225,7 @@ export function causalMask(b: GraphBuilder, size: number, dtype: DType = 'float3
   return b.const(tensor(values, { shape: [size, size], dtype }));
 }
 
+/** Options of `positionalEmbedding`. */
 export interface PositionalEmbeddingOptions {
   /** The table is the parameter `${name}.table` [maxLength, dim]. */
   name: string;
@@ -272,11 +273,14 @@ export function causalBias(length: number, dtype: DType = 'float32'): Tensor {
   );
 }
 
+/** Options of `multiHeadAttention`. */
 export interface AttentionOptions {
   /** Prefix of the parameters: projections `${name}.q`, `.k`, `.v`, `.o` (dense layers with biases). */
   name: string;
+  /** Heads; the model width must be a multiple of it. */
   heads: number;
   /** Each position attends to itself and earlier ones only (Note [causal mask]). Default false. */
+  /** Each position attends to itself and earlier ones only (default false). */
   causal?: boolean;
   /** Added to the scores [..., heads, T, T] (broadcast): a padding mask, say, of 0 and -1e9. */
   mask?: Node;
@@ -322,12 +326,15 @@ export function multiHeadAttention(b: GraphBuilder, x: Node, options: AttentionO
   return dense(b, joined, dim, { name: `${name}.o` });
 }
 
+/** Options of `transformerBlock` (pre-norm, GELU MLP, residuals). */
 export interface TransformerBlockOptions {
   /** Prefix of the parameters: `${name}.ln1`, `.attn`, `.ln2`, `.mlp.0`, `.mlp.1`. */
   name: string;
+  /** Attention heads. */
   heads: number;
   /** Width of the MLP's hidden layer (default 4 x dim). */
   hidden?: number;
+  /** Causal attention (default false). */
   causal?: boolean;
   /** Dropout on the attention weights and on each residual branch (default 0). */
   dropout?: number;

@@ -12,9 +12,13 @@ export type Attrs = Readonly<Record<string, unknown>>;
  * context] in step-key.ts).
  */
 export interface RunContext {
+  /** The training step (0 in inference). */
   readonly step: number;
+  /** The shard's microbatch. */
   readonly microbatch: number;
+  /** The shard's replica. */
   readonly replica: number;
+  /** Training (dropout on) or evaluation (off). */
   readonly training: boolean;
 }
 

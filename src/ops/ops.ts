@@ -23,6 +23,7 @@ export interface DropoutOptions<T> {
   key?: T;
 }
 
+/** Options of `matmul`: either operand transposed. */
 export interface MatmulOptions {
   /** Use `a` transposed (default false). */
   transA?: boolean;

@@ -20,6 +20,7 @@ import { feedMessages, type StepRules, stepStart } from './step.ts';
 // `evaluate`'s on each shard, so with several shards an output must have the batch dimension
 // first. Only what the plan places can be asked for: the nodes the loss depends on.
 
+/** Options of `runtime.infer`. */
 export interface InferOptions {
   /** What to return, by name (default: every output of the graph but the loss). */
   outputs?: readonly NodeRef[];

@@ -11,10 +11,13 @@ import { dict } from '../util/names.ts';
 
 /** A graph and the values of its parameters: what a model file holds. */
 export interface Model {
+  /** The graph. */
   readonly graph: Graph;
+  /** Its parameters by name. */
   readonly params: Readonly<Record<string, Tensor>>;
 }
 
+/** The model file format this backflow writes. */
 export const MODEL_FORMAT_VERSION = 1;
 const MAGIC = 'BFLOWMDL';
 const PREFIX_BYTES = 32;
@@ -128,7 +131,12 @@ export async function saveModel(
   path: string,
   graph: Graph,
   params: TensorMap,
-): Promise<{ path: string; bytes: number }> {
+): Promise<{
+  /** Where the file is. */
+  path: string;
+  /** Its size in bytes. */
+  bytes: number;
+}> {
   const { chunks, bytes } = encodeModel(graph, params);
   const temp = `${path}.tmp-${process.pid}-${tempCounter++}`;
   let handle: Awaited<ReturnType<typeof open>> | undefined;

@@ -4,6 +4,7 @@ import type { NodeRef } from '../graph/graph.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Model } from './model-file.ts';
 
+/** Options of `predict`. */
 export interface PredictOptions {
   /** What to return, by name (default: every output of the graph but the loss). */
   outputs?: readonly NodeRef[];

@@ -350,8 +350,6 @@ export const OP_STEPS: readonly Step[] = [
   ...lookups,
   ...losses,
   ...special,
-  ...masks,
-  ...IMAGE_STEPS,
 ];
 
 /**
@@ -381,4 +379,7 @@ export const ADDED_OP_STEPS: readonly Step[] = [
       c.push(c.b.mul(c.b.dropout(v, 0.5, { key }), c.b.dropout(other, 0.2, { key, seed: 7 })));
     },
   },
+  // Masks and images came with their ops after dropout's (merged later): at the very end.
+  ...masks,
+  ...IMAGE_STEPS,
 ];
