@@ -7,7 +7,8 @@ import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import { type Plan, paramWorkers } from '../partition/plan.ts';
-import { type BoardStatus, isTask } from '../protocol/control.ts';
+import { type BoardStatus, type HostInit, isTask } from '../protocol/control.ts';
+import type { PackedGraph } from '../protocol/packed-graph.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
@@ -196,5 +197,22 @@ export function sharedThreadHalt(
       events.failure(death);
     },
     block: (task, step) => onStop({ status: status(task, step), death: null }),
+  };
+}
+
+/**
+ * What every host of `plan` is given to build itself (HostInit): plain data, the same for every
+ * transport; `graph` is the plan's graph packed once by the caller (Note [packed graph]).
+ */
+export function hostInit(plan: Plan, options: ClusterOptions, graph: PackedGraph): HostInit {
+  return {
+    graph,
+    // Plain data: compile() is pure, so each host rebuilds this very plan (and its placement).
+    options: plan.options,
+    gen: 0,
+    pool: options.pool === false ? null : (options.pool ?? {}),
+    // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
+    ops: options.ops,
+    limits: options.limits,
   };
 }

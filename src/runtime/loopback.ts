@@ -11,6 +11,7 @@ import {
   type ClusterEvents,
   type ClusterOptions,
   describeStatus,
+  hostInit,
   IDLE_STATUS,
   type Stopped,
   samePlacement,
@@ -72,14 +73,7 @@ async function sharedThreadCluster(
     peers[a]!.push([b, ab]);
     peers[b]!.push([a, ba]);
   }
-  const init = encodeInit({
-    graph: packGraph(plan.graph),
-    options: plan.options,
-    gen: 0,
-    pool: options.pool === false ? null : (options.pool ?? {}),
-    ops: options.ops,
-    limits: options.limits,
-  });
+  const init = encodeInit(hostInit(plan, options, packGraph(plan.graph)));
   const stops = new Map<number, Stopped>();
   const hosts: WiredHost[] = [];
   try {

@@ -13,7 +13,7 @@ import { readWireTls } from '../protocol/node-wires.ts';
 import { packGraph } from '../protocol/packed-graph.ts';
 import { connectTcp, SECRET_BYTES } from '../protocol/tcp-listener.ts';
 import type { Wire } from '../protocol/wire.ts';
-import { type ClusterEvents, type ClusterOptions, talkingPairs } from './cluster.ts';
+import { type ClusterEvents, type ClusterOptions, hostInit, talkingPairs } from './cluster.ts';
 import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
 import { Liveness } from './liveness.ts';
 import { findNodes, shareWorkers } from './nats-join.ts';
@@ -133,14 +133,7 @@ async function start(
   const talk = talkingPairs(plan);
   const talks = (a: number, b: number) => talk[Math.min(a, b) * n + Math.max(a, b)] === 1;
   const address = (w: number) => nodes[owner[w]!]!.address;
-  const init = encodeInit({
-    graph: packGraph(plan.graph),
-    options: plan.options,
-    gen: 0,
-    pool: options.pool === false ? null : (options.pool ?? {}),
-    ops: options.ops,
-    limits: options.limits,
-  });
+  const init = encodeInit(hostInit(plan, options, packGraph(plan.graph)));
   const wires: Wire[] = new Array(n);
   let opened: Promise<unknown> = Promise.resolve();
   if (spec.data === 'nats') {

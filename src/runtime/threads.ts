@@ -2,13 +2,14 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { transfer } from 'comlink';
 import { InputError, type WorkerError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
-import type { HostInit, WorkerControl } from '../protocol/control.ts';
+import type { WorkerControl } from '../protocol/control.ts';
 import { type PackedGraph, packGraph } from '../protocol/packed-graph.ts';
 import { portWire } from '../protocol/port-wire.ts';
 import {
   type ClusterEvents,
   type ClusterOptions,
   describeStatus,
+  hostInit,
   samePlacement,
   talkingPairs,
 } from './cluster.ts';
@@ -61,16 +62,7 @@ export async function createThreadsCluster(
       onFailure: (error: WorkerError) => events.failure(error),
       init: async (w, api) => {
         graph ??= packGraph(plan.graph);
-        const init: HostInit = {
-          graph,
-          // Plain data: compile() is pure, so each worker rebuilds this very plan (init returns its placement).
-          options: plan.options,
-          gen: 0,
-          pool: options.pool === false ? null : (options.pool ?? {}),
-          // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
-          ops: options.ops,
-          limits: options.limits,
-        };
+        const init = hostInit(plan, options, graph);
         const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };
         const placement = await api.init(
           init,
