@@ -16,6 +16,7 @@ import { actorsSuite } from './suites/actors.ts';
 import { clusterSuite } from './suites/cluster.ts';
 import { graphSuite } from './suites/graph.ts';
 import { matmulSuite } from './suites/matmul.ts';
+import { modelsSuite } from './suites/models.ts';
 import { pipelineSuite } from './suites/pipeline.ts';
 import { poolSuite } from './suites/pool.ts';
 import { simSuite } from './suites/sim.ts';
@@ -29,6 +30,7 @@ const SUITES: readonly Suite[] = [
   actorsSuite,
   pipelineSuite,
   trainSuite,
+  modelsSuite,
   poolSuite,
   clusterSuite,
 ];
