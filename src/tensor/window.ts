@@ -45,34 +45,116 @@ function geometry(shape: readonly number[], win: Window2d, kernel: string): Geom
 type Data = Float32Array | Float64Array;
 
 /**
- * The one loop nest of im2col and col2im, over every element of every patch in the order of the
- * patch matrix: group, image, output row, output column, kernel row, kernel column, channel of the
- * group. Forward (`toImage` false) it copies image elements into `cols`, zeros in the padding;
- * backward it adds each element of `cols` into its pixel of `image`, padding dropped.
+ * For each of `count` output positions o along one axis, the kernel taps [lo, hi) that land inside
+ * the image (o * stride - padding + tap * dilation in [0, size)), at [2o] and [2o + 1]: the loops
+ * below skip the padding by range instead of testing every tap.
  */
-function walkPatches(g: Geometry, win: Window2d, groups: number, image: Data, cols: Data, toImage: boolean) {
+function insideTaps(
+  count: number,
+  size: number,
+  kernel: number,
+  stride: number,
+  padding: number,
+  dilation = 1,
+) {
+  const taps = new Int32Array(2 * count);
+  for (let o = 0; o < count; o++) {
+    const first = o * stride - padding;
+    const lo = Math.max(0, Math.ceil(-first / dilation));
+    taps[2 * o] = lo;
+    taps[2 * o + 1] = Math.max(lo, Math.min(kernel, Math.ceil((size - first) / dilation)));
+  }
+  return taps;
+}
+
+// Note [patch loops]
+// im2col and col2im walk every element of every patch in the order of the patch matrix: group,
+// image, output row, output column, kernel row, kernel column, channel of the group. im2col copies
+// image elements into the patches, zeros in the padding; col2im adds each patch element into its
+// pixel, padding dropped, so each pixel receives its terms in that order (a float64 sum, rounded
+// once: the order fixes the bits). They are two loop nests, not one with a direction flag, so each
+// stays monomorphic, and the padding is skipped by tap ranges (insideTaps): a kernel row outside the
+// image is a run of zeros, and inside it only the taps [lo, hi) of the kernel columns are read. With
+// dilation 1 and one group those taps are one run of contiguous pixels, copied as one. On LeNet-5's
+// first convolution (batch 128, 5x5, padding 2, one channel) im2col took a fifth of the time of the
+// single nest that tested every tap.
+
+/** The patches of `image` written into `cols` (Note [patch loops]). */
+function patchesOf(g: Geometry, win: Window2d, groups: number, image: Data, cols: Data): void {
   const { n, h, w, c, oh, ow } = g;
   const [kh, kw] = win.kernel as [number, number];
   const [sh, sw] = win.stride as [number, number];
   const [ph, pw] = win.padding as [number, number];
   const [dh, dw] = win.dilation as [number, number];
   const cg = c / groups;
+  const rowTaps = insideTaps(oh, h, kh, sh, ph, dh);
+  const colTaps = insideTaps(ow, w, kw, sw, pw, dw);
+  const contiguous = dw === 1 && groups === 1;
+  const rowLength = kw * cg;
   let dst = 0;
   for (let group = 0; group < groups; group++) {
     for (let b = 0; b < n; b++) {
       for (let i = 0; i < oh; i++) {
+        const [pLo, pHi] = [rowTaps[2 * i]!, rowTaps[2 * i + 1]!];
         for (let j = 0; j < ow; j++) {
-          for (let p = 0; p < kh; p++) {
-            const ih = i * sh - ph + p * dh;
-            for (let q = 0; q < kw; q++, dst += cg) {
-              const iw = j * sw - pw + q * dw;
-              if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
-                if (!toImage) cols.fill(0, dst, dst + cg);
-                continue;
+          const [qLo, qHi] = [colTaps[2 * j]!, colTaps[2 * j + 1]!];
+          for (let p = 0; p < kh; p++, dst += rowLength) {
+            const end = dst + rowLength;
+            let t = dst;
+            if (p < pLo || p >= pHi) {
+              while (t < end) cols[t++] = 0;
+              continue;
+            }
+            // The pixel of kernel column 0 (left of the image when qLo > 0: only columns from qLo are read).
+            const at = ((b * h + i * sh - ph + p * dh) * w + j * sw - pw) * c + group * cg;
+            for (const zeros = dst + qLo * cg; t < zeros; ) cols[t++] = 0;
+            if (contiguous) {
+              for (let s = at + qLo * c, stop = dst + qHi * cg; t < stop; ) cols[t++] = image[s++]!;
+            } else {
+              for (let q = qLo; q < qHi; q++) {
+                const s = at + q * dw * c;
+                for (let u = 0; u < cg; u++) cols[t++] = image[s + u]!;
               }
-              const src = ((b * h + ih) * w + iw) * c + group * cg;
-              if (toImage) for (let t = 0; t < cg; t++) image[src + t] = image[src + t]! + cols[dst + t]!;
-              else for (let t = 0; t < cg; t++) cols[dst + t] = image[src + t]!;
+            }
+            while (t < end) cols[t++] = 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Every element of the patches `cols` added into its pixel of `image`, in the patch order (Note [patch loops]). */
+function addPatches(g: Geometry, win: Window2d, groups: number, cols: Data, image: Float64Array): void {
+  const { n, h, w, c, oh, ow } = g;
+  const [kh, kw] = win.kernel as [number, number];
+  const [sh, sw] = win.stride as [number, number];
+  const [ph, pw] = win.padding as [number, number];
+  const [dh, dw] = win.dilation as [number, number];
+  const cg = c / groups;
+  const rowTaps = insideTaps(oh, h, kh, sh, ph, dh);
+  const colTaps = insideTaps(ow, w, kw, sw, pw, dw);
+  const contiguous = dw === 1 && groups === 1;
+  const rowLength = kw * cg;
+  let dst = 0;
+  for (let group = 0; group < groups; group++) {
+    for (let b = 0; b < n; b++) {
+      for (let i = 0; i < oh; i++) {
+        const [pLo, pHi] = [rowTaps[2 * i]!, rowTaps[2 * i + 1]!];
+        for (let j = 0; j < ow; j++) {
+          const [qLo, qHi] = [colTaps[2 * j]!, colTaps[2 * j + 1]!];
+          for (let p = 0; p < kh; p++, dst += rowLength) {
+            if (p < pLo || p >= pHi) continue;
+            const at = ((b * h + i * sh - ph + p * dh) * w + j * sw - pw) * c + group * cg;
+            let t = dst + qLo * cg;
+            if (contiguous) {
+              for (let s = at + qLo * c, stop = dst + qHi * cg; t < stop; s++)
+                image[s] = image[s]! + cols[t++]!;
+            } else {
+              for (let q = qLo; q < qHi; q++) {
+                const s = at + q * dw * c;
+                for (let u = 0; u < cg; u++) image[s + u] = image[s + u]! + cols[t++]!;
+              }
             }
           }
         }
@@ -92,7 +174,7 @@ export function im2col(x: Tensor, win: Window2d, groups: number): Tensor {
   const m = g.n * g.oh * g.ow;
   // Uninit: the walk writes every element of every patch.
   const o = allocateUninit(x.dtype, groups * m * k);
-  walkPatches(g, win, groups, x.data, o, false);
+  patchesOf(g, win, groups, x.data, o);
   return new Tensor(x.dtype, [groups, m, k], o);
 }
 
@@ -103,7 +185,7 @@ export function im2col(x: Tensor, win: Window2d, groups: number): Tensor {
 export function col2im(cols: Tensor, win: Window2d, groups: number, shape: readonly number[]): Tensor {
   const g = geometry(shape, win, 'col2im');
   const acc = new Float64Array(g.n * g.h * g.w * g.c);
-  walkPatches(g, win, groups, acc, cols.data, true);
+  addPatches(g, win, groups, cols.data, acc);
   return rounded(cols.dtype, [...shape], acc);
 }
 
@@ -123,20 +205,17 @@ const poolWindow = (win: PoolWindow): Window2d => ({ ...win, dilation: [1, 1] })
  */
 function forEachWindowPixel(g: Geometry, win: Window2d, f: (out: number, base: number) => void): void {
   const { n, h, w, c, oh, ow } = g;
-  const [kh, kw] = win.kernel as [number, number];
   const [sh, sw] = win.stride as [number, number];
   const [ph, pw] = win.padding as [number, number];
+  const rowTaps = insideTaps(oh, h, win.kernel[0]!, sh, ph);
+  const colTaps = insideTaps(ow, w, win.kernel[1]!, sw, pw);
   for (let b = 0; b < n; b++) {
     for (let i = 0; i < oh; i++) {
       for (let j = 0; j < ow; j++) {
         const out = ((b * oh + i) * ow + j) * c;
-        for (let p = 0; p < kh; p++) {
-          const ih = i * sh - ph + p;
-          if (ih < 0 || ih >= h) continue;
-          for (let q = 0; q < kw; q++) {
-            const iw = j * sw - pw + q;
-            if (iw >= 0 && iw < w) f(out, ((b * h + ih) * w + iw) * c);
-          }
+        for (let p = rowTaps[2 * i]!; p < rowTaps[2 * i + 1]!; p++) {
+          const row = (b * h + i * sh - ph + p) * w + j * sw - pw;
+          for (let q = colTaps[2 * j]!; q < colTaps[2 * j + 1]!; q++) f(out, (row + q) * c);
         }
       }
     }
@@ -147,21 +226,44 @@ function forEachWindowPixel(g: Geometry, win: Window2d, f: (out: number, base: n
  * For each output element of a max pool over x, the index in x of its window's maximum: the first
  * in window order among equal ones, and the first NaN if there is one (NaN propagates, as in the max
  * reduction). Padding is never picked; the shape rule keeps padding below the kernel, so every
- * window holds a pixel of the image.
+ * window holds a pixel of the image. The loops of forEachWindowPixel written out: the hottest pool
+ * loop, called with no closure.
  */
 function maxPositions(x: Tensor, win: Window2d): { positions: Int32Array; shape: number[] } {
   const g = geometry(x.shape, win, 'maxPool2d');
-  const positions = new Int32Array(g.n * g.oh * g.ow * g.c).fill(-1);
+  const { n, h, w, c, oh, ow } = g;
+  const [sh, sw] = win.stride as [number, number];
+  const [ph, pw] = win.padding as [number, number];
+  const rowTaps = insideTaps(oh, h, win.kernel[0]!, sh, ph);
+  const colTaps = insideTaps(ow, w, win.kernel[1]!, sw, pw);
+  // Uninit: every output element gets its window's position (each window holds a pixel).
+  const positions = new Int32Array(n * oh * ow * c);
   const a = x.data;
-  forEachWindowPixel(g, win, (out, base) => {
-    for (let ch = 0; ch < g.c; ch++) {
-      const at = positions[out + ch]!;
-      const v = a[base + ch]!;
-      const best = at < 0 ? 0 : a[at]!;
-      if (at < 0 || v > best || (Number.isNaN(v) && !Number.isNaN(best))) positions[out + ch] = base + ch;
+  for (let b = 0; b < n; b++) {
+    for (let i = 0; i < oh; i++) {
+      const [pLo, pHi] = [rowTaps[2 * i]!, rowTaps[2 * i + 1]!];
+      for (let j = 0; j < ow; j++) {
+        const [qLo, qHi] = [colTaps[2 * j]!, colTaps[2 * j + 1]!];
+        const out = ((b * oh + i) * ow + j) * c;
+        const corner = (b * h + i * sh - ph) * w + j * sw - pw;
+        for (let ch = 0; ch < c; ch++) {
+          let at = -1;
+          let best = 0;
+          for (let p = pLo; p < pHi; p++) {
+            for (let q = qLo, k = (corner + p * w + q) * c + ch; q < qHi; q++, k += c) {
+              const v = a[k]!;
+              if (at < 0 || v > best || (Number.isNaN(v) && !Number.isNaN(best))) {
+                at = k;
+                best = v;
+              }
+            }
+          }
+          positions[out + ch] = at;
+        }
+      }
     }
-  });
-  return { positions, shape: [g.n, g.oh, g.ow, g.c] };
+  }
+  return { positions, shape: [n, oh, ow, c] };
 }
 
 /** Max pooling of x [N, H, W, C]: [N, OH, OW, C]. */
