@@ -168,7 +168,7 @@ async function backflow(m: ModelCase, name: string, options: Pick<RuntimeOptions
   } satisfies Engine;
 }
 
-const close = (a: number, b: number) => Math.abs(a - b) <= LOSS_TOLERANCE * Math.max(1, Math.abs(b));
+const agree = (a: number, b: number) => Math.abs(a - b) <= LOSS_TOLERANCE * Math.max(1, Math.abs(b));
 
 /** Checks, then rounds of the model's engines in turn; one line per engine. */
 async function compare(ctx: BenchContext, m: ModelCase, rounds: number): Promise<void> {
@@ -219,7 +219,7 @@ async function compare(ctx: BenchContext, m: ModelCase, rounds: number): Promise
                 : { ratio_vs_1_worker: round(own / oneWorker, 2) }),
               tfjs_initial_loss: round(tfjsFirst, 5),
               tfjs_loss_step_3: round(tfjsLast, 5),
-              same_model: close(first, tfjsFirst) && close(last, tfjsLast),
+              same_model: agree(first, tfjsFirst) && agree(last, tfjsLast),
             };
       ctx.report(
         resultOf(ctx, `${m.name}-${engine.name}`, samples[e]!, {
