@@ -7,7 +7,7 @@ import { PROTOCOL_VERSION } from '../protocol/envelope.ts';
 import { checkEndpoint, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { subjectToken } from '../protocol/nats-wire.ts';
 import type { WireTlsFiles } from '../protocol/node-wires.ts';
-import { KERNELS_VARIANT } from '../tensor/default-kernels.ts';
+import { kernelsInUse } from '../tensor/default-kernels.ts';
 
 // Note [rendezvous]
 // A node process joins a cluster by name: it answers `backflow.<cluster>.discover` and announces
@@ -59,8 +59,11 @@ export interface Announcement {
   readonly busy: string | null;
   /** Its data links are mutual TLS. */
   readonly tls: boolean;
-  /** Its kernels (KERNELS_VARIANT): an FMA kernel rounds differently. */
-  readonly kernels: string;
+  /**
+   * The kernels it can run, by name, best first (KERNELS_OFFERED): its hosts run the coordinator's,
+   * which must be among them (an FMA kernel rounds differently).
+   */
+  readonly kernels: readonly string[];
 }
 
 const ANNOUNCEMENT_KEYS = [
@@ -97,7 +100,15 @@ export function readAnnouncement(v: unknown): Announcement | null {
   )
     return null;
   if (r.busy !== null && !str(r.busy, 512)) return null;
-  if (typeof r.tls !== 'boolean' || !str(r.kernels, 64)) return null;
+  if (typeof r.tls !== 'boolean') return null;
+  const kernels = r.kernels;
+  if (
+    !Array.isArray(kernels) ||
+    kernels.length < 1 ||
+    kernels.length > 8 ||
+    !kernels.every((k) => str(k, 64))
+  )
+    return null;
   return r as unknown as Announcement;
 }
 
@@ -106,8 +117,9 @@ export function mismatch(a: Announcement, version: string): string | null {
   if (a.protocol !== PROTOCOL_VERSION)
     return `protocol version ${a.protocol}, the coordinator's is ${PROTOCOL_VERSION}`;
   if (a.backflow !== version) return `backflow ${a.backflow}, the coordinator runs ${version}`;
-  if (a.kernels !== KERNELS_VARIANT)
-    return `kernels ${a.kernels}, the coordinator's are ${KERNELS_VARIANT} (they round differently: set BACKFLOW_KERNELS and Node flags alike)`;
+  const kernels = kernelsInUse();
+  if (!a.kernels.includes(kernels))
+    return `kernels ${a.kernels.join(', ')} only, not the coordinator's ${kernels} (they round differently: BACKFLOW_WASM_RELAXED=0 or BACKFLOW_KERNELS=ts on the coordinator picks kernels every node runs)`;
   const major = nodeMajor();
   if (a.nodeMajor !== major)
     return `Node ${a.nodeMajor}, the coordinator runs Node ${major} (bitwise equal sums need the same Math)`;
