@@ -11,8 +11,9 @@ import { kernelsInUse } from '../tensor/default-kernels.ts';
 
 // Note [rendezvous]
 // A node process joins a cluster by name: it answers `backflow.<cluster>.discover` and announces
-// itself on `backflow.<cluster>.join` (its id, name, hosts offered, data address, and the versions
-// that must match: protocol, backflow, Node major). A coordinator first asks
+// itself on `backflow.<cluster>.join` (its id, name, hosts offered, data address, the versions that
+// must match: protocol, backflow, Node major, and the kernels it can run, among which must be the
+// coordinator's: its hosts run those, named in their HostInit). A coordinator first asks
 // `backflow.<cluster>.coordinator` whether the cluster already has one (it answers there itself from
 // then on), then asks for announcements until it has its nodes or its deadline passes, whose error
 // names who joined and who is missing. It takes the nodes sorted by name (ties by id), gives each a
