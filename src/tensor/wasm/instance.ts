@@ -16,23 +16,24 @@ import { PROBE_BASE64, RELAXED_SIMD_BASE64, SIMD128_BASE64 } from './module.gene
 export type WasmVariant = 'simd128' | 'relaxed-simd';
 
 // Note [relaxed SIMD for every process]
-// The relaxed-SIMD variant's micro-kernel rounds once per multiply-add (FMA) instead of twice; it is
-// worth having (see docs/measurements.md) but Node 20's V8 keeps relaxed SIMD behind
+// The relaxed-SIMD variant's micro-kernel rounds once per multiply-add (FMA) instead of twice, and
+// is faster (docs/measurements.md), but Node 20's V8 keeps relaxed SIMD behind
 // `--experimental-wasm-relaxed-simd`, which nobody passes. V8 reads its wasm feature flags when a
-// module is validated or compiled, not when the isolate starts, and the flags are the process's: so
-// the first thread that loads these kernels sets the flag with v8.setFlagsFromString (only when a tiny
-// relaxed-SIMD probe does not validate already), and from then on every thread of the process,
+// module is validated or compiled, not when an isolate starts, and the flags are the process's. So
+// the first thread that loads these kernels sets the flag with v8.setFlagsFromString (only when a
+// tiny relaxed-SIMD probe does not validate already), and from then on every thread of the process,
 // workers started before or after, validates and compiles relaxed SIMD. Checked on Node 20.20: the
 // probe fails before the call and validates after, in the main thread and in workers.
-// The probe also settles what `relaxed_madd` computes here: the spec lets it round once or twice.
+// The probe also settles what `relaxed_madd` computes: the spec lets an engine round once or twice.
 // With a = 1 + 2^-12, a * a - (1 + 2^-11) is 2^-24 fused and 0 rounded twice. The variant is offered
-// only when fused: a fused multiply-add is exactly rounded, so it gives the same bits on every CPU and
-// engine that offers it (V8 emits the same instruction in both of its tiers), and where it is not
-// fused it would compute simd128's bits anyway. BACKFLOW_WASM_RELAXED=0 keeps a process on simd128 and
-// leaves the V8 flags alone. Which kernels a process runs is decided once, on import (default-kernels.ts);
-// every thread decides the same (same flags, same environment), and a host is moreover told the
-// coordinator's choice in its HostInit and switches to it (selectKernels), so node processes on
-// other machines compute what the coordinator's reference engine computes.
+// only where it is fused: a fused multiply-add is exactly rounded, so it gives the same bits on every
+// CPU and engine that offers it (V8's baseline and optimizing tiers agree: checked with
+// --liftoff-only and --no-liftoff), and unfused it would compute simd128's bits anyway.
+// BACKFLOW_WASM_RELAXED=0 keeps a process on simd128 and leaves the V8 flags alone. Which kernels a
+// process runs is decided once, on import (default-kernels.ts); every thread decides the same (same
+// flags, same environment), and a host is moreover told the coordinator's choice in its HostInit and
+// switches to it (selectKernels), so node processes on other machines compute what the
+// coordinator's reference engine computes.
 
 /** The part of the WebAssembly API used here (lib es2023 declares none of it). */
 interface WebAssemblyApi {
