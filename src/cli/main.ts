@@ -10,6 +10,7 @@ import { OPTIMIZERS } from '../optim/spec.ts';
 import { PLACEMENT_STRATEGIES, type PlacementStrategy } from '../partition/placement.ts';
 import { PARAM_PLACEMENTS, type ParamPlacement } from '../partition/plan.ts';
 import { SCHEDULE_KINDS } from '../schedule/config.ts';
+import { kernelsInUse } from '../tensor/default-kernels.ts';
 import { toChromeTrace } from '../trace/chrome.ts';
 import { hasCheckpoint } from '../train/checkpoint.ts';
 import { trainingSummary, workerBytesLines } from '../train/summary.ts';
@@ -222,7 +223,7 @@ async function train(flags: Values): Promise<number | undefined> {
     ...(maxRestarts > 0 ? { restarts: { max: maxRestarts, withinMs: restartWindow * 1000 } } : {}),
   });
   console.log(
-    `backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es)`,
+    `backflow: MLP on ${data} (${set.train.size} train, ${set.test.size} test), ${workers} worker threads, ${replicas} replica(s) x ${stages} stage(s), ${microbatches} microbatch(es), kernels ${kernelsInUse()}`,
   );
   const started = performance.now();
   try {

@@ -31,6 +31,11 @@ export interface HostInit {
   readonly ops: readonly string[];
   /** The host's memory budget and credits (Note [memory budget], Note [activation credits]). */
   readonly limits: HostLimits;
+  /**
+   * The coordinator's kernels by name (kernelsInUse()), which the host runs too: the reference engine
+   * and every host then round alike (Note [relaxed SIMD for every process]).
+   */
+  readonly kernels: string;
 }
 
 /**

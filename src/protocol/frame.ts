@@ -176,7 +176,15 @@ export function decodeInit(bytes: Uint8Array, edge: string): HostInit {
   if (words.getInt32(0, true) !== INIT_MAGIC) c.fail("the magic 'BFLI'", words.getUint32(0, true));
   const v = words.getInt32(4, true);
   if (v !== PROTOCOL_VERSION) c.fail(`protocol version ${PROTOCOL_VERSION}`, v);
-  const r = c.record(unpack(bytes.subarray(8), c), ['graph', 'options', 'gen', 'pool', 'ops', 'limits']);
+  const r = c.record(unpack(bytes.subarray(8), c), [
+    'graph',
+    'options',
+    'gen',
+    'pool',
+    'ops',
+    'limits',
+    'kernels',
+  ]);
   const cg: Check = c.at('graph');
   const g = cg.map(r.graph, 'a packed graph');
   const graph: Record<string, unknown> = { ...g };
@@ -201,6 +209,8 @@ export function decodeInit(bytes: Uint8Array, edge: string): HostInit {
   if (!Array.isArray(r.ops) || !r.ops.every((m) => typeof m === 'string'))
     c.fail('ops: an array of strings', r.ops);
   checkLimits(r.limits, c.at('limits'));
+  if (typeof r.kernels !== 'string' || r.kernels.length === 0 || r.kernels.length > 64)
+    c.fail('kernels: the name of kernels', r.kernels);
   return { ...(r as unknown as HostInit), graph: graph as unknown as PackedGraph };
 }
 

@@ -9,6 +9,7 @@ import type { OptimizerSpec } from '../optim/spec.ts';
 import { type Plan, paramWorkers } from '../partition/plan.ts';
 import { type BoardStatus, type HostInit, isTask } from '../protocol/control.ts';
 import type { PackedGraph } from '../protocol/packed-graph.ts';
+import { kernelsInUse } from '../tensor/default-kernels.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
@@ -214,5 +215,6 @@ export function hostInit(plan: Plan, options: ClusterOptions, graph: PackedGraph
     // Resolved by the coordinator, which imported them already (Note [user ops on workers]).
     ops: options.ops,
     limits: options.limits,
+    kernels: kernelsInUse(),
   };
 }

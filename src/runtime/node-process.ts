@@ -13,7 +13,7 @@ import { connectNats, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { serveCalls } from '../protocol/nats-rpc.ts';
 import { type RemoteData, readWireTls, type WireTlsFiles } from '../protocol/node-wires.ts';
 import { packValue } from '../protocol/value-codec.ts';
-import { KERNELS_VARIANT } from '../tensor/default-kernels.ts';
+import { KERNELS_OFFERED } from '../tensor/default-kernels.ts';
 import { placementDigest, readAssign, readCall, readConnect } from './node-messages.ts';
 import { WorkerPool } from './pool.ts';
 import { type Announcement, backflowVersion, defaultName, nodeMajor, subjects } from './rendezvous.ts';
@@ -110,7 +110,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
     nodeMajor: nodeMajor(),
     busy: (serving ?? starting)?.coordinator ?? null,
     tls: tls !== null,
-    kernels: KERNELS_VARIANT,
+    kernels: KERNELS_OFFERED,
   });
   const announce = () => {
     if (!nc.isClosed()) nc.publish(s.join, packValue(announcement(), 'an announcement'));

@@ -7,12 +7,13 @@ import { PROTOCOL_VERSION } from '../protocol/envelope.ts';
 import { checkEndpoint, type NatsEndpoint } from '../protocol/nats-connect.ts';
 import { subjectToken } from '../protocol/nats-wire.ts';
 import type { WireTlsFiles } from '../protocol/node-wires.ts';
-import { KERNELS_VARIANT } from '../tensor/default-kernels.ts';
+import { kernelsInUse } from '../tensor/default-kernels.ts';
 
 // Note [rendezvous]
 // A node process joins a cluster by name: it answers `backflow.<cluster>.discover` and announces
-// itself on `backflow.<cluster>.join` (its id, name, hosts offered, data address, and the versions
-// that must match: protocol, backflow, Node major). A coordinator first asks
+// itself on `backflow.<cluster>.join` (its id, name, hosts offered, data address, the versions that
+// must match: protocol, backflow, Node major, and the kernels it can run, among which must be the
+// coordinator's: its hosts run those, named in their HostInit). A coordinator first asks
 // `backflow.<cluster>.coordinator` whether the cluster already has one (it answers there itself from
 // then on), then asks for announcements until it has its nodes or its deadline passes, whose error
 // names who joined and who is missing. It takes the nodes sorted by name (ties by id), gives each a
@@ -59,8 +60,11 @@ export interface Announcement {
   readonly busy: string | null;
   /** Its data links are mutual TLS. */
   readonly tls: boolean;
-  /** Its kernels (KERNELS_VARIANT): an FMA kernel rounds differently. */
-  readonly kernels: string;
+  /**
+   * The kernels it can run, by name, best first (KERNELS_OFFERED): its hosts run the coordinator's,
+   * which must be among them (an FMA kernel rounds differently).
+   */
+  readonly kernels: readonly string[];
 }
 
 const ANNOUNCEMENT_KEYS = [
@@ -97,7 +101,15 @@ export function readAnnouncement(v: unknown): Announcement | null {
   )
     return null;
   if (r.busy !== null && !str(r.busy, 512)) return null;
-  if (typeof r.tls !== 'boolean' || !str(r.kernels, 64)) return null;
+  if (typeof r.tls !== 'boolean') return null;
+  const kernels = r.kernels;
+  if (
+    !Array.isArray(kernels) ||
+    kernels.length < 1 ||
+    kernels.length > 8 ||
+    !kernels.every((k) => str(k, 64))
+  )
+    return null;
   return r as unknown as Announcement;
 }
 
@@ -106,8 +118,9 @@ export function mismatch(a: Announcement, version: string): string | null {
   if (a.protocol !== PROTOCOL_VERSION)
     return `protocol version ${a.protocol}, the coordinator's is ${PROTOCOL_VERSION}`;
   if (a.backflow !== version) return `backflow ${a.backflow}, the coordinator runs ${version}`;
-  if (a.kernels !== KERNELS_VARIANT)
-    return `kernels ${a.kernels}, the coordinator's are ${KERNELS_VARIANT} (they round differently: set BACKFLOW_KERNELS and Node flags alike)`;
+  const kernels = kernelsInUse();
+  if (!a.kernels.includes(kernels))
+    return `kernels ${a.kernels.join(', ')} only, not the coordinator's ${kernels} (they round differently: BACKFLOW_WASM_RELAXED=0 or BACKFLOW_KERNELS=ts on the coordinator picks kernels every node runs)`;
   const major = nodeMajor();
   if (a.nodeMajor !== major)
     return `Node ${a.nodeMajor}, the coordinator runs Node ${major} (bitwise equal sums need the same Math)`;

@@ -10,6 +10,7 @@ import { COORDINATOR, type HostOutput, type Limits } from '../protocol/envelope.
 import { Link } from '../protocol/link.ts';
 import { unpackGraph } from '../protocol/packed-graph.ts';
 import type { Wire } from '../protocol/wire.ts';
+import { selectKernels } from '../tensor/default-kernels.ts';
 import { installedPool, installPool, POOL_MAX_BYTES, StoragePool } from '../tensor/pool.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { type Halt, HostShell, type Outbox } from './host-shell.ts';
@@ -92,6 +93,7 @@ export async function startWiredHost(
   options: { readonly halt: Halt; readonly board?: Int32Array },
 ): Promise<WiredHost> {
   await importOpModules(init.ops);
+  selectKernels(init.kernels, worker);
   const plan = compile(unpackGraph(init.graph), init.options);
   // The pool's free storages never outgrow the budget (Note [memory budget]).
   const pool =

@@ -216,6 +216,7 @@ describe('host inits as bytes', () => {
         pool: { poison: true },
         ops: ['x'],
         limits: { memoryBytes: 1 << 30, flow: { windowBytes: 1 << 20, minWindow: 2 } },
+        kernels: 'wasm relaxed-simd',
       };
       const back = decodeInit(encodeInit(init), 'coordinator -> worker 0');
       expect({ ...back, graph: null }).toEqual({ ...init, graph: null });
@@ -234,12 +235,29 @@ describe('host inits as bytes', () => {
       pool: null,
       ops: [],
       limits: { memoryBytes: Number.POSITIVE_INFINITY, flow: null },
+      kernels: 'ts',
     });
     for (let n = 0; n < bytes.length; n += 7)
       expect(() => decodeInit(bytes.slice(0, n), 'coordinator -> worker 0')).toThrow(ProtocolError);
     const newer = bytes.slice();
     new DataView(newer.buffer).setInt32(4, PROTOCOL_VERSION + 1, true);
     expect(() => decodeInit(newer, 'coordinator -> worker 0')).toThrow(/protocol version/);
+  });
+
+  it('refuses an init without the name of its kernels', () => {
+    const { graph } = mlp();
+    const init = {
+      graph: packGraph(graph),
+      options: compile(graph, { workers: 1 }).options,
+      gen: 0,
+      pool: null,
+      ops: [],
+      limits: { memoryBytes: Number.POSITIVE_INFINITY, flow: null },
+    };
+    for (const kernels of ['', 3, null])
+      expect(() => decodeInit(encodeInit({ ...init, kernels } as never), 'coordinator -> worker 0')).toThrow(
+        /kernels: the name of kernels/,
+      );
   });
 });
 

@@ -17,8 +17,9 @@ import { encodeFrame } from '../../src/protocol/frame.ts';
 import { dataSubject, splitFrame } from '../../src/protocol/nats-wire.ts';
 import { startNode } from '../../src/runtime/node-process.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
+import { KERNELS_OFFERED, KERNELS_VARIANT, selectKernels } from '../../src/tensor/default-kernels.ts';
 import { makeCerts } from '../support/certs.ts';
-import { mlp } from '../support/models.ts';
+import { mlp, wideMlp } from '../support/models.ts';
 import { describeNats, natsUrl, privateNatsServer } from '../support/nats.ts';
 import { type SpawnedNode, spawnCli, spawnNode, stopAll } from '../support/node-processes.ts';
 import { expectMatchesReference } from '../support/reference.ts';
@@ -339,6 +340,40 @@ describeNats('node processes: faults', () => {
       await server.stop();
     }
   });
+
+  it("nodes run the coordinator's kernels, bitwise; a node that cannot run them is refused at join", async () => {
+    if (!KERNELS_OFFERED.includes('wasm relaxed-simd')) return; // one variant only: nothing to choose
+    const [cluster, off] = [fresh('kernels'), fresh('kernels-off')];
+    await Promise.all([
+      spawnNode({ nats: { servers: url() }, cluster, name: 'k' }),
+      spawnNode({
+        nats: { servers: url() },
+        cluster: off,
+        name: 'simd',
+        env: { BACKFLOW_WASM_RELAXED: '0' },
+      }),
+    ]);
+    const model = wideMlp();
+    const options = { workers: 1 };
+    const cluster1 = { nats: url(), name: cluster, nodes: 1 };
+    // The coordinator on simd128: the node's host switches from its own default, relaxed SIMD.
+    selectKernels('wasm simd128', 0);
+    try {
+      const rt = await createRuntime(model.graph, { ...options, params: model.params, cluster: cluster1 });
+      try {
+        await expectMatchesReference(model.graph, model.params, model.feeds(64), options, rt);
+      } finally {
+        await rt.close();
+      }
+    } finally {
+      selectKernels(KERNELS_VARIANT, 0);
+    }
+    await expect(
+      createRuntime(model.graph, { ...options, params: model.params, cluster: { ...cluster1, name: off } }),
+    ).rejects.toThrow(
+      /node simd of cluster \S+ cannot join: it runs kernels wasm simd128, ts only, not the coordinator's wasm relaxed-simd/,
+    );
+  }, 30_000);
 
   it('the rendezvous error names the nodes that joined and the one that is late; a second coordinator is refused', async () => {
     const cluster = fresh('late');

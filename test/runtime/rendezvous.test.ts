@@ -12,7 +12,7 @@ import {
   readAnnouncement,
   resolveCluster,
 } from '../../src/runtime/rendezvous.ts';
-import { KERNELS_VARIANT } from '../../src/tensor/default-kernels.ts';
+import { KERNELS_OFFERED } from '../../src/tensor/default-kernels.ts';
 
 const node = (changes: Partial<Announcement> = {}): Announcement => ({
   id: 'n1',
@@ -25,7 +25,7 @@ const node = (changes: Partial<Announcement> = {}): Announcement => ({
   nodeMajor: nodeMajor(),
   busy: null,
   tls: false,
-  kernels: KERNELS_VARIANT,
+  kernels: KERNELS_OFFERED,
   ...changes,
 });
 
@@ -43,6 +43,9 @@ describe('announcements', () => {
       { ...node(), port: 70000 },
       { ...node(), busy: 3 },
       { ...node(), tls: 'yes' },
+      { ...node(), kernels: 'wasm simd128' },
+      { ...node(), kernels: [] },
+      { ...node(), kernels: ['ts', 3] },
       JSON.parse(`{"__proto__": {"polluted": 1}, ${JSON.stringify(node()).slice(1)}`),
     ])
       expect(readAnnouncement(bad)).toBeNull();
@@ -54,7 +57,9 @@ describe('announcements', () => {
     expect(mismatch(node({ protocol: PROTOCOL_VERSION + 1 }), backflowVersion())).toMatch(/protocol version/);
     expect(mismatch(node({ backflow: '0.0.1' }), backflowVersion())).toMatch(/backflow 0.0.1/);
     expect(mismatch(node({ nodeMajor: 18 }), backflowVersion())).toMatch(/Node 18/);
-    expect(mismatch(node({ kernels: 'wasm relaxed-simd-x' }), backflowVersion())).toMatch(/kernels/);
+    expect(mismatch(node({ kernels: ['wasm relaxed-simd-x'] }), backflowVersion())).toMatch(/kernels/);
+    // A node that runs more than the coordinator's kernels joins: its hosts switch to them.
+    expect(mismatch(node({ kernels: ['x', ...KERNELS_OFFERED] }), backflowVersion())).toBeNull();
   });
 });
 

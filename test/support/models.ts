@@ -5,11 +5,31 @@ import type { Graph } from '../../src/graph/graph.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { type Tensor, tensor } from '../../src/tensor/tensor.ts';
+import { mlpClassifier } from '../../src/train/models.ts';
 
 export interface Model {
   graph: Graph;
   params: Record<string, Tensor>;
   feeds(batch: number, seed?: number): Record<string, Tensor>;
+}
+
+/**
+ * An MLP classifier 32 -> 64 -> 10 (relu) whose matmuls are large enough for the wasm kernels at a
+ * batch of 64 (Note [small tensors stay in TypeScript]): the model for tests of the kernel choice.
+ */
+export function wideMlp(): Model {
+  const graph = mlpClassifier({ features: 32, hidden: [64], classes: 10 });
+  return {
+    graph,
+    params: initParams(graph, 5),
+    feeds: (batch, seed = 7) => {
+      const rng = new Rng(seed);
+      return {
+        x: rng.normalTensor([batch, 32]),
+        y: tensor(Array.from({ length: batch }, () => rng.int(10))),
+      };
+    },
+  };
 }
 
 /** An MLP classifier: 4 -> 16 -> 8 -> 3, tanh and gelu, softmax cross-entropy. */

@@ -60,13 +60,16 @@ export interface FixtureNode {
   readonly listen?: string;
   readonly reconnectForMs?: number;
   readonly dataTls?: { readonly caFile: string; readonly certFile: string; readonly keyFile: string };
+  /** Environment variables set for the process (BACKFLOW_WASM_RELAXED ...), over this one's. */
+  readonly env?: Record<string, string>;
 }
 
 /** A node process running startNode in-process; resolves once it has joined (printed 'ready'). */
-export async function spawnNode(o: FixtureNode): Promise<SpawnedNode> {
+export async function spawnNode({ env, ...o }: FixtureNode): Promise<SpawnedNode> {
   const options = { hosts: 1, listen: '127.0.0.1', ...o };
   const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, JSON.stringify(options)], {
     stdio: ['pipe', 'pipe', 'pipe'],
+    ...(env !== undefined ? { env: { ...process.env, ...env } } : {}),
   });
   const node = watch(child);
   await node.printed('ready ');

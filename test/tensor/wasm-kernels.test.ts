@@ -2,7 +2,8 @@
  * The WebAssembly kernels against the TypeScript kernels (the oracle). Stated tolerances:
  * - matmul: |wasm - ts| <= 1e-5 * sqrt(k) * sum_p |a_ip * b_pj| per element (ts sums in float64,
  *   wasm in float32); the simd128 variant is moreover bitwise equal to the naive float32 loop
- *   `s = fround(s + fround(a * b))` (Note [wasm matmul summation order]);
+ *   `s = fround(s + fround(a * b))` (Note [wasm matmul summation order]), the relaxed-simd one to
+ *   the naive float32 FMA loop `s = fma(a, b, s)` rounded once (Note [relaxed SIMD for every process]);
  * - unary, binary, sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
  *   sign of a zero);
  * - sum over trailing axes: |wasm - ts| <= 1e-6 * sum |x| (float64 lanes in another order, rounded once);
@@ -44,6 +45,43 @@ const TRANSPOSES = [
 function absProducts(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const abs = (t: Tensor) => ts.unary('abs', cast(t, 'float64'));
   return ts.matmul(abs(a), abs(b), transA, transB);
+}
+
+/**
+ * The float32 fused multiply-add of float32 values: a * b + c rounded once. The product is exact in
+ * float64; the float64 sum t is off the exact sum by e (TwoSum), which only matters when t is a
+ * float32 halfway point: there fround would round a tie the exact sum does not have.
+ */
+function fmaF32(a: number, b: number, c: number): number {
+  const p = a * b;
+  const t = p + c;
+  const v = t - p;
+  const e = p - (t - v) + (c - v);
+  const r = Math.fround(t);
+  if (e === 0 || r === t || !Number.isFinite(t)) return r;
+  const other = t + (t - r);
+  if (Math.fround(other) !== other) return r; // t is not halfway between r and a neighbour
+  return e > 0 ? Math.max(r, other) : Math.min(r, other);
+}
+
+/** The naive loop over one output element, each step rounded as `step` says. */
+function naiveMatmul(
+  a: Tensor,
+  b: Tensor,
+  [m, k, n]: readonly [number, number, number],
+  [transA, transB]: readonly [boolean, boolean],
+  step: (s: number, x: number, y: number) => number,
+): Float32Array {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let p = 0; p < k; p++)
+        sum = step(sum, a.data[transA ? p * m + i : i * k + p]!, b.data[transB ? j * k + p : p * n + j]!);
+      out[i * n + j] = sum;
+    }
+  }
+  return out;
 }
 
 /** Uniform values with NaN, infinities and signed zeros sprinkled in. */
@@ -90,8 +128,11 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       }
     });
 
-    it('is the naive float32 loop, bitwise, across cache blocks (simd128)', () => {
-      if (variant !== 'simd128') return;
+    it(`is the naive float32 ${variant === 'simd128' ? '' : 'FMA '}loop, bitwise, across cache blocks`, () => {
+      const step =
+        variant === 'simd128'
+          ? (s: number, x: number, y: number) => Math.fround(s + Math.fround(x * y))
+          : (s: number, x: number, y: number) => fmaF32(x, y, s);
       const rng = new Rng(99);
       // m > MC = 128, k > KC = 256; and n > NC = 1024 with a thin m.
       for (const [m, k, n] of [
@@ -100,17 +141,10 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       ] as const) {
         const a = rng.normalTensor(operand([], m, k, transA));
         const b = rng.normalTensor(operand([], k, n, transB));
-        const c = wasm.matmul(a, b, transA, transB);
-        const elemA = (i: number, p: number) => a.data[transA ? p * m + i : i * k + p]!;
-        const elemB = (p: number, j: number) => b.data[transB ? j * k + p : p * n + j]!;
-        for (let i = 0; i < m; i++) {
-          for (let j = 0; j < n; j++) {
-            let sum = 0;
-            for (let p = 0; p < k; p++) sum = Math.fround(sum + Math.fround(elemA(i, p) * elemB(p, j)));
-            if (!Object.is(c.data[i * n + j], sum))
-              expect.fail(`(${i}, ${j}): ${c.data[i * n + j]} vs ${sum}`);
-          }
-        }
+        const c = wasm.matmul(a, b, transA, transB).data;
+        const naive = naiveMatmul(a, b, [m, k, n], [transA, transB], step);
+        for (let i = 0; i < m * n; i++)
+          if (!Object.is(c[i], naive[i])) expect.fail(`element ${i}: ${c[i]} vs ${naive[i]}`);
       }
     });
 
@@ -335,6 +369,19 @@ describe('installation', () => {
     const rng = new Rng(29);
     const [a, b] = [rng.uniformTensor([4, 6]), rng.uniformTensor([6, 3])];
     expectBitwise(active.matmul(a, b, false, false), wasmKernels.matmul(a, b, false, false));
+  });
+
+  it('the FMA oracle rounds once: exact ties, halfway cases off a tie, and what two roundings give', () => {
+    const a = 1 + 2 ** -12;
+    expect(fmaF32(a, a, -(1 + 2 ** -11))).toBe(2 ** -24);
+    expect(Math.fround(Math.fround(a * a) - (1 + 2 ** -11))).toBe(0);
+    // 1 + 2^-23 + 2^-24 is halfway between 1 + 2^-23 and 1 + 2^-22: a tie goes to the even one ...
+    const odd = 1 + 2 ** -23;
+    expect(fmaF32(1, 2 ** -24, odd)).toBe(1 + 2 ** -22);
+    // ... but 2^-60 below it (the float64 sum is the tie itself) goes down.
+    const [x, y] = [1 + 2 ** -18, 2 ** -24 * (1 - 2 ** -18)];
+    expect(Math.fround(x * y + odd)).toBe(1 + 2 ** -22);
+    expect(fmaF32(x, y, odd)).toBe(odd);
   });
 
   it('installWasmKernels returns false and changes nothing for a variant the engine lacks', () => {

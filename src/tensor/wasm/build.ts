@@ -1,6 +1,7 @@
 /**
- * Assembles kernels.wat into the two WebAssembly modules the kernels load, and writes them into
- * module.generated.ts as base64, so running from source needs no build step:
+ * Assembles kernels.wat into the two WebAssembly modules the kernels load, and a tiny relaxed-SIMD
+ * probe, and writes them into module.generated.ts as base64, so running from source needs no build
+ * step:
  *
  *   npm run build:wasm
  *
@@ -34,17 +35,30 @@ export function toRelaxed(source: string): string {
   return out;
 }
 
+/**
+ * The probe (Note [relaxed SIMD for every process] in instance.ts): one `f32x4.relaxed_madd` of
+ * three splatted scalars, lane 0 out. Whether it validates says whether the engine runs relaxed SIMD;
+ * what it returns for chosen operands says whether this engine and CPU fuse the multiply-add.
+ */
+export const PROBE_WAT = `(module
+  (func (export "madd") (param $a f32) (param $b f32) (param $c f32) (result f32)
+    (f32x4.extract_lane 0
+      (f32x4.relaxed_madd (f32x4.splat (local.get $a)) (f32x4.splat (local.get $b))
+        (f32x4.splat (local.get $c))))))
+`;
+
 export interface AssembledModules {
   simd128: Uint8Array;
   relaxedSimd: Uint8Array;
+  probe: Uint8Array;
 }
 
 /** Both modules from the .wat source (read from the repo unless given). */
 export async function assemble(source = readFileSync(WAT_URL, 'utf8')): Promise<AssembledModules> {
   const tools = await wabt();
-  const toBinary = (text: string, relaxed: boolean): Uint8Array => {
+  const toBinary = (text: string, relaxed: boolean, name = 'kernels.wat'): Uint8Array => {
     const features = { simd: true, bulk_memory: true, relaxed_simd: relaxed };
-    const module = tools.parseWat('kernels.wat', text, features);
+    const module = tools.parseWat(name, text, features);
     try {
       module.resolveNames();
       module.validate();
@@ -53,7 +67,11 @@ export async function assemble(source = readFileSync(WAT_URL, 'utf8')): Promise<
       module.destroy();
     }
   };
-  return { simd128: toBinary(source, false), relaxedSimd: toBinary(toRelaxed(source), true) };
+  return {
+    simd128: toBinary(source, false),
+    relaxedSimd: toBinary(toRelaxed(source), true),
+    probe: toBinary(PROBE_WAT, true, 'probe.wat'),
+  };
 }
 
 /** The text of module.generated.ts: the modules in base64, in lines of 100 characters. */
@@ -73,6 +91,9 @@ export function generatedModule(modules: AssembledModules): string {
     '/** The same with relaxed-SIMD multiply-adds in the matmul micro-kernel, base64. */',
     `export const RELAXED_SIMD_BASE64 = ${literal(modules.relaxedSimd)};`,
     '',
+    '/** The relaxed-SIMD probe (PROBE_WAT in build.ts): madd(a, b, c) = relaxed_madd, lane 0; base64. */',
+    `export const PROBE_BASE64 = ${literal(modules.probe)};`,
+    '',
   ].join('\n');
 }
 
@@ -80,6 +101,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const modules = await assemble();
   writeFileSync(GENERATED_URL, generatedModule(modules));
   console.log(
-    `build-wasm: wrote ${fileURLToPath(GENERATED_URL)} (${modules.simd128.length} + ${modules.relaxedSimd.length} bytes)`,
+    `build-wasm: wrote ${fileURLToPath(GENERATED_URL)} (${modules.simd128.length} + ${modules.relaxedSimd.length} + ${modules.probe.length} bytes)`,
   );
 }

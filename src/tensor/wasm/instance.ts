@@ -2,15 +2,38 @@
  * Loading the WebAssembly kernels: which variants this engine supports, one instance per variant per
  * thread (compiled on first use), and the arena that lays out one call's buffers in its memory.
  */
+import { setFlagsFromString } from 'node:v8';
+import { InputError } from '../../errors.ts';
 import { allocateUninit } from '../tensor.ts';
-import { RELAXED_SIMD_BASE64, SIMD128_BASE64 } from './module.generated.ts';
+import { PROBE_BASE64, RELAXED_SIMD_BASE64, SIMD128_BASE64 } from './module.generated.ts';
 
 /**
  * `simd128`: plain SIMD, the same bits on every engine and CPU. `relaxed-simd`: the matmul
- * micro-kernel multiplies and adds with `f32x4.relaxed_madd`, which the engine fuses or not as the CPU
- * allows; on Node 20 it needs `--experimental-wasm-relaxed-simd`.
+ * micro-kernel multiplies and adds with `f32x4.relaxed_madd`, offered only where that is a fused
+ * multiply-add (one rounding), so also the same bits wherever it is offered (Note [relaxed SIMD for
+ * every process]).
  */
 export type WasmVariant = 'simd128' | 'relaxed-simd';
+
+// Note [relaxed SIMD for every process]
+// The relaxed-SIMD variant's micro-kernel rounds once per multiply-add (FMA) instead of twice, and
+// is faster (docs/measurements.md), but Node 20's V8 keeps relaxed SIMD behind
+// `--experimental-wasm-relaxed-simd`, which nobody passes. V8 reads its wasm feature flags when a
+// module is validated or compiled, not when an isolate starts, and the flags are the process's. So
+// the first thread that loads these kernels sets the flag with v8.setFlagsFromString (only when a
+// tiny relaxed-SIMD probe does not validate already), and from then on every thread of the process,
+// workers started before or after, validates and compiles relaxed SIMD. Checked on Node 20.20: the
+// probe fails before the call and validates after, in the main thread and in workers.
+// The probe also settles what `relaxed_madd` computes: the spec lets an engine round once or twice.
+// With a = 1 + 2^-12, a * a - (1 + 2^-11) is 2^-24 fused and 0 rounded twice. The variant is offered
+// only where it is fused: a fused multiply-add is exactly rounded, so it gives the same bits on every
+// CPU and engine that offers it (V8's baseline and optimizing tiers agree: checked with
+// --liftoff-only and --no-liftoff), and unfused it would compute simd128's bits anyway.
+// BACKFLOW_WASM_RELAXED=0 keeps a process on simd128 and leaves the V8 flags alone. Which kernels a
+// process runs is decided once, on import (default-kernels.ts); every thread decides the same (same
+// flags, same environment), and a host is moreover told the coordinator's choice in its HostInit and
+// switches to it (selectKernels), so node processes on other machines compute what the
+// coordinator's reference engine computes.
 
 /** The part of the WebAssembly API used here (lib es2023 declares none of it). */
 interface WebAssemblyApi {
@@ -56,19 +79,75 @@ function moduleBytes(variant: WasmVariant): Uint8Array {
   return new Uint8Array(Buffer.from(BASE64[variant], 'base64'));
 }
 
+function validates(bytes: Uint8Array): boolean {
+  try {
+    return api?.validate(bytes) === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * BACKFLOW_WASM_RELAXED: '0' keeps this process on the simd128 kernels (reproducible against machines
+ * without relaxed SIMD), unset, '' or '1' allows the relaxed-SIMD ones; anything else is an InputError.
+ */
+export function relaxedAllowed(): boolean {
+  const v = process.env['BACKFLOW_WASM_RELAXED'];
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new InputError(`BACKFLOW_WASM_RELAXED: expected '0' or '1', found '${v}'`, {
+    option: 'BACKFLOW_WASM_RELAXED',
+    expected: "'0' (simd128 kernels only) or '1' (relaxed SIMD where it fuses)",
+    found: v,
+  });
+}
+
+/** Turns V8's relaxed SIMD on where the engine keeps it behind a flag (Note [relaxed SIMD for every process]). */
+function enableRelaxedSimd(probe: Uint8Array): boolean {
+  if (validates(probe)) return true;
+  try {
+    setFlagsFromString('--experimental-wasm-relaxed-simd');
+  } catch {
+    return false;
+  }
+  return validates(probe);
+}
+
+/** Whether `f32x4.relaxed_madd` rounds once here: 2^-24 fused, 0 rounded twice (the Note). */
+function maddFuses(probe: Uint8Array): boolean {
+  try {
+    const { madd } = new api!.Instance(new api!.Module(probe), {}).exports as {
+      madd(a: number, b: number, c: number): number;
+    };
+    const a = 1 + 2 ** -12;
+    return madd(a, a, -(1 + 2 ** -11)) === 2 ** -24;
+  } catch {
+    return false;
+  }
+}
+
 let supported: WasmVariant[] | null = null;
 
-/** The variants this engine can run, best first (validating a module is how support is detected). */
+/**
+ * The variants this process runs, best first: simd128 where the module validates, and relaxed-simd
+ * before it where relaxed SIMD is allowed (BACKFLOW_WASM_RELAXED), validates once its V8 flag is on,
+ * and fuses (Note [relaxed SIMD for every process]). Decided once per thread; every thread of a
+ * process gets the same list.
+ */
 export function wasmVariants(): readonly WasmVariant[] {
   if (supported === null) {
-    const order: WasmVariant[] = ['relaxed-simd', 'simd128'];
-    supported = order.filter((v) => {
-      try {
-        return api?.validate(moduleBytes(v)) === true;
-      } catch {
-        return false;
-      }
-    });
+    const list: WasmVariant[] = [];
+    const probe = new Uint8Array(Buffer.from(PROBE_BASE64, 'base64'));
+    if (
+      api !== undefined &&
+      relaxedAllowed() &&
+      enableRelaxedSimd(probe) &&
+      maddFuses(probe) &&
+      validates(moduleBytes('relaxed-simd'))
+    )
+      list.push('relaxed-simd');
+    if (validates(moduleBytes('simd128'))) list.push('simd128');
+    supported = list;
   }
   return supported;
 }

@@ -2,8 +2,8 @@
  * Float32 GFLOP/s of matmul for each transpose combination, one thread:
  * - the tiled TypeScript `matmul` (cases `<size> <trans>`), with the naive triple loop at 512 as a
  *   baseline (`ratio_vs_naive` on the 512 cases) and a batched case;
- * - the WebAssembly SIMD kernels (`wasm <size> <trans>`, and `wasm-relaxed ...` when the engine runs
- *   relaxed SIMD, i.e. under `node --experimental-wasm-relaxed-simd`), each next to
+ * - the WebAssembly SIMD kernels (`wasm <size> <trans>`, and `wasm-relaxed ...` where the relaxed-SIMD
+ *   FMA variant runs: by default on Node 20, Note [relaxed SIMD for every process]), each next to
  *   `@tensorflow/tfjs-backend-wasm` measured just before it on the same inputs
  *   (`tfjs-wasm <size> <trans>`, single-threaded SIMD build): `ratio_vs_tfjs_wasm`, and
  *   `ratio_vs_nn`, a transposed case against the plain one of the same kernel.

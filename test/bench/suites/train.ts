@@ -7,6 +7,11 @@
  * - `2-stage-pipeline`: 2 worker threads as 2 stages, 1F1B over 4 microbatches of 32;
  * - `tfjs-wasm`: TensorFlow.js 4.22 on its WebAssembly backend (wasm files from node_modules, no
  *   network), the same MLP trained by its stock `optimizer.minimize`, in this thread.
+ * - `torch-1-thread`, `torch-2-threads`: PyTorch on the CPU with 1 and 2 threads, the same MLP, batch
+ *   and SGD (forward, cross-entropy, backward, update, loss read back) on seeded random batches of
+ *   the same shapes, in a child process (test/bench/peers/torch_train.py, which times its own steps),
+ *   its rounds in turn with the engines'. Where `python3` (or BACKFLOW_BENCH_PYTHON) cannot import
+ *   torch, one line `torch skipped` says why and the rest runs as before.
  *
  * - `scaling-1-worker`, `scaling-2-workers-data-parallel`: the first two again, each alone in the
  *   process for 500 contiguous steps (see `scaling`).
@@ -14,7 +19,9 @@
  *
  * Every engine trains on the same batches (a seeded order over 2,048 digits), all four in turn in
  * rounds of 100 steps (1 warm-up round, then 3: 300 timed steps each); `samples_per_s` is 128 over the
- * median step, `ratio_vs_tfjs_wasm` ours over tfjs's, `ratio_vs_1_worker` over one worker's. Targets:
+ * median step, `ratio_vs_tfjs_wasm` ours over tfjs's, `ratio_vs_1_worker` over one worker's,
+ * `ratio_vs_torch_1_thread` ours over torch's on one thread (and, for the 2-worker cases,
+ * `ratio_vs_torch_2_threads` over torch's on two). `kernels` names the kernels backflow ran. Targets:
  * data-parallel on 2 workers at least as fast as tfjs-wasm (issue 5) and at least 1.8x one worker,
  * one worker at least 25,000 samples/s (issue 6).
  */
@@ -24,9 +31,11 @@ import type * as TF from '@tensorflow/tfjs';
 import { loadMnist, MNIST_CLASSES, MNIST_PIXELS } from '../../../src/data/mnist.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { createRuntime, type RuntimeOptions } from '../../../src/runtime/runtime.ts';
+import { kernelsInUse } from '../../../src/tensor/default-kernels.ts';
 import type { Tensor } from '../../../src/tensor/tensor.ts';
 import { mlpClassifier } from '../../../src/train/models.ts';
 import { type BenchContext, median, round, type Suite } from '../harness.ts';
+import { startTorch, type TorchPeer, torchPython } from '../peers/torch.ts';
 import { resultOf } from '../rounds.ts';
 
 export const BATCH = 128;
@@ -143,10 +152,32 @@ async function tfjsWasm(batches: readonly Batch[]): Promise<Engine & { simd: boo
   };
 }
 
+/** The torch peers on 1 and 2 threads, or none, with one `torch skipped` line saying why. */
+async function torchPeers(ctx: BenchContext): Promise<TorchPeer[]> {
+  const peers: TorchPeer[] = [];
+  try {
+    for (const threads of [1, 2]) peers.push(await startTorch(threads, { batch: BATCH, lr: LR }));
+    return peers;
+  } catch (error) {
+    await Promise.all(peers.map((p) => p.close()));
+    const reason = `${torchPython()} cannot run PyTorch: ${error instanceof Error ? error.message : error}`;
+    ctx.report({
+      suite: ctx.suite,
+      case: 'torch skipped',
+      median_ms: 0,
+      min_ms: 0,
+      max_ms: 0,
+      runs: 0,
+      error: reason,
+    });
+    return [];
+  }
+}
+
 export const trainSuite: Suite = {
   name: 'train',
   description:
-    'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm',
+    'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm and PyTorch (1 and 2 threads, where python3 has torch)',
   async run(ctx: BenchContext) {
     await ctx.measure('mnist-load', () => loadMnist({ seed: 1 }), {
       runs: 5,
@@ -155,12 +186,15 @@ export const trainSuite: Suite = {
     });
     const batches = mnistBatches(16);
     const engines: Engine[] = [];
+    let peers: TorchPeer[] = [];
     try {
       engines.push(await tfjsWasm(batches));
       for (const [name, options] of CASES) engines.push(await backflow(name, options));
+      peers = await torchPeers(ctx);
       // Rounds of ROUND steps of each engine in turn, so a burst of load from other processes on
       // the shared machine hits all of them alike.
       const samples = engines.map(() => [] as number[]);
+      const peerSamples = peers.map(() => [] as number[]);
       let served = 0;
       for (let round = 0; round < WARMUP_ROUNDS + ROUNDS; round++) {
         for (const [e, engine] of engines.entries()) {
@@ -169,6 +203,10 @@ export const trainSuite: Suite = {
             await engine.step(batches[(served + i) % batches.length]!);
             if (round >= WARMUP_ROUNDS) samples[e]!.push(performance.now() - t);
           }
+        }
+        for (const [p, peer] of peers.entries()) {
+          const ms = await peer.round(ROUND);
+          if (round >= WARMUP_ROUNDS) peerSamples[p]!.push(...ms);
         }
         served += ROUND;
       }
@@ -183,6 +221,17 @@ export const trainSuite: Suite = {
           samples_per_s: Math.round(tfjsRate),
         }),
       );
+      const torchRates = peerSamples.map(rate);
+      for (const [p, peer] of peers.entries()) {
+        ctx.report(
+          resultOf(ctx, peer.name, peerSamples[p]!, {
+            batch: BATCH,
+            threads: peer.threads,
+            torch: peer.version,
+            samples_per_s: Math.round(torchRates[p]!),
+          }),
+        );
+      }
       const oneWorker = rate(samples[engines.findIndex((e) => e.name === '1-worker')]!);
       for (const [e, engine] of engines.entries()) {
         if (e === 0) continue;
@@ -193,8 +242,17 @@ export const trainSuite: Suite = {
             batch: BATCH,
             workers: engine.workers!,
             samples_per_s: Math.round(rate(samples[e]!)),
+            kernels: kernelsInUse(),
             tfjs_wasm_samples_per_s: Math.round(tfjsRate),
             ratio_vs_tfjs_wasm: round(ratio, 2),
+            ...(torchRates.length === 2
+              ? {
+                  ratio_vs_torch_1_thread: round(rate(samples[e]!) / torchRates[0]!, 2),
+                  ...(engine.workers === 2
+                    ? { ratio_vs_torch_2_threads: round(rate(samples[e]!) / torchRates[1]!, 2) }
+                    : {}),
+                }
+              : {}),
             // Issue 5's target is for data-parallel training on 2 workers (at least tfjs-wasm);
             // issue 6's: one worker at least 25,000 samples/s, 2 data-parallel at least 1.8x it.
             ...(engine.name === '1-worker'
@@ -216,7 +274,7 @@ export const trainSuite: Suite = {
         );
       }
     } finally {
-      await Promise.all(engines.map((e) => e.close()));
+      await Promise.all([...engines.map((e) => e.close()), ...peers.map((p) => p.close())]);
     }
     await scaling(ctx, batches);
   },
