@@ -37,6 +37,13 @@ export {
 } from './data/dataset.ts';
 export { loadMnist, type MnistOptions, type MnistSplit } from './data/mnist.ts';
 export { blobs, type LabeledSet, spirals } from './data/synthetic.ts';
+export {
+  type CharVocabulary,
+  charVocabulary,
+  type TextWindowOptions,
+  taggedToText,
+  textWindows,
+} from './data/text.ts';
 export * from './errors.ts';
 export { GraphBuilder } from './graph/builder.ts';
 export { castGraph } from './graph/cast.ts';
