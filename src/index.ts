@@ -207,6 +207,12 @@ export {
 export { type LoadOptions, loadCheckpoint, type SaveOptions, saveCheckpoint } from './train/checkpoint.ts';
 export type { Checkpoint } from './train/checkpoint-format.ts';
 export { type EvalResult, evaluateClassifier } from './train/evaluate.ts';
+export {
+  type LanguageModelOptions,
+  type SampleOptions,
+  sampleTokens,
+  transformerLanguageModel,
+} from './train/language-model.ts';
 export { loadModel, MODEL_FORMAT_VERSION, type Model, saveModel } from './train/model-file.ts';
 export { mlpClassifier, transformerClassifier } from './train/models.ts';
 export { type PredictOptions, predict } from './train/predict.ts';
