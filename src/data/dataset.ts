@@ -16,7 +16,7 @@ export interface Example {
 export interface Batch {
   /** [batch, ...features] */
   x: Tensor;
-  /** [batch, ...labels]: [batch] for one label per example. */
+  /** `[batch, ...labels]`, or `[batch]` for one label per example. */
   y: Tensor;
   /** The dataset's rows it holds, in order. */
   indices: number[];

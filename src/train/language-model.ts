@@ -30,8 +30,8 @@ export interface LanguageModelOptions {
 /**
  * A decoder-only transformer language model (GPT-2's layout): tokens x [B, length] (integer values
  * in [0, vocab)) are embedded with learned positions, go through `layers` pre-norm blocks with
- * causal attention and a final layerNorm, and a linear head gives the outputs `logits`
- * [B, length, vocab]: at position t, the scores of the token at t + 1. The output `loss` is the
+ * causal attention and a final layerNorm, and a linear head gives the output `logits`
+ * `[B, length, vocab]`, at position t the scores of the token at t + 1. The output `loss` is the
  * softmax cross-entropy against the next tokens y [B, length] (y[t] = x[t + 1] of the text),
  * averaged over every position of every sequence, in nats per token.
  *
