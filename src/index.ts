@@ -37,6 +37,13 @@ export {
 } from './data/dataset.ts';
 export { loadMnist, type MnistOptions, type MnistSplit } from './data/mnist.ts';
 export { blobs, type LabeledSet, spirals } from './data/synthetic.ts';
+export {
+  type CharVocabulary,
+  charVocabulary,
+  type TextWindowOptions,
+  taggedToText,
+  textWindows,
+} from './data/text.ts';
 export * from './errors.ts';
 export { GraphBuilder } from './graph/builder.ts';
 export { castGraph } from './graph/cast.ts';
@@ -200,6 +207,12 @@ export {
 export { type LoadOptions, loadCheckpoint, type SaveOptions, saveCheckpoint } from './train/checkpoint.ts';
 export type { Checkpoint } from './train/checkpoint-format.ts';
 export { type EvalResult, evaluateClassifier } from './train/evaluate.ts';
+export {
+  type LanguageModelOptions,
+  type SampleOptions,
+  sampleTokens,
+  transformerLanguageModel,
+} from './train/language-model.ts';
 export { loadModel, MODEL_FORMAT_VERSION, type Model, saveModel } from './train/model-file.ts';
 export { mlpClassifier, transformerClassifier } from './train/models.ts';
 export { type PredictOptions, predict } from './train/predict.ts';

@@ -16,7 +16,7 @@ export interface Example {
 export interface Batch {
   /** [batch, ...features] */
   x: Tensor;
-  /** [batch] */
+  /** `[batch, ...labels]`, or `[batch]` for one label per example. */
   y: Tensor;
   /** The dataset's rows it holds, in order. */
   indices: number[];
@@ -56,19 +56,22 @@ export interface BatchOptions {
   cursor?: DataCursor;
 }
 
-/** Labelled examples held as two tensors: x [N, ...features] and y [N]. */
+/**
+ * Labelled examples held as two tensors: x [N, ...features] and y [N] (a label per example) or
+ * y [N, ...] (labels per example: the next token at each position of a sequence, say).
+ */
 export class Dataset {
   /** The features, [N, ...]. */
   readonly x: Tensor;
-  /** The labels, [N]. */
+  /** The labels, [N] or [N, ...]. */
   readonly y: Tensor;
 
   constructor(x: Tensor, y: Tensor) {
-    if (x.rank < 1 || y.rank !== 1 || x.shape[0] !== y.shape[0]) {
+    if (x.rank < 1 || y.rank < 1 || x.shape[0] !== y.shape[0]) {
       throw new ShapeError(
-        `Dataset: needs x [N, ...] and y [N], found x ${fmtShape(x.shape)} and y ${fmtShape(y.shape)}`,
+        `Dataset: needs x [N, ...] and y [N, ...] with the same N, found x ${fmtShape(x.shape)} and y ${fmtShape(y.shape)}`,
         {
-          expected: '[N, ...] and [N]',
+          expected: '[N, ...] and [N, ...]',
           found: [x.shape, y.shape],
         },
       );
@@ -113,7 +116,7 @@ export class Dataset {
 
   /** The number of examples, N. */
   get size(): number {
-    return this.y.size;
+    return this.y.shape[0]!;
   }
 
   /** Rows `indices`, as a new dataset. */

@@ -8,7 +8,10 @@ import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 export interface EvalResult {
   /** The loss averaged over examples. */
   loss: number;
-  /** Fraction of rows whose largest logit is the label (when the graph has a logits output). */
+  /**
+   * Fraction of labels the largest logit names (when the graph has a logits output): one per row for
+   * labels [N], one per position for labels [N, T] and logits [N, T, classes].
+   */
   accuracy: number | null;
   /** Examples evaluated. */
   samples: number;
@@ -33,6 +36,7 @@ export function evaluateClassifier(
   const chunk = options.chunk ?? 500;
   let lossSum = 0;
   let right = 0;
+  let predicted = 0;
   for (let start = 0; start < data.size; start += chunk) {
     const rows = Array.from({ length: Math.min(chunk, data.size - start) }, (_, i) => start + i);
     const labels = takeRows(data.y, rows);
@@ -44,15 +48,22 @@ export function evaluateClassifier(
     );
     lossSum += out[lossName]!.item() * rows.length;
     if (hasLogits) {
+      // A prediction per label: per row for labels [n], per position for labels [n, T] and logits [n, T, C].
       const logits = out[logitsName]!;
       const classes = logits.shape[logits.rank - 1]!;
-      for (let r = 0; r < rows.length; r++) {
+      const positions = Math.min(labels.size, logits.size / classes);
+      for (let r = 0; r < positions; r++) {
         let best = 0;
         for (let c = 1; c < classes; c++)
           if (logits.data[r * classes + c]! > logits.data[r * classes + best]!) best = c;
         if (best === labels.data[r]) right++;
       }
+      predicted += positions;
     }
   }
-  return { loss: lossSum / data.size, accuracy: hasLogits ? right / data.size : null, samples: data.size };
+  return {
+    loss: lossSum / data.size,
+    accuracy: hasLogits ? right / predicted : null,
+    samples: data.size,
+  };
 }

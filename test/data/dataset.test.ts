@@ -33,6 +33,21 @@ describe('Dataset', () => {
     );
   });
 
+  it('labels per example ([N, T]): batches take whole rows of them, size is N', () => {
+    const x = tensor([[0], [1], [2]]);
+    const y = tensor([
+      [0, 10],
+      [1, 11],
+      [2, 12],
+    ]);
+    const d = new Dataset(x, y);
+    expect(d.size).toBe(3);
+    const [batch] = [...d.batches({ batchSize: 2, shuffle: false })];
+    expect(batch!.y.shape).toEqual([2, 2]);
+    expect([...batch!.y.data]).toEqual([0, 10, 1, 11]);
+    expect(() => new Dataset(x, tensor([[0, 1]]))).toThrow(/same N/);
+  });
+
   it('subset copies rows and checks indices', () => {
     const d = numbered(6).subset([4, 1]);
     expect([...d.x.data]).toEqual([4, -4, 1, -1]);
