@@ -44,19 +44,29 @@ function geometry(shape: readonly number[], win: Window2d, kernel: string): Geom
 
 type Data = Float32Array | Float64Array;
 
+// Note [window loops]
+// im2col and col2im are plain loops over the patch matrix, the window's bounds checked once per
+// kernel row and once per pixel, with no callback or library call per pixel: on small images of few
+// channels (a digit's 1, LeNet's 6) a run is a few elements, and the overhead per run is what costs,
+// not the copies. With one group and no dilation along the width a kernel row is one run of the
+// image, copied in one loop. col2im still adds in the patch order, so its sums are the same bits
+// whichever way the loops are written.
+
 /**
- * The one loop nest of im2col and col2im, over every element of every patch in the order of the
- * patch matrix: group, image, output row, output column, kernel row, kernel column, channel of the
- * group. Forward (`toImage` false) it copies image elements into `cols`, zeros in the padding;
- * backward it adds each element of `cols` into its pixel of `image`, padding dropped.
+ * im2col's loop nest, over every element of every patch in the order of the patch matrix: group,
+ * image, output row, output column, kernel row, kernel column, channel of the group. Copies image
+ * elements into `cols`, zeros in the padding.
  */
-function walkPatches(g: Geometry, win: Window2d, groups: number, image: Data, cols: Data, toImage: boolean) {
+function copyPatches(g: Geometry, win: Window2d, groups: number, image: Data, cols: Data) {
   const { n, h, w, c, oh, ow } = g;
   const [kh, kw] = win.kernel as [number, number];
   const [sh, sw] = win.stride as [number, number];
   const [ph, pw] = win.padding as [number, number];
   const [dh, dw] = win.dilation as [number, number];
   const cg = c / groups;
+  const rowLength = kw * cg;
+  // One group, no dilation along the width: a kernel row's pixels are adjacent in the image.
+  const contiguous = groups === 1 && dw === 1;
   let dst = 0;
   for (let group = 0; group < groups; group++) {
     for (let b = 0; b < n; b++) {
@@ -64,15 +74,68 @@ function walkPatches(g: Geometry, win: Window2d, groups: number, image: Data, co
         for (let j = 0; j < ow; j++) {
           for (let p = 0; p < kh; p++) {
             const ih = i * sh - ph + p * dh;
-            for (let q = 0; q < kw; q++, dst += cg) {
+            if (ih < 0 || ih >= h) {
+              for (const end = dst + rowLength; dst < end; dst++) cols[dst] = 0;
+              continue;
+            }
+            const row = (b * h + ih) * w;
+            const left = j * sw - pw;
+            if (contiguous) {
+              // The kernel row's pixels inside the image are one run of the image: zeros, a copy, zeros.
+              const rowEnd = dst + rowLength;
+              const inside = Math.max(0, -left);
+              const zerosEnd = dst + inside * c;
+              for (; dst < zerosEnd; dst++) cols[dst] = 0;
+              const copyEnd = dst + Math.max(0, Math.min(kw, w - left) - inside) * c;
+              for (let src = (row + left + inside) * c; dst < copyEnd; dst++, src++) cols[dst] = image[src]!;
+              for (; dst < rowEnd; dst++) cols[dst] = 0;
+              continue;
+            }
+            for (let q = 0; q < kw; q++) {
+              const iw = left + q * dw;
+              const end = dst + cg;
+              if (iw < 0 || iw >= w) for (; dst < end; dst++) cols[dst] = 0;
+              else
+                for (let src = (row + iw) * c + group * cg; dst < end; dst++, src++) cols[dst] = image[src]!;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * col2im's loop nest, the same order as `copyPatches`: adds each element of `cols` into its pixel of
+ * the float64 accumulator `image`, padding dropped.
+ */
+function addPatches(g: Geometry, win: Window2d, groups: number, image: Float64Array, cols: Data) {
+  const { n, h, w, c, oh, ow } = g;
+  const [kh, kw] = win.kernel as [number, number];
+  const [sh, sw] = win.stride as [number, number];
+  const [ph, pw] = win.padding as [number, number];
+  const [dh, dw] = win.dilation as [number, number];
+  const cg = c / groups;
+  const rowLength = kw * cg;
+  let from = 0;
+  for (let group = 0; group < groups; group++) {
+    for (let b = 0; b < n; b++) {
+      for (let i = 0; i < oh; i++) {
+        for (let j = 0; j < ow; j++) {
+          for (let p = 0; p < kh; p++) {
+            const ih = i * sh - ph + p * dh;
+            if (ih < 0 || ih >= h) {
+              from += rowLength;
+              continue;
+            }
+            const row = (b * h + ih) * w;
+            for (let q = 0; q < kw; q++) {
               const iw = j * sw - pw + q * dw;
-              if (ih < 0 || ih >= h || iw < 0 || iw >= w) {
-                if (!toImage) cols.fill(0, dst, dst + cg);
-                continue;
-              }
-              const src = ((b * h + ih) * w + iw) * c + group * cg;
-              if (toImage) for (let t = 0; t < cg; t++) image[src + t] = image[src + t]! + cols[dst + t]!;
-              else for (let t = 0; t < cg; t++) cols[dst + t] = image[src + t]!;
+              const end = from + cg;
+              if (iw < 0 || iw >= w) from = end;
+              else
+                for (let dst = (row + iw) * c + group * cg; from < end; from++, dst++)
+                  image[dst] += cols[from]!;
             }
           }
         }
@@ -92,7 +155,7 @@ export function im2col(x: Tensor, win: Window2d, groups: number): Tensor {
   const m = g.n * g.oh * g.ow;
   // Uninit: the walk writes every element of every patch.
   const o = allocateUninit(x.dtype, groups * m * k);
-  walkPatches(g, win, groups, x.data, o, false);
+  copyPatches(g, win, groups, x.data, o);
   return new Tensor(x.dtype, [groups, m, k], o);
 }
 
@@ -103,7 +166,7 @@ export function im2col(x: Tensor, win: Window2d, groups: number): Tensor {
 export function col2im(cols: Tensor, win: Window2d, groups: number, shape: readonly number[]): Tensor {
   const g = geometry(shape, win, 'col2im');
   const acc = new Float64Array(g.n * g.h * g.w * g.c);
-  walkPatches(g, win, groups, acc, cols.data, true);
+  addPatches(g, win, groups, acc, cols.data);
   return rounded(cols.dtype, [...shape], acc);
 }
 
