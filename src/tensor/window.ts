@@ -135,7 +135,7 @@ function addPatches(g: Geometry, win: Window2d, groups: number, image: Float64Ar
               if (iw < 0 || iw >= w) from = end;
               else
                 for (let dst = (row + iw) * c + group * cg; from < end; from++, dst++)
-                  image[dst] += cols[from]!;
+                  image[dst] = image[dst]! + cols[from]!;
             }
           }
         }
