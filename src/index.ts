@@ -214,7 +214,12 @@ export {
   transformerLanguageModel,
 } from './train/language-model.ts';
 export { loadModel, MODEL_FORMAT_VERSION, type Model, saveModel } from './train/model-file.ts';
-export { mlpClassifier, transformerClassifier } from './train/models.ts';
+export {
+  type CnnClassifierOptions,
+  cnnClassifier,
+  mlpClassifier,
+  transformerClassifier,
+} from './train/models.ts';
 export { type PredictOptions, predict } from './train/predict.ts';
 export type { ProgressStream } from './train/progress.ts';
 export type { RestartEvent, RestartOptions } from './train/restarts.ts';
