@@ -7,7 +7,14 @@ import {
   type UnaryKind,
 } from './kernels.ts';
 import { matmul } from './matmul.ts';
-import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
+import {
+  type RowLayout,
+  type RowOperand,
+  rowLayout,
+  sizeOf,
+  stridesOf,
+  tryBroadcastShapes,
+} from './shape.ts';
 import { erf } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
@@ -106,48 +113,11 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const x = a.data;
   const y = b.data;
   const n = sizeOf(shape);
-  // Uninit: every path below writes o[0..n) (the row path n / last rows of last; stridedWalk every i < n).
+  // Uninit: the row loops write every row's cols outputs, rows * cols = n; stridedWalk every i < n.
   const o = allocateUninit(a.dtype, n);
-  // Fast paths (add/sub/mul/div are the hot ones) keep the loop body free of a call.
-  if (x.length === n && y.length === n) {
-    if (kind === 'add') for (let i = 0; i < n; i++) o[i] = x[i]! + y[i]!;
-    else if (kind === 'sub') for (let i = 0; i < n; i++) o[i] = x[i]! - y[i]!;
-    else if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = x[i]! * y[i]!;
-    else if (kind === 'div') for (let i = 0; i < n; i++) o[i] = x[i]! / y[i]!;
-    else {
-      const f = binFns[kind];
-      for (let i = 0; i < n; i++) o[i] = f(x[i]!, y[i]!);
-    }
-    return new Tensor(a.dtype, shape, o);
-  }
-  if (y.length === 1 && x.length === n) {
-    const s = y[0]!;
-    if (kind === 'add') for (let i = 0; i < n; i++) o[i] = x[i]! + s;
-    else if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = x[i]! * s;
-    else if (kind === 'sub') for (let i = 0; i < n; i++) o[i] = x[i]! - s;
-    else if (kind === 'div') for (let i = 0; i < n; i++) o[i] = x[i]! / s;
-    else {
-      const f = binFns[kind];
-      for (let i = 0; i < n; i++) o[i] = f(x[i]!, s);
-    }
-    return new Tensor(a.dtype, shape, o);
-  }
-  if (x.length === 1 && y.length === n) {
-    const s = x[0]!;
-    const f = binFns[kind];
-    if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = s * y[i]!;
-    else for (let i = 0; i < n; i++) o[i] = f(s, y[i]!);
-    return new Tensor(a.dtype, shape, o);
-  }
-  // A row vector broadcast over the last axis (bias add): b has shape [..1.., C] with C the last dim.
-  const last = shape[shape.length - 1] ?? 1;
-  if (x.length === n && y.length === last && b.shape[b.shape.length - 1] === last) {
-    const f = binFns[kind];
-    if (kind === 'add') {
-      for (let r = 0; r < n; r += last) for (let j = 0; j < last; j++) o[r + j] = x[r + j]! + y[j]!;
-    } else {
-      for (let r = 0; r < n; r += last) for (let j = 0; j < last; j++) o[r + j] = f(x[r + j]!, y[j]!);
-    }
+  const layout = rowLayout(a.shape, b.shape, shape);
+  if (layout !== null) {
+    binaryRows(kind, layout, x, y, o);
     return new Tensor(a.dtype, shape, o);
   }
   const f = binFns[kind];
@@ -157,6 +127,77 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
     o[i] = f(x[ia]!, y[ib]!);
   });
   return new Tensor(a.dtype, shape, o);
+}
+
+/** Where row r of an operand read as `how` starts (Note [row layouts]). */
+function rowStart(how: RowOperand, r: number, cols: number): number {
+  return how === 'full' ? r * cols : how === 'column' ? r : 0;
+}
+
+/**
+ * An elementwise binary op over the output as rows x cols (Note [row layouts]): one loop per row
+ * with a value or a run from each side, so the inner loops carry no index arithmetic and, for the
+ * four arithmetic ops, no call.
+ */
+function binaryRows(kind: BinaryKind, layout: RowLayout, x: Storage, y: Storage, o: Storage): void {
+  const { rows, cols } = layout;
+  const xOne = layout.a === 'scalar' || layout.a === 'column';
+  const yOne = layout.b === 'scalar' || layout.b === 'column';
+  for (let r = 0; r < rows; r++) {
+    const at = r * cols;
+    const xs = rowStart(layout.a, r, cols);
+    const ys = rowStart(layout.b, r, cols);
+    if (yOne) {
+      if (xOne) {
+        const v = binFns[kind](x[xs]!, y[ys]!);
+        for (let j = 0; j < cols; j++) o[at + j] = v;
+      } else runValue(kind, x, xs, y[ys]!, o, at, cols);
+    } else if (xOne) valueRun(kind, x[xs]!, y, ys, o, at, cols);
+    else runRun(kind, x, xs, y, ys, o, at, cols);
+  }
+}
+
+// One loop per arithmetic kind (the hot ones), the rest through binFns.
+function runRun(
+  kind: BinaryKind,
+  x: Storage,
+  xs: number,
+  y: Storage,
+  ys: number,
+  o: Storage,
+  at: number,
+  n: number,
+) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! + y[ys + j]!;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! - y[ys + j]!;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! * y[ys + j]!;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! / y[ys + j]!;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(x[xs + j]!, y[ys + j]!);
+  }
+}
+
+function runValue(kind: BinaryKind, x: Storage, xs: number, v: number, o: Storage, at: number, n: number) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! + v;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! - v;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! * v;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! / v;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(x[xs + j]!, v);
+  }
+}
+
+function valueRun(kind: BinaryKind, v: number, y: Storage, ys: number, o: Storage, at: number, n: number) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = v + y[ys + j]!;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = v - y[ys + j]!;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = v * y[ys + j]!;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = v / y[ys + j]!;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(v, y[ys + j]!);
+  }
 }
 
 /** Strides of `own` seen from the broadcast shape `shape`: 0 on broadcast (size-1 or missing) axes. */
@@ -286,11 +327,20 @@ function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (out === null || out.length !== shape.length || out.some((d, i) => d !== shape[i])) {
     throw new ShapeError(`broadcastTo: ${fmtShape(x.shape)} does not broadcast to ${fmtShape(shape)}`);
   }
-  // Uninit: fill, or the walk over every index of the output.
+  // Uninit: the rows, or the walk over every index of the output.
   const o = allocateUninit(x.dtype, sizeOf(shape));
   const a = x.data;
-  if (a.length === 1) {
-    o.fill(a[0]!);
+  // Copied as rows (Note [row layouts]): a column fills each row with its value, a tile repeats.
+  const layout = rowLayout(x.shape, x.shape, shape);
+  if (layout !== null) {
+    const { rows, cols } = layout;
+    if (layout.a === 'scalar') o.fill(a[0]!);
+    else if (layout.a === 'column') {
+      for (let r = 0, at = 0; r < rows; r++, at += cols) {
+        const v = a[r]!;
+        for (let j = 0; j < cols; j++) o[at + j] = v;
+      }
+    } else for (let r = 0; r < rows; r++) o.set(a, r * cols);
   } else {
     const sa = broadcastStrides(x.shape, shape);
     stridedWalk(shape, sa, sa, (i, ia) => {

@@ -80,6 +80,16 @@ describe('binary elementwise ops', () => {
     { a: [2, 3], b: [] },
     { a: [1, 3], b: [3, 3] },
     { a: [3, 3], b: [3, 1] },
+    // The row layouts of the kernels (Note [row layouts]): a column either side, a tile of several
+    // axes, a column with a row, and a column that is not one (it repeats over a leading axis).
+    { a: [2, 3, 4], b: [2, 3, 1] },
+    { a: [2, 3, 1], b: [2, 3, 4] },
+    { a: [2, 3, 4], b: [1, 3, 4] },
+    { a: [3, 4], b: [2, 3, 4] },
+    { a: [2, 3, 1], b: [4] },
+    { a: [1, 4], b: [2, 3, 1] },
+    { a: [2, 3, 1], b: [] },
+    { a: [1, 3, 1], b: [2, 3, 4] },
   ];
   const fns: Record<string, (x: number, y: number) => number> = {
     add: (x, y) => x + y,
@@ -256,6 +266,36 @@ describe('matmul and layout ops', () => {
       [2, 2, 3],
       [1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2],
     );
+    // A column, a tile, a scalar and a full copy (Note [row layouts]) against the textbook broadcast.
+    for (const [from, to] of [
+      [
+        [2, 3, 1],
+        [2, 3, 4],
+      ],
+      [
+        [1, 3, 4],
+        [2, 3, 4],
+      ],
+      [[1], [2, 3]],
+      [
+        [2, 3],
+        [2, 3],
+      ],
+      [
+        [2, 1, 4],
+        [2, 3, 4],
+      ],
+    ] as const) {
+      const x = arange(
+        from.reduce((p, d) => p * d, 1),
+        [...from],
+      );
+      const target = arange(
+        to.reduce((p, d) => p * d, 1),
+        [...to],
+      );
+      expect(values(eager.broadcastTo(x, [...to]))).toEqual(naiveBroadcast(x, target, (v) => v));
+    }
   });
 
   it('concat, slice, pad', () => {

@@ -3,7 +3,7 @@
  * - matmul: |wasm - ts| <= 1e-5 * sqrt(k) * sum_p |a_ip * b_pj| per element (ts sums in float64,
  *   wasm in float32); the simd128 variant is moreover bitwise equal to the naive float32 loop
  *   `s = fround(s + fround(a * b))` (Note [wasm matmul summation order]);
- * - unary, binary, sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
+ * - unary, binary (every broadcast of Note [row layouts]), sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
  *   sign of a zero);
  * - sum over trailing axes: |wasm - ts| <= 1e-6 * sum |x| (float64 lanes in another order, rounded once);
  * - softmax: |wasm - ts| <= 1e-5 * |ts| + 1e-37 (float32 exp, about 1 ulp; 0 below exp(-87.3));
@@ -202,7 +202,16 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
         [
           [rows, 1],
           [rows, cols],
-        ], // a column: the TypeScript fallback
+        ], // a column (one value per row) either side, alone or with a row vector
+        [
+          [2, rows, cols],
+          [rows, 1],
+        ],
+        [[rows, 1], [cols]],
+        [
+          [2, 1, cols],
+          [2, rows, 1],
+        ], // not a row layout: the TypeScript fallback
       ];
       for (const [sa, sb] of pairs) {
         const a = sa.length === 2 && sa[0] === rows && sa[1] === cols ? x : withSpecials(rng, sa);
