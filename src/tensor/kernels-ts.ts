@@ -15,7 +15,7 @@ import {
   stridesOf,
   tryBroadcastShapes,
 } from './shape.ts';
-import { erf } from './special.ts';
+import { erf, erf32 } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
   avgPool2d,
@@ -69,7 +69,9 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       for (let i = 0; i < n; i++) o[i] = a[i]! > 0 || Number.isNaN(a[i]!) ? a[i]! : 0;
       break;
     case 'erf':
-      for (let i = 0; i < n; i++) o[i] = erf(a[i]!);
+      // Note [float32 erf]: a rational function where the result is float32 anyway.
+      if (x.dtype === 'float32') for (let i = 0; i < n; i++) o[i] = erf32(a[i]!);
+      else for (let i = 0; i < n; i++) o[i] = erf(a[i]!);
       break;
     case 'sign':
       for (let i = 0; i < n; i++) o[i] = Math.sign(a[i]!);
