@@ -314,14 +314,55 @@ function reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
 function transpose(x: Tensor, perm: readonly number[]): Tensor {
   const shape = perm.map((p) => x.shape[p]!);
   const st = stridesOf(x.shape);
-  const src = perm.map((p) => st[p]!);
-  // Uninit: the walk visits every index of the output.
+  // Output axes that are consecutive input axes move together: merged, they are one axis of their
+  // product and the innermost one's stride. Size-1 axes are dropped (they move nothing).
+  const dims: number[] = [];
+  const strides: number[] = [];
+  for (let i = 0; i < perm.length; i++) {
+    const p = perm[i]!;
+    if (x.shape[p] === 1) continue;
+    const last = dims.length - 1;
+    if (last >= 0 && strides[last] === st[p]! * x.shape[p]!) {
+      dims[last]! *= x.shape[p]!;
+      strides[last] = st[p]!;
+    } else {
+      dims.push(x.shape[p]!);
+      strides.push(st[p]!);
+    }
+  }
+  // Uninit: the runs below, or the walk, visit every index of the output.
   const o = allocateUninit(x.dtype, x.size);
   const a = x.data;
-  stridedWalk(shape, src, src, (i, ia) => {
-    o[i] = a[ia]!;
-  });
+  const rank = dims.length;
+  if (rank <= 1) o.set(a);
+  else if (strides[rank - 1] === 1) copyRuns(a, o, dims, strides);
+  else {
+    stridedWalk(dims, strides, strides, (i, ia) => {
+      o[i] = a[ia]!;
+    });
+  }
   return new Tensor(x.dtype, shape, o);
+}
+
+/**
+ * A transpose whose innermost axis is contiguous in the input: runs of dims[last] elements copied
+ * by a plain loop, the outer axes walked once per run.
+ */
+function copyRuns(a: Storage, o: Storage, dims: readonly number[], strides: readonly number[]): void {
+  const outer = dims.length - 1;
+  const len = dims[outer]!;
+  const idx = new Array<number>(outer).fill(0);
+  let src = 0;
+  for (let at = 0; at < o.length; at += len) {
+    for (let j = 0; j < len; j++) o[at + j] = a[src + j]!;
+    for (let d = outer - 1; d >= 0; d--) {
+      idx[d]!++;
+      src += strides[d]!;
+      if (idx[d]! < dims[d]!) break;
+      src -= strides[d]! * dims[d]!;
+      idx[d] = 0;
+    }
+  }
 }
 
 function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {

@@ -259,6 +259,50 @@ describe('matmul and layout ops', () => {
     expectTensor(eager.transpose(a), [2, 2], [1, 3, 2, 4]);
   });
 
+  it('transpose matches the textbook one: contiguous runs, merged axes, size-1 axes, a strided inner axis', () => {
+    const cases: [number[], number[]][] = [
+      [
+        [2, 3, 4, 5],
+        [0, 2, 1, 3],
+      ], // attention's split of heads: runs of 5
+      [
+        [2, 3, 4, 5],
+        [2, 3, 0, 1],
+      ], // two merged pairs
+      [
+        [2, 1, 3, 4],
+        [1, 3, 2, 0],
+      ], // a size-1 axis, then a strided inner axis
+      [
+        [3, 4],
+        [0, 1],
+      ], // the identity
+      [
+        [1, 5, 1],
+        [2, 0, 1],
+      ],
+      [
+        [2, 0, 3],
+        [2, 1, 0],
+      ], // empty
+    ];
+    for (const [shape, perm] of cases) {
+      const size = shape.reduce((p, d) => p * d, 1);
+      const x = arange(size, shape);
+      const out = eager.transpose(x, perm);
+      const outShape = perm.map((p) => shape[p]!);
+      expect(out.shape).toEqual(outShape);
+      const strides = shape.map((_, i) => shape.slice(i + 1).reduce((p, d) => p * d, 1));
+      const expected = Array.from({ length: size }, (_, flat) => {
+        let src = 0;
+        for (let d = perm.length - 1, r = flat; d >= 0; r = Math.floor(r / outShape[d]!), d--)
+          src += (r % outShape[d]!) * strides[perm[d]!]!;
+        return src;
+      });
+      expect(values(out), `${shape} by ${perm}`).toEqual(expected);
+    }
+  });
+
   it('reshape infers -1 and broadcastTo repeats', () => {
     expectTensor(eager.reshape(arange(24, [2, 3, 4]), [4, -1]), [4, 6], [...Array(24).keys()]);
     expectTensor(
@@ -285,14 +329,14 @@ describe('matmul and layout ops', () => {
         [2, 1, 4],
         [2, 3, 4],
       ],
-    ] as const) {
+    ] as [number[], number[]][]) {
       const x = arange(
         from.reduce((p, d) => p * d, 1),
-        [...from],
+        from,
       );
       const target = arange(
         to.reduce((p, d) => p * d, 1),
-        [...to],
+        to,
       );
       expect(values(eager.broadcastTo(x, [...to]))).toEqual(naiveBroadcast(x, target, (v) => v));
     }
