@@ -15,7 +15,7 @@ import {
   stridesOf,
   tryBroadcastShapes,
 } from './shape.ts';
-import { erf, erf32 } from './special.ts';
+import { erf, erf32, exp32 } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
   avgPool2d,
@@ -37,7 +37,9 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       for (let i = 0; i < n; i++) o[i] = -a[i]!;
       break;
     case 'exp':
-      for (let i = 0; i < n; i++) o[i] = Math.exp(a[i]!);
+      // Note [float32 exp]: the steps the wasm kernel takes too.
+      if (x.dtype === 'float32') for (let i = 0; i < n; i++) o[i] = exp32(a[i]!);
+      else for (let i = 0; i < n; i++) o[i] = Math.exp(a[i]!);
       break;
     case 'log':
       for (let i = 0; i < n; i++) o[i] = Math.log(a[i]!);

@@ -79,3 +79,54 @@ export function erf32(x: number): number {
   const q = ((((((Q7 * t + Q6) * t + Q5) * t + Q4) * t + Q3) * t + Q2) * t + Q1) * t + 1;
   return (c * p) / q;
 }
+
+// Note [float32 exp]
+// For float32 tensors exp is computed in float64 and rounded once: x clamped to [-110, 100] (beyond,
+// the float32 result is 0 or +inf either way), k = floor(x log2(e) + 1/2), r = x - k ln 2 with ln 2
+// split in two (the high part has 32 trailing zero bits, so k times it is exact), e^r by its Taylor
+// series to r^11 (|r| <= 0.35: relative error below 1e-14), times 2^k. That is the correctly rounded
+// float32 exp but within 1e-14 of a halfway point, and the wasm kernel takes the same steps in
+// float64 SIMD (it could not match Math.exp, whose bits are the engine's). floor(v + 1/2), not
+// Math.round, so that wasm's f64x2.floor gives the same k.
+const LN2_HI = 0.6931471803691238;
+const LN2_LO = 1.9082149292705877e-10;
+/** 2^k for k in [-160, 150], exact (doubling and halving are). */
+const POW2_MIN = -160;
+const POW2 = (() => {
+  const t = new Float64Array(311);
+  t[-POW2_MIN] = 1;
+  for (let k = 1; k <= 150; k++) t[k - POW2_MIN] = t[k - 1 - POW2_MIN]! * 2;
+  for (let k = -1; k >= POW2_MIN; k--) t[k - POW2_MIN] = t[k + 1 - POW2_MIN]! / 2;
+  return t;
+})();
+// 1/n! for n = 2..11.
+const E2 = 0.5;
+const E3 = 0.16666666666666666;
+const E4 = 0.041666666666666664;
+const E5 = 0.008333333333333333;
+const E6 = 0.001388888888888889;
+const E7 = 0.0001984126984126984;
+const E8 = 2.48015873015873e-5;
+const E9 = 2.7557319223985893e-6;
+const E10 = 2.755731922398589e-7;
+const E11 = 2.505210838544172e-8;
+
+/** exp for a result rounded to float32 (Note [float32 exp]); the wasm kernel computes the same bits. */
+export function exp32(x: number): number {
+  if (Number.isNaN(x)) return x;
+  const c = x > 100 ? 100 : x < -110 ? -110 : x;
+  const k = Math.floor(c * Math.LOG2E + 0.5);
+  const r = c - k * LN2_HI - k * LN2_LO;
+  let p = E11 * r + E10;
+  p = p * r + E9;
+  p = p * r + E8;
+  p = p * r + E7;
+  p = p * r + E6;
+  p = p * r + E5;
+  p = p * r + E4;
+  p = p * r + E3;
+  p = p * r + E2;
+  p = p * r + 1;
+  p = p * r + 1;
+  return p * POW2[k - POW2_MIN]!;
+}

@@ -1,10 +1,11 @@
 // Note [float32 erf]: the rational erf against the float64 series erf (itself within 4 eps of
-// tabulated values, test/ops/forward.test.ts), and the erf kernel on float32 tensors.
+// tabulated values, test/ops/forward.test.ts), and the erf kernel on float32 tensors. Note [float32
+// exp]: exp32 against Math.exp.
 import { describe, expect, it } from 'vitest';
 import '../../src/tensor/kernels-ts.ts';
 import { fallbackKernels } from '../../src/tensor/kernels.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { erf, erf32 } from '../../src/tensor/special.ts';
+import { erf, erf32, exp32 } from '../../src/tensor/special.ts';
 import { tensor } from '../../src/tensor/tensor.ts';
 
 /** Seeded points across [-4, 4], and tiny ones down to 1e-30 where erf(x) is about 2x/sqrt(pi). */
@@ -51,5 +52,38 @@ describe('erf32 (Note [float32 erf])', () => {
       expect(Math.abs(out[i]! - exact) / Math.abs(exact)).toBeLessThan(2 ** -22);
     }
     expect(differ).toBeLessThan(xs.length / 1000);
+  });
+});
+
+describe('exp32 (Note [float32 exp])', () => {
+  it('is within 1e-14 relative of Math.exp on [-110, 100]; past the clamps float32 gives 0 and +inf', () => {
+    const rng = new Rng(5);
+    let worst = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const x = i % 2 === 0 ? rng.uniform(-110, 100) : rng.uniform(-3, 3);
+      worst = Math.max(worst, Math.abs(exp32(x) - Math.exp(x)) / Math.exp(x));
+    }
+    expect(worst).toBeLessThan(1e-14);
+    for (const x of [89, 200, Number.POSITIVE_INFINITY])
+      expect(Math.fround(exp32(x))).toBe(Number.POSITIVE_INFINITY);
+    for (const x of [-104, -200, Number.NEGATIVE_INFINITY]) expect(Math.fround(exp32(x))).toBe(0);
+    expect(exp32(0)).toBe(1);
+    expect(exp32(-0)).toBe(1);
+    expect(exp32(Number.NaN)).toBeNaN();
+  });
+
+  it('the float32 kernel rounds exp32 once: Math.exp rounded, float32 subnormals included', () => {
+    const rng = new Rng(6);
+    const xs = Array.from({ length: 20_000 }, (_, i) =>
+      i % 4 === 0 ? rng.uniform(-104, -87) : rng.uniform(-20, 89),
+    );
+    const x = tensor(xs, { dtype: 'float32' });
+    const out = fallbackKernels().unary('exp', x).data;
+    let differ = 0;
+    for (let i = 0; i < xs.length; i++) {
+      expect(out[i]).toBe(Math.fround(exp32(x.data[i]!)));
+      if (out[i] !== Math.fround(Math.exp(x.data[i]!))) differ++;
+    }
+    expect(differ).toBeLessThan(3);
   });
 });

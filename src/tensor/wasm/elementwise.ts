@@ -8,12 +8,14 @@ import type { WasmArena, WasmExports } from './instance.ts';
 // TypeScript kernels, which also raise the errors. Each copies its inputs into wasm memory and its
 // output out into fresh owned storage.
 
-type UnaryExport = 'neg' | 'abs' | 'square' | 'relu';
+type UnaryExport = 'neg' | 'abs' | 'square' | 'relu' | 'erf' | 'exp';
 const UNARY: Partial<Record<UnaryKind, UnaryExport>> = {
   neg: 'neg',
   abs: 'abs',
   square: 'square',
   relu: 'relu',
+  erf: 'erf',
+  exp: 'exp',
 };
 
 export function wasmUnary(arena: WasmArena, kind: UnaryKind, x: Tensor, param = 0): Tensor {

@@ -342,6 +342,115 @@
         (local.set $o (i32.add (local.get $o) (i32.const 16)))
         (br $vectors))))
 
+  ;; Kernels in float64: each vector of four float32 is promoted to two f64x2 (two independent
+  ;; chains, which the CPU overlaps), computed on as the TypeScript kernel computes in float64, the
+  ;; same operations in the same order, and rounded once.
+
+  ;; erf of float32 values (Note [float32 erf] in src/tensor/special.ts): x clamped to [-4, 4] (min
+  ;; and max keep NaN), x * P(x^2) / Q(x^2) by Horner's rule, as erf32.
+  (func (export "erf") (param $x i32) (param $o i32) (param $n i32)
+    (local $end i32) (local $v v128) (local $c0 v128) (local $c1 v128) (local $t0 v128) (local $t1 v128)
+    (local $p0 v128) (local $p1 v128) (local $q0 v128) (local $q1 v128)
+    (local.set $end (i32.add (local.get $o) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $vectors
+        (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+        (local.set $v (v128.load (local.get $x)))
+        (local.set $c0 (f64x2.max (f64x2.min (f64x2.promote_low_f32x4 (local.get $v)) (v128.const f64x2 4 4)) (v128.const f64x2 -4 -4)))
+        (local.set $c1 (f64x2.max (f64x2.min (f64x2.promote_low_f32x4
+          (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))) (v128.const f64x2 4 4)) (v128.const f64x2 -4 -4)))
+        (local.set $t0 (f64x2.mul (local.get $c0) (local.get $c0)))
+        (local.set $t1 (f64x2.mul (local.get $c1) (local.get $c1)))
+        (local.set $p0 (f64x2.add (f64x2.mul (v128.const f64x2 3.0046653626465703e-9 3.0046653626465703e-9) (local.get $t0)) (v128.const f64x2 7.52757222992608e-7 7.52757222992608e-7)))
+        (local.set $p1 (f64x2.add (f64x2.mul (v128.const f64x2 3.0046653626465703e-9 3.0046653626465703e-9) (local.get $t1)) (v128.const f64x2 7.52757222992608e-7 7.52757222992608e-7)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 2.1786480409153245e-5 2.1786480409153245e-5)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 2.1786480409153245e-5 2.1786480409153245e-5)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 0.0005130352410139598 0.0005130352410139598)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 0.0005130352410139598 0.0005130352410139598)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 0.004962101011419447 0.004962101011419447)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 0.004962101011419447 0.004962101011419447)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 0.05811818621538122 0.05811818621538122)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 0.05811818621538122 0.05811818621538122)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 0.200342722148491 0.200342722148491)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 0.200342722148491 0.200342722148491)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $t0)) (v128.const f64x2 1.1283791670862016 1.1283791670862016)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $t1)) (v128.const f64x2 1.1283791670862016 1.1283791670862016)))
+        (local.set $q0 (f64x2.add (f64x2.mul (v128.const f64x2 7.329634249824104e-8 7.329634249824104e-8) (local.get $t0)) (v128.const f64x2 4.518920880318722e-6 4.518920880318722e-6)))
+        (local.set $q1 (f64x2.add (f64x2.mul (v128.const f64x2 7.329634249824104e-8 7.329634249824104e-8) (local.get $t1)) (v128.const f64x2 4.518920880318722e-6 4.518920880318722e-6)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 0.00011151307401191174 0.00011151307401191174)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 0.00011151307401191174 0.00011151307401191174)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 0.001715198385432194 0.001715198385432194)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 0.001715198385432194 0.001715198385432194)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 0.01771883203393629 0.01771883203393629)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 0.01771883203393629 0.01771883203393629)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 0.12180005441519122 0.12180005441519122)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 0.12180005441519122 0.12180005441519122)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 0.5108824475862049 0.5108824475862049)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 0.5108824475862049 0.5108824475862049)))
+        (local.set $q0 (f64x2.add (f64x2.mul (local.get $q0) (local.get $t0)) (v128.const f64x2 1 1)))
+        (local.set $q1 (f64x2.add (f64x2.mul (local.get $q1) (local.get $t1)) (v128.const f64x2 1 1)))
+        (v128.store (local.get $o) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (f64x2.div (f64x2.mul (local.get $c0) (local.get $p0)) (local.get $q0)))
+          (f32x4.demote_f64x2_zero (f64x2.div (f64x2.mul (local.get $c1) (local.get $p1)) (local.get $q1)))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors))))
+
+  ;; exp of float32 values (Note [float32 exp] in src/tensor/special.ts): x clamped to [-110, 100],
+  ;; k = floor(x log2(e) + 1/2), r = x - k ln2hi - k ln2lo, e^r by Horner's rule to r^11, times 2^k
+  ;; built in the exponent bits, as exp32. A NaN stays NaN (k is then 0).
+  (func (export "exp") (param $x i32) (param $o i32) (param $n i32)
+    (local $end i32) (local $v v128) (local $c0 v128) (local $c1 v128) (local $k0 v128) (local $k1 v128)
+    (local $r0 v128) (local $r1 v128) (local $p0 v128) (local $p1 v128)
+    (local.set $end (i32.add (local.get $o) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $vectors
+        (br_if $done (i32.ge_u (local.get $o) (local.get $end)))
+        (local.set $v (v128.load (local.get $x)))
+        (local.set $c0 (f64x2.max (f64x2.min (f64x2.promote_low_f32x4 (local.get $v)) (v128.const f64x2 100 100)) (v128.const f64x2 -110 -110)))
+        (local.set $k0 (f64x2.floor (f64x2.add (f64x2.mul (local.get $c0) (v128.const f64x2 1.4426950408889634 1.4426950408889634)) (v128.const f64x2 0.5 0.5))))
+        (local.set $r0 (f64x2.sub (f64x2.sub (local.get $c0) (f64x2.mul (local.get $k0) (v128.const f64x2 0.6931471803691238 0.6931471803691238)))
+                                  (f64x2.mul (local.get $k0) (v128.const f64x2 1.9082149292705877e-10 1.9082149292705877e-10))))
+        (local.set $c1 (f64x2.max (f64x2.min (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))) (v128.const f64x2 100 100)) (v128.const f64x2 -110 -110)))
+        (local.set $k1 (f64x2.floor (f64x2.add (f64x2.mul (local.get $c1) (v128.const f64x2 1.4426950408889634 1.4426950408889634)) (v128.const f64x2 0.5 0.5))))
+        (local.set $r1 (f64x2.sub (f64x2.sub (local.get $c1) (f64x2.mul (local.get $k1) (v128.const f64x2 0.6931471803691238 0.6931471803691238)))
+                                  (f64x2.mul (local.get $k1) (v128.const f64x2 1.9082149292705877e-10 1.9082149292705877e-10))))
+        (local.set $p0 (f64x2.add (f64x2.mul (v128.const f64x2 2.505210838544172e-8 2.505210838544172e-8) (local.get $r0)) (v128.const f64x2 2.755731922398589e-7 2.755731922398589e-7)))
+        (local.set $p1 (f64x2.add (f64x2.mul (v128.const f64x2 2.505210838544172e-8 2.505210838544172e-8) (local.get $r1)) (v128.const f64x2 2.755731922398589e-7 2.755731922398589e-7)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 2.7557319223985893e-6 2.7557319223985893e-6)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 2.7557319223985893e-6 2.7557319223985893e-6)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 2.48015873015873e-5 2.48015873015873e-5)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 2.48015873015873e-5 2.48015873015873e-5)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.0001984126984126984 0.0001984126984126984)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.0001984126984126984 0.0001984126984126984)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.001388888888888889 0.001388888888888889)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.001388888888888889 0.001388888888888889)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.008333333333333333 0.008333333333333333)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.008333333333333333 0.008333333333333333)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.041666666666666664 0.041666666666666664)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.041666666666666664 0.041666666666666664)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.16666666666666666 0.16666666666666666)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.16666666666666666 0.16666666666666666)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 0.5 0.5)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 0.5 0.5)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 1 1)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 1 1)))
+        (local.set $p0 (f64x2.add (f64x2.mul (local.get $p0) (local.get $r0)) (v128.const f64x2 1 1)))
+        (local.set $p1 (f64x2.add (f64x2.mul (local.get $p1) (local.get $r1)) (v128.const f64x2 1 1)))
+        ;; times 2^k, built in the exponent bits
+        (v128.store (local.get $o) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $p0)
+            (i64x2.shl (i64x2.add (i64x2.extend_low_i32x4_s (i32x4.trunc_sat_f64x2_s_zero (local.get $k0)))
+                                  (v128.const i64x2 1023 1023))
+                       (i32.const 52))))
+          (f32x4.demote_f64x2_zero (f64x2.mul (local.get $p1)
+            (i64x2.shl (i64x2.add (i64x2.extend_low_i32x4_s (i32x4.trunc_sat_f64x2_s_zero (local.get $k1)))
+                                  (v128.const i64x2 1023 1023))
+                       (i32.const 52))))))
+        (local.set $x (i32.add (local.get $x) (i32.const 16)))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vectors))))
+
   ;; Binary kernels over one row: o[i] = a op b for i < n, where a and b advance $ia and $ib bytes
   ;; per vector (16, or 0 for a value splatted into a 16-byte cell).
   (type $binaryRow (func (param i32 i32 i32 i32 i32 i32)))
