@@ -133,6 +133,19 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       }
     });
 
+    it('a batch of A against one B (one tall product) is bitwise each matrix on its own', () => {
+      const rng = new Rng(11);
+      const [m, k, n] = [5, 9, 7];
+      const a = rng.normalTensor(operand([3, 2], m, k, transA));
+      const b = rng.normalTensor(operand([], k, n, transB));
+      const c = wasm.matmul(a, b, transA, transB);
+      for (let t = 0; t < 6; t++) {
+        const at = tensor(a.data.slice(t * m * k, (t + 1) * m * k), { shape: operand([], m, k, transA) });
+        const ct = tensor(c.data.slice(t * m * n, (t + 1) * m * n), { shape: [m, n] });
+        expectBitwise(ct, wasm.matmul(at, b, transA, transB));
+      }
+    });
+
     it('propagates NaN and infinities like the TypeScript kernel', () => {
       const rng = new Rng(3);
       const [m, k, n] = [6, 9, 10];
