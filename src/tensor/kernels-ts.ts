@@ -15,7 +15,7 @@ import {
   stridesOf,
   tryBroadcastShapes,
 } from './shape.ts';
-import { erf, erf32, exp32 } from './special.ts';
+import { erf, erf32, exp32, INV_SQRT_2PI } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
   avgPool2d,
@@ -74,6 +74,33 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       // Note [float32 erf]: a rational function where the result is float32 anyway.
       if (x.dtype === 'float32') for (let i = 0; i < n; i++) o[i] = erf32(a[i]!);
       else for (let i = 0; i < n; i++) o[i] = erf(a[i]!);
+      break;
+    // Note [fused GELU]: the composite's float64 steps in one pass, float32 rounded once.
+    case 'gelu':
+      if (x.dtype === 'float32') {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = v * ((erf32(v * Math.SQRT1_2) + 1) * 0.5);
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = v * ((erf(v * Math.SQRT1_2) + 1) * 0.5);
+        }
+      }
+      break;
+    case 'geluGrad':
+      if (x.dtype === 'float32') {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = (erf32(v * Math.SQRT1_2) + 1) * 0.5 + v * (exp32(v * v * -0.5) * INV_SQRT_2PI);
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = (erf(v * Math.SQRT1_2) + 1) * 0.5 + v * (Math.exp(v * v * -0.5) * INV_SQRT_2PI);
+        }
+      }
       break;
     case 'sign':
       for (let i = 0; i < n; i++) o[i] = Math.sign(a[i]!);

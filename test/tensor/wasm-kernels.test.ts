@@ -172,21 +172,29 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     );
   });
 
-  it.each(['neg', 'abs', 'square', 'relu', 'leakyRelu', 'pow', 'erf', 'exp'] as UnaryKind[])(
-    'unary %s equals the TypeScript kernel',
-    (kind) => {
-      const rng = new Rng(5);
-      for (const size of SIZES) {
-        // erf and exp also past their clamps (4, and -110 and 100) and where exp under- or overflows.
-        const wide = kind === 'erf' || kind === 'exp';
-        const x = wide ? withSpecials(rng, [size, 30], -120, 110) : withSpecials(rng, [size, 3]);
-        const param = kind === 'leakyRelu' ? 0.01 : 2;
-        expectSameValues(wasm.unary(kind, x, param), ts.unary(kind, x, param));
-        const near = withSpecials(rng, [size, 3]);
-        if (wide) expectSameValues(wasm.unary(kind, near), ts.unary(kind, near));
-      }
-    },
-  );
+  it.each([
+    'neg',
+    'abs',
+    'square',
+    'relu',
+    'leakyRelu',
+    'pow',
+    'erf',
+    'exp',
+    'gelu',
+    'geluGrad',
+  ] as UnaryKind[])('unary %s equals the TypeScript kernel', (kind) => {
+    const rng = new Rng(5);
+    for (const size of SIZES) {
+      // The float64 kernels also past their clamps and where exp under- or overflows.
+      const wide = ['erf', 'exp', 'gelu', 'geluGrad'].includes(kind);
+      const x = wide ? withSpecials(rng, [size, 30], -120, 110) : withSpecials(rng, [size, 3]);
+      const param = kind === 'leakyRelu' ? 0.01 : 2;
+      expectSameValues(wasm.unary(kind, x, param), ts.unary(kind, x, param));
+      const near = withSpecials(rng, [size, 3]);
+      if (wide) expectSameValues(wasm.unary(kind, near), ts.unary(kind, near));
+    }
+  });
 
   const BINARY: BinaryKind[] = [
     'add',

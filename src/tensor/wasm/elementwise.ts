@@ -8,7 +8,7 @@ import type { WasmArena, WasmExports } from './instance.ts';
 // TypeScript kernels, which also raise the errors. Each copies its inputs into wasm memory and its
 // output out into fresh owned storage.
 
-type UnaryExport = 'neg' | 'abs' | 'square' | 'relu' | 'erf' | 'exp';
+type UnaryExport = 'neg' | 'abs' | 'square' | 'relu' | 'erf' | 'exp' | 'gelu' | 'geluGrad';
 const UNARY: Partial<Record<UnaryKind, UnaryExport>> = {
   neg: 'neg',
   abs: 'abs',
@@ -16,6 +16,8 @@ const UNARY: Partial<Record<UnaryKind, UnaryExport>> = {
   relu: 'relu',
   erf: 'erf',
   exp: 'exp',
+  gelu: 'gelu',
+  geluGrad: 'geluGrad',
 };
 
 export function wasmUnary(arena: WasmArena, kind: UnaryKind, x: Tensor, param = 0): Tensor {

@@ -36,6 +36,8 @@ export interface WasmExports {
   relu(x: number, o: number, n: number): void;
   erf(x: number, o: number, n: number): void;
   exp(x: number, o: number, n: number): void;
+  gelu(x: number, o: number, n: number): void;
+  geluGrad(x: number, o: number, n: number): void;
   leakyRelu(x: number, o: number, n: number, slope: number): void;
   // biome-ignore format: one argument per line reads worse
   binary(op: number, a: number, ia: number, sa: number, b: number, ib: number, sb: number, o: number, rows: number,
