@@ -49,13 +49,16 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
   const [ai, ap] = transA ? [1, m] : [k, 1];
   const [bp, bj] = transB ? [1, k] : [n, 1];
   const { gemm } = arena.exports;
+  // Where the padded C is C itself (whole 4 x 8 tiles), the gemm accumulates in place: no copy.
+  const direct = n % 8 === 0 && (tall ? count * m : m) % 4 === 0;
   if (tall) {
-    gemm(pa, ai, ap, pb + 4 * offsetsB[0]!, bp, bj, pc, count * m, n, k, cpad, packA, packB, MC, KC, NC);
+    const ob = pb + 4 * offsetsB[0]!;
+    gemm(pa, ai, ap, ob, bp, bj, pc, count * m, n, k, direct ? pc : cpad, packA, packB, MC, KC, NC);
     return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
   }
   for (let t = 0; t < count; t++) {
-    const [oa, ob] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!];
-    gemm(oa, ai, ap, ob, bp, bj, pc + 4 * t * m * n, m, n, k, cpad, packA, packB, MC, KC, NC);
+    const [oa, ob, oc] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!, pc + 4 * t * m * n];
+    gemm(oa, ai, ap, ob, bp, bj, oc, m, n, k, direct ? oc : cpad, packA, packB, MC, KC, NC);
   }
   return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
 }
