@@ -312,32 +312,72 @@ function argmax(x: Tensor, axis: number): Tensor {
 function reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
   const shape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
   const n = sizeOf(shape);
-  const outStrides = broadcastStrides(shape, x.shape as number[]);
   const a = x.data;
+  // Uninit: the block loops and the walk write all n (set, or fill then max).
+  const o = allocateUninit(x.dtype, n);
+  const block = reducedBlock(x.shape, axes);
   if (kind === 'sum') {
     // Accumulate in float64 in increasing input index order, round once.
     const acc = new Float64Array(n);
-    if (n === 1) {
-      let s = 0;
-      for (let i = 0; i < a.length; i++) s += a[i]!;
-      acc[0] = s;
-    } else {
+    if (block !== null) sumBlock(a, acc, block);
+    else {
+      const outStrides = broadcastStrides(shape, x.shape as number[]);
       stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
         acc[io] = acc[io]! + a[i]!;
       });
     }
-    // Uninit: set writes all n.
-    const o = allocateUninit(x.dtype, n);
     o.set(acc);
     return new Tensor(x.dtype, shape, o);
   }
-  const o = allocateUninit(x.dtype, n);
   o.fill(Number.NEGATIVE_INFINITY);
-  stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
-    const v = a[i]!;
-    if (v > o[io]! || Number.isNaN(v)) o[io] = v;
-  });
+  if (block !== null) maxBlock(a, o, block);
+  else {
+    const outStrides = broadcastStrides(shape, x.shape as number[]);
+    stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
+      const v = a[i]!;
+      if (v > o[io]! || Number.isNaN(v)) o[io] = v;
+    });
+  }
   return new Tensor(x.dtype, shape, o);
+}
+
+/**
+ * A reduction as [outer, len, inner], len reduced, when the reduced axes (size-1 axes aside) are
+ * one block of consecutive axes: per-row statistics, column sums, a middle axis. Else null.
+ */
+function reducedBlock(shape: readonly number[], axes: readonly number[]): [number, number, number] | null {
+  let first = shape.length;
+  let last = -1;
+  for (let i = 0; i < shape.length; i++) {
+    if (shape[i] === 1 || !axes.includes(i)) continue;
+    first = Math.min(first, i);
+    last = i;
+  }
+  for (let i = first; i <= last; i++) if (shape[i] !== 1 && !axes.includes(i)) return null;
+  const span = (from: number, to: number) => sizeOf(shape.slice(from, to));
+  return last < 0
+    ? [sizeOf(shape), 1, 1]
+    : [span(0, first), span(first, last + 1), span(last + 1, shape.length)];
+}
+
+// Both loops visit the input in increasing index order, as the strided walk does: the same sums.
+function sumBlock(a: Storage, acc: Float64Array, [outer, len, inner]: [number, number, number]): void {
+  for (let r = 0, i = 0; r < outer; r++) {
+    const at = r * inner;
+    for (let p = 0; p < len; p++) for (let j = 0; j < inner; j++, i++) acc[at + j] = acc[at + j]! + a[i]!;
+  }
+}
+
+function maxBlock(a: Storage, o: Storage, [outer, len, inner]: [number, number, number]): void {
+  for (let r = 0, i = 0; r < outer; r++) {
+    const at = r * inner;
+    for (let p = 0; p < len; p++) {
+      for (let j = 0; j < inner; j++, i++) {
+        const v = a[i]!;
+        if (v > o[at + j]! || Number.isNaN(v)) o[at + j] = v;
+      }
+    }
+  }
 }
 
 function transpose(x: Tensor, perm: readonly number[]): Tensor {

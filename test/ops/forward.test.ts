@@ -5,6 +5,7 @@ import { DTypeError, InputError, OpError, ShapeError } from '../../src/errors.ts
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Node } from '../../src/graph/graph.ts';
 import { eager } from '../../src/ops/eager.ts';
+import { Rng } from '../../src/tensor/rng.ts';
 import { type DType, type Tensor, tensor } from '../../src/tensor/tensor.ts';
 import { t64 } from './domains.ts';
 
@@ -371,6 +372,35 @@ describe('reductions', () => {
     expectTensor(eager.max(y, 0, true), [1, 3], [7, 5, 7]);
     expectTensor(eager.max(y), [], [7]);
     expectTensor(eager.max(t64([1, Number.NaN, 3])), [], [Number.NaN]);
+  });
+
+  it('sum and max over blocks of axes and scattered axes: the textbook float64 sums in input order', () => {
+    const rng = new Rng(4);
+    const shape = [3, 1, 4, 5];
+    const z = tensor(
+      Array.from({ length: 60 }, () => rng.uniform(-1, 1) * 10 ** rng.int(6)),
+      { shape, dtype: 'float32' },
+    );
+    z.data[7] = Number.NaN;
+    for (const axes of [[3], [2, 3], [0], [0, 1], [2], [1], [0, 1, 2, 3], [0, 3], [1, 3]]) {
+      const keep = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+      const sums = new Float64Array(keep.reduce((p, d) => p * d, 1));
+      const maxes = new Array<number>(sums.length).fill(Number.NEGATIVE_INFINITY);
+      for (let flat = 0; flat < 60; flat++) {
+        let at = 0;
+        for (let d = 0, r = flat, size = 60; d < 4; d++) {
+          size /= shape[d]!;
+          const idx = Math.floor(r / size);
+          r %= size;
+          at = at * keep[d]! + (axes.includes(d) ? 0 : idx);
+        }
+        sums[at] = sums[at]! + z.data[flat]!;
+        const v = z.data[flat]!;
+        if (v > maxes[at]! || Number.isNaN(v)) maxes[at] = v;
+      }
+      expect(values(eager.sum(z, axes, true)), `sum ${axes}`).toEqual(Array.from(sums, Math.fround));
+      expect(values(eager.max(z, axes, true)), `max ${axes}`).toEqual(maxes);
+    }
   });
 
   it('max splits the gradient evenly between ties', () => {
