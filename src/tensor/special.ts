@@ -1,4 +1,5 @@
-// Special functions computed in float64 to full precision, so that gradchecks in float64 hold.
+// Special functions: erf in float64 to full precision, so that gradchecks in float64 hold, and erf
+// and exp for results rounded to float32, short and the same bits in the wasm kernels.
 
 /** 1 / sqrt(2 pi), the standard normal density's factor. */
 export const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
