@@ -14,6 +14,7 @@ import { erf } from './erf.ts';
 import { exp } from './exp.ts';
 import { gather } from './gather.ts';
 import { gelu } from './gelu.ts';
+import { geluGrad } from './gelu-grad.ts';
 import { leakyRelu } from './leaky-relu.ts';
 import { log } from './log.ts';
 import { logSoftmax } from './log-softmax.ts';
@@ -74,6 +75,7 @@ export const builtinOps: readonly OpDef<Attrs>[] = [
   relu,
   leakyRelu,
   gelu,
+  geluGrad,
   erf,
   matmul,
   transpose,

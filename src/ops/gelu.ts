@@ -1,36 +1,19 @@
-import { kernels } from '../tensor/kernels.ts';
-import { scalar } from '../tensor/tensor.ts';
-import type { OpDef } from './op.ts';
-import { numel } from './rules.ts';
+import { unaryOp } from './rules.ts';
 
-const INV_SQRT2 = Math.SQRT1_2;
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+// Note [fused GELU]
+// GELU is x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, and its derivative Phi(x) + x phi(x) with
+// phi(x) = exp(-x^2 / 2) / sqrt(2 pi). Each is one kernel pass ('gelu' and 'geluGrad' unary kinds)
+// computing in float64 exactly what the composite of primitives computed in float64, so float64
+// results are the composite's bit for bit; float32 rounds once at the end (Note [float32 erf],
+// Note [float32 exp]) instead of after each of five (forward) or eleven (derivative) ops. The
+// derivative is an op of its own, geluGrad, so gelu's VJP is two ops, and geluGrad's own VJP,
+// phi(x) (2 - x^2), is built from primitives: gradGraph of gradGraph still works.
 
-/**
- * The exact GELU: x * Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2. Its derivative
- * Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi), is built from primitives, so it has
- * derivatives of its own (gradGraph of gradGraph).
- */
-export const gelu: OpDef = {
+/** The exact GELU, x Phi(x) (Note [fused GELU]). */
+export const gelu = unaryOp({
   name: 'gelu',
-  arity: 1,
+  kind: 'gelu',
   saves: { inputs: [0], output: false },
-  infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
-  forward: ([x]) => {
-    const k = kernels();
-    const c = (v: number) => scalar(v, x!.dtype);
-    const cdf = k.binary(
-      'mul',
-      k.binary('add', k.unary('erf', k.binary('mul', x!, c(INV_SQRT2))), c(1)),
-      c(0.5),
-    );
-    return k.binary('mul', x!, cdf);
-  },
-  vjp: (o, { g, input }) => {
-    const x = input(0);
-    const cdf = o.mul(o.add(o.erf(o.mul(x, INV_SQRT2)), 1), 0.5);
-    const pdf = o.mul(o.exp(o.mul(o.square(x), -0.5)), INV_SQRT_2PI);
-    return [o.mul(g, o.add(cdf, o.mul(x, pdf)))];
-  },
-  flops: (_, out) => numel(out.shape) * 50,
-};
+  vjp: (o, { g, input }) => [o.mul(g, o.geluGrad(input(0)))],
+  flopsPerElement: 50,
+});

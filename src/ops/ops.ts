@@ -200,6 +200,10 @@ export abstract class Ops<T> {
   gelu(x: T): T {
     return this.apply('gelu', [x]);
   }
+  /** GELU's derivative, Phi(x) + x * phi(x), elementwise: gelu's VJP as one op (Note [fused GELU]). */
+  geluGrad(x: T): T {
+    return this.apply('geluGrad', [x]);
+  }
   /** The error function, elementwise. */
   erf(x: T): T {
     return this.apply('erf', [x]);

@@ -7,8 +7,15 @@ import {
   type UnaryKind,
 } from './kernels.ts';
 import { matmul } from './matmul.ts';
-import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
-import { erf } from './special.ts';
+import {
+  type RowLayout,
+  type RowOperand,
+  rowLayout,
+  sizeOf,
+  stridesOf,
+  tryBroadcastShapes,
+} from './shape.ts';
+import { erf, erf32, exp32, INV_SQRT_2PI } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
   avgPool2d,
@@ -30,7 +37,9 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       for (let i = 0; i < n; i++) o[i] = -a[i]!;
       break;
     case 'exp':
-      for (let i = 0; i < n; i++) o[i] = Math.exp(a[i]!);
+      // Note [float32 exp]: the steps the wasm kernel takes too.
+      if (x.dtype === 'float32') for (let i = 0; i < n; i++) o[i] = exp32(a[i]!);
+      else for (let i = 0; i < n; i++) o[i] = Math.exp(a[i]!);
       break;
     case 'log':
       for (let i = 0; i < n; i++) o[i] = Math.log(a[i]!);
@@ -62,7 +71,36 @@ function unary(kind: UnaryKind, x: Tensor, param = 0): Tensor {
       for (let i = 0; i < n; i++) o[i] = a[i]! > 0 || Number.isNaN(a[i]!) ? a[i]! : 0;
       break;
     case 'erf':
-      for (let i = 0; i < n; i++) o[i] = erf(a[i]!);
+      // Note [float32 erf]: a rational function where the result is float32 anyway.
+      if (x.dtype === 'float32') for (let i = 0; i < n; i++) o[i] = erf32(a[i]!);
+      else for (let i = 0; i < n; i++) o[i] = erf(a[i]!);
+      break;
+    // Note [fused GELU]: the composite's float64 steps in one pass, float32 rounded once.
+    case 'gelu':
+      if (x.dtype === 'float32') {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = v * ((erf32(v * Math.SQRT1_2) + 1) * 0.5);
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = v * ((erf(v * Math.SQRT1_2) + 1) * 0.5);
+        }
+      }
+      break;
+    case 'geluGrad':
+      if (x.dtype === 'float32') {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = (erf32(v * Math.SQRT1_2) + 1) * 0.5 + v * (exp32(v * v * -0.5) * INV_SQRT_2PI);
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const v = a[i]!;
+          o[i] = (erf(v * Math.SQRT1_2) + 1) * 0.5 + v * (Math.exp(v * v * -0.5) * INV_SQRT_2PI);
+        }
+      }
       break;
     case 'sign':
       for (let i = 0; i < n; i++) o[i] = Math.sign(a[i]!);
@@ -106,48 +144,11 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const x = a.data;
   const y = b.data;
   const n = sizeOf(shape);
-  // Uninit: every path below writes o[0..n) (the row path n / last rows of last; stridedWalk every i < n).
+  // Uninit: the row loops write every row's cols outputs, rows * cols = n; stridedWalk every i < n.
   const o = allocateUninit(a.dtype, n);
-  // Fast paths (add/sub/mul/div are the hot ones) keep the loop body free of a call.
-  if (x.length === n && y.length === n) {
-    if (kind === 'add') for (let i = 0; i < n; i++) o[i] = x[i]! + y[i]!;
-    else if (kind === 'sub') for (let i = 0; i < n; i++) o[i] = x[i]! - y[i]!;
-    else if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = x[i]! * y[i]!;
-    else if (kind === 'div') for (let i = 0; i < n; i++) o[i] = x[i]! / y[i]!;
-    else {
-      const f = binFns[kind];
-      for (let i = 0; i < n; i++) o[i] = f(x[i]!, y[i]!);
-    }
-    return new Tensor(a.dtype, shape, o);
-  }
-  if (y.length === 1 && x.length === n) {
-    const s = y[0]!;
-    if (kind === 'add') for (let i = 0; i < n; i++) o[i] = x[i]! + s;
-    else if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = x[i]! * s;
-    else if (kind === 'sub') for (let i = 0; i < n; i++) o[i] = x[i]! - s;
-    else if (kind === 'div') for (let i = 0; i < n; i++) o[i] = x[i]! / s;
-    else {
-      const f = binFns[kind];
-      for (let i = 0; i < n; i++) o[i] = f(x[i]!, s);
-    }
-    return new Tensor(a.dtype, shape, o);
-  }
-  if (x.length === 1 && y.length === n) {
-    const s = x[0]!;
-    const f = binFns[kind];
-    if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = s * y[i]!;
-    else for (let i = 0; i < n; i++) o[i] = f(s, y[i]!);
-    return new Tensor(a.dtype, shape, o);
-  }
-  // A row vector broadcast over the last axis (bias add): b has shape [..1.., C] with C the last dim.
-  const last = shape[shape.length - 1] ?? 1;
-  if (x.length === n && y.length === last && b.shape[b.shape.length - 1] === last) {
-    const f = binFns[kind];
-    if (kind === 'add') {
-      for (let r = 0; r < n; r += last) for (let j = 0; j < last; j++) o[r + j] = x[r + j]! + y[j]!;
-    } else {
-      for (let r = 0; r < n; r += last) for (let j = 0; j < last; j++) o[r + j] = f(x[r + j]!, y[j]!);
-    }
+  const layout = rowLayout(a.shape, b.shape, shape);
+  if (layout !== null) {
+    binaryRows(kind, layout, x, y, o);
     return new Tensor(a.dtype, shape, o);
   }
   const f = binFns[kind];
@@ -157,6 +158,77 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
     o[i] = f(x[ia]!, y[ib]!);
   });
   return new Tensor(a.dtype, shape, o);
+}
+
+/** Where row r of an operand read as `how` starts (Note [row layouts]). */
+function rowStart(how: RowOperand, r: number, cols: number): number {
+  return how === 'full' ? r * cols : how === 'column' ? r : 0;
+}
+
+/**
+ * An elementwise binary op over the output as rows x cols (Note [row layouts]): one loop per row
+ * with a value or a run from each side, so the inner loops carry no index arithmetic and, for the
+ * four arithmetic ops, no call.
+ */
+function binaryRows(kind: BinaryKind, layout: RowLayout, x: Storage, y: Storage, o: Storage): void {
+  const { rows, cols } = layout;
+  const xOne = layout.a === 'scalar' || layout.a === 'column';
+  const yOne = layout.b === 'scalar' || layout.b === 'column';
+  for (let r = 0; r < rows; r++) {
+    const at = r * cols;
+    const xs = rowStart(layout.a, r, cols);
+    const ys = rowStart(layout.b, r, cols);
+    if (yOne) {
+      if (xOne) {
+        const v = binFns[kind](x[xs]!, y[ys]!);
+        for (let j = 0; j < cols; j++) o[at + j] = v;
+      } else runValue(kind, x, xs, y[ys]!, o, at, cols);
+    } else if (xOne) valueRun(kind, x[xs]!, y, ys, o, at, cols);
+    else runRun(kind, x, xs, y, ys, o, at, cols);
+  }
+}
+
+// One loop per arithmetic kind (the hot ones), the rest through binFns.
+function runRun(
+  kind: BinaryKind,
+  x: Storage,
+  xs: number,
+  y: Storage,
+  ys: number,
+  o: Storage,
+  at: number,
+  n: number,
+) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! + y[ys + j]!;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! - y[ys + j]!;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! * y[ys + j]!;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! / y[ys + j]!;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(x[xs + j]!, y[ys + j]!);
+  }
+}
+
+function runValue(kind: BinaryKind, x: Storage, xs: number, v: number, o: Storage, at: number, n: number) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! + v;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! - v;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! * v;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = x[xs + j]! / v;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(x[xs + j]!, v);
+  }
+}
+
+function valueRun(kind: BinaryKind, v: number, y: Storage, ys: number, o: Storage, at: number, n: number) {
+  if (kind === 'add') for (let j = 0; j < n; j++) o[at + j] = v + y[ys + j]!;
+  else if (kind === 'sub') for (let j = 0; j < n; j++) o[at + j] = v - y[ys + j]!;
+  else if (kind === 'mul') for (let j = 0; j < n; j++) o[at + j] = v * y[ys + j]!;
+  else if (kind === 'div') for (let j = 0; j < n; j++) o[at + j] = v / y[ys + j]!;
+  else {
+    const f = binFns[kind];
+    for (let j = 0; j < n; j++) o[at + j] = f(v, y[ys + j]!);
+  }
 }
 
 /** Strides of `own` seen from the broadcast shape `shape`: 0 on broadcast (size-1 or missing) axes. */
@@ -240,45 +312,126 @@ function argmax(x: Tensor, axis: number): Tensor {
 function reduce(kind: ReduceKind, x: Tensor, axes: readonly number[]): Tensor {
   const shape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
   const n = sizeOf(shape);
-  const outStrides = broadcastStrides(shape, x.shape as number[]);
   const a = x.data;
+  // Uninit: the block loops and the walk write all n (set, or fill then max).
+  const o = allocateUninit(x.dtype, n);
+  const block = reducedBlock(x.shape, axes);
   if (kind === 'sum') {
     // Accumulate in float64 in increasing input index order, round once.
     const acc = new Float64Array(n);
-    if (n === 1) {
-      let s = 0;
-      for (let i = 0; i < a.length; i++) s += a[i]!;
-      acc[0] = s;
-    } else {
+    if (block !== null) sumBlock(a, acc, block);
+    else {
+      const outStrides = broadcastStrides(shape, x.shape as number[]);
       stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
         acc[io] = acc[io]! + a[i]!;
       });
     }
-    // Uninit: set writes all n.
-    const o = allocateUninit(x.dtype, n);
     o.set(acc);
     return new Tensor(x.dtype, shape, o);
   }
-  const o = allocateUninit(x.dtype, n);
   o.fill(Number.NEGATIVE_INFINITY);
-  stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
-    const v = a[i]!;
-    if (v > o[io]! || Number.isNaN(v)) o[io] = v;
-  });
+  if (block !== null) maxBlock(a, o, block);
+  else {
+    const outStrides = broadcastStrides(shape, x.shape as number[]);
+    stridedWalk(x.shape, outStrides, outStrides, (i, io) => {
+      const v = a[i]!;
+      if (v > o[io]! || Number.isNaN(v)) o[io] = v;
+    });
+  }
   return new Tensor(x.dtype, shape, o);
+}
+
+/**
+ * A reduction as [outer, len, inner], len reduced, when the reduced axes (size-1 axes aside) are
+ * one block of consecutive axes: per-row statistics, column sums, a middle axis. Else null.
+ */
+function reducedBlock(shape: readonly number[], axes: readonly number[]): [number, number, number] | null {
+  let first = shape.length;
+  let last = -1;
+  for (let i = 0; i < shape.length; i++) {
+    if (shape[i] === 1 || !axes.includes(i)) continue;
+    first = Math.min(first, i);
+    last = i;
+  }
+  for (let i = first; i <= last; i++) if (shape[i] !== 1 && !axes.includes(i)) return null;
+  const span = (from: number, to: number) => sizeOf(shape.slice(from, to));
+  return last < 0
+    ? [sizeOf(shape), 1, 1]
+    : [span(0, first), span(first, last + 1), span(last + 1, shape.length)];
+}
+
+// Both loops visit the input in increasing index order, as the strided walk does: the same sums.
+function sumBlock(a: Storage, acc: Float64Array, [outer, len, inner]: [number, number, number]): void {
+  for (let r = 0, i = 0; r < outer; r++) {
+    const at = r * inner;
+    for (let p = 0; p < len; p++) for (let j = 0; j < inner; j++, i++) acc[at + j] = acc[at + j]! + a[i]!;
+  }
+}
+
+function maxBlock(a: Storage, o: Storage, [outer, len, inner]: [number, number, number]): void {
+  for (let r = 0, i = 0; r < outer; r++) {
+    const at = r * inner;
+    for (let p = 0; p < len; p++) {
+      for (let j = 0; j < inner; j++, i++) {
+        const v = a[i]!;
+        if (v > o[at + j]! || Number.isNaN(v)) o[at + j] = v;
+      }
+    }
+  }
 }
 
 function transpose(x: Tensor, perm: readonly number[]): Tensor {
   const shape = perm.map((p) => x.shape[p]!);
   const st = stridesOf(x.shape);
-  const src = perm.map((p) => st[p]!);
-  // Uninit: the walk visits every index of the output.
+  // Output axes that are consecutive input axes move together: merged, they are one axis of their
+  // product and the innermost one's stride. Size-1 axes are dropped (they move nothing).
+  const dims: number[] = [];
+  const strides: number[] = [];
+  for (let i = 0; i < perm.length; i++) {
+    const p = perm[i]!;
+    if (x.shape[p] === 1) continue;
+    const last = dims.length - 1;
+    if (last >= 0 && strides[last] === st[p]! * x.shape[p]!) {
+      dims[last]! *= x.shape[p]!;
+      strides[last] = st[p]!;
+    } else {
+      dims.push(x.shape[p]!);
+      strides.push(st[p]!);
+    }
+  }
+  // Uninit: the runs below, or the walk, visit every index of the output.
   const o = allocateUninit(x.dtype, x.size);
   const a = x.data;
-  stridedWalk(shape, src, src, (i, ia) => {
-    o[i] = a[ia]!;
-  });
+  const rank = dims.length;
+  if (rank <= 1) o.set(a);
+  else if (strides[rank - 1] === 1) copyRuns(a, o, dims, strides);
+  else {
+    stridedWalk(dims, strides, strides, (i, ia) => {
+      o[i] = a[ia]!;
+    });
+  }
   return new Tensor(x.dtype, shape, o);
+}
+
+/**
+ * A transpose whose innermost axis is contiguous in the input: runs of dims[last] elements copied
+ * by a plain loop, the outer axes walked once per run.
+ */
+function copyRuns(a: Storage, o: Storage, dims: readonly number[], strides: readonly number[]): void {
+  const outer = dims.length - 1;
+  const len = dims[outer]!;
+  const idx = new Array<number>(outer).fill(0);
+  let src = 0;
+  for (let at = 0; at < o.length; at += len) {
+    for (let j = 0; j < len; j++) o[at + j] = a[src + j]!;
+    for (let d = outer - 1; d >= 0; d--) {
+      idx[d]!++;
+      src += strides[d]!;
+      if (idx[d]! < dims[d]!) break;
+      src -= strides[d]! * dims[d]!;
+      idx[d] = 0;
+    }
+  }
 }
 
 function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
@@ -286,11 +439,20 @@ function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (out === null || out.length !== shape.length || out.some((d, i) => d !== shape[i])) {
     throw new ShapeError(`broadcastTo: ${fmtShape(x.shape)} does not broadcast to ${fmtShape(shape)}`);
   }
-  // Uninit: fill, or the walk over every index of the output.
+  // Uninit: the rows, or the walk over every index of the output.
   const o = allocateUninit(x.dtype, sizeOf(shape));
   const a = x.data;
-  if (a.length === 1) {
-    o.fill(a[0]!);
+  // Copied as rows (Note [row layouts]): a column fills each row with its value, a tile repeats.
+  const layout = rowLayout(x.shape, x.shape, shape);
+  if (layout !== null) {
+    const { rows, cols } = layout;
+    if (layout.a === 'scalar') o.fill(a[0]!);
+    else if (layout.a === 'column') {
+      for (let r = 0, at = 0; r < rows; r++, at += cols) {
+        const v = a[r]!;
+        for (let j = 0; j < cols; j++) o[at + j] = v;
+      }
+    } else for (let r = 0; r < rows; r++) o.set(a, r * cols);
   } else {
     const sa = broadcastStrides(x.shape, shape);
     stridedWalk(shape, sa, sa, (i, ia) => {

@@ -12,6 +12,8 @@ export type UnaryKind =
   | 'sigmoid'
   | 'relu'
   | 'erf'
+  | 'gelu'
+  | 'geluGrad'
   | 'sign'
   | 'leakyRelu'
   | 'pow';
@@ -37,7 +39,10 @@ export type ReduceKind = 'sum' | 'max';
  * the same kernels, which is what makes their gradients bitwise equal).
  */
 export interface Kernels {
-  /** Elementwise unary; `param` is the slope of leakyRelu or the exponent of pow. */
+  /**
+   * Elementwise unary; `param` is the slope of leakyRelu or the exponent of pow. `gelu` is x Phi(x)
+   * and `geluGrad` its derivative Phi(x) + x phi(x), each in one pass (Note [fused GELU]).
+   */
   unary(kind: UnaryKind, x: Tensor, param?: number): Tensor;
   /** Elementwise binary with NumPy broadcasting; comparisons give 1 or 0 in the input dtype. */
   binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor;

@@ -149,3 +149,65 @@ export function checkConcreteShape(shape: readonly unknown[], where: string): as
     }
   }
 }
+
+// Note [row layouts]
+// The elementwise kernels run the common broadcasts as tight loops over the output seen as a
+// rows x cols matrix, each operand read one of four ways: `full` (all n elements, row r at r * cols),
+// `scalar` (one value), `tile` (cols values, the same for every row: a bias [C] against [..., C], a
+// mask [T, T] against [B, H, T, T]) or `column` (one value per row: a per-row statistic [..., 1]
+// against [..., C], as layer norm's mean and softmax's gradient take). The layout depends on shapes
+// only; any other broadcast walks the strides.
+
+/** How an operand is read against the output viewed as rows x cols (Note [row layouts]). */
+export type RowOperand = 'full' | 'scalar' | 'tile' | 'column';
+
+/** The output as rows x cols and how each of the two operands is read (Note [row layouts]). */
+export interface RowLayout {
+  readonly rows: number;
+  readonly cols: number;
+  readonly a: RowOperand;
+  readonly b: RowOperand;
+}
+
+/** Whether `t`, leading 1s dropped, equals the trailing dimensions of `out`. */
+function isSuffix(t: ConcreteShape, out: ConcreteShape): boolean {
+  let first = 0;
+  while (first < t.length && t[first] === 1) first++;
+  const len = t.length - first;
+  if (len > out.length) return false;
+  for (let i = 0; i < len; i++) if (t[first + i] !== out[out.length - len + i]) return false;
+  return true;
+}
+
+function rowOperand(t: ConcreteShape, out: ConcreteShape, n: number): RowOperand | null {
+  const size = sizeOf(t);
+  if (size === n) return 'full';
+  if (size === 1) return 'scalar';
+  if (isSuffix(t, out)) return 'tile';
+  const last = out[out.length - 1] ?? 1;
+  const column = t[t.length - 1] === 1 && size * last === n && isSuffix(t.slice(0, -1), out.slice(0, -1));
+  return column ? 'column' : null;
+}
+
+/**
+ * The rows x cols layout of an elementwise op of operands shaped `a` and `b` with output `out` (their
+ * broadcast), or null for a broadcast it does not cover (Note [row layouts]).
+ */
+export function rowLayout(a: ConcreteShape, b: ConcreteShape, out: ConcreteShape): RowLayout | null {
+  const n = sizeOf(out);
+  if (n === 0) return { rows: 0, cols: 0, a: 'full', b: 'full' };
+  const [ka, kb] = [rowOperand(a, out, n), rowOperand(b, out, n)];
+  if (ka === null || kb === null) return null;
+  const last = out[out.length - 1] ?? 1;
+  let cols = n;
+  if (ka === 'column' || kb === 'column') {
+    // A tile alongside a column must be one row long.
+    if ((ka === 'tile' && sizeOf(a) !== last) || (kb === 'tile' && sizeOf(b) !== last)) return null;
+    cols = last;
+  } else if (ka === 'tile' && kb === 'tile') {
+    if (sizeOf(a) !== sizeOf(b)) return null;
+    cols = sizeOf(a);
+  } else if (ka === 'tile') cols = sizeOf(a);
+  else if (kb === 'tile') cols = sizeOf(b);
+  return { rows: n / cols, cols, a: ka, b: kb };
+}

@@ -382,4 +382,5 @@ export const ADDED_OP_STEPS: readonly Step[] = [
   // Masks and images came with their ops after dropout's (merged later): at the very end.
   ...masks,
   ...IMAGE_STEPS,
+  unary('geluGrad'),
 ];

@@ -5,6 +5,7 @@ import { DTypeError, InputError, OpError, ShapeError } from '../../src/errors.ts
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import type { Node } from '../../src/graph/graph.ts';
 import { eager } from '../../src/ops/eager.ts';
+import { Rng } from '../../src/tensor/rng.ts';
 import { type DType, type Tensor, tensor } from '../../src/tensor/tensor.ts';
 import { t64 } from './domains.ts';
 
@@ -80,6 +81,16 @@ describe('binary elementwise ops', () => {
     { a: [2, 3], b: [] },
     { a: [1, 3], b: [3, 3] },
     { a: [3, 3], b: [3, 1] },
+    // The row layouts of the kernels (Note [row layouts]): a column either side, a tile of several
+    // axes, a column with a row, and a column that is not one (it repeats over a leading axis).
+    { a: [2, 3, 4], b: [2, 3, 1] },
+    { a: [2, 3, 1], b: [2, 3, 4] },
+    { a: [2, 3, 4], b: [1, 3, 4] },
+    { a: [3, 4], b: [2, 3, 4] },
+    { a: [2, 3, 1], b: [4] },
+    { a: [1, 4], b: [2, 3, 1] },
+    { a: [2, 3, 1], b: [] },
+    { a: [1, 3, 1], b: [2, 3, 4] },
   ];
   const fns: Record<string, (x: number, y: number) => number> = {
     add: (x, y) => x + y,
@@ -249,6 +260,50 @@ describe('matmul and layout ops', () => {
     expectTensor(eager.transpose(a), [2, 2], [1, 3, 2, 4]);
   });
 
+  it('transpose matches the textbook one: contiguous runs, merged axes, size-1 axes, a strided inner axis', () => {
+    const cases: [number[], number[]][] = [
+      [
+        [2, 3, 4, 5],
+        [0, 2, 1, 3],
+      ], // attention's split of heads: runs of 5
+      [
+        [2, 3, 4, 5],
+        [2, 3, 0, 1],
+      ], // two merged pairs
+      [
+        [2, 1, 3, 4],
+        [1, 3, 2, 0],
+      ], // a size-1 axis, then a strided inner axis
+      [
+        [3, 4],
+        [0, 1],
+      ], // the identity
+      [
+        [1, 5, 1],
+        [2, 0, 1],
+      ],
+      [
+        [2, 0, 3],
+        [2, 1, 0],
+      ], // empty
+    ];
+    for (const [shape, perm] of cases) {
+      const size = shape.reduce((p, d) => p * d, 1);
+      const x = arange(size, shape);
+      const out = eager.transpose(x, perm);
+      const outShape = perm.map((p) => shape[p]!);
+      expect(out.shape).toEqual(outShape);
+      const strides = shape.map((_, i) => shape.slice(i + 1).reduce((p, d) => p * d, 1));
+      const expected = Array.from({ length: size }, (_, flat) => {
+        let src = 0;
+        for (let d = perm.length - 1, r = flat; d >= 0; r = Math.floor(r / outShape[d]!), d--)
+          src += (r % outShape[d]!) * strides[perm[d]!]!;
+        return src;
+      });
+      expect(values(out), `${shape} by ${perm}`).toEqual(expected);
+    }
+  });
+
   it('reshape infers -1 and broadcastTo repeats', () => {
     expectTensor(eager.reshape(arange(24, [2, 3, 4]), [4, -1]), [4, 6], [...Array(24).keys()]);
     expectTensor(
@@ -256,6 +311,36 @@ describe('matmul and layout ops', () => {
       [2, 2, 3],
       [1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2],
     );
+    // A column, a tile, a scalar and a full copy (Note [row layouts]) against the textbook broadcast.
+    for (const [from, to] of [
+      [
+        [2, 3, 1],
+        [2, 3, 4],
+      ],
+      [
+        [1, 3, 4],
+        [2, 3, 4],
+      ],
+      [[1], [2, 3]],
+      [
+        [2, 3],
+        [2, 3],
+      ],
+      [
+        [2, 1, 4],
+        [2, 3, 4],
+      ],
+    ] as [number[], number[]][]) {
+      const x = arange(
+        from.reduce((p, d) => p * d, 1),
+        from,
+      );
+      const target = arange(
+        to.reduce((p, d) => p * d, 1),
+        to,
+      );
+      expect(values(eager.broadcastTo(x, [...to]))).toEqual(naiveBroadcast(x, target, (v) => v));
+    }
   });
 
   it('concat, slice, pad', () => {
@@ -287,6 +372,35 @@ describe('reductions', () => {
     expectTensor(eager.max(y, 0, true), [1, 3], [7, 5, 7]);
     expectTensor(eager.max(y), [], [7]);
     expectTensor(eager.max(t64([1, Number.NaN, 3])), [], [Number.NaN]);
+  });
+
+  it('sum and max over blocks of axes and scattered axes: the textbook float64 sums in input order', () => {
+    const rng = new Rng(4);
+    const shape = [3, 1, 4, 5];
+    const z = tensor(
+      Array.from({ length: 60 }, () => rng.uniform(-1, 1) * 10 ** rng.int(6)),
+      { shape, dtype: 'float32' },
+    );
+    z.data[7] = Number.NaN;
+    for (const axes of [[3], [2, 3], [0], [0, 1], [2], [1], [0, 1, 2, 3], [0, 3], [1, 3]]) {
+      const keep = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+      const sums = new Float64Array(keep.reduce((p, d) => p * d, 1));
+      const maxes = new Array<number>(sums.length).fill(Number.NEGATIVE_INFINITY);
+      for (let flat = 0; flat < 60; flat++) {
+        let at = 0;
+        for (let d = 0, r = flat, size = 60; d < 4; d++) {
+          size /= shape[d]!;
+          const idx = Math.floor(r / size);
+          r %= size;
+          at = at * keep[d]! + (axes.includes(d) ? 0 : idx);
+        }
+        sums[at] = sums[at]! + z.data[flat]!;
+        const v = z.data[flat]!;
+        if (v > maxes[at]! || Number.isNaN(v)) maxes[at] = v;
+      }
+      expect(values(eager.sum(z, axes, true)), `sum ${axes}`).toEqual(Array.from(sums, Math.fround));
+      expect(values(eager.max(z, axes, true)), `max ${axes}`).toEqual(maxes);
+    }
   });
 
   it('max splits the gradient evenly between ties', () => {

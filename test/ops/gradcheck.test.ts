@@ -210,6 +210,16 @@ const table: Record<string, Entry> = {
       (b, x) => b.gelu(x),
     ),
   },
+  // Its own VJP, phi(x) (2 - x^2), is primitives: gelu's second derivative, through both ops.
+  geluGrad: {
+    checks: [
+      ...unary(
+        (s) => uniform(s, -3, 3),
+        (b, x) => b.geluGrad(x),
+      ),
+      check('tails', [t64([-6, -4.5, 4.5, 6])], (b, x) => b.geluGrad(x)),
+    ],
+  },
   // Both sides of erf's switch from the series to the continued fraction at |x| = 3.
   erf: {
     checks: [

@@ -8,7 +8,15 @@ import type { Kernels } from '../../src/tensor/kernels.ts';
 import { tsKernels } from '../../src/tensor/kernels-ts.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { allocate, allocateUninit, cast, type Storage, Tensor, tensor } from '../../src/tensor/tensor.ts';
+import {
+  allocate,
+  allocateUninit,
+  cast,
+  type Storage,
+  Tensor,
+  tensor,
+  withShape,
+} from '../../src/tensor/tensor.ts';
 import { bestWasmVariant, createWasmKernels } from '../../src/tensor/wasm/index.ts';
 import { expectBitwise, expectBitwiseAll } from '../support/expect.ts';
 import { mlp } from '../support/models.ts';
@@ -155,7 +163,21 @@ describe.each(KERNELS)('%s kernels write every element of a recycled storage', (
   const idx = tensor([2, 0, 5, 2]);
   const cases: [string, () => Tensor | undefined][] = [
     ...(
-      ['neg', 'exp', 'tanh', 'sigmoid', 'relu', 'abs', 'square', 'erf', 'sign', 'leakyRelu', 'pow'] as const
+      [
+        'neg',
+        'exp',
+        'tanh',
+        'sigmoid',
+        'relu',
+        'abs',
+        'square',
+        'erf',
+        'gelu',
+        'geluGrad',
+        'sign',
+        'leakyRelu',
+        'pow',
+      ] as const
     ).map((kind): [string, () => Tensor | undefined] => [`unary ${kind}`, () => k.unary?.(kind, x, 0.5)]),
     ...(['add', 'mul', 'maximum', 'greater'] as const).flatMap(
       (kind): [string, () => Tensor | undefined][] => [
@@ -171,8 +193,10 @@ describe.each(KERNELS)('%s kernels write every element of a recycled storage', (
     ['matmul', () => k.matmul?.(x, w, false, false)],
     ['matmul transposed', () => k.matmul?.(x, y, true, false)],
     ['transpose', () => k.transpose?.(x, [1, 0])],
+    ['transpose by runs', () => k.transpose?.(withShape(x, [2, 3, 10]), [1, 0, 2])],
     ['broadcastTo', () => k.broadcastTo?.(row, [3, 6, 10])],
     ['broadcastTo scalar', () => k.broadcastTo?.(tensor([3]), [6, 10])],
+    ['broadcastTo column', () => k.broadcastTo?.(col, [6, 10])],
     ['softmax', () => k.softmax?.(x, 1)],
     ['logSoftmax', () => k.logSoftmax?.(x, 0)],
     ['slice', () => k.slice?.(x, [1, 2], [4, 5])],

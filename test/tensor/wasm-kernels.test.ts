@@ -4,7 +4,7 @@
  *   wasm in float32); the simd128 variant is moreover bitwise equal to the naive float32 loop
  *   `s = fround(s + fround(a * b))` (Note [wasm matmul summation order]), the relaxed-simd one to
  *   the naive float32 FMA loop `s = fma(a, b, s)` rounded once (Note [relaxed SIMD for every process]);
- * - unary, binary, sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
+ * - unary, binary (every broadcast of Note [row layouts]), sum over leading axes, max: bitwise equal (NaN payloads aside; max may differ in the
  *   sign of a zero);
  * - sum over trailing axes: |wasm - ts| <= 1e-6 * sum |x| (float64 lanes in another order, rounded once);
  * - softmax: |wasm - ts| <= 1e-5 * |ts| + 1e-37 (float32 exp, about 1 ulp; 0 below exp(-87.3));
@@ -167,6 +167,19 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
       }
     });
 
+    it('a batch of A against one B (one tall product) is bitwise each matrix on its own', () => {
+      const rng = new Rng(11);
+      const [m, k, n] = [5, 9, 7];
+      const a = rng.normalTensor(operand([3, 2], m, k, transA));
+      const b = rng.normalTensor(operand([], k, n, transB));
+      const c = wasm.matmul(a, b, transA, transB);
+      for (let t = 0; t < 6; t++) {
+        const at = tensor(a.data.slice(t * m * k, (t + 1) * m * k), { shape: operand([], m, k, transA) });
+        const ct = tensor(c.data.slice(t * m * n, (t + 1) * m * n), { shape: [m, n] });
+        expectBitwise(ct, wasm.matmul(at, b, transA, transB));
+      }
+    });
+
     it('propagates NaN and infinities like the TypeScript kernel', () => {
       const rng = new Rng(3);
       const [m, k, n] = [6, 9, 10];
@@ -193,17 +206,29 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     );
   });
 
-  it.each(['neg', 'abs', 'square', 'relu', 'leakyRelu', 'pow'] as UnaryKind[])(
-    'unary %s equals the TypeScript kernel',
-    (kind) => {
-      const rng = new Rng(5);
-      for (const size of SIZES) {
-        const x = withSpecials(rng, [size, 3]);
-        const param = kind === 'leakyRelu' ? 0.01 : 2;
-        expectSameValues(wasm.unary(kind, x, param), ts.unary(kind, x, param));
-      }
-    },
-  );
+  it.each([
+    'neg',
+    'abs',
+    'square',
+    'relu',
+    'leakyRelu',
+    'pow',
+    'erf',
+    'exp',
+    'gelu',
+    'geluGrad',
+  ] as UnaryKind[])('unary %s equals the TypeScript kernel', (kind) => {
+    const rng = new Rng(5);
+    for (const size of SIZES) {
+      // The float64 kernels also past their clamps and where exp under- or overflows.
+      const wide = ['erf', 'exp', 'gelu', 'geluGrad'].includes(kind);
+      const x = wide ? withSpecials(rng, [size, 30], -120, 110) : withSpecials(rng, [size, 3]);
+      const param = kind === 'leakyRelu' ? 0.01 : 2;
+      expectSameValues(wasm.unary(kind, x, param), ts.unary(kind, x, param));
+      const near = withSpecials(rng, [size, 3]);
+      if (wide) expectSameValues(wasm.unary(kind, near), ts.unary(kind, near));
+    }
+  });
 
   const BINARY: BinaryKind[] = [
     'add',
@@ -236,7 +261,16 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
         [
           [rows, 1],
           [rows, cols],
-        ], // a column: the TypeScript fallback
+        ], // a column (one value per row) either side, alone or with a row vector
+        [
+          [2, rows, cols],
+          [rows, 1],
+        ],
+        [[rows, 1], [cols]],
+        [
+          [2, 1, cols],
+          [2, rows, 1],
+        ], // not a row layout: the TypeScript fallback
       ];
       for (const [sa, sb] of pairs) {
         const a = sa.length === 2 && sa[0] === rows && sa[1] === cols ? x : withSpecials(rng, sa);
@@ -343,7 +377,7 @@ describe.each(wasmVariants())('wasm kernels (%s)', (variant) => {
     const x32 = cast(x, 'float32');
     expectBitwise(wasm.matmul(x, y, false, false), ts.matmul(x, y, false, false));
     expectBitwise(wasm.unary('relu', x), ts.unary('relu', x));
-    expectBitwise(wasm.unary('exp', x32), ts.unary('exp', x32)); // kinds without a wasm kernel
+    expectBitwise(wasm.unary('tanh', x32), ts.unary('tanh', x32)); // kinds without a wasm kernel
     expectBitwise(wasm.binary('add', x, x), ts.binary('add', x, x));
     expectBitwise(wasm.reduce('sum', x, [2]), ts.reduce('sum', x, [2]));
     expectBitwise(wasm.reduce('sum', x32, [1]), ts.reduce('sum', x32, [1])); // a middle axis

@@ -1,5 +1,5 @@
 import { type BinaryKind, fallbackKernels, type ReduceKind, type UnaryKind } from '../kernels.ts';
-import { sizeOf, tryBroadcastShapes } from '../shape.ts';
+import { type RowOperand, rowLayout, sizeOf, tryBroadcastShapes } from '../shape.ts';
 import { Tensor } from '../tensor.ts';
 import type { WasmArena, WasmExports } from './instance.ts';
 
@@ -8,12 +8,16 @@ import type { WasmArena, WasmExports } from './instance.ts';
 // TypeScript kernels, which also raise the errors. Each copies its inputs into wasm memory and its
 // output out into fresh owned storage.
 
-type UnaryExport = 'neg' | 'abs' | 'square' | 'relu';
+type UnaryExport = 'neg' | 'abs' | 'square' | 'relu' | 'erf' | 'exp' | 'gelu' | 'geluGrad';
 const UNARY: Partial<Record<UnaryKind, UnaryExport>> = {
   neg: 'neg',
   abs: 'abs',
   square: 'square',
   relu: 'relu',
+  erf: 'erf',
+  exp: 'exp',
+  gelu: 'gelu',
+  geluGrad: 'geluGrad',
 };
 
 export function wasmUnary(arena: WasmArena, kind: UnaryKind, x: Tensor, param = 0): Tensor {
@@ -45,49 +49,41 @@ const BINARY: Record<BinaryKind, number> = {
   equal: 8,
 };
 
-/** How an operand is read: all of the output's elements, a row vector over the last axis, or one value. */
-type Operand = 'full' | 'row' | 'scalar';
-
 /**
- * The broadcasts the wasm binary kernel runs: same size, a scalar on either side, a row vector over
- * the last axis on either side (a bias add); null for the rest.
+ * The broadcasts of Note [row layouts] (src/tensor/shape.ts): the output as rows x cols, row r of an
+ * operand at a byte step per row, read a vector at a time (a full row or a tile) or one value
+ * splatted into a 16-byte cell (a scalar, or a column's value for the row: one cell per row).
  */
-function broadcastPlan(a: Tensor, b: Tensor, shape: readonly number[], n: number): [Operand, Operand] | null {
-  const last = shape[shape.length - 1] ?? 1;
-  const kind = (t: Tensor, other: Tensor): Operand | null => {
-    if (t.size === n) return 'full';
-    if (t.size === 1) return 'scalar';
-    if (t.size === last && t.shape[t.rank - 1] === last && other.size === n) return 'row';
-    return null;
-  };
-  const [ka, kb] = [kind(a, b), kind(b, a)];
-  return ka === null || kb === null ? null : [ka, kb];
-}
-
 export function wasmBinary(arena: WasmArena, kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const fallback = () => fallbackKernels().binary(kind, a, b);
   if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback();
   const shape = tryBroadcastShapes(a.shape, b.shape) as number[] | null;
   if (shape === null) return fallback();
   const n = sizeOf(shape);
-  const plan = n === 0 ? null : broadcastPlan(a, b, shape, n);
-  if (plan === null) return fallback();
-  const rows = plan.includes('row') ? n / shape[shape.length - 1]! : 1;
-  const cols = n / rows;
-  const regions = arena.layout(a.bytes, b.bytes, n * 4);
+  const layout = n === 0 ? null : rowLayout(a.shape, b.shape, shape);
+  if (layout === null) return fallback();
+  const { rows, cols } = layout;
+  const bytes = (t: Tensor, how: RowOperand) => (how === 'column' ? rows * 16 : t.bytes);
+  const regions = arena.layout(bytes(a, layout.a), bytes(b, layout.b), n * 4);
   if (regions === null) return fallback();
   const [pa, pb, po] = regions as [number, number, number];
-  // Per operand: the byte step per vector and per row; a scalar is splatted into one 16-byte cell.
-  const place = (t: Tensor, at: number, how: Operand): [number, number] => {
+  // Per operand: the byte step per vector and per row.
+  const place = (t: Tensor, at: number, how: RowOperand): [number, number] => {
     if (how === 'scalar') {
       arena.f32(at, 4).fill(t.data[0]!);
       return [0, 0];
     }
+    if (how === 'column') {
+      const cells = arena.f32(at, rows * 4);
+      const d = t.data;
+      for (let r = 0; r < rows; r++) cells.fill(d[r]!, 4 * r, 4 * r + 4);
+      return [0, 16];
+    }
     arena.f32(at, t.size).set(t.data);
     return [16, how === 'full' ? cols * 4 : 0];
   };
-  const [ia, sa] = place(a, pa, plan[0]);
-  const [ib, sb] = place(b, pb, plan[1]);
+  const [ia, sa] = place(a, pa, layout.a);
+  const [ib, sb] = place(b, pb, layout.b);
   arena.exports.binary(BINARY[kind], pa, ia, sa, pb, ib, sb, po, rows, cols);
   return new Tensor('float32', shape, arena.copyOut(po, n));
 }

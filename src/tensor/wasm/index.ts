@@ -1,8 +1,9 @@
 /**
  * WebAssembly SIMD kernels for the hot float32 ops: matmul (all transposes, batched), the cheap
- * elementwise ops with the common broadcasts, sum and max over trailing or leading axes, softmax and
- * logSoftmax over the last axis, sums of squares. Everything else falls back to the TypeScript kernels, which stay the
- * oracle: test/tensor/wasm-kernels.test.ts states how closely these agree with them.
+ * elementwise ops with the common broadcasts, erf, exp, GELU and its derivative, sum and max over
+ * trailing or leading axes, softmax and logSoftmax over the last axis, sums of squares. Everything
+ * else falls back to the TypeScript kernels, which stay the oracle: test/tensor/wasm-kernels.test.ts
+ * states how closely these agree with them.
  */
 import '../kernels-ts.ts';
 import { fallbackKernels, type Kernels, useKernels } from '../kernels.ts';

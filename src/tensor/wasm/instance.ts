@@ -57,6 +57,10 @@ export interface WasmExports {
   abs(x: number, o: number, n: number): void;
   square(x: number, o: number, n: number): void;
   relu(x: number, o: number, n: number): void;
+  erf(x: number, o: number, n: number): void;
+  exp(x: number, o: number, n: number): void;
+  gelu(x: number, o: number, n: number): void;
+  geluGrad(x: number, o: number, n: number): void;
   leakyRelu(x: number, o: number, n: number, slope: number): void;
   // biome-ignore format: one argument per line reads worse
   binary(op: number, a: number, ia: number, sa: number, b: number, ib: number, sb: number, o: number, rows: number,

@@ -24,7 +24,15 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
   const { m, n, k, batch, offsetsA, offsetsB } = matmulLayout(a, b, transA, transB);
   const count = offsetsA.length;
   if (count * m * n === 0) return fallback();
-  const [mPad, nPad] = [Math.ceil(m / 4) * 4, Math.ceil(n / 8) * 8];
+  // One B for every batch matrix of a row-major A stored one after another (a dense layer over
+  // [B, T, C]): the batch is one tall matrix, B packed once. Every output element still sums its
+  // k products in order (Note [wasm matmul summation order]), so the bits are the same.
+  const tall =
+    !transA &&
+    count > 1 &&
+    offsetsB.every((o) => o === offsetsB[0]) &&
+    offsetsA.every((o, t) => o === t * m * k);
+  const [mPad, nPad] = [Math.ceil((tall ? count * m : m) / 4) * 4, Math.ceil(n / 8) * 8];
   const regions = arena.layout(
     a.bytes,
     b.bytes,
@@ -41,9 +49,16 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
   const [ai, ap] = transA ? [1, m] : [k, 1];
   const [bp, bj] = transB ? [1, k] : [n, 1];
   const { gemm } = arena.exports;
+  // Where the padded C is C itself (whole 4 x 8 tiles), the gemm accumulates in place: no copy.
+  const direct = n % 8 === 0 && (tall ? count * m : m) % 4 === 0;
+  if (tall) {
+    const ob = pb + 4 * offsetsB[0]!;
+    gemm(pa, ai, ap, ob, bp, bj, pc, count * m, n, k, direct ? pc : cpad, packA, packB, MC, KC, NC);
+    return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
+  }
   for (let t = 0; t < count; t++) {
-    const [oa, ob] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!];
-    gemm(oa, ai, ap, ob, bp, bj, pc + 4 * t * m * n, m, n, k, cpad, packA, packB, MC, KC, NC);
+    const [oa, ob, oc] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!, pc + 4 * t * m * n];
+    gemm(oa, ai, ap, ob, bp, bj, oc, m, n, k, direct ? oc : cpad, packA, packB, MC, KC, NC);
   }
   return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
 }
