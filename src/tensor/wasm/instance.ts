@@ -46,6 +46,26 @@ export interface WasmExports {
   softmax(x: number, o: number, rows: number, len: number): void;
   logSoftmaxSums(x: number, o: number, rows: number, len: number, maxes: number, sums: number): void;
   logSoftmaxFinish(x: number, o: number, rows: number, len: number, maxes: number, logSums: number): void;
+  // The kernels over image windows (window.wat); strides and steps in bytes.
+  // biome-ignore format: one argument per line reads worse
+  patchBases(out: number, start: number, m: number, count: number, oh: number, ow: number, imageStep: number,
+    rowStep: number, colStep: number): void;
+  padImage(
+    src: number,
+    dst: number,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+    ph: number,
+    pw: number,
+  ): void;
+  // biome-ignore format: one argument per line reads worse
+  conv2d(bases: number, m: number, w: number, n: number, pb: number, c: number, kh: number, run: number,
+    rowStep: number): void;
+  // biome-ignore format: one argument per line reads worse
+  conv2dWeightGrad(bases: number, m: number, chunk: number, offsets: number, k: number, g: number, n: number,
+    c: number): void;
 }
 
 const api = (globalThis as { WebAssembly?: WebAssemblyApi }).WebAssembly;
@@ -118,6 +138,11 @@ export class WasmArena {
   /** A view of `length` float32 at byte `offset` (valid until the memory grows). */
   f32(offset: number, length: number): Float32Array {
     return new Float32Array(this.exports.memory.buffer, offset, length);
+  }
+
+  /** A view of `length` int32 at byte `offset` (valid until the memory grows). */
+  i32(offset: number, length: number): Int32Array {
+    return new Int32Array(this.exports.memory.buffer, offset, length);
   }
 
   f64(offset: number, length: number): Float64Array {

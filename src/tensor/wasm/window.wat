@@ -1,0 +1,268 @@
+  ;; backflow's WebAssembly kernels over windows of NHWC images: convolutions without an im2col
+  ;; matrix, and pooling. A fragment of the module body: build.ts splices it into kernels.wat at its
+  ;; `;; @include window.wat` line, so it shares that module's memory, helpers and conventions.
+
+  ;; ---------------------------------------------------------------------------------------------
+  ;; Note [implicit patches]
+  ;; conv2d is im2col then a matmul (Note [conv2d layout], src/ops/conv2d.ts), and so is the filter's
+  ;; gradient. These kernels compute those matmuls without writing the patch matrix: row r of it, the
+  ;; window of output pixel r, is read straight from the image. In NHWC with dilation 1 along the
+  ;; width, one kernel row of a window is a run of KW*C contiguous floats, so a window is KH runs,
+  ;; `rowStep` bytes apart, starting at the window's corner (`bases`, one per output pixel, from
+  ;; patchBases). Padding is made real first: the image is copied into a zero border (padImage), so
+  ;; every tap reads memory and the padded taps read the zeros im2col would have written. The
+  ;; patch element of column p is then the same float at the same p, and each output element is the
+  ;; same float32 sum in the same order as the packed gemm's (Note [wasm matmul summation order]):
+  ;; over p = 0..K-1 increasing from +0 for conv2d, over the pixels increasing for the filter's
+  ;; gradient, each product rounded first (or fused by relaxed_madd in the relaxed variant, as in
+  ;; the gemm). The results are the bits of im2col followed by the wasm matmul.
+  ;; ---------------------------------------------------------------------------------------------
+
+  ;; The corner of each output pixel's window, in output order (image, row, column): $start plus
+  ;; n*imageStep + i*rowStep + j*colStep (bytes), as i32 at $out; then copies of the last one up
+  ;; to $count entries (the padding rows of the last 4-pixel tile read a real window).
+  (func (export "patchBases") (param $out i32) (param $start i32) (param $m i32) (param $count i32)
+                              (param $oh i32) (param $ow i32)
+                              (param $imageStep i32) (param $rowStep i32) (param $colStep i32)
+    (local $i i32) (local $j i32) (local $row i32) (local $at i32) (local $end i32)
+    (local.set $end (i32.add (local.get $out) (i32.shl (local.get $m) (i32.const 2))))
+    (local.set $row (local.get $start))
+    (local.set $at (local.get $start))
+    (block $done
+      (loop $pixels
+        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+        (i32.store (local.get $out) (local.get $at))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))
+        (local.set $at (i32.add (local.get $at) (local.get $colStep)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (if (i32.eq (local.get $j) (local.get $ow))
+          (then
+            (local.set $j (i32.const 0))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (local.set $row (i32.add (local.get $row) (local.get $rowStep)))
+            (if (i32.eq (local.get $i) (local.get $oh))
+              (then
+                (local.set $i (i32.const 0))
+                (local.set $start (i32.add (local.get $start) (local.get $imageStep)))
+                (local.set $row (local.get $start))))
+            (local.set $at (local.get $row))))
+        (br $pixels)))
+    (local.set $at (i32.load (i32.sub (local.get $out) (i32.const 4))))
+    (local.set $end (i32.add (local.get $end) (i32.shl (i32.sub (local.get $count) (local.get $m)) (i32.const 2))))
+    (block $padded
+      (loop $pad
+        (br_if $padded (i32.ge_u (local.get $out) (local.get $end)))
+        (i32.store (local.get $out) (local.get $at))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))
+        (br $pad))))
+
+  ;; `rows` rows of `bytes` bytes, $src contiguous, copied to $dst rows `dstStep` bytes apart; the
+  ;; bytes between the rows are left as they are. Exact: vectors, then the tail a float at a time.
+  (func $copyRows (param $src i32) (param $dst i32) (param $rows i32) (param $bytes i32) (param $dstStep i32)
+    (local $r i32) (local $t i32) (local $v16 i32)
+    (local.set $v16 (i32.and (local.get $bytes) (i32.const -16)))
+    (block $done
+      (loop $rowsLoop
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $t (i32.const 0))
+        (block $vectorsDone
+          (loop $vectors
+            (br_if $vectorsDone (i32.ge_u (local.get $t) (local.get $v16)))
+            (v128.store (i32.add (local.get $dst) (local.get $t)) (v128.load (i32.add (local.get $src) (local.get $t))))
+            (local.set $t (i32.add (local.get $t) (i32.const 16)))
+            (br $vectors)))
+        (block $tailDone
+          (loop $tail
+            (br_if $tailDone (i32.ge_u (local.get $t) (local.get $bytes)))
+            (f32.store (i32.add (local.get $dst) (local.get $t)) (f32.load (i32.add (local.get $src) (local.get $t))))
+            (local.set $t (i32.add (local.get $t) (i32.const 4)))
+            (br $tail)))
+        (local.set $src (i32.add (local.get $src) (local.get $bytes)))
+        (local.set $dst (i32.add (local.get $dst) (local.get $dstStep)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rowsLoop))))
+
+  ;; An image [n, h, w, c] at $src copied into the middle of [n, h + 2ph, w + 2pw, c] at $dst, the
+  ;; border +0.
+  (func (export "padImage") (param $src i32) (param $dst i32) (param $n i32) (param $h i32) (param $w i32)
+                            (param $c i32) (param $ph i32) (param $pw i32)
+    (local $rowBytes i32) (local $padRowBytes i32) (local $image i32) (local $imageBytes i32)
+    (local.set $rowBytes (i32.shl (i32.mul (local.get $w) (local.get $c)) (i32.const 2)))
+    (local.set $padRowBytes (i32.shl (i32.mul (i32.add (local.get $w) (i32.shl (local.get $pw) (i32.const 1)))
+                                              (local.get $c)) (i32.const 2)))
+    (local.set $imageBytes (i32.mul (local.get $padRowBytes) (i32.add (local.get $h) (i32.shl (local.get $ph) (i32.const 1)))))
+    (memory.fill (local.get $dst) (i32.const 0) (i32.mul (local.get $imageBytes) (local.get $n)))
+    (local.set $dst (i32.add (local.get $dst)
+      (i32.add (i32.mul (local.get $ph) (local.get $padRowBytes)) (i32.shl (i32.mul (local.get $pw) (local.get $c)) (i32.const 2)))))
+    (block $done
+      (loop $images
+        (br_if $done (i32.ge_u (local.get $image) (local.get $n)))
+        (call $copyRows (local.get $src) (local.get $dst) (local.get $h) (local.get $rowBytes) (local.get $padRowBytes))
+        (local.set $src (i32.add (local.get $src) (i32.mul (local.get $rowBytes) (local.get $h))))
+        (local.set $dst (i32.add (local.get $dst) (local.get $imageBytes)))
+        (local.set $image (i32.add (local.get $image) (i32.const 1)))
+        (br $images))))
+
+  ;; C[4 x 8] (rows $ldc bytes apart, at $c) = the patches of four output pixels (windows at $x0..$x3)
+  ;; times a packed B panel (K x 8 at $pb), K = $kh runs of $run bytes, $rowStep bytes apart in the
+  ;; image. The accumulators start at +0; the multiply-adds are the gemm micro-kernel's.
+  (func $patchKernel4x8 (param $x0 i32) (param $x1 i32) (param $x2 i32) (param $x3 i32) (param $pb i32)
+                        (param $c i32) (param $ldc i32) (param $kh i32) (param $run i32) (param $rowStep i32)
+    (local $t i32) (local $p i32)
+    (local $a v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (loop $rows
+      (local.set $t (i32.const 0))
+      (loop $steps
+        (local.set $b0 (v128.load offset=0 (local.get $pb)))
+        (local.set $b1 (v128.load offset=16 (local.get $pb)))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x0) (local.get $t))))
+        (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x1) (local.get $t))))
+        (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x2) (local.get $t))))
+        (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x3) (local.get $t))))
+        (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $pb (i32.add (local.get $pb) (i32.const 32)))
+        (br_if $steps (i32.lt_u (local.tee $t (i32.add (local.get $t) (i32.const 4))) (local.get $run))))
+      (local.set $x0 (i32.add (local.get $x0) (local.get $rowStep)))
+      (local.set $x1 (i32.add (local.get $x1) (local.get $rowStep)))
+      (local.set $x2 (i32.add (local.get $x2) (local.get $rowStep)))
+      (local.set $x3 (i32.add (local.get $x3) (local.get $rowStep)))
+      (br_if $rows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1))) (local.get $kh))))
+    (v128.store offset=0 (local.get $c) (local.get $c00))
+    (v128.store offset=16 (local.get $c) (local.get $c01))
+    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+    (v128.store offset=0 (local.get $c) (local.get $c10))
+    (v128.store offset=16 (local.get $c) (local.get $c11))
+    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+    (v128.store offset=0 (local.get $c) (local.get $c20))
+    (v128.store offset=16 (local.get $c) (local.get $c21))
+    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
+    (v128.store offset=0 (local.get $c) (local.get $c30))
+    (v128.store offset=16 (local.get $c) (local.get $c31)))
+
+  ;; conv2d: C[m, n] (at $c, rows n floats apart) = patches [m, K] times W [K, n] (at $w, row-major),
+  ;; K = kh * run / 4, the windows at $bases (m rounded up to 4 entries). W is packed into panels of
+  ;; 8 columns at $pb first. Each 8-column block of a row is stored whole, so a row's padding
+  ;; columns spill into the next row's first ones: the blocks go from the last to the first, and
+  ;; rows in increasing order, so every spill is overwritten by the true value later. The rows past
+  ;; m (up to 3) and the last spill (up to 7 floats) land past the output: the caller leaves room.
+  (func (export "conv2d") (param $bases i32) (param $m i32) (param $w i32) (param $n i32) (param $pb i32)
+                          (param $c i32) (param $kh i32) (param $run i32) (param $rowStep i32)
+    (local $k i32) (local $ldc i32) (local $panelBytes i32) (local $end i32) (local $q i32)
+    (local.set $k (i32.mul (local.get $kh) (i32.shr_u (local.get $run) (i32.const 2))))
+    (local.set $ldc (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $panelBytes (i32.shl (local.get $k) (i32.const 5)))
+    (call $pack (local.get $w) (i32.const 1) (local.get $n) (local.get $n) (local.get $k) (i32.const 8) (local.get $pb))
+    (local.set $end (i32.add (local.get $bases) (i32.shl (local.get $m) (i32.const 2))))
+    (block $done
+      (loop $tiles
+        (br_if $done (i32.ge_u (local.get $bases) (local.get $end)))
+        (local.set $q (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)))
+        (loop $panels
+          (local.set $q (i32.sub (local.get $q) (i32.const 8)))
+          (call $patchKernel4x8
+            (i32.load offset=0 (local.get $bases)) (i32.load offset=4 (local.get $bases))
+            (i32.load offset=8 (local.get $bases)) (i32.load offset=12 (local.get $bases))
+            (i32.add (local.get $pb) (i32.mul (i32.shr_u (local.get $q) (i32.const 3)) (local.get $panelBytes)))
+            (i32.add (local.get $c) (i32.shl (local.get $q) (i32.const 2)))
+            (local.get $ldc) (local.get $kh) (local.get $run) (local.get $rowStep))
+          (br_if $panels (i32.gt_s (local.get $q) (i32.const 0))))
+        (local.set $bases (i32.add (local.get $bases) (i32.const 16)))
+        (local.set $c (i32.add (local.get $c) (i32.shl (local.get $ldc) (i32.const 2))))
+        (br $tiles))))
+
+  ;; C[4 x 8] (rows $ldc bytes apart, at $c) += the sum over `count` output pixels (windows at
+  ;; $bases) of their patch elements at byte offsets $o0..$o3 times their 8 floats of G at $g
+  ;; (rows $gStep bytes apart): four rows of the filter's gradient patches^T G, over some pixels.
+  (func $patchGradKernel4x8 (param $bases i32) (param $count i32) (param $o0 i32) (param $o1 i32) (param $o2 i32)
+                            (param $o3 i32) (param $g i32) (param $gStep i32) (param $c i32) (param $ldc i32)
+    (local $x i32) (local $end i32) (local $c1 i32) (local $c2 i32) (local $c3 i32)
+    (local $a v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $c1 (i32.add (local.get $c) (local.get $ldc)))
+    (local.set $c2 (i32.add (local.get $c1) (local.get $ldc)))
+    (local.set $c3 (i32.add (local.get $c2) (local.get $ldc)))
+    (local.set $c00 (v128.load offset=0 (local.get $c)))
+    (local.set $c01 (v128.load offset=16 (local.get $c)))
+    (local.set $c10 (v128.load offset=0 (local.get $c1)))
+    (local.set $c11 (v128.load offset=16 (local.get $c1)))
+    (local.set $c20 (v128.load offset=0 (local.get $c2)))
+    (local.set $c21 (v128.load offset=16 (local.get $c2)))
+    (local.set $c30 (v128.load offset=0 (local.get $c3)))
+    (local.set $c31 (v128.load offset=16 (local.get $c3)))
+    (local.set $end (i32.add (local.get $bases) (i32.shl (local.get $count) (i32.const 2))))
+    (block $done
+      (loop $pixels
+        (br_if $done (i32.ge_u (local.get $bases) (local.get $end)))
+        (local.set $x (i32.load (local.get $bases)))
+        (local.set $b0 (v128.load offset=0 (local.get $g)))
+        (local.set $b1 (v128.load offset=16 (local.get $g)))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x) (local.get $o0))))
+        (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x) (local.get $o1))))
+        (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x) (local.get $o2))))
+        (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat (i32.add (local.get $x) (local.get $o3))))
+        (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $bases (i32.add (local.get $bases) (i32.const 4)))
+        (local.set $g (i32.add (local.get $g) (local.get $gStep)))
+        (br $pixels)))
+    (v128.store offset=0 (local.get $c) (local.get $c00))
+    (v128.store offset=16 (local.get $c) (local.get $c01))
+    (v128.store offset=0 (local.get $c1) (local.get $c10))
+    (v128.store offset=16 (local.get $c1) (local.get $c11))
+    (v128.store offset=0 (local.get $c2) (local.get $c20))
+    (v128.store offset=16 (local.get $c2) (local.get $c21))
+    (v128.store offset=0 (local.get $c3) (local.get $c30))
+    (v128.store offset=16 (local.get $c3) (local.get $c31)))
+
+  ;; conv2dWeightGrad: C[kPad, nPad] (at $c, zeroed here) = patches^T [K, m] times G [m, n] (at $g),
+  ;; the windows at $bases, patch column p at byte offset $offsets[p] of its window ($offsets holds
+  ;; K rounded up to 4 entries; the padding rows repeat a real offset). The pixels go in chunks of
+  ;; $chunk (a cache's worth: one image), every 4 x 8 tile of C summing a chunk before the next one,
+  ;; its partial sums kept in C in float32: each element still sums its products in pixel order.
+  ;; G's rows are read 8 floats at a time past their n: the caller leaves room after G.
+  (func (export "conv2dWeightGrad") (param $bases i32) (param $m i32) (param $chunk i32) (param $offsets i32)
+                                    (param $k i32) (param $g i32) (param $n i32) (param $c i32)
+    (local $ldc i32) (local $kPad i32) (local $r0 i32) (local $count i32) (local $i i32) (local $q i32)
+    (local $o i32) (local $gRows i32)
+    (local.set $kPad (i32.and (i32.add (local.get $k) (i32.const 3)) (i32.const -4)))
+    (local.set $ldc (i32.shl (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)) (i32.const 2)))
+    (memory.fill (local.get $c) (i32.const 0) (i32.mul (local.get $kPad) (local.get $ldc)))
+    (block $done
+      (loop $chunks
+        (br_if $done (i32.ge_u (local.get $r0) (local.get $m)))
+        (local.set $count (select (local.get $chunk) (i32.sub (local.get $m) (local.get $r0))
+                                  (i32.lt_u (local.get $chunk) (i32.sub (local.get $m) (local.get $r0)))))
+        (local.set $gRows (i32.add (local.get $g) (i32.shl (i32.mul (local.get $r0) (local.get $n)) (i32.const 2))))
+        (local.set $i (i32.const 0))
+        (loop $rowTiles
+          (local.set $o (i32.add (local.get $offsets) (i32.shl (local.get $i) (i32.const 2))))
+          (local.set $q (i32.const 0))
+          (loop $panels
+            (call $patchGradKernel4x8
+              (i32.add (local.get $bases) (i32.shl (local.get $r0) (i32.const 2))) (local.get $count)
+              (i32.load offset=0 (local.get $o)) (i32.load offset=4 (local.get $o))
+              (i32.load offset=8 (local.get $o)) (i32.load offset=12 (local.get $o))
+              (i32.add (local.get $gRows) (i32.shl (local.get $q) (i32.const 2)))
+              (i32.shl (local.get $n) (i32.const 2))
+              (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $ldc)) (i32.shl (local.get $q) (i32.const 2))))
+              (local.get $ldc))
+            (br_if $panels (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 8))) (local.get $n))))
+          (br_if $rowTiles (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 4))) (local.get $kPad))))
+        (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
+        (br $chunks))))
