@@ -1,20 +1,26 @@
 /**
  * The WebAssembly kernels over image windows (src/tensor/wasm/window.wat) against what they replace:
  * - conv2d and its filter gradient without the patch matrix: bitwise im2col around the wasm matmul
- *   of the same variant (Note [implicit patches]), NaN and infinities included;
+ *   of the same variant (Note [implicit patches]), NaN and infinities included; the image gradient
+ *   bitwise col2im (float64 sums, TypeScript) of the wasm matmul G W^T, NaN payloads aside;
  * - shapes they do not take (float64, groups, dilation along the width) are refused (null), and the
  *   kernels then compose im2col and the matmul.
  */
 import { describe, expect, it } from 'vitest';
-import { conv2dByPatches, conv2dWeightGradByPatches, type PatchKernels } from '../../src/tensor/conv.ts';
+import {
+  conv2dByPatches,
+  conv2dInputGradByPatches,
+  conv2dWeightGradByPatches,
+  type PatchKernels,
+} from '../../src/tensor/conv.ts';
 import { fallbackKernels } from '../../src/tensor/kernels.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { cast, type Tensor } from '../../src/tensor/tensor.ts';
 import { createWasmKernels, wasmVariants } from '../../src/tensor/wasm/index.ts';
 import { wasmArena } from '../../src/tensor/wasm/instance.ts';
-import { wasmConv2d, wasmConv2dWeightGrad } from '../../src/tensor/wasm/window.ts';
+import { wasmConv2d, wasmConv2dInputGrad, wasmConv2dWeightGrad } from '../../src/tensor/wasm/window.ts';
 import { type Window2d, windowCount } from '../../src/tensor/window.ts';
-import { expectBitwise } from '../support/expect.ts';
+import { expectBitwise, expectSameValues } from '../support/expect.ts';
 
 /** Normal values with NaN, infinities and signed zeros sprinkled in at `rate`. */
 function withSpecials(rng: Rng, shape: number[], rate: number): Tensor {
@@ -77,7 +83,7 @@ describe.each(wasmVariants())('wasm window kernels (%s)', (variant) => {
     matmul: createWasmKernels(variant, { small: false }).matmul,
   };
 
-  it('conv2d and its filter gradient are bitwise im2col around the wasm matmul', () => {
+  it('conv2d and its two gradients are bitwise im2col (col2im) around the wasm matmul', () => {
     const rng = new Rng(31);
     for (const [i, c] of cases(rng, 40).entries()) {
       const rate = i % 4 === 3 ? 0.05 : 0;
@@ -92,6 +98,9 @@ describe.each(wasmVariants())('wasm window kernels (%s)', (variant) => {
       const dw = wasmConv2dWeightGrad(arena, x, g, c.win, 1);
       expect(dw).not.toBeNull();
       expectBitwise(dw!, conv2dWeightGradByPatches(patches, x, g, c.win, 1));
+      const dx = wasmConv2dInputGrad(arena, g, w, c.win, 1, c.x);
+      expect(dx).not.toBeNull();
+      expectSameValues(dx!, conv2dInputGradByPatches(patches, g, w, c.win, 1, c.x));
     }
   });
 
@@ -102,5 +111,8 @@ describe.each(wasmVariants())('wasm window kernels (%s)', (variant) => {
     expect(wasmConv2d(arena, cast(x, 'float64'), cast(w, 'float64'), win, 1)).toBeNull();
     expect(wasmConv2d(arena, x, w, win, 2)).toBeNull();
     expect(wasmConv2d(arena, x, w, { ...win, dilation: [1, 2] }, 1)).toBeNull();
+    const g = rng.normalTensor([1, 6, 6, 4]);
+    expect(wasmConv2dInputGrad(arena, g, w, win, 2, [1, 6, 6, 2])).toBeNull();
+    expect(wasmConv2dWeightGrad(arena, x, cast(g, 'float64'), win, 1)).toBeNull();
   });
 });

@@ -17,7 +17,7 @@ import { type Window2d, windowCount } from '../window.ts';
 import { wasmBinary, wasmReduce, wasmSoftmax, wasmSumSquares, wasmUnary } from './elementwise.ts';
 import { type WasmArena, type WasmVariant, wasmArena, wasmVariants } from './instance.ts';
 import { wasmMatmul } from './matmul.ts';
-import { wasmConv2d, wasmConv2dWeightGrad } from './window.ts';
+import { wasmConv2d, wasmConv2dInputGrad, wasmConv2dWeightGrad } from './window.ts';
 
 export { type WasmVariant, wasmVariants } from './instance.ts';
 
@@ -99,8 +99,13 @@ function kernelsOver(get: () => WasmArena | null, small = true): WasmKernels {
       const arena = groups === 1 ? arenaFor(convMacs(x, win, w.shape[3]!), SMALL_MACS) : null;
       return (arena && wasmConv2d(arena, x, w, win, groups)) ?? conv2dByPatches(patches(), x, w, win, groups);
     },
-    conv2dInputGrad: (g, w, win, groups, shape) =>
-      conv2dInputGradByPatches(patches(), g, w, win, groups, shape),
+    conv2dInputGrad: (g, w, win, groups, shape) => {
+      const arena = groups === 1 ? arenaFor((g.size * w.size) / w.shape[3]!, SMALL_MACS) : null;
+      return (
+        (arena && wasmConv2dInputGrad(arena, g, w, win, groups, shape)) ??
+        conv2dInputGradByPatches(patches(), g, w, win, groups, shape)
+      );
+    },
     conv2dWeightGrad: (x, g, win, groups) => {
       const arena = groups === 1 ? arenaFor(convMacs(x, win, g.shape[3]!), SMALL_MACS) : null;
       return (

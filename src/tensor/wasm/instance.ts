@@ -64,6 +64,19 @@ export interface WasmExports {
   conv2d(bases: number, m: number, w: number, n: number, pb: number, c: number, kh: number, run: number,
     rowStep: number): void;
   // biome-ignore format: one argument per line reads worse
+  conv2dInputGrad(g: number, m: number, f: number, w: number, k: number, pb: number, tile: number, bases: number,
+    acc: number, accBytes: number, kh: number, run: number, rowStep: number): void;
+  unpadImage(
+    src: number,
+    dst: number,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+    ph: number,
+    pw: number,
+  ): void;
+  // biome-ignore format: one argument per line reads worse
   conv2dWeightGrad(bases: number, m: number, chunk: number, offsets: number, k: number, g: number, n: number,
     c: number): void;
 }

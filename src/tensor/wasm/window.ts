@@ -18,11 +18,13 @@ interface PaddedImage {
   rowBytes: number;
 }
 
-/** The geometry of a convolution of x [N, H, W, C] over `win`, or null when these kernels do not take it. */
-function geometry(x: Tensor, other: Tensor, win: Window2d, groups: number) {
-  if (x.dtype !== 'float32' || other.dtype !== 'float32' || groups !== 1 || win.dilation[1] !== 1)
-    return null;
-  const [n, h, w, c] = x.shape as [number, number, number, number];
+/**
+ * The geometry of a convolution of an image [N, H, W, C] over `win`, or null when these kernels do
+ * not take it (`a` and `b` are its two operands).
+ */
+function geometry(image: readonly number[], a: Tensor, b: Tensor, win: Window2d, groups: number) {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || groups !== 1 || win.dilation[1] !== 1) return null;
+  const [n, h, w, c] = image as [number, number, number, number];
   const [kh, kw] = win.kernel as [number, number];
   const [ph, pw] = win.padding as [number, number];
   const oh = windowCount(h, kh, win.stride[0]!, ph, win.dilation[0]);
@@ -70,7 +72,7 @@ export function wasmConv2d(
   win: Window2d,
   groups: number,
 ): Tensor | null {
-  const g = geometry(x, w, win, groups);
+  const g = geometry(x.shape, x, w, win, groups);
   if (g === null) return null;
   const f = w.shape[3]!;
   const depth = g.kh * g.kw * g.c;
@@ -93,6 +95,56 @@ export function wasmConv2d(
   return new Tensor('float32', [g.n, g.oh, g.ow, f], arena.copyOut(po, g.m * f));
 }
 
+/**
+ * conv2d's image gradient from gy [N, OH, OW, F] and w [KH, KW, C, F] into an image of `shape`
+ * [N, H, W, C], or null (see above): col2im(G W^T) with float64 sums, a tile of G W^T at a time.
+ */
+export function wasmConv2dInputGrad(
+  arena: WasmArena,
+  gy: Tensor,
+  w: Tensor,
+  win: Window2d,
+  groups: number,
+  shape: readonly number[],
+): Tensor | null {
+  const g = geometry(shape, gy, w, win, groups);
+  if (g === null) return null;
+  const f = w.shape[3]!;
+  const depth = g.kh * g.kw * g.c;
+  const kPad = ceil(depth, 8);
+  const accBytes = g.n * g.hp * g.wp * g.c * 8;
+  // The output takes the last row's vector spill in its alignment slack (unpadImage).
+  const regions = arena.layout(
+    gy.bytes,
+    w.bytes,
+    kPad * f * 4,
+    4 * kPad * 4,
+    g.m * 4,
+    accBytes,
+    g.n * g.h * g.w * g.c * 4,
+  );
+  if (regions === null) return null;
+  const [pg, pw, pack, tile, pb, acc, po] = regions as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  arena.f32(pg, gy.size).set(gy.data);
+  arena.f32(pw, w.size).set(w.data);
+  const rowBytes = g.wp * g.c * 8;
+  const [sh, sw] = win.stride as [number, number];
+  arena.exports.patchBases(pb, acc, g.m, g.m, g.oh, g.ow, g.hp * rowBytes, sh * rowBytes, sw * g.c * 8);
+  // biome-ignore format: one argument per line reads worse
+  arena.exports.conv2dInputGrad(pg, g.m, f, pw, depth, pack, tile, pb, acc, accBytes, g.kh, g.kw * g.c,
+    win.dilation[0]! * rowBytes);
+  arena.exports.unpadImage(acc, po, g.n, g.h, g.w, g.c, g.ph, g.pw);
+  return new Tensor('float32', [...shape], arena.copyOut(po, g.n * g.h * g.w * g.c));
+}
+
 /** conv2d's filter gradient from x [N, H, W, C] and gy [N, OH, OW, F]: [KH, KW, C, F], or null (see above). */
 export function wasmConv2dWeightGrad(
   arena: WasmArena,
@@ -101,7 +153,7 @@ export function wasmConv2dWeightGrad(
   win: Window2d,
   groups: number,
 ): Tensor | null {
-  const g = geometry(x, gy, win, groups);
+  const g = geometry(x.shape, x, gy, win, groups);
   if (g === null) return null;
   const f = gy.shape[3]!;
   const depth = g.kh * g.kw * g.c;

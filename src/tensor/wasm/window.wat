@@ -266,3 +266,121 @@
           (br_if $rowTiles (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 4))) (local.get $kPad))))
         (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
         (br $chunks))))
+
+  ;; The `run` floats at $src added into the float64 image at $dst, each of `kh` rows: the patch
+  ;; row of one output pixel, `run` floats a kernel row, the rows `rowStep` bytes apart in the image.
+  (func $addPatch (param $src i32) (param $dst i32) (param $kh i32) (param $run i32) (param $rowStep i32)
+    (local $p i32) (local $t i32) (local $d i32) (local $run4 i32) (local $v v128)
+    (local.set $run4 (i32.and (local.get $run) (i32.const -4)))
+    (block $done
+      (loop $rows
+        (br_if $done (i32.ge_u (local.get $p) (local.get $kh)))
+        (local.set $d (local.get $dst))
+        (local.set $t (i32.const 0))
+        (block $vectorsDone
+          (loop $vectors
+            (br_if $vectorsDone (i32.ge_u (local.get $t) (local.get $run4)))
+            (local.set $v (v128.load (local.get $src)))
+            (v128.store offset=0 (local.get $d)
+              (f64x2.add (v128.load offset=0 (local.get $d)) (f64x2.promote_low_f32x4 (local.get $v))))
+            (v128.store offset=16 (local.get $d)
+              (f64x2.add (v128.load offset=16 (local.get $d)) (f64x2.promote_low_f32x4
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))))
+            (local.set $src (i32.add (local.get $src) (i32.const 16)))
+            (local.set $d (i32.add (local.get $d) (i32.const 32)))
+            (local.set $t (i32.add (local.get $t) (i32.const 4)))
+            (br $vectors)))
+        (block $tailDone
+          (loop $tail
+            (br_if $tailDone (i32.ge_u (local.get $t) (local.get $run)))
+            (f64.store (local.get $d) (f64.add (f64.load (local.get $d)) (f64.promote_f32 (f32.load (local.get $src)))))
+            (local.set $src (i32.add (local.get $src) (i32.const 4)))
+            (local.set $d (i32.add (local.get $d) (i32.const 8)))
+            (local.set $t (i32.add (local.get $t) (i32.const 1)))
+            (br $tail)))
+        (local.set $dst (i32.add (local.get $dst) (local.get $rowStep)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $rows))))
+
+  ;; conv2dInputGrad: col2im(G W^T) in float64 at $acc (the padded image [N, Hp, Wp, C], zeroed
+  ;; here, $accBytes long), G [m, f] at $g, W [k, f] at $w (packed transposed into 8-column panels
+  ;; at $pb). Four rows of G W^T at a time go through the micro-kernel into $tile (4 x k rounded up
+  ;; to 8), each the float32 sum over f in order, the gemm's bits; then each row is added into the
+  ;; image in pixel order, at the window corners $bases (float64 bytes): the order and float64 sums
+  ;; of col2im in TypeScript, so the same bits once the caller rounds the image (unpadImage).
+  (func (export "conv2dInputGrad") (param $g i32) (param $m i32) (param $f i32) (param $w i32) (param $k i32)
+                                   (param $pb i32) (param $tile i32) (param $bases i32) (param $acc i32)
+                                   (param $accBytes i32) (param $kh i32) (param $run i32) (param $rowStep i32)
+    (local $r i32) (local $i i32) (local $q i32) (local $ldc i32) (local $kPad i32) (local $gRow i32)
+    (local $g1 i32) (local $g2 i32) (local $g3 i32)
+    (local.set $kPad (i32.and (i32.add (local.get $k) (i32.const 7)) (i32.const -8)))
+    (local.set $ldc (i32.shl (local.get $kPad) (i32.const 2)))
+    (local.set $gRow (i32.shl (local.get $f) (i32.const 2)))
+    (call $pack (local.get $w) (local.get $f) (i32.const 1) (local.get $k) (local.get $f) (i32.const 8) (local.get $pb))
+    (memory.fill (local.get $acc) (i32.const 0) (local.get $accBytes))
+    (block $done
+      (loop $tiles
+        (br_if $done (i32.ge_u (local.get $r) (local.get $m)))
+        ;; rows past m read row r again; they are computed and never added
+        (local.set $g1 (select (i32.add (local.get $g) (local.get $gRow)) (local.get $g)
+                               (i32.lt_u (i32.add (local.get $r) (i32.const 1)) (local.get $m))))
+        (local.set $g2 (select (i32.add (local.get $g1) (local.get $gRow)) (local.get $g)
+                               (i32.lt_u (i32.add (local.get $r) (i32.const 2)) (local.get $m))))
+        (local.set $g3 (select (i32.add (local.get $g2) (local.get $gRow)) (local.get $g)
+                               (i32.lt_u (i32.add (local.get $r) (i32.const 3)) (local.get $m))))
+        (local.set $q (i32.const 0))
+        (loop $panels
+          (call $patchKernel4x8 (local.get $g) (local.get $g1) (local.get $g2) (local.get $g3)
+            (i32.add (local.get $pb) (i32.mul (local.get $q) (local.get $gRow)))
+            (i32.add (local.get $tile) (i32.shl (local.get $q) (i32.const 2)))
+            (local.get $ldc) (i32.const 1) (local.get $gRow) (i32.const 0))
+          (br_if $panels (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 8))) (local.get $k))))
+        (local.set $i (i32.const 0))
+        (loop $rows
+          (call $addPatch (i32.add (local.get $tile) (i32.mul (local.get $i) (local.get $ldc)))
+            (i32.load (local.get $bases)) (local.get $kh) (local.get $run) (local.get $rowStep))
+          (local.set $bases (i32.add (local.get $bases) (i32.const 4)))
+          (local.set $r (i32.add (local.get $r) (i32.const 1)))
+          (br_if $rows (i32.and (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (i32.const 4))
+                                (i32.lt_u (local.get $r) (local.get $m)))))
+        (local.set $g (i32.add (local.get $g3) (local.get $gRow)))
+        (br $tiles))))
+
+  ;; The middle [n, h, w, c] of a float64 image [n, h + 2ph, w + 2pw, c] at $src, rounded to float32
+  ;; at $dst (contiguous). Whole vectors: a row's last one spills into the next row, rewritten
+  ;; after, and the last row's up to 12 bytes past the output.
+  (func (export "unpadImage") (param $src i32) (param $dst i32) (param $n i32) (param $h i32) (param $w i32)
+                              (param $c i32) (param $ph i32) (param $pw i32)
+    (local $row i32) (local $rows i32) (local $rowFloats i32) (local $padRowBytes i32) (local $s i32) (local $t i32)
+    (local $y i32)
+    (local.set $rowFloats (i32.mul (local.get $w) (local.get $c)))
+    (local.set $padRowBytes (i32.shl (i32.mul (i32.add (local.get $w) (i32.shl (local.get $pw) (i32.const 1)))
+                                              (local.get $c)) (i32.const 3)))
+    (local.set $rows (i32.mul (local.get $n) (local.get $h)))
+    (local.set $src (i32.add (local.get $src)
+      (i32.add (i32.mul (local.get $ph) (local.get $padRowBytes)) (i32.shl (i32.mul (local.get $pw) (local.get $c)) (i32.const 3)))))
+    (block $done
+      (loop $rowsLoop
+        (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+        (local.set $s (local.get $src))
+        (local.set $t (i32.const 0))
+        (block $rowDone
+          (loop $vectors
+            (br_if $rowDone (i32.ge_u (local.get $t) (local.get $rowFloats)))
+            (v128.store (local.get $dst) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+              (f32x4.demote_f64x2_zero (v128.load offset=0 (local.get $s)))
+              (f32x4.demote_f64x2_zero (v128.load offset=16 (local.get $s)))))
+            (local.set $s (i32.add (local.get $s) (i32.const 32)))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+            (local.set $t (i32.add (local.get $t) (i32.const 4)))
+            (br $vectors)))
+        ;; back to the row's true end
+        (local.set $dst (i32.sub (local.get $dst) (i32.shl (i32.sub (local.get $t) (local.get $rowFloats)) (i32.const 2))))
+        (local.set $src (i32.add (local.get $src) (local.get $padRowBytes)))
+        (local.set $y (i32.add (local.get $y) (i32.const 1)))
+        (if (i32.eq (local.get $y) (local.get $h))
+          (then
+            (local.set $y (i32.const 0))
+            (local.set $src (i32.add (local.get $src) (i32.mul (local.get $padRowBytes) (i32.shl (local.get $ph) (i32.const 1)))))))
+        (local.set $row (i32.add (local.get $row) (i32.const 1)))
+        (br $rowsLoop))))
