@@ -3,6 +3,8 @@
  * - conv2d and its filter gradient without the patch matrix: bitwise im2col around the wasm matmul
  *   of the same variant (Note [implicit patches]), NaN and infinities included; the image gradient
  *   bitwise col2im (float64 sums, TypeScript) of the wasm matmul G W^T, NaN payloads aside;
+ * - max pooling and, for windows that do not overlap, its gradient: bitwise the TypeScript kernels
+ *   (the same picks: ties to the first tap, the first NaN wins), NaN payloads aside;
  * - shapes they do not take (float64, groups, dilation along the width) are refused (null), and the
  *   kernels then compose im2col and the matmul.
  */
@@ -18,7 +20,13 @@ import { Rng } from '../../src/tensor/rng.ts';
 import { cast, type Tensor } from '../../src/tensor/tensor.ts';
 import { createWasmKernels, wasmVariants } from '../../src/tensor/wasm/index.ts';
 import { wasmArena } from '../../src/tensor/wasm/instance.ts';
-import { wasmConv2d, wasmConv2dInputGrad, wasmConv2dWeightGrad } from '../../src/tensor/wasm/window.ts';
+import {
+  wasmConv2d,
+  wasmConv2dInputGrad,
+  wasmConv2dWeightGrad,
+  wasmMaxPool2d,
+  wasmMaxPool2dGrad,
+} from '../../src/tensor/wasm/window.ts';
 import { type Window2d, windowCount } from '../../src/tensor/window.ts';
 import { expectBitwise, expectSameValues } from '../support/expect.ts';
 
@@ -114,5 +122,36 @@ describe.each(wasmVariants())('wasm window kernels (%s)', (variant) => {
     const g = rng.normalTensor([1, 6, 6, 4]);
     expect(wasmConv2dInputGrad(arena, g, w, win, 2, [1, 6, 6, 2])).toBeNull();
     expect(wasmConv2dWeightGrad(arena, x, cast(g, 'float64'), win, 1)).toBeNull();
+  });
+
+  it('max pooling and its gradient are the TypeScript kernels, ties and NaN included', () => {
+    const rng = new Rng(41);
+    const ts = fallbackKernels();
+    const pools = [
+      { x: [3, 28, 28, 6], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
+      { x: [2, 10, 10, 16], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
+    ];
+    while (pools.length < 40) {
+      const [kh, kw] = [1 + rng.int(3), 1 + rng.int(3)];
+      const win = {
+        kernel: [kh, kw],
+        stride: [1 + rng.int(3), 1 + rng.int(3)],
+        padding: [rng.int(kh), rng.int(kw)],
+      };
+      pools.push({ x: [1 + rng.int(2), kh + rng.int(6), kw + rng.int(6), 1 + rng.int(9)], win });
+    }
+    for (const [i, { x: shape, win }] of pools.entries()) {
+      // Few distinct values, so windows tie; some NaN and signed zeros.
+      const x = withSpecials(rng, shape, i % 3 === 2 ? 0.1 : 0);
+      for (let k = 0; k < x.size; k++) x.data[k] = Math.round(x.data[k]! * 2) / 2;
+      const y = wasmMaxPool2d(arena, x, win);
+      expect(y).not.toBeNull();
+      expectSameValues(y!, ts.maxPool2d(x, win));
+      const g = withSpecials(rng, [...y!.shape], 0.05);
+      const dx = wasmMaxPool2dGrad(arena, x, g, win);
+      const overlap = win.stride[0]! < win.kernel[0]! || win.stride[1]! < win.kernel[1]!;
+      expect(dx === null).toBe(overlap);
+      if (dx !== null) expectSameValues(dx, ts.maxPool2dGrad(x, g, win));
+    }
   });
 });

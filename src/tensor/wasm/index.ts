@@ -17,7 +17,13 @@ import { type Window2d, windowCount } from '../window.ts';
 import { wasmBinary, wasmReduce, wasmSoftmax, wasmSumSquares, wasmUnary } from './elementwise.ts';
 import { type WasmArena, type WasmVariant, wasmArena, wasmVariants } from './instance.ts';
 import { wasmMatmul } from './matmul.ts';
-import { wasmConv2d, wasmConv2dInputGrad, wasmConv2dWeightGrad } from './window.ts';
+import {
+  wasmConv2d,
+  wasmConv2dInputGrad,
+  wasmConv2dWeightGrad,
+  wasmMaxPool2d,
+  wasmMaxPool2dGrad,
+} from './window.ts';
 
 export { type WasmVariant, wasmVariants } from './instance.ts';
 
@@ -34,6 +40,8 @@ export type WasmKernels = Pick<
   | 'conv2d'
   | 'conv2dInputGrad'
   | 'conv2dWeightGrad'
+  | 'maxPool2d'
+  | 'maxPool2dGrad'
 >;
 
 // Note [small tensors stay in TypeScript]
@@ -112,6 +120,14 @@ function kernelsOver(get: () => WasmArena | null, small = true): WasmKernels {
         (arena && wasmConv2dWeightGrad(arena, x, g, win, groups)) ??
         conv2dWeightGradByPatches(patches(), x, g, win, groups)
       );
+    },
+    maxPool2d: (x, win) => {
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
+      return (arena && wasmMaxPool2d(arena, x, win)) ?? fallbackKernels().maxPool2d(x, win);
+    },
+    maxPool2dGrad: (x, g, win) => {
+      const arena = arenaFor(x.size, SMALL_ELEMENTS);
+      return (arena && wasmMaxPool2dGrad(arena, x, g, win)) ?? fallbackKernels().maxPool2dGrad(x, g, win);
     },
   };
 }

@@ -77,6 +77,12 @@ export interface WasmExports {
     pw: number,
   ): void;
   // biome-ignore format: one argument per line reads worse
+  maxPool(x: number, o: number, n: number, h: number, w: number, c: number, oh: number, ow: number, kh: number,
+    kw: number, sh: number, sw: number, ph: number, pw: number): void;
+  // biome-ignore format: one argument per line reads worse
+  maxPoolGrad(x: number, g: number, o: number, oBytes: number, n: number, h: number, w: number, c: number,
+    oh: number, ow: number, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number): void;
+  // biome-ignore format: one argument per line reads worse
   conv2dWeightGrad(bases: number, m: number, chunk: number, offsets: number, k: number, g: number, n: number,
     c: number): void;
 }

@@ -1,5 +1,5 @@
 import { allocateUninit, Tensor } from '../tensor.ts';
-import { type Window2d, windowCount } from '../window.ts';
+import { type PoolWindow, type Window2d, windowCount } from '../window.ts';
 import type { WasmArena } from './instance.ts';
 
 // The convolutions of window.wat (Note [implicit patches]): the same values as im2col around the
@@ -177,4 +177,47 @@ export function wasmConv2dWeightGrad(
   const out = allocateUninit('float32', depth * f);
   for (let k = 0; k < depth; k++) for (let j = 0; j < f; j++) out[k * f + j] = padded[k * nPad + j]!;
   return new Tensor('float32', [g.kh, g.kw, g.c, f], out);
+}
+
+/** A pool's sizes, as maxPool and maxPoolGrad take them after the two buffers, or null for an empty pool. */
+function poolArgs(x: Tensor, win: PoolWindow) {
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const [kh, kw] = win.kernel as [number, number];
+  const [sh, sw] = win.stride as [number, number];
+  const [ph, pw] = win.padding as [number, number];
+  const [oh, ow] = [windowCount(h, kh, sh, ph), windowCount(w, kw, sw, pw)];
+  if (x.size === 0 || oh < 1 || ow < 1) return null;
+  return [n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw] as const;
+}
+
+/** Max pooling of x [N, H, W, C] (float32): [N, OH, OW, C], or null for what these kernels do not take. */
+export function wasmMaxPool2d(arena: WasmArena, x: Tensor, win: PoolWindow): Tensor | null {
+  const args = poolArgs(x, win);
+  if (x.dtype !== 'float32' || args === null) return null;
+  const [n, , , c, oh, ow] = args;
+  const size = n * oh * ow * c;
+  // The last pixel's vector spill lands in the output's alignment slack.
+  const regions = arena.layout(x.bytes, size * 4);
+  if (regions === null) return null;
+  const [px, po] = regions as [number, number];
+  arena.f32(px, x.size).set(x.data);
+  arena.exports.maxPool(px, po, ...args);
+  return new Tensor('float32', [n, oh, ow, c], arena.copyOut(po, size));
+}
+
+/**
+ * g added at the maximum of each window of x: maxPool2dGrad, for windows that do not overlap (each
+ * pixel then takes one value or none); null for anything else.
+ */
+export function wasmMaxPool2dGrad(arena: WasmArena, x: Tensor, g: Tensor, win: PoolWindow): Tensor | null {
+  const args = poolArgs(x, win);
+  const overlap = win.stride[0]! < win.kernel[0]! || win.stride[1]! < win.kernel[1]!;
+  if (x.dtype !== 'float32' || g.dtype !== 'float32' || args === null || overlap) return null;
+  const regions = arena.layout(x.bytes, g.bytes, x.bytes);
+  if (regions === null) return null;
+  const [px, pg, po] = regions as [number, number, number];
+  arena.f32(px, x.size).set(x.data);
+  arena.f32(pg, g.size).set(g.data);
+  arena.exports.maxPoolGrad(px, pg, po, x.bytes, ...args);
+  return new Tensor('float32', [...x.shape], arena.copyOut(po, x.size));
 }

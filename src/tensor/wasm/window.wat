@@ -384,3 +384,156 @@
             (local.set $src (i32.add (local.get $src) (i32.mul (local.get $padRowBytes) (i32.shl (local.get $ph) (i32.const 1)))))))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
         (br $rowsLoop))))
+
+  ;; ---------------------------------------------------------------------------------------------
+  ;; Max pooling, four channels at a time. Each window's taps go in window order (kernel row, then
+  ;; column), those outside the image skipped, and a tap replaces the maximum when it is greater or
+  ;; is the first NaN: the TypeScript rule (src/tensor/window.ts), so the same picks and the same
+  ;; bits. The lanes past the last channel compute garbage from the next pixel's channels: the
+  ;; forward stores it where the next pixel's values are stored after (or past the output, into the
+  ;; caller's slack), the gradient masks it out.
+  ;; ---------------------------------------------------------------------------------------------
+
+  ;; The taps [lo, hi) of a window starting at `first` (= o * stride - padding) inside [0, size),
+  ;; packed as lo | hi << 16.
+  (func $taps (param $first i32) (param $kernel i32) (param $size i32) (result i32)
+    (local $lo i32) (local $hi i32)
+    (local.set $lo (select (i32.sub (i32.const 0) (local.get $first)) (i32.const 0) (i32.lt_s (local.get $first) (i32.const 0))))
+    (local.set $hi (i32.sub (local.get $size) (local.get $first)))
+    (local.set $hi (select (local.get $kernel) (local.get $hi) (i32.lt_s (local.get $kernel) (local.get $hi))))
+    (i32.or (local.get $lo) (i32.shl (local.get $hi) (i32.const 16))))
+
+  ;; o [n, oh, ow, c] = the maximum of each window of x [n, h, w, c].
+  (func (export "maxPool") (param $x i32) (param $o i32) (param $n i32) (param $h i32) (param $w i32) (param $c i32)
+                           (param $oh i32) (param $ow i32) (param $kh i32) (param $kw i32) (param $sh i32)
+                           (param $sw i32) (param $ph i32) (param $pw i32)
+    (local $b i32) (local $i i32) (local $j i32) (local $rows i32) (local $cols i32) (local $c0 i32)
+    (local $pixel i32) (local $row i32) (local $at i32) (local $p i32) (local $q i32) (local $first i32)
+    (local $m v128) (local $v v128)
+    (local.set $pixel (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $row (i32.mul (local.get $pixel) (local.get $w)))
+    (loop $images
+      (local.set $i (i32.const 0))
+      (loop $outRows
+        (local.set $rows (call $taps (i32.sub (i32.mul (local.get $i) (local.get $sh)) (local.get $ph))
+                                     (local.get $kh) (local.get $h)))
+        (local.set $j (i32.const 0))
+        (loop $outCols
+          (local.set $cols (call $taps (i32.sub (i32.mul (local.get $j) (local.get $sw)) (local.get $pw))
+                                       (local.get $kw) (local.get $w)))
+          ;; the window's top-left tap (kernel row 0, column 0), inside the image or not
+          (local.set $first (i32.add (local.get $x) (i32.add
+            (i32.mul (i32.sub (i32.add (i32.mul (local.get $b) (local.get $h)) (i32.mul (local.get $i) (local.get $sh)))
+                              (local.get $ph)) (local.get $row))
+            (i32.mul (i32.sub (i32.mul (local.get $j) (local.get $sw)) (local.get $pw)) (local.get $pixel)))))
+          (local.set $c0 (i32.const 0))
+          (loop $blocks
+            (local.set $at (i32.add (i32.add (local.get $first) (i32.shl (local.get $c0) (i32.const 2)))
+              (i32.add (i32.mul (i32.and (local.get $rows) (i32.const 0xffff)) (local.get $row))
+                       (i32.mul (i32.and (local.get $cols) (i32.const 0xffff)) (local.get $pixel)))))
+            (local.set $m (v128.load (local.get $at)))
+            (local.set $p (i32.and (local.get $rows) (i32.const 0xffff)))
+            (loop $kernelRows
+              (local.set $q (i32.and (local.get $cols) (i32.const 0xffff)))
+              (loop $kernelCols
+                (local.set $v (v128.load (local.get $at)))
+                (local.set $m (v128.bitselect (local.get $v) (local.get $m)
+                  (v128.or (f32x4.gt (local.get $v) (local.get $m))
+                           (v128.and (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $m) (local.get $m))))))
+                (local.set $at (i32.add (local.get $at) (local.get $pixel)))
+                (br_if $kernelCols (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1)))
+                                             (i32.shr_u (local.get $cols) (i32.const 16)))))
+              (local.set $at (i32.add (local.get $at) (i32.sub (local.get $row)
+                (i32.mul (i32.sub (i32.shr_u (local.get $cols) (i32.const 16)) (i32.and (local.get $cols) (i32.const 0xffff)))
+                         (local.get $pixel)))))
+              (br_if $kernelRows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1)))
+                                           (i32.shr_u (local.get $rows) (i32.const 16)))))
+            (v128.store (i32.add (local.get $o) (i32.shl (local.get $c0) (i32.const 2))) (local.get $m))
+            (br_if $blocks (i32.lt_u (local.tee $c0 (i32.add (local.get $c0) (i32.const 4))) (local.get $c))))
+          (local.set $o (i32.add (local.get $o) (local.get $pixel)))
+          (br_if $outCols (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $ow))))
+        (br_if $outRows (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (local.get $oh))))
+      (br_if $images (i32.lt_u (local.tee $b (i32.add (local.get $b) (i32.const 1))) (local.get $n)))))
+
+  ;; o [n, h, w, c] (zeroed here, $oBytes long) = g [n, oh, ow, c] at the maximum of each window of
+  ;; x, for windows that do not overlap (stride >= kernel): each pixel then takes at most one value,
+  ;; float32(0 + g) (+0 for -0) as TypeScript's float64 sum rounds it; the others stay +0.
+  (func (export "maxPoolGrad") (param $x i32) (param $g i32) (param $o i32) (param $oBytes i32) (param $n i32)
+                               (param $h i32) (param $w i32) (param $c i32) (param $oh i32) (param $ow i32)
+                               (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $ph i32)
+                               (param $pw i32)
+    (local $b i32) (local $i i32) (local $j i32) (local $rows i32) (local $cols i32) (local $c0 i32)
+    (local $pixel i32) (local $row i32) (local $at i32) (local $p i32) (local $q i32) (local $first i32)
+    (local $t i32) (local $start i32) (local $back i32)
+    (local $m v128) (local $v v128) (local $best v128) (local $gv v128) (local $valid v128) (local $sel v128)
+    (memory.fill (local.get $o) (i32.const 0) (local.get $oBytes))
+    (local.set $pixel (i32.shl (local.get $c) (i32.const 2)))
+    (local.set $row (i32.mul (local.get $pixel) (local.get $w)))
+    (loop $images
+      (local.set $i (i32.const 0))
+      (loop $outRows
+        (local.set $rows (call $taps (i32.sub (i32.mul (local.get $i) (local.get $sh)) (local.get $ph))
+                                     (local.get $kh) (local.get $h)))
+        (local.set $j (i32.const 0))
+        (loop $outCols
+          (local.set $cols (call $taps (i32.sub (i32.mul (local.get $j) (local.get $sw)) (local.get $pw))
+                                       (local.get $kw) (local.get $w)))
+          (local.set $back (i32.sub (local.get $row)
+            (i32.mul (i32.sub (i32.shr_u (local.get $cols) (i32.const 16)) (i32.and (local.get $cols) (i32.const 0xffff)))
+                     (local.get $pixel))))
+          (local.set $first (i32.add
+            (i32.mul (i32.sub (i32.add (i32.mul (local.get $b) (local.get $h)) (i32.mul (local.get $i) (local.get $sh)))
+                              (local.get $ph)) (local.get $row))
+            (i32.mul (i32.sub (i32.mul (local.get $j) (local.get $sw)) (local.get $pw)) (local.get $pixel))))
+          (local.set $c0 (i32.const 0))
+          (loop $blocks
+            ;; byte offset (in x and in o) of the first tap inside the image, this block's channels
+            (local.set $start (i32.add (i32.add (local.get $first) (i32.shl (local.get $c0) (i32.const 2)))
+              (i32.add (i32.mul (i32.and (local.get $rows) (i32.const 0xffff)) (local.get $row))
+                       (i32.mul (i32.and (local.get $cols) (i32.const 0xffff)) (local.get $pixel)))))
+            ;; the maximum and the index of its tap, per lane
+            (local.set $at (local.get $start))
+            (local.set $m (v128.load (i32.add (local.get $x) (local.get $at))))
+            (local.set $best (v128.const i32x4 0 0 0 0))
+            (local.set $t (i32.const 0))
+            (local.set $p (i32.and (local.get $rows) (i32.const 0xffff)))
+            (loop $kernelRows
+              (local.set $q (i32.and (local.get $cols) (i32.const 0xffff)))
+              (loop $kernelCols
+                (local.set $v (v128.load (i32.add (local.get $x) (local.get $at))))
+                (local.set $sel (v128.or (f32x4.gt (local.get $v) (local.get $m))
+                  (v128.and (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $m) (local.get $m)))))
+                (local.set $m (v128.bitselect (local.get $v) (local.get $m) (local.get $sel)))
+                (local.set $best (v128.bitselect (i32x4.splat (local.get $t)) (local.get $best) (local.get $sel)))
+                (local.set $t (i32.add (local.get $t) (i32.const 1)))
+                (local.set $at (i32.add (local.get $at) (local.get $pixel)))
+                (br_if $kernelCols (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1)))
+                                             (i32.shr_u (local.get $cols) (i32.const 16)))))
+              (local.set $at (i32.add (local.get $at) (local.get $back)))
+              (br_if $kernelRows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1)))
+                                           (i32.shr_u (local.get $rows) (i32.const 16)))))
+            ;; g (+0 added, as the float64 sum from +0 does) into the lanes that picked each tap
+            (local.set $gv (f32x4.add (v128.load (i32.add (local.get $g) (i32.shl (local.get $c0) (i32.const 2))))
+                                      (v128.const f32x4 0 0 0 0)))
+            (local.set $valid (i32x4.lt_s (i32x4.add (v128.const i32x4 0 1 2 3) (i32x4.splat (local.get $c0)))
+                                          (i32x4.splat (local.get $c))))
+            (local.set $at (i32.add (local.get $o) (local.get $start)))
+            (local.set $t (i32.const 0))
+            (local.set $p (i32.and (local.get $rows) (i32.const 0xffff)))
+            (loop $kernelRows
+              (local.set $q (i32.and (local.get $cols) (i32.const 0xffff)))
+              (loop $kernelCols
+                (local.set $sel (v128.and (local.get $valid) (i32x4.eq (local.get $best) (i32x4.splat (local.get $t)))))
+                (v128.store (local.get $at) (v128.bitselect (local.get $gv) (v128.load (local.get $at)) (local.get $sel)))
+                (local.set $t (i32.add (local.get $t) (i32.const 1)))
+                (local.set $at (i32.add (local.get $at) (local.get $pixel)))
+                (br_if $kernelCols (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1)))
+                                             (i32.shr_u (local.get $cols) (i32.const 16)))))
+              (local.set $at (i32.add (local.get $at) (local.get $back)))
+              (br_if $kernelRows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1)))
+                                           (i32.shr_u (local.get $rows) (i32.const 16)))))
+            (br_if $blocks (i32.lt_u (local.tee $c0 (i32.add (local.get $c0) (i32.const 4))) (local.get $c))))
+          (local.set $g (i32.add (local.get $g) (local.get $pixel)))
+          (br_if $outCols (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $ow))))
+        (br_if $outRows (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (local.get $oh))))
+      (br_if $images (i32.lt_u (local.tee $b (i32.add (local.get $b) (i32.const 1))) (local.get $n)))))
