@@ -103,50 +103,72 @@
         (local.set $image (i32.add (local.get $image) (i32.const 1)))
         (br $images))))
 
-  ;; C[4 x 8] (rows $ldc bytes apart, at $c) = the patches of four output pixels (windows at $x0..$x3)
-  ;; times a packed B panel (K x 8 at $pb), K = $kh runs of $run bytes, $rowStep bytes apart in the
-  ;; image. The accumulators start at +0; the multiply-adds are the gemm micro-kernel's.
+  ;; C[4 x 8 panels] (rows $ldc bytes apart, at $c) = the patches of four output pixels (windows at
+  ;; $x0..$x3) times `panels` packed B panels (each K x 8, the first at $pb), K = $kh runs of $run
+  ;; bytes, $rowStep bytes apart in the image. Panel after panel: C moves by $cStep bytes and B by
+  ;; $pbStep bytes past the end of the panel just done (0 for the next one, -2 panels for the one
+  ;; before). The accumulators start at +0; the multiply-adds are the gemm micro-kernel's. One call
+  ;; for all the panels, as V8 does not inline wasm calls.
   (func $patchKernel4x8 (param $x0 i32) (param $x1 i32) (param $x2 i32) (param $x3 i32) (param $pb i32)
                         (param $c i32) (param $ldc i32) (param $kh i32) (param $run i32) (param $rowStep i32)
-    (local $t i32) (local $p i32)
+                        (param $panels i32) (param $cStep i32) (param $pbStep i32)
+    (local $t i32) (local $p i32) (local $y0 i32) (local $y1 i32) (local $y2 i32) (local $y3 i32) (local $d i32)
     (local $a v128) (local $b0 v128) (local $b1 v128)
     (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
     (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
-    (loop $rows
-      (local.set $t (i32.const 0))
-      (loop $steps
-        (local.set $b0 (v128.load offset=0 (local.get $pb)))
-        (local.set $b1 (v128.load offset=16 (local.get $pb)))
-        (local.set $a (v128.load32_splat (i32.add (local.get $x0) (local.get $t))))
-        (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $a) (local.get $b0))))
-        (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $a) (local.get $b1))))
-        (local.set $a (v128.load32_splat (i32.add (local.get $x1) (local.get $t))))
-        (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $a) (local.get $b0))))
-        (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $a) (local.get $b1))))
-        (local.set $a (v128.load32_splat (i32.add (local.get $x2) (local.get $t))))
-        (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $a) (local.get $b0))))
-        (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $a) (local.get $b1))))
-        (local.set $a (v128.load32_splat (i32.add (local.get $x3) (local.get $t))))
-        (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $a) (local.get $b0))))
-        (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $a) (local.get $b1))))
-        (local.set $pb (i32.add (local.get $pb) (i32.const 32)))
-        (br_if $steps (i32.lt_u (local.tee $t (i32.add (local.get $t) (i32.const 4))) (local.get $run))))
-      (local.set $x0 (i32.add (local.get $x0) (local.get $rowStep)))
-      (local.set $x1 (i32.add (local.get $x1) (local.get $rowStep)))
-      (local.set $x2 (i32.add (local.get $x2) (local.get $rowStep)))
-      (local.set $x3 (i32.add (local.get $x3) (local.get $rowStep)))
-      (br_if $rows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1))) (local.get $kh))))
-    (v128.store offset=0 (local.get $c) (local.get $c00))
-    (v128.store offset=16 (local.get $c) (local.get $c01))
-    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
-    (v128.store offset=0 (local.get $c) (local.get $c10))
-    (v128.store offset=16 (local.get $c) (local.get $c11))
-    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
-    (v128.store offset=0 (local.get $c) (local.get $c20))
-    (v128.store offset=16 (local.get $c) (local.get $c21))
-    (local.set $c (i32.add (local.get $c) (local.get $ldc)))
-    (v128.store offset=0 (local.get $c) (local.get $c30))
-    (v128.store offset=16 (local.get $c) (local.get $c31)))
+    (loop $panelsLoop
+      (local.set $y0 (local.get $x0))
+      (local.set $y1 (local.get $x1))
+      (local.set $y2 (local.get $x2))
+      (local.set $y3 (local.get $x3))
+      (local.set $c00 (v128.const i32x4 0 0 0 0))
+      (local.set $c01 (v128.const i32x4 0 0 0 0))
+      (local.set $c10 (v128.const i32x4 0 0 0 0))
+      (local.set $c11 (v128.const i32x4 0 0 0 0))
+      (local.set $c20 (v128.const i32x4 0 0 0 0))
+      (local.set $c21 (v128.const i32x4 0 0 0 0))
+      (local.set $c30 (v128.const i32x4 0 0 0 0))
+      (local.set $c31 (v128.const i32x4 0 0 0 0))
+      (local.set $p (i32.const 0))
+      (loop $rows
+        (local.set $t (i32.const 0))
+        (loop $steps
+          (local.set $b0 (v128.load offset=0 (local.get $pb)))
+          (local.set $b1 (v128.load offset=16 (local.get $pb)))
+          (local.set $a (v128.load32_splat (i32.add (local.get $y0) (local.get $t))))
+          (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $a) (local.get $b0))))
+          (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $a) (local.get $b1))))
+          (local.set $a (v128.load32_splat (i32.add (local.get $y1) (local.get $t))))
+          (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $a) (local.get $b0))))
+          (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $a) (local.get $b1))))
+          (local.set $a (v128.load32_splat (i32.add (local.get $y2) (local.get $t))))
+          (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $a) (local.get $b0))))
+          (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $a) (local.get $b1))))
+          (local.set $a (v128.load32_splat (i32.add (local.get $y3) (local.get $t))))
+          (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $a) (local.get $b0))))
+          (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $a) (local.get $b1))))
+          (local.set $pb (i32.add (local.get $pb) (i32.const 32)))
+          (br_if $steps (i32.lt_u (local.tee $t (i32.add (local.get $t) (i32.const 4))) (local.get $run))))
+        (local.set $y0 (i32.add (local.get $y0) (local.get $rowStep)))
+        (local.set $y1 (i32.add (local.get $y1) (local.get $rowStep)))
+        (local.set $y2 (i32.add (local.get $y2) (local.get $rowStep)))
+        (local.set $y3 (i32.add (local.get $y3) (local.get $rowStep)))
+        (br_if $rows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1))) (local.get $kh))))
+      (local.set $d (local.get $c))
+      (v128.store offset=0 (local.get $d) (local.get $c00))
+      (v128.store offset=16 (local.get $d) (local.get $c01))
+      (local.set $d (i32.add (local.get $d) (local.get $ldc)))
+      (v128.store offset=0 (local.get $d) (local.get $c10))
+      (v128.store offset=16 (local.get $d) (local.get $c11))
+      (local.set $d (i32.add (local.get $d) (local.get $ldc)))
+      (v128.store offset=0 (local.get $d) (local.get $c20))
+      (v128.store offset=16 (local.get $d) (local.get $c21))
+      (local.set $d (i32.add (local.get $d) (local.get $ldc)))
+      (v128.store offset=0 (local.get $d) (local.get $c30))
+      (v128.store offset=16 (local.get $d) (local.get $c31))
+      (local.set $c (i32.add (local.get $c) (local.get $cStep)))
+      (local.set $pb (i32.add (local.get $pb) (local.get $pbStep)))
+      (br_if $panelsLoop (local.tee $panels (i32.sub (local.get $panels) (i32.const 1))))))
 
   ;; conv2d: C[m, n] (at $c, rows n floats apart) = patches [m, K] times W [K, n] (at $w, row-major),
   ;; K = kh * run / 4, the windows at $bases (m rounded up to 4 entries). W is packed into panels of
@@ -156,8 +178,9 @@
   ;; m (up to 3) and the last spill (up to 7 floats) land past the output: the caller leaves room.
   (func (export "conv2d") (param $bases i32) (param $m i32) (param $w i32) (param $n i32) (param $pb i32)
                           (param $c i32) (param $kh i32) (param $run i32) (param $rowStep i32)
-    (local $k i32) (local $ldc i32) (local $panelBytes i32) (local $end i32) (local $q i32)
+    (local $k i32) (local $ldc i32) (local $panelBytes i32) (local $end i32) (local $panels i32)
     (local.set $k (i32.mul (local.get $kh) (i32.shr_u (local.get $run) (i32.const 2))))
+    (local.set $panels (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))
     (local.set $ldc (i32.shl (local.get $n) (i32.const 2)))
     (local.set $panelBytes (i32.shl (local.get $k) (i32.const 5)))
     (call $pack (local.get $w) (i32.const 1) (local.get $n) (local.get $n) (local.get $k) (i32.const 8) (local.get $pb))
@@ -165,16 +188,14 @@
     (block $done
       (loop $tiles
         (br_if $done (i32.ge_u (local.get $bases) (local.get $end)))
-        (local.set $q (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)))
-        (loop $panels
-          (local.set $q (i32.sub (local.get $q) (i32.const 8)))
-          (call $patchKernel4x8
-            (i32.load offset=0 (local.get $bases)) (i32.load offset=4 (local.get $bases))
-            (i32.load offset=8 (local.get $bases)) (i32.load offset=12 (local.get $bases))
-            (i32.add (local.get $pb) (i32.mul (i32.shr_u (local.get $q) (i32.const 3)) (local.get $panelBytes)))
-            (i32.add (local.get $c) (i32.shl (local.get $q) (i32.const 2)))
-            (local.get $ldc) (local.get $kh) (local.get $run) (local.get $rowStep))
-          (br_if $panels (i32.gt_s (local.get $q) (i32.const 0))))
+        ;; the last panel first (see above)
+        (call $patchKernel4x8
+          (i32.load offset=0 (local.get $bases)) (i32.load offset=4 (local.get $bases))
+          (i32.load offset=8 (local.get $bases)) (i32.load offset=12 (local.get $bases))
+          (i32.add (local.get $pb) (i32.mul (i32.sub (local.get $panels) (i32.const 1)) (local.get $panelBytes)))
+          (i32.add (local.get $c) (i32.shl (i32.sub (local.get $panels) (i32.const 1)) (i32.const 5)))
+          (local.get $ldc) (local.get $kh) (local.get $run) (local.get $rowStep)
+          (local.get $panels) (i32.const -32) (i32.mul (local.get $panelBytes) (i32.const -2)))
         (local.set $bases (i32.add (local.get $bases) (i32.const 16)))
         (local.set $c (i32.add (local.get $c) (i32.shl (local.get $ldc) (i32.const 2))))
         (br $tiles))))
@@ -267,40 +288,49 @@
         (local.set $r0 (i32.add (local.get $r0) (local.get $count)))
         (br $chunks))))
 
-  ;; The `run` floats at $src added into the float64 image at $dst, each of `kh` rows: the patch
-  ;; row of one output pixel, `run` floats a kernel row, the rows `rowStep` bytes apart in the image.
-  (func $addPatch (param $src i32) (param $dst i32) (param $kh i32) (param $run i32) (param $rowStep i32)
-    (local $p i32) (local $t i32) (local $d i32) (local $run4 i32) (local $v v128)
+  ;; `rows` rows of patch gradients (float32, $ldc bytes apart at $src) added into the float64 image
+  ;; in order, row r at the window corner bases[r] (bytes): each is `kh` kernel rows of `run`
+  ;; floats, `rowStep` bytes apart in the image. Four floats a step, then two, then one.
+  (func $addPatches (param $src i32) (param $ldc i32) (param $bases i32) (param $rows i32) (param $kh i32)
+                    (param $run i32) (param $rowStep i32)
+    (local $p i32) (local $t i32) (local $s i32) (local $d i32) (local $dst i32) (local $run4 i32) (local $v v128)
     (local.set $run4 (i32.and (local.get $run) (i32.const -4)))
-    (block $done
-      (loop $rows
-        (br_if $done (i32.ge_u (local.get $p) (local.get $kh)))
+    (loop $patches
+      (local.set $s (local.get $src))
+      (local.set $dst (i32.load (local.get $bases)))
+      (local.set $p (i32.const 0))
+      (loop $kernelRows
         (local.set $d (local.get $dst))
         (local.set $t (i32.const 0))
         (block $vectorsDone
           (loop $vectors
             (br_if $vectorsDone (i32.ge_u (local.get $t) (local.get $run4)))
-            (local.set $v (v128.load (local.get $src)))
+            (local.set $v (v128.load (local.get $s)))
             (v128.store offset=0 (local.get $d)
               (f64x2.add (v128.load offset=0 (local.get $d)) (f64x2.promote_low_f32x4 (local.get $v))))
             (v128.store offset=16 (local.get $d)
               (f64x2.add (v128.load offset=16 (local.get $d)) (f64x2.promote_low_f32x4
                 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v)))))
-            (local.set $src (i32.add (local.get $src) (i32.const 16)))
+            (local.set $s (i32.add (local.get $s) (i32.const 16)))
             (local.set $d (i32.add (local.get $d) (i32.const 32)))
             (local.set $t (i32.add (local.get $t) (i32.const 4)))
             (br $vectors)))
-        (block $tailDone
-          (loop $tail
-            (br_if $tailDone (i32.ge_u (local.get $t) (local.get $run)))
-            (f64.store (local.get $d) (f64.add (f64.load (local.get $d)) (f64.promote_f32 (f32.load (local.get $src)))))
-            (local.set $src (i32.add (local.get $src) (i32.const 4)))
-            (local.set $d (i32.add (local.get $d) (i32.const 8)))
-            (local.set $t (i32.add (local.get $t) (i32.const 1)))
-            (br $tail)))
+        (if (i32.ge_u (i32.sub (local.get $run) (local.get $t)) (i32.const 2))
+          (then
+            (v128.store (local.get $d)
+              (f64x2.add (v128.load (local.get $d)) (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $s)))))
+            (local.set $s (i32.add (local.get $s) (i32.const 8)))
+            (local.set $d (i32.add (local.get $d) (i32.const 16)))
+            (local.set $t (i32.add (local.get $t) (i32.const 2)))))
+        (if (i32.lt_u (local.get $t) (local.get $run))
+          (then
+            (f64.store (local.get $d) (f64.add (f64.load (local.get $d)) (f64.promote_f32 (f32.load (local.get $s)))))
+            (local.set $s (i32.add (local.get $s) (i32.const 4)))))
         (local.set $dst (i32.add (local.get $dst) (local.get $rowStep)))
-        (local.set $p (i32.add (local.get $p) (i32.const 1)))
-        (br $rows))))
+        (br_if $kernelRows (i32.lt_u (local.tee $p (i32.add (local.get $p) (i32.const 1))) (local.get $kh))))
+      (local.set $src (i32.add (local.get $src) (local.get $ldc)))
+      (local.set $bases (i32.add (local.get $bases) (i32.const 4)))
+      (br_if $patches (local.tee $rows (i32.sub (local.get $rows) (i32.const 1))))))
 
   ;; conv2dInputGrad: col2im(G W^T) in float64 at $acc (the padded image [N, Hp, Wp, C], zeroed
   ;; here, $accBytes long), G [m, f] at $g, W [k, f] at $w (packed transposed into 8-column panels
@@ -311,7 +341,7 @@
   (func (export "conv2dInputGrad") (param $g i32) (param $m i32) (param $f i32) (param $w i32) (param $k i32)
                                    (param $pb i32) (param $tile i32) (param $bases i32) (param $acc i32)
                                    (param $accBytes i32) (param $kh i32) (param $run i32) (param $rowStep i32)
-    (local $r i32) (local $i i32) (local $q i32) (local $ldc i32) (local $kPad i32) (local $gRow i32)
+    (local $r i32) (local $i i32) (local $ldc i32) (local $kPad i32) (local $gRow i32)
     (local $g1 i32) (local $g2 i32) (local $g3 i32)
     (local.set $kPad (i32.and (i32.add (local.get $k) (i32.const 7)) (i32.const -8)))
     (local.set $ldc (i32.shl (local.get $kPad) (i32.const 2)))
@@ -328,21 +358,15 @@
                                (i32.lt_u (i32.add (local.get $r) (i32.const 2)) (local.get $m))))
         (local.set $g3 (select (i32.add (local.get $g2) (local.get $gRow)) (local.get $g)
                                (i32.lt_u (i32.add (local.get $r) (i32.const 3)) (local.get $m))))
-        (local.set $q (i32.const 0))
-        (loop $panels
-          (call $patchKernel4x8 (local.get $g) (local.get $g1) (local.get $g2) (local.get $g3)
-            (i32.add (local.get $pb) (i32.mul (local.get $q) (local.get $gRow)))
-            (i32.add (local.get $tile) (i32.shl (local.get $q) (i32.const 2)))
-            (local.get $ldc) (i32.const 1) (local.get $gRow) (i32.const 0))
-          (br_if $panels (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 8))) (local.get $k))))
-        (local.set $i (i32.const 0))
-        (loop $rows
-          (call $addPatch (i32.add (local.get $tile) (i32.mul (local.get $i) (local.get $ldc)))
-            (i32.load (local.get $bases)) (local.get $kh) (local.get $run) (local.get $rowStep))
-          (local.set $bases (i32.add (local.get $bases) (i32.const 4)))
-          (local.set $r (i32.add (local.get $r) (i32.const 1)))
-          (br_if $rows (i32.and (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (i32.const 4))
-                                (i32.lt_u (local.get $r) (local.get $m)))))
+        (call $patchKernel4x8 (local.get $g) (local.get $g1) (local.get $g2) (local.get $g3) (local.get $pb)
+          (local.get $tile) (local.get $ldc) (i32.const 1) (local.get $gRow) (i32.const 0)
+          (i32.shr_u (local.get $kPad) (i32.const 3)) (i32.const 32) (i32.const 0))
+        (local.set $i (select (i32.const 4) (i32.sub (local.get $m) (local.get $r))
+                              (i32.lt_u (i32.const 4) (i32.sub (local.get $m) (local.get $r)))))
+        (call $addPatches (local.get $tile) (local.get $ldc) (local.get $bases) (local.get $i)
+                          (local.get $kh) (local.get $run) (local.get $rowStep))
+        (local.set $bases (i32.add (local.get $bases) (i32.const 16)))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
         (local.set $g (i32.add (local.get $g3) (local.get $gRow)))
         (br $tiles))))
 
