@@ -24,29 +24,22 @@
   (func (export "patchBases") (param $out i32) (param $start i32) (param $m i32) (param $count i32)
                               (param $oh i32) (param $ow i32)
                               (param $imageStep i32) (param $rowStep i32) (param $colStep i32)
-    (local $i i32) (local $j i32) (local $row i32) (local $at i32) (local $end i32)
+    (local $i i32) (local $row i32) (local $at i32) (local $rowEnd i32) (local $end i32)
     (local.set $end (i32.add (local.get $out) (i32.shl (local.get $m) (i32.const 2))))
-    (local.set $row (local.get $start))
-    (local.set $at (local.get $start))
-    (block $done
-      (loop $pixels
-        (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
-        (i32.store (local.get $out) (local.get $at))
-        (local.set $out (i32.add (local.get $out) (i32.const 4)))
-        (local.set $at (i32.add (local.get $at) (local.get $colStep)))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (if (i32.eq (local.get $j) (local.get $ow))
-          (then
-            (local.set $j (i32.const 0))
-            (local.set $i (i32.add (local.get $i) (i32.const 1)))
-            (local.set $row (i32.add (local.get $row) (local.get $rowStep)))
-            (if (i32.eq (local.get $i) (local.get $oh))
-              (then
-                (local.set $i (i32.const 0))
-                (local.set $start (i32.add (local.get $start) (local.get $imageStep)))
-                (local.set $row (local.get $start))))
-            (local.set $at (local.get $row))))
-        (br $pixels)))
+    (loop $images
+      (local.set $row (local.get $start))
+      (local.set $i (i32.const 0))
+      (loop $rows
+        (local.set $at (local.get $row))
+        (local.set $rowEnd (i32.add (local.get $out) (i32.shl (local.get $ow) (i32.const 2))))
+        (loop $cols
+          (i32.store (local.get $out) (local.get $at))
+          (local.set $at (i32.add (local.get $at) (local.get $colStep)))
+          (br_if $cols (i32.lt_u (local.tee $out (i32.add (local.get $out) (i32.const 4))) (local.get $rowEnd))))
+        (local.set $row (i32.add (local.get $row) (local.get $rowStep)))
+        (br_if $rows (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (local.get $oh))))
+      (local.set $start (i32.add (local.get $start) (local.get $imageStep)))
+      (br_if $images (i32.lt_u (local.get $out) (local.get $end))))
     (local.set $at (i32.load (i32.sub (local.get $out) (i32.const 4))))
     (local.set $end (i32.add (local.get $end) (i32.shl (i32.sub (local.get $count) (local.get $m)) (i32.const 2))))
     (block $padded
@@ -479,9 +472,11 @@
         (br_if $outRows (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (local.get $oh))))
       (br_if $images (i32.lt_u (local.tee $b (i32.add (local.get $b) (i32.const 1))) (local.get $n)))))
 
-  ;; o [n, h, w, c] (zeroed here, $oBytes long) = g [n, oh, ow, c] at the maximum of each window of
-  ;; x, for windows that do not overlap (stride >= kernel): each pixel then takes at most one value,
-  ;; float32(0 + g) (+0 for -0) as TypeScript's float64 sum rounds it; the others stay +0.
+  ;; o [n, h, w, c] ($oBytes long) = g [n, oh, ow, c] at the maximum of each window of x, for
+  ;; windows that do not overlap (stride >= kernel): each pixel then takes at most one value,
+  ;; float32(0 + g) (+0 for -0) as TypeScript's float64 sum rounds it, the window's other pixels +0.
+  ;; Pixels in no window stay +0: o is zeroed first unless the windows tile the image exactly. The
+  ;; lanes past the last channel store back what they loaded.
   (func (export "maxPoolGrad") (param $x i32) (param $g i32) (param $o i32) (param $oBytes i32) (param $n i32)
                                (param $h i32) (param $w i32) (param $c i32) (param $oh i32) (param $ow i32)
                                (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $ph i32)
@@ -490,7 +485,11 @@
     (local $pixel i32) (local $row i32) (local $at i32) (local $p i32) (local $q i32) (local $first i32)
     (local $t i32) (local $start i32) (local $back i32)
     (local $m v128) (local $v v128) (local $best v128) (local $gv v128) (local $valid v128) (local $sel v128)
-    (memory.fill (local.get $o) (i32.const 0) (local.get $oBytes))
+    (if (i32.eqz (i32.and (i32.and (i32.and (i32.eq (local.get $sh) (local.get $kh)) (i32.eq (local.get $sw) (local.get $kw)))
+                                   (i32.eqz (i32.or (local.get $ph) (local.get $pw))))
+                          (i32.and (i32.eq (local.get $h) (i32.mul (local.get $oh) (local.get $kh)))
+                                   (i32.eq (local.get $w) (i32.mul (local.get $ow) (local.get $kw))))))
+      (then (memory.fill (local.get $o) (i32.const 0) (local.get $oBytes))))
     (local.set $pixel (i32.shl (local.get $c) (i32.const 2)))
     (local.set $row (i32.mul (local.get $pixel) (local.get $w)))
     (loop $images
@@ -547,8 +546,9 @@
             (loop $kernelRows
               (local.set $q (i32.and (local.get $cols) (i32.const 0xffff)))
               (loop $kernelCols
-                (local.set $sel (v128.and (local.get $valid) (i32x4.eq (local.get $best) (i32x4.splat (local.get $t)))))
-                (v128.store (local.get $at) (v128.bitselect (local.get $gv) (v128.load (local.get $at)) (local.get $sel)))
+                (local.set $sel (i32x4.eq (local.get $best) (i32x4.splat (local.get $t))))
+                (v128.store (local.get $at) (v128.bitselect (v128.and (local.get $gv) (local.get $sel))
+                                                            (v128.load (local.get $at)) (local.get $valid)))
                 (local.set $t (i32.add (local.get $t) (i32.const 1)))
                 (local.set $at (i32.add (local.get $at) (local.get $pixel)))
                 (br_if $kernelCols (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1)))
