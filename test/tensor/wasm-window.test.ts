@@ -130,6 +130,9 @@ describe.each(wasmVariants())('wasm window kernels (%s)', (variant) => {
     const pools = [
       { x: [3, 28, 28, 6], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
       { x: [2, 10, 10, 16], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
+      // 2x2 with a row and a column in no window, and channels that end mid-vector
+      { x: [2, 7, 9, 3], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
+      { x: [1, 6, 6, 5], win: { kernel: [2, 2], stride: [2, 2], padding: [0, 0] } },
     ];
     while (pools.length < 40) {
       const [kh, kw] = [1 + rng.int(3), 1 + rng.int(3)];

@@ -82,6 +82,10 @@ export interface WasmExports {
   // biome-ignore format: one argument per line reads worse
   maxPoolGrad(x: number, g: number, o: number, oBytes: number, n: number, h: number, w: number, c: number,
     oh: number, ow: number, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number): void;
+  maxPool2x2(x: number, o: number, n: number, h: number, w: number, c: number, oh: number, ow: number): void;
+  // biome-ignore format: one argument per line reads worse
+  maxPool2x2Grad(x: number, g: number, o: number, oBytes: number, n: number, h: number, w: number, c: number,
+    oh: number, ow: number): void;
   // biome-ignore format: one argument per line reads worse
   conv2dWeightGrad(bases: number, m: number, chunk: number, offsets: number, k: number, g: number, n: number,
     c: number): void;

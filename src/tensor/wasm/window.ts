@@ -190,6 +190,14 @@ function poolArgs(x: Tensor, win: PoolWindow) {
   return [n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw] as const;
 }
 
+/** A pool's image and output sizes [N, H, W, C, OH, OW], the first of its arguments. */
+const sizes = (args: NonNullable<ReturnType<typeof poolArgs>>) => args.slice(0, 6) as unknown as Sizes;
+type Sizes = [number, number, number, number, number, number];
+
+/** 2x2 windows, stride 2, no padding: the pool the wasm module has written out. */
+const halving = (win: PoolWindow) =>
+  [...win.kernel, ...win.stride].every((v) => v === 2) && win.padding[0] === 0 && win.padding[1] === 0;
+
 /** Max pooling of x [N, H, W, C] (float32): [N, OH, OW, C], or null for what these kernels do not take. */
 export function wasmMaxPool2d(arena: WasmArena, x: Tensor, win: PoolWindow): Tensor | null {
   const args = poolArgs(x, win);
@@ -201,7 +209,8 @@ export function wasmMaxPool2d(arena: WasmArena, x: Tensor, win: PoolWindow): Ten
   if (regions === null) return null;
   const [px, po] = regions as [number, number];
   arena.f32(px, x.size).set(x.data);
-  arena.exports.maxPool(px, po, ...args);
+  if (halving(win)) arena.exports.maxPool2x2(px, po, ...sizes(args));
+  else arena.exports.maxPool(px, po, ...args);
   return new Tensor('float32', [n, oh, ow, c], arena.copyOut(po, size));
 }
 
@@ -218,6 +227,7 @@ export function wasmMaxPool2dGrad(arena: WasmArena, x: Tensor, g: Tensor, win: P
   const [px, pg, po] = regions as [number, number, number];
   arena.f32(px, x.size).set(x.data);
   arena.f32(pg, g.size).set(g.data);
-  arena.exports.maxPoolGrad(px, pg, po, x.bytes, ...args);
+  if (halving(win)) arena.exports.maxPool2x2Grad(px, pg, po, x.bytes, ...sizes(args));
+  else arena.exports.maxPoolGrad(px, pg, po, x.bytes, ...args);
   return new Tensor('float32', [...x.shape], arena.copyOut(po, x.size));
 }
