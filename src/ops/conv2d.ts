@@ -1,7 +1,6 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
-import { type Tensor, withShape } from '../tensor/tensor.ts';
-import { type Window2d, windowCount } from '../tensor/window.ts';
+import type { Window2d } from '../tensor/window.ts';
 import type { OpDef, TypeInfo } from './op.ts';
 import type { Conv2dOptions } from './ops.ts';
 import { numel, sameDType } from './rules.ts';
@@ -40,8 +39,10 @@ const CONV_ATTRS = { stride: 'pair', padding: 'padding', dilation: 'pair', group
 // col2im(G W^T), the filter's im2col(x)^T G; they are separate ops, so a zero-bubble schedule runs
 // them as its I and W parts (`needs`, as matmul's VJP). With groups > 1 the matmul is batched over
 // the groups, and the filter and the output are transposed between [.., groups, F/groups] and
-// [groups, .., F/groups]. The matmul is the active kernel: the WebAssembly SIMD one where it runs,
-// the TypeScript one (the oracle) under BACKFLOW_KERNELS=ts.
+// [groups, .., F/groups]. Each op is one kernel (conv2d, conv2dInputGrad, conv2dWeightGrad): the
+// TypeScript kernels compose im2col, col2im and the matmul so (src/tensor/conv.ts), and the wasm
+// kernels compute the same matmuls without the patch matrix (Note [implicit patches],
+// src/tensor/wasm/window.wat) where the shapes allow.
 
 /** The options a conv2d gradient passes on: the attributes every conv op shares. */
 const convOptions = (a: Conv2dAttrs): Conv2dOptions => ({
@@ -84,31 +85,6 @@ function checkChannels(op: string, c: number, perGroup: number, groups: number):
   }
 }
 
-/** [rows, groups * n] as [groups, rows, n]: the groups leading, for a batched matmul. */
-function toGroups(t: Tensor, rows: number, groups: number): Tensor {
-  return kernels().transpose(withShape(t, [rows, groups, t.size / rows / groups]), [1, 0, 2]);
-}
-
-/** [groups, rows, n] back to [rows, groups * n]. */
-function fromGroups(t: Tensor): Tensor {
-  const [groups, rows, n] = t.shape as [number, number, number];
-  return withShape(kernels().transpose(t, [1, 0, 2]), [rows, groups * n]);
-}
-
-function convolve(x: Tensor, w: Tensor, a: Conv2dAttrs): Tensor {
-  const [kh, kw, cg, f] = w.shape as [number, number, number, number];
-  const win = windowOf([kh, kw], a);
-  const cols = kernels().im2col(x, win, a.groups);
-  const [m, k] = [cols.shape[1]!, kh * kw * cg];
-  const out =
-    a.groups === 1
-      ? kernels().matmul(withShape(cols, [m, k]), withShape(w, [k, f]), false, false)
-      : fromGroups(kernels().matmul(cols, toGroups(withShape(w, [k, f]), k, a.groups), false, false));
-  const oh = windowCount(x.shape[1]!, kh, a.stride[0]!, a.padding[0]!, a.dilation[0]);
-  const ow = windowCount(x.shape[2]!, kw, a.stride[1]!, a.padding[1]!, a.dilation[1]);
-  return withShape(out, [x.shape[0]!, oh, ow, f]);
-}
-
 /** Two FLOPs per multiply-add: `perElement` of them for each element of `out`. */
 const convFlops = (out: TypeInfo['shape'], perElement: number) => 2 * numel(out) * perElement;
 
@@ -129,7 +105,10 @@ export const conv2d: OpDef<Conv2dAttrs> = {
     checkChannels('conv2d', c, cg, a.groups);
     return { shape: [n, ...windowOutput('conv2d', [h, w], windowOf([kh, kw], a)), f], dtype };
   },
-  forward: ([x, w], a) => convolve(x!, w!, a),
+  forward: ([x, w], a) => {
+    const [kh, kw] = w!.shape as [number, number];
+    return kernels().conv2d(x!, w!, windowOf([kh, kw], a), a.groups);
+  },
   vjp: (o, { g, input, needs, inputShapes, attrs }) => {
     const [xs, ws] = [inputShapes[0]!, inputShapes[1]!];
     const options = convOptions(attrs);
@@ -161,19 +140,9 @@ export const conv2dInputGrad: OpDef<Conv2dInputGradAttrs> = {
     return { shape: [n, a.size[0]!, a.size[1]!, cg * a.groups], dtype };
   },
   forward: ([g, w], a) => {
-    const [n, oh, ow, f] = g!.shape as [number, number, number, number];
-    const [kh, kw, cg] = w!.shape as [number, number, number, number];
-    const [m, k] = [n * oh * ow, kh * kw * cg];
-    const cols =
-      a.groups === 1
-        ? withShape(kernels().matmul(withShape(g!, [m, f]), withShape(w!, [k, f]), false, true), [1, m, k])
-        : kernels().matmul(toGroups(g!, m, a.groups), toGroups(w!, k, a.groups), false, true);
-    return kernels().col2im(cols, windowOf([kh, kw], a), a.groups, [
-      n,
-      a.size[0]!,
-      a.size[1]!,
-      cg * a.groups,
-    ]);
+    const [kh, kw, cg] = w!.shape as [number, number, number];
+    const shape = [g!.shape[0]!, a.size[0]!, a.size[1]!, cg * a.groups];
+    return kernels().conv2dInputGrad(g!, w!, windowOf([kh, kw], a), a.groups, shape);
   },
   vjp: (o, { g: h, input, needs, inputShapes, attrs }) => {
     const ws = inputShapes[1]!;
@@ -212,17 +181,7 @@ export const conv2dWeightGrad: OpDef<Conv2dWeightGradAttrs> = {
     expectShape(op, 1, inputs[1]!.shape, [n, oh, ow, f], 'the output of conv2d on input 0');
     return { shape: [a.kernel[0]!, a.kernel[1]!, c / a.groups, f], dtype };
   },
-  forward: ([x, g], a) => {
-    const [kh, kw] = a.kernel as [number, number];
-    const cols = kernels().im2col(x!, windowOf([kh, kw], a), a.groups);
-    const [m, k] = [cols.shape[1]!, cols.shape[2]!];
-    const f = g!.shape[3]!;
-    const dw =
-      a.groups === 1
-        ? kernels().matmul(withShape(cols, [m, k]), withShape(g!, [m, f]), true, false)
-        : fromGroups(kernels().matmul(cols, toGroups(g!, m, a.groups), true, false));
-    return withShape(dw, [kh, kw, k / (kh * kw), f]);
-  },
+  forward: ([x, g], a) => kernels().conv2dWeightGrad(x!, g!, windowOf(a.kernel, a), a.groups),
   vjp: (o, { g: k, input, needs, inputShapes, attrs }) => {
     const xs = inputShapes[0]!;
     const options = convOptions(attrs);

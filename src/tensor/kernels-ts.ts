@@ -1,4 +1,5 @@
 import { fmtShape, InputError, ShapeError } from '../errors.ts';
+import { conv2dByPatches, conv2dInputGradByPatches, conv2dWeightGradByPatches } from './conv.ts';
 import {
   type BinaryKind,
   type Kernels,
@@ -660,6 +661,10 @@ export const tsKernels: Kernels = {
   argmax,
   im2col,
   col2im,
+  conv2d: (x, w, win, groups) => conv2dByPatches(tsKernels, x, w, win, groups),
+  conv2dInputGrad: (g, w, win, groups, shape) =>
+    conv2dInputGradByPatches(tsKernels, g, w, win, groups, shape),
+  conv2dWeightGrad: (x, g, win, groups) => conv2dWeightGradByPatches(tsKernels, x, g, win, groups),
   maxPool2d,
   maxPool2dGrad,
   maxPool2dSelect,

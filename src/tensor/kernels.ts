@@ -78,6 +78,15 @@ export interface Kernels {
   im2col(x: Tensor, window: Window2d, groups: number): Tensor;
   /** The adjoint of im2col: patches added back into an image of `shape` [N, H, W, C]. */
   col2im(cols: Tensor, window: Window2d, groups: number, shape: readonly number[]): Tensor;
+  /**
+   * conv2d of an NHWC image x [N, H, W, C] with a filter w [KH, KW, C/groups, F] over `window`:
+   * [N, OH, OW, F], im2col then a matmul, or what gives the same values (Note [conv2d layout]).
+   */
+  conv2d(x: Tensor, w: Tensor, window: Window2d, groups: number): Tensor;
+  /** conv2d's gradient in its image: g [N, OH, OW, F] and the filter w to an image of `shape` [N, H, W, C]. */
+  conv2dInputGrad(g: Tensor, w: Tensor, window: Window2d, groups: number, shape: readonly number[]): Tensor;
+  /** conv2d's gradient in its filter: the image x and g [N, OH, OW, F] to a filter [KH, KW, C/groups, F]. */
+  conv2dWeightGrad(x: Tensor, g: Tensor, window: Window2d, groups: number): Tensor;
   /** Max pooling of an NHWC image. */
   maxPool2d(x: Tensor, window: PoolWindow): Tensor;
   /** g added at the maximum of each window of x: the adjoint of max pooling at x. */

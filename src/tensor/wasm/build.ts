@@ -5,7 +5,7 @@
  *
  *   npm run build:wasm
  *
- * The .wat file is the source of truth; test/tensor/wasm-kernels.test.ts checks that the committed
+ * The .wat files (kernels.wat and the fragments it includes) are the source of truth; test/tensor/wasm-kernels.test.ts checks that the committed
  * module.generated.ts equals what this produces. wabt (a devDependency, pinned) is deterministic, so
  * the same source always gives the same bytes.
  */
@@ -14,13 +14,15 @@ import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
 
 export const WAT_URL = new URL('./kernels.wat', import.meta.url);
+/** Fragments of the module body, each spliced in at its `;; @include <name>` line of kernels.wat. */
+const INCLUDES = ['window.wat'];
 export const GENERATED_URL = new URL('./module.generated.ts', import.meta.url);
 
 /** The micro-kernel's multiply-adds: `(f32x4.add (local.get $c) (f32x4.mul (local.get $a) (local.get $b)))`. */
 const MULTIPLY_ADD =
   /\(f32x4\.add \(local\.get (\$\w+)\) \(f32x4\.mul (\(local\.get \$\w+\)) (\(local\.get \$\w+\))\)\)/g;
-/** How many the 4x8 micro-kernel has: one per accumulator. */
-const MULTIPLY_ADDS = 8;
+/** How many the 4x8 micro-kernels have (the gemm's and the two of window.wat): one per accumulator. */
+const MULTIPLY_ADDS = 3 * 8;
 
 /** The relaxed-SIMD variant of the source: each multiply-add becomes `f32x4.relaxed_madd` (a * b + c). */
 export function toRelaxed(source: string): string {
@@ -53,8 +55,19 @@ export interface AssembledModules {
   probe: Uint8Array;
 }
 
+/** kernels.wat with its fragments spliced in: the module's whole source. */
+export function readSource(): string {
+  let source = readFileSync(WAT_URL, 'utf8');
+  for (const name of INCLUDES) {
+    const line = `  ;; @include ${name}\n`;
+    if (!source.includes(line)) throw new Error(`build-wasm: kernels.wat has no line \`${line.trim()}\``);
+    source = source.replace(line, readFileSync(new URL(`./${name}`, import.meta.url), 'utf8'));
+  }
+  return source;
+}
+
 /** Both modules from the .wat source (read from the repo unless given). */
-export async function assemble(source = readFileSync(WAT_URL, 'utf8')): Promise<AssembledModules> {
+export async function assemble(source = readSource()): Promise<AssembledModules> {
   const tools = await wabt();
   const toBinary = (text: string, relaxed: boolean, name = 'kernels.wat'): Uint8Array => {
     const features = { simd: true, bulk_memory: true, relaxed_simd: relaxed };

@@ -73,6 +73,49 @@ export interface WasmExports {
   softmax(x: number, o: number, rows: number, len: number): void;
   logSoftmaxSums(x: number, o: number, rows: number, len: number, maxes: number, sums: number): void;
   logSoftmaxFinish(x: number, o: number, rows: number, len: number, maxes: number, logSums: number): void;
+  // The kernels over image windows (window.wat); strides and steps in bytes.
+  // biome-ignore format: one argument per line reads worse
+  patchBases(out: number, start: number, m: number, count: number, oh: number, ow: number, imageStep: number,
+    rowStep: number, colStep: number): void;
+  padImage(
+    src: number,
+    dst: number,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+    ph: number,
+    pw: number,
+  ): void;
+  // biome-ignore format: one argument per line reads worse
+  conv2d(bases: number, m: number, w: number, n: number, pb: number, c: number, kh: number, run: number,
+    rowStep: number): void;
+  // biome-ignore format: one argument per line reads worse
+  conv2dInputGrad(g: number, m: number, f: number, w: number, k: number, pb: number, tile: number, bases: number,
+    acc: number, accBytes: number, kh: number, run: number, rowStep: number): void;
+  unpadImage(
+    src: number,
+    dst: number,
+    n: number,
+    h: number,
+    w: number,
+    c: number,
+    ph: number,
+    pw: number,
+  ): void;
+  // biome-ignore format: one argument per line reads worse
+  maxPool(x: number, o: number, n: number, h: number, w: number, c: number, oh: number, ow: number, kh: number,
+    kw: number, sh: number, sw: number, ph: number, pw: number): void;
+  // biome-ignore format: one argument per line reads worse
+  maxPoolGrad(x: number, g: number, o: number, oBytes: number, n: number, h: number, w: number, c: number,
+    oh: number, ow: number, kh: number, kw: number, sh: number, sw: number, ph: number, pw: number): void;
+  maxPool2x2(x: number, o: number, n: number, h: number, w: number, c: number, oh: number, ow: number): void;
+  // biome-ignore format: one argument per line reads worse
+  maxPool2x2Grad(x: number, g: number, o: number, oBytes: number, n: number, h: number, w: number, c: number,
+    oh: number, ow: number): void;
+  // biome-ignore format: one argument per line reads worse
+  conv2dWeightGrad(bases: number, m: number, chunk: number, offsets: number, k: number, g: number, n: number,
+    c: number): void;
 }
 
 const api = (globalThis as { WebAssembly?: WebAssemblyApi }).WebAssembly;
@@ -201,6 +244,11 @@ export class WasmArena {
   /** A view of `length` float32 at byte `offset` (valid until the memory grows). */
   f32(offset: number, length: number): Float32Array {
     return new Float32Array(this.exports.memory.buffer, offset, length);
+  }
+
+  /** A view of `length` int32 at byte `offset` (valid until the memory grows). */
+  i32(offset: number, length: number): Int32Array {
+    return new Int32Array(this.exports.memory.buffer, offset, length);
   }
 
   f64(offset: number, length: number): Float64Array {

@@ -2,7 +2,9 @@
 ;; Assembled by build.ts with wabt (`npm run build:wasm`); test/tensor/wasm-kernels.test.ts checks
 ;; the committed bytes against a fresh assembly. build.ts also derives the relaxed-SIMD variant from
 ;; this text: each multiply-add written `(f32x4.add (local.get $c) (f32x4.mul (local.get ..) ..))`,
-;; the micro-kernel's eight and nothing else, becomes `(f32x4.relaxed_madd .. .. (local.get $c))`.
+;; the eight of each 4x8 micro-kernel (the gemm's here, two in window.wat) and nothing else, becomes
+;; `(f32x4.relaxed_madd .. .. (local.get $c))`. window.wat, the kernels over image windows, is
+;; spliced in at its @include line at the end.
 ;;
 ;; Conventions: pointers are byte offsets; counts (m, n, k, rows, cols, len) and the matmul strides
 ;; (ai, ap, bp, bj, ls, ds) count float32 elements; the elementwise steps ($ia, $sa ...) are bytes.
@@ -1100,4 +1102,6 @@
         (local.set $logSums (i32.add (local.get $logSums) (i32.const 8)))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $rowsLoop))))
+
+  ;; @include window.wat
 )
