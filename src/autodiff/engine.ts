@@ -53,7 +53,8 @@ function runForward(
   const uses = table.uses.slice();
   const bindings = bindFeeds(table.inputs, feeds);
   const values: (Tensor | undefined)[] = new Array(n);
-  const args: Tensor[] = [];
+  // One argument array per arity, filled in place: setting an array's length is a runtime call.
+  const argsOf: Tensor[][] = [];
   for (let id = 0; id < n; id++) {
     if (mask[id] === 0) continue;
     const node = nodes[id]!;
@@ -62,7 +63,7 @@ function runForward(
     let value: Tensor;
     if (def === undefined) value = leafValue(node, feeds, params);
     else {
-      args.length = ins.length;
+      const args = (argsOf[ins.length] ??= new Array<Tensor>(ins.length));
       for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
       value = computeNode(node, args, bindings, run, def);
     }

@@ -1,7 +1,7 @@
 import { fmtShape, GraphError, InputError } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
 import { inferType } from '../ops/attrs.ts';
-import type { Attrs } from '../ops/op.ts';
+import { type Attrs, NO_ATTRS } from '../ops/op.ts';
 import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Initializer } from '../tensor/init.ts';
@@ -222,9 +222,6 @@ function sharedShape(shape: Shape, inputs: readonly Node[]): Shape {
   }
   return shape;
 }
-
-/** The attributes of every node created without any: one shared, frozen object, not one per node. */
-const NO_ATTRS: Attrs = Object.freeze({});
 
 function checkShape(shape: Shape, where: string): void {
   for (const d of shape as Dim[]) {

@@ -1,9 +1,9 @@
 import { fmtShape, ShapeError } from '../errors.ts';
-import type { Shape } from '../tensor/shape.ts';
+import { type Shape, shapesEqual } from '../tensor/shape.ts';
 import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { checkArity } from './arity.ts';
 import { inferType } from './attrs.ts';
-import { type Attrs, EVAL_RUN } from './op.ts';
+import { type Attrs, EVAL_RUN, NO_ATTRS } from './op.ts';
 import { Ops } from './ops.ts';
 import { getOp } from './registry.ts';
 import './builtins.ts';
@@ -14,16 +14,12 @@ import './builtins.ts';
  * `stepKey` says so, and dropout with it is the identity).
  */
 export class EagerOps extends Ops<Tensor> {
-  apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
+  apply(op: string, inputs: readonly Tensor[], attrs: Attrs = NO_ATTRS): Tensor {
     const def = getOp(op);
     checkArity(def, inputs.length);
     const info = inferType(def, inputs, attrs);
     const out = def.forward(inputs, attrs, EVAL_RUN);
-    if (
-      out.dtype !== info.dtype ||
-      out.shape.length !== info.shape.length ||
-      out.shape.some((d, i) => d !== info.shape[i])
-    ) {
+    if (out.dtype !== info.dtype || !shapesEqual(out.shape, info.shape)) {
       throw new ShapeError(
         `${op}: forward returned ${out.dtype}${fmtShape(out.shape)}, its shape rule says ${info.dtype}${fmtShape(info.shape)}`,
         { op, expected: info.shape, found: out.shape },

@@ -1,7 +1,7 @@
 // Shared shape rules and op-definition helpers for the built-in ops.
 import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
 import { type BinaryKind, kernels, type UnaryKind } from '../tensor/kernels.ts';
-import { type Dim, type Shape, shapesEqual, tryBroadcastShapes } from '../tensor/shape.ts';
+import { broadcastShapeOf, type Dim, type Shape } from '../tensor/shape.ts';
 import type { Attrs, OpDef, Saves, TypeInfo, Vjp } from './op.ts';
 
 /** The number of elements of a shape, symbolic dimensions counted as 1 (for cost estimates). */
@@ -71,9 +71,10 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     attrs: {},
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
     infer: (inputs) => {
-      const [a, b] = [inputs[0]!.shape, inputs[1]!.shape];
-      // The common case, equal shapes, needs no broadcasting and no new shape array.
-      const shape = shapesEqual(a, b) ? a : tryBroadcastShapes(a, b);
+      const a = inputs[0]!.shape;
+      const b = inputs[1]!.shape;
+      // The common cases, equal shapes or a scalar operand, make no new shape array.
+      const shape = broadcastShapeOf(a, b);
       if (shape === null) {
         throw new ShapeError(
           `${spec.name}: input 1 has shape ${fmtShape(b)}, which does not broadcast with input 0 of shape ${fmtShape(a)} ` +

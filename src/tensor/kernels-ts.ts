@@ -7,7 +7,7 @@ import {
   type UnaryKind,
 } from './kernels.ts';
 import { matmul } from './matmul.ts';
-import { sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
+import { broadcastShapeOf, sizeOf, stridesOf, tryBroadcastShapes } from './shape.ts';
 import { erf } from './special.ts';
 import { allocate, allocateUninit, type Storage, Tensor } from './tensor.ts';
 import {
@@ -97,7 +97,7 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   if (a.dtype !== b.dtype) {
     throw new ShapeError(`kernels.binary(${kind}): dtypes differ: ${a.dtype} and ${b.dtype}`);
   }
-  const shape = tryBroadcastShapes(a.shape, b.shape) as number[] | null;
+  const shape = broadcastShapeOf(a.shape, b.shape);
   if (shape === null) {
     throw new ShapeError(`${kind}: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not broadcast`, {
       op: kind,
