@@ -1,4 +1,5 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
+import { INPUT } from '../graph/columns.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import { EVAL_RUN, type RunContext, savesInput } from '../ops/op.ts';
@@ -47,6 +48,7 @@ function runForward(
 ) {
   const nodes = graph.nodes;
   const defs = graph.defs;
+  const { inputStart, inputIds } = graph.columns;
   const n = nodes.length;
   const mask = table.mask;
   // Counted down as readers run: a copy per call.
@@ -59,19 +61,20 @@ function runForward(
     if (mask[id] === 0) continue;
     const node = nodes[id]!;
     const def = defs[id];
-    const ins = node.inputs;
+    const start = inputStart[id]!;
+    const end = inputStart[id + 1]!;
     let value: Tensor;
     if (def === undefined) value = leafValue(node, feeds, params);
     else {
-      const args = (argsOf[ins.length] ??= new Array<Tensor>(ins.length));
-      for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
+      const args = (argsOf[end - start] ??= new Array<Tensor>(end - start));
+      for (let e = start; e < end; e++) args[e - start] = values[inputIds[e]!]!;
       value = computeNode(node, args, bindings, run, def);
     }
     values[id] = value;
     meter.add(value);
     // Only now, with the output live alongside them, the inputs no later node reads are freed.
-    for (let k = 0; k < ins.length; k++) {
-      const i = ins[k]!;
+    for (let e = start; e < end; e++) {
+      const i = inputIds[e]!;
       if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
         meter.drop(values[i]!);
         values[i] = undefined;
@@ -90,15 +93,13 @@ interface ForwardTable {
 
 /** Counts the readers of a forward mask: valueAndGrad counts once and runs the same mask every call. */
 function forwardTable(graph: Graph, mask: Uint8Array): ForwardTable {
-  const nodes = graph.nodes;
-  const uses = new Int32Array(nodes.length);
+  const { inputStart, inputIds, kinds } = graph.columns;
+  const uses = new Int32Array(graph.size);
   const inputs: Node[] = [];
-  for (let id = 0; id < nodes.length; id++) {
+  for (let id = 0; id < graph.size; id++) {
     if (mask[id] === 0) continue;
-    const node = nodes[id]!;
-    if (node.op === 'input') inputs.push(node);
-    const ins = node.inputs;
-    for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
+    if (kinds[id] === INPUT) inputs.push(graph.nodes[id]!);
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) uses[inputIds[e]!]!++;
   }
   return { mask, uses, inputs };
 }
@@ -185,6 +186,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const keep = savedCounts(graph, plan);
   const forward = forwardTable(graph, plan.forward);
   const defs = graph.defs;
+  const { inputStart, inputIds } = graph.columns;
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
@@ -206,8 +208,8 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
         const def = defs[id]!;
-        const ins = graph.nodes[id]!.inputs;
-        for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) release(ins[s]!);
+        const base = inputStart[id]!;
+        for (let e = base; e < inputStart[id + 1]!; e++) if (savesInput(def, e - base)) release(inputIds[e]!);
         if (def.saves.output) release(id);
       },
     });
@@ -236,15 +238,17 @@ function shapeOf(graph: Graph, id: number, bindings: Bindings) {
 function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
   const defs = graph.defs;
+  const { inputStart, inputIds } = graph.columns;
   for (let id = 0; id <= plan.loss; id++) {
     const def = defs[id];
     if (plan.needsGrad[id] === 0 || def === undefined) continue;
-    const ins = graph.nodes[id]!.inputs;
+    const base = inputStart[id]!;
+    const end = inputStart[id + 1]!;
     let runs = false;
-    for (let s = 0; s < ins.length && !runs; s++)
-      runs = plan.needsGrad[ins[s]!] === 1 && edgeCarriesGrad(def, s);
+    for (let e = base; e < end && !runs; e++)
+      runs = plan.needsGrad[inputIds[e]!] === 1 && edgeCarriesGrad(def, e - base);
     if (!runs) continue;
-    for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) keep[ins[s]!]!++;
+    for (let e = base; e < end; e++) if (savesInput(def, e - base)) keep[inputIds[e]!]!++;
     if (def.saves.output) keep[id]!++;
   }
   return keep;
