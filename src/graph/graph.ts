@@ -100,7 +100,10 @@ export class Graph {
     return this.defTable;
   }
 
-  /** The topology and types as typed-array columns (Note [graph columns]), made on first use. */
+  /**
+   * The topology and node kinds as typed-array columns (Note [graph columns]), made on first use.
+   * @internal
+   */
   get columns(): GraphColumns {
     this.columnTable ??= columnsOf(this.nodes);
     return this.columnTable;
