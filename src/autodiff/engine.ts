@@ -7,15 +7,7 @@ import { shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
-import {
-  ancestors,
-  type Bindings,
-  bindFeeds,
-  computeNode,
-  paramValue,
-  resolveShape,
-  type TensorMap,
-} from './forward.ts';
+import { ancestors, bindFeeds, computeNode, paramValue, resolveShape, type TensorMap } from './forward.ts';
 import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
@@ -186,7 +178,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const keep = savedCounts(graph, plan);
   const forward = forwardTable(graph, plan.forward);
   const defs = graph.defs;
-  const { inputStart, inputIds } = graph.columns;
+  const { inputStart, inputIds, shapes } = graph.columns;
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
@@ -203,7 +195,8 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
       }
     };
     const grads = sweep(graph, plan, ops, seed, {
-      shape: (id) => shapeOf(graph, id, bindings),
+      shape: (id) =>
+        bindings.size === 0 ? shapes[id]! : resolveShape(shapes[id]!, bindings, label(graph.nodes[id]!)),
       primal: (id) => values[id]!,
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
@@ -227,11 +220,6 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     }
     return { value, grads: out, peakBytes: meter.peak };
   };
-}
-
-function shapeOf(graph: Graph, id: number, bindings: Bindings) {
-  const shape = graph.nodes[id]!.shape;
-  return bindings.size === 0 ? shape : resolveShape(shape, bindings, label(graph.nodes[id]!));
 }
 
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */

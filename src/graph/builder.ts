@@ -130,7 +130,6 @@ export class GraphBuilder extends Ops<Node> {
   apply(op: string, inputs: readonly Node[], attrs: Attrs = NO_ATTRS): Node {
     const def = getOp(op);
     checkArity(def, inputs.length, { node: this.nodes.length });
-    const ids = new Array<number>(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const x = inputs[i]!;
       if (!this.owns(x)) {
@@ -139,10 +138,9 @@ export class GraphBuilder extends Ops<Node> {
           input: i,
         });
       }
-      ids[i] = x.id;
     }
     const info = inferType(def, inputs, attrs);
-    return this.push(op, ids, attrs, sharedShape(info.shape, inputs), info.dtype);
+    return this.push(op, idsOf(inputs), attrs, sharedShape(info.shape, inputs), info.dtype);
   }
 
   private owns(x: Node): boolean {
@@ -209,6 +207,17 @@ export class GraphBuilder extends Ops<Node> {
   build(): Graph {
     return new Graph([...this.nodes], { ...this.outputs });
   }
+}
+
+/**
+ * The ids of a node's inputs. Note: array literals for one and two inputs, not `new Array(n)`: a
+ * literal is allocated inline, and V8 learns to allocate the arrays of a site whose arrays live long
+ * (a graph's) where they need not be copied by the collector later.
+ */
+function idsOf(inputs: readonly Node[]): number[] {
+  if (inputs.length === 1) return [inputs[0]!.id];
+  if (inputs.length === 2) return [inputs[0]!.id, inputs[1]!.id];
+  return inputs.map((x) => x.id);
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { Shape } from '../tensor/shape.ts';
 import type { Node } from './graph.ts';
 
 // Note [graph columns]
@@ -17,6 +18,8 @@ export interface GraphColumns {
   readonly inputIds: Int32Array;
   /** Each node's kind: an op (`OP`), or the leaf `INPUT`, `PARAM` or `CONST`. */
   readonly kinds: Uint8Array;
+  /** Each node's shape (the node's own array): a VJP's input shapes, without a visit to each input node. */
+  readonly shapes: readonly Shape[];
 }
 
 /** Kinds of nodes in `GraphColumns.kinds`. */
@@ -34,12 +37,15 @@ export function columnsOf(nodes: readonly Node[]): GraphColumns {
   const n = nodes.length;
   const inputStart = new Int32Array(n + 1);
   const kinds = new Uint8Array(n);
+  // Sized at once: pushing a million entries, growing the array as it goes, costs several times more.
+  const shapes = new Array<Shape>(n);
   let edges = 0;
   for (let id = 0; id < n; id++) {
     const node = nodes[id]!;
     edges += node.inputs.length;
     inputStart[id + 1] = edges;
     kinds[id] = kindOf(node.op);
+    shapes[id] = node.shape;
   }
   const inputIds = new Int32Array(edges);
   for (let id = 0; id < n; id++) {
@@ -47,5 +53,5 @@ export function columnsOf(nodes: readonly Node[]): GraphColumns {
     const base = inputStart[id]!;
     for (let k = 0; k < ins.length; k++) inputIds[base + k] = ins[k]!;
   }
-  return { inputStart, inputIds, kinds };
+  return { inputStart, inputIds, kinds, shapes };
 }
