@@ -39,6 +39,20 @@ export function reducedShape(shape: Shape, axes: readonly number[], keepdims: bo
   return out;
 }
 
+// Note [eager fast path]
+// An eager op checks its arity and attributes and runs its shape rule before its kernel, for the
+// errors they give; the reference engine's backward runs about two eager ops per node, on tensors
+// whose checks cannot fail. The built-in elementwise ops made here carry their kernel under the
+// symbol KERNEL, and `EagerOps.apply` calls it directly when no check can fail: no attributes, a
+// unary op's one input, or a binary op's two inputs of one dtype whose shapes broadcast. What it
+// returns is what the op's forward would have returned, the same call of the same kernel.
+
+/** The kernel of a built-in elementwise op (Note [eager fast path]). */
+export const KERNEL: unique symbol = Symbol('kernel');
+
+/** What a built-in elementwise op carries under KERNEL. */
+export type ElementwiseKernel = { unary: UnaryKind } | { binary: BinaryKind };
+
 /** An elementwise op of one input computed by a unary kernel. */
 export function unaryOp<A extends Attrs = Attrs>(spec: {
   name: string;
@@ -59,6 +73,8 @@ export function unaryOp<A extends Attrs = Attrs>(spec: {
     infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
     forward: ([x], attrs) => kernels().unary(spec.kind, x!, spec.param?.(attrs)),
     flops: (_, out) => numel(out.shape) * (spec.flopsPerElement ?? 1),
+    // Only an op without attributes: its kernel then takes no parameter.
+    ...(spec.attrs === undefined && spec.param === undefined ? { [KERNEL]: { unary: spec.kind } } : {}),
   };
 }
 
@@ -86,6 +102,7 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     },
     forward: ([a, b]) => kernels().binary(spec.kind, a!, b!),
     flops: (_, out) => numel(out.shape),
+    ...{ [KERNEL]: { binary: spec.kind } },
   };
 }
 
