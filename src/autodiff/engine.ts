@@ -3,11 +3,12 @@ import { INPUT } from '../graph/columns.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import { EVAL_RUN, type RunContext, savesInput } from '../ops/op.ts';
-import { shapesEqual } from '../tensor/shape.ts';
+import { type ConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
 import { ancestors, bindFeeds, computeNode, paramValue, resolveShape, type TensorMap } from './forward.ts';
+import { KeptValues } from './kept.ts';
 import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
@@ -23,11 +24,19 @@ class Meter {
   drop(t: Tensor): void {
     this.live -= t.bytes;
   }
+  dropBytes(bytes: number): void {
+    this.live -= bytes;
+  }
 }
+
+/** A node's value in a forward: its tensor, its place in a KeptValues (Note [kept values]), or none. */
+type Slot = Tensor | number | undefined;
 
 /**
  * Runs the forward over the nodes of `table` (its mask), in order. A value is freed as soon as no
- * later node reads it and `keep` (counts held for the backward, or outputs) does not hold it.
+ * later node reads it and `keep` (counts held for the backward, or outputs) does not hold it; one
+ * that `keep` holds goes to `kept` then, when it takes it (Note [kept values]). The values no
+ * later node reads (the outputs) are always tensors.
  */
 function runForward(
   graph: Graph,
@@ -37,16 +46,17 @@ function runForward(
   keep: Int32Array,
   meter: Meter,
   run: RunContext,
+  kept: KeptValues | null = null,
 ) {
   const nodes = graph.nodes;
   const defs = graph.defs;
-  const { inputStart, inputIds } = graph.columns;
+  const { inputStart, inputIds, shapes } = graph.columns;
   const n = nodes.length;
   const mask = table.mask;
   // Counted down as readers run: a copy per call.
   const uses = table.uses.slice();
   const bindings = bindFeeds(table.inputs, feeds);
-  const values: (Tensor | undefined)[] = new Array(n);
+  const values: Slot[] = new Array(n);
   // One argument array per arity, filled in place: setting an array's length is a runtime call.
   const argsOf: Tensor[][] = [];
   for (let id = 0; id < n; id++) {
@@ -59,7 +69,7 @@ function runForward(
     if (def === undefined) value = leafValue(node, feeds, params);
     else {
       const args = (argsOf[end - start] ??= new Array<Tensor>(end - start));
-      for (let e = start; e < end; e++) args[e - start] = values[inputIds[e]!]!;
+      for (let e = start; e < end; e++) args[e - start] = values[inputIds[e]!] as Tensor;
       value = computeNode(node, args, bindings, run, def);
     }
     values[id] = value;
@@ -67,9 +77,14 @@ function runForward(
     // Only now, with the output live alongside them, the inputs no later node reads are freed.
     for (let e = start; e < end; e++) {
       const i = inputIds[e]!;
-      if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
-        meter.drop(values[i]!);
+      const v = values[i];
+      if (--uses[i]! !== 0 || v === undefined || typeof v === 'number') continue;
+      if (keep[i] === 0) {
+        meter.drop(v);
         values[i] = undefined;
+      } else if (kept !== null && defs[i] !== undefined) {
+        const place = kept.put(v, shapes[i]!);
+        if (place >= 0) values[i] = place;
       }
     }
   }
@@ -125,7 +140,7 @@ export function evaluate(
   for (const id of roots) keep[id] = 1;
   const table = forwardTable(graph, ancestors(graph, roots));
   const { values } = runForward(graph, table, feeds, params, keep, new Meter(), run);
-  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
+  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id] as Tensor]));
 }
 
 /** What `valueAndGrad` differentiates: the loss, and with respect to what. */
@@ -184,20 +199,26 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     const held = keep.slice();
     held[plan.loss]!++;
     const run = callOptions.run ?? TRAINING_RUN;
-    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run);
+    const kept = new KeptValues();
+    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run, kept);
     const lossNode = graph.nodes[plan.loss]!;
-    const value = values[plan.loss]!;
+    // No node of the forward reads the loss: it is a tensor.
+    const value = values[plan.loss] as Tensor;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
     const release = (i: number) => {
-      if (--held[i]! === 0 && values[i] !== undefined) {
-        meter.drop(values[i]!);
-        values[i] = undefined;
-      }
+      const v = values[i];
+      if (--held[i]! !== 0 || v === undefined) return;
+      if (typeof v === 'number') meter.dropBytes(kept.bytes(v, shapes[i] as ConcreteShape));
+      else meter.drop(v);
+      values[i] = undefined;
     };
     const grads = sweep(graph, plan, ops, seed, {
       shape: (id) =>
         bindings.size === 0 ? shapes[id]! : resolveShape(shapes[id]!, bindings, label(graph.nodes[id]!)),
-      primal: (id) => values[id]!,
+      primal: (id) => {
+        const v = values[id];
+        return typeof v === 'number' ? kept.get(v, shapes[id] as ConcreteShape) : v!;
+      },
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
         const def = defs[id]!;
