@@ -9,8 +9,10 @@
  * of the loss alone), `backward_ms` (valueAndGrad minus that forward: planning and the reverse
  * sweep), `total_ms` (build + valueAndGrad, which includes its own forward), `ns_per_node` of the
  * total; `check_ms` (checkGraph, which must stay linear: `check_ns_per_node` flat over the sizes) and
- * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total. `cpu_ms` is the
- * CPU time of the total: on a shared machine it moves less with the load than the wall time does.
+ * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total, timed after the
+ * engine's runs so that their garbage is not collected in them (`peak_rss_mb` is the engine's,
+ * `peak_rss_with_checks_mb` the child's at the end). `cpu_ms` is the CPU time of the total: on a
+ * shared machine it moves less with the load than the wall time does.
  *
  * Two cases per size. `built` is what a user of the package runs: this file and the sources it
  * imports compiled by tsc with tsconfig.build.json (the package's build) into a temporary directory,
@@ -74,12 +76,9 @@ interface RunTimes {
   loss: number;
   /** CPU time (user + system, every thread: the collector's helpers too) of build and valueAndGrad. */
   cpu: number;
-  /** checkGraph of the built graph, and serializeGraph then deserializeGraph (which checks it again). */
-  check: number;
-  serialize: number;
 }
 
-function runOnce(target: number, full: boolean): RunTimes {
+function runOnce(target: number): RunTimes {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const graph = chainGraph(target);
@@ -95,11 +94,6 @@ function runOnce(target: number, full: boolean): RunTimes {
   const c4 = process.cpuUsage(c3);
   if (!Number.isFinite(result.value.item()) || result.value.item() !== loss)
     throw new Error(`graph bench: loss ${result.value.item()} vs ${loss}`);
-  if (full) checkGraph(graph);
-  const t5 = performance.now();
-  if (full && deserializeGraph(serializeGraph(graph)).size !== graph.size)
-    throw new Error('graph bench: round trip');
-  const t6 = performance.now();
   return {
     nodes: graph.size,
     build: t1 - t0,
@@ -107,26 +101,53 @@ function runOnce(target: number, full: boolean): RunTimes {
     vag: t4 - t3,
     loss,
     cpu: (c1.user + c1.system + c4.user + c4.system) / 1000,
-    check: t5 - t4,
-    serialize: t6 - t5,
   };
+}
+
+/** checkGraph of a graph, and serializeGraph then deserializeGraph (which checks it again). */
+interface CheckTimes {
+  check: number;
+  serialize: number;
+}
+
+function checkOnce(graph: Graph): CheckTimes {
+  const t0 = performance.now();
+  checkGraph(graph);
+  const t1 = performance.now();
+  if (deserializeGraph(serializeGraph(graph)).size !== graph.size) throw new Error('graph bench: round trip');
+  return { check: t1 - t0, serialize: performance.now() - t1 };
 }
 
 /**
  * The child: warm the JIT on small graphs, then time `runs` runs of one size; prints one JSON line.
  * Peak RSS is taken after the first timed run: later runs start while the garbage of the one before
- * is still uncollected, which measures the collector's laziness rather than the engine. `full`: with
- * checkGraph and the serialization round trip.
+ * is still uncollected, which measures the collector's laziness rather than the engine. `full`: then
+ * `runs` checks and round trips of one graph of that size, after the engine's runs, so that neither
+ * their garbage nor their memory is counted against the engine.
  */
 function child(target: number, runs: number, full: boolean): void {
-  for (let i = 0; i < 5; i++) runOnce(20_000, full);
+  for (let i = 0; i < 5; i++) runOnce(20_000);
   // No forced GC between runs: a full collection shrinks the young generation, and the next run
   // (at 1e4 nodes, several times) pays for growing it again.
-  const samples: RunTimes[] = [runOnce(target, full)];
+  const samples: RunTimes[] = [runOnce(target)];
   const rss = process.resourceUsage().maxRSS / 1024;
-  for (let i = 1; i < runs; i++) samples.push(runOnce(target, full));
+  for (let i = 1; i < runs; i++) samples.push(runOnce(target));
   const rssAll = process.resourceUsage().maxRSS / 1024;
-  process.stdout.write(`${JSON.stringify({ samples, peak_rss_mb: rss, peak_rss_all_runs_mb: rssAll })}\n`);
+  const checks: CheckTimes[] = [];
+  if (full) {
+    for (let i = 0; i < 3; i++) checkOnce(chainGraph(20_000));
+    const graph = chainGraph(target);
+    for (let i = 0; i < runs; i++) checks.push(checkOnce(graph));
+  }
+  const rssChecks = process.resourceUsage().maxRSS / 1024;
+  const result: ChildResult = {
+    samples,
+    checks,
+    peak_rss_mb: rss,
+    peak_rss_all_runs_mb: rssAll,
+    peak_rss_with_checks_mb: rssChecks,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 const SIZES: readonly (readonly [number, number])[] = [
@@ -137,8 +158,11 @@ const SIZES: readonly (readonly [number, number])[] = [
 
 interface ChildResult {
   samples: RunTimes[];
+  checks: CheckTimes[];
   peak_rss_mb: number;
   peak_rss_all_runs_mb: number;
+  /** After the checks and round trips too. */
+  peak_rss_with_checks_mb: number;
 }
 
 const execFileAsync = promisify(execFile);
@@ -194,10 +218,12 @@ function report(ctx: BenchContext, name: string, child: ChildResult, full: boole
   const total = samples.map((s) => s.build + s.vag);
   const med = (f: (s: RunTimes) => number) => round(median(samples.map(f)));
   const nodes = samples[0]!.nodes;
+  const check = round(median(child.checks.map((c) => c.check)));
   const checks = {
-    check_ms: med((s) => s.check),
-    serialize_roundtrip_ms: med((s) => s.serialize),
-    check_ns_per_node: round((med((s) => s.check) * 1e6) / nodes, 1),
+    check_ms: check,
+    serialize_roundtrip_ms: round(median(child.checks.map((c) => c.serialize))),
+    check_ns_per_node: round((check * 1e6) / nodes, 1),
+    peak_rss_with_checks_mb: round(child.peak_rss_with_checks_mb, 1),
   };
   return {
     suite: ctx.suite,
@@ -213,9 +239,9 @@ function report(ctx: BenchContext, name: string, child: ChildResult, full: boole
     total_ms: round(median(total)),
     ns_per_node: round((median(total) * 1e6) / nodes, 1),
     cpu_ms: med((s) => s.cpu),
-    ...(full ? checks : {}),
     peak_rss_mb: round(child.peak_rss_mb, 1),
     peak_rss_all_runs_mb: round(child.peak_rss_all_runs_mb, 1),
+    ...(full ? checks : {}),
   };
 }
 
