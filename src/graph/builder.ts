@@ -9,7 +9,7 @@ import type { Dim, Shape } from '../tensor/shape.ts';
 import { checkConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { dict } from '../util/names.ts';
-import { Graph, label, type Node } from './graph.ts';
+import { type Graph, label, type Node, namedGraph } from './graph.ts';
 import '../ops/builtins.ts';
 
 /**
@@ -205,8 +205,18 @@ export class GraphBuilder extends Ops<Node> {
 
   /** The graph recorded so far, with its outputs: a snapshot, so the builder can go on. */
   build(): Graph {
-    return new Graph([...this.nodes], { ...this.outputs });
+    return namedGraph([...this.nodes], { ...this.outputs }, namesById(this.names));
   }
+}
+
+/** A copy of the names in id order, as `Graph.names` makes them (renames may have come out of order). */
+function namesById(names: Map<string, number>): Map<string, number> {
+  let last = -1;
+  for (const id of names.values()) {
+    if (id < last) return new Map([...names].sort((x, y) => x[1] - y[1]));
+    last = id;
+  }
+  return new Map(names);
 }
 
 /**

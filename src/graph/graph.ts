@@ -127,6 +127,20 @@ export class Graph {
   }
 }
 
+/**
+ * A graph whose node names its maker already has by id (the builder's), so that `names` need not
+ * visit every node: `names` must be exactly what `Graph.names` would make, in id order.
+ */
+export function namedGraph(
+  nodes: readonly Node[],
+  outputs: Readonly<Record<string, number>>,
+  names: Map<string, number>,
+): Graph {
+  const graph = new Graph(nodes, outputs);
+  (graph as unknown as { byName: Map<string, number> }).byName = names;
+  return graph;
+}
+
 export function isLeaf(node: Node): boolean {
   return node.op === 'input' || node.op === 'param' || node.op === 'const';
 }

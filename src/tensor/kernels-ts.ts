@@ -136,6 +136,8 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
     const s = x[0]!;
     const f = binFns[kind];
     if (kind === 'mul') for (let i = 0; i < n; i++) o[i] = s * y[i]!;
+    else if (kind === 'sub') for (let i = 0; i < n; i++) o[i] = s - y[i]!;
+    else if (kind === 'add') for (let i = 0; i < n; i++) o[i] = s + y[i]!;
     else for (let i = 0; i < n; i++) o[i] = f(s, y[i]!);
     return new Tensor(a.dtype, shape, o);
   }
