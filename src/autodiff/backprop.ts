@@ -43,6 +43,7 @@ export function sweep<T>(
   const defs = graph.defs;
   const { needsGrad } = plan;
   const { first, slotBase, cell } = plan.cells;
+  const inputIds = graph.columns.inputIds;
   // Every node's cells, one after the other.
   const table: (T | undefined)[] = new Array(first[plan.loss + 1]);
   const isWrt = new Uint8Array(plan.loss + 1);
@@ -53,15 +54,15 @@ export function sweep<T>(
     const g = id === plan.loss ? seed : sumCells(ops, table, first[id]!, first[id + 1]!, hooks);
     if (id === plan.loss) hooks.held?.(g, 1);
     if (isWrt[id] === 1) grads.set(id, g);
-    const node = nodes[id]!;
-    const needs = edgesNeedingGrad(cell, slotBase[id]!, node.inputs.length);
+    const base = slotBase[id]!;
+    const needs = edgesNeedingGrad(cell, base, slotBase[id + 1]! - base);
     if (needs !== null) {
-      const contributions = runVjp(ops, node, g, needs, hooks, defs[id]);
+      const contributions = runVjp(ops, nodes[id]!, g, needs, hooks, defs[id]);
       for (let s = 0; s < contributions.length; s++) {
         const value = contributions[s];
         if (value === null || value === undefined) continue;
         hooks.held?.(value, 1);
-        table[first[node.inputs[s]!]! + cell[slotBase[id]! + s]!] = value;
+        table[first[inputIds[base + s]!]! + cell[base + s]!] = value;
       }
       hooks.visited?.(id);
     }

@@ -1,20 +1,14 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
+import { INPUT } from '../graph/columns.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
 import { EVAL_RUN, type RunContext, savesInput } from '../ops/op.ts';
-import { shapesEqual } from '../tensor/shape.ts';
+import { type ConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
-import {
-  ancestors,
-  type Bindings,
-  bindFeeds,
-  computeNode,
-  paramValue,
-  resolveShape,
-  type TensorMap,
-} from './forward.ts';
+import { ancestors, bindFeeds, computeNode, paramValue, resolveShape, type TensorMap } from './forward.ts';
+import { KeptValues } from './kept.ts';
 import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
@@ -30,11 +24,19 @@ class Meter {
   drop(t: Tensor): void {
     this.live -= t.bytes;
   }
+  dropBytes(bytes: number): void {
+    this.live -= bytes;
+  }
 }
+
+/** A node's value in a forward: its tensor, its place in a KeptValues (Note [kept values]), or none. */
+type Slot = Tensor | number | undefined;
 
 /**
  * Runs the forward over the nodes of `table` (its mask), in order. A value is freed as soon as no
- * later node reads it and `keep` (counts held for the backward, or outputs) does not hold it.
+ * later node reads it and `keep` (counts held for the backward, or outputs) does not hold it; one
+ * that `keep` holds goes to `kept` then, when it takes it (Note [kept values]). The values no
+ * later node reads (the outputs) are always tensors.
  */
 function runForward(
   graph: Graph,
@@ -44,36 +46,45 @@ function runForward(
   keep: Int32Array,
   meter: Meter,
   run: RunContext,
+  kept: KeptValues | null = null,
 ) {
   const nodes = graph.nodes;
   const defs = graph.defs;
+  const { inputStart, inputIds, shapes } = graph.columns;
   const n = nodes.length;
   const mask = table.mask;
   // Counted down as readers run: a copy per call.
   const uses = table.uses.slice();
   const bindings = bindFeeds(table.inputs, feeds);
-  const values: (Tensor | undefined)[] = new Array(n);
-  const args: Tensor[] = [];
+  const values: Slot[] = new Array(n);
+  // One argument array per arity, filled in place: setting an array's length is a runtime call.
+  const argsOf: Tensor[][] = [];
   for (let id = 0; id < n; id++) {
     if (mask[id] === 0) continue;
     const node = nodes[id]!;
     const def = defs[id];
-    const ins = node.inputs;
+    const start = inputStart[id]!;
+    const end = inputStart[id + 1]!;
     let value: Tensor;
     if (def === undefined) value = leafValue(node, feeds, params);
     else {
-      args.length = ins.length;
-      for (let k = 0; k < ins.length; k++) args[k] = values[ins[k]!]!;
+      const args = (argsOf[end - start] ??= new Array<Tensor>(end - start));
+      for (let e = start; e < end; e++) args[e - start] = values[inputIds[e]!] as Tensor;
       value = computeNode(node, args, bindings, run, def);
     }
     values[id] = value;
     meter.add(value);
     // Only now, with the output live alongside them, the inputs no later node reads are freed.
-    for (let k = 0; k < ins.length; k++) {
-      const i = ins[k]!;
-      if (--uses[i]! === 0 && keep[i] === 0 && values[i] !== undefined) {
-        meter.drop(values[i]!);
+    for (let e = start; e < end; e++) {
+      const i = inputIds[e]!;
+      const v = values[i];
+      if (--uses[i]! !== 0 || v === undefined || typeof v === 'number') continue;
+      if (keep[i] === 0) {
+        meter.drop(v);
         values[i] = undefined;
+      } else if (kept !== null && defs[i] !== undefined) {
+        const place = kept.put(v, shapes[i]!);
+        if (place >= 0) values[i] = place;
       }
     }
   }
@@ -89,15 +100,13 @@ interface ForwardTable {
 
 /** Counts the readers of a forward mask: valueAndGrad counts once and runs the same mask every call. */
 function forwardTable(graph: Graph, mask: Uint8Array): ForwardTable {
-  const nodes = graph.nodes;
-  const uses = new Int32Array(nodes.length);
+  const { inputStart, inputIds, kinds } = graph.columns;
+  const uses = new Int32Array(graph.size);
   const inputs: Node[] = [];
-  for (let id = 0; id < nodes.length; id++) {
+  for (let id = 0; id < graph.size; id++) {
     if (mask[id] === 0) continue;
-    const node = nodes[id]!;
-    if (node.op === 'input') inputs.push(node);
-    const ins = node.inputs;
-    for (let k = 0; k < ins.length; k++) uses[ins[k]!]!++;
+    if (kinds[id] === INPUT) inputs.push(graph.nodes[id]!);
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) uses[inputIds[e]!]!++;
   }
   return { mask, uses, inputs };
 }
@@ -131,7 +140,7 @@ export function evaluate(
   for (const id of roots) keep[id] = 1;
   const table = forwardTable(graph, ancestors(graph, roots));
   const { values } = runForward(graph, table, feeds, params, keep, new Meter(), run);
-  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id]!]));
+  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id] as Tensor]));
 }
 
 /** What `valueAndGrad` differentiates: the loss, and with respect to what. */
@@ -184,29 +193,37 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const keep = savedCounts(graph, plan);
   const forward = forwardTable(graph, plan.forward);
   const defs = graph.defs;
+  const { inputStart, inputIds, shapes } = graph.columns;
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
     held[plan.loss]!++;
     const run = callOptions.run ?? TRAINING_RUN;
-    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run);
+    const kept = new KeptValues();
+    const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run, kept);
     const lossNode = graph.nodes[plan.loss]!;
-    const value = values[plan.loss]!;
+    // No node of the forward reads the loss: it is a tensor.
+    const value = values[plan.loss] as Tensor;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
     const release = (i: number) => {
-      if (--held[i]! === 0 && values[i] !== undefined) {
-        meter.drop(values[i]!);
-        values[i] = undefined;
-      }
+      const v = values[i];
+      if (--held[i]! !== 0 || v === undefined) return;
+      if (typeof v === 'number') meter.dropBytes(kept.bytes(v, shapes[i] as ConcreteShape));
+      else meter.drop(v);
+      values[i] = undefined;
     };
     const grads = sweep(graph, plan, ops, seed, {
-      shape: (id) => shapeOf(graph, id, bindings),
-      primal: (id) => values[id]!,
+      shape: (id) =>
+        bindings.size === 0 ? shapes[id]! : resolveShape(shapes[id]!, bindings, label(graph.nodes[id]!)),
+      primal: (id) => {
+        const v = values[id];
+        return typeof v === 'number' ? kept.get(v, shapes[id] as ConcreteShape) : v!;
+      },
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
         const def = defs[id]!;
-        const ins = graph.nodes[id]!.inputs;
-        for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) release(ins[s]!);
+        const base = inputStart[id]!;
+        for (let e = base; e < inputStart[id + 1]!; e++) if (savesInput(def, e - base)) release(inputIds[e]!);
         if (def.saves.output) release(id);
       },
     });
@@ -226,24 +243,21 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   };
 }
 
-function shapeOf(graph: Graph, id: number, bindings: Bindings) {
-  const shape = graph.nodes[id]!.shape;
-  return bindings.size === 0 ? shape : resolveShape(shape, bindings, label(graph.nodes[id]!));
-}
-
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */
 function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
   const defs = graph.defs;
+  const { inputStart, inputIds } = graph.columns;
   for (let id = 0; id <= plan.loss; id++) {
     const def = defs[id];
     if (plan.needsGrad[id] === 0 || def === undefined) continue;
-    const ins = graph.nodes[id]!.inputs;
+    const base = inputStart[id]!;
+    const end = inputStart[id + 1]!;
     let runs = false;
-    for (let s = 0; s < ins.length && !runs; s++)
-      runs = plan.needsGrad[ins[s]!] === 1 && edgeCarriesGrad(def, s);
+    for (let e = base; e < end && !runs; e++)
+      runs = plan.needsGrad[inputIds[e]!] === 1 && edgeCarriesGrad(def, e - base);
     if (!runs) continue;
-    for (let s = 0; s < ins.length; s++) if (savesInput(def, s)) keep[ins[s]!]!++;
+    for (let e = base; e < end; e++) if (savesInput(def, e - base)) keep[inputIds[e]!]!++;
     if (def.saves.output) keep[id]!++;
   }
   return keep;

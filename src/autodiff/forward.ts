@@ -212,11 +212,10 @@ export function ancestors(graph: Graph, roots: readonly number[]): Uint8Array {
     mark[r] = 1;
     if (r > top) top = r;
   }
-  const nodes = graph.nodes;
+  const { inputStart, inputIds } = graph.columns;
   for (let id = top; id >= 0; id--) {
     if (mark[id] === 0) continue;
-    const ins = nodes[id]!.inputs;
-    for (let k = 0; k < ins.length; k++) mark[ins[k]!] = 1;
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) mark[inputIds[e]!] = 1;
   }
   return mark;
 }

@@ -69,13 +69,13 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     desc[id] = 1;
     if (id < low) low = id;
   }
-  const nodes = graph.nodes;
+  const { inputStart, inputIds } = graph.columns;
   for (let id = low + 1; id <= lossNode.id; id++) {
     const def = defs[id];
     if (desc[id] === 1 || forward[id] === 0 || def === undefined) continue;
-    const ins = nodes[id]!.inputs;
-    for (let s = 0; s < ins.length; s++) {
-      if (desc[ins[s]!] === 1 && edgeCarriesGrad(def, s)) {
+    const base = inputStart[id]!;
+    for (let e = base; e < inputStart[id + 1]!; e++) {
+      if (desc[inputIds[e]!] === 1 && edgeCarriesGrad(def, e - base)) {
         desc[id] = 1;
         break;
       }
@@ -88,8 +88,9 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   for (let id = lossNode.id; id >= 0; id--) {
     const def = defs[id];
     if (asc[id] === 0 || def === undefined) continue;
-    const ins = nodes[id]!.inputs;
-    for (let s = 0; s < ins.length; s++) if (edgeCarriesGrad(def, s)) asc[ins[s]!] = 1;
+    const base = inputStart[id]!;
+    for (let e = base; e < inputStart[id + 1]!; e++)
+      if (edgeCarriesGrad(def, e - base)) asc[inputIds[e]!] = 1;
   }
   const needsGrad = new Uint8Array(n);
   for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = desc[id]! & asc[id]!;
@@ -97,9 +98,10 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   for (let id = lossNode.id; id >= 0; id--) {
     const def = defs[id];
     if (needsGrad[id] === 0 || def === undefined) continue;
-    const ins = nodes[id]!.inputs;
-    for (let s = 0; s < ins.length; s++) {
-      if (needsGrad[ins[s]!] === 1 && edgeCarriesGrad(def, s)) expected[ins[s]!]!++;
+    const base = inputStart[id]!;
+    for (let e = base; e < inputStart[id + 1]!; e++) {
+      const input = inputIds[e]!;
+      if (needsGrad[input] === 1 && edgeCarriesGrad(def, e - base)) expected[input]!++;
     }
   }
   const disconnected = wrtIds.filter(
@@ -123,23 +125,22 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
 
 /** Hands out cells walking consumers by increasing id and their slots in order: the canonical order. */
 function layCells(graph: Graph, loss: number, needsGrad: Uint8Array, expected: Int32Array): GradientCells {
-  const nodes = graph.nodes;
   const defs = graph.defs;
   const n = graph.size;
   const first = new Int32Array(n + 1);
   for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
-  const slotBase = new Int32Array(n + 1);
-  for (let id = 0; id < n; id++) slotBase[id + 1] = slotBase[id]! + nodes[id]!.inputs.length;
+  // The edges are numbered as the graph's columns number them (Note [graph columns]).
+  const { inputStart: slotBase, inputIds } = graph.columns;
   const cell = new Int32Array(slotBase[n]!).fill(-1);
   const filled = new Int32Array(n);
   // No node past the loss needs a gradient.
   for (let id = 0; id <= loss; id++) {
     const def = defs[id];
     if (needsGrad[id] === 0 || def === undefined) continue;
-    const ins = nodes[id]!.inputs;
-    for (let s = 0; s < ins.length; s++) {
-      const input = ins[s]!;
-      if (needsGrad[input] === 1 && edgeCarriesGrad(def, s)) cell[slotBase[id]! + s] = filled[input]!++;
+    const base = slotBase[id]!;
+    for (let e = base; e < slotBase[id + 1]!; e++) {
+      const input = inputIds[e]!;
+      if (needsGrad[input] === 1 && edgeCarriesGrad(def, e - base)) cell[e] = filled[input]!++;
     }
   }
   return { slotBase, cell, first };

@@ -1,9 +1,10 @@
 import { fmtShape, GradientError, ShapeError } from '../errors.ts';
 import { label, type Node } from '../graph/graph.ts';
-import { type OpDef, savesInput, type VjpContext } from '../ops/op.ts';
+import { type Attrs, type OpDef, savesInput, type VjpContext } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import { reducedAxes, type Shape, shapesEqual } from '../tensor/shape.ts';
+import type { DType } from '../tensor/tensor.ts';
 
 /** Where a VJP's saved values and shapes come from: the engine running it decides. */
 export interface VjpSource<T> {
@@ -26,43 +27,12 @@ export function runVjp<T>(
   source: VjpSource<T>,
   def: OpDef = getOp(node.op),
 ): (T | null)[] {
-  const out = new Array<T | null>(node.inputs.length).fill(null);
+  const arity = node.inputs.length;
+  const out: (T | null)[] =
+    arity === 1 ? [null] : arity === 2 ? [null, null] : new Array<T | null>(arity).fill(null);
   if (def.vjp === undefined) return out;
-  const ctx: VjpContext<T> = {
-    attrs: node.attrs,
-    g,
-    needs,
-    inputShapes: node.inputs.map((i) => source.shape(i)),
-    outputShape: source.shape(node.id),
-    dtype: node.dtype,
-    input(i: number): T {
-      if (!savesInput(def, i)) {
-        throw new GradientError(
-          `${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`,
-          {
-            op: node.op,
-            node: label(node),
-            input: i,
-          },
-        );
-      }
-      return source.primal(node.inputs[i]!);
-    },
-    output(): T {
-      if (!def.saves.output) {
-        throw new GradientError(
-          `${node.op}: its VJP reads its output, which the op does not declare in saves.output`,
-          {
-            op: node.op,
-            node: label(node),
-          },
-        );
-      }
-      return source.primal(node.id);
-    },
-  };
-  const cotangents = def.vjp(ops, ctx);
-  for (let s = 0; s < out.length; s++) {
+  const cotangents = def.vjp(ops, new Context(node, def, g, needs, source));
+  for (let s = 0; s < arity; s++) {
     if (!needs[s]) continue;
     const c = cotangents[s];
     if (c === null || c === undefined) {
@@ -78,6 +48,75 @@ export function runVjp<T>(
     out[s] = unbroadcastChecked(ops, c, source.shape(node.inputs[s]!), node, s);
   }
   return out;
+}
+
+// Note [vjp context]
+// A VJP runs for every node of every backward, and most read two or three fields of its context: a
+// context is one object, and what costs more (the input shapes, the functions `input` and
+// `output`, which VJPs destructure and call without `this`) is made when a VJP reads it.
+
+/** The context of one VJP call (Note [vjp context]). */
+class Context<T> implements VjpContext<T> {
+  constructor(
+    private readonly node: Node,
+    private readonly def: OpDef,
+    readonly g: T,
+    readonly needs: readonly boolean[],
+    private readonly source: VjpSource<T>,
+  ) {}
+
+  get attrs(): Attrs {
+    return this.node.attrs;
+  }
+
+  get dtype(): DType {
+    return this.node.dtype;
+  }
+
+  get inputShapes(): readonly Shape[] {
+    return this.node.inputs.map((i) => this.source.shape(i));
+  }
+
+  get outputShape(): Shape {
+    return this.source.shape(this.node.id);
+  }
+
+  get input(): (i: number) => T {
+    return (i) => this.primalInput(i);
+  }
+
+  get output(): () => T {
+    return () => this.primalOutput();
+  }
+
+  private primalInput(i: number): T {
+    const { node, def } = this;
+    if (!savesInput(def, i)) {
+      throw new GradientError(
+        `${node.op}: its VJP reads input ${i}, which the op does not declare in saves.inputs`,
+        {
+          op: node.op,
+          node: label(node),
+          input: i,
+        },
+      );
+    }
+    return this.source.primal(node.inputs[i]!);
+  }
+
+  private primalOutput(): T {
+    const { node, def } = this;
+    if (!def.saves.output) {
+      throw new GradientError(
+        `${node.op}: its VJP reads its output, which the op does not declare in saves.output`,
+        {
+          op: node.op,
+          node: label(node),
+        },
+      );
+    }
+    return this.source.primal(node.id);
+  }
 }
 
 /** Sums a cotangent of a broadcast shape back to the shape of the input it is for. */

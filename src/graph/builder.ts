@@ -1,7 +1,7 @@
 import { fmtShape, GraphError, InputError } from '../errors.ts';
 import { checkArity } from '../ops/arity.ts';
 import { inferType } from '../ops/attrs.ts';
-import type { Attrs } from '../ops/op.ts';
+import { type Attrs, NO_ATTRS } from '../ops/op.ts';
 import { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Initializer } from '../tensor/init.ts';
@@ -9,7 +9,7 @@ import type { Dim, Shape } from '../tensor/shape.ts';
 import { checkConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { dict } from '../util/names.ts';
-import { Graph, label, type Node } from './graph.ts';
+import { type Graph, label, type Node, namedGraph } from './graph.ts';
 import '../ops/builtins.ts';
 
 /**
@@ -130,7 +130,6 @@ export class GraphBuilder extends Ops<Node> {
   apply(op: string, inputs: readonly Node[], attrs: Attrs = NO_ATTRS): Node {
     const def = getOp(op);
     checkArity(def, inputs.length, { node: this.nodes.length });
-    const ids = new Array<number>(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
       const x = inputs[i]!;
       if (!this.owns(x)) {
@@ -139,10 +138,9 @@ export class GraphBuilder extends Ops<Node> {
           input: i,
         });
       }
-      ids[i] = x.id;
     }
     const info = inferType(def, inputs, attrs);
-    return this.push(op, ids, attrs, sharedShape(info.shape, inputs), info.dtype);
+    return this.push(op, idsOf(inputs), attrs, sharedShape(info.shape, inputs), info.dtype);
   }
 
   private owns(x: Node): boolean {
@@ -207,8 +205,29 @@ export class GraphBuilder extends Ops<Node> {
 
   /** The graph recorded so far, with its outputs: a snapshot, so the builder can go on. */
   build(): Graph {
-    return new Graph([...this.nodes], { ...this.outputs });
+    return namedGraph([...this.nodes], { ...this.outputs }, namesById(this.names));
   }
+}
+
+/** A copy of the names in id order, as `Graph.names` makes them (renames may have come out of order). */
+function namesById(names: Map<string, number>): Map<string, number> {
+  let last = -1;
+  for (const id of names.values()) {
+    if (id < last) return new Map([...names].sort((x, y) => x[1] - y[1]));
+    last = id;
+  }
+  return new Map(names);
+}
+
+/**
+ * The ids of a node's inputs. Note: array literals for one and two inputs, not `new Array(n)`: a
+ * literal is allocated inline, and V8 learns to allocate the arrays of a site whose arrays live long
+ * (a graph's) where they need not be copied by the collector later.
+ */
+function idsOf(inputs: readonly Node[]): number[] {
+  if (inputs.length === 1) return [inputs[0]!.id];
+  if (inputs.length === 2) return [inputs[0]!.id, inputs[1]!.id];
+  return inputs.map((x) => x.id);
 }
 
 /**
@@ -222,9 +241,6 @@ function sharedShape(shape: Shape, inputs: readonly Node[]): Shape {
   }
   return shape;
 }
-
-/** The attributes of every node created without any: one shared, frozen object, not one per node. */
-const NO_ATTRS: Attrs = Object.freeze({});
 
 function checkShape(shape: Shape, where: string): void {
   for (const d of shape as Dim[]) {

@@ -3,6 +3,7 @@ import type { Attrs, OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
+import { columnsOf, type GraphColumns, INPUT, PARAM } from './columns.ts';
 
 /**
  * One node of the IR: single assignment, `inputs` are ids of earlier nodes. Leaves are the ops
@@ -41,6 +42,7 @@ export class Graph {
   readonly outputs: Readonly<Record<string, number>>;
   private byName: Map<string, number> | null = null;
   private defTable: readonly (OpDef | undefined)[] | null = null;
+  private columnTable: GraphColumns | null = null;
 
   constructor(nodes: readonly Node[], outputs: Readonly<Record<string, number>> = {}) {
     this.nodes = nodes;
@@ -98,15 +100,45 @@ export class Graph {
     return this.defTable;
   }
 
+  /**
+   * The topology and node kinds as typed-array columns (Note [graph columns]), made on first use.
+   * @internal
+   */
+  get columns(): GraphColumns {
+    this.columnTable ??= columnsOf(this.nodes);
+    return this.columnTable;
+  }
+
   /** The input nodes, in id order. */
   inputs(): Node[] {
-    return this.nodes.filter((n) => n.op === 'input');
+    return this.leaves(INPUT);
   }
 
   /** The parameter nodes, in id order. */
   params(): Node[] {
-    return this.nodes.filter((n) => n.op === 'param');
+    return this.leaves(PARAM);
   }
+
+  private leaves(kind: number): Node[] {
+    const kinds = this.columns.kinds;
+    const out: Node[] = [];
+    for (let id = 0; id < kinds.length; id++) if (kinds[id] === kind) out.push(this.nodes[id]!);
+    return out;
+  }
+}
+
+/**
+ * A graph whose node names its maker already has by id (the builder's), so that `names` need not
+ * visit every node: `names` must be exactly what `Graph.names` would make, in id order.
+ */
+export function namedGraph(
+  nodes: readonly Node[],
+  outputs: Readonly<Record<string, number>>,
+  names: Map<string, number>,
+): Graph {
+  const graph = new Graph(nodes, outputs);
+  (graph as unknown as { byName: Map<string, number> }).byName = names;
+  return graph;
 }
 
 export function isLeaf(node: Node): boolean {

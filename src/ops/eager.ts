@@ -1,11 +1,13 @@
 import { fmtShape, ShapeError } from '../errors.ts';
-import type { Shape } from '../tensor/shape.ts';
+import { kernels } from '../tensor/kernels.ts';
+import { broadcastShapeOf, type Shape, shapesEqual } from '../tensor/shape.ts';
 import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { checkArity } from './arity.ts';
 import { inferType } from './attrs.ts';
-import { type Attrs, EVAL_RUN } from './op.ts';
+import { type Attrs, EVAL_RUN, NO_ATTRS } from './op.ts';
 import { Ops } from './ops.ts';
 import { getOp } from './registry.ts';
+import { type ElementwiseKernel, KERNEL } from './rules.ts';
 import './builtins.ts';
 
 /**
@@ -14,16 +16,17 @@ import './builtins.ts';
  * `stepKey` says so, and dropout with it is the identity).
  */
 export class EagerOps extends Ops<Tensor> {
-  apply(op: string, inputs: readonly Tensor[], attrs: Attrs = {}): Tensor {
+  apply(op: string, inputs: readonly Tensor[], attrs: Attrs = NO_ATTRS): Tensor {
     const def = getOp(op);
+    const kernel = (def as { [KERNEL]?: ElementwiseKernel })[KERNEL];
+    if (kernel !== undefined && attrs === NO_ATTRS) {
+      const out = elementwise(kernel, inputs);
+      if (out !== null) return out;
+    }
     checkArity(def, inputs.length);
     const info = inferType(def, inputs, attrs);
     const out = def.forward(inputs, attrs, EVAL_RUN);
-    if (
-      out.dtype !== info.dtype ||
-      out.shape.length !== info.shape.length ||
-      out.shape.some((d, i) => d !== info.shape[i])
-    ) {
+    if (out.dtype !== info.dtype || !shapesEqual(out.shape, info.shape)) {
       throw new ShapeError(
         `${op}: forward returned ${out.dtype}${fmtShape(out.shape)}, its shape rule says ${info.dtype}${fmtShape(info.shape)}`,
         { op, expected: info.shape, found: out.shape },
@@ -40,6 +43,19 @@ export class EagerOps extends Ops<Tensor> {
   constant(value: number, dtype: DType): Tensor {
     return scalar(value, dtype);
   }
+}
+
+/**
+ * A built-in elementwise op's kernel on inputs no check can refuse (Note [eager fast path]); null
+ * where one might, for `apply` to check them and say why.
+ */
+function elementwise(kernel: ElementwiseKernel, inputs: readonly Tensor[]): Tensor | null {
+  if ('unary' in kernel) return inputs.length === 1 ? kernels().unary(kernel.unary, inputs[0]!) : null;
+  if (inputs.length !== 2) return null;
+  const a = inputs[0]!;
+  const b = inputs[1]!;
+  if (a.dtype !== b.dtype || broadcastShapeOf(a.shape, b.shape) === null) return null;
+  return kernels().binary(kernel.binary, a, b);
 }
 
 /** The eager ops, ready to use: `eager.matmul(x, w)`. */

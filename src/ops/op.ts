@@ -25,6 +25,9 @@ export interface RunContext {
 /** Evaluation outside any step: what `evaluate`, `predict` and the eager ops run with. */
 export const EVAL_RUN: RunContext = Object.freeze({ step: 0, microbatch: 0, replica: 0, training: false });
 
+/** The attributes of an op given none: one shared, frozen object, not one per node or eager op. */
+export const NO_ATTRS: Attrs = Object.freeze({});
+
 /** What shape rules see of a value: its (possibly symbolic) shape and dtype. */
 export interface TypeInfo {
   /** The shape (dimensions may be symbolic names). */

@@ -1,7 +1,7 @@
 // Shared shape rules and op-definition helpers for the built-in ops.
 import { DTypeError, fmtShape, ShapeError } from '../errors.ts';
 import { type BinaryKind, kernels, type UnaryKind } from '../tensor/kernels.ts';
-import { type Dim, type Shape, shapesEqual, tryBroadcastShapes } from '../tensor/shape.ts';
+import { broadcastShapeOf, type Dim, type Shape } from '../tensor/shape.ts';
 import type { Attrs, OpDef, Saves, TypeInfo, Vjp } from './op.ts';
 
 /** The number of elements of a shape, symbolic dimensions counted as 1 (for cost estimates). */
@@ -39,6 +39,20 @@ export function reducedShape(shape: Shape, axes: readonly number[], keepdims: bo
   return out;
 }
 
+// Note [eager fast path]
+// An eager op checks its arity and attributes and runs its shape rule before its kernel, for the
+// errors they give; the reference engine's backward runs about two eager ops per node, on tensors
+// whose checks cannot fail. The built-in elementwise ops made here carry their kernel under the
+// symbol KERNEL, and `EagerOps.apply` calls it directly when no check can fail: no attributes, a
+// unary op's one input, or a binary op's two inputs of one dtype whose shapes broadcast. What it
+// returns is what the op's forward would have returned, the same call of the same kernel.
+
+/** The kernel of a built-in elementwise op (Note [eager fast path]). */
+export const KERNEL: unique symbol = Symbol('kernel');
+
+/** What a built-in elementwise op carries under KERNEL. */
+export type ElementwiseKernel = { unary: UnaryKind } | { binary: BinaryKind };
+
 /** An elementwise op of one input computed by a unary kernel. */
 export function unaryOp<A extends Attrs = Attrs>(spec: {
   name: string;
@@ -59,6 +73,8 @@ export function unaryOp<A extends Attrs = Attrs>(spec: {
     infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
     forward: ([x], attrs) => kernels().unary(spec.kind, x!, spec.param?.(attrs)),
     flops: (_, out) => numel(out.shape) * (spec.flopsPerElement ?? 1),
+    // Only an op without attributes: its kernel then takes no parameter.
+    ...(spec.attrs === undefined && spec.param === undefined ? { [KERNEL]: { unary: spec.kind } } : {}),
   };
 }
 
@@ -71,9 +87,10 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     attrs: {},
     ...(spec.vjp ? { vjp: spec.vjp } : {}),
     infer: (inputs) => {
-      const [a, b] = [inputs[0]!.shape, inputs[1]!.shape];
-      // The common case, equal shapes, needs no broadcasting and no new shape array.
-      const shape = shapesEqual(a, b) ? a : tryBroadcastShapes(a, b);
+      const a = inputs[0]!.shape;
+      const b = inputs[1]!.shape;
+      // The common cases, equal shapes or a scalar operand, make no new shape array.
+      const shape = broadcastShapeOf(a, b);
       if (shape === null) {
         throw new ShapeError(
           `${spec.name}: input 1 has shape ${fmtShape(b)}, which does not broadcast with input 0 of shape ${fmtShape(a)} ` +
@@ -85,6 +102,7 @@ export function binaryOp(spec: { name: string; kind: BinaryKind; saves: Saves; v
     },
     forward: ([a, b]) => kernels().binary(spec.kind, a!, b!),
     flops: (_, out) => numel(out.shape),
+    ...{ [KERNEL]: { binary: spec.kind } },
   };
 }
 

@@ -9,6 +9,7 @@ import {
 } from './kernels.ts';
 import { matmul } from './matmul.ts';
 import {
+  broadcastShapeOf,
   type RowLayout,
   type RowOperand,
   rowLayout,
@@ -136,7 +137,7 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   if (a.dtype !== b.dtype) {
     throw new ShapeError(`kernels.binary(${kind}): dtypes differ: ${a.dtype} and ${b.dtype}`);
   }
-  const shape = tryBroadcastShapes(a.shape, b.shape) as number[] | null;
+  const shape = broadcastShapeOf(a.shape, b.shape);
   if (shape === null) {
     throw new ShapeError(`${kind}: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} do not broadcast`, {
       op: kind,

@@ -53,6 +53,24 @@ export function tryBroadcastShapes(a: Shape, b: Shape): Dim[] | null {
 }
 
 /**
+ * `tryBroadcastShapes`, but `a` or `b` itself when it is the result (never to be mutated: shapes are
+ * shared), so the common elementwise case, equal shapes or a scalar operand, makes no array.
+ */
+export function broadcastShapeOf<S extends Shape>(a: S, b: S): S | null {
+  if (coversShape(a, b)) return a;
+  if (coversShape(b, a)) return b;
+  return tryBroadcastShapes(a, b) as Shape as S | null;
+}
+
+/** Whether `b` broadcasts to `a` unchanged: no longer, and each trailing dimension 1 or a's. */
+function coversShape(a: Shape, b: Shape): boolean {
+  if (b.length > a.length) return false;
+  const lead = a.length - b.length;
+  for (let i = 0; i < b.length; i++) if (b[i] !== 1 && b[i] !== a[lead + i]) return false;
+  return true;
+}
+
+/**
  * The shape two shapes broadcast to (NumPy's rules; a symbolic dimension matches itself or 1); a
  * ShapeError naming `where.op` if they do not.
  */

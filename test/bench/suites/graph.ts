@@ -1,25 +1,38 @@
 /**
  * Build, forward and backward of generated graphs of 1e4, 1e5 and 1e6 nodes: elementwise chains over
  * f32[4] with fan-out, shared sub-expressions and skip connections, a parameter every 1000 levels,
- * ending in a scalar sum (see `chainGraph`). The target: 1e6 nodes built, evaluated and differentiated in under 2 s
- * with under 1.5 GB peak RSS, and a flat time per node.
+ * ending in a scalar sum (see `chainGraph`). The target: 1e6 nodes built, evaluated and differentiated
+ * in under 1 s with under 1.5 GB peak RSS, and a flat time per node.
  *
  * Each size runs in its own child process (this file, run directly), so peak RSS is per size and one
  * size's garbage never slows the next. Figures: `build_ms` (the builder), `forward_ms` (evaluate
  * of the loss alone), `backward_ms` (valueAndGrad minus that forward: planning and the reverse
  * sweep), `total_ms` (build + valueAndGrad, which includes its own forward), `ns_per_node` of the
  * total; `check_ms` (checkGraph, which must stay linear: `check_ns_per_node` flat over the sizes) and
- * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total.
+ * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total, timed after the
+ * engine's runs so that their garbage is not collected in them (`peak_rss_mb` is the engine's,
+ * `peak_rss_with_checks_mb` the child's at the end). `cpu_ms` is the CPU time of the total: on a
+ * shared machine it moves less with the load than the wall time does.
+ *
+ * Two cases per size. `built` is what a user of the package runs: this file and the sources it
+ * imports compiled by tsc with tsconfig.build.json (the package's build) into a temporary directory,
+ * and the child run by plain node. `tsx` is the sources as the tests and examples run them, through
+ * tsx's loader, which costs more per call (its keep-names transform wraps every closure a hot
+ * function creates in a call that defines the closure's name); it times the total only.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
 import { GraphBuilder } from '../../../src/graph/builder.ts';
 import { checkGraph } from '../../../src/graph/check.ts';
 import type { Graph, Node } from '../../../src/graph/graph.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
-import { median, round, type Suite } from '../harness.ts';
+import { type BenchContext, type BenchResult, median, round, type Suite } from '../harness.ts';
 
 const LEVEL_NODES = 7;
 const PARAM_EVERY = 1000;
@@ -61,44 +74,58 @@ interface RunTimes {
   forward: number;
   vag: number;
   loss: number;
-  /** checkGraph of the built graph, and serializeGraph then deserializeGraph (which checks it again). */
-  check: number;
-  serialize: number;
+  /** CPU time (user + system, every thread: the collector's helpers too) of build and valueAndGrad. */
+  cpu: number;
 }
 
 function runOnce(target: number): RunTimes {
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const graph = chainGraph(target);
   const t1 = performance.now();
+  const c1 = process.cpuUsage(c0);
   const params = initParams(graph, 1);
   const t2 = performance.now();
   const loss = evaluate(graph, {}, params, ['loss'])['loss']!.item();
   const t3 = performance.now();
+  const c3 = process.cpuUsage();
   const result = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} })({}, params);
   const t4 = performance.now();
+  const c4 = process.cpuUsage(c3);
   if (!Number.isFinite(result.value.item()) || result.value.item() !== loss)
     throw new Error(`graph bench: loss ${result.value.item()} vs ${loss}`);
-  checkGraph(graph);
-  const t5 = performance.now();
-  if (deserializeGraph(serializeGraph(graph)).size !== graph.size) throw new Error('graph bench: round trip');
-  const t6 = performance.now();
   return {
     nodes: graph.size,
     build: t1 - t0,
     forward: t3 - t2,
     vag: t4 - t3,
     loss,
-    check: t5 - t4,
-    serialize: t6 - t5,
+    cpu: (c1.user + c1.system + c4.user + c4.system) / 1000,
   };
+}
+
+/** checkGraph of a graph, and serializeGraph then deserializeGraph (which checks it again). */
+interface CheckTimes {
+  check: number;
+  serialize: number;
+}
+
+function checkOnce(graph: Graph): CheckTimes {
+  const t0 = performance.now();
+  checkGraph(graph);
+  const t1 = performance.now();
+  if (deserializeGraph(serializeGraph(graph)).size !== graph.size) throw new Error('graph bench: round trip');
+  return { check: t1 - t0, serialize: performance.now() - t1 };
 }
 
 /**
  * The child: warm the JIT on small graphs, then time `runs` runs of one size; prints one JSON line.
  * Peak RSS is taken after the first timed run: later runs start while the garbage of the one before
- * is still uncollected, which measures the collector's laziness rather than the engine.
+ * is still uncollected, which measures the collector's laziness rather than the engine. `full`: then
+ * `runs` checks and round trips of one graph of that size, after the engine's runs, so that neither
+ * their garbage nor their memory is counted against the engine.
  */
-function child(target: number, runs: number): void {
+function child(target: number, runs: number, full: boolean): void {
   for (let i = 0; i < 5; i++) runOnce(20_000);
   // No forced GC between runs: a full collection shrinks the young generation, and the next run
   // (at 1e4 nodes, several times) pays for growing it again.
@@ -106,7 +133,21 @@ function child(target: number, runs: number): void {
   const rss = process.resourceUsage().maxRSS / 1024;
   for (let i = 1; i < runs; i++) samples.push(runOnce(target));
   const rssAll = process.resourceUsage().maxRSS / 1024;
-  process.stdout.write(`${JSON.stringify({ samples, peak_rss_mb: rss, peak_rss_all_runs_mb: rssAll })}\n`);
+  const checks: CheckTimes[] = [];
+  if (full) {
+    for (let i = 0; i < 3; i++) checkOnce(chainGraph(20_000));
+    const graph = chainGraph(target);
+    for (let i = 0; i < runs; i++) checks.push(checkOnce(graph));
+  }
+  const rssChecks = process.resourceUsage().maxRSS / 1024;
+  const result: ChildResult = {
+    samples,
+    checks,
+    peak_rss_mb: rss,
+    peak_rss_all_runs_mb: rssAll,
+    peak_rss_with_checks_mb: rssChecks,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 const SIZES: readonly (readonly [number, number])[] = [
@@ -117,61 +158,116 @@ const SIZES: readonly (readonly [number, number])[] = [
 
 interface ChildResult {
   samples: RunTimes[];
+  checks: CheckTimes[];
   peak_rss_mb: number;
   peak_rss_all_runs_mb: number;
+  /** After the checks and round trips too. */
+  peak_rss_with_checks_mb: number;
 }
 
-function spawnChild(target: number, runs: number): Promise<ChildResult> {
+const execFileAsync = promisify(execFile);
+
+/** How a child runs: the compiled file under plain node, or this file under this process's tsx. */
+type Mode = { kind: 'built'; file: string } | { kind: 'tsx' };
+
+async function spawnChild(mode: Mode, target: number, runs: number): Promise<ChildResult> {
+  const args =
+    mode.kind === 'built'
+      ? [mode.file, String(target), String(runs), 'full']
+      : [...process.execArgv, fileURLToPath(import.meta.url), String(target), String(runs), 'total'];
+  try {
+    const { stdout } = await execFileAsync(process.execPath, args, { maxBuffer: 1 << 24 });
+    return JSON.parse(stdout.trim().split('\n').pop()!);
+  } catch (error) {
+    const { stderr, message } = error as { stderr?: string; message: string };
+    throw new Error(`graph bench child (${mode.kind}, ${target} nodes) failed: ${stderr || message}`);
+  }
+}
+
+/**
+ * Compiles this file, and with it every source it imports, as `npm run build` compiles the package
+ * (tsconfig.build.json; no declarations, no type check) into a temporary directory `dir`; returns the
+ * compiled file. The output resolves its dependencies through a link to this checkout's node_modules.
+ */
+async function buildChild(dir: string): Promise<string> {
+  const root = fileURLToPath(new URL('../../../', import.meta.url));
+  const out = join(dir, 'out');
+  const tsconfig = join(dir, 'tsconfig.json');
+  const compilerOptions = {
+    outDir: out,
+    rootDir: root,
+    declaration: false,
+    noCheck: true,
+    typeRoots: [join(root, 'node_modules', '@types')],
+  };
   const self = fileURLToPath(import.meta.url);
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [...process.execArgv, self, String(target), String(runs)],
-      { maxBuffer: 1 << 24 },
-      (error, stdout, stderr) => {
-        if (error)
-          reject(new Error(`graph bench child (${target} nodes) failed: ${stderr || error.message}`));
-        else resolve(JSON.parse(stdout.trim().split('\n').pop()!));
-      },
-    );
-  });
+  writeFileSync(
+    tsconfig,
+    JSON.stringify({ extends: join(root, 'tsconfig.build.json'), compilerOptions, files: [self] }),
+  );
+  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  await execFileAsync(process.execPath, [tsc, '-p', tsconfig]);
+  writeFileSync(join(out, 'package.json'), '{"type":"module"}\n');
+  symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'), 'dir');
+  return join(out, 'test', 'bench', 'suites', 'graph.js');
+}
+
+/** One result line: the medians of a child's samples (the checks and round trip when it timed them). */
+function report(ctx: BenchContext, name: string, child: ChildResult, full: boolean): BenchResult {
+  const { samples } = child;
+  const total = samples.map((s) => s.build + s.vag);
+  const med = (f: (s: RunTimes) => number) => round(median(samples.map(f)));
+  const nodes = samples[0]!.nodes;
+  const check = round(median(child.checks.map((c) => c.check)));
+  const checks = {
+    check_ms: check,
+    serialize_roundtrip_ms: round(median(child.checks.map((c) => c.serialize))),
+    check_ns_per_node: round((check * 1e6) / nodes, 1),
+    peak_rss_with_checks_mb: round(child.peak_rss_with_checks_mb, 1),
+  };
+  return {
+    suite: ctx.suite,
+    case: name,
+    median_ms: round(median(total)),
+    min_ms: round(Math.min(...total)),
+    max_ms: round(Math.max(...total)),
+    runs: samples.length,
+    nodes,
+    build_ms: med((s) => s.build),
+    forward_ms: med((s) => s.forward),
+    backward_ms: med((s) => s.vag - s.forward),
+    total_ms: round(median(total)),
+    ns_per_node: round((median(total) * 1e6) / nodes, 1),
+    cpu_ms: med((s) => s.cpu),
+    peak_rss_mb: round(child.peak_rss_mb, 1),
+    peak_rss_all_runs_mb: round(child.peak_rss_all_runs_mb, 1),
+    ...(full ? checks : {}),
+  };
 }
 
 export const graphSuite: Suite = {
   name: 'graph',
   description:
-    'build + forward + backward of 1e4/1e5/1e6-node elementwise graphs (f32[4]), per child process',
+    'build + forward + backward of 1e4/1e5/1e6-node elementwise graphs (f32[4]), per child process, built and under tsx',
   flags: { small: 'only 1e4 and 1e5 nodes' },
   async run(ctx) {
     const sizes = ctx.flags.has('small') ? SIZES.slice(0, 2) : SIZES;
-    for (const [target, runs] of sizes) {
-      const { samples, peak_rss_mb, peak_rss_all_runs_mb } = await spawnChild(target, runs);
-      const total = samples.map((s) => s.build + s.vag);
-      const med = (f: (s: RunTimes) => number) => round(median(samples.map(f)));
-      const nodes = samples[0]!.nodes;
-      ctx.report({
-        suite: ctx.suite,
-        case: `chain ${target.toExponential(0)}`,
-        median_ms: round(median(total)),
-        min_ms: round(Math.min(...total)),
-        max_ms: round(Math.max(...total)),
-        runs: samples.length,
-        nodes,
-        build_ms: med((s) => s.build),
-        forward_ms: med((s) => s.forward),
-        backward_ms: med((s) => s.vag - s.forward),
-        total_ms: round(median(total)),
-        ns_per_node: round((median(total) * 1e6) / nodes, 1),
-        check_ms: med((s) => s.check),
-        serialize_roundtrip_ms: med((s) => s.serialize),
-        check_ns_per_node: round((med((s) => s.check) * 1e6) / nodes, 1),
-        peak_rss_mb: round(peak_rss_mb, 1),
-        peak_rss_all_runs_mb: round(peak_rss_all_runs_mb, 1),
-      });
+    const dir = mkdtempSync(join(tmpdir(), 'backflow-bench-graph-'));
+    try {
+      const modes: Mode[] = [{ kind: 'built', file: await buildChild(dir) }, { kind: 'tsx' }];
+      for (const [target, runs] of sizes) {
+        for (const mode of modes) {
+          const child = await spawnChild(mode, target, runs);
+          const name = `chain ${target.toExponential(0)} ${mode.kind}`;
+          ctx.report(report(ctx, name, child, mode.kind === 'built'));
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   },
 };
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  child(Number(process.argv[2]), Number(process.argv[3]));
+  child(Number(process.argv[2]), Number(process.argv[3]), process.argv[4] !== 'total');
 }
