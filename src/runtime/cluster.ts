@@ -93,7 +93,10 @@ export interface Cluster {
   setAnomalyMode(on: boolean): Promise<void>;
   /** Turns tracing on or off in every host. */
   setTracing(on: boolean): Promise<void>;
-  /** Every host's record since the last take (wall-clock times). */
+  /**
+   * Every host's record since the last take (wall-clock times), and the coordinator's step marks
+   * (worker COORDINATOR, Note [step marks]) where the cluster records them.
+   */
   takeTrace(): Promise<WorkerTrace[]>;
   close(): Promise<void>;
 }

@@ -111,6 +111,7 @@ export class HostShell {
   /** An envelope from a link: checked, dropped if of an older generation, each message taken in order. */
   receive(link: Link, raw: unknown): void {
     let m: HostInput<Tensor> | undefined;
+    const time = this.recorder.enabled ? this.recorder.now() : 0;
     this.inside('receive', () => {
       try {
         const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, this.limits);
@@ -124,6 +125,18 @@ export class HostShell {
         this.fail(refused(link.edgeIn, m === undefined ? 'an envelope' : describe(m), err, this.step));
       }
     });
+    this.recorder.mark({ what: 'receive', step: this.step, peer: link.peer }, time);
+  }
+
+  /** Runs a link's post, marked in the trace when it records (Note [step marks]). */
+  post(peer: number, post: () => void): void {
+    if (!this.recorder.enabled) {
+      post();
+      return;
+    }
+    const time = this.recorder.now();
+    post();
+    this.recorder.mark({ what: 'post', step: this.step, peer }, time);
   }
 
   /** One message, without an envelope (the in-process cluster), from another host or the COORDINATOR. */
@@ -167,13 +180,18 @@ export class HostShell {
   private deliver(m: HostInput<Tensor>, from: number): void {
     if (this.halted) return;
     if (m.kind === 'start') {
+      const time = this.recorder.enabled ? this.recorder.now() : 0;
       this.step = m.step;
       // Queued tensors leave before the last step's storages are recycled (Note [step arena]).
       this.out.flush();
       this.perform(this.host.startStep(m));
       this.pressureAt = this.host.memoryLimit;
-    } else if (m.kind === 'update') this.update(m);
-    else if (m.kind === 'credit') this.host.credit(from, m);
+      this.recorder.mark({ what: 'start', step: m.step }, time);
+    } else if (m.kind === 'update') {
+      const time = this.recorder.enabled ? this.recorder.now() : 0;
+      this.update(m);
+      this.recorder.mark({ what: 'update', step: m.step }, time);
+    } else if (m.kind === 'credit') this.host.credit(from, m);
     else {
       if (from !== COORDINATOR && m.kind !== 'feed')
         this.recorder.received(from, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
@@ -219,8 +237,14 @@ export class HostShell {
         } catch (err) {
           this.fail(err);
         }
-      } else if (e.kind === 'report') this.out.report(e.report);
-      else if (e.kind === 'credit') {
+      } else if (e.kind === 'report') {
+        const r = e.report;
+        if (this.recorder.enabled) {
+          const node = 'node' in r ? { node: r.node } : {};
+          this.recorder.mark({ what: 'report', step: r.step, report: r.kind, ...node }, this.recorder.now());
+        }
+        this.out.report(r);
+      } else if (e.kind === 'credit') {
         try {
           this.out.send(e.worker, e.credit);
         } catch (err) {

@@ -37,6 +37,9 @@ class ShellLinks implements Outbox {
     this.coordinator = new Link(wires.coordinator, worker, COORDINATOR, gen, receive, fail);
     for (const [peer, wire] of wires.peers)
       this.peers.set(peer, new Link(wire, worker, peer, gen, receive, fail));
+    // Note [step marks]: a trace times the posts.
+    for (const link of [this.coordinator, ...this.peers.values()])
+      link.aroundPost = (post) => shell().post(link.peer, post);
   }
 
   send(worker: number, message: Message | Credit): void {
