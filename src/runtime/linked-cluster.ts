@@ -194,9 +194,9 @@ export class LinkedCluster implements Cluster {
     }));
   }
 
-  async reset(): Promise<void> {
+  reset(): Promise<number[]> {
     const gen = ++this.gen;
-    await this.all('reset', () => [gen]);
+    return this.all('reset', () => [gen]);
   }
 
   stop(worker: number, death: WorkerError): Promise<void> {

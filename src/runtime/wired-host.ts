@@ -154,9 +154,11 @@ function hostControl(shell: HostShell, links: ShellLinks, pool: StoragePool | nu
     },
     reset(next) {
       // A newer generation may already have arrived with data (its start resets the host itself).
-      if (next <= shell.gen) return;
-      shell.gen = next;
-      withPool(() => host.reset());
+      if (next > shell.gen) {
+        shell.gen = next;
+        withPool(() => host.reset());
+      }
+      return host.lastUpdate;
     },
     setFailpoints: (failpoints) => host.setFailpoints(failpoints),
     setSchedule: (actions) => host.setSchedule(actions),

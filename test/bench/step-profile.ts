@@ -1,5 +1,5 @@
 /**
- * `npx tsx test/bench/step-profile.ts [--steps N] [--warmup N] [--only <name>]`
+ * `npx tsx test/bench/step-profile.ts [--steps N] [--warmup N] [--only <name>] [--updates local|coordinator]`
  *
  * Where a training step of the `train` suite's MNIST MLP (784-256-128-10, batch 128) goes, on 1
  * worker and on 2 workers data-parallel, with SGD and with Adam on the workers, sharded and
@@ -184,19 +184,19 @@ function startChain(parts: Map<number, Part>, w: number, step: number, begun: St
   const part = parts.get(w)!;
   rev.push([`w${w}: start taken (end)`, begun.end]);
   rev.push([`w${w}: start taken`, begun.time]);
-  const upd = part.marks.find((m) => m.what === 'update' && m.step === step - 1);
-  let before = begun.time;
-  if (upd !== undefined && upd.end <= begun.time + 1e-9) {
-    rev.push([`w${w}: last update applied`, upd.end]);
-    rev.push([`w${w}: last update taken`, upd.time]);
-    before = upd.time;
-  }
+  // The coordinator's envelope that carried the start; the last update is on the path when the host
+  // applied it as it took that envelope (the coordinator's update), not before (its own decision).
   const recv = lastAtMost(
     part.marks.filter((m) => m.what === 'receive' && m.peer === COORDINATOR),
     (m) => m.time,
-    before,
+    begun.time,
   );
   if (recv === undefined) return;
+  const upd = part.marks.find((m) => m.what === 'update' && m.step === step - 1);
+  if (upd !== undefined && upd.time >= recv.time && upd.end <= begun.time + 1e-9) {
+    rev.push([`w${w}: last update applied`, upd.end]);
+    rev.push([`w${w}: last update taken`, upd.time]);
+  }
   rev.push([`w${w}: takes the coordinator's envelope`, recv.time]);
   const c = parts.get(COORDINATOR)!;
   const sent = lastAtMost(
@@ -328,6 +328,7 @@ async function profile(
     params: initParams(graph, 1),
     optimizer: config.optimizer,
     ...(config.paramPlacement !== undefined ? { paramPlacement: config.paramPlacement } : {}),
+    ...(updates !== undefined ? { updates } : {}),
   });
   try {
     const cluster = threadsClusterOf(runtime.plan)!;
@@ -338,16 +339,25 @@ async function profile(
     }
     await cluster.setTracing(true);
     const wall: number[] = [];
+    const stepMs = new Map<number, number>();
     const first = i + 1;
     for (let k = 0; k < steps; k++, i++) {
       const t = performance.now();
-      {
-        const b = batches[i % batches.length]!;
-        await runtime.step({ x: b.x, y: b.y });
-      }
+      const b = batches[i % batches.length]!;
+      const result = await runtime.step({ x: b.x, y: b.y });
       wall.push(performance.now() - t);
+      stepMs.set(i + 1, result.timings.stepMs);
     }
     const traces = await cluster.takeTrace();
+    // Where the hosts decide their updates (Note [local update]) the coordinator sends none: its
+    // "every report is in" is then the step's start and its stepMs (measured from just before).
+    const c = traces.find((t) => t.worker === COORDINATOR)!;
+    for (const [s, ms] of stepMs) {
+      if (c.marks.some((m) => m.what === 'update' && m.step === s)) continue;
+      const start = c.marks.find((m) => m.what === 'start' && m.step === s);
+      if (start !== undefined)
+        c.marks.push({ ...start, what: 'update', time: start.time + ms, end: start.time + ms });
+    }
     await cluster.setTracing(false);
     // The first traced step has no traced update before it; the last no next start.
     const numbers = Array.from({ length: steps - 2 }, (_, k) => first + 1 + k);
@@ -363,6 +373,10 @@ const flag = (name: string, fallback: number) => {
   return i < 0 ? fallback : Number(argv[i + 1]);
 };
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : undefined;
+// Who decides each step's update where the hosts could (Note [local update]): the runtime's default, or --updates.
+const updates = argv.includes('--updates')
+  ? (argv[argv.indexOf('--updates') + 1] as 'local' | 'coordinator')
+  : undefined;
 const batches = mnistBatches(16);
 for (const config of CONFIGS) {
   if (only !== undefined && !config.name.includes(only)) continue;
