@@ -7,7 +7,9 @@
  *
  * - `1-worker`: reports the loss and the gradients' sum of squares to the main thread, and applies SGD;
  * - `2-workers`: posts every gradient to the other worker (buffers transferred), sums the two in
- *   replica order when the other's arrive, reports, and applies SGD to its own copy (replicated).
+ *   replica order when the other's arrive, reports, and applies SGD to its own copy (replicated);
+ * - `compute-only` cases report as soon as the compute is done: what the threads' compute scales by,
+ *   with the start and the report as the only hops.
  *
  * The main thread plays the coordinator: it posts each step's start with the shard's feeds, waits for
  * every report, and starts the next step. So a step holds the compute and three thread hops (start,
@@ -43,6 +45,8 @@ interface Start {
   rows: number;
   scale: number;
   compute: boolean;
+  /** False: report at once after the compute (no exchange, no sum, no update): compute and two hops. */
+  exchange: boolean;
 }
 
 if (!isMainThread) worker();
@@ -102,6 +106,11 @@ function worker(): void {
           names.map((n, i) => [n, new Tensor('float32', [...params[n]!.shape], fixed[i]!.slice())]),
         );
       }
+      if (!s.exchange) {
+        coordinator.postMessage({ loss, sumsq: 0 });
+        mine = null;
+        return;
+      }
       if (peer !== null) {
         const copies = names.map((n) => (mine![n]!.data as Float32Array).slice().buffer);
         peer.postMessage(copies, copies);
@@ -142,7 +151,7 @@ class Raw {
   }
 
   /** One step on `x` (rows x 784) and `y`: resolves when every worker has reported. */
-  step(step: number, x: Float32Array, y: Float32Array, compute: boolean): Promise<void> {
+  step(step: number, x: Float32Array, y: Float32Array, compute: boolean, exchange: boolean): Promise<void> {
     const n = this.workers.length;
     const rows = y.length / n;
     return new Promise((resolve) => {
@@ -153,10 +162,10 @@ class Raw {
         });
         const xs = x.slice(i * rows * 784, (i + 1) * rows * 784);
         const ys = y.slice(i * rows, (i + 1) * rows);
-        port.postMessage({ step, x: xs.buffer, y: ys.buffer, rows, scale: 1 / n, compute } satisfies Start, [
-          xs.buffer,
-          ys.buffer,
-        ]);
+        port.postMessage(
+          { step, x: xs.buffer, y: ys.buffer, rows, scale: 1 / n, compute, exchange } satisfies Start,
+          [xs.buffer, ys.buffer],
+        );
       });
     });
   }
@@ -180,22 +189,24 @@ if (isMainThread) {
   const one = await Raw.start(1);
   const two = await Raw.start(2);
   try {
-    const cases: [string, Raw, boolean][] = [
-      ['1-worker', one, true],
-      ['2-workers', two, true],
-      ['1-worker exchange-only', one, false],
-      ['2-workers exchange-only', two, false],
+    const cases: [string, Raw, boolean, boolean][] = [
+      ['1-worker', one, true, true],
+      ['2-workers', two, true, true],
+      ['1-worker compute-only', one, true, false],
+      ['2-workers compute-only', two, true, false],
+      ['1-worker exchange-only', one, false, true],
+      ['2-workers exchange-only', two, false, true],
     ];
     const samples = new Map(cases.map(([name]) => [name, [] as number[]]));
     const perRound = new Map(cases.map(([name]) => [name, [] as number[]]));
     let k = 0;
     for (let round = 0; round <= rounds; round++) {
-      for (const [name, raw, compute] of cases) {
+      for (const [name, raw, compute, exchange] of cases) {
         const times: number[] = [];
         for (let i = 0; i < steps; i++, k++) {
           const b = batches[k % batches.length]!;
           const t = performance.now();
-          await raw.step(k, b.x.data as Float32Array, b.y.data as Float32Array, compute);
+          await raw.step(k, b.x.data as Float32Array, b.y.data as Float32Array, compute, exchange);
           times.push(performance.now() - t);
         }
         // Round 0 warms up.
@@ -208,7 +219,8 @@ if (isMainThread) {
       console.log(`${name.padEnd(24)} ${median(samples.get(name)!).toFixed(3)} ms per step`);
     const ratio = (a: string, b: string) =>
       median(perRound.get(a)!.map((x, i) => x / perRound.get(b)![i]!)).toFixed(2);
-    console.log(`2 workers vs 1 (compute): ${ratio('1-worker', '2-workers')}x`);
+    console.log(`2 workers vs 1, the whole step: ${ratio('1-worker', '2-workers')}x`);
+    console.log(`2 workers vs 1, compute only: ${ratio('1-worker compute-only', '2-workers compute-only')}x`);
   } finally {
     await Promise.all([one.close(), two.close()]);
   }

@@ -142,16 +142,14 @@ function walkBack(parts: Map<number, Part>, w: number, t: number, step: number, 
   rev.push([`w${w}: last task before (${lastTask.phase}) ends`, lastTask.end]);
   const forwards = stepSpans.filter((s) => s.phase === 'F');
   const lastF = forwards.at(-1);
-  const firstF = forwards[0];
   if (lastF !== undefined && lastF !== lastTask) rev.push([`w${w}: last forward ends`, lastF.end]);
-  if (firstF === undefined) return;
-  rev.push([`w${w}: first forward begins`, firstF.start]);
-  // What the first forward waited for: a parameter from a peer (the envelope that carried the last
-  // one taken before it), or the start.
+  if (lastF === undefined) return;
+  // What the forwards waited for: a parameter from a peer (the envelope that carried the last one
+  // taken before the last forward), or the start. The input nodes' forwards run at the start either way.
   const param = lastAtMost(
     part.received.filter((r) => r.kind === 'param' && r.time >= begun.time),
     (r) => r.time,
-    firstF.start,
+    lastF.start,
   );
   const paramIn =
     param === undefined
@@ -159,6 +157,12 @@ function walkBack(parts: Map<number, Part>, w: number, t: number, step: number, 
       : part.marks.find(
           (m) => m.what === 'receive' && m.peer === param.peer && m.time <= param.time && m.end >= param.time,
         );
+  const gate = paramIn !== undefined && paramIn.end >= begun.end ? paramIn.end : begun.end;
+  const firstF = forwards.find((f) => f.start >= gate - 1e-9) ?? forwards[0]!;
+  rev.push([
+    `w${w}: first forward ${paramIn !== undefined ? 'after the parameter ' : ''}begins`,
+    firstF.start,
+  ]);
   if (paramIn !== undefined && paramIn.end >= begun.end) {
     const p = paramIn.peer!;
     rev.push([`w${w}: took w${p}'s envelope (param) ends`, paramIn.end]);
@@ -250,9 +254,15 @@ function report(config: Config, traces: WorkerTrace[], steps: readonly number[],
     console.log(
       `-- critical path ${i === 0 ? '(most common)' : '(next)'}: ${list.length} of ${cycles.length} steps, median total ${total.toFixed(3)} ms`,
     );
+    // Medians do not add up when stalls (a collection, a descheduled thread) hit a different segment
+    // in each step; means do, so both are printed.
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    console.log(
+      `   median     mean  segment (mean total ${fmt(mean(list.map((g) => g.reduce((a, [, d]) => a + d, 0))))})`,
+    );
     for (let s = 0; s < list[0]!.length; s++) {
-      const d = median(list.map((segs) => segs[s]![1]));
-      console.log(`  ${fmt(d)}  ${list[0]![s]![0]}`);
+      const ds = list.map((segs) => segs[s]![1]);
+      console.log(`  ${fmt(median(ds))}  ${fmt(mean(ds))}  ${list[0]![s]![0]}`);
     }
   }
   timeline(parts, steps);
