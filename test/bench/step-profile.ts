@@ -177,10 +177,36 @@ function walkBack(parts: Map<number, Part>, w: number, t: number, step: number, 
     rev.push([`w${p}: post to w${w} begins`, sent.time]);
     const pBegun = parts.get(p)!.marks.find((m) => m.what === 'start' && m.step === step);
     if (pBegun === undefined) return;
-    startChain(parts, p, step, pBegun, rev);
+    // Sent before the owner's start: with its last update (Note [parameters sent with the update]).
+    if (pBegun.time > sent.time) updateChain(parts, p, step, rev);
+    else startChain(parts, p, step, pBegun, rev);
     return;
   }
   startChain(parts, w, step, begun, rev);
+}
+
+/** Worker `w`'s last update, which sent the step's parameter values, and the coordinator's post that carried it. */
+function updateChain(parts: Map<number, Part>, w: number, step: number, rev: Point[]): void {
+  const part = parts.get(w)!;
+  const upd = part.marks.find((m) => m.what === 'update' && m.step === step - 1);
+  if (upd === undefined) return;
+  rev.push([`w${w}: last update applied, parameters sent`, upd.end]);
+  rev.push([`w${w}: last update taken`, upd.time]);
+  const recv = lastAtMost(
+    part.marks.filter((m) => m.what === 'receive' && m.peer === COORDINATOR),
+    (m) => m.time,
+    upd.time,
+  );
+  if (recv === undefined) return;
+  rev.push([`w${w}: takes the coordinator's envelope (update)`, recv.time]);
+  const sent = lastAtMost(
+    parts.get(COORDINATOR)!.marks.filter((m) => m.what === 'post' && m.peer === w),
+    (m) => m.time,
+    recv.time,
+  );
+  if (sent === undefined) return;
+  rev.push([`coord: post to w${w} (end)`, sent.end]);
+  rev.push([`coord: post to w${w} begins`, sent.time]);
 }
 
 /** Worker `w`'s start of the step, the last update before it, and the coordinator's post that carried them. */
