@@ -81,8 +81,8 @@ export interface RuntimeOptions extends CompileOptions {
   /**
    * Who decides a step's update when every worker holds a copy of every parameter that gets a
    * gradient (replicated parameters with one worker per replica, or one worker) and no input is in
-   * `wrt`: 'local', each host, as soon as it has every gradient and every loss, so the update
-   * overlaps the reports' way to the coordinator (Note [local update]); 'coordinator' (default), the
+   * `wrt`: 'local' (default), each host, as soon as it has every gradient and every loss, so the
+   * update overlaps the reports' way to the coordinator (Note [local update]); 'coordinator', the
    * coordinator, once every report is in (Note [deferred update]), as for every other plan.
    */
   updates?: 'local' | 'coordinator';

@@ -97,7 +97,8 @@ export function stepRules(
 ): StepRules {
   const disconnected = new Set(plan.grad.disconnected);
   return {
-    localUpdates: options.optimizer !== undefined && options.updates === 'local' && decidesLocally(plan),
+    localUpdates:
+      options.optimizer !== undefined && options.updates !== 'coordinator' && decidesLocally(plan),
     plan,
     microbatches: options.microbatches ?? 1,
     fedInputs: plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0),

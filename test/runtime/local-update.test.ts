@@ -33,7 +33,7 @@ describe('which plans decide their updates on the hosts', () => {
     expect(rules({ workers: 4, replicas: 2, paramPlacement: 'replicated' })).toBe(false);
     expect(rules({ workers: 1, wrt: ['w1', 'b1', 'w2', 'b2', 'w3', 'b3', 'x'] })).toBe(false);
     expect(rules({ workers: 1 }, { updates: 'coordinator' })).toBe(false);
-    expect(rules({ workers: 1 }, { updates: undefined })).toBe(false);
+    expect(rules({ workers: 1 }, { updates: undefined })).toBe(true);
     expect(rules({ workers: 1 }, { optimizer: undefined })).toBe(false);
   });
 });
