@@ -194,7 +194,7 @@ export {
 export { type StepCosts, stepCosts } from './trace/calibrate.ts';
 export { toChromeTrace } from './trace/chrome.ts';
 export { timelineSvg } from './trace/svg.ts';
-export type { Flow, Span, Trace } from './trace/trace.ts';
+export type { Flow, Span, StepMark, StepMarkKind, Trace } from './trace/trace.ts';
 export { type Counter, coalesce, type SpanPhase, traceStats } from './trace/trace.ts';
 export {
   type CurvePoint,

@@ -84,7 +84,9 @@ export function beforeTask<T>(fp: Failpoint, task: Task<T>, effects: HostEffect<
 
 /** After the task ran: a dropped task's messages are lost (its reports still go out); a duplicating one sends twice. */
 export function afterTask<T>(fp: Failpoint, effects: HostEffect<T>[]): HostEffect<T>[] {
-  if (fp.action === 'drop') return effects.filter((e) => e.kind !== 'send');
-  if (fp.action === 'dup') for (const e of effects.filter((x) => x.kind === 'send')) effects.push(e);
+  // A shard's loss for another host (Note [local update]) is a message too.
+  const message = (e: HostEffect<T>) => e.kind === 'send' || e.kind === 'loss';
+  if (fp.action === 'drop') return effects.filter((e) => !message(e));
+  if (fp.action === 'dup') for (const e of effects.filter(message)) effects.push(e);
   return effects;
 }

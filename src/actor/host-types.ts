@@ -6,7 +6,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FailpointAction } from './failpoint.ts';
 import type { ShardTables } from './kept-source.ts';
-import type { Credit, DataMessage, Report } from './messages.ts';
+import type { Credit, DataMessage, LossReport, Report } from './messages.ts';
 import type { NodeActor } from './node-actor.ts';
 import type { TaskPhase } from './task-queue.ts';
 
@@ -18,6 +18,8 @@ export type HostEffect<T = Tensor> =
   | { readonly kind: 'report'; readonly report: Report<T> }
   /** Flow control: the activations of a stage were consumed here (Note [activation credits]). */
   | { readonly kind: 'credit'; readonly worker: number; readonly credit: Credit }
+  /** A shard's loss, for another host that applies the update itself (Note [local update]). */
+  | { readonly kind: 'loss'; readonly worker: number; readonly loss: LossReport }
   | { readonly kind: 'failpoint'; readonly action: FailpointAction; readonly task: TaskInfo };
 
 export interface TaskInfo {

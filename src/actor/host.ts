@@ -11,7 +11,7 @@ import { HostBudget } from './host-budget.ts';
 import { type HostPhase, transition } from './host-phase.ts';
 import type { HostEffect, HostOptions, HostStats, Message, TaskInfo, WaitingEntry } from './host-types.ts';
 import { ShardTables } from './kept-source.ts';
-import type { Credit, StepStart, StepUpdate } from './messages.ts';
+import type { Credit, LossReport, StepStart, StepUpdate } from './messages.ts';
 import { Outbox } from './outbox.ts';
 import { ParamSide } from './param-side.ts';
 import { Router } from './router.ts';
@@ -63,8 +63,12 @@ export class Host<T = Tensor> {
   private pendingUpdate: StepUpdate | null = null;
   private pendingStart: StepStart | null = null;
   private step = -1;
+  /** The step of the last update this host applied (-1: none yet). */
+  lastUpdate = -1;
+  /** The step whose parameter values this host sent as its last update ran (Note [parameters sent with the update]). */
+  private paramsSent = -1;
   /** Messages for a later step, delivered when it starts. */
-  private early: Message<T>[] = [];
+  private early: (Message<T> | LossReport)[] = [];
   private failpoints: Failpoint[] = [];
 
   constructor(
@@ -163,13 +167,18 @@ export class Host<T = Tensor> {
     if (action === 'park') {
       this.phase = phase;
       this.pendingStart = start;
-      return [];
+      // A local decision whose inputs are all here runs first (it runs the start after it).
+      return this.decisionReady() ? this.decide() : [];
     }
+    // Note [parameters sent with the update]: the other hosts have this step's values already.
+    const sent = this.paramsSent === start.step;
     this.reset();
     this.phase = phase;
     this.step = start.step;
     // Note [inference steps]: forward only, in dataflow order, no gradient expected.
     const training = start.outputs === undefined;
+    this.params.begin(training ? start : null);
+    if (this.params.decidesUpdate) this.phase = 'running-local';
     this.router.start(start.microbatches, training);
     this.tasks.start(start);
     this.flow.start(start.microbatches, (id, replica) => this.tasks.bytesOf(id, replica, 0));
@@ -180,7 +189,7 @@ export class Host<T = Tensor> {
     this.recycle(true);
     for (const param of this.params.all()) {
       if (training) this.params.start(param, start, effects);
-      this.router.handOut(param, this.step, effects);
+      this.router.handOut(param, this.step, effects, !sent);
     }
     this.router.readyAtStart();
     const early = this.early;
@@ -225,19 +234,61 @@ export class Host<T = Tensor> {
     if (action === 'run') effects.push(...this.update(u));
   }
 
-  /** Runs an update (the phase is 'updated' now), then the step start that waited behind it. */
-  private update(u: StepUpdate): HostEffect<T>[] {
+  /**
+   * Whether this host decides the step's update itself and every gradient and loss it needs is in
+   * (Note [local update]): the shell then sends what is queued and calls `decide`.
+   */
+  decisionReady(): boolean {
+    return (
+      (this.phase === 'running-local' || this.phase === 'update-pending-start') && this.params.decisionReady()
+    );
+  }
+
+  /**
+   * Decides the step's update here (Note [local update]): applies and acknowledges it when the step is
+   * finite, else drops its gradients; then runs the start that waited behind it. A failure is reported
+   * as the update's (phase 'update').
+   */
+  decide(): HostEffect<T>[] {
+    const { phase, action } = transition(this.phase, 'decide');
+    this.phase = phase;
+    if (action !== 'run') return [];
+    return this.update(null);
+  }
+
+  // Note [parameters sent with the update]
+  // A parameter placed once (sharded, replica-0) is handed to the other replicas' hosts each step,
+  // and a host that reads it cannot start its forward before the value arrives: on the MNIST MLP the
+  // owner of the first weight (85% of the parameters) copied and sent it as it took the next start,
+  // and the other host's forward waited for that hop. The value a step reads is the one its update
+  // left, so the owner sends it, tagged with the next step, as soon as the update has run; the update
+  // travels ahead of the next start (Note [deferred update]), so the copy and the hop overlap the
+  // coordinator's way from the update to the next start. The receiver keeps it as a message of a
+  // later step until that start. Steps are numbered in the order the coordinator starts them, so the
+  // next start is the next step, or a later one when a step failed before it started: then the
+  // value, a message of an earlier step, is dropped, and the owner, whose start is not the step it
+  // sent for, hands its values out as the step starts, as it does after a reset.
+
+  /** Runs an update (the phase is 'updated' now; null: this host's own decision), then the step start that waited behind it. */
+  private update(u: StepUpdate | null): HostEffect<T>[] {
     this.pendingUpdate = null;
     const effects: HostEffect<T>[] = [];
+    const step = u?.step ?? this.step;
     try {
-      this.params.update(u, this.failpoints);
-      // The step is over: its storages go back to the pool.
-      this.recycle(false);
-      effects.push({ kind: 'report', report: { kind: 'updated', step: u.step } });
+      const applied = u === null ? this.params.decide(step, this.failpoints) : true;
+      if (u !== null) this.params.update(u, this.failpoints);
+      if (applied) {
+        this.lastUpdate = step;
+        // The step is over: its storages go back to the pool.
+        this.recycle(false);
+        effects.push({ kind: 'report', report: { kind: 'updated', step } });
+        for (const param of this.params.all()) this.router.sendParam(param, step + 1, effects);
+        this.paramsSent = step + 1;
+      }
     } catch (err) {
       this.params.forget();
-      const error = toWireError(err, { worker: this.worker, step: u.step, phase: 'update' });
-      effects.push({ kind: 'report', report: { kind: 'failed', step: u.step, error } });
+      const error = toWireError(err, { worker: this.worker, step, phase: 'update' });
+      effects.push({ kind: 'report', report: { kind: 'failed', step, error } });
     }
     const start = this.pendingStart;
     this.pendingStart = null;
@@ -248,6 +299,7 @@ export class Host<T = Tensor> {
   /** Drops everything held for the current step (after a failure, or before the next step). */
   reset(): void {
     this.phase = transition(this.phase, 'reset').phase;
+    this.paramsSent = -1;
     this.pendingUpdate = null;
     this.pendingStart = null;
     this.router.reset();
@@ -283,17 +335,24 @@ export class Host<T = Tensor> {
     };
     this.params.held(live, add);
     for (const a of this.router.actors) a.held(add);
-    for (const m of this.early) add(m.tensor);
+    for (const m of this.early) if (m.kind !== 'loss') add(m.tensor);
     this.queue.values(add);
     return live;
   }
 
-  /** A message from the coordinator or another host. Returns the reports it closes (a parameter's gradient). */
-  deliver(m: Message<T>): HostEffect<T>[] {
+  /**
+   * A message from the coordinator or another host (a shard's loss from another host: Note [local
+   * update]). Returns the reports it closes (a parameter's gradient).
+   */
+  deliver(m: Message<T> | LossReport): HostEffect<T>[] {
     const effects: HostEffect<T>[] = [];
     if (m.step !== this.step) {
       if (m.step > this.step) this.early.push(m);
       else this.counters.dropped++;
+      return effects;
+    }
+    if (m.kind === 'loss') {
+      if (!this.params.lossKnown(m.replica, m.mb, m.value)) this.counters.dropped++;
       return effects;
     }
     // The step's to give back when it is over (Note [step arena]); never an early message's.
@@ -338,12 +397,29 @@ export class Host<T = Tensor> {
         this.budget.check(this.plan, task, this.tasks.outputBytes(task), this.step);
       this.counters.tasks++;
       this.tasks.run(task, this.step, effects);
+      if (this.params.decidesUpdate) this.shareLosses(effects);
       this.queue.done(task);
       return fp === undefined ? effects : afterTask(fp, effects);
     } catch (err) {
       this.phase = transition(this.phase, 'task-failed').phase;
       effects.push(taskFailure(err, task, this.worker, this.step));
       return effects;
+    }
+  }
+
+  /**
+   * Note [local update]: a loss this host's task reported counts towards its own decision, and goes
+   * to every other host, which decides too.
+   */
+  private shareLosses(effects: HostEffect<T>[]): void {
+    const n = effects.length;
+    for (let i = 0; i < n; i++) {
+      const e = effects[i]!;
+      if (e.kind !== 'report' || e.report.kind !== 'loss') continue;
+      const loss = e.report;
+      this.params.lossKnown(loss.replica, loss.mb, loss.value);
+      for (let w = 0; w < this.plan.workers; w++)
+        if (w !== this.worker) effects.push({ kind: 'loss', worker: w, loss });
     }
   }
 

@@ -78,6 +78,19 @@ export interface StepStart {
    * evaluation mode, and the actors of these nodes report their values (`output`).
    */
   readonly outputs?: readonly number[];
+  /**
+   * Present when every host applies this step's update itself (Note [local update] in
+   * src/actor/local-update.ts): the update's rate, and the norm to clip the gradients to, if any.
+   */
+  readonly update?: LocalUpdateRule;
+}
+
+/** What a host needs to apply a step's update itself (Note [local update]). */
+export interface LocalUpdateRule {
+  /** The learning rate of the step's update. */
+  readonly lr: number;
+  /** Gradients are scaled down to this global norm when above it (`clipNorm`); absent: no clipping. */
+  readonly clipNorm?: number;
 }
 
 /**
@@ -89,6 +102,9 @@ export interface StepUpdate {
   readonly lr: number;
   readonly scale: number;
 }
+
+/** A shard's loss: reported to the coordinator, and sent to every other host under Note [local update]. */
+export type LossReport = Extract<Report, { kind: 'loss' }>;
 
 /** What hosts report to the coordinator. */
 export type Report<T = Tensor> =

@@ -8,6 +8,7 @@ import { checkConcreteShape } from '../tensor/shape.ts';
 import type { ValueEngine } from './engine.ts';
 import { type Failpoint, FailpointError, updateFailpoint } from './failpoint.ts';
 import type { HostEffect, HostStats } from './host-types.ts';
+import { LocalUpdate } from './local-update.ts';
 import type { StepStart, StepUpdate } from './messages.ts';
 import type { Outbox } from './outbox.ts';
 import { ParamActor } from './param-actor.ts';
@@ -24,6 +25,8 @@ export class ParamSide<T> {
   /** The parameters held here that get a gradient (in `wrt`): what the optimizer updates. */
   private readonly trainable = new Map<number, ParamActor<T>>();
   private readonly updates: Updates<T>;
+  /** Note [local update]: the step's rule, losses and sums of squares, when this host decides its update. */
+  private readonly local = new LocalUpdate();
 
   /** `whenKept`: a gradient was kept for the update (a pending update may now run). */
   constructor(
@@ -114,12 +117,23 @@ export class ParamSide<T> {
     this.countBytes();
   }
 
+  /** Starts a training step (null: an inference step): its rule when this host decides its own update. */
+  begin(start: StepStart | null): void {
+    this.local.start(this.updates.active ? start : null, this.plan.replicas);
+  }
+
+  /** Whether this host decides the step's update itself (Note [local update]). */
+  get decidesUpdate(): boolean {
+    return this.local.rule !== null;
+  }
+
   /** Starts parameter `param`'s step: the gradient of one the loss does not depend on is zero. */
   start(param: ParamActor<T>, start: StepStart, effects: HostEffect<T>[]): void {
     param.start(start.microbatches, this.plan.replicas);
     if (param.closed && this.updates.active && this.trainable.has(param.node)) {
       // So the optimizer still steps it (as the reference does).
       this.updates.keep(param.node, this.zeros(param.node));
+      if (this.local.rule !== null) this.local.sum(param.node, 0);
       if (param.primary)
         effects.push({
           kind: 'report',
@@ -156,14 +170,41 @@ export class ParamSide<T> {
     if (this.updates.active) {
       this.updates.keep(node, total);
       this.whenKept(effects);
-      if (!param.primary) return;
+      const local = this.local.rule !== null;
+      if (!param.primary && !local) return;
       const sumsq = this.engine.sumOfSquares(total);
-      effects.push({ kind: 'report', report: { kind: 'gradNorm', step, node, sumsq } });
+      if (local) this.local.sum(node, sumsq);
+      if (param.primary) effects.push({ kind: 'report', report: { kind: 'gradNorm', step, node, sumsq } });
     } else if (param.primary)
       effects.push({
         kind: 'report',
         report: { kind: 'grad', step, node, tensor: this.out.giveAway(total) },
       });
+  }
+
+  /** A shard's loss for the step's local decision (Note [local update]); false for a duplicate. */
+  lossKnown(replica: number, mb: number, value: number): boolean {
+    return this.local.loss(replica, mb, value);
+  }
+
+  /** Whether every gradient and every loss the step's local decision needs is here (Note [local update]). */
+  decisionReady(): boolean {
+    return this.local.complete(this.trainable.size) && this.updates.ready(this.trainable);
+  }
+
+  /**
+   * Decides the step's update here and applies it when the step is finite (Note [local update]):
+   * true when it was applied, false when the step's gradients were dropped. Throws what fails.
+   */
+  decide(step: number, failpoints: readonly Failpoint[]): boolean {
+    const rule = this.local.rule!;
+    const scale = this.local.decide((id) => label(this.plan.graph.nodes[id]!));
+    if (scale === null) {
+      this.forget();
+      return false;
+    }
+    this.update({ step, lr: rule.lr, scale }, failpoints);
+    return true;
   }
 
   /** Whether every trainable parameter held here has its gradient kept for the update. */

@@ -135,16 +135,30 @@ export class Router<T> {
     }
   }
 
-  /** A parameter's value for the step, to the consumers of the replicas its copy serves (all of them for a parameter placed once). */
-  handOut(param: ParamActor<T>, step: number, effects: HostEffect<T>[]): void {
+  /**
+   * A parameter's value for the step, to the consumers of the replicas its copy serves (all of them
+   * for a parameter placed once); with `remote` false, to those on this host only (the others got it
+   * as the last update ran: Note [parameters sent with the update] in host.ts).
+   */
+  handOut(param: ParamActor<T>, step: number, effects: HostEffect<T>[], remote = true): void {
+    const { placement, consumers, replicas } = this.plan;
+    for (let r = 0; r < replicas; r++) {
+      if (placement[r]![param.node] !== this.worker) continue;
+      for (const [c, slot] of consumers[param.node]!)
+        if (placement[r]![c] === this.worker) this.receiveParam(this.actor(c, r), slot, param.value);
+    }
+    if (remote) this.sendParam(param, step, effects);
+  }
+
+  /** A parameter's value for step `step`, to every other worker that holds consumers its copy serves. */
+  sendParam(param: ParamActor<T>, step: number, effects: HostEffect<T>[]): void {
     const { placement, consumers, replicas } = this.plan;
     const remote = new Set<number>();
     for (let r = 0; r < replicas; r++) {
       if (placement[r]![param.node] !== this.worker) continue;
-      for (const [c, slot] of consumers[param.node]!) {
+      for (const [c] of consumers[param.node]!) {
         const w = placement[r]![c]!;
-        if (w === this.worker) this.receiveParam(this.actor(c, r), slot, param.value);
-        else remote.add(w);
+        if (w !== this.worker) remote.add(w);
       }
     }
     for (const w of remote) {

@@ -17,7 +17,7 @@ import { decodeFrame } from './frame.ts';
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
 const FROM_COORDINATOR = kinds('start', 'feed', 'update');
-const FROM_HOST = kinds('activation', 'param', 'gradient', 'credit');
+const FROM_HOST = kinds('activation', 'param', 'gradient', 'credit', 'loss');
 const TO_COORDINATOR = kinds(
   'loss',
   'grad',

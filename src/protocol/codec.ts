@@ -153,9 +153,20 @@ export const OBJECT_MESSAGES: {
   >;
 } = {
   start: (m, c, l) => {
-    c.record(m, ['kind', 'step', 'microbatches', 'shards'], ['trainingStep', 'outputs']);
+    c.record(m, ['kind', 'step', 'microbatches', 'shards'], ['trainingStep', 'outputs', 'update']);
     stepField(c, m.step);
     if (m.trainingStep !== undefined) c.int(m.trainingStep, 'trainingStep', 0, 2 ** 32);
+    if (m.update !== undefined) {
+      // Note [local update]: the rate and the clipping norm of the update each host applies itself.
+      const u = c.at('update').record(m.update, ['lr'], ['clipNorm']);
+      if (typeof u.lr !== 'number' || !(u.lr >= 0) || !Number.isFinite(u.lr))
+        c.fail('update.lr: a finite number >= 0', u.lr);
+      if (
+        u.clipNorm !== undefined &&
+        (typeof u.clipNorm !== 'number' || !(u.clipNorm > 0) || !Number.isFinite(u.clipNorm))
+      )
+        c.fail('update.clipNorm: a finite number > 0', u.clipNorm);
+    }
     if (m.outputs !== undefined) {
       if (!Array.isArray(m.outputs) || m.outputs.length > l.nodes)
         c.fail('outputs: an array of node ids', m.outputs);

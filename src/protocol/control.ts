@@ -66,8 +66,11 @@ export interface HostControl {
   getParams(): [number, WireTensor][];
   waiting(): WaitingEntry[];
   stats(): HostStats;
-  /** Drops the step in flight and moves to generation `gen` (older envelopes are dropped from then on). */
-  reset(gen: number): void;
+  /**
+   * Drops the step in flight and moves to generation `gen` (older envelopes are dropped from then on);
+   * returns the step of the last update the host applied (-1: none).
+   */
+  reset(gen: number): number;
   setFailpoints(failpoints: Failpoint[]): void;
   setOptimizer(spec: OptimizerSpec | null): void;
   /** Copies of the state of the owned parameters' optimizer, transferred out. */

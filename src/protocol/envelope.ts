@@ -2,7 +2,7 @@
 // travels. The codec (codec.ts) is the only place that builds or checks these values.
 import type { FailpointAction } from '../actor/failpoint.ts';
 import type { TaskInfo } from '../actor/host.ts';
-import type { Credit, DataMessage, Report, StepStart, StepUpdate } from '../actor/messages.ts';
+import type { Credit, DataMessage, LossReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { DType } from '../tensor/tensor.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
@@ -29,9 +29,9 @@ export type UpdateMessage = { readonly kind: 'update' } & StepUpdate;
 
 /**
  * What a host receives: from the coordinator (start, feed, update) or from another host (activation,
- * param, gradient, credit).
+ * param, gradient, credit, and a shard's loss under Note [local update]).
  */
-export type HostInput<T> = StartMessage | UpdateMessage | DataMessage<T> | Credit;
+export type HostInput<T> = StartMessage | UpdateMessage | DataMessage<T> | Credit | LossReport;
 
 /** A host reached a 'pause' failpoint and is about to block (tests kill the worker there). */
 export interface FailpointNotice {

@@ -31,6 +31,8 @@ export class Link {
   private readonly batch: BatchWriter;
   private scheduled = false;
   private closed = false;
+  /** Runs every post, when set: a trace times them ('post' marks, Note [step marks]). */
+  aroundPost: ((post: () => void) => void) | null = null;
 
   constructor(
     readonly wire: Wire,
@@ -81,7 +83,8 @@ export class Link {
     if (this.batch.count === 0 || this.closed) return;
     const { envelope, transfer } = this.batch.take(this.gen(), this.self);
     try {
-      this.wire.post(envelope, transfer);
+      if (this.aroundPost === null) this.wire.post(envelope, transfer);
+      else this.aroundPost(() => this.wire.post(envelope, transfer));
     } catch (err) {
       this.onError(
         new ProtocolError(

@@ -68,8 +68,11 @@ export interface Cluster {
   getParams(): Promise<Map<number, Tensor>>;
   waiting(): Promise<WaitingList>;
   stats(): Promise<HostStats[]>;
-  /** Drops every host's step state (after a failed step). */
-  reset(): Promise<void>;
+  /**
+   * Drops every host's step state (after a failed step); resolves with the step of the last update
+   * each host applied (-1: none), which tells whether one applied the failed step's (Note [local update]).
+   */
+  reset(): Promise<number[]>;
   /**
    * Stops a host that no longer answers (Note [silent hosts] in step.ts): its thread terminated, or
    * its shell halted. Not reported as a failure (the caller has its reason); later calls to it
@@ -94,7 +97,10 @@ export interface Cluster {
   setAnomalyMode(on: boolean): Promise<void>;
   /** Turns tracing on or off in every host. */
   setTracing(on: boolean): Promise<void>;
-  /** Every host's record since the last take (wall-clock times). */
+  /**
+   * Every host's record since the last take (wall-clock times), and the coordinator's step marks
+   * (worker COORDINATOR, Note [step marks]) where the cluster records them.
+   */
   takeTrace(): Promise<WorkerTrace[]>;
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import type { StepUpdate } from '../actor/messages.ts';
-import { StepTimeoutError } from '../errors.ts';
+import { StepTimeoutError, WorkerError } from '../errors.ts';
 import type { Cluster } from './cluster.ts';
 
 // Note [deferred update]
@@ -17,6 +17,9 @@ import type { Cluster } from './cluster.ts';
 // runtime: its hosts may now disagree about the parameters, so the next call rejects with it. A
 // host that refuses the update message itself reports that as the update's failure too. The
 // deadline's timer keeps the process alive while an acknowledgement is awaited (Note [idle workers]).
+// Where every worker holds every parameter, the hosts may decide the update themselves instead
+// (Note [local update] in src/actor/local-update.ts): no update is sent, and the acknowledgements,
+// which may then come before the coordinator has every report, are awaited the same way.
 
 interface PendingUpdate {
   readonly step: number;
@@ -31,6 +34,12 @@ export class DeferredUpdates {
   /** Updates sent so far (the optimizer's step count). */
   count = 0;
   private pending: PendingUpdate | null = null;
+  /**
+   * Acknowledgements that came before their step's update was tracked: under Note [local update] a
+   * host applies the update as soon as it has decided, which may be before the coordinator has every
+   * report. By step.
+   */
+  private readonly early = new Map<number, number>();
 
   /** `timedOut`: an update not every one of the `workers` hosts acknowledged in time, which breaks the runtime. */
   constructor(
@@ -42,6 +51,17 @@ export class DeferredUpdates {
 
   /** Sends a step's update to every host and tracks their acknowledgements. */
   send(u: StepUpdate): void {
+    this.track(u.step);
+    this.cluster.update(u);
+  }
+
+  /** Every host applies step `step`'s update itself (Note [local update]): tracks their acknowledgements. */
+  expect(step: number): void {
+    this.track(step);
+  }
+
+  /** The acknowledgements a step's update waits for, those that already came counted. */
+  private track(step: number): void {
     let settle!: (err: Error | null) => void;
     const done = new Promise<void>((resolve, reject) => {
       settle = (err) => (err === null ? resolve() : reject(err));
@@ -52,15 +72,15 @@ export class DeferredUpdates {
     const workers = this.workers;
     const timer = setTimeout(() => {
       const err = new StepTimeoutError(
-        `the update of step ${u.step} was not acknowledged by ${pending.remaining} of ${workers} workers within ${timeoutMs} ms`,
-        { step: u.step },
+        `the update of step ${step} was not acknowledged by ${pending.remaining} of ${workers} workers within ${timeoutMs} ms`,
+        { step },
       );
       this.timedOut(err);
       pending.settle(err);
     }, timeoutMs);
     const pending: PendingUpdate = {
-      step: u.step,
-      remaining: workers,
+      step,
+      remaining: workers - (this.early.get(step) ?? 0),
       done,
       settle: (err) => {
         clearTimeout(timer);
@@ -68,15 +88,34 @@ export class DeferredUpdates {
         settle(err);
       },
     };
+    this.early.clear();
     this.pending = pending;
     this.count++;
-    this.cluster.update(u);
+    if (pending.remaining === 0) pending.settle(null);
   }
 
   /** A host applied step `step`'s update (an 'updated' report). */
   acknowledge(step: number): void {
     const pending = this.pending;
-    if (pending !== null && pending.step === step && --pending.remaining === 0) pending.settle(null);
+    if (pending !== null && pending.step === step) {
+      if (--pending.remaining === 0) pending.settle(null);
+    } else if (pending === null || pending.step < step) this.early.set(step, (this.early.get(step) ?? 0) + 1);
+  }
+
+  /**
+   * Step `step`, whose update every host decides itself (Note [local update]), failed; `applied` is
+   * the step of each host's last applied update. Drops the step's early acknowledgements; when a host
+   * applied its update, the error that breaks the runtime (the hosts' parameters may differ).
+   */
+  failedAfterApplied(step: number, applied: readonly number[], error: Error): WorkerError | null {
+    this.early.delete(step);
+    const hosts = applied.flatMap((s, w) => (s >= step ? [w] : []));
+    if (hosts.length === 0) return null;
+    return new WorkerError(
+      `step ${step} failed after worker${hosts.length > 1 ? 's' : ''} ${hosts.join(', ')} applied its update (each host decides its own: Note [local update]); the workers' parameters may differ, so the runtime cannot continue: ${error.message}`,
+      { step, workers: hosts },
+      { cause: error },
+    );
   }
 
   /** A host failed step `step`'s update: true when that is the update in flight, which fails with `err`. */

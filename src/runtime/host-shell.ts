@@ -1,5 +1,5 @@
 import type { Host, HostEffect, Message, TaskInfo } from '../actor/host.ts';
-import type { Credit } from '../actor/messages.ts';
+import type { Credit, LossReport } from '../actor/messages.ts';
 import { toWireError } from '../actor/wire-error.ts';
 import { BackflowError } from '../errors.ts';
 import { decodeHostInputs } from '../protocol/batch-reader.ts';
@@ -26,8 +26,11 @@ export const SLICE_MS = 3;
 
 /** Where a shell's messages go: links to the coordinator and to peers, or the in-process cluster's queue. */
 export interface Outbox {
-  /** A data message or a credit for another host's worker; a ProtocolError if it cannot go (no wire, a detached tensor). */
-  send(worker: number, message: Message | Credit): void;
+  /**
+   * A data message, a credit or a shard's loss (Note [local update]) for another host's worker; a
+   * ProtocolError if it cannot go (no wire, a detached tensor).
+   */
+  send(worker: number, message: Message | Credit | LossReport): void;
   /** A report, or a failpoint notice, for the coordinator. */
   report(message: HostOutput<Tensor>): void;
   /** Sends what is queued now (before a recycle, Note [step arena]; before blocking). */
@@ -111,6 +114,7 @@ export class HostShell {
   /** An envelope from a link: checked, dropped if of an older generation, each message taken in order. */
   receive(link: Link, raw: unknown): void {
     let m: HostInput<Tensor> | undefined;
+    const time = this.recorder.enabled ? this.recorder.now() : 0;
     this.inside('receive', () => {
       try {
         const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, this.limits);
@@ -124,6 +128,18 @@ export class HostShell {
         this.fail(refused(link.edgeIn, m === undefined ? 'an envelope' : describe(m), err, this.step));
       }
     });
+    this.recorder.mark({ what: 'receive', step: this.step, peer: link.peer }, time);
+  }
+
+  /** Runs a link's post, marked in the trace when it records (Note [step marks]). */
+  post(peer: number, post: () => void): void {
+    if (!this.recorder.enabled) {
+      post();
+      return;
+    }
+    const time = this.recorder.now();
+    post();
+    this.recorder.mark({ what: 'post', step: this.step, peer }, time);
   }
 
   /** One message, without an envelope (the in-process cluster), from another host or the COORDINATOR. */
@@ -157,6 +173,7 @@ export class HostShell {
     this.status(phase);
     try {
       f();
+      this.decide();
     } finally {
       this.status('idle');
       installPool(outer);
@@ -164,16 +181,34 @@ export class HostShell {
     this.schedule();
   }
 
+  /**
+   * Note [local update]: once the host has every gradient and loss of a step whose update it decides,
+   * what is queued (the reports the coordinator waits for) leaves first, then the update runs here.
+   */
+  private decide(): void {
+    if (this.halted || !this.host.decisionReady()) return;
+    const time = this.recorder.enabled ? this.recorder.now() : 0;
+    this.out.flush();
+    this.perform(this.host.decide());
+    this.recorder.mark({ what: 'update', step: this.step }, time);
+  }
+
   private deliver(m: HostInput<Tensor>, from: number): void {
     if (this.halted) return;
     if (m.kind === 'start') {
+      const time = this.recorder.enabled ? this.recorder.now() : 0;
       this.step = m.step;
       // Queued tensors leave before the last step's storages are recycled (Note [step arena]).
       this.out.flush();
       this.perform(this.host.startStep(m));
       this.pressureAt = this.host.memoryLimit;
-    } else if (m.kind === 'update') this.update(m);
-    else if (m.kind === 'credit') this.host.credit(from, m);
+      this.recorder.mark({ what: 'start', step: m.step }, time);
+    } else if (m.kind === 'update') {
+      const time = this.recorder.enabled ? this.recorder.now() : 0;
+      this.update(m);
+      this.recorder.mark({ what: 'update', step: m.step }, time);
+    } else if (m.kind === 'credit') this.host.credit(from, m);
+    else if (m.kind === 'loss') this.perform(this.host.deliver(m));
     else {
       if (from !== COORDINATOR && m.kind !== 'feed')
         this.recorder.received(from, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
@@ -219,10 +254,16 @@ export class HostShell {
         } catch (err) {
           this.fail(err);
         }
-      } else if (e.kind === 'report') this.out.report(e.report);
-      else if (e.kind === 'credit') {
+      } else if (e.kind === 'report') {
+        const r = e.report;
+        if (this.recorder.enabled) {
+          const node = 'node' in r ? { node: r.node } : {};
+          this.recorder.mark({ what: 'report', step: r.step, report: r.kind, ...node }, this.recorder.now());
+        }
+        this.out.report(r);
+      } else if (e.kind === 'credit' || e.kind === 'loss') {
         try {
-          this.out.send(e.worker, e.credit);
+          this.out.send(e.worker, e.kind === 'credit' ? e.credit : e.loss);
         } catch (err) {
           this.fail(err);
         }

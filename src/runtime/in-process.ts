@@ -189,11 +189,12 @@ export class InProcessCluster implements Cluster {
     return this.hosts.map((h) => ({ ...h.stats }));
   }
 
-  async reset(): Promise<void> {
+  async reset(): Promise<number[]> {
     this.inFlight = [];
     this.head = 0;
     this.dataEnd = 0;
     for (const h of this.hosts) h.reset();
+    return this.hosts.map((h) => h.lastUpdate);
   }
 
   async setFailpoints(failpoints: readonly (Failpoint & { worker?: number })[]): Promise<void> {

@@ -14,7 +14,7 @@ import { COORDINATOR, type Limits } from '../protocol/envelope.ts';
 import { Link } from '../protocol/link.ts';
 import type { Wire } from '../protocol/wire.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import type { WorkerTrace } from '../trace/recorder.ts';
+import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates, type WaitingList } from './cluster.ts';
 
 /** `waiting()` serves a step timeout's error message: a hung host must not delay it. */
@@ -57,6 +57,8 @@ export class LinkedCluster implements Cluster {
   private readonly links: Link[];
   private readonly limits: Limits;
   private closing: Promise<void> | null = null;
+  /** The coordinator's step marks (Note [step marks]): starts and updates sent, envelopes in and out. */
+  private readonly recorder = new TraceRecorder(COORDINATOR);
 
   constructor(
     private readonly plan: Plan,
@@ -74,10 +76,22 @@ export class LinkedCluster implements Cluster {
           COORDINATOR,
           w,
           () => this.gen,
-          (_, raw) => this.receive(w, raw),
+          (_, raw) => this.marked('receive', w, () => this.receive(w, raw)),
           (e) => this.protocolError(w, e),
         ),
     );
+    for (const [w, link] of this.links.entries()) link.aroundPost = (post) => this.marked('post', w, post);
+  }
+
+  /** Runs `f`, marked in the trace when it records (Note [step marks]). */
+  private marked(what: 'post' | 'receive', peer: number, f: () => void): void {
+    if (!this.recorder.enabled) {
+      f();
+      return;
+    }
+    const time = this.recorder.now();
+    f();
+    this.recorder.mark({ what, step: this.step, peer }, time);
   }
 
   private receive(worker: number, raw: unknown): void {
@@ -118,6 +132,7 @@ export class LinkedCluster implements Cluster {
 
   startStep(start: StepStart): void {
     this.step = start.step;
+    this.recorder.mark({ what: 'start', step: start.step }, this.recorder.now());
     for (const link of this.links) link.push({ kind: 'start', ...start });
   }
 
@@ -127,6 +142,7 @@ export class LinkedCluster implements Cluster {
   }
 
   update(u: StepUpdate): void {
+    this.recorder.mark({ what: 'update', step: u.step }, this.recorder.now());
     for (const link of this.links) link.push({ kind: 'update', ...u });
   }
 
@@ -178,9 +194,9 @@ export class LinkedCluster implements Cluster {
     }));
   }
 
-  async reset(): Promise<void> {
+  reset(): Promise<number[]> {
     const gen = ++this.gen;
-    await this.all('reset', () => [gen]);
+    return this.all('reset', () => [gen]);
   }
 
   stop(worker: number, death: WorkerError): Promise<void> {
@@ -231,10 +247,13 @@ export class LinkedCluster implements Cluster {
 
   async setTracing(on: boolean): Promise<void> {
     await this.all('setTracing', () => [on]);
+    this.recorder.enabled = on;
+    this.recorder.take();
   }
 
-  takeTrace(): Promise<WorkerTrace[]> {
-    return this.all('takeTrace', () => []);
+  async takeTrace(): Promise<WorkerTrace[]> {
+    const parts = await this.all('takeTrace', () => []);
+    return [...parts, this.recorder.take()];
   }
 
   /**

@@ -79,6 +79,14 @@ export interface RuntimeOptions extends CompileOptions {
   /** What a non-finite gradient does: reject the step (default) or skip its update. */
   nonFinite?: 'error' | 'skip';
   /**
+   * Who decides a step's update when every worker holds a copy of every parameter that gets a
+   * gradient (replicated parameters with one worker per replica, or one worker) and no input is in
+   * `wrt`: 'local' (default), each host, as soon as it has every gradient and every loss, so the
+   * update overlaps the reports' way to the coordinator (Note [local update]); 'coordinator', the
+   * coordinator, once every report is in (Note [deferred update]), as for every other plan.
+   */
+  updates?: 'local' | 'coordinator';
+  /**
    * Anomaly mode: every host checks each value it makes for NaN and infinities, so that a non-finite
    * step names the first node that made one, its microbatch and phase. Costs a pass over every tensor.
    */
@@ -123,6 +131,7 @@ const RUNTIME_OPTIONS = {
   seed: RULES.integer,
   shuffleSeed: RULES.integer,
   nonFinite: oneOf(['error', 'skip']),
+  updates: oneOf(['local', 'coordinator']),
   // A NaN norm would never clip, a negative one flip every update.
   clipNorm: RULES.positive,
 } satisfies { readonly [K in keyof RuntimeOptions]?: OptionRule };

@@ -8,6 +8,8 @@ import type { StepState } from './step.ts';
 /** What report handlers see of the coordinator. */
 export interface ReportTarget {
   readonly microbatches: number;
+  /** Every host decides and applies each step's update itself (Note [local update]). */
+  readonly localUpdates: boolean;
   /** The training step in flight, when it is step `step`. */
   inFlight(step: number): StepState | null;
   /** The inference in flight, when it is step `step` (Note [inference steps]). */
@@ -73,7 +75,8 @@ export const REPORTS: Handlers = {
     const { phase } = r.error.context;
     if (phase === 'update') {
       const err = workerError(worker, r.error);
-      if (t.updates.failed(r.step, err)) {
+      // Under Note [local update] a host may fail its update before the coordinator has every report.
+      if (t.updates.failed(r.step, err) || t.localUpdates) {
         t.fail(err, true);
         return;
       }

@@ -89,6 +89,7 @@ export class Runtime {
     });
     this.reports = {
       microbatches: this.rules.microbatches,
+      localUpdates: this.rules.localUpdates,
       updates: this.updates,
       inFlight: (step) => (this.current?.step === step && 'losses' in this.current ? this.current : null),
       inference: (step) => (this.current?.step === step && 'receive' in this.current ? this.current : null),
@@ -188,9 +189,14 @@ export class Runtime {
       const microbatches = this.rules.microbatches;
       const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
       this.trainingStep = options.step ?? this.trainingStep + 1;
+      // Note [local update]: the hosts need the update's rate as the step starts.
+      const localLr = this.rules.localUpdates
+        ? rateOf({ lr: options.lr, step }, this.options.lrSchedule, this.baseLr!, this.updates.count + 1)
+        : undefined;
       const state: StepState = {
         step,
         lr: options.lr,
+        ...(localLr !== undefined ? { localLr } : {}),
         losses: new Map(),
         grads: new Map(),
         inputGrads: new Map(),
@@ -205,7 +211,7 @@ export class Runtime {
         origin: wallClock(),
         shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, scale: s.scale })),
       };
-      const start = stepStart(step, microbatches, shards, this.trainingStep);
+      const start = stepStart(step, microbatches, shards, this.trainingStep, localLr, this.options.clipNorm);
       return { state, start, feeds: feedMessages(this.rules, step, shards) };
     });
   }
@@ -280,7 +286,11 @@ export class Runtime {
   private async finish(state: StepState): Promise<void> {
     const { loss, grads, gradNorm, skipped } = stepResult(state, this.rules);
     let lr: number | null = null;
-    if (!skipped && this.rules.onWorkers) {
+    if (!skipped && state.localLr !== undefined) {
+      // Note [local update]: every host decided the same and applies it; their acknowledgements count.
+      lr = state.localLr;
+      this.updates.expect(state.step);
+    } else if (!skipped && this.rules.onWorkers) {
       lr = rateOf(state, this.options.lrSchedule, this.baseLr!, this.updates.count + 1);
       this.updates.send({ step: state.step, lr, scale: clipScale(gradNorm, this.options.clipNorm) });
     }
@@ -317,7 +327,18 @@ export class Runtime {
     const state = this.current;
     this.current = null;
     if (state !== null) state.reject(error);
-    if (!fatal && !this.closed) await this.cluster.reset().catch(() => {});
+    if (!fatal && !this.closed) await this.reset(state, error);
+  }
+
+  /**
+   * Resets the hosts after a failed step. Under Note [local update] a host may have applied the
+   * failed step's update before the failure (a refused envelope, a lost message): its parameters then
+   * no longer match the step's rejection, and the runtime breaks.
+   */
+  private async reset(state: StepState | Inference | null, error: Error): Promise<void> {
+    const applied = await this.cluster.reset().catch(() => [] as number[]);
+    if (state === null || !('losses' in state) || state.localLr === undefined) return;
+    this.broken ??= this.updates.failedAfterApplied(state.step, applied, error);
   }
 
   /** A missed deadline fails the step; a host that does not answer then breaks the runtime (Note [silent hosts]). */
@@ -333,7 +354,7 @@ export class Runtime {
     const error = timeoutError(state, waiting, this.stepTimeoutMs);
     if (waiting.silent.length === 0) {
       state.reject(error);
-      await this.cluster.reset().catch(() => {});
+      await this.reset(state, error);
       return;
     }
     this.broken ??= error;

@@ -10,7 +10,7 @@ import type { Plan } from '../partition/plan.ts';
 import { type Tensor, zeros } from '../tensor/tensor.ts';
 import type { Trace } from '../trace/trace.ts';
 import { dict } from '../util/names.ts';
-import type { Cluster } from './cluster.ts';
+import { type Cluster, talkingPairs } from './cluster.ts';
 import type { Inference } from './infer.ts';
 
 /**
@@ -81,14 +81,24 @@ export interface StepRules {
   readonly nonFinite: 'error' | 'skip';
   /** Anomaly mode is on (so a non-finite step without an anomaly report need not suggest it). */
   readonly anomaly: boolean;
+  /** Every host decides and applies each step's update itself (Note [local update]). */
+  readonly localUpdates: boolean;
 }
 
 export function stepRules(
   plan: Plan,
-  options: { microbatches?: number; optimizer?: unknown; nonFinite?: 'error' | 'skip'; anomaly?: boolean },
+  options: {
+    microbatches?: number;
+    optimizer?: unknown;
+    nonFinite?: 'error' | 'skip';
+    anomaly?: boolean;
+    updates?: 'local' | 'coordinator';
+  },
 ): StepRules {
   const disconnected = new Set(plan.grad.disconnected);
   return {
+    localUpdates:
+      options.optimizer !== undefined && options.updates !== 'coordinator' && decidesLocally(plan),
     plan,
     microbatches: options.microbatches ?? 1,
     fedInputs: plan.graph.inputs().filter((n) => plan.grad.forward[n.id] !== 0),
@@ -98,6 +108,20 @@ export function stepRules(
     nonFinite: options.nonFinite ?? 'error',
     anomaly: options.anomaly ?? false,
   };
+}
+
+/**
+ * Whether every host can decide every step's update itself (Note [local update]): every parameter
+ * that gets a gradient has a copy on every worker, no input gets one, and every two workers talk
+ * (each host sends its shards' losses to every other).
+ */
+function decidesLocally(plan: Plan): boolean {
+  if (plan.inputGrads.length > 0 || plan.params.length === 0) return false;
+  if (!plan.params.every((id) => (plan.paramWorkers.get(id)?.length ?? 0) === plan.workers)) return false;
+  const talk = talkingPairs(plan);
+  const n = plan.workers;
+  for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) if (talk[a * n + b] === 0) return false;
+  return true;
 }
 
 /** How a step settles; settling also disarms its deadline. */
@@ -119,6 +143,8 @@ export type AnomalyReport = Extract<Report<Tensor>, { kind: 'anomaly' }>;
 export interface StepState {
   step: number;
   lr: number | undefined;
+  /** The rate of the update the hosts decide themselves (Note [local update]), fixed at the start. */
+  localLr?: number;
   /** Losses by shard (replica * microbatches + mb). */
   losses: Map<number, number>;
   grads: Map<number, Tensor>;
@@ -148,12 +174,18 @@ export function stepStart(
   microbatches: number,
   shards: readonly BatchShard[],
   trainingStep: number,
+  localLr?: number,
+  clipNorm?: number,
 ): StepStart {
+  // Note [local update]: the rule of the update every host applies itself.
+  const rule =
+    localLr === undefined ? {} : { update: { lr: localLr, ...(clipNorm !== undefined ? { clipNorm } : {}) } };
   return {
     step,
     trainingStep,
     microbatches,
     shards: shards.map((s) => ({ replica: s.replica, mb: s.mb, bindings: [...s.bindings], scale: s.scale })),
+    ...rule,
   };
 }
 
@@ -262,10 +294,11 @@ function nonFiniteError(
 /**
  * The rate of a step's update, the `update`-th: the step's own, else the schedule's, else the
  * optimizer's. Checked before the update is sent: the step rejects instead, and the workers drop its
- * gradients.
+ * gradients. Under Note [local update] it is computed as the step starts (the hosts need it then),
+ * and a bad one rejects the step before it starts.
  */
 export function rateOf(
-  state: StepState,
+  state: Pick<StepState, 'lr' | 'step'>,
   schedule: LrSchedule | undefined,
   baseLr: number,
   update: number,

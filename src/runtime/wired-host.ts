@@ -38,6 +38,9 @@ class ShellLinks implements Outbox {
     this.coordinator = new Link(wires.coordinator, worker, COORDINATOR, gen, receive, fail);
     for (const [peer, wire] of wires.peers)
       this.peers.set(peer, new Link(wire, worker, peer, gen, receive, fail));
+    // Note [step marks]: a trace times the posts.
+    for (const link of [this.coordinator, ...this.peers.values()])
+      link.aroundPost = (post) => shell().post(link.peer, post);
   }
 
   send(worker: number, message: Message | Credit): void {
@@ -153,9 +156,11 @@ function hostControl(shell: HostShell, links: ShellLinks, pool: StoragePool | nu
     },
     reset(next) {
       // A newer generation may already have arrived with data (its start resets the host itself).
-      if (next <= shell.gen) return;
-      shell.gen = next;
-      withPool(() => host.reset());
+      if (next > shell.gen) {
+        shell.gen = next;
+        withPool(() => host.reset());
+      }
+      return host.lastUpdate;
     },
     setFailpoints: (failpoints) => host.setFailpoints(failpoints),
     setSchedule: (actions) => host.setSchedule(actions),

@@ -1,5 +1,5 @@
 import type { TaskInfo } from '../actor/host.ts';
-import { type Counter, type Flow, phaseOf, type Span, type Trace } from './trace.ts';
+import { type Counter, type Flow, phaseOf, type Span, type StepMark, type Trace } from './trace.ts';
 
 /** Wall-clock milliseconds comparable across threads (each thread's timeOrigin differs). */
 export const wallClock = (): number => performance.timeOrigin + performance.now();
@@ -21,6 +21,8 @@ export interface WorkerTrace {
   readonly sent: FlowEnd[];
   readonly received: FlowEnd[];
   readonly counters: Counter[];
+  /** Note [step marks]. */
+  readonly marks: StepMark[];
 }
 
 /**
@@ -42,7 +44,7 @@ export class TraceRecorder {
   }
 
   private empty(): WorkerTrace {
-    return { worker: this.worker, spans: [], sent: [], received: [], counters: [] };
+    return { worker: this.worker, spans: [], sent: [], received: [], counters: [], marks: [] };
   }
 
   now(): number {
@@ -75,6 +77,11 @@ export class TraceRecorder {
     if (this.enabled) this.part.received.push({ peer, seq, time: this.clock(), kind, mb, bytes });
   }
 
+  /** A step mark (Note [step marks]) that began at `time` and ended now; recorded only when enabled. */
+  mark(mark: Omit<StepMark, 'worker' | 'time' | 'end'>, time: number): void {
+    if (this.enabled) this.part.marks.push({ worker: this.worker, ...mark, time, end: this.clock() });
+  }
+
   /** The part recorded since the last take. */
   take(): WorkerTrace {
     const part = this.part;
@@ -87,11 +94,13 @@ export class TraceRecorder {
 export function assembleTrace(parts: readonly WorkerTrace[], workers: number, origin: number): Trace {
   const spans: Span[] = [];
   const counters: Counter[] = [];
+  const marks: StepMark[] = [];
   const flows: Flow[] = [];
   const receives = new Map<string, FlowEnd>();
   for (const p of parts) {
     for (const s of p.spans) spans.push({ ...s, start: s.start - origin, end: s.end - origin });
     for (const c of p.counters) counters.push({ ...c, time: c.time - origin });
+    for (const m of p.marks) marks.push({ ...m, time: m.time - origin, end: m.end - origin });
     for (const r of p.received) receives.set(`${r.peer}>${p.worker}#${r.seq}`, r);
   }
   for (const p of parts) {
@@ -110,5 +119,6 @@ export function assembleTrace(parts: readonly WorkerTrace[], workers: number, or
     }
   }
   spans.sort((a, b) => a.start - b.start);
-  return { source: 'real', workers, spans, flows, counters };
+  marks.sort((a, b) => a.time - b.time);
+  return { source: 'real', workers, spans, flows, counters, marks };
 }

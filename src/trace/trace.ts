@@ -50,6 +50,43 @@ export interface Counter {
   readonly keptBytes: number;
 }
 
+// Note [step marks]
+// Task spans and messages do not show a step's hops: when a host took the step's start or the last
+// step's update, when its envelopes left (a link posts once per event-loop turn, after the tasks of
+// a time slice: Note [flush cadence]), when it took each envelope in and how long that took (a
+// parameter's gradient is summed as its last contribution arrives), and when each report left for the
+// coordinator. A real trace records them as marks, each on the recording worker's wall clock, so a
+// step's critical path can be followed from the coordinator's start to its last report and on to
+// the next start (test/bench/step-profile.ts). Messages wait in a port's queue while the thread
+// runs a task: a 'receive' mark is when the host took the envelope, not when it arrived.
+
+/** What a step mark marks (Note [step marks]). */
+export type StepMarkKind = 'start' | 'update' | 'report' | 'post' | 'receive';
+
+/**
+ * An instant (or a short interval) of a step on one worker, beyond its tasks and messages (Note [step
+ * marks]): the step's start or an update taken, a report queued for the coordinator, an envelope
+ * posted to a peer or taken from one.
+ */
+export interface StepMark {
+  /** The worker that recorded it. */
+  readonly worker: number;
+  /** The step it belongs to: the update's step for 'update' and its 'updated' report, else the last start taken. */
+  readonly step: number;
+  /** What happened. */
+  readonly what: StepMarkKind;
+  /** When it began, in milliseconds from the start of the step (wall clock, before `assembleTrace`). */
+  readonly time: number;
+  /** When it ended ('start', 'update', 'post', 'receive': the host's work on it); `time` otherwise. */
+  readonly end: number;
+  /** 'post': the worker the envelope went to; 'receive': the one it came from (-1: the coordinator). */
+  readonly peer?: number;
+  /** 'report': the report's kind ('loss', 'gradNorm', 'grad', 'updated' ...). */
+  readonly report?: string;
+  /** 'report': the node it is about (a parameter, the loss), when it names one. */
+  readonly node?: number;
+}
+
 /**
  * A trace of a step, real (`trace: true`) or simulated, in one format: spans of work per worker,
  * messages between workers (flows), and memory counters. Times are milliseconds from the start of
@@ -66,6 +103,8 @@ export interface Trace {
   readonly flows: readonly Flow[];
   /** Bytes kept for backwards on each worker, over time. */
   readonly counters: readonly Counter[];
+  /** A real trace's step marks (Note [step marks]): starts, updates, reports, envelopes in and out. */
+  readonly marks?: readonly StepMark[];
 }
 
 export function phaseOf(phase: 'forward' | 'backward' | 'input' | 'weight'): SpanPhase {

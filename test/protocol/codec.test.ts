@@ -107,6 +107,24 @@ describe('envelope codec', () => {
     expect(decode).toThrow(why);
   });
 
+  it("round-trips a start's local update rule and a host's loss for another host (Note [local update]); refuses a bad rule", () => {
+    const start = {
+      kind: 'start',
+      step: 4,
+      microbatches: 1,
+      shards: [{ replica: 0, mb: 0, bindings: [], scale: 1 }],
+      update: { lr: 0.5, clipNorm: 2 },
+    };
+    const decode = (m: unknown) =>
+      decodeHostInputs(envelope([m] as HostInput<Tensor>[], COORDINATOR), EDGE, COORDINATOR, limits);
+    expect(decode(start).messages[0]).toEqual(start);
+    expect(() => decode({ ...start, update: { lr: -1 } })).toThrow(/update.lr: a finite number >= 0/);
+    expect(() => decode({ ...start, update: { lr: 1, clipNorm: 0 } })).toThrow(/update.clipNorm/);
+    expect(() => decode({ ...start, update: { lr: 1, scale: 1 } })).toThrow(/unknown field scale/);
+    const loss = { kind: 'loss', step: 4, mb: 0, replica: 1, value: Number.POSITIVE_INFINITY } as const;
+    expect(fromHost(envelope([loss])).messages[0]).toEqual(loss);
+  });
+
   it('round-trips a credit, a row with no value (Note [activation credits]), and refuses one with a value', () => {
     const credit = { kind: 'credit', step: 4, mb: 3, stage: 2 } as const;
     expect(fromHost(envelope([credit, ...hostData()])).messages[0]).toEqual(credit);
@@ -181,12 +199,12 @@ describe('envelope codec', () => {
     [
       'an unknown kind',
       field(0, ROW.KIND, 99),
-      /message 0: expected kind: one of activation, param, gradient, credit, found 99/,
+      /message 0: expected kind: one of activation, param, gradient, loss, credit, found 99/,
     ],
     [
       'a kind this sender may not send',
       field(0, ROW.KIND, 1),
-      /message 0: expected kind: one of activation, param, gradient, credit, found "feed"/,
+      /message 0: expected kind: one of activation, param, gradient, loss, credit, found "feed"/,
     ],
     ['another sender', (e: Envelope) => ({ ...e, from: 2 }), /expected from = 0, found 2/],
     [

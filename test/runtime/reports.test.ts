@@ -23,6 +23,7 @@ function fixture(step = 3) {
   const calls: string[] = [];
   const target: ReportTarget = {
     microbatches: 2,
+    localUpdates: false,
     inFlight: (s) => (s === state.step ? state : null),
     inference: () => null,
     updates: new DeferredUpdates(cluster, 2, 60_000, () => calls.push('timed out')),

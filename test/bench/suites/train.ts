@@ -178,7 +178,12 @@ export const trainSuite: Suite = {
   name: 'train',
   description:
     'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm and PyTorch (1 and 2 threads, where python3 has torch)',
+  flags: { scaling: 'only the scaling-* cases (1 worker, then 2 data-parallel, each alone)' },
   async run(ctx: BenchContext) {
+    if (ctx.flags.has('scaling')) {
+      await scaling(ctx, mnistBatches(16));
+      return;
+    }
     await ctx.measure('mnist-load', () => loadMnist({ seed: 1 }), {
       runs: 5,
       warmup: 1,
