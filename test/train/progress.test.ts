@@ -113,7 +113,13 @@ describe('ProgressBar', () => {
 
   it('on a terminal that reports 0 columns draws as on 80 (not an empty line)', () => {
     const out = fakeStream(true, 0);
-    const bar = new ProgressBar({ total: 10, label: 'epoch 1/6', stream: out, clock: fakeClock().clock, interactive: true });
+    const bar = new ProgressBar({
+      total: 10,
+      label: 'epoch 1/6',
+      stream: out,
+      clock: fakeClock().clock,
+      interactive: true,
+    });
     bar.update(3, { 'step loss': 0.25 });
     const line = out.chunks[0]!.slice('\r'.length, -'\x1b[K'.length);
     expect(line).toContain('epoch 1/6 [');
