@@ -25,6 +25,11 @@ const options: RuntimeOptions = {
   params,
 };
 const STEP_TIMEOUT_MS = 1500;
+/**
+ * How long a failure may take to be reported or a close to finish: a deadline against hangs, generous
+ * so that a loaded machine does not break it (the error's type shows which mechanism reported it).
+ */
+const FAILURE_DEADLINE_MS = 10_000;
 const ADAM = { name: 'adam', lr: 0.01 } as const;
 /** The first layer's matmul: it has a backward (its weight needs a gradient). */
 const target = graph.nodes.find((n) => n.op === 'matmul')!;
@@ -67,7 +72,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
   it('an op that throws fails the step with its name, message, stack and code; the next step is exact again', async () => {
     await runtime.setFailpoints([{ node: target.id, phase: 'backward', mb: 1, action: 'throw' }]);
     const { error, ms } = await rejection(runtime.step(feeds));
-    expect(ms).toBeLessThan(2000);
+    expect(ms).toBeLessThan(FAILURE_DEADLINE_MS);
     expect(error).toBeInstanceOf(WorkerError);
     const worker = runtime.plan.placement[0]![target.id];
     expect((error as WorkerError).context).toMatchObject({
@@ -108,7 +113,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     envelope.head[ROW.NODE] = 999;
     threadsClusterOf(runtime.plan)!.postRaw(1, envelope, transfer);
     const { error, ms } = await rejection(step);
-    expect(ms).toBeLessThan(2000);
+    expect(ms).toBeLessThan(FAILURE_DEADLINE_MS);
     expect(error).toBeInstanceOf(WorkerError);
     expect((error.cause as Error).name).toBe('ProtocolError');
     expect(error.message).toMatch(
@@ -121,7 +126,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     expectBitwiseAll(after, params);
   });
 
-  it('close() during a step rejects it with RuntimeClosedError; every worker exits within 2 s; close() twice is harmless', async () => {
+  it('close() during a step rejects it with RuntimeClosedError; every worker exits within the deadline; close() twice is harmless', async () => {
     // A gradient lost on its way: this step cannot finish.
     const cut = runtime.plan.crossEdges.find((e) => edgeGradient(runtime.plan, e.to, e.slot))!;
     await runtime.setFailpoints([{ node: cut.to, phase: 'backward', action: 'drop' }]);
@@ -131,7 +136,7 @@ describe('threads runtime: one pool for the steps that leave it usable', () => {
     await runtime.close();
     const { error } = await rejection(step);
     expect(error).toBeInstanceOf(RuntimeClosedError);
-    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(performance.now() - t0).toBeLessThan(FAILURE_DEADLINE_MS);
     expect(WorkerPool.live).toBe(live);
     await runtime.close();
     await expect(runtime.step(feeds)).rejects.toBeInstanceOf(RuntimeClosedError);
@@ -152,7 +157,7 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
   });
   afterAll(() => Promise.all([paused?.close(), exiting?.close()]));
 
-  it('a worker terminated from outside in the middle of a backward: rejects within 2 s naming worker, node, microbatch and phase', async () => {
+  it('a worker terminated from outside in the middle of a backward: rejects within the deadline naming worker, node, microbatch and phase', async () => {
     await paused.setFailpoints([{ node: target.id, phase: 'backward', mb: 1, action: 'pause' }]);
     const step = paused.step(feeds);
     const { worker, task } = await pause;
@@ -160,7 +165,7 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
     const killed = threadsClusterOf(paused.plan)!.killWorker(worker);
     const { error, ms } = await rejection(step);
     await killed;
-    expect(ms).toBeLessThan(2000);
+    expect(ms).toBeLessThan(FAILURE_DEADLINE_MS);
     expect(error).toBeInstanceOf(WorkerError);
     expect(error.message).toMatch(
       new RegExp(
@@ -180,7 +185,7 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
     expect(params.error.message).toMatch(
       /^getParams: the runtime failed earlier and cannot continue: worker \d exited unexpectedly/,
     );
-    expect(params.ms).toBeLessThan(2000);
+    expect(params.ms).toBeLessThan(FAILURE_DEADLINE_MS);
     await expect(paused.step(feeds)).rejects.toThrow(/failed earlier and cannot continue/);
   });
 
@@ -209,7 +214,7 @@ describe('threads runtime: a dead worker fails the step and breaks the runtime',
   it('process.exit(0) in a worker (failpoint exit) is a failure naming what it was doing', async () => {
     await exiting.setFailpoints([{ node: target.id, phase: 'forward', mb: 0, action: 'exit' }]);
     const { error, ms } = await rejection(exiting.step(feeds));
-    expect(ms).toBeLessThan(2000);
+    expect(ms).toBeLessThan(FAILURE_DEADLINE_MS);
     expect(error).toBeInstanceOf(WorkerError);
     const worker = exiting.plan.placement[0]![target.id];
     expect((error as WorkerError).context).toMatchObject({
@@ -249,7 +254,7 @@ describe('threads runtime: process exit', () => {
     expect(err).toBe('');
     expect(code).toBe(0);
     expect(out).toMatch(/^closed true/);
-    expect(exitedAt - closedAt).toBeLessThan(2000);
+    expect(exitedAt - closedAt).toBeLessThan(FAILURE_DEADLINE_MS);
   });
 
   it('a runtime never closed, once its step and its update are done, lets the process exit (code 0)', async () => {
