@@ -12,7 +12,7 @@ import {
   type MessageKind,
   PROTOCOL_VERSION,
 } from './envelope.ts';
-import { decodeFrame } from './frame.ts';
+import { decodeFrame, FrameWithBlobs } from './frame.ts';
 
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
@@ -66,7 +66,12 @@ function decode(
   allowed: number,
 ): { gen: number; messages: unknown[] } {
   const c: Check = new Check(edge, 'envelope');
-  const value = tag(raw) === '[object Uint8Array]' ? decodeFrame(raw as Uint8Array, c) : raw;
+  const value =
+    tag(raw) === '[object Uint8Array]'
+      ? decodeFrame(raw as Uint8Array, c)
+      : raw instanceof FrameWithBlobs
+        ? decodeFrame(raw.frame, c, raw.blobs)
+        : raw;
   const e = c.record(value, ENVELOPE_KEYS) as unknown as Envelope;
   if (e.v !== PROTOCOL_VERSION) {
     const newer = Number.isInteger(e.v) && e.v > PROTOCOL_VERSION;

@@ -6,7 +6,7 @@ import type { Credit, DataMessage, LossReport, Report, StepStart, StepUpdate } f
 import type { DType } from '../tensor/tensor.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 
 /** The `from` of envelopes the coordinator (main thread) sends. */
 export const COORDINATOR = -1;

@@ -14,7 +14,9 @@ import type { PackedGraph } from './packed-graph.ts';
 //     count, head length (Int32s), payload bytes, large tensors, object bytes, and the cluster id
 //     (0 unless the wire stamps its runtime's: Note [stream framing] in tcp-wire.ts);
 //   the head's rows (padded to 8 bytes), the payload (a multiple of 8 bytes);
-//   each large tensor as a length (two words, low then high) and its bytes (padded to 8);
+//   each large tensor as a length (two words, low then high) and its bytes (padded to 8), or only the
+//     length, its high word's top bit set (BESIDE), when the bytes travel beside the frame (Note
+//     [tensors beside the frame] in frame-cutter.ts);
 //   the object messages as one msgpack array (msgpackr with useRecords: false, so that no frame
 //   depends on a structure table another one defined; -0 travels as an extension: msgpack writes it
 //   as the integer 0).
@@ -48,12 +50,30 @@ addExtension({ Class: NegativeZero, type: 0x2d, write: () => 0, read: () => -0 }
 // useRecords: false, so the bytes never depend on structure tables shared between instances.
 const packr = new Packr({ useRecords: false });
 
-/** The envelope as one frame of bytes (Note [byte framing]); its tensors are copied, never kept. */
-export function encodeFrame(e: Envelope): Uint8Array<ArrayBuffer> {
+/** Set in a large tensor's high length word when its bytes travel beside the frame. */
+const BESIDE = 2 ** 31;
+
+/**
+ * A frame and the large tensors that came beside it (Note [tensors beside the frame]), as a TCP wire
+ * hands them to its receiver: decoded together, by `decodeFrame(frame, check, blobs)`.
+ */
+export class FrameWithBlobs {
+  constructor(
+    readonly frame: Uint8Array,
+    readonly blobs: readonly ArrayBuffer[],
+  ) {}
+}
+
+/**
+ * The envelope as one frame of bytes (Note [byte framing]); its tensors are copied, never kept. With
+ * `beside`, its large tensors are only named by their lengths: the caller sends their buffers ahead
+ * of the frame (Note [tensors beside the frame]).
+ */
+export function encodeFrame(e: Envelope, beside = false): Uint8Array<ArrayBuffer> {
   checkByteOrder();
   const objects = e.objects.length === 0 ? null : pack(marked(e.objects, 0), 'objects');
   let size = HEAD_BYTES + align8(e.head.byteLength) + e.payload.byteLength;
-  for (const b of e.buffers) size += 8 + align8(b.byteLength);
+  for (const b of e.buffers) size += 8 + (beside ? 0 : align8(b.byteLength));
   size += objects?.length ?? 0;
   const frame = new Uint8Array(size);
   const words = new DataView(frame.buffer);
@@ -77,19 +97,24 @@ export function encodeFrame(e: Envelope): Uint8Array<ArrayBuffer> {
   at += e.payload.byteLength;
   for (const b of e.buffers) {
     words.setUint32(at, b.byteLength % 2 ** 32, true);
-    words.setUint32(at + 4, Math.floor(b.byteLength / 2 ** 32), true);
-    frame.set(new Uint8Array(b), at + 8);
-    at += 8 + align8(b.byteLength);
+    words.setUint32(at + 4, Math.floor(b.byteLength / 2 ** 32) + (beside ? BESIDE : 0), true);
+    if (beside) at += 8;
+    else {
+      frame.set(new Uint8Array(b), at + 8);
+      at += 8 + align8(b.byteLength);
+    }
   }
   if (objects !== null) frame.set(objects, at);
   return frame;
 }
 
 /**
- * The envelope of a frame, every section checked to fit and copied onto buffers of its own; the caller
- * checks the envelope itself (batch-reader.ts). Anything else is a ProtocolError from `c`.
+ * The envelope of a frame, every section checked to fit and copied onto buffers of its own, with the
+ * large tensors that came beside it taken as they are (`blobs`, in order: the frame must name exactly
+ * these, Note [tensors beside the frame]); the caller checks the envelope itself (batch-reader.ts).
+ * Anything else is a ProtocolError from `c`.
  */
-export function decodeFrame(bytes: Uint8Array, c: Check): Envelope {
+export function decodeFrame(bytes: Uint8Array, c: Check, blobs: readonly ArrayBuffer[] = []): Envelope {
   checkByteOrder();
   const f: Check = c.at('frame');
   const n = bytes.byteLength;
@@ -126,12 +151,24 @@ export function decodeFrame(bytes: Uint8Array, c: Check): Envelope {
   // Copied onto a buffer of its own: the reader takes the payload's whole buffer.
   const payload = take(payloadBytes, `a payload of ${payloadBytes} bytes`).buffer;
   const list: ArrayBuffer[] = [];
+  let blob = 0;
   for (let i = 0; i < buffers; i++) {
     if (at + 8 > n) truncated(at + 8, `the length of buffer ${i}`);
-    const length = words.getUint32(at, true) + words.getUint32(at + 4, true) * 2 ** 32;
+    const high = words.getUint32(at + 4, true);
+    const length = words.getUint32(at, true) + (high % BESIDE) * 2 ** 32;
     at += 8;
-    list.push(take(length, `buffer ${i} of ${length} bytes`).buffer);
+    if (high < BESIDE) {
+      list.push(take(length, `buffer ${i} of ${length} bytes`).buffer);
+      continue;
+    }
+    const b = blobs[blob++];
+    if (b === undefined) f.fail(`buffer ${i}: ${length} bytes sent beside the frame`, 'no such blob', true);
+    if (b.byteLength !== length)
+      f.fail(`buffer ${i}: a blob of ${length} bytes`, `${b.byteLength} bytes`, true);
+    list.push(b);
   }
+  if (blob < blobs.length)
+    f.fail(`${blobs.length} buffers sent beside the frame`, `a frame that names ${blob} of them`, true);
   let objects: unknown = [];
   if (objectBytes > 0) {
     if (at + objectBytes > n) truncated(at + objectBytes, `${objectBytes} object bytes`);

@@ -2,24 +2,14 @@
 // the connections and authenticates them; from then on both ends are a TcpWire.
 import type { Socket } from 'node:net';
 import { InputError, ProtocolError } from '../errors.ts';
+import type { StoragePool } from '../tensor/pool.ts';
 import type { Envelope } from './envelope.ts';
-import { encodeFrame } from './frame.ts';
+import { encodeFrame, FrameWithBlobs } from './frame.ts';
+import { BLOB_BIT, FrameCutter, MAX_FRAME_BYTES, PREFIX_BYTES } from './frame-cutter.ts';
 import type { Wire } from './wire.ts';
 
-// Note [stream framing]
-// TCP carries bytes, not messages: each frame goes out as its length (u32, little-endian) and its
-// bytes, and the receiver cuts the stream back into frames (FrameCutter). A frame that arrives within
-// one chunk is handed on as a view into it; one split across chunks is copied once, into a buffer of
-// the declared length, allocated only after that length is checked against `maxFrameBytes`: a length
-// over it is refused and the connection closed, so neither a peer nor a corrupt stream makes the
-// receiver allocate what it likes. That buffer stays with the cutter and takes the next split frame
-// too (frames up to REUSED_FRAME_BYTES; a larger one gets a buffer of its own each time): a fresh
-// 16 MiB buffer per frame costs its page faults and, later, a collection, and held 16 MiB frames
-// between two processes to about half a raw socket's speed (docs/measurements.md). So a frame is the
-// receiver's only while `receive` runs: decodeFrame copies every section out before it returns (Note
-// [byte framing]).
-// A length of 0, which no frame has, is the goodbye of an orderly `close()`; a stream that ends
-// without it, or in the middle of a frame, is a dead peer, reported through the wire's error callback.
+// Framing (lengths, blobs, the goodbye) is Note [stream framing] and Note [tensors beside the frame]
+// in frame-cutter.ts.
 // A wire given the runtime's cluster id stamps it into the last word of each envelope's head and drops
 // (and counts) an envelope that arrives with another: a stale process of an earlier runtime that
 // somehow got through the handshake cannot inject data into this one.
@@ -27,18 +17,13 @@ import type { Wire } from './wire.ts';
 // are posted, and a frame held back for 'drain' holds every later one behind it. The deferred update
 // relies on it (Note [deferred update]): an update travels behind its step's data and ahead of the
 // next step's start.
-// Frames are encoded when posted (Note [byte wires and recycled storage]): `socket.write` keeps a
-// reference to what it is given until the kernel has taken it, and that is always the wire's own copy.
+// Frames are encoded when posted (Note [byte wires and recycled storage]), and large tensors are taken
+// over (detached from the sender, Note [tensors beside the frame]): `socket.write` keeps a reference
+// to what it is given until the kernel has taken it, and that is always the wire's own.
 
 /** Where a frame's head keeps the cluster id (its last word, Note [byte framing]), and the frame's magic. */
 const CLUSTER_AT = 36;
 const FRAME_MAGIC = 0x574c4642;
-
-/** The largest frame a u32 length prefix can describe. */
-export const MAX_FRAME_BYTES = 2 ** 32 - 1;
-const PREFIX_BYTES = 4;
-/** Split frames up to this size are put together in one buffer the cutter keeps (Note [stream framing]). */
-const REUSED_FRAME_BYTES = 64 * 2 ** 20;
 
 export interface TcpWireOptions {
   /** The largest frame sent or accepted (default 1 GiB; at most MAX_FRAME_BYTES). */
@@ -71,90 +56,29 @@ export function wireLimits(options: TcpWireOptions): Required<Omit<TcpWireOption
   return { maxFrameBytes, maxQueuedBytes };
 }
 
-/**
- * Cuts a byte stream back into frames (Note [stream framing]): chunks in, frames out, in order. Pure:
- * no socket, so every way a stream can be cut is testable.
- */
-export class FrameCutter {
-  private readonly prefix = new Uint8Array(PREFIX_BYTES);
-  private prefixBytes = 0;
-  private frame: Uint8Array<ArrayBuffer> | null = null;
-  private filled = 0;
-  /** The buffer split frames are put together in, reused from one to the next. */
-  private kept: Uint8Array<ArrayBuffer> | null = null;
+const GOODBYE = new Uint8Array(PREFIX_BYTES);
+const NO_BLOBS: readonly ArrayBuffer[] = Object.freeze([]);
 
-  constructor(
-    private readonly maxFrameBytes: number,
-    /** For errors: which connection, which link. */
-    private readonly name: string,
-    private readonly edge: string,
-  ) {}
-
-  /** What of a frame has arrived when the stream stops here, or null at a frame boundary. */
-  get partial(): string | null {
-    if (this.frame !== null) return `${this.filled} of a frame's ${this.frame.byteLength} bytes`;
-    return this.prefixBytes > 0 ? `${this.prefixBytes} of a length's ${PREFIX_BYTES} bytes` : null;
-  }
-
-  /**
-   * Hands each frame `chunk` completes to `deliver`, which returns false to stop reading. Returns
-   * 'goodbye' at the orderly end of the stream, 'stopped' when `deliver` said so, 'more' when the
-   * chunk is used up, or a ProtocolError for a declared length over the limit (found before anything
-   * is allocated for it).
-   */
-  push(
-    chunk: Uint8Array,
-    deliver: (frame: Uint8Array) => boolean,
-  ): 'more' | 'goodbye' | 'stopped' | ProtocolError {
-    let at = 0;
-    const n = chunk.byteLength;
-    while (at < n) {
-      if (this.frame === null) {
-        const take = Math.min(PREFIX_BYTES - this.prefixBytes, n - at);
-        this.prefix.set(chunk.subarray(at, at + take), this.prefixBytes);
-        this.prefixBytes += take;
-        at += take;
-        if (this.prefixBytes < PREFIX_BYTES) return 'more';
-        this.prefixBytes = 0;
-        const length = new DataView(this.prefix.buffer).getUint32(0, true);
-        if (length === 0) return 'goodbye';
-        if (length > this.maxFrameBytes)
-          return new ProtocolError(
-            `${this.edge} over ${this.name}: a frame of ${length} bytes declared, over the limit of ` +
-              `${this.maxFrameBytes} (maxFrameBytes); the connection is closed`,
-            { edge: this.edge, phase: 'receive', expected: `<= ${this.maxFrameBytes}`, found: length },
-          );
-        if (n - at >= length) {
-          // Whole within the chunk: a view, not a copy.
-          const whole = new Uint8Array(chunk.buffer, chunk.byteOffset + at, length);
-          at += length;
-          if (!deliver(whole)) return 'stopped';
-          continue;
-        }
-        this.frame = this.buffer(length);
-        this.filled = 0;
-      }
-      const take = Math.min(this.frame.byteLength - this.filled, n - at);
-      this.frame.set(chunk.subarray(at, at + take), this.filled);
-      this.filled += take;
-      at += take;
-      if (this.filled < this.frame.byteLength) return 'more';
-      const done = this.frame;
-      this.frame = null;
-      if (!deliver(done)) return 'stopped';
-    }
-    return 'more';
-  }
-
-  /** Where a split frame of `length` bytes is put together: the kept buffer (grown if need be), or a fresh one past the bound. */
-  private buffer(length: number): Uint8Array<ArrayBuffer> {
-    if (length > REUSED_FRAME_BYTES) return new Uint8Array(length);
-    if (this.kept === null || this.kept.byteLength < length) this.kept = new Uint8Array(length);
-    return this.kept.subarray(0, length);
-  }
+/** What one post writes: a frame, the blobs ahead of it, and their bytes with every length prefix. */
+interface Unit {
+  readonly frame: Uint8Array;
+  readonly blobs: readonly ArrayBuffer[];
+  readonly bytes: number;
 }
 
-const GOODBYE = new Uint8Array(PREFIX_BYTES);
+function lengthPrefix(word: number): Uint8Array {
+  const prefix = new Uint8Array(PREFIX_BYTES);
+  new DataView(prefix.buffer).setUint32(0, word, true);
+  return prefix;
+}
+
+/**
+ * The buffer's memory under a new ArrayBuffer, the old one detached, as a port's transfer leaves it:
+ * no copy, and the sender's pool forgets it (Note [tensors beside the frame]).
+ */
+function takeOver(b: ArrayBuffer): ArrayBuffer {
+  return structuredClone(b, { transfer: [b] });
+}
 
 /**
  * One end of an authenticated TCP connection as a Wire (Note [stream framing]). Reads nothing until
@@ -167,6 +91,8 @@ export class TcpWire implements Wire {
   readonly name: string;
   private readonly limits: Required<Omit<TcpWireOptions, 'clusterId'>>;
   private readonly clusterId: number | null;
+  /** Where large tensors' buffers come from and go back to (Note [tensors beside the frame]). */
+  private pool: StoragePool | null = null;
   /** Frames of another runtime (another cluster id) dropped on receipt. */
   dropped = 0;
   private readonly cutter: FrameCutter;
@@ -177,7 +103,7 @@ export class TcpWire implements Wire {
   private error: ((cause: Error) => void) | null = null;
   /** The socket's buffer is full: frames wait in `held`, oldest first, for 'drain'. */
   private blocked = false;
-  private held: Uint8Array[] = [];
+  private held: Unit[] = [];
   private unwritten = 0;
   private drainWaiters: (() => void)[] = [];
   private readonly socketClosed: Promise<void>;
@@ -191,7 +117,12 @@ export class TcpWire implements Wire {
     this.name = `tcp ${socket.remoteAddress}:${socket.remotePort}`;
     this.limits = wireLimits(options);
     this.clusterId = options.clusterId === undefined ? null : options.clusterId >>> 0;
-    this.cutter = new FrameCutter(this.limits.maxFrameBytes, this.name, edge);
+    this.cutter = new FrameCutter(
+      this.limits.maxFrameBytes,
+      this.name,
+      edge,
+      (bytes) => this.pool?.takeBuffer(bytes) ?? new ArrayBuffer(bytes),
+    );
     this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.pause();
     socket.setNoDelay(true);
@@ -206,6 +137,10 @@ export class TcpWire implements Wire {
       );
     });
     socket.on('close', () => this.fail('the connection closed'));
+  }
+
+  usePool(pool: StoragePool): void {
+    this.pool = pool;
   }
 
   /** Bytes posted and not yet taken by the kernel: frames waiting for 'drain', and the socket's buffer. */
@@ -224,22 +159,36 @@ export class TcpWire implements Wire {
     return this.socketClosed;
   }
 
+  /**
+   * Sends the envelope: its large tensors ahead of its frame, their buffers taken over as a port
+   * takes a transfer (Note [tensors beside the frame]), the rest encoded into the frame at once.
+   */
   post(envelope: Envelope): void {
     if (this.closed) return;
-    const frame = encodeFrame(envelope);
+    const frame = encodeFrame(envelope, envelope.buffers.length > 0);
+    // After the frame, which reads their lengths: taking them over detaches them.
+    const blobs = envelope.buffers.length === 0 ? NO_BLOBS : envelope.buffers.map(takeOver);
     if (this.clusterId !== null) new DataView(frame.buffer).setUint32(CLUSTER_AT, this.clusterId, true);
-    this.postBytes(frame);
+    this.send(frame, blobs);
   }
 
   postBytes(frame: Uint8Array<ArrayBuffer>): void {
+    this.send(frame, NO_BLOBS);
+  }
+
+  private send(frame: Uint8Array, blobs: readonly ArrayBuffer[]): void {
     if (this.closed) return;
-    const size = frame.byteLength;
-    if (size === 0 || size > this.limits.maxFrameBytes)
+    const max = this.limits.maxFrameBytes;
+    let size = frame.byteLength;
+    let blobBytes = 0;
+    for (const b of blobs) blobBytes += b.byteLength;
+    if (size === 0 || size > max || blobBytes > max)
       throw new ProtocolError(
-        `${this.edge} over ${this.name}: a frame of ${size} bytes cannot be sent: expected 1 to ` +
-          `${this.limits.maxFrameBytes} bytes (maxFrameBytes)`,
-        { edge: this.edge, phase: 'send', expected: `[1, ${this.limits.maxFrameBytes}]`, found: size },
+        `${this.edge} over ${this.name}: a frame of ${size} bytes${blobs.length > 0 ? ` with ${blobBytes} bytes of tensors beside it` : ''} ` +
+          `cannot be sent: expected 1 to ${max} bytes each (maxFrameBytes)`,
+        { edge: this.edge, phase: 'send', expected: `[1, ${max}]`, found: Math.max(size, blobBytes) },
       );
+    size += PREFIX_BYTES + blobBytes + blobs.length * PREFIX_BYTES;
     if (this.unwritten > 0 && this.unwritten + size > this.limits.maxQueuedBytes) {
       this.fail(
         `${this.unwritten} bytes wait for the peer to read them, and ${size} more would pass ` +
@@ -247,10 +196,11 @@ export class TcpWire implements Wire {
       );
       return;
     }
-    this.unwritten += PREFIX_BYTES + size;
-    // Behind a held frame, a frame waits its turn (Note [stream framing]: never reordered).
-    if (this.blocked) this.held.push(frame);
-    else this.blocked = !this.write(frame);
+    this.unwritten += size;
+    const unit: Unit = { frame, blobs, bytes: size };
+    // Behind a held frame, a frame waits its turn (never reordered).
+    if (this.blocked) this.held.push(unit);
+    else this.blocked = !this.write(unit);
   }
 
   listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void {
@@ -277,9 +227,9 @@ export class TcpWire implements Wire {
 
   private read(chunk: Buffer): void {
     if (this.closed) return;
-    const cut = this.cutter.push(chunk, (frame) => {
+    const cut = this.cutter.push(chunk, (frame, blobs) => {
       if (this.clusterId !== null && !this.ours(frame)) this.dropped++;
-      else this.receive!(frame);
+      else this.receive!(blobs.length === 0 ? frame : new FrameWithBlobs(frame, blobs));
       return !this.closed;
     });
     if (cut instanceof ProtocolError) this.fail(cut);
@@ -298,14 +248,15 @@ export class TcpWire implements Wire {
     return words.getUint32(0, true) !== FRAME_MAGIC || words.getUint32(CLUSTER_AT, true) === this.clusterId;
   }
 
-  /** Writes one frame with its length, in one system call; false when the kernel's buffer is full. */
-  private write(frame: Uint8Array): boolean {
-    const prefix = new Uint8Array(PREFIX_BYTES);
-    new DataView(prefix.buffer).setUint32(0, frame.byteLength, true);
-    const bytes = PREFIX_BYTES + frame.byteLength;
+  /** Writes a frame and its blobs with their lengths, in one system call; false when the kernel's buffer is full. */
+  private write(unit: Unit): boolean {
     this.socket.cork();
-    this.socket.write(prefix);
-    const ok = this.socket.write(frame, () => this.written(bytes));
+    for (const b of unit.blobs) {
+      this.socket.write(lengthPrefix(BLOB_BIT + b.byteLength));
+      this.socket.write(new Uint8Array(b));
+    }
+    this.socket.write(lengthPrefix(unit.frame.byteLength));
+    const ok = this.socket.write(unit.frame, (err) => this.written(unit, err));
     this.socket.uncork();
     return ok;
   }
@@ -318,9 +269,12 @@ export class TcpWire implements Wire {
     this.held.splice(0, sent);
   }
 
-  private written(bytes: number): void {
-    if (this.closed) return;
-    this.unwritten -= bytes;
+  private written(unit: Unit, err: Error | null | undefined): void {
+    if (this.closed || err) return;
+    // The kernel has the blobs' bytes: their buffers go back to the host's pool, for the next
+    // tensor of their size (Note [tensors beside the frame]).
+    if (this.pool !== null) for (const b of unit.blobs) this.pool.giveBuffer(b);
+    this.unwritten -= unit.bytes;
     if (this.unwritten === 0) this.settleDrained();
   }
 

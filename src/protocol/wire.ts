@@ -1,5 +1,6 @@
 // What carries envelopes between two parties, whatever it is: a MessagePort between threads, bytes
 // in memory, later a TCP connection or a NATS subject. A Link (link.ts) batches messages over one.
+import type { StoragePool } from '../tensor/pool.ts';
 import type { Envelope } from './envelope.ts';
 
 /** One end of a connection to one peer: frames or envelopes out, whatever arrives in, in order. */
@@ -20,6 +21,12 @@ export interface Wire {
    * (a lost connection), after which nothing more arrives.
    */
   listen(receive: (raw: unknown) => void, error: (cause: Error) => void): void;
+  /**
+   * The storage pool of the host this end belongs to, for a wire that takes large tensors over: it
+   * gives their buffers back to it once written, and receives large tensors into its free buffers
+   * (Note [tensors beside the frame]).
+   */
+  usePool?(pool: StoragePool): void;
   /** Envelopes of another runtime (another cluster id) this end dropped on receipt, where it can tell. */
   readonly dropped?: number;
   /** Stops sending and receiving, at both ends; idempotent. */

@@ -108,6 +108,8 @@ export async function startWiredHost(
         });
   const host = new Host(plan, worker, new Map(), { pool, limits: init.limits });
   let shell: HostShell | null = null;
+  // Note [tensors beside the frame]: a TCP wire recycles large tensors through the host's pool.
+  if (pool !== null) for (const w of [wires.coordinator, ...wires.peers.map(([, w]) => w)]) w.usePool?.(pool);
   const links = new ShellLinks(worker, wires, () => shell!);
   shell = new HostShell(host, links, { ...options, pool });
   shell.gen = init.gen;

@@ -115,6 +115,36 @@ export class StoragePool implements PoolStats {
     this.arenaBytes += s.byteLength;
   }
 
+  /**
+   * The buffer of a free float32 storage of `bytes`, not recorded, or null (none free, or not a pooled
+   * size): where a byte wire puts a tensor that arrives beside its frame, which the host records on
+   * receipt (Note [tensors beside the frame] in src/protocol/frame-cutter.ts).
+   */
+  takeBuffer(bytes: number): ArrayBuffer | null {
+    if (bytes % 4 !== 0 || bytes < this.minBytes) return null;
+    const key = classKey('float32', bytes / 4);
+    this.demand.set(key, (this.demand.get(key) ?? 0) + 1);
+    const free = this.classes.get(key);
+    if (free === undefined) {
+      this.misses++;
+      return null;
+    }
+    const s = free.pop()!;
+    this.pooledBytes -= s.byteLength;
+    this.hits++;
+    this.classes.delete(key);
+    if (free.length > 0) this.classes.set(key, free);
+    return s.buffer as ArrayBuffer;
+  }
+
+  /**
+   * Takes a buffer that left the arena back as a free float32 storage: a tensor's, once a byte wire
+   * has written it to its socket (Note [tensors beside the frame]). Nothing else may hold it.
+   */
+  giveBuffer(b: ArrayBuffer): void {
+    if (b.byteLength % 4 === 0 && b.byteLength >= this.minBytes) this.give(new Float32Array(b));
+  }
+
   /** Bytes of storage the pool keeps alive: its free storages and those of the arena. */
   get retainedBytes(): number {
     return this.pooledBytes + this.arenaBytes;

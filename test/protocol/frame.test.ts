@@ -16,7 +16,7 @@ import {
   type Limits,
   PROTOCOL_VERSION,
 } from '../../src/protocol/envelope.ts';
-import { decodeInit, encodeFrame, encodeInit } from '../../src/protocol/frame.ts';
+import { decodeInit, encodeFrame, encodeInit, FrameWithBlobs } from '../../src/protocol/frame.ts';
 import { Link } from '../../src/protocol/link.ts';
 import { packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
@@ -141,6 +141,30 @@ describe('frames (Note [byte framing])', () => {
     expect(Object.is((out[2] as unknown as { error: { fields: { at: number } } }).error.fields.at, -0)).toBe(
       true,
     );
+  });
+
+  it("a frame whose large tensors went beside it takes exactly those blobs, bit for bit, as the tensors' own buffers", () => {
+    const sent = hostData();
+    const { envelope } = encodeEnvelope(sent, 3, 0, EDGE);
+    expect(envelope.buffers.length).toBe(1);
+    const frame = encodeFrame(envelope, true);
+    // Only the length travels in the frame: it is shorter by the tensor's bytes.
+    expect(encodeFrame(envelope).byteLength - frame.byteLength).toBe(envelope.buffers[0]!.byteLength);
+    const blob = envelope.buffers[0]!.slice(0);
+    const got = fromHost(new FrameWithBlobs(frame, [blob])).messages;
+    expect(got.map((m) => bits((m as { tensor: Tensor }).tensor))).toEqual(
+      sent.map((m) => bits((m as { tensor: Tensor }).tensor)),
+    );
+    expect((got[2] as { tensor: Tensor }).tensor.data.buffer).toBe(blob);
+    // Missing, extra, or of another size: refused, naming what the frame declared.
+    expect(() => fromHost(frame)).toThrow(/buffer 0: \d+ bytes sent beside the frame, found no such blob/);
+    expect(() => fromHost(new FrameWithBlobs(frame, [blob.slice(0), new ArrayBuffer(8)]))).toThrow(
+      /2 buffers sent beside the frame, found a frame that names 1 of them/,
+    );
+    expect(() => fromHost(new FrameWithBlobs(frame, [new ArrayBuffer(8)]))).toThrow(
+      /a blob of \d+ bytes, found 8 bytes/,
+    );
+    expect(() => fromHost(new FrameWithBlobs(encodeFrame(envelope), [blob.slice(0)]))).toThrow(ProtocolError);
   });
 
   it('refuses a frame cut at every byte, and one with trailing bytes', () => {

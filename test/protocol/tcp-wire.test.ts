@@ -9,6 +9,7 @@ import { InputError, ProtocolError } from '../../src/errors.ts';
 import { SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
 import { decodeHostInputs } from '../../src/protocol/batch-reader.ts';
 import { COORDINATOR, type HostInput, type Limits, PROTOCOL_VERSION } from '../../src/protocol/envelope.ts';
+import { BLOB_BIT, FrameCutter, MAX_FRAME_BYTES } from '../../src/protocol/frame-cutter.ts';
 import { Link } from '../../src/protocol/link.ts';
 import {
   connectTcp,
@@ -19,7 +20,7 @@ import {
   TcpListener,
 } from '../../src/protocol/tcp-listener.ts';
 import { tcpPipe } from '../../src/protocol/tcp-pipes.ts';
-import { FrameCutter, MAX_FRAME_BYTES, type TcpWire } from '../../src/protocol/tcp-wire.ts';
+import type { TcpWire } from '../../src/protocol/tcp-wire.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 
@@ -211,7 +212,7 @@ describe('FrameCutter (Note [stream framing])', () => {
     const err = cutter.push(head, (f) => delivered.push(f) > 0);
     expect(err).toBeInstanceOf(ProtocolError);
     expect((err as ProtocolError).message).toMatch(
-      /worker 1 -> worker 0.*4294967295 bytes declared.*limit of 100/,
+      /worker 1 -> worker 0.*a frame of 2147483647 bytes declared.*limit of 100/,
     );
     // No frame started: nothing was allocated, nothing delivered.
     expect(cutter.partial).toBeNull();
@@ -222,6 +223,64 @@ describe('FrameCutter (Note [stream framing])', () => {
         () => true,
       ),
     ).toBe('goodbye');
+  });
+});
+
+describe('FrameCutter: tensors beside the frame (Note [tensors beside the frame])', () => {
+  const blobbed = (size: number) => {
+    const out = new Uint8Array(4 + size);
+    new DataView(out.buffer).setUint32(0, BLOB_BIT + size, true);
+    out.set(numbered(100 + size, size), 4);
+    return out;
+  };
+  // Two blobs and their frame, a frame alone, a blob and its frame.
+  const stream = Buffer.concat([
+    blobbed(12),
+    blobbed(33),
+    prefixed(numbered(1, 20)),
+    prefixed(numbered(2, 9)),
+    blobbed(5),
+    prefixed(numbered(3, 16)),
+  ]);
+  const want = [
+    [numbered(1, 20), [numbered(112, 12), numbered(133, 33)]],
+    [numbered(2, 9), []],
+    [numbered(3, 16), [numbered(105, 5)]],
+  ];
+
+  it('hands each frame on with the blobs sent ahead of it, wherever the stream is cut; each blob is a buffer of its own', () => {
+    const cuts = (chunks: Uint8Array[]) => {
+      const cutter = new FrameCutter(1024, 'tcp test', 'worker 1 -> worker 0');
+      const out: [Uint8Array, Uint8Array[]][] = [];
+      for (const c of chunks)
+        expect(
+          cutter.push(c, (f, blobs) => {
+            for (const b of blobs) expect(b).not.toBe(c.buffer);
+            return out.push([f.slice(), blobs.map((b) => new Uint8Array(b))]) > 0;
+          }),
+        ).toBe('more');
+      expect(cutter.partial).toBeNull();
+      return out;
+    };
+    expect(cuts([stream])).toEqual(want);
+    for (let a = 0; a <= stream.length; a++)
+      expect(cuts([stream.subarray(0, a), stream.subarray(a)]), `cut at ${a}`).toEqual(want);
+    expect(cuts([...stream].map((x) => Uint8Array.of(x)))).toEqual(want);
+  });
+
+  it('refuses a blob over the limit, blobs that pass it together, and an empty blob, before allocating', () => {
+    const cutter = new FrameCutter(40, 'tcp test', 'worker 1 -> worker 0');
+    const over = cutter.push(blobbed(41).subarray(0, 4), () => true);
+    expect(over).toBeInstanceOf(ProtocolError);
+    expect((over as ProtocolError).message).toMatch(/a blob of 41 bytes declared, over the limit of 40/);
+    const sum = new FrameCutter(40, 'tcp test', 'worker 1 -> worker 0');
+    expect(sum.push(blobbed(30), () => true)).toBe('more');
+    expect(sum.partial).toBe('1 blobs without their frame');
+    const err = sum.push(blobbed(11).subarray(0, 4), () => true);
+    expect((err as ProtocolError).message).toMatch(/a blob of 11 bytes declared after 30 bytes of blobs/);
+    const empty = new Uint8Array(4);
+    new DataView(empty.buffer).setUint32(0, BLOB_BIT, true);
+    expect(new FrameCutter(40, 'tcp', 'e').push(empty, () => true)).toBeInstanceOf(ProtocolError);
   });
 });
 
@@ -292,18 +351,23 @@ describe('tcp wires on 127.0.0.1', () => {
       tensor: new Tensor('float32', [data.length], data),
     });
     sender.flush();
+    // The feed's tensor went beside its frame, taken over: detached here, not copied.
+    expect(data.byteLength).toBe(0);
     sender.push({ kind: 'update', step: 4, lr: 0.125, scale: 1 });
     await two;
     expect(got.map((m) => m.map((x) => x.kind))).toEqual([['start', 'feed'], ['update']]);
     expect(got[0]![0]).toEqual(start);
     expect(got[1]![0]).toEqual({ kind: 'update', step: 4, lr: 0.125, scale: 1 });
     const feed = got[0]![1] as { tensor: Tensor };
-    expect([...new Uint32Array(feed.tensor.data.buffer, 0, data.length)]).toEqual([
-      ...new Uint32Array(data.buffer),
+    const expected = new Float32Array(SMALL_TENSOR_BYTES / 4 + words.length);
+    new Uint32Array(expected.buffer).set(words);
+    expect(feed.tensor.data.buffer.byteLength).toBe(expected.byteLength);
+    expect([...new Uint32Array(feed.tensor.data.buffer, 0, expected.length)]).toEqual([
+      ...new Uint32Array(expected.buffer),
     ]);
   });
 
-  it('a storage recycled (poisoned) while its frame waits in the socket arrives intact: the frame is a copy', async () => {
+  it('a large storage is taken over, as a port takes a transfer: detached at once, so no recycle can reach it, and it arrives intact', async () => {
     const [a, b] = await pipe();
     const pool = new StoragePool({ poison: true });
     installPool(pool);
@@ -332,8 +396,9 @@ describe('tcp wires on 127.0.0.1', () => {
     };
     sender.push(message);
     sender.flush();
-    expect(pool.recycle(new Set())).toBe(1);
-    expect(Number.isNaN(storage[1])).toBe(true);
+    // Detached: the pool forgets it instead of recycling it (Note [tensors beside the frame]).
+    expect(storage.byteLength).toBe(0);
+    expect(pool.recycle(new Set())).toBe(0);
     const limits: Limits = { nodes: 20, replicas: 2, workers: 3 };
     const arrived = new Promise<Message[]>((resolve) => {
       new Link(
@@ -348,6 +413,66 @@ describe('tcp wires on 127.0.0.1', () => {
     const got = ((await arrived)[0] as { tensor: Tensor }).tensor.data;
     expect(got[0]).toBe(-0.5);
     expect(got[n - 1]).toBe(n - 1.5);
+  });
+
+  it("a large tensor's buffer goes back to the sender's pool once written, and the receiver takes a free one of its size from its pool", async () => {
+    const [a, b] = await pipe();
+    const pool = new StoragePool({ poison: true });
+    a.usePool(pool);
+    b.usePool(pool);
+    const n = SMALL_TENSOR_BYTES / 2;
+    const limits: Limits = { nodes: 20, replicas: 2, workers: 3 };
+    const fail = (e: Error) => {
+      throw e;
+    };
+    const received: Tensor[] = [];
+    let arrived: () => void = () => {};
+    new Link(
+      b,
+      1,
+      0,
+      () => 0,
+      (link, raw) => {
+        for (const m of decodeHostInputs(raw, link.edgeIn, 0, limits).messages)
+          received.push((m as { tensor: Tensor }).tensor);
+        arrived();
+      },
+      fail,
+    );
+    const sender = new Link(
+      a,
+      0,
+      1,
+      () => 0,
+      () => {},
+      fail,
+    );
+    const send = async (value: number) => {
+      const data = new Float32Array(n).fill(value);
+      const next = new Promise<void>((resolve) => (arrived = resolve));
+      sender.push({
+        kind: 'activation',
+        step: 1,
+        mb: 0,
+        replica: 0,
+        node: 5,
+        tensor: new Tensor('float32', [n], data),
+      });
+      sender.flush();
+      await a.drained();
+      await next;
+    };
+    await send(1.5);
+    // One receipt, one look for a free buffer; the sent buffer went back to the pool once written.
+    expect(pool.stats().hits + pool.stats().misses).toBe(1);
+    await send(2.5);
+    // By the second receipt at least one written buffer was free: received tensors are intact all the
+    // same, though the pool poisons what it gets back.
+    expect(pool.stats().hits).toBeGreaterThanOrEqual(1);
+    expect(received.map((t) => [t.data.length, t.data[0], t.data[n - 1]])).toEqual([
+      [n, 1.5, 1.5],
+      [n, 2.5, 2.5],
+    ]);
   });
 
   it('queue what the kernel cannot take until drain, in order: a slow reader gets every frame, the queue empties', async () => {
@@ -488,10 +613,10 @@ describe('death of a connection', () => {
 
   it('a declared frame length over the limit is refused before allocation, and the connection closed', async () => {
     const { client, wire, inWire } = await admitted();
-    client.socket.write(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1, 2, 3));
+    client.socket.write(Uint8Array.of(0xff, 0xff, 0xff, 0x7f, 1, 2, 3));
     const err = await inWire.error();
-    expect(err.message).toMatch(/a frame of 4294967295 bytes declared, over the limit of 1073741824/);
-    expect((err as ProtocolError).context).toMatchObject({ edge: 'worker 1 -> worker 0', found: 4294967295 });
+    expect(err.message).toMatch(/a frame of 2147483647 bytes declared, over the limit of 1073741824/);
+    expect((err as ProtocolError).context).toMatchObject({ edge: 'worker 1 -> worker 0', found: 2147483647 });
     await client.closed;
     await wire.whenClosed();
     expect(inWire.frames).toEqual([]);

@@ -143,6 +143,28 @@ describe('StoragePool', () => {
   });
 });
 
+describe('StoragePool buffers for byte wires (Note [tensors beside the frame])', () => {
+  it('takes back a written buffer as a free float32 storage, and hands it out unrecorded for a receipt', () => {
+    const pool = new StoragePool();
+    const b = new ArrayBuffer(16 * KiB);
+    expect(pool.takeBuffer(16 * KiB)).toBeNull();
+    pool.giveBuffer(b);
+    expect(pool.pooledBytes).toBe(16 * KiB);
+    expect(pool.takeBuffer(16 * KiB)).toBe(b);
+    // Not recorded: the host records the received tensor itself.
+    expect(pool.arenaSize).toBe(0);
+    expect(pool.stats()).toMatchObject({ hits: 1, misses: 1, pooledBytes: 0 });
+    // Sizes that are not pooled are neither kept nor looked for.
+    pool.giveBuffer(new ArrayBuffer(KiB));
+    pool.giveBuffer(new ArrayBuffer(16 * KiB + 2));
+    expect(pool.pooledBytes).toBe(0);
+    expect(pool.takeBuffer(16 * KiB + 2)).toBeNull();
+    // A written buffer serves the next allocation of its class, as float32 storage.
+    pool.giveBuffer(b);
+    expect(pool.allocate('float32', 4 * KiB, false).buffer).toBe(b);
+  });
+});
+
 // Note: allocateUninit call sites must write every element. With a poisoned pool whose every storage
 // is a recycled NaN-filled one, each kernel must give the very bits it gives on fresh storage.
 const wasm = bestWasmVariant();
