@@ -70,8 +70,8 @@ describe('createRuntime refuses an option before any worker starts', () => {
 
 describe('a createRuntime that fails after its workers started stops them all', () => {
   // Every option is valid: the failure is a worker refusing a call of the start-up, which the checks
-  // before the start cannot rule out.
-  it.each(['setParams', 'setSchedule', 'setOptimizer', 'setTracing'] as const)(
+  // before the start cannot rule out. The first call of the start-up and the last one.
+  it.each(['setParams', 'setTracing'] as const)(
     'a failing %s rejects createRuntime with its error and leaves no worker running',
     async (call) => {
       const live = WorkerPool.live;
