@@ -54,6 +54,8 @@ describe('createRuntime checks the optimizer before any worker starts', () => {
         [{ name: 'sgd', lr: 0.1, weightDecay: -1 }, /sgd weightDecay: expected a finite number >= 0/],
         [{ name: 'sgd', lr: 0.1, momentun: 0.9 }, /sgd has no option 'momentun' \(expected lr, momentum,/],
         [{ name: 'adam', beta1: 1 }, /adam beta1: expected a number in \[0, 1\), found 1/],
+        [{ name: 'adam', beta1: -0.1 }, /adam beta1: expected a number in \[0, 1\), found -0.1/],
+        [{ name: 'adamw', beta2: 1.5 }, /adamw beta2: expected a number in \[0, 1\), found 1.5/],
         [{ name: 'adam', beta2: Number.NaN }, /adam beta2: expected a number in \[0, 1\), found NaN/],
         [{ name: 'adamw', eps: -1e-8 }, /adamw eps: expected a finite number >= 0/],
         [{ name: 'adamw', lr: null }, /adamw lr: expected a finite number >= 0, found null/],

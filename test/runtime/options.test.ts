@@ -1,9 +1,10 @@
 // Options and feeds the runtime could not use are refused with an InputError naming the option, the
 // value and what is allowed: options before any worker starts, feeds before any message is sent.
-import { describe, expect, it } from 'vitest';
-import { InputError } from '../../src/errors.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { InputError, WorkerError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { initParams } from '../../src/graph/params.ts';
+import { LinkedCluster } from '../../src/runtime/linked-cluster.ts';
 import { WorkerPool } from '../../src/runtime/pool.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { tensor } from '../../src/tensor/tensor.ts';
@@ -65,6 +66,38 @@ describe('createRuntime refuses an option before any worker starts', () => {
       expect(err.context).toMatchObject({ option, found: options[option as never] });
     expect(WorkerPool.live).toBe(live);
   });
+});
+
+describe('a createRuntime that fails after its workers started stops them all', () => {
+  // Every option is valid: the failure is a worker refusing a call of the start-up, which the checks
+  // before the start cannot rule out. The first call of the start-up and the last one.
+  it.each(['setParams', 'setTracing'] as const)(
+    'a failing %s rejects createRuntime with its error and leaves no worker running',
+    async (call) => {
+      const live = WorkerPool.live;
+      const refusal = new WorkerError(`worker 1 refused ${call}`, { worker: 1 });
+      const failing = vi.spyOn(LinkedCluster.prototype, call).mockRejectedValueOnce(refusal);
+      try {
+        const err = await rejected(
+          WorkerError,
+          createRuntime(model.graph, {
+            mode: 'threads',
+            workers: 2,
+            schedule: 'gpipe',
+            microbatches: 2,
+            params: model.params,
+            optimizer: { name: 'sgd', lr: 0.1 },
+            trace: true,
+          }),
+        );
+        expect(err).toBe(refusal);
+        expect(failing).toHaveBeenCalledOnce();
+        expect(WorkerPool.live).toBe(live);
+      } finally {
+        failing.mockRestore();
+      }
+    },
+  );
 });
 
 describe('a step refuses feeds that are not the graph inputs, before sending anything', () => {

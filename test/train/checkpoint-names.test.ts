@@ -182,6 +182,20 @@ describe('forged checkpoint files naming such keys', () => {
     },
   );
 
+  it.each(NAMES)(
+    'a state key %s loads as an own key of its parameter, Object.prototype untouched',
+    async (key) => {
+      await rename('w', 'w', key);
+      const loaded = await loadCheckpoint(dir, { expect: { w: [2] } });
+      const state = loaded.optimizer!.states['w']!;
+      expect(Object.keys(state).sort()).toEqual([key, 'v'].sort());
+      expect(Object.hasOwn(state, key)).toBe(true);
+      expectBitwise(state[key]!, t(2));
+      expectBitwise(state['v']!, t(3));
+      expectUnpolluted();
+    },
+  );
+
   it.each(NAMES)('a parameter %s that is missing or not expected is a CheckpointShapeError', async (name) => {
     await rename('w', 'w', 'm');
     const missing = loadCheckpoint(dir, { expect: { w: [2], [name]: [3] } });
