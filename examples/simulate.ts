@@ -9,9 +9,13 @@
 // `stepCosts` turns its trace into the whole model's costs, and `searchSchedule` simulates every
 // candidate with them: the ranked table, and the best one's timeline in out/simulate/search-best.svg.
 //
-//   npx tsx examples/simulate.ts
+//   npx tsx examples/simulate.ts [--quick] [--out out/simulate]
+//
+// --quick sweeps 4 and 8 workers up to 16 microbatches and measures a narrower MLP: a check that the
+// example runs (test/examples/simulate.test.ts), not its figures.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import {
   createRuntime,
   formatBytes,
@@ -35,9 +39,16 @@ const SCHEDULES: readonly { kind: ScheduleKind; chunks: number; label: string }[
   { kind: 'interleaved-1f1b', chunks: 2, label: 'interleaved 1F1B, 2 chunks' },
   { kind: 'zb-h1', chunks: 1, label: 'ZB-H1' },
 ];
-const WORKERS = [4, 8, 16, 32];
-const MAX_MICROBATCHES = 64;
-const SHOWN = [1, 2, 4, 8, 16, 32, 64];
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: join('out', 'simulate') },
+  },
+});
+const quick = values.quick;
+const WORKERS = quick ? [4, 8] : [4, 8, 16, 32];
+const MAX_MICROBATCHES = quick ? 16 : 64;
+const SHOWN = [1, 2, 4, 8, 16, 32, 64].filter((m) => m <= MAX_MICROBATCHES);
 
 interface Point {
   m: number;
@@ -102,7 +113,7 @@ console.log(
     `1F1B ${at('1f1b', 8)} / ${at('1f1b', 32)} / ${at('1f1b', 64)}, ZB-H1 ${at('zb-h1', 8)} / ${at('zb-h1', 32)} / ${at('zb-h1', 64)}`,
 );
 
-const outDir = join('out', 'simulate');
+const outDir = values.out;
 mkdirSync(outDir, { recursive: true });
 const file = join(outDir, 'bubbles.svg');
 writeFileSync(file, bubblePlot(results));
@@ -111,20 +122,22 @@ console.log(
 );
 
 // Which schedule for a model? Measure its step, then search. An MLP 512 wide, 8 tanh layers and a
-// 10-class head, batch 512, run in process on 2 pipeline workers (GPipe, 2 microbatches, so that the
-// trace sees a stage boundary): in process the hosts take turns on one thread, so a span is the
-// task's own time. The totals of the measured steps are the whole model's costs on the batch
-// (Note [search costs]); the search shares them out over every candidate's stages and microbatches.
+// 10-class head, batch 512 (width and batch 64 with --quick), run in process on 2 pipeline workers (GPipe, 2
+// microbatches, so that the trace sees a stage boundary): in process the hosts take turns on one
+// thread, so a span is the task's own time. The totals of the measured steps are the whole model's
+// costs on the batch (Note [search costs]); the search shares them out over every candidate's
+// stages and microbatches.
+const width = quick ? 64 : 512;
 const mlp = mlpClassifier({
-  features: 512,
-  hidden: new Array<number>(8).fill(512),
+  features: width,
+  hidden: new Array<number>(8).fill(width),
   classes: 10,
   activation: 'tanh',
 });
 const rng = new Rng(3);
-const batch = 512;
+const batch = quick ? 64 : 512;
 const feeds = {
-  x: rng.normalTensor([batch, 512]),
+  x: rng.normalTensor([batch, width]),
   y: tensor(Array.from({ length: batch }, () => rng.int(10))),
 };
 const runtime = await createRuntime(mlp, {

@@ -147,7 +147,10 @@ function oneFOneBOrder({ workers, microbatches }: CheckedConfig): Action[][] {
  */
 function interleavedOrder(c: CheckedConfig, zeroBubble: boolean): Action[][] {
   const { workers: p, microbatches: m, chunks: v } = c;
-  const perRound = m / interleavedRounds(p, m);
+  // Note: with one chunk the rounds do not change the order (forward k is microbatch k), and m need
+  // not be a multiple of them (ZB-H1 takes any m >= p): a fractional round would make fractional
+  // microbatches, so one chunk runs as one round.
+  const perRound = v === 1 ? m : m / interleavedRounds(p, m);
   const total = m * v;
   const virtual = (kind: 'F' | 'B' | 'I' | 'W', w: number, k: number): Action => {
     const inRound = k % (perRound * v);

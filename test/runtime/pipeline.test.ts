@@ -6,6 +6,7 @@ import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/runt
 import { actionsOf, formatAction } from '../../src/schedule/action.ts';
 import { SCHEDULE_KINDS } from '../../src/schedule/config.ts';
 import { resolveStagePlacement } from '../../src/schedule/placement.ts';
+import { simulatePipeline } from '../../src/sim/pipeline.ts';
 import { deepMlp, tiedDeep } from '../support/models.ts';
 import { expectMatchesReference } from '../support/reference.ts';
 import { chunksFor, DUAL_PIPE_V2x4, scheduleError, V2x4 } from '../support/schedules.ts';
@@ -99,6 +100,33 @@ describe.each(['in-process', 'loopback'] as const)(
     });
   },
 );
+
+describe('ZB-H1 with m not a multiple of p', () => {
+  it('p = 3, m = 20 (one chunk is one round): every microbatch runs, bitwise equal to the reference, and the simulator finishes it', async () => {
+    const model = deepMlp(6);
+    const options: RuntimeOptions = {
+      mode: 'in-process',
+      workers: 3,
+      schedule: 'zb-h1',
+      microbatches: 20,
+      params: model.params,
+      stepTimeoutMs: 10_000,
+    };
+    const rt = await createRuntime(model.graph, options);
+    try {
+      await expectMatchesReference(model.graph, model.params, model.feeds(40), options, rt);
+    } finally {
+      await rt.close();
+    }
+    const sim = simulatePipeline({
+      schedule: 'zb-h1',
+      workers: 3,
+      microbatches: 20,
+      costs: { forward: 1, backward: 2, input: 1, weight: 1 },
+    });
+    expect(sim.makespan).toBe(3 * 20 + 3 - 1);
+  });
+});
 
 describe('pipelines on worker threads', () => {
   it('interleaved 1F1B (2 chunks per worker) and ZB-H1 over 4 threads are bitwise equal to the reference', async () => {

@@ -155,6 +155,25 @@ describe('generated orders', () => {
     for (const list of schedule) expect(actions(list).some((a) => a.kind === 'B')).toBe(false);
   });
 
+  it('one chunk is one round, whatever m >= p: ZB-H1 and the interleaved kinds run microbatches 0..m-1 in order (no fractional ones, as p = 3, m = 20 once gave)', () => {
+    for (let p = 2; p <= 6; p++)
+      for (let m = p; m <= 8 * p; m++)
+        for (const kind of ['zb-h1', 'interleaved-zb', 'interleaved-1f1b'] as const) {
+          const schedule = generateSchedule(kind, { workers: p, microbatches: m, chunks: 1 });
+          const where = `${kind} p=${p} m=${m}`;
+          for (const list of schedule) {
+            const forwards = actions(list)
+              .flatMap(actionsOf)
+              .filter((a) => a.kind === 'F');
+            expect(
+              forwards.map((a) => a.microbatch),
+              where,
+            ).toEqual(Array.from({ length: m }, (_, mb) => mb));
+          }
+          expect(() => validateSchedule(schedule, { stages: p, microbatches: m }), where).not.toThrow();
+        }
+  });
+
   it("interleaved 1F1B with m not a multiple of p: PyTorch's rounds (p = 4, m = 10: 2 rounds of 5) and order", () => {
     const schedule = scheduleInterleaved1F1B({ workers: 4, microbatches: 10, chunks: 2 });
     // Worked out by hand from PyTorch's ScheduleInterleaved1F1B: warmup (v-1) 5 + 2 (p-1) = 11.

@@ -1,11 +1,14 @@
 // searchSchedule (Note [search costs]): candidates ranked by simulated step time against closed forms,
 // the ones over the memory limit marked, the ones a schedule refuses skipped with its reason, and
-// costs calibrated from a trace giving back the step they were measured on.
+// costs calibrated from a trace giving back the step they were measured on, and from a real step's
+// trace giving the bytes its hosts kept and sent.
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.ts';
+import { createRuntime } from '../../src/runtime/runtime.ts';
 import { simulatePipeline } from '../../src/sim/pipeline.ts';
 import { formatSearch, searchSchedule } from '../../src/sim/search.ts';
 import { stepCosts } from '../../src/trace/calibrate.ts';
+import { deepMlp } from '../support/models.ts';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -162,5 +165,47 @@ describe('searchSchedule: costs from a trace', () => {
     const r = searchSchedule({ workers: p, costs, microbatches: [m], schedules: ['zb-h1'] });
     expect(r.ranked[0]!.makespan).toBe(measured.makespan);
     expect(r.ranked[0]!.peakKeptBytes).toEqual(measured.peakKeptBytes);
+  });
+
+  it("a real step's trace (in process, 2 workers): the bytes the hosts kept and sent, any schedule's split backward, and a search on them", async () => {
+    const model = deepMlp(4);
+    const batch = 16;
+    const measure = async (schedule: 'gpipe' | 'zb-h1') => {
+      const rt = await createRuntime(model.graph, {
+        mode: 'in-process',
+        workers: 2,
+        schedule,
+        microbatches: 2,
+        params: model.params,
+        trace: true,
+      });
+      try {
+        const { trace } = await rt.step(model.feeds(batch));
+        return { costs: stepCosts([trace!]), hostPeaks: (await rt.stats()).map((h) => h.peakKeptBytes) };
+      } finally {
+        await rt.close();
+      }
+    };
+    const gpipe = await measure('gpipe');
+    // GPipe runs every forward before any backward, so each host's peak is all it keeps in the step.
+    expect(gpipe.costs.keptBytes).toBe(gpipe.hostPeaks[0]! + gpipe.hostPeaks[1]!);
+    // One stage boundary, crossed by the whole batch's f32[batch, 8] activation.
+    expect(gpipe.costs.activationBytes).toBe(batch * 8 * 4);
+    expect(gpipe.costs.forward).toBeGreaterThan(0);
+    expect(gpipe.costs.backward).toBeGreaterThan(0);
+    expect(gpipe.costs.input).toBeUndefined();
+    // ZB-H1 keeps and sends the same bytes; its backward comes split into I and W, which sum to it.
+    const zb = await measure('zb-h1');
+    expect(zb.costs.keptBytes).toBe(gpipe.costs.keptBytes);
+    expect(zb.costs.activationBytes).toBe(gpipe.costs.activationBytes);
+    expect(zb.costs.input! + zb.costs.weight!).toBeCloseTo(zb.costs.backward, 9);
+    expect(zb.costs.input).toBeGreaterThan(0);
+    expect(zb.costs.weight).toBeGreaterThan(0);
+    // The search shares the measured costs out (Note [search costs]): GPipe, p = 2, m = 2 takes
+    // (m + p - 1)(F + B) / (p m) and each worker keeps half of the step's bytes.
+    const { forward, backward, keptBytes } = gpipe.costs;
+    const r = searchSchedule({ workers: 2, costs: gpipe.costs, microbatches: [2], schedules: ['gpipe'] });
+    expect(r.ranked[0]!.makespan).toBeCloseTo((3 * (forward + backward)) / 4, 9);
+    expect(r.ranked[0]!.peakKeptBytes).toEqual([keptBytes / 2, keptBytes / 2]);
   });
 });

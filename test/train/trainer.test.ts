@@ -13,6 +13,7 @@ import { WorkerPool } from '../../src/runtime/pool.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
+import { formatValue } from '../../src/train/progress.ts';
 import { type FitOptions, type StepRecord, Trainer } from '../../src/train/trainer.ts';
 import { run } from '../fixtures/train-run.ts';
 import { rejected } from '../support/errors.ts';
@@ -116,6 +117,42 @@ describe('Trainer with a loss output of another name', () => {
       const evaluation = await trainer.evaluate(data);
       expect(history.epochs[0]!.evalLoss).toBe(evaluation.loss);
       expect(evaluation.accuracy).toBeGreaterThan(0);
+    } finally {
+      await trainer.close();
+    }
+  });
+});
+
+describe("Trainer's progress lines", () => {
+  it("label the running figure 'step loss' (the last step's) and the epoch's closing one 'mean loss' (its steps' mean)", async () => {
+    const all = blobs({ perClass: 24, classes: 2, spread: 0.4, seed: 5 });
+    const data = new Dataset(all.x, all.y);
+    const graph = mlpClassifier({ features: 2, hidden: [4], classes: 2, activation: 'tanh' });
+    const trainer = new Trainer(graph, {
+      mode: 'in-process',
+      workers: 1,
+      params: initParams(graph, 2),
+      optimizer: { name: 'sgd', lr: 0.1 },
+    });
+    // Not a TTY: plain lines, the step count's at its end (3/3) and the epoch's closing one.
+    const lines: string[] = [];
+    const stream = {
+      write: (chunk: string) => void lines.push(...chunk.split('\n').filter((l) => l !== '')),
+    };
+    try {
+      const history = await trainer.fit(data, { epochs: 1, batchSize: 16, progress: stream });
+      const losses = history.steps.map((s) => s.loss);
+      expect(losses).toHaveLength(3);
+      const figure = (line: string, label: string) => line.match(new RegExp(`  ${label} (\\S+)  `))?.[1];
+      const running = lines.filter((l) => l.includes('step loss'));
+      const closing = lines.filter((l) => l.includes('mean loss'));
+      expect(running.length).toBeGreaterThan(0);
+      expect(closing).toHaveLength(1);
+      expect(lines.every((l) => !/(^| {2})loss /.test(l))).toBe(true); // no bare 'loss' label
+      expect(figure(running[running.length - 1]!, 'step loss')).toBe(formatValue(losses[2]!));
+      expect(figure(closing[0]!, 'mean loss')).toBe(formatValue(history.epochs[0]!.loss));
+      expect(history.epochs[0]!.loss).toBe((losses[0]! + losses[1]! + losses[2]!) / 3);
+      expect(closing[0]).not.toContain('step loss');
     } finally {
       await trainer.close();
     }
