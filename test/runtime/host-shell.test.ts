@@ -6,6 +6,7 @@ import { Host } from '../../src/actor/host.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { COORDINATOR, type HostInput, type HostOutput } from '../../src/protocol/envelope.ts';
+import { Link } from '../../src/protocol/link.ts';
 import { HostShell, SLICE_MS } from '../../src/runtime/host-shell.ts';
 import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
@@ -143,6 +144,73 @@ describe('HostShell', () => {
       /^coordinator -> worker 0: feed %999, replica 0, microbatch 0 was refused by the host/,
     );
     drain();
+    expect(reports.filter((r) => r.kind === 'loss')).toHaveLength(2);
+  });
+});
+
+describe('HostShell generations', () => {
+  /** An envelope of the coordinator's link to worker 0 stamped with `gen`, holding `m`. */
+  function envelope(gen: number, m: HostInput<Tensor>): unknown {
+    const sent: unknown[] = [];
+    const link = new Link(
+      { name: 'capture', post: (e) => sent.push(e), postBytes: () => {}, listen: () => {}, close: () => {} },
+      COORDINATOR,
+      0,
+      () => gen,
+      () => {},
+      (e) => {
+        throw e;
+      },
+    );
+    link.push(m);
+    link.flush();
+    return sent.pop();
+  }
+
+  it('an envelope of an older generation is dropped and counted, unread; one of this generation is read', () => {
+    const { shell, reports, drain } = setup();
+    const from = { peer: COORDINATOR, edgeIn: 'coordinator -> worker 0' } as Link;
+    shell.gen = 3;
+    const shards = splitBatch(graph, feeds, { microbatches: 2 });
+    shell.take(
+      {
+        kind: 'start',
+        step: 1,
+        microbatches: 2,
+        shards: shards.map((s) => ({
+          replica: s.replica,
+          mb: s.mb,
+          bindings: [...s.bindings],
+          scale: s.scale,
+        })),
+      },
+      COORDINATOR,
+    );
+    const fed = (gen: number) => {
+      for (const s of shards)
+        for (const input of graph.inputs())
+          shell.receive(
+            from,
+            envelope(gen, {
+              kind: 'feed',
+              step: 1,
+              mb: s.mb,
+              replica: 0,
+              node: input.id,
+              tensor: s.feeds[input.name!]!,
+            }),
+          );
+    };
+    const feedCount = shards.length * graph.inputs().length;
+    // The step's feeds stamped with generation 2: none reaches the host, so nothing runs.
+    fed(2);
+    drain();
+    expect(shell.dropped).toBe(feedCount);
+    expect(reports.filter((r) => r.kind === 'loss' || r.kind === 'failed')).toEqual([]);
+    // The same feeds of generation 3: the step runs.
+    fed(3);
+    drain();
+    expect(shell.dropped).toBe(feedCount);
     expect(reports.filter((r) => r.kind === 'loss')).toHaveLength(2);
   });
 });

@@ -1,7 +1,9 @@
 // Certificates for TLS tests, made with openssl in a temporary directory: a CA, a certificate it
 // signed (for every node and the coordinator: the CA is the trust anchor), and one of another CA.
+// The signed certificates name 127.0.0.1 and localhost, so that a local nats-server can serve them
+// to clients that check the server's name.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -17,6 +19,7 @@ export interface Certs {
 export function makeCerts(): Certs {
   const dir = mkdtempSync(join(tmpdir(), 'backflow-certs-'));
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   const pair = (name: string) => {
     ssl(
       'req',
@@ -55,6 +58,8 @@ export function makeCerts(): Certs {
       '-CAkey',
       `${name}-ca.key`,
       '-CAcreateserial',
+      '-extfile',
+      'san.ext',
       '-days',
       '2',
       '-out',
