@@ -34,6 +34,8 @@ export const FEATURE_DOCS = {
   images:
     'values viewed as NHWC images [B, h, w, c]: conv2d and its gradients, max and average pooling and their adjoints, flattened back',
   masks: "where over comparisons' and constant 0/1 masks, argmax as indices",
+  manyMicrobatches:
+    'pipeline schedules with up to 8x as many microbatches as workers, not a multiple of them (every kind within its rule)',
 } as const;
 
 export type Feature = keyof typeof FEATURE_DOCS;

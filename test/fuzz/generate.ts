@@ -264,6 +264,8 @@ export function buildCase(c: FuzzCase): BuiltCase {
     g.used.add('vStages');
   if (c.run.schedule !== undefined && !['stages', 'manual'].includes(c.run.placement))
     g.used.add('scheduleAnyPlacement');
+  if (c.run.schedule !== undefined && c.run.microbatches > 2 * Math.max(1, c.run.workers / c.run.replicas))
+    g.used.add('manyMicrobatches');
   const x2 = graph.inputs().find((n) => n.name === 'x2');
   return {
     graph,
@@ -333,7 +335,7 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
           ? 2 * group + rng.int(2)
           : 1 + rng.int(4);
   const maxSize = options.maxSize ?? 10;
-  return {
+  const c: FuzzCase = {
     seed,
     size: 4 + rng.int(maxSize - 3),
     skip: [],
@@ -359,4 +361,28 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
       steps: 2,
     },
   };
+  if (schedule !== undefined && features.has('manyMicrobatches')) manyMicrobatches(c, schedule, group);
+  return c;
+}
+
+/**
+ * Half the time, a schedule's microbatch count redrawn up to 8x its workers (m = 20 over p = 3 hung
+ * ZB-H1 once), within the kind's rule, from a stream of its own: the cases of every other feature keep
+ * their draws.
+ */
+function manyMicrobatches(c: FuzzCase, schedule: ScheduleKind | 'gpipe-v', group: number): void {
+  const rng = rngFor(c.seed, -3);
+  if (rng.next() < 0.5) return;
+  const more = group + rng.int(7 * group + 1);
+  const m =
+    schedule === '1f1b' || schedule === 'zb-h1'
+      ? more
+      : schedule === 'interleaved-1f1b' || schedule === 'interleaved-zb'
+        ? interleavedMicrobatches(group, more)
+        : schedule === 'dualpipe-v'
+          ? 2 * group + rng.int(2 * group + 1)
+          : 1 + rng.int(4 * group);
+  const extra = c.run.batch - c.run.replicas * c.run.microbatches;
+  c.run.microbatches = m;
+  c.run.batch = c.run.replicas * m + extra;
 }

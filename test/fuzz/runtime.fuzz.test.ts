@@ -21,7 +21,8 @@ const PASSING: Feature[] = [...FEATURES];
  * Shapes that broke the runtime once, each run on cases that are sure to use it (random cases meet
  * some of them rarely): nodes fed only by parameters and constants, unconnected and frozen
  * parameters, inputs in wrt, V stage placement, stage annotations that come back down (refused under
- * a schedule), unannotated nodes, and schedules over any placement (refused when values flow back).
+ * a schedule), unannotated nodes, schedules over any placement (refused when values flow back), and
+ * schedules with many microbatches, not a multiple of the workers.
  */
 const TARGETED: Feature[] = [
   'paramConstOnly',
@@ -32,6 +33,7 @@ const TARGETED: Feature[] = [
   'frozenParam',
   'partialStages',
   'scheduleAnyPlacement',
+  'manyMicrobatches',
 ];
 
 // In-process steps of these graphs take milliseconds: a second is a hang.
