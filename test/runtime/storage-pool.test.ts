@@ -1,5 +1,7 @@
-// Buffer recycling on worker threads and on hosts sharing this thread over byte wires (Note [storage
-// pool], Note [step arena], Note [byte wires and recycled storage]): with poison on, every storage
+// Buffer recycling on worker threads and on hosts sharing this thread over byte wires, in memory and
+// over TCP, where large tensors travel beside their frames and their buffers go back to the pools
+// (Note [storage pool], Note [step arena], Note [byte wires and recycled storage], Note [tensors
+// beside the frame]): with poison on, every storage
 // given back is filled with NaN, so a storage recycled while still in use (or while a wire still held
 // it) would show in the loss, the gradients or the parameters. They stay bitwise equal to the
 // reference loop.
@@ -79,7 +81,7 @@ const LAYOUTS: Layout[] = [
 ];
 const OPTIMIZERS: (OptimizerSpec | null)[] = [{ name: 'sgd', lr: 0.05, momentum: 0.9 }, null];
 
-const CASES = (['threads', 'loopback'] as const).flatMap((mode) =>
+const CASES = (['threads', 'loopback', 'tcp-loopback'] as const).flatMap((mode) =>
   LAYOUTS.map((layout) => [mode, layout.name, layout] as const),
 );
 describe.each(CASES)('%s: pooled storages with poison, %s', (mode, _, layout) => {
