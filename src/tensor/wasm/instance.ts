@@ -52,7 +52,7 @@ export interface WasmExports {
   readonly memory: WasmMemory;
   // biome-ignore format: one argument per line reads worse
   gemm(a: number, ai: number, ap: number, b: number, bp: number, bj: number, c: number, m: number, n: number, k: number,
-    cpad: number, packA: number, packB: number, mc: number, kc: number, nc: number): void;
+    cpad: number, packA: number, packB: number, mc: number, kc: number, nc: number, mr: number): void;
   neg(x: number, o: number, n: number): void;
   abs(x: number, o: number, n: number): void;
   square(x: number, o: number, n: number): void;

@@ -2,8 +2,8 @@
 ;; Assembled by build.ts with wabt (`npm run build:wasm`); test/tensor/wasm-kernels.test.ts checks
 ;; the committed bytes against a fresh assembly. build.ts also derives the relaxed-SIMD variant from
 ;; this text: each multiply-add written `(f32x4.add (local.get $c) (f32x4.mul (local.get ..) ..))`,
-;; the eight of each 4x8 micro-kernel (the gemm's here, two in window.wat) and nothing else, becomes
-;; `(f32x4.relaxed_madd .. .. (local.get $c))`. window.wat, the kernels over image windows, is
+;; the twelve of the gemm's 6x8 micro-kernel, the eight of its 4x8 one and of each of window.wat's two, and
+;; nothing else, becomes `(f32x4.relaxed_madd .. .. (local.get $c))`. window.wat, the kernels over image windows, is
 ;; spliced in at its @include line at the end.
 ;;
 ;; Conventions: pointers are byte offsets; counts (m, n, k, rows, cols, len) and the matmul strides
@@ -25,12 +25,88 @@
   ;; for a given CPU and engine, so still one deterministic order per element.
   ;; ---------------------------------------------------------------------------------------------
 
-  ;; C[4 x 8] (rows $ldc bytes apart, at $c) += A panel (kc x 4 at $pa) times B panel (kc x 8 at $pb).
-  ;; Eight f32x4 accumulators, two B vectors and one broadcast A value fit the 16 xmm registers V8
-  ;; allocates from. Do not unroll the k loop: TurboFan then issues all the unrolled steps' loads
-  ;; first and spills accumulators (measured: 35 GFLOP/s unrolled by 4, 58 not unrolled, at 512).
+  ;; C[6 x 8] (rows $ldc bytes apart, at $c) += A panel (kc x 6 at $pa) times B panel (kc x 8 at $pb).
+  ;; Twelve f32x4 accumulators, two B vectors and one broadcast A value: the 15 xmm registers V8
+  ;; allocates from (it keeps xmm15 as scratch).
+  ;; Note [6x8 micro-kernel]: twelve independent sums hide the multiply-add's latency with room to
+  ;; spare where eight only just did, and each B vector loaded serves six rows instead of four: 57.6
+  ;; GFLOP/s against 53.5 for the 4x8 kernel on panels in L1 (docs/measurements.md, 2026-12-05). That
+  ;; is with relaxed_madd, one instruction into its accumulator. A multiply and an add need a 16th
+  ;; register for the product, so the simd128 variant spills with six rows (0.73x the 4x8 kernel at
+  ;; 512) and keeps 4x8: the caller passes the rows ($mr) for the variant. Do not unroll the k loop: TurboFan then issues
+  ;; all the unrolled steps' loads first and spills accumulators (measured on the 4x8 kernel: 35
+  ;; GFLOP/s unrolled by 4, 58 not unrolled, at 512).
   ;; With $first (the first block along k) the sums start from +0 instead of C, which then needs no
   ;; zeroing: the same +0 a zeroed C would give.
+  (func $kernel6x8 (param $kc i32) (param $pa i32) (param $pb i32) (param $c i32) (param $ldc i32)
+                   (param $first i32)
+    (local $c1 i32) (local $c2 i32) (local $c3 i32) (local $c4 i32) (local $c5 i32) (local $end i32)
+    (local $a v128) (local $b0 v128) (local $b1 v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local $c40 v128) (local $c41 v128) (local $c50 v128) (local $c51 v128)
+    (local.set $c1 (i32.add (local.get $c) (local.get $ldc)))
+    (local.set $c2 (i32.add (local.get $c1) (local.get $ldc)))
+    (local.set $c3 (i32.add (local.get $c2) (local.get $ldc)))
+    (local.set $c4 (i32.add (local.get $c3) (local.get $ldc)))
+    (local.set $c5 (i32.add (local.get $c4) (local.get $ldc)))
+    (if (i32.eqz (local.get $first))
+      (then
+        (local.set $c00 (v128.load offset=0 (local.get $c)))
+        (local.set $c01 (v128.load offset=16 (local.get $c)))
+        (local.set $c10 (v128.load offset=0 (local.get $c1)))
+        (local.set $c11 (v128.load offset=16 (local.get $c1)))
+        (local.set $c20 (v128.load offset=0 (local.get $c2)))
+        (local.set $c21 (v128.load offset=16 (local.get $c2)))
+        (local.set $c30 (v128.load offset=0 (local.get $c3)))
+        (local.set $c31 (v128.load offset=16 (local.get $c3)))
+        (local.set $c40 (v128.load offset=0 (local.get $c4)))
+        (local.set $c41 (v128.load offset=16 (local.get $c4)))
+        (local.set $c50 (v128.load offset=0 (local.get $c5)))
+        (local.set $c51 (v128.load offset=16 (local.get $c5)))))
+    (local.set $end (i32.add (local.get $pa) (i32.mul (local.get $kc) (i32.const 24))))
+    (block $done
+      (loop $steps
+        (br_if $done (i32.ge_u (local.get $pa) (local.get $end)))
+        (local.set $b0 (v128.load offset=0 (local.get $pb)))
+        (local.set $b1 (v128.load offset=16 (local.get $pb)))
+        (local.set $a (v128.load32_splat offset=0 (local.get $pa)))
+        (local.set $c00 (f32x4.add (local.get $c00) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c01 (f32x4.add (local.get $c01) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat offset=4 (local.get $pa)))
+        (local.set $c10 (f32x4.add (local.get $c10) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c11 (f32x4.add (local.get $c11) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat offset=8 (local.get $pa)))
+        (local.set $c20 (f32x4.add (local.get $c20) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c21 (f32x4.add (local.get $c21) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat offset=12 (local.get $pa)))
+        (local.set $c30 (f32x4.add (local.get $c30) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c31 (f32x4.add (local.get $c31) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat offset=16 (local.get $pa)))
+        (local.set $c40 (f32x4.add (local.get $c40) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c41 (f32x4.add (local.get $c41) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $a (v128.load32_splat offset=20 (local.get $pa)))
+        (local.set $c50 (f32x4.add (local.get $c50) (f32x4.mul (local.get $a) (local.get $b0))))
+        (local.set $c51 (f32x4.add (local.get $c51) (f32x4.mul (local.get $a) (local.get $b1))))
+        (local.set $pa (i32.add (local.get $pa) (i32.const 24)))
+        (local.set $pb (i32.add (local.get $pb) (i32.const 32)))
+        (br $steps)))
+    (v128.store offset=0 (local.get $c) (local.get $c00))
+    (v128.store offset=16 (local.get $c) (local.get $c01))
+    (v128.store offset=0 (local.get $c1) (local.get $c10))
+    (v128.store offset=16 (local.get $c1) (local.get $c11))
+    (v128.store offset=0 (local.get $c2) (local.get $c20))
+    (v128.store offset=16 (local.get $c2) (local.get $c21))
+    (v128.store offset=0 (local.get $c3) (local.get $c30))
+    (v128.store offset=16 (local.get $c3) (local.get $c31))
+    (v128.store offset=0 (local.get $c4) (local.get $c40))
+    (v128.store offset=16 (local.get $c4) (local.get $c41))
+    (v128.store offset=0 (local.get $c5) (local.get $c50))
+    (v128.store offset=16 (local.get $c5) (local.get $c51)))
+
+  ;; The same for C[4 x 8] and an A panel kc x 4: the simd128 variant's micro-kernel, whose
+  ;; multiply and add need a register for the product that six rows leave none for (Note [6x8
+  ;; micro-kernel]).
   (func $kernel4x8 (param $kc i32) (param $pa i32) (param $pb i32) (param $c i32) (param $ldc i32)
                    (param $first i32)
     (local $c1 i32) (local $c2 i32) (local $c3 i32) (local $end i32)
@@ -81,7 +157,7 @@
     (v128.store offset=16 (local.get $c3) (local.get $c31)))
 
   ;; Packs `count` lanes (rows of op(A) or columns of op(B)), `depth` deep along k, into panels
-  ;; `width` (4 or 8) wide: panel q holds, for p = 0..depth-1, the values of lanes q*width..
+  ;; `width` (6 or 8) wide: panel q holds, for p = 0..depth-1, the values of lanes q*width..
   ;; side by side, +0 past `count`. Element (lane r, depth p) is at $src + 4*(r*$ls + p*$ds).
   ;; Whole panels of an operand contiguous along the lanes are copied a vector at a time; those
   ;; contiguous along k are transposed 4x4 in registers, so a transposed operand costs no extra pass.
@@ -111,7 +187,9 @@
         (local.set $r0 (i32.add (local.get $r0) (local.get $width)))
         (br $panels))))
 
-  ;; One panel whose lanes are contiguous: `width` floats per k step, copied as vectors.
+  ;; One panel whose lanes are contiguous: `width` floats per k step, copied as vectors. A width of 6
+  ;; copies 8 floats a step: the 2 extra land where the next step (or the next panel, packed after
+  ;; this one, or the region's slack) is written next.
   (func $packCopy (param $src i32) (param $ds i32) (param $depth i32) (param $width i32) (param $out i32)
     (local $end i32) (local $q i32) (local $wb i32)
     (local.set $ds (i32.shl (local.get $ds) (i32.const 2)))
@@ -129,7 +207,8 @@
         (br $steps))))
 
   ;; One panel whose lanes are `ls` floats apart and contiguous along k: 4x4 blocks are loaded as
-  ;; four rows and stored transposed; the last depth % 4 steps go through $packScalar.
+  ;; four rows and stored transposed (and the last two lanes of a panel 6 wide two rows at a time);
+  ;; the last depth % 4 steps go through $packScalar.
   (func $packTranspose (param $src i32) (param $ls i32) (param $depth i32) (param $width i32) (param $out i32)
     (local $p i32) (local $d4 i32) (local $q i32) (local $s i32) (local $o i32) (local $wb i32)
     (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
@@ -165,7 +244,26 @@
           (v128.store (local.get $o) (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t1) (local.get $t3)))
           (local.set $o (i32.add (local.get $o) (local.get $wb)))
           (v128.store (local.get $o) (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t1) (local.get $t3)))
-          (br_if $lanes (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 4))) (local.get $width))))
+          (br_if $lanes (i32.le_u (i32.add (local.tee $q (i32.add (local.get $q) (i32.const 4))) (i32.const 4))
+                                  (local.get $width))))
+        ;; a width of 6: lanes 4 and 5, two rows at depth p..p+3 interleaved into pairs
+        (if (i32.lt_u (local.get $q) (local.get $width))
+          (then
+            (local.set $s (i32.add (local.get $src)
+              (i32.shl (i32.add (i32.mul (local.get $q) (local.get $ls)) (local.get $p)) (i32.const 2))))
+            (local.set $r0 (v128.load (local.get $s)))
+            (local.set $r1 (v128.load (i32.add (local.get $s) (i32.shl (local.get $ls) (i32.const 2)))))
+            (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $r0) (local.get $r1)))
+            (local.set $t1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $r0) (local.get $r1)))
+            (local.set $o (i32.add (local.get $out)
+              (i32.add (i32.mul (local.get $p) (local.get $wb)) (i32.shl (local.get $q) (i32.const 2)))))
+            (v128.store64_lane 0 (local.get $o) (local.get $t0))
+            (local.set $o (i32.add (local.get $o) (local.get $wb)))
+            (v128.store64_lane 1 (local.get $o) (local.get $t0))
+            (local.set $o (i32.add (local.get $o) (local.get $wb)))
+            (v128.store64_lane 0 (local.get $o) (local.get $t1))
+            (local.set $o (i32.add (local.get $o) (local.get $wb)))
+            (v128.store64_lane 1 (local.get $o) (local.get $t1))))
         (local.set $p (i32.add (local.get $p) (i32.const 4)))
         (br $blocks)))
     (if (i32.lt_u (local.get $d4) (local.get $depth))
@@ -197,20 +295,29 @@
 
   ;; C[m, n] (contiguous at $c) = op(A)[m, k] op(B)[k, n], op(A)[i, p] at $a + 4*(i*ai + p*ap) and
   ;; op(B)[p, j] at $b + 4*(p*bp + j*bj): the Goto/BLIS loop nest. Blocks of op(B) (kc x nc) and
-  ;; op(A) (mc x kc) are packed into panels, and the 4x8 micro-kernel accumulates tiles of a padded
-  ;; copy of C ($cpad, a multiple of 4 x 8; the first block along k writes every tile, from +0) that
-  ;; is compacted into $c at the end, unless it is $c itself (the caller's choice when m is a
-  ;; multiple of 4 and n of 8). See Note [wasm matmul summation order].
+  ;; op(A) (mc x kc) are packed into panels, and the micro-kernel ($mr x 8, $mr 6 or 4) accumulates
+  ;; tiles of a padded copy of C ($cpad, a multiple of $mr x 8; the first block along k writes every tile, from +0) that
+  ;; is compacted into $c at the end, unless it is $c itself (the caller's choice when n is a
+  ;; multiple of 8: the tiles' rows past m then land in room the caller leaves after C). See Note [wasm matmul summation order].
   (func (export "gemm")
     (param $a i32) (param $ai i32) (param $ap i32) (param $b i32) (param $bp i32) (param $bj i32)
     (param $c i32) (param $m i32) (param $n i32) (param $k i32)
     (param $cpad i32) (param $packA i32) (param $packB i32) (param $mcMax i32) (param $kcMax i32) (param $ncMax i32)
+    (param $mr i32)
     (local $mPad i32) (local $nPad i32) (local $ldc i32) (local $jc i32) (local $nc i32) (local $ncPad i32)
     (local $pc i32) (local $kc i32) (local $ic i32) (local $mc i32) (local $mcPad i32) (local $jr i32)
-    (local $ir i32) (local $i i32)
-    (local.set $mPad (i32.and (i32.add (local.get $m) (i32.const 3)) (i32.const -4)))
+    (local $ir i32) (local $i i32) (local $tileA i32) (local $tileB i32) (local $tileC i32)
+    (local.set $mPad (i32.mul (i32.div_u (i32.add (local.get $m) (i32.sub (local.get $mr) (i32.const 1))) (local.get $mr))
+                               (local.get $mr)))
     (local.set $nPad (i32.and (i32.add (local.get $n) (i32.const 7)) (i32.const -8)))
     (local.set $ldc (i32.shl (local.get $nPad) (i32.const 2)))
+    ;; Blocks along k of equal depth, at most kcMax: 784 as 4 x 196 rather than 3 x 256 + 16, whose
+    ;; thin last block would load and store every tile of C for 16 steps.
+    (if (i32.gt_u (local.get $k) (local.get $kcMax))
+      (then (local.set $kcMax (i32.div_u (i32.add (local.get $k) (i32.sub (local.tee $i
+        (i32.div_u (i32.add (local.get $k) (i32.sub (local.get $kcMax) (i32.const 1))) (local.get $kcMax)))
+        (i32.const 1))) (local.get $i)))
+        (local.set $i (i32.const 0))))
     ;; k = 0: no block along k, so zeros
     (if (i32.eqz (local.get $k))
       (then (memory.fill (local.get $cpad) (i32.const 0) (i32.mul (local.get $mPad) (local.get $ldc)))))
@@ -236,11 +343,13 @@
                 (br_if $icDone (i32.ge_u (local.get $ic) (local.get $m)))
                 (local.set $mc (select (local.get $mcMax) (i32.sub (local.get $m) (local.get $ic))
                                        (i32.lt_u (local.get $mcMax) (i32.sub (local.get $m) (local.get $ic)))))
-                (local.set $mcPad (i32.and (i32.add (local.get $mc) (i32.const 3)) (i32.const -4)))
+                (local.set $mcPad (i32.mul (i32.div_u (i32.add (local.get $mc) (i32.sub (local.get $mr) (i32.const 1)))
+                                                        (local.get $mr))
+                                           (local.get $mr)))
                 (call $pack
                   (i32.add (local.get $a) (i32.shl (i32.add (i32.mul (local.get $ic) (local.get $ai))
                                                             (i32.mul (local.get $pc) (local.get $ap))) (i32.const 2)))
-                  (local.get $ai) (local.get $ap) (local.get $mc) (local.get $kc) (i32.const 4) (local.get $packA))
+                  (local.get $ai) (local.get $ap) (local.get $mc) (local.get $kc) (local.get $mr) (local.get $packA))
                 (local.set $jr (i32.const 0))
                 (block $jrDone
                   (loop $jrLoop
@@ -249,14 +358,19 @@
                     (block $irDone
                       (loop $irLoop
                         (br_if $irDone (i32.ge_u (local.get $ir) (local.get $mcPad)))
-                        (call $kernel4x8 (local.get $kc)
-                          (i32.add (local.get $packA) (i32.shl (i32.mul (local.get $ir) (local.get $kc)) (i32.const 2)))
-                          (i32.add (local.get $packB) (i32.shl (i32.mul (local.get $jr) (local.get $kc)) (i32.const 2)))
-                          (i32.add (local.get $cpad)
-                            (i32.add (i32.mul (i32.add (local.get $ic) (local.get $ir)) (local.get $ldc))
-                                     (i32.shl (i32.add (local.get $jc) (local.get $jr)) (i32.const 2))))
-                          (local.get $ldc) (i32.eqz (local.get $pc)))
-                        (local.set $ir (i32.add (local.get $ir) (i32.const 4)))
+                        (local.set $tileA (i32.add (local.get $packA)
+                          (i32.shl (i32.mul (local.get $ir) (local.get $kc)) (i32.const 2))))
+                        (local.set $tileB (i32.add (local.get $packB)
+                          (i32.shl (i32.mul (local.get $jr) (local.get $kc)) (i32.const 2))))
+                        (local.set $tileC (i32.add (local.get $cpad)
+                          (i32.add (i32.mul (i32.add (local.get $ic) (local.get $ir)) (local.get $ldc))
+                                   (i32.shl (i32.add (local.get $jc) (local.get $jr)) (i32.const 2)))))
+                        (if (i32.eq (local.get $mr) (i32.const 6))
+                          (then (call $kernel6x8 (local.get $kc) (local.get $tileA) (local.get $tileB) (local.get $tileC)
+                                                 (local.get $ldc) (i32.eqz (local.get $pc))))
+                          (else (call $kernel4x8 (local.get $kc) (local.get $tileA) (local.get $tileB) (local.get $tileC)
+                                                 (local.get $ldc) (i32.eqz (local.get $pc)))))
+                        (local.set $ir (i32.add (local.get $ir) (local.get $mr)))
                         (br $irLoop)))
                     (local.set $jr (i32.add (local.get $jr) (i32.const 8)))
                     (br $jrLoop)))

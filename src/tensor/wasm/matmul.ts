@@ -4,9 +4,9 @@ import { Tensor } from '../tensor.ts';
 import type { WasmArena } from './instance.ts';
 
 // Cache blocks of the wasm gemm, in float32 elements. A packed B micro-panel (KC x 8, 8 KiB) stays in
-// L1 while the packed A block (MC x KC, 128 KiB) streams from L2 past it. MC must be a multiple of the
-// micro-kernel's 4 rows and NC of its 8 columns: a block's padded tiles must not reach into the next.
-const MC = 128;
+// L1 while the packed A block (MC x KC, 120 KiB) streams from L2 past it. MC must be a multiple of the
+// micro-kernel's rows (6 or 4) and NC of its 8 columns: a block's padded tiles must not reach into the next.
+const MC = 120;
 const KC = 256;
 const NC = 1024;
 
@@ -32,11 +32,18 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
     count > 1 &&
     offsetsB.every((o) => o === offsetsB[0]) &&
     offsetsA.every((o, t) => o === t * m * k);
-  const [mPad, nPad] = [Math.ceil((tall ? count * m : m) / 4) * 4, Math.ceil(n / 8) * 8];
+  // The micro-kernel's rows: 6 with relaxed SIMD, 4 with simd128 (Note [6x8 micro-kernel]).
+  const mr = arena.variant === 'relaxed-simd' ? 6 : 4;
+  const rows = tall ? count * m : m;
+  const [mPad, nPad] = [Math.ceil(rows / mr) * mr, Math.ceil(n / 8) * 8];
+  // Where the padded C is C itself (n a multiple of 8), the gemm accumulates in place, no copy: the
+  // tiles' rows past the last land in room left after C. Not for a loop over the batch, where they
+  // would land in the next matrix.
+  const direct = n % 8 === 0 && (tall || count === 1 || m % mr === 0);
   const regions = arena.layout(
     a.bytes,
     b.bytes,
-    count * m * n * 4,
+    (count * m * n + (mPad - rows) * n) * 4,
     mPad * nPad * 4,
     MC * KC * 4,
     KC * Math.min(NC, nPad) * 4,
@@ -49,16 +56,14 @@ export function wasmMatmul(arena: WasmArena, a: Tensor, b: Tensor, transA: boole
   const [ai, ap] = transA ? [1, m] : [k, 1];
   const [bp, bj] = transB ? [1, k] : [n, 1];
   const { gemm } = arena.exports;
-  // Where the padded C is C itself (whole 4 x 8 tiles), the gemm accumulates in place: no copy.
-  const direct = n % 8 === 0 && (tall ? count * m : m) % 4 === 0;
   if (tall) {
     const ob = pb + 4 * offsetsB[0]!;
-    gemm(pa, ai, ap, ob, bp, bj, pc, count * m, n, k, direct ? pc : cpad, packA, packB, MC, KC, NC);
+    gemm(pa, ai, ap, ob, bp, bj, pc, count * m, n, k, direct ? pc : cpad, packA, packB, MC, KC, NC, mr);
     return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
   }
   for (let t = 0; t < count; t++) {
     const [oa, ob, oc] = [pa + 4 * offsetsA[t]!, pb + 4 * offsetsB[t]!, pc + 4 * t * m * n];
-    gemm(oa, ai, ap, ob, bp, bj, oc, m, n, k, direct ? oc : cpad, packA, packB, MC, KC, NC);
+    gemm(oa, ai, ap, ob, bp, bj, oc, m, n, k, direct ? oc : cpad, packA, packB, MC, KC, NC, mr);
   }
   return new Tensor('float32', [...batch, m, n], arena.copyOut(pc, count * m * n));
 }
