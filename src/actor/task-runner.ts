@@ -226,7 +226,8 @@ export class TaskRunner<T> {
         if (actor.keptPerMicrobatch[k]) this.counters.keptBytes -= this.engine.bytes(kept[k]!);
       actor.afterBackward(mb);
     } else actor.holdCotangent(mb, g);
-    this.router.contributions(actor, mb, cotangents, step, effects);
+    // The cotangent the VJP read: a contribution that is its storage is not the contribution's alone.
+    this.router.contributions(actor, mb, cotangents, step, effects, g);
   }
 
   private anomaly(task: Task<T>, step: number, phase: 'forward' | 'backward'): HostEffect<T> {
