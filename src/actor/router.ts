@@ -88,7 +88,8 @@ export class Router<T> {
 
   /** A message of the current step, to the actors it is for. */
   deliver(m: Message<T>, effects: HostEffect<T>[]): void {
-    const { consumers, placement } = this.plan;
+    const { start, node: consumer, slot: slotOf } = this.plan.consumerEdges;
+    const placement = this.plan.placement;
     switch (m.kind) {
       case 'feed': {
         const actor = this.table[m.replica * this.nodes + m.node];
@@ -100,12 +101,12 @@ export class Router<T> {
       }
       case 'activation': {
         this.engine.share(m.tensor);
-        const edges = consumers[m.node]!;
         const p = placement[m.replica]!;
         // A duplicate is one dropped message, however many consumers here read it.
         let duplicate = false;
-        for (let k = 0; k < edges.length; k++) {
-          const [c, slot] = edges[k]!;
+        for (let e: number = start[m.node]!; e < start[m.node + 1]!; e++) {
+          const c = consumer[e]!;
+          const slot = slotOf[e]!;
           if (p[c] !== this.worker) continue;
           const actor = this.actor(c, m.replica);
           if (actor.hasInput(m.mb, slot)) duplicate = true;
@@ -119,7 +120,9 @@ export class Router<T> {
         this.engine.share(m.tensor);
         let duplicate = false;
         for (let r = 0; r < this.plan.replicas; r++) {
-          for (const [c, slot] of consumers[m.node]!) {
+          for (let e: number = start[m.node]!; e < start[m.node + 1]!; e++) {
+            const c = consumer[e]!;
+            const slot = slotOf[e]!;
             if (placement[r]![c] !== this.worker) continue;
             const actor = this.actor(c, r);
             if (actor.hasParam(slot)) duplicate = true;
@@ -141,23 +144,27 @@ export class Router<T> {
    * as the last update ran: Note [parameters sent with the update] in host.ts).
    */
   handOut(param: ParamActor<T>, step: number, effects: HostEffect<T>[], remote = true): void {
-    const { placement, consumers, replicas } = this.plan;
+    const { placement, replicas } = this.plan;
+    const { start, node, slot } = this.plan.consumerEdges;
     for (let r = 0; r < replicas; r++) {
       if (placement[r]![param.node] !== this.worker) continue;
-      for (const [c, slot] of consumers[param.node]!)
-        if (placement[r]![c] === this.worker) this.receiveParam(this.actor(c, r), slot, param.value);
+      for (let e = start[param.node]!; e < start[param.node + 1]!; e++) {
+        const c = node[e]!;
+        if (placement[r]![c] === this.worker) this.receiveParam(this.actor(c, r), slot[e]!, param.value);
+      }
     }
     if (remote) this.sendParam(param, step, effects);
   }
 
   /** A parameter's value for step `step`, to every other worker that holds consumers its copy serves. */
   sendParam(param: ParamActor<T>, step: number, effects: HostEffect<T>[]): void {
-    const { placement, consumers, replicas } = this.plan;
+    const { placement, replicas } = this.plan;
+    const { start, node } = this.plan.consumerEdges;
     const remote = new Set<number>();
     for (let r = 0; r < replicas; r++) {
       if (placement[r]![param.node] !== this.worker) continue;
-      for (const [c] of consumers[param.node]!) {
-        const w = placement[r]![c]!;
+      for (let e = start[param.node]!; e < start[param.node + 1]!; e++) {
+        const w = placement[r]![node[e]!]!;
         if (w !== this.worker) remote.add(w);
       }
     }
@@ -171,10 +178,10 @@ export class Router<T> {
   output(actor: NodeActor<T>, mb: number, output: T, step: number, effects: HostEffect<T>[]): void {
     const { node, replica } = actor;
     const placement = this.plan.placement[replica]!;
-    const edges = this.plan.consumers[node.id]!;
+    const { start, node: consumerOf, slot } = this.plan.consumerEdges;
     let remote: number[] | null = null;
-    for (let k = 0; k < edges.length; k++) {
-      const c = edges[k]![0];
+    for (let e = start[node.id]!; e < start[node.id + 1]!; e++) {
+      const c = consumerOf[e]!;
       const w = placement[c]!;
       if (w !== this.worker) {
         if (remote === null) remote = [w];
@@ -184,7 +191,7 @@ export class Router<T> {
       this.counters.localMessages++;
       this.engine.share(output);
       const consumer = this.actor(c, replica);
-      if (consumer.receiveInput(mb, edges[k]![1], output)) this.queue.enqueue(consumer, 'forward', mb);
+      if (consumer.receiveInput(mb, slot[e]!, output)) this.queue.enqueue(consumer, 'forward', mb);
     }
     if (remote === null) return;
     for (let i = 0; i < remote.length; i++) {
