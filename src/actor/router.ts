@@ -4,7 +4,7 @@ import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FlowControl } from './flow-control.ts';
 import type { HostEffect, HostStats, Message } from './host-types.ts';
-import { NodeActor } from './node-actor.ts';
+import { ActorKinds, NodeActor } from './node-actor.ts';
 import type { Outbox } from './outbox.ts';
 import type { ParamActor } from './param-actor.ts';
 import type { ParamSide } from './param-side.ts';
@@ -50,12 +50,13 @@ export class Router<T> {
     this.table = new Array(graph.size * plan.replicas);
     const actors: NodeActor<T>[] = [];
     const constant = (id: number) => engine.constant(graph.nodes[id]!);
+    const kinds = new ActorKinds();
     for (let r = 0; r < plan.replicas; r++) {
       const p = placement[r]!;
       for (const node of graph.nodes) {
         if (p[node.id] !== worker || node.op === 'const' || node.op === 'param') continue;
         const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
-        const actor = new NodeActor<T>(plan, node, r, needs, constant);
+        const actor = new NodeActor<T>(plan, node, r, needs, constant, kinds);
         this.table[r * this.nodes + node.id] = actor;
         actors.push(actor);
       }
