@@ -338,7 +338,7 @@ const NO_VALUES: never[] = [];
 const NOT_RUN = new Int32Array(0);
 
 /** What every actor of one kind shares: its node's op, where each input comes from, which get a gradient. */
-interface ActorKind {
+export interface ActorKind {
   readonly slots: readonly SlotKind[];
   readonly mbSlots: number;
   readonly needs: readonly boolean[];
