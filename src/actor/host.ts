@@ -425,7 +425,7 @@ export class Host<T = Tensor> {
 
   /** What every actor of this host is still waiting for in the current step (for timeout errors). */
   waiting(): WaitingEntry[] {
-    return waitingEntries(this.plan, this.plan.grad.cells, this.router.actors, this.params.all());
+    return waitingEntries(this.plan, this.plan.grad.cells, this.router.everyActor(), this.params.all());
   }
 }
 

@@ -73,15 +73,15 @@ export class NodeActor<T> {
    */
   readonly keptPerMicrobatch: readonly boolean[];
   /** Per-microbatch state of the step, by microbatch (dense: sized when the step starts). */
-  microbatches: (MicrobatchState<T> | undefined)[] = [];
+  microbatches: (MicrobatchState<T> | undefined)[] = NO_VALUES;
   /** States of finished microbatches, emptied, for the next ones: a long pipeline makes millions. */
-  private readonly free: MicrobatchState<T>[] = [];
+  private free: MicrobatchState<T>[] | null = null;
   private live = 0;
   /**
    * Microbatches whose forward ran (or whose feed arrived) this step: `ran[mb] === epoch`. A new
    * epoch per step forgets them all without a pass over the array (a step starts every actor).
    */
-  private ran = new Int32Array(0);
+  private ran = NOT_RUN;
   private epoch = 1;
 
   constructor(
@@ -90,34 +90,33 @@ export class NodeActor<T> {
     replica: number,
     needs: readonly boolean[],
     constant: (id: number) => T,
+    kinds: ActorKinds = new ActorKinds(),
   ) {
-    const nodes = plan.graph.nodes;
     this.node = node;
     this.replica = replica;
     this.stage = plan.stageOf[node.id]!;
-    this.slots = node.inputs.map((i) => {
-      const op = nodes[i]!.op;
-      return op === 'const' ? 'const' : op === 'param' ? 'param' : 'microbatch';
-    });
-    this.fixed = node.inputs.map((i, s) => (this.slots[s] === 'const' ? constant(i) : undefined));
-    this.mbSlots = this.slots.filter((k) => k === 'microbatch').length;
     this.expected = plan.grad.expected[node.id]!;
-    this.needs = needs;
-    this.runsVjp = needs.includes(true);
-    this.reportsGradient = node.op === 'input' && this.expected > 0;
-    this.hasBackward = this.runsVjp || this.reportsGradient;
-    this.fixedOnly = node.op !== 'input' && this.mbSlots === 0;
-    const def = isLeaf(node) ? undefined : getOp(node.op);
-    this.def = def;
-    // An op that says its VJP does not split runs all of it in the input part.
-    const splits = def !== undefined && def.splitVjp !== false;
-    this.needsWeight = needs.map((n, s) => n && splits && this.slots[s] === 'param');
-    this.needsInput = needs.map((n, s) => n && !this.needsWeight[s]);
-    this.hasWeightPart = this.needsWeight.includes(true);
-    // The rule the memory estimate counts by (Note [memory budget]).
-    this.keptFrom = keptSlots(node, def, this.runsVjp);
-    this.keptIds = this.keptFrom.map((s) => (s === -1 ? node.id : node.inputs[s]!));
-    this.keptPerMicrobatch = this.keptFrom.map((s) => s === -1 || this.slots[s] === 'microbatch');
+    const kind = kinds.of(plan.graph.nodes, node, needs, this.expected > 0);
+    this.slots = kind.slots;
+    this.mbSlots = kind.mbSlots;
+    this.needs = kind.needs;
+    this.runsVjp = kind.runsVjp;
+    this.reportsGradient = kind.reportsGradient;
+    this.hasBackward = kind.hasBackward;
+    this.fixedOnly = kind.fixedOnly;
+    this.def = kind.def;
+    this.needsWeight = kind.needsWeight;
+    this.needsInput = kind.needsInput;
+    this.hasWeightPart = kind.hasWeightPart;
+    this.keptFrom = kind.keptFrom;
+    this.keptPerMicrobatch = kind.keptPerMicrobatch;
+    this.keptIds =
+      this.keptFrom.length === 0 ? NONE : this.keptFrom.map((s) => (s === -1 ? node.id : node.inputs[s]!));
+    // Only an actor with const or parameter inputs writes `fixed`; the others share one empty list.
+    this.fixed =
+      kind.mbSlots === kind.slots.length
+        ? NO_VALUES
+        : node.inputs.map((i, s) => (this.slots[s] === 'const' ? constant(i) : undefined));
   }
 
   /** Starts a step of `microbatches` microbatches (after `reset`). */
@@ -168,7 +167,7 @@ export class NodeActor<T> {
   state(mb: number): MicrobatchState<T> {
     let s = this.microbatches[mb];
     if (s === undefined) {
-      s = this.free.pop() ?? {
+      s = this.free?.pop() ?? {
         inputs: new Array(this.slots.length).fill(undefined),
         missing: 0,
         fired: false,
@@ -193,7 +192,7 @@ export class NodeActor<T> {
     s.received = 0;
     s.g = null;
     this.microbatches[mb] = undefined;
-    this.free.push(s);
+    (this.free ??= []).push(s);
     this.live--;
   }
 
@@ -218,13 +217,14 @@ export class NodeActor<T> {
     return s.fired || s.inputs[slot] !== undefined;
   }
 
-  /** True when the parameter of `slot` already arrived this step: a duplicate. */
+  /** True when the parameter of `slot` already arrived this step: a duplicate (so is one for a slot that reads no parameter). */
   hasParam(slot: number): boolean {
-    return this.fixed[slot] !== undefined;
+    return this.slots[slot] !== 'param' || this.fixed[slot] !== undefined;
   }
 
   /** Stores a parameter input for the step; returns the microbatches whose forward may now fire. */
   receiveParam(slot: number, value: T): number[] {
+    if (this.slots[slot] !== 'param') return [];
     this.fixed[slot] = value;
     if (!this.paramsReady()) return [];
     if (this.fixedOnly) return this.notRun();
@@ -330,6 +330,87 @@ export class NodeActor<T> {
     for (let s = 0; s < this.slots.length; s++) if (this.slots[s] === 'param') this.fixed[s] = undefined;
     this.epoch++;
   }
+}
+
+const NONE: readonly number[] = [];
+/** Shared, never written: see the constructor and `start`. */
+const NO_VALUES: never[] = [];
+const NOT_RUN = new Int32Array(0);
+
+/** What every actor of one kind shares: its node's op, where each input comes from, which get a gradient. */
+export interface ActorKind {
+  readonly slots: readonly SlotKind[];
+  readonly mbSlots: number;
+  readonly needs: readonly boolean[];
+  readonly needsInput: readonly boolean[];
+  readonly needsWeight: readonly boolean[];
+  readonly runsVjp: boolean;
+  readonly reportsGradient: boolean;
+  readonly hasBackward: boolean;
+  readonly fixedOnly: boolean;
+  readonly hasWeightPart: boolean;
+  readonly def: OpDef | undefined;
+  readonly keptFrom: readonly number[];
+  readonly keptPerMicrobatch: readonly boolean[];
+}
+
+// Note [actor kinds]
+// A host builds an actor for every node it runs: half a million on each of 2 workers for the
+// million-node lane graph placed per node. Each had a dozen small arrays of its own (where its inputs
+// come from, which get a gradient, what its VJP keeps), all alive for the runtime's life, so building
+// them was mostly the collector copying them from the young generation to the old one. Those arrays
+// depend only on the node's op, its inputs' kinds, which inputs are the same node and which edges
+// carry a gradient, so actors of one kind share one set; the lane graph has a handful of kinds.
+
+/** The kinds of a host's actors, each made once (Note [actor kinds]). */
+export class ActorKinds {
+  private readonly kinds = new Map<string, ActorKind>();
+
+  of(nodes: readonly Node[], node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
+    let key = `${node.op}${owed ? '+' : '-'}`;
+    const ins = node.inputs;
+    for (let s = 0; s < ins.length; s++) {
+      const op = nodes[ins[s]!]!.op;
+      key += `${op === 'const' ? 'c' : op === 'param' ? 'p' : 'm'}${needs[s] ? 1 : 0}${ins.indexOf(ins[s]!)},`;
+    }
+    let kind = this.kinds.get(key);
+    if (kind === undefined) {
+      kind = makeKind(nodes, node, needs, owed);
+      this.kinds.set(key, kind);
+    }
+    return kind;
+  }
+}
+
+function makeKind(nodes: readonly Node[], node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
+  const slots: SlotKind[] = node.inputs.map((i) => {
+    const op = nodes[i]!.op;
+    return op === 'const' ? 'const' : op === 'param' ? 'param' : 'microbatch';
+  });
+  const mbSlots = slots.filter((k) => k === 'microbatch').length;
+  const runsVjp = needs.includes(true);
+  const reportsGradient = node.op === 'input' && owed;
+  const def = isLeaf(node) ? undefined : getOp(node.op);
+  // An op that says its VJP does not split runs all of it in the input part.
+  const splits = def !== undefined && def.splitVjp !== false;
+  const needsWeight = needs.map((n, s) => n && splits && slots[s] === 'param');
+  // The rule the memory estimate counts by (Note [memory budget]).
+  const keptFrom = keptSlots(node, def, runsVjp);
+  return {
+    slots,
+    mbSlots,
+    needs: [...needs],
+    needsInput: needs.map((n, s) => n && !needsWeight[s]),
+    needsWeight,
+    runsVjp,
+    reportsGradient,
+    hasBackward: runsVjp || reportsGradient,
+    fixedOnly: node.op !== 'input' && mbSlots === 0,
+    hasWeightPart: needsWeight.includes(true),
+    def,
+    keptFrom,
+    keptPerMicrobatch: keptFrom.map((s) => s === -1 || slots[s] === 'microbatch'),
+  };
 }
 
 /** Clears a short array in place (these hold a few values: a plain loop is cheaper than a `fill` call). */

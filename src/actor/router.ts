@@ -1,10 +1,11 @@
 import type { GradientCells } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
+import { CONST, PARAM } from '../graph/columns.ts';
 import { edgeGradient, type Plan } from '../partition/plan.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FlowControl } from './flow-control.ts';
 import type { HostEffect, HostStats, Message } from './host-types.ts';
-import { NodeActor } from './node-actor.ts';
+import { ActorKinds, NodeActor } from './node-actor.ts';
 import type { Outbox } from './outbox.ts';
 import type { ParamActor } from './param-actor.ts';
 import type { ParamSide } from './param-side.ts';
@@ -18,18 +19,22 @@ import { TaskQueue } from './task-queue.ts';
  * lookup, no allocation but the effects.
  */
 export class Router<T> {
-  /** The node actors of this host, and the queue of their ready tasks. */
-  readonly actors: readonly NodeActor<T>[];
-  /** The actors fed only by parameters and constants (Note [fixed-input nodes]). */
-  private readonly fixedOnly: readonly NodeActor<T>[];
+  /** The node actors of this host built so far (Note [actors on first use]). */
+  private readonly built: NodeActor<T>[] = [];
+  /** The actors fed only by parameters and constants (Note [fixed-input nodes]), built at once. */
+  private readonly fixedOnly: NodeActor<T>[] = [];
   readonly queue: TaskQueue<T>;
-  /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash). */
+  /** Actors by replica * nodes + node (dense: the hot lookups are an index, not a hash); a hole until built. */
   private readonly table: (NodeActor<T> | undefined)[];
   private readonly nodes: number;
   /** The workers holding a copy of each parameter that has more than one. */
   private readonly copies: Map<number, readonly number[]> | null = null;
   /** Where every contribution goes (Note [gradient cells]). */
   private readonly cells: GradientCells;
+  private readonly kinds = new ActorKinds();
+  private readonly constant: (id: number) => T;
+  /** The microbatches of the step started (0: none yet): an actor built during a step starts with them. */
+  private microbatches = 0;
 
   constructor(
     private readonly plan: Plan,
@@ -48,36 +53,97 @@ export class Router<T> {
       if (copies.length > 1) (this.copies ??= new Map()).set(id, copies);
     }
     this.table = new Array(graph.size * plan.replicas);
-    const actors: NodeActor<T>[] = [];
-    const constant = (id: number) => engine.constant(graph.nodes[id]!);
+    this.constant = (id: number) => engine.constant(graph.nodes[id]!);
+    // What the queue reads of every actor, from its kind: no actor is built for it.
+    const stage: number[] = [];
+    const backward: number[] = [];
+    const weight: number[] = [];
     for (let r = 0; r < plan.replicas; r++) {
       const p = placement[r]!;
-      for (const node of graph.nodes) {
-        if (p[node.id] !== worker || node.op === 'const' || node.op === 'param') continue;
-        const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
-        const actor = new NodeActor<T>(plan, node, r, needs, constant);
-        this.table[r * this.nodes + node.id] = actor;
-        actors.push(actor);
+      for (let id = 0; id < this.nodes; id++) {
+        if (p[id] !== worker || !this.hasActor(id)) continue;
+        const kind = this.kindOf(id);
+        stage.push(plan.stageOf[id]!);
+        backward.push(kind.hasBackward ? 1 : 0);
+        weight.push(kind.hasWeightPart ? 1 : 0);
+        if (kind.fixedOnly) this.fixedOnly.push(this.build(r * this.nodes + id)!);
       }
     }
-    this.actors = actors;
-    this.fixedOnly = actors.filter((a) => a.fixedOnly);
-    this.queue = new TaskQueue(actors);
+    this.queue = new TaskQueue({ stage, backward, weight });
+  }
+
+  // Note [actors on first use]
+  // A host runs an actor for each node placed on it, half a million per worker on the million-node
+  // lane graph placed per node; building them all before the host answered its init was most of a
+  // runtime's start. An actor is built when its first message arrives (an input, a contribution, a
+  // feed, a parameter), and a step that has started starts it as it is built. What the host needs of
+  // every actor before any message (the queue's counts per stage, and the actors fed only by
+  // parameters and constants, which no message of a microbatch wakes) comes from the actors' kinds
+  // (Note [actor kinds]), and those few actors are built at once. A timeout's list of what every actor
+  // waits for builds the others. On that graph a worker's host took about 400 ms to build instead of
+  // 850 (figures: docs/measurements.md); the actors' cost moves into the first step.
+
+  private hasActor(id: number): boolean {
+    const kind = this.plan.graph.columns.kinds[id];
+    return kind !== PARAM && kind !== CONST;
+  }
+
+  private needs(id: number): boolean[] {
+    return this.plan.graph.nodes[id]!.inputs.map((_, s) => edgeGradient(this.plan, id, s));
+  }
+
+  private kindOf(id: number) {
+    const { graph, grad } = this.plan;
+    return this.kinds.of(graph.nodes, graph.nodes[id]!, this.needs(id), grad.expected[id]! > 0);
+  }
+
+  /** The actor of (replica * nodes + node) `at`, built now; undefined where this host has none. */
+  private build(at: number): NodeActor<T> | undefined {
+    const replica = Math.floor(at / this.nodes);
+    const id = at - replica * this.nodes;
+    if (this.plan.placement[replica]?.[id] !== this.worker || !this.hasActor(id)) return undefined;
+    const node = this.plan.graph.nodes[id]!;
+    const actor = new NodeActor<T>(this.plan, node, replica, this.needs(id), this.constant, this.kinds);
+    this.table[at] = actor;
+    this.built.push(actor);
+    if (this.microbatches > 0) actor.start(this.microbatches);
+    return actor;
+  }
+
+  /** The actor of `node` in `replica`, built on first use; undefined where this host has none. */
+  private actorAt(at: number): NodeActor<T> | undefined {
+    return this.table[at] ?? this.build(at);
   }
 
   private actor(node: number, replica: number): NodeActor<T> {
-    return this.table[replica * this.nodes + node]!;
+    return this.actorAt(replica * this.nodes + node)!;
+  }
+
+  /** The actors built so far: the only ones holding values. */
+  get actors(): readonly NodeActor<T>[] {
+    return this.built;
+  }
+
+  /** Every actor of this host, built now if not yet, by replica then node (a timeout's list of what they wait for). */
+  everyActor(): NodeActor<T>[] {
+    const all: NodeActor<T>[] = [];
+    for (let at = 0; at < this.table.length; at++) {
+      const actor = this.actorAt(at);
+      if (actor !== undefined) all.push(actor);
+    }
+    return all;
   }
 
   /** Starts a step of `microbatches` microbatches (after `reset`); `followSchedule` as TaskQueue.start. */
   start(microbatches: number, followSchedule = true): void {
+    this.microbatches = microbatches;
     this.queue.start(microbatches, followSchedule);
-    for (const a of this.actors) a.start(microbatches);
+    for (const a of this.built) a.start(microbatches);
   }
 
   /** Forgets the step: every actor's state, and the ready tasks. */
   reset(): void {
-    for (const a of this.actors) a.reset();
+    for (const a of this.built) a.reset();
     this.queue.clear();
   }
 
@@ -88,10 +154,11 @@ export class Router<T> {
 
   /** A message of the current step, to the actors it is for. */
   deliver(m: Message<T>, effects: HostEffect<T>[]): void {
-    const { consumers, placement } = this.plan;
+    const { start, node: consumer, slot: slotOf } = this.plan.consumerEdges;
+    const placement = this.plan.placement;
     switch (m.kind) {
       case 'feed': {
-        const actor = this.table[m.replica * this.nodes + m.node];
+        const actor = this.actorAt(m.replica * this.nodes + m.node);
         if (actor === undefined)
           throw new InputError(`host ${this.worker}: no input actor %${m.node} of replica ${m.replica}`);
         if (actor.fed(m.mb)) this.queue.enqueue(actor, 'forward', m.mb, m.tensor);
@@ -100,12 +167,12 @@ export class Router<T> {
       }
       case 'activation': {
         this.engine.share(m.tensor);
-        const edges = consumers[m.node]!;
         const p = placement[m.replica]!;
         // A duplicate is one dropped message, however many consumers here read it.
         let duplicate = false;
-        for (let k = 0; k < edges.length; k++) {
-          const [c, slot] = edges[k]!;
+        for (let e: number = start[m.node]!; e < start[m.node + 1]!; e++) {
+          const c = consumer[e]!;
+          const slot = slotOf[e]!;
           if (p[c] !== this.worker) continue;
           const actor = this.actor(c, m.replica);
           if (actor.hasInput(m.mb, slot)) duplicate = true;
@@ -119,7 +186,9 @@ export class Router<T> {
         this.engine.share(m.tensor);
         let duplicate = false;
         for (let r = 0; r < this.plan.replicas; r++) {
-          for (const [c, slot] of consumers[m.node]!) {
+          for (let e: number = start[m.node]!; e < start[m.node + 1]!; e++) {
+            const c = consumer[e]!;
+            const slot = slotOf[e]!;
             if (placement[r]![c] !== this.worker) continue;
             const actor = this.actor(c, r);
             if (actor.hasParam(slot)) duplicate = true;
@@ -141,23 +210,27 @@ export class Router<T> {
    * as the last update ran: Note [parameters sent with the update] in host.ts).
    */
   handOut(param: ParamActor<T>, step: number, effects: HostEffect<T>[], remote = true): void {
-    const { placement, consumers, replicas } = this.plan;
+    const { placement, replicas } = this.plan;
+    const { start, node, slot } = this.plan.consumerEdges;
     for (let r = 0; r < replicas; r++) {
       if (placement[r]![param.node] !== this.worker) continue;
-      for (const [c, slot] of consumers[param.node]!)
-        if (placement[r]![c] === this.worker) this.receiveParam(this.actor(c, r), slot, param.value);
+      for (let e = start[param.node]!; e < start[param.node + 1]!; e++) {
+        const c = node[e]!;
+        if (placement[r]![c] === this.worker) this.receiveParam(this.actor(c, r), slot[e]!, param.value);
+      }
     }
     if (remote) this.sendParam(param, step, effects);
   }
 
   /** A parameter's value for step `step`, to every other worker that holds consumers its copy serves. */
   sendParam(param: ParamActor<T>, step: number, effects: HostEffect<T>[]): void {
-    const { placement, consumers, replicas } = this.plan;
+    const { placement, replicas } = this.plan;
+    const { start, node } = this.plan.consumerEdges;
     const remote = new Set<number>();
     for (let r = 0; r < replicas; r++) {
       if (placement[r]![param.node] !== this.worker) continue;
-      for (const [c] of consumers[param.node]!) {
-        const w = placement[r]![c]!;
+      for (let e = start[param.node]!; e < start[param.node + 1]!; e++) {
+        const w = placement[r]![node[e]!]!;
         if (w !== this.worker) remote.add(w);
       }
     }
@@ -171,10 +244,10 @@ export class Router<T> {
   output(actor: NodeActor<T>, mb: number, output: T, step: number, effects: HostEffect<T>[]): void {
     const { node, replica } = actor;
     const placement = this.plan.placement[replica]!;
-    const edges = this.plan.consumers[node.id]!;
+    const { start, node: consumerOf, slot } = this.plan.consumerEdges;
     let remote: number[] | null = null;
-    for (let k = 0; k < edges.length; k++) {
-      const c = edges[k]![0];
+    for (let e = start[node.id]!; e < start[node.id + 1]!; e++) {
+      const c = consumerOf[e]!;
       const w = placement[c]!;
       if (w !== this.worker) {
         if (remote === null) remote = [w];
@@ -184,7 +257,7 @@ export class Router<T> {
       this.counters.localMessages++;
       this.engine.share(output);
       const consumer = this.actor(c, replica);
-      if (consumer.receiveInput(mb, edges[k]![1], output)) this.queue.enqueue(consumer, 'forward', mb);
+      if (consumer.receiveInput(mb, slot[e]!, output)) this.queue.enqueue(consumer, 'forward', mb);
     }
     if (remote === null) return;
     for (let i = 0; i < remote.length; i++) {
@@ -299,7 +372,7 @@ export class Router<T> {
   ): void {
     const cell = this.cells.cell[this.cells.slotBase[consumer]! + slot]!;
     // Actors first: an array index, where parameters take a map lookup.
-    const actor = this.table[replica * this.nodes + node];
+    const actor = this.actorAt(replica * this.nodes + node);
     if (actor === undefined) {
       // Note [owned contributions]: a parameter's own contribution stays unmarked, and its gradient
       // is reported without a copy.

@@ -17,6 +17,27 @@ export interface HostAction {
   readonly mb: number;
 }
 
+/**
+ * What the queue reads of a host's actors, as columns (one entry per actor): its stage, and whether it
+ * has a backward task (1) and a weight part (1). A host knows them before it builds its actors.
+ */
+export interface ActorColumns {
+  readonly stage: ArrayLike<number>;
+  readonly backward: ArrayLike<number>;
+  readonly weight: ArrayLike<number>;
+}
+
+/** The columns of actors at hand. */
+export function actorColumns(
+  actors: readonly Pick<NodeActor<unknown>, 'stage' | 'hasBackward' | 'hasWeightPart'>[],
+): ActorColumns {
+  return {
+    stage: actors.map((a) => a.stage),
+    backward: actors.map((a) => (a.hasBackward ? 1 : 0)),
+    weight: actors.map((a) => (a.hasWeightPart ? 1 : 0)),
+  };
+}
+
 /** A FIFO with O(1) shift. */
 class Fifo<X> {
   private items: X[] = [];
@@ -116,19 +137,21 @@ export class TaskQueue<T> {
   gate: ((task: Task<T>) => boolean) | null = null;
   private gated: Task<T>[] = [];
 
-  constructor(actors: readonly NodeActor<T>[]) {
+  constructor(actors: ActorColumns) {
+    const { stage, backward, weight } = actors;
+    const n = stage.length;
     let stages = 0;
-    for (const a of actors) stages = Math.max(stages, a.stage + 1);
+    for (let k = 0; k < n; k++) stages = Math.max(stages, stage[k]! + 1);
     this.local = new Int32Array(stages).fill(-1);
     let count = 0;
-    for (const a of actors) if (this.local[a.stage] === -1) this.local[a.stage] = count++;
+    for (let k = 0; k < n; k++) if (this.local[stage[k]!] === -1) this.local[stage[k]!] = count++;
     this.stageCount = count;
     this.need = new Int32Array(KINDS * count);
-    for (const a of actors) {
-      const s = this.local[a.stage]!;
+    for (let k = 0; k < n; k++) {
+      const s = this.local[stage[k]!]!;
       this.need[F * count + s]!++;
-      if (a.hasBackward) this.need[G * count + s]!++;
-      if (a.hasWeightPart) this.need[W * count + s]!++;
+      if (backward[k]) this.need[G * count + s]!++;
+      if (weight[k]) this.need[W * count + s]!++;
     }
     for (let s = 0; s < stages; s++) {
       this.inFlight.push(0);

@@ -36,6 +36,8 @@ export class TaskRunner<T> {
    * tables themselves are kept across steps by the bindings' sizes (a few: the shard sizes).
    */
   private sizes = new Map<Bindings, Float64Array>();
+  /** The table of each shard of the step, by replica * microbatches + mb (a task reads it without a map lookup). */
+  private shardSizes: Float64Array[] = [];
   private readonly sizesByKey = new Map<string, Float64Array>();
 
   constructor(
@@ -52,10 +54,10 @@ export class TaskRunner<T> {
 
   /** Bytes of node `id`'s value in shard (replica, mb) of the step. */
   bytesOf(id: number, replica: number, mb: number): number {
-    const bindings = this.bindings(replica, mb);
-    const sizes = this.sizes.get(bindings)!;
+    const sizes = this.shardSizes[replica * this.microbatches + mb]!;
     let b = sizes[id]!;
     if (Number.isNaN(b)) {
+      const bindings = this.bindings(replica, mb);
       const node = this.plan.graph.nodes[id]!;
       const shape = resolveShape(node.shape, bindings, label(node));
       b = sizes[id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
@@ -95,6 +97,8 @@ export class TaskRunner<T> {
       }
     }
     this.shards = shards;
+    // A hole stays one: a task of a shard the step does not have fails as it did reading its bindings.
+    this.shardSizes = shards.map((shard) => this.sizes.get(shard!.bindings)!);
     const training = start.outputs === undefined;
     this.training = training;
     this.reported = null;

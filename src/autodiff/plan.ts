@@ -107,17 +107,23 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   const disconnected = wrtIds.filter(
     (id) => needsGrad[id] === 0 || (id !== lossNode.id && expected[id] === 0),
   );
+  return gradPlanOf(graph, { loss: lossNode.id, wrt: wrtIds, forward, needsGrad, expected, disconnected });
+}
+
+/** A gradient plan from its arrays (planGradient's, or a plan's shipped as columns): cells laid out on first use. */
+export function gradPlanOf(graph: Graph, parts: Omit<GradPlan, 'cells'>): GradPlan {
+  const { loss, needsGrad, expected } = parts;
   // Laid out on first use: a coordinator that only places the graph never reads them.
   let cells: GradientCells | null = null;
   return {
-    loss: lossNode.id,
-    wrt: wrtIds,
-    forward,
+    loss,
+    wrt: parts.wrt,
+    forward: parts.forward,
     needsGrad,
     expected,
-    disconnected,
+    disconnected: parts.disconnected,
     get cells() {
-      cells ??= layCells(graph, lossNode.id, needsGrad, expected);
+      cells ??= layCells(graph, loss, needsGrad, expected);
       return cells;
     },
   };

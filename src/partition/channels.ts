@@ -31,10 +31,10 @@ function sendsActivations(plan: Plan, id: number, replica: number): boolean {
 export function sinkWorkers(plan: Plan, id: number, replica: number, out: number[]): number {
   const p = plan.placement[replica]!;
   if (!sendsActivations(plan, id, replica)) return 0;
-  const edges = plan.consumers[id]!;
+  const { start, node } = plan.consumerEdges;
   let n = 0;
-  for (let k = 0; k < edges.length; k++) {
-    const w = p[edges[k]![0]]!;
+  for (let e = start[id]!; e < start[id + 1]!; e++) {
+    const w = p[node[e]!]!;
     if (w === p[id]) continue;
     let seen = false;
     for (let j = 0; j < n && !seen; j++) seen = out[j] === w;

@@ -44,7 +44,8 @@ const concrete = (shape: Shape, batch: number): number[] =>
 export function placeNodes(
   graph: Graph,
   grad: GradPlan,
-  consumers: readonly (readonly (readonly [number, number])[])[],
+  /** The consumer lists, made on first call: per-node placement never reads them. */
+  consumersOf: () => readonly (readonly (readonly [number, number])[])[],
   options: PlaceOptions,
 ): Placement {
   const n = graph.size;
@@ -79,15 +80,15 @@ export function placeNodes(
       break;
     case 'stages':
       balancedStages(computed, cost, workers, worker);
-      leavesWithConsumers(graph, computed, consumers, worker);
+      leavesWithConsumers(graph, computed, consumersOf(), worker);
       break;
     case 'manual':
-      manualStages(graph, computed, consumers, workers, worker);
+      manualStages(graph, computed, consumersOf(), workers, worker);
       break;
     case 'min-comm':
       balancedStages(computed, cost, workers, worker);
-      leavesWithConsumers(graph, computed, consumers, worker);
-      refine(graph, computed, consumers, cost, bytes, workers, options.imbalance, worker);
+      leavesWithConsumers(graph, computed, consumersOf(), worker);
+      refine(graph, computed, consumersOf(), cost, bytes, workers, options.imbalance, worker);
       break;
     default:
       throw new InputError(

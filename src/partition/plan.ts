@@ -83,6 +83,16 @@ export interface PlanOptions {
 }
 export const PARAM_PLACEMENTS: readonly ParamPlacement[] = ['sharded', 'replicated', 'replica-0'];
 
+/**
+ * Every computed node's consumer edges as columns: node id's are `node[e]`, `slot[e]` for e from
+ * `start[id]` to `start[id + 1] - 1`, by consumer id then slot.
+ */
+export interface ConsumerEdges {
+  readonly start: Int32Array;
+  readonly node: Int32Array;
+  readonly slot: Int32Array;
+}
+
 /** One gradient-carrying or activation-carrying edge between two workers. */
 export interface CrossEdge {
   /** The replica. */
@@ -134,8 +144,12 @@ export interface Plan {
    * copy reports. None for a parameter the step never computes.
    */
   readonly paramWorkers: ReadonlyMap<number, readonly number[]>;
-  /** consumers[id]: the (consumer, slot) edges reading node id, among computed nodes, by consumer then slot. */
+  /** consumers[id]: the (consumer, slot) edges reading node id, among computed nodes, by consumer then slot (made on first read from `consumerEdges`). */
   readonly consumers: readonly (readonly (readonly [number, number])[])[];
+  /** The same edges as columns (Note [graph columns]): what hosts read on their hot paths. */
+  readonly consumerEdges: ConsumerEdges;
+  /** Bytes of each node's value at the estimate batch size. */
+  readonly bytes: Float64Array;
   /** The edges whose values or gradients travel between workers (computed on first read). */
   readonly crossEdges: readonly CrossEdge[];
   /** Estimated FLOPs per worker for one step at the estimate batch size. */
@@ -203,7 +217,9 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     }
   }
   const grad = planGradient(graph, loss.id, wrt);
-  const consumers = consumerLists(graph, grad.forward);
+  const consumerEdges = consumerColumns(graph, grad.forward);
+  let consumers: [number, number][][] | null = null;
+  const consumersOf = () => (consumers ??= consumerLists(graph.size, consumerEdges));
   const strategy = options.placement ?? 'stages';
   const group = Math.max(1, Math.floor(workers / replicas));
   const stagePlacement = options.stagePlacement ?? 'loop';
@@ -223,7 +239,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     : Array.from({ length: group }, (_, w) => w);
   const batchSize = options.batchSize ?? 32;
   const imbalance = options.imbalance ?? 0.1;
-  const base = placeNodes(graph, grad, consumers, { strategy, workers: stages, batchSize, imbalance });
+  const base = placeNodes(graph, grad, consumersOf, { strategy, workers: stages, batchSize, imbalance });
   const paramPlacement = options.paramPlacement ?? 'sharded';
   if (!PARAM_PLACEMENTS.includes(paramPlacement)) {
     throw new InputError(
@@ -261,31 +277,6 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     for (const p of placement) if (p[node.id]! >= 0) copies.add(p[node.id]!);
     paramWorkers.set(node.id, [...copies]);
   }
-  // Made on first use: the coordinator reads them, the workers (which compile the same plan) never
-  // do, and on a million-node graph placed per node they are 1.25M objects.
-  let crossEdges: CrossEdge[] | null = null;
-  const makeCrossEdges = (): CrossEdge[] => {
-    const edges: CrossEdge[] = [];
-    for (let r = 0; r < replicas; r++) {
-      const p = placement[r]!;
-      for (let id = 0; id < graph.size; id++) {
-        for (const [c, slot] of consumers[id]!) {
-          if (p[id]! >= 0 && p[id] !== p[c]) {
-            edges.push({
-              replica: r,
-              from: id,
-              to: c,
-              slot,
-              fromWorker: p[id]!,
-              toWorker: p[c]!,
-              bytes: base.bytes[id]!,
-            });
-          }
-        }
-      }
-    }
-    return edges;
-  };
   const load = new Array<number>(workers).fill(0);
   for (let r = 0; r < replicas; r++) {
     for (let id = 0; id < graph.size; id++) {
@@ -293,8 +284,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       if (w >= 0 && (r === 0 || graph.nodes[id]!.op !== 'param')) load[w]! += base.cost[id]!;
     }
   }
-  return {
-    graph,
+  const parts: PlanParts = {
     workers,
     replicas,
     strategy,
@@ -304,11 +294,8 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
     grad,
     placement,
     paramWorkers,
-    consumers,
-    get crossEdges() {
-      crossEdges ??= makeCrossEdges();
-      return crossEdges;
-    },
+    consumerEdges,
+    bytes: base.bytes,
     load,
     stages,
     stageOf: base.worker,
@@ -327,14 +314,97 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       imbalance,
     },
   };
+  return assemblePlan(graph, parts, consumers);
 }
 
-/** For each computed node, the (consumer, slot) edges that read it, by consumer id then slot. */
-function consumerLists(graph: Graph, forward: Uint8Array): [number, number][][] {
-  const lists: [number, number][][] = Array.from({ length: graph.size }, () => []);
-  for (const node of graph.nodes) {
-    if (forward[node.id] === 0) continue;
-    for (const [slot, input] of node.inputs.entries()) lists[input]!.push([node.id, slot]);
+/** What a plan is made of: everything but its graph and what is derived on first read. */
+export type PlanParts = Omit<Plan, 'graph' | 'consumers' | 'crossEdges'>;
+
+/**
+ * A plan from its parts (compile's, or a coordinator's shipped to a host as columns: plan-columns.ts),
+ * with the consumer lists and the cross-worker edges made on first read: the coordinator reads them,
+ * hosts never do, and on a million-node graph placed per node they are millions of objects.
+ */
+export function assemblePlan(
+  graph: Graph,
+  parts: PlanParts,
+  lists: [number, number][][] | null = null,
+): Plan {
+  let consumers = lists;
+  let crossEdges: CrossEdge[] | null = null;
+  const { replicas, placement, consumerEdges, bytes } = parts;
+  const makeCrossEdges = (): CrossEdge[] => {
+    const edges: CrossEdge[] = [];
+    const { start, node, slot } = consumerEdges;
+    for (let r = 0; r < replicas; r++) {
+      const p = placement[r]!;
+      for (let id = 0; id < graph.size; id++) {
+        for (let e = start[id]!; e < start[id + 1]!; e++) {
+          const c = node[e]!;
+          if (p[id]! >= 0 && p[id] !== p[c]) {
+            edges.push({
+              replica: r,
+              from: id,
+              to: c,
+              slot: slot[e]!,
+              fromWorker: p[id]!,
+              toWorker: p[c]!,
+              bytes: bytes[id]!,
+            });
+          }
+        }
+      }
+    }
+    return edges;
+  };
+  return {
+    graph,
+    ...parts,
+    get consumers() {
+      consumers ??= consumerLists(graph.size, consumerEdges);
+      return consumers;
+    },
+    get crossEdges() {
+      crossEdges ??= makeCrossEdges();
+      return crossEdges;
+    },
+  };
+}
+
+/** For each computed node, the (consumer, slot) edges that read it, by consumer id then slot, as columns. */
+function consumerColumns(graph: Graph, forward: Uint8Array): ConsumerEdges {
+  const n = graph.size;
+  const { inputStart, inputIds } = graph.columns;
+  const start = new Int32Array(n + 1);
+  for (let c = 0; c < n; c++) {
+    if (forward[c] === 0) continue;
+    for (let e = inputStart[c]!; e < inputStart[c + 1]!; e++) start[inputIds[e]! + 1]!++;
+  }
+  for (let id = 0; id < n; id++) start[id + 1]! += start[id]!;
+  const fill = start.slice(0, n);
+  const node = new Int32Array(start[n]!);
+  const slot = new Int32Array(start[n]!);
+  // Consumers by increasing id, each one's slots in order: every list comes out sorted.
+  for (let c = 0; c < n; c++) {
+    if (forward[c] === 0) continue;
+    const base = inputStart[c]!;
+    for (let e = base; e < inputStart[c + 1]!; e++) {
+      const at = fill[inputIds[e]!]!++;
+      node[at] = c;
+      slot[at] = e - base;
+    }
+  }
+  return { start, node, slot };
+}
+
+/** The consumer edges as one list of (consumer, slot) pairs per node. */
+export function consumerLists(n: number, edges: ConsumerEdges): [number, number][][] {
+  const { start, node, slot } = edges;
+  const lists = new Array<[number, number][]>(n);
+  for (let id = 0; id < n; id++) {
+    const list: [number, number][] = [];
+    for (let e = start[id]!; e < start[id + 1]!; e++) list.push([node[e]!, slot[e]!]);
+    lists[id] = list;
   }
   return lists;
 }

@@ -8,6 +8,7 @@ import type { HostLimits, HostStats, TaskPhase, WaitingEntry } from '../actor/ho
 import type { HostAction } from '../actor/task-queue.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
 import type { PlanOptions } from '../partition/plan.ts';
+import type { PlanColumns } from '../partition/plan-columns.ts';
 import type { PoolOptions } from '../tensor/pool.ts';
 import type { WorkerTrace } from '../trace/recorder.ts';
 import type { OptimizerState } from './codec.ts';
@@ -24,6 +25,11 @@ export interface HostInit {
   readonly graph: PackedGraph;
   /** The plan's resolved options: compile() is pure, so the host rebuilds the same plan from them. */
   readonly options: PlanOptions;
+  /**
+   * The plan itself (worker threads only, by structured clone): the host checks it instead of compiling
+   * it again (Note [shipped plan] in src/partition/plan-columns.ts). Node processes compile.
+   */
+  readonly plan?: PlanColumns;
   readonly gen: number;
   /** The host's storage pool (Note [storage pool]), or null: every storage fresh. */
   readonly pool: PoolOptions | null;

@@ -192,7 +192,9 @@ export function encodeInit(init: HostInit): Uint8Array<ArrayBuffer> {
     const col = init.graph[k];
     graph[k] = new Uint8Array(col.buffer, col.byteOffset, col.byteLength);
   }
-  const body = pack(marked({ ...init, graph }, 0), 'init');
+  // A node process compiles the plan from its options (Note [shipped plan]).
+  const { plan: _, ...rest } = init;
+  const body = pack(marked({ ...rest, graph }, 0), 'init');
   const frame = new Uint8Array(8 + body.length);
   const words = new DataView(frame.buffer);
   words.setInt32(0, INIT_MAGIC, true);

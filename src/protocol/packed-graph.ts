@@ -3,7 +3,7 @@ import { FormatError } from '../errors.ts';
 import { Graph, type Node } from '../graph/graph.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/serialize.ts';
 import type { Attrs } from '../ops/op.ts';
-import type { Dim } from '../tensor/shape.ts';
+import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
 
 // Note [packed graph]
@@ -136,6 +136,9 @@ export function unpackGraph(p: PackedGraph): Graph {
   for (const [id, name] of p.names) extra.set(id, { name });
   for (const [id, stage] of p.stages) extra.set(id, { ...extra.get(id), stage });
   const nodes = new Array<Node>(size);
+  // Note [shared shapes]: nodes of one shape share one array, and nodes without attributes one object.
+  const shapes = new Map<string, Shape>();
+  const noAttrs = {};
   for (let id = 0; id < size; id++) {
     const opName = ops[op[id]!];
     const dt = DTYPES[dtype[id]!];
@@ -152,15 +155,22 @@ export function unpackGraph(p: PackedGraph): Graph {
       if (input < 0 || input >= id) throw corrupt(`node %${id}: inputs before it, found %${input}`);
       ins[i - i0] = input;
     }
-    const shape = new Array<Dim>(s1 - s0);
+    let key = '';
     for (let s = s0; s < s1; s++) {
       const dim = dims[s]!;
-      const symbol = dim < 0 ? symbols[-1 - dim] : dim;
-      if (symbol === undefined) throw corrupt(`node %${id}: a known dimension symbol, found ${dim}`);
-      shape[s - s0] = symbol;
+      if (dim < 0 && symbols[-1 - dim] === undefined)
+        throw corrupt(`node %${id}: a known dimension symbol, found ${dim}`);
+      key += `${dim},`;
+    }
+    let shape = shapes.get(key);
+    if (shape === undefined) {
+      const dimsOf = new Array<Dim>(s1 - s0);
+      for (let s = s0; s < s1; s++) dimsOf[s - s0] = dims[s]! < 0 ? symbols[-1 - dims[s]!]! : dims[s]!;
+      shape = dimsOf;
+      shapes.set(key, shape);
     }
     const encoded = attrs.get(id);
-    const a = encoded === undefined ? {} : (decodeAttrs(encoded, id) as Attrs);
+    const a = encoded === undefined ? noAttrs : (decodeAttrs(encoded, id) as Attrs);
     const more = extra.get(id);
     // The builder's field order, so that nodes from either path share one object shape.
     nodes[id] =
@@ -176,6 +186,14 @@ export function unpackGraph(p: PackedGraph): Graph {
   }
   return new Graph(nodes, outputs);
 }
+
+// Note [shared shapes]
+// A worker unpacks every node of the graph, a million on the large lane graph, and each node had a
+// shape array and an attribute object of its own, alive for the runtime's life: two of the four
+// objects per node, and most of the unpacking's time went to the collector moving them to the old
+// generation. Shapes and attributes are read-only (Node's fields are readonly, and nothing writes
+// them), and a graph has few distinct shapes, so nodes of one shape share its array and nodes without
+// attributes share one empty object.
 
 function corrupt(expected: string): FormatError {
   return new FormatError(`unpackGraph: expected ${expected}`, { phase: 'deserialize', expected });

@@ -121,7 +121,14 @@ export function talkingPairs(plan: Plan): Uint8Array {
   const pair = (a: number, b: number) => {
     if (a !== b) talk[Math.min(a, b) * n + Math.max(a, b)] = 1;
   };
-  for (const e of plan.crossEdges) pair(e.fromWorker, e.toWorker);
+  // From the columns, not plan.crossEdges: a million-node plan placed per node has a million of those.
+  const { start, node } = plan.consumerEdges;
+  for (const p of plan.placement) {
+    for (let id = 0; id < p.length; id++) {
+      if (p[id]! < 0) continue;
+      for (let e = start[id]!; e < start[id + 1]!; e++) pair(p[id]!, p[node[e]!]!);
+    }
+  }
   // Every copy of a replicated parameter gets the contributions of every replica's consumers.
   for (const id of plan.params) {
     const copies = paramWorkers(plan, id);

@@ -2,6 +2,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { transfer } from 'comlink';
 import { InputError, type WorkerError } from '../errors.ts';
 import type { Plan } from '../partition/plan.ts';
+import { type PlanColumns, planColumns } from '../partition/plan-columns.ts';
 import type { WorkerControl } from '../protocol/control.ts';
 import { type PackedGraph, packGraph } from '../protocol/packed-graph.ts';
 import { portWire } from '../protocol/port-wire.ts';
@@ -52,6 +53,7 @@ export async function createThreadsCluster(
   const channels = Array.from({ length: n }, () => new MessageChannel());
   // Packed once, while the workers boot (the first init call), then cloned to each.
   let graph: PackedGraph | null = null;
+  let columns: PlanColumns | null = null;
   let pool: WorkerPool<WorkerControl>;
   try {
     pool = await WorkerPool.create<WorkerControl>({
@@ -62,7 +64,8 @@ export async function createThreadsCluster(
       onFailure: (error: WorkerError) => events.failure(error),
       init: async (w, api) => {
         graph ??= packGraph(plan.graph);
-        const init = hostInit(plan, options, graph);
+        columns ??= planColumns(plan);
+        const init = { ...hostInit(plan, options, graph), plan: columns };
         const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };
         const placement = await api.init(
           init,

@@ -4,6 +4,7 @@ import { Host, type Message } from '../actor/host.ts';
 import type { Credit } from '../actor/messages.ts';
 import { ProtocolError } from '../errors.ts';
 import { compile } from '../partition/plan.ts';
+import { planFromColumns } from '../partition/plan-columns.ts';
 import * as codec from '../protocol/codec.ts';
 import type { HostControl, HostInit } from '../protocol/control.ts';
 import { COORDINATOR, type HostOutput, type Limits } from '../protocol/envelope.ts';
@@ -86,8 +87,9 @@ export interface WiredHost {
 }
 
 /**
- * Imports the op modules (Note [user ops on workers]), compiles the plan from the init (compile is
- * pure: the coordinator's own plan), and starts the host's shell over its wires.
+ * Imports the op modules (Note [user ops on workers]), rebuilds the plan from the init (the
+ * coordinator's, checked, where the init carries it: Note [shipped plan]; else compiled from its
+ * options, compile being pure), and starts the host's shell over its wires.
  */
 export async function startWiredHost(
   worker: number,
@@ -97,7 +99,8 @@ export async function startWiredHost(
 ): Promise<WiredHost> {
   await importOpModules(init.ops);
   selectKernels(init.kernels, worker);
-  const plan = compile(unpackGraph(init.graph), init.options);
+  const g = unpackGraph(init.graph);
+  const plan = init.plan !== undefined ? planFromColumns(g, init.plan) : compile(g, init.options);
   // The pool's free storages never outgrow the budget (Note [memory budget]).
   const pool =
     init.pool === null

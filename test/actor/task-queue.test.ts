@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Task } from '../../src/actor/host-types.ts';
 import type { NodeActor } from '../../src/actor/node-actor.ts';
-import { type HostAction, type TaskPhase, TaskQueue } from '../../src/actor/task-queue.ts';
+import { actorColumns, type HostAction, type TaskPhase, TaskQueue } from '../../src/actor/task-queue.ts';
 import { actionsOf as actionsOfSlot, isCompute, type Slot } from '../../src/schedule/action.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 
@@ -22,7 +22,7 @@ function stub(node: number, stage: number, parts: { backward?: boolean; weight?:
 }
 
 function queueOf(actors: readonly Stub[]): TaskQueue<never> {
-  return new TaskQueue(actors as unknown as NodeActor<never>[]);
+  return new TaskQueue(actorColumns(actors));
 }
 
 function task(actor: Stub, phase: TaskPhase, mb: number): Task<never> {
