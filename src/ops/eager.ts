@@ -17,12 +17,14 @@ import './builtins.ts';
  */
 export class EagerOps extends Ops<Tensor> {
   apply(op: string, inputs: readonly Tensor[], attrs: Attrs = NO_ATTRS): Tensor {
-    const def = getOp(op);
-    const kernel = (def as { [KERNEL]?: ElementwiseKernel })[KERNEL];
-    if (kernel !== undefined && attrs === NO_ATTRS) {
-      const out = elementwise(kernel, inputs);
-      if (out !== null) return out;
+    if (attrs === NO_ATTRS) {
+      const kernel = kernelOf(op);
+      if (kernel !== null) {
+        const out = elementwise(kernel, inputs);
+        if (out !== null) return out;
+      }
     }
+    const def = getOp(op);
     checkArity(def, inputs.length);
     const info = inferType(def, inputs, attrs);
     const out = def.forward(inputs, attrs, EVAL_RUN);
@@ -43,6 +45,25 @@ export class EagerOps extends Ops<Tensor> {
   constant(value: number, dtype: DType): Tensor {
     return scalar(value, dtype);
   }
+}
+
+/** Op names to their elementwise kernel (null: none), filled as ops are first applied. */
+const kernelsByName = new Map<string, ElementwiseKernel | null>();
+
+/**
+ * The elementwise kernel of a registered op, or null. Note: looked up by name in one map, not read
+ * from the op's definition: definitions are objects of many shapes, and reading a symbol-keyed
+ * property of one is a megamorphic load that cost as much as the map and the registry lookups
+ * together. A registration is never undone, so an entry never goes stale; an unknown name throws
+ * as `getOp` does.
+ */
+function kernelOf(op: string): ElementwiseKernel | null {
+  let kernel = kernelsByName.get(op);
+  if (kernel === undefined) {
+    kernel = (getOp(op) as { [KERNEL]?: ElementwiseKernel })[KERNEL] ?? null;
+    kernelsByName.set(op, kernel);
+  }
+  return kernel;
 }
 
 /**
