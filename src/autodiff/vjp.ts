@@ -31,7 +31,23 @@ export function runVjp<T>(
   const out: (T | null)[] =
     arity === 1 ? [null] : arity === 2 ? [null, null] : new Array<T | null>(arity).fill(null);
   if (def.vjp === undefined) return out;
-  const cotangents = def.vjp(ops, new Context(node, def, g, needs, source));
+  // A VJP that runs a VJP of its own (none built in does) gets a context of its own.
+  const ctx = (spare as Context<T> | null) ?? new Context<T>();
+  spare = null;
+  ctx.node = node;
+  ctx.def = def;
+  ctx.g = g;
+  ctx.needs = needs;
+  ctx.source = source;
+  let cotangents: readonly (T | null | undefined)[];
+  try {
+    cotangents = def.vjp(ops, ctx);
+  } finally {
+    // Nothing of this call is kept alive by the spare context.
+    ctx.g = undefined as T;
+    ctx.source = ctx.node = ctx.def = ctx.needs = undefined as never;
+    spare = ctx as Context<unknown>;
+  }
   for (let s = 0; s < arity; s++) {
     if (!needs[s]) continue;
     const c = cotangents[s];
@@ -51,19 +67,25 @@ export function runVjp<T>(
 }
 
 // Note [vjp context]
-// A VJP runs for every node of every backward, and most read two or three fields of its context: a
-// context is one object, and what costs more (the input shapes, the functions `input` and
-// `output`, which VJPs destructure and call without `this`) is made when a VJP reads it.
+// A VJP runs for every node of every backward, and most read two or three fields of its context.
+// One context object serves call after call (its fields set for each), with the functions `input`
+// and `output` (which VJPs destructure and call without `this`) made once with it: a context and
+// two closures per node were a measurable share of a million-node backward's garbage. What costs
+// more (the input shapes) is made when a VJP reads it. A VJP must not keep its context past its
+// return (none does: it returns its cotangents).
+
+/** The context between two calls, ready for the next (Note [vjp context]). */
+let spare: Context<unknown> | null = null;
 
 /** The context of one VJP call (Note [vjp context]). */
 class Context<T> implements VjpContext<T> {
-  constructor(
-    private readonly node: Node,
-    private readonly def: OpDef,
-    readonly g: T,
-    readonly needs: readonly boolean[],
-    private readonly source: VjpSource<T>,
-  ) {}
+  node!: Node;
+  def!: OpDef;
+  g!: T;
+  needs!: readonly boolean[];
+  source!: VjpSource<T>;
+  readonly input = (i: number): T => this.primalInput(i);
+  readonly output = (): T => this.primalOutput();
 
   get attrs(): Attrs {
     return this.node.attrs;
@@ -79,14 +101,6 @@ class Context<T> implements VjpContext<T> {
 
   get outputShape(): Shape {
     return this.source.shape(this.node.id);
-  }
-
-  get input(): (i: number) => T {
-    return (i) => this.primalInput(i);
-  }
-
-  get output(): () => T {
-    return () => this.primalOutput();
   }
 
   private primalInput(i: number): T {
