@@ -57,7 +57,7 @@ const kernelsByName = new Map<string, ElementwiseKernel | null>();
  * together. A registration is never undone, so an entry never goes stale; an unknown name throws
  * as `getOp` does.
  */
-function kernelOf(op: string): ElementwiseKernel | null {
+export function kernelOf(op: string): ElementwiseKernel | null {
   let kernel = kernelsByName.get(op);
   if (kernel === undefined) {
     kernel = (getOp(op) as { [KERNEL]?: ElementwiseKernel })[KERNEL] ?? null;
@@ -70,7 +70,7 @@ function kernelOf(op: string): ElementwiseKernel | null {
  * A built-in elementwise op's kernel on inputs no check can refuse (Note [eager fast path]); null
  * where one might, for `apply` to check them and say why.
  */
-function elementwise(kernel: ElementwiseKernel, inputs: readonly Tensor[]): Tensor | null {
+export function elementwise(kernel: ElementwiseKernel, inputs: readonly Tensor[]): Tensor | null {
   if ('unary' in kernel) return inputs.length === 1 ? kernels().unary(kernel.unary, inputs[0]!) : null;
   if (inputs.length !== 2) return null;
   const a = inputs[0]!;
