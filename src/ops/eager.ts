@@ -1,7 +1,7 @@
 import { fmtShape, ShapeError } from '../errors.ts';
 import { kernels } from '../tensor/kernels.ts';
 import { broadcastShapeOf, type Shape, shapesEqual } from '../tensor/shape.ts';
-import { type DType, scalar, type Tensor } from '../tensor/tensor.ts';
+import { type DType, scalar, Tensor } from '../tensor/tensor.ts';
 import { checkArity } from './arity.ts';
 import { inferType } from './attrs.ts';
 import { type Attrs, EVAL_RUN, NO_ATTRS } from './op.ts';
@@ -36,6 +36,40 @@ export class EagerOps extends Ops<Tensor> {
     }
     return out;
   }
+  // The arithmetic VJPs and gradient sums run most, straight to their kernels (Note [eager fast
+  // path]): the built-in add, sub, mul, div, neg and square (a name is registered once, so these
+  // are theirs) without the name's lookup and the array of operands. A number or anything a check
+  // might refuse takes the general path, which says why.
+  override add(a: Tensor | number, b: Tensor | number): Tensor {
+    return this.binaryKernel('add', a, b);
+  }
+  override sub(a: Tensor | number, b: Tensor | number): Tensor {
+    return this.binaryKernel('sub', a, b);
+  }
+  override mul(a: Tensor | number, b: Tensor | number): Tensor {
+    return this.binaryKernel('mul', a, b);
+  }
+  override div(a: Tensor | number, b: Tensor | number): Tensor {
+    return this.binaryKernel('div', a, b);
+  }
+  override neg(x: Tensor): Tensor {
+    return x instanceof Tensor ? kernels().unary('neg', x) : super.neg(x);
+  }
+  override square(x: Tensor): Tensor {
+    return x instanceof Tensor ? kernels().unary('square', x) : super.square(x);
+  }
+
+  private binaryKernel(kind: 'add' | 'sub' | 'mul' | 'div', a: Tensor | number, b: Tensor | number): Tensor {
+    if (
+      typeof a !== 'number' &&
+      typeof b !== 'number' &&
+      a.dtype === b.dtype &&
+      broadcastShapeOf(a.shape, b.shape) !== null
+    )
+      return kernels().binary(kind, a, b);
+    return this.apply(kind, this.lift(a, b));
+  }
+
   shapeOf(x: Tensor): Shape {
     return x.shape;
   }
