@@ -43,7 +43,9 @@ export function sweep<T>(
   const defs = graph.defs;
   const { needsGrad } = plan;
   const { first, slotBase, cell } = plan.cells;
-  const inputIds = graph.columns.inputIds;
+  const { inputIds, inputStart } = graph.columns;
+  // Where each VJP finds its node's inputs, one object for the sweep (runVjp reads it at once).
+  const at: { id: number; inputStart: Int32Array; inputIds: Int32Array } = { id: 0, inputStart, inputIds };
   // Every node's cells, one after the other.
   const table: (T | undefined)[] = new Array(first[plan.loss + 1]);
   const isWrt = new Uint8Array(plan.loss + 1);
@@ -57,7 +59,8 @@ export function sweep<T>(
     const base = slotBase[id]!;
     const needs = edgesNeedingGrad(cell, base, slotBase[id + 1]! - base);
     if (needs !== null) {
-      const contributions = runVjp(ops, nodes[id]!, g, needs, hooks, defs[id]);
+      at.id = id;
+      const contributions = runVjp(ops, nodes[id]!, g, needs, hooks, defs[id], at);
       for (let s = 0; s < contributions.length; s++) {
         const value = contributions[s];
         if (value === null || value === undefined) continue;

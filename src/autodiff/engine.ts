@@ -2,14 +2,14 @@ import { fmtShape, GradientError, ShapeError } from '../errors.ts';
 import { INPUT } from '../graph/columns.ts';
 import { type Graph, label, type Node, type NodeRef } from '../graph/graph.ts';
 import { EagerOps } from '../ops/eager.ts';
-import { EVAL_RUN, type RunContext, savesInput } from '../ops/op.ts';
+import { EVAL_RUN, type RunContext } from '../ops/op.ts';
 import { type ConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
 import { ancestors, bindFeeds, computeNode, paramValue, resolveShape, type TensorMap } from './forward.ts';
 import { KeptValues } from './kept.ts';
-import { edgeCarriesGrad, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
+import { edgeFacts, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
 
 const ops = new EagerOps();
 
@@ -192,8 +192,8 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   warnDisconnected(graph, plan, options.onWarning);
   const keep = savedCounts(graph, plan);
   const forward = forwardTable(graph, plan.forward);
-  const defs = graph.defs;
   const { inputStart, inputIds, shapes } = graph.columns;
+  const { saved, savesOutput } = edgeFacts(graph);
   return (feeds, params = {}, callOptions = {}) => {
     const meter = new Meter();
     const held = keep.slice();
@@ -221,10 +221,8 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
       },
       held: (t, sign) => (sign === 1 ? meter.add(t) : meter.drop(t)),
       visited: (id) => {
-        const def = defs[id]!;
-        const base = inputStart[id]!;
-        for (let e = base; e < inputStart[id + 1]!; e++) if (savesInput(def, e - base)) release(inputIds[e]!);
-        if (def.saves.output) release(id);
+        for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) if (saved[e] === 1) release(inputIds[e]!);
+        if (savesOutput[id] === 1) release(id);
       },
     });
     const out = dict<Tensor>();
@@ -248,17 +246,16 @@ function savedCounts(graph: Graph, plan: GradPlan): Int32Array {
   const keep = new Int32Array(graph.size);
   const defs = graph.defs;
   const { inputStart, inputIds } = graph.columns;
+  const { carries, saved, savesOutput } = edgeFacts(graph);
   for (let id = 0; id <= plan.loss; id++) {
-    const def = defs[id];
-    if (plan.needsGrad[id] === 0 || def === undefined) continue;
+    if (plan.needsGrad[id] === 0 || defs[id] === undefined) continue;
     const base = inputStart[id]!;
     const end = inputStart[id + 1]!;
     let runs = false;
-    for (let e = base; e < end && !runs; e++)
-      runs = plan.needsGrad[inputIds[e]!] === 1 && edgeCarriesGrad(def, e - base);
+    for (let e = base; e < end && !runs; e++) runs = plan.needsGrad[inputIds[e]!] === 1 && carries[e] === 1;
     if (!runs) continue;
-    for (let e = base; e < end; e++) if (savesInput(def, e - base)) keep[inputIds[e]!]!++;
-    if (def.saves.output) keep[id]!++;
+    for (let e = base; e < end; e++) if (saved[e] === 1) keep[inputIds[e]!]!++;
+    if (savesOutput[id] === 1) keep[id]!++;
   }
   return keep;
 }

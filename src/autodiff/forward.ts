@@ -1,5 +1,6 @@
 import { DTypeError, fmtShape, InputError, ShapeError } from '../errors.ts';
 import { type Graph, label, type Node } from '../graph/graph.ts';
+import { elementwise, kernelOf } from '../ops/eager.ts';
 import type { Attrs, OpDef, RunContext } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
@@ -179,15 +180,21 @@ export function computeNode(
   run: RunContext,
   def: OpDef = getOp(node.op),
 ): Tensor {
-  const attrs = resolveAttrs(def, node.attrs, bindings);
-  let out: Tensor;
-  try {
-    out = def.forward(inputs, attrs, run);
-  } catch (err) {
-    if (err instanceof Error && 'context' in err) {
-      (err as { context: Record<string, unknown> }).context.node ??= label(node);
+  // A built-in elementwise op's kernel directly, as eager ops call it (Note [eager fast path]): its
+  // forward makes the same call, and reading `forward` and `shapeAttrs` of definitions of many
+  // shapes costs more than the kernel on a small tensor.
+  const kernel = kernelOf(node.op);
+  let out = kernel === null ? null : elementwise(kernel, inputs);
+  if (out === null) {
+    const attrs = resolveAttrs(def, node.attrs, bindings);
+    try {
+      out = def.forward(inputs, attrs, run);
+    } catch (err) {
+      if (err instanceof Error && 'context' in err) {
+        (err as { context: Record<string, unknown> }).context.node ??= label(node);
+      }
+      throw err;
     }
-    throw err;
   }
   const shape = node.shape;
   let ok = out.dtype === node.dtype && out.shape.length === shape.length;

@@ -1,6 +1,6 @@
 import { GradientError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
-import type { OpDef } from '../ops/op.ts';
+import { type OpDef, savesInput } from '../ops/op.ts';
 import { ancestors } from './forward.ts';
 
 /**
@@ -48,6 +48,72 @@ export function edgeCarriesGrad(def: OpDef, slot: number): boolean {
   return def.vjp !== undefined && !(def.nondiff?.includes(slot) ?? false);
 }
 
+// Note [edge facts]
+// The passes of a gradient computation (planGradient's, the cell layout, the saved counts and the
+// sweep's frees) ask of every edge whether a gradient flows through it and whether its consumer's
+// VJP reads it, and of every node whether its VJP reads its output. Each question read the op's
+// definition, objects of many shapes (a megamorphic load per edge and pass): on a million-node
+// graph these reads were most of valueAndGrad's planning. The answers depend on the graph alone,
+// so they are columns made once per graph, one definition lookup per node (valueAndGrad's planning
+// of the million-node graph bench: 172 -> 142 ms, medians of 6; docs/measurements.md).
+
+/** Per edge and per node answers of Note [edge facts], indexed like the graph's columns. */
+export interface EdgeFacts {
+  /** 1 where a gradient can flow from the edge's consumer into its input (`edgeCarriesGrad`). */
+  readonly carries: Uint8Array;
+  /** 1 where the consumer's VJP reads the edge's input (`savesInput`). */
+  readonly saved: Uint8Array;
+  /** 1 for a node whose VJP reads its output (`saves.output`). */
+  readonly savesOutput: Uint8Array;
+}
+
+const factsByGraph = new WeakMap<Graph, EdgeFacts>();
+
+/** The edge facts of a graph (Note [edge facts]), made on first use. */
+export function edgeFacts(graph: Graph): EdgeFacts {
+  let facts = factsByGraph.get(graph);
+  if (facts !== undefined) return facts;
+  const defs = graph.defs;
+  const { inputStart, inputIds } = graph.columns;
+  const n = graph.size;
+  const carries = new Uint8Array(inputIds.length);
+  const saved = new Uint8Array(inputIds.length);
+  const savesOutput = new Uint8Array(n);
+  // A definition's answers by slot, as bits (arity up to 30), found once per definition.
+  const masks = new Map<OpDef, { carries: number; saved: number; output: number }>();
+  for (let id = 0; id < n; id++) {
+    const def = defs[id];
+    if (def === undefined) continue;
+    const base = inputStart[id]!;
+    const arity = inputStart[id + 1]! - base;
+    if (arity > 30) {
+      for (let s = 0; s < arity; s++) {
+        carries[base + s] = edgeCarriesGrad(def, s) ? 1 : 0;
+        saved[base + s] = savesInput(def, s) ? 1 : 0;
+      }
+      savesOutput[id] = def.saves.output ? 1 : 0;
+      continue;
+    }
+    let m = masks.get(def);
+    if (m === undefined) {
+      m = { carries: 0, saved: 0, output: def.saves.output ? 1 : 0 };
+      for (let s = 0; s < 30; s++) {
+        if (edgeCarriesGrad(def, s)) m.carries |= 1 << s;
+        if (savesInput(def, s)) m.saved |= 1 << s;
+      }
+      masks.set(def, m);
+    }
+    for (let s = 0; s < arity; s++) {
+      carries[base + s] = (m.carries >>> s) & 1;
+      saved[base + s] = (m.saved >>> s) & 1;
+    }
+    savesOutput[id] = m.output;
+  }
+  facts = { carries, saved, savesOutput };
+  factsByGraph.set(graph, facts);
+  return facts;
+}
+
 export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[]): GradPlan {
   const lossNode = graph.node(loss);
   const wrtIds = wrt.map((r) => graph.node(r).id);
@@ -70,12 +136,11 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     if (id < low) low = id;
   }
   const { inputStart, inputIds } = graph.columns;
+  const { carries } = edgeFacts(graph);
   for (let id = low + 1; id <= lossNode.id; id++) {
-    const def = defs[id];
-    if (desc[id] === 1 || forward[id] === 0 || def === undefined) continue;
-    const base = inputStart[id]!;
-    for (let e = base; e < inputStart[id + 1]!; e++) {
-      if (desc[inputIds[e]!] === 1 && edgeCarriesGrad(def, e - base)) {
+    if (desc[id] === 1 || forward[id] === 0 || defs[id] === undefined) continue;
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) {
+      if (desc[inputIds[e]!] === 1 && carries[e] === 1) {
         desc[id] = 1;
         break;
       }
@@ -86,22 +151,17 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   const asc = new Uint8Array(n);
   asc[lossNode.id] = 1;
   for (let id = lossNode.id; id >= 0; id--) {
-    const def = defs[id];
-    if (asc[id] === 0 || def === undefined) continue;
-    const base = inputStart[id]!;
-    for (let e = base; e < inputStart[id + 1]!; e++)
-      if (edgeCarriesGrad(def, e - base)) asc[inputIds[e]!] = 1;
+    if (asc[id] === 0 || defs[id] === undefined) continue;
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) if (carries[e] === 1) asc[inputIds[e]!] = 1;
   }
   const needsGrad = new Uint8Array(n);
   for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = desc[id]! & asc[id]!;
   const expected = new Int32Array(n);
   for (let id = lossNode.id; id >= 0; id--) {
-    const def = defs[id];
-    if (needsGrad[id] === 0 || def === undefined) continue;
-    const base = inputStart[id]!;
-    for (let e = base; e < inputStart[id + 1]!; e++) {
+    if (needsGrad[id] === 0 || defs[id] === undefined) continue;
+    for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) {
       const input = inputIds[e]!;
-      if (needsGrad[input] === 1 && edgeCarriesGrad(def, e - base)) expected[input]!++;
+      if (needsGrad[input] === 1 && carries[e] === 1) expected[input]!++;
     }
   }
   const disconnected = wrtIds.filter(
@@ -137,16 +197,15 @@ function layCells(graph: Graph, loss: number, needsGrad: Uint8Array, expected: I
   for (let id = 0; id < n; id++) first[id + 1] = first[id]! + expected[id]!;
   // The edges are numbered as the graph's columns number them (Note [graph columns]).
   const { inputStart: slotBase, inputIds } = graph.columns;
+  const { carries } = edgeFacts(graph);
   const cell = new Int32Array(slotBase[n]!).fill(-1);
   const filled = new Int32Array(n);
   // No node past the loss needs a gradient.
   for (let id = 0; id <= loss; id++) {
-    const def = defs[id];
-    if (needsGrad[id] === 0 || def === undefined) continue;
-    const base = slotBase[id]!;
-    for (let e = base; e < slotBase[id + 1]!; e++) {
+    if (needsGrad[id] === 0 || defs[id] === undefined) continue;
+    for (let e = slotBase[id]!; e < slotBase[id + 1]!; e++) {
       const input = inputIds[e]!;
-      if (needsGrad[input] === 1 && edgeCarriesGrad(def, e - base)) cell[e] = filled[input]!++;
+      if (needsGrad[input] === 1 && carries[e] === 1) cell[e] = filled[input]!++;
     }
   }
   return { slotBase, cell, first };

@@ -15,6 +15,16 @@ export interface VjpSource<T> {
 }
 
 /**
+ * Where a node's inputs are in its graph's columns (Note [graph columns]): given to `runVjp` by an
+ * engine that has them, so that the VJP does not read the node object and its inputs array.
+ */
+export interface VjpColumns {
+  readonly id: number;
+  readonly inputStart: Int32Array;
+  readonly inputIds: Int32Array;
+}
+
+/**
  * Runs one node's VJP for cotangent `g` and returns, per input slot, the contribution that slot sends
  * back (summed to the input's shape), or null where `needs` says none is wanted. Shared by every
  * engine: the reference sweep, gradGraph and the actors.
@@ -26,12 +36,35 @@ export function runVjp<T>(
   needs: readonly boolean[],
   source: VjpSource<T>,
   def: OpDef = getOp(node.op),
+  columns?: VjpColumns,
 ): (T | null)[] {
-  const arity = node.inputs.length;
+  const ids: ArrayLike<number> = columns?.inputIds ?? node.inputs;
+  const at = columns === undefined ? 0 : columns.inputStart[columns.id]!;
+  const arity = columns === undefined ? node.inputs.length : columns.inputStart[columns.id + 1]! - at;
   const out: (T | null)[] =
     arity === 1 ? [null] : arity === 2 ? [null, null] : new Array<T | null>(arity).fill(null);
   if (def.vjp === undefined) return out;
-  const cotangents = def.vjp(ops, new Context(node, def, g, needs, source));
+  // A VJP that runs a VJP of its own (none built in does) gets a context of its own.
+  const ctx = (spare as Context<T> | null) ?? new Context<T>();
+  spare = null;
+  ctx.node = node;
+  ctx.def = def;
+  ctx.ids = ids;
+  ctx.at = at;
+  ctx.arity = arity;
+  ctx.id = columns === undefined ? node.id : columns.id;
+  ctx.g = g;
+  ctx.needs = needs;
+  ctx.source = source;
+  let cotangents: readonly (T | null | undefined)[];
+  try {
+    cotangents = def.vjp(ops, ctx);
+  } finally {
+    // Nothing of this call is kept alive by the spare context.
+    ctx.g = undefined as T;
+    ctx.source = ctx.node = ctx.def = ctx.needs = ctx.ids = undefined as never;
+    spare = ctx as Context<unknown>;
+  }
   for (let s = 0; s < arity; s++) {
     if (!needs[s]) continue;
     const c = cotangents[s];
@@ -45,25 +78,36 @@ export function runVjp<T>(
         },
       );
     }
-    out[s] = unbroadcastChecked(ops, c, source.shape(node.inputs[s]!), node, s);
+    out[s] = unbroadcastChecked(ops, c, source.shape(ids[at + s]!), node, s);
   }
   return out;
 }
 
 // Note [vjp context]
-// A VJP runs for every node of every backward, and most read two or three fields of its context: a
-// context is one object, and what costs more (the input shapes, the functions `input` and
-// `output`, which VJPs destructure and call without `this`) is made when a VJP reads it.
+// A VJP runs for every node of every backward, and most read two or three fields of its context.
+// One context object serves call after call (its fields set for each), with the functions `input`
+// and `output` (which VJPs destructure and call without `this`) made once with it: a context and
+// two closures per node were a measurable share of a million-node backward's garbage. What costs
+// more (the input shapes) is made when a VJP reads it. A VJP must not keep its context past its
+// return (none does: it returns its cotangents).
+
+/** The context between two calls, ready for the next (Note [vjp context]). */
+let spare: Context<unknown> | null = null;
 
 /** The context of one VJP call (Note [vjp context]). */
 class Context<T> implements VjpContext<T> {
-  constructor(
-    private readonly node: Node,
-    private readonly def: OpDef,
-    readonly g: T,
-    readonly needs: readonly boolean[],
-    private readonly source: VjpSource<T>,
-  ) {}
+  node!: Node;
+  def!: OpDef;
+  g!: T;
+  needs!: readonly boolean[];
+  source!: VjpSource<T>;
+  /** The node's inputs are `ids[at]` to `ids[at + arity - 1]`; `id` is the node's. */
+  ids!: ArrayLike<number>;
+  at = 0;
+  arity = 0;
+  id = 0;
+  readonly input = (i: number): T => this.primalInput(i);
+  readonly output = (): T => this.primalOutput();
 
   get attrs(): Attrs {
     return this.node.attrs;
@@ -74,19 +118,13 @@ class Context<T> implements VjpContext<T> {
   }
 
   get inputShapes(): readonly Shape[] {
-    return this.node.inputs.map((i) => this.source.shape(i));
+    const shapes: Shape[] = [];
+    for (let s = 0; s < this.arity; s++) shapes.push(this.source.shape(this.ids[this.at + s]!));
+    return shapes;
   }
 
   get outputShape(): Shape {
-    return this.source.shape(this.node.id);
-  }
-
-  get input(): (i: number) => T {
-    return (i) => this.primalInput(i);
-  }
-
-  get output(): () => T {
-    return () => this.primalOutput();
+    return this.source.shape(this.id);
   }
 
   private primalInput(i: number): T {
@@ -101,7 +139,7 @@ class Context<T> implements VjpContext<T> {
         },
       );
     }
-    return this.source.primal(node.inputs[i]!);
+    return this.source.primal(this.ids[this.at + i]!);
   }
 
   private primalOutput(): T {
@@ -115,7 +153,7 @@ class Context<T> implements VjpContext<T> {
         },
       );
     }
-    return this.source.primal(node.id);
+    return this.source.primal(this.id);
   }
 }
 

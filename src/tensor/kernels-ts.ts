@@ -148,11 +148,26 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const n = sizeOf(shape);
   // Uninit: the row loops write every row's cols outputs, rows * cols = n; stridedWalk every i < n.
   const o = allocateUninit(a.dtype, n);
-  const layout = rowLayout(a.shape, b.shape, shape);
-  if (layout !== null) {
+  // The layouts rowLayout finds for operands of n elements or one, as one row of n (Note [row
+  // layouts]): the same loop, without a layout object per call (a graph of small tensors is mostly
+  // these calls).
+  const na = x.length;
+  const nb = y.length;
+  if (na === n && nb === n) runRun(kind, x, 0, y, 0, o, 0, n);
+  else if (na === n && nb === 1) runValue(kind, x, 0, y[0]!, o, 0, n);
+  else if (na === 1 && nb === n) valueRun(kind, x[0]!, y, 0, o, 0, n);
+  else {
+    const layout = rowLayout(a.shape, b.shape, shape);
+    if (layout === null) return binaryStrided(kind, a, b, shape, o);
     binaryRows(kind, layout, x, y, o);
-    return new Tensor(a.dtype, shape, o);
   }
+  return new Tensor(a.dtype, shape, o);
+}
+
+/** `binary` for a broadcast the row layouts do not cover: the strides walked per element. */
+function binaryStrided(kind: BinaryKind, a: Tensor, b: Tensor, shape: readonly number[], o: Storage): Tensor {
+  const x = a.data;
+  const y = b.data;
   const f = binFns[kind];
   const sa = broadcastStrides(a.shape, shape);
   const sb = broadcastStrides(b.shape, shape);
