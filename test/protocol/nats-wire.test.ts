@@ -13,6 +13,8 @@ import { describeNats, natsMonitorUrl, natsUrl, privateNatsServer } from '../sup
 
 const limits: Limits = { nodes: 20, replicas: 2, workers: 3 };
 const MiB = 1 << 20;
+/** How long a lost server may take to fail a wire: a bound on hanging, not a speed. */
+const LOST_CONNECTION_DEADLINE_MS = 10_000;
 
 const connections: NatsConnection[] = [];
 const wires: NatsWire[] = [];
@@ -305,7 +307,8 @@ describeNats('a NATS wire', () => {
         expect(r.errors[0]).toBeInstanceOf(ProtocolError);
         expect(r.errors[0]!.message).toMatch(/^the connection to 127\.0\.0\.1:\d+ was lost/);
       }
-      expect(elapsed).toBeLessThan(5000);
+      // A deadline on failure detection, generous for a loaded machine: a lost server must not hang the wire.
+      expect(elapsed).toBeLessThan(LOST_CONNECTION_DEADLINE_MS);
       expect(rGone.errors).toEqual([]);
       // A failed wire sends nothing and fails no further; its close does not throw.
       w0.postBytes(randomBytes(100, 2));
