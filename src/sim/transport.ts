@@ -39,7 +39,8 @@ export interface TransportParams {
 }
 
 // The defaults. Bandwidths and the per-chunk cost come from throughput measured on one machine between
-// two Node processes (loopback), 64 KiB-1 MiB messages unless said. The cluster benchmark
+// two Node processes (loopback), 64 KiB-1 MiB messages unless said; the bandwidths are the cluster
+// benchmark's 2026-12-05 medians (docs/measurements.md). The cluster benchmark
 // (`npm run bench -- cluster --json`) reports bandwidth-tcp and bandwidth-nats in MB/s: to recalibrate,
 // put its figures in mbPerS here, and the run in docs/measurements.md. The latencies were not measured.
 /**
@@ -56,14 +57,14 @@ export const TRANSPORT_DEFAULTS: Record<TransportKind, TransportParams> = {
   },
   tcp: {
     latencyMs: 0.05, // assumed: a one-way loopback hop between two Node event loops, tens of µs
-    mbPerS: 1420, // a plain loopback TCP socket carried 1,170-1,670 MB/s: the middle
-    perChunkMs: 0, // not measured; at 1.4 GB/s a message's bytes outweigh it beyond a few KiB
+    mbPerS: 857, // backflow's TCP wire carried 857 MB/s, median (a plain loopback socket: about 1,500)
+    perChunkMs: 0, // not measured; at 0.86 GB/s a message's bytes outweigh it beyond a few KiB
     chunkBytes: Number.POSITIVE_INFINITY, // a frame goes whole
   },
   nats: {
     latencyMs: 0.05, // per hop, assumed as for tcp
-    mbPerS: 178, // nats-server carried 115-240 MB/s: the middle (4 KiB messages at 55k/s: 225 MB/s)
-    perChunkMs: 0.002, // 64-byte messages at 423k/s: 2.36 µs each, less 64 bytes at 178 MB/s (0.36 µs)
+    mbPerS: 241, // backflow's NATS wire carried 241 MB/s through nats-server, median
+    perChunkMs: 0.002, // 64-byte messages at 423k/s: 2.36 µs each, less 64 bytes at 241 MB/s (0.27 µs)
     chunkBytes: 2 ** 20 - 20, // the default max_payload, 1 MiB, less the chunk's head (Note [NATS chunks], src/protocol/nats-wire.ts)
   },
 };
