@@ -24,7 +24,20 @@ export interface CostModel {
    * transports], `src/sim/transport.ts`). Without: every message takes `message`.
    */
   links?(): Links;
+  /**
+   * Core time the sending host spends on a message before it leaves, after the task that made it
+   * (copying a value for another thread; Note [message chores], `src/sim/simulate.ts`). None: free.
+   */
+  send?(kind: MessageKind, bytes: number, from: number, to: number): number;
+  /**
+   * Core time the receiving host spends taking a message before it can run anything else (summing a
+   * gradient contribution into its partial sum; Note [message chores]). None: free.
+   */
+  receive?(kind: MessageKind, bytes: number, to: number): number;
 }
+
+/** What a message between hosts carries: an input's feed, an activation, a parameter's value or a gradient. */
+export type MessageKind = 'feed' | 'activation' | 'param' | 'gradient';
 
 /** The wire between workers: a transport and what to change of its defaults (TRANSPORT_DEFAULTS). */
 export interface LinkCost {

@@ -17,10 +17,13 @@ import { simulate } from './simulate.ts';
 // The task costs come per shard size (`costsAt(rows)`): a matmul of 16 rows is not an eighth of one
 // of 128 on a real core, so a calibration measures the costs at each shard size rather than scaling
 // one. What crosses between hosts (parameter values from their owners, gradient contributions to
-// them) goes through the cost model's links: the hops' latency is there, but the owner's time summing
-// contributions and copying values is not (the simulator charges a host's core only for its tasks),
-// so on many replicas the projection is a lower bound of the step. Each worker has a core of its own
-// (the `cores` of `simulate` left at one per worker).
+// them) goes through the cost model's links, and the cost model's `send` and `receive` charge the
+// owner's core for copying its values for the other replicas and summing their contributions (Note
+// [message chores], src/sim/simulate.ts): with sharded parameters one owner holds most of the bytes
+// and does both N - 1 times, the part of the step that grows with N. Not modelled: the update itself
+// (in the fixed part, as the one-worker step paid it), and any slowdown of one worker's compute when
+// others compute at once (memory bandwidth, a shared core). Each worker has a core of its own (the
+// `cores` of `simulate` left at one per worker).
 
 /** What `projectDataParallel` needs: the global batch, the costs per shard size, and the fixed part. */
 export interface ProjectionOptions {
