@@ -143,23 +143,33 @@ export function flopCosts(
 
 /**
  * Costs measured in a real run: the mean duration of each (node, phase) in its trace (task spans, not
- * coalesced). Tasks the trace never saw cost `fallback`.
+ * coalesced), or with `statistic: 'median'` the median, which a few stalled tasks (a collection, a
+ * descheduled thread on a shared machine) do not move. Tasks the trace never saw cost `fallback`.
  */
-export function traceCosts(trace: Trace, options: LinkCost & { fallbackMs?: number } = {}): CostModel {
-  const sums = new Map<string, { total: number; n: number }>();
+export function traceCosts(
+  trace: Trace,
+  options: LinkCost & { fallbackMs?: number; statistic?: 'mean' | 'median' } = {},
+): CostModel {
+  const durations = new Map<string, number[]>();
   for (const s of trace.spans) {
     if (s.node === undefined) continue;
     const key = `${s.node}:${s.phase}`;
-    const e = sums.get(key) ?? { total: 0, n: 0 };
-    e.total += s.end - s.start;
-    e.n++;
-    sums.set(key, e);
+    const list = durations.get(key) ?? [];
+    list.push(s.end - s.start);
+    durations.set(key, list);
+  }
+  const costs = new Map<string, number>();
+  for (const [key, list] of durations) {
+    if (options.statistic === 'median') {
+      list.sort((a, b) => a - b);
+      const mid = list.length >> 1;
+      costs.set(key, list.length % 2 === 1 ? list[mid]! : (list[mid - 1]! + list[mid]!) / 2);
+    } else costs.set(key, list.reduce((a, b) => a + b, 0) / list.length);
   }
   const fallback = options.fallbackMs ?? 0;
   return {
     task(task) {
-      const e = sums.get(`${task.node}:${phaseOf(task.phase)}`);
-      return e === undefined ? fallback : e.total / e.n;
+      return costs.get(`${task.node}:${phaseOf(task.phase)}`) ?? fallback;
     },
     ...link(options),
   };

@@ -7,9 +7,12 @@
  * 1. the `scaling` cases (1 worker, then 2 workers data-parallel, each alone, untraced): the measured
  *    step of 1 and 2 workers;
  * 2. the calibration: 1 worker with `trace: true` on shards of 128, 64, 32 and 16 rows, each alone;
- *    the mean core time of every (node, phase) at each shard size is a cost model (`traceCosts`),
- *    and the lowest decile of the thread hop from the coordinator's post of a start to the worker's
- *    taking it (the trace's step marks) is the link latency of every message between hosts;
+ *    the median time of every (node, phase) at each shard size is a cost model (`traceCosts`), the
+ *    lowest decile of the thread hop from the coordinator's post of a start to the worker's taking
+ *    it (the trace's step marks) is the link latency of every message between hosts, and a copy and
+ *    a sum of the first weight (200,704 floats), timed in this thread, give the owner's per-byte
+ *    chores: copying a value for each other replica, summing each contribution (Note [message
+ *    chores], src/sim/simulate.ts);
  * 3. 2 workers data-parallel with `trace: true`, for the check: its tasks' busy time per worker and
  *    its hosts' hop, against what the calibration assumed.
  *
@@ -27,10 +30,12 @@
 import { loadavg } from 'node:os';
 import { loadMnist, MNIST_CLASSES, MNIST_PIXELS } from '../../src/data/mnist.ts';
 import { initParams } from '../../src/graph/params.ts';
+import { EagerOps } from '../../src/ops/eager.ts';
 import { COORDINATOR } from '../../src/protocol/envelope.ts';
 import { createRuntime, type RuntimeOptions } from '../../src/runtime/runtime.ts';
 import { type CostModel, traceCosts } from '../../src/sim/cost.ts';
 import { projectDataParallel } from '../../src/sim/data-parallel.ts';
+import { Tensor } from '../../src/tensor/tensor.ts';
 import { linkLatency, mergeTraces } from '../../src/trace/calibrate.ts';
 import type { Trace } from '../../src/trace/trace.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
@@ -110,11 +115,39 @@ function busyPerWorker(traces: readonly Trace[]): number {
   );
 }
 
+/** ms per byte of a copy (`slice`) and of a sum (the eager engine's add) of the first weight, medians of 200. */
+function perByte(): { copy: number; sum: number } {
+  const n = MNIST_PIXELS * HIDDEN[0];
+  const a = new Tensor(
+    'float32',
+    [MNIST_PIXELS, HIDDEN[0]],
+    Float32Array.from({ length: n }, (_, i) => i % 7),
+  );
+  const b = new Tensor(
+    'float32',
+    [MNIST_PIXELS, HIDDEN[0]],
+    Float32Array.from({ length: n }, (_, i) => i % 5),
+  );
+  const eager = new EagerOps();
+  const time = (f: () => unknown) => {
+    const ms: number[] = [];
+    for (let i = 0; i < 250; i++) {
+      const t = performance.now();
+      f();
+      if (i >= 50) ms.push(performance.now() - t);
+    }
+    return median(ms) / (n * 4);
+  };
+  return { copy: time(() => (a.data as Float32Array).slice()), sum: time(() => eager.add(a, b)) };
+}
+
 /** One round's figures. */
 interface Round {
   measured: [number, number];
   fixedMs: number;
   hopMs: number;
+  copyMsPerMb: number;
+  sumMsPerMb: number;
   strong: number[];
   strongHosts: number[];
   weak: number[];
@@ -128,8 +161,15 @@ async function oneRound(ctx: BenchContext): Promise<Round> {
   const costs = new Map<number, Trace[]>();
   for (const rows of SHARDS) costs.set(rows, await traced({ workers: 1 }, rows, TRACED));
   const hopMs = startHop(costs.get(BATCH)!);
+  const bytes = perByte();
   const models = new Map<number, CostModel>();
-  for (const [rows, traces] of costs) models.set(rows, traceCosts(mergeTraces(traces), { latencyMs: hopMs }));
+  for (const [rows, traces] of costs) {
+    models.set(rows, {
+      ...traceCosts(mergeTraces(traces), { latencyMs: hopMs, statistic: 'median' }),
+      send: (kind, n) => (kind === 'param' ? n * bytes.copy : 0),
+      receive: (kind, n) => (kind === 'gradient' ? n * bytes.sum : 0),
+    });
+  }
   const costsAt = (rows: number) => models.get(rows)!;
   const g = graph();
   const hosts1 = projectDataParallel(g, { replicas: 1, batchSize: BATCH, costsAt, fixedMs: 0 }).makespan;
@@ -148,6 +188,8 @@ async function oneRound(ctx: BenchContext): Promise<Round> {
     measured,
     fixedMs,
     hopMs,
+    copyMsPerMb: bytes.copy * 1e6,
+    sumMsPerMb: bytes.sum * 1e6,
     strong: strong.map((p) => p.stepMs),
     strongHosts: strong.map((p) => p.makespan),
     weak,
@@ -177,6 +219,8 @@ export async function projection(ctx: BenchContext): Promise<void> {
     ...spread(rounds.map((r) => r.fixedMs)),
     fixed_ms: med((r) => r.fixedMs),
     hop_ms: med((r) => r.hopMs),
+    copy_ms_per_mb: med((r) => r.copyMsPerMb),
+    sum_ms_per_mb: med((r) => r.sumMsPerMb),
     ...Object.fromEntries(
       SHARDS.map((rows) => [`busy_1_worker_${rows}_rows_ms`, med((r) => r.busy.get(rows)!)]),
     ),
