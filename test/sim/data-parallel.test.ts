@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { compile } from '../../src/partition/plan.ts';
-import type { CostModel } from '../../src/sim/cost.ts';
+import { type CostModel, traceCosts } from '../../src/sim/cost.ts';
 import { projectDataParallel } from '../../src/sim/data-parallel.ts';
 import { simulate } from '../../src/sim/simulate.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
@@ -114,5 +114,30 @@ describe('simulator: message chores', () => {
     expect(zero.makespan).toBe(plain.makespan);
     expect(zero.busy).toEqual(plain.busy);
     expect(zero.trace.flows).toEqual(plain.trace.flows);
+  });
+});
+
+describe('traceCosts: the statistic', () => {
+  it('a stalled task moves the mean and not the median: (1, 2, 30) -> mean 11, median 2', () => {
+    const span = (end: number) => ({
+      worker: 0,
+      phase: 'F' as const,
+      stage: 0,
+      mb: 0,
+      start: 0,
+      end,
+      node: 3,
+    });
+    const trace = {
+      source: 'real' as const,
+      workers: 1,
+      spans: [span(1), span(30), span(2)],
+      flows: [],
+      counters: [],
+    };
+    const task = { node: 3, phase: 'forward' } as Parameters<CostModel['task']>[0];
+    const node = {} as Parameters<CostModel['task']>[1];
+    expect(traceCosts(trace).task(task, node)).toBe(11);
+    expect(traceCosts(trace, { statistic: 'median' }).task(task, node)).toBe(2);
   });
 });
