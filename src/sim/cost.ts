@@ -24,7 +24,20 @@ export interface CostModel {
    * transports], `src/sim/transport.ts`). Without: every message takes `message`.
    */
   links?(): Links;
+  /**
+   * Core time the sending host spends on a message before it leaves, after the task that made it
+   * (copying a value for another thread; Note [message chores], `src/sim/simulate.ts`). None: free.
+   */
+  send?(kind: MessageKind, bytes: number, from: number, to: number): number;
+  /**
+   * Core time the receiving host spends taking a message before it can run anything else (summing a
+   * gradient contribution into its partial sum; Note [message chores]). None: free.
+   */
+  receive?(kind: MessageKind, bytes: number, to: number): number;
 }
+
+/** What a message between hosts carries: an input's feed, an activation, a parameter's value or a gradient. */
+export type MessageKind = 'feed' | 'activation' | 'param' | 'gradient';
 
 /** The wire between workers: a transport and what to change of its defaults (TRANSPORT_DEFAULTS). */
 export interface LinkCost {
@@ -130,23 +143,33 @@ export function flopCosts(
 
 /**
  * Costs measured in a real run: the mean duration of each (node, phase) in its trace (task spans, not
- * coalesced). Tasks the trace never saw cost `fallback`.
+ * coalesced), or with `statistic: 'median'` the median, which a few stalled tasks (a collection, a
+ * descheduled thread on a shared machine) do not move. Tasks the trace never saw cost `fallback`.
  */
-export function traceCosts(trace: Trace, options: LinkCost & { fallbackMs?: number } = {}): CostModel {
-  const sums = new Map<string, { total: number; n: number }>();
+export function traceCosts(
+  trace: Trace,
+  options: LinkCost & { fallbackMs?: number; statistic?: 'mean' | 'median' } = {},
+): CostModel {
+  const durations = new Map<string, number[]>();
   for (const s of trace.spans) {
     if (s.node === undefined) continue;
     const key = `${s.node}:${s.phase}`;
-    const e = sums.get(key) ?? { total: 0, n: 0 };
-    e.total += s.end - s.start;
-    e.n++;
-    sums.set(key, e);
+    const list = durations.get(key) ?? [];
+    list.push(s.end - s.start);
+    durations.set(key, list);
+  }
+  const costs = new Map<string, number>();
+  for (const [key, list] of durations) {
+    if (options.statistic === 'median') {
+      list.sort((a, b) => a - b);
+      const mid = list.length >> 1;
+      costs.set(key, list.length % 2 === 1 ? list[mid]! : (list[mid - 1]! + list[mid]!) / 2);
+    } else costs.set(key, list.reduce((a, b) => a + b, 0) / list.length);
   }
   const fallback = options.fallbackMs ?? 0;
   return {
     task(task) {
-      const e = sums.get(`${task.node}:${phaseOf(task.phase)}`);
-      return e === undefined ? fallback : e.total / e.n;
+      return costs.get(`${task.node}:${phaseOf(task.phase)}`) ?? fallback;
     },
     ...link(options),
   };

@@ -62,9 +62,26 @@ export interface SimResult {
   trace: Trace;
 }
 
+type Delivered = Parameters<Host<VirtualTensor>['deliver']>[0];
 type Event =
-  | { kind: 'deliver'; worker: number; message: Parameters<Host<VirtualTensor>['deliver']>[0] }
-  | { kind: 'done'; worker: number; effects: HostEffect<VirtualTensor>[] };
+  | { kind: 'deliver'; worker: number; message: Delivered }
+  | { kind: 'done'; worker: number; effects: HostEffect<VirtualTensor>[] }
+  | { kind: 'chore'; worker: number };
+
+// Note [message chores]
+// A host's core does more than its tasks: it copies a value before posting it to another thread and
+// sums a gradient contribution as it takes it. A cost model with `send` or `receive` charges that
+// time to the host as a chore: a send's chore runs after the task that made the message, which leaves
+// when its chore ends (a task's sends one after the other); a receive's chore runs when the host is
+// between tasks, and the message reaches the host's logic when it ends. Chores go before the next task
+// and hold a core as tasks do; they count in the worker's busy time but are not spans of the trace,
+// and the step then ends with the last task or chore. A chore of 0 ms is no chore: the message goes
+// or arrives at once, as without `send` and `receive`, so cost models without them simulate exactly
+// as before.
+interface Chore {
+  ms: number;
+  after: () => void;
+}
 
 /**
  * Discrete-event simulation of one step: the hosts of the plan, with their real actor logic, under a
@@ -109,31 +126,62 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   let messages = 0;
   let actions = 0;
   let now = 0;
+  // Note [message chores]: each worker's chores in order, and the one running.
+  const chores: Chore[][] = Array.from({ length: workers }, () => []);
+  const chore: (Chore | null)[] = new Array(workers).fill(null);
+  let choresRun = 0;
 
   const perform = (worker: number, effects: HostEffect<VirtualTensor>[]) => {
     for (const e of effects) {
       if (e.kind !== 'send') continue;
-      const bytes = e.message.tensor.bytes;
-      const arrive = links.send(now, bytes, worker, e.worker);
-      messages++;
-      if (record) {
-        const m = e.message;
-        flows.push({
-          from: worker,
-          to: e.worker,
-          kind: m.kind === 'feed' ? 'activation' : m.kind,
-          mb: 'mb' in m ? m.mb : -1,
-          sent: now,
-          received: arrive,
-          bytes,
-        });
-      }
-      events.push(arrive, { kind: 'deliver', worker: e.worker, message: e.message });
+      const ms = cost.send?.(e.message.kind, e.message.tensor.bytes, worker, e.worker) ?? 0;
+      if (ms > 0) chores[worker]!.push({ ms, after: () => post(worker, e) });
+      else post(worker, e);
     }
+  };
+
+  /** A message leaves `worker` now, on the links. */
+  const post = (worker: number, e: Extract<HostEffect<VirtualTensor>, { kind: 'send' }>) => {
+    const bytes = e.message.tensor.bytes;
+    const arrive = links.send(now, bytes, worker, e.worker);
+    messages++;
+    if (record) {
+      const m = e.message;
+      flows.push({
+        from: worker,
+        to: e.worker,
+        kind: m.kind === 'feed' ? 'activation' : m.kind,
+        mb: 'mb' in m ? m.mb : -1,
+        sent: now,
+        received: arrive,
+        bytes,
+      });
+    }
+    events.push(arrive, { kind: 'deliver', worker: e.worker, message: e.message });
+  };
+
+  const occupy = (w: number, duration: number) => {
+    running[w] = 1;
+    coresBusy++;
+    busyUntil[w] = now + duration;
+    busy[w]! += duration;
   };
 
   const tryStart = (w: number) => {
     if (running[w] === 1) return;
+    const next = chores[w]![0];
+    if (next !== undefined) {
+      if (coresBusy >= cores) {
+        if (!waitingForCore.includes(w)) waitingForCore.push(w);
+        return;
+      }
+      chores[w]!.shift();
+      chore[w] = next;
+      choresRun++;
+      occupy(w, next.ms);
+      events.push(now + next.ms, { kind: 'chore', worker: w });
+      return;
+    }
     const host = hosts[w]!;
     const task: TaskInfo | null = host.next();
     if (task === null) return;
@@ -145,10 +193,7 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     const duration = cost.task(task, node);
     const effects = host.run();
     actions++;
-    running[w] = 1;
-    coresBusy++;
-    busyUntil[w] = now + duration;
-    busy[w]! += duration;
+    occupy(w, duration);
     if (record) {
       spans.push({
         worker: w,
@@ -183,13 +228,22 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
     if (e === undefined) break;
     now = events.now;
     if (e.kind === 'deliver') {
-      perform(e.worker, hosts[e.worker]!.deliver(e.message));
+      const m = e.message;
+      const ms = 'tensor' in m ? (cost.receive?.(m.kind, m.tensor.bytes, e.worker) ?? 0) : 0;
+      const take = () => perform(e.worker, hosts[e.worker]!.deliver(m));
+      if (ms > 0) chores[e.worker]!.push({ ms, after: take });
+      else take();
       tryStart(e.worker);
     } else {
       running[e.worker] = 0;
       coresBusy--;
       end = Math.max(end, now);
-      perform(e.worker, e.effects);
+      if (e.kind === 'done') perform(e.worker, e.effects);
+      else {
+        const done = chore[e.worker]!;
+        chore[e.worker] = null;
+        done.after();
+      }
       tryStart(e.worker);
       while (coresBusy < cores && waitingForCore.length > 0) tryStart(waitingForCore.shift()!);
     }
@@ -204,7 +258,8 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
   const total = busy.reduce((a, b) => a + b, 0);
   const ideal = options.idealMs ?? total / workers;
   const stats = record ? traceStats(trace) : null;
-  const makespan = stats?.makespan ?? end;
+  // From the step's start to its last task or chore (spans alone would miss a last sum's chore).
+  const makespan = choresRun > 0 ? end : (stats?.makespan ?? end);
   return {
     makespan,
     idleFraction: 1 - total / (workers * makespan),

@@ -39,8 +39,8 @@ import { startTorch, type TorchPeer, torchPython } from '../peers/torch.ts';
 import { resultOf } from '../rounds.ts';
 
 export const BATCH = 128;
-const HIDDEN = [256, 128] as const;
-const LR = 0.1;
+export const HIDDEN = [256, 128] as const;
+export const LR = 0.1;
 /** Steps per engine per round, rounds, and untimed rounds first. */
 const ROUND = 100;
 const ROUNDS = 3;
@@ -178,8 +178,18 @@ export const trainSuite: Suite = {
   name: 'train',
   description:
     'MNIST MLP 784-256-128-10, batch 128, SGD: samples/s on 1 worker, 2 data-parallel, a 2-stage pipeline, vs tfjs-wasm and PyTorch (1 and 2 threads, where python3 has torch)',
-  flags: { scaling: 'only the scaling-* cases (1 worker, then 2 data-parallel, each alone)' },
+  flags: {
+    scaling: 'only the scaling-* cases (1 worker, then 2 data-parallel, each alone)',
+    projection:
+      'the scaling cases, a calibration and the simulated data-parallel step on 1, 2, 4, 8 workers (test/bench/projection.ts)',
+  },
   async run(ctx: BenchContext) {
+    if (ctx.flags.has('projection')) {
+      // Imported here: the projection imports this module's helpers.
+      const { projection } = await import('../projection.ts');
+      await projection(ctx);
+      return;
+    }
     if (ctx.flags.has('scaling')) {
       await scaling(ctx, mnistBatches(16));
       return;
@@ -295,7 +305,7 @@ const BLOCK = 500;
  * machine (data-parallel 2.75 ms alone against 3.47 ms alternating with the 1-worker engine, same
  * process), so this is the fairer figure for issue 6's 1.8x target.
  */
-async function scaling(ctx: BenchContext, batches: readonly Batch[]): Promise<void> {
+export async function scaling(ctx: BenchContext, batches: readonly Batch[]): Promise<number[]> {
   const medians: number[] = [];
   for (const [name, options] of CASES.slice(0, 2)) {
     const engine = await backflow(name, options);
@@ -326,4 +336,5 @@ async function scaling(ctx: BenchContext, batches: readonly Batch[]): Promise<vo
       await engine.close();
     }
   }
+  return medians;
 }
