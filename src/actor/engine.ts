@@ -6,6 +6,7 @@ import { EagerOps } from '../ops/eager.ts';
 import type { OpDef, RunContext } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { sumOfSquares } from '../optim/spec.ts';
+import { type MarkedStorage, SHARED_MARK } from '../tensor/pool.ts';
 import type { ConcreteShape } from '../tensor/shape.ts';
 import { cast, type DType, type Storage, Tensor, zeros } from '../tensor/tensor.ts';
 import { ParamUpdates, type Updates } from './param-updates.ts';
@@ -56,21 +57,19 @@ export interface ValueEngine<T> {
 // running the op's VJP, which was most of the simulator's work. What stays the same: which inputs
 // get one (`needs`), how many bytes each carries, and everything the host does with them.
 
-const SHARED = Symbol('shared');
-type Marked = { [SHARED]?: true };
-
 /**
  * Real tensors. A storage mark is a property on the typed array, not a set entry: this is a hot path,
- * and the mark must follow the storage, because a reshape shares its input's storage.
+ * and the mark must follow the storage, because a reshape shares its input's storage; the pool clears
+ * it when the storage is recycled (Note [storage marks] in src/tensor/pool.ts).
  */
 export const tensorEngine: ValueEngine<Tensor> = {
   ops: new EagerOps(),
   forward: computeNode,
   copy: (t) => cast(t),
   share: (t) => {
-    (t.data as Marked)[SHARED] = true;
+    (t.data as MarkedStorage)[SHARED_MARK] = true;
   },
-  isShared: (t) => (t.data as Marked)[SHARED] === true,
+  isShared: (t) => (t.data as MarkedStorage)[SHARED_MARK] === true,
   sameStorage: (a, b) => a.data === b.data,
   item: (t) => t.data[0]!,
   bytes: (t) => t.data.byteLength,

@@ -23,6 +23,17 @@ import type { DType, Storage } from './tensor.ts';
 // saves less than recording and recycling a storage costs: hence POOL_MIN_BYTES (figures:
 // docs/measurements.md).
 
+// Note [storage marks]
+// A storage may carry marks for as long as it is alive: the host's "shared" mark (Note [owned
+// contributions] in src/actor/router.ts) says that whoever gives its tensor away must copy it. A mark
+// is about one life of the storage, so the pool clears it when the storage comes back: recycled
+// into another tensor (a parameter's gradient in the class of an activation's cotangent) it would
+// otherwise make that tensor be copied for nothing (a 131 KB gradient a step for the MNIST MLP).
+
+/** The shared mark of a storage (Note [storage marks]): a property on the typed array, true when set. */
+export const SHARED_MARK: unique symbol = Symbol('shared');
+export type MarkedStorage = Storage & { [SHARED_MARK]?: boolean };
+
 /** Pooled storages start here: the envelope's transfer threshold (Note [columnar envelope]). */
 export const POOL_MIN_BYTES = 16 * 1024;
 export const POOL_MAX_BYTES = 256 * 1024 * 1024;
@@ -192,6 +203,8 @@ export class StoragePool implements PoolStats {
     this.recycledBytes += bytes;
     while (this.pooledBytes + bytes > this.maxBytes) this.evict();
     if (this.poison) s.fill(Number.NaN);
+    // Note [storage marks]: a mark of the storage's last life goes.
+    if ((s as MarkedStorage)[SHARED_MARK] === true) (s as MarkedStorage)[SHARED_MARK] = false;
     const key = classKey(s instanceof Float32Array ? 'float32' : 'float64', s.length);
     const free = this.classes.get(key) ?? [];
     this.classes.delete(key);

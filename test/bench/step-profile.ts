@@ -2,7 +2,7 @@
  * `npx tsx test/bench/step-profile.ts [--steps N] [--warmup N] [--only <name>] [--updates local|coordinator]`
  *
  * Where a training step of the `train` suite's MNIST MLP (784-256-128-10, batch 128) goes, on 1
- * worker and on 2 workers data-parallel, with SGD and with Adam on the workers, sharded and
+ * worker and on 2 workers data-parallel, without an optimizer (the gradients to the coordinator), with SGD and with Adam on the workers, sharded and
  * replicated parameters. It records the runtime's trace with its step marks (Note [step marks] in
  * src/trace/trace.ts) over N back-to-back steps without taking it between steps (a take is a control
  * round trip, which would let every update finish before the next start), then follows each step's
@@ -27,7 +27,8 @@ interface Config {
   name: string;
   workers: number;
   replicas: number;
-  optimizer: OptimizerSpec;
+  /** None: the coordinator gets every gradient (the `actors` suite's `overhead` case). */
+  optimizer?: OptimizerSpec;
   paramPlacement?: ParamPlacement;
 }
 
@@ -36,6 +37,7 @@ const SGD: OptimizerSpec = { name: 'sgd', lr: 0.1 };
 const ADAM: OptimizerSpec = { name: 'adam', lr: 1e-3 };
 
 const CONFIGS: Config[] = [
+  { name: '1w-none', workers: 1, replicas: 1 },
   { name: '1w-sgd', workers: 1, replicas: 1, optimizer: SGD },
   { name: '2w-sgd-sharded', workers: 2, replicas: 2, optimizer: SGD, paramPlacement: 'sharded' },
   { name: '2w-sgd-replicated', workers: 2, replicas: 2, optimizer: SGD, paramPlacement: 'replicated' },
@@ -362,7 +364,7 @@ async function profile(
     workers: config.workers,
     replicas: config.replicas,
     params: initParams(graph, 1),
-    optimizer: config.optimizer,
+    ...(config.optimizer !== undefined ? { optimizer: config.optimizer } : {}),
     ...(config.paramPlacement !== undefined ? { paramPlacement: config.paramPlacement } : {}),
     ...(updates !== undefined ? { updates } : {}),
   });
