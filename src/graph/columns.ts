@@ -28,7 +28,8 @@ export const INPUT = 1;
 export const PARAM = 2;
 export const CONST = 3;
 
-function kindOf(op: string): number {
+/** The kind of a node of op `op` in `GraphColumns.kinds`. */
+export function kindOf(op: string): number {
   return op === 'input' ? INPUT : op === 'param' ? PARAM : op === 'const' ? CONST : OP;
 }
 

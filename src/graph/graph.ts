@@ -44,9 +44,15 @@ export class Graph {
   private defTable: readonly (OpDef | undefined)[] | null = null;
   private columnTable: GraphColumns | null = null;
 
-  constructor(nodes: readonly Node[], outputs: Readonly<Record<string, number>> = {}) {
+  /** `columns`: the nodes' columns (Note [graph columns]) where the caller has them already (@internal). */
+  constructor(
+    nodes: readonly Node[],
+    outputs: Readonly<Record<string, number>> = {},
+    columns?: GraphColumns,
+  ) {
     this.nodes = nodes;
     this.outputs = outputs;
+    if (columns !== undefined) this.columnTable = columns;
   }
 
   /** The number of nodes. */

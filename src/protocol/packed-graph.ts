@@ -1,5 +1,6 @@
 // The graph as the coordinator hands it to its workers: columns, not the msgpack file format.
 import { FormatError } from '../errors.ts';
+import { kindOf } from '../graph/columns.ts';
 import { Graph, type Node } from '../graph/graph.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/serialize.ts';
 import type { Attrs } from '../ops/op.ts';
@@ -117,9 +118,13 @@ export function unpackGraph(p: PackedGraph): Graph {
   const size = p?.size;
   if (!Number.isInteger(size) || size < 0) throw corrupt(`a size, found ${String(size)}`);
   const { op, dtype, inputStart, inputs, shapeStart, dims, ops, symbols } = p;
-  const columns = [op, dtype, inputStart, inputs, shapeStart, dims];
+  const columns = [op, inputStart, inputs, shapeStart, dims];
   const lists = [ops, symbols, p.attrs, p.names, p.stages, p.outputs];
-  if (!columns.every((c) => ArrayBuffer.isView(c)) || !lists.every((l) => Array.isArray(l)))
+  if (
+    !columns.every((c) => c instanceof Int32Array) ||
+    !(dtype instanceof Uint8Array) ||
+    !lists.every((l) => Array.isArray(l))
+  )
     throw corrupt('typed-array columns and lists of ops, symbols, attributes, names, stages and outputs');
   if (
     op.length !== size ||
@@ -128,17 +133,29 @@ export function unpackGraph(p: PackedGraph): Graph {
     shapeStart.length !== size + 1
   )
     throw corrupt(`columns of ${size} nodes`);
+  if (inputStart[0] !== 0 || shapeStart[0] !== 0)
+    throw corrupt('offsets that start at the start of inputs and dims');
   if (inputStart[size] !== inputs.length || shapeStart[size] !== dims.length)
     throw corrupt('offsets that end at the end of inputs and dims');
-  const attrs = new Map<number, unknown>();
-  for (const [id, a] of p.attrs) attrs.set(id, a);
-  const extra = new Map<number, { name?: string; stage?: number }>();
-  for (const [id, name] of p.names) extra.set(id, { name });
-  for (const [id, stage] of p.stages) extra.set(id, { ...extra.get(id), stage });
+  // The sparse lists in id order, read with a cursor each (no lookup per node).
+  const byId = <E extends readonly [number, unknown]>(list: readonly E[]): E[] =>
+    [...list].sort((x, y) => x[0] - y[0]);
+  const attrList = byId(p.attrs);
+  const nameList = byId(p.names);
+  const stageList = byId(p.stages);
+  let ai = 0;
+  let ni = 0;
+  let si = 0;
   const nodes = new Array<Node>(size);
+  const kinds = new Uint8Array(size);
+  const shapeOf = new Array<Shape>(size);
   // Note [shared shapes]: nodes of one shape share one array, and nodes without attributes one object.
   const shapes = new Map<string, Shape>();
   const noAttrs = {};
+  // The last node's shape and its dims: consecutive nodes mostly share one, found without a key.
+  let last: Shape | null = null;
+  let l0 = 0;
+  let l1 = 0;
   for (let id = 0; id < size; id++) {
     const opName = ops[op[id]!];
     const dt = DTYPES[dtype[id]!];
@@ -155,28 +172,58 @@ export function unpackGraph(p: PackedGraph): Graph {
       if (input < 0 || input >= id) throw corrupt(`node %${id}: inputs before it, found %${input}`);
       ins[i - i0] = input;
     }
-    let key = '';
-    for (let s = s0; s < s1; s++) {
-      const dim = dims[s]!;
-      if (dim < 0 && symbols[-1 - dim] === undefined)
-        throw corrupt(`node %${id}: a known dimension symbol, found ${dim}`);
-      key += `${dim},`;
+    let shape: Shape | null = last !== null && sameDims(dims, s0, s1, l0, l1) ? last : null;
+    if (shape === null) {
+      let key = '';
+      for (let s = s0; s < s1; s++) {
+        const dim = dims[s]!;
+        if (dim < 0 && symbols[-1 - dim] === undefined)
+          throw corrupt(`node %${id}: a known dimension symbol, found ${dim}`);
+        key += `${dim},`;
+      }
+      shape = shapes.get(key) ?? null;
+      if (shape === null) {
+        const dimsOf = new Array<Dim>(s1 - s0);
+        for (let s = s0; s < s1; s++) dimsOf[s - s0] = dims[s]! < 0 ? symbols[-1 - dims[s]!]! : dims[s]!;
+        shape = dimsOf;
+        shapes.set(key, shape);
+      }
+      last = shape;
+      l0 = s0;
+      l1 = s1;
     }
-    let shape = shapes.get(key);
-    if (shape === undefined) {
-      const dimsOf = new Array<Dim>(s1 - s0);
-      for (let s = s0; s < s1; s++) dimsOf[s - s0] = dims[s]! < 0 ? symbols[-1 - dims[s]!]! : dims[s]!;
-      shape = dimsOf;
-      shapes.set(key, shape);
+    let a: Attrs = noAttrs;
+    while (ai < attrList.length && attrList[ai]![0] <= id) {
+      const [at, encoded] = attrList[ai++]!;
+      if (at === id) a = decodeAttrs(encoded, id) as Attrs;
     }
-    const encoded = attrs.get(id);
-    const a = encoded === undefined ? noAttrs : (decodeAttrs(encoded, id) as Attrs);
-    const more = extra.get(id);
+    let name: string | undefined;
+    while (ni < nameList.length && nameList[ni]![0] <= id) {
+      const [at, n] = nameList[ni++]!;
+      if (at === id) name = n;
+    }
+    let stage: number | undefined;
+    while (si < stageList.length && stageList[si]![0] <= id) {
+      const [at, st] = stageList[si++]!;
+      if (at === id) stage = st;
+    }
     // The builder's field order, so that nodes from either path share one object shape.
-    nodes[id] =
-      more === undefined
+    const node: Node =
+      name === undefined && stage === undefined
         ? { id, op: opName, inputs: ins, attrs: a, shape, dtype: dt }
-        : { id, op: opName, inputs: ins, attrs: a, shape, dtype: dt, ...more };
+        : {
+            id,
+            op: opName,
+            inputs: ins,
+            attrs: a,
+            shape,
+            dtype: dt,
+            ...(name !== undefined ? { name } : {}),
+            ...(stage !== undefined ? { stage } : {}),
+          };
+    nodes[id] = node;
+    kinds[id] = kindOf(opName);
+    shapeOf[id] = shape;
   }
   const outputs: Record<string, number> = {};
   for (const [name, id] of p.outputs) {
@@ -184,7 +231,15 @@ export function unpackGraph(p: PackedGraph): Graph {
       throw corrupt(`output ${name}: a node id, found ${id}`);
     Object.defineProperty(outputs, name, { value: id, enumerable: true, writable: true, configurable: true });
   }
-  return new Graph(nodes, outputs);
+  // The graph's columns are these very inputs (Note [graph columns]): not made again from the nodes.
+  return new Graph(nodes, outputs, { inputStart, inputIds: inputs, kinds, shapes: shapeOf });
+}
+
+/** Whether dims[a0 .. a1) and dims[b0 .. b1) are the same dimensions. */
+function sameDims(dims: Int32Array, a0: number, a1: number, b0: number, b1: number): boolean {
+  if (a1 - a0 !== b1 - b0) return false;
+  for (let k = 0; k < a1 - a0; k++) if (dims[a0 + k] !== dims[b0 + k]) return false;
+  return true;
 }
 
 // Note [shared shapes]

@@ -6,6 +6,7 @@ import { type PlanColumns, planColumns } from '../partition/plan-columns.ts';
 import type { WorkerControl } from '../protocol/control.ts';
 import { type PackedGraph, packGraph } from '../protocol/packed-graph.ts';
 import { portWire } from '../protocol/port-wire.ts';
+import { sharedColumns } from '../protocol/shared-columns.ts';
 import {
   type ClusterEvents,
   type ClusterOptions,
@@ -51,7 +52,8 @@ export async function createThreadsCluster(
     }
   }
   const channels = Array.from({ length: n }, () => new MessageChannel());
-  // Packed once, while the workers boot (the first init call), then cloned to each.
+  // Packed once, while the workers boot (the first init call), and copied into shared memory, which
+  // crosses to each worker without a copy (Note [shared columns]).
   let graph: PackedGraph | null = null;
   let columns: PlanColumns | null = null;
   let pool: WorkerPool<WorkerControl>;
@@ -63,8 +65,8 @@ export async function createThreadsCluster(
       describe: (status) => describeStatus(plan, status),
       onFailure: (error: WorkerError) => events.failure(error),
       init: async (w, api) => {
-        graph ??= packGraph(plan.graph);
-        columns ??= planColumns(plan);
+        graph ??= sharedColumns(packGraph(plan.graph));
+        columns ??= sharedColumns(planColumns(plan));
         const init = { ...hostInit(plan, options, graph), plan: columns };
         const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };
         const placement = await api.init(

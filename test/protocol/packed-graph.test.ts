@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { FormatError } from '../../src/errors.ts';
+import { columnsOf } from '../../src/graph/columns.ts';
 import { laneGraph } from '../../src/graph/generators.ts';
 import type { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { type PackedGraph, packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
+import { sharedColumns } from '../../src/protocol/shared-columns.ts';
 import type { Tensor } from '../../src/tensor/tensor.ts';
 import { expectBitwise } from '../support/expect.ts';
 import { everyFieldGraph } from '../support/models.ts';
@@ -26,6 +28,20 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
     expect(bias.data.buffer).not.toBe((g.node('bias').attrs.value as Tensor).data.buffer);
     // Same field order as the builder's nodes (one object shape for the hot paths).
     expect(back.nodes.map((n) => Object.keys(n))).toEqual(g.nodes.map((n) => Object.keys(n)));
+    // Its columns come with it, the same as made from its nodes (Note [graph columns]).
+    expect(back.columns).toEqual(columnsOf(g.nodes));
+  });
+
+  it('crosses in shared memory too, the same graph (Note [shared columns])', () => {
+    const g = everyFieldGraph();
+    const packed = sharedColumns(packGraph(g));
+    expect(packed.inputs.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const back = unpackGraph(structuredClone(packed));
+    expect(printGraph(back)).toBe(printGraph(g));
+    expect(back.nodes.map((n) => [n.name, n.stage, n.attrs])).toEqual(
+      g.nodes.map((n) => [n.name, n.stage, n.attrs]),
+    );
+    expect(Array.from(back.columns.inputIds)).toEqual(Array.from(columnsOf(g.nodes).inputIds));
   });
 
   it('compiles to the same plan', () => {
