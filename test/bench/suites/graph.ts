@@ -20,18 +20,17 @@
  * tsx's loader, which costs more per call (its keep-names transform wraps every closure a hot
  * function creates in a call that defines the closure's name); it times the total only.
  */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
 import { GraphBuilder } from '../../../src/graph/builder.ts';
 import { checkGraph } from '../../../src/graph/check.ts';
 import type { Graph, Node } from '../../../src/graph/graph.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
+import { buildInto, execFileAsync } from '../built.ts';
 import { type BenchContext, type BenchResult, median, round, type Suite } from '../harness.ts';
 
 const LEVEL_NODES = 7;
@@ -165,8 +164,6 @@ interface ChildResult {
   peak_rss_with_checks_mb: number;
 }
 
-const execFileAsync = promisify(execFile);
-
 /** How a child runs: the compiled file under plain node, or this file under this process's tsx. */
 type Mode = { kind: 'built'; file: string } | { kind: 'tsx' };
 
@@ -190,25 +187,7 @@ async function spawnChild(mode: Mode, target: number, runs: number): Promise<Chi
  * compiled file. The output resolves its dependencies through a link to this checkout's node_modules.
  */
 async function buildChild(dir: string): Promise<string> {
-  const root = fileURLToPath(new URL('../../../', import.meta.url));
-  const out = join(dir, 'out');
-  const tsconfig = join(dir, 'tsconfig.json');
-  const compilerOptions = {
-    outDir: out,
-    rootDir: root,
-    declaration: false,
-    noCheck: true,
-    typeRoots: [join(root, 'node_modules', '@types')],
-  };
-  const self = fileURLToPath(import.meta.url);
-  writeFileSync(
-    tsconfig,
-    JSON.stringify({ extends: join(root, 'tsconfig.build.json'), compilerOptions, files: [self] }),
-  );
-  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  await execFileAsync(process.execPath, [tsc, '-p', tsconfig]);
-  writeFileSync(join(out, 'package.json'), '{"type":"module"}\n');
-  symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'), 'dir');
+  const out = await buildInto(dir, ['test/bench/suites/graph.ts']);
   return join(out, 'test', 'bench', 'suites', 'graph.js');
 }
 
