@@ -28,7 +28,7 @@
  * does not charge grow with the replicas): a pessimistic figure next to the optimistic one.
  */
 import { loadavg } from 'node:os';
-import { loadMnist, MNIST_CLASSES, MNIST_PIXELS } from '../../src/data/mnist.ts';
+import { MNIST_CLASSES, MNIST_PIXELS } from '../../src/data/mnist.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { EagerOps } from '../../src/ops/eager.ts';
 import { COORDINATOR } from '../../src/protocol/envelope.ts';
@@ -40,7 +40,7 @@ import { linkLatency, mergeTraces } from '../../src/trace/calibrate.ts';
 import type { Trace } from '../../src/trace/trace.ts';
 import { mlpClassifier } from '../../src/train/models.ts';
 import { type BenchContext, median, round } from './harness.ts';
-import { BATCH, type Batch, HIDDEN, LR, scaling } from './suites/train.ts';
+import { BATCH, HIDDEN, LR, mnistBatches, scaling } from './suites/train.ts';
 
 const SHARDS = [128, 64, 32, 16] as const;
 const WORKERS = [1, 2, 4, 8] as const;
@@ -49,16 +49,6 @@ const WARMUP = 50;
 const TRACED = 200;
 
 const graph = () => mlpClassifier({ features: MNIST_PIXELS, hidden: HIDDEN, classes: MNIST_CLASSES });
-
-/** `count` batches of `rows` digits, in a seeded order. */
-function batchesOf(rows: number, count: number): Batch[] {
-  const { train } = loadMnist({ train: count * rows, test: 0, seed: 0 });
-  const it = train.batches({ batchSize: rows, shuffle: true, seed: 1, dropLast: true });
-  return Array.from({ length: count }, () => {
-    const b = it.next()!;
-    return { x: b.x, y: b.y };
-  });
-}
 
 /** `steps` traced steps (after untraced-like warm-up ones) of the MLP with SGD on these options. */
 async function traced(
@@ -74,7 +64,7 @@ async function traced(
     optimizer: { name: 'sgd', lr: LR },
   });
   try {
-    const batches = batchesOf(rows, 16);
+    const batches = mnistBatches(16, rows);
     const traces: Trace[] = [];
     for (let i = 0; i < WARMUP + steps; i++) {
       const b = batches[i % batches.length]!;
@@ -157,7 +147,7 @@ interface Round {
 }
 
 async function oneRound(ctx: BenchContext): Promise<Round> {
-  const measured = (await scaling(ctx, batchesOf(BATCH, 16))) as [number, number];
+  const measured = (await scaling(ctx, mnistBatches(16, BATCH))) as [number, number];
   const costs = new Map<number, Trace[]>();
   for (const rows of SHARDS) costs.set(rows, await traced({ workers: 1 }, rows, TRACED));
   const hopMs = startHop(costs.get(BATCH)!);

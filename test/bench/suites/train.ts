@@ -54,9 +54,10 @@ export interface Batch {
   y: Tensor;
 }
 
-export function mnistBatches(count: number): Batch[] {
-  const { train } = loadMnist({ train: count * BATCH, test: 0, seed: 0 });
-  const batches = train.batches({ batchSize: BATCH, shuffle: true, seed: 1, dropLast: true });
+/** `count` batches of `rows` digits (default the suite's batch), in a seeded order. */
+export function mnistBatches(count: number, rows = BATCH): Batch[] {
+  const { train } = loadMnist({ train: count * rows, test: 0, seed: 0 });
+  const batches = train.batches({ batchSize: rows, shuffle: true, seed: 1, dropLast: true });
   return Array.from({ length: count }, () => {
     const b = batches.next()!;
     return { x: b.x, y: b.y };
