@@ -38,8 +38,19 @@ interface PlaceOptions {
   imbalance: number;
 }
 
-const concrete = (shape: Shape, batch: number): number[] =>
-  shape.map((d) => (typeof d === 'number' ? d : batch));
+/** `shape` with its symbolic dimensions set to `batch`: the shape itself when every dimension is a size. */
+function concrete(shape: Shape, batch: number): Shape {
+  for (let k = 0; k < shape.length; k++) {
+    if (typeof shape[k] !== 'number') return shape.map((d) => (typeof d === 'number' ? d : batch));
+  }
+  return shape;
+}
+
+function elements(shape: Shape): number {
+  let p = 1;
+  for (let k = 0; k < shape.length; k++) p *= shape[k] as number;
+  return p;
+}
 
 export function placeNodes(
   graph: Graph,
@@ -53,20 +64,20 @@ export function placeNodes(
   const cost = new Float64Array(n);
   const bytes = new Float64Array(n);
   const computed: Node[] = [];
+  const infoOf = (id: number): TypeInfo => {
+    const node = graph.nodes[id]!;
+    return { shape: concrete(node.shape, batchSize), dtype: node.dtype };
+  };
   for (const node of graph.nodes) {
     if (grad.forward[node.id] === 0) continue;
     const shape = concrete(node.shape, batchSize);
-    bytes[node.id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+    bytes[node.id] = elements(shape) * bytesPerElement(node.dtype);
     if (node.op === 'const') continue;
     computed.push(node);
-    if (node.inputs.length > 0 || !['input', 'param'].includes(node.op)) {
-      const def = getOp(node.op);
-      const infos: TypeInfo[] = node.inputs.map((i) => ({
-        shape: concrete(graph.nodes[i]!.shape, batchSize),
-        dtype: graph.nodes[i]!.dtype,
-      }));
+    if (node.inputs.length > 0 || (node.op !== 'input' && node.op !== 'param')) {
+      const def = graph.defs[node.id] ?? getOp(node.op);
       const flops =
-        def.flops?.(infos, { shape, dtype: node.dtype }, node.attrs) ?? shape.reduce((p, d) => p * d, 1);
+        def.flops?.(node.inputs.map(infoOf), { shape, dtype: node.dtype }, node.attrs) ?? elements(shape);
       // A backward costs about twice the forward where a gradient flows.
       cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
     }
@@ -104,7 +115,7 @@ export function placeNodes(
   for (const node of graph.nodes) {
     if (node.op !== 'param' || worker[node.id] !== -1) continue;
     worker[node.id] = 0;
-    bytes[node.id] = concrete(node.shape, batchSize).reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+    bytes[node.id] = elements(concrete(node.shape, batchSize)) * bytesPerElement(node.dtype);
   }
   return { worker, cost, bytes };
 }
