@@ -1,4 +1,5 @@
 import { InputError } from '../errors.ts';
+import { CONST, PARAM } from '../graph/columns.ts';
 import { channelWindow, type FlowSettings, sinkWorkers, sourceStages } from '../partition/channels.ts';
 import type { Plan } from '../partition/plan.ts';
 import type { HostEffect, HostStats, TaskInfo } from './host-types.ts';
@@ -81,13 +82,13 @@ export class FlowControl {
     this.sendAt = new Int32Array(actors + 1);
     this.readAt = new Int32Array(actors + 1);
     const scratch: number[] = [];
+    const kinds = graph.columns.kinds;
     for (let at = 0; at < actors; at++) {
       this.sendAt[at] = this.sendList.length;
       this.readAt[at] = this.readList.length;
       const r = Math.floor(at / this.nodes);
       const id = at - r * this.nodes;
-      const op = graph.nodes[id]!.op;
-      if (placement[r]![id] !== worker || op === 'const' || op === 'param') continue;
+      if (placement[r]![id] !== worker || kinds[id] === CONST || kinds[id] === PARAM) continue;
       const stage = plan.stageOf[id]!;
       const sinks = sinkWorkers(plan, id, r, scratch);
       for (let k = 0; k < sinks; k++) {

@@ -26,7 +26,7 @@ export class HostBudget {
   ) {
     let grads = 0;
     for (const id of plan.params) {
-      const node = plan.graph.nodes[id]!;
+      const node = plan.graph.nodeAt(id);
       if (!plan.paramWorkers.get(id)?.includes(worker)) continue;
       grads += (node.shape as number[]).reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
     }
@@ -58,7 +58,7 @@ export class HostBudget {
     const c = this.counters;
     if (live + bytes > c.peakLiveBytes) c.peakLiveBytes = live + bytes;
     if (live + bytes <= this.limit) return;
-    const node = plan.graph.nodes[task.node]!;
+    const node = plan.graph.nodeAt(task.node);
     throw new MemoryBudgetError(
       `worker ${this.worker}: the ${task.phase} of ${label(node)} (${node.op}) would make ${fmtBytes(bytes)} ` +
         `while the worker holds ${fmtBytes(live)} of tensors (parameters ${fmtBytes(c.paramBytes + this.paramsIn)}, ` +

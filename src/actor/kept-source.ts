@@ -3,7 +3,7 @@
 // bindings object.
 import { type Bindings, resolveShape } from '../autodiff/forward.ts';
 import { InputError } from '../errors.ts';
-import type { Node } from '../graph/graph.ts';
+import type { Shape } from '../tensor/shape.ts';
 import type { StepStart } from './messages.ts';
 
 /** The step's shards by replica * microbatches + mb. */
@@ -47,7 +47,8 @@ export class KeptSource<T> {
    */
   private boundFor: (Bindings | undefined)[] | null = null;
   private bound: (readonly number[] | undefined)[] = [];
-  constructor(private readonly nodes: readonly Node[]) {}
+  /** `shapes`: every node's shape, by id (the graph's columns). */
+  constructor(private readonly shapes: readonly Shape[]) {}
 
   /** `kept`: the actor's kept values, every one there (its forward ran). */
   fill(ids: readonly number[], kept: readonly (T | undefined)[], bindings: Bindings): void {
@@ -63,11 +64,11 @@ export class KeptSource<T> {
   }
 
   shape(id: number): readonly number[] {
-    const shape = this.nodes[id]!.shape;
+    const shape = this.shapes[id]!;
     if (this.bindings.size === 0) return shape as number[];
     if (this.boundFor === null) {
-      this.boundFor = new Array(this.nodes.length).fill(undefined);
-      this.bound = new Array(this.nodes.length).fill(undefined);
+      this.boundFor = new Array(this.shapes.length).fill(undefined);
+      this.bound = new Array(this.shapes.length).fill(undefined);
     }
     if (this.boundFor[id] !== this.bindings) {
       this.bound[id] = resolveShape(shape, this.bindings, 'vjp');

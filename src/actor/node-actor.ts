@@ -1,5 +1,6 @@
 import { sumCells } from '../autodiff/backprop.ts';
-import { isLeaf, type Node } from '../graph/graph.ts';
+import { CONST, PARAM } from '../graph/columns.ts';
+import { type Graph, isLeaf, type Node } from '../graph/graph.ts';
 import type { OpDef } from '../ops/op.ts';
 import type { Ops } from '../ops/ops.ts';
 import { getOp } from '../ops/registry.ts';
@@ -96,7 +97,7 @@ export class NodeActor<T> {
     this.replica = replica;
     this.stage = plan.stageOf[node.id]!;
     this.expected = plan.grad.expected[node.id]!;
-    const kind = kinds.of(plan.graph.nodes, node, needs, this.expected > 0);
+    const kind = kinds.of(plan.graph, node.id, needs, this.expected > 0);
     this.slots = kind.slots;
     this.mbSlots = kind.mbSlots;
     this.needs = kind.needs;
@@ -366,25 +367,31 @@ export interface ActorKind {
 export class ActorKinds {
   private readonly kinds = new Map<string, ActorKind>();
 
-  of(nodes: readonly Node[], node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
-    let key = `${node.op}${owed ? '+' : '-'}`;
-    const ins = node.inputs;
-    for (let s = 0; s < ins.length; s++) {
-      const op = nodes[ins[s]!]!.op;
-      key += `${op === 'const' ? 'c' : op === 'param' ? 'p' : 'm'}${needs[s] ? 1 : 0}${ins.indexOf(ins[s]!)},`;
+  /** The kind of node `id`, read from the graph's columns: the node is made only for a kind not seen yet. */
+  of(graph: Graph, id: number, needs: readonly boolean[], owed: boolean): ActorKind {
+    const { inputStart, inputIds, kinds } = graph.columns;
+    const i0 = inputStart[id]!;
+    const i1 = inputStart[id + 1]!;
+    let key = `${graph.opOf(id)}${owed ? '+' : '-'}`;
+    for (let i = i0; i < i1; i++) {
+      const k = kinds[inputIds[i]!];
+      // The slot's first reader of the same input (a node may read one value twice: x * x).
+      let first = i0;
+      while (inputIds[first] !== inputIds[i]) first++;
+      key += `${k === CONST ? 'c' : k === PARAM ? 'p' : 'm'}${needs[i - i0] ? 1 : 0}${first - i0},`;
     }
     let kind = this.kinds.get(key);
     if (kind === undefined) {
-      kind = makeKind(nodes, node, needs, owed);
+      kind = makeKind(graph, graph.nodeAt(id), needs, owed);
       this.kinds.set(key, kind);
     }
     return kind;
   }
 }
 
-function makeKind(nodes: readonly Node[], node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
+function makeKind(graph: Graph, node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
   const slots: SlotKind[] = node.inputs.map((i) => {
-    const op = nodes[i]!.op;
+    const op = graph.opOf(i);
     return op === 'const' ? 'const' : op === 'param' ? 'param' : 'microbatch';
   });
   const mbSlots = slots.filter((k) => k === 'microbatch').length;

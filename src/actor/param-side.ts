@@ -39,10 +39,11 @@ export class ParamSide<T> {
     private readonly whenKept: (effects: HostEffect<T>[]) => void,
   ) {
     const { graph, placement } = plan;
-    this.updates = engine.updates?.(worker, (id) => label(graph.nodes[id]!)) ?? new NoUpdates(worker);
+    this.updates = engine.updates?.(worker, (id) => label(graph.nodeAt(id))) ?? new NoUpdates(worker);
+    const params = graph.params();
     for (let r = 0; r < plan.replicas; r++) {
-      for (const node of graph.nodes) {
-        if (node.op !== 'param' || placement[r]![node.id] !== worker || this.actors.has(node.id)) continue;
+      for (const node of params) {
+        if (placement[r]![node.id] !== worker || this.actors.has(node.id)) continue;
         // One actor per copy here; replica 0's copy reports.
         const value = values.get(node.id) ?? this.zeros(node.id);
         const primary = placement[0]![node.id] === worker;
@@ -56,7 +57,7 @@ export class ParamSide<T> {
 
   /** A parameter's zero (a parameter's shape has no symbolic dimension: the graph checker says so). */
   private zeros(id: number): T {
-    const node = this.plan.graph.nodes[id]!;
+    const node = this.plan.graph.nodeAt(id);
     checkConcreteShape(node.shape, label(node));
     return this.engine.zeros(node.shape, node.dtype);
   }
@@ -198,7 +199,7 @@ export class ParamSide<T> {
    */
   decide(step: number, failpoints: readonly Failpoint[]): boolean {
     const rule = this.local.rule!;
-    const scale = this.local.decide((id) => label(this.plan.graph.nodes[id]!));
+    const scale = this.local.decide((id) => label(this.plan.graph.nodeAt(id)));
     if (scale === null) {
       this.forget();
       return false;

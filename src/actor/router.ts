@@ -53,7 +53,7 @@ export class Router<T> {
       if (copies.length > 1) (this.copies ??= new Map()).set(id, copies);
     }
     this.table = new Array(graph.size * plan.replicas);
-    this.constant = (id: number) => engine.constant(graph.nodes[id]!);
+    this.constant = (id: number) => engine.constant(graph.nodeAt(id));
     // What the queue reads of every actor, from its kind: no actor is built for it.
     const stage: number[] = [];
     const backward: number[] = [];
@@ -89,12 +89,14 @@ export class Router<T> {
   }
 
   private needs(id: number): boolean[] {
-    return this.plan.graph.nodes[id]!.inputs.map((_, s) => edgeGradient(this.plan, id, s));
+    const { inputStart } = this.plan.graph.columns;
+    const needs = new Array<boolean>(inputStart[id + 1]! - inputStart[id]!);
+    for (let s = 0; s < needs.length; s++) needs[s] = edgeGradient(this.plan, id, s);
+    return needs;
   }
 
   private kindOf(id: number) {
-    const { graph, grad } = this.plan;
-    return this.kinds.of(graph.nodes, graph.nodes[id]!, this.needs(id), grad.expected[id]! > 0);
+    return this.kinds.of(this.plan.graph, id, this.needs(id), this.plan.grad.expected[id]! > 0);
   }
 
   /** The actor of (replica * nodes + node) `at`, built now; undefined where this host has none. */
@@ -102,7 +104,7 @@ export class Router<T> {
     const replica = Math.floor(at / this.nodes);
     const id = at - replica * this.nodes;
     if (this.plan.placement[replica]?.[id] !== this.worker || !this.hasActor(id)) return undefined;
-    const node = this.plan.graph.nodes[id]!;
+    const node = this.plan.graph.nodeAt(id);
     const actor = new NodeActor<T>(this.plan, node, replica, this.needs(id), this.constant, this.kinds);
     this.table[at] = actor;
     this.built.push(actor);

@@ -49,7 +49,7 @@ export class TaskRunner<T> {
     private readonly shardTables: ShardTables,
     private readonly flow: FlowControl,
   ) {
-    this.vjpSource = new KeptSource<T>(plan.graph.nodes);
+    this.vjpSource = new KeptSource<T>(plan.graph.columns.shapes);
   }
 
   /** Bytes of node `id`'s value in shard (replica, mb) of the step. */
@@ -58,7 +58,7 @@ export class TaskRunner<T> {
     let b = sizes[id]!;
     if (Number.isNaN(b)) {
       const bindings = this.bindings(replica, mb);
-      const node = this.plan.graph.nodes[id]!;
+      const node = this.plan.graph.nodeAt(id);
       const shape = resolveShape(node.shape, bindings, label(node));
       b = sizes[id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
     }

@@ -17,7 +17,7 @@ export function waitingEntries<T>(
   params: Iterable<ParamActor<T>>,
 ): WaitingEntry[] {
   const out: WaitingEntry[] = [];
-  const nodes = plan.graph.nodes;
+  const graph = plan.graph;
   const { slotBase, cell } = cells;
   for (const actor of actors) {
     for (let mb = 0; mb < actor.microbatches.length; mb++) {
@@ -30,7 +30,7 @@ export function waitingEntries<T>(
         const missingParams = ins.filter((_, i) => actor.slots[i] === 'param' && !actor.hasParam(i));
         const fixedOnly = actor.fixedOnly;
         const from = (fixedOnly ? missingParams : ins.filter((_, i) => actor.slots[i] === 'microbatch')).map(
-          (i) => label(nodes[i]!),
+          (i) => label(graph.nodeAt(i)),
         );
         out.push({
           node: name,
@@ -46,7 +46,7 @@ export function waitingEntries<T>(
       if (!s.fired) {
         const from = actor.node.inputs
           .filter((_, i) => actor.slots[i] === 'microbatch' && s.inputs[i] === undefined)
-          .map((i) => label(nodes[i]!));
+          .map((i) => label(graph.nodeAt(i)));
         out.push({
           node: name,
           replica: actor.replica,
@@ -70,7 +70,7 @@ export function waitingEntries<T>(
         const from = plan.consumers[actor.node.id]!.filter(([c, slot]) => {
           const k = cell[slotBase[c]! + slot]!;
           return k >= 0 && s.cells[k] === undefined;
-        }).map(([c]) => label(nodes[c]!));
+        }).map(([c]) => label(graph.nodeAt(c)));
         out.push({
           node: name,
           replica: actor.replica,
@@ -86,7 +86,7 @@ export function waitingEntries<T>(
   for (const p of params) {
     for (const m of p.missing()) {
       out.push({
-        node: label(nodes[p.node]!),
+        node: label(graph.nodeAt(p.node)),
         replica: m.replica,
         mb: m.mb,
         waitingFor: 'parameter gradients',

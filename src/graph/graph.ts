@@ -32,14 +32,44 @@ export interface Node {
 export type NodeRef = Node | number | string;
 
 /**
+ * Makes a graph's nodes one at a time, for a graph that holds its nodes as columns until they are read
+ * (Note [nodes on first read]). Every node it makes must be what the columns say, and making one
+ * cannot fail: the columns were checked when the source was made. @internal
+ */
+export interface NodeSource {
+  /** The number of nodes. */
+  readonly size: number;
+  /** Node `id` (0 <= id < size), a new object on each call: the graph keeps the first. */
+  node(id: number): Node;
+  /** Node `id`'s op. */
+  op(id: number): string;
+  /** Node names to ids, as `Graph.names` makes them. */
+  names(): Map<string, number>;
+}
+
+// Note [nodes on first read]
+// A worker thread gets the graph as columns (Note [packed graph]) and hosts only part of it: on the
+// million-node lane graph placed per node over two workers, half the nodes each. Unpacked into a
+// node object and an inputs array per node, the whole graph survived in the worker's young
+// generation, and copying it there was most of a worker's start (figures: docs/measurements.md). A
+// graph made from a NodeSource makes each node when it is first read (`nodeAt`, `node`, the leaves),
+// and all of them only when something reads `nodes` itself; what a host reads of every node at its
+// start (op, inputs, kinds, shapes) comes from the columns and `opOf`. A node, once made, is the same
+// object on every read, so nodes keep their identity (`node(ref)` compares them).
+
+/**
  * A graph: nodes in topological order (ids are indices), and named outputs. Immutable once built;
  * lookups by name and op definitions are indexed on first use.
  */
 export class Graph {
-  /** Every node, in topological order; a node's id is its index. */
-  readonly nodes: readonly Node[];
   /** The named outputs: output name to node id. */
   readonly outputs: Readonly<Record<string, number>>;
+  /** Every node, once they all exist; null while a source makes them on first read. */
+  private table: Node[] | null;
+  /** The nodes made so far, and their maker (Note [nodes on first read]). */
+  private made: (Node | undefined)[] | null = null;
+  private source: NodeSource | null = null;
+  private count: number;
   private byName: Map<string, number> | null = null;
   private defTable: readonly (OpDef | undefined)[] | null = null;
   private columnTable: GraphColumns | null = null;
@@ -50,31 +80,74 @@ export class Graph {
     outputs: Readonly<Record<string, number>> = {},
     columns?: GraphColumns,
   ) {
-    this.nodes = nodes;
+    this.table = nodes as Node[];
+    this.count = nodes.length;
     this.outputs = outputs;
     if (columns !== undefined) this.columnTable = columns;
   }
 
+  /** A graph whose nodes `source` makes on first read, with their columns (Note [nodes on first read]). @internal */
+  static fromSource(
+    source: NodeSource,
+    outputs: Readonly<Record<string, number>>,
+    columns: GraphColumns,
+  ): Graph {
+    const graph = new Graph([], outputs, columns);
+    graph.table = null;
+    graph.made = new Array<Node | undefined>(source.size);
+    graph.source = source;
+    graph.count = source.size;
+    return graph;
+  }
+
+  /** Every node, in topological order; a node's id is its index. */
+  get nodes(): readonly Node[] {
+    return this.table ?? this.makeAll();
+  }
+
+  private makeAll(): Node[] {
+    const made = this.made!;
+    const source = this.source!;
+    for (let id = 0; id < this.count; id++) made[id] ??= source.node(id);
+    this.table = made as Node[];
+    this.made = null;
+    this.source = null;
+    return this.table;
+  }
+
   /** The number of nodes. */
   get size(): number {
-    return this.nodes.length;
+    return this.count;
+  }
+
+  /** Node `id`, for 0 <= id < size (unchecked: `node` checks its reference). */
+  nodeAt(id: number): Node {
+    const table = this.table;
+    if (table !== null) return table[id]!;
+    const made = this.made!;
+    return made[id] ?? (made[id] = this.source!.node(id));
+  }
+
+  /** Node `id`'s op, for 0 <= id < size, without making the node. */
+  opOf(id: number): string {
+    const table = this.table;
+    return table !== null ? table[id]!.op : this.source!.op(id);
   }
 
   /** The node a reference names: an id, a node name, an output name, or a node of this graph. */
   node(ref: NodeRef): Node {
     if (typeof ref === 'number') {
-      const n = this.nodes[ref];
-      if (n === undefined)
-        throw new GraphError(`no node %${ref} (the graph has ${this.nodes.length} nodes)`, { node: ref });
-      return n;
+      if (!(Number.isInteger(ref) && ref >= 0 && ref < this.count))
+        throw new GraphError(`no node %${ref} (the graph has ${this.count} nodes)`, { node: ref });
+      return this.nodeAt(ref);
     }
     if (typeof ref === 'string') {
       const id = this.names().get(ref) ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined);
       if (id === undefined)
         throw new GraphError(`no node or output named '${ref}'`, { node: ref, expected: 'a node name' });
-      return this.nodes[id]!;
+      return this.nodeAt(id);
     }
-    if (this.nodes[ref.id] !== ref)
+    if (!(Number.isInteger(ref.id) && ref.id >= 0 && ref.id < this.count) || this.nodeAt(ref.id) !== ref)
       throw new GraphError(`node %${ref.id} is not a node of this graph`, { node: ref.id });
     return ref;
   }
@@ -82,8 +155,11 @@ export class Graph {
   /** Node names to ids (built on first use). */
   names(): Map<string, number> {
     if (this.byName === null) {
-      this.byName = new Map();
-      for (const n of this.nodes) if (n.name !== undefined) this.byName.set(n.name, n.id);
+      if (this.source !== null) this.byName = this.source.names();
+      else {
+        this.byName = new Map();
+        for (const n of this.nodes) if (n.name !== undefined) this.byName.set(n.name, n.id);
+      }
     }
     return this.byName;
   }
@@ -95,11 +171,10 @@ export class Graph {
    */
   get defs(): readonly (OpDef | undefined)[] {
     if (this.defTable === null) {
-      const nodes = this.nodes;
-      const table = new Array<OpDef | undefined>(nodes.length);
-      for (let id = 0; id < nodes.length; id++) {
-        const node = nodes[id]!;
-        table[id] = isLeaf(node) ? undefined : getOp(node.op);
+      const table = new Array<OpDef | undefined>(this.count);
+      for (let id = 0; id < this.count; id++) {
+        const op = this.opOf(id);
+        table[id] = op === 'input' || op === 'param' || op === 'const' ? undefined : getOp(op);
       }
       this.defTable = table;
     }
@@ -128,7 +203,7 @@ export class Graph {
   private leaves(kind: number): Node[] {
     const kinds = this.columns.kinds;
     const out: Node[] = [];
-    for (let id = 0; id < kinds.length; id++) if (kinds[id] === kind) out.push(this.nodes[id]!);
+    for (let id = 0; id < kinds.length; id++) if (kinds[id] === kind) out.push(this.nodeAt(id));
     return out;
   }
 }

@@ -1,6 +1,7 @@
 // The channels of a plan: which stage's activations travel to which other worker, and who reads
 // them there. Flow control counts credits per channel (Note [activation credits] in
 // src/actor/flow-control.ts); the memory estimate bounds what waits at a channel's end.
+import { CONST, PARAM } from '../graph/columns.ts';
 import type { Plan } from './plan.ts';
 
 /** The activations one stage of one replica sends to one other worker, once per microbatch. */
@@ -20,8 +21,8 @@ export interface Channel {
  * per step) or a constant (inlined in its consumers).
  */
 function sendsActivations(plan: Plan, id: number, replica: number): boolean {
-  const op = plan.graph.nodes[id]!.op;
-  return op !== 'param' && op !== 'const' && plan.placement[replica]![id]! >= 0;
+  const kind = plan.graph.columns.kinds[id]!;
+  return kind !== PARAM && kind !== CONST && plan.placement[replica]![id]! >= 0;
 }
 
 /**
@@ -46,10 +47,10 @@ export function sinkWorkers(plan: Plan, id: number, replica: number, out: number
 /** Writes into `out` the stages on other workers whose activations node `id` reads in `replica`, each once; returns how many. */
 export function sourceStages(plan: Plan, id: number, replica: number, out: number[]): number {
   const p = plan.placement[replica]!;
-  const inputs = plan.graph.nodes[id]!.inputs;
+  const { inputStart, inputIds } = plan.graph.columns;
   let n = 0;
-  for (let k = 0; k < inputs.length; k++) {
-    const input = inputs[k]!;
+  for (let k = inputStart[id]!; k < inputStart[id + 1]!; k++) {
+    const input = inputIds[k]!;
     if (p[input] === p[id] || !sendsActivations(plan, input, replica)) continue;
     const stage = plan.stageOf[input]!;
     let seen = false;

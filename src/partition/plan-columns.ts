@@ -108,7 +108,7 @@ export function planFromColumns(graph: Graph, c: PlanColumns): Plan {
     ['inputGrads', c.inputGrads, 'input'],
   ] as const)
     for (const id of ids(v, what))
-      if (graph.nodes[id]!.op !== op) throw corrupt(`${what}: ${op} nodes, found %${id}`);
+      if (graph.opOf(id) !== op) throw corrupt(`${what}: ${op} nodes, found %${id}`);
   if (!(c.paramWorkers instanceof Map)) throw corrupt('paramWorkers: a map');
   for (const [id, copies] of c.paramWorkers) {
     ids([id], 'paramWorkers');

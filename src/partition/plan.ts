@@ -411,8 +411,8 @@ export function consumerLists(n: number, edges: ConsumerEdges): [number, number]
 
 /** How many gradient contributions travel on the edge (consumer, slot) per microbatch: 1 or 0. */
 export function edgeGradient(plan: Plan, consumer: number, slot: number): boolean {
-  const node = plan.graph.nodes[consumer]!;
-  const input = node.inputs[slot]!;
+  const { inputStart, inputIds } = plan.graph.columns;
+  const input = inputIds[inputStart[consumer]! + slot]!;
   return (
     plan.grad.needsGrad[consumer] === 1 &&
     plan.grad.needsGrad[input] === 1 &&

@@ -1,7 +1,7 @@
 // The graph as the coordinator hands it to its workers: columns, not the msgpack file format.
 import { FormatError } from '../errors.ts';
 import { kindOf } from '../graph/columns.ts';
-import { Graph, type Node } from '../graph/graph.ts';
+import { Graph, type NodeSource } from '../graph/graph.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/serialize.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
@@ -13,10 +13,10 @@ import { DTYPES } from '../tensor/tensor.ts';
 // write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
 // and shapes as offsets into flat columns) plus the few non-empty attributes in the tagged form of
 // Note [graph format]; it travels by structured clone (over bytes, in an init frame: frame.ts) and is
-// rebuilt in a fraction of the time. It is not re-checked on arrival: it is the coordinator's own
-// graph, which `checkGraph` passed before any worker started (invariant 8); `unpackGraph` only checks
-// that the columns hold together, so a corrupted handoff is a FormatError, never a crash or a wrong
-// graph.
+// rebuilt in a fraction of the time (its nodes made as they are read: Note [nodes on first read]). It
+// is not re-checked on arrival: it is the coordinator's own graph, which `checkGraph` passed before
+// any worker started (invariant 8); `unpackGraph` only checks that the columns hold together, every
+// node's at once, so a corrupted handoff is a FormatError, never a crash or a wrong graph.
 
 export interface PackedGraph {
   readonly size: number;
@@ -137,16 +137,24 @@ export function unpackGraph(p: PackedGraph): Graph {
     throw corrupt('offsets that start at the start of inputs and dims');
   if (inputStart[size] !== inputs.length || shapeStart[size] !== dims.length)
     throw corrupt('offsets that end at the end of inputs and dims');
-  // The sparse lists in id order, read with a cursor each (no lookup per node).
-  const byId = <E extends readonly [number, unknown]>(list: readonly E[]): E[] =>
-    [...list].sort((x, y) => x[0] - y[0]);
-  const attrList = byId(p.attrs);
-  const nameList = byId(p.names);
-  const stageList = byId(p.stages);
-  let ai = 0;
-  let ni = 0;
-  let si = 0;
-  const nodes = new Array<Node>(size);
+  // The sparse lists by id (a later entry of one id wins, as the cursor over them did).
+  const attrsOf = new Map<number, Attrs>();
+  for (const [id, encoded] of p.attrs) {
+    if (!Number.isInteger(id) || id < 0 || id >= size) throw corrupt(`attributes of a node id, found ${id}`);
+    attrsOf.set(id, decodeAttrs(encoded, id) as Attrs);
+  }
+  const nameOf = new Map<number, string>();
+  for (const [id, name] of p.names) {
+    if (!Number.isInteger(id) || id < 0 || id >= size || typeof name !== 'string')
+      throw corrupt(`a node id and its name, found ${id}`);
+    nameOf.set(id, name);
+  }
+  const stageOf = new Map<number, number>();
+  for (const [id, stage] of p.stages) {
+    if (!Number.isInteger(id) || id < 0 || id >= size || !Number.isInteger(stage))
+      throw corrupt(`a node id and its stage, found ${id}`);
+    stageOf.set(id, stage);
+  }
   const kinds = new Uint8Array(size);
   const shapeOf = new Array<Shape>(size);
   // Note [shared shapes]: nodes of one shape share one array, and nodes without attributes one object.
@@ -156,21 +164,19 @@ export function unpackGraph(p: PackedGraph): Graph {
   let last: Shape | null = null;
   let l0 = 0;
   let l1 = 0;
+  // Every node checked here, none made (Note [nodes on first read]): making one cannot fail.
   for (let id = 0; id < size; id++) {
     const opName = ops[op[id]!];
-    const dt = DTYPES[dtype[id]!];
     const i0 = inputStart[id]!;
     const i1 = inputStart[id + 1]!;
     const s0 = shapeStart[id]!;
     const s1 = shapeStart[id + 1]!;
-    if (typeof opName !== 'string' || dt === undefined || i0 > i1 || s0 > s1)
+    if (typeof opName !== 'string' || DTYPES[dtype[id]!] === undefined || i0 > i1 || s0 > s1)
       throw corrupt(`node %${id}: an op, a dtype and its column ranges`);
-    const ins = new Array<number>(i1 - i0);
     for (let i = i0; i < i1; i++) {
       const input = inputs[i]!;
       // Topological order: an input comes before its consumer.
       if (input < 0 || input >= id) throw corrupt(`node %${id}: inputs before it, found %${input}`);
-      ins[i - i0] = input;
     }
     let shape: Shape | null = last !== null && sameDims(dims, s0, s1, l0, l1) ? last : null;
     if (shape === null) {
@@ -192,36 +198,6 @@ export function unpackGraph(p: PackedGraph): Graph {
       l0 = s0;
       l1 = s1;
     }
-    let a: Attrs = noAttrs;
-    while (ai < attrList.length && attrList[ai]![0] <= id) {
-      const [at, encoded] = attrList[ai++]!;
-      if (at === id) a = decodeAttrs(encoded, id) as Attrs;
-    }
-    let name: string | undefined;
-    while (ni < nameList.length && nameList[ni]![0] <= id) {
-      const [at, n] = nameList[ni++]!;
-      if (at === id) name = n;
-    }
-    let stage: number | undefined;
-    while (si < stageList.length && stageList[si]![0] <= id) {
-      const [at, st] = stageList[si++]!;
-      if (at === id) stage = st;
-    }
-    // The builder's field order, so that nodes from either path share one object shape.
-    const node: Node =
-      name === undefined && stage === undefined
-        ? { id, op: opName, inputs: ins, attrs: a, shape, dtype: dt }
-        : {
-            id,
-            op: opName,
-            inputs: ins,
-            attrs: a,
-            shape,
-            dtype: dt,
-            ...(name !== undefined ? { name } : {}),
-            ...(stage !== undefined ? { stage } : {}),
-          };
-    nodes[id] = node;
     kinds[id] = kindOf(opName);
     shapeOf[id] = shape;
   }
@@ -231,8 +207,36 @@ export function unpackGraph(p: PackedGraph): Graph {
       throw corrupt(`output ${name}: a node id, found ${id}`);
     Object.defineProperty(outputs, name, { value: id, enumerable: true, writable: true, configurable: true });
   }
+  const source: NodeSource = {
+    size,
+    op: (id) => ops[op[id]!]!,
+    node(id) {
+      const i0 = inputStart[id]!;
+      const ins = new Array<number>(inputStart[id + 1]! - i0);
+      for (let k = 0; k < ins.length; k++) ins[k] = inputs[i0 + k]!;
+      const name = nameOf.get(id);
+      const stage = stageOf.get(id);
+      const base = {
+        id,
+        op: ops[op[id]!]!,
+        inputs: ins,
+        attrs: attrsOf.get(id) ?? noAttrs,
+        shape: shapeOf[id]!,
+        dtype: DTYPES[dtype[id]!]!,
+      };
+      // The builder's field order, so that nodes from either path share one object shape.
+      return name === undefined && stage === undefined
+        ? base
+        : { ...base, ...(name !== undefined ? { name } : {}), ...(stage !== undefined ? { stage } : {}) };
+    },
+    names() {
+      const byName = new Map<string, number>();
+      for (const [id, name] of [...nameOf].sort((x, y) => x[0] - y[0])) byName.set(name, id);
+      return byName;
+    },
+  };
   // The graph's columns are these very inputs (Note [graph columns]): not made again from the nodes.
-  return new Graph(nodes, outputs, { inputStart, inputIds: inputs, kinds, shapes: shapeOf });
+  return Graph.fromSource(source, outputs, { inputStart, inputIds: inputs, kinds, shapes: shapeOf });
 }
 
 /** Whether dims[a0 .. a1) and dims[b0 .. b1) are the same dimensions. */
@@ -243,12 +247,12 @@ function sameDims(dims: Int32Array, a0: number, a1: number, b0: number, b1: numb
 }
 
 // Note [shared shapes]
-// A worker unpacks every node of the graph, a million on the large lane graph, and each node had a
-// shape array and an attribute object of its own, alive for the runtime's life: two of the four
-// objects per node, and most of the unpacking's time went to the collector moving them to the old
-// generation. Shapes and attributes are read-only (Node's fields are readonly, and nothing writes
-// them), and a graph has few distinct shapes, so nodes of one shape share its array and nodes without
-// attributes share one empty object.
+// A worker reads every node's shape (the graph's `shapes` column), a million on the large lane graph,
+// and each node had a shape array and an attribute object of its own, alive for the runtime's life:
+// most of the unpacking's time went to the collector moving them to the old generation. Shapes and
+// attributes are read-only (Node's fields are readonly, and nothing writes them), and a graph has few
+// distinct shapes, so nodes of one shape share its array and nodes without attributes share one empty
+// object. The nodes themselves are made on first read (Note [nodes on first read] in graph.ts).
 
 function corrupt(expected: string): FormatError {
   return new FormatError(`unpackGraph: expected ${expected}`, { phase: 'deserialize', expected });

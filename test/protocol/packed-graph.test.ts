@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { FormatError } from '../../src/errors.ts';
+import { Host } from '../../src/actor/host.ts';
+import { FormatError, GraphError } from '../../src/errors.ts';
 import { columnsOf } from '../../src/graph/columns.ts';
 import { laneGraph } from '../../src/graph/generators.ts';
-import type { Graph } from '../../src/graph/graph.ts';
+import { Graph, type Node, type NodeSource } from '../../src/graph/graph.ts';
+import { initParams } from '../../src/graph/params.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { compile } from '../../src/partition/plan.ts';
+import { planColumns, planFromColumns } from '../../src/partition/plan-columns.ts';
 import { type PackedGraph, packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
 import { sharedColumns } from '../../src/protocol/shared-columns.ts';
 import type { Tensor } from '../../src/tensor/tensor.ts';
@@ -66,5 +69,46 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
     ['no list of names', (p) => ({ ...p, names: undefined }) as unknown as PackedGraph],
   ])('refuses %s with a FormatError', (_, corrupt) => {
     expect(() => unpackGraph(corrupt(packGraph(everyFieldGraph())))).toThrow(FormatError);
+  });
+
+  it('makes each node on first read, once (Note [nodes on first read])', () => {
+    const g = everyFieldGraph();
+    const back = handOver(g);
+    // What does not need nodes is read from the columns.
+    expect(g.nodes.map((n) => back.opOf(n.id))).toEqual(g.nodes.map((n) => n.op));
+    expect(back.defs).toEqual(g.defs);
+    expect([...back.names()]).toEqual([...g.names()]);
+    expect(back.size).toBe(g.size);
+    // A node made before the whole list is the one in it, and the graph knows it as its own.
+    const early = back.nodeAt(3);
+    const h1 = back.node('h1');
+    expect(back.nodes[3]).toBe(early);
+    expect(back.nodes[h1.id]).toBe(h1);
+    expect(back.node(early)).toBe(early);
+    expect(() => back.node({ ...early })).toThrow(GraphError);
+    expect(() => back.node(back.size)).toThrow(GraphError);
+    expect(() => back.node(1.5)).toThrow(GraphError);
+  });
+
+  it('a host starts without making the nodes of its graph', () => {
+    const g = laneGraph(4, 6);
+    const plan = compile(g, { workers: 2, placement: 'per-node' });
+    const made: number[] = [];
+    const source: NodeSource = {
+      size: g.size,
+      node: (id) => {
+        made.push(id);
+        return { ...g.nodes[id]! } as Node;
+      },
+      op: (id) => g.nodes[id]!.op,
+      names: () => new Map(g.names()),
+    };
+    const lazy = Graph.fromSource(source, g.outputs, columnsOf(g.nodes));
+    const params = new Map(Object.entries(initParams(g, 1)).map(([name, t]) => [g.node(name).id, t]));
+    new Host(planFromColumns(lazy, planColumns(plan)), 0, params);
+    // Its parameters (values and books), and a node per kind of actor: not one per node.
+    expect(made.length).toBeGreaterThan(0);
+    expect(made.length).toBeLessThan(g.size / 4);
+    expect(new Set(made).size).toBe(made.length);
   });
 });
