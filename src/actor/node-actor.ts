@@ -366,13 +366,36 @@ export interface ActorKind {
 /** The kinds of a host's actors, each made once (Note [actor kinds]). */
 export class ActorKinds {
   private readonly kinds = new Map<string, ActorKind>();
+  /** Kinds of ops of at most SMALL inputs by op, then by a number that packs what the key says. */
+  private readonly small = new Map<string, Map<number, ActorKind>>();
 
   /** The kind of node `id`, read from the graph's columns: the node is made only for a kind not seen yet. */
   of(graph: Graph, id: number, needs: readonly boolean[], owed: boolean): ActorKind {
     const { inputStart, inputIds, kinds } = graph.columns;
     const i0 = inputStart[id]!;
     const i1 = inputStart[id + 1]!;
-    let key = `${graph.opOf(id)}${owed ? '+' : '-'}`;
+    const op = graph.opOf(id);
+    if (i1 - i0 <= SMALL) {
+      // 6 bits a slot (the input's kind, whether it gets a gradient, the slot of its first reading),
+      // then the count of slots, so that no two keys share a number (below 2^47: exact).
+      let sig = owed ? 1 : 0;
+      for (let i = i0; i < i1; i++) {
+        const k = kinds[inputIds[i]!];
+        let first = i0;
+        while (inputIds[first] !== inputIds[i]) first++;
+        sig = sig * 64 + (k === CONST ? 16 : k === PARAM ? 32 : 0) + (needs[i - i0] ? 8 : 0) + (first - i0);
+      }
+      sig = sig * 16 + (i1 - i0);
+      let byOp = this.small.get(op);
+      if (byOp === undefined) this.small.set(op, (byOp = new Map()));
+      let kind = byOp.get(sig);
+      if (kind === undefined) {
+        kind = makeKind(graph, graph.nodeAt(id), needs, owed);
+        byOp.set(sig, kind);
+      }
+      return kind;
+    }
+    let key = `${op}${owed ? '+' : '-'}`;
     for (let i = i0; i < i1; i++) {
       const k = kinds[inputIds[i]!];
       // The slot's first reader of the same input (a node may read one value twice: x * x).
@@ -388,6 +411,9 @@ export class ActorKinds {
     return kind;
   }
 }
+
+/** Ops of at most this many inputs have their kinds looked up by number (ActorKinds). */
+const SMALL = 7;
 
 function makeKind(graph: Graph, node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
   const slots: SlotKind[] = node.inputs.map((i) => {

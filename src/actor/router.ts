@@ -55,21 +55,28 @@ export class Router<T> {
     this.table = new Array(graph.size * plan.replicas);
     this.constant = (id: number) => engine.constant(graph.nodeAt(id));
     // What the queue reads of every actor, from its kind: no actor is built for it.
-    const stage: number[] = [];
-    const backward: number[] = [];
-    const weight: number[] = [];
+    // Sized for every actor at once (grown by push, half a million entries cost more than the rest).
+    const stage = new Int32Array(this.table.length);
+    const backward = new Uint8Array(this.table.length);
+    const weight = new Uint8Array(this.table.length);
+    let n = 0;
     for (let r = 0; r < plan.replicas; r++) {
       const p = placement[r]!;
       for (let id = 0; id < this.nodes; id++) {
         if (p[id] !== worker || !this.hasActor(id)) continue;
         const kind = this.kindOf(id);
-        stage.push(plan.stageOf[id]!);
-        backward.push(kind.hasBackward ? 1 : 0);
-        weight.push(kind.hasWeightPart ? 1 : 0);
+        stage[n] = plan.stageOf[id]!;
+        backward[n] = kind.hasBackward ? 1 : 0;
+        weight[n] = kind.hasWeightPart ? 1 : 0;
+        n++;
         if (kind.fixedOnly) this.fixedOnly.push(this.build(r * this.nodes + id)!);
       }
     }
-    this.queue = new TaskQueue({ stage, backward, weight });
+    this.queue = new TaskQueue({
+      stage: stage.subarray(0, n),
+      backward: backward.subarray(0, n),
+      weight: weight.subarray(0, n),
+    });
   }
 
   // Note [actors on first use]

@@ -1,7 +1,8 @@
 // One node actor alone: when its forward and its VJP may run, what it keeps, how it sums its cotangent.
 import { describe, expect, it } from 'vitest';
-import { NodeActor } from '../../src/actor/node-actor.ts';
+import { ActorKinds, NodeActor } from '../../src/actor/node-actor.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
+import type { Node } from '../../src/graph/graph.ts';
 import { eager } from '../../src/ops/eager.ts';
 import { compile, edgeGradient, type Plan } from '../../src/partition/plan.ts';
 import { bitwiseEqual, type Tensor, tensor } from '../../src/tensor/tensor.ts';
@@ -255,5 +256,62 @@ describe('NodeActor between steps', () => {
     wt.reset();
     wt.start(2);
     expect(wt.receiveParam(0, 'w')).toEqual([0, 1]);
+  });
+
+  it('shares a kind between nodes of one op, input kinds, repeats and gradients (Note [actor kinds])', () => {
+    const b = new GraphBuilder();
+    const x = b.input('x', ['B', 3]);
+    const w = b.param('w', [3]);
+    const c = b.const(tensor([1, 2, 3]));
+    const names: Record<string, number> = {};
+    const made: Node[] = [];
+    const at = (name: string, node: Node) => {
+      names[name] = node.id;
+      made.push(node);
+    };
+    const v = b.param('v', [3]);
+    const a = b.tanh(b.mul(x, v));
+    const d = b.exp(b.mul(x, v));
+    at('mulA', b.mul(a, w));
+    at('mulD', b.mul(d, w)); // same kind as mulA
+    at('mulC', b.mul(a, c)); // a constant where mulA has a parameter
+    at('mulE', b.mul(b.tanh(x), w)); // no gradient into its first input
+    at('square', b.mul(a, a)); // one value read twice
+    at('mulAD', b.mul(a, d)); // two values
+    at('sub', b.sub(a, w)); // another op
+    const wide = Array.from({ length: 9 }, (_, i) => (i % 2 === 0 ? a : d));
+    at('wideA', b.apply('concat', wide, { axis: 1 })); // 9 inputs: the key by string
+    at('wideB', b.apply('concat', wide, { axis: 1 }));
+    at(
+      'wideC',
+      b.apply(
+        'concat',
+        wide.map(() => a),
+        { axis: 1 },
+      ),
+    );
+    const sum = made.reduce((acc, node) => b.add(acc, b.sum(node)), b.sum(a));
+    b.output('loss', sum);
+    const plan = compile(b.build(), { workers: 1 });
+    const kinds = new ActorKinds();
+    const kindOf = (name: string) => {
+      const id = names[name]!;
+      const needs = plan.graph.nodeAt(id).inputs.map((_, s) => edgeGradient(plan, id, s));
+      return kinds.of(plan.graph, id, needs, plan.grad.expected[id]! > 0);
+    };
+    expect(kindOf('mulD')).toBe(kindOf('mulA'));
+    expect(kindOf('wideB')).toBe(kindOf('wideA'));
+    const distinct = ['mulA', 'mulC', 'mulE', 'square', 'mulAD', 'sub', 'wideA', 'wideC'].map(kindOf);
+    expect(new Set(distinct).size).toBe(distinct.length);
+    expect(kindOf('mulC').slots).toEqual(['microbatch', 'const']);
+    expect(kindOf('square').needs).toEqual([true, true]);
+    expect(kindOf('square').keptFrom).toEqual([0]);
+    // A kind made for one node answers for another only when everything it holds agrees.
+    for (const name of Object.keys(names)) {
+      const node = plan.graph.node(names[name]!);
+      const fresh = new ActorKinds();
+      const needs = node.inputs.map((_, s) => edgeGradient(plan, node.id, s));
+      expect(kindOf(name)).toEqual(fresh.of(plan.graph, node.id, needs, plan.grad.expected[node.id]! > 0));
+    }
   });
 });
