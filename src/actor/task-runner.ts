@@ -57,10 +57,19 @@ export class TaskRunner<T> {
     const sizes = this.shardSizes[replica * this.microbatches + mb]!;
     let b = sizes[id]!;
     if (Number.isNaN(b)) {
+      // From the graph's columns: a node this host does not run is never made (Note [nodes on first read]).
+      const graph = this.plan.graph;
+      const shape = graph.columns.shapes[id]!;
       const bindings = this.bindings(replica, mb);
-      const node = this.plan.graph.nodeAt(id);
-      const shape = resolveShape(node.shape, bindings, label(node));
-      b = sizes[id] = shape.reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
+      b = bytesPerElement(graph.dtypeOf(id));
+      for (let k = 0; k < shape.length; k++) {
+        const d = shape[k]!;
+        const v = typeof d === 'number' ? d : bindings.get(d);
+        // Unbound: resolveShape's error names the node.
+        if (v === undefined) resolveShape(shape, bindings, label(graph.nodeAt(id)));
+        b *= v!;
+      }
+      sizes[id] = b;
     }
     return b;
   }

@@ -43,6 +43,8 @@ export interface NodeSource {
   node(id: number): Node;
   /** Node `id`'s op. */
   op(id: number): string;
+  /** Node `id`'s dtype. */
+  dtype(id: number): DType;
   /** Node names to ids, as `Graph.names` makes them. */
   names(): Map<string, number>;
 }
@@ -132,6 +134,12 @@ export class Graph {
   opOf(id: number): string {
     const table = this.table;
     return table !== null ? table[id]!.op : this.source!.op(id);
+  }
+
+  /** Node `id`'s dtype, for 0 <= id < size, without making the node. */
+  dtypeOf(id: number): DType {
+    const table = this.table;
+    return table !== null ? table[id]!.dtype : this.source!.dtype(id);
   }
 
   /** The node a reference names: an id, a node name, an output name, or a node of this graph. */

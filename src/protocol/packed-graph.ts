@@ -39,30 +39,36 @@ export interface PackedGraph {
   readonly outputs: readonly (readonly [string, number])[];
 }
 
-/** The graph as columns (cloned to each worker: the columns are small next to the nodes). */
-export function packGraph(graph: Graph): PackedGraph {
+/**
+ * The graph as columns (cloned to each worker: the columns are small next to the nodes). `shared`:
+ * the columns are made in shared memory (Note [shared columns]), each written once.
+ */
+export function packGraph(graph: Graph, { shared = false }: { shared?: boolean } = {}): PackedGraph {
   const nodes = graph.nodes;
   const size = nodes.length;
   const ops: string[] = [];
   const opIndex = new Map<string, number>();
   const symbols: string[] = [];
   const symbolIndex = new Map<string, number>();
-  const op = new Int32Array(size);
-  const dtype = new Uint8Array(size);
-  const inputStart = new Int32Array(size + 1);
-  const shapeStart = new Int32Array(size + 1);
-  let inputCount = 0;
+  // Memory is written once, where it is shipped from: fresh pages cost more here than the copy.
+  const buffer = (bytes: number) =>
+    (shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)) as ArrayBuffer;
+  const int32 = (n: number) => new Int32Array(buffer(4 * n));
+  // The topology is the graph's own columns (Note [graph columns]), copied as they are.
+  const columns = graph.columns;
+  const inputStart = int32(size + 1);
+  inputStart.set(columns.inputStart);
+  const inputs = int32(columns.inputIds.length);
+  inputs.set(columns.inputIds);
+  const op = int32(size);
+  const dtype = new Uint8Array(buffer(size));
+  const shapeStart = int32(size + 1);
   let dimCount = 0;
-  for (let id = 0; id < size; id++) {
-    inputCount += nodes[id]!.inputs.length;
-    dimCount += nodes[id]!.shape.length;
-  }
-  const inputs = new Int32Array(inputCount);
-  const dims = new Int32Array(dimCount);
+  for (let id = 0; id < size; id++) dimCount += columns.shapes[id]!.length;
+  const dims = int32(dimCount);
   const attrs: [number, unknown][] = [];
   const names: [number, string][] = [];
   const stages: [number, number][] = [];
-  let i = 0;
   let d = 0;
   for (let id = 0; id < size; id++) {
     const n = nodes[id]!;
@@ -73,8 +79,6 @@ export function packGraph(graph: Graph): PackedGraph {
     }
     op[id] = k;
     dtype[id] = n.dtype === 'float32' ? 0 : 1;
-    inputStart[id] = i;
-    for (const input of n.inputs) inputs[i++] = input;
     shapeStart[id] = d;
     for (const dim of n.shape) {
       if (typeof dim === 'number') dims[d++] = dim;
@@ -94,7 +98,6 @@ export function packGraph(graph: Graph): PackedGraph {
     if (n.name !== undefined) names.push([id, n.name]);
     if (n.stage !== undefined) stages.push([id, n.stage]);
   }
-  inputStart[size] = i;
   shapeStart[size] = d;
   return {
     size,
@@ -210,6 +213,7 @@ export function unpackGraph(p: PackedGraph): Graph {
   const source: NodeSource = {
     size,
     op: (id) => ops[op[id]!]!,
+    dtype: (id) => DTYPES[dtype[id]!]!,
     node(id) {
       const i0 = inputStart[id]!;
       const ins = new Array<number>(inputStart[id + 1]! - i0);

@@ -65,7 +65,7 @@ export async function createThreadsCluster(
       describe: (status) => describeStatus(plan, status),
       onFailure: (error: WorkerError) => events.failure(error),
       init: async (w, api) => {
-        graph ??= sharedColumns(packGraph(plan.graph));
+        graph ??= packGraph(plan.graph, { shared: true });
         columns ??= sharedColumns(planColumns(plan));
         const init = { ...hostInit(plan, options, graph), plan: columns };
         const ports = { coordinator: channels[w]!.port2, peers: peers[w]! };

@@ -37,8 +37,18 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
 
   it('crosses in shared memory too, the same graph (Note [shared columns])', () => {
     const g = everyFieldGraph();
-    const packed = sharedColumns(packGraph(g));
-    expect(packed.inputs.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const packed = packGraph(g, { shared: true });
+    for (const column of [
+      packed.op,
+      packed.dtype,
+      packed.inputStart,
+      packed.inputs,
+      packed.shapeStart,
+      packed.dims,
+    ])
+      expect(column.buffer).toBeInstanceOf(SharedArrayBuffer);
+    // Copied into shared memory afterwards, the same columns.
+    expect(sharedColumns(packGraph(g))).toEqual(packed);
     const back = unpackGraph(structuredClone(packed));
     expect(printGraph(back)).toBe(printGraph(g));
     expect(back.nodes.map((n) => [n.name, n.stage, n.attrs])).toEqual(
@@ -76,6 +86,7 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
     const back = handOver(g);
     // What does not need nodes is read from the columns.
     expect(g.nodes.map((n) => back.opOf(n.id))).toEqual(g.nodes.map((n) => n.op));
+    expect(g.nodes.map((n) => back.dtypeOf(n.id))).toEqual(g.nodes.map((n) => n.dtype));
     expect(back.defs).toEqual(g.defs);
     expect([...back.names()]).toEqual([...g.names()]);
     expect(back.size).toBe(g.size);
@@ -101,6 +112,7 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
         return { ...g.nodes[id]! } as Node;
       },
       op: (id) => g.nodes[id]!.op,
+      dtype: (id) => g.nodes[id]!.dtype,
       names: () => new Map(g.names()),
     };
     const lazy = Graph.fromSource(source, g.outputs, columnsOf(g.nodes));
