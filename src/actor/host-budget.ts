@@ -26,8 +26,8 @@ export class HostBudget {
   ) {
     let grads = 0;
     for (const id of plan.params) {
-      const node = plan.graph.nodeAt(id);
       if (!plan.paramWorkers.get(id)?.includes(worker)) continue;
+      const node = plan.graph.nodeAt(id);
       grads += (node.shape as number[]).reduce((p, d) => p * d, 1) * bytesPerElement(node.dtype);
     }
     this.gradBytes = grads;

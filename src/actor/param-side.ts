@@ -1,4 +1,5 @@
 import { InputError } from '../errors.ts';
+import { PARAM } from '../graph/columns.ts';
 import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import type { OptimizerSpec } from '../optim/spec.ts';
@@ -40,16 +41,18 @@ export class ParamSide<T> {
   ) {
     const { graph, placement } = plan;
     this.updates = engine.updates?.(worker, (id) => label(graph.nodeAt(id))) ?? new NoUpdates(worker);
-    const params = graph.params();
+    // Ids from the kinds column: another host's parameters are never made here (Note [nodes on first read]).
+    const kinds = graph.columns.kinds;
+    const trainable = new Set(plan.params);
     for (let r = 0; r < plan.replicas; r++) {
-      for (const node of params) {
-        if (placement[r]![node.id] !== worker || this.actors.has(node.id)) continue;
+      for (let id = 0; id < kinds.length; id++) {
+        if (kinds[id] !== PARAM || placement[r]![id] !== worker || this.actors.has(id)) continue;
         // One actor per copy here; replica 0's copy reports.
-        const value = values.get(node.id) ?? this.zeros(node.id);
-        const primary = placement[0]![node.id] === worker;
-        const actor = new ParamActor(node.id, value, plan.grad.expected[node.id]!, primary);
-        this.actors.set(node.id, actor);
-        if (plan.params.includes(node.id)) this.trainable.set(node.id, actor);
+        const value = values.get(id) ?? this.zeros(id);
+        const primary = placement[0]![id] === worker;
+        const actor = new ParamActor(id, value, plan.grad.expected[id]!, primary);
+        this.actors.set(id, actor);
+        if (trainable.has(id)) this.trainable.set(id, actor);
       }
     }
     this.countBytes();

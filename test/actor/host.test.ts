@@ -2,10 +2,13 @@
 // reports are checked against the reference step (src/autodiff/microbatch.ts) bit for bit.
 import { describe, expect, it } from 'vitest';
 import { Host, type Message } from '../../src/actor/host.ts';
+import type { HostLimits } from '../../src/actor/host-types.ts';
 import type { Report, StepStart } from '../../src/actor/messages.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
-import { label } from '../../src/graph/graph.ts';
+import { columnsOf } from '../../src/graph/columns.ts';
+import { Graph, label, type NodeSource } from '../../src/graph/graph.ts';
 import { type CompileOptions, compile, type Plan } from '../../src/partition/plan.ts';
+import { planColumns, planFromColumns } from '../../src/partition/plan-columns.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
 import { generateSchedule } from '../../src/schedule/generators.ts';
 import { Rng } from '../../src/tensor/rng.ts';
@@ -30,14 +33,20 @@ class Hand {
   readonly withheld: Envelope[] = [];
   readonly reports: Report[] = [];
 
+  /** `hostPlan`: each host's own plan of the same graph (default: `plan` itself); `limits`: the hosts'. */
   constructor(
     readonly plan: Plan,
     params: Record<string, Tensor>,
+    hostPlan: (worker: number) => Plan = () => plan,
+    limits?: HostLimits,
   ) {
     const graph = plan.graph;
     // Copies: the model's tensors stay the test's.
     const values = new Map(graph.params().map((n) => [n.id, cast(params[n.name!]!)]));
-    this.hosts = Array.from({ length: plan.workers }, (_, w) => new Host(plan, w, values));
+    this.hosts = Array.from(
+      { length: plan.workers },
+      (_, w) => new Host(hostPlan(w), w, values, limits === undefined ? {} : { limits }),
+    );
   }
 
   perform(effects: ReturnType<Host['run']>): void {
@@ -391,4 +400,51 @@ describe('Host: waiting() names what a withheld message leaves missing', () => {
       from: [],
     });
   });
+});
+
+describe('Host on a graph that makes its nodes on first read (Note [nodes on first read])', () => {
+  it.each([PER_NODE, FIXED_INPUTS])(
+    '$name: the reference step, and each host makes only the nodes it runs',
+    (c) => {
+      const model = c.model();
+      const g = model.graph;
+      const plan = compile(g, c.compile);
+      const made: number[][] = [];
+      // Each host's plan over a graph of its own, as a worker thread rebuilds it (Note [shipped plan]).
+      const hostPlan = (): Plan => {
+        const ids: number[] = [];
+        made.push(ids);
+        const source: NodeSource = {
+          size: g.size,
+          node: (id) => {
+            ids.push(id);
+            return { ...g.nodes[id]! };
+          },
+          op: (id) => g.nodes[id]!.op,
+          dtype: (id) => g.nodes[id]!.dtype,
+          names: () => new Map(g.names()),
+        };
+        return planFromColumns(Graph.fromSource(source, g.outputs, columnsOf(g.nodes)), planColumns(plan));
+      };
+      // Finite limits, as a runtime sets them: the budget and the credits size every value sent or received.
+      const hand = new Hand(plan, model.params, hostPlan, {
+        memoryBytes: 1 << 30,
+        flow: { windowBytes: 1 << 20, minWindow: 1 },
+      });
+      for (const step of [1, 2]) {
+        const start = hand.start(step, model.feeds(BATCH, step), c.microbatches);
+        hand.run();
+        expectReference(hand.result(start), model, { replicas: 1, microbatches: c.microbatches, seed: step });
+        hand.reports.length = 0;
+        for (const host of hand.hosts) host.reset();
+      }
+      for (const [w, ids] of made.entries()) {
+        expect(new Set(ids).size).toBe(ids.length);
+        // Its actors' nodes, and the constants they read: no other worker's node.
+        const foreign = ids.filter((id) => plan.placement[0]![id] !== w && g.nodes[id]!.op !== 'const');
+        expect(foreign).toEqual([]);
+        expect(ids.length).toBeGreaterThan(0);
+      }
+    },
+  );
 });
