@@ -365,54 +365,41 @@ export interface ActorKind {
 
 /** The kinds of a host's actors, each made once (Note [actor kinds]). */
 export class ActorKinds {
-  private readonly kinds = new Map<string, ActorKind>();
-  /** Kinds of ops of at most SMALL inputs by op, then by a number that packs what the key says. */
-  private readonly small = new Map<string, Map<number, ActorKind>>();
+  /** By op, then by a key of everything else the kind depends on. */
+  private readonly kinds = new Map<string, Map<number | string, ActorKind>>();
 
   /** The kind of node `id`, read from the graph's columns: the node is made only for a kind not seen yet. */
   of(graph: Graph, id: number, needs: readonly boolean[], owed: boolean): ActorKind {
     const { inputStart, inputIds, kinds } = graph.columns;
     const i0 = inputStart[id]!;
-    const i1 = inputStart[id + 1]!;
+    const arity = inputStart[id + 1]! - i0;
+    // Per slot: the input's kind, whether it gets a gradient, and the slot of its first reading (a
+    // node may read one value twice: x * x). Up to SMALL slots pack into a number, 6 bits a slot and
+    // then the count of slots, so that no two keys share one (below 2^47: exact); more, a string.
+    let packed = owed ? 1 : 0;
+    let wide = owed ? '+' : '-';
+    for (let s = 0; s < arity; s++) {
+      const k = kinds[inputIds[i0 + s]!];
+      let first = 0;
+      while (inputIds[i0 + first] !== inputIds[i0 + s]) first++;
+      const from = k === CONST ? 1 : k === PARAM ? 2 : 0;
+      if (arity <= SMALL) packed = packed * 64 + from * 16 + (needs[s] ? 8 : 0) + first;
+      else wide += `${from}${needs[s] ? 1 : 0}${first},`;
+    }
+    const key = arity <= SMALL ? packed * 16 + arity : wide;
     const op = graph.opOf(id);
-    if (i1 - i0 <= SMALL) {
-      // 6 bits a slot (the input's kind, whether it gets a gradient, the slot of its first reading),
-      // then the count of slots, so that no two keys share a number (below 2^47: exact).
-      let sig = owed ? 1 : 0;
-      for (let i = i0; i < i1; i++) {
-        const k = kinds[inputIds[i]!];
-        let first = i0;
-        while (inputIds[first] !== inputIds[i]) first++;
-        sig = sig * 64 + (k === CONST ? 16 : k === PARAM ? 32 : 0) + (needs[i - i0] ? 8 : 0) + (first - i0);
-      }
-      sig = sig * 16 + (i1 - i0);
-      let byOp = this.small.get(op);
-      if (byOp === undefined) this.small.set(op, (byOp = new Map()));
-      let kind = byOp.get(sig);
-      if (kind === undefined) {
-        kind = makeKind(graph, graph.nodeAt(id), needs, owed);
-        byOp.set(sig, kind);
-      }
-      return kind;
-    }
-    let key = `${op}${owed ? '+' : '-'}`;
-    for (let i = i0; i < i1; i++) {
-      const k = kinds[inputIds[i]!];
-      // The slot's first reader of the same input (a node may read one value twice: x * x).
-      let first = i0;
-      while (inputIds[first] !== inputIds[i]) first++;
-      key += `${k === CONST ? 'c' : k === PARAM ? 'p' : 'm'}${needs[i - i0] ? 1 : 0}${first - i0},`;
-    }
-    let kind = this.kinds.get(key);
+    let byOp = this.kinds.get(op);
+    if (byOp === undefined) this.kinds.set(op, (byOp = new Map()));
+    let kind = byOp.get(key);
     if (kind === undefined) {
       kind = makeKind(graph, graph.nodeAt(id), needs, owed);
-      this.kinds.set(key, kind);
+      byOp.set(key, kind);
     }
     return kind;
   }
 }
 
-/** Ops of at most this many inputs have their kinds looked up by number (ActorKinds). */
+/** Ops of at most this many inputs have their kinds keyed by a number (ActorKinds). */
 const SMALL = 7;
 
 function makeKind(graph: Graph, node: Node, needs: readonly boolean[], owed: boolean): ActorKind {

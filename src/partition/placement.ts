@@ -2,7 +2,7 @@ import type { GradPlan } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import type { Graph, Node } from '../graph/graph.ts';
 import type { TypeInfo } from '../ops/op.ts';
-import { getOp } from '../ops/registry.ts';
+import { numel } from '../ops/rules.ts';
 import type { Shape } from '../tensor/shape.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
 
@@ -46,12 +46,6 @@ function concrete(shape: Shape, batch: number): Shape {
   return shape;
 }
 
-function elements(shape: Shape): number {
-  let p = 1;
-  for (let k = 0; k < shape.length; k++) p *= shape[k] as number;
-  return p;
-}
-
 export function placeNodes(
   graph: Graph,
   grad: GradPlan,
@@ -71,13 +65,14 @@ export function placeNodes(
   for (const node of graph.nodes) {
     if (grad.forward[node.id] === 0) continue;
     const shape = concrete(node.shape, batchSize);
-    bytes[node.id] = elements(shape) * bytesPerElement(node.dtype);
+    bytes[node.id] = numel(shape) * bytesPerElement(node.dtype);
     if (node.op === 'const') continue;
     computed.push(node);
     if (node.inputs.length > 0 || (node.op !== 'input' && node.op !== 'param')) {
-      const def = graph.defs[node.id] ?? getOp(node.op);
+      // Not a leaf: it has an op.
+      const def = graph.defs[node.id]!;
       const flops =
-        def.flops?.(node.inputs.map(infoOf), { shape, dtype: node.dtype }, node.attrs) ?? elements(shape);
+        def.flops?.(node.inputs.map(infoOf), { shape, dtype: node.dtype }, node.attrs) ?? numel(shape);
       // A backward costs about twice the forward where a gradient flows.
       cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
     }
@@ -115,7 +110,7 @@ export function placeNodes(
   for (const node of graph.nodes) {
     if (node.op !== 'param' || worker[node.id] !== -1) continue;
     worker[node.id] = 0;
-    bytes[node.id] = elements(concrete(node.shape, batchSize)) * bytesPerElement(node.dtype);
+    bytes[node.id] = numel(concrete(node.shape, batchSize)) * bytesPerElement(node.dtype);
   }
   return { worker, cost, bytes };
 }
