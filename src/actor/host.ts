@@ -384,6 +384,12 @@ export class Host<T = Tensor> {
     return this.phase === 'failed' ? null : this.queue.peek();
   }
 
+  /** Bytes the task `next()` returned makes: its output, or its part of the VJP's contributions (0: none). */
+  nextBytes(): number {
+    const task = this.phase === 'failed' ? null : this.queue.peek();
+    return task === null ? 0 : this.tasks.outputBytes(task);
+  }
+
   /** Runs the task `next()` returned, and returns its effects. */
   run(): HostEffect<T>[] {
     const task = this.queue.take();

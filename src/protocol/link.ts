@@ -12,7 +12,8 @@ import type { Wire } from './wire.ts';
 // instead of taking turns: on a lane graph placed per node over 2 workers, chunks of 64 carried about
 // 1.5x the actor messages/s of one envelope per turn. Smaller chunks pay an envelope's fixed costs (a
 // post and a wake-up) too often: 32 was faster on a small lane graph and slower on the million-node
-// one (figures: docs/measurements.md).
+// one (figures: docs/measurements.md). A shell also sends what is queued for other hosts before a
+// task that takes long (Note [long tasks] in src/runtime/host-shell.ts).
 
 /** Messages queued on a link before it sends them without waiting for the end of the turn. */
 export const MAX_BATCH = 64;

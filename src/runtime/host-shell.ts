@@ -2,6 +2,7 @@ import type { Host, HostEffect, Message, TaskInfo } from '../actor/host.ts';
 import type { Credit, LossReport } from '../actor/messages.ts';
 import { toWireError } from '../actor/wire-error.ts';
 import { BackflowError } from '../errors.ts';
+import { SMALL_TENSOR_BYTES } from '../protocol/batch.ts';
 import { decodeHostInputs } from '../protocol/batch-reader.ts';
 import { describe, edgeName, refused } from '../protocol/codec.ts';
 import { type BoardPhase, writeBoard } from '../protocol/control.ts';
@@ -24,6 +25,21 @@ import { TraceRecorder } from '../trace/recorder.ts';
  */
 export const SLICE_MS = 3;
 
+// Note [long tasks]
+// A link sends what a turn queued at the end of the turn (Note [flush cadence]), and a turn runs
+// tasks for SLICE_MS or more: one task can take milliseconds (a 512x512 matmul takes about 6). A
+// message queued for another host before such a task waited for it, and so did the host, when the
+// message was what it needed next: with four chains of 512x512 matmuls on two workers (the actors
+// suite's scaling case), the loss's cotangent sat behind the other worker's own matmuls, and that
+// worker idled 13-14 ms of a 168 ms step. So before a task that makes at least LONG_TASK_BYTES (an
+// output, or its part of the VJP's contributions) the shell sends what is queued for other hosts:
+// that step took 150-154 ms against 167-170. Tasks on tensors of a few elements (a graph placed per
+// node) never reach it, and their envelopes keep their size. Reports for the coordinator still
+// leave at the end of the turn: it takes nothing from them before the step is complete.
+
+/** Bytes a task makes from which it counts as long (Note [long tasks]): the envelope's size for a transferred tensor. */
+export const LONG_TASK_BYTES = SMALL_TENSOR_BYTES;
+
 /** Where a shell's messages go: links to the coordinator and to peers, or the in-process cluster's queue. */
 export interface Outbox {
   /**
@@ -35,6 +51,8 @@ export interface Outbox {
   report(message: HostOutput<Tensor>): void;
   /** Sends what is queued now (before a recycle, Note [step arena]; before blocking). */
   flush(): void;
+  /** Sends what is queued for other hosts now (before a long task: Note [long tasks]). */
+  flushPeers(): void;
   close(): void;
 }
 
@@ -296,6 +314,7 @@ export class HostShell {
       for (let task = host.next(); task !== null && !this.halted && !this.holding; task = host.next()) {
         this.relieve();
         this.status(task.phase, task);
+        if (host.nextBytes() >= LONG_TASK_BYTES) this.out.flushPeers();
         const start = recorder.enabled ? recorder.now() : 0;
         const effects = host.run();
         if (recorder.enabled) recorder.task(task, start, recorder.now(), host.stats.keptBytes);

@@ -65,6 +65,7 @@ export class InProcessCluster implements Cluster {
         report: (m) =>
           m.kind === 'failpoint' ? events.failpoint?.(w, m.action, m.task) : events.report(w, m),
         flush: () => {},
+        flushPeers: () => {},
         close: () => {},
       };
       const halt = sharedThreadHalt(plan, w, events, (stopped) => this.stopped.set(w, stopped));

@@ -56,6 +56,10 @@ class ShellLinks implements Outbox {
 
   flush(): void {
     this.coordinator.flush();
+    this.flushPeers();
+  }
+
+  flushPeers(): void {
     for (const link of this.peers.values()) link.flush();
   }
 

@@ -4,10 +4,13 @@ import { describe, expect, it } from 'vitest';
 import type { TaskInfo } from '../../src/actor/host.ts';
 import { Host } from '../../src/actor/host.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { initParams } from '../../src/graph/params.ts';
 import { compile } from '../../src/partition/plan.ts';
 import { COORDINATOR, type HostInput, type HostOutput } from '../../src/protocol/envelope.ts';
 import { Link } from '../../src/protocol/link.ts';
-import { HostShell, SLICE_MS } from '../../src/runtime/host-shell.ts';
+import { HostShell, LONG_TASK_BYTES, SLICE_MS } from '../../src/runtime/host-shell.ts';
+import { Rng } from '../../src/tensor/rng.ts';
 import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
 
@@ -31,6 +34,7 @@ function setup() {
         reports.push(m);
       },
       flush: () => log.push('flush'),
+      flushPeers: () => log.push('flushPeers'),
       close: () => log.push('close'),
     },
     {
@@ -145,6 +149,76 @@ describe('HostShell', () => {
     );
     drain();
     expect(reports.filter((r) => r.kind === 'loss')).toHaveLength(2);
+  });
+});
+
+describe('HostShell long tasks', () => {
+  it('sends what is queued for other hosts before a task that makes LONG_TASK_BYTES or more (Note [long tasks])', () => {
+    // Worker 0 sends mean(a) to worker 1, then scales b by it: a task of 64x128 floats (32 KiB).
+    const b = new GraphBuilder();
+    const [s, m] = b.onStage(0, () => {
+      const s = b.mean(b.input('a', [4]));
+      const scaled = b.mul(b.input('x', [64, 128]), s);
+      return [s, b.mean(b.matmul(scaled, b.param('w', [128, 128])))];
+    });
+    b.output(
+      'loss',
+      b.onStage(1, () => b.add(s, m)),
+    );
+    const g = b.build();
+    const plan = compile(g, { workers: 2, placement: 'manual' });
+    const values = initParams(g, 1);
+    const host = new Host(plan, 0, new Map([[g.node('w').id, values['w']!]]));
+    const log: string[] = [];
+    const slices: (() => void)[] = [];
+    const shell = new HostShell(
+      host,
+      {
+        send: (to) => log.push(`send ${to}`),
+        report: (m) => log.push(m.kind),
+        flush: () => log.push('flush'),
+        flushPeers: () => log.push('flushPeers'),
+        close: () => {},
+      },
+      { halt: { exit: () => {}, block: () => {} }, defer: (run) => slices.push(run), now: () => 0 },
+    );
+    const run = host.run.bind(host);
+    host.run = () => {
+      log.push(host.nextBytes() >= LONG_TASK_BYTES ? 'long task' : 'task');
+      return run();
+    };
+    const rng = new Rng(2);
+    shell.take(
+      { kind: 'start', step: 0, microbatches: 1, shards: [{ replica: 0, mb: 0, bindings: [], scale: 1 }] },
+      COORDINATOR,
+    );
+    for (const [name, shape] of [
+      ['a', [4]],
+      ['x', [64, 128]],
+    ] as const)
+      shell.take(
+        {
+          kind: 'feed',
+          step: 0,
+          mb: 0,
+          replica: 0,
+          node: g.node(name).id,
+          tensor: rng.normalTensor([...shape]),
+        },
+        COORDINATOR,
+      );
+    while (slices.length > 0) slices.shift()!();
+    // The forward ran in one slice, and the value for worker 1 was sent before the long tasks after it.
+    const sent = log.indexOf('send 1');
+    expect(sent).toBeGreaterThan(-1);
+    expect(log.indexOf('long task', sent)).toBeGreaterThan(sent);
+    let unsent = false;
+    for (const entry of log) {
+      if (entry === 'send 1') unsent = true;
+      else if (entry === 'flushPeers') unsent = false;
+      else if (entry === 'long task') expect(unsent, log.join(', ')).toBe(false);
+    }
+    expect(log.filter((e) => e === 'task')).not.toHaveLength(0);
   });
 });
 
