@@ -179,11 +179,15 @@ export class ParamSide<T> {
       const sumsq = this.engine.sumOfSquares(total);
       if (local) this.local.sum(node, sumsq);
       if (param.primary) effects.push({ kind: 'report', report: { kind: 'gradNorm', step, node, sumsq } });
-    } else if (param.primary)
-      effects.push({
-        kind: 'report',
-        report: { kind: 'grad', step, node, tensor: this.out.giveAway(total) },
-      });
+    } else if (param.primary) {
+      // Note [global norm order]: the sum of squares is taken here, where the gradient closed, and
+      // goes ahead of it; the coordinator then reads no gradient for the norm.
+      const sumsq = this.engine.sumOfSquares(total);
+      effects.push(
+        { kind: 'report', report: { kind: 'gradNorm', step, node, sumsq } },
+        { kind: 'report', report: { kind: 'grad', step, node, tensor: this.out.giveAway(total) } },
+      );
+    }
   }
 
   /** A shard's loss for the step's local decision (Note [local update]); false for a duplicate. */

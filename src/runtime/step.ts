@@ -221,7 +221,7 @@ export function isComplete(state: StepState, rules: StepRules): boolean {
   if (state.inputReports < rules.connectedInputs * state.expectedLosses) return false;
   return rules.onWorkers
     ? state.sumsq.size >= rules.plan.params.length
-    : state.grads.size >= rules.connectedParams;
+    : state.grads.size >= rules.connectedParams && state.sumsq.size >= rules.connectedParams;
 }
 
 /**
@@ -251,7 +251,8 @@ export function stepResult(state: StepState, rules: StepRules): StepOutcome {
     else {
       const g = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
       grads[label(node)] = g;
-      sums[label(node)] = sumOfSquares(g);
+      // Its host's sum (Note [global norm order]); a parameter the loss does not reach has none.
+      sums[label(node)] = state.sumsq.get(id) ?? sumOfSquares(g);
     }
   }
   const gradNorm = globalNormOf(sums);

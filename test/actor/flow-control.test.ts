@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Host, type HostLimits, type Message } from '../../src/actor/host.ts';
 import type { Credit, Report, StepStart } from '../../src/actor/messages.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
+import { sumOfSquares } from '../../src/optim/spec.ts';
 import { channels } from '../../src/partition/channels.ts';
 import { type CompileOptions, compile, type Plan } from '../../src/partition/plan.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
@@ -93,11 +94,15 @@ class Wires {
     let loss = 0;
     const grads: Record<string, Tensor> = {};
     const losses = new Map<number, number>();
+    const sums = new Map<string, number>();
     for (const r of this.reports) {
       if (r.kind === 'loss') losses.set(r.mb, r.value);
       else if (r.kind === 'grad') grads[this.plan.graph.nodes[r.node]!.name!] = r.tensor;
+      else if (r.kind === 'gradNorm') sums.set(this.plan.graph.nodes[r.node]!.name!, r.sumsq);
       else expect.fail(`unexpected report ${JSON.stringify(r)}`);
     }
+    // Each gradient's sum of squares comes from its host (Note [global norm order]).
+    for (const [name, g] of Object.entries(grads)) expect(sums.get(name)).toBe(sumOfSquares(g));
     for (let mb = 0; mb < start.microbatches; mb++) loss += losses.get(mb)! * start.shards[mb]!.scale;
     return { loss, grads };
   }

@@ -7,6 +7,7 @@ import type { Report, StepStart } from '../../src/actor/messages.ts';
 import { referenceStep, splitBatch } from '../../src/autodiff/microbatch.ts';
 import { columnsOf } from '../../src/graph/columns.ts';
 import { Graph, label, type NodeSource } from '../../src/graph/graph.ts';
+import { sumOfSquares } from '../../src/optim/spec.ts';
 import { type CompileOptions, compile, type Plan } from '../../src/partition/plan.ts';
 import { planColumns, planFromColumns } from '../../src/partition/plan-columns.ts';
 import { hostActions } from '../../src/runtime/pipeline.ts';
@@ -123,12 +124,18 @@ class Hand {
   result(start: StepStart): { loss: number; grads: Record<string, Tensor> } {
     const losses = new Map<number, number>();
     const grads: Record<string, Tensor> = {};
+    const sums = new Map<string, number>();
     for (const r of this.reports) {
       if (r.step !== start.step) continue;
       if (r.kind === 'loss') losses.set(r.replica * start.microbatches + r.mb, r.value);
       else if (r.kind === 'grad') grads[this.plan.graph.nodes[r.node]!.name!] = r.tensor;
+      else if (r.kind === 'gradNorm') sums.set(this.plan.graph.nodes[r.node]!.name!, r.sumsq);
       else expect.fail(`unexpected report ${JSON.stringify(r)}`);
     }
+    // Note [global norm order]: each gradient's sum of squares comes from its host, computed as the
+    // coordinator would compute it.
+    expect([...sums.keys()].sort()).toEqual(Object.keys(grads).sort());
+    for (const [name, g] of Object.entries(grads)) expect(sums.get(name)).toBe(sumOfSquares(g));
     // Note [gradient sum order]: replicas, then microbatches.
     let loss = 0;
     for (let r = 0; r < this.plan.replicas; r++) {
