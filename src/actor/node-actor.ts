@@ -403,10 +403,10 @@ export class ActorKinds {
 const SMALL = 7;
 
 function makeKind(graph: Graph, node: Node, needs: readonly boolean[], owed: boolean): ActorKind {
-  const slots: SlotKind[] = node.inputs.map((i) => {
-    const op = graph.opOf(i);
-    return op === 'const' ? 'const' : op === 'param' ? 'param' : 'microbatch';
-  });
+  const kinds = graph.columns.kinds;
+  const slots: SlotKind[] = node.inputs.map((i) =>
+    kinds[i] === CONST ? 'const' : kinds[i] === PARAM ? 'param' : 'microbatch',
+  );
   const mbSlots = slots.filter((k) => k === 'microbatch').length;
   const runsVjp = needs.includes(true);
   const reportsGradient = node.op === 'input' && owed;

@@ -3,7 +3,7 @@ import type { Attrs, OpDef } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
-import { columnsOf, type GraphColumns, INPUT, PARAM } from './columns.ts';
+import { columnsOf, type GraphColumns, INPUT, kindOf, OP, PARAM } from './columns.ts';
 
 /**
  * One node of the IR: single assignment, `inputs` are ids of earlier nodes. Leaves are the ops
@@ -182,7 +182,7 @@ export class Graph {
       const table = new Array<OpDef | undefined>(this.count);
       for (let id = 0; id < this.count; id++) {
         const op = this.opOf(id);
-        table[id] = op === 'input' || op === 'param' || op === 'const' ? undefined : getOp(op);
+        table[id] = kindOf(op) === OP ? getOp(op) : undefined;
       }
       this.defTable = table;
     }

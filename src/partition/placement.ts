@@ -68,9 +68,9 @@ export function placeNodes(
     bytes[node.id] = numel(shape) * bytesPerElement(node.dtype);
     if (node.op === 'const') continue;
     computed.push(node);
-    if (node.inputs.length > 0 || (node.op !== 'input' && node.op !== 'param')) {
-      // Not a leaf: it has an op.
-      const def = graph.defs[node.id]!;
+    // A leaf has no op, and costs nothing.
+    const def = graph.defs[node.id];
+    if (def !== undefined) {
       const flops =
         def.flops?.(node.inputs.map(infoOf), { shape, dtype: node.dtype }, node.attrs) ?? numel(shape);
       // A backward costs about twice the forward where a gradient flows.
