@@ -37,6 +37,27 @@ export async function alternate(
   return samples;
 }
 
+/**
+ * Blocks of `perBlock` calls of each function in turn, after `warmup` untimed rounds of one call
+ * each: one list per function of its blocks' median wall times. For calls that share a thread and
+ * its caches, where alternating call by call would time each with the other's data evicted (and
+ * one's collector running in the other's call); a block's first call still pays that, its median
+ * does not.
+ */
+export async function alternateBlocks(
+  fns: readonly (() => unknown)[],
+  blocks: number,
+  perBlock: number,
+  warmup: number,
+): Promise<number[][]> {
+  await alternate(fns, 0, warmup);
+  const medians = fns.map(() => [] as number[]);
+  for (let b = 0; b < blocks; b++) {
+    for (const [i, fn] of fns.entries()) medians[i]!.push(median(await time(fn, perBlock, 0)));
+  }
+  return medians;
+}
+
 /** The median of the per-round ratios a[i] / b[i]: pairs timed back to back share their noise. */
 export function pairedRatio(a: readonly number[], b: readonly number[]): number {
   return median(a.map((x, i) => x / b[i]!));

@@ -10,8 +10,9 @@ import { compile } from '../../src/partition/plan.ts';
 import { COORDINATOR, type HostInput, type HostOutput } from '../../src/protocol/envelope.ts';
 import { Link } from '../../src/protocol/link.ts';
 import { HostShell, LONG_TASK_BYTES, SLICE_MS } from '../../src/runtime/host-shell.ts';
+import { StoragePool } from '../../src/tensor/pool.ts';
 import { Rng } from '../../src/tensor/rng.ts';
-import { bitwiseEqual, type Tensor } from '../../src/tensor/tensor.ts';
+import { bitwiseEqual, Tensor } from '../../src/tensor/tensor.ts';
 import { smallMlp } from '../fixtures/mlp.ts';
 
 const { graph, params, feeds } = smallMlp();
@@ -219,6 +220,70 @@ describe('HostShell long tasks', () => {
       else if (entry === 'long task') expect(unsent, log.join(', ')).toBe(false);
     }
     expect(log.filter((e) => e === 'task')).not.toHaveLength(0);
+  });
+});
+
+describe('HostShell replenishing', () => {
+  it('while its host has no ready task, makes again the storages its reports transferred away (Note [replenishing])', () => {
+    const b = new GraphBuilder();
+    b.output('loss', b.mean(b.matmul(b.input('x', [64, 128]), b.param('w', [128, 128]))));
+    const g = b.build();
+    const w = g.node('w');
+    const pool = new StoragePool();
+    const host = new Host(compile(g, { workers: 1 }), 0, new Map([[w.id, initParams(g, 1)['w']!]]), { pool });
+    const slices: (() => void)[] = [];
+    const log: string[] = [];
+    const shell = new HostShell(
+      host,
+      {
+        send: () => {},
+        // As a thread's link does when it flushes: the gradient's storage is transferred.
+        report: (m) => {
+          log.push(m.kind);
+          if (m.kind === 'grad') structuredClone(m.tensor.data.buffer, { transfer: [m.tensor.data.buffer] });
+        },
+        flush: () => {},
+        flushPeers: () => {},
+        close: () => {},
+      },
+      {
+        halt: { exit: () => {}, block: () => {} },
+        pool,
+        defer: (run) =>
+          slices.push(() => {
+            log.push('slice');
+            run();
+          }),
+        now: () => 0,
+      },
+    );
+    const x = new Rng(3).normalTensor([64, 128]);
+    const step = (n: number) => {
+      shell.take(
+        { kind: 'start', step: n, microbatches: 1, shards: [{ replica: 0, mb: 0, bindings: [], scale: 1 }] },
+        COORDINATOR,
+      );
+      shell.take(
+        {
+          kind: 'feed',
+          step: n,
+          mb: 0,
+          replica: 0,
+          node: g.node('x').id,
+          tensor: new Tensor(x.dtype, x.shape, x.data.slice()),
+        },
+        COORDINATOR,
+      );
+      while (slices.length > 0) slices.shift()!();
+    };
+    step(1);
+    // The gradient's class (128x128 floats) has a free storage again, made after the report's turn.
+    expect(log.slice(log.indexOf('grad'))).toEqual(['grad', 'slice']);
+    expect(pool.pooledBytes).toBe(128 * 128 * 4);
+    const misses = pool.misses;
+    step(2);
+    expect(pool.misses).toBe(misses); // every storage of step 2 came from the pool
+    expect(pool.hits).toBeGreaterThan(0);
   });
 });
 

@@ -143,6 +143,49 @@ describe('StoragePool', () => {
   });
 });
 
+describe('StoragePool replenishing (Note [replenishing])', () => {
+  const transfer = (s: Storage) => structuredClone(s.buffer, { transfer: [s.buffer] });
+
+  it('makes a fresh storage in the free list for each transferred one of a class the thread takes from', () => {
+    const pool = new StoragePool();
+    const sent = pool.allocate('float32', 4 * KiB, false);
+    const kept = pool.allocate('float32', 4 * KiB, false);
+    const received = f32(8 * KiB); // delivered here, passed on: not this thread's to make
+    pool.track(received);
+    transfer(sent);
+    transfer(received);
+    expect(pool.replenish()).toBe(1);
+    expect(pool.arenaSize).toBe(1); // the detached ones are forgotten; `kept` stays recorded
+    expect(pool.pooledBytes).toBe(16 * KiB);
+    expect(pool.recycledBytes).toBe(0); // made, not given back
+    // The next step: both storages of the class come from the pool, none fresh.
+    giveBack(pool, kept);
+    pool.recycle(new Set(), true);
+    const misses = pool.misses;
+    const next = [pool.allocate('float32', 4 * KiB, true), pool.allocate('float32', 4 * KiB, true)];
+    expect(pool.misses).toBe(misses);
+    expect(next).toContain(kept);
+    expect(next.every((s) => s.every((x) => x === 0))).toBe(true);
+  });
+
+  it("stays within the bound it is given and the pool's own; poisons what it makes in poison mode", () => {
+    const pool = new StoragePool({ maxBytes: 40 * KiB, poison: true });
+    const a = pool.allocate('float32', 4 * KiB, false);
+    const b = pool.allocate('float32', 4 * KiB, false);
+    const c = pool.allocate('float32', 4 * KiB, false);
+    for (const s of [a, b, c]) transfer(s);
+    expect(pool.replenish(16 * KiB)).toBe(1); // the limit counts what the pool retains
+    expect(pool.allocate('float32', 4 * KiB, false).every(Number.isNaN)).toBe(true);
+    const d = pool.allocate('float32', 4 * KiB, false);
+    const e = pool.allocate('float32', 4 * KiB, false);
+    const f = pool.allocate('float32', 4 * KiB, false);
+    for (const s of [d, e, f]) transfer(s);
+    // No limit given: the pool's own bound, 40 KiB of free storages, holds two.
+    expect(pool.replenish()).toBe(2);
+    expect(pool.pooledBytes).toBe(32 * KiB);
+  });
+});
+
 describe('StoragePool buffers for byte wires (Note [tensors beside the frame])', () => {
   it('takes back a written buffer as a free float32 storage, and hands it out unrecorded for a receipt', () => {
     const pool = new StoragePool();
