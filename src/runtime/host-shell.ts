@@ -105,8 +105,8 @@ export class HostShell {
   private holding = false;
   /** The pool's retained bytes past which the shell relieves it before the next task (Note [step arena]). */
   private pressureAt: number;
-  /** A pooled-size tensor was sent or reported since the pool last replenished (Note [replenishing]). */
-  private departed = false;
+  /** A replenish is deferred (Note [replenishing]). */
+  private replenishing = false;
   private readonly limits: Limits;
   private readonly halt: Halt;
   private readonly pool: StoragePool | null;
@@ -199,23 +199,18 @@ export class HostShell {
       installPool(outer);
     }
     this.schedule();
-    if (this.departed && !this.scheduled) {
-      this.departed = false;
-      // After this turn's flush has transferred what was sent (Note [flush cadence]).
+    if (!this.scheduled && this.pool !== null && this.pool.owed > 0 && !this.replenishing) {
+      this.replenishing = true;
+      // After this turn and its flush (Note [flush cadence]).
       this.defer(() => this.replenish());
     }
   }
 
-  /** Note [replenishing]: while no task is ready, the storages that left are made again. */
+  /** Note [replenishing]: while no task is ready, the storages the last step sent away are made again. */
   private replenish(): void {
-    const pool = this.pool;
-    if (this.halted || pool === null) return;
-    if (this.scheduled) {
-      // Work came in first: the next idle turn.
-      this.departed = true;
-      return;
-    }
-    pool.replenish(this.host.memoryLimit);
+    this.replenishing = false;
+    // Work that came in first goes first: the next idle turn.
+    if (!this.halted && !this.scheduled) this.pool?.replenish(this.host.memoryLimit);
   }
 
   /**
@@ -287,7 +282,6 @@ export class HostShell {
         const m = e.message;
         try {
           if (m.kind !== 'feed') this.recorder.sent(e.worker, m.kind, 'mb' in m ? m.mb : -1, m.tensor.bytes);
-          this.noteDeparture(m.tensor);
           this.out.send(e.worker, m);
         } catch (err) {
           this.fail(err);
@@ -298,7 +292,6 @@ export class HostShell {
           const node = 'node' in r ? { node: r.node } : {};
           this.recorder.mark({ what: 'report', step: r.step, report: r.kind, ...node }, this.recorder.now());
         }
-        if ('tensor' in r) this.noteDeparture(r.tensor);
         this.out.report(r);
       } else if (e.kind === 'credit' || e.kind === 'loss') {
         try {
@@ -318,11 +311,6 @@ export class HostShell {
         this.halt.block(e.task, this.step);
       }
     }
-  }
-
-  /** A tensor about to be sent may leave its storage's class short next step (Note [replenishing]). */
-  private noteDeparture(t: Tensor): void {
-    if (this.pool !== null && t.bytes >= this.pool.minBytes) this.departed = true;
   }
 
   private schedule(): void {

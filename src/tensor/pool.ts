@@ -34,14 +34,15 @@ import type { DType, Storage } from './tensor.ts';
 // A storage the thread transferred away (a gradient reported to the coordinator, an activation sent
 // to another worker) never comes back: the next step's allocation of its class misses and makes a
 // fresh one, on the step's critical path (two of the MNIST MLP's weight gradients a step, 0.9 MB:
-// about 0.15 ms of a 4 ms step). So when its host has run out of ready tasks after sending such a
-// storage, the shell has the pool `replenish`: the recorded storages found detached leave the arena
-// (as a recycle would forget them) and a fresh storage of each one's class goes to the free list
-// instead, while the thread would otherwise wait. Only classes the thread took from since the last
-// trim are replenished (a storage received and passed on is not the thread's to make), and only
-// within the pool's bound and the host's budget; the trim at the next step start still keeps no
-// more than the step took. Storages written to a byte wire are given back whole instead (Note
-// [tensors beside the frame]) and are never detached.
+// about 0.15 ms of a 4 ms step). So the trim at a step's start also counts, per class, how many
+// storages the last step took and did not give back, and once its host has no ready task the shell
+// has the pool `replenish`: a fresh storage of each such class for each one missing goes to the free
+// list while the thread would otherwise wait, for this step to take. The count is of the last step's
+// flow, not of what is free now (a replenished storage taken and sent away is missing again). A class
+// whose storages leave while as many of its shape arrive and are given back (a data-parallel worker
+// sends its parameters' values and receives gradients of the same shapes) owes nothing. Within the
+// pool's bound and the host's budget; a byte wire gives written storages back (Note [tensors beside
+// the frame]), so they never count as missing.
 
 /** The shared mark of a storage (Note [storage marks]): a property on the typed array, true when set. */
 export const SHARED_MARK: unique symbol = Symbol('shared');
@@ -94,6 +95,12 @@ export class StoragePool implements PoolStats {
   arenaBytes = 0;
   /** Storages taken per class since the last trim (hits and misses). */
   private readonly demand = new Map<number, number>();
+  /** Storages given back per class since the last trim. */
+  private readonly returned = new Map<number, number>();
+  /** Storages per class the last step took and did not give back, found at the trim (Note [replenishing]). */
+  private readonly deficit = new Map<number, number>();
+  /** How many storages `replenish` would make now: the deficit not yet made. */
+  owed = 0;
 
   constructor(options: PoolOptions = {}) {
     this.maxBytes = options.maxBytes ?? POOL_MAX_BYTES;
@@ -182,7 +189,8 @@ export class StoragePool implements PoolStats {
   /**
    * The step is over: every recorded storage goes back to the pool, except detached ones (forgotten)
    * and those whose buffer is in `live` (kept recorded, for the next time). With `trim` (a step
-   * starts), each class then keeps at most as many storages as were taken from it since the last trim.
+   * starts), each class then keeps at most as many storages as were taken from it since the last trim,
+   * and the pool owes what was taken and not given back (Note [replenishing]).
    * Returns how many went back.
    */
   recycle(live: ReadonlySet<ArrayBufferLike>, trim = false): number {
@@ -199,41 +207,46 @@ export class StoragePool implements PoolStats {
       }
     }
     if (trim) {
+      this.deficit.clear();
+      this.owed = 0;
+      for (const [key, taken] of this.demand) {
+        const short = taken - (this.returned.get(key) ?? 0);
+        if (short <= 0) continue;
+        this.deficit.set(key, short);
+        this.owed += short;
+      }
       for (const [key, free] of this.classes) {
         const keep = this.demand.get(key) ?? 0;
         while (free.length > keep) this.pooledBytes -= free.pop()!.byteLength;
         if (free.length === 0) this.classes.delete(key);
       }
       this.demand.clear();
+      this.returned.clear();
     }
     return given;
   }
 
   /**
-   * Note [replenishing]: forgets the recorded storages that were transferred away (detached), and for
-   * each one of a class taken from since the last trim puts a fresh storage of that class in the free
-   * list, while the pool's bound and `limit` (bytes the pool may retain) allow. Returns how many.
+   * Note [replenishing]: makes, as fresh storages in the free lists, what the last trim found the
+   * step before had taken and not given back, while the pool's bound and `limit` (bytes the pool may
+   * retain) allow; then owes nothing until the next trim. Returns how many.
    */
   replenish(limit = Number.POSITIVE_INFINITY): number {
     let made = 0;
-    for (const [s, bytes] of this.arena) {
-      if (s.byteLength !== 0) continue;
-      this.arena.delete(s);
-      this.arenaBytes -= bytes;
-      const dtype: DType = s instanceof Float32Array ? 'float32' : 'float64';
-      const size = bytes / s.BYTES_PER_ELEMENT;
-      const key = classKey(dtype, size);
-      if (
-        !this.demand.has(key) ||
-        this.pooledBytes + bytes > this.maxBytes ||
-        this.retainedBytes + bytes > limit
-      )
-        continue;
-      const fresh = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
-      if (this.poison) fresh.fill(Number.NaN);
-      this.file(key, fresh);
-      made++;
+    for (const [key, short] of this.deficit) {
+      const dtype: DType = key % 2 === 0 ? 'float32' : 'float64';
+      const size = Math.floor(key / 2);
+      const bytes = size * (dtype === 'float32' ? 4 : 8);
+      for (let i = 0; i < short; i++) {
+        if (this.pooledBytes + bytes > this.maxBytes || this.retainedBytes + bytes > limit) break;
+        const fresh = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+        if (this.poison) fresh.fill(Number.NaN);
+        this.file(key, fresh);
+        made++;
+      }
     }
+    this.deficit.clear();
+    this.owed = 0;
     return made;
   }
 
@@ -246,7 +259,9 @@ export class StoragePool implements PoolStats {
     if (this.poison) s.fill(Number.NaN);
     // Note [storage marks]: a mark of the storage's last life goes.
     if ((s as MarkedStorage)[SHARED_MARK] === true) (s as MarkedStorage)[SHARED_MARK] = false;
-    this.file(classKey(s instanceof Float32Array ? 'float32' : 'float64', s.length), s);
+    const key = classKey(s instanceof Float32Array ? 'float32' : 'float64', s.length);
+    this.returned.set(key, (this.returned.get(key) ?? 0) + 1);
+    this.file(key, s);
   }
 
   /** A free storage into its class's list, the class now the most recently used. */
