@@ -37,7 +37,8 @@ import type { DType, Storage } from './tensor.ts';
 // about 0.15 ms of a 4 ms step). So the trim at a step's start also counts, per class, how many
 // storages the last step took and did not give back, and once its host has no ready task the shell
 // has the pool `replenish`: a fresh storage of each such class for each one missing goes to the free
-// list while the thread would otherwise wait, for this step to take. The count is of the last step's
+// list while the thread would otherwise wait, for whatever it takes next (on one worker, the MLP's
+// host idles only after its reports: the next step). The count is of the last step's
 // flow, not of what is free now (a replenished storage taken and sent away is missing again). A class
 // whose storages leave while as many of its shape arrive and are given back (a data-parallel worker
 // sends its parameters' values and receives gradients of the same shapes) owes nothing. Within the
