@@ -79,6 +79,10 @@ export interface PoolStats {
 /** The key of a shape class: element count, and the dtype in the low bit. */
 const classKey = (dtype: DType, size: number) => size * 2 + (dtype === 'float32' ? 0 : 1);
 
+/** A fresh (zero-filled) storage of `size` elements of `dtype`. */
+const fresh = (dtype: DType, size: number): Storage =>
+  dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+
 /** A thread's storage pool and its arena (Note [storage pool]). One host per pool. */
 export class StoragePool implements PoolStats {
   readonly maxBytes: number;
@@ -100,8 +104,6 @@ export class StoragePool implements PoolStats {
   private readonly returned = new Map<number, number>();
   /** Storages per class the last step took and did not give back, found at the trim (Note [replenishing]). */
   private readonly deficit = new Map<number, number>();
-  /** How many storages `replenish` would make now: the deficit not yet made. */
-  owed = 0;
 
   constructor(options: PoolOptions = {}) {
     this.maxBytes = options.maxBytes ?? POOL_MAX_BYTES;
@@ -132,7 +134,7 @@ export class StoragePool implements PoolStats {
       if (free.length > 0) this.classes.set(key, free);
       if (zeroed) s.fill(0);
     } else {
-      s = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
+      s = fresh(dtype, size);
       this.misses++;
     }
     this.arena.set(s, s.byteLength);
@@ -209,12 +211,9 @@ export class StoragePool implements PoolStats {
     }
     if (trim) {
       this.deficit.clear();
-      this.owed = 0;
       for (const [key, taken] of this.demand) {
         const short = taken - (this.returned.get(key) ?? 0);
-        if (short <= 0) continue;
-        this.deficit.set(key, short);
-        this.owed += short;
+        if (short > 0) this.deficit.set(key, short);
       }
       for (const [key, free] of this.classes) {
         const keep = this.demand.get(key) ?? 0;
@@ -240,15 +239,21 @@ export class StoragePool implements PoolStats {
       const bytes = size * (dtype === 'float32' ? 4 : 8);
       for (let i = 0; i < short; i++) {
         if (this.pooledBytes + bytes > this.maxBytes || this.retainedBytes + bytes > limit) break;
-        const fresh = dtype === 'float32' ? new Float32Array(size) : new Float64Array(size);
-        if (this.poison) fresh.fill(Number.NaN);
-        this.file(key, fresh);
+        const s = fresh(dtype, size);
+        if (this.poison) s.fill(Number.NaN);
+        this.file(key, s);
         made++;
       }
     }
     this.deficit.clear();
-    this.owed = 0;
     return made;
+  }
+
+  /** How many storages `replenish` would make now (Note [replenishing]): the last trim's deficit, until made. */
+  get owed(): number {
+    let n = 0;
+    for (const short of this.deficit.values()) n += short;
+    return n;
   }
 
   private give(s: Storage): void {
