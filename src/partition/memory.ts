@@ -1,10 +1,12 @@
 import { shardSizes } from '../autodiff/microbatch.ts';
+import { edgeFacts } from '../autodiff/plan.ts';
 import { fmtShape, MemoryBudgetError } from '../errors.ts';
-import { label, type Node } from '../graph/graph.ts';
+import { CONST, INPUT, PARAM } from '../graph/columns.ts';
+import { type Graph, label, type Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
 import { channelWindow, type FlowSettings, sinkWorkers } from './channels.ts';
-import { edgeGradient, type Plan, paramWorkers } from './plan.ts';
+import { type Plan, paramWorkers } from './plan.ts';
 
 // Note [memory budget]
 // Every worker has a budget of tensor bytes (`memoryLimitMb`; by default half of the machine's memory
@@ -128,17 +130,31 @@ class Books {
   readonly keptPerMb = new Map<number, number>();
   readonly keptLargest = new Map<number, [number, number][]>();
 
-  /** A candidate for the largest entries (the node is described only if it is one). */
-  note(node: Node, what: string, bytes: number): void {
+  constructor(private readonly graph: Graph) {}
+
+  /** A candidate for the largest entries (node `id` is described only if it is one). */
+  note(id: number, what: string, bytes: number): void {
     const l = this.largest;
     if (bytes <= 0 || (l.length === LARGEST && bytes <= l[LARGEST - 1]!.bytes)) return;
-    l.push({ node: describeValue(node), what, bytes });
+    l.push({ node: describeValue(this.graph.nodeAt(id)), what, bytes });
     l.sort((a, b) => b.bytes - a.bytes);
     if (l.length > LARGEST) l.pop();
   }
 
+  /**
+   * Value `id`, which a VJP of stage `stage` keeps, unless `keptBy` says this worker and stage
+   * (`by`) counted it already. A parameter or a constant is held for the step anyway: only a
+   * microbatch's own values count.
+   */
+  keepValue(keptBy: Float64Array, by: number, stage: number, id: number, bytes: Float64Array): void {
+    const kind = this.graph.columns.kinds[id];
+    if (keptBy[id] === by || kind === PARAM || kind === CONST) return;
+    keptBy[id] = by;
+    this.keep(stage, id, bytes[id]!);
+  }
+
   /** A value stage `stage` keeps per microbatch. */
-  keep(stage: number, id: number, bytes: number): void {
+  private keep(stage: number, id: number, bytes: number): void {
     this.keptPerMb.set(stage, (this.keptPerMb.get(stage) ?? 0) + bytes);
     let top = this.keptLargest.get(stage);
     if (top === undefined) this.keptLargest.set(stage, (top = []));
@@ -162,26 +178,31 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
   const { graph, placement } = plan;
   const m = options.microbatches;
   const rows = Math.max(1, shardSizes(plan.options.batchSize, plan.replicas * m)[0]!);
+  // Read from the graph's columns, node by node: on a graph of a million nodes the estimate is on the
+  // runtime's start, and node objects are made (Note [nodes on first read]) only for what it names.
+  const { inputStart, inputIds, kinds, shapes } = graph.columns;
+  const { carries, saved, savesOutput } = edgeFacts(graph);
+  const { needsGrad } = plan.grad;
   const bytes = new Float64Array(graph.size);
-  for (const n of graph.nodes) {
-    let size = bytesPerElement(n.dtype);
-    for (const d of n.shape) size *= typeof d === 'number' ? d : rows;
-    bytes[n.id] = size;
+  for (let id = 0; id < graph.size; id++) {
+    let size = bytesPerElement(graph.dtypeOf(id));
+    for (const d of shapes[id]!) size *= typeof d === 'number' ? d : rows;
+    bytes[id] = size;
   }
-  const books = Array.from({ length: plan.workers }, () => new Books());
+  const books = Array.from({ length: plan.workers }, () => new Books(graph));
   const perElement = options.optimizerBytesPerElement ?? 0;
   const trainable = new Set(plan.params);
   for (const node of graph.params()) {
     for (const w of paramWorkers(plan, node.id)) {
       const b = books[w]!;
       b.param += bytes[node.id]!;
-      b.note(node, 'parameter', bytes[node.id]!);
+      b.note(node.id, 'parameter', bytes[node.id]!);
       if (!trainable.has(node.id)) continue;
       b.grad += bytes[node.id]! * plan.replicas;
-      b.note(node, 'gradient sums', bytes[node.id]! * plan.replicas);
+      b.note(node.id, 'gradient sums', bytes[node.id]! * plan.replicas);
       const state = (bytes[node.id]! / bytesPerElement(node.dtype)) * perElement;
       b.optimizer += state;
-      b.note(node, 'optimizer state', state);
+      b.note(node.id, 'optimizer state', state);
     }
   }
   const readParams = books.map(() => new Set<number>());
@@ -191,51 +212,54 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
   const sinks: number[] = [];
   for (let r = 0; r < plan.replicas; r++) {
     const p = placement[r]!;
-    for (const node of graph.nodes) {
-      const w = p[node.id]!;
-      if (w < 0 || node.op === 'param' || node.op === 'const') continue;
+    for (let id = 0; id < graph.size; id++) {
+      const w = p[id]!;
+      const kind = kinds[id]!;
+      if (w < 0 || kind === PARAM || kind === CONST) continue;
       const b = books[w]!;
-      const stage = plan.stageOf[node.id]!;
+      const stage = plan.stageOf[id]!;
+      const i0 = inputStart[id]!;
+      const arity = inputStart[id + 1]! - i0;
       let contributions = 0;
       let runsVjp = false;
-      for (let s = 0; s < node.inputs.length; s++) {
-        const input = node.inputs[s]!;
-        if (edgeGradient(plan, node.id, s)) {
+      for (let s = 0; s < arity; s++) {
+        const input = inputIds[i0 + s]!;
+        // edgeGradient, from the edge facts.
+        if (carries[i0 + s] === 1 && needsGrad[id] === 1 && needsGrad[input] === 1) {
           contributions += bytes[input]!;
           runsVjp = true;
         }
-        if (graph.nodes[input]!.op !== 'param' || readParams[w]!.has(input)) continue;
+        if (kinds[input] !== PARAM || readParams[w]!.has(input)) continue;
         const holders = paramWorkers(plan, input);
         if (holders.includes(w)) continue;
         readParams[w]!.add(input);
         b.param += bytes[input]!;
-        b.note(graph.nodes[input]!, `parameter (a copy read from worker ${holders[0]})`, bytes[input]!);
+        b.note(input, `parameter (a copy read from worker ${holders[0]})`, bytes[input]!);
       }
       // An input's forward hands its feed on: it makes nothing.
-      const task = Math.max(node.op === 'input' ? 0 : bytes[node.id]!, contributions);
+      const task = Math.max(kind === INPUT ? 0 : bytes[id]!, contributions);
       if (task > b.task) b.task = task;
-      b.note(node, "the output of one task (its value, or its VJP's contributions)", task);
-      if (node.op === 'input') {
-        b.queued += m * bytes[node.id]!;
-        b.note(node, `feeds (x ${times(m)})`, m * bytes[node.id]!);
+      b.note(id, "the output of one task (its value, or its VJP's contributions)", task);
+      if (kind === INPUT) {
+        b.queued += m * bytes[id]!;
+        b.note(id, `feeds (x ${times(m)})`, m * bytes[id]!);
       }
-      for (const s of keptSlots(node, graph.defs[node.id], runsVjp)) {
-        const id = s === -1 ? node.id : node.inputs[s]!;
-        // A parameter or a constant is held for the step anyway: only a microbatch's own values count.
-        const op = graph.nodes[id]!.op;
+      if (runsVjp) {
         const by = w * plan.stages + stage;
-        if (keptBy[id] === by || op === 'param' || op === 'const') continue;
-        keptBy[id] = by;
-        b.keep(stage, id, bytes[id]!);
+        // What keptSlots names, without its arrays: a value read twice (x * x) is counted once by keptBy.
+        for (let s = 0; s < arity; s++) {
+          if (saved[i0 + s] === 1) b.keepValue(keptBy, by, stage, inputIds[i0 + s]!, bytes);
+        }
+        if (savesOutput[id] === 1) b.keepValue(keptBy, by, stage, id, bytes);
       }
-      const n = sinkWorkers(plan, node.id, r, sinks);
+      const n = sinkWorkers(plan, id, r, sinks);
       for (let k = 0; k < n; k++) {
         const to = sinks[k]!;
         const key = (r * plan.stages + stage) * plan.workers + to;
         let ch = channels.get(key);
-        if (ch === undefined) channels.set(key, (ch = { from: w, to, perMb: 0, largest: node.id }));
-        ch.perMb += bytes[node.id]!;
-        if (bytes[node.id]! > bytes[ch.largest]!) ch.largest = node.id;
+        if (ch === undefined) channels.set(key, (ch = { from: w, to, perMb: 0, largest: id }));
+        ch.perMb += bytes[id]!;
+        if (bytes[id]! > bytes[ch.largest]!) ch.largest = id;
       }
     }
   }
@@ -243,18 +267,14 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
     const window = channelWindow(options.flow ?? null, ch.perMb, m);
     const b = books[ch.to]!;
     b.queued += window * ch.perMb;
-    b.note(
-      graph.nodes[ch.largest]!,
-      `queued from worker ${ch.from} (x ${times(window)})`,
-      window * bytes[ch.largest]!,
-    );
+    b.note(ch.largest, `queued from worker ${ch.from} (x ${times(window)})`, window * bytes[ch.largest]!);
   }
   return books.map((b, w) => {
     const inFlight = peakInFlight(b.keptPerMb, options.actions?.[w] ?? null, m);
     for (const [stage, top] of b.keptLargest) {
       const n = inFlight.get(stage) ?? 0;
       b.kept += n * (b.keptPerMb.get(stage) ?? 0);
-      for (const [id, v] of top) b.note(graph.nodes[id]!, `kept for backward (x ${times(n)})`, n * v);
+      for (const [id, v] of top) b.note(id, `kept for backward (x ${times(n)})`, n * v);
     }
     const total = b.param + b.grad + b.optimizer + b.kept + b.queued + b.task;
     return {
