@@ -146,7 +146,7 @@ class Books {
    * (`by`) counted it already. A parameter or a constant is held for the step anyway: only a
    * microbatch's own values count.
    */
-  keepValue(keptBy: Float64Array, by: number, stage: number, id: number, bytes: Float64Array): void {
+  keepValue(keptBy: Int32Array, by: number, stage: number, id: number, bytes: Float64Array): void {
     const kind = this.graph.columns.kinds[id];
     if (keptBy[id] === by || kind === PARAM || kind === CONST) return;
     keptBy[id] = by;
@@ -208,7 +208,7 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
   const readParams = books.map(() => new Set<number>());
   const channels = new Map<number, ChannelBooks>();
   // Who last counted a value as kept (worker and stage): a value two consumers keep is one storage.
-  const keptBy = new Float64Array(graph.size).fill(-1);
+  const keptBy = new Int32Array(graph.size).fill(-1);
   const sinks: number[] = [];
   for (let r = 0; r < plan.replicas; r++) {
     const p = placement[r]!;

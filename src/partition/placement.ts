@@ -57,7 +57,10 @@ export function placeNodes(
   const { workers, batchSize } = options;
   const cost = new Float64Array(n);
   const bytes = new Float64Array(n);
-  const computed: Node[] = [];
+  // Sized at once and cut to length after: pushing a million nodes, the array growing as it went,
+  // cost more than the rest of the pass.
+  const computed = new Array<Node>(n);
+  let count = 0;
   const infoOf = (id: number): TypeInfo => {
     const node = graph.nodes[id]!;
     return { shape: concrete(node.shape, batchSize), dtype: node.dtype };
@@ -67,7 +70,7 @@ export function placeNodes(
     const shape = concrete(node.shape, batchSize);
     bytes[node.id] = numel(shape) * bytesPerElement(node.dtype);
     if (node.op === 'const') continue;
-    computed.push(node);
+    computed[count++] = node;
     // A leaf has no op, and costs nothing.
     const def = graph.defs[node.id];
     if (def !== undefined) {
@@ -77,6 +80,7 @@ export function placeNodes(
       cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
     }
   }
+  computed.length = count;
   const worker = new Int32Array(n).fill(-1);
   switch (options.strategy) {
     case 'per-node':

@@ -1,5 +1,6 @@
 import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
+import { PARAM } from '../graph/columns.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
@@ -258,6 +259,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
           paramPlacement === 'sharded' ? replicas : 1,
         );
   const placement: Int32Array[] = [];
+  const kinds = graph.columns.kinds;
   for (let r = 0; r < replicas; r++) {
     const p = new Int32Array(graph.size).fill(-1);
     for (let id = 0; id < graph.size; id++) {
@@ -266,7 +268,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
       const v = stageWorkers[stage]!;
       // A parameter placed once sits on its owner's worker for its stage in every replica;
       // everything else (replicated parameters too) is copied per replica.
-      const at = owner !== null && graph.nodes[id]!.op === 'param' ? owner[id]! : r;
+      const at = owner !== null && kinds[id] === PARAM ? owner[id]! : r;
       p[id] = (at * group + v) % workers;
     }
     placement.push(p);
@@ -281,7 +283,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   for (let r = 0; r < replicas; r++) {
     for (let id = 0; id < graph.size; id++) {
       const w = placement[r]![id]!;
-      if (w >= 0 && (r === 0 || graph.nodes[id]!.op !== 'param')) load[w]! += base.cost[id]!;
+      if (w >= 0 && (r === 0 || kinds[id] !== PARAM)) load[w]! += base.cost[id]!;
     }
   }
   const parts: PlanParts = {
