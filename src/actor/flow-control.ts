@@ -34,8 +34,9 @@ import type { HostEffect, HostStats, TaskInfo } from './host-types.ts';
 /** A stage's activations to another worker, as its sender counts them. */
 interface OutChannel {
   readonly to: number;
-  readonly nodes: number[];
   readonly replica: number;
+  /** Its index in `FlowControl.outs`. */
+  readonly index: number;
   window: number;
   /** Every microbatch below `prefix` is consumed; `consumed` marks the ones above. */
   prefix: number;
@@ -46,6 +47,8 @@ interface OutChannel {
 interface InChannel {
   readonly stage: number;
   readonly from: number;
+  /** Its index in `FlowControl.ins`. */
+  readonly index: number;
   /** The actors here that read it, and per microbatch how many of them ran their forward. */
   readers: number;
   ran: Int32Array;
@@ -60,14 +63,17 @@ interface InChannel {
 export class FlowControl {
   private readonly out = new Map<number, OutChannel>();
   private readonly in = new Map<number, InChannel>();
+  /** The channels, by index: `out` and `in` in the order they were made. */
+  private readonly outs: OutChannel[] = [];
+  private readonly ins: InChannel[] = [];
   /**
-   * Per actor (replica * nodes + node), the channels its forward sends on and those it reads, as
-   * ranges of `sendList` and `readList` (flat: a million-node plan has an actor per node).
+   * Per actor (replica * nodes + node), the indices of the channels its forward sends on and of those
+   * it reads, as ranges of `sendList` and `readList` (flat: a million-node plan has an actor per node).
    */
   private readonly sendAt: Int32Array;
-  private readonly sendList: OutChannel[] = [];
+  private readonly sendList: Int32Array;
   private readonly readAt: Int32Array;
-  private readonly readList: InChannel[] = [];
+  private readonly readList: Int32Array;
   private readonly nodes: number;
 
   constructor(
@@ -81,11 +87,17 @@ export class FlowControl {
     const actors = plan.replicas * this.nodes;
     this.sendAt = new Int32Array(actors + 1);
     this.readAt = new Int32Array(actors + 1);
+    // Sized for the most there can be (an entry per consumer edge, and one per input edge) and left
+    // unwritten past what there is: growing arrays of half a million entries cost more than the rest.
+    this.sendList = new Int32Array(plan.replicas * plan.consumerEdges.node.length);
+    this.readList = new Int32Array(plan.replicas * graph.columns.inputIds.length);
+    let sends = 0;
+    let reads = 0;
     const scratch: number[] = [];
     const kinds = graph.columns.kinds;
     for (let at = 0; at < actors; at++) {
-      this.sendAt[at] = this.sendList.length;
-      this.readAt[at] = this.readList.length;
+      this.sendAt[at] = sends;
+      this.readAt[at] = reads;
       const r = Math.floor(at / this.nodes);
       const id = at - r * this.nodes;
       if (placement[r]![id] !== worker || kinds[id] === CONST || kinds[id] === PARAM) continue;
@@ -95,11 +107,11 @@ export class FlowControl {
         const to = scratch[k]!;
         let ch = this.out.get(stage * workers + to);
         if (ch === undefined) {
-          ch = { to, nodes: [], replica: r, window: 1, prefix: 0, consumed: new Uint8Array(0) };
+          ch = { to, replica: r, index: this.outs.length, window: 1, prefix: 0, consumed: new Uint8Array(0) };
           this.out.set(stage * workers + to, ch);
+          this.outs.push(ch);
         }
-        ch.nodes.push(id);
-        this.sendList.push(ch);
+        this.sendList[sends++] = ch.index;
       }
       const sources = sourceStages(plan, id, r, scratch);
       for (let k = 0; k < sources; k++) {
@@ -107,26 +119,41 @@ export class FlowControl {
         let ch = this.in.get(source);
         if (ch === undefined) {
           const from = (r * plan.group + plan.stageWorkers[source]!) % workers;
-          ch = { stage: source, from, readers: 0, ran: new Int32Array(0), queued: new Float64Array(0) };
+          ch = {
+            stage: source,
+            from,
+            index: this.ins.length,
+            readers: 0,
+            ran: new Int32Array(0),
+            queued: new Float64Array(0),
+          };
           this.in.set(source, ch);
+          this.ins.push(ch);
         }
         ch.readers++;
-        this.readList.push(ch);
+        this.readList[reads++] = ch.index;
       }
     }
-    this.sendAt[actors] = this.sendList.length;
-    this.readAt[actors] = this.readList.length;
+    this.sendAt[actors] = sends;
+    this.readAt[actors] = reads;
   }
 
   /** A step starts: every channel empty, windows from the bytes of a microbatch (`bytes` of a node in a replica). */
   start(microbatches: number, bytes: (node: number, replica: number) => number): void {
-    for (const ch of this.out.values()) {
-      if (this.settings === null) ch.window = microbatches;
-      else {
-        let perMb = 0;
-        for (const id of ch.nodes) perMb += bytes(id, ch.replica);
-        ch.window = channelWindow(this.settings, perMb, microbatches);
+    // Each channel's bytes per microbatch: what its senders send, in actor order.
+    const perMb = this.settings === null ? null : new Float64Array(this.outs.length);
+    if (perMb !== null) {
+      for (let at = 0; at < this.sendAt.length - 1; at++) {
+        const end = this.sendAt[at + 1]!;
+        if (this.sendAt[at] === end) continue;
+        const replica = Math.floor(at / this.nodes);
+        const size = bytes(at - replica * this.nodes, replica);
+        for (let k = this.sendAt[at]!; k < end; k++) perMb[this.sendList[k]!]! += size;
       }
+    }
+    for (const ch of this.outs) {
+      ch.window =
+        perMb === null ? microbatches : channelWindow(this.settings!, perMb[ch.index]!, microbatches);
       ch.prefix = 0;
       if (ch.consumed.length === microbatches) ch.consumed.fill(0);
       else ch.consumed = new Uint8Array(microbatches);
@@ -149,7 +176,7 @@ export class FlowControl {
     if (task.phase !== 'forward') return true;
     const at = task.replica * this.nodes + task.node;
     for (let k = this.sendAt[at]!; k < this.sendAt[at + 1]!; k++) {
-      const ch = this.sendList[k]!;
+      const ch = this.outs[this.sendList[k]!]!;
       if (task.mb >= ch.prefix + ch.window) return false;
     }
     return true;
@@ -169,7 +196,7 @@ export class FlowControl {
   forwardRan<T>(replica: number, node: number, mb: number, step: number, effects: HostEffect<T>[]): void {
     const at = replica * this.nodes + node;
     for (let k = this.readAt[at]!; k < this.readAt[at + 1]!; k++) {
-      const ch = this.readList[k]!;
+      const ch = this.ins[this.readList[k]!]!;
       if (++ch.ran[mb]! !== ch.readers) continue;
       this.counters.queuedBytes -= ch.queued[mb]!;
       ch.queued[mb] = 0;

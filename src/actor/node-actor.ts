@@ -368,7 +368,10 @@ export class ActorKinds {
   /** By op, then by a key of everything else the kind depends on. */
   private readonly kinds = new Map<string, Map<number | string, ActorKind>>();
 
-  /** The kind of node `id`, read from the graph's columns: the node is made only for a kind not seen yet. */
+  /**
+   * The kind of node `id`, read from the graph's columns: the node is made only for a kind not seen
+   * yet. `needs` is read, never kept (a new kind copies it).
+   */
   of(graph: Graph, id: number, needs: readonly boolean[], owed: boolean): ActorKind {
     const { inputStart, inputIds, kinds } = graph.columns;
     const i0 = inputStart[id]!;

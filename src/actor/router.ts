@@ -35,6 +35,8 @@ export class Router<T> {
   private readonly constant: (id: number) => T;
   /** The microbatches of the step started (0: none yet): an actor built during a step starts with them. */
   private microbatches = 0;
+  /** `needs`' arrays, one per arity. */
+  private readonly needsByArity: boolean[][] = [];
 
   constructor(
     private readonly plan: Plan,
@@ -95,10 +97,16 @@ export class Router<T> {
     return kind !== PARAM && kind !== CONST;
   }
 
+  /**
+   * Which of node `id`'s input edges carry a gradient, in an array of its arity that the next call
+   * rewrites: `ActorKinds.of` only reads it (a kind keeps a copy), and an array per node was a
+   * million short-lived arrays on the host's start.
+   */
   private needs(id: number): boolean[] {
     const { inputStart } = this.plan.graph.columns;
-    const needs = new Array<boolean>(inputStart[id + 1]! - inputStart[id]!);
-    for (let s = 0; s < needs.length; s++) needs[s] = edgeGradient(this.plan, id, s);
+    const arity = inputStart[id + 1]! - inputStart[id]!;
+    const needs = (this.needsByArity[arity] ??= new Array<boolean>(arity).fill(false));
+    for (let s = 0; s < arity; s++) needs[s] = edgeGradient(this.plan, id, s);
     return needs;
   }
 
