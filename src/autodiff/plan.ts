@@ -1,6 +1,7 @@
 import { GradientError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
+import { sharedInt32Array, sharedUint8Array } from '../util/shared-memory.ts';
 import { ancestors } from './forward.ts';
 
 /**
@@ -154,9 +155,10 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     if (asc[id] === 0 || defs[id] === undefined) continue;
     for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) if (carries[e] === 1) asc[inputIds[e]!] = 1;
   }
-  const needsGrad = new Uint8Array(n);
+  // These two a plan ships to worker threads (Note [columns in shared memory]).
+  const needsGrad = sharedUint8Array(n);
   for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = desc[id]! & asc[id]!;
-  const expected = new Int32Array(n);
+  const expected = sharedInt32Array(n);
   for (let id = lossNode.id; id >= 0; id--) {
     if (needsGrad[id] === 0 || defs[id] === undefined) continue;
     for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) {

@@ -3,6 +3,7 @@ import { InputError } from '../errors.ts';
 import { PARAM } from '../graph/columns.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
+import { sharedInt32Array } from '../util/shared-memory.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 /**
@@ -261,7 +262,8 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const placement: Int32Array[] = [];
   const kinds = graph.columns.kinds;
   for (let r = 0; r < replicas; r++) {
-    const p = new Int32Array(graph.size).fill(-1);
+    // Shipped to worker threads, as the consumer edges are (Note [columns in shared memory]).
+    const p = sharedInt32Array(graph.size).fill(-1);
     for (let id = 0; id < graph.size; id++) {
       const stage = base.worker[id]!;
       if (stage < 0) continue;
@@ -377,15 +379,15 @@ export function assemblePlan(
 function consumerColumns(graph: Graph, forward: Uint8Array): ConsumerEdges {
   const n = graph.size;
   const { inputStart, inputIds } = graph.columns;
-  const start = new Int32Array(n + 1);
+  const start = sharedInt32Array(n + 1);
   for (let c = 0; c < n; c++) {
     if (forward[c] === 0) continue;
     for (let e = inputStart[c]!; e < inputStart[c + 1]!; e++) start[inputIds[e]! + 1]!++;
   }
   for (let id = 0; id < n; id++) start[id + 1]! += start[id]!;
   const fill = start.slice(0, n);
-  const node = new Int32Array(start[n]!);
-  const slot = new Int32Array(start[n]!);
+  const node = sharedInt32Array(start[n]!);
+  const slot = sharedInt32Array(start[n]!);
   // Consumers by increasing id, each one's slots in order: every list comes out sorted.
   for (let c = 0; c < n; c++) {
     if (forward[c] === 0) continue;

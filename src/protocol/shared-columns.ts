@@ -8,7 +8,9 @@
 // SharedArrayBuffers instead, the columns cross to every worker without a copy: the message carries
 // the shared memory itself. Nobody writes them after compile and packGraph made them (the plan's
 // columns are read-only, like the graph), so sharing them is sharing read-only data; the worker checks
-// them exactly as it checks cloned ones (unpackGraph, planFromColumns).
+// them exactly as it checks cloned ones (unpackGraph, planFromColumns). The plan's large columns are
+// made in shared memory by compile itself (Note [columns in shared memory]) and pass through as they
+// are; only the small ones are copied here.
 
 /** A typed array or DataView whose copy is of the same kind over a SharedArrayBuffer. */
 type View = ArrayBufferView & { readonly constructor: new (buffer: SharedArrayBuffer) => ArrayBufferView };
