@@ -5,8 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { InputError } from '../errors.ts';
 import { COORDINATOR } from './envelope.ts';
-import { connectNats, type NatsEndpoint } from './nats-connect.ts';
-import { openNatsWire } from './nats-wire.ts';
+import type { NatsEndpoint } from './nats-connect.ts';
 import { connectTcp, TcpListener, type WireTls } from './tcp-listener.ts';
 import type { Wire } from './wire.ts';
 
@@ -105,6 +104,12 @@ export async function listenForLinks(at: ListenAt): Promise<number> {
 /** Opens every remote wire of host `self`, each as [peer, wire]; the coordinator's comes first when present. */
 export async function openRemoteWires(self: number, data: RemoteData): Promise<[number, Wire][]> {
   if (data.kind === 'nats') {
+    // Loaded here, not with this module: every host worker imports it, and the NATS client is some
+    // fifty files a worker on threads would load at its start for nothing.
+    const [{ connectNats }, { openNatsWire }] = await Promise.all([
+      import('./nats-connect.ts'),
+      import('./nats-wire.ts'),
+    ]);
     const nc = await connectNats(data.nats, { name: `backflow host ${self}` });
     const wires: [number, Wire][] = [];
     for (const peer of data.peers)
