@@ -4,6 +4,8 @@ import { laneGraph } from '../../src/graph/generators.ts';
 import type { Graph } from '../../src/graph/graph.ts';
 import { type CompileOptions, compile, type Plan } from '../../src/partition/plan.ts';
 import { type PlanColumns, planColumns, planFromColumns } from '../../src/partition/plan-columns.ts';
+import { sharedColumns } from '../../src/protocol/shared-columns.ts';
+import { SHARED_FROM_BYTES } from '../../src/util/shared-memory.ts';
 import { mlp } from '../support/models.ts';
 
 /** What a worker thread gets: the columns after a structured clone. */
@@ -51,5 +53,39 @@ describe('planFromColumns (Note [shipped plan])', () => {
       corrupt(c);
       expect(() => planFromColumns(graph, c), `corruption ${k}`).toThrow(FormatError);
     }
+  });
+
+  it('makes large columns in shared memory, which the handoff to threads passes on without a copy', () => {
+    // Note [columns in shared memory]: 68.5k nodes put even a byte per node over the threshold.
+    const graph = laneGraph(100, 170);
+    const plan = compile(graph, { workers: 2, placement: 'per-node' });
+    const c = planColumns(plan);
+    const large = [
+      c.placement[0]!,
+      c.stageOf,
+      c.bytes,
+      c.grad.forward,
+      c.grad.needsGrad,
+      c.grad.expected,
+      c.consumerEdges.start,
+      c.consumerEdges.node,
+      c.consumerEdges.slot,
+    ];
+    for (const column of large) {
+      expect(column.byteLength).toBeGreaterThanOrEqual(SHARED_FROM_BYTES);
+      expect(column.buffer).toBeInstanceOf(SharedArrayBuffer);
+    }
+    const handed = sharedColumns(c);
+    expect(handed.placement[0]).toBe(c.placement[0]);
+    expect(handed.consumerEdges.node).toBe(c.consumerEdges.node);
+    expect(handed.grad.expected).toBe(c.grad.expected);
+    // A small plan's columns stay ordinary, and the handoff copies them into shared memory.
+    const small = planColumns(compile(laneGraph(3, 2), { workers: 2, placement: 'per-node' }));
+    expect(small.stageOf.buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    const copied = sharedColumns(small);
+    expect(copied.stageOf.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(Array.from(copied.stageOf)).toEqual(Array.from(small.stageOf));
+    // The worker checks shared columns as it checks cloned ones.
+    expect(planFromColumns(graph, handed).placement[0]).toBe(c.placement[0]);
   });
 });
