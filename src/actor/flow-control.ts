@@ -34,7 +34,6 @@ import type { HostEffect, HostStats, TaskInfo } from './host-types.ts';
 /** A stage's activations to another worker, as its sender counts them. */
 interface OutChannel {
   readonly to: number;
-  readonly replica: number;
   /** Its index in `FlowControl.outs`. */
   readonly index: number;
   window: number;
@@ -107,7 +106,7 @@ export class FlowControl {
         const to = scratch[k]!;
         let ch = this.out.get(stage * workers + to);
         if (ch === undefined) {
-          ch = { to, replica: r, index: this.outs.length, window: 1, prefix: 0, consumed: new Uint8Array(0) };
+          ch = { to, index: this.outs.length, window: 1, prefix: 0, consumed: new Uint8Array(0) };
           this.out.set(stage * workers + to, ch);
           this.outs.push(ch);
         }
