@@ -6,7 +6,7 @@ import { getOp } from '../ops/registry.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { type Tensor, Tensor as TensorClass } from '../tensor/tensor.ts';
 import { own } from '../util/names.ts';
-import { sharedUint8Array } from '../util/shared-memory.ts';
+import { sharedColumn } from '../util/shared-memory.ts';
 
 /** Tensors by name: feeds by input name, parameters by parameter name, results by output name. */
 export type TensorMap = Readonly<Record<string, Tensor>>;
@@ -215,7 +215,7 @@ export function computeNode(
 /** The nodes the given outputs depend on, ascending (a mask over node ids). */
 export function ancestors(graph: Graph, roots: readonly number[]): Uint8Array {
   // A plan ships it to worker threads (Note [columns in shared memory]).
-  const mark = sharedUint8Array(graph.size);
+  const mark = sharedColumn(Uint8Array, graph.size);
   let top = -1;
   for (const r of roots) {
     mark[r] = 1;

@@ -1,7 +1,7 @@
 import { GradientError } from '../errors.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
-import { sharedInt32Array, sharedUint8Array } from '../util/shared-memory.ts';
+import { sharedColumn } from '../util/shared-memory.ts';
 import { ancestors } from './forward.ts';
 
 /**
@@ -156,9 +156,9 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
     for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) if (carries[e] === 1) asc[inputIds[e]!] = 1;
   }
   // These two a plan ships to worker threads (Note [columns in shared memory]).
-  const needsGrad = sharedUint8Array(n);
+  const needsGrad = sharedColumn(Uint8Array, n);
   for (let id = 0; id <= lossNode.id; id++) needsGrad[id] = desc[id]! & asc[id]!;
-  const expected = sharedInt32Array(n);
+  const expected = sharedColumn(Int32Array, n);
   for (let id = lossNode.id; id >= 0; id--) {
     if (needsGrad[id] === 0 || defs[id] === undefined) continue;
     for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) {

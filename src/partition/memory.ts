@@ -6,7 +6,7 @@ import { type Graph, label, type Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
 import { channelWindow, type FlowSettings, sinkWorkers } from './channels.ts';
-import { type Plan, paramWorkers } from './plan.ts';
+import { edgeGradient, type Plan, paramWorkers } from './plan.ts';
 
 // Note [memory budget]
 // Every worker has a budget of tensor bytes (`memoryLimitMb`; by default half of the machine's memory
@@ -181,8 +181,7 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
   // Read from the graph's columns, node by node: on a graph of a million nodes the estimate is on the
   // runtime's start, and node objects are made (Note [nodes on first read]) only for what it names.
   const { inputStart, inputIds, kinds, shapes } = graph.columns;
-  const { carries, saved, savesOutput } = edgeFacts(graph);
-  const { needsGrad } = plan.grad;
+  const { saved, savesOutput } = edgeFacts(graph);
   const bytes = new Float64Array(graph.size);
   for (let id = 0; id < graph.size; id++) {
     let size = bytesPerElement(graph.dtypeOf(id));
@@ -224,8 +223,7 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
       let runsVjp = false;
       for (let s = 0; s < arity; s++) {
         const input = inputIds[i0 + s]!;
-        // edgeGradient, from the edge facts.
-        if (carries[i0 + s] === 1 && needsGrad[id] === 1 && needsGrad[input] === 1) {
+        if (edgeGradient(plan, id, s)) {
           contributions += bytes[input]!;
           runsVjp = true;
         }

@@ -5,7 +5,7 @@ import type { TypeInfo } from '../ops/op.ts';
 import { numel } from '../ops/rules.ts';
 import type { Shape } from '../tensor/shape.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
-import { sharedFloat64Array, sharedInt32Array } from '../util/shared-memory.ts';
+import { sharedColumn } from '../util/shared-memory.ts';
 
 /**
  * - 'per-node': every node its own actor, dealt round-robin over the workers (the most messages);
@@ -58,7 +58,7 @@ export function placeNodes(
   const { workers, batchSize } = options;
   const cost = new Float64Array(n);
   // `bytes` and `worker` (the stages) a plan ships to worker threads (Note [columns in shared memory]).
-  const bytes = sharedFloat64Array(n);
+  const bytes = sharedColumn(Float64Array, n);
   // Sized at once and cut to length after: pushing a million nodes, the array growing as it went,
   // cost more than the rest of the pass.
   const computed = new Array<Node>(n);
@@ -83,7 +83,7 @@ export function placeNodes(
     }
   }
   computed.length = count;
-  const worker = sharedInt32Array(n).fill(-1);
+  const worker = sharedColumn(Int32Array, n).fill(-1);
   switch (options.strategy) {
     case 'per-node':
       computed.forEach((node, k) => {

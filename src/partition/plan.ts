@@ -1,9 +1,9 @@
-import { edgeCarriesGrad, type GradPlan, planGradient } from '../autodiff/plan.ts';
+import { edgeFacts, type GradPlan, planGradient } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { PARAM } from '../graph/columns.ts';
 import { type Graph, label, type NodeRef } from '../graph/graph.ts';
 import { resolveStagePlacement, type StagePlacement } from '../schedule/placement.ts';
-import { sharedInt32Array } from '../util/shared-memory.ts';
+import { sharedColumn } from '../util/shared-memory.ts';
 import { type PlacementStrategy, placeNodes } from './placement.ts';
 
 /**
@@ -263,7 +263,7 @@ export function compile(graph: Graph, options: CompileOptions): Plan {
   const kinds = graph.columns.kinds;
   for (let r = 0; r < replicas; r++) {
     // Shipped to worker threads, as the consumer edges are (Note [columns in shared memory]).
-    const p = sharedInt32Array(graph.size).fill(-1);
+    const p = sharedColumn(Int32Array, graph.size).fill(-1);
     for (let id = 0; id < graph.size; id++) {
       const stage = base.worker[id]!;
       if (stage < 0) continue;
@@ -379,15 +379,15 @@ export function assemblePlan(
 function consumerColumns(graph: Graph, forward: Uint8Array): ConsumerEdges {
   const n = graph.size;
   const { inputStart, inputIds } = graph.columns;
-  const start = sharedInt32Array(n + 1);
+  const start = sharedColumn(Int32Array, n + 1);
   for (let c = 0; c < n; c++) {
     if (forward[c] === 0) continue;
     for (let e = inputStart[c]!; e < inputStart[c + 1]!; e++) start[inputIds[e]! + 1]!++;
   }
   for (let id = 0; id < n; id++) start[id + 1]! += start[id]!;
   const fill = start.slice(0, n);
-  const node = sharedInt32Array(start[n]!);
-  const slot = sharedInt32Array(start[n]!);
+  const node = sharedColumn(Int32Array, start[n]!);
+  const slot = sharedColumn(Int32Array, start[n]!);
   // Consumers by increasing id, each one's slots in order: every list comes out sorted.
   for (let c = 0; c < n; c++) {
     if (forward[c] === 0) continue;
@@ -416,11 +416,11 @@ export function consumerLists(n: number, edges: ConsumerEdges): [number, number]
 /** How many gradient contributions travel on the edge (consumer, slot) per microbatch: 1 or 0. */
 export function edgeGradient(plan: Plan, consumer: number, slot: number): boolean {
   const { inputStart, inputIds } = plan.graph.columns;
-  const input = inputIds[inputStart[consumer]! + slot]!;
+  const edge = inputStart[consumer]! + slot;
+  const { needsGrad } = plan.grad;
+  // Note [edge facts]: whether the op lets a gradient through, without its definition.
   return (
-    plan.grad.needsGrad[consumer] === 1 &&
-    plan.grad.needsGrad[input] === 1 &&
-    edgeCarriesGrad(plan.graph.defs[consumer]!, slot)
+    needsGrad[consumer] === 1 && needsGrad[inputIds[edge]!] === 1 && edgeFacts(plan.graph).carries[edge] === 1
   );
 }
 

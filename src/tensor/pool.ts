@@ -1,4 +1,4 @@
-import type { DType, Storage } from './tensor.ts';
+import { bytesPerElement, type DType, type Storage } from './tensor.ts';
 
 // Note [storage pool]
 // A worker recycles the storages of its tensors instead of leaving them to the garbage collector: a
@@ -78,6 +78,11 @@ export interface PoolStats {
 
 /** The key of a shape class: element count, and the dtype in the low bit. */
 const classKey = (dtype: DType, size: number) => size * 2 + (dtype === 'float32' ? 0 : 1);
+/** The dtype and element count of a class key (the inverse of `classKey`). */
+const classOf = (key: number): [DType, number] => [
+  key % 2 === 0 ? 'float32' : 'float64',
+  Math.floor(key / 2),
+];
 
 /** A fresh (zero-filled) storage of `size` elements of `dtype`. */
 const fresh = (dtype: DType, size: number): Storage =>
@@ -234,9 +239,8 @@ export class StoragePool implements PoolStats {
   replenish(limit = Number.POSITIVE_INFINITY): number {
     let made = 0;
     for (const [key, short] of this.deficit) {
-      const dtype: DType = key % 2 === 0 ? 'float32' : 'float64';
-      const size = Math.floor(key / 2);
-      const bytes = size * (dtype === 'float32' ? 4 : 8);
+      const [dtype, size] = classOf(key);
+      const bytes = size * bytesPerElement(dtype);
       for (let i = 0; i < short; i++) {
         if (this.pooledBytes + bytes > this.maxBytes || this.retainedBytes + bytes > limit) break;
         const s = fresh(dtype, size);

@@ -14,21 +14,21 @@
 /** The size from which a column is made in shared memory (Note [columns in shared memory]). */
 export const SHARED_FROM_BYTES = 64 * 1024;
 
-/** An Int32Array of `length` zeros, over a SharedArrayBuffer if it is large (Note [columns in shared memory]). */
-export function sharedInt32Array(length: number): Int32Array {
-  const bytes = length * Int32Array.BYTES_PER_ELEMENT;
-  return bytes < SHARED_FROM_BYTES ? new Int32Array(length) : new Int32Array(new SharedArrayBuffer(bytes));
+/** A typed-array class that can be made over a length or over a buffer. */
+export interface ColumnKind<A extends Int32Array | Uint8Array | Float64Array> {
+  new (length: number): A;
+  new (buffer: SharedArrayBuffer): A;
+  readonly BYTES_PER_ELEMENT: number;
 }
 
-/** A Uint8Array of `length` zeros, over a SharedArrayBuffer if it is large (Note [columns in shared memory]). */
-export function sharedUint8Array(length: number): Uint8Array {
-  return length < SHARED_FROM_BYTES ? new Uint8Array(length) : new Uint8Array(new SharedArrayBuffer(length));
-}
-
-/** A Float64Array of `length` zeros, over a SharedArrayBuffer if it is large (Note [columns in shared memory]). */
-export function sharedFloat64Array(length: number): Float64Array {
-  const bytes = length * Float64Array.BYTES_PER_ELEMENT;
-  return bytes < SHARED_FROM_BYTES
-    ? new Float64Array(length)
-    : new Float64Array(new SharedArrayBuffer(bytes));
+/**
+ * A `kind` of `length` zeros, over a SharedArrayBuffer if it is large (Note [columns in shared memory]):
+ * `sharedColumn(Int32Array, n)`.
+ */
+export function sharedColumn<A extends Int32Array | Uint8Array | Float64Array>(
+  kind: ColumnKind<A>,
+  length: number,
+): A {
+  const bytes = length * kind.BYTES_PER_ELEMENT;
+  return bytes < SHARED_FROM_BYTES ? new kind(length) : new kind(new SharedArrayBuffer(bytes));
 }

@@ -14,8 +14,8 @@
  *   target >= 1.8), next to what the machine gives 2 threads at that moment without the runtime: a
  *   scalar loop and the same matmuls in plain workers (`same_matmuls_speedup`).
  * - `overhead`: one MLP step (784-256-128-10, batch 128) on 1 worker thread against the reference
- *   engine's `valueAndGrad` in this thread (`ratio_vs_reference`, target <= 1.15), after 100 rounds
- *   of warm-up, in alternating blocks of 25 steps each: the median of the blocks' ratios. The two
+ *   engine's `valueAndGrad` in this thread (`ratio_vs_reference`, target <= 1.15), after 300 rounds
+ *   of warm-up, in 16 alternating blocks of 25 steps each: the median of the blocks' ratios. The two
  *   share this thread's caches and collector; alternated step by step (`interleaved_ratio`, 40
  *   rounds) each step runs with the other's data evicted and the runtime's wait absorbs the
  *   reference's collections.
@@ -233,6 +233,11 @@ function gflopsOf(chains: number, length: number, size: number): number {
   return (chains * (length + 2 * length - 1) * mm) / 1e9;
 }
 
+/** The overhead case's blocks (see the header): how many, steps in each, and rounds of warm-up first. */
+const OVERHEAD_BLOCKS = 16;
+const STEPS_PER_BLOCK = 25;
+const OVERHEAD_WARMUP = 300;
+
 async function overhead(ctx: BenchContext): Promise<void> {
   const batch = 128;
   const graph = mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 });
@@ -246,7 +251,7 @@ async function overhead(ctx: BenchContext): Promise<void> {
   // Alternating blocks, per-block ratios: a burst of load on the shared machine hits both alike.
   const { blocks, interleaved } = await withRuntime(graph, { workers: 1, params }, async (rt) => {
     const fns = [() => rt.step(feeds), () => reference(feeds, params)];
-    const blocks = await alternateBlocks(fns, 16, 25, 300);
+    const blocks = await alternateBlocks(fns, OVERHEAD_BLOCKS, STEPS_PER_BLOCK, OVERHEAD_WARMUP);
     return { blocks, interleaved: await alternate(fns, 40, 0) };
   });
   const [ours, refs] = blocks as [number[], number[]];
@@ -257,7 +262,7 @@ async function overhead(ctx: BenchContext): Promise<void> {
     resultOf(ctx, 'overhead', ours, {
       model: 'mlp 784-256-128-10',
       batch,
-      steps_per_block: 25,
+      steps_per_block: STEPS_PER_BLOCK,
       reference_median_ms: round(median(refs)),
       reference_min_ms: round(Math.min(...refs)),
       reference_max_ms: round(Math.max(...refs)),
