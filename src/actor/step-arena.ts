@@ -17,7 +17,9 @@ import type { HostStats } from './host-types.ts';
 // have sent what it queued before a recycle (a queued transfer is not detached yet): it flushes its
 // links before `startStep` and `applyUpdate`. A storage is recorded when it is delivered, not when
 // it is decoded: an envelope's later messages are decoded before its step start is handled, so the
-// envelope reader must not take their storages from the pool (it copies small tensors with `slice`).
+// envelope reader must not take their storages from the pool's arena (it copies small tensors with
+// `slice`, and a ring's tensors into free storages `takeBuffer` hands out unrecorded: Note [tensor
+// ring] in src/protocol/ring.ts).
 //
 // Until the step is over, the arena keeps every storage of the step alive, the dead ones too: a
 // 1F1B step would hold every microbatch's values, not the few in flight. So under memory pressure

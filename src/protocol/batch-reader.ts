@@ -1,5 +1,5 @@
 // Checks a columnar envelope (Note [columnar envelope] in batch.ts) and rebuilds its messages.
-import { Tensor } from '../tensor/tensor.ts';
+import { type Storage, Tensor } from '../tensor/tensor.ts';
 import { align8, DTYPE_CODE, KIND_CODES, KINDS, ROW, ROW_FIELDS } from './batch.ts';
 import { Check } from './check.ts';
 import { OBJECT_MESSAGES } from './codec.ts';
@@ -13,6 +13,7 @@ import {
   PROTOCOL_VERSION,
 } from './envelope.ts';
 import { decodeFrame, FrameWithBlobs } from './frame.ts';
+import { RING_AT, type RingMark, type RingReader } from './ring.ts';
 
 const kinds = (...names: MessageKind[]) => names.reduce((mask, k) => mask | (1 << KIND_CODES[k]), 0);
 /** What each receiver accepts: from the coordinator, from another host, and what the coordinator does. */
@@ -39,9 +40,10 @@ export function decodeHostInputs(
   edge: string,
   from: number,
   limits: Limits,
+  ring: RingReader | null = null,
 ): { gen: number; messages: HostInput<Tensor>[] } {
   const allowed = from === COORDINATOR ? FROM_COORDINATOR : FROM_HOST;
-  return decode(raw, edge, from, limits, allowed) as { gen: number; messages: HostInput<Tensor>[] };
+  return decode(raw, edge, from, limits, allowed, ring) as { gen: number; messages: HostInput<Tensor>[] };
 }
 
 /** Checks an envelope the coordinator received from a host and rebuilds its messages. */
@@ -51,7 +53,10 @@ export function decodeHostOutputs(
   from: number,
   limits: Limits,
 ): { gen: number; messages: HostOutput<Tensor>[] } {
-  return decode(raw, edge, from, limits, TO_COORDINATOR) as { gen: number; messages: HostOutput<Tensor>[] };
+  return decode(raw, edge, from, limits, TO_COORDINATOR, null) as {
+    gen: number;
+    messages: HostOutput<Tensor>[];
+  };
 }
 
 const ENVELOPE_KEYS = ['v', 'gen', 'from', 'count', 'head', 'payload', 'buffers', 'objects'];
@@ -64,6 +69,7 @@ function decode(
   from: number,
   limits: Limits,
   allowed: number,
+  ring: RingReader | null,
 ): { gen: number; messages: unknown[] } {
   const c: Check = new Check(edge, 'envelope');
   const value =
@@ -72,7 +78,7 @@ function decode(
       : raw instanceof FrameWithBlobs
         ? decodeFrame(raw.frame, c, raw.blobs)
         : raw;
-  const e = c.record(value, ENVELOPE_KEYS) as unknown as Envelope;
+  const e = c.record(value, ENVELOPE_KEYS, ['ring']) as unknown as Envelope;
   if (e.v !== PROTOCOL_VERSION) {
     const newer = Number.isInteger(e.v) && e.v > PROTOCOL_VERSION;
     c.fail(
@@ -92,11 +98,21 @@ function decode(
   if (!Array.isArray(objects)) c.fail('objects: an array', objects);
   if (buffers.length > 1 && new Set(buffers).size !== buffers.length)
     c.fail('buffers: each buffer once', 'a buffer twice', true);
-  const rows = new Rows(c, e, limits);
-  const messages = new Array<unknown>(count);
-  for (let k = 0; k < count; k++) messages[k] = rows.next(k, allowed);
-  rows.end(count);
-  return { gen, messages };
+  let mark: RingMark | null = null;
+  if (e.ring !== undefined) {
+    if (ring === null) c.fail('no ring (this link sends every tensor in the envelope)', 'a ring mark', true);
+    mark = ring.adopt(e.ring, c.at('ring'));
+  }
+  try {
+    const rows = new Rows(c, e, limits, ring, mark);
+    const messages = new Array<unknown>(count);
+    for (let k = 0; k < count; k++) messages[k] = rows.next(k, allowed);
+    rows.end(count);
+    return { gen, messages };
+  } finally {
+    // Even for an envelope refused halfway: the sender's room comes back (Note [tensor ring]).
+    if (mark !== null) ring!.release(mark);
+  }
 }
 
 /** A cursor over an envelope's rows, payload, buffers and objects; every read is range-checked. */
@@ -112,6 +128,7 @@ class Rows {
   private at = 0;
   private big = 0;
   private obj = 0;
+  private ringed = 0;
   /** The current message, for errors. */
   private k = 0;
   private row = 0;
@@ -120,6 +137,8 @@ class Rows {
     private readonly c: Check,
     e: Envelope,
     private readonly limits: Limits,
+    private readonly ring: RingReader | null,
+    private readonly mark: RingMark | null,
   ) {
     this.head = e.head;
     this.payload = e.payload;
@@ -286,8 +305,19 @@ class Rows {
         `${bytes} bytes`,
         true,
       );
-    let data: Float32Array<ArrayBuffer> | Float64Array<ArrayBuffer>;
-    if (head[row + ROW.AT]! >= 0) {
+    let data: Storage;
+    if (head[row + ROW.AT] === RING_AT) {
+      const { mark, ringed } = this;
+      if (mark === null || ringed >= mark.at.length)
+        this.fail(`ring.at[${ringed}]`, `ring.at of ${mark?.at.length ?? 0}`, true);
+      this.ringed++;
+      data = this.ring!.take(
+        mark.at[ringed],
+        f32 ? 'float32' : 'float64',
+        size,
+        this.c.at(`message ${this.k}`),
+      );
+    } else if (head[row + ROW.AT]! >= 0) {
       // Note [owned storage]: slice copies into a fresh buffer, byte for byte.
       const at = this.inPayload(bytes);
       data = f32 ? this.f32.slice(at >> 2, (at + bytes) >> 2) : this.f64.slice(at >> 3, (at + bytes) >> 3);
@@ -319,5 +349,7 @@ class Rows {
       c.fail(`${this.big} buffers`, `${buffers.length} (trailing buffers)`, true);
     if (this.obj !== objects.length)
       c.fail(`${this.obj} objects`, `${objects.length} (trailing objects)`, true);
+    const ringed = this.mark?.at.length ?? 0;
+    if (this.ringed !== ringed) c.fail(`${this.ringed} ring offsets`, `${ringed} (trailing offsets)`, true);
   }
 }

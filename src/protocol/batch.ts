@@ -7,6 +7,7 @@ import {
   type MessageKind,
   PROTOCOL_VERSION,
 } from './envelope.ts';
+import { RING_AT, type RingWriter } from './ring.ts';
 
 // Note [columnar envelope]
 // Per-node placement sends millions of messages per step, each with a tensor of a few bytes. As one
@@ -14,7 +15,8 @@ import {
 // message on receipt, a message cost about 3 us (sender and receiver, between two worker threads).
 // So an envelope is columns: one Int32Array row per message (kind, step, microbatch, replica, node,
 // consumer, slot, dtype, where its bytes are, byte length, rank, then the dimensions), the bytes of
-// each small tensor copied into one payload buffer, large tensors still transferred whole, and the
+// each small tensor copied into one payload buffer, large tensors still transferred whole (or, between threads, written into the link's
+// ring: Note [tensor ring] in ring.ts), and the
 // few messages that are not columns (step starts, failures, notices) as cloned objects. The receiver
 // checks each column's range (a kind this sender may send, ids within the plan, byte lengths equal
 // to the shapes, payload offsets in order, nothing left over) and copies each small tensor out into
@@ -90,6 +92,8 @@ export class BatchWriter {
   private used = 0;
   private buffers = new Transfers();
   private objects: unknown[] = [];
+  /** Where large tensors go first, on a link whose ends share memory (Note [tensor ring]). */
+  ring: RingWriter | null = null;
 
   constructor(
     readonly edge: string,
@@ -133,6 +137,7 @@ export class BatchWriter {
     const head = this.head.slice(0, this.ints);
     const payload = this.bytes.slice(0, this.used);
     const buffers = this.buffers.list;
+    const ring = this.ring?.mark() ?? null;
     const envelope: Envelope = {
       v: PROTOCOL_VERSION,
       gen,
@@ -142,6 +147,7 @@ export class BatchWriter {
       payload,
       buffers,
       objects: this.objects,
+      ...(ring !== null ? { ring } : {}),
     };
     this.copies += this.buffers.copies;
     this.count = 0;
@@ -152,7 +158,7 @@ export class BatchWriter {
     return { envelope, transfer: [head.buffer, payload, ...buffers] };
   }
 
-  /** A tensor's row: its bytes copied into the payload, or its buffer added to the transfers. */
+  /** A tensor's row: its bytes copied into the payload or the ring, or its buffer added to the transfers. */
   private tensor(m: WithTensor): number {
     const t = m.tensor;
     const data = t.data;
@@ -171,8 +177,9 @@ export class BatchWriter {
       if (f32) this.f32.set(data as Float32Array, at >> 2);
       else this.f64.set(data as Float64Array, at >> 3);
     } else {
-      at = -1 - this.buffers.list.length;
-      this.buffers.buffer(t, this.edge, describe(m));
+      if (data.byteLength !== need) checkAttached(t, this.edge, describe(m));
+      at = this.ring !== null && this.ring.place(data) >= 0 ? RING_AT : -1 - this.buffers.list.length;
+      if (at !== RING_AT) this.buffers.buffer(t, this.edge, describe(m));
     }
     const i = this.row(m.kind, f32 ? DTYPE_CODE.float32 : DTYPE_CODE.float64, at, need, rank);
     for (let d = 0; d < rank; d++) this.head[i + ROW_FIELDS + d] = shape[d]!;

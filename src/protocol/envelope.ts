@@ -1,9 +1,11 @@
 // Everything that crosses a data port, as types: the envelope, its message kinds, and how a tensor
 // travels. The codec (codec.ts) is the only place that builds or checks these values.
+
 import type { FailpointAction } from '../actor/failpoint.ts';
 import type { TaskInfo } from '../actor/host.ts';
 import type { Credit, DataMessage, LossReport, Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { DType } from '../tensor/tensor.ts';
+import type { RingMark } from './ring.ts';
 
 /** Bumped whenever a message kind or field changes; a receiver refuses any other version. */
 export const PROTOCOL_VERSION = 8;
@@ -65,6 +67,8 @@ export interface Envelope {
   readonly buffers: readonly ArrayBuffer[];
   /** Messages that are not columns (step starts, failures, failpoint notices), in row order. */
   readonly objects: readonly unknown[];
+  /** Large tensors sent through the link's ring instead (Note [tensor ring]); never on a byte wire. */
+  readonly ring?: RingMark;
 }
 
 /** What a receiver checks integers against: the plan's sizes. */

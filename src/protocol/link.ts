@@ -2,7 +2,8 @@ import { ProtocolError } from '../errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { BatchWriter } from './batch.ts';
 import { edgeName } from './codec.ts';
-import type { Envelope, HostInput, HostOutput } from './envelope.ts';
+import { COORDINATOR, type Envelope, type HostInput, type HostOutput } from './envelope.ts';
+import { RingReader, RingWriter } from './ring.ts';
 import type { Wire } from './wire.ts';
 
 // Note [flush cadence]
@@ -32,6 +33,11 @@ export class Link {
   private readonly batch: BatchWriter;
   private scheduled = false;
   private closed = false;
+  /**
+   * The ring this end receives large tensors through, or null (Note [tensor ring]): on a wire whose
+   * ends share memory, at a host (the coordinator keeps no storage pool to copy them into).
+   */
+  readonly ringIn: RingReader | null;
   /** Runs every post, when set: a trace times them ('post' marks, Note [step marks]). */
   aroundPost: ((post: () => void) => void) | null = null;
 
@@ -46,6 +52,9 @@ export class Link {
     this.edgeOut = edgeName(self, peer);
     this.edgeIn = edgeName(peer, self);
     this.batch = new BatchWriter(this.edgeOut);
+    const shared = wire.sharesMemory === true;
+    if (shared && peer !== COORDINATOR) this.batch.ring = new RingWriter();
+    this.ringIn = shared && self !== COORDINATOR ? new RingReader() : null;
     wire.listen(
       (raw) => receive(this, raw),
       (err) =>

@@ -12,6 +12,11 @@ export interface Wire {
    * encodes the envelope into one frame before it returns (Note [byte wires and recycled storage]).
    */
   post(envelope: Envelope, transfer: readonly ArrayBuffer[]): void;
+  /**
+   * True when both ends are threads of one process, so a SharedArrayBuffer sent over it is shared:
+   * large tensors to a host then go through a ring (Note [tensor ring] in ring.ts).
+   */
+  readonly sharesMemory?: boolean;
   /** Sends one frame (Note [byte framing] in frame.ts) and hands it over. */
   postBytes(frame: Uint8Array<ArrayBuffer>): void;
   /**

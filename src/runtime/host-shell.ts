@@ -137,7 +137,7 @@ export class HostShell {
     const time = this.recorder.enabled ? this.recorder.now() : 0;
     this.inside('receive', () => {
       try {
-        const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, this.limits);
+        const envelope = decodeHostInputs(raw, link.edgeIn, link.peer, this.limits, link.ringIn);
         if (envelope.gen < this.gen) {
           this.dropped += envelope.messages.length;
           return;

@@ -222,7 +222,7 @@ describe('tensors through a real MessageChannel', () => {
   it('an envelope that is not one reaches the receiver as a ProtocolError naming the edge', () => {
     const { receiver } = channel();
     expect(() => decodeHostInputs({ v: 2, gen: 0, from: 0 }, receiver.edgeIn, 0, limits)).toThrow(
-      /^worker 0 -> worker 1: envelope: expected \{v, gen, from, count, head, payload, buffers, objects\} \(missing count\)/,
+      /^worker 0 -> worker 1: envelope: expected \{v, gen, from, count, head, payload, buffers, objects, ring\?\} \(missing count\)/,
     );
   });
 });

@@ -269,7 +269,7 @@ describe('envelope codec', () => {
     [
       'not an object',
       () => 'hello',
-      /expected \{v, gen, from, count, head, payload, buffers, objects\}, found "hello"/,
+      /expected \{v, gen, from, count, head, payload, buffers, objects, ring\?\}, found "hello"/,
     ],
   ])('refuses %s with a ProtocolError naming the edge', (_, mutate, why) => {
     const raw = (mutate as (e: Envelope) => unknown)(envelope(hostData()));
