@@ -1,7 +1,7 @@
 import { InputError } from '../errors.ts';
 import type { Graph, Node, NodeRef } from '../graph/graph.ts';
 import { eager } from '../ops/eager.ts';
-import { allocate, type DType, scalar, Tensor } from '../tensor/tensor.ts';
+import { allocate, type DType, type Storage, scalar, Tensor } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { valueAndGrad } from './engine.ts';
 import { bindFeeds, checkFeedNames, type TensorMap } from './forward.ts';
@@ -43,6 +43,12 @@ export interface SplitOptions {
   microbatches?: number;
   /** The inputs fed and cut (default: every input of the graph). */
   inputs?: readonly Node[];
+  /**
+   * Where each shard's copy of an input is made (default: a fresh zero-filled storage): the
+   * runtime's feed storages (Note [feed storages] in src/runtime/feed-storage.ts), keyed by the
+   * input's place in `inputs` and the shard's index. Every element is written.
+   */
+  storage?: (key: number, dtype: DType, size: number) => Storage;
 }
 
 /** The sizes of `shards` contiguous shards of a batch: as equal as possible, the larger ones first. */
@@ -132,14 +138,16 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
   checkFeedNames(graph.inputs(), feeds);
   const bindings = bindFeeds(inputs, feeds);
   const { symbol, shards } = shardLayout(graph, (s) => bindings.get(s)!, options);
-  return shards.map((place) => {
+  const storage = options.storage ?? ((_: number, dtype: DType, size: number) => allocate(dtype, size));
+  return shards.map((place, k) => {
     const shardFeeds = dict<Tensor>();
-    for (const node of inputs) {
+    for (const [i, node] of inputs.entries()) {
       const t = own(feeds, node.name!)!;
+      const make = (dtype: DType, size: number) => storage(k * inputs.length + i, dtype, size);
       shardFeeds[node.name!] =
         symbol !== undefined && node.shape[0] === symbol
-          ? rows(t, place.start, place.size)
-          : rows(t, 0, t.shape[0] ?? 1, true);
+          ? rows(t, place.start, place.size, make)
+          : rows(t, 0, t.shape[0] ?? 1, make, true);
     }
     const b = new Map(bindings);
     if (symbol !== undefined) b.set(symbol, place.size);
@@ -147,15 +155,21 @@ export function splitBatch(graph: Graph, feeds: TensorMap, options: SplitOptions
   });
 }
 
-/** Rows [start, start + count) of a tensor as a new owned tensor (a scalar is copied whole). */
-function rows(t: Tensor, start: number, count: number, whole = false): Tensor {
+/** Rows [start, start + count) of a tensor as a new owned tensor (a scalar is copied whole) in `make`'s storage. */
+function rows(
+  t: Tensor,
+  start: number,
+  count: number,
+  make: (dtype: DType, size: number) => Storage,
+  whole = false,
+): Tensor {
   if (whole || t.rank === 0) {
-    const data = allocate(t.dtype, t.size);
+    const data = make(t.dtype, t.size);
     data.set(t.data);
     return new Tensor(t.dtype, t.shape, data);
   }
   const row = t.size / t.shape[0]!;
-  const data = allocate(t.dtype, count * row);
+  const data = make(t.dtype, count * row);
   data.set(t.data.subarray(start * row, (start + count) * row));
   return new Tensor(t.dtype, [count, ...t.shape.slice(1)], data);
 }

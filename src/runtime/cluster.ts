@@ -63,6 +63,12 @@ export interface Cluster {
   startStep(start: StepStart): void;
   /** Feeds for a worker's input actors; the tensors are handed over (transferred). */
   send(worker: number, messages: Message[]): void;
+  /**
+   * True when `send` never keeps a tensor: it copies it, or transfers it away by the end of the turn.
+   * The caller may then write again into a storage it sent once the step is over (Note [feed
+   * storages] in feed-storage.ts).
+   */
+  readonly releasesSent?: boolean;
   /** Gives every host holding a parameter its own copy of the value (the caller keeps its tensors). */
   setParams(values: ReadonlyMap<number, Tensor>): Promise<void>;
   getParams(): Promise<Map<number, Tensor>>;

@@ -51,6 +51,8 @@ export interface HostCalls {
  */
 export class LinkedCluster implements Cluster {
   readonly workers: number;
+  /** A link copies what it sends into its envelope or ring, or transfers it (Note [feed storages]). */
+  readonly releasesSent = true;
   private gen = 0;
   private step = -1;
   private readonly dropped: number[];

@@ -16,6 +16,7 @@ import { checkWorkerCount, hostLimits } from './budget.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
+import { FeedStorages } from './feed-storage.ts';
 import { Inference, type InferOptions, inferMessages, inferRequest } from './infer.ts';
 import { checkRuntimeOptions, type RuntimeOptions } from './options.ts';
 import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.ts';
@@ -74,6 +75,8 @@ export class Runtime {
   private readonly updates: DeferredUpdates;
   /** What the report handlers see of this runtime. */
   private readonly reports: ReportTarget;
+  /** Where the shards' copies of the feeds are made, on a cluster that keeps nothing it is sent. */
+  private readonly feedStorages: FeedStorages | null;
 
   private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
     this.plan = plan;
@@ -82,6 +85,7 @@ export class Runtime {
     this.options = options;
     this.rules = stepRules(plan, options);
     this.stepTimeoutMs = options.stepTimeoutMs ?? 30_000;
+    this.feedStorages = cluster.releasesSent === true ? new FeedStorages() : null;
     const spec = options.optimizer;
     this.baseLr = spec === undefined ? null : (spec.lr ?? makeOptimizer(spec).lr);
     this.updates = new DeferredUpdates(cluster, plan.workers, this.stepTimeoutMs, (err) => {
@@ -187,7 +191,11 @@ export class Runtime {
     }
     return this.enqueue<StepResult>('step', (step, settle) => {
       const microbatches = this.rules.microbatches;
-      const shards = splitBatch(this.graph, feeds, { replicas: this.plan.replicas, microbatches });
+      const shards = splitBatch(this.graph, feeds, {
+        replicas: this.plan.replicas,
+        microbatches,
+        ...(this.feedStorages !== null ? { storage: this.feedStorages.take } : {}),
+      });
       this.trainingStep = options.step ?? this.trainingStep + 1;
       // Note [local update]: the hosts need the update's rate as the step starts.
       const localLr = this.rules.localUpdates
