@@ -114,6 +114,8 @@ export class Link {
 
   close(): void {
     this.closed = true;
+    // Dropped with what is queued: no ring to make for an envelope never sent.
+    this.batch.ring = null;
     this.batch.take(0, this.self);
     this.wire.close();
   }

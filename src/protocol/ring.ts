@@ -23,13 +23,15 @@ import type { Check } from './check.ts';
 // byte counts modulo 2^32 over a ring whose size is a power of two, so they never need resetting.
 // A tensor that does not fit in the free room is transferred as before: nothing ever waits for the
 // ring. A ring is made the first time an envelope's tensors do not fit, twice the size of what that
-// envelope carried (at least MIN_RING_BYTES, at most MAX_RING_BYTES); it is sent with the first
-// envelope that uses it, and the receiver takes it up from that envelope on. The copy out keeps every
+// envelope carried (at least MIN_RING_BYTES, at most MAX_RING_BYTES: a link of every pair of 8
+// workers at its largest would hold 1 GiB, and beyond a few MiB a tensor's transfer costs little
+// next to its size); it is sent with the first envelope that uses it, and the receiver takes it up
+// from that envelope on. Its pages are touched only as tensors are written into it. The copy out keeps every
 // byte (a same-type typed array copy), so what arrives is bitwise what was sent.
 
 /** The smallest ring a link makes, and the largest: beyond, tensors are transferred as before. */
 export const MIN_RING_BYTES = 1 << 20;
-export const MAX_RING_BYTES = 64 << 20;
+export const MAX_RING_BYTES = 16 << 20;
 /** The first 8 bytes hold the receiver's end (an Int32, bytes modulo 2^32); the tensors follow. */
 const HEADER_BYTES = 8;
 

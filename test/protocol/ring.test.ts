@@ -170,7 +170,25 @@ describe('the tensor ring (Note [tensor ring])', () => {
     expect(b.ring!.buffer!.byteLength - 8).toBe(8 << 20);
     expect(receive(a).map(bits)).toEqual([bits(words32(n, 1))]);
     expect(receive(b).map(bits)).toEqual([bits(words32(n, 2))]);
-    expect(MIN_RING_BYTES).toBeLessThan(MAX_RING_BYTES);
+  });
+
+  it('grows no larger than MAX_RING_BYTES: a tensor larger than that is always transferred', () => {
+    const { send, receive } = pair();
+    const n = (12 << 20) / 4;
+    const a = send(words32(n, 1));
+    const b = send(words32(n, 2));
+    expect(b.ring!.buffer!.byteLength - 8).toBe(MAX_RING_BYTES);
+    const huge = MAX_RING_BYTES / 4 + 2;
+    const c = send(words32(huge, 3));
+    const d = send(words32(huge, 4));
+    expect([c.buffers.length, d.buffers.length, d.ring]).toEqual([1, 1, undefined]);
+    for (const [e, s, m] of [
+      [a, 1, n],
+      [b, 2, n],
+      [c, 3, huge],
+      [d, 4, huge],
+    ] as const)
+      expect(receive(e).map(bits)).toEqual([bits(words32(m, s))]);
   });
 
   it('takes a free storage of the pool for a tensor, unrecorded (the host records it on delivery)', () => {
