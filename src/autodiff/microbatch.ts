@@ -48,8 +48,11 @@ export interface SplitOptions {
    * runtime's feed storages (Note [feed storages] in src/runtime/feed-storage.ts), keyed by the
    * input's place in `inputs` and the shard's index. Every element is written.
    */
-  storage?: (key: number, dtype: DType, size: number) => Storage;
+  storage?: ShardStorage | undefined;
 }
+
+/** Where splitBatch makes a shard's copy of an input: by place (shard x input), dtype and size. */
+export type ShardStorage = (key: number, dtype: DType, size: number) => Storage;
 
 /** The sizes of `shards` contiguous shards of a batch: as equal as possible, the larger ones first. */
 export function shardSizes(batch: number, shards: number): number[] {

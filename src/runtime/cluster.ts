@@ -2,6 +2,7 @@ import type { Failpoint, FailpointAction } from '../actor/failpoint.ts';
 import type { HostLimits, HostStats, Message, TaskInfo, WaitingEntry } from '../actor/host.ts';
 import type { Report, StepStart, StepUpdate } from '../actor/messages.ts';
 import type { HostAction } from '../actor/task-queue.ts';
+import type { ShardStorage } from '../autodiff/microbatch.ts';
 import { type ErrorContext, WorkerError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
@@ -64,11 +65,11 @@ export interface Cluster {
   /** Feeds for a worker's input actors; the tensors are handed over (transferred). */
   send(worker: number, messages: Message[]): void;
   /**
-   * True when `send` never keeps a tensor: it copies it, or transfers it away by the end of the turn.
-   * The caller may then write again into a storage it sent once the step is over (Note [feed
-   * storages] in feed-storage.ts).
+   * Where the coordinator makes the feeds' shard copies it sends, on a cluster that never keeps a
+   * tensor it is sent (it copies it, or transfers it away by the end of the turn): the last step's
+   * storages, written again (Note [feed storages] in feed-storage.ts). Absent: fresh ones.
    */
-  readonly releasesSent?: boolean;
+  readonly feedStorage?: ShardStorage;
   /** Gives every host holding a parameter its own copy of the value (the caller keeps its tensors). */
   setParams(values: ReadonlyMap<number, Tensor>): Promise<void>;
   getParams(): Promise<Map<number, Tensor>>;

@@ -6,11 +6,11 @@ import type { DType, Storage } from '../tensor/tensor.ts';
 // step: on the MNIST MLP 400 KB, zero-filled, then written, then left to the collector, which on the
 // VMs this was measured on cost about half a millisecond of a 5 ms one-worker step (first touches of
 // fresh pages and the collections the buffers bring on: docs/measurements.md). A cluster that never
-// keeps what it is sent (`Cluster.releasesSent`: a link copies a tensor into its envelope or ring, or
-// transfers it away, detaching it) leaves the copy free to write again once the step is over. So the
-// runtime keeps the last storage of each (shard, input) and hands it back for the same place in the
-// next step while it is still attached and of the same size; one that was transferred away (its
-// length now 0) is replaced by a fresh one. A link is done with what it was sent by the end of the
+// keeps what it is sent (a LinkedCluster: a link copies a tensor into its envelope or ring, or
+// transfers it away, detaching it) leaves the copy free to write again once the step is over. So
+// such a cluster offers its `feedStorage`: it keeps the last storage of each (shard, input) and
+// hands it back for the same place in the next step while it is still attached and of the same size;
+// one that was transferred away (its length now 0) is replaced by a fresh one. A link is done with what it was sent by the end of the
 // turn that sent it (it flushes at the end of the turn), and the runtime makes a step's copies only
 // after the step before it has settled, in a later turn.
 

@@ -16,6 +16,7 @@ import type { Wire } from '../protocol/wire.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { TraceRecorder, type WorkerTrace } from '../trace/recorder.ts';
 import { type Cluster, type ClusterEvents, mergeOptimizerStates, type WaitingList } from './cluster.ts';
+import { FeedStorages } from './feed-storage.ts';
 
 /** `waiting()` serves a step timeout's error message: a hung host must not delay it. */
 const WAITING_TIMEOUT_MS = 250;
@@ -52,7 +53,7 @@ export interface HostCalls {
 export class LinkedCluster implements Cluster {
   readonly workers: number;
   /** A link copies what it sends into its envelope or ring, or transfers it (Note [feed storages]). */
-  readonly releasesSent = true;
+  readonly feedStorage = new FeedStorages().take;
   private gen = 0;
   private step = -1;
   private readonly dropped: number[];

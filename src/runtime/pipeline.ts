@@ -1,7 +1,7 @@
 import type { HostAction } from '../actor/task-queue.ts';
 import { InputError, ScheduleError } from '../errors.ts';
 import { label } from '../graph/graph.ts';
-import type { Plan } from '../partition/plan.ts';
+import type { CompileOptions, Plan } from '../partition/plan.ts';
 import { actionsOf, isCompute, type Schedule } from '../schedule/action.ts';
 import { checkRows } from '../schedule/action-rules.ts';
 import { checkPipelineConfig, SCHEDULE_KINDS, type ScheduleKind } from '../schedule/config.ts';
@@ -13,6 +13,7 @@ import {
   type StagePlacement,
 } from '../schedule/placement.ts';
 import { validateSchedule } from '../schedule/validate.ts';
+import type { RuntimeOptions } from './options.ts';
 
 /**
  * A schedule by name, a hand-written one (one action list per pipeline worker, placed by the
@@ -28,6 +29,35 @@ export interface ResolvedSchedule {
 
 function isScheduleKind(spec: unknown): spec is ScheduleKind {
   return typeof spec === 'string' && (SCHEDULE_KINDS as readonly string[]).includes(spec);
+}
+
+/**
+ * The runtime's options with their schedule checked (Note: before any worker starts) and the graph's
+ * placement set to its stages, or the options as they are without a schedule. Throws ScheduleError.
+ */
+export function scheduledOptions(options: RuntimeOptions): {
+  schedule: ResolvedSchedule | null;
+  compileOptions: CompileOptions;
+} {
+  if (options.schedule === undefined) return { schedule: null, compileOptions: options };
+  const replicas = options.replicas ?? 1;
+  const group = Math.max(1, Math.floor(options.workers / replicas));
+  const schedule = resolveSchedule(options.schedule, {
+    workers: group,
+    microbatches: options.microbatches ?? 1,
+    chunks: options.chunks,
+    stagePlacement: options.stagePlacement,
+  });
+  const placement = options.placement ?? 'stages';
+  if (placement !== 'stages' && placement !== 'manual') {
+    throw new ScheduleError(
+      `a pipeline schedule runs the graph cut into stages: placement must be 'stages' or 'manual', found '${placement}'`,
+      { rule: 'placement', expected: ['stages', 'manual'], found: placement },
+    );
+  }
+  const stagePlacement = schedule.stageWorkers;
+  const compileOptions = { ...options, placement, stages: stagePlacement.length, stagePlacement };
+  return { schedule, compileOptions };
 }
 
 /**

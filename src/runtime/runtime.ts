@@ -3,23 +3,22 @@ import type { HostStats } from '../actor/host.ts';
 import { bindFeeds, paramValues, type TensorMap } from '../autodiff/forward.ts';
 import { splitBatch } from '../autodiff/microbatch.ts';
 import { warnDisconnected } from '../autodiff/plan.ts';
-import { BackflowError, RuntimeClosedError, ScheduleError, WorkerError } from '../errors.ts';
+import { BackflowError, RuntimeClosedError, WorkerError } from '../errors.ts';
 import { checkGraph } from '../graph/check.ts';
 import { type Graph, label } from '../graph/graph.ts';
 import { initParams } from '../graph/params.ts';
 import type { OptimizerCheckpoint } from '../optim/optimizer.ts';
 import { clipScale, makeOptimizer } from '../optim/spec.ts';
-import { type CompileOptions, compile, type Plan } from '../partition/plan.ts';
+import { compile, type Plan } from '../partition/plan.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { assembleTrace, wallClock } from '../trace/recorder.ts';
 import { checkWorkerCount, hostLimits } from './budget.ts';
 import type { Cluster, ClusterEvents, WaitingList } from './cluster.ts';
 import { CLUSTERS } from './clusters.ts';
 import { DeferredUpdates } from './deferred-update.ts';
-import { FeedStorages } from './feed-storage.ts';
 import { Inference, type InferOptions, inferMessages, inferRequest } from './infer.ts';
 import { checkRuntimeOptions, type RuntimeOptions } from './options.ts';
-import { hostActions, type ResolvedSchedule, resolveSchedule } from './pipeline.ts';
+import { hostActions, scheduledOptions } from './pipeline.ts';
 import { handleReport, type ReportTarget } from './reports.ts';
 import {
   checkStepOptions,
@@ -75,8 +74,6 @@ export class Runtime {
   private readonly updates: DeferredUpdates;
   /** What the report handlers see of this runtime. */
   private readonly reports: ReportTarget;
-  /** Where the shards' copies of the feeds are made, on a cluster that keeps nothing it is sent. */
-  private readonly feedStorages: FeedStorages | null;
 
   private constructor(plan: Plan, cluster: Cluster, options: RuntimeOptions) {
     this.plan = plan;
@@ -85,7 +82,6 @@ export class Runtime {
     this.options = options;
     this.rules = stepRules(plan, options);
     this.stepTimeoutMs = options.stepTimeoutMs ?? 30_000;
-    this.feedStorages = cluster.releasesSent === true ? new FeedStorages() : null;
     const spec = options.optimizer;
     this.baseLr = spec === undefined ? null : (spec.lr ?? makeOptimizer(spec).lr);
     this.updates = new DeferredUpdates(cluster, plan.workers, this.stepTimeoutMs, (err) => {
@@ -119,32 +115,7 @@ export class Runtime {
     checkWorkerCount(options, CLUSTERS[mode].sameThread);
     const ops = await loadUserOps(graph, options.ops ?? [], !CLUSTERS[mode].sameThread);
     if (options.validate !== false) checkGraph(graph);
-    let schedule: ResolvedSchedule | null = null;
-    let compileOptions: CompileOptions = options;
-    if (options.schedule !== undefined) {
-      const replicas = options.replicas ?? 1;
-      const group = Math.max(1, Math.floor(options.workers / replicas));
-      // Note: the schedule, and its stage placement, are checked before any worker starts.
-      schedule = resolveSchedule(options.schedule, {
-        workers: group,
-        microbatches: options.microbatches ?? 1,
-        chunks: options.chunks,
-        stagePlacement: options.stagePlacement,
-      });
-      const placement = options.placement ?? 'stages';
-      if (placement !== 'stages' && placement !== 'manual') {
-        throw new ScheduleError(
-          `a pipeline schedule runs the graph cut into stages: placement must be 'stages' or 'manual', found '${placement}'`,
-          { rule: 'placement', expected: ['stages', 'manual'], found: placement },
-        );
-      }
-      compileOptions = {
-        ...options,
-        placement,
-        stages: schedule.stageWorkers.length,
-        stagePlacement: schedule.stageWorkers,
-      };
-    }
+    const { schedule, compileOptions } = scheduledOptions(options);
     const plan = compile(graph, compileOptions);
     warnDisconnected(graph, plan.grad, options.onWarning);
     const actions = schedule === null ? null : hostActions(plan, schedule.schedule);
@@ -190,12 +161,9 @@ export class Runtime {
       return Promise.reject(err);
     }
     return this.enqueue<StepResult>('step', (step, settle) => {
-      const microbatches = this.rules.microbatches;
-      const shards = splitBatch(this.graph, feeds, {
-        replicas: this.plan.replicas,
-        microbatches,
-        ...(this.feedStorages !== null ? { storage: this.feedStorages.take } : {}),
-      });
+      const { microbatches } = this.rules;
+      const [replicas, storage] = [this.plan.replicas, this.cluster.feedStorage];
+      const shards = splitBatch(this.graph, feeds, { replicas, microbatches, storage });
       this.trainingStep = options.step ?? this.trainingStep + 1;
       // Note [local update]: the hosts need the update's rate as the step starts.
       const localLr = this.rules.localUpdates
