@@ -1,57 +1,15 @@
-import { MessageChannel } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Message } from '../../src/actor/host.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import { SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
 import { decodeHostInputs } from '../../src/protocol/batch-reader.ts';
-import { Link, MAX_BATCH } from '../../src/protocol/link.ts';
-import { portWire } from '../../src/protocol/port-wire.ts';
+import { MAX_BATCH } from '../../src/protocol/link.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
+import { activation, closeChannels, channel as openChannel } from '../support/channel.ts';
 
 const limits = { nodes: 10, replicas: 1, workers: 2 };
+const channel = () => openChannel(limits);
 
-/** Worker 0's end and worker 1's end of a real MessageChannel; what worker 1 receives, decoded. */
-function channel() {
-  const { port1, port2 } = new MessageChannel();
-  const errors: ProtocolError[] = [];
-  const arrivals: ((messages: Message[]) => void)[] = [];
-  const sender = new Link(
-    portWire(port1),
-    0,
-    1,
-    () => 0,
-    () => {},
-    (e) => errors.push(e),
-  );
-  const raws: unknown[] = [];
-  const receiver = new Link(
-    portWire(port2),
-    1,
-    0,
-    () => 0,
-    (link, raw) => {
-      raws.push(raw);
-      arrivals.shift()!(decodeHostInputs(raw, link.edgeIn, 0, limits).messages as Message[]);
-    },
-    (e) => errors.push(e),
-  );
-  const next = () => new Promise<Message[]>((resolve) => arrivals.push(resolve));
-  open.push(sender, receiver);
-  return { sender, receiver, next, errors, raws };
-}
-const open: Link[] = [];
-afterEach(() => {
-  for (const l of open.splice(0)) l.close();
-});
-
-const activation = (tensor: Tensor, node = 5): Message => ({
-  kind: 'activation',
-  step: 1,
-  mb: 0,
-  replica: 0,
-  node,
-  tensor,
-});
+afterEach(closeChannels);
 
 function f32(words: number[]): Tensor {
   const data = new Float32Array(words.length);

@@ -1,7 +1,6 @@
 // Note [tensor ring]: large tensors between threads through a link's SharedArrayBuffer ring.
 import { MessageChannel } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import type { Message } from '../../src/actor/host.ts';
 import { ProtocolError } from '../../src/errors.ts';
 import { BatchWriter, SMALL_TENSOR_BYTES } from '../../src/protocol/batch.ts';
 import { decodeHostInputs } from '../../src/protocol/batch-reader.ts';
@@ -11,18 +10,10 @@ import { portWire } from '../../src/protocol/port-wire.ts';
 import { MAX_RING_BYTES, MIN_RING_BYTES, RingReader, RingWriter } from '../../src/protocol/ring.ts';
 import { installPool, StoragePool } from '../../src/tensor/pool.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
+import { activation, channel, closeChannels } from '../support/channel.ts';
 
 const limits = { nodes: 10, replicas: 1, workers: 2 };
 const EDGE = 'worker 0 -> worker 1';
-
-const activation = (tensor: Tensor, node = 5): Message => ({
-  kind: 'activation',
-  step: 1,
-  mb: 0,
-  replica: 0,
-  node,
-  tensor,
-});
 
 /** A float32 tensor of `n` elements whose bit patterns are `seed + i`, NaN payloads and -0 among them. */
 function words32(n: number, seed: number): Tensor {
@@ -64,43 +55,17 @@ const BIG = SMALL_TENSOR_BYTES / 4 + 1;
 
 describe('the tensor ring (Note [tensor ring])', () => {
   it('a link to a host sends large tensors through the ring once it has one: bit for bit, nothing transferred, the sender keeps its storage', async () => {
-    const { port1, port2 } = new MessageChannel();
-    const raws: Envelope[] = [];
-    const arrivals: ((ts: Tensor[]) => void)[] = [];
-    const sender = new Link(
-      portWire(port1),
-      0,
-      1,
-      () => 0,
-      () => {},
-      (e) => {
-        throw e;
-      },
-    );
-    const receiver = new Link(
-      portWire(port2),
-      1,
-      0,
-      () => 0,
-      (link, raw) => {
-        raws.push(raw as Envelope);
-        const ms = decodeHostInputs(raw, link.edgeIn, 0, limits, link.ringIn).messages;
-        arrivals.shift()!(ms.map((m) => (m as { tensor: Tensor }).tensor));
-      },
-      (e) => {
-        throw e;
-      },
-    );
+    const { sender, receiver, next, raws, errors } = channel(limits);
     try {
       expect(receiver.ringIn).not.toBeNull();
       for (let round = 0; round < 4; round++) {
         const sent = [words32(BIG + round, round), words64(BIG, round), words32(3, round)];
         const expected = sent.map(bits);
-        const arrived = new Promise<Tensor[]>((resolve) => arrivals.push(resolve));
+        const arrived = next();
         for (const [i, t] of sent.entries()) sender.push(activation(t, i));
-        const got = await arrived;
+        const got = (await arrived).map((m) => (m as { tensor: Tensor }).tensor);
         expect(got.map(bits)).toEqual(expected);
-        const raw = raws[round]!;
+        const raw = raws[round] as Envelope;
         if (round === 0) {
           // No ring yet: transferred, and a ring is made for the next envelope.
           expect(raw.buffers).toHaveLength(2);
@@ -114,9 +79,9 @@ describe('the tensor ring (Note [tensor ring])', () => {
           expect(sent.map(bits)).toEqual(expected);
         }
       }
+      expect(errors).toEqual([]);
     } finally {
-      sender.close();
-      receiver.close();
+      closeChannels();
     }
   });
 
