@@ -15,9 +15,9 @@ import { RING_AT, type RingWriter } from './ring.ts';
 // message on receipt, a message cost about 3 us (sender and receiver, between two worker threads).
 // So an envelope is columns: one Int32Array row per message (kind, step, microbatch, replica, node,
 // consumer, slot, dtype, where its bytes are, byte length, rank, then the dimensions), the bytes of
-// each small tensor copied into one payload buffer, large tensors still transferred whole (or, between threads, written into the link's
-// ring: Note [tensor ring] in ring.ts), and the
-// few messages that are not columns (step starts, failures, notices) as cloned objects. The receiver
+// each small tensor copied into one payload buffer, large tensors still transferred whole (or, to a
+// host on another thread, written into the link's ring: Note [tensor ring] in ring.ts), and the few
+// messages that are not columns (step starts, failures, notices) as cloned objects. The receiver
 // checks each column's range (a kind this sender may send, ids within the plan, byte lengths equal
 // to the shapes, payload offsets in order, nothing left over) and copies each small tensor out into
 // a fresh buffer it owns. With 1000 messages per envelope a message costs 0.16 us instead of 3.

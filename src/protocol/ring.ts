@@ -15,10 +15,9 @@ import type { Check } from './check.ts';
 // storage pool (a host, not the coordinator) sends large tensors through a ring: a SharedArrayBuffer
 // that the sender writes tensors into, one after another, and the receiver copies them out of into
 // storages of its own pool as it decodes the envelope. The envelope names each such tensor by its
-// offset in the ring (its row's place is RING_AT; the offsets are listed in row order beside the
-// rows) instead of a buffer, and says where the sender's writing ended; once the
-// receiver has decoded the envelope it stores that end in the ring's first word, which frees what is
-// before it. The sender writes only into room the receiver has freed (a tensor never wraps: when it
+// offset in the ring instead of a buffer (its row's place is RING_AT; the offsets are listed in row
+// order beside the rows), and says where the sender's writing ended; once the receiver has decoded
+// the envelope it stores that end in the ring's first word, which frees what is before it. The sender writes only into room the receiver has freed (a tensor never wraps: when it
 // does not fit before the end of the ring, the writing starts over at the front), and positions are
 // byte counts modulo 2^32 over a ring whose size is a power of two, so they never need resetting.
 // A tensor that does not fit in the free room is transferred as before: nothing ever waits for the
@@ -26,8 +25,9 @@ import type { Check } from './check.ts';
 // envelope carried (at least MIN_RING_BYTES, at most MAX_RING_BYTES: a link of every pair of 8
 // workers at its largest would hold 1 GiB, and beyond a few MiB a tensor's transfer costs little
 // next to its size); it is sent with the first envelope that uses it, and the receiver takes it up
-// from that envelope on. Its pages are touched only as tensors are written into it. The copy out keeps every
-// byte (a same-type typed array copy), so what arrives is bitwise what was sent.
+// from that envelope on. Its pages are touched only as tensors are written into it. The copy out
+// keeps every byte (a same-type typed array copy), so what arrives is bitwise what was sent. The
+// rings are not counted in a host's memory budget (Note [memory budget]).
 
 /** The smallest ring a link makes, and the largest: beyond, tensors are transferred as before. */
 export const MIN_RING_BYTES = 1 << 20;

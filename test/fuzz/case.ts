@@ -36,6 +36,7 @@ export const FEATURE_DOCS = {
   masks: "where over comparisons' and constant 0/1 masks, argmax as indices",
   manyMicrobatches:
     'pipeline schedules with up to 8x as many microbatches as workers, not a multiple of them (every kind within its rule)',
+  wide: "on threads, half the cases with a stem 65-96 wide: its [n, n] parameter, the parameter's gradient contributions and copies pass 16 KiB, so between hosts they travel through the links' rings (Note [tensor ring])",
 } as const;
 
 export type Feature = keyof typeof FEATURE_DOCS;

@@ -362,7 +362,14 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
     },
   };
   if (schedule !== undefined && features.has('manyMicrobatches')) manyMicrobatches(c, schedule, group);
+  if (threads && features.has('wide')) wide(c);
   return c;
+}
+
+/** Half the time, a stem 65-96 wide (Note [tensor ring]), from a stream of its own. */
+function wide(c: FuzzCase): void {
+  const rng = rngFor(c.seed, -4);
+  if (rng.next() < 0.5) c.width = 65 + rng.int(32);
 }
 
 /**
