@@ -256,6 +256,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
   const wrt = params.filter(() => !g.maybe('frozenParam', 0.3));
   for (const x of inputs) if (g.maybe('wrtInputs', 0.5)) wrt.push(x.name!);
   if (c.run.optimizer !== undefined) g.used.add('optimizer');
+  if (c.features.includes('wide') && c.width > 64) g.used.add('wide');
   if (c.run.schedule !== undefined) g.used.add('schedules');
   if (
     c.run.schedule === 'gpipe-v' ||

@@ -82,10 +82,10 @@ describe('the fuzz generator', () => {
     expect(listOps().filter((op) => !covered.has(op))).toEqual([]);
   });
 
-  it('draws every op and uses every feature over 300 cases with every feature on', () => {
+  it('draws every op and uses every feature over 300 cases with every feature on (and 20 on threads)', () => {
     const drawn = new Set<string>();
     const used = new Set<Feature>();
-    for (const c of cases(300, 0, FEATURES, 'in-process')) {
+    for (const c of [...cases(300, 0, FEATURES, 'in-process'), ...cases(20, 0, FEATURES, 'threads')]) {
       const built = buildCase(c);
       for (const op of built.graph.nodes.map((n) => n.op)) drawn.add(op);
       for (const f of built.used) used.add(f);
