@@ -50,7 +50,6 @@ export interface RingMark {
 
 /** The sending end of a link's ring (Note [tensor ring]). */
 export class RingWriter {
-  private buffer: SharedArrayBuffer | null = null;
   private freed: Int32Array | null = null;
   private bytes: Uint8Array | null = null;
   private size = 0;
@@ -100,7 +99,7 @@ export class RingWriter {
     const mark: RingMark | null = !used
       ? null
       : this.fresh
-        ? { buffer: this.buffer!, at: this.at, end: this.written }
+        ? { buffer: this.bytes!.buffer as SharedArrayBuffer, at: this.at, end: this.written }
         : { at: this.at, end: this.written };
     if (used) {
       this.fresh = false;
@@ -110,9 +109,9 @@ export class RingWriter {
     if (this.missed > 0 && want > this.size && this.size < MAX_RING_BYTES) {
       let size = Math.max(MIN_RING_BYTES, this.size * 2);
       while (size < want && size < MAX_RING_BYTES) size *= 2;
-      this.buffer = new SharedArrayBuffer(HEADER_BYTES + size);
-      this.freed = new Int32Array(this.buffer, 0, 1);
-      this.bytes = new Uint8Array(this.buffer);
+      const buffer = new SharedArrayBuffer(HEADER_BYTES + size);
+      this.freed = new Int32Array(buffer, 0, 1);
+      this.bytes = new Uint8Array(buffer);
       this.size = size;
       this.written = 0;
       this.fresh = true;

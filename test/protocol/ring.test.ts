@@ -126,6 +126,21 @@ describe('the tensor ring (Note [tensor ring])', () => {
     expect(receive(again).map(bits)).toEqual([bits(words32(n, 6))]);
   });
 
+  it('an envelope refused halfway still frees its room: the ring is not left short', () => {
+    const { send, receive } = pair();
+    const n = (300 * 1024) / 4;
+    receive(send(words32(n, 1)));
+    const refused = send(words32(n, 2));
+    expect(refused.ring!.at).toEqual([0]);
+    // A trailing offset: refused after its tensor was copied out.
+    expect(() => receive({ ...refused, ring: { ...refused.ring!, at: [0, 0] } })).toThrow(ProtocolError);
+    send(words32(n, 3));
+    send(words32(n, 4));
+    // Freed up to the refused envelope's end, the fifth fits at the front; held, it would be transferred.
+    const fifth = send(words32(n, 5));
+    expect(fifth.ring?.at).toEqual([0]);
+  });
+
   it('an envelope larger than half the ring makes a larger one, announced with the next envelope', () => {
     const { send, receive } = pair();
     const n = (3 << 20) / 4;
