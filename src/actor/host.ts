@@ -234,6 +234,11 @@ export class Host<T = Tensor> {
     if (action === 'run') effects.push(...this.update(u));
   }
 
+  /** Whether a gradient this host reports is still open this step (Note [report cadence] in host-shell.ts). */
+  reportsOpen(): boolean {
+    return this.params.reportsOpen;
+  }
+
   /**
    * Whether this host decides the step's update itself and every gradient and loss it needs is in
    * (Note [local update]): the shell then sends what is queued and calls `decide`.

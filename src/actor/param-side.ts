@@ -28,6 +28,8 @@ export class ParamSide<T> {
   private readonly updates: Updates<T>;
   /** Note [local update]: the step's rule, losses and sums of squares, when this host decides its update. */
   private readonly local = new LocalUpdate();
+  /** Reporting copies held here whose gradient of the step has not closed yet (Note [report cadence]). */
+  private open = 0;
 
   /** `whenKept`: a gradient was kept for the update (a pending update may now run). */
   constructor(
@@ -124,6 +126,12 @@ export class ParamSide<T> {
   /** Starts a training step (null: an inference step): its rule when this host decides its own update. */
   begin(start: StepStart | null): void {
     this.local.start(this.updates.active ? start : null, this.plan.replicas);
+    this.open = 0;
+  }
+
+  /** Whether a reporting copy held here still waits for contributions this step (Note [report cadence]). */
+  get reportsOpen(): boolean {
+    return this.open > 0;
   }
 
   /** Whether this host decides the step's update itself (Note [local update]). */
@@ -134,6 +142,7 @@ export class ParamSide<T> {
   /** Starts parameter `param`'s step: the gradient of one the loss does not depend on is zero. */
   start(param: ParamActor<T>, start: StepStart, effects: HostEffect<T>[]): void {
     param.start(start.microbatches, this.plan.replicas);
+    if (param.primary && !param.closed) this.open++;
     if (param.closed && this.updates.active && this.trainable.has(param.node)) {
       // So the optimizer still steps it (as the reference does).
       this.updates.keep(param.node, this.zeros(param.node));
@@ -169,6 +178,7 @@ export class ParamSide<T> {
     }
     const total = param.receive(this.engine.ops, replica, mb, cell, value);
     if (total === null) return;
+    if (param.primary) this.open--;
     // The parameter's gradient context closed: keep it for the optimizer here, or report it (one
     // copy reports: Note [parameter placement]).
     if (this.updates.active) {

@@ -75,13 +75,14 @@ export class Link {
 
   /**
    * Queues a message for this turn's envelope. Its tensor is handed over: copied into the envelope
-   * when small, transferred when large (Note [columnar envelope]).
+   * when small, transferred when large (Note [columnar envelope]). `hold`: no flush is scheduled
+   * for it; it leaves with the next message pushed without, or the next `flush`.
    */
-  push(message: HostInput<Tensor> | HostOutput<Tensor>): void {
+  push(message: HostInput<Tensor> | HostOutput<Tensor>, hold = false): void {
     if (this.closed) return;
     this.batch.add(message);
     if (this.batch.count >= MAX_BATCH) this.flush();
-    else if (!this.scheduled) {
+    else if (!hold && !this.scheduled) {
       this.scheduled = true;
       queueMicrotask(() => this.flush());
     }

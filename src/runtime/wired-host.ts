@@ -50,8 +50,8 @@ class ShellLinks implements Outbox {
     link.push(message);
   }
 
-  report(message: HostOutput<Tensor>): void {
-    this.coordinator.push(message);
+  report(message: HostOutput<Tensor>, hold = false): void {
+    this.coordinator.push(message, hold);
   }
 
   flush(): void {

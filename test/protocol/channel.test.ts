@@ -84,6 +84,31 @@ describe('tensors through a real MessageChannel', () => {
     expect((await second).map((m) => (m as { tensor: Tensor }).tensor.data[0])).toEqual([MAX_BATCH]);
   });
 
+  it('a held message waits for the next one pushed without, or a flush, and keeps its place (Note [report cadence])', async () => {
+    const { sender, next } = channel();
+    let posts = 0;
+    sender.aroundPost = (post) => {
+      posts++;
+      post();
+    };
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const first = next();
+    sender.push(activation(f32([1]), 1), true);
+    sender.push(activation(f32([2]), 2), true);
+    await turn();
+    expect(posts).toBe(0);
+    sender.push(activation(f32([3]), 3));
+    expect((await first).map((m) => m.node)).toEqual([1, 2, 3]);
+    expect(posts).toBe(1);
+    const second = next();
+    sender.push(activation(f32([4]), 4), true);
+    await turn();
+    expect(posts).toBe(1);
+    sender.flush();
+    expect((await second).map((m) => m.node)).toEqual([4]);
+    expect(posts).toBe(2);
+  });
+
   it('two tensors on one buffer in one envelope (a reshape alias): both arrive, on buffers of their own', async () => {
     const { sender, next } = channel();
     for (const n of [4, SMALL_TENSOR_BYTES]) {

@@ -52,4 +52,37 @@ describe.each(['threads', 'loopback'] as const)('step marks, %s', (mode) => {
       await rt.close();
     }
   });
+
+  it("a host's loss and sums of squares leave in one envelope, with its last (Note [report cadence])", async () => {
+    const model = mlp();
+    const rt = await createRuntime(model.graph, {
+      mode,
+      workers: 2,
+      replicas: 2,
+      params: model.params,
+      optimizer: { name: 'sgd', lr: 0.1 },
+      trace: true,
+    });
+    try {
+      await rt.step(model.feeds(8));
+      const { trace } = await rt.step(model.feeds(8, 4));
+      const marks = trace!.marks!;
+      let spread = 0;
+      for (const w of [0, 1]) {
+        const reports = marks.filter(
+          (m) => m.worker === w && m.what === 'report' && m.step === 2 && m.report !== 'updated',
+        );
+        const posts = marks.filter((m) => m.worker === w && m.what === 'post' && m.peer === COORDINATOR);
+        const [first, last] = [reports[0]!, reports.at(-1)!];
+        // The gradients a host reports close in more than one turn (so the reports could spread) ...
+        spread += last.time > first.time ? 1 : 0;
+        // ... yet none of its envelopes to the coordinator leaves between its first and last report.
+        expect(posts.filter((p) => p.time >= first.time && p.time < last.time)).toEqual([]);
+        expect(posts.some((p) => p.time >= last.time)).toBe(true);
+      }
+      expect(spread).toBeGreaterThan(0);
+    } finally {
+      await rt.close();
+    }
+  });
 });
