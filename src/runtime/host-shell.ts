@@ -42,7 +42,7 @@ export const SLICE_MS = 3;
 // last report is in. Sent at the end of each turn, they left one envelope per gradient closed: on
 // the MNIST MLP, data-parallel over two workers with parameters sharded, the coordinator took about
 // ten envelopes a step, each waking its thread. On the 2-vCPU machine measured, a post to a
-// sleeping thread costs its sender about 20 us and the receiver's wake-up as much again, and that
+// sleeping thread costs its sender about 20 us and the receiver wakes some 35 us later, and that
 // step kept both cores busy (docs/measurements.md). So while a gradient this host reports is still
 // open in the step, a scalar report waits in the link's envelope (`hold`): it leaves with the next
 // message that does not wait (the report of the last gradient to close, a gradient's tensor, a
