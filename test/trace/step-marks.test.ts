@@ -6,21 +6,31 @@ import { createRuntime } from '../../src/runtime/runtime.ts';
 import type { StepMark } from '../../src/trace/trace.ts';
 import { mlp } from '../support/models.ts';
 
+/** Two data-parallel steps of the MLP, sharded, traced: the runtime (to close) and the marks of the second. */
+async function secondStep(mode: 'threads' | 'loopback') {
+  const model = mlp();
+  const rt = await createRuntime(model.graph, {
+    mode,
+    workers: 2,
+    replicas: 2,
+    params: model.params,
+    optimizer: { name: 'sgd', lr: 0.1 },
+    trace: true,
+  });
+  try {
+    await rt.step(model.feeds(8));
+    const { trace } = await rt.step(model.feeds(8, 4));
+    return { rt, marks: trace!.marks! };
+  } catch (err) {
+    await rt.close();
+    throw err;
+  }
+}
+
 describe.each(['threads', 'loopback'] as const)('step marks, %s', (mode) => {
   it('every host marks its start, its reports and its envelopes; the coordinator its start and update', async () => {
-    const model = mlp();
-    const rt = await createRuntime(model.graph, {
-      mode,
-      workers: 2,
-      replicas: 2,
-      params: model.params,
-      optimizer: { name: 'sgd', lr: 0.1 },
-      trace: true,
-    });
+    const { rt, marks } = await secondStep(mode);
     try {
-      await rt.step(model.feeds(8));
-      const { trace } = await rt.step(model.feeds(8, 4));
-      const marks = trace!.marks!;
       const of = (worker: number, what: StepMark['what']) =>
         marks.filter((m) => m.worker === worker && m.what === what && m.step === 2);
       // The coordinator: the start, after the trace's origin, then the update once every report is in.
@@ -54,19 +64,8 @@ describe.each(['threads', 'loopback'] as const)('step marks, %s', (mode) => {
   });
 
   it("a host's loss and sums of squares leave in one envelope, with its last (Note [report cadence])", async () => {
-    const model = mlp();
-    const rt = await createRuntime(model.graph, {
-      mode,
-      workers: 2,
-      replicas: 2,
-      params: model.params,
-      optimizer: { name: 'sgd', lr: 0.1 },
-      trace: true,
-    });
+    const { rt, marks } = await secondStep(mode);
     try {
-      await rt.step(model.feeds(8));
-      const { trace } = await rt.step(model.feeds(8, 4));
-      const marks = trace!.marks!;
       let spread = 0;
       for (const w of [0, 1]) {
         const reports = marks.filter(
