@@ -1,7 +1,7 @@
 import type { GradientCells } from '../autodiff/plan.ts';
 import { InputError } from '../errors.ts';
 import { CONST, PARAM } from '../graph/columns.ts';
-import { edgeGradient, type Plan } from '../partition/plan.ts';
+import { edgeGradients, type Plan } from '../partition/plan.ts';
 import type { ValueEngine } from './engine.ts';
 import type { FlowControl } from './flow-control.ts';
 import type { HostEffect, HostStats, Message } from './host-types.ts';
@@ -37,6 +37,8 @@ export class Router<T> {
   private microbatches = 0;
   /** `needs`' arrays, one per arity. */
   private readonly needsByArity: boolean[][] = [];
+  /** `edgeGradient` of the plan, looked up once. */
+  private readonly carriesGradient: (consumer: number, slot: number) => boolean;
 
   constructor(
     private readonly plan: Plan,
@@ -50,6 +52,7 @@ export class Router<T> {
     const { graph, placement } = plan;
     this.nodes = graph.size;
     this.cells = plan.grad.cells;
+    this.carriesGradient = edgeGradients(plan);
     for (const id of plan.params) {
       const copies = plan.paramWorkers.get(id)!;
       if (copies.length > 1) (this.copies ??= new Map()).set(id, copies);
@@ -106,7 +109,7 @@ export class Router<T> {
     const { inputStart } = this.plan.graph.columns;
     const arity = inputStart[id + 1]! - inputStart[id]!;
     const needs = (this.needsByArity[arity] ??= new Array<boolean>(arity).fill(false));
-    for (let s = 0; s < arity; s++) needs[s] = edgeGradient(this.plan, id, s);
+    for (let s = 0; s < arity; s++) needs[s] = this.carriesGradient(id, s);
     return needs;
   }
 

@@ -6,7 +6,7 @@ import { type Graph, label, type Node } from '../graph/graph.ts';
 import { type OpDef, savesInput } from '../ops/op.ts';
 import { bytesPerElement } from '../tensor/tensor.ts';
 import { channelWindow, type FlowSettings, sinkWorkers } from './channels.ts';
-import { edgeGradient, type Plan, paramWorkers } from './plan.ts';
+import { edgeGradients, type Plan, paramWorkers } from './plan.ts';
 
 // Note [memory budget]
 // Every worker has a budget of tensor bytes (`memoryLimitMb`; by default half of the machine's memory
@@ -182,6 +182,7 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
   // runtime's start, and node objects are made (Note [nodes on first read]) only for what it names.
   const { inputStart, inputIds, kinds, shapes } = graph.columns;
   const { saved, savesOutput } = edgeFacts(graph);
+  const carriesGradient = edgeGradients(plan);
   const bytes = new Float64Array(graph.size);
   for (let id = 0; id < graph.size; id++) {
     let size = bytesPerElement(graph.dtypeOf(id));
@@ -223,7 +224,7 @@ export function estimateMemory(plan: Plan, options: MemoryOptions): WorkerMemory
       let runsVjp = false;
       for (let s = 0; s < arity; s++) {
         const input = inputIds[i0 + s]!;
-        if (edgeGradient(plan, id, s)) {
+        if (carriesGradient(id, s)) {
           contributions += bytes[input]!;
           runsVjp = true;
         }

@@ -415,13 +415,22 @@ export function consumerLists(n: number, edges: ConsumerEdges): [number, number]
 
 /** How many gradient contributions travel on the edge (consumer, slot) per microbatch: 1 or 0. */
 export function edgeGradient(plan: Plan, consumer: number, slot: number): boolean {
+  return edgeGradients(plan)(consumer, slot);
+}
+
+/**
+ * `edgeGradient` of one plan, its columns looked up once: for a pass over every edge of a large
+ * graph (the memory estimate), where a lookup per edge costs as much as the rest of the pass.
+ */
+export function edgeGradients(plan: Plan): (consumer: number, slot: number) => boolean {
   const { inputStart, inputIds } = plan.graph.columns;
-  const edge = inputStart[consumer]! + slot;
   const { needsGrad } = plan.grad;
   // Note [edge facts]: whether the op lets a gradient through, without its definition.
-  return (
-    needsGrad[consumer] === 1 && needsGrad[inputIds[edge]!] === 1 && edgeFacts(plan.graph).carries[edge] === 1
-  );
+  const { carries } = edgeFacts(plan.graph);
+  return (consumer, slot) => {
+    const edge = inputStart[consumer]! + slot;
+    return needsGrad[consumer] === 1 && needsGrad[inputIds[edge]!] === 1 && carries[edge] === 1;
+  };
 }
 
 // Note [parameter placement]

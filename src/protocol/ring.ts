@@ -17,9 +17,10 @@ import type { Check } from './check.ts';
 // storages of its own pool as it decodes the envelope. The envelope names each such tensor by its
 // offset in the ring instead of a buffer (its row's place is RING_AT; the offsets are listed in row
 // order beside the rows), and says where the sender's writing ended; once the receiver has decoded
-// the envelope it stores that end in the ring's first word, which frees what is before it. The sender writes only into room the receiver has freed (a tensor never wraps: when it
-// does not fit before the end of the ring, the writing starts over at the front), and positions are
-// byte counts modulo 2^32 over a ring whose size is a power of two, so they never need resetting.
+// the envelope it stores that end in the ring's first word, which frees what is before it. The
+// sender writes only into room the receiver has freed (a tensor never wraps: when it does not fit
+// before the end of the ring, the writing starts over at the front), and positions are byte counts
+// modulo 2^32 over a ring whose size is a power of two, so they never need resetting.
 // A tensor that does not fit in the free room is transferred as before: nothing ever waits for the
 // ring. A ring is made the first time an envelope's tensors do not fit, twice the size of what that
 // envelope carried (at least MIN_RING_BYTES, at most MAX_RING_BYTES: a link of every pair of 8

@@ -10,9 +10,10 @@ import type { DType, Storage } from '../tensor/tensor.ts';
 // transfers it away, detaching it) leaves the copy free to write again once the step is over. So
 // such a cluster offers its `feedStorage`: it keeps the last storage of each (shard, input) and
 // hands it back for the same place in the next step while it is still attached and of the same size;
-// one that was transferred away (its length now 0) is replaced by a fresh one. A link is done with what it was sent by the end of the
-// turn that sent it (it flushes at the end of the turn), and the runtime makes a step's copies only
-// after the step before it has settled, in a later turn.
+// one that was transferred away (its length now 0) is replaced by a fresh one. A link is done with
+// what it was sent by the end of the turn that sent it (it flushes at the end of the turn; only a
+// host holds messages back, its scalar reports: Note [report cadence] in host-shell.ts), and the
+// runtime makes a step's copies only after the step before it has settled, in a later turn.
 
 /** The coordinator's storages for feed shards (Note [feed storages]). */
 export class FeedStorages {
