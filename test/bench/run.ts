@@ -1,7 +1,9 @@
 /**
  * `npm run bench -- <suite> [<suite>...] [--json] [--runs N] [--<suite flag>...]`
  *
- * Runs the named suites in order. Without a suite name (or with --help) it lists the suites.
+ * Runs the named suites in order, with a `machine` line before each and after the last: a compute
+ * probe that says how steady the machine was meanwhile (machine.ts). Without a suite name (or with
+ * --help) it lists the suites.
  * Exit code 2 for a usage error (unknown suite or flag), 1 when a suite throws.
  */
 import {
@@ -12,6 +14,7 @@ import {
   type Suite,
   tableHeader,
 } from './harness.ts';
+import { machineProbe } from './machine.ts';
 import { actorsSuite } from './suites/actors.ts';
 import { clusterSuite } from './suites/cluster.ts';
 import { graphSuite } from './suites/graph.ts';
@@ -118,9 +121,12 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const emit = (result: BenchResult) => console.log(args.json ? formatJson(result) : formatTable(result));
   if (!args.json) console.log(tableHeader());
+  // How steady the machine was around each suite (machine.ts).
   for (const suite of suites) {
+    emit(machineProbe(`before ${suite.name}`));
     await suite.run(createContext({ suite: suite.name, flags: args.flags, runs: args.runs, emit }));
   }
+  emit(machineProbe('after the last suite'));
   return 0;
 }
 
