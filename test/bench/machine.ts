@@ -45,7 +45,7 @@ function slice(seed: number): number {
 }
 
 /** Microseconds a page to touch `FRESH_PAGES` pages of a new WebAssembly memory once each. */
-function freshPageUs(): number {
+export function freshPageUs(): number {
   const memory = new WasmMemory({ initial: (FRESH_PAGES * PAGE) / 65536 });
   const bytes = new Uint8Array(memory.buffer);
   const t0 = performance.now();

@@ -12,7 +12,11 @@
  * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total, timed after the
  * engine's runs so that their garbage is not collected in them (`peak_rss_mb` is the engine's,
  * `peak_rss_with_checks_mb` the child's at the end). `cpu_ms` is the CPU time of the total: on a
- * shared machine it moves less with the load than the wall time does.
+ * shared machine it moves less with the load than the wall time does. `minor_faults` are the fresh
+ * pages the total touched; `faults_ms` what they cost at the price of a fresh page measured in the
+ * child (`fresh_page_us`, machine.ts), and `total_less_faults_ms` the total without that cost: an
+ * estimate of the total where a fresh page is nearly free (an upper bound on the saving, since a
+ * fault taken by a collector thread may overlap the main thread's work).
  *
  * Two cases per size. `built` is what a user of the package runs: this file and the sources it
  * imports compiled by tsc with tsconfig.build.json (the package's build) into a temporary directory,
@@ -32,6 +36,7 @@ import { initParams } from '../../../src/graph/params.ts';
 import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
 import { buildInto, execFileAsync } from '../built.ts';
 import { type BenchContext, type BenchResult, median, round, type Suite } from '../harness.ts';
+import { freshPageUs } from '../machine.ts';
 
 const LEVEL_NODES = 7;
 const PARAM_EVERY = 1000;
@@ -75,9 +80,12 @@ interface RunTimes {
   loss: number;
   /** CPU time (user + system, every thread: the collector's helpers too) of build and valueAndGrad. */
   cpu: number;
+  /** Minor page faults of the process (every thread) during build and valueAndGrad: fresh pages touched. */
+  faults: number;
 }
 
 function runOnce(target: number): RunTimes {
+  const f0 = process.resourceUsage().minorPageFault;
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const graph = chainGraph(target);
@@ -91,6 +99,7 @@ function runOnce(target: number): RunTimes {
   const result = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} })({}, params);
   const t4 = performance.now();
   const c4 = process.cpuUsage(c3);
+  const f4 = process.resourceUsage().minorPageFault;
   if (!Number.isFinite(result.value.item()) || result.value.item() !== loss)
     throw new Error(`graph bench: loss ${result.value.item()} vs ${loss}`);
   return {
@@ -100,6 +109,9 @@ function runOnce(target: number): RunTimes {
     vag: t4 - t3,
     loss,
     cpu: (c1.user + c1.system + c4.user + c4.system) / 1000,
+    // The evaluate between the two is outside the total, but its faults are few (values it makes are
+    // the size of the ones valueAndGrad makes, and those pages are reused).
+    faults: f4 - f0,
   };
 }
 
@@ -141,6 +153,7 @@ function child(target: number, runs: number, full: boolean): void {
   const rssChecks = process.resourceUsage().maxRSS / 1024;
   const result: ChildResult = {
     samples,
+    fresh_page_us: median(Array.from({ length: 5 }, freshPageUs)),
     checks,
     peak_rss_mb: rss,
     peak_rss_all_runs_mb: rssAll,
@@ -157,6 +170,8 @@ const SIZES: readonly (readonly [number, number])[] = [
 
 interface ChildResult {
   samples: RunTimes[];
+  /** What touching a fresh page costs in the child (machine.ts). */
+  fresh_page_us: number;
   checks: CheckTimes[];
   peak_rss_mb: number;
   peak_rss_all_runs_mb: number;
@@ -218,9 +233,25 @@ function report(ctx: BenchContext, name: string, child: ChildResult, full: boole
     total_ms: round(median(total)),
     ns_per_node: round((median(total) * 1e6) / nodes, 1),
     cpu_ms: med((s) => s.cpu),
+    ...faultFigures(samples, child.fresh_page_us),
     peak_rss_mb: round(child.peak_rss_mb, 1),
     peak_rss_all_runs_mb: round(child.peak_rss_all_runs_mb, 1),
     ...(full ? checks : {}),
+  };
+}
+
+/**
+ * The page faults of the total and what they cost at the child's measured price of a fresh page:
+ * `total_less_faults_ms` is the total with that cost taken out, an estimate of the total on a machine
+ * where a fresh page is nearly free (bare metal; on the VMs measured here a fault costs 10-15 us).
+ */
+function faultFigures(samples: readonly RunTimes[], pageUs: number): Record<string, number> {
+  const faults = median(samples.map((s) => s.faults));
+  return {
+    minor_faults: faults,
+    fresh_page_us: round(pageUs, 2),
+    faults_ms: round((faults * pageUs) / 1000),
+    total_less_faults_ms: round(median(samples.map((s) => s.build + s.vag - (s.faults * pageUs) / 1000))),
   };
 }
 
