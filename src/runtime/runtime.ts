@@ -162,8 +162,11 @@ export class Runtime {
     }
     return this.enqueue<StepResult>('step', (step, settle) => {
       const { microbatches } = this.rules;
-      const [replicas, storage] = [this.plan.replicas, this.cluster.feedStorage];
-      const shards = splitBatch(this.graph, feeds, { replicas, microbatches, storage });
+      const shards = splitBatch(this.graph, feeds, {
+        replicas: this.plan.replicas,
+        microbatches,
+        storage: this.cluster.feedStorage,
+      });
       this.trainingStep = options.step ?? this.trainingStep + 1;
       // Note [local update]: the hosts need the update's rate as the step starts.
       const localLr = this.rules.localUpdates

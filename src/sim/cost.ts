@@ -2,7 +2,7 @@ import type { TaskInfo } from '../actor/host.ts';
 import type { Node } from '../graph/graph.ts';
 import type { TypeInfo } from '../ops/op.ts';
 import { getOp } from '../ops/registry.ts';
-import { edgeGradient, type Plan } from '../partition/plan.ts';
+import { edgeGradients, type Plan } from '../partition/plan.ts';
 import { phaseOf, type Trace } from '../trace/trace.ts';
 import {
   aloneMs,
@@ -81,11 +81,12 @@ export function stageCosts(
     backward: new Int32Array(stages).fill(-1),
     weight: new Int32Array(stages).fill(-1),
   };
+  const carriesGradient = edgeGradients(plan);
   for (const node of plan.graph.nodes) {
     const s = plan.stageOf[node.id]!;
     if (s < 0 || node.op === 'param' || node.op === 'const') continue;
     anchor.forward[s] = node.id;
-    const grads = node.inputs.map((_, slot) => edgeGradient(plan, node.id, slot));
+    const grads = node.inputs.map((_, slot) => carriesGradient(node.id, slot));
     if (grads.includes(true)) anchor.backward[s] = node.id;
     if (grads.some((g, slot) => g && plan.graph.nodes[node.inputs[slot]!]!.op === 'param'))
       anchor.weight[s] = node.id;
