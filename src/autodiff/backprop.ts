@@ -39,7 +39,8 @@ export function sweep<T>(
   seed: T,
   hooks: SweepHooks<T>,
 ): Map<number, T> {
-  const nodes = graph.nodes;
+  // The node whose VJP runs, read from the columns: runVjp does not keep it.
+  const read = graph.reader();
   const defs = graph.defs;
   const { needsGrad } = plan;
   const { first, slotBase, cell } = plan.cells;
@@ -60,7 +61,7 @@ export function sweep<T>(
     const needs = edgesNeedingGrad(cell, base, slotBase[id + 1]! - base);
     if (needs !== null) {
       at.id = id;
-      const contributions = runVjp(ops, nodes[id]!, g, needs, hooks, defs[id], at);
+      const contributions = runVjp(ops, read(id), g, needs, hooks, defs[id], at);
       for (let s = 0; s < contributions.length; s++) {
         const value = contributions[s];
         if (value === null || value === undefined) continue;

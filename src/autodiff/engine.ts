@@ -48,10 +48,11 @@ function runForward(
   run: RunContext,
   kept: KeptValues | null = null,
 ) {
-  const nodes = graph.nodes;
+  // Node objects only for leaves (which a graph keeps); a computed node is read from the columns.
+  const read = graph.reader();
   const defs = graph.defs;
   const { inputStart, inputIds, shapes } = graph.columns;
-  const n = nodes.length;
+  const n = graph.size;
   const mask = table.mask;
   // Counted down as readers run: a copy per call.
   const uses = table.uses.slice();
@@ -61,16 +62,15 @@ function runForward(
   const argsOf: Tensor[][] = [];
   for (let id = 0; id < n; id++) {
     if (mask[id] === 0) continue;
-    const node = nodes[id]!;
     const def = defs[id];
     const start = inputStart[id]!;
     const end = inputStart[id + 1]!;
     let value: Tensor;
-    if (def === undefined) value = leafValue(node, feeds, params);
+    if (def === undefined) value = leafValue(graph.nodeAt(id), feeds, params);
     else {
       const args = (argsOf[end - start] ??= new Array<Tensor>(end - start));
       for (let e = start; e < end; e++) args[e - start] = values[inputIds[e]!] as Tensor;
-      value = computeNode(node, args, bindings, run, def);
+      value = computeNode(read(id), args, bindings, run, def);
     }
     values[id] = value;
     meter.add(value);
@@ -105,7 +105,7 @@ function forwardTable(graph: Graph, mask: Uint8Array): ForwardTable {
   const inputs: Node[] = [];
   for (let id = 0; id < graph.size; id++) {
     if (mask[id] === 0) continue;
-    if (kinds[id] === INPUT) inputs.push(graph.nodes[id]!);
+    if (kinds[id] === INPUT) inputs.push(graph.nodeAt(id));
     for (let e = inputStart[id]!; e < inputStart[id + 1]!; e++) uses[inputIds[e]!]!++;
   }
   return { mask, uses, inputs };
@@ -201,7 +201,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     const run = callOptions.run ?? TRAINING_RUN;
     const kept = new KeptValues();
     const { values, bindings } = runForward(graph, forward, feeds, params, held, meter, run, kept);
-    const lossNode = graph.nodes[plan.loss]!;
+    const lossNode = graph.nodeAt(plan.loss);
     // No node of the forward reads the loss: it is a tensor.
     const value = values[plan.loss] as Tensor;
     const seed = seedFor(lossNode.op, label(lossNode), value, callOptions.seed);
@@ -214,7 +214,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     };
     const grads = sweep(graph, plan, ops, seed, {
       shape: (id) =>
-        bindings.size === 0 ? shapes[id]! : resolveShape(shapes[id]!, bindings, label(graph.nodes[id]!)),
+        bindings.size === 0 ? shapes[id]! : resolveShape(shapes[id]!, bindings, graph.nameOf(id) ?? `%${id}`),
       primal: (id) => {
         const v = values[id];
         return typeof v === 'number' ? kept.get(v, shapes[id] as ConcreteShape) : v!;
@@ -227,7 +227,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
     });
     const out = dict<Tensor>();
     for (const id of plan.wrt) {
-      const node = graph.nodes[id]!;
+      const node = graph.nodeAt(id);
       // A zero gradient has its node's shape; an input the loss does not read takes its feed's.
       const fed = node.op === 'input' ? own(feeds, node.name!) : undefined;
       out[label(node)] =

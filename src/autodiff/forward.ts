@@ -136,7 +136,7 @@ export function paramValues(
   }
   for (const name of Object.keys(params)) {
     const node = graph.names().get(name);
-    if (node === undefined || graph.nodes[node]!.op !== 'param') {
+    if (node === undefined || graph.opOf(node) !== 'param') {
       throw new InputError(`${where}: '${name}' is not a parameter of the graph`, {
         node: name,
         expected: graph.params().map((n) => n.name),

@@ -121,8 +121,8 @@ export function planGradient(graph: Graph, loss: NodeRef, wrt: readonly NodeRef[
   const seen = new Set<number>();
   for (const id of wrtIds) {
     if (seen.has(id))
-      throw new GradientError(`wrt names ${label(graph.nodes[id]!)} twice`, {
-        node: label(graph.nodes[id]!),
+      throw new GradientError(`wrt names ${label(graph.nodeAt(id))} twice`, {
+        node: label(graph.nodeAt(id)),
       });
     seen.add(id);
   }
@@ -218,7 +218,7 @@ export function warnDisconnected(graph: Graph, plan: GradPlan, onWarning?: (mess
   const warn = onWarning ?? ((m: string) => process.emitWarning(m, 'BackflowWarning'));
   for (const id of plan.disconnected) {
     warn(
-      `${label(graph.nodes[id]!)} is not connected to the loss ${label(graph.nodes[plan.loss]!)}: its gradient is zero`,
+      `${label(graph.nodeAt(id))} is not connected to the loss ${label(graph.nodeAt(plan.loss))}: its gradient is zero`,
     );
   }
 }

@@ -9,7 +9,8 @@ import type { Dim, Shape } from '../tensor/shape.ts';
 import { checkConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { checkDType, type DType, scalar, type Tensor } from '../tensor/tensor.ts';
 import { dict } from '../util/names.ts';
-import { type Graph, label, type Node, namedGraph } from './graph.ts';
+import { Graph, label, type Node } from './graph.ts';
+import { NodeStore, StoredNode } from './store.ts';
 import '../ops/builtins.ts';
 
 /**
@@ -25,36 +26,41 @@ import '../ops/builtins.ts';
  * ```
  */
 export class GraphBuilder extends Ops<Node> {
-  private readonly nodes: Node[] = [];
+  /** What it has recorded (Note [builder columns]). */
+  private readonly store = new NodeStore();
   private readonly outputs = dict<number>();
-  /** Node ids by name. */
+  /** Node ids by name, and names by id. */
   private readonly names = new Map<string, number>();
+  private readonly labels = new Map<number, string>();
   private readonly scalars = new Map<string, Node>();
   private stage: number | undefined;
-  /**
-   * Node objects `name` replaced: still accepted as inputs. (Every other node of this builder is
-   * `nodes[node.id]` itself, which `owns` checks first.)
-   */
-  private readonly renamed = new WeakSet<Node>();
+  /** The graph it continues (`from`), whose nodes are its first ones. */
+  private base: Graph | null = null;
 
-  /** A builder that continues an existing graph (its nodes keep their ids). */
+  /** A builder that continues an existing graph (its nodes keep their ids, and stay nodes of the builder). */
   static from(graph: Graph): GraphBuilder {
     const b = new GraphBuilder();
-    for (const n of graph.nodes) {
-      b.nodes.push(n);
-      if (n.name !== undefined) b.names.set(n.name, n.id);
+    const read = graph.reader();
+    for (let id = 0; id < graph.size; id++) {
+      const n = read(id);
+      b.store.push(n.op, n.inputs, n);
+      if (n.name !== undefined) {
+        b.names.set(n.name, id);
+        b.labels.set(id, n.name);
+      }
     }
+    b.base = graph;
     Object.assign(b.outputs, graph.outputs);
     return b;
   }
 
   /** The number of nodes recorded so far. */
   get size(): number {
-    return this.nodes.length;
+    return this.store.size;
   }
 
   protected override nextId(): number {
-    return this.nodes.length;
+    return this.store.size;
   }
 
   /** A node of this builder by id or name (or output name). */
@@ -63,15 +69,15 @@ export class GraphBuilder extends Ops<Node> {
       typeof ref === 'number'
         ? ref
         : (this.names.get(ref) ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
-    const node = id === undefined ? undefined : this.nodes[id];
-    if (node === undefined)
+    if (id === undefined || !(Number.isInteger(id) && id >= 0 && id < this.store.size))
       throw new GraphError(`no node ${JSON.stringify(ref)} in this builder`, { node: ref });
-    return node;
+    const base = this.base;
+    if (base !== null && id < base.size && base.nameOf(id) === this.labels.get(id)) return base.nodeAt(id);
+    return this.store.node(id, this.labels.get(id));
   }
 
-  // Nodes are created with their fields in one fixed order (id, op, inputs, attrs, shape, dtype,
-  // then name and stage when set) and without spreads: building a million-node graph is dominated
-  // by this function.
+  // The hot path of building a large graph: one call records a node into the columns and returns the
+  // caller's handle (Note [builder columns]).
   private push(
     op: string,
     inputs: readonly number[],
@@ -80,19 +86,14 @@ export class GraphBuilder extends Ops<Node> {
     dtype: DType,
     name?: string,
   ): Node {
+    const store = this.store;
     if (name !== undefined) {
       this.claim(name);
-      this.names.set(name, this.nodes.length);
+      this.names.set(name, store.size);
+      this.labels.set(store.size, name);
     }
-    const id = this.nodes.length;
-    const stage = this.stage;
-    let node: Node;
-    if (name === undefined && stage === undefined) node = { id, op, inputs, attrs, shape, dtype };
-    else if (stage === undefined) node = { id, op, inputs, attrs, shape, dtype, name: name! };
-    else if (name === undefined) node = { id, op, inputs, attrs, shape, dtype, stage };
-    else node = { id, op, inputs, attrs, shape, dtype, name, stage };
-    this.nodes.push(node);
-    return node;
+    const fields = { attrs, shape, dtype, name, stage: this.stage };
+    return new StoredNode(store, store.push(op, inputs, fields), op, inputs, fields);
   }
 
   /** An input fed at every evaluation. Dimensions may be symbols (e.g. 'B' for the batch). */
@@ -129,7 +130,7 @@ export class GraphBuilder extends Ops<Node> {
 
   apply(op: string, inputs: readonly Node[], attrs: Attrs = NO_ATTRS): Node {
     const def = getOp(op);
-    checkArity(def, inputs.length, { node: this.nodes.length });
+    checkArity(def, inputs.length, { node: this.store.size });
     for (let i = 0; i < inputs.length; i++) {
       const x = inputs[i]!;
       if (!this.owns(x)) {
@@ -144,7 +145,9 @@ export class GraphBuilder extends Ops<Node> {
   }
 
   private owns(x: Node): boolean {
-    return this.nodes[x.id] === x || (this.renamed.has(x) && this.nodes[x.id]?.op === x.op);
+    if (this.store.owns(x)) return true;
+    const base = this.base;
+    return base !== null && x.id < base.size && base.owns(x);
   }
 
   shapeOf(x: Node): Shape {
@@ -159,26 +162,27 @@ export class GraphBuilder extends Ops<Node> {
   private claim(name: string): void {
     const holder = this.names.get(name);
     if (holder === undefined) return;
-    const other = this.nodes[holder]!;
+    const store = this.store;
     throw new GraphError(
-      `duplicate node name '${name}': already the name of %${holder} (${other.op}${fmtShape(other.shape)})`,
+      `duplicate node name '${name}': already the name of %${holder} (${store.op(holder)}${fmtShape(store.shape(holder))})`,
       { node: name, expected: 'unique names', found: `%${holder}` },
     );
   }
 
-  /** Gives a node a name (unique in the graph); returns the renamed node, which replaces the old one. */
+  /**
+   * Gives a node a name (unique in the graph); returns the node under its new name. Handles on it from
+   * before stay nodes of this builder; graphs built before keep the old name.
+   */
   name<N extends Node>(node: N, name: string): Node {
     if (!this.owns(node)) throw new GraphError(`name: ${label(node)} is not a node of this builder`);
-    if (node.name === name) return node;
+    const id = node.id;
+    const before = this.labels.get(id);
+    if (before === name) return node.name === name ? node : this.store.node(id, name);
     this.claim(name);
-    if (node.name !== undefined) this.names.delete(node.name);
-    this.names.set(name, node.id);
-    const current = this.nodes[node.id]!;
-    const renamed = { ...current, name };
-    this.nodes[node.id] = renamed;
-    this.renamed.add(current);
-    if (node !== current) this.renamed.add(node);
-    return renamed;
+    if (before !== undefined) this.names.delete(before);
+    this.names.set(name, id);
+    this.labels.set(id, name);
+    return this.store.node(id, name);
   }
 
   /** Marks a node as a named output of the graph. */
@@ -205,7 +209,8 @@ export class GraphBuilder extends Ops<Node> {
 
   /** The graph recorded so far, with its outputs: a snapshot, so the builder can go on. */
   build(): Graph {
-    return namedGraph([...this.nodes], { ...this.outputs }, namesById(this.names));
+    const names = namesById(this.names);
+    return Graph.fromSource(this.store.source(names, this.base), { ...this.outputs }, this.store.columns());
   }
 }
 

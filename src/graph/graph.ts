@@ -45,8 +45,14 @@ export interface NodeSource {
   op(id: number): string;
   /** Node `id`'s dtype. */
   dtype(id: number): DType;
+  /** Node `id`'s attributes. */
+  attrs(id: number): Attrs;
+  /** Node `id`'s name, if it has one. */
+  name(id: number): string | undefined;
   /** Node names to ids, as `Graph.names` makes them. */
   names(): Map<string, number>;
+  /** Whether `node`, not made by this source, is one of its nodes all the same (Note [builder columns]). */
+  owns?(node: Node): boolean;
 }
 
 // Note [nodes on first read]
@@ -57,7 +63,8 @@ export interface NodeSource {
 // graph made from a NodeSource makes each node when it is first read (`nodeAt`, `node`, the leaves),
 // and all of them only when something reads `nodes` itself; what a host reads of every node at its
 // start (op, inputs, kinds, shapes) comes from the columns and `opOf`. A node, once made, is the same
-// object on every read, so nodes keep their identity (`node(ref)` compares them).
+// object on every read, so nodes keep their identity (`node(ref)` compares them). A builder's graph
+// is made the same way, from the builder's columns (Note [builder columns], src/graph/store.ts).
 
 /**
  * A graph: nodes in topological order (ids are indices), and named outputs. Immutable once built;
@@ -68,9 +75,15 @@ export class Graph {
   readonly outputs: Readonly<Record<string, number>>;
   /** Every node, once they all exist; null while a source makes them on first read. */
   private table: Node[] | null;
-  /** The nodes made so far, and their maker (Note [nodes on first read]). */
-  private made: (Node | undefined)[] | null = null;
+  /**
+   * The nodes made so far (Note [nodes on first read]): a map while they are few (a pass that reads
+   * only the leaves of a million-node graph need not allocate a slot per node), an array once they
+   * are not; and their maker.
+   */
+  private made: Map<number, Node> | (Node | undefined)[] | null = null;
   private source: NodeSource | null = null;
+  /** What says which node objects besides its own are this graph's (Note [builder columns]). */
+  private owner: NodeSource | null = null;
   private count: number;
   private byName: Map<string, number> | null = null;
   private defTable: readonly (OpDef | undefined)[] | null = null;
@@ -96,8 +109,9 @@ export class Graph {
   ): Graph {
     const graph = new Graph([], outputs, columns);
     graph.table = null;
-    graph.made = new Array<Node | undefined>(source.size);
+    graph.made = new Map();
     graph.source = source;
+    if (source.owns !== undefined) graph.owner = source;
     graph.count = source.size;
     return graph;
   }
@@ -108,7 +122,7 @@ export class Graph {
   }
 
   private makeAll(): Node[] {
-    const made = this.made!;
+    const made = this.madeArray();
     const source = this.source!;
     for (let id = 0; id < this.count; id++) made[id] ??= source.node(id);
     this.table = made as Node[];
@@ -127,7 +141,24 @@ export class Graph {
     const table = this.table;
     if (table !== null) return table[id]!;
     const made = this.made!;
-    return made[id] ?? (made[id] = this.source!.node(id));
+    if (!(made instanceof Map)) return made[id] ?? (made[id] = this.source!.node(id));
+    let node = made.get(id);
+    if (node === undefined) {
+      node = this.source!.node(id);
+      made.set(id, node);
+      if (made.size > 64 && made.size > this.count >> 5) this.madeArray();
+    }
+    return node;
+  }
+
+  /** The nodes made so far as an array (Note [nodes on first read]). */
+  private madeArray(): (Node | undefined)[] {
+    const made = this.made!;
+    if (!(made instanceof Map)) return made;
+    const array = new Array<Node | undefined>(this.count);
+    for (const [id, node] of made) array[id] = node;
+    this.made = array;
+    return array;
   }
 
   /** Node `id`'s op, for 0 <= id < size, without making the node. */
@@ -140,6 +171,30 @@ export class Graph {
   dtypeOf(id: number): DType {
     const table = this.table;
     return table !== null ? table[id]!.dtype : this.source!.dtype(id);
+  }
+
+  /** Node `id`'s attributes, for 0 <= id < size, without making the node. */
+  attrsOf(id: number): Attrs {
+    const table = this.table;
+    return table !== null ? table[id]!.attrs : this.source!.attrs(id);
+  }
+
+  /** Node `id`'s name, for 0 <= id < size, without making the node. */
+  nameOf(id: number): string | undefined {
+    const table = this.table;
+    return table !== null ? table[id]!.name : this.source!.name(id);
+  }
+
+  /**
+   * A reader of nodes by id for a pass over the graph that does not keep them: where the graph has
+   * no table of node objects, one object that reads the columns of the node it was last called for
+   * (Note [builder columns]), which the caller must not hold past its next call. @internal
+   */
+  reader(): (id: number) => Node {
+    const table = this.table;
+    if (table !== null) return (id) => table[id]!;
+    const view = new NodeView(this);
+    return (id) => view.at(id);
   }
 
   /** The node a reference names: an id, a node name, an output name, or a node of this graph. */
@@ -155,9 +210,15 @@ export class Graph {
         throw new GraphError(`no node or output named '${ref}'`, { node: ref, expected: 'a node name' });
       return this.nodeAt(id);
     }
-    if (!(Number.isInteger(ref.id) && ref.id >= 0 && ref.id < this.count) || this.nodeAt(ref.id) !== ref)
+    if (!this.owns(ref))
       throw new GraphError(`node %${ref.id} is not a node of this graph`, { node: ref.id });
     return ref;
+  }
+
+  /** Whether `ref` is a node of this graph (what `node` checks of a node it is given). @internal */
+  owns(ref: Node): boolean {
+    if (this.owner?.owns?.(ref) === true) return true;
+    return Number.isInteger(ref.id) && ref.id >= 0 && ref.id < this.count && this.nodeAt(ref.id) === ref;
   }
 
   /** Node names to ids (built on first use). */
@@ -217,17 +278,45 @@ export class Graph {
 }
 
 /**
- * A graph whose node names its maker already has by id (the builder's), so that `names` need not
- * visit every node: `names` must be exactly what `Graph.names` would make, in id order.
+ * One node, read from a graph's columns field by field as it is read, for one node after another
+ * (`Graph.reader`).
  */
-export function namedGraph(
-  nodes: readonly Node[],
-  outputs: Readonly<Record<string, number>>,
-  names: Map<string, number>,
-): Graph {
-  const graph = new Graph(nodes, outputs);
-  (graph as unknown as { byName: Map<string, number> }).byName = names;
-  return graph;
+class NodeView implements Node {
+  id = 0;
+  private shapes: readonly Shape[] | null = null;
+
+  constructor(private readonly graph: Graph) {}
+
+  at(id: number): Node {
+    this.id = id;
+    return this;
+  }
+
+  get op(): string {
+    return this.graph.opOf(this.id);
+  }
+
+  get attrs(): Attrs {
+    return this.graph.attrsOf(this.id);
+  }
+
+  get shape(): Shape {
+    this.shapes ??= this.graph.columns.shapes;
+    return this.shapes[this.id]!;
+  }
+
+  get dtype(): DType {
+    return this.graph.dtypeOf(this.id);
+  }
+
+  get inputs(): readonly number[] {
+    const { inputStart, inputIds } = this.graph.columns;
+    return Array.from(inputIds.subarray(inputStart[this.id]!, inputStart[this.id + 1]!));
+  }
+
+  get name(): string | undefined {
+    return this.graph.nameOf(this.id);
+  }
 }
 
 export function isLeaf(node: Node): boolean {

@@ -1,6 +1,7 @@
 import { GraphError } from '../errors.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import type { Graph } from './graph.ts';
+import { StoredNode } from './store.ts';
 
 /**
  * The printer of the IR, one line per node:
@@ -94,8 +95,8 @@ export function fmtType(dtype: unknown, shape: unknown): string {
 }
 
 function formatNode(node: unknown, index: number): string {
-  if (!isRecord(node)) return `%${index} = <not a node: ${fmtValue(node)}>`;
-  const { id, op, inputs, attrs, shape, dtype, name, stage } = node;
+  if (!isRecord(node) && !(node instanceof StoredNode)) return `%${index} = <not a node: ${fmtValue(node)}>`;
+  const { id, op, inputs, attrs, shape, dtype, name, stage } = node as Record<string, unknown>;
   const idNote = id === index ? '' : ` <id ${fmtValue(id)}>`;
   const rest: Record<string, unknown> = isRecord(attrs) ? { ...attrs } : {};
   const named = op === 'input' || op === 'param';

@@ -214,6 +214,8 @@ export function unpackGraph(p: PackedGraph): Graph {
     size,
     op: (id) => ops[op[id]!]!,
     dtype: (id) => DTYPES[dtype[id]!]!,
+    attrs: (id) => attrsOf.get(id) ?? noAttrs,
+    name: (id) => nameOf.get(id),
     node(id) {
       const i0 = inputStart[id]!;
       const ins = new Array<number>(inputStart[id + 1]! - i0);

@@ -429,6 +429,8 @@ describe('Host on a graph that makes its nodes on first read (Note [nodes on fir
           },
           op: (id) => g.nodes[id]!.op,
           dtype: (id) => g.nodes[id]!.dtype,
+          attrs: (id) => g.nodes[id]!.attrs,
+          name: (id) => g.nodes[id]!.name,
           names: () => new Map(g.names()),
         };
         return planFromColumns(Graph.fromSource(source, g.outputs, columnsOf(g.nodes)), planColumns(plan));

@@ -113,6 +113,8 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
       },
       op: (id) => g.nodes[id]!.op,
       dtype: (id) => g.nodes[id]!.dtype,
+      attrs: (id) => g.nodes[id]!.attrs,
+      name: (id) => g.nodes[id]!.name,
       names: () => new Map(g.names()),
     };
     const lazy = Graph.fromSource(source, g.outputs, columnsOf(g.nodes));
