@@ -33,7 +33,7 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
   const prefix = options.prefix ?? 'grad:';
   warnDisconnected(graph, plan, options.onWarning);
   const b = GraphBuilder.from(graph);
-  const lossNode = graph.nodes[plan.loss]!;
+  const lossNode = graph.nodeAt(plan.loss);
   let seed: Node;
   if (lossNode.shape.length === 0) seed = b.constant(1, lossNode.dtype);
   else if (options.seed === 'input')
@@ -45,12 +45,12 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
     );
   }
   const grads = sweep(graph, plan, b, seed, {
-    primal: (id) => graph.nodes[id]!,
-    shape: (id) => graph.nodes[id]!.shape,
+    primal: (id) => graph.nodeAt(id),
+    shape: (id) => graph.nodeAt(id).shape,
   });
   if (!Object.values(graph.outputs).includes(plan.loss)) b.output(label(lossNode), lossNode);
   for (const id of plan.wrt) {
-    const node = graph.nodes[id]!;
+    const node = graph.nodeAt(id);
     // Not connected to the loss (warned above): a zero gradient.
     const g = grads.get(id) ?? b.broadcastTo(b.constant(0, node.dtype), node.shape);
     b.output(`${prefix}${label(node)}`, g);

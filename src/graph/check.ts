@@ -6,7 +6,8 @@ import { getOp, hasOp } from '../ops/registry.ts';
 import { type Dim, type Shape, shapesEqual } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
 import { checkLeaf } from './check-leaf.ts';
-import { Graph, isLeaf, type Node } from './graph.ts';
+import { OP } from './columns.ts';
+import { Graph, type Node } from './graph.ts';
 import { type ErrorClass, nodeError } from './node-error.ts';
 import { fmtType, fmtValue, type Printable, printOutputs } from './print.ts';
 import '../ops/builtins.ts';
@@ -69,17 +70,19 @@ export function checkOpsKnown(
   context: ErrorContext = {},
 ): void {
   const known = new Set<string>();
-  for (const node of graph.nodes) {
-    if (isLeaf(node) || known.has(node.op)) continue;
-    const why = unknown(node.op);
+  const kinds = graph.columns.kinds;
+  for (let id = 0; id < graph.size; id++) {
+    const op = graph.opOf(id);
+    if (kinds[id] !== OP || known.has(op)) continue;
+    const why = unknown(op);
     if (why !== null) {
-      throw nodeError(OpError, graph, node, `%${node.id}: ${why}`, {
+      throw nodeError(OpError, graph, graph.nodeAt(id), `%${id}: ${why}`, {
         expected: 'a registered op',
-        found: node.op,
+        found: op,
         ...context,
       });
     }
-    known.add(node.op);
+    known.add(op);
   }
 }
 

@@ -49,6 +49,8 @@ export interface NodeSource {
   attrs(id: number): Attrs;
   /** Node `id`'s name, if it has one. */
   name(id: number): string | undefined;
+  /** Node `id`'s stage annotation, if it has one (where absent, read from the node). */
+  stage?(id: number): number | undefined;
   /** Node names to ids, as `Graph.names` makes them. */
   names(): Map<string, number>;
   /** Whether `node`, not made by this source, is one of its nodes all the same (Note [builder columns]). */
@@ -185,6 +187,14 @@ export class Graph {
     return table !== null ? table[id]!.name : this.source!.name(id);
   }
 
+  /** Node `id`'s stage annotation, for 0 <= id < size, without making the node where the source can tell. */
+  stageOf(id: number): number | undefined {
+    const table = this.table;
+    if (table !== null) return table[id]!.stage;
+    const source = this.source!;
+    return source.stage !== undefined ? source.stage(id) : this.nodeAt(id).stage;
+  }
+
   /**
    * A reader of nodes by id for a pass over the graph that does not keep them: where the graph has
    * no table of node objects, one object that reads the columns of the node it was last called for
@@ -311,11 +321,18 @@ class NodeView implements Node {
 
   get inputs(): readonly number[] {
     const { inputStart, inputIds } = this.graph.columns;
-    return Array.from(inputIds.subarray(inputStart[this.id]!, inputStart[this.id + 1]!));
+    const from = inputStart[this.id]!;
+    const out = new Array<number>(inputStart[this.id + 1]! - from);
+    for (let k = 0; k < out.length; k++) out[k] = inputIds[from + k]!;
+    return out;
   }
 
   get name(): string | undefined {
     return this.graph.nameOf(this.id);
+  }
+
+  get stage(): number | undefined {
+    return this.graph.stageOf(this.id);
   }
 }
 

@@ -237,6 +237,7 @@ export class NodeStore {
       dtype: (id) => this.dtype(id),
       attrs: (id) => this.attrs(id),
       name,
+      stage: (id) => this.stageOf(id),
       names: () => names,
       owns: (node) => this.owns(node, size) || (base !== null && node.id < base.size && base.owns(node)),
     };

@@ -33,7 +33,7 @@ export function summary(graph: Graph): string {
   const line = (r: readonly [string, string, string]) =>
     `${r[0].padEnd(width[0]!)}  ${r[1].padEnd(width[1]!)}  ${r[2].padStart(countWidth)}`.trimEnd();
   const typed = (ids: readonly [string, number][]) =>
-    ids.map(([name, id]) => `${name} ${fmtType(graph.nodes[id]!.dtype, graph.nodes[id]!.shape)}`).join(', ');
+    ids.map(([name, id]) => `${name} ${fmtType(graph.nodeAt(id).dtype, graph.nodeAt(id).shape)}`).join(', ');
   const inputs = graph.inputs().map((n): [string, number] => [label(n), n.id]);
   const kib = bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
   return [

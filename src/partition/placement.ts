@@ -59,49 +59,54 @@ export function placeNodes(
   const cost = new Float64Array(n);
   // `bytes` and `worker` (the stages) a plan ships to worker threads (Note [columns in shared memory]).
   const bytes = sharedColumn(Float64Array, n);
-  // Sized at once and cut to length after: pushing a million nodes, the array growing as it went,
-  // cost more than the rest of the pass.
-  const computed = new Array<Node>(n);
+  // The computed nodes' ids, in order: the per-node strategy needs no node objects, which a graph
+  // from a builder would make for this pass alone (Note [builder columns]).
+  const ids = new Int32Array(n);
   let count = 0;
-  const infoOf = (id: number): TypeInfo => {
-    const node = graph.nodes[id]!;
-    return { shape: concrete(node.shape, batchSize), dtype: node.dtype };
-  };
-  for (const node of graph.nodes) {
-    if (grad.forward[node.id] === 0) continue;
+  const { shapes } = graph.columns;
+  const infoOf = (id: number): TypeInfo => ({
+    shape: concrete(shapes[id]!, batchSize),
+    dtype: graph.dtypeOf(id),
+  });
+  const read = graph.reader();
+  for (let id = 0; id < n; id++) {
+    if (grad.forward[id] === 0) continue;
+    const node = read(id);
     const shape = concrete(node.shape, batchSize);
-    bytes[node.id] = numel(shape) * bytesPerElement(node.dtype);
+    bytes[id] = numel(shape) * bytesPerElement(node.dtype);
     if (node.op === 'const') continue;
-    computed[count++] = node;
+    ids[count++] = id;
     // A leaf has no op, and costs nothing.
-    const def = graph.defs[node.id];
+    const def = graph.defs[id];
     if (def !== undefined) {
       const flops =
         def.flops?.(node.inputs.map(infoOf), { shape, dtype: node.dtype }, node.attrs) ?? numel(shape);
       // A backward costs about twice the forward where a gradient flows.
-      cost[node.id] = flops * (grad.needsGrad[node.id] === 1 ? 3 : 1);
+      cost[id] = flops * (grad.needsGrad[id] === 1 ? 3 : 1);
     }
   }
-  computed.length = count;
+  const computed = (): Node[] => Array.from(ids.subarray(0, count), (id) => graph.nodeAt(id));
   const worker = sharedColumn(Int32Array, n).fill(-1);
   switch (options.strategy) {
     case 'per-node':
-      computed.forEach((node, k) => {
-        worker[node.id] = k % workers;
-      });
+      for (let k = 0; k < count; k++) worker[ids[k]!] = k % workers;
       break;
-    case 'stages':
-      balancedStages(computed, cost, workers, worker);
-      leavesWithConsumers(graph, computed, consumersOf(), worker);
+    case 'stages': {
+      const nodes = computed();
+      balancedStages(nodes, cost, workers, worker);
+      leavesWithConsumers(graph, nodes, consumersOf(), worker);
       break;
+    }
     case 'manual':
-      manualStages(graph, computed, consumersOf(), workers, worker);
+      manualStages(graph, computed(), consumersOf(), workers, worker);
       break;
-    case 'min-comm':
-      balancedStages(computed, cost, workers, worker);
-      leavesWithConsumers(graph, computed, consumersOf(), worker);
-      refine(graph, computed, consumersOf(), cost, bytes, workers, options.imbalance, worker);
+    case 'min-comm': {
+      const nodes = computed();
+      balancedStages(nodes, cost, workers, worker);
+      leavesWithConsumers(graph, nodes, consumersOf(), worker);
+      refine(graph, nodes, consumersOf(), cost, bytes, workers, options.imbalance, worker);
       break;
+    }
     default:
       throw new InputError(
         `compile: unknown placement '${String(options.strategy)}' (expected one of per-node, stages, manual, min-comm)`,
@@ -113,8 +118,8 @@ export function placeNodes(
   }
   // A parameter the loss does not depend on is still held somewhere (its value, its optimizer state
   // and its zero gradient), on the first stage.
-  for (const node of graph.nodes) {
-    if (node.op !== 'param' || worker[node.id] !== -1) continue;
+  for (const node of graph.params()) {
+    if (worker[node.id] !== -1) continue;
     worker[node.id] = 0;
     bytes[node.id] = numel(concrete(node.shape, batchSize)) * bytesPerElement(node.dtype);
   }
@@ -149,7 +154,7 @@ function leavesWithConsumers(
 ): void {
   for (const node of computed) {
     if (node.op !== 'input' && node.op !== 'param') continue;
-    const first = consumers[node.id]!.find(([c]) => graph.nodes[c]!.op !== 'const');
+    const first = consumers[node.id]!.find(([c]) => graph.opOf(c) !== 'const');
     worker[node.id] = first === undefined ? 0 : worker[first[0]]!;
   }
 }
@@ -195,8 +200,7 @@ function manualStages(
     if (annotated[node.id] === 1) continue;
     let latest = -1;
     for (const i of node.inputs)
-      if (graph.nodes[i]!.op !== 'param' && graph.nodes[i]!.op !== 'const')
-        latest = Math.max(latest, worker[i]!);
+      if (graph.opOf(i) !== 'param' && graph.opOf(i) !== 'const') latest = Math.max(latest, worker[i]!);
     if (worker[node.id] === -1) worker[node.id] = Math.max(latest, 0);
     else if (latest > worker[node.id]!) worker[node.id] = latest;
   }
@@ -228,7 +232,7 @@ function refine(
   // Bytes on the edges between `id` and its neighbours that would cross if `id` sat on worker w.
   const cut = (id: number, w: number): number => {
     let b = 0;
-    for (const i of graph.nodes[id]!.inputs) if (worker[i]! >= 0 && worker[i] !== w) b += bytes[i]!;
+    for (const i of graph.nodeAt(id).inputs) if (worker[i]! >= 0 && worker[i] !== w) b += bytes[i]!;
     const seen = new Set<number>();
     for (const [c] of consumers[id]!) {
       if (worker[c]! >= 0 && worker[c] !== w && !seen.has(worker[c]!)) {

@@ -16,7 +16,7 @@ const fmtFlops = (f: number) =>
 export function printPlan(plan: Plan, options: { maxEdges?: number } = {}): string {
   const { graph } = plan;
   const lines = [
-    `plan: ${plan.workers} worker${plan.workers === 1 ? '' : 's'}, ${plan.replicas} replica${plan.replicas === 1 ? '' : 's'}, placement ${plan.strategy}, loss ${label(graph.nodes[plan.loss]!)}`,
+    `plan: ${plan.workers} worker${plan.workers === 1 ? '' : 's'}, ${plan.replicas} replica${plan.replicas === 1 ? '' : 's'}, placement ${plan.strategy}, loss ${label(graph.nodeAt(plan.loss))}`,
   ];
   for (let w = 0; w < plan.workers; w++) {
     const perReplica: number[] = [];
@@ -47,8 +47,8 @@ export function printPlan(plan: Plan, options: { maxEdges?: number } = {}): stri
   );
   const max = options.maxEdges ?? 20;
   for (const e of plan.crossEdges.slice(0, max)) {
-    const from = graph.nodes[e.from]!;
-    const to = graph.nodes[e.to]!;
+    const from = graph.nodeAt(e.from);
+    const to = graph.nodeAt(e.to);
     lines.push(
       `  r${e.replica} ${label(from)} (${from.op}) w${e.fromWorker} -> ${label(to)}:${e.slot} (${to.op}) w${e.toWorker}  ${fmtBytes(e.bytes)}`,
     );

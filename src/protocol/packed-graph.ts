@@ -44,8 +44,9 @@ export interface PackedGraph {
  * the columns are made in shared memory (Note [shared columns]), each written once.
  */
 export function packGraph(graph: Graph, { shared = false }: { shared?: boolean } = {}): PackedGraph {
-  const nodes = graph.nodes;
-  const size = nodes.length;
+  // Each node read from the graph's columns where it has them (Note [builder columns]), not kept.
+  const read = graph.reader();
+  const size = graph.size;
   const ops: string[] = [];
   const opIndex = new Map<string, number>();
   const symbols: string[] = [];
@@ -71,7 +72,7 @@ export function packGraph(graph: Graph, { shared = false }: { shared?: boolean }
   const stages: [number, number][] = [];
   let d = 0;
   for (let id = 0; id < size; id++) {
-    const n = nodes[id]!;
+    const n = read(id);
     let k = opIndex.get(n.op);
     if (k === undefined) {
       k = ops.push(n.op) - 1;
@@ -216,6 +217,7 @@ export function unpackGraph(p: PackedGraph): Graph {
     dtype: (id) => DTYPES[dtype[id]!]!,
     attrs: (id) => attrsOf.get(id) ?? noAttrs,
     name: (id) => nameOf.get(id),
+    stage: (id) => stageOf.get(id),
     node(id) {
       const i0 = inputStart[id]!;
       const ins = new Array<number>(inputStart[id + 1]! - i0);

@@ -157,7 +157,7 @@ export function checkStageFlow(plan: Plan): void {
     const to = stageOf[node.id]!;
     if (to < 0) continue;
     for (const input of node.inputs) {
-      const producer = graph.nodes[input]!;
+      const producer = graph.nodeAt(input);
       // Parameters and constants are handed out when the step starts, not by a stage's action.
       if (producer.op === 'param' || producer.op === 'const') continue;
       const from = stageOf[input]!;

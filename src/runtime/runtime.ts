@@ -358,7 +358,7 @@ export class Runtime {
     this.assertOpen('getParams');
     await this.settled('getParams');
     const values = await this.cluster.getParams();
-    return Object.fromEntries([...values].map(([id, t]) => [label(this.graph.nodes[id]!), t]));
+    return Object.fromEntries([...values].map(([id, t]) => [label(this.graph.nodeAt(id)), t]));
   }
 
   /**

@@ -246,7 +246,7 @@ export function stepResult(state: StepState, rules: StepRules): StepOutcome {
   const grads = dict<Tensor>();
   const sums = dict<number>();
   for (const id of plan.params) {
-    const node = graph.nodes[id]!;
+    const node = graph.nodeAt(id);
     if (rules.onWorkers) sums[label(node)] = state.sumsq.get(id)!;
     else {
       const g = state.grads.get(id) ?? zeros(node.shape as number[], node.dtype);
@@ -257,7 +257,7 @@ export function stepResult(state: StepState, rules: StepRules): StepOutcome {
   }
   const gradNorm = globalNormOf(sums);
   for (const id of plan.inputGrads) {
-    const node = graph.nodes[id]!;
+    const node = graph.nodeAt(id);
     const parts = state.inputGrads.get(id);
     grads[label(node)] =
       parts === undefined
@@ -325,7 +325,7 @@ function firstAnomaly(reports: AnomalyReport[], graph: Graph): Anomaly | null {
   if (reports.length === 0) return null;
   const rank = (r: (typeof reports)[number]) => (r.phase === 'forward' ? r.node : graph.size * 2 - r.node);
   const first = [...reports].sort((a, b) => rank(a) - rank(b) || a.replica - b.replica || a.mb - b.mb)[0]!;
-  const node = graph.nodes[first.node]!;
+  const node = graph.nodeAt(first.node);
   return { node: label(node), op: node.op, microbatch: first.mb, replica: first.replica, phase: first.phase };
 }
 

@@ -88,7 +88,7 @@ export function stageCosts(
     anchor.forward[s] = node.id;
     const grads = node.inputs.map((_, slot) => carriesGradient(node.id, slot));
     if (grads.includes(true)) anchor.backward[s] = node.id;
-    if (grads.some((g, slot) => g && plan.graph.nodes[node.inputs[slot]!]!.op === 'param'))
+    if (grads.some((g, slot) => g && plan.graph.opOf(node.inputs[slot]!) === 'param'))
       anchor.weight[s] = node.id;
   }
   const input = costs.input ?? costs.backward / 2;
@@ -122,8 +122,8 @@ export function flopCosts(
   for (const node of plan.graph.nodes) {
     if (node.inputs.length === 0) continue;
     const infos: TypeInfo[] = node.inputs.map((i) => ({
-      shape: concrete(plan.graph.nodes[i]!.shape),
-      dtype: plan.graph.nodes[i]!.dtype,
+      shape: concrete(plan.graph.nodeAt(i).shape),
+      dtype: plan.graph.nodeAt(i).dtype,
     }));
     const def = getOp(node.op);
     flops.set(

@@ -189,7 +189,7 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
       if (!waitingForCore.includes(w)) waitingForCore.push(w);
       return;
     }
-    const node = plan.graph.nodes[task.node]!;
+    const node = plan.graph.nodeAt(task.node);
     const duration = cost.task(task, node);
     const effects = host.run();
     actions++;
