@@ -3,6 +3,7 @@
  * as it arrives, either as one JSON line (`--json`, for scripts and CI) or as an aligned table line.
  * The machine is shared and noisy: results always carry the median with min and max.
  */
+import { readFileSync } from 'node:fs';
 
 /** A figure attached to a result, under a self-explanatory key (`gflops`, `nodes`, `peak_rss_mb` ...). */
 export type Figure = number | string | boolean;
@@ -73,8 +74,18 @@ export function stats(samples: readonly number[]): Stats {
   };
 }
 
-/** Peak resident set size of this process so far, in MiB. */
+/**
+ * Peak resident set size of this process so far, in MiB. Where Linux says it (`VmHWM` in
+ * /proc/self/status), that figure: getrusage's `maxRSS` survives exec, so a child process started by
+ * a runner holding 400 MB reported at least 400 MB whatever it used itself.
+ */
 export function peakRssMb(): number {
+  try {
+    const hwm = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (hwm !== null) return Number(hwm[1]) / 1024;
+  } catch {
+    // Not Linux: getrusage's figure.
+  }
   return process.resourceUsage().maxRSS / 1024;
 }
 

@@ -35,7 +35,7 @@ import type { Graph, Node } from '../../../src/graph/graph.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
 import { buildInto, execFileAsync } from '../built.ts';
-import { type BenchContext, type BenchResult, median, round, type Suite } from '../harness.ts';
+import { type BenchContext, type BenchResult, median, peakRssMb, round, type Suite } from '../harness.ts';
 import { freshPageUs } from '../machine.ts';
 
 const LEVEL_NODES = 7;
@@ -144,16 +144,16 @@ function child(target: number, runs: number, full: boolean): void {
   // No forced GC between runs: a full collection shrinks the young generation, and the next run
   // (at 1e4 nodes, several times) pays for growing it again.
   const samples: RunTimes[] = [runOnce(target)];
-  const rss = process.resourceUsage().maxRSS / 1024;
+  const rss = peakRssMb();
   for (let i = 1; i < runs; i++) samples.push(runOnce(target));
-  const rssAll = process.resourceUsage().maxRSS / 1024;
+  const rssAll = peakRssMb();
   const checks: CheckTimes[] = [];
   if (full) {
     for (let i = 0; i < 3; i++) checkOnce(chainGraph(20_000));
     const graph = chainGraph(target);
     for (let i = 0; i < runs; i++) checks.push(checkOnce(graph));
   }
-  const rssChecks = process.resourceUsage().maxRSS / 1024;
+  const rssChecks = peakRssMb();
   const result: ChildResult = {
     samples,
     fresh_page_us: pageUs,
