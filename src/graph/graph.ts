@@ -53,6 +53,8 @@ export interface NodeSource {
   stage?(id: number): number | undefined;
   /** Node names to ids, as `Graph.names` makes them. */
   names(): Map<string, number>;
+  /** Every node's op definition (undefined for a leaf), as `Graph.defs` makes them, where the source can do better. */
+  defs?(): (OpDef | undefined)[];
   /** Whether `node`, not made by this source, is one of its nodes all the same (Note [builder columns]). */
   owns?(node: Node): boolean;
 }
@@ -249,6 +251,7 @@ export class Graph {
    * nodes. The graph is immutable, so the table never goes stale.
    */
   get defs(): readonly (OpDef | undefined)[] {
+    if (this.defTable === null && this.source?.defs !== undefined) this.defTable = this.source.defs();
     if (this.defTable === null) {
       const table = new Array<OpDef | undefined>(this.count);
       for (let id = 0; id < this.count; id++) {

@@ -1,7 +1,8 @@
-import { type Attrs, NO_ATTRS } from '../ops/op.ts';
+import { type Attrs, NO_ATTRS, type OpDef } from '../ops/op.ts';
+import { getOp } from '../ops/registry.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
-import { type GraphColumns, kindOf } from './columns.ts';
+import { type GraphColumns, kindOf, OP } from './columns.ts';
 import type { Graph, Node, NodeSource } from './graph.ts';
 
 // Note [builder columns]
@@ -68,6 +69,13 @@ function grown<A extends Column>(array: A, need: number): A {
   if (need <= array.length) return array;
   const next = new (array.constructor as new (n: number) => A)(Math.max(need, array.length * 8));
   next.set(array);
+  return next;
+}
+
+/** A copy of `array` of the same capacity, its first `used` entries written (the rest costs no page). */
+function copied<A extends Column>(array: A, used: number): A {
+  const next = new (array.constructor as new (n: number) => A)(array.length);
+  next.set(array.subarray(0, used));
   return next;
 }
 
@@ -238,6 +246,14 @@ export class NodeStore {
       attrs: (id) => this.attrs(id),
       name,
       stage: (id) => this.stageOf(id),
+      defs: () => {
+        // One registry lookup per distinct op, not per node.
+        const byCode = this.opNames.map((op) => (kindOf(op) === OP ? getOp(op) : undefined));
+        const { opCode } = this;
+        const out = new Array<OpDef | undefined>(size);
+        for (let id = 0; id < size; id++) out[id] = byCode[opCode[id]!];
+        return out;
+      },
       names: () => names,
       owns: (node) => this.owns(node, size) || (base !== null && node.id < base.size && base.owns(node)),
     };
@@ -245,13 +261,14 @@ export class NodeStore {
 
   /** Copies the columns a built graph holds, before recording more. */
   private unshare(): void {
-    this.opCode = this.opCode.slice();
-    this.dtypeCode = this.dtypeCode.slice();
-    this.kinds = this.kinds.slice();
-    this.shapeIndex = this.shapeIndex.slice();
-    this.attrIndex = this.attrIndex.slice();
-    this.inputStart = this.inputStart.slice();
-    this.inputIds = this.inputIds.slice();
+    const n = this.count;
+    this.opCode = copied(this.opCode, n);
+    this.dtypeCode = copied(this.dtypeCode, n);
+    this.kinds = copied(this.kinds, n);
+    this.shapeIndex = copied(this.shapeIndex, n);
+    this.attrIndex = copied(this.attrIndex, n);
+    this.inputStart = copied(this.inputStart, n + 1);
+    this.inputIds = copied(this.inputIds, this.inputStart[n]!);
     this.shapeTable = this.shapeTable.slice();
     this.attrTable = this.attrTable.slice();
     if (this.stages !== null) this.stages = this.stages.slice();
