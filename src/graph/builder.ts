@@ -225,9 +225,8 @@ function namesById(names: Map<string, number>): Map<string, number> {
 }
 
 /**
- * The ids of a node's inputs. Note: array literals for one and two inputs, not `new Array(n)`: a
- * literal is allocated inline, and V8 learns to allocate the arrays of a site whose arrays live long
- * (a graph's) where they need not be copied by the collector later.
+ * The ids of a node's inputs: the handle's `inputs`, which the store copies into its columns. Array
+ * literals for one and two inputs, not `new Array(n)`: a literal is allocated inline.
  */
 function idsOf(inputs: readonly Node[]): number[] {
   if (inputs.length === 1) return [inputs[0]!.id];
@@ -237,7 +236,8 @@ function idsOf(inputs: readonly Node[]): number[] {
 
 /**
  * A shape equal to an input's is that input's array: shapes are never mutated, and an elementwise
- * node then costs no array of its own (a million-node graph is mostly such nodes).
+ * node then costs no array of its own and no new entry in the store's table of shapes (a
+ * million-node graph is mostly such nodes).
  */
 function sharedShape(shape: Shape, inputs: readonly Node[]): Shape {
   for (let i = 0; i < inputs.length; i++) {
