@@ -96,9 +96,10 @@ export function packGraph(graph: Graph, { shared = false }: { shared?: boolean }
       attrs.push([id, encodeAttrs(n)]);
       break;
     }
-    if (n.name !== undefined) names.push([id, n.name]);
     if (n.stage !== undefined) stages.push([id, n.stage]);
   }
+  // The graph's name index, in id order as a walk of the nodes finds them, without asking every node.
+  for (const [name, id] of graph.names()) names.push([id, name]);
   shapeStart[size] = d;
   return {
     size,
