@@ -26,20 +26,19 @@ import '../ops/builtins.ts';
  * ```
  */
 export class GraphBuilder extends Ops<Node> {
-  /** What it has recorded (Note [builder columns]). */
-  private readonly store = new NodeStore();
+  /** What it has recorded (Note [builder columns]); `from` gives it the graph it continues. */
+  private store = new NodeStore();
   private readonly outputs = dict<number>();
   /** Node ids by name, and names by id. */
   private readonly names = new Map<string, number>();
   private readonly labels = new Map<number, string>();
   private readonly scalars = new Map<string, Node>();
   private stage: number | undefined;
-  /** The graph it continues (`from`), whose nodes are its first ones. */
-  private base: Graph | null = null;
 
   /** A builder that continues an existing graph (its nodes keep their ids, and stay nodes of the builder). */
   static from(graph: Graph): GraphBuilder {
     const b = new GraphBuilder();
+    b.store = new NodeStore(graph);
     const read = graph.reader();
     for (let id = 0; id < graph.size; id++) {
       const n = read(id);
@@ -49,7 +48,6 @@ export class GraphBuilder extends Ops<Node> {
         b.labels.set(id, n.name);
       }
     }
-    b.base = graph;
     Object.assign(b.outputs, graph.outputs);
     return b;
   }
@@ -71,8 +69,6 @@ export class GraphBuilder extends Ops<Node> {
         : (this.names.get(ref) ?? (Object.hasOwn(this.outputs, ref) ? this.outputs[ref] : undefined));
     if (id === undefined || !(Number.isInteger(id) && id >= 0 && id < this.store.size))
       throw new GraphError(`no node ${JSON.stringify(ref)} in this builder`, { node: ref });
-    const base = this.base;
-    if (base !== null && id < base.size && base.nameOf(id) === this.labels.get(id)) return base.nodeAt(id);
     return this.store.node(id, this.labels.get(id));
   }
 
@@ -145,9 +141,7 @@ export class GraphBuilder extends Ops<Node> {
   }
 
   private owns(x: Node): boolean {
-    if (this.store.owns(x)) return true;
-    const base = this.base;
-    return base !== null && x.id < base.size && base.owns(x);
+    return this.store.owns(x);
   }
 
   shapeOf(x: Node): Shape {
@@ -210,7 +204,8 @@ export class GraphBuilder extends Ops<Node> {
   /** The graph recorded so far, with its outputs: a snapshot, so the builder can go on. */
   build(): Graph {
     const names = namesById(this.names);
-    return Graph.fromSource(this.store.source(names, this.base), { ...this.outputs }, this.store.columns());
+    const labels = new Map(this.labels);
+    return Graph.fromSource(this.store.source(names, labels), { ...this.outputs }, this.store.columns());
   }
 }
 

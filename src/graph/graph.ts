@@ -49,8 +49,8 @@ export interface NodeSource {
   attrs(id: number): Attrs;
   /** Node `id`'s name, if it has one. */
   name(id: number): string | undefined;
-  /** Node `id`'s stage annotation, if it has one (where absent, read from the node). */
-  stage?(id: number): number | undefined;
+  /** Node `id`'s stage annotation, if it has one. */
+  stage(id: number): number | undefined;
   /** Node names to ids, as `Graph.names` makes them. */
   names(): Map<string, number>;
   /** Every node's op definition (undefined for a leaf), as `Graph.defs` makes them, where the source can do better. */
@@ -189,12 +189,10 @@ export class Graph {
     return table !== null ? table[id]!.name : this.source!.name(id);
   }
 
-  /** Node `id`'s stage annotation, for 0 <= id < size, without making the node where the source can tell. */
+  /** Node `id`'s stage annotation, for 0 <= id < size, without making the node. */
   stageOf(id: number): number | undefined {
     const table = this.table;
-    if (table !== null) return table[id]!.stage;
-    const source = this.source!;
-    return source.stage !== undefined ? source.stage(id) : this.nodeAt(id).stage;
+    return table !== null ? table[id]!.stage : this.source!.stage(id);
   }
 
   /**

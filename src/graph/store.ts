@@ -17,7 +17,8 @@ import type { Graph, Node, NodeSource } from './graph.ts';
 //
 // A handle is a `StoredNode`, branded with its store: a builder owns exactly the handles of its own
 // store, whichever call made them (the one that recorded the node, `node`, or a graph's read of
-// it), and a graph built from the store owns those with an id below its size. The brand is a private
+// it), and a graph built from the store owns those with an id below its size; a store made by
+// `GraphBuilder.from` owns the nodes of the graph it continues as well. The brand is a private
 // field: no spread, structured clone or JSON sees it. Columns only grow, so a graph built from the
 // store can keep them as they are; a builder that records more after a build copies them first.
 // They grow eightfold: capacity never written costs no page (a fresh page is what costs, not an
@@ -101,6 +102,12 @@ export class NodeStore {
   /** Whether a built graph holds the columns as they are (copied before the next node). */
   private shared = false;
 
+  /**
+   * `base`: the graph whose nodes are the store's first ones (`GraphBuilder.from`). Its node objects
+   * are the store's own where their names still agree, and they stay nodes of the store.
+   */
+  constructor(private readonly base: Graph | null = null) {}
+
   get size(): number {
     return this.count;
   }
@@ -181,8 +188,10 @@ export class NodeStore {
     return this.stages === null ? undefined : this.stages[id];
   }
 
-  /** A handle on node id, named `name`. */
-  node(id: number, name?: string): StoredNode {
+  /** A handle on node id, named `name`: the base graph's own node where it has that name. */
+  node(id: number, name?: string): Node {
+    const base = this.base;
+    if (base !== null && id < base.size && base.nameOf(id) === name) return base.nodeAt(id);
     const fields = {
       attrs: this.attrs(id),
       shape: this.shape(id),
@@ -193,9 +202,11 @@ export class NodeStore {
     return new StoredNode(this, id, this.op(id), this.inputsOf(id), fields);
   }
 
-  /** Whether `node` is a handle of this store on one of its first `size` nodes. */
+  /** Whether `node` is a handle of this store, or a node of its base graph, on one of its first `size` nodes. */
   owns(node: Node, size = this.count): boolean {
-    return StoredNode.storeOf(node) === this && Number.isInteger(node.id) && node.id >= 0 && node.id < size;
+    if (StoredNode.storeOf(node) === this) return Number.isInteger(node.id) && node.id >= 0 && node.id < size;
+    const base = this.base;
+    return base !== null && node.id < base.size && node.id < size && base.owns(node);
   }
 
   /**
@@ -223,24 +234,15 @@ export class NodeStore {
 
   /**
    * A source for a graph of the nodes so far (Note [nodes on first read]), named by `names` (name to
-   * id, in id order: the snapshot of the builder's names at the build). `base`: the graph whose nodes
-   * the store's first ones are (`GraphBuilder.from`); its node objects are the new graph's too.
+   * id, in id order) and `labels` (id to name): snapshots of the builder's names at the build.
    */
-  source(names: Map<string, number>, base: Graph | null = null): NodeSource {
+  source(names: Map<string, number>, labels: Map<number, string>): NodeSource {
     this.shared = true;
     const size = this.count;
-    let nameOf: Map<number, string> | null = null;
-    const name = (id: number) => {
-      if (nameOf === null) {
-        nameOf = new Map();
-        for (const [n, i] of names) nameOf.set(i, n);
-      }
-      return nameOf.get(id);
-    };
-    const inBase = (id: number) => base !== null && id < base.size && base.nameOf(id) === name(id);
+    const name = (id: number) => labels.get(id);
     return {
       size,
-      node: (id) => (inBase(id) ? base!.nodeAt(id) : this.node(id, name(id))),
+      node: (id) => this.node(id, name(id)),
       op: (id) => this.op(id),
       dtype: (id) => this.dtype(id),
       attrs: (id) => this.attrs(id),
@@ -255,7 +257,7 @@ export class NodeStore {
         return out;
       },
       names: () => names,
-      owns: (node) => this.owns(node, size) || (base !== null && node.id < base.size && base.owns(node)),
+      owns: (node) => this.owns(node, size),
     };
   }
 

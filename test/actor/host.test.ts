@@ -431,6 +431,7 @@ describe('Host on a graph that makes its nodes on first read (Note [nodes on fir
           dtype: (id) => g.nodes[id]!.dtype,
           attrs: (id) => g.nodes[id]!.attrs,
           name: (id) => g.nodes[id]!.name,
+          stage: (id) => g.nodes[id]!.stage,
           names: () => new Map(g.names()),
         };
         return planFromColumns(Graph.fromSource(source, g.outputs, columnsOf(g.nodes)), planColumns(plan));

@@ -3,9 +3,13 @@ import { evaluate, valueAndGrad } from '../../src/autodiff/engine.ts';
 import { GraphError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { columnsOf } from '../../src/graph/columns.ts';
+import { laneGraph } from '../../src/graph/generators.ts';
 import { Graph, type Node } from '../../src/graph/graph.ts';
 import { initParams } from '../../src/graph/params.ts';
 import { printGraph } from '../../src/graph/print.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { planColumns, planFromColumns } from '../../src/partition/plan-columns.ts';
+import { packGraph, unpackGraph } from '../../src/protocol/packed-graph.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { thrown } from '../support/errors.ts';
 
@@ -63,6 +67,21 @@ describe('GraphBuilder columns', () => {
     );
     const ids = [...made()!.keys()].sort((x, y) => x - y);
     expect(ids.map((id) => graph.opOf(id))).toEqual(['param', 'input', 'const', 'sum']);
+  });
+
+  it("a runtime's compile and packing read the columns: they make node objects for the parameters and the loss only", () => {
+    const graph = laneGraph(20, 30);
+    const plan = compile(graph, { workers: 2, placement: 'per-node' });
+    const packed = unpackGraph(packGraph(graph));
+    expect(packed.size).toBe(graph.size);
+    expect(planFromColumns(packed, planColumns(plan)).placement).toEqual(plan.placement);
+    const made = (graph as unknown as { made: Map<number, Node> | (Node | undefined)[] }).made;
+    const ids =
+      made instanceof Map ? [...made.keys()] : made.flatMap((n, id) => (n === undefined ? [] : [id]));
+    expect(ids.length).toBeGreaterThan(0);
+    const loss = graph.outputs['loss']!;
+    expect(ids).toContain(loss);
+    expect(new Set(ids.filter((id) => id !== loss).map((id) => graph.opOf(id)))).toEqual(new Set(['param']));
   });
 
   it('a handle from the builder is a node of the graph; a handle of another builder, or past the graph, is not', () => {

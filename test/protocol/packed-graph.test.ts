@@ -115,6 +115,7 @@ describe('packed graph (the coordinator -> worker handoff)', () => {
       dtype: (id) => g.nodes[id]!.dtype,
       attrs: (id) => g.nodes[id]!.attrs,
       name: (id) => g.nodes[id]!.name,
+      stage: (id) => g.nodes[id]!.stage,
       names: () => new Map(g.names()),
     };
     const lazy = Graph.fromSource(source, g.outputs, columnsOf(g.nodes));
