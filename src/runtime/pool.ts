@@ -16,6 +16,8 @@ export class ControlTimeoutError extends BackflowError {}
 export interface PoolOptions<API> {
   /** The worker module: a `.ts` file (run from source through tsx) or a compiled `.js` file. */
   readonly url: URL;
+  /** Node flags of every worker of a `.js` module (a `.ts` one gets tsx's loader only). */
+  readonly execArgv?: readonly string[];
   readonly size: number;
   /**
    * The startup handshake, one guarded call per worker: the pool is up when every one resolved. Any
@@ -102,7 +104,7 @@ export class WorkerPool<API> {
     const fromSource = this.options.url.pathname.endsWith('.ts');
     const worker = new Worker(this.options.url, {
       // Explicit, so that workers never inherit the parent's loaders and flags.
-      execArgv: fromSource ? ['--import', TSX_REGISTER.href] : [],
+      execArgv: fromSource ? ['--import', TSX_REGISTER.href] : [...(this.options.execArgv ?? [])],
       workerData: {
         ...this.options.workerData,
         worker: this.options.ids?.[index] ?? index,

@@ -17,9 +17,7 @@ import {
 } from './cluster.ts';
 import { type HostCalls, LinkedCluster } from './linked-cluster.ts';
 import { WorkerPool } from './pool.ts';
-
-export const FROM_SOURCE = import.meta.url.endsWith('.ts');
-export const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url);
+import { hostWorkerModule } from './source-worker.ts';
 
 /**
  * The young generation of each worker's heap. A step makes millions of short-lived objects (messages,
@@ -59,7 +57,7 @@ export async function createThreadsCluster(
   let pool: WorkerPool<WorkerControl>;
   try {
     pool = await WorkerPool.create<WorkerControl>({
-      url: HOST_WORKER,
+      ...(await hostWorkerModule(options.ops)),
       resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
       size: n,
       describe: (status) => describeStatus(plan, status),

@@ -1,0 +1,96 @@
+// The host worker module when backflow runs from its TypeScript sources (tsx, vitest, `npm start`).
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+// Note [source workers]
+// A worker thread does not inherit its parent's loaders, so a `.ts` worker registers tsx itself
+// (workers/tsx-register.mjs): tsx's loader starts on a thread of its own in every worker, and each of
+// the worker's hundred modules is then resolved and loaded through it. That took 550-650 ms of CPU a
+// worker here (against about 200 ms for the compiled package's worker), and a runtime of two workers
+// 1.0-1.1 s to start; the test suite spent most of its time starting runtimes. So from source, the
+// coordinator bundles the host worker and everything it imports into one ES module, once a process
+// (esbuild, which tsx itself is built on: about 150 ms), and every worker loads that file with no loader
+// at all (about 180 ms each). The bundle is the same TypeScript, transformed as tsx transforms it.
+//
+// - It lives in node_modules/.cache/backflow/ under the checkout, named by a hash of its text, so that
+//   packages stay external and resolve from the checkout's node_modules, and two processes bundling
+//   the same sources write the same file (through a rename: a reader never sees half of it). Writing
+//   one removes the bundles of other sources not written for an hour, so edits do not pile them up.
+// - A worker that imports user op modules (the `ops` option, Note [user ops on workers]) keeps the
+//   `.ts` worker: those modules import the op registry from the sources, which must be the worker's
+//   own registry, not a second copy inside a bundle. So do node processes' hosts, which learn the op
+//   modules only after their workers started.
+// - Where the bundle cannot be made (no esbuild, a read-only checkout), the `.ts` worker is used.
+// - The compiled package never comes here: its workers are plain `.js` modules.
+
+/** Source mode: this module is TypeScript, not the compiled package. */
+export const FROM_SOURCE = import.meta.url.endsWith('.ts');
+
+/** The host worker module of this install: the compiled `.js` file, or the `.ts` source. */
+export const HOST_WORKER = new URL(`../../workers/host.worker.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url);
+
+/** A worker module and the flags its threads start with (PoolOptions' `url` and `execArgv`). */
+export interface WorkerModule {
+  readonly url: URL;
+  readonly execArgv?: readonly string[];
+}
+
+let bundled: Promise<URL | null> | null = null;
+
+/**
+ * The module a pool of host workers should run (Note [source workers]): HOST_WORKER, or from source
+ * and without user op modules, the host worker bundled once for this process (its stack traces
+ * through the bundle's source map, to the `.ts` files).
+ */
+export async function hostWorkerModule(opModules: readonly string[]): Promise<WorkerModule> {
+  if (!FROM_SOURCE || opModules.length > 0) return { url: HOST_WORKER };
+  bundled ??= bundleHostWorker().catch(() => null);
+  const url = await bundled;
+  return url === null ? { url: HOST_WORKER } : { url, execArgv: ['--enable-source-maps'] };
+}
+
+async function bundleHostWorker(): Promise<URL> {
+  // A development dependency (tsx's own), loaded only here: the compiled package has no esbuild.
+  const esbuild = (await import('esbuild')) as typeof import('esbuild');
+  const dir = new URL('../../node_modules/.cache/backflow/', import.meta.url);
+  const result = await esbuild.build({
+    entryPoints: [fileURLToPath(HOST_WORKER)],
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    packages: 'external',
+    sourcemap: 'inline',
+    sourcesContent: false,
+    // Not written, but where the file goes: the source map's paths are relative to it.
+    outdir: fileURLToPath(dir),
+    write: false,
+    logLevel: 'silent',
+  });
+  const text = result.outputFiles[0]!.text;
+  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
+  const file = new URL(`host.worker.${hash}.mjs`, dir);
+  mkdirSync(dir, { recursive: true });
+  const temporary = fileURLToPath(new URL(`host.worker.${hash}.${process.pid}.tmp`, dir));
+  writeFileSync(temporary, text);
+  renameSync(temporary, fileURLToPath(file));
+  prune(dir, file);
+  return file;
+}
+
+const STALE_MS = 3_600_000;
+
+/** Removes the other bundles (and a dead process's temporary files) of `dir` older than STALE_MS. */
+function prune(dir: URL, keep: URL): void {
+  const now = Date.now();
+  for (const name of readdirSync(dir)) {
+    const path = fileURLToPath(new URL(name, dir));
+    if (!name.startsWith('host.worker.') || path === fileURLToPath(keep)) continue;
+    try {
+      if (now - statSync(path).mtimeMs > STALE_MS) rmSync(path, { force: true });
+    } catch {
+      // Removed by another process meanwhile.
+    }
+  }
+}
