@@ -117,6 +117,7 @@ async function start(
               heartbeatMs: spec.heartbeatMs,
               deadAfterMs: spec.deadAfterMs,
               tls: tls !== undefined,
+              opModules: options.ops.length > 0,
             },
             spec.joinTimeoutMs,
             'assign',

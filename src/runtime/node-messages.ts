@@ -38,6 +38,8 @@ export interface Assign {
   readonly deadAfterMs: number;
   /** The data links are mutual TLS (Note [tcp handshake]). */
   readonly tls: boolean;
+  /** The init will name op modules for the hosts to import (Note [source workers]); absent: true. */
+  readonly opModules: boolean;
 }
 
 export interface Connect {
@@ -103,6 +105,10 @@ export function readAssign(v: Record<string, unknown>): Assign {
     heartbeatMs: ms(v.heartbeatMs, 'assign.heartbeatMs'),
     deadAfterMs: ms(v.deadAfterMs, 'assign.deadAfterMs'),
     tls: typeof v.tls === 'boolean' ? v.tls : bad('assign.tls', 'a boolean', v.tls),
+    opModules:
+      v.opModules === undefined || typeof v.opModules === 'boolean'
+        ? v.opModules !== false
+        : bad('assign.opModules', 'a boolean', v.opModules),
   };
 }
 

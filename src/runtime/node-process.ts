@@ -17,7 +17,7 @@ import { KERNELS_OFFERED } from '../tensor/default-kernels.ts';
 import { placementDigest, readAssign, readCall, readConnect } from './node-messages.ts';
 import { WorkerPool } from './pool.ts';
 import { type Announcement, backflowVersion, defaultName, nodeMajor, subjects } from './rendezvous.ts';
-import { HOST_WORKER } from './source-worker.ts';
+import { hostWorkerModule } from './source-worker.ts';
 import { YOUNG_GENERATION_MB } from './threads.ts';
 
 /**
@@ -165,8 +165,7 @@ export async function startNode(options: NodeOptions): Promise<NodeProcess> {
       starting = { runtime: a.runtime, coordinator: a.coordinator };
       try {
         pool = await WorkerPool.create<WorkerControl>({
-          // Not the bundle from source: the op modules come later, with the init (Note [source workers]).
-          url: HOST_WORKER,
+          ...(await hostWorkerModule(a.opModules)),
           size: a.workers.length,
           ids: a.workers,
           resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },

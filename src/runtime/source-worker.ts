@@ -1,6 +1,6 @@
 // The host worker module when backflow runs from its TypeScript sources (tsx, vitest, `npm start`).
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 // Note [source workers]
@@ -9,18 +9,20 @@ import { fileURLToPath } from 'node:url';
 // the worker's hundred modules is then resolved and loaded through it. That took 550-650 ms of CPU a
 // worker here (against about 200 ms for the compiled package's worker), and a runtime of two workers
 // 1.0-1.1 s to start; the test suite spent most of its time starting runtimes. So from source, the
-// coordinator bundles the host worker and everything it imports into one ES module, once a process
-// (esbuild, which tsx itself is built on: about 150 ms), and every worker loads that file with no loader
-// at all (about 180 ms each). The bundle is the same TypeScript, transformed as tsx transforms it.
+// host worker and everything it imports are bundled into one ES module (esbuild, which tsx itself is
+// built on: 150-450 ms), and every worker loads that file with no loader at all (about 180 ms each).
+// The bundle is the same TypeScript, transformed as tsx transforms it.
 //
-// - It lives in node_modules/.cache/backflow/ under the checkout, named by a hash of its text, so that
-//   packages stay external and resolve from the checkout's node_modules, and two processes bundling
-//   the same sources write the same file (through a rename: a reader never sees half of it). Writing
-//   one removes the bundles of other sources not written for an hour, so edits do not pile them up.
+// - It lives in node_modules/.cache/backflow/ under the checkout, so that packages stay external and
+//   resolve from the checkout's node_modules. Its name is a fingerprint of the sources it may hold
+//   (the path, size and modification time of every file under src/ and workers/): a process whose
+//   sources have a bundle already (every test file's process, every node process after the first)
+//   only touches it, and a process after an edit makes another. It is written through a rename, so a
+//   reader never sees half of it; writing one removes the bundles not used for an hour.
 // - A worker that imports user op modules (the `ops` option, Note [user ops on workers]) keeps the
 //   `.ts` worker: those modules import the op registry from the sources, which must be the worker's
-//   own registry, not a second copy inside a bundle. So do node processes' hosts, which learn the op
-//   modules only after their workers started.
+//   own registry, not a second copy inside a bundle. A node process learns the modules with the
+//   init, after its workers started, so the assign says whether there are any (`opModules`).
 // - Where the bundle cannot be made (no esbuild, a read-only checkout), the `.ts` worker is used.
 // - The compiled package never comes here: its workers are plain `.js` modules.
 
@@ -40,20 +42,28 @@ let bundled: Promise<URL | null> | null = null;
 
 /**
  * The module a pool of host workers should run (Note [source workers]): HOST_WORKER, or from source
- * and without user op modules, the host worker bundled once for this process (its stack traces
- * through the bundle's source map, to the `.ts` files).
+ * and when the hosts import no op modules, the host worker bundled once for this process (its stack
+ * traces through the bundle's source map, to the `.ts` files).
  */
-export async function hostWorkerModule(opModules: readonly string[]): Promise<WorkerModule> {
-  if (!FROM_SOURCE || opModules.length > 0) return { url: HOST_WORKER };
+export async function hostWorkerModule(opModules: boolean): Promise<WorkerModule> {
+  if (!FROM_SOURCE || opModules) return { url: HOST_WORKER };
   bundled ??= bundleHostWorker().catch(() => null);
   const url = await bundled;
   return url === null ? { url: HOST_WORKER } : { url, execArgv: ['--enable-source-maps'] };
 }
 
 async function bundleHostWorker(): Promise<URL> {
+  const root = new URL('../../', import.meta.url);
+  const dir = new URL('node_modules/.cache/backflow/', root);
+  const file = new URL(`host.worker.${fingerprint(root)}.mjs`, dir);
+  const now = new Date();
+  try {
+    // Used now: not pruned by a process that writes another.
+    utimesSync(file, now, now);
+    return file;
+  } catch {}
   // A development dependency (tsx's own), loaded only here: the compiled package has no esbuild.
   const esbuild = (await import('esbuild')) as typeof import('esbuild');
-  const dir = new URL('../../node_modules/.cache/backflow/', import.meta.url);
   const result = await esbuild.build({
     entryPoints: [fileURLToPath(HOST_WORKER)],
     bundle: true,
@@ -68,20 +78,30 @@ async function bundleHostWorker(): Promise<URL> {
     write: false,
     logLevel: 'silent',
   });
-  const text = result.outputFiles[0]!.text;
-  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-  const file = new URL(`host.worker.${hash}.mjs`, dir);
   mkdirSync(dir, { recursive: true });
-  const temporary = fileURLToPath(new URL(`host.worker.${hash}.${process.pid}.tmp`, dir));
-  writeFileSync(temporary, text);
+  const temporary = fileURLToPath(new URL(`host.worker.${process.pid}.tmp`, dir));
+  writeFileSync(temporary, result.outputFiles[0]!.text);
   renameSync(temporary, fileURLToPath(file));
   prune(dir, file);
   return file;
 }
 
+/** A hash of the path, size and modification time of every file under src/ and workers/. */
+function fingerprint(root: URL): string {
+  const hash = createHash('sha256');
+  for (const top of ['src', 'workers']) {
+    const dir = fileURLToPath(new URL(`${top}/`, root));
+    for (const name of readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort()) {
+      const stat = statSync(`${dir}${name}`);
+      if (stat.isFile()) hash.update(`${top}/${name}\0${stat.size}\0${stat.mtimeMs}\n`);
+    }
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
 const STALE_MS = 3_600_000;
 
-/** Removes the other bundles (and a dead process's temporary files) of `dir` older than STALE_MS. */
+/** Removes the other bundles (and a dead process's temporary files) of `dir` not used for STALE_MS. */
 function prune(dir: URL, keep: URL): void {
   const now = Date.now();
   for (const name of readdirSync(dir)) {

@@ -57,7 +57,7 @@ export async function createThreadsCluster(
   let pool: WorkerPool<WorkerControl>;
   try {
     pool = await WorkerPool.create<WorkerControl>({
-      ...(await hostWorkerModule(options.ops)),
+      ...(await hostWorkerModule(options.ops.length > 0)),
       resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
       size: n,
       describe: (status) => describeStatus(plan, status),

@@ -3,7 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.ts';
 import { PROTOCOL_VERSION } from '../../src/protocol/envelope.ts';
+import { SECRET_BYTES } from '../../src/protocol/tcp-listener.ts';
 import { shareWorkers } from '../../src/runtime/nats-join.ts';
+import { readAssign } from '../../src/runtime/node-messages.ts';
 import {
   type Announcement,
   backflowVersion,
@@ -107,5 +109,28 @@ describe('cluster options', () => {
       heartbeatMs: 500,
       deadAfterMs: 5000,
     });
+  });
+});
+
+describe('assign', () => {
+  const assign = (changes: Record<string, unknown> = {}) => ({
+    op: 'assign',
+    runtime: 'r1',
+    clusterId: 7,
+    coordinator: 'c',
+    workers: [0, 1],
+    secret: new Uint8Array(SECRET_BYTES),
+    data: 'tcp',
+    heartbeatMs: 500,
+    deadAfterMs: 5000,
+    tls: false,
+    ...changes,
+  });
+
+  it('says whether op modules will come (Note [source workers]); absent, they may', () => {
+    expect(readAssign(assign({ opModules: false })).opModules).toBe(false);
+    expect(readAssign(assign({ opModules: true })).opModules).toBe(true);
+    expect(readAssign(assign()).opModules).toBe(true);
+    expect(() => readAssign(assign({ opModules: 'no' }))).toThrow(/assign.opModules: expected a boolean/);
   });
 });

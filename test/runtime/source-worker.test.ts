@@ -9,8 +9,8 @@ import { FROM_SOURCE, HOST_WORKER, hostWorkerModule } from '../../src/runtime/so
 describe('the host worker run from source', () => {
   it('is bundled once a process into node_modules/.cache/backflow, with its source map on', async () => {
     expect(FROM_SOURCE).toBe(true);
-    const first = await hostWorkerModule([]);
-    const again = await hostWorkerModule([]);
+    const first = await hostWorkerModule(false);
+    const again = await hostWorkerModule(false);
     expect(again.url.href).toBe(first.url.href);
     expect(first.url.href).toMatch(/\/node_modules\/\.cache\/backflow\/host\.worker\.[0-9a-f]{16}\.mjs$/);
     expect(first.execArgv).toEqual(['--enable-source-maps']);
@@ -21,14 +21,14 @@ describe('the host worker run from source', () => {
   });
 
   it("is the .ts worker when op modules are given: they must share the worker's op registry", async () => {
-    const module = await hostWorkerModule(['./test/fixtures/fuzz-ops.ts']);
+    const module = await hostWorkerModule(true);
     expect(module.url.href).toBe(HOST_WORKER.href);
     expect(HOST_WORKER.pathname.endsWith('/workers/host.worker.ts')).toBe(true);
     expect(module.execArgv).toBeUndefined();
   });
 
   it("a failure inside the bundle is reported at the source's file and line", async () => {
-    const { url, execArgv } = await hostWorkerModule([]);
+    const { url, execArgv } = await hostWorkerModule(false);
     // Without its workerData the host worker fails on its first statement that reads it.
     const worker = new Worker(url, { execArgv: [...(execArgv ?? [])] });
     const error = await new Promise<Error>((resolve) => worker.once('error', resolve));
