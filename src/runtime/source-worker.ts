@@ -1,6 +1,15 @@
 // The host worker module when backflow runs from its TypeScript sources (tsx, vitest, `npm start`).
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 // Note [source workers]
@@ -17,8 +26,9 @@ import { fileURLToPath } from 'node:url';
 //   resolve from the checkout's node_modules. Its name is a fingerprint of the sources it may hold
 //   (the path, size and modification time of every file under src/ and workers/): a process whose
 //   sources have a bundle already (every test file's process, every node process after the first)
-//   only touches it, and a process after an edit makes another. It is written through a rename, so a
-//   reader never sees half of it; writing one removes the bundles not used for an hour.
+//   reads it, and a process after an edit makes another. It is written through a rename, so a reader
+//   never sees half of it. Writing one removes the bundles not used for an hour; a process marks its
+//   own used each time it starts workers, and writes it again if it was removed all the same.
 // - A worker that imports user op modules (the `ops` option, Note [user ops on workers]) keeps the
 //   `.ts` worker: those modules import the op registry from the sources, which must be the worker's
 //   own registry, not a second copy inside a bundle. A node process learns the modules with the
@@ -38,7 +48,13 @@ export interface WorkerModule {
   readonly execArgv?: readonly string[];
 }
 
-let bundled: Promise<URL | null> | null = null;
+/** This process's bundle: where it is, and its text (to put it back if another process pruned it). */
+interface Bundle {
+  readonly file: URL;
+  readonly text: string;
+}
+
+let bundled: Promise<Bundle | null> | null = null;
 
 /**
  * The module a pool of host workers should run (Note [source workers]): HOST_WORKER, or from source
@@ -48,19 +64,37 @@ let bundled: Promise<URL | null> | null = null;
 export async function hostWorkerModule(opModules: boolean): Promise<WorkerModule> {
   if (!FROM_SOURCE || opModules) return { url: HOST_WORKER };
   bundled ??= bundleHostWorker().catch(() => null);
-  const url = await bundled;
-  return url === null ? { url: HOST_WORKER } : { url, execArgv: ['--enable-source-maps'] };
+  const bundle = await bundled;
+  if (bundle === null || !keep(bundle)) return { url: HOST_WORKER };
+  return { url: bundle.file, execArgv: ['--enable-source-maps'] };
 }
 
-async function bundleHostWorker(): Promise<URL> {
+/**
+ * Marks the bundle used now, so that no process prunes it while this one may start workers from it;
+ * one pruned meanwhile (this process had not started workers for an hour) is written again, the same
+ * code this process's other workers run. False when it can be neither.
+ */
+function keep(bundle: Bundle): boolean {
+  const now = new Date();
+  try {
+    utimesSync(bundle.file, now, now);
+    return true;
+  } catch {
+    try {
+      write(bundle);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+async function bundleHostWorker(): Promise<Bundle> {
   const root = new URL('../../', import.meta.url);
   const dir = new URL('node_modules/.cache/backflow/', root);
   const file = new URL(`host.worker.${fingerprint(root)}.mjs`, dir);
-  const now = new Date();
   try {
-    // Used now: not pruned by a process that writes another.
-    utimesSync(file, now, now);
-    return file;
+    return { file, text: readFileSync(file, 'utf8') };
   } catch {}
   // A development dependency (tsx's own), loaded only here: the compiled package has no esbuild.
   const esbuild = (await import('esbuild')) as typeof import('esbuild');
@@ -78,12 +112,18 @@ async function bundleHostWorker(): Promise<URL> {
     write: false,
     logLevel: 'silent',
   });
+  const bundle = { file, text: result.outputFiles[0]!.text };
   mkdirSync(dir, { recursive: true });
-  const temporary = fileURLToPath(new URL(`host.worker.${process.pid}.tmp`, dir));
-  writeFileSync(temporary, result.outputFiles[0]!.text);
-  renameSync(temporary, fileURLToPath(file));
+  write(bundle);
   prune(dir, file);
-  return file;
+  return bundle;
+}
+
+/** Writes the bundle through a rename: a reader never sees half of it. */
+function write({ file, text }: Bundle): void {
+  const temporary = fileURLToPath(new URL(`host.worker.${process.pid}.tmp`, file));
+  writeFileSync(temporary, text);
+  renameSync(temporary, fileURLToPath(file));
 }
 
 /** A hash of the path, size and modification time of every file under src/ and workers/. */

@@ -1,6 +1,6 @@
 // The host worker from source (Note [source workers]): one bundle a process for threads clusters
 // without op modules, the `.ts` worker with them; the bundle's stack traces name the sources.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, utimesSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
@@ -18,6 +18,14 @@ describe('the host worker run from source', () => {
     // Packages stay imports of the checkout's node_modules; no TypeScript loader is needed.
     expect(text).toMatch(/from "comlink"/);
     expect(text).not.toMatch(/tsx\/esm/);
+  });
+
+  it('is marked used each time workers start from it, so that no process prunes it meanwhile', async () => {
+    const { url } = await hostWorkerModule(false);
+    const hoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    utimesSync(url, hoursAgo, hoursAgo);
+    await hostWorkerModule(false);
+    expect(Date.now() - statSync(url).mtimeMs).toBeLessThan(3_600_000);
   });
 
   it("is the .ts worker when op modules are given: they must share the worker's op registry", async () => {
