@@ -96,8 +96,12 @@ async function bundleHostWorker(): Promise<Bundle> {
   try {
     return { file, text: readFileSync(file, 'utf8') };
   } catch {}
-  // A development dependency (tsx's own), loaded only here: the compiled package has no esbuild.
-  const esbuild = (await import('esbuild')) as typeof import('esbuild');
+  // A development dependency (tsx's own), loaded only here: the compiled package has no esbuild. The
+  // name is not a literal, so that a bundler packing an application with backflow does not look for it.
+  const name = 'esbuild';
+  const esbuild = (await import(
+    /* webpackIgnore: true */ /* @vite-ignore */ name
+  )) as typeof import('esbuild');
   const result = await esbuild.build({
     entryPoints: [fileURLToPath(HOST_WORKER)],
     bundle: true,
