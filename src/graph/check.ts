@@ -21,6 +21,19 @@ import { maxOf, minOf } from '../util/extent.ts';
  * printed lines around the offending node, and its context names node, op, input, expected, found.
  */
 export function checkGraph(graph: unknown): Graph {
+  return checked(graph, !(graph instanceof Graph));
+}
+
+/**
+ * `checkGraph` of nodes the caller made for it alone (a decoder's), which it keeps as they are
+ * instead of copying: each must have only the fields of a Node, and arrays no one else changes.
+ * @internal
+ */
+export function checkMadeNodes(nodes: unknown[], outputs: unknown): Graph {
+  return checked({ nodes, outputs }, false);
+}
+
+function checked(graph: unknown, copy: boolean): Graph {
   if (!isObject(graph) || !Array.isArray(graph.nodes)) {
     throw new GraphError(`checkGraph: expected {nodes: Node[], outputs}, found ${fmtValue(graph)}`, {
       expected: '{nodes, outputs}',
@@ -32,7 +45,6 @@ export function checkGraph(graph: unknown): Graph {
   const view: Printable = { nodes: raw as Node[], outputs: outputs as Record<string, number> };
   // A Graph is returned as it is: its checked nodes need no copies (they were most of the garbage a
   // check of a million nodes made).
-  const copy = !(graph instanceof Graph);
   const nodes = raw.map((node, id) => checkStructure(view, node, id, copy));
   checkOrder(view, nodes);
   const names = new Map<string, number>();

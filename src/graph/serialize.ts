@@ -1,48 +1,55 @@
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
-import { FormatError, GraphError } from '../errors.ts';
-import { sizeOf } from '../tensor/shape.ts';
-import { bytesPerElement, type DType, Tensor } from '../tensor/tensor.ts';
-import { checkGraph } from './check.ts';
-import type { Graph, Node } from './graph.ts';
+import { FormatError } from '../errors.ts';
+import { corrupt, decodeValue, hasOnlyKeys, isPlain } from './attr-values.ts';
+import { checkGraph, checkMadeNodes } from './check.ts';
+import type { Graph } from './graph.ts';
 import { fmtValue } from './print.ts';
+import { decodeColumns, decodeOutputs, encodeBody } from './serialize-columns.ts';
 
 export const GRAPH_MAGIC = 'backflow-graph';
 /** The format version this module writes, and the newest it reads (it reads every older one too). */
-export const GRAPH_FORMAT_VERSION = 2;
+export const GRAPH_FORMAT_VERSION = 3;
 const CHECKSUM_BYTES = 4;
 
 // Note [graph format]
-// The magic string, the format version (an integer) and the body {nodes, outputs}, as three msgpack
-// values one after the other; from version 2, then four bytes: the CRC-32 (zlib's) of every byte
-// before them, little-endian. The header is read first, so bytes of a newer version are refused
-// before anything else is read; then the checksum, so damaged bytes are refused before their body is
-// decoded (without it, 4.9% of the single-bit flips of a small graph decoded as another valid graph).
-// Version 1, the same without the checksum, still loads. nodes: [{op, inputs, shape, dtype, attrs,
-// name?, stage?}], ids are positions; outputs: [[name, id], ...] (a list, so a duplicate name is
-// seen, not overwritten). Attribute values are tagged where msgpack alone would lose something: an
-// array is ['a', ...items], an object ['o', key, value, ...], a tensor ['t', dtype, shape, bytes] with
-// its raw little-endian bytes, -0 is ['-0'] (msgpack writes it as the integer 0), undefined ['u'].
+// The magic string, the format version (an integer) and the body, as three msgpack values one after
+// the other; from version 2, then four bytes: the CRC-32 (zlib's) of every byte before them,
+// little-endian. The header is read first, so bytes of a newer version are refused before anything
+// else is read; then the checksum, so damaged bytes are refused before their body is decoded (without
+// it, 4.9% of the single-bit flips of a small graph decoded as another valid graph).
+//
+// The body of version 3 holds the nodes as columns (Note [graph columns]): a map of `size` (the node
+// count); `ops`, `dtypes`, `shapes` and `attrs`, tables of the distinct values; `op`, `dtype`,
+// `shape` and `attr`, each node's index into its table, and `arity`, each node's input count, as
+// little-endian Uint32 columns in msgpack binary (an attribute object is written once however many
+// nodes hold it, and they hold one object again when read; every empty one is entry 0); `inputs`, every node's input ids, node after node,
+// a little-endian Int32 column; `names` and `stages`, [id, value] pairs for the nodes that have one;
+// `outputs`, [[name, id], ...] (a list, so a duplicate name is seen, not overwritten). Versions 1
+// and 2 (version 1 is version 2 without the checksum) still load: their body is {nodes, outputs},
+// nodes a list of {op, inputs, shape, dtype, attrs, name?, stage?} whose ids are their positions.
+// A msgpack map a node had the writer and the reader of a million-node graph make and collect
+// millions of small objects: 6.5 s for the two, against 1.5 s with the columns, which are a few large
+// arrays (figures: docs/measurements.md).
+//
+// Attribute values are tagged where msgpack alone would lose something: an array is ['a', ...items],
+// an object ['o', key, value, ...], a tensor ['t', dtype, shape, bytes] with its raw little-endian
+// bytes, -0 is ['-0'] (msgpack writes it as the integer 0), undefined ['u'].
 
 // useRecords: false, so the bytes never depend on structure tables shared between instances;
 // structuredClone: false, so that reading refuses msgpackr's references (a cycle, or one value under
 // many keys that decodes into an exponential tree): serializeGraph never writes them.
 const packr = new Packr({ useRecords: false, structuredClone: false });
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const MAX_DEPTH = 32;
-
 /**
- * The graph as bytes: msgpack in format version 2, ending in a CRC-32 of the bytes before it.
- * `deserializeGraph` reads them back (and version 1 files).
+ * The graph as bytes: msgpack in format version 3 (its nodes as columns), ending in a CRC-32 of the
+ * bytes before it. `deserializeGraph` reads them back (and files of versions 1 and 2).
  */
 export function serializeGraph(graph: Graph): Uint8Array {
-  const body = {
-    nodes: graph.nodes.map(encodeNode),
-    outputs: Object.entries(graph.outputs),
-  };
   // pack() returns a view into a shared arena: copy each part out at once.
-  const parts = [GRAPH_MAGIC, GRAPH_FORMAT_VERSION, body].map((v) => new Uint8Array(packr.pack(v)));
+  const parts = [GRAPH_MAGIC, GRAPH_FORMAT_VERSION, encodeBody(graph)].map(
+    (v) => new Uint8Array(packr.pack(v)),
+  );
   const end = parts.reduce((n, p) => n + p.length, 0);
   const out = new Uint8Array(end + CHECKSUM_BYTES);
   let offset = 0;
@@ -99,6 +106,10 @@ export function deserializeGraph(bytes: Uint8Array): Graph {
     });
   }
   const body = values[0];
+  if (version === GRAPH_FORMAT_VERSION) {
+    const { nodes, outputs } = decodeColumns(body);
+    return checkMadeNodes(nodes, outputs);
+  }
   if (!isPlain(body) || !hasOnlyKeys(body, ['nodes', 'outputs']) || !Array.isArray(body.nodes)) {
     throw corrupt(`bad graph body: expected {nodes, outputs}, found ${fmtValue(body)}`, {
       expected: '{nodes, outputs}',
@@ -165,135 +176,6 @@ function checksummed(bytes: Uint8Array, headerEnd: number): number {
   return end;
 }
 
-function corrupt(message: string, context: Record<string, unknown>, cause?: unknown): FormatError {
-  return new FormatError(
-    `deserializeGraph: ${message}`,
-    { phase: 'deserialize', ...context },
-    cause === undefined ? undefined : { cause },
-  );
-}
-
-function encodeNode(node: Node): Record<string, unknown> {
-  return {
-    op: node.op,
-    inputs: node.inputs,
-    shape: node.shape,
-    dtype: node.dtype,
-    attrs: encodeValue(node.attrs, `%${node.id} attrs`, 0),
-    ...(node.name !== undefined ? { name: node.name } : {}),
-    ...(node.stage !== undefined ? { stage: node.stage } : {}),
-  };
-}
-
-/** A node's attributes in the tagged form of Note [graph format] (for other encodings of a graph too). */
-export function encodeAttrs(node: Node): unknown {
-  return encodeValue(node.attrs, `%${node.id} attrs`, 0);
-}
-
-/** Attributes back from their tagged form; a FormatError if they are not. */
-export function decodeAttrs(raw: unknown, id: number): unknown {
-  if (!Array.isArray(raw) || raw[0] !== 'o')
-    throw corrupt(`%${id} attrs: expected a tagged object, found ${fmtValue(raw)}`, { node: `%${id}` });
-  return decodeValue(raw, `%${id} attrs`, 0);
-}
-
-/** An attribute value in the tagged form of Note [graph format]. */
-function encodeValue(v: unknown, where: string, depth: number): unknown {
-  if (depth > MAX_DEPTH) throw unserializable(where, 'nested too deeply (a cycle?)');
-  if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
-  if (typeof v === 'number') return Object.is(v, -0) ? ['-0'] : v;
-  if (v === undefined) return ['u'];
-  if (v instanceof Tensor) return ['t', v.dtype, [...v.shape], littleEndianBytes(v)];
-  if (Array.isArray(v)) return ['a', ...v.map((x, i) => encodeValue(x, `${where}[${i}]`, depth + 1))];
-  if (isPlain(v)) {
-    const out: unknown[] = ['o'];
-    for (const [k, x] of Object.entries(v)) out.push(k, encodeValue(x, `${where}.${k}`, depth + 1));
-    return out;
-  }
-  throw unserializable(where, `a ${typeof v === 'object' ? v.constructor?.name : typeof v}`);
-}
-
-function unserializable(where: string, what: string): FormatError {
-  return new FormatError(
-    `serializeGraph: ${where} is ${what}; attributes must be plain data (numbers, strings, booleans, null, arrays, objects) or tensors`,
-    { phase: 'serialize', node: where.split(' ')[0], expected: 'plain data or a Tensor', found: what },
-  );
-}
-
-/** An attribute value back from its tagged form, no deeper than `encodeValue` writes. */
-function decodeValue(v: unknown, where: string, depth: number): unknown {
-  if (depth > MAX_DEPTH) {
-    const why = `nested too deeply (deeper than ${MAX_DEPTH}, which serializeGraph refuses to write)`;
-    throw corrupt(`${where}: ${why}`, { expected: `at most ${MAX_DEPTH} levels` });
-  }
-  if (v === null || typeof v === 'string' || typeof v === 'boolean' || typeof v === 'number') return v;
-  if (!Array.isArray(v)) throw corrupt(`${where}: unexpected ${fmtValue(v)}`, { found: fmtValue(v) });
-  const bad = (why: string) => corrupt(`${where}: ${why}`, { found: fmtValue(v) });
-  switch (v[0]) {
-    case 'a':
-      return v.slice(1).map((x, i) => decodeValue(x, `${where}[${i}]`, depth + 1));
-    case 'o': {
-      if (v.length % 2 !== 1) throw bad('an object with a key and no value');
-      const out: Record<string, unknown> = {};
-      for (let i = 1; i < v.length; i += 2) {
-        const key = v[i];
-        if (typeof key !== 'string' || Object.hasOwn(out, key))
-          throw bad(`bad or repeated key ${fmtValue(key)}`);
-        // defineProperty, so that a key named __proto__ is a key and not a prototype.
-        Object.defineProperty(out, key, {
-          value: decodeValue(v[i + 1], `${where}.${key}`, depth + 1),
-          enumerable: true,
-          writable: true,
-          configurable: true,
-        });
-      }
-      return out;
-    }
-    case 't':
-      return decodeTensor(v, bad);
-    case '-0':
-      if (v.length !== 1) throw bad('a malformed -0');
-      return -0;
-    case 'u':
-      if (v.length !== 1) throw bad('a malformed undefined');
-      return undefined;
-    default:
-      throw bad(`unknown tag ${fmtValue(v[0])}`);
-  }
-}
-
-function decodeTensor(v: unknown[], bad: (why: string) => FormatError): Tensor {
-  const [, dtype, shape, bytes] = v;
-  if (v.length !== 4 || (dtype !== 'float32' && dtype !== 'float64')) throw bad('a malformed tensor');
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
-    throw bad(`a tensor with a bad shape ${fmtValue(shape)}`);
-  const width = bytesPerElement(dtype as DType);
-  if (!(bytes instanceof Uint8Array) || bytes.byteLength !== sizeOf(shape) * width) {
-    throw bad(
-      `a ${dtype}[${shape.join(',')}] tensor needs ${sizeOf(shape) * width} bytes, found ${bytes instanceof Uint8Array ? bytes.byteLength : fmtValue(bytes)}`,
-    );
-  }
-  // Decoded binary is a view at any (often unaligned) offset: copy into a fresh owned buffer.
-  const buffer = new ArrayBuffer(bytes.byteLength);
-  const owned = new Uint8Array(buffer);
-  owned.set(bytes);
-  if (!LITTLE_ENDIAN) swapBytes(owned, width);
-  const data = dtype === 'float32' ? new Float32Array(buffer) : new Float64Array(buffer);
-  return new Tensor(dtype, shape, data);
-}
-
-function littleEndianBytes(t: Tensor): Uint8Array {
-  const view = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  if (LITTLE_ENDIAN) return view;
-  const copy = view.slice();
-  swapBytes(copy, t.data.BYTES_PER_ELEMENT);
-  return copy;
-}
-
-function swapBytes(bytes: Uint8Array, width: number): void {
-  for (let i = 0; i < bytes.length; i += width) bytes.subarray(i, i + width).reverse();
-}
-
 const NODE_KEYS = ['op', 'inputs', 'shape', 'dtype', 'attrs', 'name', 'stage'];
 
 /** A node's fields as encoded, attrs decoded; checkGraph validates the rest. */
@@ -315,35 +197,4 @@ function decodeNode(raw: unknown, id: number): unknown {
     ...('name' in raw ? { name } : {}),
     ...('stage' in raw ? { stage } : {}),
   };
-}
-
-function decodeOutputs(raw: unknown): Record<string, unknown> {
-  if (!Array.isArray(raw)) throw corrupt(`outputs: expected [[name, id], ...], found ${fmtValue(raw)}`, {});
-  const out: Record<string, unknown> = {};
-  for (const pair of raw) {
-    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string')
-      throw corrupt(`outputs: expected a [name, id] pair, found ${fmtValue(pair)}`, {
-        found: fmtValue(pair),
-      });
-    const [name, id] = pair;
-    if (Object.hasOwn(out, name)) {
-      throw new GraphError(`duplicate output name '${name}' (%${fmtValue(out[name])} and %${fmtValue(id)})`, {
-        node: name,
-        expected: 'unique output names',
-        found: [out[name], id],
-      });
-    }
-    Object.defineProperty(out, name, { value: id, enumerable: true, writable: true, configurable: true });
-  }
-  return out;
-}
-
-function isPlain(v: unknown): v is Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
-
-function hasOnlyKeys(v: Record<string, unknown>, keys: readonly string[]): boolean {
-  return Object.keys(v).every((k) => keys.includes(k));
 }

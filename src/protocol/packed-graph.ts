@@ -1,8 +1,8 @@
 // The graph as the coordinator hands it to its workers: columns, not the msgpack file format.
 import { FormatError } from '../errors.ts';
+import { decodeAttrs, encodeAttrs } from '../graph/attr-values.ts';
 import { kindOf } from '../graph/columns.ts';
 import { Graph, type NodeSource } from '../graph/graph.ts';
-import { decodeAttrs, encodeAttrs } from '../graph/serialize.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/autodiff/engine.ts';
 import { BackflowError, DTypeError, FormatError, GraphError, OpError } from '../../src/errors.ts';
@@ -57,6 +58,8 @@ function constGraph(values: Tensor[]): Graph {
 
 /** The graph `everyFieldGraph()` was, written by the serializer of format version 1 (no checksum). */
 const V1 = new Uint8Array(readFileSync(new URL('./fixtures/every-field-v1.bin', import.meta.url)));
+/** The same graph written by the serializer of format version 2 (a msgpack map a node, a checksum). */
+const V2 = new Uint8Array(readFileSync(new URL('./fixtures/every-field-v2.bin', import.meta.url)));
 const V1_PRINTED = readFileSync(new URL('./fixtures/every-field-v1.txt', import.meta.url), 'utf8').trimEnd();
 
 /** Bytes edited in place, their checksum (the last four bytes, Note [graph format]) made to match again. */
@@ -346,7 +349,7 @@ describe('deserializeGraph: bad bytes', () => {
   });
 });
 
-describe('the checksum (format version 2) and version 1', () => {
+describe('the checksum (from format version 2), and versions 1 and 2', () => {
   it('every single-bit flip of a serialized graph is refused with a FormatError', () => {
     const good = serializeGraph(everyFieldGraph());
     let refused = 0;
@@ -365,12 +368,131 @@ describe('the checksum (format version 2) and version 1', () => {
     const g = deserializeGraph(V1);
     expect(printGraph(g)).toBe(V1_PRINTED);
     expect(printGraph(g)).toBe(printGraph(everyFieldGraph()));
-    // Written again, it is version 2, and reads back the same.
+    // Written again, it is the current version, and reads back the same.
     const again = serializeGraph(g);
     expect(again[15]).toBe(GRAPH_FORMAT_VERSION);
     expect(printGraph(deserializeGraph(again))).toBe(V1_PRINTED);
-    // The versions differ in the version and the checksum only.
-    expect(Buffer.compare(again.subarray(16, -4), V1.subarray(16))).toBe(0);
+    // Versions 1 and 2 differ in the version and the checksum only.
+    expect(V2[15]).toBe(2);
+    expect(Buffer.compare(V2.subarray(16, -4), V1.subarray(16))).toBe(0);
+  });
+
+  it('a version 2 file, a msgpack map a node, still loads as the graph it was', () => {
+    const g = deserializeGraph(V2);
+    expect(printGraph(g)).toBe(V1_PRINTED);
+    expect(g.nodes.map((n) => n.attrs)).toEqual(everyFieldGraph().nodes.map((n) => n.attrs));
+    expect(Buffer.compare(serializeGraph(g), serializeGraph(everyFieldGraph()))).toBe(0);
+    // Its checksum is checked as the current version's is.
+    const bytes = V2.slice();
+    bytes[100]! ^= 1;
+    expect(() => deserializeGraph(bytes)).toThrow(/the checksum does not match/);
+  });
+});
+
+describe('format version 3: the nodes as columns', () => {
+  /** The body of `graph`'s bytes, edited by `edit`, sealed again with the current version. */
+  function edited(graph: Graph, edit: (body: Record<string, unknown>) => void): Uint8Array {
+    const packr = new Packr({ useRecords: false });
+    const bytes = serializeGraph(graph);
+    const values = packr.unpackMultiple(bytes.subarray(0, -4)) as unknown[];
+    const body = values[2] as Record<string, unknown>;
+    edit(body);
+    const parts = [GRAPH_MAGIC, GRAPH_FORMAT_VERSION, body].map((v) => new Uint8Array(packr.pack(v)));
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0) + 4);
+    let offset = 0;
+    for (const p of parts) {
+      out.set(p, offset);
+      offset += p.length;
+    }
+    return reseal(out);
+  }
+  const column = (...values: number[]) => new Uint8Array(new Uint32Array(values).buffer);
+  const g = everyFieldGraph();
+
+  it('writes each distinct op, dtype and shape once, and each attribute object', () => {
+    const b = new GraphBuilder();
+    let h = b.input('x', ['B', 8]);
+    for (let i = 0; i < 1000; i++)
+      h = b.tanh(b.add(h, b.const(new Tensor('float32', [8], new Float32Array(8)))));
+    b.output('y', h);
+    const packr = new Packr({ useRecords: false });
+    const values = packr.unpackMultiple(serializeGraph(b.build()).subarray(0, -4)) as unknown[];
+    const body = values[2] as Record<string, unknown[]>;
+    expect(body.ops).toEqual(['input', 'const', 'add', 'tanh']);
+    expect(body.dtypes).toEqual(['float32']);
+    expect(body.shapes).toEqual([['B', 8], [8]]);
+    // The empty attributes of every node but the constants, and each constant's own.
+    expect(body.attrs).toHaveLength(1 + 1000);
+    expect(body.attrs![0]).toEqual(['o']);
+  });
+
+  it('reads back the bytes it wrote, and writes them again the same', () => {
+    const bytes = serializeGraph(g);
+    expect(Buffer.compare(serializeGraph(deserializeGraph(bytes)), bytes)).toBe(0);
+  });
+
+  it('refuses an index outside its table, naming the node', () => {
+    const n = g.size;
+    const bad = edited(g, (body) => {
+      const op = new Uint32Array(n);
+      op[7] = 99;
+      body.op = new Uint8Array(op.buffer);
+    });
+    const err = errorOf(() => deserializeGraph(bad)) as FormatError;
+    expect(err).toBeInstanceOf(FormatError);
+    expect(err.message).toContain('%7: op 99 is not an entry of the table of');
+  });
+
+  it('refuses a column of the wrong length, saying what it expected', () => {
+    const n = g.size;
+    for (const key of ['op', 'dtype', 'shape', 'attr', 'arity', 'inputs']) {
+      const err = errorOf(() =>
+        deserializeGraph(edited(g, (body) => (body[key] = column(0)))),
+      ) as FormatError;
+      expect(err, key).toBeInstanceOf(FormatError);
+      expect(err.message, key).toMatch(new RegExp(`${key}: expected \\d+ values of 4 bytes`));
+    }
+    const short = errorOf(() =>
+      deserializeGraph(edited(g, (body) => (body.arity = column(...new Array(n).fill(0))))),
+    );
+    expect((short as FormatError).message).toMatch(
+      /inputs: expected 0 values of 4 bytes \(0 bytes\), found \d+ bytes/,
+    );
+  });
+
+  it('refuses a body with a key missing or one it does not know, names and stages of no node', () => {
+    const cases: [(body: Record<string, unknown>) => void, RegExp][] = [
+      [(body) => delete body.stages, /bad graph body: expected \{size, ops/],
+      [(body) => (body.extra = 1), /bad graph body/],
+      [(body) => (body.size = -1), /size: expected a node count, found -1/],
+      [(body) => (body.names = [[999, 'x']]), /names: expected \[id, value\] pairs/],
+      [
+        (body) =>
+          (body.stages = [
+            [5, 1],
+            [5, 1],
+          ]),
+        /stages: expected \[id, value\] pairs/,
+      ],
+      [(body) => (body.shapes = 'no'), /shapes: expected an array, found no/],
+    ];
+    for (const [edit, message] of cases) {
+      const err = errorOf(() => deserializeGraph(edited(g, edit)));
+      expect(err, String(message)).toBeInstanceOf(FormatError);
+      expect((err as Error).message).toMatch(message);
+    }
+  });
+
+  it('checks what the tables hold as it checks any graph: a name that is a node of another kind is refused', () => {
+    const err = errorOf(() =>
+      deserializeGraph(
+        edited(g, (body) => {
+          (body.names as unknown[]).push([3, 'x']);
+        }),
+      ),
+    );
+    expect(err).toBeInstanceOf(GraphError);
+    expect((err as Error).message).toContain('duplicate node name "x"');
   });
 });
 

@@ -49,11 +49,30 @@ function sealed(body: unknown, packr = new Packr({ useRecords: false })): Uint8A
   return out;
 }
 
-/** A body of the input x and one node of FREE reading it, with `attrs` as encoded (tagged). */
+/** Little-endian Uint32 values as msgpack binary, as a column of the body. */
+const column = (...values: number[]): Uint8Array => new Uint8Array(new Uint32Array(values).buffer);
+
+/**
+ * A body (format version 3, Note [graph format]) of the input x and one node of FREE reading it,
+ * with `attrs` as encoded (tagged).
+ */
 function freeBody(attrs: unknown): unknown {
-  const x = { op: 'input', inputs: [], shape: [2], dtype: 'float32', attrs: ['o'], name: 'x' };
-  const y = { op: FREE, inputs: [0], shape: [2], dtype: 'float32', attrs };
-  return { nodes: [x, y], outputs: [['y', 1]] };
+  return {
+    size: 2,
+    ops: ['input', FREE],
+    dtypes: ['float32'],
+    shapes: [[2]],
+    attrs: [['o'], attrs],
+    op: column(0, 1),
+    dtype: column(0, 0),
+    shape: column(0, 0),
+    attr: column(0, 1),
+    arity: column(0, 1),
+    inputs: column(0),
+    names: [[0, 'x']],
+    stages: [],
+    outputs: [['y', 1]],
+  };
 }
 
 /** `depth` tagged arrays, one inside the other, around a 0. */
