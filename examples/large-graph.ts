@@ -72,7 +72,6 @@ const runtime = await createRuntime(graph, {
   workers: 2,
   placement: 'per-node',
   params,
-  validate: false,
   // A step of a million actors takes seconds, not the default deadline's fraction of them.
   stepTimeoutMs: 600_000,
 });

@@ -120,6 +120,11 @@ export class Graph {
     return graph;
   }
 
+  /** Whether every node object is made already (a pass that would make them can read the columns instead). @internal */
+  get madeAll(): boolean {
+    return this.table !== null;
+  }
+
   /** Every node, in topological order; a node's id is its index. */
   get nodes(): readonly Node[] {
     return this.table ?? this.makeAll();

@@ -64,7 +64,10 @@ export interface RuntimeOptions extends CompileOptions {
   stepTimeoutMs?: number;
   /** In-process only: deliver messages in a seeded random order. */
   shuffleSeed?: number;
-  /** Check the graph before starting (default true; a million-node graph built by this process may skip it). */
+  /**
+   * Check the graph before starting (default true). A builder's graph is checked on its columns,
+   * without a node object a node (Note [checks on columns]): about 0.2 s for a million nodes.
+   */
   validate?: boolean;
   /**
    * Runs this optimizer where the parameters live: gradients stay on their workers, and once a step's

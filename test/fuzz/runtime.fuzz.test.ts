@@ -3,6 +3,7 @@
 // prints its seed, features, runtime options and graph. Longer campaigns: npm run fuzz -- --help.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { valueAndGrad } from '../../src/autodiff/engine.ts';
+import { checkGraph } from '../../src/graph/check.ts';
 import { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { deserializeGraph, serializeGraph } from '../../src/graph/serialize.ts';
@@ -117,6 +118,10 @@ describe('the fuzz generator', () => {
     for (const c of cases(60, 0, FEATURES, 'in-process')) {
       const built = buildCase(c);
       const { graph } = built;
+      // Checked on its columns (Note [checks on columns]), before anything makes its node objects.
+      expect(graph.madeAll).toBe(false);
+      expect(checkGraph(graph)).toBe(graph);
+      expect(graph.madeAll).toBe(false);
       const table = new Graph(
         graph.nodes.map((n) => ({ ...n, inputs: [...n.inputs] })),
         graph.outputs,

@@ -365,3 +365,55 @@ describe('checkGraph: large graphs', () => {
     expect(checkGraph(raw(g)).size).toBe(100_001);
   });
 });
+
+describe('checkGraph of a graph held as columns (Note [checks on columns])', () => {
+  /** The error checkGraph throws for `g`, and for the same nodes as plain objects. */
+  function bothErrors(g: Graph): [unknown, unknown] {
+    const error = (f: () => unknown) => {
+      try {
+        f();
+      } catch (err) {
+        return err;
+      }
+      return null;
+    };
+    expect(g.madeAll).toBe(false);
+    const columns = error(() => checkGraph(g));
+    const copy = new Graph(
+      g.nodes.map((n) => ({ ...n })),
+      g.outputs,
+    );
+    return [columns, error(() => checkGraph(copy))];
+  }
+
+  it('passes a builder graph without making its node objects', () => {
+    const b = new GraphBuilder();
+    let h = b.input('x', ['B', 8]);
+    for (let i = 0; i < 1000; i++) h = b.tanh(b.add(h, b.param(`p${i}`, [8])));
+    b.output('y', b.sum(h));
+    const g = b.build();
+    expect(checkGraph(g)).toBe(g);
+    expect(g.madeAll).toBe(false);
+  });
+
+  it('reports what the pass over node objects reports, where the builder let a bad node through', () => {
+    // An initializer the builder records as given; attributes changed after the node was recorded.
+    const b1 = new GraphBuilder();
+    b1.output('w', b1.param('w', [2], { init: { kind: 'uniform', low: 0, hihg: 1 } as never }));
+    const b2 = new GraphBuilder();
+    const attrs = { shape: [4] };
+    b2.output('y', b2.apply('reshape', [b2.input('x', [2, 2])], attrs));
+    attrs.shape = [5];
+    const b3 = new GraphBuilder();
+    const scale = { transA: false, transB: false };
+    const x = b3.input('x', [2, 3]);
+    b3.output('y', b3.apply('matmul', [x, b3.param('w', [3, 2])], scale));
+    (scale as Record<string, unknown>).transC = true;
+    for (const [k, g] of [b1.build(), b2.build(), b3.build()].entries()) {
+      const [columns, objects] = bothErrors(g);
+      expect(columns, `graph ${k}`).toBeInstanceOf(Error);
+      expect(columns, `graph ${k}`).toEqual(objects);
+      expect((columns as Error).constructor, `graph ${k}`).toBe((objects as Error).constructor);
+    }
+  });
+});
