@@ -8,9 +8,9 @@ import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
 
 // Note [packed graph]
-// Every worker needs the whole graph to compile the plan. The file format (serialize.ts: one msgpack
-// map per node) took about 5 s per worker to decode and re-check for a million nodes, and 1 s to
-// write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
+// Every worker needs the whole graph to compile the plan. The file format of the time (serialize.ts,
+// format version 2: one msgpack map per node) took about 5 s per worker to decode and re-check for a
+// million nodes, and 1 s to write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
 // and shapes as offsets into flat columns) plus the few non-empty attributes in the tagged form of
 // Note [graph format]; it travels by structured clone (over bytes, in an init frame: frame.ts) and is
 // rebuilt in a fraction of the time (its nodes made as they are read: Note [nodes on first read]). It
