@@ -24,15 +24,6 @@ export function checkGraph(graph: unknown): Graph {
   return checked(graph, !(graph instanceof Graph));
 }
 
-/**
- * `checkGraph` of nodes the caller made for it alone (a decoder's), which it keeps as they are
- * instead of copying: each must have only the fields of a Node, and arrays no one else changes.
- * @internal
- */
-export function checkMadeNodes(nodes: unknown[], outputs: unknown): Graph {
-  return checked({ nodes, outputs }, false);
-}
-
 function checked(graph: unknown, copy: boolean): Graph {
   // Note [checks on columns]
   // A graph that holds its nodes as columns (a builder's, Note [builder columns]) is checked on them:

@@ -1,6 +1,7 @@
 import { GraphError } from '../errors.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Shape } from '../tensor/shape.ts';
+import type { DType } from '../tensor/tensor.ts';
 import {
   corrupt,
   decodeAttrs,
@@ -11,8 +12,10 @@ import {
   littleEndianBytes,
   swapBytes,
 } from './attr-values.ts';
-import type { Graph } from './graph.ts';
+import { kindOf } from './columns.ts';
+import { Graph, type NodeSource } from './graph.ts';
 import { fmtValue } from './print.ts';
+import { nodeOf } from './store.ts';
 
 // The body of a graph file of format version 3: its nodes as columns (Note [graph format],
 // src/graph/serialize.ts).
@@ -116,11 +119,11 @@ const BODY_KEYS = [
 ];
 
 /**
- * The nodes and outputs of a version 3 body (Note [graph format]), for checkGraph: every index
- * within its table and every column of its length, or a FormatError; the values the tables hold
- * are checkGraph's to check, as in a node of version 2.
+ * The graph of a version 3 body (Note [graph format]) on its columns, its nodes made when first read
+ * (Note [nodes on first read]): every index within its table and every column of its length, or a
+ * FormatError; what the tables hold is checkGraph's to check, as in a node of version 2.
  */
-export function decodeColumns(body: unknown): { nodes: unknown[]; outputs: Record<string, unknown> } {
+export function decodeColumns(body: unknown): Graph {
   const expected = `{${BODY_KEYS.join(', ')}}`;
   if (!isPlain(body) || !hasOnlyKeys(body, BODY_KEYS) || !BODY_KEYS.every((k) => Object.hasOwn(body, k))) {
     throw corrupt(`bad graph body: expected ${expected}, found ${fmtValue(body)}`, {
@@ -138,39 +141,61 @@ export function decodeColumns(body: unknown): { nodes: unknown[]; outputs: Recor
       throw corrupt(`${key}: expected an array, found ${fmtValue(t)}`, { found: fmtValue(t) });
     return t;
   };
-  const [ops, dtypes, shapes, attrs] = [table('ops'), table('dtypes'), table('shapes'), table('attrs')];
+  const [ops, dtypes, shapeTable, attrTable] = [
+    table('ops'),
+    table('dtypes'),
+    table('shapes'),
+    table('attrs'),
+  ];
   const op = indexColumn(body.op, 'op', n, ops.length);
   const dtype = indexColumn(body.dtype, 'dtype', n, dtypes.length);
-  const shape = indexColumn(body.shape, 'shape', n, shapes.length);
-  const attr = indexColumn(body.attr, 'attr', n, attrs.length);
+  const shape = indexColumn(body.shape, 'shape', n, shapeTable.length);
+  const attr = indexColumn(body.attr, 'attr', n, attrTable.length);
   const arity = column(body.arity, 'arity', n, Uint32Array);
+  const inputStart = new Int32Array(n + 1);
   let edges = 0;
-  for (let id = 0; id < n; id++) edges += arity[id]!;
+  for (let id = 0; id < n; id++) {
+    edges += arity[id]!;
+    // More edges than an Int32 offset holds cannot match the inputs column below.
+    inputStart[id + 1] = Math.min(edges, 0x7fffffff);
+  }
   const inputIds = column(body.inputs, 'inputs', edges, Int32Array);
   const names = pairs(table('names'), 'names', n);
   const stages = pairs(table('stages'), 'stages', n);
+  const outputs = decodeOutputs(body.outputs);
   // Each table entry of attributes decoded once, where a node first uses it (its errors name that node).
-  const decoded = new Array<unknown>(attrs.length);
-  const nodes = new Array<unknown>(n);
-  let edge = 0;
+  const attrs = new Array<unknown>(attrTable.length);
+  const kinds = new Uint8Array(n);
+  const shapes = new Array<Shape>(n);
+  const opKinds = ops.map((o) => kindOf(o as string));
   for (let id = 0; id < n; id++) {
     const a = attr[id]!;
-    decoded[a] ??= decodeAttrs(attrs[a], id);
-    const inputs = new Array<number>(arity[id]!);
-    for (let k = 0; k < inputs.length; k++) inputs[k] = inputIds[edge++]!;
-    const node: Record<string, unknown> = {
-      id,
-      op: ops[op[id]!],
-      inputs,
-      attrs: decoded[a],
-      shape: shapes[shape[id]!],
-      dtype: dtypes[dtype[id]!],
-    };
-    if (names.has(id)) node.name = names.get(id);
-    if (stages.has(id)) node.stage = stages.get(id);
-    nodes[id] = node;
+    attrs[a] ??= decodeAttrs(attrTable[a], id);
+    kinds[id] = opKinds[op[id]!]!;
+    shapes[id] = shapeTable[shape[id]!] as Shape;
   }
-  return { nodes, outputs: decodeOutputs(body.outputs) };
+  const source: NodeSource = {
+    size: n,
+    op: (id) => ops[op[id]!] as string,
+    dtype: (id) => dtypes[dtype[id]!] as DType,
+    attrs: (id) => attrs[attr[id]!] as Attrs,
+    name: (id) => names.get(id) as string | undefined,
+    stage: (id) => stages.get(id) as number | undefined,
+    node: (id) =>
+      nodeOf(id, ops[op[id]!] as string, inputIds.subarray(inputStart[id]!, inputStart[id + 1]!), {
+        attrs: attrs[attr[id]!] as Attrs,
+        shape: shapes[id]!,
+        dtype: dtypes[dtype[id]!] as DType,
+        name: names.get(id) as string | undefined,
+        stage: stages.get(id) as number | undefined,
+      }),
+    names() {
+      const byName = new Map<string, number>();
+      for (const [id, name] of [...names].sort((x, y) => x[0] - y[0])) byName.set(name as string, id);
+      return byName;
+    },
+  };
+  return Graph.fromSource(source, outputs as Record<string, number>, { inputStart, inputIds, kinds, shapes });
 }
 
 type ColumnType = typeof Uint32Array | typeof Int32Array;

@@ -2,7 +2,7 @@ import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { FormatError } from '../errors.ts';
 import { corrupt, decodeValue, hasOnlyKeys, isPlain } from './attr-values.ts';
-import { checkGraph, checkMadeNodes } from './check.ts';
+import { checkGraph } from './check.ts';
 import type { Graph } from './graph.ts';
 import { fmtValue } from './print.ts';
 import { decodeColumns, decodeOutputs, encodeBody } from './serialize-columns.ts';
@@ -29,8 +29,9 @@ const CHECKSUM_BYTES = 4;
 // and 2 (version 1 is version 2 without the checksum) still load: their body is {nodes, outputs},
 // nodes a list of {op, inputs, shape, dtype, attrs, name?, stage?} whose ids are their positions.
 // A msgpack map a node had the writer and the reader of a million-node graph make and collect
-// millions of small objects: 6.5 s for the two, against 1.5 s with the columns, which are a few large
-// arrays (figures: docs/measurements.md).
+// millions of small objects: 6.5 s for the two, against 0.6 s with the columns, which are a few large
+// arrays; the graph read is on them (Note [nodes on first read]), checked on them (Note [checks on
+// columns]), and makes a node object only when one is read (figures: docs/measurements.md).
 //
 // Attribute values are tagged where msgpack alone would lose something: an array is ['a', ...items],
 // an object ['o', key, value, ...], a tensor ['t', dtype, shape, bytes] with its raw little-endian
@@ -107,8 +108,7 @@ export function deserializeGraph(bytes: Uint8Array): Graph {
   }
   const body = values[0];
   if (version === GRAPH_FORMAT_VERSION) {
-    const { nodes, outputs } = decodeColumns(body);
-    return checkMadeNodes(nodes, outputs);
+    return checkGraph(decodeColumns(body));
   }
   if (!isPlain(body) || !hasOnlyKeys(body, ['nodes', 'outputs']) || !Array.isArray(body.nodes)) {
     throw corrupt(`bad graph body: expected {nodes, outputs}, found ${fmtValue(body)}`, {

@@ -63,6 +63,19 @@ export interface NodeFields {
   readonly stage?: number | undefined;
 }
 
+/**
+ * A node as a plain object with its own inputs array, its fields in the order a builder's handles have
+ * them (nodes made on any path then share one object shape), for a NodeSource to make.
+ */
+export function nodeOf(id: number, op: string, inputs: ArrayLike<number>, fields: NodeFields): Node {
+  const ins = new Array<number>(inputs.length);
+  for (let k = 0; k < ins.length; k++) ins[k] = inputs[k]!;
+  const { attrs, shape, dtype, name, stage } = fields;
+  const base = { id, op, inputs: ins, attrs, shape, dtype };
+  if (name === undefined && stage === undefined) return base;
+  return { ...base, ...(name !== undefined ? { name } : {}), ...(stage !== undefined ? { stage } : {}) };
+}
+
 type Column = Int32Array | Uint16Array | Uint8Array;
 
 /** `array` with room for `need` entries: itself, or a copy eight times larger. */

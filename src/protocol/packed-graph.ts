@@ -3,6 +3,7 @@ import { FormatError } from '../errors.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/attr-values.ts';
 import { kindOf } from '../graph/columns.ts';
 import { Graph, type NodeSource } from '../graph/graph.ts';
+import { nodeOf } from '../graph/store.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
@@ -219,25 +220,14 @@ export function unpackGraph(p: PackedGraph): Graph {
     attrs: (id) => attrsOf.get(id) ?? noAttrs,
     name: (id) => nameOf.get(id),
     stage: (id) => stageOf.get(id),
-    node(id) {
-      const i0 = inputStart[id]!;
-      const ins = new Array<number>(inputStart[id + 1]! - i0);
-      for (let k = 0; k < ins.length; k++) ins[k] = inputs[i0 + k]!;
-      const name = nameOf.get(id);
-      const stage = stageOf.get(id);
-      const base = {
-        id,
-        op: ops[op[id]!]!,
-        inputs: ins,
+    node: (id) =>
+      nodeOf(id, ops[op[id]!]!, inputs.subarray(inputStart[id]!, inputStart[id + 1]!), {
         attrs: attrsOf.get(id) ?? noAttrs,
         shape: shapeOf[id]!,
         dtype: DTYPES[dtype[id]!]!,
-      };
-      // The builder's field order, so that nodes from either path share one object shape.
-      return name === undefined && stage === undefined
-        ? base
-        : { ...base, ...(name !== undefined ? { name } : {}), ...(stage !== undefined ? { stage } : {}) };
-    },
+        name: nameOf.get(id),
+        stage: stageOf.get(id),
+      }),
     names() {
       const byName = new Map<string, number>();
       for (const [id, name] of [...nameOf].sort((x, y) => x[0] - y[0])) byName.set(name, id);

@@ -149,6 +149,7 @@ describe('the fuzz generator', () => {
       const { graph } = built;
       const bytes = serializeGraph(graph);
       const back = deserializeGraph(bytes);
+      expect(back.madeAll).toBe(false);
       expect(printGraph(back)).toBe(printGraph(graph));
       expect(Buffer.compare(serializeGraph(back), bytes)).toBe(0);
       const feeds = built.feeds(0);

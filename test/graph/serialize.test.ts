@@ -431,6 +431,14 @@ describe('format version 3: the nodes as columns', () => {
     expect(Buffer.compare(serializeGraph(deserializeGraph(bytes)), bytes)).toBe(0);
   });
 
+  it('reads a graph on its columns, checked without making its node objects', () => {
+    const back = deserializeGraph(serializeGraph(g));
+    expect(back.madeAll).toBe(false);
+    expect(back.node('w2').stage).toBe(1);
+    expect(printGraph(back)).toBe(printGraph(g));
+    expect(back.madeAll).toBe(true);
+  });
+
   it('refuses an index outside its table, naming the node', () => {
     const n = g.size;
     const bad = edited(g, (body) => {
