@@ -36,6 +36,8 @@ export const FEATURE_DOCS = {
   masks: "where over comparisons' and constant 0/1 masks, argmax as indices",
   manyMicrobatches:
     'pipeline schedules with up to 8x as many microbatches as workers, not a multiple of them (every kind within its rule)',
+  graphFile:
+    'the runtime runs the graph read back from its bytes (serializeGraph, deserializeGraph): a graph on the decoded columns, checked on them',
   wide: "on threads, half the cases with a stem 65-96 wide: its [n, n] parameter, the parameter's gradient contributions and copies pass 16 KiB, so between hosts they travel through the links' rings (Note [tensor ring])",
 } as const;
 
@@ -56,6 +58,8 @@ export interface RunConfig {
   /** In-process: a seeded random delivery order. */
   shuffleSeed?: number;
   optimizer?: 'sgd' | 'adam';
+  /** The runtime runs the graph as deserializeGraph reads back what serializeGraph wrote of it. */
+  graphFile?: true;
   /** Rows of every step's batch. */
   batch: number;
   steps: number;
@@ -112,6 +116,7 @@ export function describeRun(r: RunConfig): string {
     `params ${r.paramPlacement}`,
     r.schedule ? `schedule ${r.schedule}${r.chunks ? ` x${r.chunks}` : ''}` : '',
     r.optimizer ? `optimizer ${r.optimizer}` : '',
+    r.graphFile ? 'the graph read from its bytes' : '',
     r.shuffleSeed !== undefined ? `shuffle ${r.shuffleSeed}` : '',
     `batch ${r.batch}`,
     `${r.steps} steps`,

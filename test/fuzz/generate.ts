@@ -256,6 +256,7 @@ export function buildCase(c: FuzzCase): BuiltCase {
   const wrt = params.filter(() => !g.maybe('frozenParam', 0.3));
   for (const x of inputs) if (g.maybe('wrtInputs', 0.5)) wrt.push(x.name!);
   if (c.run.optimizer !== undefined) g.used.add('optimizer');
+  if (c.run.graphFile === true) g.used.add('graphFile');
   if (c.features.includes('wide') && c.width > 64) g.used.add('wide');
   if (c.run.schedule !== undefined) g.used.add('schedules');
   if (
@@ -360,6 +361,7 @@ export function randomCase(seed: number, options: CaseOptions): FuzzCase {
         : {}),
       batch: replicas * microbatches + rng.int(4),
       steps: 2,
+      ...(features.has('graphFile') && rng.next() < 0.3 ? { graphFile: true as const } : {}),
     },
   };
   if (schedule !== undefined && features.has('manyMicrobatches')) manyMicrobatches(c, schedule, group);

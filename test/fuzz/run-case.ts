@@ -4,6 +4,7 @@
 
 import { referenceStep } from '../../src/autodiff/microbatch.ts';
 import { ScheduleError, StepTimeoutError } from '../../src/errors.ts';
+import { deserializeGraph, serializeGraph } from '../../src/graph/serialize.ts';
 import { OptimizerRun } from '../../src/optim/optimizer.ts';
 import { globalNormOf, makeOptimizer, type OptimizerSpec, sumOfSquares } from '../../src/optim/spec.ts';
 import { compile } from '../../src/partition/plan.ts';
@@ -234,7 +235,9 @@ export async function runCase(c: FuzzCase, options: HarnessOptions): Promise<Out
   }
   let rt: Runtime;
   try {
-    rt = await createRuntime(built.graph, runtimeOptions(c, built, options));
+    // Note [graph format]: the graph read back is on its decoded columns, another source of nodes.
+    const graph = c.run.graphFile === true ? deserializeGraph(serializeGraph(built.graph)) : built.graph;
+    rt = await createRuntime(graph, runtimeOptions(c, built, options));
   } catch (err) {
     // A schedule over a plan whose values flow back to an earlier stage must be refused, and only then.
     // So must a schedule over a placement that does not cut the graph into stages.

@@ -25,6 +25,7 @@ function withoutKey<K extends keyof RunConfig>(c: FuzzCase, key: K): FuzzCase {
 function withoutFeature(c: FuzzCase, f: Feature): FuzzCase {
   const less = { ...c, features: c.features.filter((g) => g !== f) };
   if (f === 'optimizer') return withoutKey(less, 'optimizer');
+  if (f === 'graphFile') return withoutKey(less, 'graphFile');
   if (f === 'schedules') return withoutKey(withoutKey(less, 'schedule'), 'chunks');
   if (f === 'scheduleAnyPlacement' && c.run.schedule !== undefined && c.run.placement !== 'manual')
     return withRun(less, { placement: 'stages' });
@@ -44,6 +45,7 @@ function* candidates(c: FuzzCase): Generator<FuzzCase> {
   for (const f of c.features) yield withoutFeature(c, f);
   if (run.schedule !== undefined) yield withoutKey(withoutKey(c, 'schedule'), 'chunks');
   if (run.optimizer !== undefined) yield withoutKey(c, 'optimizer');
+  if (run.graphFile !== undefined) yield withoutKey(c, 'graphFile');
   if (run.steps > 1) yield withRun(c, { steps: 1 });
   if (run.replicas > 1) yield withRun(c, { replicas: 1, batch: Math.max(1, run.batch - run.microbatches) });
   if (run.microbatches > 1) yield withRun(c, { microbatches: run.microbatches - 1 });
