@@ -29,9 +29,10 @@ const CHECKSUM_BYTES = 4;
 // and 2 (version 1 is version 2 without the checksum) still load: their body is {nodes, outputs},
 // nodes a list of {op, inputs, shape, dtype, attrs, name?, stage?} whose ids are their positions.
 // A msgpack map a node had the writer and the reader of a million-node graph make and collect
-// millions of small objects: 6.5 s for the two, against 0.6 s with the columns, which are a few large
-// arrays; the graph read is on them (Note [nodes on first read]), checked on them (Note [checks on
-// columns]), and makes a node object only when one is read (figures: docs/measurements.md).
+// millions of small objects: 5.6-7.3 s for the two, against 0.6-0.8 s with the columns, which are a
+// few large arrays; the graph read is on them (Note [nodes on first read]), checked on them (Note
+// [checks on columns]), and makes a node object only when one is read (figures:
+// docs/measurements.md).
 //
 // Attribute values are tagged where msgpack alone would lose something: an array is ['a', ...items],
 // an object ['o', key, value, ...], a tensor ['t', dtype, shape, bytes] with its raw little-endian
