@@ -44,9 +44,11 @@ export function gradGraph(graph: Graph, options: GradGraphOptions): Graph {
       { node: label(lossNode), found: lossNode.shape },
     );
   }
+  const { shapes } = graph.columns;
   const grads = sweep(graph, plan, b, seed, {
-    primal: (id) => graph.nodeAt(id),
-    shape: (id) => graph.nodeAt(id).shape,
+    // Handles the builder makes for the sweep alone: the graph itself makes no node object for them.
+    primal: (id) => b.handle(id),
+    shape: (id) => shapes[id]!,
   });
   if (!Object.values(graph.outputs).includes(plan.loss)) b.output(label(lossNode), lossNode);
   for (const id of plan.wrt) {

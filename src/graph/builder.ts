@@ -72,6 +72,14 @@ export class GraphBuilder extends Ops<Node> {
     return this.store.node(id, this.labels.get(id));
   }
 
+  /**
+   * A handle on node id that no graph keeps (`NodeStore.handle`): for a pass over many nodes of the
+   * graph this builder continues that holds each only while it runs. @internal
+   */
+  handle(id: number): Node {
+    return this.store.handle(id, this.labels.get(id));
+  }
+
   // The hot path of building a large graph: one call records a node into the columns and returns the
   // caller's handle (Note [builder columns]).
   private push(

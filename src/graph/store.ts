@@ -205,6 +205,15 @@ export class NodeStore {
   node(id: number, name?: string): Node {
     const base = this.base;
     if (base !== null && id < base.size && base.nameOf(id) === name) return base.nodeAt(id);
+    return this.handle(id, name);
+  }
+
+  /**
+   * A new handle on node id, named `name`, of this store even where the base graph has a node object
+   * for it: for a pass that keeps no handle (a sweep's primal nodes), so that the base graph does not
+   * make and keep one for every node.
+   */
+  handle(id: number, name?: string): Node {
     const fields = {
       attrs: this.attrs(id),
       shape: this.shape(id),

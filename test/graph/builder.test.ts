@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { evaluate, valueAndGrad } from '../../src/autodiff/engine.ts';
+import { gradGraph } from '../../src/autodiff/grad-graph.ts';
 import { GraphError } from '../../src/errors.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { columnsOf } from '../../src/graph/columns.ts';
@@ -67,6 +68,21 @@ describe('GraphBuilder columns', () => {
     );
     const ids = [...made()!.keys()].sort((x, y) => x - y);
     expect(ids.map((id) => graph.opOf(id))).toEqual(['param', 'input', 'const', 'sum']);
+  });
+
+  it('gradGraph makes its primal handles for the sweep alone: the graph keeps node objects of the leaves and the loss only', () => {
+    const b = new GraphBuilder();
+    chain(b, 500);
+    const graph = b.build();
+    const made = () => (graph as unknown as { made: Map<number, Node> | null }).made;
+    const grads = gradGraph(graph, { loss: 'loss' });
+    const ids = [...made()!.keys()].sort((x, y) => x - y);
+    expect(ids.map((id) => graph.opOf(id))).toEqual(['param', 'sum']);
+    // The same gradients, bit for bit, as the engine that computes them.
+    const feeds = { x: new Rng(1).uniformTensor([3], -1, 1, 'float32') };
+    const params = initParams(graph);
+    const want = valueAndGrad(graph, { loss: 'loss' })(feeds, params);
+    expect(evaluate(grads, feeds, params)['grad:w']!.data).toEqual(want.grads['w']!.data);
   });
 
   it("a runtime's compile and packing read the columns: they make node objects for the parameters and the loss only", () => {
