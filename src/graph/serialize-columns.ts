@@ -15,7 +15,7 @@ import {
 import { kindOf } from './columns.ts';
 import { Graph, type NodeSource } from './graph.ts';
 import { fmtValue } from './print.ts';
-import { nodeOf } from './store.ts';
+import { defsByCode, nodeOf } from './store.ts';
 
 // The body of a graph file of format version 3: its nodes as columns (Note [graph format],
 // src/graph/serialize.ts).
@@ -194,6 +194,8 @@ export function decodeColumns(body: unknown): Graph {
       for (const [id, name] of [...names].sort((x, y) => x[0] - y[0])) byName.set(name as string, id);
       return byName;
     },
+    // Read only once the graph is checked: every op is then a string, and known.
+    defs: () => defsByCode(ops as string[], op, n),
   };
   return Graph.fromSource(source, outputs as Record<string, number>, { inputStart, inputIds, kinds, shapes });
 }

@@ -76,6 +76,30 @@ export function nodeOf(id: number, op: string, inputs: ArrayLike<number>, fields
   return { ...base, ...(name !== undefined ? { name } : {}), ...(stage !== undefined ? { stage } : {}) };
 }
 
+/**
+ * Every node's op definition (undefined for a leaf) where nodes hold codes into a table of op names:
+ * one registry lookup per distinct op, not per node (`NodeSource.defs`).
+ */
+export function defsByCode(
+  opNames: readonly string[],
+  opCode: ArrayLike<number>,
+  size: number,
+): (OpDef | undefined)[] {
+  // Looked up where a node first uses it: a table may hold a name no node uses.
+  const byCode = new Array<OpDef | undefined | null>(opNames.length).fill(null);
+  const out = new Array<OpDef | undefined>(size);
+  for (let id = 0; id < size; id++) {
+    const code = opCode[id]!;
+    let def = byCode[code];
+    if (def === null) {
+      const op = opNames[code]!;
+      byCode[code] = def = kindOf(op) === OP ? getOp(op) : undefined;
+    }
+    out[id] = def;
+  }
+  return out;
+}
+
 type Column = Int32Array | Uint16Array | Uint8Array;
 
 /** `array` with room for `need` entries: itself, or a copy eight times larger. */
@@ -270,14 +294,7 @@ export class NodeStore {
       attrs: (id) => this.attrs(id),
       name,
       stage: (id) => this.stageOf(id),
-      defs: () => {
-        // One registry lookup per distinct op, not per node.
-        const byCode = this.opNames.map((op) => (kindOf(op) === OP ? getOp(op) : undefined));
-        const { opCode } = this;
-        const out = new Array<OpDef | undefined>(size);
-        for (let id = 0; id < size; id++) out[id] = byCode[opCode[id]!];
-        return out;
-      },
+      defs: () => defsByCode(this.opNames, this.opCode, size),
       names: () => names,
       owns: (node) => this.owns(node, size),
     };

@@ -3,7 +3,7 @@ import { FormatError } from '../errors.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/attr-values.ts';
 import { kindOf } from '../graph/columns.ts';
 import { Graph, type NodeSource } from '../graph/graph.ts';
-import { nodeOf } from '../graph/store.ts';
+import { defsByCode, nodeOf } from '../graph/store.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
@@ -233,6 +233,7 @@ export function unpackGraph(p: PackedGraph): Graph {
       for (const [id, name] of [...nameOf].sort((x, y) => x[0] - y[0])) byName.set(name, id);
       return byName;
     },
+    defs: () => defsByCode(ops, op, size),
   };
   // The graph's columns are these very inputs (Note [graph columns]): not made again from the nodes.
   return Graph.fromSource(source, outputs, { inputStart, inputIds: inputs, kinds, shapes: shapeOf });
