@@ -9,7 +9,8 @@
  * of the loss alone), `backward_ms` (valueAndGrad minus that forward: planning and the reverse
  * sweep), `total_ms` (build + valueAndGrad, which includes its own forward), `ns_per_node` of the
  * total; `check_ms` (checkGraph, which must stay linear: `check_ns_per_node` flat over the sizes) and
- * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph), outside the total, timed after the
+ * `serialize_roundtrip_ms` (serializeGraph then deserializeGraph: `serialize_ms`, `deserialize_ms`) and
+ * `grad_graph_ms` (gradGraph: the gradient as a graph), outside the total, timed after the
  * engine's runs so that their garbage is not collected in them (`peak_rss_mb` is the engine's,
  * `peak_rss_with_checks_mb` the child's at the end). `cpu_ms` is the CPU time of the total: on a
  * shared machine it moves less with the load than the wall time does. `minor_faults` are the fresh
@@ -29,6 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
+import { gradGraph } from '../../../src/autodiff/grad-graph.ts';
 import { GraphBuilder } from '../../../src/graph/builder.ts';
 import { checkGraph } from '../../../src/graph/check.ts';
 import type { Graph, Node } from '../../../src/graph/graph.ts';
@@ -115,18 +117,28 @@ function runOnce(target: number): RunTimes {
   };
 }
 
-/** checkGraph of a graph, and serializeGraph then deserializeGraph (which checks it again). */
+/**
+ * checkGraph of a graph, serializeGraph then deserializeGraph (which checks it again), and gradGraph
+ * (the gradient as a graph, built).
+ */
 interface CheckTimes {
   check: number;
   serialize: number;
+  deserialize: number;
+  grad: number;
 }
 
 function checkOnce(graph: Graph): CheckTimes {
   const t0 = performance.now();
   checkGraph(graph);
   const t1 = performance.now();
-  if (deserializeGraph(serializeGraph(graph)).size !== graph.size) throw new Error('graph bench: round trip');
-  return { check: t1 - t0, serialize: performance.now() - t1 };
+  const bytes = serializeGraph(graph);
+  const t2 = performance.now();
+  if (deserializeGraph(bytes).size !== graph.size) throw new Error('graph bench: round trip');
+  const t3 = performance.now();
+  if (gradGraph(graph, { loss: 'loss' }).size <= graph.size) throw new Error('graph bench: gradGraph');
+  const t4 = performance.now();
+  return { check: t1 - t0, serialize: t2 - t1, deserialize: t3 - t2, grad: t4 - t3 };
 }
 
 /**
@@ -218,7 +230,10 @@ function report(ctx: BenchContext, name: string, child: ChildResult, full: boole
   const check = round(median(child.checks.map((c) => c.check)));
   const checks = {
     check_ms: check,
-    serialize_roundtrip_ms: round(median(child.checks.map((c) => c.serialize))),
+    serialize_roundtrip_ms: round(median(child.checks.map((c) => c.serialize + c.deserialize))),
+    serialize_ms: round(median(child.checks.map((c) => c.serialize))),
+    deserialize_ms: round(median(child.checks.map((c) => c.deserialize))),
+    grad_graph_ms: round(median(child.checks.map((c) => c.grad))),
     check_ns_per_node: round((check * 1e6) / nodes, 1),
     peak_rss_with_checks_mb: round(child.peak_rss_with_checks_mb, 1),
   };
