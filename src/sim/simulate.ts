@@ -222,6 +222,9 @@ export function simulate(plan: Plan, options: SimulateOptions): SimResult {
       });
     }
   }
+  // A host may have work before anything reaches it: a chore of its start (a parameter's value sent
+  // with a cost), or a task whose inputs it holds.
+  for (let w = 0; w < workers; w++) tryStart(w);
   let end = 0;
   for (;;) {
     const e = events.pop();

@@ -8,6 +8,8 @@ import { Graph } from '../../src/graph/graph.ts';
 import { printGraph } from '../../src/graph/print.ts';
 import { deserializeGraph, serializeGraph } from '../../src/graph/serialize.ts';
 import { listOps } from '../../src/ops/registry.ts';
+import { compile } from '../../src/partition/plan.ts';
+import { simulate } from '../../src/sim/simulate.ts';
 import { tensor } from '../../src/tensor/tensor.ts';
 import { describeNats, natsUrl } from '../support/nats.ts';
 import { spawnNode, stopAll } from '../support/node-processes.ts';
@@ -158,6 +160,30 @@ describe('the fuzz generator', () => {
       const want = valueAndGrad(graph, options)(feeds, built.params);
       expect(tensorDiff('loss', got.value, want.value)).toBeNull();
       for (const name of built.wrt) expect(tensorDiff(name, got.grads[name], want.grads[name]!)).toBeNull();
+    }
+  });
+
+  it('the simulator runs every generated plan to its end, with message chores or without: the same tasks and messages', () => {
+    // Note [message chores]: a chore's cost moves when a message leaves or is taken, never whether.
+    // Each case's own plan, and the same graph per node on 4 workers.
+    for (const c of cases(80, 0, FEATURES, 'in-process', (k) => k.run.schedule === undefined)) {
+      const built = buildCase(c);
+      const { run } = c;
+      const plans = [
+        compile(built.graph, { ...run, wrt: built.wrt }),
+        compile(built.graph, { workers: 4, placement: 'per-node', wrt: built.wrt }),
+      ];
+      for (const plan of plans) {
+        const cost = { task: (_: unknown, node: { id: number }) => (node.id % 7) + 1, message: () => 0.5 };
+        const options = { microbatches: run.microbatches, batchSize: run.batch, record: false };
+        const plain = simulate(plan, { ...options, cost });
+        const chores = simulate(plan, {
+          ...options,
+          cost: { ...cost, send: () => 0.25, receive: () => 0.75 },
+        });
+        expect(chores.actions).toBe(plain.actions);
+        expect(chores.messages).toBe(plain.messages);
+      }
     }
   });
 

@@ -101,6 +101,21 @@ describe('simulator: message chores', () => {
     });
   }
 
+  it("a host whose first work is a chore of its start runs it: a parameter's value sent to a host that waits for it", () => {
+    // Per node on 4 workers, x, w, x * w and the loss each on their own host: w's host gets nothing
+    // before w's gradient, which needs w's value at the host of x * w first.
+    const g = new GraphBuilder();
+    g.output('loss', g.sum(g.mul(g.input('x', ['B', 2]), g.param('w', [2]))));
+    const graph = g.build();
+    const plan = compile(graph, { workers: 4, placement: 'per-node' });
+    const owner = plan.placement[0]![graph.node('w').id]!;
+    const r = simulate(plan, { microbatches: 1, batchSize: 2, cost: chores });
+    // Free tasks: the value's copy, then two gradients taken in turn (the loss's by the host of x * w,
+    // then w's by its owner).
+    expect(r.makespan).toBe(SEND + 2 * RECEIVE);
+    expect(r.busy[owner]).toBe(SEND + RECEIVE);
+  });
+
   it('chores of 0 ms change nothing: the MLP on 4 replicas as without send and receive', () => {
     const graph = mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 });
     const plan = compile(graph, { workers: 4, replicas: 4 });
