@@ -338,8 +338,15 @@ export const actorsSuite: Suite = {
     quick: 'large-graph on 1e5 nodes instead of 1e6',
     'large-graph': 'only the large-graph case',
     overhead: 'only the overhead case',
+    projection:
+      "the large graph's messages/s on 2-32 workers according to the simulator, calibrated on 1 and 2 workers (test/bench/message-projection.ts)",
   },
   async run(ctx) {
+    if (ctx.flags.has('projection')) {
+      const { messageProjection } = await import('../message-projection.ts');
+      await messageProjection(ctx);
+      return;
+    }
     if (ctx.flags.has('large-graph')) {
       await largeGraph(ctx);
       return;
