@@ -8,7 +8,7 @@ import { fmtValue } from './print.ts';
 // and what the readers of its parts share: the FormatError of bytes that are not what a writer
 // writes, and the little-endian bytes of a tensor or a column.
 
-export const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const MAX_DEPTH = 32;
 
 /** A FormatError of deserializeGraph: bytes that are not what serializeGraph writes. */
@@ -108,13 +108,20 @@ function decodeTensor(v: unknown[], bad: (why: string) => FormatError): Tensor {
       `a ${dtype}[${shape.join(',')}] tensor needs ${sizeOf(shape) * width} bytes, found ${bytes instanceof Uint8Array ? bytes.byteLength : fmtValue(bytes)}`,
     );
   }
-  // Decoded binary is a view at any (often unaligned) offset: copy into a fresh owned buffer.
-  const buffer = new ArrayBuffer(bytes.byteLength);
-  const owned = new Uint8Array(buffer);
-  owned.set(bytes);
-  if (!LITTLE_ENDIAN) swapBytes(owned, width);
+  const buffer = ownedFromLittleEndian(bytes, width);
   const data = dtype === 'float32' ? new Float32Array(buffer) : new Float64Array(buffer);
   return new Tensor(dtype, shape, data);
+}
+
+/**
+ * Little-endian values of `width` bytes in decoded msgpack binary, a view at any (often unaligned)
+ * offset, copied into a fresh buffer of their own in this machine's byte order.
+ */
+export function ownedFromLittleEndian(bytes: Uint8Array, width: number): ArrayBuffer {
+  const owned = new Uint8Array(bytes.byteLength);
+  owned.set(bytes);
+  if (!LITTLE_ENDIAN) swapBytes(owned, width);
+  return owned.buffer;
 }
 
 /** The bytes of a tensor's data or of a column, little-endian. */
@@ -127,7 +134,7 @@ export function littleEndianBytes(t: Tensor | Uint32Array | Int32Array): Uint8Ar
   return copy;
 }
 
-export function swapBytes(bytes: Uint8Array, width: number): void {
+function swapBytes(bytes: Uint8Array, width: number): void {
   for (let i = 0; i < bytes.length; i += width) bytes.subarray(i, i + width).reverse();
 }
 

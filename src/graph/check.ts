@@ -21,10 +21,6 @@ import { maxOf, minOf } from '../util/extent.ts';
  * printed lines around the offending node, and its context names node, op, input, expected, found.
  */
 export function checkGraph(graph: unknown): Graph {
-  return checked(graph, !(graph instanceof Graph));
-}
-
-function checked(graph: unknown, copy: boolean): Graph {
   // Note [checks on columns]
   // A graph that holds its nodes as columns (a builder's, Note [builder columns]) is checked on them:
   // making a node object for every node to check it would undo what the columns save (a million-node
@@ -46,6 +42,7 @@ function checked(graph: unknown, copy: boolean): Graph {
   const view: Printable = { nodes: raw as Node[], outputs: outputs as Record<string, number> };
   // A Graph is returned as it is: its checked nodes need no copies (they were most of the garbage a
   // check of a million nodes made).
+  const copy = !(graph instanceof Graph);
   const nodes = raw.map((node, id) => checkStructure(view, node, id, copy));
   checkOrder(view, nodes);
   const names = new Map<string, number>();

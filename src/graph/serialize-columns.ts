@@ -8,14 +8,13 @@ import {
   encodeValue,
   hasOnlyKeys,
   isPlain,
-  LITTLE_ENDIAN,
   littleEndianBytes,
-  swapBytes,
+  ownedFromLittleEndian,
 } from './attr-values.ts';
 import { kindOf } from './columns.ts';
 import { Graph, type NodeSource } from './graph.ts';
 import { fmtValue } from './print.ts';
-import { defsByCode, nodeOf } from './store.ts';
+import { defsByCode, idsByName, nodeOf } from './store.ts';
 
 // The body of a graph file of format version 3: its nodes as columns (Note [graph format],
 // src/graph/serialize.ts).
@@ -152,14 +151,11 @@ export function decodeColumns(body: unknown): Graph {
   const shape = indexColumn(body.shape, 'shape', n, shapeTable.length);
   const attr = indexColumn(body.attr, 'attr', n, attrTable.length);
   const arity = column(body.arity, 'arity', n, Uint32Array);
-  const inputStart = new Int32Array(n + 1);
   let edges = 0;
-  for (let id = 0; id < n; id++) {
-    edges += arity[id]!;
-    // More edges than an Int32 offset holds cannot match the inputs column below.
-    inputStart[id + 1] = Math.min(edges, 0x7fffffff);
-  }
+  for (let id = 0; id < n; id++) edges += arity[id]!;
   const inputIds = column(body.inputs, 'inputs', edges, Int32Array);
+  const inputStart = new Int32Array(n + 1);
+  for (let id = 0; id < n; id++) inputStart[id + 1] = inputStart[id]! + arity[id]!;
   const names = pairs(table('names'), 'names', n);
   const stages = pairs(table('stages'), 'stages', n);
   const outputs = decodeOutputs(body.outputs);
@@ -189,11 +185,7 @@ export function decodeColumns(body: unknown): Graph {
         name: names.get(id) as string | undefined,
         stage: stages.get(id) as number | undefined,
       }),
-    names() {
-      const byName = new Map<string, number>();
-      for (const [id, name] of [...names].sort((x, y) => x[0] - y[0])) byName.set(name as string, id);
-      return byName;
-    },
+    names: () => idsByName(names as Map<number, string>),
     // Read only once the graph is checked: every op is then a string, and known.
     defs: () => defsByCode(ops as string[], op, n),
   };
@@ -215,10 +207,7 @@ function column<C extends ColumnType>(raw: unknown, key: string, count: number, 
       },
     );
   }
-  const owned = new Uint8Array(raw.byteLength);
-  owned.set(raw);
-  if (!LITTLE_ENDIAN) swapBytes(owned, width);
-  return new type(owned.buffer) as InstanceType<C>;
+  return new type(ownedFromLittleEndian(raw, width)) as InstanceType<C>;
 }
 
 /** A column of `count` indices into a table of `length` entries. */

@@ -76,6 +76,13 @@ export function nodeOf(id: number, op: string, inputs: ArrayLike<number>, fields
   return { ...base, ...(name !== undefined ? { name } : {}), ...(stage !== undefined ? { stage } : {}) };
 }
 
+/** Node names to ids, in id order (a later id wins a name), from names by id: `NodeSource.names`. */
+export function idsByName(namesById: ReadonlyMap<number, string>): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const [id, name] of [...namesById].sort((x, y) => x[0] - y[0])) byName.set(name, id);
+  return byName;
+}
+
 /**
  * Every node's op definition (undefined for a leaf) where nodes hold codes into a table of op names:
  * one registry lookup per distinct op, not per node (`NodeSource.defs`).

@@ -3,7 +3,7 @@ import { FormatError } from '../errors.ts';
 import { decodeAttrs, encodeAttrs } from '../graph/attr-values.ts';
 import { kindOf } from '../graph/columns.ts';
 import { Graph, type NodeSource } from '../graph/graph.ts';
-import { defsByCode, nodeOf } from '../graph/store.ts';
+import { defsByCode, idsByName, nodeOf } from '../graph/store.ts';
 import type { Attrs } from '../ops/op.ts';
 import type { Dim, Shape } from '../tensor/shape.ts';
 import { DTYPES } from '../tensor/tensor.ts';
@@ -11,10 +11,11 @@ import { DTYPES } from '../tensor/tensor.ts';
 // Note [packed graph]
 // Every worker needs the whole graph to compile the plan. The file format of the time (serialize.ts,
 // format version 2: one msgpack map per node) took about 5 s per worker to decode and re-check for a
-// million nodes, and 1 s to write, most of a runtime's start. A packed graph is a handful of typed arrays (op, dtype, inputs
-// and shapes as offsets into flat columns) plus the few non-empty attributes in the tagged form of
-// Note [graph format]; it travels by structured clone (over bytes, in an init frame: frame.ts) and is
-// rebuilt in a fraction of the time (its nodes made as they are read: Note [nodes on first read]). It
+// million nodes, and 1 s to write, most of a runtime's start. A packed graph is a handful of typed
+// arrays (op, dtype, inputs and shapes as offsets into flat columns) plus the few non-empty
+// attributes in the tagged form of Note [graph format]; it travels by structured clone (over bytes,
+// in an init frame: frame.ts) and is rebuilt in a fraction of the time (its nodes made as they are
+// read: Note [nodes on first read]). It
 // is not re-checked on arrival: it is the coordinator's own graph, which `checkGraph` passed before
 // any worker started (invariant 8); `unpackGraph` only checks that the columns hold together, every
 // node's at once, so a corrupted handoff is a FormatError, never a crash or a wrong graph.
@@ -228,11 +229,7 @@ export function unpackGraph(p: PackedGraph): Graph {
         name: nameOf.get(id),
         stage: stageOf.get(id),
       }),
-    names() {
-      const byName = new Map<string, number>();
-      for (const [id, name] of [...nameOf].sort((x, y) => x[0] - y[0])) byName.set(name, id);
-      return byName;
-    },
+    names: () => idsByName(nameOf),
     defs: () => defsByCode(ops, op, size),
   };
   // The graph's columns are these very inputs (Note [graph columns]): not made again from the nodes.

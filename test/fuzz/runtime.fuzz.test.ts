@@ -170,7 +170,13 @@ describe('the fuzz generator', () => {
       const built = buildCase(c);
       const { run } = c;
       const plans = [
-        compile(built.graph, { ...run, wrt: built.wrt }),
+        compile(built.graph, {
+          workers: run.workers,
+          replicas: run.replicas,
+          placement: run.placement,
+          paramPlacement: run.paramPlacement,
+          wrt: built.wrt,
+        }),
         compile(built.graph, { workers: 4, placement: 'per-node', wrt: built.wrt }),
       ];
       for (const plan of plans) {
