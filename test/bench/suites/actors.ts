@@ -18,7 +18,10 @@
  *   of warm-up, in 16 alternating blocks of 25 steps each: the median of the blocks' ratios. The two
  *   share this thread's caches and collector; alternated step by step (`interleaved_ratio`, 40
  *   rounds) each step runs with the other's data evicted and the runtime's wait absorbs the
- *   reference's collections.
+ *   reference's collections. Then `floor_*`: the reference's step on one plain worker thread, the feeds
+ *   posted to it and the gradients back (engine-floor.ts), what any design with the step on a worker
+ *   pays, in 16 blocks alternating with the runtime's (`ratio_vs_floor`); `floor_ratio_vs_reference`
+ *   is the quotient of the two ratios.
  * - `large-graph`: the 1e6-node lane graph placed per node over 2 workers: start, first step (JIT
  *   warm-up) and one timed step, actor messages per second, local plus remote (target >=
  *   1,000,000/s). `start_ms` is the start from the sources under tsx, as the suite runs (the workers
@@ -41,6 +44,7 @@ import { tensor } from '../../../src/tensor/tensor.ts';
 import { mlpClassifier } from '../../../src/train/models.ts';
 import { RawPingPong, startProbes } from '../baselines.ts';
 import { buildInto, execFileAsync } from '../built.ts';
+import { EngineFloor } from '../engine-floor.ts';
 import { type BenchContext, type Figure, median, round, type Suite } from '../harness.ts';
 import { alternate, alternateBlocks, pairedRatio, resultOf, time } from '../rounds.ts';
 import { largeGraphSetup } from './large-graph-start.ts';
@@ -248,16 +252,28 @@ async function overhead(ctx: BenchContext): Promise<void> {
     y: tensor(Array.from({ length: batch }, () => rng.int(10))),
   };
   const reference = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} });
+  const floor = await EngineFloor.start({ features: 784, hidden: [256, 128], classes: 10, seed: 1 });
   // Alternating blocks, per-block ratios: a burst of load on the shared machine hits both alike.
-  const { blocks, interleaved } = await withRuntime(graph, { workers: 1, params }, async (rt) => {
+  const { blocks, interleaved, floors } = await withRuntime(graph, { workers: 1, params }, async (rt) => {
     const fns = [() => rt.step(feeds), () => reference(feeds, params)];
     const blocks = await alternateBlocks(fns, OVERHEAD_BLOCKS, STEPS_PER_BLOCK, OVERHEAD_WARMUP);
-    return { blocks, interleaved: await alternate(fns, 40, 0) };
-  });
+    const interleaved = await alternate(fns, 40, 0);
+    // Blocks of their own: the floor's gradients, arriving in this thread, bring on collections that
+    // would land in the reference's blocks (the runtime's do too, and it pairs with the floor).
+    const floors = await alternateBlocks(
+      [fns[0]!, () => floor.step(feeds)],
+      OVERHEAD_BLOCKS,
+      STEPS_PER_BLOCK,
+      OVERHEAD_WARMUP / 3,
+    );
+    return { blocks, interleaved, floors };
+  }).finally(() => floor.close());
   const [ours, refs] = blocks as [number[], number[]];
   const [oursOne, refsOne] = interleaved as [number[], number[]];
+  const [oursByFloor, floorMs] = floors as [number[], number[]];
   const ratio = pairedRatio(ours, refs);
   const ratios = ours.map((x, i) => x / refs[i]!);
+  const overFloor = pairedRatio(oursByFloor, floorMs);
   ctx.report(
     resultOf(ctx, 'overhead', ours, {
       model: 'mlp 784-256-128-10',
@@ -272,6 +288,10 @@ async function overhead(ctx: BenchContext): Promise<void> {
       ratio_vs_reference: round(ratio, 3),
       ratio_min: round(Math.min(...ratios), 3),
       ratio_max: round(Math.max(...ratios), 3),
+      floor_median_ms: round(median(floorMs)),
+      ratio_vs_floor: round(overFloor, 3),
+      // The floor against the reference, through the runtime's step that both blocks share.
+      floor_ratio_vs_reference: round(ratio / overFloor, 3),
       target: 1.15,
       meets_target: ratio <= 1.15,
     }),
