@@ -4,6 +4,7 @@ import { getOp } from '../ops/registry.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { DType } from '../tensor/tensor.ts';
 import { columnsOf, type GraphColumns, INPUT, kindOf, OP, PARAM } from './columns.ts';
+import type { NodeStore } from './store.ts';
 
 /**
  * One node of the IR: single assignment, `inputs` are ids of earlier nodes. Leaves are the ops
@@ -57,6 +58,8 @@ export interface NodeSource {
   defs?(): (OpDef | undefined)[];
   /** Whether `node`, not made by this source, is one of its nodes all the same (Note [builder columns]). */
   owns?(node: Node): boolean;
+  /** A builder's columns and names by id, copied whole, to continue `base` (its graph): `GraphBuilder.from`. */
+  continuing?(base: Graph): { store: NodeStore; labels: ReadonlyMap<number, string> };
 }
 
 // Note [nodes on first read]
@@ -118,6 +121,14 @@ export class Graph {
     if (source.owns !== undefined) graph.owner = source;
     graph.count = source.size;
     return graph;
+  }
+
+  /**
+   * Where this graph stands on a builder's columns: a copy of them, and its names by id, for a builder
+   * that continues it (`GraphBuilder.from`); else null. @internal
+   */
+  continuing(): { store: NodeStore; labels: ReadonlyMap<number, string> } | null {
+    return this.owner?.continuing?.(this) ?? null;
   }
 
   /** Whether every node object is made already (a pass that would make them can read the columns instead). @internal */

@@ -304,7 +304,30 @@ export class NodeStore {
       defs: () => defsByCode(this.opNames, this.opCode, size),
       names: () => names,
       owns: (node) => this.owns(node, size),
+      continuing: (base) => ({ store: this.continuing(base, size), labels }),
     };
+  }
+
+  /**
+   * A store of this store's first `size` nodes for a builder that continues `base`, the graph built
+   * from them (`GraphBuilder.from`): the columns copied whole, not node by node. Nodes are only ever
+   * appended, so the first `size` are still the graph's even after the builder recorded more.
+   */
+  continuing(base: Graph, size: number): NodeStore {
+    const store = new NodeStore(base);
+    store.opCode = copied(this.opCode, size);
+    store.dtypeCode = copied(this.dtypeCode, size);
+    store.kinds = copied(this.kinds, size);
+    store.shapeIndex = copied(this.shapeIndex, size);
+    store.attrIndex = copied(this.attrIndex, size);
+    store.inputStart = copied(this.inputStart, size + 1);
+    store.inputIds = copied(this.inputIds, this.inputStart[size]!);
+    for (const op of this.opNames) store.opCodes.set(op, store.opNames.push(op) - 1);
+    store.shapeTable = this.shapeTable.slice();
+    store.attrTable = this.attrTable.slice();
+    if (this.stages !== null) store.stages = this.stages.slice(0, size);
+    store.count = size;
+    return store;
   }
 
   /** Copies the columns a built graph holds, before recording more. */

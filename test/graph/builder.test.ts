@@ -158,4 +158,49 @@ describe('GraphBuilder columns', () => {
     expect(longer.node(extra)).toBe(extra);
     expect(printGraph(longer).startsWith(printGraph(graph).split('\noutputs')[0]!)).toBe(true);
   });
+
+  it("a builder from a builder's graph copies its columns whole: the same graph as one continued node by node", () => {
+    const b = new GraphBuilder();
+    chain(b, 3000);
+    const graph = b.build();
+    // The first builder goes on recording, renames included: the graph, and a builder from it, are not touched.
+    b.name(graph.node('level5'), 'renamed');
+    b.output(
+      'more',
+      b.onStage(2, () => b.exp(b.node('x'))),
+    );
+    const continued = (g: Graph) => {
+      const c = GraphBuilder.from(g);
+      const twice = c.onStage(0, () => c.mul(c.node('level102'), c.node('x')));
+      c.output('twice', c.name(twice, 'twice'));
+      return c.build();
+    };
+    expect(graph.continuing()).not.toBeNull();
+    const table = asTable(graph);
+    expect(table.continuing()).toBeNull();
+    const bulk = continued(graph);
+    const byNode = continued(table);
+    expect(bulk.size).toBe(graph.size + 1);
+    // What the columns say of each node, read before any node object of the new graph is made.
+    const read = (g: Graph, f: (id: number) => unknown) => Array.from({ length: g.size }, (_, id) => f(id));
+    for (const of of ['opOf', 'dtypeOf', 'attrsOf', 'nameOf', 'stageOf'] as const)
+      expect(read(bulk, (id) => bulk[of](id))).toEqual(read(byNode, (id) => byNode[of](id)));
+    expect(bulk.stageOf(bulk.size - 1)).toBe(0);
+    expect(bulk.stageOf(graph.outputs['loss']! - 1)).toBe(1);
+    expect(printGraph(bulk)).toBe(printGraph(byNode));
+    const [cols, expected] = [bulk.columns, byNode.columns];
+    expect([...cols.inputStart]).toEqual([...expected.inputStart]);
+    expect([...cols.inputIds]).toEqual([...expected.inputIds]);
+    expect([...cols.kinds]).toEqual([...expected.kinds]);
+    expect(cols.shapes).toEqual(expected.shapes);
+    expect(bulk.node('level5').id).toBe(graph.node('level5').id);
+    expect(() => bulk.node('renamed')).toThrow(GraphError);
+    // gradGraph continues the graph so: its gradients evaluate to valueAndGrad's, bit for bit.
+    const params = initParams(graph, 3);
+    const feeds = { x: new Rng(4).uniformTensor([3], -1, 1, 'float32') };
+    const grads = evaluate(gradGraph(graph, { loss: 'loss' }), feeds, params);
+    expect(grads['grad:w']!.data).toEqual(
+      valueAndGrad(table, { loss: 'loss' })(feeds, params).grads['w']!.data,
+    );
+  });
 });
