@@ -315,34 +315,29 @@ export class NodeStore {
    */
   continuing(base: Graph, size: number): NodeStore {
     const store = new NodeStore(base);
-    store.opCode = copied(this.opCode, size);
-    store.dtypeCode = copied(this.dtypeCode, size);
-    store.kinds = copied(this.kinds, size);
-    store.shapeIndex = copied(this.shapeIndex, size);
-    store.attrIndex = copied(this.attrIndex, size);
-    store.inputStart = copied(this.inputStart, size + 1);
-    store.inputIds = copied(this.inputIds, this.inputStart[size]!);
+    store.copyFrom(this, size);
     for (const op of this.opNames) store.opCodes.set(op, store.opNames.push(op) - 1);
-    store.shapeTable = this.shapeTable.slice();
-    store.attrTable = this.attrTable.slice();
-    if (this.stages !== null) store.stages = this.stages.slice(0, size);
     store.count = size;
     return store;
   }
 
   /** Copies the columns a built graph holds, before recording more. */
   private unshare(): void {
-    const n = this.count;
-    this.opCode = copied(this.opCode, n);
-    this.dtypeCode = copied(this.dtypeCode, n);
-    this.kinds = copied(this.kinds, n);
-    this.shapeIndex = copied(this.shapeIndex, n);
-    this.attrIndex = copied(this.attrIndex, n);
-    this.inputStart = copied(this.inputStart, n + 1);
-    this.inputIds = copied(this.inputIds, this.inputStart[n]!);
-    this.shapeTable = this.shapeTable.slice();
-    this.attrTable = this.attrTable.slice();
-    if (this.stages !== null) this.stages = this.stages.slice();
+    this.copyFrom(this, this.count);
     this.shared = false;
+  }
+
+  /** Takes copies of the columns of `from`'s first `n` nodes, and of its tables. */
+  private copyFrom(from: NodeStore, n: number): void {
+    this.opCode = copied(from.opCode, n);
+    this.dtypeCode = copied(from.dtypeCode, n);
+    this.kinds = copied(from.kinds, n);
+    this.shapeIndex = copied(from.shapeIndex, n);
+    this.attrIndex = copied(from.attrIndex, n);
+    this.inputStart = copied(from.inputStart, n + 1);
+    this.inputIds = copied(from.inputIds, from.inputStart[n]!);
+    this.shapeTable = from.shapeTable.slice();
+    this.attrTable = from.attrTable.slice();
+    this.stages = from.stages === null ? null : from.stages.slice(0, n);
   }
 }
