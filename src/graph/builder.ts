@@ -38,25 +38,22 @@ export class GraphBuilder extends Ops<Node> {
   /** A builder that continues an existing graph (its nodes keep their ids, and stay nodes of the builder). */
   static from(graph: Graph): GraphBuilder {
     const b = new GraphBuilder();
+    const name = (id: number, label: string) => {
+      b.names.set(label, id);
+      b.labels.set(id, label);
+    };
     const continued = graph.continuing();
     if (continued !== null) {
       // A builder's graph: its columns copied whole.
       b.store = continued.store;
-      for (const [id, name] of continued.labels) {
-        b.names.set(name, id);
-        b.labels.set(id, name);
-      }
-      Object.assign(b.outputs, graph.outputs);
-      return b;
-    }
-    b.store = new NodeStore(graph);
-    const read = graph.reader();
-    for (let id = 0; id < graph.size; id++) {
-      const n = read(id);
-      b.store.push(n.op, n.inputs, n);
-      if (n.name !== undefined) {
-        b.names.set(n.name, id);
-        b.labels.set(id, n.name);
+      for (const [id, label] of continued.labels) name(id, label);
+    } else {
+      b.store = new NodeStore(graph);
+      const read = graph.reader();
+      for (let id = 0; id < graph.size; id++) {
+        const n = read(id);
+        b.store.push(n.op, n.inputs, n);
+        if (n.name !== undefined) name(id, n.name);
       }
     }
     Object.assign(b.outputs, graph.outputs);

@@ -244,15 +244,16 @@ const OVERHEAD_WARMUP = 300;
 
 async function overhead(ctx: BenchContext): Promise<void> {
   const batch = 128;
-  const graph = mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 });
+  const mlp = { features: 784, hidden: [256, 128], classes: 10 };
+  const graph = mlpClassifier(mlp);
   const params = initParams(graph, 1);
   const rng = new Rng(4);
   const feeds = {
-    x: rng.uniformTensor([batch, 784], 0, 1),
+    x: rng.uniformTensor([batch, mlp.features], 0, 1),
     y: tensor(Array.from({ length: batch }, () => rng.int(10))),
   };
   const reference = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} });
-  const floor = await EngineFloor.start({ features: 784, hidden: [256, 128], classes: 10, seed: 1 });
+  const floor = await EngineFloor.start({ ...mlp, seed: 1 });
   // Alternating blocks, per-block ratios: a burst of load on the shared machine hits both alike.
   const { blocks, interleaved, floors } = await withRuntime(graph, { workers: 1, params }, async (rt) => {
     const fns = [() => rt.step(feeds), () => reference(feeds, params)];
