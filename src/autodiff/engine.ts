@@ -7,6 +7,7 @@ import { type ConcreteShape, shapesEqual } from '../tensor/shape.ts';
 import { scalar, type Tensor, zeros } from '../tensor/tensor.ts';
 import { dict, own } from '../util/names.ts';
 import { sweep } from './backprop.ts';
+import { withCallPool } from './call-pool.ts';
 import { ancestors, bindFeeds, computeNode, paramValue, resolveShape, type TensorMap } from './forward.ts';
 import { KeptValues } from './kept.ts';
 import { edgeFacts, type GradPlan, planGradient, warnDisconnected } from './plan.ts';
@@ -139,8 +140,13 @@ export function evaluate(
   const keep = new Int32Array(graph.size);
   for (const id of roots) keep[id] = 1;
   const table = forwardTable(graph, ancestors(graph, roots));
-  const { values } = runForward(graph, table, feeds, params, keep, new Meter(), run);
-  return Object.fromEntries(wanted.map(([name, id]) => [name, values[id] as Tensor]));
+  return withCallPool(
+    () => {
+      const { values } = runForward(graph, table, feeds, params, keep, new Meter(), run);
+      return Object.fromEntries(wanted.map(([name, id]) => [name, values[id] as Tensor]));
+    },
+    (out) => Object.values(out),
+  );
 }
 
 /** What `valueAndGrad` differentiates: the loss, and with respect to what. */
@@ -162,6 +168,8 @@ export interface ValueAndGradResult {
   /** The peak of live tensor bytes the engine held during the call. */
   peakBytes: number;
 }
+
+type CallOptions = NonNullable<Parameters<ValueAndGradFn>[2]>;
 
 /** A training step with one shard, the runtime's first: what valueAndGrad runs in unless told. */
 export const TRAINING_RUN: RunContext = Object.freeze({ step: 1, microbatch: 0, replica: 0, training: true });
@@ -194,7 +202,14 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const forward = forwardTable(graph, plan.forward);
   const { inputStart, inputIds, shapes } = graph.columns;
   const { saved, savesOutput } = edgeFacts(graph);
-  return (feeds, params = {}, callOptions = {}) => {
+  // Note [call storages]: what a call makes and does not return goes back to this thread's pool.
+  return (feeds, params = {}, callOptions = {}) =>
+    withCallPool(
+      () => call(feeds, params, callOptions),
+      (r) => [r.value, ...Object.values(r.grads)],
+    );
+
+  function call(feeds: TensorMap, params: TensorMap, callOptions: CallOptions): ValueAndGradResult {
     const meter = new Meter();
     const held = keep.slice();
     held[plan.loss]!++;
@@ -238,7 +253,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
         );
     }
     return { value, grads: out, peakBytes: meter.peak };
-  };
+  }
 }
 
 /** How many VJPs will read each node's value: what the forward must keep for the backward. */

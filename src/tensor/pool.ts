@@ -231,6 +231,12 @@ export class StoragePool implements PoolStats {
     return given;
   }
 
+  /** Forgets every recorded storage without giving it back: they are someone else's now. */
+  forget(): void {
+    this.arena.clear();
+    this.arenaBytes = 0;
+  }
+
   /**
    * Note [replenishing]: makes, as fresh storages in the free lists, what the last trim found the
    * step before had taken and not given back, while the pool's bound and `limit` (bytes the pool may
@@ -313,7 +319,11 @@ export class LiveBuffers {
 
 let installed: StoragePool | null = null;
 
-/** Makes `pool` this thread's pool (null: none, every allocation fresh). The main thread installs none. */
+/**
+ * Makes `pool` this thread's pool (null: none, every allocation fresh). A host's shell installs its
+ * pool around its work; elsewhere the engine installs its call pool around each call (Note [call
+ * storages] in src/autodiff/call-pool.ts).
+ */
 export function installPool(pool: StoragePool | null): void {
   installed = pool;
 }
