@@ -321,8 +321,8 @@ let installed: StoragePool | null = null;
 
 /**
  * Makes `pool` this thread's pool (null: none, every allocation fresh). A host's shell installs its
- * pool around its work; elsewhere the engine installs its call pool around each call (Note [call
- * storages] in src/autodiff/call-pool.ts).
+ * pool around its work; in the main thread the engine installs its call pool around each call (Note
+ * [call storages] in src/autodiff/call-pool.ts).
  */
 export function installPool(pool: StoragePool | null): void {
   installed = pool;
