@@ -20,8 +20,8 @@ import type { Tensor } from '../tensor/tensor.ts';
 //
 // Other threads keep fresh storages: hosts have their own pools, and in plain worker threads of a
 // program (two of them each running `valueAndGrad` on half a batch and trading gradients,
-// test/bench/dp-floor.ts) the step was about 1 ms slower with the pool in 9 of 10 alternating runs,
-// for a reason not found; no worker-thread case measured faster.
+// test/bench/dp-floor.ts) the step was slower with the pool in 12 of 13 alternating runs, up to
+// twice as slow, every part of it alike, for a reason not found; no worker-thread case measured faster.
 
 let pool: StoragePool | null = null;
 let options: PoolOptions = {};
