@@ -52,8 +52,8 @@ export function withCallPool<R>(call: () => R, returned: (result: R) => Iterable
 }
 
 /**
- * Replaces the main thread's call pool with a new one of these options (`poison`: tests, where a storage
- * used after it went back reads NaN). @internal
+ * Replaces the main thread's call pool with a new one of these options (`poison`: tests, where a
+ * storage used after it went back reads NaN). @internal
  */
 export function configureCallPool(next: PoolOptions): void {
   options = { ...next };
