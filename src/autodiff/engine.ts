@@ -202,7 +202,7 @@ export function valueAndGrad(graph: Graph, options: ValueAndGradOptions): ValueA
   const forward = forwardTable(graph, plan.forward);
   const { inputStart, inputIds, shapes } = graph.columns;
   const { saved, savesOutput } = edgeFacts(graph);
-  // Note [call storages]: what a call makes and does not return goes back to this thread's pool.
+  // Note [call storages]: in the main thread, what a call makes and does not return is recycled.
   return (feeds, params = {}, callOptions = {}) =>
     withCallPool(
       () => call(feeds, params, callOptions),

@@ -30,6 +30,17 @@ const params = { w1: rng.uniformTensor([64, 128], -0.2, 0.2), w2: rng.uniformTen
 const feed = () => ({ x: rng.uniformTensor([32, 64], -1, 1) });
 const copy = (t: Tensor) => ({ shape: [...t.shape], data: t.data.slice() });
 
+/** A one-input op of its input's type whose gradient passes through unchanged, computing `forward`. */
+const passThroughOp = (name: string, forward: (x: Tensor) => Tensor) =>
+  defineOp({
+    name,
+    arity: 1,
+    saves: { inputs: 'none', output: false },
+    infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
+    forward: ([x]) => forward(x!),
+    vjp: (_o, { g }) => [g],
+  });
+
 describe('the engine call pool', () => {
   beforeEach(() => configureCallPool({ poison: true }));
 
@@ -75,21 +86,14 @@ describe('the engine call pool', () => {
     const innerFeeds = feed();
     const expectedH = evaluate(inner, innerFeeds, params, ['h']).h!;
     // An op whose forward evaluates another graph: y = x + h, h of the inner graph.
-    const op = defineOp({
-      name: 'plusInnerHidden',
-      arity: 1,
-      saves: { inputs: 'none', output: false },
-      infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
-      forward: ([x]) => {
-        expect(installedPool()).not.toBeNull();
-        const { h } = evaluate(inner, innerFeeds, params, ['h']);
-        return new Tensor(
-          'float32',
-          x!.shape,
-          (h!.data as Float32Array).map((v, i) => v + x!.data[i]!),
-        );
-      },
-      vjp: (_o, { g }) => [g],
+    const op = passThroughOp('plusInnerHidden', (x) => {
+      expect(installedPool()).not.toBeNull();
+      const { h } = evaluate(inner, innerFeeds, params, ['h']);
+      return new Tensor(
+        'float32',
+        x.shape,
+        (h!.data as Float32Array).map((v, i) => v + x.data[i]!),
+      );
     });
     const b = new GraphBuilder();
     const x = b.param('x', [32, 128]);
@@ -110,16 +114,9 @@ describe('the engine call pool', () => {
 
   it('a call that throws leaves the pool as it was and the caller’s tensors alone', () => {
     let fail = false;
-    const op = defineOp({
-      name: 'failsOnDemand',
-      arity: 1,
-      saves: { inputs: 'none', output: false },
-      infer: ([x]) => ({ shape: x!.shape, dtype: x!.dtype }),
-      forward: ([x]) => {
-        if (fail) throw new Error('asked to fail');
-        return x!;
-      },
-      vjp: (_o, { g }) => [g],
+    const op = passThroughOp('failsOnDemand', (x) => {
+      if (fail) throw new Error('asked to fail');
+      return x;
     });
     const b = new GraphBuilder();
     const xIn = b.input('x', [32, 64]);
