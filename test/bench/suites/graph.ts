@@ -19,6 +19,11 @@
  * estimate of the total where a fresh page is nearly free (an upper bound on the saving, since a
  * fault taken by a collector thread may overlap the main thread's work).
  *
+ * Last, `engine call pool` (Note [call storages]): the MNIST MLP's `valueAndGrad` (784-256-128-10,
+ * batch 128) in this thread, with the main thread's call pool and without it (`minBytes` past any
+ * size), in alternating blocks: `median_ms` with it, `no_pool_median_ms` without, `speedup` the median
+ * of the blocks' paired ratios, and the minor faults a call of each.
+ *
  * Two cases per size. `built` is what a user of the package runs: this file and the sources it
  * imports compiled by tsc with tsconfig.build.json (the package's build) into a temporary directory,
  * and the child run by plain node. `tsx` is the sources as the tests and examples run them, through
@@ -29,6 +34,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { configureCallPool } from '../../../src/autodiff/call-pool.ts';
 import { evaluate, valueAndGrad } from '../../../src/autodiff/engine.ts';
 import { gradGraph } from '../../../src/autodiff/grad-graph.ts';
 import { GraphBuilder } from '../../../src/graph/builder.ts';
@@ -36,9 +42,13 @@ import { checkGraph } from '../../../src/graph/check.ts';
 import type { Graph, Node } from '../../../src/graph/graph.ts';
 import { initParams } from '../../../src/graph/params.ts';
 import { deserializeGraph, serializeGraph } from '../../../src/graph/serialize.ts';
+import { Rng } from '../../../src/tensor/rng.ts';
+import { tensor } from '../../../src/tensor/tensor.ts';
+import { mlpClassifier } from '../../../src/train/models.ts';
 import { buildInto, execFileAsync } from '../built.ts';
 import { type BenchContext, type BenchResult, median, peakRssMb, round, type Suite } from '../harness.ts';
 import { freshPageUs } from '../machine.ts';
+import { pairedRatio, resultOf } from '../rounds.ts';
 
 const LEVEL_NODES = 7;
 const PARAM_EVERY = 1000;
@@ -276,7 +286,7 @@ function faultFigures(samples: readonly RunTimes[], pageUs: number): Record<stri
 export const graphSuite: Suite = {
   name: 'graph',
   description:
-    'build + forward + backward of 1e4/1e5/1e6-node elementwise graphs (f32[4]), per child process, built and under tsx',
+    'build + forward + backward of 1e4/1e5/1e6-node elementwise graphs (f32[4]), per child process, built and under tsx; the engine call pool on the MNIST MLP',
   flags: { small: 'only 1e4 and 1e5 nodes' },
   async run(ctx) {
     const sizes = ctx.flags.has('small') ? SIZES.slice(0, 2) : SIZES;
@@ -293,8 +303,62 @@ export const graphSuite: Suite = {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+    callPoolCase(ctx);
   },
 };
+
+/** The `engine call pool` case's blocks: how many of each mode, calls timed in each, untimed calls first. */
+const POOL_BLOCKS = 16;
+const POOL_CALLS = 25;
+const POOL_WARMUP = 3;
+
+/** The main thread's call pool against none, on the MNIST MLP's valueAndGrad (see the header). */
+function callPoolCase(ctx: BenchContext): void {
+  const graph = mlpClassifier({ features: 784, hidden: [256, 128], classes: 10 });
+  const params = initParams(graph, 1);
+  const rng = new Rng(4);
+  const feeds = {
+    x: rng.uniformTensor([128, 784], 0, 1),
+    y: tensor(Array.from({ length: 128 }, () => rng.int(10))),
+  };
+  const f = valueAndGrad(graph, { loss: 'loss', onWarning: () => {} });
+  const modes = [{}, { minBytes: Number.POSITIVE_INFINITY }];
+  const ms: number[][] = [[], []];
+  const faults: number[][] = [[], []];
+  for (let i = 0; i < 100; i++) f(feeds, params);
+  try {
+    for (let b = 0; b < POOL_BLOCKS; b++) {
+      for (const [m, options] of modes.entries()) {
+        configureCallPool(options);
+        for (let i = 0; i < POOL_WARMUP; i++) f(feeds, params);
+        const times: number[] = [];
+        const f0 = process.resourceUsage().minorPageFault;
+        for (let i = 0; i < POOL_CALLS; i++) {
+          const t0 = performance.now();
+          f(feeds, params);
+          times.push(performance.now() - t0);
+        }
+        faults[m]!.push((process.resourceUsage().minorPageFault - f0) / POOL_CALLS);
+        ms[m]!.push(median(times));
+      }
+    }
+  } finally {
+    configureCallPool({});
+  }
+  const [pooled, fresh] = ms as [number[], number[]];
+  ctx.report(
+    resultOf(ctx, 'engine call pool', pooled, {
+      model: 'mlp 784-256-128-10',
+      batch: 128,
+      no_pool_median_ms: round(median(fresh)),
+      no_pool_min_ms: round(Math.min(...fresh)),
+      no_pool_max_ms: round(Math.max(...fresh)),
+      speedup: round(pairedRatio(fresh, pooled), 3),
+      faults_per_call: round(median(faults[0]!), 1),
+      no_pool_faults_per_call: round(median(faults[1]!), 1),
+    }),
+  );
+}
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   child(Number(process.argv[2]), Number(process.argv[3]), process.argv[4] !== 'total');
