@@ -15,10 +15,10 @@ import { DTYPES } from '../tensor/tensor.ts';
 // arrays (op, dtype, inputs and shapes as offsets into flat columns) plus the few non-empty
 // attributes in the tagged form of Note [graph format]; it travels by structured clone (over bytes,
 // in an init frame: frame.ts) and is rebuilt in a fraction of the time (its nodes made as they are
-// read: Note [nodes on first read]). It
-// is not re-checked on arrival: it is the coordinator's own graph, which `checkGraph` passed before
-// any worker started (invariant 8); `unpackGraph` only checks that the columns hold together, every
-// node's at once, so a corrupted handoff is a FormatError, never a crash or a wrong graph.
+// read: Note [nodes on first read]). It is not re-checked on arrival: it is the coordinator's own
+// graph, which `checkGraph` passed before any worker started (invariant 8); `unpackGraph` only checks
+// that the columns hold together, every node's at once, so a corrupted handoff is a FormatError,
+// never a crash or a wrong graph.
 
 export interface PackedGraph {
   readonly size: number;
